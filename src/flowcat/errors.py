@@ -1,0 +1,161 @@
+"""The flowcat error hierarchy, classified by how a caller should handle it.
+
+::
+
+    FlowcatError
+    ├── ConfigError                 bad configuration (file, parameter, environment)
+    ├── MissingExtraError           an optional extra is not installed (also an ImportError)
+    ├── PipelineStateError          an operation not allowed in the pipeline's current state
+    ├── PipelineTimeoutError        a bounded wait ran out (carries what and the budget)
+    ├── ProcessorError              a processor failed while handling a frame
+    ├── TransportError              a transport failed (socket closed, handshake refused)
+    │   └── ProtocolError           a peer sent something malformed (carries the raw input)
+    ├── CapacityError               admission refused: the worker is at capacity
+    └── ServiceError(retryable)     a provider call failed
+        ├── ServiceConnectionError  could not connect (retryable)
+        ├── ServiceTimeout          the provider did not answer in time (retryable)
+        └── ServiceStatusError      the provider answered with an error status;
+                                    4xx is not retryable except 408, 429 and 499
+
+Vendor exceptions are translated into these at the service boundary and chained
+with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CapacityError",
+    "ConfigError",
+    "FlowcatError",
+    "MissingExtraError",
+    "PipelineStateError",
+    "PipelineTimeoutError",
+    "ProcessorError",
+    "ProtocolError",
+    "ServiceConnectionError",
+    "ServiceError",
+    "ServiceStatusError",
+    "ServiceTimeout",
+    "TransportError",
+    "require_extra",
+]
+
+
+class FlowcatError(Exception):
+    """Base of every error flowcat raises on purpose."""
+
+
+class ConfigError(FlowcatError):
+    """Invalid configuration: the message names the setting and the value received."""
+
+
+class MissingExtraError(FlowcatError, ImportError):
+    """An optional dependency is missing; the message gives the install command."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} requires the '{extra}' extra: pip install 'flowcat[{extra}]'")
+        self.feature = feature
+        self.extra = extra
+
+
+class PipelineStateError(FlowcatError):
+    """An operation that the pipeline (or task) cannot do in its current state."""
+
+
+class PipelineTimeoutError(FlowcatError):
+    """A bounded wait ran out.
+
+    Attributes:
+        what: What was being waited for.
+        timeout: The budget in seconds.
+    """
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(f"{what} did not finish within {timeout:g} s")
+        self.what = what
+        self.timeout = timeout
+
+
+class ProcessorError(FlowcatError):
+    """A processor raised while handling a frame."""
+
+
+class TransportError(FlowcatError):
+    """A transport failed."""
+
+
+class ProtocolError(TransportError):
+    """A peer sent malformed or unexpected input.
+
+    Attributes:
+        raw: The offending input (truncated by whoever logs it).
+    """
+
+    def __init__(self, message: str, raw: object = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class CapacityError(FlowcatError):
+    """Admission refused because the worker is at its configured capacity."""
+
+
+class ServiceError(FlowcatError):
+    """A provider call failed.
+
+    Attributes:
+        retryable: Whether retrying the same call may succeed.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ServiceConnectionError(ServiceError):
+    """Could not connect to the provider."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message, retryable=retryable)
+
+
+class ServiceTimeout(ServiceError):
+    """The provider did not answer in time."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message, retryable=retryable)
+
+
+class ServiceStatusError(ServiceError):
+    """The provider answered with an error status.
+
+    4xx statuses are not retryable, except 408 (timeout), 429 (rate limit) and 499.
+    """
+
+    def __init__(self, message: str, status_code: int, body: object = None) -> None:
+        retryable = status_code >= 500 or status_code in (408, 429, 499)
+        super().__init__(f"{message} (status {status_code})", retryable=retryable)
+        self.status_code = status_code
+        self.body = body
+
+
+def require_extra(module: str, feature: str, extra: str) -> object:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra.
+
+    Args:
+        module: Dotted module name to import.
+        feature: Human name of what needs it (for the message).
+        extra: The ``flowcat[...]`` extra that installs it.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingExtraError: The module is not installed.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(feature, extra) from None

@@ -1,0 +1,107 @@
+"""Value types carried by frames: keypad entries, metrics data, token usage, function calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "FunctionCallFromLLM",
+    "KeypadEntry",
+    "LLMTokenUsage",
+    "LLMUsageMetricsData",
+    "MetricsData",
+    "ProcessingMetricsData",
+    "TTFBMetricsData",
+    "TTSUsageMetricsData",
+    "TurnMetricsData",
+]
+
+
+class KeypadEntry(str, Enum):
+    """A DTMF key. Values are the characters printed on the keypad (A–D included)."""
+
+    ONE = "1"
+    TWO = "2"
+    THREE = "3"
+    FOUR = "4"
+    FIVE = "5"
+    SIX = "6"
+    SEVEN = "7"
+    EIGHT = "8"
+    NINE = "9"
+    ZERO = "0"
+    POUND = "#"
+    STAR = "*"
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+
+
+@dataclass(slots=True)
+class MetricsData:
+    """Base of metrics records: which processor (and model) produced it."""
+
+    processor: str
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class TTFBMetricsData(MetricsData):
+    """Time to first byte, seconds."""
+
+    value: float = 0.0
+
+
+@dataclass(slots=True)
+class ProcessingMetricsData(MetricsData):
+    """Processing time, seconds."""
+
+    value: float = 0.0
+
+
+@dataclass(slots=True)
+class LLMTokenUsage:
+    """Token counts reported by an LLM."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class LLMUsageMetricsData(MetricsData):
+    """LLM token usage."""
+
+    value: LLMTokenUsage = field(default_factory=LLMTokenUsage)
+
+
+@dataclass(slots=True)
+class TTSUsageMetricsData(MetricsData):
+    """Characters sent to a TTS service."""
+
+    value: int = 0
+
+
+@dataclass(slots=True)
+class TurnMetricsData(MetricsData):
+    """End-of-turn prediction: completeness, probability and inference time (ms)."""
+
+    is_complete: bool = False
+    probability: float = 0.0
+    e2e_processing_time_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class FunctionCallFromLLM:
+    """A tool call requested by an LLM."""
+
+    function_name: str
+    tool_call_id: str
+    arguments: dict[str, Any]
+    context: Any = None

@@ -1,0 +1,39 @@
+"""The runtime: processors, pipelines, the per-call scheduler, tasks and the runner."""
+
+from __future__ import annotations
+
+from ._direction import FrameDirection as FrameDirection
+from ._events import EventEmitter as EventEmitter
+from ._observer import BaseObserver as BaseObserver
+from ._observer import FramePushed as FramePushed
+from ._parallel import ParallelPipeline as ParallelPipeline
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineSink as PipelineSink
+from ._pipeline import PipelineSource as PipelineSource
+from ._processor import FrameProcessor as FrameProcessor
+from ._runner import PipelineRunner as PipelineRunner
+from ._scheduler import CallScheduler as CallScheduler
+from ._scheduler import SchedulerStats as SchedulerStats
+from ._scheduler import current_generation as current_generation
+from ._task import PipelineParams as PipelineParams
+from ._task import PipelineTask as PipelineTask
+from ._task import TaskStats as TaskStats
+
+__all__ = [
+    "BaseObserver",
+    "CallScheduler",
+    "EventEmitter",
+    "FrameDirection",
+    "FramePushed",
+    "FrameProcessor",
+    "ParallelPipeline",
+    "Pipeline",
+    "PipelineParams",
+    "PipelineRunner",
+    "PipelineSink",
+    "PipelineSource",
+    "PipelineTask",
+    "SchedulerStats",
+    "TaskStats",
+    "current_generation",
+]

@@ -1,0 +1,373 @@
+"""FrameProcessor: the unit of a pipeline.
+
+Subclasses override :meth:`FrameProcessor.process_frame`, call ``super()`` first,
+and :meth:`~FrameProcessor.push_frame` whatever they want to pass on — exactly
+as in pipecat. The difference is underneath: ``push_frame`` calls the next
+processor's ``process_frame`` directly (no queue, no task per processor). Code
+outside the running chain (a background task, a timer) may call ``push_frame``
+too: the call's scheduler then queues the frame and runs it as a new chain,
+never re-entrantly into a running one.
+
+Rules for processor authors:
+
+* Do not await I/O inside ``process_frame``. Start it with :meth:`create_task`
+  (owned by the call, optionally cancelled by interruptions) and push results
+  from there.
+* Lifecycle hooks :meth:`start`, :meth:`stop`, :meth:`cancel`,
+  :meth:`on_interruption` may await; each call is bounded by the task's
+  ``hook_timeout_secs`` and an overrun is reported with the processor's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+from collections import deque
+from collections.abc import Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..frames import (
+    SYSTEM,
+    CancelFrame,
+    EndFrame,
+    ErrorFrame,
+    FatalErrorFrame,
+    Frame,
+    FrameProcessorPauseUrgentFrame,
+    FrameProcessorResumeUrgentFrame,
+    InterruptionFrame,
+    StartFrame,
+)
+from ._direction import FrameDirection
+from ._events import EventEmitter
+from ._metrics import ProcessorMetrics
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._scheduler import CallScheduler
+
+__all__ = ["FrameProcessor"]
+
+logger = logging.getLogger("flowcat.processor")
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+UPSTREAM = FrameDirection.UPSTREAM
+
+_processor_ids = itertools.count(1).__next__
+
+
+class FrameProcessor(EventEmitter, ProcessorMetrics):
+    """Base class of every processor.
+
+    Args:
+        name: Name for logs and metrics (default ``ClassName#n``).
+    """
+
+    def __init__(self, *, name: str | None = None, **kwargs: Any) -> None:
+        self._id = _processor_ids()
+        self._name = name or f"{type(self).__name__}#{self._id}"
+        self._prev: FrameProcessor | None = None
+        self._next: FrameProcessor | None = None
+        self._parent: FrameProcessor | None = None
+        self._sched: CallScheduler | None = None
+        self._gate: deque[tuple[Frame, FrameDirection]] | None = None
+        self._cancelled = False
+        self._started = False
+        self._start_frame: StartFrame | None = None
+        ProcessorMetrics.__init__(self)
+
+    # ------------------------------------------------------------- identity
+
+    @property
+    def id(self) -> int:
+        """Process-unique processor id."""
+        return self._id
+
+    @property
+    def name(self) -> str:
+        """The processor's name."""
+        return self._name
+
+    def __str__(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+    @property
+    def next(self) -> FrameProcessor | None:
+        """The downstream neighbour."""
+        return self._next
+
+    @property
+    def previous(self) -> FrameProcessor | None:
+        """The upstream neighbour."""
+        return self._prev
+
+    @property
+    def started(self) -> bool:
+        """Whether the StartFrame has reached this processor."""
+        return self._started
+
+    @property
+    def start_frame(self) -> StartFrame | None:
+        """The StartFrame this processor received (its parameters), if any."""
+        return self._start_frame
+
+    @property
+    def processors(self) -> list[FrameProcessor]:
+        """Child processors (containers override)."""
+        return []
+
+    def walk(self) -> Iterator[FrameProcessor]:
+        """This processor and every processor nested in it, depth first."""
+        yield self
+        for child in self.processors:
+            yield from child.walk()
+
+    def link(self, processor: FrameProcessor) -> FrameProcessor:
+        """Make ``processor`` the downstream neighbour. Returns it, for chaining."""
+        self._next = processor
+        processor._prev = self
+        return processor
+
+    def _attach(self, sched: CallScheduler | None) -> None:
+        """Bind to a call's scheduler (done by the task for every processor)."""
+        self._sched = sched
+
+    # ----------------------------------------------------------- the chain
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Handle one frame. Override, call ``super()`` first, push what passes on.
+
+        The base implementation runs lifecycle bookkeeping for Start, End, Cancel,
+        interruption and pause/resume frames; for any other frame it does nothing.
+        """
+        handler = _LIFECYCLE.get(frame.__class__)
+        if handler is not None:
+            await handler(self, frame)
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
+        """Send ``frame`` to the neighbour in ``direction``.
+
+        Inside the running chain this is a direct call. From anywhere else the
+        call's scheduler queues the frame (system frames ahead of data) and runs it
+        as soon as no chain holds its slot.
+        """
+        sched = self._sched
+        if sched is not None and not sched.executing:
+            await sched.enter(self, frame, direction)
+            return
+        nxt = self._next if direction is DOWNSTREAM else self._prev
+        if nxt is None:
+            return
+        if nxt._gate is not None and nxt._gated(frame, direction):
+            return
+        try:
+            await nxt.process_frame(frame, direction)
+        except Exception as exc:  # a failing processor must not take the call down
+            await nxt._on_exception(frame, exc)
+
+    async def _receive(self, frame: Frame, direction: FrameDirection) -> None:
+        """Deliver ``frame`` to this processor itself (scheduler entry point)."""
+        if self._gate is not None and self._gated(frame, direction):
+            return
+        try:
+            await self.process_frame(frame, direction)
+        except Exception as exc:
+            await self._on_exception(frame, exc)
+
+    async def queue_frame(self, frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
+        """Hand ``frame`` to this processor's ``process_frame`` through the scheduler."""
+        sched = self._sched
+        if sched is None or sched.executing:
+            await self._receive(frame, direction)
+        else:
+            sched.submit(self, frame, direction, to_self=True)
+
+    async def _on_exception(self, frame: Frame, exc: Exception) -> None:
+        logger.error("%s: exception processing %s", self._name, frame.name, exc_info=exc)
+        await self.push_error(f"{self._name}: {exc!r} while processing {frame.name}", exception=exc)
+
+    async def push_error(
+        self, error_msg: str, exception: BaseException | None = None, fatal: bool = False
+    ) -> None:
+        """Push an :class:`~flowcat.frames.ErrorFrame` (or fatal one) upstream."""
+        cls = FatalErrorFrame if fatal else ErrorFrame
+        await self.push_frame(cls(error=error_msg, fatal=fatal, processor=self, exception=exception), UPSTREAM)
+
+    async def push_error_frame(self, frame: ErrorFrame) -> None:
+        """Push a ready-made error frame upstream."""
+        if frame.processor is None:
+            frame.processor = self
+        await self.push_frame(frame, UPSTREAM)
+
+    async def broadcast_frame(self, frame_cls: type[Frame], **kwargs: Any) -> None:
+        """Push two fresh instances of ``frame_cls``: one downstream, one upstream.
+
+        The two are siblings: each has its own id and the other's id in
+        ``broadcast_sibling_id``.
+        """
+        down = frame_cls(**kwargs)
+        up = frame_cls(**kwargs)
+        down.broadcast_sibling_id = up.id
+        up.broadcast_sibling_id = down.id
+        await self.push_frame(down, DOWNSTREAM)
+        await self.push_frame(up, UPSTREAM)
+
+    async def broadcast_frame_instance(self, frame: Frame) -> None:
+        """Push ``frame`` downstream and a copy of it (fresh id) upstream."""
+        from ..frames._base import _next_id
+
+        twin = copy.copy(frame)
+        twin.id = _next_id()
+        frame.broadcast_sibling_id = twin.id
+        twin.broadcast_sibling_id = frame.id
+        await self.push_frame(frame, DOWNSTREAM)
+        await self.push_frame(twin, UPSTREAM)
+
+    async def broadcast_interruption(self) -> None:
+        """Interrupt the bot: broadcast an :class:`~flowcat.frames.InterruptionFrame` both ways."""
+        await self.broadcast_frame(InterruptionFrame)
+
+    # ------------------------------------------------------ pause / resume
+
+    def pause_processing_frames(self) -> None:
+        """Hold every non-system frame arriving here, in order, until resumed."""
+        if self._gate is None:
+            self._gate = deque()
+
+    def resume_processing_frames(self) -> None:
+        """Deliver the held frames, in arrival order, then resume normal flow."""
+        held, self._gate = self._gate, None
+        if not held:
+            return
+        sched = self._sched
+        if sched is None:
+            raise RuntimeError(f"{self._name}: resume_processing_frames() needs a running task")
+        for frame, direction in held:
+            sched.submit(self, frame, direction, to_self=True)
+
+    def _gated(self, frame: Frame, direction: FrameDirection) -> bool:
+        """Return True if the frame was held (paused) instead of delivered."""
+        gate = self._gate
+        if gate is None or frame.kind == SYSTEM:
+            return False
+        gate.append((frame, direction))
+        return True
+
+    # ---------------------------------------------------------- lifecycle
+
+    async def start(self, frame: StartFrame) -> None:
+        """Hook: the pipeline starts (connect to services here). Bounded."""
+
+    async def stop(self, frame: EndFrame) -> None:
+        """Hook: the pipeline ends gracefully (flush, close). Bounded."""
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        """Hook: the pipeline is cancelled (close at once). Bounded."""
+
+    async def on_interruption(self) -> None:
+        """Hook: the user interrupted; drop buffered output here. Bounded."""
+
+    async def cleanup(self) -> None:
+        """Hook: the task is over; release resources. Bounded."""
+
+    async def _run_hook(self, hook: str, coro: Coroutine[Any, Any, None]) -> None:
+        sched = self._sched
+        if sched is None:
+            await coro
+            return
+        try:
+            await sched.run_hook(self, hook, coro)
+        except Exception as exc:
+            await self.push_error(f"{self._name}.{hook}() failed: {exc}", exception=exc)
+
+    def _overrides(self, hook: str) -> bool:
+        return getattr(type(self), hook) is not getattr(FrameProcessor, hook)
+
+    async def _on_start(self, frame: StartFrame) -> None:
+        self._started = True
+        self._cancelled = False
+        self._start_frame = frame
+        self._configure_metrics(frame)
+        if self._overrides("start"):
+            await self._run_hook("start", self.start(frame))
+
+    async def _on_end(self, frame: EndFrame) -> None:
+        if self._overrides("stop"):
+            await self._run_hook("stop", self.stop(frame))
+
+    async def _on_cancel(self, frame: CancelFrame) -> None:
+        self._cancelled = True
+        self._gate = None
+        if self._overrides("cancel"):
+            await self._run_hook("cancel", self.cancel(frame))
+
+    async def _on_interruption_frame(self, frame: InterruptionFrame) -> None:
+        sched = self._sched
+        if sched is not None:
+            sched.note_interruption(frame)
+        gate = self._gate
+        if gate:
+            self._gate = deque(e for e in gate if not e[0].interruptible)
+        self._reset_metrics_on_interruption()
+        if self._overrides("on_interruption"):
+            await self._run_hook("on_interruption", self.on_interruption())
+
+    async def _on_pause(self, frame: FrameProcessorPauseUrgentFrame) -> None:
+        if frame.processor is self:
+            self.pause_processing_frames()
+
+    async def _on_resume(self, frame: FrameProcessorResumeUrgentFrame) -> None:
+        if frame.processor is self:
+            self.resume_processing_frames()
+
+    # ---------------------------------------------------- background work
+
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        name: str | None = None,
+        *,
+        cancel_on_interruption: bool = False,
+    ) -> asyncio.Task[Any]:
+        """Start background work owned by the call.
+
+        Args:
+            coro: The coroutine to run.
+            name: Task name for logs.
+            cancel_on_interruption: Cancel it when the user interrupts (its later
+                interruptible pushes are dropped either way).
+
+        Returns:
+            The task. The call cancels it when it ends.
+        """
+        sched = self._sched
+        task_name = f"{self._name}::{name or getattr(coro, '__name__', 'task')}"
+        if sched is None:
+            import asyncio as _asyncio
+
+            return _asyncio.get_running_loop().create_task(coro, name=task_name)
+        return sched.create_task(coro, name=task_name, cancel_on_interruption=cancel_on_interruption)
+
+    async def cancel_task(self, task: asyncio.Task[Any], timeout: float | None = 1.0) -> None:
+        """Cancel ``task`` and wait for it, at most ``timeout`` s."""
+        import asyncio as _asyncio
+
+        if task.done():
+            return
+        task.cancel()
+        await _asyncio.wait((task,), timeout=timeout)
+
+
+_LIFECYCLE: dict[type[Frame], Any] = {
+    StartFrame: FrameProcessor._on_start,
+    EndFrame: FrameProcessor._on_end,
+    CancelFrame: FrameProcessor._on_cancel,
+    InterruptionFrame: FrameProcessor._on_interruption_frame,
+    FrameProcessorPauseUrgentFrame: FrameProcessor._on_pause,
+    FrameProcessorResumeUrgentFrame: FrameProcessor._on_resume,
+}

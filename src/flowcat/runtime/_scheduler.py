@@ -1,0 +1,473 @@
+"""The per-call scheduler: priority and data lanes, chain driving, generations.
+
+One :class:`CallScheduler` serves one running pipeline (a call). Between
+processors, frames move by direct ``await`` calls; the scheduler only decides
+*when a new chain may start*:
+
+* A frame entering from outside the running chain (transport input, a timer, a
+  background task) starts a chain immediately when nothing is running. The chain
+  coroutine is stepped synchronously (``coro.send``); if it finishes without
+  suspending — the normal case — no task is created. If it suspends (a processor
+  awaited something), the rest of it continues in a task owned by the call, and
+  the submitter returns at once: **the socket reader is never blocked**.
+* While a chain runs or is suspended, new entries wait in a lane: system frames in
+  the **priority lane**, everything else in the **data lane**. Two slots run
+  chains: system frames may start while a data chain is suspended (as pipecat's
+  input task runs system frames next to its process task), data chains wait for
+  both slots.
+* Backpressure: the data lane holds ``max_data_lane`` entries; an async pusher
+  (a background task) waits for room, a synchronous submitter is never blocked and
+  never loses a control frame. Input audio queued in the priority lane is capped
+  at ``max_queued_input_audio`` frames: past that the *oldest* queued input audio
+  is dropped (counted in :attr:`SchedulerStats.input_audio_dropped`).
+* Interruptions bump :attr:`CallScheduler.generation`: queued interruptible
+  frames are dropped, uninterruptible ones kept, a data chain suspended on an
+  interruptible frame is cancelled, and call-owned background tasks created with
+  ``cancel_on_interruption=True`` in an older generation are cancelled. A frame
+  pushed later by an older-generation task is dropped unless uninterruptible.
+* :class:`~flowcat.frames.CancelFrame` preempts everything: both slots are
+  cancelled, the lanes emptied, and the cancel chain runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PipelineTimeoutError
+from ..frames import SYSTEM, CancelFrame, Frame, InputAudioRawFrame, InterruptionFrame, StartFrame
+from ._direction import FrameDirection
+
+if TYPE_CHECKING:
+    from ._processor import FrameProcessor
+
+__all__ = ["CallScheduler", "SchedulerStats", "current_generation"]
+
+logger = logging.getLogger("flowcat.scheduler")
+
+_generation_var: contextvars.ContextVar[int] = contextvars.ContextVar("flowcat_generation", default=-1)
+
+
+def current_generation() -> int:
+    """Generation of the call-owned task running now, or -1 outside such a task."""
+    return _generation_var.get()
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    """Counters of one call's scheduler."""
+
+    chains: int = 0
+    """Chains started (entries delivered)."""
+    suspensions: int = 0
+    """Chains that suspended and continued in a task."""
+    peak_priority_lane: int = 0
+    peak_data_lane: int = 0
+    input_audio_dropped: int = 0
+    """Queued input audio dropped because the priority lane cap was reached."""
+    interrupted_dropped: int = 0
+    """Queued or late interruptible frames dropped by interruptions."""
+    interruptions: int = 0
+    background_tasks: int = 0
+    hook_timeouts: int = 0
+
+
+class _Slot:
+    __slots__ = ("coro", "frame", "name", "task")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.coro: Coroutine[Any, Any, None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.frame: Frame | None = None
+
+
+# Entry: (generation, processor, frame, direction, to_self)
+_Entry = tuple[int, "FrameProcessor", Frame, FrameDirection, bool]
+
+
+class CallScheduler:
+    """Runs one call's frame chains. Created by :class:`~flowcat.PipelineTask`.
+
+    Args:
+        name: Name used in logs.
+        max_data_lane: Data-lane size past which async pushers wait.
+        max_queued_input_audio: Cap on input-audio frames waiting in the priority lane.
+        hook_timeout: Bound (s) on each processor lifecycle hook.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_data_lane: int = 256,
+        max_queued_input_audio: int = 100,
+        hook_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.executing = False
+        """True while chain code is on the stack (pushes then go direct)."""
+        self.generation = 0
+        """Interruption generation; bumped by every interruption."""
+        self.max_data_lane = max_data_lane
+        self.max_queued_input_audio = max_queued_input_audio
+        self.hook_timeout = hook_timeout
+        self.stats = SchedulerStats()
+        self.on_hook_timeout: Any = None
+        """Optional callback ``(processor, hook_name, timeout)``."""
+        self._sys: deque[_Entry] = deque()
+        self._data: deque[_Entry] = deque()
+        self._sys_slot = _Slot("system")
+        self._data_slot = _Slot("data")
+        self._current: _Slot | None = None
+        self._pumping = False
+        self._held = True  # until the StartFrame has reached the end of the pipeline
+        self._closed = False
+        self._queued_audio = 0
+        self._last_interruption = (0, 0)
+        self._tasks: dict[asyncio.Task[Any], tuple[int, bool]] = {}
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def held(self) -> bool:
+        """Whether entries are held until the pipeline has started."""
+        return self._held
+
+    def release(self) -> None:
+        """The StartFrame has passed every processor: let held entries run."""
+        self._held = False
+        self._pump()
+
+    def close(self) -> None:
+        """Stop accepting entries (the call is over). Queued entries are dropped."""
+        self._closed = True
+        self._sys.clear()
+        self._data.clear()
+        self._queued_audio = 0
+        self._wake_space_waiters()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the call is over."""
+        return self._closed
+
+    def lane_sizes(self) -> tuple[int, int]:
+        """Current (priority, data) lane sizes."""
+        return len(self._sys), len(self._data)
+
+    def busy(self) -> bool:
+        """Whether a chain is running or suspended."""
+        return self._sys_slot.coro is not None or self._data_slot.coro is not None
+
+    # ----------------------------------------------------------------- entry
+
+    async def enter(self, proc: FrameProcessor, frame: Frame, direction: FrameDirection) -> None:
+        """Push ``frame`` from ``proc`` on behalf of code outside the running chain.
+
+        Waits for room when the data lane is full (backpressure on the producer).
+        Frames from a call-owned task of an older generation are dropped unless
+        uninterruptible.
+        """
+        gen = _generation_var.get()
+        if 0 <= gen < self.generation and frame.interruptible:
+            self.stats.interrupted_dropped += 1
+            return
+        if frame.kind != SYSTEM:
+            while len(self._data) >= self.max_data_lane and not self._closed:
+                waiter = asyncio.get_running_loop().create_future()
+                self._space_waiters.append(waiter)
+                await waiter
+        self.submit(proc, frame, direction)
+
+    def submit(
+        self,
+        proc: FrameProcessor,
+        frame: Frame,
+        direction: FrameDirection,
+        *,
+        to_self: bool = False,
+    ) -> None:
+        """Schedule ``frame``: pushed from ``proc`` (or delivered to it if ``to_self``).
+
+        Never blocks and never awaits. Runs the chain now if nothing else is running.
+        """
+        if self._closed:
+            return
+        entry: _Entry = (self.generation, proc, frame, direction, to_self)
+        if frame.kind == SYSTEM:
+            cls = type(frame)
+            if cls is CancelFrame:
+                self._cancel_now(entry)
+                return
+            if cls is InterruptionFrame:
+                self.note_interruption(frame)
+            if cls is StartFrame:
+                self._sys.appendleft(entry)
+            else:
+                if cls is InputAudioRawFrame or isinstance(frame, InputAudioRawFrame):
+                    if self._queued_audio >= self.max_queued_input_audio and (self._sys or self.busy()):
+                        self._drop_oldest_audio()
+                    self._queued_audio += 1
+                self._sys.append(entry)
+                n = len(self._sys)
+                if n > self.stats.peak_priority_lane:
+                    self.stats.peak_priority_lane = n
+        else:
+            self._data.append(entry)
+            n = len(self._data)
+            if n > self.stats.peak_data_lane:
+                self.stats.peak_data_lane = n
+        if not self.executing:
+            self._pump()
+
+    def _drop_oldest_audio(self) -> None:
+        for i, entry in enumerate(self._sys):
+            if isinstance(entry[2], InputAudioRawFrame):
+                del self._sys[i]
+                self._queued_audio -= 1
+                self.stats.input_audio_dropped += 1
+                return
+
+    # ------------------------------------------------------------------ pump
+
+    def _pump(self) -> None:
+        if self._pumping or self.executing:
+            return
+        self._pumping = True
+        try:
+            sys_lane, data_lane = self._sys, self._data
+            sys_slot, data_slot = self._sys_slot, self._data_slot
+            while not self._closed:
+                if sys_lane and sys_slot.coro is None:
+                    entry = sys_lane[0]
+                    if self._held and type(entry[2]) is not StartFrame:
+                        break
+                    sys_lane.popleft()
+                    if isinstance(entry[2], InputAudioRawFrame):
+                        self._queued_audio -= 1
+                    self._run(sys_slot, entry)
+                elif data_lane and data_slot.coro is None and sys_slot.coro is None and not self._held:
+                    entry = data_lane.popleft()
+                    if entry[0] < self.generation and entry[2].interruptible:
+                        self.stats.interrupted_dropped += 1
+                        continue
+                    self._run(data_slot, entry)
+                else:
+                    break
+        finally:
+            self._pumping = False
+        if self._space_waiters and len(self._data) < self.max_data_lane:
+            self._wake_space_waiters()
+
+    def _wake_space_waiters(self) -> None:
+        while self._space_waiters:
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _run(self, slot: _Slot, entry: _Entry) -> None:
+        _, proc, frame, direction, to_self = entry
+        coro = proc._receive(frame, direction) if to_self else proc.push_frame(frame, direction)
+        self.stats.chains += 1
+        slot.coro = coro
+        slot.frame = frame
+        prev = self._current
+        self._current = slot
+        self.executing = True
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            slot.coro = None
+            slot.frame = None
+            return
+        except BaseException:
+            slot.coro = None
+            slot.frame = None
+            logger.exception("%s: chain for %s raised", self.name, frame)
+            return
+        finally:
+            self.executing = False
+            self._current = prev
+        self.stats.suspensions += 1
+        slot.task = asyncio.get_running_loop().create_task(self._continue(slot, coro, yielded))
+
+    async def _continue(self, slot: _Slot, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+        """Finish a suspended chain in a call-owned task, keeping ``executing`` exact."""
+        task = asyncio.current_task()
+        try:
+            while True:
+                throw = False
+                try:
+                    if yielded is None:
+                        await asyncio.sleep(0)
+                    else:
+                        await yielded
+                except asyncio.CancelledError:
+                    # Our task was cancelled (interruption or cancel): pass it into the chain.
+                    throw = task is not None and task.cancelling() > 0
+                except Exception:  # noqa: S110 - the chain sees the failure when resumed
+                    pass
+                self._current = slot
+                self.executing = True
+                try:
+                    if throw:
+                        if task is not None:
+                            task.uncancel()
+                        yielded = coro.throw(asyncio.CancelledError())
+                    else:
+                        yielded = coro.send(None)
+                except (StopIteration, asyncio.CancelledError):
+                    return
+                except BaseException:
+                    logger.exception("%s: chain for %s raised", self.name, slot.frame)
+                    return
+                finally:
+                    self.executing = False
+                    self._current = None
+                # Suspended again: let waiting system frames run meanwhile.
+                if self._sys and not self._closed:
+                    self._pump()
+        finally:
+            coro.close()
+            slot.coro = None
+            slot.task = None
+            slot.frame = None
+            if not self._closed:
+                self._pump()
+
+    # ---------------------------------------------------------- interruption
+
+    def note_interruption(self, frame: Frame) -> bool:
+        """Apply an interruption once per broadcast pair. Returns True if it was new."""
+        key = frame.id
+        if key in self._last_interruption:
+            return False
+        sib = frame.broadcast_sibling_id
+        self._last_interruption = (key, sib if sib is not None else 0)
+        self.generation += 1
+        self.stats.interruptions += 1
+        gen = self.generation
+        # Drop queued interruptible frames, keep the rest in order.
+        if self._data:
+            kept = deque(e for e in self._data if not e[2].interruptible)
+            self.stats.interrupted_dropped += len(self._data) - len(kept)
+            self._data = kept
+        # Cancel a data chain suspended on an interruptible frame (not the one running now).
+        slot = self._data_slot
+        if slot.task is not None and self._current is not slot and slot.frame is not None:
+            if slot.frame.interruptible:
+                slot.task.cancel()
+        # Cancel background work of older generations.
+        for t, (tgen, cancel_on_interruption) in list(self._tasks.items()):
+            if cancel_on_interruption and tgen < gen and not t.done():
+                t.cancel()
+        return True
+
+    # ---------------------------------------------------------------- cancel
+
+    def _cancel_now(self, entry: _Entry) -> None:
+        self._held = False
+        self._data.clear()
+        self._sys.clear()
+        self._queued_audio = 0
+        for slot in (self._data_slot, self._sys_slot):
+            if slot.task is not None and slot is not self._current:
+                slot.task.cancel()
+        self._wake_space_waiters()
+        if self.executing:
+            # Raised from inside a chain: run right after it.
+            self._sys.appendleft(entry)
+            return
+        # Run the cancel chain now, whatever the slots are doing.
+        self._run(_Slot("cancel"), entry)
+
+    # ------------------------------------------------------ background tasks
+
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str | None = None,
+        cancel_on_interruption: bool = False,
+    ) -> asyncio.Task[Any]:
+        """Start background work owned by this call, bound to the current generation."""
+        ctx = contextvars.copy_context()
+        gen = self.generation
+        ctx.run(_generation_var.set, gen)
+        task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)
+        self._tasks[task] = (gen, cancel_on_interruption)
+        self.stats.background_tasks += 1
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                logger.error("%s: background task %s failed", self.name, task.get_name(), exc_info=exc)
+
+    def task_count(self) -> int:
+        """Background tasks still running."""
+        return len(self._tasks)
+
+    async def cancel_tasks(self, timeout: float) -> list[str]:
+        """Cancel every call-owned task; wait at most ``timeout`` s. Returns the stragglers' names."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for slot in (self._data_slot, self._sys_slot):
+            if slot.task is not None and slot.task is not asyncio.current_task():
+                tasks.append(slot.task)
+        for t in tasks:
+            t.cancel()
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return [t.get_name() for t in pending]
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run_hook(self, proc: FrameProcessor, hook: str, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a processor lifecycle hook bounded by :attr:`hook_timeout`; report overruns."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{proc}.{hook}")
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.hook_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self.stats.hook_timeouts += 1
+            err = PipelineTimeoutError(f"{proc}.{hook}()", self.hook_timeout)
+            logger.error("%s: %s", self.name, err)
+            if self.on_hook_timeout is not None:
+                self.on_hook_timeout(proc, hook, self.hook_timeout)
+            raise err
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+
+    def stuck_processors(self) -> list[str]:
+        """Names of processors whose ``process_frame`` a suspended chain is waiting in."""
+        from ._processor import FrameProcessor
+
+        names: list[str] = []
+        for slot in (self._sys_slot, self._data_slot):
+            coro: Any = slot.coro
+            deepest = None
+            while coro is not None:
+                frame = getattr(coro, "cr_frame", None)
+                if frame is not None:
+                    owner = frame.f_locals.get("self")
+                    if isinstance(owner, FrameProcessor):
+                        deepest = owner
+                coro = getattr(coro, "cr_await", None)
+            if deepest is not None:
+                names.append(deepest.name)
+        return names
