@@ -18,6 +18,8 @@ __all__ = [
     "AudioRawFrame",
     "BotInterruptionFrame",
     "BotSpeakingFrame",
+    "BotSpeechPauseFrame",
+    "BotSpeechResumeFrame",
     "BotStartedSpeakingFrame",
     "BotStoppedSpeakingFrame",
     "CancelFrame",
@@ -205,6 +207,16 @@ class BotStoppedSpeakingFrame(SystemFrame):
 @frame_dataclass
 class BotSpeakingFrame(SystemFrame):
     """Periodic while bot audio is being sent."""
+
+
+@frame_dataclass
+class BotSpeechPauseFrame(SystemFrame):
+    """Hold bot audio output without discarding it (a possible barge-in is being judged)."""
+
+
+@frame_dataclass
+class BotSpeechResumeFrame(SystemFrame):
+    """Resume bot audio held by :class:`BotSpeechPauseFrame` (it was a false interruption)."""
 
 
 @frame_dataclass
