@@ -1,0 +1,28 @@
+"""Audio toolkit: G.711 codecs, streaming resampling, PCM helpers, re-chunking.
+
+All audio is signed 16-bit little-endian PCM (``bytes``), interleaved when
+multi-channel. See ``docs/audio.md`` for costs per 20 ms frame.
+"""
+
+from __future__ import annotations
+
+from ._chunker import AudioChunker
+from ._g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from ._pcm import apply_gain, float_to_pcm16, mix, pcm16_to_float, rms_dbfs, silence, tone
+from ._resampler import StreamResampler
+
+__all__ = [
+    "AudioChunker",
+    "StreamResampler",
+    "alaw_to_pcm16",
+    "apply_gain",
+    "float_to_pcm16",
+    "mix",
+    "pcm16_to_alaw",
+    "pcm16_to_float",
+    "pcm16_to_ulaw",
+    "rms_dbfs",
+    "silence",
+    "tone",
+    "ulaw_to_pcm16",
+]
