@@ -1,0 +1,54 @@
+"""``flowcat serve``: run the server (N SO_REUSEPORT workers under a supervisor)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _workers_default() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def register(sub: Any) -> None:
+    """Add the ``serve`` subcommand."""
+    p = sub.add_parser("serve", help="serve calls: health, raw and carrier media WebSockets, answer webhooks")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port shared by all workers (default 8765)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--capacity", type=int, default=None, help="calls per worker before 503 (default 1500)")
+    p.add_argument("--app", default=None, help="pipeline factory 'module:function' (default: echo)")
+    p.add_argument("--sample-rate", type=int, default=None, help="pipeline sample rate in and out")
+    p.add_argument("--public-url", default=None, help="public base URL for stream URLs (env FLOWCAT_PUBLIC_URL)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds calls may take to end on SIGTERM")
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="cancel a call idle this long (0: never)")
+    p.add_argument("--no-verify", action="store_true", help="skip carrier signature checks")
+    p.add_argument("--pin", action="store_true", help="pin worker i to core i")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..server import ServeOptions, supervise
+
+    opts = ServeOptions(
+        host=args.host,
+        port=args.port,
+        workers=args.workers or _workers_default(),
+        capacity=args.capacity,
+        app=args.app,
+        sample_rate=args.sample_rate,
+        public_url=args.public_url,
+        drain_timeout=args.drain_timeout,
+        verify_signatures=not args.no_verify,
+        pin=args.pin,
+        log_level=logging.getLogger().getEffectiveLevel(),
+        idle_timeout=args.idle_timeout or None,
+    )
+    return supervise(opts)

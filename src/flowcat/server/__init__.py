@@ -1,0 +1,40 @@
+"""The flowcat server: health, admission, raw and carrier media WebSockets, answer webhooks, workers.
+
+``flowcat serve`` runs :func:`supervise` (N SO_REUSEPORT workers); each worker
+serves :func:`create_app`. Every accepted call runs the real flowcat pipeline:
+transport input → serializer → the user pipeline (``--app module:function``) →
+serializer → transport output.
+"""
+
+from ._admission import Admission, default_capacity
+from ._app import ServerConfig, ServerState, create_app, drain
+from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, default_app, load_app
+from ._carriers import CarrierError, Opened, carrier_names, get_carrier
+from ._session import CallInput, CallOutput, OutputClock, run_call
+from ._workers import ServeOptions, run_worker, supervise
+
+__all__ = [
+    "Admission",
+    "AppFactory",
+    "CallInfo",
+    "CallInput",
+    "CallOutput",
+    "CarrierError",
+    "EchoProcessor",
+    "Opened",
+    "OutputClock",
+    "PassThrough",
+    "ServeOptions",
+    "ServerConfig",
+    "ServerState",
+    "carrier_names",
+    "create_app",
+    "default_app",
+    "default_capacity",
+    "drain",
+    "get_carrier",
+    "load_app",
+    "run_call",
+    "run_worker",
+    "supervise",
+]

@@ -1,0 +1,236 @@
+"""The aiohttp application: health, readiness, raw media, carrier media and answer webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ..runtime import FrameProcessor, Pipeline, PipelineParams
+from ._admission import Admission, default_capacity
+from ._apps import AppFactory, CallInfo, default_app
+from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
+from ._session import run_call
+
+__all__ = ["ServerConfig", "ServerState", "create_app"]
+
+logger = logging.getLogger("flowcat.server")
+
+STATE_KEY: web.AppKey[ServerState] = web.AppKey("flowcat_state")
+
+
+@dataclass
+class ServerConfig:
+    """Settings of one worker."""
+
+    capacity: int = field(default_factory=default_capacity)
+    app: AppFactory = default_app
+    audio_in_sample_rate: int = 16000
+    audio_out_sample_rate: int = 24000
+    public_url: str | None = None
+    """Public base URL (``FLOWCAT_PUBLIC_URL``) from which stream URLs are built."""
+    verify_signatures: bool = True
+    """Check carrier signatures where the carrier signs and a secret is configured."""
+    worker_id: int = 0
+    idle_timeout_secs: float | None = 300.0
+    ws_heartbeat: float | None = None
+    max_msg_size: int = 1 << 20
+
+
+class ServerState:
+    """Per-worker state: admission counters and the running calls."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.admission = Admission(capacity=config.capacity)
+        self.calls: set[asyncio.Task[Any]] = set()
+        self.finished_calls = 0
+
+    def health(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "draining" if self.admission.draining else "ok"}
+        out["worker"] = self.config.worker_id
+        out["pid"] = os.getpid()
+        out.update(self.admission.snapshot())
+        return out
+
+
+def _params(cfg: ServerConfig, in_rate: int | None = None, out_rate: int | None = None) -> PipelineParams:
+    return PipelineParams(
+        audio_in_sample_rate=in_rate or cfg.audio_in_sample_rate,
+        audio_out_sample_rate=out_rate or cfg.audio_out_sample_rate,
+    )
+
+
+def _user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
+    built = cfg.app(call)
+    if isinstance(built, FrameProcessor):
+        return [built]
+    procs = list(built)
+    if len(procs) > 1 and not all(isinstance(p, FrameProcessor) for p in procs):
+        raise TypeError("the app factory must return processors")
+    return procs if len(procs) <= 1 else [Pipeline(procs)]
+
+
+def _public_base(request: web.Request, cfg: ServerConfig) -> str:
+    base = cfg.public_url or os.environ.get("FLOWCAT_PUBLIC_URL")
+    if not base:
+        base = f"{request.scheme}://{request.host}"
+    base = base.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :]
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :]
+    return base
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE_KEY].health())
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    ready = state.admission.has_room()
+    return web.json_response(state.health(), status=200 if ready else 503)
+
+
+def _busy(state: ServerState) -> web.Response:
+    return web.json_response(
+        {"error": "at capacity" if not state.admission.draining else "draining", **state.admission.snapshot()},
+        status=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _track(state: ServerState, coro: Any) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    state.calls.add(task)
+    try:
+        await coro
+    finally:
+        state.calls.discard(task)
+        state.admission.release()
+        state.finished_calls += 1
+
+
+async def _raw_ws(request: web.Request) -> web.StreamResponse:
+    """``/ws``: binary PCM (or any bytes) in, the pipeline's output audio back."""
+    state = request.app[STATE_KEY]
+    if not state.admission.try_admit():
+        return _busy(state)
+    cfg = state.config
+    try:
+        ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
+        await ws.prepare(request)
+    except BaseException:
+        state.admission.release()
+        raise
+    rate = int(request.query.get("sample_rate", "0")) or cfg.audio_in_sample_rate
+    call = CallInfo(carrier="raw", remote=request.remote, path=request.path, query=dict(request.query))
+    ser = raw_serializer(rate)
+    await _track(
+        state,
+        run_call(
+            ws,
+            ser,
+            _user_processors(cfg, call),
+            params=_params(cfg, rate, rate),
+            idle_timeout_secs=cfg.idle_timeout_secs,
+        ),
+    )
+    return ws
+
+
+async def _carrier_ws(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    carrier = get_carrier(request.match_info["carrier"])
+    if carrier is None:
+        raise web.HTTPNotFound(text="unknown carrier")
+    if cfg.verify_signatures and not carrier.verify(request, b""):
+        raise web.HTTPForbidden(text="bad signature")
+    if not state.admission.try_admit():
+        return _busy(state)
+    try:
+        ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
+        await ws.prepare(request)
+    except BaseException:
+        state.admission.release()
+        raise
+    await _track(state, _carrier_call(state, carrier, request, ws))
+    return ws
+
+
+async def _carrier_call(state: ServerState, carrier: Any, request: web.Request, ws: web.WebSocketResponse) -> None:
+    cfg = state.config
+    try:
+        opened = await asyncio.wait_for(carrier.open(ws, request), timeout=10.0)
+    except (TimeoutError, CarrierError) as exc:
+        logger.warning("%s: handshake failed: %s", carrier.name, exc)
+        await ws.close(code=1008)
+        return
+    if opened is None:  # socket closed during the handshake
+        return
+    call = opened.call
+    await run_call(
+        ws,
+        opened.serializer,
+        _user_processors(cfg, call),
+        params=_params(cfg, opened.in_rate, opened.out_rate),
+        pending=opened.pending,
+        idle_timeout_secs=cfg.idle_timeout_secs,
+    )
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    carrier = get_carrier(request.match_info["carrier"])
+    if carrier is None:
+        raise web.HTTPNotFound(text="unknown carrier")
+    body = await request.read()
+    if cfg.verify_signatures and not carrier.verify(request, body):
+        raise web.HTTPForbidden(text="bad signature")
+    if not state.admission.has_room():
+        state.admission.rejected += 1
+        return carrier.reject(request) or _busy(state)
+    stream_url = f"{_public_base(request, cfg)}/{carrier.name}/ws"
+    return await carrier.answer(request, body, stream_url)
+
+
+def create_app(config: ServerConfig | None = None) -> web.Application:
+    """The worker's aiohttp application."""
+    cfg = config or ServerConfig()
+    app = web.Application()
+    state = ServerState(cfg)
+    app[STATE_KEY] = state
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/ws", _raw_ws)
+    app.router.add_get("/{carrier}/ws", _carrier_ws)
+    app.router.add_route("*", "/{carrier}/answer", _answer)
+    app.on_shutdown.append(_on_shutdown)
+    logger.debug("carriers: %s", ", ".join(carrier_names()))
+    return app
+
+
+async def drain(app: web.Application, grace: float) -> int:
+    """Stop admitting, wait up to ``grace`` s for calls to end, cancel the rest. Returns how many."""
+    state = app[STATE_KEY]
+    state.admission.draining = True
+    if state.calls and grace > 0:
+        await asyncio.wait(list(state.calls), timeout=grace)
+    left = [t for t in state.calls if not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=5.0)
+    return len(left)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await drain(app, 0.0)

@@ -1,0 +1,101 @@
+"""The user pipeline of each call: loading ``--app module:function`` and the default echo app."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from ..runtime import FrameDirection, FrameProcessor
+
+__all__ = ["AppFactory", "CallInfo", "EchoProcessor", "PassThrough", "default_app", "load_app"]
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+
+class CallInfo:
+    """What the factory learns about the call it builds a pipeline for."""
+
+    __slots__ = ("call_id", "carrier", "custom", "path", "query", "remote")
+
+    def __init__(
+        self,
+        *,
+        carrier: str,
+        call_id: str = "",
+        remote: str | None = None,
+        path: str = "",
+        query: dict[str, str] | None = None,
+        custom: dict[str, Any] | None = None,
+    ) -> None:
+        self.carrier = carrier
+        self.call_id = call_id
+        self.remote = remote
+        self.path = path
+        self.query = query or {}
+        self.custom = custom or {}
+
+    def __repr__(self) -> str:
+        return f"CallInfo(carrier={self.carrier!r}, call_id={self.call_id!r})"
+
+
+AppFactory = Callable[[CallInfo], "Sequence[FrameProcessor] | FrameProcessor"]
+
+
+class PassThrough(FrameProcessor):
+    """Passes every frame on unchanged."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+class EchoProcessor(FrameProcessor):
+    """Turns caller audio into bot audio (same bytes, same rate); passes the rest on."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            kw: dict[str, Any] = {
+                "audio": frame.audio,
+                "sample_rate": frame.sample_rate,
+                "num_channels": frame.num_channels,
+            }
+            await self.push_frame(OutputAudioRawFrame(**kw), DOWNSTREAM)
+        else:
+            await self.push_frame(frame, direction)
+
+
+def default_app(call: CallInfo) -> list[FrameProcessor]:
+    """Three processors ending in an echo: the benchmark and smoke-test app."""
+    return [PassThrough(), PassThrough(), EchoProcessor()]
+
+
+def load_app(spec: str | None) -> AppFactory:
+    """Resolve ``module:function`` to a factory; None gives :func:`default_app`.
+
+    The function may take the :class:`CallInfo` or no argument, and returns a list
+    of processors or one processor (e.g. a Pipeline).
+    """
+    if not spec:
+        return default_app
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"--app must be 'module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(f"--app {spec!r}: cannot import {mod_name!r}: {exc}") from exc
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ConfigError(f"--app {spec!r}: {attr!r} is not a callable in {mod_name!r}")
+    try:
+        takes_arg = bool(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        takes_arg = True
+    if takes_arg:
+        return func
+    return lambda _call: func()

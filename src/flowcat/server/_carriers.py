@@ -1,0 +1,107 @@
+"""Carrier adapters: handshake, answer webhook, signature check and serializer per carrier.
+
+Each adapter wraps :mod:`flowcat.serializers` (imported lazily, when a carrier is
+first used). The raw route ``/ws`` needs no serializer module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import FlowcatError
+from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from ._apps import CallInfo
+
+__all__ = ["CarrierError", "Opened", "carrier_names", "get_carrier", "raw_serializer"]
+
+logger = logging.getLogger("flowcat.server")
+
+
+class CarrierError(FlowcatError):
+    """The carrier's handshake could not be completed."""
+
+
+class Opened:
+    """Result of a carrier handshake: the call's serializer and what came with it."""
+
+    __slots__ = ("call", "in_rate", "out_rate", "pending", "serializer")
+
+    def __init__(
+        self,
+        serializer: Any,
+        call: CallInfo,
+        *,
+        in_rate: int | None = None,
+        out_rate: int | None = None,
+        pending: list[str | bytes] | None = None,
+    ) -> None:
+        self.serializer = serializer
+        self.call = call
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.pending = pending or []
+
+
+class _RawSerializer:
+    """Bytes in → InputAudioRawFrame; OutputAudioRawFrame → its bytes (fallback for ``/ws``)."""
+
+    __slots__ = ("sample_rate",)
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    async def setup(self, frame: Frame) -> None:
+        return None
+
+    async def serialize(self, frame: Frame) -> bytes | None:
+        if isinstance(frame, OutputAudioRawFrame):
+            return frame.audio
+        return None
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        if data.__class__ is bytes:
+            kw: dict[str, Any] = {"audio": data, "sample_rate": self.sample_rate}
+            return InputAudioRawFrame(**kw)
+        return None
+
+
+def raw_serializer(sample_rate: int) -> Any:
+    """The raw-PCM serializer: ``flowcat.transports.RawPCMSerializer`` when available."""
+    try:
+        from ..transports import RawPCMSerializer
+    except ImportError:
+        return _RawSerializer(sample_rate)
+    try:
+        return RawPCMSerializer(sample_rate=sample_rate)
+    except TypeError:
+        return _RawSerializer(sample_rate)
+
+
+_ADAPTERS: dict[str, Any] = {}
+
+
+def carrier_names() -> list[str]:
+    """Names of the carriers this build can serve."""
+    from ._carrier_adapters import available
+
+    return sorted(available())
+
+
+def get_carrier(name: str) -> Any | None:
+    """The adapter for ``name`` or None (unknown carrier, or its serializer is missing)."""
+    adapter = _ADAPTERS.get(name)
+    if adapter is None:
+        from ._carrier_adapters import build
+
+        adapter = build(name)
+        if adapter is None:
+            return None
+        _ADAPTERS[name] = adapter
+    return adapter
+
+
+def reject_http(request: web.Request) -> web.Response | None:
+    return None

@@ -1,0 +1,159 @@
+"""Running workers: one process per core on a shared SO_REUSEPORT port, supervised.
+
+The parent starts ``N`` worker processes (``python -m flowcat.server.worker``),
+each binding the same host:port with ``SO_REUSEPORT`` so the kernel spreads new
+connections between them (shared nothing). The parent restarts a worker that
+dies unexpectedly and forwards SIGTERM/SIGINT so each worker drains gracefully:
+stop accepting (503), let calls end for at most ``drain_timeout`` seconds, then
+cancel what is left and exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["ServeOptions", "run_worker", "supervise"]
+
+logger = logging.getLogger("flowcat.server")
+
+
+@dataclass
+class ServeOptions:
+    """Options of ``flowcat serve`` (shared by the parent and its workers)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    workers: int = 1
+    capacity: int | None = None
+    app: str | None = None
+    sample_rate: int | None = None
+    public_url: str | None = None
+    drain_timeout: float = 30.0
+    verify_signatures: bool = True
+    pin: bool = False
+    log_level: int = logging.WARNING
+    idle_timeout: float | None = 300.0
+
+
+def run_worker(opts: ServeOptions, worker_id: int = 0) -> int:
+    """Serve in this process until SIGTERM/SIGINT, then drain. Returns the exit status."""
+    import asyncio
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    return asyncio.run(_serve(opts, worker_id))
+
+
+async def _serve(opts: ServeOptions, worker_id: int) -> int:
+    import asyncio
+
+    from aiohttp import web
+
+    from ._admission import default_capacity
+    from ._app import ServerConfig, create_app, drain
+    from ._apps import load_app
+
+    cfg = ServerConfig(
+        capacity=opts.capacity or default_capacity(),
+        app=load_app(opts.app),
+        public_url=opts.public_url,
+        verify_signatures=opts.verify_signatures,
+        worker_id=worker_id,
+        idle_timeout_secs=opts.idle_timeout,
+    )
+    if opts.sample_rate:
+        cfg.audio_in_sample_rate = cfg.audio_out_sample_rate = opts.sample_rate
+    app = create_app(cfg)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, opts.host, opts.port, reuse_port=True, backlog=4096)
+    await site.start()
+    logger.warning("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # Graceful drain: stop listening, refuse new calls, let the others end (bounded).
+    from ._app import STATE_KEY
+
+    app[STATE_KEY].admission.draining = True
+    await site.stop()
+    cancelled = await drain(app, opts.drain_timeout)
+    if cancelled:
+        logger.warning("worker %d: drain timeout, cancelled %d calls", worker_id, cancelled)
+    await runner.cleanup()
+    return 0
+
+
+def _worker_cmd(opts: ServeOptions, worker_id: int) -> list[str]:
+    return [sys.executable, "-m", "flowcat.server.worker", json.dumps(asdict(opts)), str(worker_id)]
+
+
+def supervise(opts: ServeOptions, *, max_restarts: int = 20, ready: Any = None) -> int:
+    """Start ``opts.workers`` workers, restart crashed ones, forward SIGTERM. Blocks."""
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    restarts: list[float] = []
+    stopping = False
+
+    def start(i: int) -> None:
+        env = dict(os.environ, FLOWCAT_WORKER_ID=str(i))
+        procs[i] = subprocess.Popen(_worker_cmd(opts, i), env=env)
+        if opts.pin:
+            try:
+                cpus = sorted(os.sched_getaffinity(0))
+                os.sched_setaffinity(procs[i].pid, {cpus[i % len(cpus)]})
+            except OSError:
+                logger.warning("could not pin worker %d", i)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(opts.workers):
+        start(i)
+    if ready is not None:
+        ready()
+    deadline: float | None = None
+    while True:
+        time.sleep(0.1)
+        if stopping:
+            if deadline is None:
+                deadline = time.monotonic() + opts.drain_timeout + 10.0
+            if all(p.poll() is not None for p in procs.values()):
+                return 0
+            if time.monotonic() > deadline:
+                for p in procs.values():
+                    if p.poll() is None:
+                        p.kill()
+                return 1
+            continue
+        for i, p in list(procs.items()):
+            rc = p.poll()
+            if rc is None:
+                continue
+            now = time.monotonic()
+            restarts[:] = [t for t in restarts if now - t < 60.0] + [now]
+            if len(restarts) > max_restarts:
+                logger.error("workers keep crashing (%d restarts in 60 s); giving up", len(restarts))
+                on_signal(signal.SIGTERM, None)
+                break
+            logger.error("worker %d (pid %d) exited with %s; restarting", i, p.pid, rc)
+            start(i)

@@ -1,0 +1,20 @@
+"""Entry point of one worker process: ``python -m flowcat.server.worker '<json options>' <id>``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from ._workers import ServeOptions, run_worker
+
+
+def main(argv: list[str]) -> int:
+    opts = ServeOptions(**json.loads(argv[0]))
+    worker_id = int(argv[1]) if len(argv) > 1 else 0
+    logging.basicConfig(level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_worker(opts, worker_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
