@@ -16,12 +16,12 @@ This module re-exports the everyday names: frames live in :mod:`flowcat.frames`.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from .runtime import BaseObserver as BaseObserver
 from .runtime import FrameDirection as FrameDirection
-from .runtime import FramePushed as FramePushed
 from .runtime import FrameProcessor as FrameProcessor
+from .runtime import FramePushed as FramePushed
 from .runtime import ParallelPipeline as ParallelPipeline
 from .runtime import Pipeline as Pipeline
 from .runtime import PipelineParams as PipelineParams
@@ -29,15 +29,15 @@ from .runtime import PipelineRunner as PipelineRunner
 from .runtime import PipelineTask as PipelineTask
 
 try:
-    __version__ = version("flowcat")
-except PackageNotFoundError:  # running from a source tree
+    __version__ = _metadata.version("flowcat")
+except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 __all__ = [
     "BaseObserver",
     "FrameDirection",
-    "FramePushed",
     "FrameProcessor",
+    "FramePushed",
     "ParallelPipeline",
     "Pipeline",
     "PipelineParams",

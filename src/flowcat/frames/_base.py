@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 __all__ = [
     "CONTROL",
@@ -34,8 +34,13 @@ CONTROL = 2
 
 _next_id = itertools.count(1).__next__
 
-frame_dataclass = dataclass(slots=True, eq=False)
-"""The decorator every frame class uses (``__slots__``, identity equality)."""
+_T = TypeVar("_T")
+
+
+@dataclass_transform(eq_default=False, field_specifiers=(field,))
+def frame_dataclass(cls: type[_T]) -> type[_T]:
+    """The decorator every frame class uses (``__slots__``, identity equality)."""
+    return dataclass(slots=True, eq=False)(cls)
 
 
 @frame_dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 
-class KeypadEntry(str, Enum):
+class KeypadEntry(StrEnum):
     """A DTMF key. Values are the characters printed on the keypad (A–D included)."""
 
     ONE = "1"

@@ -24,7 +24,7 @@ class EventEmitter:
 
     def _events(self) -> dict[str, list[Callable[..., Any]]]:
         try:
-            return self.__dict__["_event_handlers"]  # type: ignore[no-any-return]
+            return self.__dict__["_event_handlers"]
         except KeyError:
             handlers: dict[str, list[Callable[..., Any]]] = {}
             self.__dict__["_event_handlers"] = handlers

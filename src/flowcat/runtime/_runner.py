@@ -32,6 +32,7 @@ class PipelineRunner:
         self._tasks: set[PipelineTask] = set()
         self._signals = 0
         self._installed = False
+        self._signal_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def tasks(self) -> frozenset[PipelineTask]:
@@ -69,10 +70,12 @@ class PipelineRunner:
         loop = asyncio.get_running_loop()
         if self._signals == 1:
             logger.warning("%s: signal received, ending %d task(s)", self.name, len(self._tasks))
-            loop.create_task(self.stop_when_done())
+            action = loop.create_task(self.stop_when_done())
         else:
             logger.warning("%s: second signal, cancelling %d task(s)", self.name, len(self._tasks))
-            loop.create_task(self.cancel())
+            action = loop.create_task(self.cancel())
+        self._signal_tasks.add(action)
+        action.add_done_callback(self._signal_tasks.discard)
 
     def _install(self) -> None:
         if self._installed or not self._handle:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections import deque
 from collections.abc import Coroutine
@@ -296,51 +297,67 @@ class CallScheduler:
             self.executing = False
             self._current = prev
         self.stats.suspensions += 1
-        slot.task = asyncio.get_running_loop().create_task(self._continue(slot, coro, yielded))
+        task = asyncio.get_running_loop().create_task(self._continue(slot, coro, yielded))
+        slot.task = task
+        task.add_done_callback(functools.partial(self._chain_done, slot, coro))
 
     async def _continue(self, slot: _Slot, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
         """Finish a suspended chain in a call-owned task, keeping ``executing`` exact."""
         task = asyncio.current_task()
-        try:
-            while True:
-                throw = False
-                try:
-                    if yielded is None:
-                        await asyncio.sleep(0)
-                    else:
-                        await yielded
-                except asyncio.CancelledError:
-                    # Our task was cancelled (interruption or cancel): pass it into the chain.
-                    throw = task is not None and task.cancelling() > 0
-                except Exception:  # noqa: S110 - the chain sees the failure when resumed
-                    pass
-                self._current = slot
-                self.executing = True
-                try:
-                    if throw:
-                        if task is not None:
-                            task.uncancel()
-                        yielded = coro.throw(asyncio.CancelledError())
-                    else:
-                        yielded = coro.send(None)
-                except (StopIteration, asyncio.CancelledError):
-                    return
-                except BaseException:
-                    logger.exception("%s: chain for %s raised", self.name, slot.frame)
-                    return
-                finally:
-                    self.executing = False
-                    self._current = None
-                # Suspended again: let waiting system frames run meanwhile.
-                if self._sys and not self._closed:
-                    self._pump()
-        finally:
+        while True:
+            throw = False
+            try:
+                if yielded is None:
+                    await asyncio.sleep(0)
+                else:
+                    # The chain already marked the future as blocking when it yielded it
+                    # to us; clear the mark so that we may await it on its behalf.
+                    yielded._asyncio_future_blocking = False
+                    await yielded
+            except asyncio.CancelledError:
+                # Our task was cancelled (interruption or cancel): pass it into the chain.
+                throw = task is not None and task.cancelling() > 0
+            except Exception:  # noqa: S110 - the chain sees the failure when resumed
+                pass
+            self._current = slot
+            self.executing = True
+            try:
+                if throw:
+                    if task is not None:
+                        task.uncancel()
+                    yielded = coro.throw(asyncio.CancelledError())
+                else:
+                    yielded = coro.send(None)
+            except (StopIteration, asyncio.CancelledError):
+                return
+            except BaseException:
+                logger.exception("%s: chain for %s raised", self.name, slot.frame)
+                return
+            finally:
+                self.executing = False
+                self._current = None
+            # Suspended again: let waiting system frames run meanwhile.
+            if self._sys and not self._closed:
+                self._pump()
+
+    def _chain_done(self, slot: _Slot, coro: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
+        """Release a slot whose continuation ended (also when cancelled before it started)."""
+        if getattr(coro, "cr_frame", None) is not None and not getattr(coro, "cr_running", False):
+            # Cancelled before the continuation ran: deliver the cancellation to the chain.
+            self.executing = True
+            try:
+                coro.throw(asyncio.CancelledError())
+            except BaseException:  # noqa: S110 - chain ended (normally by CancelledError)
+                pass
+            finally:
+                self.executing = False
             coro.close()
+        if slot.task is task:
             slot.coro = None
             slot.task = None
             slot.frame = None
-            if not self._closed:
-                self._pump()
+        if not self._closed:
+            self._pump()
 
     # ---------------------------------------------------------- interruption
 
@@ -434,24 +451,36 @@ class CallScheduler:
     # ------------------------------------------------------------ lifecycle
 
     async def run_hook(self, proc: FrameProcessor, hook: str, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a processor lifecycle hook bounded by :attr:`hook_timeout`; report overruns."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"{proc}.{hook}")
+        """Run a processor lifecycle hook inside the chain, bounded by :attr:`hook_timeout`.
+
+        The hook runs inline (frames it pushes stay in the chain, in order). If it
+        overruns, the chain's task is cancelled at the hook's await point and a
+        :class:`~flowcat.errors.PipelineTimeoutError` naming the processor is raised.
+        """
+        slot = self._current
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            task = slot.task if slot is not None else None
+            if task is not None and not task.done():
+                expired = True
+                task.cancel()
+
+        handle = asyncio.get_running_loop().call_later(self.hook_timeout, expire)
         try:
-            done, _ = await asyncio.wait((task,), timeout=self.hook_timeout)
+            await coro
         except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if not done:
-            task.cancel()
+            if not expired:
+                raise
             self.stats.hook_timeouts += 1
             err = PipelineTimeoutError(f"{proc}.{hook}()", self.hook_timeout)
             logger.error("%s: %s", self.name, err)
             if self.on_hook_timeout is not None:
                 self.on_hook_timeout(proc, hook, self.hook_timeout)
-            raise err
-        exc = task.exception()
-        if exc is not None:
-            raise exc
+            raise err from None
+        finally:
+            handle.cancel()
 
     def stuck_processors(self) -> list[str]:
         """Names of processors whose ``process_frame`` a suspended chain is waiting in."""

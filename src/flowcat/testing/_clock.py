@@ -19,7 +19,7 @@ __all__ = ["VirtualTimeEventLoop", "run_virtual"]
 T = TypeVar("T")
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.loop: VirtualTimeEventLoop | None = None
