@@ -351,7 +351,10 @@ class CallScheduler:
                 pass
             finally:
                 self.executing = False
-            coro.close()
+            try:
+                coro.close()
+            except RuntimeError:  # the chain swallowed GeneratorExit: nothing more we can do
+                logger.error("%s: chain for %s ignored cancellation", self.name, slot.frame)
         if slot.task is task:
             slot.coro = None
             slot.task = None
