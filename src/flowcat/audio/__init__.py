@@ -9,11 +9,15 @@ from __future__ import annotations
 from ._chunker import AudioChunker
 from ._g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
 from ._pcm import apply_gain, float_to_pcm16, mix, pcm16_to_float, rms_dbfs, silence, tone
+from ._recorder import AudioRecorder
 from ._resampler import StreamResampler
+from ._wav import WavWriter, read_wav
 
 __all__ = [
     "AudioChunker",
+    "AudioRecorder",
     "StreamResampler",
+    "WavWriter",
     "alaw_to_pcm16",
     "apply_gain",
     "float_to_pcm16",
@@ -21,6 +25,7 @@ __all__ = [
     "pcm16_to_alaw",
     "pcm16_to_float",
     "pcm16_to_ulaw",
+    "read_wav",
     "rms_dbfs",
     "silence",
     "tone",

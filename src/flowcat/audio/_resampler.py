@@ -44,7 +44,9 @@ class StreamResampler:
         self._carry = b""
         self._stream: soxr.ResampleStream | None = None
         if in_rate != out_rate:
-            self._stream = soxr.ResampleStream(in_rate, out_rate, num_channels, dtype="int16", quality=quality)
+            self._stream = soxr.ResampleStream(
+                in_rate, out_rate, num_channels, dtype="int16", quality=quality
+            )
 
     @property
     def passthrough(self) -> bool:
