@@ -21,9 +21,19 @@ def press(pt: int, code: int, ts: int, seq: int, updates: int = 5, ends: int = 3
     """A sender's packet train for one press: marker first, growing duration, then E ×ends."""
     pkts: list[Pkt] = []
     for i in range(updates):
-        pkts.append((pt, i == 0, ts, (seq + i) & 0xFFFF, build_telephone_event(code, False, 10, 160 * (i + 1))))
+        pkts.append(
+            (pt, i == 0, ts, (seq + i) & 0xFFFF, build_telephone_event(code, False, 10, 160 * (i + 1)))
+        )
     for j in range(ends):
-        pkts.append((pt, False, ts, (seq + updates + j) & 0xFFFF, build_telephone_event(code, True, 10, 160 * updates)))
+        pkts.append(
+            (
+                pt,
+                False,
+                ts,
+                (seq + updates + j) & 0xFFFF,
+                build_telephone_event(code, True, 10, 160 * updates),
+            )
+        )
     return pkts
 
 
@@ -202,8 +212,10 @@ def test_parse_pt_from_sdp() -> None:
     assert parse_telephone_event_pt(opus) == 101
     assert parse_telephone_event_pt(opus, clock_rate=48000) == 126
     # fmtp without the digits: unusable; video sections are skipped.
-    flash_only = "m=audio 1 RTP/AVP 0 96 97\na=rtpmap:96 telephone-event/8000\na=fmtp:96 16\n" \
+    flash_only = (
+        "m=audio 1 RTP/AVP 0 96 97\na=rtpmap:96 telephone-event/8000\na=fmtp:96 16\n"
         "a=rtpmap:97 TELEPHONE-EVENT/8000\n"
+    )
     assert parse_telephone_event_pt(flash_only) == 97
     video = "m=video 2 RTP/AVP 98\na=rtpmap:98 telephone-event/8000\nm=audio 1 RTP/AVP 0\n"
     assert parse_telephone_event_pt(video) is None

@@ -193,5 +193,3 @@ class GoertzelDTMFDetector:
         if hits >= self.min_hits and (hits >= 2 or self.min_hits <= 1):
             self._reported = True
             out.append(_KEYS[d])
-
-
