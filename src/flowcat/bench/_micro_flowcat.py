@@ -121,37 +121,41 @@ async def _pingpong(task: PipelineTask, sink: Sink, batch: list[Frame]) -> float
     return (time.perf_counter() - t0) / len(batch) * 1e6
 
 
-async def hops(kind: str, k: int, cfg: dict[str, int]) -> dict[str, float]:
-    """Median µs/frame through K pass-throughs: tput (wall, CPU) and ping-pong (wall)."""
+async def hops(kind: str, cfg: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Median µs/frame through K pass-throughs for every K: tput (wall, CPU) and ping-pong (wall).
+
+    One call per K, all started up front; each repeat measures every K in turn, so
+    drift in machine load hits all K alike instead of biasing the slope.
+    """
     cls = KINDS[kind]
-    sink = Sink(cls)
-    call = _Call([*(Passthrough() for _ in range(k)), sink])
-    call.start()
-    await asyncio.wait_for(call.started.wait(), 30)
+    sinks = {k: Sink(cls) for k in KS}
+    calls = {k: _Call([*(Passthrough() for _ in range(k)), sinks[k]]) for k in KS}
+    for call in calls.values():
+        call.start()
+    await asyncio.wait_for(asyncio.gather(*(c.started.wait() for c in calls.values())), 30)
     await drain()
-    await _tput(call.task, sink, _frames(cls, cfg["warm"]))
-    await _pingpong(call.task, sink, _frames(cls, cfg["warm"]))
-    walls, cpus, pps = [], [], []
+    for k in KS:
+        await _tput(calls[k].task, sinks[k], _frames(cls, cfg["warm"]))
+        await _pingpong(calls[k].task, sinks[k], _frames(cls, cfg["warm"]))
+    samples: dict[int, dict[str, list[float]]] = {k: {"tput": [], "tput_cpu": [], "pp": []} for k in KS}
     for _ in range(cfg["repeats"]):
-        tb, pb = _frames(cls, cfg["n_tput"]), _frames(cls, cfg["n_pp"])
-        gc.collect()
-        gc.disable()
-        try:
-            wall, cpu = await _tput(call.task, sink, tb)
-            pp = await _pingpong(call.task, sink, pb)
-        finally:
-            gc.enable()
-        walls.append(wall)
-        cpus.append(cpu)
-        pps.append(pp)
-    await call.end()
-    assert call.run_task is not None
-    await asyncio.wait_for(call.run_task, 30)
-    return {
-        "tput": statistics.median(walls),
-        "tput_cpu": statistics.median(cpus),
-        "pp": statistics.median(pps),
-    }
+        for k in KS:
+            tb, pb = _frames(cls, cfg["n_tput"]), _frames(cls, cfg["n_pp"])
+            gc.collect()
+            gc.disable()
+            try:
+                wall, cpu = await _tput(calls[k].task, sinks[k], tb)
+                pp = await _pingpong(calls[k].task, sinks[k], pb)
+            finally:
+                gc.enable()
+            samples[k]["tput"].append(wall)
+            samples[k]["tput_cpu"].append(cpu)
+            samples[k]["pp"].append(pp)
+    for call in calls.values():
+        await call.end()
+    runs = [c.run_task for c in calls.values() if c.run_task is not None]
+    await asyncio.wait_for(asyncio.gather(*runs), 30)
+    return {str(k): {m: statistics.median(v) for m, v in samples[k].items()} for k in KS}
 
 
 async def idle_calls(n: int, batch: int = 50) -> dict[str, Any]:
@@ -203,5 +207,5 @@ async def run(cfg: dict[str, int]) -> dict[str, Any]:
     idle = await idle_calls(cfg["idle_calls"])
     frame_us: dict[str, dict[str, dict[str, float]]] = {}
     for kind in ("data", "system"):
-        frame_us[kind] = {str(k): await hops(kind, k, cfg) for k in KS}
+        frame_us[kind] = await hops(kind, cfg)
     return {"config": cfg, "frame_us": frame_us, "idle": idle}

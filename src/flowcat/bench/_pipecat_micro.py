@@ -32,6 +32,7 @@ from pipecat.workers.runner import WorkerRunner
 AUDIO = bytes(320)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 KINDS = {"data": OutputAudioRawFrame, "system": InputAudioRawFrame}
+KS = (1, 3, 10)
 OBS_OFF: dict[str, Any] = {"enable_rtvi": False, "enable_turn_tracking": False, "idle_timeout_secs": None}
 
 
@@ -131,36 +132,40 @@ async def pingpong(call: Call, sink: Sink, batch: list[Frame]) -> float:
     return (time.perf_counter() - t0) / len(batch) * 1e6
 
 
-async def hops(kind: str, k: int, observers: bool, cfg: dict) -> dict[str, float]:
-    """Median µs/frame (tput wall and CPU, ping-pong wall) through K pass-throughs."""
+async def hops(kind: str, observers: bool, cfg: dict) -> dict[str, dict[str, float]]:
+    """Median µs/frame (tput wall and CPU, ping-pong wall) through K pass-throughs, every K.
+
+    One call per K, all started up front; each repeat measures every K in turn.
+    """
     cls = KINDS[kind]
-    sink = Sink(cls)
-    call = Call([*(Passthrough() for _ in range(k)), sink], observers)
-    await call.start()
-    await asyncio.wait_for(call.started.wait(), 30)
+    sinks = {k: Sink(cls) for k in KS}
+    calls = {k: Call([*(Passthrough() for _ in range(k)), sinks[k]], observers) for k in KS}
+    for call in calls.values():
+        await call.start()
+    await asyncio.wait_for(asyncio.gather(*(c.started.wait() for c in calls.values())), 30)
     await drain()
-    await tput(call, sink, frames(cls, cfg["warm"]))
-    await pingpong(call, sink, frames(cls, cfg["warm"]))
-    walls, cpus, pps = [], [], []
+    for k in KS:
+        await tput(calls[k], sinks[k], frames(cls, cfg["warm"]))
+        await pingpong(calls[k], sinks[k], frames(cls, cfg["warm"]))
+    samples: dict[int, dict[str, list[float]]] = {k: {"tput": [], "tput_cpu": [], "pp": []} for k in KS}
     for _ in range(cfg["repeats"]):
-        tb, pb = frames(cls, cfg["n_tput"]), frames(cls, cfg["n_pp"])
-        gc.collect()
-        gc.disable()
-        try:
-            wall, cpu = await tput(call, sink, tb)
-            pp = await pingpong(call, sink, pb)
-        finally:
-            gc.enable()
-        walls.append(wall)
-        cpus.append(cpu)
-        pps.append(pp)
-    await call.end()
-    await asyncio.wait_for(call.run_task, 30)  # type: ignore[arg-type]
-    return {
-        "tput": statistics.median(walls),
-        "tput_cpu": statistics.median(cpus),
-        "pp": statistics.median(pps),
-    }
+        for k in KS:
+            tb, pb = frames(cls, cfg["n_tput"]), frames(cls, cfg["n_pp"])
+            gc.collect()
+            gc.disable()
+            try:
+                wall, cpu = await tput(calls[k], sinks[k], tb)
+                pp = await pingpong(calls[k], sinks[k], pb)
+            finally:
+                gc.enable()
+            samples[k]["tput"].append(wall)
+            samples[k]["tput_cpu"].append(cpu)
+            samples[k]["pp"].append(pp)
+    for call in calls.values():
+        await call.end()
+    runs = [c.run_task for c in calls.values() if c.run_task is not None]
+    await asyncio.wait_for(asyncio.gather(*runs), 30)
+    return {str(k): {m: statistics.median(v) for m, v in samples[k].items()} for k in KS}
 
 
 async def idle_calls(n: int, batch: int = 50) -> dict[str, Any]:
@@ -210,7 +215,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = {"warm": 50, "n_tput": 200, "n_pp": 100, "repeats": 3}
     else:
         cfg = {"warm": 300, "n_tput": 2000, "n_pp": 1000, "repeats": 5}
-    ks = (1, 3, 10)
     out: dict[str, Any] = {"pipecat_version": getattr(pipecat, "__version__", None), "config": cfg}
     # Idle calls first: memory freed by the hop runs would otherwise be reused and hide RSS growth.
     out["idle"] = await idle_calls(args.idle_calls)
@@ -220,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ("system", "system", True),
         ("data_obs_off", "data", False),
     ):
-        frame_us[label] = {str(k): await hops(kind, k, observers, cfg) for k in ks}
+        frame_us[label] = await hops(kind, observers, cfg)
     out["frame_us"] = frame_us
     return out
 
