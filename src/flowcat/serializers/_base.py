@@ -1,0 +1,461 @@
+"""The serializer interface shared by every carrier, and the pieces carriers build on.
+
+A serializer turns a carrier's WebSocket messages into frames and frames into
+messages. It keeps pipecat's interface (``setup``, ``serialize``, ``deserialize``)
+and adds what a telephony transport needs around it:
+
+* :meth:`FrameSerializer.handshake` reads the carrier's connect/start messages and
+  returns a :class:`CallInfo` once the call is known;
+* replies the carrier expects *during* a call (Genesys ``pong``/``closed``, the
+  ``opened`` answer) go through :attr:`FrameSerializer.sender` when the transport
+  set it, else they wait in :meth:`FrameSerializer.take_replies`;
+* :meth:`FrameSerializer.hang_up` ends the call over the carrier's REST API;
+* :meth:`FrameSerializer.answer` builds the answer-webhook document.
+
+``serialize`` returns one message (``str`` for a text frame, ``bytes`` for a binary
+frame), a list of messages to send in order (media followed by a mark, or carriers
+that need fixed-size binary messages), or None when there is nothing to send.
+
+Malformed input never raises: :meth:`FrameSerializer.deserialize` logs it with the
+(truncated) raw message, counts it in ``bad_inputs`` and returns None.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    KeypadEntry,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    StartFrame,
+    TTSStoppedFrame,
+)
+from ._audio import AudioDecoder, AudioEncoder, bytes_per_sample
+from ._framer import Framer
+from ._marks import MarkTracker
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+
+__all__ = ["CallInfo", "FrameSerializer", "Wire", "WireOut"]
+
+logger = logging.getLogger("flowcat.serializers")
+
+Wire = str | bytes
+"""One WebSocket message: ``str`` is sent as a text frame, ``bytes`` as a binary frame."""
+
+WireOut = Wire | list[Wire] | None
+"""What :meth:`FrameSerializer.serialize` returns."""
+
+_LOG_FIRST = 20  # bad inputs logged in full per call; afterwards one in every 1000
+
+
+def truncate(raw: object, limit: int = 200) -> str:
+    """A short printable form of a raw message, for logs."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        b = bytes(raw)
+        return f"<{len(b)} bytes> {b[:limit]!r}"
+    text = str(raw)
+    if len(text) > limit:
+        return f"{text[:limit]!r}… ({len(text)} chars)"
+    return repr(text)
+
+
+_KEYS = {k.value: k for k in KeypadEntry}
+
+
+def dtmf_frame(digit: object) -> InputDTMFFrame | None:
+    """The :class:`InputDTMFFrame` for a digit string, or None if it is not a keypad key."""
+    key = _KEYS.get(str(digit).upper()) if digit is not None else None
+    return InputDTMFFrame(button=key) if key is not None else None
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What the carrier's connect/start messages said about the call.
+
+    Attributes:
+        carrier: Carrier name (``"twilio"``, ``"genesys"``, …).
+        stream_id: The carrier's id for this media stream (Twilio ``streamSid``, …).
+        call_id: The id to use with the carrier's REST API (Twilio ``callSid``,
+            Telnyx ``call_control_id``, Plivo ``callId``, Genesys ``conversationId``).
+        codec: Caller audio codec: ``"PCMU"``, ``"PCMA"`` or ``"L16"`` (little-endian).
+        sample_rate: Caller audio sample rate (Hz).
+        custom_parameters: Per-call values passed through the carrier (TwiML
+            ``<Parameter>``, Exotel query parameters, Genesys ``inputVariables``, …).
+        account_id: The carrier account, where sent.
+        from_number: Caller number, where sent.
+        to_number: Called number, where sent.
+        extra: Anything else carrier-specific (session tokens, tracks, …).
+    """
+
+    carrier: str
+    stream_id: str | None = None
+    call_id: str | None = None
+    codec: str = "PCMU"
+    sample_rate: int = 8000
+    custom_parameters: dict[str, Any] = field(default_factory=dict)
+    account_id: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FrameSerializer:
+    """Base of every carrier serializer (pipecat's interface plus telephony helpers).
+
+    Args:
+        stream_id: The stream id, when known before the handshake.
+        call_id: The call id for REST hang-up, when known before the handshake.
+        auto_hang_up: Hang the call up over REST on :class:`EndFrame`/:class:`CancelFrame`.
+        api_base: Base URL of the carrier's REST API (tests point it at a local server).
+        mark_every_ms: Send a playback mark after output audio whenever this much audio
+            (ms) has been sent since the last one; 0 sends marks only at
+            :class:`TTSStoppedFrame` and on :meth:`mark`. Ignored where the carrier has
+            no marks.
+        session: A shared ``aiohttp.ClientSession`` for REST calls (one per process
+            is best); without one a short-lived session is opened per hang-up.
+
+    Attributes:
+        sender: Set by the transport to a coroutine function that sends one message;
+            used for replies the carrier expects (pong, opened, …). When None the
+            replies collect in :meth:`take_replies`.
+        marks: Playback tracking: ``marks.played_up_to`` is how much bot audio (s)
+            the carrier confirmed as played; ``marks.on_played`` is called with
+            ``(mark_name, seconds)`` for each confirmation.
+        call_info: What the handshake learned, or None before it completed.
+        remote_ended: The carrier said the call/stream ended (no hang-up is sent then).
+        bad_inputs: How many malformed or unexpected messages were skipped.
+    """
+
+    carrier: ClassVar[str] = "carrier"
+    default_codec: ClassVar[str] = "PCMU"
+    default_rate: ClassVar[int] = 8000
+    default_api_base: ClassVar[str] = ""
+    has_marks: ClassVar[bool] = False
+    hang_up_ok_statuses: ClassVar[tuple[int, ...]] = ()
+    rest_hang_up: ClassVar[bool] = True
+    answer_content_type: ClassVar[str] = "application/xml"
+
+    def __init__(
+        self,
+        *,
+        stream_id: str | None = None,
+        call_id: str | None = None,
+        auto_hang_up: bool = True,
+        api_base: str | None = None,
+        mark_every_ms: int = 0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.call_id = call_id
+        self.auto_hang_up = auto_hang_up
+        self.api_base = (api_base or self.default_api_base).rstrip("/")
+        self.session = session
+        self.sender: Callable[[Wire], Awaitable[None]] | None = None
+        self.marks = MarkTracker()
+        self.call_info: CallInfo | None = None
+        self.remote_ended = False
+        self.bad_inputs = 0
+        self._replies: list[Wire] = []
+        self._in_rate = 16000
+        self._codec = self.default_codec
+        self._rate = self.default_rate
+        self._out_codec = self.default_codec
+        self._out_rate = self.default_rate
+        self._decoder: AudioDecoder | None = None
+        self._encoder: AudioEncoder | None = None
+        self._framer: Framer | None = None
+        self._out_width = bytes_per_sample(self.default_codec)
+        self._mark_every = mark_every_ms * self.default_rate // 1000
+        self._since_mark = 0
+        self._hung_up = False
+        self._noted: set[str] = set()
+
+    # ------------------------------------------------------------------ pipecat interface
+
+    async def setup(self, frame: StartFrame) -> None:
+        """Learn the pipeline's sample rates from the :class:`StartFrame`."""
+        if frame.audio_in_sample_rate != self._in_rate:
+            self._in_rate = frame.audio_in_sample_rate
+            self._decoder = None
+
+    async def serialize(self, frame: Frame) -> WireOut:
+        """Turn an outgoing frame into carrier messages (see the module docstring)."""
+        try:
+            if isinstance(frame, OutputAudioRawFrame):
+                return self._serialize_audio(frame)
+            if isinstance(frame, InterruptionFrame):
+                self.marks.cleared()
+                self._since_mark = 0
+                if self._encoder is not None:
+                    self._encoder.reset()
+                if self._framer is not None:
+                    self._framer.reset()
+                return self._clear_message()
+            if isinstance(frame, EndFrame | CancelFrame):
+                return await self._serialize_end(frame)
+            if isinstance(frame, TTSStoppedFrame):
+                return self._end_of_batch()
+            if isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
+                return self._transport_message(frame.message)
+        except Exception as exc:  # never let one frame break the call
+            logger.exception("%s: could not serialize %s: %s", self.carrier, frame, exc)
+        return None
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        """Turn one carrier message into a frame, or None (control messages, bad input)."""
+        try:
+            return await self._deserialize(data)
+        except Exception as exc:  # malformed input of a shape we did not foresee
+            self.bad_input(f"unreadable message ({type(exc).__name__})", data)
+            return None
+
+    # ------------------------------------------------------------------ flowcat additions
+
+    async def handshake(self, data: str | bytes) -> CallInfo | None:
+        """Feed one message received before the call is known.
+
+        Returns:
+            The :class:`CallInfo` once the carrier's start message arrived, else None
+            (feed the next message). Replies the carrier expects are sent through
+            :attr:`sender` (or queued in :meth:`take_replies`).
+        """
+        await self.deserialize(data)
+        return self.call_info
+
+    def take_replies(self) -> list[Wire]:
+        """Replies queued because no :attr:`sender` was set (cleared by this call)."""
+        out, self._replies = self._replies, []
+        return out
+
+    def mark(self, name: str | None = None) -> WireOut:
+        """Held-back audio, then a playback mark after everything sent so far.
+
+        Returns None where the carrier has no marks. The name defaults to ``fc-<n>``.
+        """
+        if not self.has_marks:
+            return self._flush()
+        self._since_mark = 0
+        return self._join(self._flush(), self._mark_message(self.marks.place(name)))
+
+    async def hang_up(self, session: aiohttp.ClientSession | None = None) -> bool:
+        """End the call through the carrier's REST API (once).
+
+        Args:
+            session: ``aiohttp`` session to use (else :attr:`session`, else a new one).
+
+        Returns:
+            True if the carrier accepted the request.
+        """
+        if self._hung_up:
+            return False
+        self._hung_up = True
+        from ._rest import send_hang_up
+
+        return await send_hang_up(self, session or self.session)
+
+    @classmethod
+    async def answer(cls, request: web.Request, stream_url: str, **options: Any) -> web.Response:
+        """Answer the carrier's voice webhook with a document that connects the call to
+        ``stream_url`` (verifying the request's signature where the carrier signs and
+        credentials are configured; a bad signature gets 403).
+        """
+        from aiohttp import web
+
+        body = await request.read()
+        if not cls.verify_request(request, body, **options):
+            logger.warning("%s: answer webhook signature check failed for %s", cls.carrier, request.path)
+            return web.Response(status=403, text="invalid signature")
+        doc = cls.answer_document(stream_url, request=request, **options)
+        return web.Response(text=doc, content_type=cls.answer_content_type)
+
+    @classmethod
+    def answer_document(cls, stream_url: str, **options: Any) -> str:
+        """The answer document (XML/JSON text) that connects the call to ``stream_url``."""
+        raise NotImplementedError
+
+    @classmethod
+    def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
+        """Whether the answer webhook's signature is valid (True where none is checked)."""
+        return True
+
+    # ------------------------------------------------------------------ helpers for carriers
+
+    def bad_input(self, reason: str, raw: object) -> None:
+        """Log a skipped message once with context (rate-limited per call)."""
+        self.bad_inputs += 1
+        n = self.bad_inputs
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            logger.warning(
+                "%s: skipped %s (stream %s, bad input #%d): %s",
+                self.carrier,
+                reason,
+                self.stream_id,
+                n,
+                truncate(raw),
+            )
+
+    def note(self, key: str, message: str, *args: object) -> None:
+        """Log once per call which form of an unconfirmed detail arrived."""
+        if key not in self._noted:
+            self._noted.add(key)
+            logger.info("%s: " + message, self.carrier, *args)
+
+    async def reply(self, message: Wire) -> None:
+        """Send a reply the carrier expects (or queue it, see :meth:`take_replies`)."""
+        if self.sender is not None:
+            await self.sender(message)
+        else:
+            self._replies.append(message)
+
+    def set_call(self, info: CallInfo) -> None:
+        """Record the handshake result and adopt its ids and audio format."""
+        self.call_info = info
+        if info.stream_id:
+            self.stream_id = info.stream_id
+        if info.call_id:
+            self.call_id = info.call_id
+        self.set_input_format(info.codec, info.sample_rate)
+        self._on_stream_id()
+        logger.debug(
+            "%s: call %s stream %s (%s/%d)",
+            self.carrier,
+            info.call_id,
+            info.stream_id,
+            info.codec,
+            info.sample_rate,
+        )
+
+    def set_input_format(self, codec: str, rate: int) -> None:
+        """Set the caller audio format (rebuilds the input decoder)."""
+        self._codec, self._rate = codec, rate
+        self._decoder = None
+
+    def set_output_format(self, codec: str, rate: int) -> None:
+        """Set the bot audio format sent to the carrier (rebuilds the encoder)."""
+        if self._mark_every:
+            self._mark_every = self._mark_every * rate // self._out_rate
+        self._out_codec, self._out_rate = codec, rate
+        self._out_width = bytes_per_sample(codec)
+        self._encoder = None
+
+    def decode(self, payload: bytes) -> Frame | None:
+        """Carrier audio bytes → :class:`InputAudioRawFrame` at the pipeline input rate."""
+        dec = self._decoder
+        if dec is None:
+            dec = self._decoder = AudioDecoder(self._codec, self._rate, self._in_rate)
+        return dec.frame(payload)
+
+    def encode(self, frame: OutputAudioRawFrame) -> bytes:
+        """Pipeline audio → carrier codec bytes at the carrier rate."""
+        enc = self._encoder
+        if enc is None or enc.in_rate != frame.sample_rate:
+            enc = self._encoder = AudioEncoder(self._out_codec, frame.sample_rate, self._out_rate)
+        return enc.encode(frame.audio)
+
+    def _serialize_audio(self, frame: OutputAudioRawFrame) -> WireOut:
+        data = self.encode(frame)
+        if not data:
+            return None
+        framer = self._framer
+        if framer is None:
+            return self._emit(data)
+        chunks = framer.push(data)
+        if not chunks:
+            return None
+        if len(chunks) == 1:
+            return self._emit(chunks[0])
+        out: WireOut = None
+        for chunk in chunks:
+            out = self._join(out, self._emit(chunk))
+        return out
+
+    def _emit(self, data: bytes) -> WireOut:
+        """One media message for ``data`` (plus a periodic mark when one is due)."""
+        self.marks.sent(len(data) // self._out_width, self._out_rate)
+        msg = self._media_message(data)
+        if self._mark_every:
+            self._since_mark += len(data) // self._out_width
+            if self._since_mark >= self._mark_every:
+                self._since_mark = 0
+                return self._join(msg, self._mark_message(self.marks.place()))
+        return msg
+
+    def _flush(self) -> WireOut:
+        """Send the audio a framer holds back (padded with silence to a whole frame)."""
+        framer = self._framer
+        if framer is None:
+            return None
+        rest = framer.flush()
+        return self._emit(rest) if rest else None
+
+    @staticmethod
+    def _join(first: WireOut, second: WireOut) -> WireOut:
+        if first is None:
+            return second
+        if second is None:
+            return first
+        a = first if isinstance(first, list) else [first]
+        return a + (second if isinstance(second, list) else [second])
+
+    def _end_of_batch(self) -> WireOut:
+        """End of a bot utterance: send held-back audio, then a mark (where supported)."""
+        out = self._flush()
+        if self.has_marks and self.marks.sent_samples > self.marks.marked_samples:
+            self._since_mark = 0
+            out = self._join(out, self._mark_message(self.marks.place()))
+        return out
+
+    async def _serialize_end(self, frame: EndFrame | CancelFrame) -> WireOut:
+        out = self._flush()
+        if self.auto_hang_up and self.rest_hang_up and not self.remote_ended:
+            await self.hang_up()
+        return self._join(out, self._end_message(frame))
+
+    def _transport_message(self, message: Any) -> WireOut:
+        import json
+
+        if isinstance(message, str | bytes):
+            return message
+        return json.dumps(message, separators=(",", ":"))
+
+    # ------------------------------------------------------------------ carrier hooks
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
+        raise NotImplementedError
+
+    def _media_message(self, data: bytes) -> WireOut:
+        raise NotImplementedError
+
+    def _clear_message(self) -> WireOut:
+        return None
+
+    def _mark_message(self, name: str) -> WireOut:
+        return None
+
+    def _end_message(self, frame: EndFrame | CancelFrame) -> WireOut:
+        return None
+
+    def _on_stream_id(self) -> None:
+        """Called when the stream id becomes known (precompute message prefixes here)."""
+
+    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
+        """``(method, url, headers, body)`` of the REST hang-up, or None if unavailable.
+
+        ``body`` is None, ``("form", dict)`` (URL-encoded form) or ``("json", obj)``.
+        Credentials are read when this is called (constructor arguments first, then the
+        environment variables named in ``docs/carriers.md``).
+        """
+        return None

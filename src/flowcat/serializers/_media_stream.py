@@ -1,0 +1,141 @@
+"""Shared machinery for Twilio-shaped JSON media streams (Twilio, Telnyx, Exotel, Cloudonix).
+
+All four send JSON text frames ``{"event": ..., ...}`` with base64 audio in
+``media.payload`` and take ``media``/``mark``/``clear`` back; they differ in field
+spelling (camelCase or snake_case), in whether outgoing messages name the stream,
+and in codec. Subclasses set the class attributes and parse their ``start``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from base64 import b64decode, b64encode
+from typing import Any, ClassVar
+
+from ..frames import Frame
+from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+
+__all__ = ["MediaStreamSerializer"]
+
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class MediaStreamSerializer(FrameSerializer):
+    """Base of the Twilio-shaped carriers.
+
+    Class attributes:
+        out_sid_key: Name of the stream-id field in outgoing messages, or None to omit it.
+        events: Event name → handler method name.
+    """
+
+    out_sid_key: ClassVar[str | None] = "streamSid"
+    has_marks = True
+    events: ClassVar[dict[str, str]] = {
+        "connected": "_on_connected",
+        "start": "_on_start",
+        "dtmf": "_on_dtmf",
+        "mark": "_on_mark",
+        "stop": "_on_stop",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._media_prefix = ""
+        self._clear = ""
+        self._on_stream_id()
+
+    # ---------------------------------------------------------------- inbound
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
+        if not isinstance(data, str):
+            self.bad_input("binary message (JSON text expected)", data)
+            return None
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self.bad_input("invalid JSON", data)
+            return None
+        if not isinstance(msg, dict):
+            self.bad_input("JSON that is not an object", data)
+            return None
+        event = msg.get("event")
+        if event == "media":
+            media = msg.get("media")
+            payload = media.get("payload") if isinstance(media, dict) else None
+            if not isinstance(payload, str):
+                self.bad_input("media without payload", data)
+                return None
+            try:
+                audio = b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                self.bad_input("media payload that is not base64", data)
+                return None
+            if not audio:
+                return None
+            return self.decode(audio)
+        handler = self.events.get(event) if isinstance(event, str) else None
+        if handler is None:
+            self.bad_input(f"unknown event {event!r}", data)
+            return None
+        result: Frame | None = getattr(self, handler)(msg, data)
+        return result
+
+    def _on_connected(self, msg: dict[str, Any], raw: str) -> None:
+        self.note("connected", "connected (protocol %s, version %s)", msg.get("protocol"), msg.get("version"))
+
+    def _on_start(self, msg: dict[str, Any], raw: str) -> None:
+        start = msg.get("start")
+        if not isinstance(start, dict):
+            self.bad_input("start without a start object", raw)
+            return
+        info = self._parse_start(msg, start, raw)
+        if info is not None:
+            self.set_call(info)
+
+    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
+        raise NotImplementedError
+
+    def _on_dtmf(self, msg: dict[str, Any], raw: str) -> Frame | None:
+        dtmf = msg.get("dtmf")
+        frame = dtmf_frame(dtmf.get("digit")) if isinstance(dtmf, dict) else None
+        if frame is None:
+            self.bad_input("dtmf without a valid digit", raw)
+        return frame
+
+    def _on_mark(self, msg: dict[str, Any], raw: str) -> None:
+        mark = msg.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
+        if not isinstance(name, str):
+            self.bad_input("mark without a name", raw)
+            return
+        self.marks.echoed(name)
+
+    def _on_stop(self, msg: dict[str, Any], raw: str) -> None:
+        self.remote_ended = True
+
+    def _codec_of(self, encoding: object, known: dict[str, str], raw: str) -> str:
+        """Map a carrier encoding name to a codec; log and keep the default if unknown."""
+        codec = known.get(str(encoding)) if encoding is not None else self.default_codec
+        if codec is None:
+            self.bad_input(f"unsupported encoding {encoding!r} (keeping {self.default_codec})", raw)
+            return self.default_codec
+        return codec
+
+    # ---------------------------------------------------------------- outbound
+
+    def _on_stream_id(self) -> None:
+        key = self.out_sid_key
+        sid = "" if key is None else f',"{key}":{_DUMPS(self.stream_id)}'
+        self._sid_fragment = sid
+        self._media_prefix = f'{{"event":"media"{sid},"media":{{"payload":"'
+        self._clear = f'{{"event":"clear"{sid}}}'
+
+    def _media_message(self, data: bytes) -> WireOut:
+        return self._media_prefix + b64encode(data).decode("ascii") + '"}}'
+
+    def _clear_message(self) -> WireOut:
+        return self._clear
+
+    def _mark_message(self, name: str) -> WireOut:
+        return f'{{"event":"mark"{self._sid_fragment},"mark":{{"name":{_DUMPS(name)}}}}}'

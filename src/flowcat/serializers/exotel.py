@@ -1,0 +1,84 @@
+"""Exotel Voicebot applet (AgentStream), bidirectional.
+
+Wire: JSON text frames, snake_case. Exotel → us ``connected``, ``start``, ``media``
+(base64 16-bit little-endian PCM, 8 kHz by default; 16/24 kHz by the applet's
+``sample-rate``), ``dtmf``, ``mark``, ``stop``; us → Exotel ``media``, ``mark``,
+``clear`` with ``stream_sid``. Outbound chunks are at least 100 ms and always a
+multiple of 320 bytes (held back and padded with silence at the end of an
+utterance). No hang-up API: closing the socket moves the flow to the next applet.
+
+Docs:
+    https://developer.exotel.com/docs/agentstream/websocket-protocol
+    https://developer.exotel.com/docs/agentstream/stream-voicebot-applet
+    https://support.exotel.com/support/solutions/articles/3000108630
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import CallInfo
+from ._framer import Framer
+from ._media_stream import MediaStreamSerializer
+
+__all__ = ["ExotelFrameSerializer"]
+
+_ENCODINGS = {"audio/x-raw": "L16", "raw": "L16", "slin": "L16", "audio/x-l16": "L16"}
+
+
+class ExotelFrameSerializer(MediaStreamSerializer):
+    """Serializer for Exotel's Voicebot stream.
+
+    Args:
+        sample_rate: The applet's ``sample-rate`` (8000, 16000 or 24000), used until
+            ``start`` reports one.
+        **kwargs: See :class:`~flowcat.serializers.FrameSerializer` (``auto_hang_up``
+            has no effect: Exotel has no hang-up API; the transport closes the socket).
+    """
+
+    carrier = "exotel"
+    default_codec = "L16"
+    out_sid_key = "stream_sid"
+    rest_hang_up = False
+
+    def __init__(self, *, sample_rate: int = 8000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._set_rate(sample_rate)
+
+    def _set_rate(self, rate: int) -> None:
+        self.set_input_format("L16", rate)
+        self.set_output_format("L16", rate)
+        # ≥100 ms per message, whole multiples of 320 bytes (Exotel's guidance).
+        self._framer = Framer(320, min_bytes=rate // 10 * 2, max_bytes=100_000 // 320 * 320, pad_to_min=True)
+
+    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
+        fmt = start.get("media_format")
+        fmt = fmt if isinstance(fmt, dict) else {}
+        self._codec_of(fmt.get("encoding", "audio/x-raw"), _ENCODINGS, raw)
+        try:
+            rate = int(fmt.get("sample_rate") or self._rate)
+        except (TypeError, ValueError):
+            self.bad_input(f"unreadable sample_rate (keeping {self._rate})", raw)
+            rate = self._rate
+        if rate not in (8000, 16000, 24000):
+            self.bad_input(f"unexpected sample_rate {rate} (keeping {self._rate})", raw)
+            rate = self._rate
+        self._set_rate(rate)
+        params = start.get("custom_parameters")
+        return CallInfo(
+            carrier=self.carrier,
+            stream_id=msg.get("stream_sid") or start.get("stream_sid"),
+            call_id=start.get("call_sid"),
+            codec="L16",
+            sample_rate=rate,
+            custom_parameters=params if isinstance(params, dict) else {},
+            account_id=start.get("account_sid"),
+            from_number=start.get("from"),
+            to_number=start.get("to"),
+        )
+
+    def _on_stop(self, msg: dict[str, Any], raw: str) -> None:
+        self.remote_ended = True
+        stop = msg.get("stop")
+        if isinstance(stop, dict) and stop.get("reason"):
+            self.note("stop", "stream stopped: %s", stop.get("reason"))

@@ -1,0 +1,200 @@
+"""Genesys Cloud AudioHook (Audio Connector, protocol version 2).
+
+Wire: text frames are JSON control messages, binary frames are audio (PCMU 8 kHz,
+external channel). Every message has ``version:"2"``, ``id`` (session), ``type``,
+``seq`` (per sender, from 1) and ``parameters``; Genesys adds ``serverseq`` and
+``position`` (ISO-8601 duration), we add ``clientseq`` (the last ``seq`` we got).
+Genesys → us ``open``, ``ping``, ``close``, ``paused``, ``resumed``, ``update``,
+``discarded``, ``error``, ``dtmf``, ``playback_started``, ``playback_completed``;
+us → Genesys ``opened``, ``pong``, ``closed``, ``event`` (``barge_in`` on
+interruption) and ``disconnect`` (end of call, with ``outputVariables``). No REST
+hang-up: ``disconnect`` ends the session and Genesys answers with ``close``. The
+connector is configured in Genesys (base URI + Architect action), so there is no
+answer document.
+
+Docs:
+    https://developer.genesys.cloud/devapps/audiohook
+    https://help.mypurecloud.com/articles/audio-connector-overview/
+    https://github.com/purecloudlabs/audiohook-reference-implementation
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ..frames import CancelFrame, EndFrame, Frame
+from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+
+__all__ = ["GenesysFrameSerializer"]
+
+logger = logging.getLogger("flowcat.serializers")
+
+_MAX_AUDIO = 64_000  # bytes per binary message, as in Genesys's reference server
+
+
+class GenesysFrameSerializer(FrameSerializer):
+    """Serializer for Genesys AudioHook / Audio Connector sessions.
+
+    Args:
+        output_variables: Initial ``outputVariables`` for ``disconnect`` (update
+            :attr:`output_variables` during the call).
+        **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
+
+    Attributes:
+        position: The last stream ``position`` Genesys reported (e.g. ``"PT4.2S"``).
+        paused: Whether Genesys reported the stream paused.
+        output_variables: Sent back to the Architect flow in ``disconnect``.
+    """
+
+    carrier = "genesys"
+    has_marks = False
+    rest_hang_up = False
+
+    def __init__(self, *, output_variables: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_variables: dict[str, Any] = dict(output_variables or {})
+        self.position = "PT0S"
+        self.paused = False
+        self._seq = 0
+        self._client_seq = 0
+        self._opened = False
+        self._closing = False
+        self._disconnected = False
+
+    def message(self, type_: str, parameters: dict[str, Any]) -> str:
+        """One server message with the next ``seq`` and the current ``clientseq``."""
+        self._seq += 1
+        return json.dumps(
+            {
+                "version": "2",
+                "type": type_,
+                "seq": self._seq,
+                "clientseq": self._client_seq,
+                "id": self.stream_id,
+                "parameters": parameters,
+            },
+            separators=(",", ":"),
+        )
+
+    # ---------------------------------------------------------------- inbound
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
+        if isinstance(data, bytes | bytearray):
+            if not self._opened:
+                self.bad_input("audio before open", data)
+                return None
+            if not data or (self._codec == "L16" and len(data) & 1):
+                self.bad_input("audio with a truncated or empty payload", data)
+                return None
+            return self.decode(bytes(data))
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self.bad_input("invalid JSON", data)
+            return None
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            self.bad_input("message without a type", data)
+            return None
+        seq = msg.get("seq")
+        if isinstance(seq, int):
+            self._client_seq = seq
+        position = msg.get("position")
+        if isinstance(position, str):
+            self.position = position
+        params = msg.get("parameters")
+        params = params if isinstance(params, dict) else {}
+        type_ = msg["type"]
+        if type_ == "open":
+            await self._on_open(msg, params, data)
+        elif type_ == "ping":
+            await self.reply(self.message("pong", {}))
+        elif type_ == "close":
+            self.remote_ended = True
+            self._closing = True
+            await self.reply(self.message("closed", {}))
+        elif type_ == "dtmf":
+            frame = dtmf_frame(params.get("digit"))
+            if frame is None:
+                self.bad_input("dtmf without a valid digit", data)
+            return frame
+        elif type_ == "playback_completed":
+            self.marks.all_played("playback_completed")
+        elif type_ in ("paused", "resumed"):
+            self.paused = type_ == "paused"
+            logger.debug("genesys: stream %s %s", self.stream_id, type_)
+        elif type_ == "update":
+            if self.call_info is not None:
+                self.call_info.extra.setdefault("updates", []).append(params)
+            logger.info("genesys: update on %s: %s", self.stream_id, str(params)[:200])
+        elif type_ == "error":
+            logger.warning(
+                "genesys: error %s on %s: %s",
+                params.get("code"),
+                self.stream_id,
+                str(params.get("message"))[:200],
+            )
+        elif type_ not in ("discarded", "playback_started"):
+            self.bad_input(f"unknown message type {type_!r}", data)
+        return None
+
+    async def _on_open(self, msg: dict[str, Any], params: dict[str, Any], raw: str) -> None:
+        offered = params.get("media")
+        choice: dict[str, Any] | None = None
+        if isinstance(offered, list):
+            formats = [m for m in offered if isinstance(m, dict) and m.get("type", "audio") == "audio"]
+            for want in ("PCMU", "L16"):
+                choice = next(
+                    (m for m in formats if m.get("format") == want and m.get("rate", 8000) == 8000), None
+                )
+                if choice is not None:
+                    break
+        if choice is None:
+            self.bad_input("open without a PCMU/L16 8 kHz offer (answering PCMU)", raw)
+            choice = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+        else:
+            channels = choice.get("channels") or ["external"]
+            choice = {**choice, "channels": ["external"] if "external" in channels else channels[:1]}
+        codec = str(choice["format"])
+        participant = params.get("participant")
+        participant = participant if isinstance(participant, dict) else {}
+        inputs = params.get("inputVariables")
+        self.set_output_format(codec, 8000)
+        self.set_call(
+            CallInfo(
+                carrier=self.carrier,
+                stream_id=str(msg.get("id")) if msg.get("id") else None,
+                call_id=params.get("conversationId"),
+                codec=codec,
+                sample_rate=8000,
+                custom_parameters=inputs if isinstance(inputs, dict) else {},
+                account_id=params.get("organizationId"),
+                from_number=participant.get("ani"),
+                to_number=participant.get("dnis"),
+                extra={"language": params.get("language"), "participant": participant},
+            )
+        )
+        self._opened = True
+        await self.reply(self.message("opened", {"startPaused": False, "media": [choice]}))
+
+    # ---------------------------------------------------------------- outbound
+
+    def _media_message(self, data: bytes) -> WireOut:
+        if len(data) <= _MAX_AUDIO:
+            return data
+        return [data[i : i + _MAX_AUDIO] for i in range(0, len(data), _MAX_AUDIO)]
+
+    def _clear_message(self) -> WireOut:
+        if not self._opened or self._closing:
+            return None
+        return self.message("event", {"entities": [{"type": "barge_in", "data": {}}]})
+
+    def _end_message(self, frame: EndFrame | CancelFrame) -> WireOut:
+        if not self._opened or self._closing or self._disconnected:
+            return None
+        self._disconnected = True
+        params: dict[str, Any] = {"reason": "completed"}
+        if self.output_variables:
+            params["outputVariables"] = self.output_variables
+        return self.message("disconnect", params)

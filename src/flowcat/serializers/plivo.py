@@ -1,0 +1,284 @@
+"""Plivo Audio Streams (bidirectional ``<Stream>``).
+
+Wire: JSON text frames, camelCase. Plivo → us ``start``, ``media`` (base64; L16
+8 kHz by default, 16 kHz or μ-law 8 kHz by ``contentType``), ``dtmf``,
+``playedStream`` (checkpoint reached), ``clearedAudio``; us → Plivo ``playAudio``
+(with ``contentType`` and ``sampleRate``), ``checkpoint``, ``clearAudio``, each with
+``streamId``. A clear voids outstanding checkpoints. Hang-up: ``DELETE
+/v1/Account/{auth_id}/Call/{call_uuid}/`` (HTTP Basic, 204). Webhooks carry
+``X-Plivo-Signature-V3`` + ``-Nonce`` (HMAC-SHA256 with the auth token).
+
+Credentials: ``PLIVO_AUTH_ID``, ``PLIVO_AUTH_TOKEN``.
+
+Docs:
+    https://www.plivo.com/docs/voice/xml/audio-streaming
+    https://www.plivo.com/docs/voice-agents/audio-streaming/concepts/audio-streaming-reference
+    https://www.plivo.com/docs/voice/xml/the-stream-element/checkpoint-event
+    https://www.plivo.com/docs/voice/detailed-reference/api/call/hangup-a-call
+    https://docs.plivo.com/docs/voice/xml/request/validation
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from base64 import b64decode, b64encode
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape, quoteattr
+
+from ..frames import CancelFrame, EndFrame, Frame
+from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._rest import basic_auth, env
+from ._signatures import validate_plivo_v3
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["PlivoFrameSerializer"]
+
+logger = logging.getLogger("flowcat.serializers")
+
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_ENCODINGS = {"audio/x-mulaw": "PCMU", "audio/x-l16": "L16"}
+_CONTENT_TYPES = {"PCMU": "audio/x-mulaw", "L16": "audio/x-l16"}
+
+
+class PlivoFrameSerializer(FrameSerializer):
+    """Serializer for Plivo audio streams.
+
+    Args:
+        auth_id: Plivo auth id (default ``PLIVO_AUTH_ID``).
+        auth_token: Plivo auth token (default ``PLIVO_AUTH_TOKEN``).
+        content_type: The ``contentType`` the answer XML asked for, used until ``start``
+            reports the format (``audio/x-l16;rate=8000`` is Plivo's default).
+        **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
+    """
+
+    carrier = "plivo"
+    default_api_base = "https://api.plivo.com"
+    default_codec = "L16"
+    has_marks = True
+    env_prefix: ClassVar[str] = "PLIVO"
+    events: ClassVar[dict[str, str]] = {
+        "start": "_on_start",
+        "dtmf": "_on_dtmf",
+        "playedStream": "_on_played",
+        "played": "_on_played",
+        "clearedAudio": "_on_cleared",
+        "stop": "_on_stop",
+    }
+
+    def __init__(
+        self,
+        *,
+        auth_id: str | None = None,
+        auth_token: str | None = None,
+        content_type: str = "audio/x-l16;rate=8000",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        encoding, _, rate = content_type.partition(";rate=")
+        codec = _ENCODINGS.get(encoding, "L16")
+        self.set_input_format(codec, int(rate or 8000))
+        self.set_output_format(codec, int(rate or 8000))
+        self._on_stream_id()
+
+    # ---------------------------------------------------------------- inbound
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
+        if not isinstance(data, str):
+            self.bad_input("binary message (JSON text expected)", data)
+            return None
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self.bad_input("invalid JSON", data)
+            return None
+        if not isinstance(msg, dict):
+            self.bad_input("JSON that is not an object", data)
+            return None
+        event = msg.get("event")
+        if event == "media":
+            media = msg.get("media")
+            payload = media.get("payload") if isinstance(media, dict) else None
+            if not isinstance(payload, str):
+                self.bad_input("media without payload", data)
+                return None
+            try:
+                audio = b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                self.bad_input("media payload that is not base64", data)
+                return None
+            if self._codec == "L16" and len(audio) & 1:
+                self.bad_input("L16 payload with an odd byte count", data)
+                return None
+            return self.decode(audio) if audio else None
+        handler = self.events.get(event) if isinstance(event, str) else None
+        if handler is None:
+            self.bad_input(f"unknown event {event!r}", data)
+            return None
+        result: Frame | None = getattr(self, handler)(msg, data)
+        return result
+
+    def _on_start(self, msg: dict[str, Any], raw: str) -> None:
+        start = msg.get("start")
+        if not isinstance(start, dict):
+            self.bad_input("start without a start object", raw)
+            return
+        fmt = start.get("mediaFormat")
+        fmt = fmt if isinstance(fmt, dict) else {}
+        encoding = fmt.get("encoding")
+        codec = _ENCODINGS.get(str(encoding)) if encoding is not None else self._codec
+        if codec is None:
+            self.bad_input(f"unsupported encoding {encoding!r} (keeping {self._codec})", raw)
+            codec = self._codec
+        rate = int(fmt.get("sampleRate") or self._rate)
+        self.set_output_format(codec, rate)
+        self.set_call(
+            CallInfo(
+                carrier=self.carrier,
+                stream_id=start.get("streamId") or msg.get("streamId"),
+                call_id=start.get("callId"),
+                codec=codec,
+                sample_rate=rate,
+                custom_parameters=self._extra_headers(msg.get("extra_headers")),
+                account_id=str(start.get("accountId")) if start.get("accountId") is not None else None,
+                extra={"tracks": start.get("tracks")},
+            )
+        )
+
+    @staticmethod
+    def _extra_headers(value: object) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str) and value and value != "{}":
+            try:
+                parsed = json.loads(value)
+                if isinstance(parsed, dict):
+                    return parsed
+            except ValueError:
+                pass
+            return dict(p.split("=", 1) for p in value.replace(",", ";").split(";") if "=" in p)
+        return {}
+
+    def _on_dtmf(self, msg: dict[str, Any], raw: str) -> Frame | None:
+        dtmf = msg.get("dtmf")
+        if isinstance(dtmf, dict) and "digit" in dtmf:
+            self.note("dtmf-shape", "dtmf arrived as dtmf.digit")
+            digit = dtmf.get("digit")
+        else:
+            self.note(
+                "dtmf-shape", "dtmf arrived as %s", "top-level digit" if "digit" in msg else "string dtmf"
+            )
+            digit = msg.get("digit", dtmf)
+        frame = dtmf_frame(digit)
+        if frame is None:
+            self.bad_input("dtmf without a valid digit", raw)
+        return frame
+
+    def _on_played(self, msg: dict[str, Any], raw: str) -> None:
+        self.note("played-event", "checkpoint acknowledgements arrive as %r", msg.get("event"))
+        name = msg.get("name")
+        if not isinstance(name, str):
+            self.bad_input("checkpoint acknowledgement without a name", raw)
+            return
+        self.marks.echoed(name)
+
+    def _on_cleared(self, msg: dict[str, Any], raw: str) -> None:
+        logger.debug("%s: audio cleared on %s", self.carrier, self.stream_id)
+
+    def _on_stop(self, msg: dict[str, Any], raw: str) -> None:
+        self.remote_ended = True
+
+    # ---------------------------------------------------------------- outbound
+
+    def set_output_format(self, codec: str, rate: int) -> None:
+        super().set_output_format(codec, rate)
+        self._on_stream_id()
+
+    def _on_stream_id(self) -> None:
+        sid = _DUMPS(self.stream_id)
+        self._sid = sid
+        ctype = _CONTENT_TYPES.get(self._out_codec, "audio/x-l16")
+        self._media_prefix = (
+            f'{{"event":"playAudio","streamId":{sid},"media":{{"contentType":"{ctype}",'
+            f'"sampleRate":{self._out_rate},"payload":"'
+        )
+        self._clear = f'{{"event":"clearAudio","streamId":{sid}}}'
+
+    def _media_message(self, data: bytes) -> WireOut:
+        return self._media_prefix + b64encode(data).decode("ascii") + '"}}'
+
+    def _clear_message(self) -> WireOut:
+        return self._clear
+
+    def _mark_message(self, name: str) -> WireOut:
+        return f'{{"event":"checkpoint","streamId":{self._sid},"name":{_DUMPS(name)}}}'
+
+    def _end_message(self, frame: EndFrame | CancelFrame) -> WireOut:
+        return None
+
+    # ---------------------------------------------------------------- REST and webhooks
+
+    def _credentials(self) -> tuple[str | None, str | None]:
+        return env(self.auth_id, self.env_prefix + "_AUTH_ID"), env(
+            self.auth_token, self.env_prefix + "_AUTH_TOKEN"
+        )
+
+    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
+        auth_id, token = self._credentials()
+        if not (auth_id and token and self.call_id):
+            return None
+        url = f"{self.api_base}/v1/Account/{auth_id}/Call/{self.call_id}/"
+        return "DELETE", url, {"Authorization": basic_auth(auth_id, token)}, None
+
+    @classmethod
+    def answer_document(cls, stream_url: str, **options: Any) -> str:
+        """``<Stream bidirectional="true" keepCallAlive="true" contentType=…>url</Stream>``.
+
+        Options: ``content_type`` (default ``audio/x-mulaw;rate=8000``),
+        ``status_callback_url``, ``extra_headers`` (dict; ``[A-Za-z0-9]`` only), ``after``.
+        """
+        attrs = 'bidirectional="true" keepCallAlive="true" contentType={}'.format(
+            quoteattr(options.get("content_type", "audio/x-mulaw;rate=8000"))
+        )
+        if options.get("status_callback_url"):
+            attrs += " statusCallbackUrl={}".format(quoteattr(options["status_callback_url"]))
+        headers = options.get("extra_headers")
+        if headers:
+            attrs += " extraHeaders={}".format(
+                quoteattr(",".join("{}={}".format(*kv) for kv in headers.items()))
+            )
+        return '<?xml version="1.0" encoding="UTF-8"?><Response><Stream {}>{}</Stream>{}</Response>'.format(
+            attrs,
+            escape(stream_url),
+            options.get("after", ""),
+        )
+
+    @classmethod
+    def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
+        """Check ``X-Plivo-Signature-V3`` when an auth token is configured.
+
+        Options: ``auth_token`` (default ``PLIVO_AUTH_TOKEN``), ``public_url``.
+        """
+        token = env(options.get("auth_token"), cls.env_prefix + "_AUTH_TOKEN")
+        if not token:
+            logger.warning("%s: no auth token configured; webhook signature not checked", cls.carrier)
+            return True
+        params = (
+            parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            if request.method == "POST"
+            else []
+        )
+        return validate_plivo_v3(
+            request.method,
+            options.get("public_url") or str(request.url),
+            params,
+            request.headers.get("X-Plivo-Signature-V3-Nonce"),
+            request.headers.get("X-Plivo-Signature-V3"),
+            token,
+        )

@@ -1,0 +1,173 @@
+"""Twilio Media Streams (bidirectional, ``<Connect><Stream>``).
+
+Wire: JSON text frames. Twilio → us ``connected``, ``start``, ``media`` (base64
+μ-law 8 kHz), ``dtmf``, ``mark``, ``stop``; us → Twilio ``media``, ``mark``,
+``clear``, each with ``streamSid``. Hang-up: ``POST
+/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with ``Status=completed``
+(HTTP Basic). Webhooks and the WebSocket upgrade carry ``X-Twilio-Signature``.
+
+Credentials (constructor arguments first, then environment): ``TWILIO_ACCOUNT_SID``,
+``TWILIO_AUTH_TOKEN`` (or ``TWILIO_API_KEY`` + ``TWILIO_API_SECRET`` for REST).
+
+Docs:
+    https://www.twilio.com/docs/voice/media-streams/websocket-messages
+    https://www.twilio.com/docs/voice/twiml/stream
+    https://www.twilio.com/docs/usage/security#validating-requests
+    https://www.twilio.com/docs/voice/api/call-resource
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import quoteattr
+
+from ._base import CallInfo
+from ._media_stream import MediaStreamSerializer
+from ._rest import basic_auth, env
+from ._signatures import validate_twilio
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["TwilioFrameSerializer", "twiml_connect_stream"]
+
+logger = logging.getLogger("flowcat.serializers")
+
+_ENCODINGS = {"audio/x-mulaw": "PCMU"}
+
+
+def twiml_connect_stream(
+    stream_url: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    status_callback: str | None = None,
+    after: str = "",
+) -> str:
+    """TwiML that connects the call to a bidirectional stream.
+
+    Args:
+        stream_url: ``wss://`` URL; Twilio drops query strings, so per-call values go
+            in ``parameters`` (they arrive in ``start.customParameters``) or the path.
+        parameters: ``<Parameter name value>`` nouns.
+        status_callback: Optional ``statusCallback`` URL for stream events.
+        after: TwiML verbs to run after the stream ends (e.g. ``"<Hangup/>"``).
+    """
+    if "?" in stream_url:
+        logger.warning("twilio: stream URL %s has a query string; Twilio drops it", stream_url)
+    attrs = f"url={quoteattr(stream_url)}"
+    if status_callback:
+        attrs += f" statusCallback={quoteattr(status_callback)}"
+    params = "".join(
+        f"<Parameter name={quoteattr(str(k))} value={quoteattr(str(v))}/>"
+        for k, v in (parameters or {}).items()
+    )
+    stream = f"<Stream {attrs}>{params}</Stream>" if params else f"<Stream {attrs}/>"
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect>{stream}</Connect>{after}</Response>'
+
+
+def _form_params(request: web.Request, body: bytes) -> list[tuple[str, str]]:
+    if request.method != "POST" or not body:
+        return []
+    if request.content_type not in ("application/x-www-form-urlencoded", ""):
+        return []
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+class TwilioFrameSerializer(MediaStreamSerializer):
+    """Serializer for Twilio Media Streams.
+
+    Args:
+        account_sid: Twilio account SID (default ``TWILIO_ACCOUNT_SID``, else the
+            one in ``start``).
+        auth_token: Auth token for REST and signatures (default ``TWILIO_AUTH_TOKEN``).
+        **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
+    """
+
+    carrier = "twilio"
+    default_api_base = "https://api.twilio.com"
+    out_sid_key = "streamSid"
+    encodings: ClassVar[dict[str, str]] = _ENCODINGS
+
+    def __init__(
+        self, *, account_sid: str | None = None, auth_token: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+
+    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
+        fmt = start.get("mediaFormat")
+        fmt = fmt if isinstance(fmt, dict) else {}
+        codec = self._codec_of(fmt.get("encoding", "audio/x-mulaw"), self.encodings, raw)
+        params = start.get("customParameters")
+        return CallInfo(
+            carrier=self.carrier,
+            stream_id=msg.get("streamSid") or start.get("streamSid"),
+            call_id=start.get("callSid"),
+            codec=codec,
+            sample_rate=int(fmt.get("sampleRate") or 8000),
+            custom_parameters=params if isinstance(params, dict) else {},
+            account_id=start.get("accountSid"),
+            extra={"tracks": start.get("tracks"), "encoding": fmt.get("encoding")},
+        )
+
+    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
+        sid = env(self.account_sid, "TWILIO_ACCOUNT_SID") or (
+            self.call_info.account_id if self.call_info else None
+        )
+        key = env(None, "TWILIO_API_KEY")
+        secret = env(None, "TWILIO_API_SECRET")
+        token = env(self.auth_token, "TWILIO_AUTH_TOKEN")
+        if not (sid and self.call_id):
+            return None
+        if key and secret:
+            auth = basic_auth(key, secret)
+        elif token:
+            auth = basic_auth(sid, token)
+        else:
+            return None
+        url = f"{self.api_base}/2010-04-01/Accounts/{sid}/Calls/{self.call_id}.json"
+        return "POST", url, {"Authorization": auth}, ("form", {"Status": "completed"})
+
+    @classmethod
+    def answer_document(cls, stream_url: str, **options: Any) -> str:
+        """TwiML ``<Connect><Stream>`` (options: ``parameters``, ``status_callback``, ``after``)."""
+        return twiml_connect_stream(
+            stream_url,
+            options.get("parameters"),
+            status_callback=options.get("status_callback"),
+            after=options.get("after", ""),
+        )
+
+    @classmethod
+    def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
+        """Check ``X-Twilio-Signature`` when an auth token is configured.
+
+        Options: ``auth_token`` (default ``TWILIO_AUTH_TOKEN``), ``public_url`` (the
+        URL as Twilio called it, when a proxy rewrites scheme or host).
+        """
+        token = env(options.get("auth_token"), "TWILIO_AUTH_TOKEN")
+        if not token:
+            logger.warning("twilio: no auth token configured; webhook signature not checked")
+            return True
+        url = options.get("public_url") or str(request.url)
+        return validate_twilio(
+            url, _form_params(request, body), request.headers.get("X-Twilio-Signature"), token
+        )
+
+    @classmethod
+    def verify_websocket(
+        cls, request: web.Request, *, auth_token: str | None = None, public_url: str | None = None
+    ) -> bool:
+        """Check the signature of the WebSocket upgrade (no form parameters).
+
+        Which exact URL Twilio signs for the upgrade is unconfirmed; pass
+        ``public_url`` as configured in TwiML if a proxy changes it.
+        """
+        token = env(auth_token, "TWILIO_AUTH_TOKEN")
+        if not token:
+            return True
+        url = public_url or str(request.url)
+        return validate_twilio(url, None, request.headers.get("X-Twilio-Signature"), token)

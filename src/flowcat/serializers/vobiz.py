@@ -1,0 +1,51 @@
+"""Vobiz audio streams (Plivo-compatible).
+
+Same XML and events as Plivo (see :mod:`flowcat.serializers.plivo`). Differences:
+inbound formats L16 8/16 kHz or μ-law 8 kHz from ``start.mediaFormat``;
+``playedStream`` has no ``streamId``; no inbound ``stop`` (the socket close ends the
+stream); DTMF is not in Vobiz's event list (accepted if it arrives); at the end of
+the call we send ``{"event":"stop","streamId":…}`` and hang up with ``DELETE
+/api/v1/Account/{auth_id}/Call/{call_uuid}/`` using the ``X-Auth-ID`` and
+``X-Auth-Token`` headers (``VOBIZ_AUTH_ID``, ``VOBIZ_AUTH_TOKEN``). No webhook
+signature is documented.
+
+Docs:
+    https://vobiz.ai/docs (xml/stream, xml/stream/play-audio, checkpoint-event, clear-audio,
+    audio-streams; https://vobiz.ai/llms.txt)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..frames import CancelFrame, EndFrame
+from ._base import WireOut
+from .plivo import PlivoFrameSerializer
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["VobizFrameSerializer"]
+
+
+class VobizFrameSerializer(PlivoFrameSerializer):
+    """Serializer for Vobiz streams (arguments as :class:`PlivoFrameSerializer`)."""
+
+    carrier = "vobiz"
+    default_api_base = "https://api.vobiz.ai/api"
+    env_prefix = "VOBIZ"
+
+    def _end_message(self, frame: EndFrame | CancelFrame) -> WireOut:
+        return f'{{"event":"stop","streamId":{self._sid}}}'
+
+    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
+        auth_id, token = self._credentials()
+        if not (auth_id and token and self.call_id):
+            return None
+        url = f"{self.api_base}/v1/Account/{auth_id}/Call/{self.call_id}/"
+        return "DELETE", url, {"X-Auth-ID": auth_id, "X-Auth-Token": token}, None
+
+    @classmethod
+    def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
+        """No signature is documented for Vobiz; use an unguessable path token."""
+        return True

@@ -1,0 +1,235 @@
+"""Vonage Voice API WebSockets.
+
+Wire: binary frames are audio both ways: 16-bit little-endian PCM, 20 ms per
+message (640 bytes at 16 kHz, 320 at 8 kHz; outbound messages must be exactly that
+size). Text frames are JSON: Vonage → us ``websocket:connected`` (first message,
+with ``content-type`` and the NCCO ``headers`` echoed at top level),
+``websocket:dtmf``, ``websocket:cleared``, ``websocket:notify``; us → Vonage
+``{"action":"clear"}`` and ``{"action":"notify","payload":{"name":…}}``. Answer: an
+NCCO ``connect`` to a ``websocket`` endpoint; we put the call ``uuid`` from the
+answer request into the endpoint headers so the stream knows which call to hang up.
+Hang-up: ``PUT /v1/calls/{uuid}`` ``{"action":"hangup"}`` with ``Authorization:
+Bearer <JWT>``: ``VONAGE_JWT`` (pre-minted), else one minted from
+``VONAGE_APPLICATION_ID`` + ``VONAGE_PRIVATE_KEY`` (PEM text or a file path; needs
+the ``cryptography`` package).
+
+Docs:
+    https://developer.vonage.com/en/voice/voice-api/concepts/websockets
+    https://developer.vonage.com/en/voice/voice-api/ncco-reference
+    https://developer.vonage.com/en/api/voice#updateCall
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..frames import Frame
+from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._framer import Framer
+from ._rest import env
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["VonageFrameSerializer"]
+
+logger = logging.getLogger("flowcat.serializers")
+
+_CLEAR = '{"action":"clear"}'
+_RESERVED = frozenset(("event", "content-type"))
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def mint_jwt(application_id: str, private_key_pem: str, ttl_s: int = 300) -> str | None:
+    """An RS256 application JWT for the Vonage REST API, or None without ``cryptography``."""
+    try:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    except ImportError:
+        return None
+    now = int(time.time())
+    header = _b64url(b'{"alg":"RS256","typ":"JWT"}')
+    claims = {"application_id": application_id, "iat": now, "exp": now + ttl_s, "jti": str(uuid.uuid4())}
+    body = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("VONAGE_PRIVATE_KEY is not an RSA key")
+    sig = key.sign(f"{header}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{body}.{_b64url(sig)}"
+
+
+class VonageFrameSerializer(FrameSerializer):
+    """Serializer for Vonage WebSocket calls.
+
+    Args:
+        sample_rate: The endpoint's ``content-type`` rate (8000 or 16000), used until
+            ``websocket:connected`` reports it.
+        jwt: A pre-minted application JWT (default ``VONAGE_JWT``).
+        application_id: Application id for minting (default ``VONAGE_APPLICATION_ID``).
+        private_key: PEM text or path (default ``VONAGE_PRIVATE_KEY``).
+        **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
+    """
+
+    carrier = "vonage"
+    default_api_base = "https://api.nexmo.com"
+    default_codec = "L16"
+    default_rate = 16000
+    has_marks = True
+    answer_content_type = "application/json"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        jwt: str | None = None,
+        application_id: str | None = None,
+        private_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.jwt = jwt
+        self.application_id = application_id
+        self.private_key = private_key
+        self._set_rate(sample_rate)
+
+    def _set_rate(self, rate: int) -> None:
+        self.set_input_format("L16", rate)
+        self.set_output_format("L16", rate)
+        unit = rate // 50 * 2  # 20 ms of 16-bit audio: exactly this per message
+        self._framer = Framer(unit, min_bytes=unit, max_bytes=unit)
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
+        if isinstance(data, bytes | bytearray):
+            if not data or len(data) & 1:
+                self.bad_input("audio with an odd or zero byte count", data)
+                return None
+            return self.decode(bytes(data))
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self.bad_input("invalid JSON", data)
+            return None
+        if not isinstance(msg, dict):
+            self.bad_input("JSON that is not an object", data)
+            return None
+        event = msg.get("event")
+        if event == "websocket:connected":
+            self._on_connected(msg, data)
+        elif event == "websocket:dtmf":
+            dtmf = msg.get("dtmf")
+            digit = dtmf.get("digit") if isinstance(dtmf, dict) else msg.get("digit")
+            frame = dtmf_frame(digit)
+            if frame is None:
+                self.bad_input("dtmf without a valid digit", data)
+            return frame
+        elif event == "websocket:notify":
+            payload = msg.get("payload")
+            name = payload.get("name") if isinstance(payload, dict) else None
+            if isinstance(name, str):
+                self.marks.echoed(name)
+            else:
+                self.bad_input("notify without payload.name", data)
+        elif event == "websocket:cleared":
+            logger.debug("vonage: playback cleared")
+        else:
+            self.bad_input(f"unknown event {event!r}", data)
+        return None
+
+    def _on_connected(self, msg: dict[str, Any], raw: str) -> None:
+        ctype = str(msg.get("content-type", ""))
+        encoding, _, rate_s = ctype.partition(";rate=")
+        rate = self._rate
+        if encoding.strip().lower() != "audio/l16" or not rate_s.isdigit():
+            self.bad_input(f"unsupported content-type {ctype!r} (keeping L16/{rate})", raw)
+        elif int(rate_s) not in (8000, 16000, 24000):
+            self.bad_input(f"unexpected rate {rate_s} (keeping {rate})", raw)
+        else:
+            rate = int(rate_s)
+        self._set_rate(rate)
+        params = {k: v for k, v in msg.items() if k not in _RESERVED}
+        call_id = params.get("call_uuid") or params.get("uuid")
+        self.set_call(
+            CallInfo(
+                carrier=self.carrier,
+                stream_id=str(call_id) if call_id else None,
+                call_id=str(call_id) if call_id else None,
+                codec="L16",
+                sample_rate=rate,
+                custom_parameters=params,
+            )
+        )
+
+    def _media_message(self, data: bytes) -> WireOut:
+        return data
+
+    def _clear_message(self) -> WireOut:
+        return _CLEAR
+
+    def _mark_message(self, name: str) -> WireOut:
+        return f'{{"action":"notify","payload":{{"name":{json.dumps(name)}}}}}'
+
+    def _token(self) -> str | None:
+        token = env(self.jwt, "VONAGE_JWT")
+        if token:
+            return token
+        app_id = env(self.application_id, "VONAGE_APPLICATION_ID")
+        key = env(self.private_key, "VONAGE_PRIVATE_KEY")
+        if not (app_id and key):
+            return None
+        if "-----BEGIN" not in key and os.path.exists(key):
+            with open(key) as f:
+                key = f.read()
+        token = mint_jwt(app_id, key)
+        if token is None:
+            logger.warning("vonage: install 'cryptography' to mint JWTs, or set VONAGE_JWT")
+        return token
+
+    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
+        if not self.call_id:
+            return None
+        token = self._token()
+        if not token:
+            return None
+        url = f"{self.api_base}/v1/calls/{self.call_id}"
+        return "PUT", url, {"Authorization": "Bearer " + token}, ("json", {"action": "hangup"})
+
+    @classmethod
+    def answer_document(cls, stream_url: str, **options: Any) -> str:
+        """NCCO: ``connect`` to a ``websocket`` endpoint.
+
+        Options: ``request`` (its ``uuid`` query parameter goes into the headers as
+        ``call_uuid``), ``sample_rate`` (default 16000), ``headers`` (dict, ≤ 512 bytes),
+        ``event_url``.
+        """
+        headers: dict[str, Any] = dict(options.get("headers") or {})
+        request = options.get("request")
+        call_uuid = request.query.get("uuid") if request is not None else None
+        if call_uuid:
+            headers.setdefault("call_uuid", call_uuid)
+        endpoint: dict[str, Any] = {
+            "type": "websocket",
+            "uri": stream_url,
+            "content-type": "audio/l16;rate={}".format(options.get("sample_rate", 16000)),
+        }
+        if headers:
+            endpoint["headers"] = headers
+        action: dict[str, Any] = {"action": "connect", "endpoint": [endpoint]}
+        if options.get("event_url"):
+            action["eventType"] = "synchronous"
+            action["eventUrl"] = [options["event_url"]]
+        return json.dumps([action], separators=(",", ":"))
+
+    @classmethod
+    def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
+        """Vonage's signed webhooks (HS256 JWT) are a developer preview whose claims are
+        unconfirmed; not checked. Use an unguessable path token."""
+        return True
