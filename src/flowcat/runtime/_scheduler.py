@@ -88,6 +88,9 @@ class _Slot:
         self.frame: Frame | None = None
 
 
+# System frames the scheduler itself acts on (never taken by the fast path).
+_SPECIAL = frozenset((CancelFrame, InterruptionFrame, StartFrame))
+
 # Entry: (generation, processor, frame, direction, to_self)
 _Entry = tuple[int, "FrameProcessor", Frame, FrameDirection, bool]
 
@@ -202,6 +205,20 @@ class CallScheduler:
         if self._closed:
             return
         entry: _Entry = (self.generation, proc, frame, direction, to_self)
+        # Fast path: nothing running, nothing waiting — run the chain right now.
+        if not (self.executing or self._pumping or self._held or self._sys or self._data):
+            if frame.kind == SYSTEM:
+                cls = type(frame)
+                if self._sys_slot.coro is None and cls not in _SPECIAL:
+                    self._run(self._sys_slot, entry)
+                    if self._sys or self._data:
+                        self._pump()
+                    return
+            elif self._sys_slot.coro is None and self._data_slot.coro is None:
+                self._run(self._data_slot, entry)
+                if self._sys or self._data:
+                    self._pump()
+                return
         if frame.kind == SYSTEM:
             cls = type(frame)
             if cls is CancelFrame:
