@@ -1,0 +1,202 @@
+"""SileroBatcher: one ONNX call per event-loop iteration for every stream's ready window.
+
+Streams queue themselves when their next window is ready. The first one in an
+iteration schedules a single ``loop.call_soon(flush)``; the flush takes one window
+from each queued stream (a stream's next window needs the state its previous window
+produced, so a stream with several windows ready takes one per round, a round per
+iteration), runs them as one batch and hands each stream its probability.
+
+A batch expected to cost more than ``max_inline_secs`` of CPU (about 1 ms: roughly
+25 or more streams) runs in the process's single VAD worker thread instead, and its
+results are delivered back on the loop; while it runs, newly ready windows collect
+for the next batch, so batches grow with load. No call owns a thread or a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._silero_model import SileroLane, SileroModel
+
+if TYPE_CHECKING:
+    from ._silero import SileroVADAnalyzer
+
+__all__ = ["BatcherStats", "SileroBatcher", "vad_executor"]
+
+logger = logging.getLogger("flowcat.vad")
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def vad_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The process-wide, single-thread executor for large VAD batches."""
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowcat-vad")
+    return _executor
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    """Counters of a batcher (all since it was created)."""
+
+    batches: int = 0
+    rows: int = 0
+    inline_batches: int = 0
+    thread_batches: int = 0
+    max_batch: int = 0
+    errors: int = 0
+
+
+class _LaneQueue:
+    __slots__ = ("busy", "lane", "streams")
+
+    def __init__(self, lane: SileroLane) -> None:
+        self.lane = lane
+        self.streams: list[SileroVADAnalyzer] = []
+        self.busy = False
+
+
+class SileroBatcher:
+    """Batches Silero windows of all streams on one event loop.
+
+    Get it with :meth:`for_loop` (one per loop; a flowcat worker process runs one loop).
+
+    Args:
+        loop: The event loop whose iterations delimit batches.
+        model: The model (default :meth:`SileroModel.shared`).
+        max_inline_secs: Largest expected batch CPU time run on the loop itself.
+        max_batch: Most rows per ONNX call.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatcher] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        model: SileroModel | None = None,
+        *,
+        max_inline_secs: float = 0.001,
+        max_batch: int = 2048,
+    ) -> None:
+        self.loop = loop
+        self.model = model or SileroModel.shared()
+        self.max_inline_secs = max_inline_secs
+        self.max_batch = max_batch
+        self.stats = BatcherStats()
+        self._queues: dict[int, _LaneQueue] = {}
+        self._scheduled = False
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> SileroBatcher:
+        """The batcher of ``loop`` (default: the running loop), created on first use."""
+        loop = loop or asyncio.get_running_loop()
+        batcher = cls._by_loop.get(loop)
+        if batcher is None:
+            batcher = cls._by_loop[loop] = cls(loop)
+        return batcher
+
+    def submit(self, stream: SileroVADAnalyzer) -> None:
+        """Queue ``stream``: its next window is ready. Called on the loop."""
+        lane = stream._lane
+        q = self._queues.get(lane.sample_rate)  # type: ignore[union-attr]
+        if q is None or q.lane is not lane:
+            q = self._queues[lane.sample_rate] = _LaneQueue(lane)  # type: ignore[union-attr,arg-type]
+        q.streams.append(stream)
+        if not self._scheduled and not q.busy:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        for q in list(self._queues.values()):
+            if q.streams and not q.busy:
+                self._run(q)
+
+    def _run(self, q: _LaneQueue) -> None:
+        streams = q.streams
+        if len(streams) > self.max_batch:
+            q.streams = streams[self.max_batch :]
+            streams = streams[: self.max_batch]
+        else:
+            q.streams = []
+        streams = [s for s in streams if s._slot >= 0]
+        if not streams:
+            return
+        lane = q.lane
+        n = len(streams)
+        idx, x, state = lane.gather([s._slot for s in streams], [s._fifo[0][0] for s in streams])
+        st = self.stats
+        st.batches += 1
+        st.rows += n
+        if n > st.max_batch:
+            st.max_batch = n
+        if lane.base_cost + lane.row_cost * n <= self.max_inline_secs:
+            st.inline_batches += 1
+            try:
+                probs, new_state, cpu = lane.infer(x, state)
+            except Exception as exc:
+                self._failed(q, streams, idx, x, exc)
+                return
+            lane.scatter(idx, x, new_state, cpu)
+            self._deliver(streams, probs)
+            return
+        st.thread_batches += 1
+        q.busy = True
+        fut = self.loop.run_in_executor(vad_executor(), lane.infer, x, state)
+        fut.add_done_callback(functools.partial(self._done, q, streams, idx, x))
+
+    def _done(
+        self,
+        q: _LaneQueue,
+        streams: list[SileroVADAnalyzer],
+        idx: np.ndarray,
+        x: np.ndarray,
+        fut: asyncio.Future[Any],
+    ) -> None:
+        q.busy = False
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            self._failed(q, streams, idx, x, exc)
+        else:
+            probs, new_state, cpu = fut.result()
+            q.lane.scatter(idx, x, new_state, cpu)
+            self._deliver(streams, probs)
+        if q.streams and not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _failed(
+        self,
+        q: _LaneQueue,
+        streams: list[SileroVADAnalyzer],
+        idx: np.ndarray,
+        x: np.ndarray,
+        exc: BaseException | None,
+    ) -> None:
+        self.stats.errors += 1
+        logger.error("Silero VAD batch of %d failed; scoring it as silence", len(streams), exc_info=exc)
+        q.lane.scatter(idx, x, None, 0.0)
+        self._deliver(streams, np.zeros(len(streams), dtype=np.float32))
+
+    @staticmethod
+    def _deliver(streams: list[SileroVADAnalyzer], probs: np.ndarray) -> None:
+        for stream, p in zip(streams, probs.tolist(), strict=True):
+            try:
+                stream._on_probability(p)
+            except Exception:
+                logger.exception("VAD listener of %r raised", stream)

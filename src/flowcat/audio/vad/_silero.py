@@ -1,0 +1,177 @@
+"""SileroVADAnalyzer: Silero VAD on the shared, batched process-wide model."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import deque
+from typing import Protocol
+
+from ._analyzer import QUIET, VADAnalyzer
+from ._batcher import SileroBatcher
+from ._params import VADParams
+from ._silero_model import SileroLane, SileroModel
+
+__all__ = ["PreGate", "SileroVADAnalyzer"]
+
+# Pipecat's model-reset policy: the recurrent state drifts during long non-speech
+# (music, noise) and then under-reports speech; clear it every ~2 s of audio, but
+# only while the VAD is quiet and the last 5 windows were all clearly non-speech.
+_RESET_INTERVAL_SECS = 2.0
+_RESET_MAX_CONFIDENCE = 0.1
+_RESET_LOW_WINDOWS = 5
+
+
+class PreGate(Protocol):
+    """A cheap per-stream detector consulted before the model (see :class:`WebRTCVADGate`)."""
+
+    def is_speech(self, window: bytes, sample_rate: int) -> bool:
+        """Whether ``window`` (PCM16 mono) may contain speech."""
+        ...
+
+
+class SileroVADAnalyzer(VADAnalyzer):
+    """Silero VAD: 512-sample windows at 16 kHz (32 ms), 256 at 8 kHz.
+
+    Every analyzer in the process shares one ``InferenceSession``
+    (:meth:`SileroModel.shared`); per stream it keeps only a slot of recurrent state
+    and context (~1.3 KB). With :meth:`feed` its windows are batched with every other
+    stream's by the loop's :class:`SileroBatcher`; :meth:`analyze_audio_sync` runs them
+    one by one on the calling thread.
+
+    Args:
+        sample_rate: Fixed rate (8000 or 16000), or None for the pipeline's.
+        params: State-machine thresholds.
+        pre_gate: Optional cheap detector (e.g. :class:`WebRTCVADGate`): while QUIET,
+            windows it calls non-speech score 0 without running the model.
+        model: The model (default: the shared one).
+    """
+
+    supported_sample_rates = (8000, 16000)
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int | None = None,
+        params: VADParams | None = None,
+        pre_gate: PreGate | None = None,
+        model: SileroModel | None = None,
+    ) -> None:
+        self._model = model or SileroModel.shared()
+        self._lane: SileroLane | None = None
+        self._slot = -1
+        self._finalizer: weakref.finalize | None = None
+        self._fifo: deque[tuple[bytes, float]] = deque()
+        self._batcher: SileroBatcher | None = None
+        self._gate = pre_gate
+        self._since_reset = 0
+        self._low_windows = 0
+        self._reset_windows = 1
+        self.gated_windows = 0
+        """Windows the pre-gate scored as silence without running the model."""
+        super().__init__(sample_rate=sample_rate, params=params)
+
+    def num_frames_required(self) -> int:
+        """512 samples at 16 kHz, 256 at 8 kHz."""
+        return 512 if self._sample_rate == 16000 else 256
+
+    @property
+    def pending(self) -> int:
+        """Windows fed and not yet scored."""
+        return len(self._fifo)
+
+    def _on_sample_rate(self, sample_rate: int) -> None:
+        self._release()
+        self._fifo.clear()
+        lane = self._lane = self._model.lane(sample_rate)
+        self._slot = lane.acquire()
+        self._finalizer = weakref.finalize(self, lane.release, self._slot)
+        self._since_reset = self._low_windows = 0
+        self._reset_windows = round(_RESET_INTERVAL_SECS * sample_rate / self.num_frames_required())
+
+    def _release(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # releases the slot exactly once
+            self._finalizer = None
+        self._slot = -1
+
+    def close(self) -> None:
+        """Give the state slot back and drop pending windows (idempotent)."""
+        super().close()
+        self._release()
+        self._fifo.clear()
+        self._wake_drain()
+
+    def restart(self) -> None:
+        """Start a new stream on the same slot (model state cleared)."""
+        super().restart()
+        self._fifo.clear()
+        if self._lane is not None and self._slot >= 0:
+            self._lane.reset(self._slot)
+        self._since_reset = self._low_windows = 0
+        self._wake_drain()
+
+    # ------------------------------------------------------------ scoring
+
+    def _gated(self, window: bytes) -> bool:
+        gate = self._gate
+        if gate is None or self._state is not QUIET or gate.is_speech(window, self._sample_rate):
+            return False
+        self._lane.skip(self._slot, window)  # type: ignore[union-attr]
+        self.gated_windows += 1
+        return True
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        """Score one window now on this thread (batch of one); updates the stream state."""
+        if self._slot < 0:
+            raise RuntimeError("SileroVADAnalyzer: closed or no sample rate set")
+        if self._gated(buffer):
+            p = 0.0
+        else:
+            p = float(self._lane.run_sync([self._slot], [buffer])[0])  # type: ignore[union-attr]
+        self._maybe_reset(p)
+        return p
+
+    def _maybe_reset(self, p: float) -> None:
+        self._since_reset += 1
+        self._low_windows = self._low_windows + 1 if p < _RESET_MAX_CONFIDENCE else 0
+        if (
+            self._since_reset >= self._reset_windows
+            and self._state is QUIET
+            and self._low_windows >= _RESET_LOW_WINDOWS
+        ):
+            self._lane.reset(self._slot)  # type: ignore[union-attr]
+            self._since_reset = 0
+
+    def _submit(self, window: bytes, ms: float) -> None:
+        if self._slot < 0:
+            return
+        fifo = self._fifo
+        fifo.append((window, ms))
+        if len(fifo) == 1:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Send the front window to the batcher, scoring pre-gated ones on the way."""
+        fifo = self._fifo
+        while fifo:
+            window, ms = fifo[0]
+            if not self._gated(window):
+                batcher = self._batcher
+                if batcher is None:
+                    batcher = self._batcher = SileroBatcher.for_loop(asyncio.get_running_loop())
+                batcher.submit(self)
+                return
+            fifo.popleft()
+            self._maybe_reset(0.0)
+            self._score(0.0, ms)
+        self._wake_drain()
+
+    def _on_probability(self, p: float) -> None:
+        """Batcher callback: the front window's probability."""
+        if self._slot < 0 or not self._fifo:
+            return
+        _, ms = self._fifo.popleft()
+        self._maybe_reset(p)
+        self._score(p, ms)
+        self._advance()
