@@ -99,7 +99,10 @@ async def _readyz(request: web.Request) -> web.Response:
 
 def _busy(state: ServerState) -> web.Response:
     return web.json_response(
-        {"error": "at capacity" if not state.admission.draining else "draining", **state.admission.snapshot()},
+        {
+            "error": "at capacity" if not state.admission.draining else "draining",
+            **state.admission.snapshot(),
+        },
         status=503,
         headers={"Retry-After": "1"},
     )
@@ -151,7 +154,7 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
     carrier = get_carrier(request.match_info["carrier"])
     if carrier is None:
         raise web.HTTPNotFound(text="unknown carrier")
-    if cfg.verify_signatures and not carrier.verify(request, b""):
+    if cfg.verify_signatures and not carrier.verify(request, b"", websocket=True):
         raise web.HTTPForbidden(text="bad signature")
     if not state.admission.try_admit():
         return _busy(state)
@@ -165,7 +168,9 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _carrier_call(state: ServerState, carrier: Any, request: web.Request, ws: web.WebSocketResponse) -> None:
+async def _carrier_call(
+    state: ServerState, carrier: Any, request: web.Request, ws: web.WebSocketResponse
+) -> None:
     cfg = state.config
     try:
         opened = await asyncio.wait_for(carrier.open(ws, request), timeout=10.0)
@@ -194,6 +199,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="unknown carrier")
     body = await request.read()
     if cfg.verify_signatures and not carrier.verify(request, body):
+        logger.warning("%s: answer webhook signature check failed", carrier.name)
         raise web.HTTPForbidden(text="bad signature")
     if not state.admission.has_room():
         state.admission.rejected += 1

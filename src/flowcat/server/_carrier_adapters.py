@@ -1,15 +1,143 @@
-"""Per-carrier adapters over :mod:`flowcat.serializers` (filled in as serializers land)."""
+"""Per-carrier adapters over :mod:`flowcat.serializers`.
+
+An adapter finds the carrier's :class:`~flowcat.serializers.FrameSerializer`
+subclass (module ``flowcat.serializers.<name>``, class attribute ``carrier``),
+and gives the server four things: the WebSocket handshake (feed messages to
+``serializer.handshake`` until the call is known), the answer webhook (the
+serializer's ``answer``), signature checks (``verify_request`` /
+``verify_websocket``) and a carrier-appropriate refusal when the worker is full.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
 from typing import Any
 
-__all__ = ["available", "build"]
+from aiohttp import WSMsgType, web
+
+from ._apps import CallInfo
+from ._carriers import CarrierError, Opened
+
+__all__ = ["CarrierAdapter", "available", "build"]
+
+logger = logging.getLogger("flowcat.server")
+
+KNOWN = ("twilio", "telnyx", "plivo", "vobiz", "exotel", "vonage", "genesys", "asterisk", "cloudonix")
+
+# Refusal documents for carriers whose answer language can reject a call outright.
+_REJECT: dict[str, tuple[str, str]] = {
+    "twilio": (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>',
+        "application/xml",
+    ),
+    "cloudonix": (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>',
+        "application/xml",
+    ),
+    "telnyx": (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>',
+        "application/xml",
+    ),
+    "plivo": (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="busy"/></Response>',
+        "application/xml",
+    ),
+    "vobiz": (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="busy"/></Response>',
+        "application/xml",
+    ),
+}
+
+_HANDSHAKE_LIMIT = 16  # messages read before giving up on a start message
+
+
+def _serializer_class(name: str) -> type | None:
+    try:
+        module = importlib.import_module(f"flowcat.serializers.{name}")
+        base = importlib.import_module("flowcat.serializers").FrameSerializer
+    except ImportError:
+        return None
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, base) and getattr(obj, "carrier", None) == name:
+            return obj
+    return None
+
+
+class CarrierAdapter:
+    """Server-side handling of one carrier."""
+
+    def __init__(self, name: str, cls: type, *, auto_hang_up: bool = True) -> None:
+        self.name = name
+        self.cls = cls
+        self.auto_hang_up = auto_hang_up
+
+    def verify(self, request: web.Request, body: bytes, *, websocket: bool = False) -> bool:
+        """The carrier's signature check (True where the carrier signs nothing or no secret is set)."""
+        try:
+            if websocket:
+                check = getattr(self.cls, "verify_websocket", None)
+                return True if check is None else bool(check(request))
+            return bool(self.cls.verify_request(request, body))  # type: ignore[attr-defined]
+        except Exception:
+            logger.warning("%s: signature check failed with an error", self.name, exc_info=True)
+            return False
+
+    def reject(self, request: web.Request) -> web.Response | None:
+        """A refusal document where the carrier has one (else None: the server answers 503)."""
+        doc = _REJECT.get(self.name)
+        if doc is None:
+            return None
+        return web.Response(text=doc[0], content_type=doc[1])
+
+    async def answer(self, request: web.Request, body: bytes, stream_url: str) -> web.StreamResponse:
+        """The answer document connecting the call to ``stream_url``."""
+        try:
+            return await self.cls.answer(request, stream_url)  # type: ignore[attr-defined]
+        except NotImplementedError:
+            raise web.HTTPNotFound(text=f"{self.name} has no answer webhook") from None
+
+    async def open(self, ws: web.WebSocketResponse, request: web.Request) -> Opened | None:
+        """Read the carrier's handshake and return the call's serializer (None if the socket closed)."""
+        ser: Any = self.cls(auto_hang_up=self.auto_hang_up)
+
+        async def send(message: str | bytes) -> None:
+            if ws.closed:
+                return
+            if isinstance(message, bytes):
+                await ws.send_bytes(message)
+            else:
+                await ws.send_str(message)
+
+        ser.sender = send
+        for _ in range(_HANDSHAKE_LIMIT):
+            msg = await ws.receive()
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                return None
+            info = await ser.handshake(msg.data)
+            for reply in ser.take_replies():
+                await send(reply)
+            if info is not None:
+                call = CallInfo(
+                    carrier=self.name,
+                    call_id=str(info.call_id or info.stream_id or ""),
+                    remote=request.remote,
+                    path=request.path,
+                    query=dict(request.query),
+                    custom={"call_info": info, **dict(info.custom_parameters or {})},
+                )
+                return Opened(ser, call)
+        raise CarrierError(f"no start message in the first {_HANDSHAKE_LIMIT} messages")
 
 
 def available() -> list[str]:
-    return []
+    """Carriers whose serializer is importable."""
+    return [n for n in KNOWN if _serializer_class(n) is not None]
 
 
-def build(name: str) -> Any | None:
-    return None
+def build(name: str) -> CarrierAdapter | None:
+    """The adapter for ``name``, or None if unknown or its serializer is missing."""
+    if name not in KNOWN:
+        return None
+    cls = _serializer_class(name)
+    return None if cls is None else CarrierAdapter(name, cls)

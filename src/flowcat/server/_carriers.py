@@ -6,10 +6,9 @@ first used). The raw route ``/ws`` needs no serializer module.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
-
-from aiohttp import web
 
 from ..errors import FlowcatError
 from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
@@ -71,13 +70,12 @@ class _RawSerializer:
 def raw_serializer(sample_rate: int) -> Any:
     """The raw-PCM serializer: ``flowcat.transports.RawPCMSerializer`` when available."""
     try:
-        from ..transports import RawPCMSerializer
+        cls = getattr(importlib.import_module("flowcat.transports"), "RawPCMSerializer", None)
     except ImportError:
+        cls = None
+    if cls is None:
         return _RawSerializer(sample_rate)
-    try:
-        return RawPCMSerializer(sample_rate=sample_rate)
-    except TypeError:
-        return _RawSerializer(sample_rate)
+    return cls(sample_rate=sample_rate)
 
 
 _ADAPTERS: dict[str, Any] = {}
@@ -101,7 +99,3 @@ def get_carrier(name: str) -> Any | None:
             return None
         _ADAPTERS[name] = adapter
     return adapter
-
-
-def reject_http(request: web.Request) -> web.Response | None:
-    return None

@@ -41,7 +41,14 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 # Frames the output never hands to the serializer (frequent, never on the wire).
-_NOT_WIRE = (InputAudioRawFrame, BotSpeakingFrame, UserSpeakingFrame, HeartbeatFrame, MetricsFrame, StartFrame)
+_NOT_WIRE = (
+    InputAudioRawFrame,
+    BotSpeakingFrame,
+    UserSpeakingFrame,
+    HeartbeatFrame,
+    MetricsFrame,
+    StartFrame,
+)
 
 
 class OutputClock:
@@ -117,7 +124,7 @@ class CallOutput(FrameProcessor):
         self._ws = ws
         self._ser = serializer
         self._lead = lead_secs
-        self._queue: deque[tuple[str | bytes, float]] = deque()
+        self._queue: deque[tuple[Any, float]] = deque()
         self._until = 0.0  # loop time at which the audio written so far has played
         self._clock = process_clock()
         self._loop = asyncio.get_event_loop()
@@ -134,7 +141,7 @@ class CallOutput(FrameProcessor):
             return
         if isinstance(frame, OutputAudioRawFrame):
             data = await self._ser.serialize(frame)
-            if data is not None:
+            if data:
                 dur = len(frame.audio) / (2 * frame.sample_rate * frame.num_channels)
                 now = self._loop.time()
                 if not self._queue and self._until - now <= self._lead:
@@ -163,9 +170,13 @@ class CallOutput(FrameProcessor):
                 self.ended.set()
         await self.push_frame(frame, direction)
 
-    async def _write(self, data: str | bytes) -> None:
+    async def _write(self, data: Any) -> None:
         ws = self._ws
         if ws.closed:
+            return
+        if data.__class__ is list:
+            for item in data:
+                await self._write(item)
             return
         try:
             if data.__class__ is bytes:
