@@ -54,7 +54,7 @@ _VAR_EPS = 1e-7
 _DYNAMIC_RANGE = 8.0  # log10 units = 80 dB
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney mel scale: 3 mel per 200 Hz below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz * (3.0 / 200.0)
@@ -62,7 +62,7 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= 1000.0, log_part, linear)
 
 
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def _mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`_hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
     linear = mel * (200.0 / 3.0)
@@ -70,9 +70,7 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= 15.0, log_part, linear)
 
 
-def mel_filterbank(
-    n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE
-) -> np.ndarray:
+def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Slaney-normalised triangular mel filters, shape ``(n_mels, n_fft // 2 + 1)``.
 
     Args:
@@ -82,13 +80,13 @@ def mel_filterbank(
     """
     n_bins = n_fft // 2 + 1
     bin_hz = np.linspace(0.0, sample_rate / 2.0, n_bins)
-    edges_mel = np.linspace(_hz_to_mel(np.float64(0.0)), _hz_to_mel(np.float64(sample_rate / 2.0)), n_mels + 2)
+    edges_mel = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2)
     edges = _mel_to_hz(edges_mel)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bin_hz[None, :] - lower) / (centre - lower)
     falling = (upper - bin_hz[None, :]) / (upper - centre)
     weights = np.clip(np.minimum(rising, falling), 0.0, None)
-    weights *= (2.0 / (upper - lower))  # equal area per filter
+    weights *= 2.0 / (upper - lower)  # equal area per filter
     return weights
 
 
@@ -130,7 +128,9 @@ def log_mel_features(audios: np.ndarray | list[np.ndarray]) -> np.ndarray:
     padded = np.pad(batch.astype(np.float64), ((0, 0), (pad, pad)), mode="reflect")
     n_frames = 1 + (padded.shape[1] - N_FFT) // HOP_LENGTH
     s0, s1 = padded.strides
-    frames = as_strided(padded, (padded.shape[0], n_frames, N_FFT), (s0, s1 * HOP_LENGTH, s1), writeable=False)
+    frames = as_strided(
+        padded, (padded.shape[0], n_frames, N_FFT), (s0, s1 * HOP_LENGTH, s1), writeable=False
+    )
     spec = np.fft.rfft(frames * _WINDOW, axis=-1)
     power = spec.real**2 + spec.imag**2  # (batch, frames, bins)
     mel = np.matmul(_MEL, power.transpose(0, 2, 1))  # (batch, mels, frames)

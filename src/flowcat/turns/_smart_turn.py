@@ -174,7 +174,9 @@ def _run_batch(model: _SharedModel, batch: list[_Item]) -> list[TurnPrediction]:
     audios = [_to_model_audio(pcm, sr) for pcm, sr, _, _ in batch]
     probs = model.probabilities(audios)
     ms = (time.perf_counter() - t0) * 1000.0
-    return [TurnPrediction(bool(p >= th), float(p), ms) for p, (_, _, th, _) in zip(probs, batch, strict=True)]
+    return [
+        TurnPrediction(bool(p >= th), float(p), ms) for p, (_, _, th, _) in zip(probs, batch, strict=True)
+    ]
 
 
 class SmartTurnAnalyzer:

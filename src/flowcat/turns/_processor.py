@@ -1,0 +1,427 @@
+"""UserTurnProcessor: the user half's turn-taking (start, stop, mute, barge-in, idle).
+
+Place it after the VAD and STT (as pipecat's user aggregator). It consumes VAD
+frames, (interim) transcriptions, input audio (for smart-turn), bot speaking
+frames and function-call frames, passes them on, and:
+
+* broadcasts ``UserStartedSpeakingFrame`` / ``UserStoppedSpeakingFrame`` (both
+  directions) at turn start and stop, and fires ``on_user_turn_started`` /
+  ``on_user_turn_stopped``;
+* interrupts: a user turn starting while the bot is silent broadcasts one
+  ``InterruptionFrame`` at once (cancels a reply being prepared, as pipecat);
+  while the bot speaks, the barge-in protocol of :mod:`._interruption` applies
+  (``BotSpeechPauseFrame`` → one ``InterruptionFrame``, or ``BotSpeechResumeFrame``);
+* drops the user's frames while muted; fires ``on_user_idle(processor, retry)``.
+
+Timing uses the loop clock and **one** timer handle per processor, re-armed with
+``loop.call_at``; a timer (or a smart-turn result) re-enters the processor as a
+private system frame through the call's scheduler, so all frames are pushed from
+inside a chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..frames import (
+    BotSpeechPauseFrame,
+    BotSpeechResumeFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EmulateUserStartedSpeakingFrame,
+    EmulateUserStoppedSpeakingFrame,
+    EndFrame,
+    Frame,
+    FunctionCallCancelFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    SystemFrame,
+    TranscriptionFrame,
+    UserAudioRawFrame,
+    UserIdleTimeoutUpdateFrame,
+    UserSpeakingFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+    frame_dataclass,
+)
+from ..runtime import FrameDirection, FrameProcessor
+from ._idle import UserIdleTimer
+from ._interruption import COMMIT, RESUME, BargeIn, InterruptionParams
+from ._mute import UserMuteStrategy
+from ._start import (
+    TranscriptionUserTurnStartStrategy,
+    UserTurnStartStrategy,
+    VADUserTurnStartStrategy,
+    count_words,
+)
+from ._stop import SpeechTimeoutUserTurnStopStrategy, UserTurnStopStrategy
+
+__all__ = ["UserTurnProcessor"]
+
+logger = logging.getLogger("flowcat.turns")
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+_AUDIO = (InputAudioRawFrame, UserAudioRawFrame)
+_TEXT = (TranscriptionFrame, InterimTranscriptionFrame)
+# Frames dropped while the user is muted (pipecat's list, less InterruptionFrame).
+_MUTABLE = frozenset(
+    {
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+        UserSpeakingFrame,
+        UserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+        TranscriptionFrame,
+        InterimTranscriptionFrame,
+    }
+)
+_MAX_HELD = 64  # transcriptions held while a barge-in is judged
+
+
+@frame_dataclass
+class _Tick(SystemFrame):
+    """Private: re-enter the processor for a timer or an async result."""
+
+
+class UserTurnProcessor(FrameProcessor):
+    """Decides when the user's turn starts and stops, and whether it interrupts the bot.
+
+    Args:
+        start_strategies: Tried in order; default ``[VADUserTurnStartStrategy(),
+            TranscriptionUserTurnStartStrategy()]``.
+        stop_strategies: Any one ends the turn; default
+            ``[SpeechTimeoutUserTurnStopStrategy()]`` (0.6 s after the VAD stop).
+            Use ``[TurnAnalyzerUserTurnStopStrategy(SmartTurnAnalyzer())]`` for smart-turn.
+        mute_strategies: The user is muted while any says so. Default none.
+        interruption: Barge-in parameters (min_duration, min_words, false-interruption resume).
+        enable_interruptions: If False, user turns never interrupt the bot. Default True.
+        user_turn_stop_timeout: Fallback (s): a turn with no VAD speech, VAD stop or
+            transcription for this long ends. Default 5.0.
+        user_idle_timeout: Seconds without speech before ``on_user_idle`` (0: off). Default 0.
+        user_idle_max_retries: Consecutive ``on_user_idle`` firings. Default 3.
+        **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
+    """
+
+    def __init__(
+        self,
+        *,
+        start_strategies: Sequence[UserTurnStartStrategy] | None = None,
+        stop_strategies: Sequence[UserTurnStopStrategy] | None = None,
+        mute_strategies: Sequence[UserMuteStrategy] = (),
+        interruption: InterruptionParams | None = None,
+        enable_interruptions: bool = True,
+        user_turn_stop_timeout: float = 5.0,
+        user_idle_timeout: float = 0.0,
+        user_idle_max_retries: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if start_strategies is None:
+            start_strategies = [VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()]
+        if stop_strategies is None:
+            stop_strategies = [SpeechTimeoutUserTurnStopStrategy()]
+        self._start = tuple(start_strategies)
+        self._stop = tuple(stop_strategies)
+        self._mute = tuple(mute_strategies)
+        self._audio_stop = tuple(s for s in self._stop if s.wants_audio)
+        self._mute_triggers = frozenset(t for m in self._mute for t in m.triggers)
+        for s in self._stop:
+            s.bind(self._wake)
+        self.interruption = interruption or InterruptionParams()
+        self.enable_interruptions = enable_interruptions
+        self.user_turn_stop_timeout = user_turn_stop_timeout
+        self._barge = BargeIn(self.interruption)
+        self._idle = UserIdleTimer(user_idle_timeout, user_idle_max_retries)
+        self._muted = any(m.muted for m in self._mute)
+        self._in_turn = False
+        self._bot_speaking = False
+        self._vad_speaking = False
+        self._speech_start = 0.0
+        self._last_activity = 0.0
+        self._words_final = 0
+        self._words_interim = 0
+        self._held: list[tuple[Frame, FrameDirection]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tick = _Tick()
+        self._ended = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        for event in ("on_user_turn_started", "on_user_turn_stopped", "on_user_idle"):
+            self._register_event_handler(event)
+        self._register_event_handler("on_user_mute_started")
+        self._register_event_handler("on_user_mute_stopped")
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def user_turn_active(self) -> bool:
+        """Whether a user turn is in progress."""
+        return self._in_turn
+
+    @property
+    def muted(self) -> bool:
+        """Whether the user is muted."""
+        return self._muted
+
+    @property
+    def barge_in_pending(self) -> bool:
+        """Whether speech over the bot is being judged (bot paused)."""
+        return self._barge.pending
+
+    # ---------------------------------------------------------------- frames
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Run turn logic on ``frame`` and pass it on (unless muted or held)."""
+        await super().process_frame(frame, direction)
+        cls = type(frame)
+        if cls in _AUDIO:  # hot path: 50 frames/s per call
+            if self._muted:
+                return
+            for s in self._audio_stop:
+                s.append_audio(frame.audio, frame.sample_rate)  # type: ignore[attr-defined]
+            await self.push_frame(frame, direction)
+            return
+        if cls is _Tick:
+            await self._on_tick()
+            return
+        muted = self._muted
+        if cls in self._mute_triggers:
+            await self._update_mute(frame)
+        if muted and cls in _MUTABLE:
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        if cls in _TEXT or cls is VADUserStartedSpeakingFrame or cls is VADUserStoppedSpeakingFrame:
+            await self._on_user_frame(frame, direction, cls, now)
+        else:
+            await self._on_other_frame(frame, direction, cls, now)
+        self._rearm()
+
+    async def _on_user_frame(self, frame: Frame, direction: FrameDirection, cls: type, now: float) -> None:
+        words = 0
+        if cls is VADUserStartedSpeakingFrame:
+            self._vad_speaking = True
+            self._speech_start = now - frame.start_secs  # type: ignore[attr-defined]
+            self._idle.user_started()
+        elif cls is VADUserStoppedSpeakingFrame:
+            self._vad_speaking = False
+            self._last_activity = now
+        else:
+            self._last_activity = now
+            words = count_words(frame.text)  # type: ignore[attr-defined]
+            if cls is TranscriptionFrame:
+                self._words_final += words
+                self._words_interim = 0
+            else:
+                self._words_interim = words
+        stop_now = False
+        for s in self._stop:
+            if cls in s.triggers and s.process(frame, now):
+                stop_now = True
+        barge = self._barge
+        if barge.pending:
+            if cls is VADUserStartedSpeakingFrame:
+                action = barge.speech_started(now, self._speech_start)
+            elif cls is VADUserStoppedSpeakingFrame:
+                action = barge.speech_stopped(now, frame.stop_secs)  # type: ignore[attr-defined]
+            else:
+                action = barge.transcription(now, words, cls is TranscriptionFrame)
+                if len(self._held) < _MAX_HELD:  # held until the barge-in is judged
+                    self._held.append((frame, direction))
+                frame = None  # type: ignore[assignment]
+            await self._barge_action(action, now)
+        elif not self._in_turn:
+            bot = self._bot_speaking
+            for st in self._start:
+                if cls in st.triggers and st.process(frame, bot):
+                    if await self._begin(now) and cls in _TEXT:
+                        if len(self._held) < _MAX_HELD:
+                            self._held.append((frame, direction))
+                        frame = None  # type: ignore[assignment]
+                    break
+        if frame is not None:
+            await self.push_frame(frame, direction)
+        if cls in _TEXT and not self._barge.pending and not self._in_turn:
+            self._words_final = self._words_interim = 0  # words outside any turn are not carried over
+        if stop_now and self._in_turn and not self._vad_speaking:
+            await self._end_turn(now)
+
+    async def _on_other_frame(self, frame: Frame, direction: FrameDirection, cls: type, now: float) -> None:
+        if cls is BotStartedSpeakingFrame:
+            self._bot_speaking = True
+            self._idle.bot_started()
+        elif cls is BotStoppedSpeakingFrame:
+            self._bot_speaking = False
+            self._idle.bot_stopped(now)
+            if self._barge.pending:  # the bot finished anyway: the speech is a normal turn
+                self._barge.reset()
+                await self._commit(now, interrupt=self.enable_interruptions)
+        elif cls is FunctionCallsStartedFrame:
+            self._idle.function_calls_started(len(frame.function_calls))  # type: ignore[attr-defined]
+        elif cls is FunctionCallResultFrame or cls is FunctionCallCancelFrame:
+            self._idle.function_call_done()
+        elif cls is UserIdleTimeoutUpdateFrame:
+            self._idle.update_timeout(frame.timeout, now)  # type: ignore[attr-defined]
+        elif cls is EmulateUserStartedSpeakingFrame:
+            if not self._in_turn:
+                self._barge.reset()
+                await self._commit(now, interrupt=self.enable_interruptions, emulated=True)
+            return
+        elif cls is EmulateUserStoppedSpeakingFrame:
+            if self._in_turn:
+                await self._end_turn(now, emulated=True)
+            return
+        elif cls is EndFrame or cls is CancelFrame:
+            self._ended = True
+            self._cancel_timer()
+        await self.push_frame(frame, direction)
+
+    # ------------------------------------------------------------ turn logic
+
+    async def _begin(self, now: float) -> bool:
+        """A start strategy fired. Returns True if a barge-in is now pending."""
+        if not (self._bot_speaking and self.enable_interruptions):
+            await self._commit(now, interrupt=self.enable_interruptions)
+            return False
+        action = self._barge.begin(
+            now, self._speech_start if self._vad_speaking else None, self._words_final, self._words_interim
+        )
+        if action == COMMIT:
+            await self._commit(now, interrupt=True)
+            return False
+        if self.interruption.resume_false_interruption:
+            await self.push_frame(BotSpeechPauseFrame())
+        return True
+
+    async def _barge_action(self, action: int, now: float) -> None:
+        if action == COMMIT:
+            await self._commit(now, interrupt=True)
+        elif action == RESUME:
+            self._held.clear()
+            self._words_final = self._words_interim = 0
+            if self.interruption.resume_false_interruption:
+                await self.push_frame(BotSpeechResumeFrame())
+
+    async def _commit(self, now: float, *, interrupt: bool, emulated: bool = False) -> None:
+        """Start the user turn (and interrupt the bot), then release held transcriptions."""
+        self._in_turn = True
+        self._last_activity = now
+        for st in self._start:
+            st.reset()
+        for s in self._stop:
+            s.turn_started(now, self._vad_speaking)
+        self._idle.user_started()
+        await self.broadcast_frame(UserStartedSpeakingFrame, emulated=emulated)
+        if interrupt:
+            await self.broadcast_interruption()
+        await self._call_event_handler("on_user_turn_started")
+        if self._held:
+            held, self._held = self._held, []
+            for f, d in held:
+                await self.push_frame(f, d)
+
+    async def _end_turn(self, now: float, *, emulated: bool = False) -> None:
+        self._in_turn = False
+        self._words_final = self._words_interim = 0
+        for st in self._start:
+            st.reset()
+        for s in self._stop:
+            s.turn_stopped()
+        self._idle.user_stopped(now)
+        await self.broadcast_frame(UserStoppedSpeakingFrame, emulated=emulated)
+        await self._call_event_handler("on_user_turn_stopped")
+
+    async def _update_mute(self, frame: Frame) -> None:
+        muted = False
+        for m in self._mute:
+            if type(frame) in m.triggers:
+                m.process(frame)
+            muted = muted or m.muted
+        if muted == self._muted:
+            return
+        self._muted = muted
+        if muted:
+            self._vad_speaking = False  # its VAD stop would be dropped
+            for s in self._stop:
+                s.user_speaking = False
+        await self._call_event_handler("on_user_mute_started" if muted else "on_user_mute_stopped")
+
+    # ----------------------------------------------------------------- timer
+
+    async def _on_tick(self) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        if self._barge.pending and self._barge.deadline is not None and now >= self._barge.deadline - 1e-9:
+            await self._barge_action(self._barge.poll(now), now)
+        if self._in_turn and not self._vad_speaking:
+            stop = any(s.poll(now) for s in self._stop)
+            if stop or now >= self._last_activity + self.user_turn_stop_timeout - 1e-9:
+                await self._end_turn(now)
+        retry = self._idle.poll(now)
+        if retry:
+            await self._call_event_handler("on_user_idle", retry)
+        self._rearm()
+
+    def _next_deadline(self) -> float | None:
+        at = self._barge.deadline if self._barge.pending else None
+        if self._in_turn:
+            for s in self._stop:
+                d = s.deadline
+                if d is not None and (at is None or d < at):
+                    at = d
+            if not self._vad_speaking:
+                d = self._last_activity + self.user_turn_stop_timeout
+                if at is None or d < at:
+                    at = d
+        d = self._idle.deadline
+        if d is not None and (at is None or d < at):
+            at = d
+        return at
+
+    def _rearm(self) -> None:
+        at = self._next_deadline()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None and self._loop is not None and not self._ended:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._wake()
+
+    def _wake(self) -> None:
+        """Re-enter the processor (from a timer or a model result) as a chain of its own."""
+        sched = self._sched
+        if sched is not None:
+            sched.submit(self, self._tick, DOWNSTREAM, to_self=True)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        """Stop the timer."""
+        self._ended = True
+        self._cancel_timer()
+
+    async def cleanup(self) -> None:
+        """Stop the timer."""
+        self._cancel_timer()
