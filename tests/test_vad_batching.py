@@ -1,0 +1,225 @@
+"""Shared Silero model and cross-call batching: equality, one flush per iteration, threads, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from flowcat.audio.vad import (  # noqa: E402
+    SileroBatcher,
+    SileroModel,
+    SileroVADAnalyzer,
+    VADEvent,
+    silero_model_path,
+)
+from flowcat.errors import MissingExtraError  # noqa: E402
+from test_vad_support import load  # noqa: E402
+
+
+class Recording(SileroVADAnalyzer):
+    """Records every window's probability and the events."""
+
+    def __init__(self, **kw) -> None:
+        self.probs: list[float] = []
+        self.events: list[tuple[VADEvent, float]] = []
+        super().__init__(**kw)
+        self.set_listener(lambda e, p: self.events.append((e, p)))
+
+    def _score(self, confidence: float, ms: float) -> None:
+        self.probs.append(confidence)
+        super()._score(confidence, ms)
+
+
+def _streams(n: int, rate: int = 16000) -> list[bytes]:
+    """n different 2 s signals: the fixtures at different offsets."""
+    names = ["two_utterances.wav", "utterance_weather.wav", "utterance_booking.wav"]
+    if rate == 8000:
+        names = ["two_utterances_8k.wav"]
+    out = []
+    for i in range(n):
+        pcm, _, _ = load(names[i % len(names)])
+        off = (i * 3331 * 2) % (len(pcm) // 2)
+        out.append((pcm[off:] + pcm[:off])[: rate * 2 * 2])
+    return out
+
+
+def test_onnx_graph_accepts_a_batch_and_matches_single_runs() -> None:
+    model = SileroModel.shared()
+    rng = np.random.default_rng(0)
+    n = 9
+    x = (rng.standard_normal((n, 576)) * 0.1).astype(np.float32)
+    state = (rng.standard_normal((2, n, 128)) * 0.1).astype(np.float32)
+    probs, new_state = model.run(x, state, 16000)
+    assert probs.shape == (n,) and new_state.shape == (2, n, 128)
+    for i in range(n):
+        p1, s1 = model.run(x[i : i + 1], np.ascontiguousarray(state[:, i : i + 1]), 16000)
+        assert abs(float(p1[0]) - float(probs[i])) <= 1e-4
+        assert np.abs(s1[:, 0] - new_state[:, i]).max() <= 1e-4
+
+
+def _sync_reference(pcm: bytes, rate: int) -> Recording:
+    ref = Recording(sample_rate=rate)
+    for i in range(0, len(pcm), rate // 50 * 2):
+        ref.analyze_audio_sync(pcm[i : i + rate // 50 * 2])
+    return ref
+
+
+async def _feed_realtime(analyzers, pcms, rate, chunk_ms=20) -> None:
+    step = rate * chunk_ms // 1000 * 2
+    for off in range(0, max(len(p) for p in pcms), step):
+        for a, p in zip(analyzers, pcms, strict=True):
+            a.feed(p[off : off + step])
+        await asyncio.sleep(0)
+    for a in analyzers:
+        await asyncio.wait_for(a.drain(), 10)
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+async def test_batched_equals_unbatched(rate: int) -> None:
+    pcms = _streams(12, rate)
+    batched = [Recording(sample_rate=rate) for _ in pcms]
+    await _feed_realtime(batched, pcms, rate)
+    batcher = SileroBatcher.for_loop()
+    assert batcher.stats.max_batch == 12  # every stream's window in one ONNX call
+    assert batcher.stats.batches < sum(len(a.probs) for a in batched) / 6
+    for a, pcm in zip(batched, pcms, strict=True):
+        ref = _sync_reference(pcm, rate)
+        assert len(a.probs) == len(ref.probs) == len(pcm) // (2 * ref.num_frames_required())
+        assert np.abs(np.array(a.probs) - np.array(ref.probs)).max() <= 1e-4
+        assert [(e, round(p, 6)) for e, p in a.events] == [(e, round(p, 6)) for e, p in ref.events]
+
+
+async def test_one_flush_per_loop_iteration() -> None:
+    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(40)]
+    window = bytes(1024)
+    batcher = SileroBatcher.for_loop()
+    before = batcher.stats.batches
+    for a in analyzers:
+        a.feed(window)
+    assert batcher.stats.batches == before  # nothing runs inside feed()
+    assert all(a.pending == 1 for a in analyzers)
+    await asyncio.sleep(0)
+    await asyncio.gather(*(a.drain() for a in analyzers))
+    assert batcher.stats.batches == before + 1
+    assert all(a.pending == 0 and a.position == pytest.approx(0.032) for a in analyzers)
+
+
+async def test_large_batches_run_in_the_shared_thread_with_same_results() -> None:
+    batcher = SileroBatcher.for_loop()
+    batcher.max_inline_secs = 0.0  # force the worker thread
+    pcms = _streams(6)
+    analyzers = [Recording(sample_rate=16000) for _ in pcms]
+    # 100 ms chunks: several windows per stream per iteration -> one per round, in order
+    await _feed_realtime(analyzers, pcms, 16000, chunk_ms=100)
+    assert batcher.stats.thread_batches > 0 and batcher.stats.inline_batches == 0
+    for a, pcm in zip(analyzers, pcms, strict=True):
+        ref = _sync_reference(pcm, 16000)
+        assert np.abs(np.array(a.probs) - np.array(ref.probs)).max() <= 1e-4
+        assert [e for e, _ in a.events] == [e for e, _ in ref.events]
+
+
+async def test_inline_threshold_follows_measured_cost() -> None:
+    batcher = SileroBatcher.for_loop()
+    lane = SileroModel.shared().lane(16000)
+    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(200)]
+    for a in analyzers:
+        a.feed(bytes(1024))
+    await asyncio.gather(*(a.drain() for a in analyzers))
+    # 200 rows at ~35 us each is far over 1 ms: it went to the thread
+    assert batcher.stats.thread_batches >= 1
+    assert 5e-6 < lane.row_cost < 1e-3
+
+
+async def test_pipecat_style_analyze_audio_batches_concurrent_callers() -> None:
+    pcms = _streams(8)
+    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in pcms]
+    batcher = SileroBatcher.for_loop()
+    step = 640
+    for off in range(0, len(pcms[0]), step):
+        await asyncio.gather(*(a.analyze_audio(p[off : off + step]) for a, p in zip(analyzers, pcms, strict=True)))
+    assert batcher.stats.max_batch == 8
+    assert [a.position for a in analyzers] == [pytest.approx(2.0, abs=0.032)] * 8
+
+
+async def test_model_is_shared_and_slots_are_released() -> None:
+    model = SileroModel.shared()
+    count = SileroModel.constructions
+    lane = model.lane(16000)
+    base = lane.in_use
+    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(50)]
+    assert all(a._model is model for a in analyzers)
+    assert SileroModel.constructions == count
+    assert lane.in_use == base + 50
+    analyzers[0].feed(bytes(4096))  # pending windows, then closed: dropped quietly
+    for a in analyzers:
+        a.close()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert lane.in_use == base
+    assert analyzers[0].pending == 0
+    del analyzers
+    b = SileroVADAnalyzer(sample_rate=16000)  # a garbage-collected analyzer frees its slot too
+    del b
+    import gc
+
+    gc.collect()
+    assert lane.in_use == base
+
+
+def test_missing_silero_package_raises_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "silero_vad" else real(name, *a))
+    with pytest.raises(MissingExtraError) as info:
+        silero_model_path()
+    assert info.value.extra == "local"
+
+
+def test_rss_growth_for_200_streams_is_small() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, os
+        from flowcat.audio.vad import SileroModel, SileroVADAnalyzer
+
+        def rss():
+            gc.collect()
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+        async def run(n):
+            analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(n)]
+            for _ in range(25):  # 0.5 s of 20 ms frames each, batched
+                for a in analyzers:
+                    a.feed(bytes(640))
+                await asyncio.sleep(0)
+            await asyncio.gather(*(a.drain() for a in analyzers))
+            return analyzers
+
+        async def main():
+            SileroModel.shared()
+            warm = await run(200)  # the process-wide parts: session, batch buffers, arena
+            for a in warm:
+                a.close()
+            del warm
+            before = rss()
+            keep = await run(200)
+            after = rss()
+            print(after - before, SileroModel.constructions, len(keep))
+
+        asyncio.run(main())
+        """
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    growth, constructions, n = (int(v) for v in out.stdout.split())
+    assert n == 200 and constructions == 1
+    assert growth < 10 * 1024 * 1024, growth
