@@ -1,4 +1,4 @@
-"""Audio toolkit: G.711 codecs, streaming resampling, PCM helpers, re-chunking.
+"""Audio toolkit: G.711 codecs, resampling, PCM helpers, recorder, mixers, filters.
 
 All audio is signed 16-bit little-endian PCM (``bytes``), interleaved when
 multi-channel. See ``docs/audio.md`` for costs per 20 ms frame.
@@ -7,7 +7,9 @@ multi-channel. See ``docs/audio.md`` for costs per 20 ms frame.
 from __future__ import annotations
 
 from ._chunker import AudioChunker
+from ._filter import AudioFilterProcessor, BaseAudioFilter, RNNoiseFilter
 from ._g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from ._mixer import BaseAudioMixer, LoopingFileMixer
 from ._pcm import apply_gain, float_to_pcm16, mix, pcm16_to_float, rms_dbfs, silence, tone
 from ._recorder import AudioRecorder
 from ._resampler import StreamResampler
@@ -15,7 +17,12 @@ from ._wav import WavWriter, read_wav
 
 __all__ = [
     "AudioChunker",
+    "AudioFilterProcessor",
     "AudioRecorder",
+    "BaseAudioFilter",
+    "BaseAudioMixer",
+    "LoopingFileMixer",
+    "RNNoiseFilter",
     "StreamResampler",
     "WavWriter",
     "alaw_to_pcm16",
