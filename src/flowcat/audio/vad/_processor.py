@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import numpy as np
@@ -60,7 +59,7 @@ class VADProcessor(FrameProcessor):
         vad_analyzer: The analyzer (one per call; Silero ones share the model).
         speech_activity_period: Seconds of audio between UserSpeakingFrames.
         audio_idle_timeout: Force a stop when no audio arrives for this many seconds
-            (wall clock) while speaking; 0 disables.
+            (event-loop clock) while speaking; 0 disables.
         drain_timeout: Bound (s) on waiting for pending VAD results at EndFrame.
     """
 
@@ -152,7 +151,7 @@ class VADProcessor(FrameProcessor):
         if self._resampler is not None:
             audio = self._resampler.resample(audio)
         if self._idle_handle is not None:
-            self._last_audio = time.monotonic()
+            self._last_audio = asyncio.get_running_loop().time()
         self._analyzer.feed(audio)
 
     async def _drain(self) -> None:
@@ -218,8 +217,8 @@ class VADProcessor(FrameProcessor):
     def _arm_idle(self) -> None:
         if self._idle_timeout <= 0 or self._idle_handle is not None:
             return
-        self._last_audio = time.monotonic()
         loop = asyncio.get_running_loop()
+        self._last_audio = loop.time()
         self._idle_handle = loop.call_later(self._idle_timeout, self._check_idle)
 
     def _cancel_idle(self) -> None:
@@ -231,9 +230,10 @@ class VADProcessor(FrameProcessor):
         self._idle_handle = None
         if not self._speaking:
             return
-        remaining = self._last_audio + self._idle_timeout - time.monotonic()
+        loop = asyncio.get_running_loop()
+        remaining = self._last_audio + self._idle_timeout - loop.time()
         if remaining > 0:
-            self._idle_handle = asyncio.get_running_loop().call_later(remaining, self._check_idle)
+            self._idle_handle = loop.call_later(remaining, self._check_idle)
             return
         logger.warning("%s: no audio for %.1f s while speaking; forcing a stop", self, self._idle_timeout)
         self._analyzer.force_quiet()
