@@ -1,0 +1,46 @@
+"""Transports: how a call's audio and messages get in and out.
+
+* :class:`BaseTransport` with :meth:`~BaseTransport.input` / :meth:`~BaseTransport.output`
+  processors, configured by :class:`TransportParams`.
+* Output audio is paced by one :class:`AudioClock` per process (one timer for all
+  calls), with a small send-ahead window, instant clear on interruption,
+  pause/resume, bot speaking frames derived from sends and a drained EndFrame.
+* WebSocket transports on aiohttp: :class:`WebsocketServerTransport` (a route,
+  one call per socket), :class:`WebsocketClientTransport` (dials out), with
+  :class:`RawPCMSerializer` or pipecat's :class:`ProtobufFrameSerializer`.
+
+See ``docs/transports.md``.
+"""
+
+from __future__ import annotations
+
+from ._clock import AudioClock
+from ._drive import Pending, drive
+from ._input import BaseInputTransport
+from ._output import BaseOutputTransport, OutputStats
+from ._params import TransportParams
+from ._protobuf import ProtobufFrameSerializer
+from ._raw_pcm import RawPCMSerializer
+from ._transport import BaseTransport
+from ._websocket import WebsocketInputTransport, WebsocketOutputTransport, WebsocketParams, WebsocketTransport
+from ._websocket_client import WebsocketClientTransport
+from ._websocket_server import WebsocketServerTransport
+
+__all__ = [
+    "AudioClock",
+    "BaseInputTransport",
+    "BaseOutputTransport",
+    "BaseTransport",
+    "OutputStats",
+    "Pending",
+    "ProtobufFrameSerializer",
+    "RawPCMSerializer",
+    "TransportParams",
+    "WebsocketClientTransport",
+    "WebsocketInputTransport",
+    "WebsocketOutputTransport",
+    "WebsocketParams",
+    "WebsocketServerTransport",
+    "WebsocketTransport",
+    "drive",
+]

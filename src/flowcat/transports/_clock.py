@@ -1,0 +1,132 @@
+"""AudioClock: one timer per process paces the bot audio of every call.
+
+Each active output registers with the clock of its event loop and chunk period.
+Every tick (one ``loop.call_at`` handle for the whole process, on an absolute
+grid so it does not drift) the clock calls :meth:`ClockClient.on_clock` of each
+registered output, which sends what its send-ahead window allows. An output
+that has nothing more to do returns False and is dropped until it registers
+again, so idle calls cost nothing and no call owns a pacing task or timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Protocol
+
+__all__ = ["AudioClock", "ClockClient"]
+
+logger = logging.getLogger("flowcat.transports.clock")
+
+_MAX_LAG_TICKS = 5  # when the loop fell further behind than this, re-anchor the grid
+
+
+class ClockClient(Protocol):
+    """What the clock drives (an output transport)."""
+
+    def on_clock(self, now: float) -> bool:
+        """Send what is due at ``now``; return False when there is nothing more to do."""
+        ...
+
+
+class AudioClock:
+    """The process-wide pacing clock for one chunk period.
+
+    Use :meth:`for_loop` to get the shared instance; do not construct per call.
+
+    Args:
+        loop: The event loop.
+        period: Tick period in seconds.
+    """
+
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, AudioClock]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.loop = loop
+        self.period = period
+        self._clients: dict[ClockClient, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._next = 0.0
+        self._ticking = False
+        self.ticks = 0
+        """Ticks run so far."""
+        self.late_ticks = 0
+        """Ticks that ran more than a period late (the grid was re-anchored)."""
+
+    @classmethod
+    def for_loop(cls, period: float, loop: asyncio.AbstractEventLoop | None = None) -> AudioClock:
+        """The shared clock of ``loop`` (default: the running loop) for ``period`` seconds."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        per_loop = cls._clocks.get(loop)
+        if per_loop is None:
+            per_loop = cls._clocks[loop] = {}
+        clock = per_loop.get(period)
+        if clock is None:
+            clock = per_loop[period] = cls(loop, period)
+        return clock
+
+    @classmethod
+    def clocks(cls, loop: asyncio.AbstractEventLoop | None = None) -> list[AudioClock]:
+        """Every clock of ``loop`` (default: the running loop)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        return list(cls._clocks.get(loop, {}).values())
+
+    @property
+    def running(self) -> bool:
+        """Whether the tick timer is armed."""
+        return self._handle is not None
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __contains__(self, client: object) -> bool:
+        return client in self._clients
+
+    def add(self, client: ClockClient) -> None:
+        """Register ``client``; it is served from the next tick on."""
+        self._clients[client] = None
+        if self._handle is None and not self._ticking:
+            self._next = self.loop.time() + self.period
+            self._handle = self.loop.call_at(self._next, self._tick)
+
+    def discard(self, client: ClockClient) -> None:
+        """Unregister ``client`` (the timer stops when nobody is left)."""
+        self._clients.pop(client, None)
+        if not self._clients and self._handle is not None and not self._ticking:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        loop = self.loop
+        now = loop.time()
+        self.ticks += 1
+        self._handle = None
+        self._ticking = True
+        clients = self._clients
+        try:
+            for client in tuple(clients):
+                if client not in clients:
+                    continue
+                try:
+                    keep = client.on_clock(now)
+                except Exception:
+                    logger.exception("audio clock: %r failed; dropped", client)
+                    keep = False
+                if not keep:
+                    clients.pop(client, None)
+        finally:
+            self._ticking = False
+        if not clients:
+            self._handle = None
+            return
+        nxt = self._next + self.period
+        if nxt < now - _MAX_LAG_TICKS * self.period:
+            self.late_ticks += 1
+            nxt = now + self.period
+        self._next = nxt
+        self._handle = loop.call_at(nxt, self._tick)

@@ -1,0 +1,62 @@
+"""RawPCMSerializer: binary PCM16 little-endian messages both ways at one rate."""
+
+from __future__ import annotations
+
+from ..audio import StreamResampler
+from ..errors import ProtocolError
+from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame, StartFrame
+
+__all__ = ["RawPCMSerializer"]
+
+
+class RawPCMSerializer:
+    """Each binary WebSocket message is PCM16 LE audio at ``sample_rate``.
+
+    Incoming messages of any (even) length become :class:`InputAudioRawFrame`;
+    outgoing :class:`OutputAudioRawFrame` is sent as its bytes (resampled if the
+    frame's rate differs). There is no clear message: an interruption only empties
+    the server-side queue, which is why output is paced. Text messages and other
+    frames are ignored.
+
+    Args:
+        sample_rate: Wire rate in Hz; None follows the StartFrame (input rate).
+        num_channels: Interleaved channels.
+    """
+
+    def __init__(self, sample_rate: int | None = None, num_channels: int = 1) -> None:
+        self.sample_rate = sample_rate
+        self.num_channels = num_channels
+        self._out: StreamResampler | None = None
+
+    async def setup(self, frame: StartFrame) -> None:
+        """Adopt the StartFrame's input rate when no rate was given."""
+        if self.sample_rate is None:
+            self.sample_rate = frame.audio_in_sample_rate
+
+    async def serialize(self, frame: Frame) -> bytes | None:
+        """Audio frames to bytes; anything else to None."""
+        if not isinstance(frame, OutputAudioRawFrame):
+            return None
+        rate = self.sample_rate
+        if rate is None or frame.sample_rate == rate:
+            return frame.audio
+        rs = self._out
+        if rs is None or rs.in_rate != frame.sample_rate:
+            rs = self._out = StreamResampler(frame.sample_rate, rate, self.num_channels)
+        return rs.resample(frame.audio) or None
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        """Bytes to :class:`InputAudioRawFrame`.
+
+        Raises:
+            ProtocolError: The message is text or not whole samples.
+        """
+        if not isinstance(data, bytes | bytearray):
+            raise ProtocolError("raw PCM: text message", data)
+        if len(data) % (2 * self.num_channels):
+            raise ProtocolError(f"raw PCM: {len(data)} bytes is not a whole number of samples", data)
+        if not data:
+            return None
+        return InputAudioRawFrame(
+            audio=bytes(data), sample_rate=self.sample_rate or 16000, num_channels=self.num_channels
+        )

@@ -1,0 +1,298 @@
+"""WebsocketTransport: one call over one aiohttp WebSocket (server or client side).
+
+The reader loop (:meth:`WebsocketTransport.read_messages`) decodes each message
+with the serializer and hands the frame to the input processor synchronously;
+it never waits on the pipeline. Writes are synchronous from the output's point
+of view: aiohttp puts an uncompressed frame on the socket before its only await
+(the drain wait), so :func:`~flowcat.transports.drive` finishes nearly every
+write without a task. A closed socket ends the call: ``CancelTaskFrame`` by
+default, ``EndTaskFrame`` with ``end_on_disconnect``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType
+
+from ..frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputDTMFFrame,
+    OutputDTMFUrgentFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    StartFrame,
+    TTSStoppedFrame,
+)
+from ._drive import Pending, drive
+from ._input import BaseInputTransport
+from ._output import BaseOutputTransport
+from ._params import TransportParams
+from ._raw_pcm import RawPCMSerializer
+from ._transport import BaseTransport
+
+__all__ = ["WebsocketInputTransport", "WebsocketOutputTransport", "WebsocketParams", "WebsocketTransport"]
+
+logger = logging.getLogger("flowcat.transports.websocket")
+
+_BAD_LOG_FIRST = 20
+
+# Frames (besides audio) whose protocol message the output writes.
+_WRITTEN = (
+    InterruptionFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    OutputDTMFFrame,
+    OutputDTMFUrgentFrame,
+    TTSStoppedFrame,
+    EndFrame,
+    CancelFrame,
+)
+
+
+@dataclass(kw_only=True)
+class WebsocketParams(TransportParams):
+    """Parameters of a WebSocket transport."""
+
+    serializer: Any = None
+    """The wire protocol (``setup``/``serialize``/``deserialize``); default
+    :class:`RawPCMSerializer` at the output rate."""
+    end_on_disconnect: bool = False
+    """A closed socket ends the call with an EndFrame (drain) instead of a CancelFrame."""
+    compress: bool = False
+    """Allow permessage-deflate (costs CPU per audio message). Default False."""
+    max_msg_size: int = 4 * 1024 * 1024
+    """Largest accepted message (bytes)."""
+    heartbeat_secs: float | None = None
+    """Send WebSocket pings this often; None disables."""
+
+
+class WebsocketInputTransport(BaseInputTransport):
+    """Input side of a :class:`WebsocketTransport`."""
+
+    def __init__(self, transport: WebsocketTransport, params: WebsocketParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._transport = transport
+
+    async def start(self, frame: StartFrame) -> None:
+        await self._transport._setup(frame)
+        await super().start(frame)
+        await self._transport._input_started()
+
+
+class WebsocketOutputTransport(BaseOutputTransport):
+    """Output side of a :class:`WebsocketTransport`."""
+
+    def __init__(self, transport: WebsocketTransport, params: WebsocketParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._transport = transport
+
+    async def start(self, frame: StartFrame) -> None:
+        await self._transport._setup(frame)
+        await super().start(frame)
+
+    def write_audio(self, frame: Any) -> None:
+        self._transport._send_frame(frame)
+
+    def write_frame(self, frame: Frame) -> None:
+        if isinstance(frame, _WRITTEN) and not isinstance(frame, EndFrame | CancelFrame):
+            self._transport._send_frame(frame)
+
+    def close_transport(self, frame: EndFrame | CancelFrame) -> None:
+        self._transport._close(frame)
+
+
+class WebsocketTransport(BaseTransport):
+    """A call over one aiohttp WebSocket (``web.WebSocketResponse`` or client socket).
+
+    Events: ``on_client_connected(transport)``, ``on_client_disconnected(transport)``,
+    ``on_bad_message(transport, data, exc)``.
+
+    Args:
+        websocket: The socket (may be set later with :meth:`attach`).
+        params: Transport parameters (the serializer among them).
+        name: Name for logs.
+    """
+
+    _event_names = ("on_client_connected", "on_client_disconnected", "on_bad_message")
+
+    def __init__(
+        self, websocket: Any = None, params: WebsocketParams | None = None, *, name: str | None = None
+    ) -> None:
+        params = params or WebsocketParams()
+        super().__init__(params, name=name)
+        self._wparams = params
+        self._ws = websocket
+        self._serializer: Any = params.serializer or RawPCMSerializer(params.audio_out_sample_rate)
+        self._input = WebsocketInputTransport(self, params, name=f"{self.name}::input")
+        self._output = WebsocketOutputTransport(self, params, name=f"{self.name}::output")
+        self._setup_done = False
+        self._closing = False
+        self._disconnected = False
+        self.bad_messages = 0
+        """Messages that could not be decoded (logged and skipped)."""
+        self.messages_in = 0
+        self.messages_out = 0
+        self._ser_async = inspect.iscoroutinefunction(self._serializer.serialize)
+        self._des_async = inspect.iscoroutinefunction(self._serializer.deserialize)
+        if hasattr(self._serializer, "sender"):
+            self._serializer.sender = self.send_message
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def websocket(self) -> Any:
+        """The underlying aiohttp WebSocket."""
+        return self._ws
+
+    @property
+    def serializer(self) -> Any:
+        """The wire protocol."""
+        return self._serializer
+
+    def attach(self, websocket: Any) -> None:
+        """Set the socket (client transports connect after construction)."""
+        self._ws = websocket
+
+    def input(self) -> WebsocketInputTransport:
+        return self._input
+
+    def output(self) -> WebsocketOutputTransport:
+        return self._output
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Write one raw message now (carrier replies, tests)."""
+        self._write(message)
+
+    async def read_messages(self) -> None:
+        """Read the socket until it closes, feeding the input; then end the call.
+
+        Runs in the connection's handler task (server) or one call-owned task
+        (client). Never waits on the pipeline.
+        """
+        ws = self._ws
+        des = self._serializer.deserialize
+        des_async = self._des_async
+        push = self._input.push_input_frame
+        try:
+            async for msg in ws:
+                t = msg.type
+                if t is WSMsgType.BINARY or t is WSMsgType.TEXT:
+                    self.messages_in += 1
+                    data = msg.data
+                    try:
+                        frame = drive(des(data), "deserialize") if des_async else des(data)
+                    except Exception as exc:
+                        self._bad_message(data, exc)
+                        continue
+                    if isinstance(frame, Frame):
+                        push(frame)
+                    elif isinstance(frame, Pending):
+                        frame.task.add_done_callback(self._decoded_late)
+                elif t is WSMsgType.ERROR:
+                    logger.warning("%s: websocket error: %s", self.name, ws.exception())
+                    break
+        except Exception as exc:  # connection reset mid-read
+            logger.debug("%s: reader stopped: %r", self.name, exc)
+        finally:
+            await self._on_disconnected()
+
+    # --------------------------------------------------------------- internal
+
+    def _decoded_late(self, task: Any) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        frame = task.result()
+        if isinstance(frame, Frame):
+            self._input.push_input_frame(frame)
+
+    def _bad_message(self, data: Any, exc: Exception) -> None:
+        self.bad_messages += 1
+        n = self.bad_messages
+        if n <= _BAD_LOG_FIRST or n % 1000 == 0:
+            shown = data[:64] if isinstance(data, bytes | str) else data
+            logger.warning("%s: skipped malformed message #%d (%s): %r", self.name, n, exc, shown)
+        if self.has_event_handler("on_bad_message"):
+            drive(self._call_event_handler("on_bad_message", data, exc), "event")
+
+    async def _setup(self, frame: StartFrame) -> None:
+        if self._setup_done:
+            return
+        self._setup_done = True
+        setup = getattr(self._serializer, "setup", None)
+        if setup is not None:
+            await setup(frame)
+
+    async def _input_started(self) -> None:
+        await self._call_event_handler("on_client_connected")
+
+    async def _on_disconnected(self) -> None:
+        if self._disconnected:
+            return
+        self._disconnected = True
+        self._output.peer_gone()
+        self._input.peer_closed(end=self._wparams.end_on_disconnect)
+        await self._call_event_handler("on_client_disconnected")
+
+    def _send_frame(self, frame: Frame) -> None:
+        ws = self._ws
+        if ws is None or ws.closed or self._closing:
+            return
+        try:
+            drive(self._emit(frame), "send")
+        except Exception as exc:
+            logger.debug("%s: send failed: %r", self.name, exc)
+            self._output.peer_gone()
+
+    async def _emit(self, frame: Frame) -> None:
+        out = self._serializer.serialize(frame)
+        if self._ser_async:
+            out = await out
+        if out is None:
+            return
+        if isinstance(out, list):
+            for m in out:
+                self._write(m)
+        else:
+            self._write(out)
+
+    def _write(self, message: str | bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        self.messages_out += 1
+        if isinstance(message, str):
+            drive(ws.send_str(message), "send")
+        else:
+            drive(ws.send_bytes(message), "send")
+
+    def _close(self, frame: EndFrame | CancelFrame) -> None:
+        if self._closing:
+            return
+        try:
+            drive(self._close_async(frame), "close")
+        except Exception as exc:
+            logger.debug("%s: close failed: %r", self.name, exc)
+
+    async def _close_async(self, frame: EndFrame | CancelFrame) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            self._closing = True
+            return
+        try:
+            out = self._serializer.serialize(frame)
+            if self._ser_async:
+                out = await out
+            if out is not None:
+                for m in out if isinstance(out, list) else (out,):
+                    self._write(m)
+        except Exception:
+            logger.exception("%s: serializing %s failed", self.name, frame)
+        self._closing = True
+        await ws.close()

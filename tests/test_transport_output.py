@@ -1,0 +1,339 @@
+"""Output transport: pacing on the shared clock, send-ahead, interruption, pause/resume,
+bot speaking frames, EndFrame drain, cancel. All on the virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_transport_support import CHUNK, RATE, Harness, RecordingOutput, pcm
+
+from flowcat.frames import (
+    BotSpeakingFrame,
+    BotSpeechPauseFrame,
+    BotSpeechResumeFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    TTSAudioRawFrame,
+    TTSStoppedFrame,
+)
+from flowcat.testing import run_virtual
+from flowcat.transports import AudioClock, TransportParams
+
+SPEAKING = (BotStartedSpeakingFrame, BotStoppedSpeakingFrame, BotSpeakingFrame)
+
+
+def _audio(n_chunks: int, seed: int = 1, rate: int = RATE) -> OutputAudioRawFrame:
+    return TTSAudioRawFrame(audio=pcm(n_chunks * CHUNK * rate // RATE, seed), sample_rate=rate)
+
+
+def test_pacing_is_real_time_with_send_ahead_window() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(10))
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        assert len(sends) == 10
+        assert all(len(p) == CHUNK for _, p in sends)
+        t0 = sends[0][0]
+        offsets = [round((t - t0) * 1000) for t, _ in sends]
+        # Two chunks go at once (the send-ahead window), then one per 20 ms tick.
+        assert offsets == [0, 0, 20, 40, 60, 80, 100, 120, 140, 160]
+        # Never more than 2 chunks (40 ms) ahead of real time.
+        for i, (t, _) in enumerate(sends):
+            assert (i + 1) * 0.02 - (t - t0) <= 0.04 + 1e-9
+        assert b"".join(p for _, p in sends) == _audio(10).audio
+
+    run_virtual(main())
+
+
+def test_send_ahead_window_is_configurable() -> None:
+    async def main() -> None:
+        out = RecordingOutput(TransportParams(audio_out_sample_rate=RATE, audio_out_send_ahead_chunks=4))
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(8))
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        t0 = sends[0][0]
+        assert [round((t - t0) * 1000) for t, _ in sends] == [0, 0, 0, 0, 20, 40, 60, 80]
+
+    run_virtual(main())
+
+
+def test_resamples_and_rechunks_to_transport_rate() -> None:
+    async def main() -> None:
+        out = RecordingOutput()  # 16 kHz wire
+        async with Harness([out]) as h:
+            # 300 ms at 24 kHz in odd-sized frames
+            for size in (4800, 2400, 3002, 4198):
+                await h.task.queue_frame(OutputAudioRawFrame(audio=bytes(size), sample_rate=24000))
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        total = sum(len(p) for _, p in sends)
+        assert abs(total - 9600) <= 2 * 64  # 300 ms at 16 kHz, within resampler rounding
+        assert all(len(p) == CHUNK for _, p in sends[:-1])
+
+    run_virtual(main())
+
+
+def test_interruption_clears_queue_and_clear_is_next_on_wire() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(50))
+            await asyncio.sleep(0.1)
+            n_before = len(out.audio())
+            mark = len(out.wire)
+            t_int = asyncio.get_running_loop().time()
+            await h.task.queue_frame(InterruptionFrame())
+            await asyncio.sleep(0.5)
+            kinds_after = [k for _, k, _ in out.wire[mark:]]
+            assert kinds_after[0] == "InterruptionFrame"
+            clear_t = out.wire[mark][0]
+            assert clear_t - t_int <= 0.02  # within one tick (in fact at once)
+            assert "audio" not in kinds_after  # the queued 40+ chunks are gone
+            assert out.queued_bytes == 0
+            assert 2 <= n_before <= 8
+            # Bot stopped speaking right away, both directions.
+            assert BotStoppedSpeakingFrame in h.up_types()
+            assert BotStoppedSpeakingFrame in h.down_types()
+            # New audio after the interruption plays again.
+            await h.task.queue_frame(_audio(3, seed=9))
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        assert b"".join(p for t, p in out.audio() if t > clear_t) == _audio(3, seed=9).audio
+
+    run_virtual(main())
+
+
+def test_interruption_keeps_uninterruptible_frames() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(20))
+            await h.task.queue_frame(EndFrame())
+            await asyncio.sleep(0.05)
+            await h.task.queue_frame(InterruptionFrame())
+            await h.finish(5)
+        assert h.task.stats.finished_by == "end"
+        assert isinstance(out.closed_by, EndFrame)
+        assert len(out.audio()) < 20
+
+    run_virtual(main())
+
+
+def test_pause_holds_and_resume_continues_same_bytes() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        audio = _audio(30)
+        async with Harness([out]) as h:
+            await h.task.queue_frame(audio)
+            await asyncio.sleep(0.1)
+            await h.task.queue_frame(BotSpeechPauseFrame())
+            loop = asyncio.get_running_loop()
+            t_pause = loop.time()
+            n_paused = len(out.audio())
+            await asyncio.sleep(1.0)
+            assert len(out.audio()) == n_paused  # nothing sent while paused
+            await h.task.queue_frame(BotSpeechResumeFrame())
+            t_resume = loop.time()
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        assert not [t for t, _ in sends if t_pause < t < t_resume]
+        assert b"".join(p for _, p in sends) == audio.audio  # nothing lost or repeated
+        assert len(sends) == 30
+
+    run_virtual(main())
+
+
+def test_continuous_output_sends_silence_while_paused() -> None:
+    async def main() -> None:
+        out = RecordingOutput(TransportParams(audio_out_sample_rate=RATE, audio_out_continuous=True))
+        async with Harness([out]) as h:
+            await asyncio.sleep(0.2)
+            silent = [p for _, p in out.audio()]
+            assert len(silent) >= 9 and all(p == bytes(CHUNK) for p in silent)
+            await h.task.queue_frame(BotSpeechPauseFrame())
+            await h.task.queue_frame(_audio(5))
+            await asyncio.sleep(0.2)
+            assert all(p == bytes(CHUNK) for _, p in out.audio())
+            await h.task.queue_frame(BotSpeechResumeFrame())
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sent = b"".join(p for _, p in out.audio() if p != bytes(CHUNK))
+        assert sent == _audio(5).audio
+
+    run_virtual(main())
+
+
+def test_bot_speaking_frames_follow_actual_sends() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            loop = asyncio.get_running_loop()
+            await h.task.queue_frame(_audio(50))  # 1 s of audio
+            await asyncio.sleep(0.01)
+            assert h.up_types(skip=(BotSpeakingFrame,)) == [BotStartedSpeakingFrame]
+            await asyncio.sleep(1.2)
+            # Last chunk sent at ~0.96 s; stopped ~0.35 s later, not before.
+            assert BotStoppedSpeakingFrame not in h.up_types()
+            while BotStoppedSpeakingFrame not in h.up_types():
+                await asyncio.sleep(0.01)
+            stop_time = loop.time()
+            assert h.up_types(skip=(BotSpeakingFrame,)) == [BotStartedSpeakingFrame, BotStoppedSpeakingFrame]
+            last_send = out.audio()[-1][0]
+            assert 0.34 <= stop_time - last_send <= 0.38
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        speaking = [f for f in h.up.frames if isinstance(f, BotSpeakingFrame)]
+        assert 4 <= len(speaking) <= 6  # every 0.2 s over ~1 s of sending
+        down = h.down_types(skip=(OutputAudioRawFrame, EndFrame, BotSpeakingFrame))
+        assert down == [BotStartedSpeakingFrame, BotStoppedSpeakingFrame]
+
+    run_virtual(main())
+
+
+def test_sent_frames_are_pushed_downstream_in_order() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(3))
+            await h.task.queue_frame(OutputTransportMessageFrame(message={"a": 1}))
+            await h.task.queue_frame(_audio(2, seed=5))
+            await h.task.queue_frame(TTSStoppedFrame())
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        down = h.down_types(skip=SPEAKING)
+        assert down == [OutputAudioRawFrame] * 3 + [OutputTransportMessageFrame] + [OutputAudioRawFrame] * 2 + [
+            TTSStoppedFrame,
+            EndFrame,
+        ]
+        kinds = [k for _, k, _ in out.wire]
+        assert kinds == ["audio"] * 3 + ["OutputTransportMessageFrame"] + ["audio"] * 2 + [
+            "TTSStoppedFrame",
+            "EndFrame",
+            "close",
+        ]
+
+    run_virtual(main())
+
+
+def test_end_frame_drains_queued_audio_before_close() -> None:
+    async def main() -> None:
+        out = RecordingOutput(TransportParams(audio_out_sample_rate=RATE, audio_out_end_silence_secs=0.1))
+        goodbye = _audio(25, seed=3)
+        async with Harness([out]) as h:
+            await h.task.queue_frame(goodbye)
+            t_end = asyncio.get_running_loop().time()
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        audio = out.audio()
+        assert b"".join(p for _, p in audio[:25]) == goodbye.audio
+        assert [p for _, p in audio[25:]] == [bytes(CHUNK)] * 5  # 0.1 s end silence
+        close_t = out.wire[-1][0]
+        assert out.wire[-1][1] == "close"
+        assert close_t - t_end >= 0.5  # it waited for ~0.6 s of audio
+        assert h.task.stats.finished_by == "end"
+        assert isinstance(h.down.frames[-1], EndFrame)
+
+    run_virtual(main())
+
+
+def test_end_frame_wait_is_bounded_by_hook_timeout() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out], hook_timeout_secs=1.0) as h:
+            await h.task.queue_frame(_audio(500))  # 10 s of audio
+            await h.task.queue_frame(EndFrame())
+            t0 = asyncio.get_running_loop().time()
+            await h.finish()
+            assert asyncio.get_running_loop().time() - t0 == pytest.approx(1.0, abs=0.05)
+        assert h.task.stats.finished_by == "end"
+        assert out.wire[-1][1] == "close"
+        assert 45 <= len(out.audio()) <= 55
+
+    run_virtual(main())
+
+
+def test_cancel_closes_at_once() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(100))
+            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await h.task.cancel()
+            await h.finish()
+            assert loop.time() - t0 < 0.02
+        assert isinstance(out.closed_by, CancelFrame)
+        n = len(out.audio())
+        assert n < 10
+        assert out.wire[-1][1] == "close"
+
+    run_virtual(main())
+
+
+def test_one_clock_serves_many_outputs() -> None:
+    async def main() -> None:
+        outs = [RecordingOutput() for _ in range(3)]
+        harnesses = [Harness([o]) for o in outs]
+        for h in harnesses:
+            await h.__aenter__()
+        tasks_before = len(asyncio.all_tasks())
+        for i, h in enumerate(harnesses):
+            await h.task.queue_frame(_audio(20, seed=i))
+        await asyncio.sleep(0.1)
+        clocks = AudioClock.clocks()
+        assert len(clocks) == 1
+        clock = clocks[0]
+        assert len(clock) == 3 and all(o in clock for o in outs)
+        assert len(asyncio.all_tasks()) == tasks_before  # pacing creates no task per call
+        for h in harnesses:
+            await h.task.queue_frame(EndFrame())
+        for h in harnesses:
+            await h.finish()
+        assert not clock.running and len(clock) == 0  # idle: the timer stops
+        for i, o in enumerate(outs):
+            assert b"".join(p for _, p in o.audio()) == _audio(20, seed=i).audio
+            # all three were sent on the same ticks
+            assert [t for t, _ in o.audio()] == [t for t, _ in outs[0].audio()]
+
+    run_virtual(main())
+
+
+def test_mixer_mixes_every_chunk() -> None:
+    class AddOne:
+        def __init__(self) -> None:
+            self.rate = 0
+
+        def start(self, sample_rate: int) -> None:
+            self.rate = sample_rate
+
+        def mix(self, audio: bytes) -> bytes:
+            return bytes((b + 1) & 0xFF for b in audio)
+
+    async def main() -> None:
+        mixer = AddOne()
+        out = RecordingOutput(TransportParams(audio_out_sample_rate=RATE, audio_out_mixer=mixer))
+        async with Harness([out]) as h:
+            await asyncio.sleep(0.05)
+            await h.task.queue_frame(_audio(2))
+            await asyncio.sleep(0.1)
+        assert mixer.rate == RATE
+        payloads = [p for _, p in out.audio()]
+        assert payloads[0] == bytes([1]) * CHUNK  # mixed silence while idle
+        mixed = AddOne().mix(_audio(2).audio)
+        assert mixed[:CHUNK] in payloads and mixed[CHUNK:] in payloads
+
+    run_virtual(main())
