@@ -98,7 +98,7 @@ def pcm16_to_ulaw(pcm: bytes) -> bytes:
         One μ-law byte per sample.
     """
     n = len(pcm) >> 1
-    return _ULAW_ENC[np.frombuffer(pcm, dtype="<u2", count=n)].tobytes()
+    return _ULAW_ENC.take(np.frombuffer(pcm, dtype="<u2", count=n)).tobytes()
 
 
 def ulaw_to_pcm16(data: bytes) -> bytes:
@@ -110,7 +110,7 @@ def ulaw_to_pcm16(data: bytes) -> bytes:
     Returns:
         Signed 16-bit little-endian samples (2 bytes per input byte).
     """
-    return _ULAW_DEC[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return _ULAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def pcm16_to_alaw(pcm: bytes) -> bytes:
@@ -123,7 +123,7 @@ def pcm16_to_alaw(pcm: bytes) -> bytes:
         One A-law byte per sample.
     """
     n = len(pcm) >> 1
-    return _ALAW_ENC[np.frombuffer(pcm, dtype="<u2", count=n)].tobytes()
+    return _ALAW_ENC.take(np.frombuffer(pcm, dtype="<u2", count=n)).tobytes()
 
 
 def alaw_to_pcm16(data: bytes) -> bytes:
@@ -135,4 +135,4 @@ def alaw_to_pcm16(data: bytes) -> bytes:
     Returns:
         Signed 16-bit little-endian samples (2 bytes per input byte).
     """
-    return _ALAW_DEC[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
