@@ -63,6 +63,7 @@ def test_quick_json_has_keys_and_sane_values(quick_result: dict) -> None:
     assert r["frame_us_k1"] > 0 and r["frames_per_sec_k3"] > 0
     assert set(r["frame_us"]) == {"data", "system"}
     assert set(r["frame_us"]["data"]) == {"1", "3", "10"}
+    assert set(r["frame_us"]["data"]["3"]) == {"tput", "tput_cpu", "pp", "pp_cpu"}
     assert r["meta"]["quick"] is True
 
 
@@ -77,8 +78,8 @@ def test_quick_idle_calls_are_started_counted_and_ended(quick_result: dict) -> N
 
 def test_summarize_ratios_and_targets() -> None:
     def side(k1: float, k10: float, kb: float, tasks: float) -> dict:
-        row = {"1": {"tput": k1, "tput_cpu": k1, "pp": k1}, "3": {"tput": k1, "tput_cpu": 2.0, "pp": k1}}
-        row["10"] = {"tput": k10, "tput_cpu": k10, "pp": k10}
+        row = {str(k): {"tput": v, "tput_cpu": v, "pp": v, "pp_cpu": v} for k, v in ((1, k1), (10, k10))}
+        row["3"] = {"tput": k1, "tput_cpu": 2.0, "pp": k1, "pp_cpu": k1}
         idle = {"n": 10, "tasks_per_session": tasks, "idle_session_kb": kb, "ended_cleanly": 10}
         return {"config": {}, "frame_us": {"data": row, "system": row, "data_obs_off": row}, "idle": idle}
 
@@ -86,6 +87,7 @@ def test_summarize_ratios_and_targets() -> None:
     assert r["per_hop_us"] == pytest.approx(0.4)
     assert r["pipecat_per_hop_us"] == pytest.approx(20.0)
     assert r["per_hop_ratio"] == pytest.approx(50.0)
+    assert r["per_hop_ratio_cpu"] == pytest.approx(50.0)
     assert r["idle_session_kb_ratio"] == pytest.approx(30.0)
     assert r["frames_per_sec_k3"] == pytest.approx(500_000)
     assert r["targets"] == {

@@ -108,21 +108,22 @@ async def _tput(task: PipelineTask, sink: Sink, batch: list[Frame]) -> tuple[flo
     return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
 
 
-async def _pingpong(task: PipelineTask, sink: Sink, batch: list[Frame]) -> float:
+async def _pingpong(task: PipelineTask, sink: Sink, batch: list[Frame]) -> tuple[float, float]:
     sink.count, sink.target = 0, 0
     queue, event = task.queue_frame, sink.event
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in batch:
         sink.target += 1
         event.clear()
         await queue(f)
         await event.wait()
     await drain()
-    return (time.perf_counter() - t0) / len(batch) * 1e6
+    n = len(batch)
+    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
 
 
 async def hops(kind: str, cfg: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Median µs/frame through K pass-throughs for every K: tput (wall, CPU) and ping-pong (wall).
+    """Median µs/frame through K pass-throughs for every K: tput and ping-pong, wall and CPU.
 
     One call per K, all started up front; each repeat measures every K in turn, so
     drift in machine load hits all K alike instead of biasing the slope.
@@ -137,7 +138,9 @@ async def hops(kind: str, cfg: dict[str, int]) -> dict[str, dict[str, float]]:
     for k in KS:
         await _tput(calls[k].task, sinks[k], _frames(cls, cfg["warm"]))
         await _pingpong(calls[k].task, sinks[k], _frames(cls, cfg["warm"]))
-    samples: dict[int, dict[str, list[float]]] = {k: {"tput": [], "tput_cpu": [], "pp": []} for k in KS}
+    samples: dict[int, dict[str, list[float]]] = {
+        k: {"tput": [], "tput_cpu": [], "pp": [], "pp_cpu": []} for k in KS
+    }
     for _ in range(cfg["repeats"]):
         for k in KS:
             tb, pb = _frames(cls, cfg["n_tput"]), _frames(cls, cfg["n_pp"])
@@ -145,12 +148,13 @@ async def hops(kind: str, cfg: dict[str, int]) -> dict[str, dict[str, float]]:
             gc.disable()
             try:
                 wall, cpu = await _tput(calls[k].task, sinks[k], tb)
-                pp = await _pingpong(calls[k].task, sinks[k], pb)
+                pp, pp_cpu = await _pingpong(calls[k].task, sinks[k], pb)
             finally:
                 gc.enable()
             samples[k]["tput"].append(wall)
             samples[k]["tput_cpu"].append(cpu)
             samples[k]["pp"].append(pp)
+            samples[k]["pp_cpu"].append(pp_cpu)
     for call in calls.values():
         await call.end()
     runs = [c.run_task for c in calls.values() if c.run_task is not None]

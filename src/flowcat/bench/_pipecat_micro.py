@@ -119,21 +119,22 @@ async def tput(call: Call, sink: Sink, batch: list[Frame]) -> tuple[float, float
     return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
 
 
-async def pingpong(call: Call, sink: Sink, batch: list[Frame]) -> float:
+async def pingpong(call: Call, sink: Sink, batch: list[Frame]) -> tuple[float, float]:
     sink.count, sink.target = 0, 0
     queue, event = call.worker.queue_frame, sink.event
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in batch:
         sink.target += 1
         event.clear()
         await queue(f)
         await event.wait()
     await drain()
-    return (time.perf_counter() - t0) / len(batch) * 1e6
+    n = len(batch)
+    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
 
 
 async def hops(kind: str, observers: bool, cfg: dict) -> dict[str, dict[str, float]]:
-    """Median µs/frame (tput wall and CPU, ping-pong wall) through K pass-throughs, every K.
+    """Median µs/frame (tput and ping-pong, wall and CPU) through K pass-throughs, every K.
 
     One call per K, all started up front; each repeat measures every K in turn.
     """
@@ -147,7 +148,9 @@ async def hops(kind: str, observers: bool, cfg: dict) -> dict[str, dict[str, flo
     for k in KS:
         await tput(calls[k], sinks[k], frames(cls, cfg["warm"]))
         await pingpong(calls[k], sinks[k], frames(cls, cfg["warm"]))
-    samples: dict[int, dict[str, list[float]]] = {k: {"tput": [], "tput_cpu": [], "pp": []} for k in KS}
+    samples: dict[int, dict[str, list[float]]] = {
+        k: {"tput": [], "tput_cpu": [], "pp": [], "pp_cpu": []} for k in KS
+    }
     for _ in range(cfg["repeats"]):
         for k in KS:
             tb, pb = frames(cls, cfg["n_tput"]), frames(cls, cfg["n_pp"])
@@ -155,12 +158,13 @@ async def hops(kind: str, observers: bool, cfg: dict) -> dict[str, dict[str, flo
             gc.disable()
             try:
                 wall, cpu = await tput(calls[k], sinks[k], tb)
-                pp = await pingpong(calls[k], sinks[k], pb)
+                pp, pp_cpu = await pingpong(calls[k], sinks[k], pb)
             finally:
                 gc.enable()
             samples[k]["tput"].append(wall)
             samples[k]["tput_cpu"].append(cpu)
             samples[k]["pp"].append(pp)
+            samples[k]["pp_cpu"].append(pp_cpu)
     for call in calls.values():
         await call.end()
     runs = [c.run_task for c in calls.values() if c.run_task is not None]

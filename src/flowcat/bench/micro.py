@@ -63,6 +63,9 @@ def _side(raw: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
         "per_hop_us_pingpong",
         "per_hop_us_system",
         "per_hop_us_system_pingpong",
+        "per_hop_us_cpu",
+        "per_hop_us_pingpong_cpu",
+        "per_hop_us_system_cpu",
         "frame_us_k1",
         "frame_us_k3",
         "frame_us_k10",
@@ -84,6 +87,9 @@ def _side(raw: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
             prefix + "per_hop_us_pingpong": _slope(data, "pp"),
             prefix + "per_hop_us_system": _slope(system, "tput"),
             prefix + "per_hop_us_system_pingpong": _slope(system, "pp"),
+            prefix + "per_hop_us_cpu": _slope(data, "tput_cpu"),
+            prefix + "per_hop_us_pingpong_cpu": _slope(data, "pp_cpu"),
+            prefix + "per_hop_us_system_cpu": _slope(system, "tput_cpu"),
             prefix + "frame_us_k1": data["1"]["tput"],
             prefix + "frame_us_k3": data["3"]["tput"],
             prefix + "frame_us_k10": data["10"]["tput"],
@@ -112,10 +118,22 @@ def summarize(flowcat: dict[str, Any], pipecat: dict[str, Any] | None, *, quick:
     off = pipecat["frame_us"]["data_obs_off"] if pipecat else None
     out["pipecat_per_hop_us_observers_off"] = _slope(off, "tput") if off else None
     out["pipecat_per_hop_us_observers_off_pingpong"] = _slope(off, "pp") if off else None
+    out["pipecat_per_hop_us_observers_off_cpu"] = _slope(off, "tput_cpu") if off else None
     out["pipecat_frames_per_sec_k3_observers_off"] = 1e6 / off["3"]["tput_cpu"] if off else None
-    for name in ("per_hop_us", "per_hop_us_pingpong", "per_hop_us_system", "per_hop_us_system_pingpong"):
+    for name in (
+        "per_hop_us",
+        "per_hop_us_pingpong",
+        "per_hop_us_system",
+        "per_hop_us_system_pingpong",
+        "per_hop_us_cpu",
+        "per_hop_us_pingpong_cpu",
+        "per_hop_us_system_cpu",
+    ):
         out[name.replace("per_hop_us", "per_hop_ratio")] = _ratio(out["pipecat_" + name], out[name])
     out["per_hop_ratio_observers_off"] = _ratio(out["pipecat_per_hop_us_observers_off"], out["per_hop_us"])
+    out["per_hop_ratio_observers_off_cpu"] = _ratio(
+        out["pipecat_per_hop_us_observers_off_cpu"], out["per_hop_us_cpu"]
+    )
     out["frames_per_sec_ratio"] = _ratio(out["frames_per_sec_k3"], out["pipecat_frames_per_sec_k3"])
     out["idle_session_kb_ratio"] = _ratio(out["pipecat_idle_session_kb"], out["idle_session_kb"])
     out["tasks_per_session_ratio"] = _ratio(out["pipecat_tasks_per_session"], out["tasks_per_session"])
@@ -186,6 +204,30 @@ def table(r: dict[str, Any]) -> str:
             r["per_hop_us"],
             r["pipecat_per_hop_us_observers_off"],
             r["per_hop_ratio_observers_off"],
+        ),
+        (
+            "per hop, DataFrame, throughput, CPU time (µs)",
+            r["per_hop_us_cpu"],
+            r["pipecat_per_hop_us_cpu"],
+            r["per_hop_ratio_cpu"],
+        ),
+        (
+            "per hop, DataFrame, ping-pong, CPU time (µs)",
+            r["per_hop_us_pingpong_cpu"],
+            r["pipecat_per_hop_us_pingpong_cpu"],
+            r["per_hop_ratio_pingpong_cpu"],
+        ),
+        (
+            "per hop, SystemFrame, throughput, CPU time (µs)",
+            r["per_hop_us_system_cpu"],
+            r["pipecat_per_hop_us_system_cpu"],
+            r["per_hop_ratio_system_cpu"],
+        ),
+        (
+            "per hop, DataFrame, tput, CPU, pipecat observers off (µs)",
+            r["per_hop_us_cpu"],
+            r["pipecat_per_hop_us_observers_off_cpu"],
+            r["per_hop_ratio_observers_off_cpu"],
         ),
     ]
     for k in (1, 3, 10):
