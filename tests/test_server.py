@@ -1,0 +1,215 @@
+"""Server routes: health, readiness, raw media echo, admission (503), answer webhooks, signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import sys
+import types
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from flowcat.errors import ConfigError
+from flowcat.server import (
+    Admission,
+    CallInfo,
+    EchoProcessor,
+    ServerConfig,
+    carrier_names,
+    create_app,
+    default_app,
+    load_app,
+)
+
+PUBLIC = "https://bot.example.test"
+
+
+async def _client(**kw: object) -> TestClient:
+    cfg = ServerConfig(audio_in_sample_rate=8000, audio_out_sample_rate=8000, public_url=PUBLIC, **kw)  # type: ignore[arg-type]
+    client = TestClient(TestServer(create_app(cfg)))
+    await client.start_server()
+    return client
+
+
+async def test_healthz_and_readyz_report_counters() -> None:
+    client = await _client(capacity=7, worker_id=3)
+    try:
+        r = await client.get("/healthz")
+        body = await r.json()
+        assert r.status == 200
+        assert body["status"] == "ok"
+        assert (body["worker"], body["capacity"], body["active"], body["rejected"]) == (3, 7, 0, 0)
+        r = await client.get("/readyz")
+        assert r.status == 200
+    finally:
+        await client.close()
+
+
+async def test_raw_ws_echoes_bytes_through_the_pipeline() -> None:
+    client = await _client()
+    try:
+        ws = await client.ws_connect("/ws?sample_rate=8000")
+        payloads = [bytes([i]) * 160 for i in range(5)]
+        for p in payloads:
+            await ws.send_bytes(p)
+        got = [(await asyncio.wait_for(ws.receive(), 3.0)).data for _ in payloads]
+        assert got == payloads
+        health = await (await client.get("/healthz")).json()
+        assert health["active"] == 1 and health["accepted"] == 1
+        await ws.close()
+        for _ in range(100):
+            health = await (await client.get("/healthz")).json()
+            if health["active"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert health["active"] == 0 and health["completed"] == 1
+    finally:
+        await client.close()
+
+
+async def test_ws_past_capacity_gets_503_before_upgrade() -> None:
+    client = await _client(capacity=1)
+    try:
+        ws1 = await client.ws_connect("/ws")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/ws")
+        assert err.value.status == 503
+        r = await client.get("/readyz")
+        assert r.status == 503
+        health = await (await client.get("/healthz")).json()
+        assert (health["active"], health["rejected"], health["capacity"]) == (1, 1, 1)
+        # The admitted call is unaffected.
+        await ws1.send_bytes(b"\x01\x02" * 80)
+        assert (await asyncio.wait_for(ws1.receive(), 3.0)).data == b"\x01\x02" * 80
+        await ws1.close()
+    finally:
+        await client.close()
+
+
+async def test_carrier_ws_past_capacity_gets_503() -> None:
+    client = await _client(capacity=0)
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/twilio/ws")
+        assert err.value.status == 503
+    finally:
+        await client.close()
+
+
+async def test_unknown_carrier_is_404() -> None:
+    client = await _client()
+    try:
+        assert (await client.post("/nosuchcarrier/answer")).status == 404
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/nosuchcarrier/ws")
+        assert err.value.status == 404
+    finally:
+        await client.close()
+
+
+ANSWERING = [c for c in ("twilio", "telnyx", "plivo", "vobiz", "exotel", "vonage", "cloudonix") if c in carrier_names()]
+
+
+@pytest.mark.parametrize("carrier", ANSWERING)
+async def test_answer_webhook_points_at_the_public_stream_url(carrier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("TWILIO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN", "TELNYX_PUBLIC_KEY", "VONAGE_SIGNATURE_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    client = await _client()
+    try:
+        r = await client.post(f"/{carrier}/answer", data={"CallSid": "CA1", "From": "+15550001"})
+        text = await r.text()
+        if r.status == 404:  # the carrier has no answer document
+            pytest.skip(f"{carrier}: no answer document")
+        assert r.status == 200, text
+        assert f"wss://bot.example.test/{carrier}/ws" in text
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("carrier", ANSWERING)
+async def test_answer_webhook_past_capacity_is_refused(carrier: str) -> None:
+    client = await _client(capacity=0)
+    try:
+        r = await client.post(f"/{carrier}/answer", data={"CallSid": "CA1"})
+        text = await r.text()
+        if carrier in ("twilio", "cloudonix", "telnyx"):
+            assert r.status == 200 and "<Reject" in text
+        elif carrier in ("plivo", "vobiz"):
+            assert r.status == 200 and "<Hangup" in text
+        else:
+            assert r.status == 503
+        assert "/ws" not in text
+        health = await (await client.get("/healthz")).json()
+        assert health["rejected"] == 1
+    finally:
+        await client.close()
+
+
+def _twilio_signature(url: str, params: dict[str, str], token: str) -> str:
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+@pytest.mark.skipif("twilio" not in carrier_names(), reason="twilio serializer missing")
+async def test_twilio_answer_checks_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "secret-token")
+    client = await _client()
+    try:
+        params = {"CallSid": "CA9", "From": "+15550009"}
+        url = str(client.make_url("/twilio/answer"))
+        bad = await client.post("/twilio/answer", data=params, headers={"X-Twilio-Signature": "AAAA"})
+        assert bad.status == 403
+        sig = _twilio_signature(url, params, "secret-token")
+        good = await client.post("/twilio/answer", data=params, headers={"X-Twilio-Signature": sig})
+        assert good.status == 200
+        assert "<Stream" in await good.text()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/twilio/ws", headers={"X-Twilio-Signature": "AAAA"})
+        assert err.value.status == 403
+    finally:
+        await client.close()
+
+
+async def test_draining_refuses_new_calls() -> None:
+    client = await _client()
+    try:
+        from flowcat.server._app import STATE_KEY
+
+        client.server.app[STATE_KEY].admission.draining = True
+        assert (await client.get("/readyz")).status == 503
+        assert (await (await client.get("/healthz")).json())["status"] == "draining"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/ws")
+        assert err.value.status == 503
+    finally:
+        await client.close()
+
+
+def test_admission_counts() -> None:
+    a = Admission(capacity=2)
+    assert a.try_admit() and a.try_admit()
+    assert not a.try_admit()
+    a.release()
+    assert a.try_admit()
+    assert a.snapshot() == {
+        "active": 2, "capacity": 2, "accepted": 3, "rejected": 1, "completed": 1, "draining": False
+    }
+
+
+def test_load_app_resolves_factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = types.ModuleType("fc_test_app_mod")
+    mod.no_arg = lambda: [EchoProcessor()]  # type: ignore[attr-defined]
+    mod.with_call = lambda call: [EchoProcessor(name=call.carrier)]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fc_test_app_mod", mod)
+    call = CallInfo(carrier="raw")
+    assert isinstance(load_app("fc_test_app_mod:no_arg")(call)[0], EchoProcessor)  # type: ignore[index]
+    assert load_app("fc_test_app_mod:with_call")(call)[0].name == "raw"  # type: ignore[index]
+    assert load_app(None) is default_app
+    assert len(default_app(call)) == 3
+    for bad in ("nocolon", "fc_test_app_mod:missing", "no_such_module_xyz:f"):
+        with pytest.raises(ConfigError):
+            load_app(bad)

@@ -1,0 +1,187 @@
+"""Multi-worker serving: SO_REUSEPORT workers, supervision (restart), graceful SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _health(port: int) -> dict[str, Any] | None:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=2.0) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def _serve(port: int, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--sample-rate", "8000", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    for _ in range(300):
+        h = _health(port)
+        if h is not None:
+            return h
+        assert proc.poll() is None, "server exited"
+        time.sleep(0.05)
+    raise AssertionError("server did not come up")
+
+
+def _pids_seen(port: int, want: int, tries: int = 400) -> dict[int, int]:
+    seen: dict[int, int] = {}
+    for _ in range(tries):
+        h = _health(port)
+        if h is not None:
+            seen[h["worker"]] = h["pid"]
+            if len(seen) >= want:
+                break
+    return seen
+
+
+@pytest.fixture
+def stop_after() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]]) -> None:
+    port = _port()
+    proc = _serve(port, "--workers", "2")
+    stop_after.append(proc)
+    _wait_up(port, proc)
+    seen = _pids_seen(port, 2)
+    assert sorted(seen) == [0, 1], seen
+    assert len(set(seen.values())) == 2
+
+    async def calls_on_both() -> dict[int, int]:
+        async with aiohttp.ClientSession() as s:
+            socks = [await s.ws_connect(f"http://127.0.0.1:{port}/ws") for _ in range(24)]
+            for ws in socks:
+                await ws.send_bytes(b"\x10\x00" * 80)
+            for ws in socks:
+                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x10\x00" * 80
+            active: dict[int, int] = {}
+            for _ in range(400):
+                h = await asyncio.to_thread(_health, port)
+                if h is not None:
+                    active[h["worker"]] = h["active"]
+                if len(active) == 2 and sum(active.values()) == len(socks):
+                    break
+            for ws in socks:
+                await ws.close()
+            return active
+
+    active = asyncio.run(calls_on_both())
+    assert sum(active.values()) == 24, active
+    assert all(n > 0 for n in active.values()), active
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_crashed_worker_is_restarted(stop_after: list[subprocess.Popen[bytes]]) -> None:
+    port = _port()
+    proc = _serve(port, "--workers", "2")
+    stop_after.append(proc)
+    _wait_up(port, proc)
+    seen = _pids_seen(port, 2)
+    assert len(seen) == 2
+    os.kill(seen[0], signal.SIGKILL)
+    new_pid = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        h = _health(port)
+        if h is not None and h["worker"] == 0 and h["pid"] != seen[0]:
+            new_pid = h["pid"]
+            break
+        time.sleep(0.02)
+    assert new_pid is not None, "worker 0 was not restarted"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]]) -> None:
+    port = _port()
+    proc = _serve(port, "--workers", "1", "--drain-timeout", "10")
+    stop_after.append(proc)
+    _wait_up(port, proc)
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            await ws.send_bytes(b"\x01\x00" * 80)
+            assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x01\x00" * 80
+            proc.send_signal(signal.SIGTERM)
+            # New calls are refused: the listener closes (connection refused) or answers 503.
+            refused = False
+            for _ in range(100):
+                try:
+                    async with s.ws_connect(f"http://127.0.0.1:{port}/ws"):
+                        pass
+                except aiohttp.WSServerHandshakeError as exc:
+                    refused = exc.status == 503
+                except aiohttp.ClientConnectionError:
+                    refused = True
+                if refused:
+                    break
+                await asyncio.sleep(0.05)
+            assert refused
+            # The call in progress keeps working during the drain.
+            for i in range(5):
+                await ws.send_bytes(bytes([i, 0]) * 80)
+                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == bytes([i, 0]) * 80
+            assert proc.poll() is None
+        # The call ended: the worker and the supervisor exit cleanly, well before the drain timeout.
+        t0 = time.monotonic()
+        await asyncio.to_thread(proc.wait, 15)
+        assert time.monotonic() - t0 < 8
+
+    asyncio.run(scenario())
+    assert proc.wait(timeout=5) == 0
+
+
+def test_drain_timeout_bounds_a_call_that_does_not_end(stop_after: list[subprocess.Popen[bytes]]) -> None:
+    port = _port()
+    proc = _serve(port, "--workers", "1", "--drain-timeout", "1")
+    stop_after.append(proc)
+    _wait_up(port, proc)
+
+    async def scenario() -> float:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            await ws.send_bytes(b"\x01\x00" * 80)
+            await asyncio.wait_for(ws.receive(), 5.0)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            msg = await asyncio.wait_for(ws.receive(), 15.0)  # the server closes the call
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+            return time.monotonic() - t0
+
+    elapsed = asyncio.run(scenario())
+    assert 0.5 < elapsed < 8
+    assert proc.wait(timeout=15) == 0
