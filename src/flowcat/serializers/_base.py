@@ -16,8 +16,7 @@ and adds what a telephony transport needs around it:
 frame), a list of messages to send in order (media followed by a mark, or carriers
 that need fixed-size binary messages), or None when there is nothing to send.
 
-Malformed input never raises: :meth:`FrameSerializer.deserialize` logs it with the
-(truncated) raw message, counts it in ``bad_inputs`` and returns None.
+Malformed input never raises: it is logged (truncated), counted and skipped.
 """
 
 from __future__ import annotations
