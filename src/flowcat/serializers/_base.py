@@ -208,9 +208,9 @@ class FrameSerializer:
 
     @classmethod
     async def answer(cls, request: web.Request, stream_url: str, **options: Any) -> web.Response:
-        """Answer the carrier's voice webhook with a document that connects the call to
-        ``stream_url`` (verifying the request's signature where the carrier signs and
-        credentials are configured; a bad signature gets 403).
+        """Answer the voice webhook with a document connecting the call to ``stream_url``.
+
+        The signature is checked where the carrier signs and credentials are set (403 if bad).
         """
         from aiohttp import web
 
