@@ -21,6 +21,7 @@ Malformed input never raises: it is logged (truncated), counted and skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -365,8 +366,6 @@ class FrameSerializer:
         return self._join(out, self._end_message(frame))
 
     def _transport_message(self, message: Any) -> WireOut:
-        import json
-
         if isinstance(message, str | bytes):
             return message
         return json.dumps(message, separators=(",", ":"))
