@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_transport_support import CHUNK, RATE, Harness, RecordingOutput, pcm
 
 from flowcat.frames import (
     BotSpeakingFrame,
@@ -24,6 +23,7 @@ from flowcat.frames import (
 )
 from flowcat.testing import run_virtual
 from flowcat.transports import AudioClock, TransportParams
+from test_transport_support import CHUNK, RATE, Harness, RecordingOutput, pcm
 
 SPEAKING = (BotStartedSpeakingFrame, BotStoppedSpeakingFrame, BotSpeakingFrame)
 
@@ -187,7 +187,7 @@ def test_bot_speaking_frames_follow_actual_sends() -> None:
             await asyncio.sleep(1.2)
             # Last chunk sent at ~0.96 s; stopped ~0.35 s later, not before.
             assert BotStoppedSpeakingFrame not in h.up_types()
-            while BotStoppedSpeakingFrame not in h.up_types():
+            while BotStoppedSpeakingFrame not in h.up_types():  # noqa: ASYNC110 - 10 ms virtual steps
                 await asyncio.sleep(0.01)
             stop_time = loop.time()
             assert h.up_types(skip=(BotSpeakingFrame,)) == [BotStartedSpeakingFrame, BotStoppedSpeakingFrame]
@@ -214,7 +214,9 @@ def test_sent_frames_are_pushed_downstream_in_order() -> None:
             await h.task.queue_frame(EndFrame())
             await h.finish()
         down = h.down_types(skip=SPEAKING)
-        assert down == [OutputAudioRawFrame] * 3 + [OutputTransportMessageFrame] + [OutputAudioRawFrame] * 2 + [
+        assert down == [OutputAudioRawFrame] * 3 + [OutputTransportMessageFrame] + [
+            OutputAudioRawFrame
+        ] * 2 + [
             TTSStoppedFrame,
             EndFrame,
         ]

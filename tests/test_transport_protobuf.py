@@ -46,15 +46,15 @@ def test_audio_golden_bytes() -> None:
     f = OutputAudioRawFrame(audio=b"\x01\x02\x03\x04", sample_rate=16000, num_channels=1)
     f.id = 7
     # Frame.audio (2, LEN) { id(1)=7, audio(3)=4 bytes, sample_rate(4)=16000, num_channels(5)=1 }
-    assert _ser().encode(f) == H("120d" "0807" "1a0401020304" "20807d" "2801")
+    assert _ser().encode(f) == H("120d08071a040102030420807d2801")
     f.pts = 300
-    assert _ser().encode(f) == H("1210" "0807" "1a0401020304" "20807d" "2801" "30ac02")
+    assert _ser().encode(f) == H("121008071a040102030420807d280130ac02")
 
 
 def test_text_golden_bytes_with_and_without_name() -> None:
     f = TextFrame(text="hi")
     f.id = 3
-    assert _ser().encode(f) == H("0a06" "0803" "1a026869")
+    assert _ser().encode(f) == H("0a0608031a026869")
     name = b"TextFrame#3"
     inner = H("0803") + b"\x12" + bytes([len(name)]) + name + H("1a026869")
     assert _ser(True).encode(f) == b"\x0a" + bytes([len(inner)]) + inner
@@ -63,7 +63,7 @@ def test_text_golden_bytes_with_and_without_name() -> None:
 def test_transcription_golden_bytes() -> None:
     f = TranscriptionFrame(text="ok", user_id="u", timestamp="t")
     f.id = 1
-    assert _ser().encode(f) == H("1a0c" "0801" "1a026f6b" "220175" "2a0174")
+    assert _ser().encode(f) == H("1a0c08011a026f6b2201752a0174")
 
 
 def test_message_and_interruption_golden_bytes() -> None:
@@ -74,23 +74,28 @@ def test_message_and_interruption_golden_bytes() -> None:
     assert _ser().encode(urgent) == _ser().encode(msg)
     intr = InterruptionFrame()
     intr.id = 9
-    assert _ser().encode(intr) == H("2a02" "0809")
+    assert _ser().encode(intr) == H("2a020809")
     assert _ser().encode(TTSStoppedFrame()) is None
 
 
 async def test_decode_each_message_type() -> None:
     s = _ser()
-    audio = await s.deserialize(H("1210" "0807" "1a0401020304" "20807d" "2801" "30ac02"))
+    audio = await s.deserialize(H("121008071a040102030420807d280130ac02"))
     assert isinstance(audio, InputAudioRawFrame)
-    assert (audio.audio, audio.sample_rate, audio.num_channels, audio.pts) == (b"\x01\x02\x03\x04", 16000, 1, 300)
-    text = await s.deserialize(H("0a06" "0803" "1a026869"))
+    assert (audio.audio, audio.sample_rate, audio.num_channels, audio.pts) == (
+        b"\x01\x02\x03\x04",
+        16000,
+        1,
+        300,
+    )
+    text = await s.deserialize(H("0a0608031a026869"))
     assert type(text) is TextFrame and text.text == "hi"
-    tr = await s.deserialize(H("1a0c" "0801" "1a026f6b" "220175" "2a0174"))
+    tr = await s.deserialize(H("1a0c08011a026f6b2201752a0174"))
     assert isinstance(tr, TranscriptionFrame) and (tr.text, tr.user_id, tr.timestamp) == ("ok", "u", "t")
     data = b'{"x": [1, 2]}'
     msg = await s.deserialize(H("22") + bytes([len(data) + 2]) + H("0a") + bytes([len(data)]) + data)
     assert isinstance(msg, InputTransportMessageFrame) and msg.message == {"x": [1, 2]}
-    assert isinstance(await s.deserialize(H("2a02" "0809")), InterruptionFrame)
+    assert isinstance(await s.deserialize(H("2a020809")), InterruptionFrame)
     assert isinstance(await s.deserialize(H("2a00")), InterruptionFrame)
 
 
@@ -110,25 +115,25 @@ async def test_round_trip_out_to_in() -> None:
 async def test_unknown_fields_skipped_and_last_oneof_wins() -> None:
     s = _ser()
     # unknown field 9 (varint) and field 10 (fixed64) around a text frame
-    data = H("4801") + H("5100000000000000ff") + H("0a04" "1a026869")
+    data = H("4801") + H("5100000000000000ff") + H("0a041a026869")
     f = await s.deserialize(data)
     assert isinstance(f, TextFrame) and f.text == "hi"
     # text then interruption: the last member of the oneof wins
-    assert isinstance(await s.deserialize(H("0a04" "1a026869" "2a00")), InterruptionFrame)
+    assert isinstance(await s.deserialize(H("0a041a0268692a00")), InterruptionFrame)
 
 
 @pytest.mark.parametrize(
     "data",
     [
         H("12"),  # truncated key/length
-        H("1205" "0807"),  # length past the end
+        H("12050807"),  # length past the end
         H("12ff"),  # truncated varint length
         H("0f00"),  # wire type 7
         H("4801"),  # no known frame
-        H("1204" "1a020102"),  # audio without sample_rate
-        H("1206" "1a03010203" "2001")[:0] + H("1207" "1a03010203" "2010"),  # odd audio
-        H("2205" "0a03" "7b7b7b"),  # message that is not JSON
-        H("0a03" "1a01ff"),  # text that is not UTF-8
+        H("12041a020102"),  # audio without sample_rate
+        H("12071a030102032010"),  # audio that is not whole samples
+        H("22050a037b7b7b"),  # message that is not JSON
+        H("0a031a01ff"),  # text that is not UTF-8
         "text message",
     ],
 )

@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_transport_support import pcm
 
 from flowcat import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.frames import (
@@ -32,6 +31,7 @@ from flowcat.transports import (
     WebsocketServerTransport,
     WebsocketTransport,
 )
+from test_transport_support import pcm
 
 RATE = 16000
 CHUNK = 640
@@ -58,11 +58,15 @@ class Commands(FrameProcessor):
         if isinstance(frame, InputTransportMessageFrame):
             cmd = frame.message.get("cmd")
             if cmd == "speak":
-                await self.push_frame(OutputAudioRawFrame(audio=pcm(frame.message["bytes"]), sample_rate=RATE))
+                await self.push_frame(
+                    OutputAudioRawFrame(audio=pcm(frame.message["bytes"]), sample_rate=RATE)
+                )
             elif cmd == "interrupt":
                 await self.broadcast_interruption()
             elif cmd == "bye":
-                await self.push_frame(OutputAudioRawFrame(audio=pcm(frame.message["bytes"], 5), sample_rate=RATE))
+                await self.push_frame(
+                    OutputAudioRawFrame(audio=pcm(frame.message["bytes"], 5), sample_rate=RATE)
+                )
                 await self.push_frame(EndTaskFrame(), UP)
             return
         await self.push_frame(frame, direction)
@@ -99,11 +103,13 @@ class Server:
 
 async def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
-        while not pred():
+        while not pred():  # noqa: ASYNC110 - bounded poll of state set by other code
             await asyncio.sleep(0.005)
 
 
-async def _recv_bytes(ws: aiohttp.ClientWebSocketResponse, n: int, timeout: float = 5.0) -> tuple[bytes, list[float]]:
+async def _recv_bytes(
+    ws: aiohttp.ClientWebSocketResponse, n: int, timeout: float = 5.0
+) -> tuple[bytes, list[float]]:
     got = bytearray()
     times: list[float] = []
     loop = asyncio.get_running_loop()
