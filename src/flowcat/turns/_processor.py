@@ -63,6 +63,7 @@ from ._start import (
     count_words,
 )
 from ._stop import SpeechTimeoutUserTurnStopStrategy, UserTurnStopStrategy
+from ._timer import SingleTimer
 
 __all__ = ["UserTurnProcessor"]
 
@@ -150,11 +151,8 @@ class UserTurnProcessor(FrameProcessor):
         self._words_final = 0
         self._words_interim = 0
         self._held: list[tuple[Frame, FrameDirection]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = SingleTimer(self._wake)
         self._tick = _Tick()
-        self._ended = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         for event in ("on_user_turn_started", "on_user_turn_stopped", "on_user_idle"):
             self._register_event_handler(event)
         self._register_event_handler("on_user_mute_started")
@@ -198,15 +196,15 @@ class UserTurnProcessor(FrameProcessor):
             await self._update_mute(frame)
         if muted and cls in _MUTABLE:
             return
-        loop = self._loop
+        loop = self._timer.loop
         if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+            loop = self._timer.loop = asyncio.get_running_loop()
         now = loop.time()
         if cls in _TEXT or cls is VADUserStartedSpeakingFrame or cls is VADUserStoppedSpeakingFrame:
             await self._on_user_frame(frame, direction, cls, now)
         else:
             await self._on_other_frame(frame, direction, cls, now)
-        self._rearm()
+        self._timer.arm(self._next_deadline())
 
     async def _on_user_frame(self, frame: Frame, direction: FrameDirection, cls: type, now: float) -> None:
         words = 0
@@ -283,8 +281,7 @@ class UserTurnProcessor(FrameProcessor):
                 await self._end_turn(now, emulated=True)
             return
         elif cls is EndFrame or cls is CancelFrame:
-            self._ended = True
-            self._cancel_timer()
+            self._timer.close()
         await self.push_frame(frame, direction)
 
     # ------------------------------------------------------------ turn logic
@@ -360,8 +357,7 @@ class UserTurnProcessor(FrameProcessor):
     # ----------------------------------------------------------------- timer
 
     async def _on_tick(self) -> None:
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
+        now = (self._timer.loop or asyncio.get_running_loop()).time()
         if self._barge.pending and self._barge.deadline is not None and now >= self._barge.deadline - 1e-9:
             await self._barge_action(self._barge.poll(now), now)
         if self._in_turn and not self._vad_speaking:
@@ -371,7 +367,7 @@ class UserTurnProcessor(FrameProcessor):
         retry = self._idle.poll(now)
         if retry:
             await self._call_event_handler("on_user_idle", retry)
-        self._rearm()
+        self._timer.arm(self._next_deadline())
 
     def _next_deadline(self) -> float | None:
         at = self._barge.deadline if self._barge.pending else None
@@ -389,39 +385,16 @@ class UserTurnProcessor(FrameProcessor):
             at = d
         return at
 
-    def _rearm(self) -> None:
-        at = self._next_deadline()
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None and self._loop is not None and not self._ended:
-            self._timer = self._loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._wake()
-
     def _wake(self) -> None:
         """Re-enter the processor (from a timer or a model result) as a chain of its own."""
         sched = self._sched
         if sched is not None:
             sched.submit(self, self._tick, DOWNSTREAM, to_self=True)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = None
-
     async def cancel(self, frame: CancelFrame) -> None:
         """Stop the timer."""
-        self._ended = True
-        self._cancel_timer()
+        self._timer.close()
 
     async def cleanup(self) -> None:
         """Stop the timer."""
-        self._cancel_timer()
+        self._timer.close()
