@@ -92,7 +92,9 @@ def test_summarize_ratios_and_targets() -> None:
     assert r["frames_per_sec_k3"] == pytest.approx(500_000)
     assert r["targets"] == {
         "per_hop_us_le_0_5": True,
+        "per_hop_us_cpu_le_0_5": True,
         "per_hop_ratio_ge_25": True,
+        "per_hop_ratio_cpu_ge_25": True,
         "idle_session_kb_le_64": True,
         "tasks_per_session_le_2": True,
     }
