@@ -223,3 +223,17 @@ def test_rss_growth_for_200_streams_is_small() -> None:
     growth, constructions, n = (int(v) for v in out.stdout.split())
     assert n == 200 and constructions == 1
     assert growth < 10 * 1024 * 1024, growth
+
+
+async def test_streams_of_different_models_and_rates_batch_separately() -> None:
+    own = SileroModel()
+    analyzers = [
+        SileroVADAnalyzer(sample_rate=16000),
+        SileroVADAnalyzer(sample_rate=8000),
+        SileroVADAnalyzer(sample_rate=16000, model=own),
+    ]
+    for a in analyzers:
+        a.feed(bytes(4096))
+    await asyncio.wait_for(asyncio.gather(*(a.drain() for a in analyzers)), 5)
+    assert [a.pending for a in analyzers] == [0, 0, 0]
+    assert [a.position for a in analyzers] == [pytest.approx(0.128)] * 3

@@ -226,7 +226,14 @@ class VADAnalyzer:
         Events reach the listener as windows are scored: at once for analyzers
         without a shared model, within an event-loop iteration or so for Silero.
         """
-        for window in self._windows(buffer):
+        n = self._window_bytes
+        if not n:
+            raise RuntimeError(f"{type(self).__name__}: set_sample_rate() first")
+        buf = self._buf
+        buf += buffer
+        while len(buf) >= n:
+            window = bytes(buf[:n])
+            del buf[:n]
             self._submit(window, mean_square(window))
 
     def _submit(self, window: bytes, ms: float) -> None:

@@ -98,7 +98,7 @@ class SileroBatcher:
         self.max_inline_secs = max_inline_secs
         self.max_batch = max_batch
         self.stats = BatcherStats()
-        self._queues: dict[int, _LaneQueue] = {}
+        self._queues: dict[SileroLane, _LaneQueue] = {}
         self._scheduled = False
 
     @classmethod
@@ -113,9 +113,9 @@ class SileroBatcher:
     def submit(self, stream: SileroVADAnalyzer) -> None:
         """Queue ``stream``: its next window is ready. Called on the loop."""
         lane = stream._lane
-        q = self._queues.get(lane.sample_rate)  # type: ignore[union-attr]
-        if q is None or q.lane is not lane:
-            q = self._queues[lane.sample_rate] = _LaneQueue(lane)  # type: ignore[union-attr,arg-type]
+        q = self._queues.get(lane)  # type: ignore[arg-type]
+        if q is None:
+            q = self._queues[lane] = _LaneQueue(lane)  # type: ignore[index,arg-type]
         q.streams.append(stream)
         if not self._scheduled and not q.busy:
             self._scheduled = True
