@@ -51,14 +51,16 @@ def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     raise AssertionError("server did not come up")
 
 
-def _pids_seen(port: int, want: int, tries: int = 400) -> dict[int, int]:
+def _pids_seen(port: int, want: int, within: float = 30.0) -> dict[int, int]:
+    """Worker id → pid of the workers answering on ``port`` (bounded in time)."""
     seen: dict[int, int] = {}
-    for _ in range(tries):
+    deadline = time.monotonic() + within
+    while len(seen) < want and time.monotonic() < deadline:
         h = _health(port)
         if h is not None:
             seen[h["worker"]] = h["pid"]
-            if len(seen) >= want:
-                break
+        else:
+            time.sleep(0.02)
     return seen
 
 
