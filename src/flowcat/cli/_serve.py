@@ -26,9 +26,15 @@ def register(sub: Any) -> None:
     p.add_argument("--capacity", type=int, default=None, help="calls per worker before 503 (default 1500)")
     p.add_argument("--app", default=None, help="pipeline factory 'module:function' (default: echo)")
     p.add_argument("--sample-rate", type=int, default=None, help="pipeline sample rate in and out")
-    p.add_argument("--public-url", default=None, help="public base URL for stream URLs (env FLOWCAT_PUBLIC_URL)")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds calls may take to end on SIGTERM")
-    p.add_argument("--idle-timeout", type=float, default=300.0, help="cancel a call idle this long (0: never)")
+    p.add_argument(
+        "--public-url", default=None, help="public base URL for stream URLs (env FLOWCAT_PUBLIC_URL)"
+    )
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds calls may take to end on SIGTERM"
+    )
+    p.add_argument(
+        "--idle-timeout", type=float, default=300.0, help="cancel a call idle this long (0: never)"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip carrier signature checks")
     p.add_argument("--pin", action="store_true", help="pin worker i to core i")
     p.set_defaults(func=main)
