@@ -53,7 +53,7 @@ async def test_raw_ws_echoes_bytes_through_the_pipeline() -> None:
     client = await _client()
     try:
         ws = await client.ws_connect("/ws?sample_rate=8000")
-        payloads = [bytes([i]) * 160 for i in range(5)]
+        payloads = [bytes([i]) * 320 for i in range(5)]  # 20 ms of 8 kHz PCM16 each
         for p in payloads:
             await ws.send_bytes(p)
         got = [(await asyncio.wait_for(ws.receive(), 3.0)).data for _ in payloads]
@@ -83,8 +83,8 @@ async def test_ws_past_capacity_gets_503_before_upgrade() -> None:
         health = await (await client.get("/healthz")).json()
         assert (health["active"], health["rejected"], health["capacity"]) == (1, 1, 1)
         # The admitted call is unaffected.
-        await ws1.send_bytes(b"\x01\x02" * 80)
-        assert (await asyncio.wait_for(ws1.receive(), 3.0)).data == b"\x01\x02" * 80
+        await ws1.send_bytes(b"\x01\x02" * 160)
+        assert (await asyncio.wait_for(ws1.receive(), 3.0)).data == b"\x01\x02" * 160
         await ws1.close()
     finally:
         await client.close()
@@ -111,11 +111,15 @@ async def test_unknown_carrier_is_404() -> None:
         await client.close()
 
 
-ANSWERING = [c for c in ("twilio", "telnyx", "plivo", "vobiz", "exotel", "vonage", "cloudonix") if c in carrier_names()]
+ANSWERING = [
+    c for c in ("twilio", "telnyx", "plivo", "vobiz", "exotel", "vonage", "cloudonix") if c in carrier_names()
+]
 
 
 @pytest.mark.parametrize("carrier", ANSWERING)
-async def test_answer_webhook_points_at_the_public_stream_url(carrier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_answer_webhook_points_at_the_public_stream_url(
+    carrier: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in ("TWILIO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN", "TELNYX_PUBLIC_KEY", "VONAGE_SIGNATURE_SECRET"):
         monkeypatch.delenv(var, raising=False)
     client = await _client()
@@ -196,7 +200,12 @@ def test_admission_counts() -> None:
     a.release()
     assert a.try_admit()
     assert a.snapshot() == {
-        "active": 2, "capacity": 2, "accepted": 3, "rejected": 1, "completed": 1, "draining": False
+        "active": 2,
+        "capacity": 2,
+        "accepted": 3,
+        "rejected": 1,
+        "completed": 1,
+        "draining": False,
     }
 
 

@@ -87,9 +87,9 @@ def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]]) -
         async with aiohttp.ClientSession() as s:
             socks = [await s.ws_connect(f"http://127.0.0.1:{port}/ws") for _ in range(24)]
             for ws in socks:
-                await ws.send_bytes(b"\x10\x00" * 80)
+                await ws.send_bytes(b"\x10\x00" * 160)
             for ws in socks:
-                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x10\x00" * 80
+                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x10\x00" * 160
             active: dict[int, int] = {}
             for _ in range(400):
                 h = await asyncio.to_thread(_health, port)
@@ -137,8 +137,8 @@ def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]]) ->
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            await ws.send_bytes(b"\x01\x00" * 80)
-            assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x01\x00" * 80
+            await ws.send_bytes(b"\x01\x00" * 160)
+            assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x01\x00" * 160
             proc.send_signal(signal.SIGTERM)
             # New calls are refused: the listener closes (connection refused) or answers 503.
             refused = False
@@ -156,8 +156,8 @@ def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]]) ->
             assert refused
             # The call in progress keeps working during the drain.
             for i in range(5):
-                await ws.send_bytes(bytes([i, 0]) * 80)
-                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == bytes([i, 0]) * 80
+                await ws.send_bytes(bytes([i, 0]) * 160)
+                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == bytes([i, 0]) * 160
             assert proc.poll() is None
         # The call ended: the worker and the supervisor exit cleanly, well before the drain timeout.
         t0 = time.monotonic()
@@ -176,7 +176,7 @@ def test_drain_timeout_bounds_a_call_that_does_not_end(stop_after: list[subproce
 
     async def scenario() -> float:
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            await ws.send_bytes(b"\x01\x00" * 80)
+            await ws.send_bytes(b"\x01\x00" * 160)
             await asyncio.wait_for(ws.receive(), 5.0)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)

@@ -9,7 +9,10 @@ received by the end of the drain ÷ frames sent in the window.
 
 Carriers:
 
-* ``raw``: binary frames, header + 160 payload bytes; the server echoes the bytes.
+* ``raw``: binary frames of 20 ms PCM16 at 8 kHz (320 bytes) whose first 16
+  bytes are the header; the pipeline echoes the audio bytes unchanged (no
+  resampling, the output's 20 ms chunks line up with the frames). The baseline's
+  16 + 160 bytes would be 11 ms of PCM16 and be re-chunked by any paced output.
 * ``twilio``: Twilio ``connected``/``start`` then ``media`` JSON with a 160-byte
   μ-law payload. The header is carried *inside the μ-law payload*, nibble-coded
   into bytes ``0xC0..0xCF`` behind a 2-byte marker: every such code survives
@@ -220,7 +223,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     buckets: list[list[Call]] = [[] for _ in range(PERIOD_MS)]
     for k, c in enumerate(calls):
         buckets[k % PERIOD_MS].append(c)
-    filler = bytes([0x55]) * 160
+    filler = bytes([0x55]) * (320 - HDR.size)
     warm, dur, drain = float(cfg["warmup"]), float(cfg["duration"]), float(cfg["drain"])
     t_start = loop.time()
     t_w0, t_w1 = t_start + warm, t_start + warm + dur

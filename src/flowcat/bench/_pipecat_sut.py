@@ -6,22 +6,22 @@ library. FastAPI + uvicorn WebSocket server; per accepted connection one
 in a ``PipelineWorker`` run by its own ``WorkerRunner`` (pipecat 1.14's
 replacement of ``PipelineTask``/``PipelineRunner``), default worker settings.
 
-* ``/ws`` (raw): a serializer in the same style as flowcat's raw one; the 16-byte
-  header is kept in a per-connection FIFO and put back on the echo (pipecat
-  re-chunks output audio, so the header cannot ride inside the PCM).
+* ``/ws`` (raw): a serializer in the same style as flowcat's raw one: each
+  binary message is PCM16 at 8 kHz (20 ms, 320 bytes, the header in its first
+  bytes) and output audio is sent as its bytes.
 * ``/twilio/ws``: pipecat's ``TwilioFrameSerializer`` (8 kHz in the pipeline,
   so μ-law decode → encode is exact and the header in the payload survives),
   after reading the ``connected``/``start`` handshake as pipecat's runner does.
 
-Output audio goes in 20 ms chunks for Twilio (``audio_out_10ms_chunks=2``, one
-160-byte μ-law frame per message) and 10 ms for raw (the 160-byte payload).
+Output audio goes in 20 ms chunks (``audio_out_10ms_chunks=2``: one frame per
+message, as it came in) instead of the default 40 ms, which would hold every
+other echo back by 20 ms.
 Logging at WARNING. ``python _pipecat_sut.py --port P``.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 
@@ -54,19 +54,14 @@ def build_app():  # type: ignore[no-untyped-def]
                 await self.push_frame(frame, direction)
 
     class RawSerializer(FrameSerializer):
-        def __init__(self) -> None:
-            super().__init__()
-            self._headers: collections.deque[bytes] = collections.deque()
-
         async def serialize(self, frame: Frame) -> bytes | None:
-            if isinstance(frame, OutputAudioRawFrame) and self._headers:
-                return self._headers.popleft() + frame.audio
+            if isinstance(frame, OutputAudioRawFrame):
+                return frame.audio
             return None
 
         async def deserialize(self, data: str | bytes) -> Frame | None:
-            if isinstance(data, bytes) and len(data) > 16:
-                self._headers.append(data[:16])
-                return InputAudioRawFrame(audio=data[16:], sample_rate=8000, num_channels=1)
+            if isinstance(data, bytes) and data:
+                return InputAudioRawFrame(audio=data, sample_rate=8000, num_channels=1)
             return None
 
     async def run_call(websocket: WebSocket, serializer: FrameSerializer, chunks: int) -> None:
@@ -101,7 +96,7 @@ def build_app():  # type: ignore[no-untyped-def]
     @app.websocket("/ws")
     async def raw_ws(websocket: WebSocket) -> None:
         await websocket.accept()
-        await run_call(websocket, RawSerializer(), 1)
+        await run_call(websocket, RawSerializer(), 2)
 
     @app.websocket("/twilio/ws")
     async def twilio_ws(websocket: WebSocket) -> None:

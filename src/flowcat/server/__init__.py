@@ -10,19 +10,16 @@ from ._admission import Admission, default_capacity
 from ._app import ServerConfig, ServerState, create_app, drain
 from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, default_app, load_app
 from ._carriers import CarrierError, Opened, carrier_names, get_carrier
-from ._session import CallInput, CallOutput, OutputClock, run_call
+from ._session import run_call
 from ._workers import ServeOptions, run_worker, supervise
 
 __all__ = [
     "Admission",
     "AppFactory",
     "CallInfo",
-    "CallInput",
-    "CallOutput",
     "CarrierError",
     "EchoProcessor",
     "Opened",
-    "OutputClock",
     "PassThrough",
     "ServeOptions",
     "ServerConfig",

@@ -186,7 +186,6 @@ async def _carrier_call(
         opened.serializer,
         _user_processors(cfg, call),
         params=_params(cfg, opened.in_rate, opened.out_rate),
-        pending=opened.pending,
         idle_timeout_secs=cfg.idle_timeout_secs,
     )
 

@@ -6,12 +6,10 @@ first used). The raw route ``/ws`` needs no serializer module.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
 from ..errors import FlowcatError
-from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from ._apps import CallInfo
 
 __all__ = ["CarrierError", "Opened", "carrier_names", "get_carrier", "raw_serializer"]
@@ -44,38 +42,11 @@ class Opened:
         self.pending = pending or []
 
 
-class _RawSerializer:
-    """Bytes in → InputAudioRawFrame; OutputAudioRawFrame → its bytes (fallback for ``/ws``)."""
-
-    __slots__ = ("sample_rate",)
-
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-
-    async def setup(self, frame: Frame) -> None:
-        return None
-
-    async def serialize(self, frame: Frame) -> bytes | None:
-        if isinstance(frame, OutputAudioRawFrame):
-            return frame.audio
-        return None
-
-    async def deserialize(self, data: str | bytes) -> Frame | None:
-        if data.__class__ is bytes:
-            kw: dict[str, Any] = {"audio": data, "sample_rate": self.sample_rate}
-            return InputAudioRawFrame(**kw)
-        return None
-
-
 def raw_serializer(sample_rate: int) -> Any:
-    """The raw-PCM serializer: ``flowcat.transports.RawPCMSerializer`` when available."""
-    try:
-        cls = getattr(importlib.import_module("flowcat.transports"), "RawPCMSerializer", None)
-    except ImportError:
-        cls = None
-    if cls is None:
-        return _RawSerializer(sample_rate)
-    return cls(sample_rate=sample_rate)
+    """The raw-PCM serializer (binary PCM16 both ways at ``sample_rate``)."""
+    from ..transports import RawPCMSerializer
+
+    return RawPCMSerializer(sample_rate=sample_rate)
 
 
 _ADAPTERS: dict[str, Any] = {}
