@@ -65,8 +65,8 @@ def rss_bytes() -> int:
 async def drain() -> None:
     """Yield until no other callback is ready on the loop (same as the pipecat side)."""
     loop = asyncio.get_running_loop()
-    ready = getattr(loop, "_ready", None)
-    for _ in range(100_000):
+    ready = getattr(loop, "_ready", None)  # stdlib loop; other loops: a bounded number of yields
+    for _ in range(100_000 if ready is not None else 100):
         await asyncio.sleep(0)
         if ready is not None and not ready:
             return
