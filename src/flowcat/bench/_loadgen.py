@@ -157,6 +157,7 @@ class Call:
 async def _connect(picows: Any, cfg: dict[str, Any], stats: Stats, n: int) -> tuple[list[Call], int, int]:
     calls: list[Call] = []
     rejected = failed = 0
+    errors = cfg.setdefault("_errors", [])
     sem = asyncio.Semaphore(int(cfg.get("connect_concurrency", 64)))
     carrier = cfg["carrier"]
 
@@ -170,6 +171,7 @@ async def _connect(picows: Any, cfg: dict[str, Any], stats: Stats, n: int) -> tu
                     rejected += 1
                 else:
                     failed += 1
+                    errors.append(repr(exc)[:300])
                 return
             call = Call(i, tr, lis)
             if carrier == "twilio":
@@ -288,6 +290,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "gen_lag_events": lag_over_5ms,
         "gen_cpu_s": round(cpu, 2),
         "window_s": round((stats.w1 - stats.w0) / 1e9, 3),
+        "first_error": (cfg.get("_errors") or [None])[0],
     }
 
 

@@ -16,10 +16,10 @@ replacement of ``PipelineTask``/``PipelineRunner``), default worker settings.
 Output audio goes in 20 ms chunks (``audio_out_10ms_chunks=2``: one frame per
 message, as it came in) instead of the default 40 ms, which would hold every
 other echo back by 20 ms.
-Logging at WARNING. ``python _pipecat_sut.py --port P``.
+Logging at WARNING. ``python _pipecat_sut.py --port P``. (No ``from __future__ import
+annotations``: FastAPI resolves the ``WebSocket`` annotation at runtime.)
 """
 
-from __future__ import annotations
 
 import argparse
 import json
@@ -85,7 +85,8 @@ def build_app():  # type: ignore[no-untyped-def]
             await worker.cancel()
 
         runner = WorkerRunner(handle_sigint=False)
-        await runner.run(worker)
+        await runner.add_workers(worker)
+        await runner.run()
 
     app = FastAPI()
 
