@@ -299,14 +299,15 @@ def test_turn_events() -> None:
 
 def test_barge_in_long_speech_pause_then_one_interruption() -> None:
     """User speaks over the bot: Pause at once, the turn and ONE interruption once
-    0.5 s of speech (counting the VAD's 0.2 s start delay) are in; VAD flaps after
+    0.5 s of speech (counting the VAD's 0.2 s start delay) are in — known once the
+    VAD's 0.2 s stop hang-over has passed without a stop; VAD flaps after
     that add nothing."""
     r = run_script(
         UserTurnProcessor(),
         [
             (0.0, BOT_ON()),
             (1.0, S()),  # speech began at 0.8
-            (1.4, BOT_OFF()),  # the output transport stops after the interruption
+            (1.6, BOT_OFF()),  # the output transport stops after the interruption
             (1.8, E()),
             (1.9, S()),
             (2.1, E()),
@@ -319,8 +320,8 @@ def test_barge_in_long_speech_pause_then_one_interruption() -> None:
         r,
         [
             ("BotSpeechPauseFrame", 1.0),
-            ("UserStartedSpeakingFrame", 1.3),
-            ("InterruptionFrame", 1.3),
+            ("UserStartedSpeakingFrame", 1.5),
+            ("InterruptionFrame", 1.5),
             ("UserStoppedSpeakingFrame", 3.1),
         ],
     )
@@ -347,14 +348,15 @@ def test_backchannel_with_flap_accumulates_speech() -> None:
     """Two short bursts over the bot add up past min_duration: one interruption, no resume."""
     r = run_script(
         UserTurnProcessor(),
-        [(0.0, BOT_ON()), (1.0, S()), (1.2, E()), (1.5, S()), (1.75, BOT_OFF())],
+        [(0.0, BOT_ON()), (1.0, S()), (1.2, E()), (1.5, S()), (1.9, BOT_OFF())],
         until=4.0,
     )
-    # Burst 1: 0.8–1.0 (0.2 s). Burst 2 from 1.3: 0.5 s in total at 1.6.
+    # Burst 1: 0.8–1.0 (0.2 s). Burst 2 from 1.3: 0.5 s in total at 1.6, known at 1.8
+    # once the VAD's 0.2 s stop hang-over has passed with the user still speaking.
     assert r.outputs(DOWN)[:3] == [
         ("BotSpeechPauseFrame", 1.0),
-        ("UserStartedSpeakingFrame", 1.6),
-        ("InterruptionFrame", 1.6),
+        ("UserStartedSpeakingFrame", 1.8),
+        ("InterruptionFrame", 1.8),
     ]
     assert r.count(BotSpeechResumeFrame) == 0
     assert r.count(InterruptionFrame, DOWN) == r.count(InterruptionFrame, UP) == 1

@@ -151,6 +151,9 @@ async def test_pipecat_style_analyze_audio_batches_concurrent_callers() -> None:
 
 
 async def test_model_is_shared_and_slots_are_released() -> None:
+    import gc
+
+    gc.collect()  # analyzers left by earlier tests must not be freed mid-test
     model = SileroModel.shared()
     count = SileroModel.constructions
     lane = model.lane(16000)
@@ -169,8 +172,6 @@ async def test_model_is_shared_and_slots_are_released() -> None:
     del analyzers
     b = SileroVADAnalyzer(sample_rate=16000)  # a garbage-collected analyzer frees its slot too
     del b
-    import gc
-
     gc.collect()
     assert lane.in_use == base
 

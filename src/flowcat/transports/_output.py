@@ -238,7 +238,7 @@ class BaseOutputTransport(FrameProcessor):
         elif cls is BotSpeechResumeFrame:
             if self._paused:
                 self._paused = False
-                if self._queue or self._pending:
+                if self._queue or self._pending or self._speaking:
                     self._activate()
         elif isinstance(frame, EndFrame):
             if self._end(frame):
@@ -359,13 +359,13 @@ class BaseOutputTransport(FrameProcessor):
                 if now - self._last_speaking >= self._params.bot_speaking_period_secs:
                     self._last_speaking = now
                     self._broadcast(BotSpeakingFrame)
-            elif now - self._last_sent >= self._params.bot_stopped_speaking_secs:
+            elif not self._paused and now - self._last_sent >= self._params.bot_stopped_speaking_secs:
+                # A paused bot (barge-in being judged) has not stopped speaking.
                 self._stopped_speaking()
         if self._outbox:
             self._flush_outbox()
-        keep = (
-            bool(self._queue) or (bool(self._pending) and not self._paused) or self._speaking or self._always
-        )
+        keep = bool(self._queue) or (bool(self._pending) and not self._paused) or self._always
+        keep = keep or (self._speaking and not self._paused)
         if not keep:
             self._active = False
         return keep

@@ -45,6 +45,11 @@ class InterruptionParams:
     VAD stop before unqualified speech is judged a backchannel and the bot resumes.
     Default 1.0: covers a final transcript's usual lag (0.3–0.4 s after the VAD stop
     with a local Whisper) and a short VAD flap; livekit uses 2.0."""
+    vad_stop_secs: float = 0.2
+    """The VAD's ``stop_secs`` (s): while the VAD still reports speech, the speech may
+    have ended this long ago, so ongoing speech counts only past this hang-over (a
+    0.4 s "uh huh" is not held to be 0.6 s long). Updated from each VAD stop frame.
+    Default 0.2 (the VAD's default)."""
     resume_false_interruption: bool = True
     """Pause the bot at once and resume it after a false interruption. If False, the
     bot keeps talking until the speech qualifies (no Pause/Resume frames)."""
@@ -60,6 +65,7 @@ class BargeIn:
 
     __slots__ = (
         "_acc",
+        "_hangover",
         "_resume_at",
         "_since",
         "_words_final",
@@ -74,6 +80,7 @@ class BargeIn:
         self.pending = False
         self.deadline: float | None = None
         self._acc = 0.0  # speech time (s) of finished VAD segments
+        self._hangover = params.vad_stop_secs
         self._since: float | None = None  # start of the current VAD segment, if speaking
         self._resume_at: float | None = None
         self._words_final = 0
@@ -82,7 +89,7 @@ class BargeIn:
     def speech_secs(self, now: float) -> float:
         """User speech (s) so far in this barge-in."""
         since = self._since
-        return self._acc + (now - since if since is not None else 0.0)
+        return self._acc + (max(0.0, now - since - self._hangover) if since is not None else 0.0)
 
     def words(self) -> int:
         """Words transcribed so far (finals + the latest interim)."""
@@ -119,6 +126,8 @@ class BargeIn:
                 ended that long ago.
         """
         since = self._since
+        if stop_secs > 0:
+            self._hangover = stop_secs
         if since is not None:
             self._acc += max(0.0, now - stop_secs - since)
             self._since = None
@@ -157,7 +166,8 @@ class BargeIn:
             return RESUME
         deadline = self._resume_at
         if self._since is not None and speech < p.min_duration:
-            # Wake when the duration would qualify if the user keeps speaking.
-            deadline = min(deadline, now + (p.min_duration - speech))
+            # Wake when the duration would qualify if the user keeps speaking
+            # (past the VAD's hang-over: only then is the speech known to be that long).
+            deadline = min(deadline, self._since + self._hangover + (p.min_duration - self._acc))
         self.deadline = deadline
         return NONE
