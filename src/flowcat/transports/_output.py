@@ -299,7 +299,14 @@ class BaseOutputTransport(FrameProcessor):
             self._pending = b""
 
     def _activate(self) -> None:
-        if self._active or self._closed or self._clock is None:
+        if self._closed or self._clock is None:
+            return
+        if self._active:
+            # Already on the clock: send now whatever the send-ahead window allows
+            # instead of waiting up to a period for the next tick (an echo or a
+            # streaming TTS would otherwise gain up to 20 ms per chunk).
+            if not self._paused and not self.on_clock(self._loop.time()):  # type: ignore[union-attr]
+                self._clock.discard(self)
             return
         self._active = True
         self._clock.add(self)

@@ -165,7 +165,7 @@ class BargeIn:
             self.reset()
             return RESUME
         deadline = self._resume_at
-        if self._since is not None and speech < p.min_duration:
+        if self._since is not None and speech < p.min_duration - _EPS:
             # Wake when the duration would qualify if the user keeps speaking
             # (past the VAD's hang-over: only then is the speech known to be that long).
             deadline = min(deadline, self._since + self._hangover + (p.min_duration - self._acc))
