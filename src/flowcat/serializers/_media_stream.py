@@ -8,13 +8,13 @@ and in codec. Subclasses set the class attributes and parse their ``start``.
 
 from __future__ import annotations
 
-import binascii
 import json
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from typing import Any, ClassVar
 
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._json import decode_media_payload, parse_json_object
 
 __all__ = ["MediaStreamSerializer"]
 
@@ -51,25 +51,13 @@ class MediaStreamSerializer(FrameSerializer):
         if not isinstance(data, str):
             self.bad_input("binary message (JSON text expected)", data)
             return None
-        try:
-            msg = json.loads(data)
-        except ValueError:
-            self.bad_input("invalid JSON", data)
-            return None
-        if not isinstance(msg, dict):
-            self.bad_input("JSON that is not an object", data)
+        msg = parse_json_object(self, data)
+        if msg is None:
             return None
         event = msg.get("event")
         if event == "media":
-            media = msg.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
-            if not isinstance(payload, str):
-                self.bad_input("media without payload", data)
-                return None
-            try:
-                audio = b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                self.bad_input("media payload that is not base64", data)
+            audio = decode_media_payload(self, msg, data)
+            if audio is None:
                 return None
             if not audio:
                 return None

@@ -20,16 +20,16 @@ Docs:
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape, quoteattr
 
 from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._json import decode_media_payload, parse_json_object
 from ._rest import basic_auth, env
 from ._signatures import validate_plivo_v3
 
@@ -93,25 +93,13 @@ class PlivoFrameSerializer(FrameSerializer):
         if not isinstance(data, str):
             self.bad_input("binary message (JSON text expected)", data)
             return None
-        try:
-            msg = json.loads(data)
-        except ValueError:
-            self.bad_input("invalid JSON", data)
-            return None
-        if not isinstance(msg, dict):
-            self.bad_input("JSON that is not an object", data)
+        msg = parse_json_object(self, data)
+        if msg is None:
             return None
         event = msg.get("event")
         if event == "media":
-            media = msg.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
-            if not isinstance(payload, str):
-                self.bad_input("media without payload", data)
-                return None
-            try:
-                audio = b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                self.bad_input("media payload that is not base64", data)
+            audio = decode_media_payload(self, msg, data)
+            if audio is None:
                 return None
             if self._codec == "L16" and len(audio) & 1:
                 self.bad_input("L16 payload with an odd byte count", data)

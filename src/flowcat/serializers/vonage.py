@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._framer import Framer
+from ._json import parse_json_object
 from ._rest import env
 
 if TYPE_CHECKING:
@@ -113,13 +114,8 @@ class VonageFrameSerializer(FrameSerializer):
                 self.bad_input("audio with an odd or zero byte count", data)
                 return None
             return self.decode(bytes(data))
-        try:
-            msg = json.loads(data)
-        except ValueError:
-            self.bad_input("invalid JSON", data)
-            return None
-        if not isinstance(msg, dict):
-            self.bad_input("JSON that is not an object", data)
+        msg = parse_json_object(self, data)
+        if msg is None:
             return None
         event = msg.get("event")
         if event == "websocket:connected":

@@ -1,0 +1,40 @@
+"""Shared parsing of JSON carrier messages: malformed input is reported, never raised."""
+
+from __future__ import annotations
+
+import binascii
+import json
+from base64 import b64decode
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._base import FrameSerializer
+
+__all__ = ["decode_media_payload", "parse_json_object"]
+
+
+def parse_json_object(ser: FrameSerializer, data: str | bytes) -> dict[str, Any] | None:
+    """``data`` as a JSON object, or None (reported through ``ser.bad_input``)."""
+    try:
+        msg = json.loads(data)
+    except ValueError:
+        ser.bad_input("invalid JSON", data)
+        return None
+    if not isinstance(msg, dict):
+        ser.bad_input("JSON that is not an object", data)
+        return None
+    return msg
+
+
+def decode_media_payload(ser: FrameSerializer, msg: dict[str, Any], data: str | bytes) -> bytes | None:
+    """The base64 ``media.payload`` of a media event, or None (reported)."""
+    media = msg.get("media")
+    payload = media.get("payload") if isinstance(media, dict) else None
+    if not isinstance(payload, str):
+        ser.bad_input("media without payload", data)
+        return None
+    try:
+        return b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        ser.bad_input("media payload that is not base64", data)
+        return None
