@@ -13,8 +13,19 @@ if TYPE_CHECKING:
 __all__ = ["decode_media_payload", "parse_json_object"]
 
 
-def parse_json_object(ser: FrameSerializer, data: str | bytes) -> dict[str, Any] | None:
-    """``data`` as a JSON object, or None (reported through ``ser.bad_input``)."""
+def parse_json_object(
+    ser: FrameSerializer, data: str | bytes, *, text_only: bool = False
+) -> dict[str, Any] | None:
+    """``data`` as a JSON object, or None (reported through ``ser.bad_input``).
+
+    Args:
+        ser: The serializer reporting bad input.
+        data: The WebSocket message.
+        text_only: Reject binary messages (carriers that send JSON text only).
+    """
+    if text_only and not isinstance(data, str):
+        ser.bad_input("binary message (JSON text expected)", data)
+        return None
     try:
         msg = json.loads(data)
     except ValueError:

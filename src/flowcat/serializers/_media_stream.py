@@ -48,10 +48,7 @@ class MediaStreamSerializer(FrameSerializer):
     # ---------------------------------------------------------------- inbound
 
     async def _deserialize(self, data: str | bytes) -> Frame | None:
-        if not isinstance(data, str):
-            self.bad_input("binary message (JSON text expected)", data)
-            return None
-        msg = parse_json_object(self, data)
+        msg = parse_json_object(self, data, text_only=True)
         if msg is None:
             return None
         event = msg.get("event")
