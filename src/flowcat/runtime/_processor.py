@@ -70,6 +70,10 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
         self._name = name or f"{type(self).__name__}#{self._id}"
         self._prev: FrameProcessor | None = None
         self._next: FrameProcessor | None = None
+        # Where push_frame delivers: the neighbours, or (once a task flattened the
+        # pipeline) the nearest processor past pure forwarders (pipeline edges).
+        self._down: FrameProcessor | None = None
+        self._up: FrameProcessor | None = None
         self._parent: FrameProcessor | None = None
         self._sched: CallScheduler | None = None
         self._gate: deque[tuple[Frame, FrameDirection]] | None = None
@@ -95,6 +99,11 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
 
     def __repr__(self) -> str:
         return f"<{self._name}>"
+
+    wants_sent_audio: bool = True
+    """Whether an output transport before this processor pushes each chunk it sent
+    on to it (True for every processor; the task's own sink says no unless an
+    event handler or observer looks at what reaches it)."""
 
     @property
     def next(self) -> FrameProcessor | None:
@@ -129,8 +138,8 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
 
     def link(self, processor: FrameProcessor) -> FrameProcessor:
         """Make ``processor`` the downstream neighbour. Returns it, for chaining."""
-        self._next = processor
-        processor._prev = self
+        self._next = self._down = processor
+        processor._prev = processor._up = self
         return processor
 
     def _attach(self, sched: CallScheduler | None) -> None:
@@ -160,7 +169,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
         if sched is not None and not sched.executing:
             await sched.enter(self, frame, direction)
             return
-        nxt = self._next if direction is DOWNSTREAM else self._prev
+        nxt = self._down if direction is DOWNSTREAM else self._up
         if nxt is None:
             return
         if nxt._gate is not None and nxt._gated(frame, direction):

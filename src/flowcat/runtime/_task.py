@@ -47,6 +47,7 @@ from ..frames import (
 from ._direction import FrameDirection
 from ._events import EventEmitter
 from ._observer import BaseObserver, FramePushed
+from ._pipeline import flatten_links
 from ._processor import FrameProcessor
 from ._scheduler import CallScheduler
 
@@ -120,6 +121,11 @@ class _TaskSink(FrameProcessor):
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}::Sink")
         self._task = task
+
+    @property  # type: ignore[override]
+    def wants_sent_audio(self) -> bool:
+        task = self._task
+        return bool(task._observers) or task.has_event_handler("on_frame_reached_downstream")
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is DOWNSTREAM:
@@ -281,10 +287,13 @@ class PipelineTask(EventEmitter):
         loop = self._loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
         self._state = "running"
-        for proc in [self._source, *self._pipeline.walk(), self._sink]:
+        procs = [self._source, *self._pipeline.walk(), self._sink]
+        for proc in procs:
             proc._attach(self._sched)
             if self._observers:
                 _install_observers(proc, self._observers, loop)
+        if not self._observers:
+            flatten_links(procs)
         try:
             if self._cancel_requested:
                 self._finish("cancelled before start")

@@ -15,18 +15,23 @@ import logging
 import weakref
 from typing import Protocol
 
-__all__ = ["AudioClock", "ClockClient"]
+__all__ = ["IDLE", "AudioClock", "ClockClient"]
 
 logger = logging.getLogger("flowcat.transports.clock")
 
 _MAX_LAG_TICKS = 5  # when the loop fell further behind than this, re-anchor the grid
 
+IDLE = 2
+"""What :meth:`ClockClient.on_clock` returns when it needs only a look now and
+then (a bot that counts as speaking with nothing queued): such clients are
+served every :attr:`AudioClock.idle_every` ticks instead of every tick."""
+
 
 class ClockClient(Protocol):
     """What the clock drives (an output transport)."""
 
-    def on_clock(self, now: float) -> bool:
-        """Send what is due at ``now``; return False when there is nothing more to do."""
+    def on_clock(self, now: float) -> bool | int:
+        """Send what is due at ``now``; True: serve every tick, ``IDLE``: now and then, False: done."""
         ...
 
 
@@ -48,6 +53,9 @@ class AudioClock:
         self.loop = loop
         self.period = period
         self._clients: dict[ClockClient, None] = {}
+        self._idle: dict[ClockClient, None] = {}
+        self.idle_every = max(1, round(0.06 / period))
+        """Ticks between looks at idle clients (about 60 ms)."""
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
         self._ticking = False
@@ -82,13 +90,15 @@ class AudioClock:
         return self._handle is not None
 
     def __len__(self) -> int:
-        return len(self._clients)
+        return len(self._clients) + len(self._idle)
 
     def __contains__(self, client: object) -> bool:
-        return client in self._clients
+        return client in self._clients or client in self._idle
 
     def add(self, client: ClockClient) -> None:
-        """Register ``client``; it is served from the next tick on."""
+        """Register ``client`` (or make an idle one busy); it is served from the next tick on."""
+        if self._idle:
+            self._idle.pop(client, None)
         self._clients[client] = None
         if self._handle is None and not self._ticking:
             self._next = self.loop.time() + self.period
@@ -97,7 +107,8 @@ class AudioClock:
     def discard(self, client: ClockClient) -> None:
         """Unregister ``client`` (the timer stops when nobody is left)."""
         self._clients.pop(client, None)
-        if not self._clients and self._handle is not None and not self._ticking:
+        self._idle.pop(client, None)
+        if not self._clients and not self._idle and self._handle is not None and not self._ticking:
             self._handle.cancel()
             self._handle = None
 
@@ -108,6 +119,7 @@ class AudioClock:
         self._handle = None
         self._ticking = True
         clients = self._clients
+        idle = self._idle
         try:
             for client in tuple(clients):
                 if client not in clients:
@@ -117,11 +129,26 @@ class AudioClock:
                 except Exception:
                     logger.exception("audio clock: %r failed; dropped", client)
                     keep = False
-                if not keep:
+                if keep is not True:
                     clients.pop(client, None)
+                    if keep:
+                        idle[client] = None
+            if idle and self.ticks % self.idle_every == 0:
+                for client in tuple(idle):
+                    if client not in idle:
+                        continue
+                    try:
+                        keep = client.on_clock(now)
+                    except Exception:
+                        logger.exception("audio clock: %r failed; dropped", client)
+                        keep = False
+                    if keep != IDLE:
+                        idle.pop(client, None)
+                        if keep:
+                            clients[client] = None
         finally:
             self._ticking = False
-        if not clients:
+        if not clients and not idle:
             self._handle = None
             return
         nxt = self._next + self.period

@@ -50,7 +50,7 @@ from ..frames import (
     StartFrame,
 )
 from ..runtime import FrameDirection, FrameProcessor
-from ._clock import AudioClock
+from ._clock import IDLE, AudioClock
 from ._drive import drive
 from ._params import TransportParams
 
@@ -121,6 +121,7 @@ class BaseOutputTransport(FrameProcessor):
         self._ending: EndFrame | None = None
         self._silence = b""
         self._mixer = params.audio_out_mixer
+        self._push_sent = True
         self.stats = OutputStats()
 
     # ------------------------------------------------------------ subclass API
@@ -188,6 +189,9 @@ class BaseOutputTransport(FrameProcessor):
         self._silence = bytes(self._chunk_bytes)
         self._loop = asyncio.get_running_loop()
         self._clock = AudioClock.for_loop(self._period, self._loop)
+        # Whether sent chunks go on downstream: decided once, when the call starts.
+        nxt = self._down
+        self._push_sent = nxt is not None and nxt.wants_sent_audio
         mixer = self._mixer
         if mixer is not None and hasattr(mixer, "start"):
             res = mixer.start(self._rate)
@@ -263,7 +267,28 @@ class BaseOutputTransport(FrameProcessor):
         if self._closed or self._discard_audio or self._ending is not None or not self._chunk_bytes:
             return
         audio = frame.audio
-        if frame.sample_rate != self._rate:
+        if frame.sample_rate == self._rate:
+            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
+            # queued, the window open — send it now, as the frame it came in.
+            if (
+                self._active
+                and len(audio) == self._chunk_bytes
+                and not self._pending
+                and not self._queue
+                and not self._paused
+                and self._mixer is None
+                and frame.num_channels == self._channels
+            ):
+                now = self._loop.time()  # type: ignore[union-attr]
+                if self._play_end - now + self._period <= self._ahead + self._slack:
+                    self._send(audio, now, True, frame)
+                    if now - self._last_speaking >= self._params.bot_speaking_period_secs:
+                        self._last_speaking = now
+                        self._broadcast(BotSpeakingFrame)
+                    if self._outbox:
+                        self._flush_outbox()
+                    return
+        else:
             rs = self._resampler
             if rs is None or rs.in_rate != frame.sample_rate:
                 rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
@@ -305,8 +330,12 @@ class BaseOutputTransport(FrameProcessor):
             # Already on the clock: send now whatever the send-ahead window allows
             # instead of waiting up to a period for the next tick (an echo or a
             # streaming TTS would otherwise gain up to 20 ms per chunk).
-            if not self._paused and not self.on_clock(self._loop.time()):  # type: ignore[union-attr]
-                self._clock.discard(self)
+            if not self._paused:
+                busy = self.on_clock(self._loop.time())  # type: ignore[union-attr]
+                if not busy:
+                    self._clock.discard(self)
+                elif busy is True:
+                    self._clock.add(self)
             return
         self._active = True
         self._clock.add(self)
@@ -319,8 +348,13 @@ class BaseOutputTransport(FrameProcessor):
 
     # ------------------------------------------------------------ the clock
 
-    def on_clock(self, now: float) -> bool:
-        """Send what the window allows at ``now``; False when idle (called by the clock)."""
+    def on_clock(self, now: float) -> bool | int:
+        """Send what the window allows at ``now`` (called by the clock).
+
+        Returns True while audio waits (serve every tick), ``IDLE`` while the bot
+        counts as speaking with nothing queued (a few ticks apart is enough to see
+        it stop), False when there is nothing more to do.
+        """
         if self._closed:
             self._active = False
             return False
@@ -371,17 +405,19 @@ class BaseOutputTransport(FrameProcessor):
                 self._stopped_speaking()
         if self._outbox:
             self._flush_outbox()
-        keep = bool(self._queue) or (bool(self._pending) and not self._paused) or self._always
-        keep = keep or (self._speaking and not self._paused)
-        if not keep:
-            self._active = False
-        return keep
+        if self._queue or (self._pending and not self._paused) or self._always:
+            return True
+        if self._speaking and not self._paused:
+            return IDLE
+        self._active = False
+        return False
 
-    def _send(self, chunk: bytes, now: float, bot: bool) -> None:
-        mixer = self._mixer
-        if mixer is not None:
-            chunk = mixer.mix(chunk)
-        frame = OutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels)
+    def _send(self, chunk: bytes, now: float, bot: bool, frame: OutputAudioRawFrame | None = None) -> None:
+        if frame is None:
+            mixer = self._mixer
+            if mixer is not None:
+                chunk = mixer.mix(chunk)
+            frame = OutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels)
         try:
             self.write_audio(frame)
         except Exception:
@@ -399,7 +435,8 @@ class BaseOutputTransport(FrameProcessor):
             self._speaking = True
             self._last_speaking = now
             self._broadcast(BotStartedSpeakingFrame)
-        self._outbox.append((frame, DOWNSTREAM))
+        if self._push_sent:
+            self._outbox.append((frame, DOWNSTREAM))
 
     def _release(self, frame: Frame) -> None:
         """A queued frame reached the head of the queue: send it, pass it on."""
