@@ -92,10 +92,27 @@ def test_write_section_and_plot(tmp_path: Path) -> None:
     from flowcat.bench._plot import plot_p99, write_section
 
     rows = [
-        {"system": s, "workers": 1, "calls": n, "p50_ms": 0.2, "p90_ms": 0.3, "p99_ms": p, "p999_ms": 1.0,
-         "max_ms": 2.0, "throughput": 1.0, "server_cpu_pct": 10.0, "cpu_us_per_frame": 9.0, "cpu_vs_floor": 1.5,
-         "connected": n}
-        for s, n, p in (("flowcat", 100, 0.5), ("flowcat", 200, 0.9), ("floor", 100, 0.3), ("pipecat", 50, 2.0))
+        {
+            "system": s,
+            "workers": 1,
+            "calls": n,
+            "p50_ms": 0.2,
+            "p90_ms": 0.3,
+            "p99_ms": p,
+            "p999_ms": 1.0,
+            "max_ms": 2.0,
+            "throughput": 1.0,
+            "server_cpu_pct": 10.0,
+            "cpu_us_per_frame": 9.0,
+            "cpu_vs_floor": 1.5,
+            "connected": n,
+        }
+        for s, n, p in (
+            ("flowcat", 100, 0.5),
+            ("flowcat", 200, 0.9),
+            ("floor", 100, 0.3),
+            ("pipecat", 50, 2.0),
+        )
     ]
     png = tmp_path / "capacity.png"
     assert plot_p99(rows, png) and png.stat().st_size > 1000

@@ -85,7 +85,9 @@ class ScriptedBot(FrameProcessor):
                     audio = tone(BOT_HZ, BOT_SECS, rate, 0.4)
                     step = rate * 2 // 50
                     for i in range(0, len(audio), step):
-                        await self.push_frame(OutputAudioRawFrame(audio=audio[i : i + step], sample_rate=rate))
+                        await self.push_frame(
+                            OutputAudioRawFrame(audio=audio[i : i + step], sample_rate=rate)
+                        )
         elif not self.interrupted and now < self.speaking_until:
             self.loud = self.loud + 1 if loud else 0
             if self.loud >= 3:
@@ -135,7 +137,9 @@ async def _scenario(client: TestClient, spec: Any) -> None:
         nonlocal after_clear
         async for msg in ws:
             data = msg.data
-            if isinstance(data, str) and (data == spec.clear or ("barge_in" in (spec.clear or "") and "barge_in" in data)):
+            if isinstance(data, str) and (
+                data == spec.clear or ("barge_in" in (spec.clear or "") and "barge_in" in data)
+            ):
                 cleared_at.append(loop.time())
                 continue
             payload = spec.media_out(data)

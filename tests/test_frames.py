@@ -64,6 +64,8 @@ def test_every_exported_frame_is_documented() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).parents[1] / "docs" / "frames.md").read_text()
-    frame_names = [n for n in F.__all__ if isinstance(getattr(F, n), type) and issubclass(getattr(F, n), F.Frame)]
+    frame_names = [
+        n for n in F.__all__ if isinstance(getattr(F, n), type) and issubclass(getattr(F, n), F.Frame)
+    ]
     missing = [n for n in frame_names if f"`{n}`" not in doc]
     assert not missing, f"frames missing from docs/frames.md: {missing}"

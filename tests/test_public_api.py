@@ -36,7 +36,9 @@ def test_all_is_sorted_and_complete(module: str) -> None:
     assert names == sorted(names, key=lambda n: (n.startswith("_"), n)) or names == sorted(names)
     for name in names:
         assert hasattr(mod, name), f"{module}.__all__ names missing {name}"
-    public = {n for n in vars(mod) if not n.startswith("_") and not isinstance(getattr(mod, n), type(importlib))}
+    public = {
+        n for n in vars(mod) if not n.startswith("_") and not isinstance(getattr(mod, n), type(importlib))
+    }
     public -= {"annotations"}
     extra = public - set(names)
     assert not extra, f"{module} exposes names not in __all__: {sorted(extra)}"

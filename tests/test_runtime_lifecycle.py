@@ -255,7 +255,9 @@ def test_heartbeats_flow_and_stalls_are_reported() -> None:
     async def main() -> tuple[int, int, int]:
         stall = Stall()
         sink = CaptureProcessor(DOWN)
-        params = PipelineParams(enable_heartbeats=True, heartbeats_period_secs=1.0, heartbeats_monitor_secs=5.0)
+        params = PipelineParams(
+            enable_heartbeats=True, heartbeats_period_secs=1.0, heartbeats_monitor_secs=5.0
+        )
         task = PipelineTask(Pipeline([stall, sink]), params=params)
         timeouts: list[int] = []
         task.add_event_handler("on_heartbeat_timeout", lambda _t: timeouts.append(1))
@@ -320,7 +322,9 @@ def test_run_test_sleep_frame_uses_virtual_time() -> None:
     async def main() -> float:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        await run_test(Passthrough(), frames_to_send=[SleepFrame(sleep=120)], expected_down_frames=[], timeout=300)
+        await run_test(
+            Passthrough(), frames_to_send=[SleepFrame(sleep=120)], expected_down_frames=[], timeout=300
+        )
         return loop.time() - t0
 
     assert run_virtual(main()) == pytest.approx(120, abs=0.1)

@@ -80,7 +80,9 @@ class FakeService(FrameProcessor):
             await self.stop_ttfb_metrics()
             await asyncio.sleep(0.5)
             await self.stop_processing_metrics()
-            await self.start_llm_usage_metrics(F.LLMTokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15))
+            await self.start_llm_usage_metrics(
+                F.LLMTokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+            )
             await self.start_tts_usage_metrics(frame.text)
         await self.push_frame(frame, direction)
 
@@ -89,7 +91,9 @@ class FakeService(FrameProcessor):
 def test_metrics_frames(usage: bool) -> None:
     async def main() -> list[F.Frame]:
         params = PipelineParams(enable_metrics=True, enable_usage_metrics=usage)
-        down, _ = await run_test(FakeService(name="svc"), frames_to_send=[F.TextFrame("hello")], params=params)
+        down, _ = await run_test(
+            FakeService(name="svc"), frames_to_send=[F.TextFrame("hello")], params=params
+        )
         return down
 
     down = run_virtual(main())

@@ -38,7 +38,9 @@ class Scripted(VADAnalyzer):
 
 def run_events(analyzer: VADAnalyzer, pcm: bytes, chunk: int = 640) -> list[tuple[str, float]]:
     events: list[tuple[str, float]] = []
-    analyzer.set_listener(lambda e, p: events.append((e.name, round(p, 3))) if e is not VADEvent.ACTIVITY else None)
+    analyzer.set_listener(
+        lambda e, p: events.append((e.name, round(p, 3))) if e is not VADEvent.ACTIVITY else None
+    )
     for i in range(0, len(pcm), chunk):
         analyzer.analyze_audio_sync(pcm[i : i + chunk])
     return events
@@ -119,8 +121,13 @@ def _check(events, spans, params: VADParams | None = None):
 
 @pytest.mark.parametrize(
     "name",
-    ["utterance_weather.wav", "utterance_booking.wav", "backchannel_uhhuh.wav",
-     "two_utterances.wav", "two_utterances_8k.wav"],
+    [
+        "utterance_weather.wav",
+        "utterance_booking.wav",
+        "backchannel_uhhuh.wav",
+        "two_utterances.wav",
+        "two_utterances_8k.wav",
+    ],
 )
 def test_silero_finds_speech_segments(name: str) -> None:
     pcm, rate, spans = load(name)
@@ -183,5 +190,7 @@ def test_webrtc_gate_skips_inference_in_silence_and_keeps_segments() -> None:
 
 def test_any_chunk_size_gives_the_same_result() -> None:
     pcm, rate, _ = load("utterance_booking.wav")
-    results = {chunk: run_events(SileroVADAnalyzer(sample_rate=rate), pcm, chunk) for chunk in (2, 640, 3334, 20000)}
+    results = {
+        chunk: run_events(SileroVADAnalyzer(sample_rate=rate), pcm, chunk) for chunk in (2, 640, 3334, 20000)
+    }
     assert len({tuple(v) for v in results.values()}) == 1

@@ -145,7 +145,9 @@ async def test_pipecat_style_analyze_audio_batches_concurrent_callers() -> None:
     batcher = SileroBatcher.for_loop()
     step = 640
     for off in range(0, len(pcms[0]), step):
-        await asyncio.gather(*(a.analyze_audio(p[off : off + step]) for a, p in zip(analyzers, pcms, strict=True)))
+        await asyncio.gather(
+            *(a.analyze_audio(p[off : off + step]) for a, p in zip(analyzers, pcms, strict=True))
+        )
     assert batcher.stats.max_batch == 8
     assert [a.position for a in analyzers] == [pytest.approx(2.0, abs=0.032)] * 8
 
@@ -178,7 +180,9 @@ async def test_model_is_shared_and_slots_are_released() -> None:
 
 def test_missing_silero_package_raises_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "silero_vad" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "silero_vad" else real(name, *a)
+    )
     with pytest.raises(MissingExtraError) as info:
         silero_model_path()
     assert info.value.extra == "local"
@@ -237,4 +241,8 @@ async def test_streams_of_different_models_and_rates_batch_separately() -> None:
         a.feed(bytes(4096))
     await asyncio.wait_for(asyncio.gather(*(a.drain() for a in analyzers)), 5)
     assert [a.pending for a in analyzers] == [0, 0, 0]
-    assert [a.position for a in analyzers] == [pytest.approx(0.128), pytest.approx(0.256), pytest.approx(0.128)]
+    assert [a.position for a in analyzers] == [
+        pytest.approx(0.128),
+        pytest.approx(0.256),
+        pytest.approx(0.128),
+    ]

@@ -21,7 +21,9 @@ def segments() -> dict[str, dict]:
         return json.load(f)
 
 
-def load(name: str, noise_floor_dbfs: float | None = NOISE_FLOOR_DBFS) -> tuple[bytes, int, list[list[float]]]:
+def load(
+    name: str, noise_floor_dbfs: float | None = NOISE_FLOOR_DBFS
+) -> tuple[bytes, int, list[list[float]]]:
     """(pcm16 bytes, sample rate, true segments) of a fixture, with a noise floor mixed in."""
     with wave.open(os.path.join(FIXTURES, name)) as w:
         rate = w.getframerate()
@@ -77,8 +79,13 @@ def frames(pcm: bytes, rate: int, ms: int = 20) -> list[InputAudioRawFrame]:
 
 def test_fixtures_are_small_16bit_mono_with_segments() -> None:
     segs = segments()
-    assert {"utterance_weather.wav", "utterance_booking.wav", "backchannel_uhhuh.wav",
-            "two_utterances.wav", "two_utterances_8k.wav"} <= set(segs)
+    assert {
+        "utterance_weather.wav",
+        "utterance_booking.wav",
+        "backchannel_uhhuh.wav",
+        "two_utterances.wav",
+        "two_utterances_8k.wav",
+    } <= set(segs)
     for name, meta in segs.items():
         path = os.path.join(FIXTURES, name)
         assert os.path.getsize(path) < 250_000

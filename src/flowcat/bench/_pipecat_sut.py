@@ -20,7 +20,6 @@ Logging at WARNING. ``python _pipecat_sut.py --port P``. (No ``from __future__ i
 annotations``: FastAPI resolves the ``WebSocket`` annotation at runtime.)
 """
 
-
 import argparse
 import json
 import sys

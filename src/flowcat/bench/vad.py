@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's options."""
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--calls", type=int, default=None, help="concurrent calls (default 100, quick 10)")
-    parser.add_argument("--seconds", type=float, default=None, help="audio seconds timed (default 2, quick 1)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="audio seconds timed (default 2, quick 1)"
+    )
     parser.add_argument("--quick", action="store_true", help="few calls, short audio (CI smoke, < 10 s)")
 
 
@@ -296,7 +298,9 @@ def _table(r: dict[str, Any]) -> str:
         lines.append(f"smart-turn: n/a ({st.get('reason')})")
     media = r["media"]
     if media.get("available"):
-        parts = [f"{k[: -len('_us_per_20ms')]} {v:.1f}" for k, v in media.items() if k.endswith("_us_per_20ms")]
+        parts = [
+            f"{k[: -len('_us_per_20ms')]} {v:.1f}" for k, v in media.items() if k.endswith("_us_per_20ms")
+        ]
         lines.append("media us per 20 ms frame: " + ", ".join(parts))
     return "\n".join(lines)
 

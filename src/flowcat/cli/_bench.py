@@ -24,5 +24,3 @@ def register(sub: Any) -> None:
         module.add_arguments(p)
         p.set_defaults(func=module.main)
     parser.set_defaults(func=lambda _a: (parser.print_help(), 2)[1])
-
-

@@ -109,7 +109,11 @@ async def _main(args: argparse.Namespace) -> int:
     count = args.frames
     frames = _tone_frames(count)
     meter = _Meter()
-    stages: list[FrameProcessor] = [_ToOutput(name="echo"), _Gain(0.5), *[_Pass(name=f"stage{i}") for i in range(args.stages)]]
+    stages: list[FrameProcessor] = [
+        _ToOutput(name="echo"),
+        _Gain(0.5),
+        *[_Pass(name=f"stage{i}") for i in range(args.stages)],
+    ]
     await _run_once(frames, stages, meter)
     out = np.frombuffer(b"".join(meter.audio), dtype=np.int16).astype(np.float64)
     spectrum = np.abs(np.fft.rfft(out))

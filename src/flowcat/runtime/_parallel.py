@@ -45,7 +45,9 @@ class ParallelPipeline(FrameProcessor):
             raise ValueError("ParallelPipeline needs at least one branch")
         self._branches: list[Pipeline] = []
         for i, branch in enumerate(branches):
-            pipe = branch if isinstance(branch, Pipeline) else Pipeline(list(branch), name=f"{self.name}[{i}]")
+            pipe = (
+                branch if isinstance(branch, Pipeline) else Pipeline(list(branch), name=f"{self.name}[{i}]")
+            )
             pipe._source._out = self._branch_out
             pipe._sink._out = self._branch_out
             pipe._parent = self

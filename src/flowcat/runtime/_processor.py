@@ -205,7 +205,9 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
     ) -> None:
         """Push an :class:`~flowcat.frames.ErrorFrame` (or fatal one) upstream."""
         cls = FatalErrorFrame if fatal else ErrorFrame
-        await self.push_frame(cls(error=error_msg, fatal=fatal, processor=self, exception=exception), UPSTREAM)
+        await self.push_frame(
+            cls(error=error_msg, fatal=fatal, processor=self, exception=exception), UPSTREAM
+        )
 
     async def push_error_frame(self, frame: ErrorFrame) -> None:
         """Push a ready-made error frame upstream."""

@@ -26,9 +26,13 @@ class PipelineRunner:
         handle_sigterm: Install a SIGTERM handler while running.
     """
 
-    def __init__(self, *, name: str | None = None, handle_sigint: bool = True, handle_sigterm: bool = True) -> None:
+    def __init__(
+        self, *, name: str | None = None, handle_sigint: bool = True, handle_sigterm: bool = True
+    ) -> None:
         self.name = name or "PipelineRunner"
-        self._handle = [s for s, on in ((signal.SIGINT, handle_sigint), (signal.SIGTERM, handle_sigterm)) if on]
+        self._handle = [
+            s for s, on in ((signal.SIGINT, handle_sigint), (signal.SIGTERM, handle_sigterm)) if on
+        ]
         self._tasks: set[PipelineTask] = set()
         self._signals = 0
         self._installed = False

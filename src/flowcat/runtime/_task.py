@@ -403,7 +403,9 @@ class PipelineTask(EventEmitter):
                     done, _ = await asyncio.wait((cleanup,), timeout=self._sched.hook_timeout)
                     if not done:
                         cleanup.cancel()
-                        logger.error("%s: %s.cleanup() overran %g s", self.name, proc, self._sched.hook_timeout)
+                        logger.error(
+                            "%s: %s.cleanup() overran %g s", self.name, proc, self._sched.hook_timeout
+                        )
         await self._call_event_handler("on_pipeline_finished", self.stats.finished_by)
         for obs in self._observers:
             await obs.on_pipeline_finished(self.stats.finished_by)

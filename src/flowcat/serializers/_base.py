@@ -21,6 +21,7 @@ Malformed input never raises: it is logged (truncated), counted and skipped.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -158,9 +159,42 @@ class FrameSerializer:
     async def deserialize(self, data: str | bytes) -> Frame | None:
         """Turn one carrier message into a frame, or None (control messages, bad input)."""
         try:
-            return await self._deserialize(data)
+            out = self._deserialize(data)
+            if inspect.isawaitable(out):
+                out = await out
+            return out
         except Exception as exc:  # malformed input of a shape we did not foresee
             self.bad_input(f"unreadable message ({type(exc).__name__})", data)
+            return None
+
+    def deserialize_now(self, data: str | bytes) -> Any:
+        """:meth:`deserialize` without a coroutine (the transport's fast path).
+
+        Returns the frame or None, or — for a message the carrier answers during the
+        call (Genesys ping, open) — a coroutine the caller runs to get the frame.
+        """
+        try:
+            out = self._deserialize(data)
+            if inspect.iscoroutine(out):
+                return self._guarded(out, data)
+            return out
+        except Exception as exc:
+            self.bad_input(f"unreadable message ({type(exc).__name__})", data)
+            return None
+
+    async def _guarded(self, coro: Awaitable[Frame | None], data: str | bytes) -> Frame | None:
+        try:
+            return await coro
+        except Exception as exc:
+            self.bad_input(f"unreadable message ({type(exc).__name__})", data)
+            return None
+
+    def serialize_audio(self, frame: OutputAudioRawFrame) -> WireOut:
+        """The messages for one chunk of bot audio (the transport's fast path)."""
+        try:
+            return self._serialize_audio(frame)
+        except Exception as exc:  # never let one frame break the call
+            logger.exception("%s: could not serialize %s: %s", self.carrier, frame, exc)
             return None
 
     # ------------------------------------------------------------------ flowcat additions
@@ -372,7 +406,8 @@ class FrameSerializer:
 
     # ------------------------------------------------------------------ carrier hooks
 
-    async def _deserialize(self, data: str | bytes) -> Frame | None:
+    def _deserialize(self, data: str | bytes) -> Frame | None | Awaitable[Frame | None]:
+        """One message to a frame (may be ``async def`` where the carrier awaits a reply)."""
         raise NotImplementedError
 
     def _media_message(self, data: bytes) -> WireOut:

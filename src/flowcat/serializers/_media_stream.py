@@ -47,7 +47,7 @@ class MediaStreamSerializer(FrameSerializer):
 
     # ---------------------------------------------------------------- inbound
 
-    async def _deserialize(self, data: str | bytes) -> Frame | None:
+    def _deserialize(self, data: str | bytes) -> Frame | None:
         msg = parse_json_object(self, data, text_only=True)
         if msg is None:
             return None

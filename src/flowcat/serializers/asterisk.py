@@ -81,7 +81,7 @@ class AsteriskFrameSerializer(FrameSerializer):
 
     # ---------------------------------------------------------------- inbound
 
-    async def _deserialize(self, data: str | bytes) -> Frame | None:
+    def _deserialize(self, data: str | bytes) -> Frame | None:
         if isinstance(data, bytes | bytearray):
             if not data or (self._codec == "L16" and len(data) & 1):
                 self.bad_input("media with a truncated or empty payload", data)

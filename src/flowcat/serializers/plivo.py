@@ -89,7 +89,7 @@ class PlivoFrameSerializer(FrameSerializer):
 
     # ---------------------------------------------------------------- inbound
 
-    async def _deserialize(self, data: str | bytes) -> Frame | None:
+    def _deserialize(self, data: str | bytes) -> Frame | None:
         msg = parse_json_object(self, data, text_only=True)
         if msg is None:
             return None

@@ -108,7 +108,7 @@ class VonageFrameSerializer(FrameSerializer):
         unit = rate // 50 * 2  # 20 ms of 16-bit audio: exactly this per message
         self._framer = Framer(unit, min_bytes=unit, max_bytes=unit)
 
-    async def _deserialize(self, data: str | bytes) -> Frame | None:
+    def _deserialize(self, data: str | bytes) -> Frame | None:
         if isinstance(data, bytes | bytearray):
             if not data or len(data) & 1:
                 self.bad_input("audio with an odd or zero byte count", data)

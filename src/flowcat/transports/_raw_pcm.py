@@ -37,6 +37,10 @@ class RawPCMSerializer:
         """Audio frames to bytes; anything else to None."""
         if not isinstance(frame, OutputAudioRawFrame):
             return None
+        return self.serialize_audio(frame)
+
+    def serialize_audio(self, frame: OutputAudioRawFrame) -> bytes | None:
+        """One chunk of audio to bytes (synchronous fast path)."""
         rate = self.sample_rate
         if rate is None or frame.sample_rate == rate:
             return frame.audio
@@ -51,6 +55,10 @@ class RawPCMSerializer:
         Raises:
             ProtocolError: The message is text or not whole samples.
         """
+        return self.deserialize_now(data)
+
+    def deserialize_now(self, data: str | bytes) -> Frame | None:
+        """:meth:`deserialize` without a coroutine (synchronous fast path)."""
         if not isinstance(data, bytes | bytearray):
             raise ProtocolError("raw PCM: text message", data)
         if len(data) % (2 * self.num_channels):

@@ -23,6 +23,7 @@ from ..frames import (
     EndFrame,
     Frame,
     InterruptionFrame,
+    OutputAudioRawFrame,
     OutputDTMFFrame,
     OutputDTMFUrgentFrame,
     OutputTransportMessageFrame,
@@ -139,8 +140,13 @@ class WebsocketTransport(BaseTransport):
         """Messages that could not be decoded (logged and skipped)."""
         self.messages_in = 0
         self.messages_out = 0
-        self._ser_async = inspect.iscoroutinefunction(self._serializer.serialize)
-        self._des_async = inspect.iscoroutinefunction(self._serializer.deserialize)
+        ser = self._serializer
+        self._ser_async = inspect.iscoroutinefunction(ser.serialize)
+        self._des_async = inspect.iscoroutinefunction(ser.deserialize)
+        # Optional synchronous fast paths (flowcat serializers have them; a
+        # pipecat-style serializer with only the async methods works too).
+        self._ser_audio = getattr(ser, "serialize_audio", None)
+        self._des_now = getattr(ser, "deserialize_now", None)
         if hasattr(self._serializer, "sender"):
             self._serializer.sender = self.send_message
 
@@ -177,24 +183,13 @@ class WebsocketTransport(BaseTransport):
         (client). Never waits on the pipeline.
         """
         ws = self._ws
-        des = self._serializer.deserialize
-        des_async = self._des_async
-        push = self._input.push_input_frame
+        feed = self.feed
+        binary, text = WSMsgType.BINARY, WSMsgType.TEXT
         try:
             async for msg in ws:
                 t = msg.type
-                if t is WSMsgType.BINARY or t is WSMsgType.TEXT:
-                    self.messages_in += 1
-                    data = msg.data
-                    try:
-                        frame = drive(des(data), "deserialize") if des_async else des(data)
-                    except Exception as exc:
-                        self._bad_message(data, exc)
-                        continue
-                    if isinstance(frame, Frame):
-                        push(frame)
-                    elif isinstance(frame, Pending):
-                        frame.task.add_done_callback(self._decoded_late)
+                if t is binary or t is text:
+                    feed(msg.data)
                 elif t is WSMsgType.ERROR:
                     logger.warning("%s: websocket error: %s", self.name, ws.exception())
                     break
@@ -202,6 +197,45 @@ class WebsocketTransport(BaseTransport):
             logger.debug("%s: reader stopped: %r", self.name, exc)
         finally:
             await self._on_disconnected()
+
+    def feed(self, data: str | bytes) -> None:
+        """Decode one received message and push its frame (synchronous; never waits)."""
+        self.messages_in += 1
+        try:
+            des_now = self._des_now
+            if des_now is not None:
+                frame = des_now(data)
+                if frame is not None and not isinstance(frame, Frame) and inspect.iscoroutine(frame):
+                    frame = drive(frame, "deserialize")
+            else:
+                frame = self._serializer.deserialize(data)
+                if self._des_async:
+                    frame = drive(frame, "deserialize")
+        except Exception as exc:
+            self._bad_message(data, exc)
+            return
+        if frame is None:
+            return
+        if isinstance(frame, Frame):
+            self._input.push_input_frame(frame)
+        elif isinstance(frame, Pending):
+            frame.task.add_done_callback(self._decoded_late)
+
+    # ------------------------------------------------------ socket seam
+    # A transport over another WebSocket library overrides these three.
+
+    def _socket_open(self) -> bool:
+        ws = self._ws
+        return ws is not None and not ws.closed
+
+    def _socket_write(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            drive(self._ws.send_bytes(message), "send")
+        else:
+            drive(self._ws.send_str(message), "send")
+
+    async def _socket_close(self) -> None:
+        await self._ws.close()
 
     # --------------------------------------------------------------- internal
 
@@ -241,10 +275,20 @@ class WebsocketTransport(BaseTransport):
         await self._call_event_handler("on_client_disconnected")
 
     def _send_frame(self, frame: Frame) -> None:
-        ws = self._ws
-        if ws is None or ws.closed or self._closing:
+        if self._closing or not self._socket_open():
             return
         try:
+            ser_audio = self._ser_audio
+            if ser_audio is not None and isinstance(frame, OutputAudioRawFrame):
+                out = ser_audio(frame)
+                if out is None:
+                    return
+                if isinstance(out, list):
+                    for m in out:
+                        self._write(m)
+                else:
+                    self._write(out)
+                return
             drive(self._emit(frame), "send")
         except Exception as exc:
             logger.debug("%s: send failed: %r", self.name, exc)
@@ -263,14 +307,10 @@ class WebsocketTransport(BaseTransport):
             self._write(out)
 
     def _write(self, message: str | bytes) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
+        if not self._socket_open():
             return
         self.messages_out += 1
-        if isinstance(message, str):
-            drive(ws.send_str(message), "send")
-        else:
-            drive(ws.send_bytes(message), "send")
+        self._socket_write(message)
 
     def _close(self, frame: EndFrame | CancelFrame) -> None:
         if self._closing:
@@ -281,8 +321,7 @@ class WebsocketTransport(BaseTransport):
             logger.debug("%s: close failed: %r", self.name, exc)
 
     async def _close_async(self, frame: EndFrame | CancelFrame) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
+        if not self._socket_open():
             self._closing = True
             return
         try:
@@ -295,4 +334,4 @@ class WebsocketTransport(BaseTransport):
         except Exception:
             logger.exception("%s: serializing %s failed", self.name, frame)
         self._closing = True
-        await ws.close()
+        await self._socket_close()

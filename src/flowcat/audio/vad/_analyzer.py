@@ -132,9 +132,7 @@ class VADAnalyzer:
         """Set the input rate (ignored if the analyzer was built with a fixed one)."""
         rate = self._init_sample_rate or sample_rate
         if rate not in self.supported_sample_rates:
-            raise ValueError(
-                f"{type(self).__name__} supports {self.supported_sample_rates} Hz, got {rate}"
-            )
+            raise ValueError(f"{type(self).__name__} supports {self.supported_sample_rates} Hz, got {rate}")
         if rate != self._sample_rate:
             self._sample_rate = rate
             self._buf.clear()

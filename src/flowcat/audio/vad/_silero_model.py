@@ -78,7 +78,9 @@ class SileroModel:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session: Any = ort.InferenceSession(self.path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session: Any = ort.InferenceSession(
+            self.path, sess_options=opts, providers=["CPUExecutionProvider"]
+        )
         self._lanes: dict[int, SileroLane] = {}
         self._sr = {rate: np.array(rate, dtype=np.int64) for rate in _WINDOW}
         type(self).constructions += 1
