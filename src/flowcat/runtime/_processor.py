@@ -100,10 +100,12 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
     def __repr__(self) -> str:
         return f"<{self._name}>"
 
-    wants_sent_audio: bool = True
-    """Whether an output transport before this processor pushes each chunk it sent
-    on to it (True for every processor; the task's own sink says no unless an
-    event handler or observer looks at what reaches it)."""
+    @property
+    def wants_sent_audio(self) -> bool:
+        """Whether an output transport right before this processor pushes each chunk
+        it sent on to it (asked once, at start). True for every processor; the task's
+        own sink says no unless an event handler or observer looks at what reaches it."""
+        return True
 
     @property
     def next(self) -> FrameProcessor | None:

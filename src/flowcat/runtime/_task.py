@@ -122,7 +122,7 @@ class _TaskSink(FrameProcessor):
         super().__init__(name=f"{task.name}::Sink")
         self._task = task
 
-    @property  # type: ignore[override]
+    @property
     def wants_sent_audio(self) -> bool:
         task = self._task
         return bool(task._observers) or task.has_event_handler("on_frame_reached_downstream")
