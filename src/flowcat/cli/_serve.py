@@ -1,10 +1,16 @@
-"""``flowcat serve``: run the server (N SO_REUSEPORT workers under a supervisor)."""
+"""``flowcat serve``: run the server (N SO_REUSEPORT workers under a supervisor).
+
+``--engine picows`` serves the media WebSockets (and health) with picows on
+``--port`` and the aiohttp app (answer webhooks, everything else) on
+``--http-port`` in each worker; see docs/transports.md.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -37,12 +43,32 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-verify", action="store_true", help="skip carrier signature checks")
     p.add_argument("--pin", action="store_true", help="pin worker i to core i")
+    p.add_argument(
+        "--engine",
+        choices=("aiohttp", "picows"),
+        default="aiohttp",
+        help="media WebSocket engine (picows: faster, needs flowcat[picows]; webhooks move to --http-port)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="with --engine picows: port of the HTTP app with the answer webhooks (default: --port + 1)",
+    )
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..server import ServeOptions, supervise
 
+    if args.engine == "picows":
+        from ..errors import MissingExtraError, require_extra
+
+        try:
+            require_extra("picows", "--engine picows", "picows")
+        except MissingExtraError as exc:
+            print(f"flowcat serve: {exc}", file=sys.stderr)
+            return 2
     opts = ServeOptions(
         host=args.host,
         port=args.port,
@@ -56,5 +82,7 @@ def main(args: argparse.Namespace) -> int:
         pin=args.pin,
         log_level=logging.getLogger().getEffectiveLevel(),
         idle_timeout=args.idle_timeout or None,
+        engine=args.engine,
+        http_port=args.http_port,
     )
     return supervise(opts)

@@ -14,9 +14,9 @@ from ..runtime import FrameProcessor, Pipeline, PipelineParams
 from ._admission import Admission, default_capacity
 from ._apps import AppFactory, CallInfo, default_app
 from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
-from ._session import run_call
+from ._session import AiohttpSocket, CallSocket, serve_call
 
-__all__ = ["ServerConfig", "ServerState", "create_app"]
+__all__ = ["ServerConfig", "ServerState", "create_app", "drain"]
 
 logger = logging.getLogger("flowcat.server")
 
@@ -97,18 +97,24 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response(state.health(), status=200 if ready else 503)
 
 
+def busy_payload(state: ServerState) -> dict[str, Any]:
+    """The JSON body of a 503 refusal (at capacity or draining)."""
+    return {
+        "error": "at capacity" if not state.admission.draining else "draining",
+        **state.admission.snapshot(),
+    }
+
+
+RETRY_AFTER = {"Retry-After": "1"}
+"""Headers of a 503 refusal."""
+
+
 def _busy(state: ServerState) -> web.Response:
-    return web.json_response(
-        {
-            "error": "at capacity" if not state.admission.draining else "draining",
-            **state.admission.snapshot(),
-        },
-        status=503,
-        headers={"Retry-After": "1"},
-    )
+    return web.json_response(busy_payload(state), status=503, headers=RETRY_AFTER)
 
 
-async def _track(state: ServerState, coro: Any) -> None:
+async def track(state: ServerState, coro: Any) -> None:
+    """Run an admitted call in the current task: counted in ``state.calls``, its slot released at the end."""
     task = asyncio.current_task()
     assert task is not None
     state.calls.add(task)
@@ -123,8 +129,17 @@ async def _track(state: ServerState, coro: Any) -> None:
 async def _raw_ws(request: web.Request) -> web.StreamResponse:
     """``/ws``: binary PCM (or any bytes) in, the pipeline's output audio back."""
     state = request.app[STATE_KEY]
-    if not state.admission.try_admit():
+    ws = await _accept(state, request)
+    if ws is None:
         return _busy(state)
+    await track(state, raw_call(state, AiohttpSocket(ws), request))
+    return ws
+
+
+async def _accept(state: ServerState, request: web.Request) -> web.WebSocketResponse | None:
+    """Admit the call and upgrade the connection (None: refused, answer 503)."""
+    if not state.admission.try_admit():
+        return None
     cfg = state.config
     try:
         ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
@@ -132,20 +147,21 @@ async def _raw_ws(request: web.Request) -> web.StreamResponse:
     except BaseException:
         state.admission.release()
         raise
+    return ws
+
+
+async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
+    """A raw call (``/ws?sample_rate=…``) on an accepted socket of either engine."""
+    cfg = state.config
     rate = int(request.query.get("sample_rate", "0")) or cfg.audio_in_sample_rate
     call = CallInfo(carrier="raw", remote=request.remote, path=request.path, query=dict(request.query))
-    ser = raw_serializer(rate)
-    await _track(
-        state,
-        run_call(
-            ws,
-            ser,
-            _user_processors(cfg, call),
-            params=_params(cfg, rate, rate),
-            idle_timeout_secs=cfg.idle_timeout_secs,
-        ),
+    await serve_call(
+        sock,
+        raw_serializer(rate),
+        _user_processors(cfg, call),
+        params=_params(cfg, rate, rate),
+        idle_timeout_secs=cfg.idle_timeout_secs,
     )
-    return ws
 
 
 async def _carrier_ws(request: web.Request) -> web.StreamResponse:
@@ -156,33 +172,27 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="unknown carrier")
     if cfg.verify_signatures and not carrier.verify(request, b"", websocket=True):
         raise web.HTTPForbidden(text="bad signature")
-    if not state.admission.try_admit():
+    ws = await _accept(state, request)
+    if ws is None:
         return _busy(state)
-    try:
-        ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
-        await ws.prepare(request)
-    except BaseException:
-        state.admission.release()
-        raise
-    await _track(state, _carrier_call(state, carrier, request, ws))
+    await track(state, carrier_call(state, carrier, request, AiohttpSocket(ws)))
     return ws
 
 
-async def _carrier_call(
-    state: ServerState, carrier: Any, request: web.Request, ws: web.WebSocketResponse
-) -> None:
+async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: CallSocket) -> None:
+    """A carrier call on an accepted socket of either engine: handshake, then the pipeline."""
     cfg = state.config
     try:
-        opened = await asyncio.wait_for(carrier.open(ws, request), timeout=10.0)
+        opened = await asyncio.wait_for(carrier.open(sock, request), timeout=10.0)
     except (TimeoutError, CarrierError) as exc:
         logger.warning("%s: handshake failed: %s", carrier.name, exc)
-        await ws.close(code=1008)
+        await sock.close(code=1008)
         return
     if opened is None:  # socket closed during the handshake
         return
     call = opened.call
-    await run_call(
-        ws,
+    await serve_call(
+        sock,
         opened.serializer,
         _user_processors(cfg, call),
         params=_params(cfg, opened.in_rate, opened.out_rate),
@@ -207,11 +217,11 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     return await carrier.answer(request, body, stream_url)
 
 
-def create_app(config: ServerConfig | None = None) -> web.Application:
-    """The worker's aiohttp application."""
+def create_app(config: ServerConfig | None = None, *, state: ServerState | None = None) -> web.Application:
+    """The worker's aiohttp application (``state``: share admission with another engine's server)."""
     cfg = config or ServerConfig()
     app = web.Application()
-    state = ServerState(cfg)
+    state = state or ServerState(cfg)
     app[STATE_KEY] = state
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -225,7 +235,11 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
 
 async def drain(app: web.Application, grace: float) -> int:
     """Stop admitting, wait up to ``grace`` s for calls to end, cancel the rest. Returns how many."""
-    state = app[STATE_KEY]
+    return await drain_state(app[STATE_KEY], grace)
+
+
+async def drain_state(state: ServerState, grace: float) -> int:
+    """:func:`drain` for a worker's state (whatever engine serves it)."""
     state.admission.draining = True
     if state.calls and grace > 0:
         await asyncio.wait(list(state.calls), timeout=grace)

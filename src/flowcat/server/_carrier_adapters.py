@@ -14,10 +14,11 @@ import importlib
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ._apps import CallInfo
 from ._carriers import CarrierError, Opened
+from ._session import CallSocket
 
 __all__ = ["CarrierAdapter", "available", "build"]
 
@@ -72,8 +73,12 @@ class CarrierAdapter:
         self.cls = cls
         self.auto_hang_up = auto_hang_up
 
-    def verify(self, request: web.Request, body: bytes, *, websocket: bool = False) -> bool:
-        """The carrier's signature check (True where the carrier signs nothing or no secret is set)."""
+    def verify(self, request: Any, body: bytes, *, websocket: bool = False) -> bool:
+        """The carrier's signature check (True where the carrier signs nothing or no secret is set).
+
+        ``request`` is the aiohttp request, or for the WebSocket upgrade any object
+        with the same ``url``, ``headers``, ``path`` and ``query`` (the picows engine's).
+        """
         try:
             if websocket:
                 check = getattr(self.cls, "verify_websocket", None)
@@ -97,24 +102,20 @@ class CarrierAdapter:
         except NotImplementedError:
             raise web.HTTPNotFound(text=f"{self.name} has no answer webhook") from None
 
-    async def open(self, ws: web.WebSocketResponse, request: web.Request) -> Opened | None:
-        """Read the carrier's handshake and return the call's serializer (None if the socket closed)."""
+    async def open(self, sock: CallSocket, request: Any) -> Opened | None:
+        """Read the carrier's handshake and return the call's serializer (None if the socket closed).
+
+        ``sock`` is the call's :class:`~flowcat.server._session.CallSocket` (any engine);
+        ``request`` the upgrade request (``remote``, ``path`` and ``query`` are used).
+        """
         ser: Any = self.cls(auto_hang_up=self.auto_hang_up)
-
-        async def send(message: str | bytes) -> None:
-            if ws.closed:
-                return
-            if isinstance(message, bytes):
-                await ws.send_bytes(message)
-            else:
-                await ws.send_str(message)
-
+        send = sock.send
         ser.sender = send
         for _ in range(_HANDSHAKE_LIMIT):
-            msg = await ws.receive()
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            data = await sock.receive()
+            if data is None:
                 return None
-            info = await ser.handshake(msg.data)
+            info = await ser.handshake(data)
             for reply in ser.take_replies():
                 await send(reply)
             if info is not None:

@@ -1,9 +1,13 @@
-"""One call over an aiohttp WebSocket: transport input → user pipeline → transport output.
+"""One call over a media WebSocket: transport input → user pipeline → transport output.
 
 The transport is :class:`flowcat.transports.WebsocketTransport` (the socket
 reader feeds the input synchronously, output audio is paced by the process's
 shared :class:`~flowcat.transports.AudioClock`, an interruption writes the
 carrier's clear message at once); the serializer is the carrier's.
+
+The WebSocket library is behind a :class:`CallSocket`: :class:`AiohttpSocket`
+here, the picows one in :mod:`flowcat.server._picows_engine`. Everything else
+(carrier handshake, pipeline, end of call) is the same code for both engines.
 """
 
 from __future__ import annotations
@@ -12,19 +16,79 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from ..runtime import FrameProcessor, Pipeline, PipelineParams, PipelineTask
 
-__all__ = ["run_call"]
+__all__ = ["AiohttpSocket", "CallSocket", "run_call", "serve_call"]
 
 logger = logging.getLogger("flowcat.server")
 
 _END_GRACE = 5.0  # seconds the pipeline may take to finish once the socket closed
 
 
-async def run_call(
-    ws: web.WebSocketResponse,
+class CallSocket:
+    """One accepted media WebSocket, whatever the library (what a call needs of it)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed (or closing)."""
+        raise NotImplementedError
+
+    async def receive(self) -> str | bytes | None:
+        """The next message before the call's transport reads the socket (None: it closed)."""
+        raise NotImplementedError
+
+    async def send(self, message: str | bytes) -> None:
+        """Write one message (str: text frame, bytes: binary frame)."""
+        raise NotImplementedError
+
+    async def close(self, code: int = 1000) -> None:
+        """Close the socket (no-op if already closed)."""
+        raise NotImplementedError
+
+    def transport(self, params: Any) -> Any:
+        """The call's :class:`~flowcat.transports.WebsocketTransport` over this socket."""
+        raise NotImplementedError
+
+
+class AiohttpSocket(CallSocket):
+    """An aiohttp ``WebSocketResponse`` as a :class:`CallSocket`."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    async def receive(self) -> str | bytes | None:
+        msg = await self.ws.receive()
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return None
+        data: str | bytes = msg.data
+        return data
+
+    async def send(self, message: str | bytes) -> None:
+        if self.ws.closed:
+            return
+        if isinstance(message, bytes):
+            await self.ws.send_bytes(message)
+        else:
+            await self.ws.send_str(message)
+
+    async def close(self, code: int = 1000) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=code)
+
+    def transport(self, params: Any) -> Any:
+        from ..transports import WebsocketTransport
+
+        return WebsocketTransport(self.ws, params)
+
+
+async def serve_call(
+    sock: CallSocket,
     serializer: Any,
     processors: list[FrameProcessor],
     *,
@@ -33,10 +97,10 @@ async def run_call(
     transport_options: dict[str, Any] | None = None,
 ) -> PipelineTask:
     """Run one call until the socket closes or the pipeline ends. Returns the finished task."""
-    from ..transports import WebsocketParams, WebsocketTransport
+    from ..transports import WebsocketParams
 
     wparams = WebsocketParams(serializer=serializer, **(transport_options or {}))
-    transport = WebsocketTransport(ws, wparams)
+    transport = sock.transport(wparams)
     pipeline = Pipeline([transport.input(), *processors, transport.output()])
     task = PipelineTask(pipeline, params=params, idle_timeout_secs=idle_timeout_secs)
     runner = asyncio.get_running_loop().create_task(task.run(), name=task.name)
@@ -50,6 +114,25 @@ async def run_call(
             if not runner.done():
                 logger.warning("%s: did not finish after cancel; abandoning", task.name)
                 runner.cancel()
-        if not ws.closed:
-            await ws.close()
+        await sock.close()
     return task
+
+
+async def run_call(
+    ws: web.WebSocketResponse,
+    serializer: Any,
+    processors: list[FrameProcessor],
+    *,
+    params: PipelineParams,
+    idle_timeout_secs: float | None = None,
+    transport_options: dict[str, Any] | None = None,
+) -> PipelineTask:
+    """Run one call over an aiohttp WebSocket (see :func:`serve_call`)."""
+    return await serve_call(
+        AiohttpSocket(ws),
+        serializer,
+        processors,
+        params=params,
+        idle_timeout_secs=idle_timeout_secs,
+        transport_options=transport_options,
+    )

@@ -41,6 +41,11 @@ class ServeOptions:
     pin: bool = False
     log_level: int = logging.WARNING
     idle_timeout: float | None = 300.0
+    engine: str = "aiohttp"
+    """Media WebSocket engine: ``aiohttp`` (one app on ``port``) or ``picows`` (media on
+    ``port``, the aiohttp app with the webhooks on ``http_port``)."""
+    http_port: int | None = None
+    """Port of the aiohttp app with ``engine="picows"`` (default ``port + 1``)."""
 
 
 def run_worker(opts: ServeOptions, worker_id: int = 0) -> int:
@@ -62,7 +67,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     from aiohttp import web
 
     from ._admission import default_capacity
-    from ._app import ServerConfig, create_app, drain
+    from ._app import ServerConfig, ServerState, create_app, drain_state
     from ._apps import load_app
 
     cfg = ServerConfig(
@@ -75,23 +80,43 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     )
     if opts.sample_rate:
         cfg.audio_in_sample_rate = cfg.audio_out_sample_rate = opts.sample_rate
-    app = create_app(cfg)
+    state = ServerState(cfg)
+    app = create_app(cfg, state=state)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, opts.host, opts.port, reuse_port=True, backlog=4096)
+    media: asyncio.Server | None = None
+    http_port = opts.port
+    if opts.engine == "picows":
+        from ._picows_engine import serve_picows
+
+        media = await serve_picows(state, opts.host, opts.port, reuse_port=True, backlog=4096)
+        http_port = opts.http_port or opts.port + 1
+    elif opts.engine != "aiohttp":
+        raise ValueError(f"unknown engine {opts.engine!r} (aiohttp or picows)")
+    site = web.TCPSite(runner, opts.host, http_port, reuse_port=True, backlog=4096)
     await site.start()
-    logger.warning("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
+    if media is not None:
+        logger.warning(
+            "worker %d (pid %d) serving media on %s:%d (picows), HTTP on %d (aiohttp)",
+            worker_id,
+            os.getpid(),
+            opts.host,
+            opts.port,
+            http_port,
+        )
+    else:
+        logger.warning("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     # Graceful drain: stop listening, refuse new calls, let the others end (bounded).
-    from ._app import STATE_KEY
-
-    app[STATE_KEY].admission.draining = True
+    state.admission.draining = True
+    if media is not None:
+        media.close()  # stops accepting; calls in progress go on
     await site.stop()
-    cancelled = await drain(app, opts.drain_timeout)
+    cancelled = await drain_state(state, opts.drain_timeout)
     if cancelled:
         logger.warning("worker %d: drain timeout, cancelled %d calls", worker_id, cancelled)
     await runner.cleanup()

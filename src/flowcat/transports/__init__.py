@@ -8,11 +8,15 @@
 * WebSocket transports on aiohttp: :class:`WebsocketServerTransport` (a route,
   one call per socket), :class:`WebsocketClientTransport` (dials out), with
   :class:`RawPCMSerializer` or pipecat's :class:`ProtobufFrameSerializer`.
+* The same transport over picows (``flowcat[picows]``, imported on first use):
+  :class:`PicowsTransport` with its :class:`PicowsListener`.
 
 See ``docs/transports.md``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ._clock import AudioClock
 from ._drive import Pending, drive
@@ -26,6 +30,9 @@ from ._websocket import WebsocketInputTransport, WebsocketOutputTransport, Webso
 from ._websocket_client import WebsocketClientTransport
 from ._websocket_server import WebsocketServerTransport
 
+if TYPE_CHECKING:
+    from ._picows import PicowsListener, PicowsTransport
+
 __all__ = [
     "AudioClock",
     "BaseInputTransport",
@@ -33,6 +40,8 @@ __all__ = [
     "BaseTransport",
     "OutputStats",
     "Pending",
+    "PicowsListener",
+    "PicowsTransport",
     "ProtobufFrameSerializer",
     "RawPCMSerializer",
     "TransportParams",
@@ -44,3 +53,14 @@ __all__ = [
     "WebsocketTransport",
     "drive",
 ]
+
+_LAZY = {"PicowsListener", "PicowsTransport"}
+
+
+def __getattr__(name: str) -> Any:
+    # picows is optional: its transport is imported on first use (MissingExtraError without it).
+    if name in _LAZY:
+        from . import _picows
+
+        return getattr(_picows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

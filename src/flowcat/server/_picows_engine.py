@@ -1,0 +1,182 @@
+"""The picows engine of ``flowcat serve --engine picows``: the media path on a C WebSocket.
+
+One picows server (``ws_create_server``) on the worker's ``--port`` answers:
+
+* ``GET /healthz`` and ``/readyz``: the aiohttp app's JSON, as a plain (non-101)
+  HTTP response;
+* ``/ws?sample_rate=…``: raw PCM calls; ``/{carrier}/ws``: carrier calls, after the
+  carrier's signature check on the upgrade (where the carrier signs it).
+
+Admission is the worker's :class:`~flowcat.server.ServerState`, shared with the
+aiohttp app that serves the answer webhooks (and everything else) on
+``--http-port``: over capacity or draining, the upgrade is refused with 503 and
+``Retry-After``. An admitted call runs in one task, exactly as on aiohttp
+(:func:`~flowcat.server._app.raw_call` / :func:`~flowcat.server._app.carrier_call`
+over a :class:`PicowsSocket`): the same handshake, app factory, pipeline
+parameters and idle timeout; its slot is released when the call ends.
+
+Importing this module needs picows (``flowcat[picows]``); the worker imports it
+only for ``--engine picows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import picows
+
+from ..transports import PicowsListener, PicowsTransport
+from ._app import RETRY_AFTER, ServerState, busy_payload, carrier_call, raw_call, track
+from ._carriers import get_carrier
+from ._session import CallSocket
+
+__all__ = ["CallListener", "PicowsSocket", "Router", "UpgradeRequest", "serve_picows"]
+
+logger = logging.getLogger("flowcat.server")
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class UpgradeRequest:
+    """The parts of an upgrade request the server uses, in aiohttp's spelling.
+
+    ``url`` (a ``yarl.URL``: ``http://<Host><path>``), ``headers`` (case-insensitive),
+    ``path``, ``query`` and ``remote`` (set once the connection is accepted).
+    """
+
+    __slots__ = ("headers", "path", "query", "remote", "url")
+
+    def __init__(self, raw_path: str, headers: Any) -> None:
+        from yarl import URL
+
+        self.headers = headers
+        path, _, qs = raw_path.partition("?")
+        self.path = path
+        self.query = dict(parse_qsl(qs, keep_blank_values=True))
+        self.url = URL(f"http://{headers.get('Host', 'localhost')}{raw_path}")
+        self.remote: str | None = None
+
+
+class PicowsSocket(CallSocket):
+    """A :class:`~flowcat.transports.PicowsListener` as the server's :class:`CallSocket`."""
+
+    def __init__(self, listener: PicowsListener) -> None:
+        self.listener = listener
+
+    @property
+    def closed(self) -> bool:
+        ws = self.listener.ws
+        return ws is None or ws.is_disconnected or ws.is_close_frame_sent
+
+    async def receive(self) -> str | bytes | None:
+        return await self.listener.receive()
+
+    async def send(self, message: str | bytes) -> None:
+        self.listener.send(message)
+
+    async def close(self, code: int = 1000) -> None:
+        self.listener.close(code)
+
+    def transport(self, params: Any) -> Any:
+        return PicowsTransport(self.listener, params)
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    data = json.dumps(body).encode()
+    hdrs = {**_JSON, **(headers or {})}
+    if status == 200:
+        resp = picows.WSUpgradeResponse.create_ok_response(data, hdrs)
+    else:
+        resp = picows.WSUpgradeResponse.create_error_response(status, data, hdrs)
+    return picows.WSUpgradeResponseWithListener(resp, None)
+
+
+def _text_response(status: int, text: str) -> Any:
+    resp = picows.WSUpgradeResponse.create_error_response(status, text.encode())
+    return picows.WSUpgradeResponseWithListener(resp, None)
+
+
+class CallListener(PicowsListener):
+    """One admitted call: its task starts when the upgrade completed."""
+
+    def __init__(self, state: ServerState, request: UpgradeRequest, carrier: Any) -> None:
+        super().__init__(max_msg_size=state.config.max_msg_size)
+        self.state = state
+        self.request = request
+        self.carrier = carrier
+
+    def on_ws_connected(self, transport: Any) -> None:
+        super().on_ws_connected(transport)
+        state = self.state
+        if not state.admission.try_admit():  # cannot happen between the router's check and here
+            transport.send_close(picows.WSCloseCode.TRY_AGAIN_LATER)
+            transport.disconnect()
+            return
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self.request.remote = peer[0] if peer else None
+        sock = PicowsSocket(self)
+        if self.carrier is None:
+            call = raw_call(state, sock, self.request)
+        else:
+            call = carrier_call(state, self.carrier, self.request, sock)
+        asyncio.get_running_loop().create_task(track(state, call))
+
+
+class Router:
+    """picows' listener factory: routes one upgrade request (health, raw, carrier, else 404)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def __call__(self, request: Any) -> Any:
+        state = self.state
+        raw_path = request.path.decode("latin-1")
+        path = raw_path.partition("?")[0]
+        if path == "/healthz":
+            return _json_response(200, state.health())
+        if path == "/readyz":
+            return _json_response(200 if state.admission.has_room() else 503, state.health())
+        carrier = None
+        if path != "/ws":
+            parts = path.split("/")
+            if len(parts) != 3 or parts[0] or parts[2] != "ws":
+                return None  # picows answers 404
+            carrier = get_carrier(parts[1])
+            if carrier is None:
+                return _text_response(404, "unknown carrier")
+        req = UpgradeRequest(raw_path, request.headers)
+        cfg = state.config
+        if carrier is not None and cfg.verify_signatures and not carrier.verify(req, b"", websocket=True):
+            return _text_response(403, "bad signature")
+        if not state.admission.has_room():
+            state.admission.rejected += 1
+            return _json_response(503, busy_payload(state), RETRY_AFTER)
+        # The slot is taken once the upgrade completed (on_ws_connected runs right after this,
+        # in the same callback), so a request that fails picows' upgrade checks holds none.
+        return CallListener(state, req, carrier)
+
+
+async def serve_picows(state: ServerState, host: str, port: int, **kwargs: Any) -> asyncio.Server:
+    """Serve the media routes of ``state``'s worker with picows on ``host:port``.
+
+    ``kwargs`` go to ``loop.create_server`` (``reuse_port=True``, ``backlog``, ``sock``).
+    Closing the returned server stops accepting; calls in progress go on.
+    """
+    cfg = state.config
+    hb = cfg.ws_heartbeat
+    server: asyncio.Server = await picows.ws_create_server(
+        Router(state),
+        host,
+        port,
+        max_frame_size=cfg.max_msg_size,
+        enable_auto_pong=True,
+        enable_auto_ping=bool(hb),
+        auto_ping_idle_timeout=hb or 20.0,
+        auto_ping_reply_timeout=hb or 20.0,
+        **kwargs,
+    )
+    return server

@@ -1,0 +1,271 @@
+"""PicowsTransport: one call over one picows WebSocket (the fast media engine).
+
+picows (``flowcat[picows]``) parses frames in C and calls back a
+:class:`PicowsListener` for every frame; there is no reader task and no
+per-message future. The listener reassembles fragmented messages (bounded by
+``max_msg_size``; past it the socket is closed with 1009), answers CLOSE,
+leaves PING to picows' auto-pong, and hands each whole message to
+:meth:`~flowcat.transports.WebsocketTransport.feed` synchronously. Until a
+transport is attached (a carrier handshake is still running, or the pipeline
+has not started) messages wait in a small inbox, read with
+:meth:`PicowsListener.receive`. Writes are synchronous ``WSTransport.send``
+calls: picows writes straight to the socket (or buffers in the asyncio
+transport when the kernel buffer is full), so no write ever creates a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from ..errors import MissingExtraError
+from ._drive import drive
+from ._websocket import WebsocketParams, WebsocketTransport
+
+try:
+    import picows
+except ImportError:  # pragma: no cover - picows is installed with the extra
+    raise MissingExtraError("the picows WebSocket engine", "picows") from None
+
+__all__ = ["PicowsListener", "PicowsTransport"]
+
+logger = logging.getLogger("flowcat.transports.websocket")
+
+_BINARY = picows.WSMsgType.BINARY
+_TEXT = picows.WSMsgType.TEXT
+_CONT = picows.WSMsgType.CONTINUATION
+_CLOSE = picows.WSMsgType.CLOSE
+_PING = picows.WSMsgType.PING
+_CloseCode = picows.WSCloseCode
+
+_CLOSE_WAIT = 2.0  # seconds the peer has to answer our CLOSE before the socket is dropped
+
+
+class PicowsListener(picows.WSListener):
+    """The picows listener of one connection, feeding a :class:`PicowsTransport`.
+
+    Args:
+        max_msg_size: Largest accepted message (bytes) after reassembly.
+    """
+
+    def __init__(self, max_msg_size: int = 4 * 1024 * 1024) -> None:
+        super().__init__()
+        self.ws: Any = None
+        """The picows ``WSTransport`` (set when the connection is upgraded)."""
+        self.max_msg_size = max_msg_size
+        self.transport: WebsocketTransport | None = None
+        self._feed: Any = self._hold
+        self._inbox: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._gone = False
+        self._frag_type: Any = None
+        self._frag: list[bytes] = []
+        self._frag_size = 0
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the connection is gone."""
+        return self._gone
+
+    def closed_future(self) -> asyncio.Future[None]:
+        """A future done when the connection is gone."""
+        fut = self._closed
+        if fut is None:
+            fut = self._closed = asyncio.get_running_loop().create_future()
+            if self._gone:
+                fut.set_result(None)
+        return fut
+
+    async def receive(self) -> str | bytes | None:
+        """The next message received before a transport was attached (None: the peer left)."""
+        while True:
+            if self._inbox:
+                return self._inbox.popleft()
+            if self._gone or self.transport is not None:
+                return None
+            fut = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await fut
+            finally:
+                self._waiter = None
+
+    def send(self, message: str | bytes) -> None:
+        """Write one message now (str: text frame, bytes: binary frame)."""
+        ws = self.ws
+        if ws is None or ws.is_disconnected or ws.is_close_frame_sent:
+            return
+        ws.send(_BINARY if isinstance(message, bytes) else _TEXT, message)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send CLOSE (once) and drop the connection if the peer does not answer in time."""
+        ws = self.ws
+        if ws is None or ws.is_disconnected:
+            return
+        if not ws.is_close_frame_sent:
+            ws.send_close(_CloseCode(code), reason.encode() if reason else None)
+        asyncio.get_running_loop().call_later(_CLOSE_WAIT, ws.disconnect)
+
+    def attach(self, transport: WebsocketTransport) -> None:
+        """Feed ``transport`` from now on (messages waiting in the inbox first)."""
+        self.transport = transport
+        feed = transport.feed
+        inbox = self._inbox
+        while inbox:
+            feed(inbox.popleft())
+        self._feed = feed
+        self._wake()
+        if self._gone:
+            drive(transport._on_disconnected(), "disconnect")
+
+    # ---------------------------------------------------------- picows callbacks
+
+    def on_ws_connected(self, transport: Any) -> None:
+        self.ws = transport
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        mt = frame.msg_type
+        if self._frag_type is None and frame.fin:
+            if mt is _BINARY:
+                self._feed(frame.get_payload_as_bytes())
+                return
+            if mt is _TEXT:
+                try:
+                    text = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError as exc:
+                    self._bad(frame.get_payload_as_bytes(), exc)
+                    return
+                self._feed(text)
+                return
+        self._other(transport, frame, mt)
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        self._gone = True
+        self._frag_type, self._frag, self._frag_size = None, [], 0
+        fut = self._closed
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        self._wake()
+        t = self.transport
+        if t is not None:
+            drive(t._on_disconnected(), "disconnect")
+
+    # --------------------------------------------------------------- internal
+
+    def _hold(self, data: str | bytes) -> None:
+        self._inbox.append(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _other(self, ws: Any, frame: Any, mt: Any) -> None:
+        if mt is _CLOSE:
+            # The peer ends the call: answer its CLOSE, then drop the connection.
+            if not ws.is_close_frame_sent:
+                ws.send_close(_CloseCode.OK)
+            ws.disconnect()
+            return
+        if mt is _PING:  # only when auto-pong is off
+            ws.send_pong(frame.get_payload_as_bytes())
+            return
+        if mt is _CONT:
+            if self._frag_type is None:
+                self._fail(ws, _CloseCode.PROTOCOL_ERROR, "continuation frame without a first frame")
+                return
+        elif mt is _BINARY or mt is _TEXT:
+            if self._frag_type is not None:
+                self._fail(ws, _CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+                return
+            self._frag_type = mt
+        else:  # PONG and anything else: nothing to do
+            return
+        self._frag_size += frame.payload_size
+        if self._frag_size > self.max_msg_size:
+            self._fail(ws, _CloseCode.MESSAGE_TOO_BIG, f"message over {self.max_msg_size} bytes")
+            return
+        self._frag.append(frame.get_payload_as_bytes())
+        if not frame.fin:
+            return
+        kind, parts = self._frag_type, self._frag
+        self._frag_type, self._frag, self._frag_size = None, [], 0
+        data = b"".join(parts)
+        if kind is _TEXT:
+            try:
+                self._feed(data.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                self._bad(data, exc)
+            return
+        self._feed(data)
+
+    def _fail(self, ws: Any, code: Any, why: str) -> None:
+        logger.warning("picows connection: %s; closing with %d", why, code.value)
+        self._frag_type, self._frag, self._frag_size = None, [], 0
+        if not ws.is_close_frame_sent:
+            ws.send_close(code, why.encode())
+        ws.disconnect()
+
+    def _bad(self, data: bytes, exc: Exception) -> None:
+        t = self.transport
+        if isinstance(t, WebsocketTransport):
+            t.messages_in += 1
+            t._bad_message(data, exc)
+        else:
+            logger.warning("picows connection: skipped malformed message (%s): %r", exc, data[:64])
+
+
+class PicowsTransport(WebsocketTransport):
+    """A call over one picows connection (see the module docstring).
+
+    Events and behaviour are those of :class:`WebsocketTransport`; only the socket
+    differs. :meth:`read_messages` waits for the pipeline to start, attaches the
+    transport to the listener (so no message is lost before the input runs), and
+    returns when the connection is gone.
+
+    Args:
+        listener: The connection's :class:`PicowsListener` (already connected).
+        params: Transport parameters (the serializer among them).
+        name: Name for logs.
+    """
+
+    def __init__(
+        self, listener: PicowsListener, params: WebsocketParams | None = None, *, name: str | None = None
+    ) -> None:
+        super().__init__(listener.ws, params, name=name)
+        self._listener = listener
+
+    @property
+    def listener(self) -> PicowsListener:
+        """The connection's listener."""
+        return self._listener
+
+    async def read_messages(self) -> None:
+        """Feed the input from the listener until the connection is gone; then end the call."""
+        lis = self._listener
+        try:
+            closed = lis.closed_future()
+            started = self._input.started_future()
+            if not started.done():
+                await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
+            lis.attach(self)
+            await asyncio.shield(closed)
+        finally:
+            await self._on_disconnected()
+
+    # ------------------------------------------------------ socket seam
+
+    def _socket_open(self) -> bool:
+        ws = self._ws
+        return ws is not None and not ws.is_disconnected and not ws.is_close_frame_sent
+
+    def _socket_write(self, message: str | bytes) -> None:
+        self._ws.send(_BINARY if isinstance(message, bytes) else _TEXT, message)
+
+    async def _socket_close(self) -> None:
+        self._listener.close()
