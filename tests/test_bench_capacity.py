@@ -15,7 +15,7 @@ from flowcat.bench import capacity
 from flowcat.bench._loadgen import HDR, parse_twilio_payload, twilio_payload
 from flowcat.bench._plot import SECTION, replace_section
 
-FIELDS = {"system", "calls", "p50_ms", "p99_ms", "p999_ms", "throughput", "server_cpu_pct"}
+FIELDS = {"system", "engine", "calls", "p50_ms", "p99_ms", "p999_ms", "throughput", "server_cpu_pct"}
 
 
 def _run(*extra: str) -> list[dict[str, object]]:
@@ -26,10 +26,14 @@ def _run(*extra: str) -> list[dict[str, object]]:
     return rows
 
 
-def test_quick_smoke_measures_flowcat_and_the_floor() -> None:
-    rows = _run()
+@pytest.mark.parametrize("engine", ["aiohttp", "picows"])
+def test_quick_smoke_measures_flowcat_and_the_floor(engine: str) -> None:
+    if engine == "picows":
+        pytest.importorskip("picows")
+    rows = _run("--engine", engine)
     assert {r["system"] for r in rows} == {"flowcat", "floor"}
     for r in rows:
+        assert r["engine"] == engine
         assert FIELDS <= r.keys(), r
         assert r["calls"] == 20 and r["connected"] == 20
         assert r["bad"] == 0
@@ -94,6 +98,7 @@ def test_write_section_and_plot(tmp_path: Path) -> None:
     rows = [
         {
             "system": s,
+            "engine": "uvicorn" if s == "pipecat" else "aiohttp",
             "workers": 1,
             "calls": n,
             "p50_ms": 0.2,
@@ -121,4 +126,4 @@ def test_write_section_and_plot(tmp_path: Path) -> None:
     md = tmp_path / "RESULTS.md"
     write_section(md, rows, p.parse_args([]), png)
     text = md.read_text()
-    assert SECTION in text and "| flowcat | 1 | 200 |" in text and "capacity.png" in text
+    assert SECTION in text and "| flowcat | aiohttp | 1 | 200 |" in text and "capacity.png" in text

@@ -1,8 +1,10 @@
-"""Raw-socket floor for ``flowcat bench capacity``: an aiohttp WebSocket echo, no pipeline.
+"""Raw-socket floor for ``flowcat bench capacity``: a WebSocket echo, no pipeline.
 
 Binary messages are echoed as they are; text messages are echoed when they are
-Twilio ``media`` events (the handshake is ignored). ``python -m
-flowcat.bench._floor_sut --port P``.
+Twilio ``media`` events (the handshake is ignored). ``--engine`` picks the
+library, the same one flowcat serves with in that run: ``aiohttp`` (default) or
+``picows`` (its ``/healthz`` is a plain non-101 response). ``python -m
+flowcat.bench._floor_sut --port P [--engine picows]``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -35,6 +38,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def serve(host: str, port: int) -> None:
+    """The aiohttp floor (until SIGTERM/SIGINT)."""
     app = web.Application()
     app.router.add_get("/healthz", _health)
     app.router.add_get("/ws", _ws)
@@ -42,23 +46,64 @@ async def serve(host: str, port: int) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=4096).start()
+    await _until_signal()
+    await runner.cleanup()
+
+
+async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
+
+
+async def serve_picows(host: str, port: int) -> None:
+    """The picows floor (until SIGTERM/SIGINT)."""
+    import picows
+
+    binary, text, close = picows.WSMsgType.BINARY, picows.WSMsgType.TEXT, picows.WSMsgType.CLOSE
+    media = b'{"event":"media"'
+
+    class Echo(picows.WSListener):
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            mt = frame.msg_type
+            if mt is binary:
+                transport.send(binary, frame.get_payload_as_bytes())
+            elif mt is text:
+                data = frame.get_payload_as_bytes()
+                if data.startswith(media):
+                    transport.send(text, data)
+            elif mt is close:
+                transport.send_close(picows.WSCloseCode.OK)
+                transport.disconnect()
+
+    health = b'{"status": "ok"}'
+
+    def route(request: picows.WSUpgradeRequest) -> Any:
+        path = request.path.split(b"?", 1)[0]
+        if path == b"/healthz":
+            resp = picows.WSUpgradeResponse.create_ok_response(health, {"Content-Type": "application/json"})
+            return picows.WSUpgradeResponseWithListener(resp, None)
+        if path == b"/ws" or path.endswith(b"/ws"):
+            return Echo()
+        return None
+
+    server = await picows.ws_create_server(route, host, port, max_frame_size=1 << 20, backlog=4096)
+    await _until_signal()
+    server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--engine", choices=("aiohttp", "picows"), default="aiohttp")
     args = p.parse_args(argv)
     import uvloop
 
     uvloop.install()
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run((serve_picows if args.engine == "picows" else serve)(args.host, args.port))
     return 0
 
 

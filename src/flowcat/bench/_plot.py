@@ -60,7 +60,13 @@ def plot_p99(rows: list[dict[str, Any]], path: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("concurrent calls (50 frames/s each)")
     ax.set_ylabel("p99 round trip (ms)")
-    ax.set_title("Echo round trip p99 vs calls, one server core (x: throughput < 0.99)")
+    engines = ", ".join(
+        sorted({str(r["engine"]) for r in rows if r.get("engine") and r["system"] != "pipecat"})
+    )
+    ax.set_title(
+        "Echo round trip p99 vs calls, one server core (x: throughput < 0.99)"
+        + (f"\nengine: {engines}" if engines else "")
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,20 +96,21 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
     out = [SECTION, ""]
     out.append(
         f"Run {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} × {_cpu_model()}, "
-        f"Python {platform.python_version()}; carrier `{args.carrier}`; warm-up {args.warmup} s, "
+        f"Python {platform.python_version()}; carrier `{args.carrier}`; engine `{getattr(args, 'engine', 'aiohttp')}`; warm-up {args.warmup} s, "
         f"window {args.duration} s, drain {args.drain} s; server on CPU {args.server_cpu}, generator on "
         f"CPU {args.gen_cpu}{', SCHED_FIFO' if args.fifo else ''}."
     )
     out.append("")
     out.append(
-        "| system | workers | calls | offered | connected | p50 | p90 | p99 | p99.9 | max (ms) | throughput "
+        "| system | engine | workers | calls | offered | connected | p50 | p90 | p99 | p99.9 | max (ms) | throughput "
         "| server CPU % | CPU µs/frame | × floor |"
     )
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "error" in r:
             out.append(
-                f"| {r['system']} | {r['workers']} | {r['calls']} | error: {r['error'][:80]} |" + " |" * 10
+                f"| {r['system']} | {_fmt(r.get('engine'))} | {r['workers']} | {r['calls']} "
+                f"| error: {r['error'][:80]} |" + " |" * 10
             )
             continue
         flag = " *" if r.get("flagged") else ""
@@ -113,6 +120,7 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
                 _fmt(x)
                 for x in (
                     r["system"],
+                    r.get("engine"),
                     r["workers"],
                     r["calls"],
                     r.get("offered"),
@@ -133,7 +141,7 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
     out += [
         "",
         "`*`: the generator's own tick lagged > 5 ms in the window (machine stall); `× floor`: CPU per frame "
-        "÷ the raw aiohttp echo's at the same N. Throughput = echoes of window frames ÷ frames sent in the "
+        "÷ the floor's (a raw echo on the same WebSocket library) at the same N. Throughput = echoes of window frames ÷ frames sent in the "
         "window. `offered`: overload rows offer 1.5 × the worker's `--capacity`; the surplus gets HTTP 503 "
         "before the upgrade, `connected` calls are the admitted ones.",
     ]
@@ -154,11 +162,12 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
         "Systems: **flowcat** = `flowcat serve` (real pipeline: transport input → serializer → 2 pass-throughs + "
         "echo → serializer → paced output); **pipecat 1.14.0** = FastAPI + uvicorn, `FastAPIWebsocketTransport` + "
         "serializer + echo, one `PipelineWorker`/`WorkerRunner` per connection, default settings, WARNING logging; "
-        "**floor** = aiohttp WebSocket echo, no pipeline. Twilio carrier: the header rides in the μ-law payload, "
+        "**floor** = a WebSocket echo with no pipeline on the run's engine (`--engine`: aiohttp, or picows as "
+        "`flowcat serve --engine picows`), so `× floor` compares like with like. Twilio carrier: the header rides in the μ-law payload, "
         "nibble-coded into codes 0xC0–0xCF that survive μ-law → PCM16 → μ-law exactly at 8 kHz.",
         "",
         "Full sweep (quiet machine, ~15 min): `flowcat bench capacity --vs-pipecat --workers 1,2 "
-        "--calls 100,200,400,800,1200,1600,2000 --fifo` then `--overload --no-floor --calls 1200,1500` and "
+        "--calls 100,200,400,800,1200,1600,2000 --fifo` (and again with `--engine picows`) then `--overload --no-floor --calls 1200,1500` and "
         "`--carrier twilio --vs-pipecat`.",
         "",
     ]

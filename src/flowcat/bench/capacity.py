@@ -36,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs-pipecat", action="store_true", help="also run pipecat 1.14.0 (own venv)")
     p.add_argument("--pipecat-calls", default="25,50,75,100,150", help="call counts for pipecat")
     p.add_argument("--carrier", choices=("raw", "twilio"), default="raw")
+    p.add_argument(
+        "--engine",
+        choices=("aiohttp", "picows"),
+        default="aiohttp",
+        help="WebSocket library of flowcat's media path (serve --engine) and of the floor",
+    )
     p.add_argument("--workers", default="1", help="flowcat worker counts, e.g. 1,2 (scaling rows)")
     p.add_argument("--no-floor", action="store_true", help="skip the raw-socket floor")
     p.add_argument("--overload", action="store_true", help="offer 1.5x each N to flowcat with --capacity N")
@@ -155,29 +161,22 @@ def ensure_pipecat_venv(explicit: str | None = None) -> str:
 
 def _server_cmd(system: str, port: int, args: argparse.Namespace, workers: int, capacity: int) -> list[str]:
     if system == "flowcat":
+        cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--workers", str(workers), "--capacity", str(capacity), "--sample-rate", "8000"]
+        cmd += ["--idle-timeout", "0", "--no-verify", "--drain-timeout", "1", "--engine", args.engine]
+        if args.engine == "picows":  # the aiohttp app (webhooks) needs a port of its own
+            cmd += ["--http-port", str(_free_port())]
+        return cmd + (["--pin"] if workers > 1 else [])
+    if system == "floor":
         return [
             sys.executable,
             "-m",
-            "flowcat.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
+            "flowcat.bench._floor_sut",
             "--port",
             str(port),
-            "--workers",
-            str(workers),
-            "--capacity",
-            str(capacity),
-            "--sample-rate",
-            "8000",
-            "--idle-timeout",
-            "0",
-            "--no-verify",
-            "--drain-timeout",
-            "1",
-        ] + (["--pin"] if workers > 1 else [])
-    if system == "floor":
-        return [sys.executable, "-m", "flowcat.bench._floor_sut", "--port", str(port)]
+            "--engine",
+            args.engine,
+        ]
     sut = Path(__file__).with_name("_pipecat_sut.py")
     return [args.pipecat_python_resolved, str(sut), "--port", str(port)]
 
@@ -207,7 +206,13 @@ def run_point(
         "drain": args.drain,
         "cpu": args.gen_cpu,
     }
-    row: dict[str, Any] = {"system": system, "carrier": args.carrier, "workers": workers, "calls": calls}
+    row: dict[str, Any] = {
+        "system": system,
+        "engine": engine_of(system, args),
+        "carrier": args.carrier,
+        "workers": workers,
+        "calls": calls,
+    }
     if offered:
         row["offered"] = offer
     try:
@@ -255,6 +260,11 @@ def run_point(
 # ------------------------------------------------------------------ orchestration
 
 
+def engine_of(system: str, args: argparse.Namespace) -> str:
+    """The WebSocket library a system serves with in this run."""
+    return "uvicorn" if system == "pipecat" else str(args.engine)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -277,7 +287,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, int, int | None]]:
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    floor = {(r["calls"]): r.get("cpu_us_per_frame") for r in rows if r["system"] == "floor"}
+    floor = {r["calls"]: r.get("cpu_us_per_frame") for r in rows if r["system"] == "floor"}
     for r in rows:
         f = floor.get(r["calls"])
         us = r.get("cpu_us_per_frame")
@@ -288,6 +298,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of the rows."""
     head = (
         "system",
+        "engine",
         "W",
         "calls",
         "offer",
@@ -306,6 +317,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         vals = (
             r["system"],
+            r.get("engine"),
             r["workers"],
             r["calls"],
             r.get("offered", ""),
@@ -338,11 +350,18 @@ def main(args: argparse.Namespace) -> int:
         try:
             row = run_point(system, n, args, workers=w, offered=offered)
         except Exception as exc:  # one failed point must not lose the others
-            row = {"system": system, "carrier": args.carrier, "workers": w, "calls": n, "error": str(exc)}
+            row = {
+                "system": system,
+                "engine": engine_of(system, args),
+                "carrier": args.carrier,
+                "workers": w,
+                "calls": n,
+                "error": str(exc),
+            }
         rows.append(row)
         if not args.json:
             print(
-                f"  {system:8} W={w} N={n}{' offered=' + str(offered) if offered else ''}: "
+                f"  {system:8} {row['engine']:7} W={w} N={n}{' offered=' + str(offered) if offered else ''}: "
                 f"p99={row.get('p99_ms')} ms thru={row.get('throughput')} cpu={row.get('server_cpu_pct')}%",
                 file=sys.stderr,
                 flush=True,
