@@ -39,6 +39,9 @@ class ServerConfig:
     idle_timeout_secs: float | None = 300.0
     ws_heartbeat: float | None = None
     max_msg_size: int = 1 << 20
+    media_port: int | None = None
+    """Port of the media WebSockets when another engine serves them (``--engine picows``):
+    stream URLs built from the webhook request's host use it instead of the request's port."""
 
 
 class ServerState:
@@ -78,7 +81,11 @@ def _user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
 def _public_base(request: web.Request, cfg: ServerConfig) -> str:
     base = cfg.public_url or os.environ.get("FLOWCAT_PUBLIC_URL")
     if not base:
-        base = f"{request.scheme}://{request.host}"
+        host = request.host
+        if cfg.media_port:
+            name = request.url.raw_host or "localhost"
+            host = f"[{name}]:{cfg.media_port}" if ":" in name else f"{name}:{cfg.media_port}"
+        base = f"{request.scheme}://{host}"
     base = base.rstrip("/")
     if base.startswith("https://"):
         return "wss://" + base[len("https://") :]

@@ -80,6 +80,8 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     )
     if opts.sample_rate:
         cfg.audio_in_sample_rate = cfg.audio_out_sample_rate = opts.sample_rate
+    if opts.engine == "picows":
+        cfg.media_port = opts.port
     state = ServerState(cfg)
     app = create_app(cfg, state=state)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)

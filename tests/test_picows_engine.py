@@ -1,0 +1,412 @@
+"""The picows media engine (``flowcat serve --engine picows``) on real sockets on 127.0.0.1.
+
+In-process: the engine's server (``serve_picows``) over a worker state, talked to
+by aiohttp and picows clients. Out of process: ``flowcat serve --engine picows``
+with the aiohttp app on ``--http-port``, SO_REUSEPORT workers and the SIGTERM drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flowcat.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
+from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame
+from flowcat.runtime import FrameDirection, FrameProcessor
+from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState
+
+picows = pytest.importorskip("picows")
+e2e = pytest.importorskip("test_e2e_carriers")
+server_tests = pytest.importorskip("test_server")
+
+from flowcat.server._app import drain_state  # noqa: E402
+from flowcat.server._picows_engine import serve_picows  # noqa: E402
+
+BINARY, TEXT, CONT, CLOSE = (
+    picows.WSMsgType.BINARY,
+    picows.WSMsgType.TEXT,
+    picows.WSMsgType.CONTINUATION,
+    picows.WSMsgType.CLOSE,
+)
+TWILIO = e2e.SPECS["twilio"]
+
+
+class Engine:
+    """A running picows engine: its worker state, port and an aiohttp client session."""
+
+    def __init__(self, state: ServerState, port: int, session: aiohttp.ClientSession) -> None:
+        self.state = state
+        self.port = port
+        self.session = session
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def ws_connect(self, path: str, **kw: Any) -> aiohttp.ClientWebSocketResponse:
+        """aiohttp client WebSocket (also the ``client`` of the e2e carrier scenario)."""
+        return await self.session.ws_connect(self.url(path), **kw)
+
+    async def json(self, path: str) -> tuple[int, dict[str, Any]]:
+        async with self.session.get(self.url(path)) as r:
+            return r.status, await r.json()
+
+
+@contextlib.asynccontextmanager
+async def engine(**kw: Any) -> AsyncIterator[Engine]:
+    opts: dict[str, Any] = {"audio_in_sample_rate": 8000, "audio_out_sample_rate": 8000}
+    opts.update(kw)
+    state = ServerState(ServerConfig(**opts))
+    server = await serve_picows(state, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Engine(state, port, session)
+    finally:
+        server.close()
+        await drain_state(state, 0.0)
+
+
+async def calls_ended(e: Engine) -> None:
+    """Bounded wait for every call task of the engine to finish; then no slot is held."""
+    tasks = list(e.state.calls)
+    if tasks:
+        await asyncio.wait(tasks, timeout=5.0)
+    assert e.state.admission.active == 0, e.state.health()
+
+
+class Peer(picows.WSListener):  # type: ignore[misc]
+    """picows client listener: every frame received goes into a queue (None: disconnected)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q: asyncio.Queue[tuple[Any, bytes, Any] | None] = asyncio.Queue()
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        code = frame.get_close_code() if frame.msg_type == CLOSE else None
+        self.q.put_nowait((frame.msg_type, frame.get_payload_as_bytes(), code))
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        self.q.put_nowait(None)
+
+    async def next(self, *types: Any) -> tuple[Any, bytes, Any]:
+        """The next frame of one of ``types`` (bounded)."""
+        while True:
+            item = await asyncio.wait_for(self.q.get(), 5.0)
+            assert item is not None, "disconnected"
+            if item[0] in types:
+                return item
+
+
+# ---------------------------------------------------------------- health, admission
+
+
+async def test_healthz_and_readyz_answer_the_aiohttp_apps_json() -> None:
+    async with engine(capacity=7, worker_id=3) as e:
+        status, body = await e.json("/healthz")
+        assert status == 200 and body == e.state.health()
+        assert (body["status"], body["worker"], body["capacity"], body["active"]) == ("ok", 3, 7, 0)
+        assert (await e.json("/readyz"))[0] == 200
+        async with e.session.get(e.url("/nothing-here")) as r:
+            assert r.status == 404
+        e.state.admission.draining = True
+        status, body = await e.json("/readyz")
+        assert status == 503 and body["status"] == "draining"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await e.ws_connect("/ws")
+        assert err.value.status == 503
+
+
+async def test_past_capacity_the_upgrade_gets_503_with_retry_after() -> None:
+    async with engine(capacity=1) as e:
+        ws1 = await e.ws_connect("/ws")
+        for path in ("/ws", "/twilio/ws"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await e.ws_connect(path)
+            assert err.value.status == 503
+            assert err.value.headers is not None and err.value.headers["Retry-After"] == "1"
+        status, body = await e.json("/readyz")
+        assert status == 503
+        assert (body["active"], body["rejected"], body["accepted"]) == (1, 2, 1)
+        # The admitted call is unaffected; when it ends its slot is free again.
+        await ws1.send_bytes(b"\x01\x02" * 160)
+        assert (await asyncio.wait_for(ws1.receive(), 3.0)).data == b"\x01\x02" * 160
+        await ws1.close()
+        await calls_ended(e)
+        ws2 = await e.ws_connect("/ws")
+        await ws2.close()
+
+
+async def test_unknown_carrier_and_bad_signature_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "secret-token")
+    async with engine(verify_signatures=True) as e:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await e.ws_connect("/nosuchcarrier/ws")
+        assert err.value.status == 404
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await e.ws_connect("/twilio/ws", headers={"X-Twilio-Signature": "AAAA"})
+        assert err.value.status == 403
+        sig = server_tests._twilio_signature(e.url("/twilio/ws"), {}, "secret-token")
+        ws = await e.ws_connect("/twilio/ws", headers={"X-Twilio-Signature": sig})
+        await ws.close()
+        assert e.state.admission.rejected == 0 and e.state.admission.accepted == 1
+
+
+# ---------------------------------------------------------------- raw calls
+
+
+async def test_raw_call_echoes_bytes_through_the_pipeline_paced() -> None:
+    async with engine() as e:
+        ws = await e.ws_connect("/ws?sample_rate=8000")
+        payloads = [bytes([i, 0x10]) * 160 for i in range(25)]  # 25 × 20 ms of 8 kHz PCM16
+        for p in payloads:  # at once, before the pipeline has even started
+            await ws.send_bytes(p)
+        loop = asyncio.get_running_loop()
+        got, arrivals = [], []
+        for _ in payloads:
+            got.append((await asyncio.wait_for(ws.receive(), 3.0)).data)
+            arrivals.append(loop.time())
+        assert got == payloads
+        # Paced by the output clock: two chunks ahead, then one per 20 ms (23 × 20 ms = 460 ms).
+        assert arrivals[-1] - arrivals[0] >= 0.35
+        assert e.state.health()["active"] == 1
+        await ws.close()  # CLOSE answered by the server; the call ends
+        assert ws.close_code == 1000
+        await calls_ended(e)
+        assert e.state.admission.completed == 1 and e.state.finished_calls == 1
+
+
+async def test_fragmented_message_is_reassembled_around_a_ping() -> None:
+    async with engine() as e:
+        tr, peer = await picows.ws_connect(Peer, f"ws://127.0.0.1:{e.port}/ws?sample_rate=8000")
+        data = bytes((i * 7) & 0xFF for i in range(640))  # 40 ms: echoed as two 20 ms chunks
+        tr.send(BINARY, data[:100], fin=False)
+        tr.send_ping(b"still there?")
+        tr.send(CONT, data[100:401], fin=False)
+        tr.send(CONT, data[401:], fin=True)
+        assert (await peer.next(picows.WSMsgType.PONG))[1] == b"still there?"
+        got = b""
+        while len(got) < len(data):
+            got += (await peer.next(BINARY))[1]
+        assert got == data
+        tr.disconnect()
+        await calls_ended(e)
+
+
+async def test_oversize_fragmented_message_closes_with_1009() -> None:
+    async with engine(max_msg_size=1000) as e:
+        tr, peer = await picows.ws_connect(Peer, f"ws://127.0.0.1:{e.port}/ws")
+        tr.send(BINARY, bytes(600), fin=False)
+        tr.send(CONT, bytes(600), fin=True)
+        _, _, code = await peer.next(CLOSE)
+        assert code == picows.WSCloseCode.MESSAGE_TOO_BIG
+        await calls_ended(e)
+
+
+async def test_malformed_raw_messages_are_skipped_and_the_call_goes_on() -> None:
+    async with engine() as e:
+        tr, peer = await picows.ws_connect(Peer, f"ws://127.0.0.1:{e.port}/ws?sample_rate=8000")
+        tr.send(TEXT, b"text is not PCM")
+        tr.send(BINARY, b"\x01\x02\x03")  # odd length
+        tr.send(TEXT, b"\xff\xfe not utf-8")
+        good = b"\x05\x06" * 160
+        tr.send(BINARY, good)
+        assert (await peer.next(BINARY, TEXT))[1:2] == (good,)
+        assert e.state.admission.active == 1
+        tr.disconnect()
+
+
+class EndOnPound(FrameProcessor):
+    """Records keypad presses; ``#`` ends the call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+        self.pressed = asyncio.Event()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, InputDTMFFrame):
+            self.keys.append(frame.button.value)
+            self.pressed.set()
+            if frame.button.value == "#":
+                await self.push_frame(EndTaskFrame(reason="caller pressed #"), FrameDirection.UPSTREAM)
+
+
+# ---------------------------------------------------------------- carrier calls
+
+
+async def test_twilio_call_handshake_media_dtmf_bad_json_and_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    keys: list[EndOnPound] = []
+    calls: list[CallInfo] = []
+
+    def app(call: CallInfo) -> list[FrameProcessor]:
+        calls.append(call)
+        keys.append(EndOnPound())
+        return [keys[-1], EchoProcessor()]
+
+    async with engine(app=app) as e:
+        ws = await e.ws_connect("/twilio/ws?tenant=x")
+        for msg in TWILIO.handshake:
+            await ws.send_str(msg)
+        await ws.send_str("{this is not json")  # logged and skipped
+        sent = [pcm16_to_ulaw(tone(440.0 + 100 * k, 0.02, 8000, 0.3)) for k in range(5)]
+        for payload in sent:
+            await ws.send_str(TWILIO.media_in(payload))
+        echoed = b""
+        while len(echoed) < 5 * 160:
+            msg = await asyncio.wait_for(ws.receive(), 3.0)
+            payload = TWILIO.media_out(msg.data)
+            if payload:
+                echoed += payload
+        # μ-law in → PCM16 → echo → μ-law out at 8 kHz: the same audio came back.
+        assert ulaw_to_pcm16(echoed) == ulaw_to_pcm16(b"".join(sent))
+        assert calls[0].carrier == "twilio" and calls[0].call_id == "CA0001"
+        assert calls[0].custom["tenant"] == "acme" and calls[0].query == {"tenant": "x"}
+        await ws.send_str(TWILIO.dtmf("5"))
+        await asyncio.wait_for(keys[0].pressed.wait(), 3.0)
+        assert keys[0].keys == ["5"]
+        # '#' ends the call from the pipeline: the server closes the socket with 1000.
+        await ws.send_str(TWILIO.dtmf("#"))
+        while True:
+            msg = await asyncio.wait_for(ws.receive(), 5.0)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                break
+        assert ws.close_code == 1000
+        assert keys[0].keys == ["5", "#"]
+        await calls_ended(e)
+
+
+async def test_handshake_without_a_start_message_is_closed_with_1008() -> None:
+    async with engine() as e:
+        ws = await e.ws_connect("/twilio/ws")
+        for _ in range(16):
+            await ws.send_str(json.dumps({"event": "connected", "protocol": "Call"}))
+        msg = await asyncio.wait_for(ws.receive(), 5.0)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1008
+        await calls_ended(e)
+
+
+@pytest.mark.parametrize("carrier", ["twilio", "vonage"])
+async def test_carrier_call_end_to_end_with_barge_in(carrier: str) -> None:
+    """The aiohttp e2e scenario on this engine: paced bot tone, then a clear on barge-in."""
+    e2e.BOTS.clear()
+    async with engine(
+        app=e2e.bot_app, audio_in_sample_rate=16000, audio_out_sample_rate=24000, verify_signatures=False
+    ) as e:
+        await e2e._scenario(e, e2e.SPECS[carrier])
+
+
+# ---------------------------------------------------------------- flowcat serve --engine picows
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers={"Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=2.0) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            return dict(json.loads(_get(port, "/healthz")[1]))
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not come up")
+
+
+@pytest.fixture
+def serve() -> Any:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--engine", "picows", "--sample-rate", "8000"]
+        procs.append(subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def test_serve_splits_media_and_webhooks_and_drains_on_sigterm(serve: Any) -> None:
+    port, http_port = _port(), _port()
+    proc = serve(
+        "--port", str(port), "--http-port", str(http_port), "--workers", "1", "--drain-timeout", "10"
+    )
+    health = _wait_up(port, proc)
+    assert health == _wait_up(http_port, proc)  # one worker, one admission state, two ports
+    # The answer webhook is on the HTTP port and points the carrier at the media port.
+    status, body = _get(http_port, "/twilio/answer", b"CallSid=CA1&From=%2B15550001")
+    assert status == 200 and f"ws://127.0.0.1:{port}/twilio/ws".encode() in body
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            await ws.send_bytes(b"\x01\x00" * 160)
+            assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x01\x00" * 160
+            proc.send_signal(signal.SIGTERM)
+            refused = False  # new calls: connection refused (listener closed) or 503
+            for _ in range(100):
+                try:
+                    async with s.ws_connect(f"http://127.0.0.1:{port}/ws"):
+                        pass
+                except aiohttp.WSServerHandshakeError as exc:
+                    refused = exc.status == 503
+                except aiohttp.ClientConnectionError:
+                    refused = True
+                if refused:
+                    break
+                await asyncio.sleep(0.05)
+            assert refused
+            for i in range(5):  # the call in progress goes on during the drain
+                await ws.send_bytes(bytes([i, 0]) * 160)
+                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == bytes([i, 0]) * 160
+            assert proc.poll() is None
+        t0 = time.monotonic()  # the call ended: the worker exits well before the drain timeout
+        await asyncio.to_thread(proc.wait, 15)
+        assert time.monotonic() - t0 < 8
+
+    asyncio.run(scenario())
+    assert proc.wait(timeout=5) == 0
+
+
+def test_two_picows_workers_share_the_media_port(serve: Any) -> None:
+    port = _port()
+    proc = serve("--port", str(port), "--http-port", str(_port()), "--workers", "2")
+    _wait_up(port, proc)
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        h = json.loads(_get(port, "/healthz")[1])
+        seen[h["worker"]] = h["pid"]
+    assert sorted(seen) == [0, 1] and len(set(seen.values())) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
