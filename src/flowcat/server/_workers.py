@@ -6,6 +6,11 @@ connections between them (shared nothing). The parent restarts a worker that
 dies unexpectedly and forwards SIGTERM/SIGINT so each worker drains gracefully:
 stop accepting (503), let calls end for at most ``drain_timeout`` seconds, then
 cancel what is left and exit.
+
+With ``engine="picows"`` each worker serves the media WebSockets and health on
+``port`` with picows (:mod:`flowcat.server._picows_engine`) and the aiohttp app
+(answer webhooks and the rest) on ``http_port``, both on one loop and one
+admission state.
 """
 
 from __future__ import annotations
