@@ -228,6 +228,18 @@ async def test_malformed_raw_messages_are_skipped_and_the_call_goes_on() -> None
         tr.disconnect()
 
 
+async def test_a_failing_app_factory_closes_the_socket_with_1011() -> None:
+    def broken(call: CallInfo) -> list[FrameProcessor]:
+        raise RuntimeError("no app today")
+
+    async with engine(app=broken) as e:
+        ws = await e.ws_connect("/ws")
+        msg = await asyncio.wait_for(ws.receive(), 5.0)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1011
+        await calls_ended(e)
+        assert e.state.admission.completed == 1
+
+
 class EndOnPound(FrameProcessor):
     """Records keypad presses; ``#`` ends the call."""
 

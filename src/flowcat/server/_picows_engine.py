@@ -123,7 +123,20 @@ class CallListener(PicowsListener):
             call = raw_call(state, sock, self.request)
         else:
             call = carrier_call(state, self.carrier, self.request, sock)
-        asyncio.get_running_loop().create_task(track(state, call))
+        asyncio.get_running_loop().create_task(self._serve(call))
+
+    async def _serve(self, call: Any) -> None:
+        code = 1011
+        try:
+            await track(self.state, call)
+            code = 1000
+        except asyncio.CancelledError:
+            code = 1001
+            raise
+        except Exception:
+            logger.exception("call on %s failed", self.request.path)
+        finally:
+            self.close(code)  # nothing to do when the call closed the socket itself
 
 
 class Router:
