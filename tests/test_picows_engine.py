@@ -110,6 +110,30 @@ class Peer(picows.WSListener):  # type: ignore[misc]
                 return item
 
 
+def test_picows_is_optional() -> None:
+    """flowcat.transports imports without picows; using the engine names the extra."""
+    code = (
+        "import sys\n"
+        "sys.modules['picows'] = None  # as if not installed\n"
+        "import flowcat.transports as t\n"
+        "from flowcat.errors import MissingExtraError\n"
+        "try:\n"
+        "    t.PicowsTransport\n"
+        "except MissingExtraError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "flowcat[picows]" in out.stdout, out.stdout + out.stderr
+    cli = [
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['picows'] = None; from flowcat.cli import main; "
+        "sys.exit(main(['serve', '--engine', 'picows']))",
+    ]
+    res = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "flowcat[picows]" in res.stderr
+
+
 # ---------------------------------------------------------------- health, admission
 
 

@@ -28,7 +28,14 @@ def test_top_level_all_is_locked() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["flowcat", "flowcat.frames", "flowcat.runtime", "flowcat.testing", "flowcat.errors"],
+    [
+        "flowcat",
+        "flowcat.frames",
+        "flowcat.runtime",
+        "flowcat.testing",
+        "flowcat.errors",
+        "flowcat.transports",
+    ],
 )
 def test_all_is_sorted_and_complete(module: str) -> None:
     mod = importlib.import_module(module)

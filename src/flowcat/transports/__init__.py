@@ -16,7 +16,7 @@ See ``docs/transports.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from ._clock import AudioClock
 from ._drive import Pending, drive
@@ -30,7 +30,7 @@ from ._websocket import WebsocketInputTransport, WebsocketOutputTransport, Webso
 from ._websocket_client import WebsocketClientTransport
 from ._websocket_server import WebsocketServerTransport
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._picows import PicowsListener, PicowsTransport
 
 __all__ = [
@@ -57,7 +57,7 @@ __all__ = [
 _LAZY = {"PicowsListener", "PicowsTransport"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     # picows is optional: its transport is imported on first use (MissingExtraError without it).
     if name in _LAZY:
         from . import _picows
