@@ -2,7 +2,8 @@
 
 In-process: the engine's server (``serve_picows``) over a worker state, talked to
 by aiohttp and picows clients. Out of process: ``flowcat serve --engine picows``
-with the aiohttp app on ``--http-port``, SO_REUSEPORT workers and the SIGTERM drain.
+with the aiohttp app on ``--http-port`` (its SO_REUSEPORT workers and SIGTERM drain are
+tested on both engines in test_server_workers.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +29,8 @@ from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState
 picows = pytest.importorskip("picows")
 e2e = pytest.importorskip("test_e2e_carriers")
 server_tests = pytest.importorskip("test_server")
+workers = pytest.importorskip("test_server_workers")
+stop_after = workers.stop_after  # the fixture: kills servers a test left running
 
 from flowcat.server._app import drain_state  # noqa: E402
 from flowcat.server._picows_engine import serve_picows  # noqa: E402
@@ -349,100 +349,23 @@ async def test_carrier_call_end_to_end_with_barge_in(carrier: str) -> None:
 
 
 # ---------------------------------------------------------------- flowcat serve --engine picows
+# Worker sharing and the SIGTERM drain run on both engines in test_server_workers.py.
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+def _post(port: int, path: str, data: bytes) -> tuple[int, bytes]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers={"Connection": "close"})
-    try:
-        with urllib.request.urlopen(req, timeout=2.0) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    with urllib.request.urlopen(req, timeout=2.0) as r:
+        return r.status, r.read()
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            return dict(json.loads(_get(port, "/healthz")[1]))
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server did not come up")
-
-
-@pytest.fixture
-def serve() -> Any:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--engine", "picows", "--sample-rate", "8000"]
-        procs.append(subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return procs[-1]
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait(timeout=10)
-
-
-def test_serve_splits_media_and_webhooks_and_drains_on_sigterm(serve: Any) -> None:
-    port, http_port = _port(), _port()
-    proc = serve(
-        "--port", str(port), "--http-port", str(http_port), "--workers", "1", "--drain-timeout", "10"
-    )
-    health = _wait_up(port, proc)
-    assert health == _wait_up(http_port, proc)  # one worker, one admission state, two ports
+def test_serve_puts_the_webhooks_on_the_http_port(stop_after: list[subprocess.Popen[bytes]]) -> None:
+    port, http_port = workers._port(), workers._port()
+    proc = workers._serve(port, "--engine", "picows", "--http-port", str(http_port), "--workers", "1")
+    stop_after.append(proc)
+    health = workers._wait_up(port, proc)
+    assert health == workers._wait_up(http_port, proc)  # one worker, one admission state, two ports
     # The answer webhook is on the HTTP port and points the carrier at the media port.
-    status, body = _get(http_port, "/twilio/answer", b"CallSid=CA1&From=%2B15550001")
+    status, body = _post(http_port, "/twilio/answer", b"CallSid=CA1&From=%2B15550001")
     assert status == 200 and f"ws://127.0.0.1:{port}/twilio/ws".encode() in body
-
-    async def scenario() -> None:
-        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            await ws.send_bytes(b"\x01\x00" * 160)
-            assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x01\x00" * 160
-            proc.send_signal(signal.SIGTERM)
-            refused = False  # new calls: connection refused (listener closed) or 503
-            for _ in range(100):
-                try:
-                    async with s.ws_connect(f"http://127.0.0.1:{port}/ws"):
-                        pass
-                except aiohttp.WSServerHandshakeError as exc:
-                    refused = exc.status == 503
-                except aiohttp.ClientConnectionError:
-                    refused = True
-                if refused:
-                    break
-                await asyncio.sleep(0.05)
-            assert refused
-            for i in range(5):  # the call in progress goes on during the drain
-                await ws.send_bytes(bytes([i, 0]) * 160)
-                assert (await asyncio.wait_for(ws.receive(), 5.0)).data == bytes([i, 0]) * 160
-            assert proc.poll() is None
-        t0 = time.monotonic()  # the call ended: the worker exits well before the drain timeout
-        await asyncio.to_thread(proc.wait, 15)
-        assert time.monotonic() - t0 < 8
-
-    asyncio.run(scenario())
-    assert proc.wait(timeout=5) == 0
-
-
-def test_two_picows_workers_share_the_media_port(serve: Any) -> None:
-    port = _port()
-    proc = serve("--port", str(port), "--http-port", str(_port()), "--workers", "2")
-    _wait_up(port, proc)
-    seen: dict[int, int] = {}
-    deadline = time.monotonic() + 30
-    while len(seen) < 2 and time.monotonic() < deadline:
-        h = json.loads(_get(port, "/healthz")[1])
-        seen[h["worker"]] = h["pid"]
-    assert sorted(seen) == [0, 1] and len(set(seen.values())) == 2
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0

@@ -1,4 +1,7 @@
-"""Multi-worker serving: SO_REUSEPORT workers, supervision (restart), graceful SIGTERM drain."""
+"""Multi-worker serving: SO_REUSEPORT workers, supervision (restart), graceful SIGTERM drain.
+
+The sharing and drain tests run on both media engines (``--engine aiohttp|picows``).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +44,17 @@ def _serve(port: int, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _engine(engine: str) -> tuple[str, ...]:
+    """``serve`` arguments selecting ``engine`` (picows: the aiohttp app on a port of its own)."""
+    if engine == "aiohttp":
+        return ()
+    pytest.importorskip(engine)
+    return ("--engine", engine, "--http-port", str(_port()))
+
+
+ENGINES = pytest.mark.parametrize("engine", ["aiohttp", "picows"])
+
+
 def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     for _ in range(300):
         h = _health(port)
@@ -74,9 +88,10 @@ def stop_after() -> Iterator[list[subprocess.Popen[bytes]]]:
             p.wait(timeout=10)
 
 
-def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]]) -> None:
+@ENGINES
+def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]], engine: str) -> None:
     port = _port()
-    proc = _serve(port, "--workers", "2")
+    proc = _serve(port, "--workers", "2", *_engine(engine))
     stop_after.append(proc)
     _wait_up(port, proc)
     seen = _pids_seen(port, 2)
@@ -129,9 +144,10 @@ def test_crashed_worker_is_restarted(stop_after: list[subprocess.Popen[bytes]]) 
     assert proc.wait(timeout=20) == 0
 
 
-def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]]) -> None:
+@ENGINES
+def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]], engine: str) -> None:
     port = _port()
-    proc = _serve(port, "--workers", "1", "--drain-timeout", "10")
+    proc = _serve(port, "--workers", "1", "--drain-timeout", "10", *_engine(engine))
     stop_after.append(proc)
     _wait_up(port, proc)
 
@@ -168,9 +184,12 @@ def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]]) ->
     assert proc.wait(timeout=5) == 0
 
 
-def test_drain_timeout_bounds_a_call_that_does_not_end(stop_after: list[subprocess.Popen[bytes]]) -> None:
+@ENGINES
+def test_drain_timeout_bounds_a_call_that_does_not_end(
+    stop_after: list[subprocess.Popen[bytes]], engine: str
+) -> None:
     port = _port()
-    proc = _serve(port, "--workers", "1", "--drain-timeout", "1")
+    proc = _serve(port, "--workers", "1", "--drain-timeout", "1", *_engine(engine))
     stop_after.append(proc)
     _wait_up(port, proc)
 
