@@ -20,6 +20,8 @@ class EventEmitter:
     does not stop the others. With no handler registered, emitting is one dict lookup.
     """
 
+    __slots__ = ()
+
     _event_names: tuple[str, ...] = ()
 
     def _events(self) -> dict[str, list[Callable[..., Any]]]:

@@ -35,6 +35,15 @@ __all__ = ["ProcessorMetrics"]
 class ProcessorMetrics:
     """TTFB, processing-time and usage metrics for a processor."""
 
+    __slots__ = (
+        "_metrics_enabled",
+        "_only_initial_ttfb",
+        "_processing_start",
+        "_ttfb_reported",
+        "_ttfb_start",
+        "_usage_enabled",
+    )
+
     _name: str
     model_name: str | None = None
 

@@ -65,6 +65,26 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
         name: Name for logs and metrics (default ``ClassName#n``).
     """
 
+    # The attributes every hop touches live in the object itself (one memory
+    # access instead of two with thousands of calls' processors out of cache);
+    # subclasses keep a normal ``__dict__`` for their own attributes.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_cancelled",
+        "_down",
+        "_gate",
+        "_id",
+        "_name",
+        "_next",
+        "_parent",
+        "_prev",
+        "_sched",
+        "_start_frame",
+        "_started",
+        "_up",
+    )
+
     def __init__(self, *, name: str | None = None, **kwargs: Any) -> None:
         self._id = _processor_ids()
         self._name = name or f"{type(self).__name__}#{self._id}"

@@ -204,21 +204,20 @@ class CallScheduler:
         """
         if self._closed:
             return
-        entry: _Entry = (self.generation, proc, frame, direction, to_self)
         # Fast path: nothing running, nothing waiting — run the chain right now.
         if not (self.executing or self._pumping or self._held or self._sys or self._data):
             if frame.kind == SYSTEM:
-                cls = type(frame)
-                if self._sys_slot.coro is None and cls not in _SPECIAL:
-                    self._run(self._sys_slot, entry)
+                if self._sys_slot.coro is None and type(frame) not in _SPECIAL:
+                    self._start(self._sys_slot, proc, frame, direction, to_self)
                     if self._sys or self._data:
                         self._pump()
                     return
             elif self._sys_slot.coro is None and self._data_slot.coro is None:
-                self._run(self._data_slot, entry)
+                self._start(self._data_slot, proc, frame, direction, to_self)
                 if self._sys or self._data:
                     self._pump()
                 return
+        entry: _Entry = (self.generation, proc, frame, direction, to_self)
         if frame.kind == SYSTEM:
             cls = type(frame)
             if cls is CancelFrame:
@@ -291,7 +290,11 @@ class CallScheduler:
                 waiter.set_result(None)
 
     def _run(self, slot: _Slot, entry: _Entry) -> None:
-        _, proc, frame, direction, to_self = entry
+        self._start(slot, entry[1], entry[2], entry[3], entry[4])
+
+    def _start(
+        self, slot: _Slot, proc: FrameProcessor, frame: Frame, direction: FrameDirection, to_self: bool
+    ) -> None:
         coro = proc._receive(frame, direction) if to_self else proc.push_frame(frame, direction)
         self.stats.chains += 1
         slot.coro = coro

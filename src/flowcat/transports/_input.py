@@ -61,6 +61,8 @@ class BaseInputTransport(FrameProcessor):
         self._filter_async = False
         self._filter_enabled = True
         self._last_audio = 0.0
+        self._seen_audio = 0
+        self._fast = False  # audio passes as received (no resampling, filter, chunker)
         self._warn_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.audio_frames_in = 0
@@ -103,6 +105,7 @@ class BaseInputTransport(FrameProcessor):
         warn = p.audio_in_warn_secs
         if warn and p.audio_in_enabled:
             self._warn_timer = loop.call_later(warn, self._check_audio)
+        self._fast = p.audio_in_enabled and flt is None and self._chunker is None
         self._running = True
         fut = self.started_future()
         if not fut.done():
@@ -124,6 +127,7 @@ class BaseInputTransport(FrameProcessor):
 
     def _halt(self) -> None:
         self._running = False
+        self._fast = False
         if self._warn_timer is not None:
             self._warn_timer.cancel()
             self._warn_timer = None
@@ -151,31 +155,22 @@ class BaseInputTransport(FrameProcessor):
 
     def push_input_frame(self, frame: Frame) -> None:
         """Push a frame decoded by the reader (never blocks, never awaits)."""
-        if not self._running:
-            return
         if isinstance(frame, InputAudioRawFrame):
-            if not self._params.audio_in_enabled:
-                return
-            if (
-                frame.sample_rate == self._rate
-                and self._filter is None
-                and self._chunker is None
-                and frame.num_channels == self._channels
-            ):
+            if self._fast and frame.sample_rate == self._rate and frame.num_channels == self._channels:
                 self.audio_frames_in += 1
-                self._last_audio = self._loop.time()  # type: ignore[union-attr]
-                self._submit(frame, DOWNSTREAM)
+                self._sched.submit(self, frame, DOWNSTREAM)  # type: ignore[union-attr]
                 return
-            self.push_audio(frame.audio, frame.sample_rate)
+            if self._running and self._params.audio_in_enabled:
+                self.push_audio(frame.audio, frame.sample_rate)
             return
-        self._submit(frame, DOWNSTREAM)
+        if self._running:
+            self._submit(frame, DOWNSTREAM)
 
     def push_audio(self, audio: bytes, sample_rate: int | None = None) -> None:
         """Push raw PCM16 user audio of any size (never blocks, never awaits)."""
         if not self._running or not self._params.audio_in_enabled:
             return
         self.audio_frames_in += 1
-        self._last_audio = self._loop.time()  # type: ignore[union-attr]
         if sample_rate is not None and sample_rate != self._rate:
             rs = self._resampler
             if rs is None or rs.in_rate != sample_rate:
@@ -235,8 +230,14 @@ class BaseInputTransport(FrameProcessor):
         warn = self._params.audio_in_warn_secs
         if loop is None or not warn or not self._running:
             return
-        idle = loop.time() - self._last_audio
+        # Audio is counted, not timestamped, per frame: a check that sees no new
+        # frame since the last one warns (at most ``warn`` s late).
+        now = loop.time()
+        if self.audio_frames_in != self._seen_audio:
+            self._seen_audio = self.audio_frames_in
+            self._last_audio = now
+        idle = now - self._last_audio
         if idle >= warn:
             logger.warning("%s: no input audio received for %.1f s", self, idle)
             return
-        self._warn_timer = loop.call_later(warn - idle, self._check_audio)
+        self._warn_timer = loop.call_later(max(warn - idle, warn / 4), self._check_audio)

@@ -227,12 +227,12 @@ class BaseOutputTransport(FrameProcessor):
     # ------------------------------------------------------------ the chain
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
+            self._enqueue_audio(frame)  # no lifecycle bookkeeping applies to audio
+            return
         await super().process_frame(frame, direction)
         if direction is UPSTREAM:
             await self.push_frame(frame, direction)
-            return
-        if isinstance(frame, OutputAudioRawFrame):
-            self._enqueue_audio(frame)
             return
         cls = frame.__class__
         if cls is InterruptionFrame:

@@ -287,7 +287,8 @@ class WebsocketTransport(BaseTransport):
                     for m in out:
                         self._write(m)
                 else:
-                    self._write(out)
+                    self.messages_out += 1
+                    self._socket_write(out)  # the socket was checked just above
                 return
             drive(self._emit(frame), "send")
         except Exception as exc:
