@@ -27,36 +27,26 @@ processors, frames move by direct ``await`` calls; the scheduler only decides
   pushed later by an older-generation task is dropped unless uninterruptible.
 * :class:`~flowcat.frames.CancelFrame` preempts everything: both slots are
   cancelled, the lanes emptied, and the cancel chain runs at once.
+
+Stepping chains in their slots, call-owned tasks and bounded lifecycle hooks are
+:class:`~flowcat.runtime._call_tasks.CallTasks`, which the scheduler extends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
-import logging
 from collections import deque
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import PipelineTimeoutError
 from ..frames import SYSTEM, CancelFrame, Frame, InputAudioRawFrame, InterruptionFrame, StartFrame
+from ._call_tasks import CallTasks, _generation_var, _Slot, current_generation
 from ._direction import FrameDirection
 
 if TYPE_CHECKING:
     from ._processor import FrameProcessor
 
 __all__ = ["CallScheduler", "SchedulerStats", "current_generation"]
-
-logger = logging.getLogger("flowcat.scheduler")
-
-_generation_var: contextvars.ContextVar[int] = contextvars.ContextVar("flowcat_generation", default=-1)
-
-
-def current_generation() -> int:
-    """Generation of the call-owned task running now, or -1 outside such a task."""
-    return _generation_var.get()
 
 
 @dataclass(slots=True)
@@ -78,16 +68,6 @@ class SchedulerStats:
     hook_timeouts: int = 0
 
 
-class _Slot:
-    __slots__ = ("coro", "frame", "name", "task")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.coro: Coroutine[Any, Any, None] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.frame: Frame | None = None
-
-
 # System frames the scheduler itself acts on (never taken by the fast path).
 _SPECIAL = frozenset((CancelFrame, InterruptionFrame, StartFrame))
 
@@ -95,8 +75,11 @@ _SPECIAL = frozenset((CancelFrame, InterruptionFrame, StartFrame))
 _Entry = tuple[int, "FrameProcessor", Frame, FrameDirection, bool]
 
 
-class CallScheduler:
+class CallScheduler(CallTasks):
     """Runs one call's frame chains. Created by :class:`~flowcat.PipelineTask`.
+
+    The chain slots, call-owned tasks and hook bounds come from
+    :class:`~flowcat.runtime._call_tasks.CallTasks`.
 
     Args:
         name: Name used in logs.
@@ -113,28 +96,17 @@ class CallScheduler:
         max_queued_input_audio: int = 100,
         hook_timeout: float = 10.0,
     ) -> None:
-        self.name = name
-        self.executing = False
-        """True while chain code is on the stack (pushes then go direct)."""
-        self.generation = 0
-        """Interruption generation; bumped by every interruption."""
+        super().__init__(name, hook_timeout=hook_timeout)
         self.max_data_lane = max_data_lane
         self.max_queued_input_audio = max_queued_input_audio
-        self.hook_timeout = hook_timeout
         self.stats = SchedulerStats()
-        self.on_hook_timeout: Any = None
-        """Optional callback ``(processor, hook_name, timeout)``."""
         self._sys: deque[_Entry] = deque()
         self._data: deque[_Entry] = deque()
-        self._sys_slot = _Slot("system")
-        self._data_slot = _Slot("data")
-        self._current: _Slot | None = None
         self._pumping = False
         self._held = True  # until the StartFrame has reached the end of the pipeline
         self._closed = False
         self._queued_audio = 0
         self._last_interruption = (0, 0)
-        self._tasks: dict[asyncio.Task[Any], tuple[int, bool]] = {}
         self._space_waiters: deque[asyncio.Future[None]] = deque()
 
     # ------------------------------------------------------------------ state
@@ -292,96 +264,6 @@ class CallScheduler:
     def _run(self, slot: _Slot, entry: _Entry) -> None:
         self._start(slot, entry[1], entry[2], entry[3], entry[4])
 
-    def _start(
-        self, slot: _Slot, proc: FrameProcessor, frame: Frame, direction: FrameDirection, to_self: bool
-    ) -> None:
-        coro = proc._receive(frame, direction) if to_self else proc.push_frame(frame, direction)
-        self.stats.chains += 1
-        slot.coro = coro
-        slot.frame = frame
-        prev = self._current
-        self._current = slot
-        self.executing = True
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            slot.coro = None
-            slot.frame = None
-            return
-        except BaseException:
-            slot.coro = None
-            slot.frame = None
-            logger.exception("%s: chain for %s raised", self.name, frame)
-            return
-        finally:
-            self.executing = False
-            self._current = prev
-        self.stats.suspensions += 1
-        task = asyncio.get_running_loop().create_task(self._continue(slot, coro, yielded))
-        slot.task = task
-        task.add_done_callback(functools.partial(self._chain_done, slot, coro))
-
-    async def _continue(self, slot: _Slot, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-        """Finish a suspended chain in a call-owned task, keeping ``executing`` exact."""
-        task = asyncio.current_task()
-        while True:
-            throw = False
-            try:
-                if yielded is None:
-                    await asyncio.sleep(0)
-                else:
-                    # The chain already marked the future as blocking when it yielded it
-                    # to us; clear the mark so that we may await it on its behalf.
-                    yielded._asyncio_future_blocking = False
-                    await yielded
-            except asyncio.CancelledError:
-                # Our task was cancelled (interruption or cancel): pass it into the chain.
-                throw = task is not None and task.cancelling() > 0
-            except Exception:  # noqa: S110 - the chain sees the failure when resumed
-                pass
-            self._current = slot
-            self.executing = True
-            try:
-                if throw:
-                    if task is not None:
-                        task.uncancel()
-                    yielded = coro.throw(asyncio.CancelledError())
-                else:
-                    yielded = coro.send(None)
-            except (StopIteration, asyncio.CancelledError):
-                return
-            except BaseException:
-                logger.exception("%s: chain for %s raised", self.name, slot.frame)
-                return
-            finally:
-                self.executing = False
-                self._current = None
-            # Suspended again: let waiting system frames run meanwhile.
-            if self._sys and not self._closed:
-                self._pump()
-
-    def _chain_done(self, slot: _Slot, coro: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
-        """Release a slot whose continuation ended (also when cancelled before it started)."""
-        if getattr(coro, "cr_frame", None) is not None and not getattr(coro, "cr_running", False):
-            # Cancelled before the continuation ran: deliver the cancellation to the chain.
-            self.executing = True
-            try:
-                coro.throw(asyncio.CancelledError())
-            except BaseException:  # noqa: S110 - chain ended (normally by CancelledError)
-                pass
-            finally:
-                self.executing = False
-            try:
-                coro.close()
-            except RuntimeError:  # the chain swallowed GeneratorExit: nothing more we can do
-                logger.error("%s: chain for %s ignored cancellation", self.name, slot.frame)
-        if slot.task is task:
-            slot.coro = None
-            slot.task = None
-            slot.frame = None
-        if not self._closed:
-            self._pump()
-
     # ---------------------------------------------------------- interruption
 
     def note_interruption(self, frame: Frame) -> bool:
@@ -427,99 +309,3 @@ class CallScheduler:
             return
         # Run the cancel chain now, whatever the slots are doing.
         self._run(_Slot("cancel"), entry)
-
-    # ------------------------------------------------------ background tasks
-
-    def create_task(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        *,
-        name: str | None = None,
-        cancel_on_interruption: bool = False,
-    ) -> asyncio.Task[Any]:
-        """Start background work owned by this call, bound to the current generation."""
-        ctx = contextvars.copy_context()
-        gen = self.generation
-        ctx.run(_generation_var.set, gen)
-        task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)
-        self._tasks[task] = (gen, cancel_on_interruption)
-        self.stats.background_tasks += 1
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.pop(task, None)
-        if not task.cancelled():
-            exc = task.exception()
-            if exc is not None:
-                logger.error("%s: background task %s failed", self.name, task.get_name(), exc_info=exc)
-
-    def task_count(self) -> int:
-        """Background tasks still running."""
-        return len(self._tasks)
-
-    async def cancel_tasks(self, timeout: float) -> list[str]:
-        """Cancel every call-owned task; wait at most ``timeout`` s. Returns the stragglers' names."""
-        tasks = [t for t in self._tasks if not t.done()]
-        for slot in (self._data_slot, self._sys_slot):
-            if slot.task is not None and slot.task is not asyncio.current_task():
-                tasks.append(slot.task)
-        for t in tasks:
-            t.cancel()
-        if not tasks:
-            return []
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        return [t.get_name() for t in pending]
-
-    # ------------------------------------------------------------ lifecycle
-
-    async def run_hook(self, proc: FrameProcessor, hook: str, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a processor lifecycle hook inside the chain, bounded by :attr:`hook_timeout`.
-
-        The hook runs inline (frames it pushes stay in the chain, in order). If it
-        overruns, the chain's task is cancelled at the hook's await point and a
-        :class:`~flowcat.errors.PipelineTimeoutError` naming the processor is raised.
-        """
-        slot = self._current
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            task = slot.task if slot is not None else None
-            if task is not None and not task.done():
-                expired = True
-                task.cancel()
-
-        handle = asyncio.get_running_loop().call_later(self.hook_timeout, expire)
-        try:
-            await coro
-        except asyncio.CancelledError:
-            if not expired:
-                raise
-            self.stats.hook_timeouts += 1
-            err = PipelineTimeoutError(f"{proc}.{hook}()", self.hook_timeout)
-            logger.error("%s: %s", self.name, err)
-            if self.on_hook_timeout is not None:
-                self.on_hook_timeout(proc, hook, self.hook_timeout)
-            raise err from None
-        finally:
-            handle.cancel()
-
-    def stuck_processors(self) -> list[str]:
-        """Names of processors whose ``process_frame`` a suspended chain is waiting in."""
-        from ._processor import FrameProcessor
-
-        names: list[str] = []
-        for slot in (self._sys_slot, self._data_slot):
-            coro: Any = slot.coro
-            deepest = None
-            while coro is not None:
-                frame = getattr(coro, "cr_frame", None)
-                if frame is not None:
-                    owner = frame.f_locals.get("self")
-                    if isinstance(owner, FrameProcessor):
-                        deepest = owner
-                coro = getattr(coro, "cr_await", None)
-            if deepest is not None:
-                names.append(deepest.name)
-        return names
