@@ -14,9 +14,13 @@ from ..frames import Frame
 from ._direction import FrameDirection
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._processor import FrameProcessor
 
-__all__ = ["BaseObserver", "FramePushed"]
+__all__ = ["BaseObserver", "FramePushed", "install_observers"]
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
 
 
 @dataclass(slots=True)
@@ -55,3 +59,24 @@ class BaseObserver:
 
     async def on_pipeline_finished(self, frame: Any) -> None:
         """Called when the task finishes (with the End/Cancel/Stop frame)."""
+
+
+def install_observers(
+    proc: FrameProcessor, observers: list[BaseObserver], loop: asyncio.AbstractEventLoop
+) -> None:
+    """Give ``proc`` an observing ``push_frame`` (only done when observers exist)."""
+    original = type(proc).push_frame
+
+    async def push_frame(frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
+        sched = proc._sched
+        if sched is None or sched.executing:
+            dst = proc._next if direction is DOWNSTREAM else proc._prev
+            if dst is not None:
+                data = FramePushed(proc, dst, frame, direction, int(loop.time() * 1e9))
+                for obs in observers:
+                    types = obs.frame_types
+                    if types is None or isinstance(frame, types):
+                        await obs.on_push_frame(data)
+        await original(proc, frame, direction)
+
+    proc.push_frame = push_frame  # type: ignore[method-assign]

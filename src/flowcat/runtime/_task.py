@@ -12,7 +12,9 @@ The task wraps the pipeline between its own source and sink, owns the call's
 
 An overrun is logged and reported through ``on_pipeline_error`` naming the
 processor the pipeline is stuck in, and the task then cancels itself, so
-``run()`` always returns.
+``run()`` always returns. The timers behind these bounds, the idle timeout and
+heartbeats are :class:`~flowcat.runtime._task_timers.TaskTimers`, the task's base;
+its parameters and statistics are in :mod:`flowcat.runtime._task_params`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from ..errors import PipelineStateError
 from ..frames import (
     BotInterruptionFrame,
-    BotSpeakingFrame,
     CancelFrame,
     CancelTaskFrame,
     EndFrame,
@@ -34,22 +35,19 @@ from ..frames import (
     ErrorFrame,
     Frame,
     HeartbeatFrame,
-    InterimTranscriptionFrame,
     InterruptionFrame,
     InterruptionTaskFrame,
-    LLMFullResponseEndFrame,
     StartFrame,
     StopFrame,
     StopTaskFrame,
-    TranscriptionFrame,
-    UserSpeakingFrame,
 )
 from ._direction import FrameDirection
-from ._events import EventEmitter
-from ._observer import BaseObserver, FramePushed
+from ._observer import BaseObserver, install_observers
 from ._pipeline import flatten_links
 from ._processor import FrameProcessor
 from ._scheduler import CallScheduler
+from ._task_params import DEFAULT_IDLE_FRAMES, PipelineParams, TaskStats
+from ._task_timers import TaskTimers
 
 __all__ = ["PipelineParams", "PipelineTask", "TaskStats"]
 
@@ -57,52 +55,6 @@ logger = logging.getLogger("flowcat.task")
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
-
-DEFAULT_IDLE_FRAMES: tuple[type[Frame], ...] = (
-    BotSpeakingFrame,
-    UserSpeakingFrame,
-    TranscriptionFrame,
-    InterimTranscriptionFrame,
-    LLMFullResponseEndFrame,
-)
-
-
-@dataclass(kw_only=True)
-class PipelineParams:
-    """Parameters of a pipeline run, sent to every processor in the StartFrame."""
-
-    audio_in_sample_rate: int = 16000
-    """Sample rate (Hz) of input audio inside the pipeline. Default 16000."""
-    audio_out_sample_rate: int = 24000
-    """Sample rate (Hz) of output audio inside the pipeline. Default 24000."""
-    allow_interruptions: bool = True
-    """Whether user speech may interrupt the bot. Default True."""
-    enable_metrics: bool = False
-    """Report TTFB and processing metrics. Default False."""
-    enable_usage_metrics: bool = False
-    """Report LLM token and TTS character usage. Default False."""
-    report_only_initial_ttfb: bool = False
-    """Report only the first TTFB of each processor. Default False."""
-    enable_heartbeats: bool = False
-    """Send HeartbeatFrames and warn when they stop arriving. Default False."""
-    heartbeats_period_secs: float = 1.0
-    """Heartbeat period (s). Default 1.0."""
-    heartbeats_monitor_secs: float = 10.0
-    """Warn when no heartbeat reached the end for this long (s). Default 10.0."""
-    start_metadata: dict[str, Any] = field(default_factory=dict)
-    """Free-form metadata put in the StartFrame."""
-
-
-@dataclass
-class TaskStats:
-    """Per-task statistics (see also the scheduler's counters)."""
-
-    frames_queued: int = 0
-    heartbeats_received: int = 0
-    last_heartbeat_latency: float | None = None
-    errors: int = 0
-    stuck_processors: list[str] = field(default_factory=list)
-    finished_by: str | None = None
 
 
 class _TaskSource(FrameProcessor):
@@ -134,7 +86,7 @@ class _TaskSink(FrameProcessor):
             await self.push_frame(frame, direction)
 
 
-class PipelineTask(EventEmitter):
+class PipelineTask(TaskTimers):
     """Runs a pipeline for one call.
 
     Args:
@@ -188,13 +140,14 @@ class PipelineTask(EventEmitter):
         self.params = params or PipelineParams()
         self._pipeline = pipeline
         self._observers = list(observers or [])
-        self._idle_timeout = idle_timeout_secs
-        self._idle_types = tuple(idle_timeout_frames)
-        self._idle_cache: dict[type, bool] = {}
-        self._cancel_on_idle = cancel_on_idle_timeout
-        self._start_timeout = start_timeout_secs
-        self._end_timeout = end_timeout_secs
-        self._cancel_timeout = cancel_timeout_secs
+        super().__init__(
+            idle_timeout_secs=idle_timeout_secs,
+            idle_timeout_frames=idle_timeout_frames,
+            cancel_on_idle_timeout=cancel_on_idle_timeout,
+            start_timeout_secs=start_timeout_secs,
+            end_timeout_secs=end_timeout_secs,
+            cancel_timeout_secs=cancel_timeout_secs,
+        )
         self.stats = TaskStats()
         self._sched = CallScheduler(
             self.name,
@@ -209,12 +162,7 @@ class PipelineTask(EventEmitter):
         self._state = "idle"
         self._finished: asyncio.Future[None] | None = None
         self._cancel_requested = False
-        self._end_queued = False
         self._started = False
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._last_activity = 0.0
-        self._last_heartbeat = 0.0
-        self._heartbeat_warned = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -------------------------------------------------------------- public
@@ -291,7 +239,7 @@ class PipelineTask(EventEmitter):
         for proc in procs:
             proc._attach(self._sched)
             if self._observers:
-                _install_observers(proc, self._observers, loop)
+                install_observers(proc, self._observers, loop)
         if not self._observers:
             flatten_links(procs)
         try:
@@ -329,57 +277,6 @@ class PipelineTask(EventEmitter):
         if fut is not None and not fut.done():
             await asyncio.wait((fut,), timeout=self._cancel_timeout)
 
-    def _arm_timer(self, key: str, delay: float | None, callback: Any) -> None:
-        if delay is None or self._loop is None:
-            return
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        self._timers[key] = self._loop.call_later(delay, callback)
-
-    def _disarm(self, key: str) -> None:
-        handle = self._timers.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-
-    def _arm_end_timer(self) -> None:
-        if not self._end_queued:
-            self._end_queued = True
-            self._arm_timer("end", self._end_timeout, self._on_end_timeout)
-
-    def _report_stuck(self, what: str, timeout: float) -> None:
-        stuck = self._sched.stuck_processors()
-        self.stats.stuck_processors = stuck
-        where = ", ".join(stuck) if stuck else "no processor (frame was dropped or swallowed)"
-        msg = f"{self.name}: {what} did not complete within {timeout:g} s; stuck in {where}"
-        logger.error(msg)
-        self.stats.errors += 1
-        self._spawn_event("on_pipeline_error", ErrorFrame(error=msg))
-
-    def _spawn_event(self, name: str, *args: Any) -> None:
-        if self.has_event_handler(name) and self._loop is not None:
-            self._sched.create_task(self._call_event_handler(name, *args), name=f"{self.name}.{name}")
-
-    def _on_start_timeout(self) -> None:
-        if not self._started and not self.has_finished():
-            self._report_stuck("StartFrame", self._start_timeout)
-            self._cancel_sync("start timeout")
-
-    def _on_end_timeout(self) -> None:
-        if not self.has_finished():
-            self._report_stuck("EndFrame", self._end_timeout)
-            self._cancel_sync("end timeout")
-
-    def _on_cancel_timeout(self) -> None:
-        if not self.has_finished():
-            self._report_stuck("CancelFrame", self._cancel_timeout)
-            self._finish("cancel timeout")
-
-    def _cancel_sync(self, reason: str) -> None:
-        self._cancel_requested = True
-        self._arm_timer("cancel", self._cancel_timeout, self._on_cancel_timeout)
-        self._sched.submit(self._source, CancelFrame(reason=reason), DOWNSTREAM)
-
     def _finish(self, how: str) -> None:
         if self.stats.finished_by is None:
             self.stats.finished_by = how
@@ -411,13 +308,6 @@ class PipelineTask(EventEmitter):
             await obs.on_pipeline_finished(self.stats.finished_by)
 
     # ------------------------------------------------- frames at the edges
-
-    def _is_activity(self, frame: Frame) -> bool:
-        cls = frame.__class__
-        hit = self._idle_cache.get(cls)
-        if hit is None:
-            hit = self._idle_cache[cls] = issubclass(cls, self._idle_types)
-        return hit
 
     async def _on_downstream(self, frame: Frame) -> None:
         loop = self._loop
@@ -481,56 +371,3 @@ class PipelineTask(EventEmitter):
             await self._source.push_frame(InterruptionFrame(), DOWNSTREAM)
         if self.has_event_handler("on_frame_reached_upstream"):
             await self._call_event_handler("on_frame_reached_upstream", frame)
-
-    # --------------------------------------------------------------- timers
-
-    def _check_idle(self) -> None:
-        loop = self._loop
-        if loop is None or self.has_finished() or not self._idle_timeout:
-            return
-        remaining = self._last_activity + self._idle_timeout - loop.time()
-        if remaining > 0:
-            self._arm_timer("idle", remaining, self._check_idle)
-            return
-        logger.warning("%s: idle for %g s", self.name, self._idle_timeout)
-        self._spawn_event("on_idle_timeout")
-        if self._cancel_on_idle:
-            self._cancel_sync("idle timeout")
-        else:
-            self._last_activity = loop.time()
-            self._arm_timer("idle", self._idle_timeout, self._check_idle)
-
-    def _send_heartbeat(self) -> None:
-        loop = self._loop
-        if loop is None or self.has_finished():
-            return
-        now = loop.time()
-        if now - self._last_heartbeat > self.params.heartbeats_monitor_secs and not self._heartbeat_warned:
-            self._heartbeat_warned = True
-            logger.warning(
-                "%s: no heartbeat reached the end for %.1f s", self.name, now - self._last_heartbeat
-            )
-            self._spawn_event("on_heartbeat_timeout")
-        self._sched.submit(self._source, HeartbeatFrame(timestamp=int(now * 1e9)), DOWNSTREAM)
-        self._arm_timer("heartbeat", self.params.heartbeats_period_secs, self._send_heartbeat)
-
-
-def _install_observers(
-    proc: FrameProcessor, observers: list[BaseObserver], loop: asyncio.AbstractEventLoop
-) -> None:
-    """Give ``proc`` an observing ``push_frame`` (only done when observers exist)."""
-    original = type(proc).push_frame
-
-    async def push_frame(frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
-        sched = proc._sched
-        if sched is None or sched.executing:
-            dst = proc._next if direction is DOWNSTREAM else proc._prev
-            if dst is not None:
-                data = FramePushed(proc, dst, frame, direction, int(loop.time() * 1e9))
-                for obs in observers:
-                    types = obs.frame_types
-                    if types is None or isinstance(frame, types):
-                        await obs.on_push_frame(data)
-        await original(proc, frame, direction)
-
-    proc.push_frame = push_frame  # type: ignore[method-assign]
