@@ -22,9 +22,9 @@ import aiohttp
 import pytest
 
 from flowcat.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
-from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame
+from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, StartFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
-from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState
+from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, default_app
 
 picows = pytest.importorskip("picows")
 e2e = pytest.importorskip("test_e2e_carriers")
@@ -44,6 +44,21 @@ BINARY, TEXT, CONT, CLOSE = (
 TWILIO = e2e.SPECS["twilio"]
 
 
+class StartFlag(FrameProcessor):
+    """Reports each call whose StartFrame reached it (the transport input runs by then)."""
+
+    def __init__(self, started: asyncio.Queue[None]) -> None:
+        super().__init__()
+        self.queue = started
+
+    async def start(self, frame: StartFrame) -> None:
+        self.queue.put_nowait(None)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
 class Engine:
     """A running picows engine: its worker state, port and an aiohttp client session."""
 
@@ -51,6 +66,7 @@ class Engine:
         self.state = state
         self.port = port
         self.session = session
+        self.started: asyncio.Queue[None] = asyncio.Queue()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -63,17 +79,24 @@ class Engine:
         async with self.session.get(self.url(path)) as r:
             return r.status, await r.json()
 
+    async def running(self) -> None:
+        """Bounded wait for the next call's pipeline to have started (audio sent before is dropped)."""
+        await asyncio.wait_for(self.started.get(), 5.0)
+
 
 @contextlib.asynccontextmanager
 async def engine(**kw: Any) -> AsyncIterator[Engine]:
+    """The engine on an ephemeral port; every call's pipeline starts with a :class:`StartFlag`."""
+    app = kw.pop("app", default_app)
     opts: dict[str, Any] = {"audio_in_sample_rate": 8000, "audio_out_sample_rate": 8000}
     opts.update(kw)
-    state = ServerState(ServerConfig(**opts))
+    state = ServerState(ServerConfig(app=lambda call: [StartFlag(e.started), *app(call)], **opts))
     server = await serve_picows(state, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         async with aiohttp.ClientSession() as session:
-            yield Engine(state, port, session)
+            e = Engine(state, port, session)
+            yield e
     finally:
         server.close()
         await drain_state(state, 0.0)
@@ -194,8 +217,9 @@ async def test_unknown_carrier_and_bad_signature_are_refused(monkeypatch: pytest
 async def test_raw_call_echoes_bytes_through_the_pipeline_paced() -> None:
     async with engine() as e:
         ws = await e.ws_connect("/ws?sample_rate=8000")
+        await e.running()
         payloads = [bytes([i, 0x10]) * 160 for i in range(25)]  # 25 × 20 ms of 8 kHz PCM16
-        for p in payloads:  # at once, before the pipeline has even started
+        for p in payloads:  # at once
             await ws.send_bytes(p)
         loop = asyncio.get_running_loop()
         got, arrivals = [], []
@@ -215,6 +239,7 @@ async def test_raw_call_echoes_bytes_through_the_pipeline_paced() -> None:
 async def test_fragmented_message_is_reassembled_around_a_ping() -> None:
     async with engine() as e:
         tr, peer = await picows.ws_connect(Peer, f"ws://127.0.0.1:{e.port}/ws?sample_rate=8000")
+        await e.running()
         data = bytes((i * 7) & 0xFF for i in range(640))  # 40 ms: echoed as two 20 ms chunks
         tr.send(BINARY, data[:100], fin=False)
         tr.send_ping(b"still there?")
@@ -242,6 +267,7 @@ async def test_oversize_fragmented_message_closes_with_1009() -> None:
 async def test_malformed_raw_messages_are_skipped_and_the_call_goes_on() -> None:
     async with engine() as e:
         tr, peer = await picows.ws_connect(Peer, f"ws://127.0.0.1:{e.port}/ws?sample_rate=8000")
+        await e.running()
         tr.send(TEXT, b"text is not PCM")
         tr.send(BINARY, b"\x01\x02\x03")  # odd length
         tr.send(TEXT, b"\xff\xfe not utf-8")
@@ -300,6 +326,7 @@ async def test_twilio_call_handshake_media_dtmf_bad_json_and_end(monkeypatch: py
         ws = await e.ws_connect("/twilio/ws?tenant=x")
         for msg in TWILIO.handshake:
             await ws.send_str(msg)
+        await e.running()
         await ws.send_str("{this is not json")  # logged and skipped
         sent = [pcm16_to_ulaw(tone(440.0 + 100 * k, 0.02, 8000, 0.3)) for k in range(5)]
         for payload in sent:

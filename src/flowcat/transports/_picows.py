@@ -6,9 +6,8 @@ per-message future. The listener reassembles fragmented messages (bounded by
 ``max_msg_size``; past it the socket is closed with 1009), answers CLOSE,
 leaves PING to picows' auto-pong, and hands each whole message to
 :meth:`~flowcat.transports.WebsocketTransport.feed` synchronously. Until a
-transport is attached (a carrier handshake is still running, or the pipeline
-has not started) messages wait in a small inbox, read with
-:meth:`PicowsListener.receive`. Writes are synchronous ``WSTransport.send``
+transport is attached (a carrier handshake is still running) messages wait in
+a small inbox, read with :meth:`PicowsListener.receive`. Writes are synchronous ``WSTransport.send``
 calls: picows writes straight to the socket (or buffers in the asyncio
 transport when the kernel buffer is full), so no write ever creates a task.
 """
@@ -224,9 +223,11 @@ class PicowsTransport(WebsocketTransport):
     """A call over one picows connection (see the module docstring).
 
     Events and behaviour are those of :class:`WebsocketTransport`; only the socket
-    differs. :meth:`read_messages` waits for the pipeline to start, attaches the
-    transport to the listener (so no message is lost before the input runs), and
-    returns when the connection is gone.
+    differs. :meth:`read_messages` attaches the transport to the listener (messages
+    still in its inbox first) and returns when the connection is gone. As on
+    aiohttp, audio that arrives before the StartFrame reached the input is dropped
+    by the input: holding it back would put a real-time-paced echo behind by that
+    backlog for the whole call.
 
     Args:
         listener: The connection's :class:`PicowsListener` (already connected).
@@ -250,9 +251,6 @@ class PicowsTransport(WebsocketTransport):
         lis = self._listener
         try:
             closed = lis.closed_future()
-            started = self._input.started_future()
-            if not started.done():
-                await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
             lis.attach(self)
             await asyncio.shield(closed)
         finally:
