@@ -21,7 +21,8 @@ recorder after the output hears what the peer heard.
 
 Subclasses implement :meth:`write_audio`, :meth:`write_frame` and
 :meth:`close_transport`, all synchronous (start async work with
-:func:`~flowcat.transports.drive`).
+:func:`~flowcat.transports.drive`). The queue and the clock-driven sending are
+:class:`~flowcat.transports._output_queue.OutputQueue`, a mix-in of this class.
 """
 
 from __future__ import annotations
@@ -29,18 +30,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import deque
 from typing import Any
 
-from ..audio import StreamResampler
 from ..frames import (
     CONTROL,
     SYSTEM,
-    BotSpeakingFrame,
     BotSpeechPauseFrame,
     BotSpeechResumeFrame,
-    BotStartedSpeakingFrame,
-    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -50,8 +46,9 @@ from ..frames import (
     StartFrame,
 )
 from ..runtime import FrameDirection, FrameProcessor
-from ._clock import IDLE, AudioClock
+from ._clock import AudioClock
 from ._drive import drive
+from ._output_queue import _SILENCE, OutputQueue, OutputStats
 from ._params import TransportParams
 
 __all__ = ["BaseOutputTransport", "OutputStats"]
@@ -62,29 +59,7 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 
-class _Silence:
-    """Queue marker: one chunk of silence (end silence); not bot speech."""
-
-    __slots__ = ()
-
-
-_SILENCE = _Silence()
-
-
-class OutputStats:
-    """Counters of one output."""
-
-    __slots__ = ("bot_bytes_sent", "chunks_sent", "clears_sent", "dropped_chunks", "silence_chunks_sent")
-
-    def __init__(self) -> None:
-        self.chunks_sent = 0
-        self.bot_bytes_sent = 0
-        self.silence_chunks_sent = 0
-        self.clears_sent = 0
-        self.dropped_chunks = 0
-
-
-class BaseOutputTransport(FrameProcessor):
+class BaseOutputTransport(FrameProcessor, OutputQueue):
     """Output side of a transport (see the module docstring).
 
     Args:
@@ -94,35 +69,7 @@ class BaseOutputTransport(FrameProcessor):
 
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
-        self._params = params
-        self._queue: deque[Any] = deque()
-        self._pending = b""
-        self._rate = params.audio_out_sample_rate or 24000
-        self._channels = params.audio_out_channels
-        self._period = params.audio_out_chunk_ms / 1000.0
-        self._chunk_bytes = 0
-        self._inv_bps = 0.0
-        self._ahead = params.audio_out_send_ahead_chunks * self._period
-        self._slack = self._period * 0.25
-        self._clock: AudioClock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._active = False
-        self._always = params.audio_out_continuous or params.audio_out_mixer is not None
-        self._paused = False
-        self._closed = False
-        self._discard_audio = False
-        self._play_end = 0.0
-        self._speaking = False
-        self._last_sent = 0.0
-        self._last_speaking = 0.0
-        self._resampler: StreamResampler | None = None
-        self._outbox: list[tuple[Frame, FrameDirection]] = []
-        self._end_timer: asyncio.TimerHandle | None = None
-        self._ending: EndFrame | None = None
-        self._silence = b""
-        self._mixer = params.audio_out_mixer
-        self._push_sent = True
-        self.stats = OutputStats()
+        OutputQueue.__init__(self, params)
 
     # ------------------------------------------------------------ subclass API
 
@@ -213,17 +160,6 @@ class BaseOutputTransport(FrameProcessor):
             if inspect.isawaitable(res):
                 await res
 
-    def _shutdown(self) -> None:
-        self._closed = True
-        self._queue.clear()
-        self._pending = b""
-        if self._end_timer is not None:
-            self._end_timer.cancel()
-            self._end_timer = None
-        if self._clock is not None:
-            self._clock.discard(self)
-        self._active = False
-
     # ------------------------------------------------------------ the chain
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -260,203 +196,6 @@ class BaseOutputTransport(FrameProcessor):
         elif cls is not StartFrame and cls is not CancelFrame:
             self.write_frame(frame)  # urgent messages, DTMF
         await self.push_frame(frame, direction)
-
-    # -------------------------------------------------------------- queueing
-
-    def _enqueue_audio(self, frame: OutputAudioRawFrame) -> None:
-        if self._closed or self._discard_audio or self._ending is not None or not self._chunk_bytes:
-            return
-        audio = frame.audio
-        if frame.sample_rate == self._rate:
-            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
-            # queued, the window open — send it now, as the frame it came in.
-            if (
-                self._active
-                and len(audio) == self._chunk_bytes
-                and not self._pending
-                and not self._queue
-                and not self._paused
-                and self._mixer is None
-                and frame.num_channels == self._channels
-            ):
-                now = self._loop.time()  # type: ignore[union-attr]
-                if self._play_end - now + self._period <= self._ahead + self._slack:
-                    self._send(audio, now, True, frame)
-                    if now - self._last_speaking >= self._params.bot_speaking_period_secs:
-                        self._last_speaking = now
-                        self._broadcast(BotSpeakingFrame)
-                    if self._outbox:
-                        self._flush_outbox()
-                    return
-        else:
-            rs = self._resampler
-            if rs is None or rs.in_rate != frame.sample_rate:
-                rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
-            audio = rs.resample(audio)
-        if self._pending:
-            audio = self._pending + audio
-        size = self._chunk_bytes
-        n = len(audio) // size
-        q = self._queue
-        if n == 1 and len(audio) == size:
-            q.append(audio)
-            self._pending = b""
-        else:
-            for i in range(n):
-                q.append(audio[i * size : (i + 1) * size])
-            self._pending = audio[n * size :]
-        self._activate()
-
-    def _flush_partial(self) -> None:
-        rs = self._resampler
-        tail = rs.flush() if rs is not None else b""
-        if tail:
-            self._pending += tail
-            size = self._chunk_bytes
-            while len(self._pending) >= size:
-                self._queue.append(self._pending[:size])
-                self._pending = self._pending[size:]
-        pending = self._pending
-        if pending:
-            if self._params.audio_out_pad_last_chunk:
-                pending += bytes(self._chunk_bytes - len(pending))
-            self._queue.append(pending)
-            self._pending = b""
-
-    def _activate(self) -> None:
-        if self._closed or self._clock is None:
-            return
-        if self._active:
-            # Already on the clock: send now whatever the send-ahead window allows
-            # instead of waiting up to a period for the next tick (an echo or a
-            # streaming TTS would otherwise gain up to 20 ms per chunk).
-            if not self._paused:
-                busy = self.on_clock(self._loop.time())  # type: ignore[union-attr]
-                if not busy:
-                    self._clock.discard(self)
-                elif busy is True:
-                    self._clock.add(self)
-            return
-        self._active = True
-        self._clock.add(self)
-        assert self._loop is not None
-        self._loop.call_soon(self._kick)
-
-    def _kick(self) -> None:
-        if self._active and self._clock is not None and not self.on_clock(self._loop.time()):  # type: ignore[union-attr]
-            self._clock.discard(self)
-
-    # ------------------------------------------------------------ the clock
-
-    def on_clock(self, now: float) -> bool | int:
-        """Send what the window allows at ``now`` (called by the clock).
-
-        Returns True while audio waits (serve every tick), ``IDLE`` while the bot
-        counts as speaking with nothing queued (a few ticks apart is enough to see
-        it stop), False when there is nothing more to do.
-        """
-        if self._closed:
-            self._active = False
-            return False
-        q = self._queue
-        ahead = self._ahead + self._slack
-        inv_bps = self._inv_bps
-        bot_sent = False
-        if not self._paused:
-            while True:
-                if q:
-                    item = q[0]
-                    is_audio = type(item) is bytes
-                    if is_audio or item is _SILENCE:
-                        dur = len(item) * inv_bps if is_audio else self._period
-                        if self._play_end - now + dur > ahead:
-                            break
-                        q.popleft()
-                        if is_audio:
-                            self._send(item, now, True)
-                            bot_sent = True
-                        else:
-                            self._send(self._silence, now, False)
-                        continue
-                    q.popleft()
-                    self._release(item)
-                    if self._closed:
-                        self._flush_outbox()
-                        return False
-                    continue
-                if self._pending and not self._discard_audio:
-                    pending = self._pending
-                    if self._play_end - now + len(pending) * inv_bps > ahead:
-                        break
-                    self._pending = b""
-                    self._send(pending, now, True)
-                    bot_sent = True
-                break
-        if self._always and (self._paused or not q):
-            while self._play_end - now + self._period <= ahead:
-                self._send(self._silence, now, False)
-        if self._speaking:
-            if bot_sent:
-                if now - self._last_speaking >= self._params.bot_speaking_period_secs:
-                    self._last_speaking = now
-                    self._broadcast(BotSpeakingFrame)
-            elif not self._paused and now - self._last_sent >= self._params.bot_stopped_speaking_secs:
-                # A paused bot (barge-in being judged) has not stopped speaking.
-                self._stopped_speaking()
-        if self._outbox:
-            self._flush_outbox()
-        if self._queue or (self._pending and not self._paused) or self._always:
-            return True
-        if self._speaking and not self._paused:
-            return IDLE
-        self._active = False
-        return False
-
-    def _send(self, chunk: bytes, now: float, bot: bool, frame: OutputAudioRawFrame | None = None) -> None:
-        if frame is None:
-            mixer = self._mixer
-            if mixer is not None:
-                chunk = mixer.mix(chunk)
-            frame = OutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels)
-        try:
-            self.write_audio(frame)
-        except Exception:
-            logger.exception("%s: write_audio failed", self)
-        start = self._play_end if self._play_end > now else now
-        self._play_end = start + len(chunk) * self._inv_bps
-        stats = self.stats
-        stats.chunks_sent += 1
-        if not bot:
-            stats.silence_chunks_sent += 1
-            return
-        stats.bot_bytes_sent += len(chunk)
-        self._last_sent = now
-        if not self._speaking:
-            self._speaking = True
-            self._last_speaking = now
-            self._broadcast(BotStartedSpeakingFrame)
-        if self._push_sent:
-            self._outbox.append((frame, DOWNSTREAM))
-
-    def _release(self, frame: Frame) -> None:
-        """A queued frame reached the head of the queue: send it, pass it on."""
-        if isinstance(frame, EndFrame):
-            self._finish_end(frame)
-            return
-        self.write_frame(frame)
-        self._outbox.append((frame, DOWNSTREAM))
-
-    def _broadcast(self, cls: type[Frame]) -> None:
-        down = cls()
-        up = cls()
-        down.broadcast_sibling_id = up.id
-        up.broadcast_sibling_id = down.id
-        self._outbox.append((down, DOWNSTREAM))
-        self._outbox.append((up, UPSTREAM))
-
-    def _stopped_speaking(self) -> None:
-        self._speaking = False
-        self._broadcast(BotStoppedSpeakingFrame)
 
     def _flush_outbox(self) -> None:
         out = self._outbox
@@ -529,14 +268,6 @@ class BaseOutputTransport(FrameProcessor):
         self._pending = b""
         self._finish_end(frame)
         self._flush_outbox()
-
-    def _finish_end(self, frame: EndFrame) -> None:
-        if self._speaking:
-            self._stopped_speaking()
-        self._shutdown()
-        self.write_frame(frame)
-        self.close_transport(frame)
-        self._outbox.append((frame, DOWNSTREAM))
 
     def _mixer_control(self, frame: MixerControlFrame) -> None:
         mixer = self._mixer

@@ -1,0 +1,339 @@
+"""The send queue of an output transport, released on the shared audio clock.
+
+Bot audio is resampled to the transport rate, cut into ``audio_out_chunk_ms``
+chunks and queued; data and control frames that arrive behind queued audio wait
+in the same queue. The process's :class:`~flowcat.transports.AudioClock` calls
+:meth:`OutputQueue.on_clock`, which sends chunks so that at most
+``audio_out_send_ahead_chunks`` are ahead of real time on the wire, and releases
+each queued frame (written if the protocol carries it, then pushed downstream)
+once the audio before it has been sent. A whole chunk arriving with nothing
+queued and the window open is sent at once, as the frame it came in. Sent chunks
+are pushed downstream too, so a recorder after the output hears what the peer
+heard, and bot started/speaking/stopped frames are derived from the sends. An
+EndFrame reaching the head of the queue closes the transport.
+
+:class:`~flowcat.transports.BaseOutputTransport` builds on this: it routes the
+frames and handles the lifecycle, interruptions, pauses and the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..audio import StreamResampler
+from ..frames import (
+    BotSpeakingFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    EndFrame,
+    Frame,
+    OutputAudioRawFrame,
+)
+from ..runtime import FrameDirection
+from ._clock import IDLE, AudioClock
+from ._params import TransportParams
+
+if TYPE_CHECKING:
+    from ..frames import CancelFrame
+
+__all__ = ["OutputQueue", "OutputStats"]
+
+logger = logging.getLogger("flowcat.transports.output")
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+UPSTREAM = FrameDirection.UPSTREAM
+
+
+class _Silence:
+    """Queue marker: one chunk of silence (end silence); not bot speech."""
+
+    __slots__ = ()
+
+
+_SILENCE = _Silence()
+
+
+class OutputStats:
+    """Counters of one output."""
+
+    __slots__ = ("bot_bytes_sent", "chunks_sent", "clears_sent", "dropped_chunks", "silence_chunks_sent")
+
+    def __init__(self) -> None:
+        self.chunks_sent = 0
+        self.bot_bytes_sent = 0
+        self.silence_chunks_sent = 0
+        self.clears_sent = 0
+        self.dropped_chunks = 0
+
+
+class OutputQueue:
+    """Queue and clock-driven sending of :class:`~flowcat.transports.BaseOutputTransport`.
+
+    A mix-in listed after :class:`~flowcat.FrameProcessor` in the bases, so that
+    ``super()`` calls on the frame path reach the processor without an extra hop.
+    It holds the output's state. The subclass API it calls
+    (``write_audio``, ``write_frame``, ``close_transport``) and the push of what it
+    produced into the chain (``_flush_outbox``) are ``BaseOutputTransport``'s.
+    """
+
+    if TYPE_CHECKING:
+
+        def _flush_outbox(self) -> None: ...
+
+        def write_audio(self, frame: OutputAudioRawFrame) -> None: ...
+
+        def write_frame(self, frame: Frame) -> None: ...
+
+        def close_transport(self, frame: EndFrame | CancelFrame) -> None: ...
+
+    def __init__(self, params: TransportParams) -> None:
+        self._params = params
+        self._queue: deque[Any] = deque()
+        self._pending = b""
+        self._rate = params.audio_out_sample_rate or 24000
+        self._channels = params.audio_out_channels
+        self._period = params.audio_out_chunk_ms / 1000.0
+        self._chunk_bytes = 0
+        self._inv_bps = 0.0
+        self._ahead = params.audio_out_send_ahead_chunks * self._period
+        self._slack = self._period * 0.25
+        self._clock: AudioClock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._active = False
+        self._always = params.audio_out_continuous or params.audio_out_mixer is not None
+        self._paused = False
+        self._closed = False
+        self._discard_audio = False
+        self._play_end = 0.0
+        self._speaking = False
+        self._last_sent = 0.0
+        self._last_speaking = 0.0
+        self._resampler: StreamResampler | None = None
+        self._outbox: list[tuple[Frame, FrameDirection]] = []
+        self._end_timer: asyncio.TimerHandle | None = None
+        self._ending: EndFrame | None = None
+        self._silence = b""
+        self._mixer = params.audio_out_mixer
+        self._push_sent = True
+        self.stats = OutputStats()
+
+    # -------------------------------------------------------------- queueing
+
+    def _enqueue_audio(self, frame: OutputAudioRawFrame) -> None:
+        if self._closed or self._discard_audio or self._ending is not None or not self._chunk_bytes:
+            return
+        audio = frame.audio
+        if frame.sample_rate == self._rate:
+            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
+            # queued, the window open — send it now, as the frame it came in.
+            if (
+                self._active
+                and len(audio) == self._chunk_bytes
+                and not self._pending
+                and not self._queue
+                and not self._paused
+                and self._mixer is None
+                and frame.num_channels == self._channels
+            ):
+                now = self._loop.time()  # type: ignore[union-attr]
+                if self._play_end - now + self._period <= self._ahead + self._slack:
+                    self._send(audio, now, True, frame)
+                    if now - self._last_speaking >= self._params.bot_speaking_period_secs:
+                        self._last_speaking = now
+                        self._broadcast(BotSpeakingFrame)
+                    if self._outbox:
+                        self._flush_outbox()
+                    return
+        else:
+            rs = self._resampler
+            if rs is None or rs.in_rate != frame.sample_rate:
+                rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
+            audio = rs.resample(audio)
+        if self._pending:
+            audio = self._pending + audio
+        size = self._chunk_bytes
+        n = len(audio) // size
+        q = self._queue
+        if n == 1 and len(audio) == size:
+            q.append(audio)
+            self._pending = b""
+        else:
+            for i in range(n):
+                q.append(audio[i * size : (i + 1) * size])
+            self._pending = audio[n * size :]
+        self._activate()
+
+    def _flush_partial(self) -> None:
+        rs = self._resampler
+        tail = rs.flush() if rs is not None else b""
+        if tail:
+            self._pending += tail
+            size = self._chunk_bytes
+            while len(self._pending) >= size:
+                self._queue.append(self._pending[:size])
+                self._pending = self._pending[size:]
+        pending = self._pending
+        if pending:
+            if self._params.audio_out_pad_last_chunk:
+                pending += bytes(self._chunk_bytes - len(pending))
+            self._queue.append(pending)
+            self._pending = b""
+
+    def _activate(self) -> None:
+        if self._closed or self._clock is None:
+            return
+        if self._active:
+            # Already on the clock: send now whatever the send-ahead window allows
+            # instead of waiting up to a period for the next tick (an echo or a
+            # streaming TTS would otherwise gain up to 20 ms per chunk).
+            if not self._paused:
+                busy = self.on_clock(self._loop.time())  # type: ignore[union-attr]
+                if not busy:
+                    self._clock.discard(self)
+                elif busy is True:
+                    self._clock.add(self)
+            return
+        self._active = True
+        self._clock.add(self)
+        assert self._loop is not None
+        self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        if self._active and self._clock is not None and not self.on_clock(self._loop.time()):  # type: ignore[union-attr]
+            self._clock.discard(self)
+
+    # ------------------------------------------------------------ the clock
+
+    def on_clock(self, now: float) -> bool | int:
+        """Send what the window allows at ``now`` (called by the clock).
+
+        Returns True while audio waits (serve every tick), ``IDLE`` while the bot
+        counts as speaking with nothing queued (a few ticks apart is enough to see
+        it stop), False when there is nothing more to do.
+        """
+        if self._closed:
+            self._active = False
+            return False
+        q = self._queue
+        ahead = self._ahead + self._slack
+        inv_bps = self._inv_bps
+        bot_sent = False
+        if not self._paused:
+            while True:
+                if q:
+                    item = q[0]
+                    is_audio = type(item) is bytes
+                    if is_audio or item is _SILENCE:
+                        dur = len(item) * inv_bps if is_audio else self._period
+                        if self._play_end - now + dur > ahead:
+                            break
+                        q.popleft()
+                        if is_audio:
+                            self._send(item, now, True)
+                            bot_sent = True
+                        else:
+                            self._send(self._silence, now, False)
+                        continue
+                    q.popleft()
+                    self._release(item)
+                    if self._closed:
+                        self._flush_outbox()
+                        return False
+                    continue
+                if self._pending and not self._discard_audio:
+                    pending = self._pending
+                    if self._play_end - now + len(pending) * inv_bps > ahead:
+                        break
+                    self._pending = b""
+                    self._send(pending, now, True)
+                    bot_sent = True
+                break
+        if self._always and (self._paused or not q):
+            while self._play_end - now + self._period <= ahead:
+                self._send(self._silence, now, False)
+        if self._speaking:
+            if bot_sent:
+                if now - self._last_speaking >= self._params.bot_speaking_period_secs:
+                    self._last_speaking = now
+                    self._broadcast(BotSpeakingFrame)
+            elif not self._paused and now - self._last_sent >= self._params.bot_stopped_speaking_secs:
+                # A paused bot (barge-in being judged) has not stopped speaking.
+                self._stopped_speaking()
+        if self._outbox:
+            self._flush_outbox()
+        if self._queue or (self._pending and not self._paused) or self._always:
+            return True
+        if self._speaking and not self._paused:
+            return IDLE
+        self._active = False
+        return False
+
+    def _send(self, chunk: bytes, now: float, bot: bool, frame: OutputAudioRawFrame | None = None) -> None:
+        if frame is None:
+            mixer = self._mixer
+            if mixer is not None:
+                chunk = mixer.mix(chunk)
+            frame = OutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels)
+        try:
+            self.write_audio(frame)
+        except Exception:
+            logger.exception("%s: write_audio failed", self)
+        start = self._play_end if self._play_end > now else now
+        self._play_end = start + len(chunk) * self._inv_bps
+        stats = self.stats
+        stats.chunks_sent += 1
+        if not bot:
+            stats.silence_chunks_sent += 1
+            return
+        stats.bot_bytes_sent += len(chunk)
+        self._last_sent = now
+        if not self._speaking:
+            self._speaking = True
+            self._last_speaking = now
+            self._broadcast(BotStartedSpeakingFrame)
+        if self._push_sent:
+            self._outbox.append((frame, DOWNSTREAM))
+
+    def _release(self, frame: Frame) -> None:
+        """A queued frame reached the head of the queue: send it, pass it on."""
+        if isinstance(frame, EndFrame):
+            self._finish_end(frame)
+            return
+        self.write_frame(frame)
+        self._outbox.append((frame, DOWNSTREAM))
+
+    def _broadcast(self, cls: type[Frame]) -> None:
+        down = cls()
+        up = cls()
+        down.broadcast_sibling_id = up.id
+        up.broadcast_sibling_id = down.id
+        self._outbox.append((down, DOWNSTREAM))
+        self._outbox.append((up, UPSTREAM))
+
+    def _stopped_speaking(self) -> None:
+        self._speaking = False
+        self._broadcast(BotStoppedSpeakingFrame)
+
+    # -------------------------------------------------------------- closing
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._pending = b""
+        if self._end_timer is not None:
+            self._end_timer.cancel()
+            self._end_timer = None
+        if self._clock is not None:
+            self._clock.discard(self)
+        self._active = False
+
+    def _finish_end(self, frame: EndFrame) -> None:
+        if self._speaking:
+            self._stopped_speaking()
+        self._shutdown()
+        self.write_frame(frame)
+        self.close_transport(frame)
+        self._outbox.append((frame, DOWNSTREAM))
