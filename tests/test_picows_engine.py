@@ -236,6 +236,36 @@ async def test_raw_call_echoes_bytes_through_the_pipeline_paced() -> None:
         assert e.state.admission.completed == 1 and e.state.finished_calls == 1
 
 
+async def test_audio_sent_right_after_the_upgrade_is_echoed() -> None:
+    async with engine() as e:
+        ws = await e.ws_connect("/ws?sample_rate=8000")
+        await ws.send_bytes(b"\x07\x00" * 160)  # before the pipeline has started: held, then fed
+        assert (await asyncio.wait_for(ws.receive(), 3.0)).data == b"\x07\x00" * 160
+        await ws.close()
+
+
+def test_only_the_last_messages_before_the_start_are_fed() -> None:
+    from flowcat.transports import PicowsListener
+
+    class Sink:
+        name = "sink"
+
+        def __init__(self) -> None:
+            self.fed: list[str | bytes] = []
+
+        def feed(self, data: str | bytes) -> None:
+            self.fed.append(data)
+
+    lis = PicowsListener()
+    for i in range(5):
+        lis._hold(bytes([i]))
+    sink = Sink()
+    lis.attach(sink, keep=2)  # type: ignore[arg-type]
+    assert sink.fed == [b"\x03", b"\x04"] and lis.dropped == 3
+    lis._feed(b"\x05")  # from now on every message goes straight to the transport
+    assert sink.fed[-1] == b"\x05"
+
+
 async def test_fragmented_message_is_reassembled_around_a_ping() -> None:
     async with engine() as e:
         tr, peer = await picows.ws_connect(Peer, f"ws://127.0.0.1:{e.port}/ws?sample_rate=8000")

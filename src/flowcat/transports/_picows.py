@@ -6,8 +6,8 @@ per-message future. The listener reassembles fragmented messages (bounded by
 ``max_msg_size``; past it the socket is closed with 1009), answers CLOSE,
 leaves PING to picows' auto-pong, and hands each whole message to
 :meth:`~flowcat.transports.WebsocketTransport.feed` synchronously. Until a
-transport is attached (a carrier handshake is still running) messages wait in
-a small inbox, read with :meth:`PicowsListener.receive`. Writes are synchronous ``WSTransport.send``
+transport is attached (a carrier handshake is still running, or the pipeline is
+starting) messages wait in a small inbox, read with :meth:`PicowsListener.receive`. Writes are synchronous ``WSTransport.send``
 calls: picows writes straight to the socket (or buffers in the asyncio
 transport when the kernel buffer is full), so no write ever creates a task.
 """
@@ -63,6 +63,8 @@ class PicowsListener(picows.WSListener):
         self._frag_type: Any = None
         self._frag: list[bytes] = []
         self._frag_size = 0
+        self.dropped = 0
+        """Messages dropped because they arrived long before the pipeline started."""
 
     # ----------------------------------------------------------------- public
 
@@ -109,11 +111,18 @@ class PicowsListener(picows.WSListener):
             ws.send_close(_CloseCode(code), reason.encode() if reason else None)
         asyncio.get_running_loop().call_later(_CLOSE_WAIT, ws.disconnect)
 
-    def attach(self, transport: WebsocketTransport) -> None:
-        """Feed ``transport`` from now on (messages waiting in the inbox first)."""
+    def attach(self, transport: WebsocketTransport, keep: int | None = None) -> None:
+        """Feed ``transport`` from now on: the inbox first (only its last ``keep`` messages
+        when given; the older ones are dropped and counted in :attr:`dropped`)."""
         self.transport = transport
         feed = transport.feed
         inbox = self._inbox
+        if keep is not None and len(inbox) > keep:
+            n = len(inbox) - keep
+            self.dropped += n
+            for _ in range(n):
+                inbox.popleft()
+            logger.debug("%s: dropped %d messages received before the pipeline started", transport.name, n)
         while inbox:
             feed(inbox.popleft())
         self._feed = feed
@@ -223,11 +232,13 @@ class PicowsTransport(WebsocketTransport):
     """A call over one picows connection (see the module docstring).
 
     Events and behaviour are those of :class:`WebsocketTransport`; only the socket
-    differs. :meth:`read_messages` attaches the transport to the listener (messages
-    still in its inbox first) and returns when the connection is gone. As on
-    aiohttp, audio that arrives before the StartFrame reached the input is dropped
-    by the input: holding it back would put a real-time-paced echo behind by that
-    backlog for the whole call.
+    differs. :meth:`read_messages` waits for the StartFrame to reach the input,
+    attaches the transport to the listener and returns when the connection is gone.
+    Of the messages that arrived before the pipeline started, the last
+    ``audio_out_send_ahead_chunks`` are fed (a client that sends right after the
+    upgrade is not ignored) and older ones dropped, as aiohttp's input drops them
+    all: a longer backlog would keep a real-time-paced echo that far behind for the
+    whole call.
 
     Args:
         listener: The connection's :class:`PicowsListener` (already connected).
@@ -251,7 +262,10 @@ class PicowsTransport(WebsocketTransport):
         lis = self._listener
         try:
             closed = lis.closed_future()
-            lis.attach(self)
+            started = self._input.started_future()
+            if not started.done():
+                await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
+            lis.attach(self, keep=max(1, self._wparams.audio_out_send_ahead_chunks))
             await asyncio.shield(closed)
         finally:
             await self._on_disconnected()
