@@ -6,6 +6,7 @@ The sharing and drain tests run on both media engines (``--engine aiohttp|picows
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,8 @@ def _health(port: int) -> dict[str, Any] | None:
 
 def _serve(port: int, *extra: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--sample-rate", "8000", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Own process group: a test that fails can kill the workers too, not only the supervisor.
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _engine(engine: str) -> tuple[str, ...]:
@@ -83,8 +85,9 @@ def stop_after() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for p in procs:
+        with contextlib.suppress(ProcessLookupError):  # workers outlive a killed supervisor
+            os.killpg(p.pid, signal.SIGKILL)
         if p.poll() is None:
-            p.kill()
             p.wait(timeout=10)
 
 
