@@ -40,6 +40,7 @@ _PING = picows.WSMsgType.PING
 _CloseCode = picows.WSCloseCode
 
 _CLOSE_WAIT = 2.0  # seconds the peer has to answer our CLOSE before the socket is dropped
+_INBOX_MAX = 64  # messages kept before a transport is attached (a flood keeps only the newest)
 
 
 class PicowsListener(picows.WSListener):
@@ -56,7 +57,7 @@ class PicowsListener(picows.WSListener):
         self.max_msg_size = max_msg_size
         self.transport: WebsocketTransport | None = None
         self._feed: Any = self._hold
-        self._inbox: deque[str | bytes] = deque()
+        self._inbox: deque[str | bytes] = deque(maxlen=_INBOX_MAX)
         self._waiter: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._gone = False
@@ -64,7 +65,7 @@ class PicowsListener(picows.WSListener):
         self._frag: list[bytes] = []
         self._frag_size = 0
         self.dropped = 0
-        """Messages dropped because they arrived long before the pipeline started."""
+        """Messages received while the pipeline was starting and dropped (all but the last ``keep``)."""
 
     # ----------------------------------------------------------------- public
 
