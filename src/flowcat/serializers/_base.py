@@ -158,14 +158,10 @@ class FrameSerializer:
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         """Turn one carrier message into a frame, or None (control messages, bad input)."""
-        try:
-            out = self._deserialize(data)
-            if inspect.isawaitable(out):
-                out = await out
-            return out
-        except Exception as exc:  # malformed input of a shape we did not foresee
-            self.bad_input(f"unreadable message ({type(exc).__name__})", data)
-            return None
+        out = self.deserialize_now(data)
+        if inspect.iscoroutine(out):
+            out = await out
+        return out
 
     def deserialize_now(self, data: str | bytes) -> Any:
         """:meth:`deserialize` without a coroutine (the transport's fast path).
@@ -178,7 +174,7 @@ class FrameSerializer:
             if inspect.iscoroutine(out):
                 return self._guarded(out, data)
             return out
-        except Exception as exc:
+        except Exception as exc:  # malformed input of a shape we did not foresee
             self.bad_input(f"unreadable message ({type(exc).__name__})", data)
             return None
 

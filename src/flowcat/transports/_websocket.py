@@ -142,7 +142,6 @@ class WebsocketTransport(BaseTransport):
         self.messages_out = 0
         ser = self._serializer
         self._ser_async = inspect.iscoroutinefunction(ser.serialize)
-        self._des_async = inspect.iscoroutinefunction(ser.deserialize)
         # Optional synchronous fast paths (flowcat serializers have them; a
         # pipecat-style serializer with only the async methods works too).
         self._ser_audio = getattr(ser, "serialize_audio", None)
@@ -203,20 +202,14 @@ class WebsocketTransport(BaseTransport):
         self.messages_in += 1
         try:
             des_now = self._des_now
-            if des_now is not None:
-                frame = des_now(data)
-                if frame is not None and not isinstance(frame, Frame) and inspect.iscoroutine(frame):
-                    frame = drive(frame, "deserialize")
-            else:
-                frame = self._serializer.deserialize(data)
-                if self._des_async:
-                    frame = drive(frame, "deserialize")
+            frame = des_now(data) if des_now is not None else self._serializer.deserialize(data)
+            decoded = isinstance(frame, Frame)  # the normal case: one check per message
+            if not decoded and inspect.iscoroutine(frame):
+                frame = drive(frame, "deserialize")
         except Exception as exc:
             self._bad_message(data, exc)
             return
-        if frame is None:
-            return
-        if isinstance(frame, Frame):
+        if decoded or isinstance(frame, Frame):
             self._input.push_input_frame(frame)
         elif isinstance(frame, Pending):
             frame.task.add_done_callback(self._decoded_late)
