@@ -339,3 +339,72 @@ def test_mixer_mixes_every_chunk() -> None:
         assert mixed[:CHUNK] in payloads and mixed[CHUNK:] in payloads
 
     run_virtual(main())
+
+
+def _stream_with_stall(catch_up: int) -> list[int]:
+    """A real-time stream of one-chunk frames: 10 on time, a 40 ms stall, the 3 late
+    ones at once, then 10 more on time. Returns each chunk's send lag (ms) behind
+    its frame's arrival."""
+    lags: list[int] = []
+
+    async def main() -> None:
+        params = TransportParams(audio_out_sample_rate=RATE, audio_out_catch_up_chunks=catch_up)
+        out = RecordingOutput(params)
+        loop = asyncio.get_running_loop()
+        arrivals: list[float] = []
+        async with Harness([out]) as h:
+
+            async def push(seed: int) -> None:
+                arrivals.append(loop.time())
+                await h.task.queue_frame(_audio(1, seed=seed))
+
+            seed = 0
+            for _ in range(10):
+                await push(seed := seed + 1)
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.04)  # two frames late: they come with the next one
+            for _ in range(3):
+                await push(seed := seed + 1)
+            for _ in range(10):
+                await asyncio.sleep(0.02)
+                await push(seed := seed + 1)
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        assert len(sends) == len(arrivals) == 23
+        assert b"".join(p for _, p in sends) == b"".join(_audio(1, seed=i).audio for i in range(1, 24))
+        lags.extend(round((t - a) * 1000) for (t, _), a in zip(sends, arrivals, strict=True))
+
+    run_virtual(main())
+    return lags
+
+
+def test_late_burst_catches_up_instead_of_lagging_the_rest_of_the_turn() -> None:
+    # Default: the window grows by the 40 ms the stream fell behind, so the late
+    # burst goes out at once and every later chunk leaves the moment it arrives.
+    assert _stream_with_stall(catch_up=2) == [0] * 23
+
+
+def test_without_catch_up_a_late_burst_lags_for_the_rest_of_the_turn() -> None:
+    # Window fixed at 2 chunks: the third chunk of the burst waits for a tick, and
+    # since the stream never runs faster than real time, every later chunk waits too.
+    lags = _stream_with_stall(catch_up=0)
+    assert lags[:12] == [0] * 12
+    assert all(lag >= 15 for lag in lags[12:])
+
+
+def test_catch_up_does_not_widen_the_window_at_the_start_of_speech() -> None:
+    # A TTS burst at the start of a turn is not late audio: two chunks go at once,
+    # then one per tick, exactly as with the plain window.
+    async def main() -> None:
+        out = RecordingOutput(TransportParams(audio_out_sample_rate=RATE, audio_out_catch_up_chunks=4))
+        async with Harness([out]) as h:
+            for i in range(6):
+                await h.task.queue_frame(_audio(1, seed=i))
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        t0 = sends[0][0]
+        assert [round((t - t0) * 1000) for t, _ in sends] == [0, 0, 20, 40, 60, 80]
+
+    run_virtual(main())

@@ -100,6 +100,11 @@ class OutputQueue:
         self._inv_bps = 0.0
         self._ahead = params.audio_out_send_ahead_chunks * self._period
         self._slack = self._period * 0.25
+        self._catch_up = max(0, params.audio_out_catch_up_chunks) * self._period
+        self._stretch = 0.0
+        self._window = self._ahead + self._slack
+        """How far ahead of real time the peer's buffer may end: the send-ahead
+        window, the timer slack and the catch-up stretch (see ``_send``)."""
         self._clock: AudioClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active = False
@@ -139,7 +144,7 @@ class OutputQueue:
                 and frame.num_channels == self._channels
             ):
                 now = self._loop.time()  # type: ignore[union-attr]
-                if self._play_end - now + self._period <= self._ahead + self._slack:
+                if self._play_end - now + self._period <= self._window:
                     self._send(audio, now, True, frame)
                     if now - self._last_speaking >= self._params.bot_speaking_period_secs:
                         self._last_speaking = now
@@ -218,7 +223,7 @@ class OutputQueue:
             self._active = False
             return False
         q = self._queue
-        ahead = self._ahead + self._slack
+        ahead = self._window
         inv_bps = self._inv_bps
         bot_sent = False
         if not self._paused:
@@ -281,7 +286,14 @@ class OutputQueue:
             self.write_audio(frame)
         except Exception:
             logger.exception("%s: write_audio failed", self)
-        start = self._play_end if self._play_end > now else now
+        start = self._play_end
+        if start < now:
+            if bot and self._speaking and now - start > self._slack and self._stretch < self._catch_up:
+                # Mid-speech the peer ran dry: the stream is late. Let the window
+                # grow by the lateness (capped), so a late burst catches up.
+                self._stretch = min(self._catch_up, self._stretch + (now - start))
+                self._window = self._ahead + self._slack + self._stretch
+            start = now
         self._play_end = start + len(chunk) * self._inv_bps
         stats = self.stats
         stats.chunks_sent += 1
@@ -315,6 +327,8 @@ class OutputQueue:
 
     def _stopped_speaking(self) -> None:
         self._speaking = False
+        self._stretch = 0.0
+        self._window = self._ahead + self._slack
         self._broadcast(BotStoppedSpeakingFrame)
 
     # -------------------------------------------------------------- closing
