@@ -1,7 +1,8 @@
 """The flowcat server: health, admission, raw and carrier media WebSockets, answer webhooks, workers.
 
 ``flowcat serve`` runs :func:`supervise` (N SO_REUSEPORT workers); each worker
-serves :func:`create_app`. Every accepted call runs the real flowcat pipeline:
+serves :func:`create_app` (and, with ``--audiosocket-port``, :func:`serve_audiosocket`
+for Asterisk AudioSocket calls over TCP). Every accepted call runs the real flowcat pipeline:
 transport input → serializer → the user pipeline (``--app module:function``) →
 serializer → transport output.
 """
@@ -9,6 +10,7 @@ serializer → transport output.
 from ._admission import Admission, default_capacity
 from ._app import ServerConfig, ServerState, create_app, drain
 from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, default_app, load_app
+from ._audiosocket_server import serve_audiosocket
 from ._carriers import CarrierError, Opened, carrier_names, get_carrier
 from ._session import run_call
 from ._workers import ServeOptions, run_worker, supervise
@@ -33,5 +35,6 @@ __all__ = [
     "load_app",
     "run_call",
     "run_worker",
+    "serve_audiosocket",
     "supervise",
 ]

@@ -10,6 +10,8 @@
   :class:`RawPCMSerializer` or pipecat's :class:`ProtobufFrameSerializer`.
 * The same transport over picows (``flowcat[picows]``, imported on first use):
   :class:`PicowsTransport` with its :class:`PicowsListener`.
+* Asterisk AudioSocket over raw TCP: :class:`AudioSocketTransport` with its
+  :class:`AudioSocketListener` (an ``asyncio.Protocol``) and :class:`AudioSocketParser`.
 
 See ``docs/transports.md``.
 """
@@ -18,6 +20,13 @@ from __future__ import annotations
 
 import typing
 
+from ._audiosocket import (
+    AudioSocketInputTransport,
+    AudioSocketOutputTransport,
+    AudioSocketParams,
+    AudioSocketTransport,
+)
+from ._audiosocket_protocol import AudioSocketListener, AudioSocketParser
 from ._clock import AudioClock
 from ._drive import Pending, drive
 from ._input import BaseInputTransport
@@ -35,6 +44,12 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "AudioClock",
+    "AudioSocketInputTransport",
+    "AudioSocketListener",
+    "AudioSocketOutputTransport",
+    "AudioSocketParams",
+    "AudioSocketParser",
+    "AudioSocketTransport",
     "BaseInputTransport",
     "BaseOutputTransport",
     "BaseTransport",

@@ -1,0 +1,268 @@
+"""AudioSocketTransport: one Asterisk AudioSocket call over one TCP connection.
+
+The protocol is at https://docs.asterisk.org/Configuration/Channel-Drivers/AudioSocket/
+(summarised in :mod:`flowcat.transports._audiosocket_protocol`). The
+:class:`~flowcat.transports.AudioSocketListener` of the connection hands each
+message to :meth:`AudioSocketTransport.feed_message` synchronously:
+
+* audio (kinds 0x10–0x18) becomes an ``InputAudioRawFrame`` at the kind's rate.
+  The input resamples it to the pipeline rate, as it does for every transport;
+* a DTMF digit (0x03) becomes an ``InputDTMFFrame``, the frame the carrier
+  serializers produce;
+* a hang-up (0x00) ends the call: it is cancelled, or ended with
+  ``end_on_disconnect``;
+* an error (0xff) is logged with its code. Malformed messages and unknown kinds
+  are logged, counted in ``bad_messages`` and skipped.
+
+Bot audio is cut into ``audio_out_chunk_ms`` chunks (320 bytes at 8 kHz) by the
+base output and paced by the process's shared output clock. Each chunk is one
+message of the kind for ``sample_rate``. AudioSocket has no clear message, so an
+interruption only empties the queue; at most the send-ahead window (40 ms) has
+already gone out. An EndFrame waits behind the queued audio, then 0x00 is sent
+and the socket closed. A CancelFrame does the same at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ..frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    KeypadEntry,
+    OutputAudioRawFrame,
+    StartFrame,
+)
+from ._audiosocket_protocol import (
+    AUDIO_RATES,
+    KIND_DTMF,
+    KIND_ERROR,
+    KIND_HANGUP,
+    KIND_UUID,
+    RATE_KINDS,
+    AudioSocketListener,
+    describe_error,
+)
+from ._drive import drive
+from ._input import BaseInputTransport
+from ._output import BaseOutputTransport
+from ._params import TransportParams
+from ._transport import BaseTransport
+
+__all__ = [
+    "AudioSocketInputTransport",
+    "AudioSocketOutputTransport",
+    "AudioSocketParams",
+    "AudioSocketTransport",
+]
+
+logger = logging.getLogger("flowcat.transports.audiosocket")
+
+_BAD_LOG_FIRST = 20
+_KEYS = {k.value: k for k in KeypadEntry}
+
+
+@dataclass(kw_only=True)
+class AudioSocketParams(TransportParams):
+    """Parameters of an :class:`AudioSocketTransport`.
+
+    ``audio_out_sample_rate`` is ignored: bot audio goes out at ``sample_rate``.
+    """
+
+    sample_rate: int = 8000
+    """Wire rate of the audio we send (its kind follows: 8000 → 0x10, 16000 → 0x12, …).
+    Caller audio of any audio kind is accepted at its own rate. Default 8000."""
+    end_on_disconnect: bool = False
+    """A hang-up or closed socket ends the call with an EndFrame instead of cancelling it."""
+
+    def __post_init__(self) -> None:
+        if self.sample_rate not in RATE_KINDS:
+            rates = ", ".join(str(r) for r in RATE_KINDS)
+            raise ConfigError(f"AudioSocket sample_rate must be one of {rates}, got {self.sample_rate!r}")
+
+
+class AudioSocketInputTransport(BaseInputTransport):
+    """Input side of an :class:`AudioSocketTransport`."""
+
+    def __init__(self, transport: AudioSocketTransport, params: AudioSocketParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._transport = transport
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self._transport._call_event_handler("on_client_connected")
+
+
+class AudioSocketOutputTransport(BaseOutputTransport):
+    """Output side of an :class:`AudioSocketTransport`: audio only (Asterisk takes nothing else)."""
+
+    def __init__(self, transport: AudioSocketTransport, params: AudioSocketParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._transport = transport
+
+    def write_audio(self, frame: OutputAudioRawFrame) -> None:
+        self._transport._write_audio(frame.audio)
+
+    def write_frame(self, frame: Frame) -> None:
+        """Nothing to write: AudioSocket has no clear, mark or DTMF message towards Asterisk."""
+
+    def close_transport(self, frame: EndFrame | CancelFrame) -> None:
+        self._transport._listener.hang_up()
+
+
+class AudioSocketTransport(BaseTransport):
+    """A call over one AudioSocket connection (see the module docstring).
+
+    Events: ``on_client_connected(transport)``, ``on_client_disconnected(transport)``,
+    ``on_bad_message(transport, kind, payload, reason)``.
+
+    Args:
+        listener: The connection's :class:`AudioSocketListener` (UUID received).
+        params: Transport parameters.
+        name: Name for logs.
+    """
+
+    _event_names = ("on_client_connected", "on_client_disconnected", "on_bad_message")
+
+    def __init__(
+        self,
+        listener: AudioSocketListener,
+        params: AudioSocketParams | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        params = params or AudioSocketParams()
+        if params.audio_out_sample_rate != params.sample_rate:
+            params = dataclasses.replace(params, audio_out_sample_rate=params.sample_rate)
+        super().__init__(params, name=name or listener.name)
+        self._aparams = params
+        self._listener = listener
+        self._kind = RATE_KINDS[params.sample_rate]
+        self._headers: dict[int, bytes] = {}
+        self._disconnected = False
+        self._input = AudioSocketInputTransport(self, params, name=f"{self.name}::input")
+        self._output = AudioSocketOutputTransport(self, params, name=f"{self.name}::output")
+        self.bad_messages = 0
+        """Messages that were malformed or of an unknown kind (logged and skipped)."""
+        self.messages_in = 0
+        self.messages_out = 0
+        self.audio_dropped = 0
+        """Chunks not written because the peer stopped reading (socket buffer full)."""
+
+    @property
+    def listener(self) -> AudioSocketListener:
+        """The connection's listener."""
+        return self._listener
+
+    @property
+    def call_id(self) -> str | None:
+        """The call's UUID (string form)."""
+        return self._listener.call_id
+
+    def input(self) -> AudioSocketInputTransport:
+        return self._input
+
+    def output(self) -> AudioSocketOutputTransport:
+        return self._output
+
+    async def read_messages(self) -> None:
+        """Feed the input from the listener until the connection is gone; then end the call.
+
+        Waits for the StartFrame to reach the input, then attaches. Of the audio that
+        arrived while the pipeline was starting, only the last
+        ``audio_out_send_ahead_chunks`` messages are fed, as on the picows transport.
+        """
+        lis = self._listener
+        try:
+            closed = lis.closed_future()
+            started = self._input.started_future()
+            if not started.done():
+                await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
+            lis.attach(self, keep=max(1, self._aparams.audio_out_send_ahead_chunks))
+            await asyncio.shield(closed)
+        finally:
+            await self._on_disconnected()
+
+    def feed_message(self, kind: int, payload: bytes) -> None:
+        """Handle one received message (synchronous; never waits)."""
+        self.messages_in += 1
+        rate = AUDIO_RATES.get(kind)
+        if rate is not None and payload and not len(payload) & 1:
+            inp = self._input
+            if rate == inp.sample_rate:
+                inp.push_input_frame(InputAudioRawFrame(audio=payload, sample_rate=rate, num_channels=1))
+            else:
+                inp.push_audio(payload, rate)  # resampled to the pipeline rate
+            return
+        self._control(kind, payload, rate)
+
+    # --------------------------------------------------------------- internal
+
+    def _control(self, kind: int, payload: bytes, rate: int | None) -> None:
+        if kind == KIND_DTMF:
+            key = _KEYS.get(payload.decode("latin-1").upper()) if len(payload) == 1 else None
+            if key is None:
+                self._bad(kind, payload, "DTMF payload is not one keypad digit")
+            else:
+                self._input.push_input_frame(InputDTMFFrame(button=key))
+        elif kind == KIND_HANGUP:
+            logger.info("%s: the peer hung up", self.name)
+            self._listener.peer_hung_up()
+        elif kind == KIND_ERROR:
+            logger.warning(
+                "%s: the peer reported an error: %s (%s)",
+                self.name,
+                payload.hex() or "-",
+                describe_error(payload),
+            )
+        elif rate is not None:
+            self._bad(kind, payload, "audio payload of odd or zero length")
+        elif kind == KIND_UUID:
+            logger.debug("%s: ignored a second UUID message", self.name)
+        else:
+            self._bad(kind, payload, "unknown message kind")
+
+    def _bad(self, kind: int, payload: bytes, reason: str) -> None:
+        self.bad_messages += 1
+        n = self.bad_messages
+        if n <= _BAD_LOG_FIRST or n % 1000 == 0:
+            logger.warning(
+                "%s: skipped message #%d, kind 0x%02x with %d bytes (%s): %r",
+                self.name,
+                n,
+                kind,
+                len(payload),
+                reason,
+                payload[:32],
+            )
+        if self.has_event_handler("on_bad_message"):
+            drive(self._call_event_handler("on_bad_message", kind, payload, reason), "event")
+
+    def _write_audio(self, audio: bytes) -> None:
+        lis = self._listener
+        n = len(audio)
+        if not lis.writable or not n:
+            if lis.is_open:
+                self.audio_dropped += 1  # the peer stopped reading: do not queue real-time audio
+            return
+        header = self._headers.get(n)
+        if header is None:
+            header = self._headers[n] = bytes((self._kind, n >> 8, n & 0xFF))
+        lis.tcp.write(header + audio)  # type: ignore[union-attr]
+        self.messages_out += 1
+
+    async def _on_disconnected(self) -> None:
+        if self._disconnected:
+            return
+        self._disconnected = True
+        self._output.peer_gone()
+        self._input.peer_closed(end=self._aparams.end_on_disconnect, reason="AudioSocket peer hung up")
+        await self._call_event_handler("on_client_disconnected")
