@@ -2,7 +2,8 @@
 
 ``--engine picows`` serves the media WebSockets (and health) with picows on
 ``--port`` and the aiohttp app (answer webhooks, everything else) on
-``--http-port`` in each worker; see docs/transports.md.
+``--http-port`` in each worker; see docs/transports.md. ``--audiosocket-port``
+also accepts Asterisk AudioSocket calls (raw TCP) in every worker; see docs/carriers.md.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def register(sub: Any) -> None:
         default=None,
         help="with --engine picows: port of the HTTP app with the answer webhooks (default: --port + 1)",
     )
+    p.add_argument(
+        "--audiosocket-port",
+        type=int,
+        default=None,
+        help="also accept Asterisk AudioSocket calls (TCP) on this port (default: off)",
+    )
     p.set_defaults(func=main)
 
 
@@ -84,5 +91,6 @@ def main(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout or None,
         engine=args.engine,
         http_port=args.http_port,
+        audiosocket_port=args.audiosocket_port,
     )
     return supervise(opts)

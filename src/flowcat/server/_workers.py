@@ -11,6 +11,10 @@ With ``engine="picows"`` each worker serves the media WebSockets and health on
 ``port`` with picows (:mod:`flowcat.server._picows_engine`) and the aiohttp app
 (answer webhooks and the rest) on ``http_port``, both on one loop and one
 admission state.
+
+With ``audiosocket_port`` each worker also accepts Asterisk AudioSocket calls
+(raw TCP, :mod:`flowcat.server._audiosocket_server`) on that port, under the same
+admission state and app factory.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class ServeOptions:
     ``port``, the aiohttp app with the webhooks on ``http_port``)."""
     http_port: int | None = None
     """Port of the aiohttp app with ``engine="picows"`` (default ``port + 1``)."""
+    audiosocket_port: int | None = None
+    """Also accept Asterisk AudioSocket calls (TCP) on this port; None: off."""
 
 
 def run_worker(opts: ServeOptions, worker_id: int = 0) -> int:
@@ -102,6 +108,20 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         raise ValueError(f"unknown engine {opts.engine!r} (aiohttp or picows)")
     site = web.TCPSite(runner, opts.host, http_port, reuse_port=True, backlog=4096)
     await site.start()
+    audiosocket: asyncio.Server | None = None
+    if opts.audiosocket_port:
+        from ._audiosocket_server import serve_audiosocket
+
+        audiosocket = await serve_audiosocket(
+            opts.host, opts.audiosocket_port, state=state, reuse_port=True, backlog=4096
+        )
+        logger.warning(
+            "worker %d (pid %d) accepting AudioSocket calls on %s:%d",
+            worker_id,
+            os.getpid(),
+            opts.host,
+            opts.audiosocket_port,
+        )
     if media is not None:
         logger.warning(
             "worker %d (pid %d) serving media on %s:%d (picows), HTTP on %d (aiohttp)",
@@ -122,6 +142,8 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     state.admission.draining = True
     if media is not None:
         media.close()  # stops accepting; calls in progress go on
+    if audiosocket is not None:
+        audiosocket.close()
     await site.stop()
     cancelled = await drain_state(state, opts.drain_timeout)
     if cancelled:

@@ -1,0 +1,92 @@
+"""``flowcat serve --audiosocket-port``: a worker in a subprocess takes AudioSocket calls over TCP.
+
+The same worker serves its WebSocket app on ``--port`` (health shows the shared
+admission counters), echoes AudioSocket audio through the default app, refuses a
+call past ``--capacity`` with a hang-up, and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from flowcat.transports._audiosocket_protocol import encode_message
+
+workers = pytest.importorskip("test_server_workers")
+stop_after = workers.stop_after  # the fixture: kills servers a test left running
+
+WAIT = 5.0
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    deadline = time.monotonic() + 15.0
+    while True:  # the health port answers once the worker has bound every port
+        try:
+            return await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def _next(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
+    try:
+        header = await asyncio.wait_for(reader.readexactly(3), WAIT)
+    except asyncio.IncompleteReadError as exc:
+        assert exc.partial == b""
+        return None
+    n = (header[1] << 8) | header[2]
+    return header[0], (await asyncio.wait_for(reader.readexactly(n), WAIT) if n else b"")
+
+
+def _health_until(port: int, done: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 10.0
+    while True:
+        h = workers._health(port)
+        if h is not None and done(h):
+            return h  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, h
+        time.sleep(0.02)
+
+
+def test_serve_takes_audiosocket_calls_under_the_workers_capacity(
+    stop_after: list[subprocess.Popen[bytes]],
+) -> None:
+    port, as_port = workers._port(), workers._port()
+    proc = workers._serve(
+        port, "--workers", "1", "--capacity", "1", "--audiosocket-port", str(as_port)
+    )  # --sample-rate 8000: the echo is byte-exact
+    stop_after.append(proc)
+    workers._wait_up(port, proc)
+    chunk = bytes(range(0, 256, 2)) * 2 + b"\x00\x01" * 32  # 320 bytes: 20 ms at 8 kHz
+
+    async def calls() -> None:
+        reader, writer = await _connect(as_port)
+        writer.write(encode_message(0x01, uuid.uuid4().bytes) + encode_message(0x10, chunk))
+        await writer.drain()
+        assert await _next(reader) == (0x10, chunk)  # held until the pipeline ran, then echoed
+        # At capacity: a second connection is accepted, hung up at once and closed.
+        r2, w2 = await _connect(as_port)
+        assert await _next(r2) == (0x00, b"") and await _next(r2) is None
+        w2.close()
+        h = await asyncio.to_thread(workers._health, port)
+        assert h is not None and (h["active"], h["rejected"]) == (1, 1)
+        writer.write(encode_message(0x10, chunk[::-1]))
+        await writer.drain()
+        assert await _next(reader) == (0x10, chunk[::-1])
+        writer.write(encode_message(0x00))  # the caller hangs up: the call ends, the socket closes
+        await writer.drain()
+        assert await _next(reader) is None
+        writer.close()
+
+    asyncio.run(calls())
+    h = _health_until(port, lambda h: h["completed"] == 1)
+    assert (h["active"], h["accepted"], h["rejected"]) == (0, 1, 1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
