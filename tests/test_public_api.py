@@ -49,3 +49,20 @@ def test_all_is_sorted_and_complete(module: str) -> None:
     public -= {"annotations"}
     extra = public - set(names)
     assert not extra, f"{module} exposes names not in __all__: {sorted(extra)}"
+
+
+def test_audiosocket_names_are_public() -> None:
+    import flowcat.server
+    import flowcat.transports
+
+    names = {
+        "AudioSocketInputTransport",
+        "AudioSocketListener",
+        "AudioSocketOutputTransport",
+        "AudioSocketParams",
+        "AudioSocketParser",
+        "AudioSocketTransport",
+    }
+    assert names <= set(flowcat.transports.__all__)
+    assert "serve_audiosocket" in flowcat.server.__all__
+    assert callable(flowcat.server.serve_audiosocket)
