@@ -50,7 +50,7 @@ def _health_until(port: int, done: Any) -> dict[str, Any]:
     while True:
         h = workers._health(port)
         if h is not None and done(h):
-            return h  # type: ignore[no-any-return]
+            return h
         assert time.monotonic() < deadline, h
         time.sleep(0.02)
 
