@@ -89,6 +89,9 @@ class FrameSerializer:
     hang_up_ok_statuses: ClassVar[tuple[int, ...]] = ()
     rest_hang_up: ClassVar[bool] = True
     answer_content_type: ClassVar[str] = "application/xml"
+    auth_failure_status: ClassVar[int] = 403
+    """HTTP status for a request whose signature check failed (401 where the carrier
+    authenticates with a key or token, 403 for plain request signatures)."""
 
     def __init__(
         self,
@@ -241,14 +244,15 @@ class FrameSerializer:
     async def answer(cls, request: web.Request, stream_url: str, **options: Any) -> web.Response:
         """Answer the voice webhook with a document connecting the call to ``stream_url``.
 
-        The signature is checked where the carrier signs and credentials are set (403 if bad).
+        The signature is checked where the carrier signs and credentials are set
+        (refused with :attr:`auth_failure_status`, 403 or 401, if bad).
         """
         from aiohttp import web
 
         body = await request.read()
         if not cls.verify_request(request, body, **options):
             logger.warning("%s: answer webhook signature check failed for %s", cls.carrier, request.path)
-            return web.Response(status=403, text="invalid signature")
+            return web.Response(status=cls.auth_failure_status, text="invalid signature")
         doc = cls.answer_document(stream_url, request=request, **options)
         return web.Response(text=doc, content_type=cls.answer_content_type)
 

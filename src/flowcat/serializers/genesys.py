@@ -12,26 +12,38 @@ hang-up: ``disconnect`` ends the session and Genesys answers with ``close``. The
 connector is configured in Genesys (base URI + Architect action), so there is no
 answer document.
 
+Authentication (:meth:`GenesysFrameSerializer.verify_websocket`, run by the server
+on the upgrade): ``X-API-KEY`` must equal ``GENESYS_API_KEY``; with a client secret
+(``GENESYS_CLIENT_SECRET``, base64) the HTTP Message Signature must verify too. The
+checks and their thresholds are in :mod:`flowcat.serializers._audiohook_auth`.
+A failed check refuses the upgrade with 401.
+
 Docs:
     https://developer.genesys.cloud/devapps/audiohook
+    https://developer.genesys.cloud/devapps/audiohook/session-walkthrough#establishing-connection
     https://help.mypurecloud.com/articles/audio-connector-overview/
     https://github.com/purecloudlabs/audiohook-reference-implementation
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from typing import Any
 
 from ..frames import CancelFrame, EndFrame, Frame
+from ._audiohook_auth import check_audiohook_upgrade
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._rest import env
 
 __all__ = ["GenesysFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
 _MAX_AUDIO = 64_000  # bytes per binary message, as in Genesys's reference server
+_warned_open = False  # "no GENESYS_API_KEY" is logged once per process
 
 
 class GenesysFrameSerializer(FrameSerializer):
@@ -51,6 +63,7 @@ class GenesysFrameSerializer(FrameSerializer):
     carrier = "genesys"
     has_marks = False
     rest_hang_up = False
+    auth_failure_status = 401
 
     def __init__(self, *, output_variables: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -62,6 +75,63 @@ class GenesysFrameSerializer(FrameSerializer):
         self._opened = False
         self._closing = False
         self._disconnected = False
+
+    @classmethod
+    def verify_websocket(
+        cls,
+        request: Any,
+        *,
+        api_key: str | None = None,
+        client_secret: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Authenticate the AudioHook upgrade request (True: let it through).
+
+        Args:
+            request: The upgrade request: ``headers``, and ``raw_path`` (aiohttp's, the
+                target exactly as received) or ``url``; ``remote`` for the log.
+            api_key: The integration's API key (default ``GENESYS_API_KEY``). Without
+                one nothing is checked (logged once).
+            client_secret: The integration's client secret, base64 (default
+                ``GENESYS_CLIENT_SECRET``). With one the signature is required.
+            now: The current Unix time (tests).
+
+        A refusal is logged with its reason and the request's path, peer and
+        AudioHook ids; never with the key or secret.
+        """
+        global _warned_open
+        key = env(api_key, "GENESYS_API_KEY")
+        if not key:
+            if not _warned_open:
+                _warned_open = True
+                logger.warning("genesys: GENESYS_API_KEY is not set; AudioHook upgrades are not authenticated")
+            return True
+        secret_b64 = env(client_secret, "GENESYS_CLIENT_SECRET")
+        secret: bytes | None = None
+        if secret_b64:
+            try:
+                secret = base64.b64decode(secret_b64, validate=True)
+            except (binascii.Error, ValueError):
+                logger.error("genesys: GENESYS_CLIENT_SECRET is not valid base64; refusing AudioHook upgrades")
+                return False
+        headers = request.headers
+        target = getattr(request, "raw_path", None) or request.url.raw_path_qs
+        authority = (headers.get("Host") or request.url.raw_authority or "").strip().lower()
+        reason = check_audiohook_upgrade(
+            headers, request_target=target, authority=authority, api_key=key, client_secret=secret, now=now
+        )
+        if reason is None:
+            return True
+        logger.warning(
+            "genesys: AudioHook upgrade refused: %s (path %s, peer %s, session %s, organization %s, correlation %s)",
+            reason,
+            target[:200],
+            getattr(request, "remote", None),
+            str(headers.get("Audiohook-Session-Id"))[:64],
+            str(headers.get("Audiohook-Organization-Id"))[:64],
+            str(headers.get("Audiohook-Correlation-Id"))[:64],
+        )
+        return False
 
     def message(self, type_: str, parameters: dict[str, Any]) -> str:
         """One server message with the next ``seq`` and the current ``clientseq``."""

@@ -1,4 +1,10 @@
-"""The aiohttp application: health, readiness, raw media, carrier media and answer webhooks."""
+"""The aiohttp application: health, readiness, raw media, carrier media, answer and event webhooks.
+
+Where a carrier authenticates its requests (and ``ServerConfig.verify_signatures``),
+the answer and event webhooks and the media upgrade are checked first; a failed
+check is refused with the carrier's status (401 for key/token carriers such as
+Genesys and Vonage, 403 for request signatures such as Twilio's) and logged.
+"""
 
 from __future__ import annotations
 
@@ -178,7 +184,14 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
     if carrier is None:
         raise web.HTTPNotFound(text="unknown carrier")
     if cfg.verify_signatures and not carrier.verify(request, b"", websocket=True):
-        raise web.HTTPForbidden(text="bad signature")
+        logger.warning(
+            "%s: media upgrade %s from %s refused (%d): authentication failed",
+            carrier.name,
+            request.path,
+            request.remote,
+            carrier.refusal_status,
+        )
+        raise carrier.refusal("bad signature")
     ws = await _accept(state, request)
     if ws is None:
         return _busy(state)
@@ -215,13 +228,26 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="unknown carrier")
     body = await request.read()
     if cfg.verify_signatures and not carrier.verify(request, body):
-        logger.warning("%s: answer webhook signature check failed", carrier.name)
-        raise web.HTTPForbidden(text="bad signature")
+        logger.warning("%s: answer webhook signature check failed (%s)", carrier.name, request.remote)
+        raise carrier.refusal("bad signature")
     if not state.admission.has_room():
         state.admission.rejected += 1
         return carrier.reject(request) or _busy(state)
     stream_url = f"{_public_base(request, cfg)}/{carrier.name}/ws"
     return await carrier.answer(request, body, stream_url)
+
+
+async def _event(request: web.Request) -> web.StreamResponse:
+    """``/{carrier}/event``: a call event / status callback, checked like the answer webhook."""
+    cfg = request.app[STATE_KEY].config
+    carrier = get_carrier(request.match_info["carrier"])
+    if carrier is None:
+        raise web.HTTPNotFound(text="unknown carrier")
+    body = await request.read()
+    if cfg.verify_signatures and not carrier.verify(request, body):
+        logger.warning("%s: event webhook signature check failed (%s)", carrier.name, request.remote)
+        raise carrier.refusal("bad signature")
+    return carrier.event(request, body)
 
 
 def create_app(config: ServerConfig | None = None, *, state: ServerState | None = None) -> web.Application:
@@ -235,6 +261,7 @@ def create_app(config: ServerConfig | None = None, *, state: ServerState | None 
     app.router.add_get("/ws", _raw_ws)
     app.router.add_get("/{carrier}/ws", _carrier_ws)
     app.router.add_route("*", "/{carrier}/answer", _answer)
+    app.router.add_route("*", "/{carrier}/event", _event)
     app.on_shutdown.append(_on_shutdown)
     logger.debug("carriers: %s", ", ".join(carrier_names()))
     return app

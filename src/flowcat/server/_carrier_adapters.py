@@ -2,10 +2,12 @@
 
 An adapter finds the carrier's :class:`~flowcat.serializers.FrameSerializer`
 subclass (module ``flowcat.serializers.<name>``, class attribute ``carrier``),
-and gives the server four things: the WebSocket handshake (feed messages to
+and gives the server five things: the WebSocket handshake (feed messages to
 ``serializer.handshake`` until the call is known), the answer webhook (the
-serializer's ``answer``), signature checks (``verify_request`` /
-``verify_websocket``) and a carrier-appropriate refusal when the worker is full.
+serializer's ``answer``), the event webhook (checked, logged, answered 204),
+signature checks (``verify_request`` / ``verify_websocket``, refused with the
+carrier's ``auth_failure_status``: 401 or 403) and a carrier-appropriate refusal
+when the worker is full.
 """
 
 from __future__ import annotations
@@ -87,6 +89,22 @@ class CarrierAdapter:
         except Exception:
             logger.warning("%s: signature check failed with an error", self.name, exc_info=True)
             return False
+
+    @property
+    def refusal_status(self) -> int:
+        """HTTP status when a signature check fails (401 or 403, per carrier)."""
+        return int(getattr(self.cls, "auth_failure_status", 403))
+
+    def refusal(self, what: str) -> web.HTTPException:
+        """The exception that refuses a request whose check failed (``what``: the body text)."""
+        if self.refusal_status == 401:
+            return web.HTTPUnauthorized(text=what)
+        return web.HTTPForbidden(text=what)
+
+    def event(self, request: web.Request, body: bytes) -> web.Response:
+        """An accepted event/status callback: logged (debug) and answered 204."""
+        logger.debug("%s: event webhook %s (%d bytes): %r", self.name, request.path, len(body), body[:200])
+        return web.Response(status=204)
 
     def reject(self, request: web.Request) -> web.Response | None:
         """A refusal document where the carrier has one (else None: the server answers 503)."""

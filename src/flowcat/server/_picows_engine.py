@@ -45,15 +45,17 @@ class UpgradeRequest:
     """The parts of an upgrade request the server uses, in aiohttp's spelling.
 
     ``url`` (a ``yarl.URL``: ``http://<Host><path>``), ``headers`` (case-insensitive),
-    ``path``, ``query`` and ``remote`` (set once the connection is accepted).
+    ``path``, ``query``, ``raw_path`` (the request target exactly as received, which
+    signatures cover) and ``remote`` (set once the connection is accepted).
     """
 
-    __slots__ = ("headers", "path", "query", "remote", "url")
+    __slots__ = ("headers", "path", "query", "raw_path", "remote", "url")
 
     def __init__(self, raw_path: str, headers: Any) -> None:
         from yarl import URL
 
         self.headers = headers
+        self.raw_path = raw_path
         path, _, qs = raw_path.partition("?")
         self.path = path
         self.query = dict(parse_qsl(qs, keep_blank_values=True))
@@ -164,7 +166,13 @@ class Router:
         req = UpgradeRequest(raw_path, request.headers)
         cfg = state.config
         if carrier is not None and cfg.verify_signatures and not carrier.verify(req, b"", websocket=True):
-            return _text_response(403, "bad signature")
+            logger.warning(
+                "%s: media upgrade %s refused (%d): authentication failed",
+                carrier.name,
+                path,
+                carrier.refusal_status,
+            )
+            return _text_response(carrier.refusal_status, "bad signature")
         if not state.admission.has_room():
             state.admission.rejected += 1
             return _json_response(503, busy_payload(state), RETRY_AFTER)

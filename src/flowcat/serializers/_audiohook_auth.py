@@ -1,0 +1,160 @@
+"""Authentication of Genesys AudioHook WebSocket upgrades (API key + HTTP Message Signature).
+
+Genesys opens the AudioHook socket with ``X-API-KEY`` (the integration's API key)
+and, when the integration has a client secret, an HTTP Message Signature: the
+``Signature``/``Signature-Input`` headers, ``alg="hmac-sha256"``, keyed with the
+base64-decoded client secret, ``keyid`` equal to the API key, covering
+``@request-target``, ``@authority``, ``audiohook-organization-id``,
+``audiohook-session-id``, ``audiohook-correlation-id`` and ``x-api-key``, with
+``nonce``, ``created`` and ``expires`` parameters.
+
+Our policy, in the order checked:
+
+1. ``X-API-KEY`` equals the configured key (constant time).
+2. Without a client secret nothing more is required.
+3. With one, the request must be signed and the signature must verify
+   (:func:`~flowcat.serializers._http_signatures.verify_hmac_sha256`) and cover
+   every component listed above.
+4. ``keyid`` equals ``X-API-KEY``.
+5. ``nonce`` has at least :data:`MIN_NONCE_LENGTH` (22) characters: 16 random bytes
+   in base64, as Genesys's reference server requires.
+6. ``created`` is present, at most :data:`CLOCK_SKEW_S` (5 s) in the future and at
+   most :data:`MAX_AGE_S` + :data:`CLOCK_SKEW_S` (10 + 5 s) in the past (Genesys's
+   reference server allows 10 s); ``expires``, when present, is not more than
+   :data:`CLOCK_SKEW_S` in the past.
+7. The nonce was not seen in this process while its signature could still be fresh
+   (a replay inside the window is refused; other worker processes keep their own).
+
+Docs:
+    https://developer.genesys.cloud/devapps/audiohook (the protocol specification)
+    https://developer.genesys.cloud/devapps/audiohook/session-walkthrough#establishing-connection
+      (the signed example request; our test vector)
+    https://developer.genesys.cloud/forum/t/audiohook-http-signature/15595
+    https://github.com/purecloudlabs/audiohook-reference-implementation (app/src/authenticator.ts)
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ._http_signatures import field_value, verify_hmac_sha256
+
+__all__ = [
+    "CLOCK_SKEW_S",
+    "MAX_AGE_S",
+    "MIN_NONCE_LENGTH",
+    "REQUIRED_COMPONENTS",
+    "NonceCache",
+    "check_audiohook_upgrade",
+]
+
+REQUIRED_COMPONENTS = (
+    "@request-target",
+    "@authority",
+    "audiohook-organization-id",
+    "audiohook-session-id",
+    "audiohook-correlation-id",
+    "x-api-key",
+)
+"""Components an AudioHook upgrade signature must cover."""
+
+MIN_NONCE_LENGTH = 22
+"""Shortest accepted ``nonce`` (characters)."""
+
+MAX_AGE_S = 10.0
+"""Oldest accepted signature (s after ``created``), before the clock-skew allowance."""
+
+CLOCK_SKEW_S = 5.0
+"""Allowed difference (s) between Genesys's clock and ours, either way."""
+
+
+class NonceCache:
+    """Nonces seen recently, each kept until its signature can no longer be fresh.
+
+    Bounded: past ``max_entries`` the oldest entries go first (a flood of valid,
+    distinct signatures cannot grow it without limit).
+    """
+
+    def __init__(self, max_entries: int = 16384) -> None:
+        self.max_entries = max_entries
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def seen(self, nonce: str, keep_until: float, now: float) -> bool:
+        """Record ``nonce``; True if it was already recorded and still live."""
+        until = self._until
+        while until:
+            oldest, expiry = next(iter(until.items()))
+            if expiry > now and len(until) < self.max_entries:
+                break
+            del until[oldest]
+        if nonce in until:
+            return True
+        until[nonce] = keep_until
+        return False
+
+
+NONCES = NonceCache()
+"""The process-wide nonce cache used by :func:`check_audiohook_upgrade`."""
+
+
+def check_audiohook_upgrade(
+    headers: Any,
+    *,
+    request_target: str,
+    authority: str,
+    api_key: str,
+    client_secret: bytes | None,
+    now: float | None = None,
+    nonces: NonceCache | None = None,
+) -> str | None:
+    """Check an AudioHook upgrade request; None if it is authentic, else the reason.
+
+    Args:
+        headers: The upgrade request's headers (multidict or mapping).
+        request_target: The request target as received (path and query).
+        authority: The request's authority (the ``Host`` header, lower-cased).
+        api_key: The configured API key.
+        client_secret: The decoded client secret, or None when none is configured.
+        now: The current Unix time (default: the wall clock).
+        nonces: Replay cache (default: the process-wide :data:`NONCES`).
+
+    Returns:
+        None when the request passes; otherwise a reason safe to log (it names the
+        failed check, never a key or secret).
+    """
+    sent_key = field_value(headers, "x-api-key")
+    if not sent_key:
+        return "no X-API-KEY header"
+    if not hmac.compare_digest(sent_key.encode(), api_key.encode()):
+        return "X-API-KEY does not match the configured API key"
+    if client_secret is None:
+        return None
+    derived = {"@request-target": request_target, "@authority": authority, "@method": "GET"}
+    check = verify_hmac_sha256(headers, client_secret, derived=derived, required=REQUIRED_COMPONENTS)
+    if not check.ok:
+        return check.reason
+    params = check.params
+    keyid = params.get("keyid")
+    if not isinstance(keyid, str) or not hmac.compare_digest(keyid.encode(), sent_key.encode()):
+        return "signature keyid does not match X-API-KEY"
+    nonce = params.get("nonce")
+    if not isinstance(nonce, str) or len(nonce) < MIN_NONCE_LENGTH:
+        return f"nonce missing or shorter than {MIN_NONCE_LENGTH} characters"
+    t = time.time() if now is None else now
+    created = params.get("created")
+    if not isinstance(created, int):
+        return "no created parameter"
+    if created > t + CLOCK_SKEW_S:
+        return f"created is {created - t:.0f} s in the future"
+    if t - created > MAX_AGE_S + CLOCK_SKEW_S:
+        return f"signature too old (created {t - created:.0f} s ago)"
+    expires = params.get("expires")
+    if isinstance(expires, int) and expires < t - CLOCK_SKEW_S:
+        return f"signature expired {t - expires:.0f} s ago"
+    cache = NONCES if nonces is None else nonces
+    if cache.seen(nonce, created + MAX_AGE_S + CLOCK_SKEW_S, t):
+        return "nonce replayed"
+    return None
