@@ -2,6 +2,8 @@
 
 All comparisons are constant-time. Each function documents the algorithm it
 implements and where it comes from; see ``docs/carriers.md`` for what is unconfirmed.
+Genesys's HTTP Message Signatures live in :mod:`._audiohook_auth` (over
+:mod:`._http_signatures`); JWT verification in :mod:`._jwt`.
 """
 
 from __future__ import annotations
@@ -9,18 +11,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from ..errors import require_extra
+from ._jwt import JWTError, check_times, verify_hs256
+
 __all__ = [
+    "VONAGE_MAX_AGE_S",
+    "VONAGE_SKEW_S",
+    "check_vonage_webhook",
     "plivo_v3_signature",
     "tokens_equal",
     "twilio_signature",
     "validate_plivo_v3",
     "validate_telnyx_ed25519",
     "validate_twilio",
+    "vonage_payload_hashes",
 ]
 
 logger = logging.getLogger("flowcat.serializers")
@@ -104,18 +115,17 @@ def validate_telnyx_ed25519(
     *,
     tolerance_s: float = 300.0,
     now: float | None = None,
-) -> bool | None:
+) -> bool:
     """Check Telnyx's ``telnyx-signature-ed25519`` over ``timestamp|payload``.
 
-    Returns:
-        True/False, or None when the ``cryptography`` package is not installed (the
-        check is then skipped; install ``cryptography`` to enforce it).
+    Raises:
+        MissingExtraError: The ``cryptography`` package is not installed
+            (``pip install 'flowcat[telnyx]'``).
     """
-    try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    except ImportError:
-        return None
+    require_extra("cryptography.hazmat.primitives.asymmetric.ed25519", "Checking Telnyx webhook signatures", "telnyx")
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     if not signature_b64 or not timestamp:
         return False
     try:
@@ -130,3 +140,82 @@ def validate_telnyx_ed25519(
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+VONAGE_MAX_AGE_S = 300.0
+"""Oldest accepted Vonage webhook token (s after ``iat``; Vonage's tokens carry no ``exp``)."""
+
+VONAGE_SKEW_S = 30.0
+"""Allowed clock difference (s) for Vonage's ``iat``, either way."""
+
+
+def vonage_payload_hashes(body: bytes, query: Mapping[str, str], *, form: bool = False) -> list[str]:
+    """The SHA-256 hex digests a Vonage ``payload_hash`` may equal for this request.
+
+    Vonage hashes the JSON of the request's parameters: the query parameters, then
+    the body's fields, serialized with no whitespace in arrival order (its own
+    verifier does ``sha256(JSON.stringify(Object.assign(query, body)))``). That is
+    the raw body for a compact JSON POST and the query for a GET; both candidates
+    (the raw body's digest and the rebuilt JSON's) are returned.
+    """
+    out: list[str] = []
+    if body:
+        out.append(hashlib.sha256(body).hexdigest())
+    merged: dict[str, Any] = dict(query)
+    if body:
+        parsed: Any = None
+        try:
+            if form:
+                parsed = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            else:
+                parsed = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            return out
+        merged.update(parsed)
+    rebuilt = json.dumps(merged, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    digest = hashlib.sha256(rebuilt).hexdigest()
+    if digest not in out:
+        out.append(digest)
+    return out
+
+
+def check_vonage_webhook(
+    token: str,
+    secret: str,
+    payload_hashes: Iterable[str],
+    *,
+    now: float | None = None,
+    api_key: str | None = None,
+    application_id: str | None = None,
+) -> tuple[str | None, dict[str, Any]]:
+    """Check a Vonage signed-webhook JWT (``Authorization: Bearer <token>``).
+
+    The token must be HS256 under the signature secret (UTF-8), issued (``iat``) at
+    most :data:`VONAGE_MAX_AGE_S` ago (± :data:`VONAGE_SKEW_S`), with ``iss`` —
+    when present — ``"Vonage"``, and a ``payload_hash`` equal to one of
+    ``payload_hashes``. When ``api_key``/``application_id`` are given, the claims of
+    the same name must match them.
+
+    Returns:
+        ``(None, claims)`` when valid, else ``(reason, claims or {})``; the reason
+        never contains the secret.
+    """
+    try:
+        claims = verify_hs256(token, secret.encode("utf-8"))
+        check_times(claims, now=time.time() if now is None else now, max_age_s=VONAGE_MAX_AGE_S, leeway_s=VONAGE_SKEW_S)
+    except JWTError as exc:
+        return str(exc), {}
+    if claims.get("iss", "Vonage") != "Vonage":
+        return "issuer is not Vonage", claims
+    claimed = claims.get("payload_hash")
+    if not isinstance(claimed, str) or not claimed:
+        return "no payload_hash claim", claims
+    if not any(hmac.compare_digest(claimed.lower().encode(), h.encode()) for h in payload_hashes):
+        return "payload_hash does not match the request", claims
+    for name, want in (("api_key", api_key), ("application_id", application_id)):
+        got = claims.get(name)
+        if want and got is not None and not tokens_equal(str(got), want):
+            return f"{name} claim does not match the configured one", claims
+    return None, claims

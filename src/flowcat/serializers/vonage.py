@@ -11,12 +11,25 @@ answer request into the endpoint headers so the stream knows which call to hang 
 Hang-up: ``PUT /v1/calls/{uuid}`` ``{"action":"hangup"}`` with ``Authorization:
 Bearer <JWT>``: ``VONAGE_JWT`` (pre-minted), else one minted from
 ``VONAGE_APPLICATION_ID`` + ``VONAGE_PRIVATE_KEY`` (PEM text or a file path; needs
-the ``cryptography`` package).
+the ``vonage`` extra, ``pip install 'flowcat[vonage]'``, for ``cryptography``).
+
+Signed webhooks (:meth:`VonageFrameSerializer.verify_request`, when
+``VONAGE_SIGNATURE_SECRET`` is set): ``Authorization: Bearer <JWT>``, HS256 under
+the account's signature secret, claims ``iat``, ``jti``, ``iss`` (``"Vonage"``),
+``payload_hash`` (hex SHA-256 of the compact JSON of the request's parameters),
+``api_key`` and ``application_id``. A failed check answers 401. Vonage's Voice
+signed webhooks are a developer preview that signs only the call-status events
+listed in :data:`SIGNED_EVENTS` and the ``record`` event; the answer webhook and
+other events arrive unsigned and are let through unless
+``VONAGE_REQUIRE_SIGNED_WEBHOOKS=1``.
 
 Docs:
     https://developer.vonage.com/en/voice/voice-api/concepts/websockets
     https://developer.vonage.com/en/voice/voice-api/ncco-reference
     https://developer.vonage.com/en/api/voice#updateCall
+    https://developer.vonage.com/en/voice/voice-api/guides/signed-webhooks
+    https://developer.vonage.com/en/messages/concepts/signed-webhooks (claims)
+    https://developer.vonage.com/en/getting-started/concepts/webhooks#decoding-signed-webhooks
 """
 
 from __future__ import annotations
@@ -29,21 +42,50 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MissingExtraError
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._framer import Framer
 from ._json import parse_json_object
 from ._rest import env
+from ._signatures import check_vonage_webhook, vonage_payload_hashes
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["VonageFrameSerializer"]
+__all__ = ["SIGNED_EVENTS", "VonageFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
 _CLEAR = '{"action":"clear"}'
 _RESERVED = frozenset(("event", "content-type"))
+
+SIGNED_EVENTS = frozenset(
+    ("started", "ringing", "answered", "completed", "busy", "cancelled", "unanswered", "rejected", "failed")
+)
+"""Event ``status`` values Vonage signs in its developer preview (plus ``record``)."""
+
+_noted: set[str] = set()  # one-time notes: unconfigured secret, unsigned kinds let through
+
+
+def _note_once(key: str, message: str, *args: object) -> None:
+    if key not in _noted:
+        _noted.add(key)
+        logger.info(message, *args)
+
+
+def _signed_kind(body: bytes) -> str | None:
+    """The event kind if this body is one Vonage signs (a status in SIGNED_EVENTS, or record)."""
+    try:
+        msg = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    status = msg.get("status")
+    if isinstance(status, str) and status in SIGNED_EVENTS:
+        return status
+    return "record" if "recording_url" in msg else None
 
 
 def _b64url(data: bytes) -> str:
@@ -81,6 +123,7 @@ class VonageFrameSerializer(FrameSerializer):
     """
 
     carrier = "vonage"
+    auth_failure_status = 401
     default_api_base = "https://api.nexmo.com"
     default_codec = "L16"
     default_rate = 16000
@@ -186,7 +229,7 @@ class VonageFrameSerializer(FrameSerializer):
                 key = f.read()
         token = mint_jwt(app_id, key)
         if token is None:
-            logger.warning("vonage: install 'cryptography' to mint JWTs, or set VONAGE_JWT")
+            logger.warning("vonage: %s (or set VONAGE_JWT)", MissingExtraError("Minting Vonage JWTs", "vonage"))
         return token
 
     def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
@@ -226,6 +269,68 @@ class VonageFrameSerializer(FrameSerializer):
 
     @classmethod
     def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
-        """Vonage's signed webhooks (HS256 JWT) are a developer preview whose claims are
-        unconfirmed; not checked. Use an unguessable path token."""
+        """Check a Vonage signed webhook when a signature secret is configured.
+
+        Options: ``signature_secret`` (default ``VONAGE_SIGNATURE_SECRET``; unset:
+        nothing is checked, noted once), ``require_signed`` (default
+        ``VONAGE_REQUIRE_SIGNED_WEBHOOKS``: refuse every unsigned request),
+        ``api_key``/``application_id`` (default ``VONAGE_API_KEY``/
+        ``VONAGE_APPLICATION_ID``: the claims must match when both are known),
+        ``now`` (tests).
+
+        A request with ``Authorization: Bearer`` must verify (HS256, fresh ``iat``,
+        matching ``payload_hash``). One without is refused if it is an event Vonage
+        signs or ``require_signed`` is on, else let through (noted once per kind).
+        """
+        secret = env(options.get("signature_secret"), "VONAGE_SIGNATURE_SECRET")
+        if not secret:
+            _note_once("unconfigured", "vonage: VONAGE_SIGNATURE_SECRET is not set; webhook signatures not checked")
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return cls._unsigned(request, body, options)
+        form = request.content_type == "application/x-www-form-urlencoded"
+        hashes = vonage_payload_hashes(body, {k: v for k, v in request.query.items()}, form=form)
+        reason, claims = check_vonage_webhook(
+            token.strip(),
+            secret,
+            hashes,
+            now=options.get("now"),
+            api_key=env(options.get("api_key"), "VONAGE_API_KEY"),
+            application_id=env(options.get("application_id"), "VONAGE_APPLICATION_ID"),
+        )
+        if reason is None:
+            return True
+        logger.warning(
+            "vonage: webhook %s %s refused: %s (peer %s, jti %s, %d body bytes)",
+            request.method,
+            request.path,
+            reason,
+            request.remote,
+            str(claims.get("jti"))[:64],
+            len(body),
+        )
+        return False
+
+    @classmethod
+    def _unsigned(cls, request: web.Request, body: bytes, options: dict[str, Any]) -> bool:
+        require = options.get("require_signed")
+        if require is None:
+            require = os.environ.get("VONAGE_REQUIRE_SIGNED_WEBHOOKS", "").lower() in ("1", "true", "yes")
+        kind = _signed_kind(body)
+        if require or kind is not None:
+            logger.warning(
+                "vonage: unsigned webhook %s %s refused (%s; peer %s)",
+                request.method,
+                request.path,
+                f"a {kind!r} event, which Vonage signs" if kind else "signatures are required",
+                request.remote,
+            )
+            return False
+        _note_once(
+            "unsigned:" + request.path,
+            "vonage: letting unsigned webhooks to %s through (Vonage signs only call-status and record "
+            "events; set VONAGE_REQUIRE_SIGNED_WEBHOOKS=1 to refuse them)",
+            request.path,
+        )
         return True
