@@ -7,13 +7,20 @@ stream id. Hang-up: ``POST /v2/calls/{call_control_id}/actions/hangup`` with
 ``Authorization: Bearer <TELNYX_API_KEY>``. TeXML answer ``<Connect><Stream
 bidirectionalMode="rtp">``. Webhooks are signed with Ed25519
 (``telnyx-signature-ed25519`` over ``timestamp|body``): checked when a public key
-is configured (``TELNYX_PUBLIC_KEY``) and the ``cryptography`` package is installed.
+is configured (``TELNYX_PUBLIC_KEY``), which needs the ``telnyx`` extra
+(``pip install 'flowcat[telnyx]'``, for ``cryptography``); with a key configured
+and the extra missing, webhooks are refused and the error names the extra.
+
+Codecs: PCMU and PCMA. Telnyx also offers L16 (``stream_codec`` /
+``stream_bidirectional_codec``, 8000–48000 Hz), but its docs do not state the
+byte order of an L16 payload, so L16 is not accepted here (logged, PCMU kept).
 
 Docs:
     https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket
     https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming
     https://developers.telnyx.com/docs/voice/programmable-voice/texml-verbs/stream
     https://developers.telnyx.com/api-reference/call-commands/hangup-call
+    https://developers.telnyx.com/api-reference/call-commands/streaming-start (codecs, rates)
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
+from ..errors import MissingExtraError
 from ._base import CallInfo
 from ._media_stream import MediaStreamSerializer
 from ._rest import env
@@ -110,21 +118,22 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
     def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
         """Check ``telnyx-signature-ed25519`` when ``public_key``/``TELNYX_PUBLIC_KEY`` is set.
 
-        Without the ``cryptography`` package the check is skipped with a warning.
+        With a key configured but without the ``telnyx`` extra (``cryptography``) the
+        webhook is refused: the error is logged with the install command.
         """
         key = env(options.get("public_key"), "TELNYX_PUBLIC_KEY")
         if not key:
             return True
-        ok = validate_telnyx_ed25519(
-            body,
-            request.headers.get("telnyx-signature-ed25519"),
-            request.headers.get("telnyx-timestamp"),
-            key,
-        )
-        if ok is None:
-            logger.warning("telnyx: 'cryptography' not installed; webhook signature not checked")
-            return True
-        return ok
+        try:
+            return validate_telnyx_ed25519(
+                body,
+                request.headers.get("telnyx-signature-ed25519"),
+                request.headers.get("telnyx-timestamp"),
+                key,
+            )
+        except MissingExtraError as exc:
+            logger.error("telnyx: TELNYX_PUBLIC_KEY is set but the webhook cannot be checked: %s", exc)
+            return False
 
     @staticmethod
     def verify_stream_token(request: web.Request, expected: str) -> bool:
