@@ -10,7 +10,8 @@ and adds what a telephony transport needs around it:
   ``opened`` answer) go through :attr:`FrameSerializer.sender` when the transport
   set it, else they wait in :meth:`FrameSerializer.take_replies`;
 * :meth:`FrameSerializer.hang_up` ends the call over the carrier's REST API;
-* :meth:`FrameSerializer.answer` builds the answer-webhook document.
+* :meth:`FrameSerializer.answer` builds the answer-webhook document
+  (:class:`~flowcat.serializers._webhooks.CarrierWebhooks`, with the request checks).
 
 ``serialize`` returns one message (``str`` for a text frame, ``bytes`` for a binary
 frame), a list of messages to send in order (media followed by a mark, or carriers
@@ -42,10 +43,10 @@ from ._audio import AudioDecoder, AudioEncoder, bytes_per_sample
 from ._call import CallInfo, Wire, WireOut, dtmf_frame, truncate
 from ._framer import Framer
 from ._marks import MarkTracker
+from ._webhooks import CarrierWebhooks
 
 if TYPE_CHECKING:
     import aiohttp
-    from aiohttp import web
 
 __all__ = ["CallInfo", "FrameSerializer", "Wire", "WireOut", "dtmf_frame", "truncate"]
 
@@ -54,7 +55,7 @@ logger = logging.getLogger("flowcat.serializers")
 _LOG_FIRST = 20  # bad inputs logged in full per call; afterwards one in every 1000
 
 
-class FrameSerializer:
+class FrameSerializer(CarrierWebhooks):
     """Base of every carrier serializer (pipecat's interface plus telephony helpers).
 
     Args:
@@ -88,10 +89,6 @@ class FrameSerializer:
     has_marks: ClassVar[bool] = False
     hang_up_ok_statuses: ClassVar[tuple[int, ...]] = ()
     rest_hang_up: ClassVar[bool] = True
-    answer_content_type: ClassVar[str] = "application/xml"
-    auth_failure_status: ClassVar[int] = 403
-    """HTTP status for a request whose signature check failed (401 where the carrier
-    authenticates with a key or token, 403 for plain request signatures)."""
 
     def __init__(
         self,
@@ -239,32 +236,6 @@ class FrameSerializer:
         from ._rest import send_hang_up
 
         return await send_hang_up(self, session or self.session)
-
-    @classmethod
-    async def answer(cls, request: web.Request, stream_url: str, **options: Any) -> web.Response:
-        """Answer the voice webhook with a document connecting the call to ``stream_url``.
-
-        The signature is checked where the carrier signs and credentials are set
-        (refused with :attr:`auth_failure_status`, 403 or 401, if bad).
-        """
-        from aiohttp import web
-
-        body = await request.read()
-        if not cls.verify_request(request, body, **options):
-            logger.warning("%s: answer webhook signature check failed for %s", cls.carrier, request.path)
-            return web.Response(status=cls.auth_failure_status, text="invalid signature")
-        doc = cls.answer_document(stream_url, request=request, **options)
-        return web.Response(text=doc, content_type=cls.answer_content_type)
-
-    @classmethod
-    def answer_document(cls, stream_url: str, **options: Any) -> str:
-        """The answer document (XML/JSON text) that connects the call to ``stream_url``."""
-        raise NotImplementedError
-
-    @classmethod
-    def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
-        """Whether the answer webhook's signature is valid (True where none is checked)."""
-        return True
 
     # ------------------------------------------------------------------ helpers for carriers
 
@@ -424,12 +395,3 @@ class FrameSerializer:
 
     def _on_stream_id(self) -> None:
         """Called when the stream id becomes known (precompute message prefixes here)."""
-
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        """``(method, url, headers, body)`` of the REST hang-up, or None if unavailable.
-
-        ``body`` is None, ``("form", dict)`` (URL-encoded form) or ``("json", obj)``.
-        Credentials are read when this is called (constructor arguments first, then the
-        environment variables named in ``docs/carriers.md``).
-        """
-        return None
