@@ -77,7 +77,7 @@ def field_value(headers: Any, name: str) -> str | None:
         if one is None:
             one = next((v for k, v in headers.items() if k.lower() == name), None)
         values = [] if one is None else [one]
-    parts = [" ".join(v.strip().split("\r\n")) for v in values]
+    parts = [v.strip() for v in values]
     return ", ".join(parts) if parts else None
 
 

@@ -320,10 +320,12 @@ class VonageFrameSerializer(FrameSerializer):
         kind = _signed_kind(body)
         if require or kind is not None:
             logger.warning(
-                "vonage: unsigned webhook %s %s refused (%s; peer %s)",
+                "vonage: unsigned webhook %s %s refused (event %s, which Vonage signs, or signatures "
+                "required: %s; peer %s)",
                 request.method,
                 request.path,
-                f"a {kind!r} event, which Vonage signs" if kind else "signatures are required",
+                kind,
+                bool(require),
                 request.remote,
             )
             return False
