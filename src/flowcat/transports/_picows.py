@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import MissingExtraError
@@ -279,6 +280,36 @@ class PicowsTransport(WebsocketTransport):
 
     def _socket_write(self, message: str | bytes) -> None:
         self._ws.send(_BINARY if isinstance(message, bytes) else _TEXT, message)
+
+    def _audio_writer(self) -> Callable[[Any], None] | None:
+        """The generic writer with the picows socket checks and send inlined."""
+        ser_audio, ws = self._ser_audio, self._ws
+        if ser_audio is None or ws is None:
+            return super()._audio_writer()
+        write = self._write
+
+        def write_audio(frame: Any) -> None:
+            if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+                return
+            try:
+                out = ser_audio(frame)
+                if out is None:
+                    return
+                cls = out.__class__
+                if cls is bytes:
+                    self.messages_out += 1
+                    ws.send(_BINARY, out)
+                elif cls is list:
+                    for m in out:
+                        write(m)
+                else:
+                    self.messages_out += 1
+                    ws.send(_TEXT, out)
+            except Exception as exc:
+                logger.debug("%s: send failed: %r", self.name, exc)
+                self._output.peer_gone()
+
+        return write_audio
 
     async def _socket_close(self) -> None:
         self._listener.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -255,6 +256,39 @@ class WebsocketTransport(BaseTransport):
         setup = getattr(self._serializer, "setup", None)
         if setup is not None:
             await setup(frame)
+        out = self._output
+        if type(out).write_audio is WebsocketOutputTransport.write_audio:
+            writer = self._audio_writer()
+            if writer is not None:
+                # Per-instance: the output's sends skip the generic frame path.
+                out.write_audio = writer  # type: ignore[method-assign,assignment]
+
+    def _audio_writer(self) -> Callable[[OutputAudioRawFrame], None] | None:
+        """One call that serializes a bot audio chunk and writes it (the output's
+        ``write_audio`` on the hot path), or None without a sync serializer."""
+        ser_audio = self._ser_audio
+        if ser_audio is None:
+            return None
+        socket_open, socket_write, write = self._socket_open, self._socket_write, self._write
+
+        def write_audio(frame: OutputAudioRawFrame) -> None:
+            if self._closing or not socket_open():
+                return
+            try:
+                out = ser_audio(frame)
+                if out is None:
+                    return
+                if out.__class__ is list:
+                    for m in out:
+                        write(m)
+                    return
+                self.messages_out += 1
+                socket_write(out)
+            except Exception as exc:
+                logger.debug("%s: send failed: %r", self.name, exc)
+                self._output.peer_gone()
+
+        return write_audio
 
     async def _input_started(self) -> None:
         await self._call_event_handler("on_client_connected")
