@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType
