@@ -88,6 +88,12 @@ class CallScheduler(CallTasks):
         hook_timeout: Bound (s) on each processor lifecycle hook.
     """
 
+    # The fields every chain start reads, in the object rather than its dict.
+    __slots__ = (
+        "_closed", "executing", "_pumping", "_held", "_sys", "_data", "_sys_slot", "_data_slot",
+        "stats", "_current", "generation",
+    )
+
     def __init__(
         self,
         name: str,

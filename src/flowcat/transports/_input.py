@@ -48,6 +48,9 @@ class BaseInputTransport(FrameProcessor):
         name: Processor name.
     """
 
+    # What each received frame reads, in the object (see BaseOutputTransport).
+    __slots__ = ("_fast", "_rate", "_channels", "audio_frames_in", "_running", "_params")
+
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self._params = params

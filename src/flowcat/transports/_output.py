@@ -67,6 +67,15 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         name: Processor name.
     """
 
+    # The state the per-chunk path reads, side by side in the object (a few cache
+    # lines) rather than spread over the instance dict.
+    __slots__ = (
+        "_closed", "_discard_audio", "_ending", "_chunk_bytes", "_rate", "_active", "_pending",
+        "_queue", "_paused", "_mixer", "_channels", "_loop", "_play_end", "_period", "_window",
+        "_last_speaking", "_params", "_outbox", "_inv_bps", "stats", "_last_sent",
+        "_speaking", "_push_sent",
+    )
+
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         OutputQueue.__init__(self, params)

@@ -23,6 +23,8 @@ class RawPCMSerializer:
         num_channels: Interleaved channels.
     """
 
+    __slots__ = ("__dict__", "_out", "num_channels", "sample_rate")
+
     def __init__(self, sample_rate: int | None = None, num_channels: int = 1) -> None:
         self.sample_rate = sample_rate
         self.num_channels = num_channels

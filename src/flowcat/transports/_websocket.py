@@ -124,6 +124,12 @@ class WebsocketTransport(BaseTransport):
 
     _event_names = ("on_client_connected", "on_client_disconnected", "on_bad_message")
 
+    # What each message in and out reads, in the object rather than its dict.
+    __slots__ = (
+        "messages_in", "_des_now", "_serializer", "_input", "_output", "_closing", "_ser_audio",
+        "messages_out", "_ws",
+    )
+
     def __init__(
         self, websocket: Any = None, params: WebsocketParams | None = None, *, name: str | None = None
     ) -> None:
