@@ -70,7 +70,10 @@ class CallTasks:
     """
 
     if TYPE_CHECKING:
-        stats: SchedulerStats
+        _chains: int
+
+        @property
+        def stats(self) -> SchedulerStats: ...
         _sys: deque[Any]
         _closed: bool
 
@@ -96,7 +99,7 @@ class CallTasks:
         self, slot: _Slot, proc: FrameProcessor, frame: Frame, direction: FrameDirection, to_self: bool
     ) -> None:
         coro = proc._receive(frame, direction) if to_self else proc.push_frame(frame, direction)
-        self.stats.chains += 1
+        self._chains += 1
         slot.coro = coro
         slot.frame = frame
         prev = self._current

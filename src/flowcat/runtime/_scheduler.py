@@ -91,7 +91,7 @@ class CallScheduler(CallTasks):
     # The fields every chain start reads, in the object rather than its dict.
     __slots__ = (
         "_closed", "executing", "_pumping", "_held", "_sys", "_data", "_sys_slot", "_data_slot",
-        "stats", "_current", "generation",
+        "_stats", "_chains", "_current", "generation",
     )
 
     def __init__(
@@ -105,7 +105,8 @@ class CallScheduler(CallTasks):
         super().__init__(name, hook_timeout=hook_timeout)
         self.max_data_lane = max_data_lane
         self.max_queued_input_audio = max_queued_input_audio
-        self.stats = SchedulerStats()
+        self._stats = SchedulerStats()
+        self._chains = 0  # bumped per chain, in the object itself (see ``stats``)
         self._sys: deque[_Entry] = deque()
         self._data: deque[_Entry] = deque()
         self._pumping = False
@@ -116,6 +117,13 @@ class CallScheduler(CallTasks):
         self._space_waiters: deque[asyncio.Future[None]] = deque()
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def stats(self) -> SchedulerStats:
+        """This call's counters (up to date when read)."""
+        st = self._stats
+        st.chains = self._chains
+        return st
 
     @property
     def held(self) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..frames import (
@@ -72,13 +73,16 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
     __slots__ = (
         "_closed", "_discard_audio", "_ending", "_chunk_bytes", "_rate", "_active", "_pending",
         "_queue", "_paused", "_mixer", "_channels", "_loop", "_play_end", "_period", "_window",
-        "_last_speaking", "_params", "_outbox", "_inv_bps", "stats", "_last_sent",
-        "_speaking", "_push_sent",
+        "_last_speaking", "_params", "_outbox", "_inv_bps", "_stats", "_last_sent",
+        "_speaking", "_push_sent", "_write_chunk", "_n_chunks", "_n_bot_bytes", "_speaking_period",
     )
 
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         OutputQueue.__init__(self, params)
+        self._write_chunk: Callable[[OutputAudioRawFrame], None] | None = None
+        """What ``_send`` writes a chunk with: ``write_audio``, or a transport's fused
+        writer set before ``start`` (see ``WebsocketTransport._setup``)."""
 
     # ------------------------------------------------------------ subclass API
 
@@ -145,6 +149,8 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         self._silence = bytes(self._chunk_bytes)
         self._loop = asyncio.get_running_loop()
         self._clock = AudioClock.for_loop(self._period, self._loop)
+        if self._write_chunk is None:
+            self._write_chunk = self.write_audio
         # Whether sent chunks go on downstream: decided once, when the call starts.
         nxt = self._down
         self._push_sent = nxt is not None and nxt.wants_sent_audio

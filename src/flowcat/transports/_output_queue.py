@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..audio import StreamResampler
@@ -83,6 +84,8 @@ class OutputQueue:
 
         def _flush_outbox(self) -> None: ...
 
+        _write_chunk: Callable[[OutputAudioRawFrame], None] | None
+
         def write_audio(self, frame: OutputAudioRawFrame) -> None: ...
 
         def write_frame(self, frame: Frame) -> None: ...
@@ -123,7 +126,19 @@ class OutputQueue:
         self._silence = b""
         self._mixer = params.audio_out_mixer
         self._push_sent = True
-        self.stats = OutputStats()
+        self._stats = OutputStats()
+        # The two counters every chunk bumps live in the output itself (see ``stats``).
+        self._n_chunks = 0
+        self._n_bot_bytes = 0
+        self._speaking_period = params.bot_speaking_period_secs
+
+    @property
+    def stats(self) -> OutputStats:
+        """This output's counters (up to date when read)."""
+        st = self._stats
+        st.chunks_sent = self._n_chunks
+        st.bot_bytes_sent = self._n_bot_bytes
+        return st
 
     # -------------------------------------------------------------- queueing
 
@@ -146,7 +161,7 @@ class OutputQueue:
                 now = self._loop.time()  # type: ignore[union-attr]
                 if self._play_end - now + self._period <= self._window:
                     self._send(audio, now, True, frame)
-                    if now - self._last_speaking >= self._params.bot_speaking_period_secs:
+                    if now - self._last_speaking >= self._speaking_period:
                         self._last_speaking = now
                         self._broadcast(BotSpeakingFrame)
                     if self._outbox:
@@ -261,7 +276,7 @@ class OutputQueue:
                 self._send(self._silence, now, False)
         if self._speaking:
             if bot_sent:
-                if now - self._last_speaking >= self._params.bot_speaking_period_secs:
+                if now - self._last_speaking >= self._speaking_period:
                     self._last_speaking = now
                     self._broadcast(BotSpeakingFrame)
             elif not self._paused and now - self._last_sent >= self._params.bot_stopped_speaking_secs:
@@ -283,7 +298,7 @@ class OutputQueue:
                 chunk = mixer.mix(chunk)
             frame = OutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels)
         try:
-            self.write_audio(frame)
+            self._write_chunk(frame)  # type: ignore[misc]
         except Exception:
             logger.exception("%s: write_audio failed", self)
         start = self._play_end
@@ -295,12 +310,11 @@ class OutputQueue:
                 self._window = self._ahead + self._slack + self._stretch
             start = now
         self._play_end = start + len(chunk) * self._inv_bps
-        stats = self.stats
-        stats.chunks_sent += 1
+        self._n_chunks += 1
         if not bot:
-            stats.silence_chunks_sent += 1
+            self._stats.silence_chunks_sent += 1
             return
-        stats.bot_bytes_sent += len(chunk)
+        self._n_bot_bytes += len(chunk)
         self._last_sent = now
         if not self._speaking:
             self._speaking = True

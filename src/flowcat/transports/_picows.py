@@ -51,8 +51,12 @@ class PicowsListener(picows.WSListener):
         max_msg_size: Largest accepted message (bytes) after reassembly.
     """
 
+    # What each received frame reads, in the object rather than its dict.
+    __slots__ = ("__dict__", "_frag_type", "_t")
+
     def __init__(self, max_msg_size: int = 4 * 1024 * 1024) -> None:
         super().__init__()
+        self._t: WebsocketTransport | None = None  # set by attach(): feed it directly
         self.ws: Any = None
         """The picows ``WSTransport`` (set when the connection is upgraded)."""
         self.max_msg_size = max_msg_size
@@ -128,6 +132,7 @@ class PicowsListener(picows.WSListener):
         while inbox:
             feed(inbox.popleft())
         self._feed = feed
+        self._t = transport if feed == transport.feed else None
         self._wake()
         if self._gone:
             drive(transport._on_disconnected(), "disconnect")
@@ -141,7 +146,11 @@ class PicowsListener(picows.WSListener):
         mt = frame.msg_type
         if self._frag_type is None and frame.fin:
             if mt is _BINARY:
-                self._feed(frame.get_payload_as_bytes())
+                t = self._t
+                if t is not None:
+                    t.feed(frame.get_payload_as_bytes())
+                else:
+                    self._feed(frame.get_payload_as_bytes())
                 return
             if mt is _TEXT:
                 try:
@@ -283,8 +292,8 @@ class PicowsTransport(WebsocketTransport):
 
     def _audio_writer(self) -> Callable[[Any], None] | None:
         """The generic writer with the picows socket checks and send inlined."""
-        ser_audio, ws = self._ser_audio, self._ws
-        if ser_audio is None or ws is None:
+        ser, ws = self._serializer, self._ws
+        if self._ser_audio is None or ws is None:
             return super()._audio_writer()
         write = self._write
 
@@ -292,7 +301,7 @@ class PicowsTransport(WebsocketTransport):
             if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
                 return
             try:
-                out = ser_audio(frame)
+                out = ser.serialize_audio(frame)
                 if out is None:
                     return
                 cls = out.__class__
