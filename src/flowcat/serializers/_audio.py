@@ -71,7 +71,7 @@ class AudioDecoder:
             pcm = rs.resample(pcm)
         if not pcm:
             return None
-        return InputAudioRawFrame(audio=pcm, sample_rate=self.out_rate, num_channels=1)
+        return InputAudioRawFrame(pcm, self.out_rate, 1)
 
 
 class AudioEncoder:

@@ -59,9 +59,7 @@ class EchoProcessor(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
-            out = OutputAudioRawFrame(
-                audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
-            )
+            out = OutputAudioRawFrame(frame.audio, frame.sample_rate, frame.num_channels)
             await self.push_frame(out, DOWNSTREAM)
         else:
             await self.push_frame(frame, direction)

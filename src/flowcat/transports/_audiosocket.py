@@ -198,7 +198,7 @@ class AudioSocketTransport(BaseTransport):
         if rate is not None and payload and not len(payload) & 1:
             inp = self._input
             if rate == inp.sample_rate:
-                inp.push_input_frame(InputAudioRawFrame(audio=payload, sample_rate=rate, num_channels=1))
+                inp.push_input_frame(InputAudioRawFrame(payload, rate, 1))
             else:
                 inp.push_audio(payload, rate)  # resampled to the pipeline rate
             return

@@ -200,13 +200,13 @@ class BaseInputTransport(FrameProcessor):
         if chunker is None:
             if audio:
                 self._submit(
-                    InputAudioRawFrame(audio=audio, sample_rate=self._rate, num_channels=self._channels),
+                    InputAudioRawFrame(audio, self._rate, self._channels),
                     DOWNSTREAM,
                 )
             return
         for chunk in chunker.push(audio):
             self._submit(
-                InputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels),
+                InputAudioRawFrame(chunk, self._rate, self._channels),
                 DOWNSTREAM,
             )
 

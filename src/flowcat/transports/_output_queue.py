@@ -159,11 +159,31 @@ class OutputQueue:
                 and frame.num_channels == self._channels
             ):
                 now = self._loop.time()  # type: ignore[union-attr]
-                if self._play_end - now + self._period <= self._window:
-                    self._send(audio, now, True, frame)
-                    if now - self._last_speaking >= self._speaking_period:
+                start = self._play_end
+                if start - now + self._period <= self._window:
+                    # ``_send(audio, now, True, frame)``, inlined: this runs for
+                    # every chunk of every call.
+                    try:
+                        self._write_chunk(frame)  # type: ignore[misc]
+                    except Exception:
+                        logger.exception("%s: write_audio failed", self)
+                    if start < now:
+                        if self._speaking and now - start > self._slack and self._stretch < self._catch_up:
+                            self._late(now - start)
+                        start = now
+                    self._play_end = start + len(audio) * self._inv_bps
+                    self._n_chunks += 1
+                    self._n_bot_bytes += len(audio)
+                    self._last_sent = now
+                    if not self._speaking:
+                        self._speaking = True
+                        self._last_speaking = now
+                        self._broadcast(BotStartedSpeakingFrame)
+                    elif now - self._last_speaking >= self._speaking_period:
                         self._last_speaking = now
                         self._broadcast(BotSpeakingFrame)
+                    if self._push_sent:
+                        self._outbox.append((frame, DOWNSTREAM))
                     if self._outbox:
                         self._flush_outbox()
                     return
@@ -296,7 +316,7 @@ class OutputQueue:
             mixer = self._mixer
             if mixer is not None:
                 chunk = mixer.mix(chunk)
-            frame = OutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=self._channels)
+            frame = OutputAudioRawFrame(chunk, self._rate, self._channels)
         try:
             self._write_chunk(frame)  # type: ignore[misc]
         except Exception:
@@ -304,10 +324,7 @@ class OutputQueue:
         start = self._play_end
         if start < now:
             if bot and self._speaking and now - start > self._slack and self._stretch < self._catch_up:
-                # Mid-speech the peer ran dry: the stream is late. Let the window
-                # grow by the lateness (capped), so a late burst catches up.
-                self._stretch = min(self._catch_up, self._stretch + (now - start))
-                self._window = self._ahead + self._slack + self._stretch
+                self._late(now - start)
             start = now
         self._play_end = start + len(chunk) * self._inv_bps
         self._n_chunks += 1
@@ -322,6 +339,12 @@ class OutputQueue:
             self._broadcast(BotStartedSpeakingFrame)
         if self._push_sent:
             self._outbox.append((frame, DOWNSTREAM))
+
+    def _late(self, lateness: float) -> None:
+        """Mid-speech the peer ran dry: the stream is late. Let the window grow by
+        the lateness (capped), so a late burst catches up."""
+        self._stretch = min(self._catch_up, self._stretch + lateness)
+        self._window = self._ahead + self._slack + self._stretch
 
     def _release(self, frame: Frame) -> None:
         """A queued frame reached the head of the queue: send it, pass it on."""

@@ -259,7 +259,7 @@ class ProtobufFrameSerializer:
                 raise ProtocolError("protobuf: audio without sample_rate")
             if len(audio) % (2 * channels):
                 raise ProtocolError("protobuf: audio is not whole samples")
-            frame = InputAudioRawFrame(audio=audio, sample_rate=rate, num_channels=channels)
+            frame = InputAudioRawFrame(audio, rate, channels)
             pts = _uint(f, 6)
             if pts:
                 frame.pts = pts

@@ -67,6 +67,5 @@ class RawPCMSerializer:
             raise ProtocolError(f"raw PCM: {len(data)} bytes is not a whole number of samples", data)
         if not data:
             return None
-        return InputAudioRawFrame(
-            audio=bytes(data), sample_rate=self.sample_rate or 16000, num_channels=self.num_channels
-        )
+        # Positional: a keyword call to a class builds a kwargs dict per frame.
+        return InputAudioRawFrame(bytes(data), self.sample_rate or 16000, self.num_channels)
