@@ -97,6 +97,8 @@ class AudioClock:
 
     def add(self, client: ClockClient) -> None:
         """Register ``client`` (or make an idle one busy); it is served from the next tick on."""
+        if client in self._clients:
+            return  # already served every tick (and the timer is armed)
         if self._idle:
             self._idle.pop(client, None)
         self._clients[client] = None

@@ -230,7 +230,15 @@ class OutputQueue:
             # instead of waiting up to a period for the next tick (an echo or a
             # streaming TTS would otherwise gain up to 20 ms per chunk).
             if not self._paused:
-                busy = self.on_clock(self._loop.time())  # type: ignore[union-attr]
+                now = self._loop.time()  # type: ignore[union-attr]
+                q = self._queue
+                if q:
+                    head = q[0]
+                    if type(head) is bytes and self._play_end - now + len(head) * self._inv_bps > self._window:
+                        # The window is shut: the next tick sends the head chunk.
+                        self._clock.add(self)
+                        return
+                busy = self.on_clock(now)
                 if not busy:
                     self._clock.discard(self)
                 elif busy is True:
