@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import types
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,19 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 _processor_ids = itertools.count(1).__next__
+
+
+def _clone(fn: Any) -> Any:
+    """A copy of function ``fn`` with its own code object (own inline caches)."""
+    clone = types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    clone.__kwdefaults__ = fn.__kwdefaults__
+    clone.__qualname__ = fn.__qualname__
+    clone.__doc__ = fn.__doc__
+    clone.__module__ = fn.__module__
+    clone.__annotations__ = fn.__annotations__
+    return clone
 
 
 class FrameProcessor(EventEmitter, ProcessorMetrics):
@@ -179,6 +193,15 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
         handler = _LIFECYCLE.get(frame.__class__)
         if handler is not None:
             await handler(self, frame)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "push_frame" not in cls.__dict__ and cls.push_frame is FrameProcessor.push_frame:
+            # Each class gets its own copy of push_frame's code: the interpreter's
+            # attribute caches are per code object, and with one copy shared by
+            # every processor class the reads of ``self``'s slots on the hot path
+            # see many types and fall back to the generic (slow) lookup.
+            cls.push_frame = _clone(FrameProcessor.push_frame)  # type: ignore[method-assign]
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
         """Send ``frame`` to the neighbour in ``direction``.
