@@ -131,6 +131,7 @@ class OutputQueue:
         self._n_chunks = 0
         self._n_bot_bytes = 0
         self._speaking_period = params.bot_speaking_period_secs
+        self._stop_secs = params.bot_stopped_speaking_secs
 
     @property
     def stats(self) -> OutputStats:
@@ -262,6 +263,17 @@ class OutputQueue:
         counts as speaking with nothing queued (a few ticks apart is enough to see
         it stop), False when there is nothing more to do.
         """
+        if (
+            self._speaking
+            and not self._queue
+            and not self._pending
+            and not self._paused
+            and not self._always
+            and not self._outbox
+            and not self._closed
+            and now - self._last_sent < self._stop_secs
+        ):
+            return IDLE  # the common look at an idle client: still speaking, nothing to send
         if self._closed:
             self._active = False
             return False
@@ -307,7 +319,7 @@ class OutputQueue:
                 if now - self._last_speaking >= self._speaking_period:
                     self._last_speaking = now
                     self._broadcast(BotSpeakingFrame)
-            elif not self._paused and now - self._last_sent >= self._params.bot_stopped_speaking_secs:
+            elif not self._paused and now - self._last_sent >= self._stop_secs:
                 # A paused bot (barge-in being judged) has not stopped speaking.
                 self._stopped_speaking()
         if self._outbox:
