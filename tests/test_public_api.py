@@ -66,3 +66,18 @@ def test_audiosocket_names_are_public() -> None:
     assert names <= set(flowcat.transports.__all__)
     assert "serve_audiosocket" in flowcat.server.__all__
     assert callable(flowcat.server.serve_audiosocket)
+
+
+def test_carrier_auth_errors_are_in_the_hierarchy() -> None:
+    from flowcat.errors import FlowcatError, ProtocolError, SignatureError, TransportError
+    from flowcat.serializers._jwt import JWTError, verify_hs256
+    from flowcat.serializers._sfv import SFVError, parse_dictionary
+
+    assert issubclass(SignatureError, TransportError)
+    with pytest.raises(SignatureError):
+        verify_hs256("not-a-token", b"k")
+    with pytest.raises(JWTError):
+        verify_hs256("a.b.c", b"k")
+    with pytest.raises(ProtocolError) as exc_info:
+        parse_dictionary('sig1=("@authority"')
+    assert isinstance(exc_info.value, SFVError) and isinstance(exc_info.value, FlowcatError)

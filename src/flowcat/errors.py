@@ -9,7 +9,8 @@
     ├── PipelineTimeoutError        a bounded wait ran out (carries what and the budget)
     ├── ProcessorError              a processor failed while handling a frame
     ├── TransportError              a transport failed (socket closed, handshake refused)
-    │   └── ProtocolError           a peer sent something malformed (carries the raw input)
+    │   ├── ProtocolError           a peer sent something malformed (carries the raw input)
+    │   └── SignatureError          a request's signature or token is missing, malformed or wrong
     ├── CapacityError               admission refused: the worker is at capacity
     └── ServiceError(retryable)     a provider call failed
         ├── ServiceConnectionError  could not connect (retryable)
@@ -36,6 +37,7 @@ __all__ = [
     "ServiceError",
     "ServiceStatusError",
     "ServiceTimeout",
+    "SignatureError",
     "TransportError",
     "require_extra",
 ]
@@ -94,6 +96,11 @@ class ProtocolError(TransportError):
     def __init__(self, message: str, raw: object = None) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class SignatureError(TransportError):
+    """A carrier request's signature or token is missing, malformed, wrong or expired
+    (the request is refused; the reason is logged, never the secret)."""
 
 
 class CapacityError(FlowcatError):

@@ -23,12 +23,14 @@ import hmac
 import json
 from typing import Any
 
+from ..errors import SignatureError
+
 __all__ = ["JWTError", "check_times", "verify_hs256"]
 
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-class JWTError(ValueError):
+class JWTError(SignatureError, ValueError):
     """The token is malformed, not HS256, mis-signed or outside its validity window."""
 
 

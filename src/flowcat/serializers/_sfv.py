@@ -17,10 +17,12 @@ import binascii
 import string
 from typing import Union
 
+from ..errors import ProtocolError
+
 __all__ = ["BareItem", "InnerList", "Item", "Params", "SFVError", "Token", "parse_dictionary", "serialize_inner_list"]
 
 
-class SFVError(ValueError):
+class SFVError(ProtocolError, ValueError):
     """The field value is not a valid Structured Field (the message says where)."""
 
 
