@@ -19,6 +19,7 @@ admission state and app factory.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -133,6 +134,11 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         )
     else:
         logger.warning("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
+    # Everything loaded so far (modules, classes, the app) lives as long as the
+    # worker: move it out of the collector's reach, so a full collection scans
+    # only the calls' objects and its pause stays short.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
