@@ -149,13 +149,12 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
         out += ["", f"![p99 vs calls]({png.name})"]
     out += [
         "",
-        "Known effects in this build: flowcat's p50 of 10–15 ms is the transport output's pacing, not "
-        "processing: while a call's output is active, newly echoed audio waits for the next tick of the "
-        "shared 20 ms `AudioClock` (0–20 ms, mean 10) instead of being sent at once when the send-ahead "
-        "window allows; and every echoed chunk runs a second scheduler chain (the sent chunk pushed "
-        "downstream from the clock). Under generator jitter a real-time-paced echo also ratchets queueing "
-        "latency up (bursts queue, only gaps drain), which is what the high-N flowcat rows show before the "
-        "CPU saturates. The floor and pipecat send echoes immediately.",
+        "How flowcat's output behaves here: bot audio is paced in real time on one shared 20 ms "
+        "`AudioClock` with a 2-chunk send-ahead window; an echoed chunk that arrives on time is written "
+        "at once as the frame it came in, and after a stall the window may grow by up to 2 chunks "
+        "(`audio_out_catch_up_chunks`) so a late burst goes out at once. A burst beyond that waits for "
+        "the clock, which is what rows near saturation show before the CPU runs out. The floor and "
+        "pipecat send echoes immediately. The analysis of a run is in the next section, written by hand.",
     ]
     out += [
         "",
