@@ -40,12 +40,14 @@ class TransportParams:
     audio_out_send_ahead_chunks: int = 2
     """How many chunks may be on the wire ahead of real time (the peer's jitter
     buffer). Default 2."""
-    audio_out_catch_up_chunks: int = 2
+    audio_out_catch_up_chunks: int = 4
     """After bot audio fell behind real time mid-speech (the peer ran dry, e.g. a
     real-time stream stalled and then arrived in a burst), the send-ahead window may
     grow by up to this many chunks, so the late audio goes out at once instead of
-    lagging one chunk for the rest of the turn. The growth ends when the bot stops
-    speaking or is interrupted. 0 disables. Default 2."""
+    lagging one chunk for the rest of the turn. The listener hears the gap either
+    way; this only decides whether the delay then sits in our queue or in the peer's
+    buffer (which a clear empties). The growth ends when the bot stops speaking or
+    is interrupted. 0 disables. Default 4 (80 ms at 20 ms chunks)."""
     audio_out_end_silence_secs: float = 0.0
     """Silence sent after the last bot audio before an EndFrame closes the call. Default 0."""
     audio_out_mixer: Any = None
