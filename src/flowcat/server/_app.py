@@ -220,16 +220,23 @@ async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: Cal
     )
 
 
-async def _answer(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    cfg = state.config
+async def _checked(request: web.Request, what: str) -> tuple[Any, bytes]:
+    """The route's carrier and the request body, after its signature check (404 / refusal)."""
+    cfg = request.app[STATE_KEY].config
     carrier = get_carrier(request.match_info["carrier"])
     if carrier is None:
         raise web.HTTPNotFound(text="unknown carrier")
     body = await request.read()
     if cfg.verify_signatures and not carrier.verify(request, body):
-        logger.warning("%s: answer webhook signature check failed (%s)", carrier.name, request.remote)
+        logger.warning("%s: %s webhook signature check failed (%s)", carrier.name, what, request.remote)
         raise carrier.refusal("bad signature")
+    return carrier, body
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    carrier, body = await _checked(request, "answer")
     if not state.admission.has_room():
         state.admission.rejected += 1
         return carrier.reject(request) or _busy(state)
@@ -239,14 +246,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
 
 async def _event(request: web.Request) -> web.StreamResponse:
     """``/{carrier}/event``: a call event / status callback, checked like the answer webhook."""
-    cfg = request.app[STATE_KEY].config
-    carrier = get_carrier(request.match_info["carrier"])
-    if carrier is None:
-        raise web.HTTPNotFound(text="unknown carrier")
-    body = await request.read()
-    if cfg.verify_signatures and not carrier.verify(request, body):
-        logger.warning("%s: event webhook signature check failed (%s)", carrier.name, request.remote)
-        raise carrier.refusal("bad signature")
+    carrier, body = await _checked(request, "event")
     return carrier.event(request, body)
 
 

@@ -24,7 +24,6 @@ and the socket closed. A CancelFrame does the same at once.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from ..frames import (
     OutputAudioRawFrame,
     StartFrame,
 )
+from ._attach import feed_until_closed
 from ._audiosocket_protocol import (
     AUDIO_RATES,
     KIND_DTMF,
@@ -180,16 +180,7 @@ class AudioSocketTransport(BaseTransport):
         arrived while the pipeline was starting, only the last
         ``audio_out_send_ahead_chunks`` messages are fed, as on the picows transport.
         """
-        lis = self._listener
-        try:
-            closed = lis.closed_future()
-            started = self._input.started_future()
-            if not started.done():
-                await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
-            lis.attach(self, keep=max(1, self._aparams.audio_out_send_ahead_chunks))
-            await asyncio.shield(closed)
-        finally:
-            await self._on_disconnected()
+        await feed_until_closed(self, self._listener, max(1, self._aparams.audio_out_send_ahead_chunks))
 
     def feed_message(self, kind: int, payload: bytes) -> None:
         """Handle one received message (synchronous; never waits)."""

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import MissingExtraError
+from ._attach import feed_until_closed
 from ._drive import drive
 from ._websocket import WebsocketParams, WebsocketTransport
 
@@ -270,16 +271,7 @@ class PicowsTransport(WebsocketTransport):
 
     async def read_messages(self) -> None:
         """Feed the input from the listener until the connection is gone; then end the call."""
-        lis = self._listener
-        try:
-            closed = lis.closed_future()
-            started = self._input.started_future()
-            if not started.done():
-                await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
-            lis.attach(self, keep=max(1, self._wparams.audio_out_send_ahead_chunks))
-            await asyncio.shield(closed)
-        finally:
-            await self._on_disconnected()
+        await feed_until_closed(self, self._listener, max(1, self._wparams.audio_out_send_ahead_chunks))
 
     # ------------------------------------------------------ socket seam
 
