@@ -21,12 +21,13 @@ import pytest
 
 from flowcat.audio import tone
 from flowcat.errors import ConfigError, ProtocolError
-from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, OutputAudioRawFrame, StartFrame
+from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, OutputAudioRawFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, serve_audiosocket
 from flowcat.server._app import drain_state
 from flowcat.transports import AudioSocketParams, AudioSocketParser
 from flowcat.transports._audiosocket_protocol import HANGUP, describe_error, encode_message
+from test_transport_support import StartFlag
 
 CALL_UUID = uuid.UUID("40325ec2-5efd-4bd3-805f-53576e581d13")
 WAIT = 5.0  # bound of every wait on the network
@@ -159,21 +160,6 @@ def test_params_reject_a_rate_without_a_kind() -> None:
 
 
 # ------------------------------------------------------------------ calls over TCP
-
-
-class StartFlag(FrameProcessor):
-    """Reports each call whose StartFrame reached it (the transport input runs by then)."""
-
-    def __init__(self, started: asyncio.Queue[None]) -> None:
-        super().__init__()
-        self.queue = started
-
-    async def start(self, frame: StartFrame) -> None:
-        self.queue.put_nowait(None)
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
 
 
 class Peer:

@@ -22,9 +22,10 @@ import aiohttp
 import pytest
 
 from flowcat.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
-from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, StartFrame
+from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, default_app
+from test_transport_support import StartFlag
 
 picows = pytest.importorskip("picows")
 e2e = pytest.importorskip("test_e2e_carriers")
@@ -42,21 +43,6 @@ BINARY, TEXT, CONT, CLOSE = (
     picows.WSMsgType.CLOSE,
 )
 TWILIO = e2e.SPECS["twilio"]
-
-
-class StartFlag(FrameProcessor):
-    """Reports each call whose StartFrame reached it (the transport input runs by then)."""
-
-    def __init__(self, started: asyncio.Queue[None]) -> None:
-        super().__init__()
-        self.queue = started
-
-    async def start(self, frame: StartFrame) -> None:
-        self.queue.put_nowait(None)
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
 
 
 class Engine:

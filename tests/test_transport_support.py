@@ -17,6 +17,21 @@ RATE = 16000
 CHUNK = RATE * 20 // 1000 * 2  # 640 bytes = 20 ms at 16 kHz
 
 
+class StartFlag(FrameProcessor):
+    """Reports each call whose StartFrame reached it (the transport input runs by then)."""
+
+    def __init__(self, started: asyncio.Queue[None]) -> None:
+        super().__init__()
+        self.queue = started
+
+    async def start(self, frame: StartFrame) -> None:
+        self.queue.put_nowait(None)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
 class RecordingOutput(BaseOutputTransport):
     """An output whose 'wire' is a list of (loop time, kind, payload)."""
 
