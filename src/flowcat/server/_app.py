@@ -74,7 +74,9 @@ def _params(cfg: ServerConfig, in_rate: int | None = None, out_rate: int | None 
     )
 
 
-def _user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
+def user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
+    """The configured app's processors for ``call`` (a single processor becomes a list);
+    every transport's server builds its pipeline around them."""
     built = cfg.app(call)
     if isinstance(built, FrameProcessor):
         return [built]
@@ -171,7 +173,7 @@ async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
     await serve_call(
         sock,
         raw_serializer(rate),
-        _user_processors(cfg, call),
+        user_processors(cfg, call),
         params=_params(cfg, rate, rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
     )
@@ -214,7 +216,7 @@ async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: Cal
     await serve_call(
         sock,
         opened.serializer,
-        _user_processors(cfg, call),
+        user_processors(cfg, call),
         params=_params(cfg, opened.in_rate, opened.out_rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
     )

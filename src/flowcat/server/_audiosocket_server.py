@@ -27,7 +27,7 @@ from typing import Any
 
 from ..runtime import PipelineParams
 from ..transports import AudioSocketListener, AudioSocketParams, AudioSocketTransport, TransportParams
-from ._app import ServerConfig, ServerState, _user_processors, track
+from ._app import ServerConfig, ServerState, user_processors, track
 from ._apps import AppFactory, CallInfo, default_app
 from ._session import CallSocket, serve_call
 
@@ -98,7 +98,7 @@ async def audiosocket_call(
     await serve_call(
         AudioSocketCall(listener, sample_rate),
         None,
-        _user_processors(cfg, call),
+        user_processors(cfg, call),
         params=PipelineParams(
             audio_in_sample_rate=cfg.audio_in_sample_rate,
             audio_out_sample_rate=cfg.audio_out_sample_rate,
