@@ -27,7 +27,7 @@ from typing import Any
 
 from ..runtime import PipelineParams
 from ..transports import AudioSocketListener, AudioSocketParams, AudioSocketTransport, TransportParams
-from ._app import ServerConfig, ServerState, user_processors, track
+from ._app import ServerConfig, ServerState, track, user_processors
 from ._apps import AppFactory, CallInfo, default_app
 from ._session import CallSocket, serve_call
 
