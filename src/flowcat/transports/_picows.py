@@ -48,15 +48,30 @@ _INBOX_MAX = 64  # messages kept before a transport is attached (a flood keeps o
 class PicowsListener(picows.WSListener):
     """The picows listener of one connection, feeding a :class:`PicowsTransport`.
 
+    Write flow control: when the socket's write buffer passes its high-water mark
+    (the peer stopped reading) the listener is ``congested`` and the transport drops
+    bot audio instead of buffering it (counted in :attr:`audio_dropped`; control
+    messages still go). If the peer has not drained the buffer after
+    ``write_stall_timeout`` seconds the connection is dropped and the call ends.
+
     Args:
         max_msg_size: Largest accepted message (bytes) after reassembly.
+        write_stall_timeout: Seconds a full write buffer is tolerated (None: forever).
     """
 
-    # What each received frame reads, in the object rather than its dict.
-    __slots__ = ("__dict__", "_frag_type", "_t")
+    # What each received frame and each sent chunk read, in the object rather than its dict.
+    __slots__ = ("__dict__", "_frag_type", "_t", "congested")
 
-    def __init__(self, max_msg_size: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, max_msg_size: int = 4 * 1024 * 1024, write_stall_timeout: float | None = 10.0) -> None:
         super().__init__()
+        self.congested = False
+        """Whether the write buffer is over its high-water mark (the peer is not reading)."""
+        self.write_stall_timeout = write_stall_timeout
+        self.audio_dropped = 0
+        """Bot audio chunks dropped while congested."""
+        self.write_pauses = 0
+        """Times the write buffer went over its high-water mark."""
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._t: WebsocketTransport | None = None  # set by attach(): feed it directly
         self.ws: Any = None
         """The picows ``WSTransport`` (set when the connection is upgraded)."""
@@ -163,7 +178,37 @@ class PicowsListener(picows.WSListener):
                 return
         self._other(transport, frame, mt)
 
+    def pause_writing(self) -> None:
+        """picows/asyncio: the write buffer passed its high-water mark."""
+        self.congested = True
+        self.write_pauses += 1
+        if self.write_stall_timeout is not None and self._stall_timer is None:
+            loop = asyncio.get_running_loop()
+            self._stall_timer = loop.call_later(self.write_stall_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        """picows/asyncio: the write buffer drained below its low-water mark."""
+        self.congested = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        ws = self.ws
+        if self.congested and ws is not None and not ws.is_disconnected:
+            logger.warning(
+                "picows connection: the peer read nothing for %.1f s with the write buffer full "
+                "(%d audio chunks dropped); disconnecting",
+                self.write_stall_timeout,
+                self.audio_dropped,
+            )
+            ws.disconnect(graceful=False)  # a graceful close would wait for the full buffer to drain
+
     def on_ws_disconnected(self, transport: Any) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         self._gone = True
         self._frag_type, self._frag, self._frag_size = None, [], 0
         fut = self._closed
@@ -284,13 +329,16 @@ class PicowsTransport(WebsocketTransport):
 
     def _audio_writer(self) -> Callable[[Any], None] | None:
         """The generic writer with the picows socket checks and send inlined."""
-        ser, ws = self._serializer, self._ws
+        ser, ws, lis = self._serializer, self._ws, self._listener
         if self._ser_audio is None or ws is None:
             return super()._audio_writer()
         write = self._write
 
         def write_audio(frame: Any) -> None:
             if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+                return
+            if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
+                lis.audio_dropped += 1
                 return
             try:
                 out = ser.serialize_audio(frame)
