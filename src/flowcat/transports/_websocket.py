@@ -33,6 +33,7 @@ from ..frames import (
     TTSStoppedFrame,
 )
 from ._drive import Pending, drive
+from ._flow import WriteFlow
 from ._input import BaseInputTransport
 from ._output import BaseOutputTransport
 from ._params import TransportParams
@@ -73,6 +74,10 @@ class WebsocketParams(TransportParams):
     """Largest accepted message (bytes)."""
     heartbeat_secs: float | None = None
     """Send WebSocket pings this often; None disables."""
+    write_stall_timeout_secs: float | None = 10.0
+    """While a write is blocked (the peer stopped reading and the socket's buffer is
+    full) bot audio is dropped; after this many seconds blocked the connection is
+    aborted and the call ends. None: wait forever. Default 10."""
 
 
 class WebsocketInputTransport(BaseInputTransport):
@@ -110,7 +115,7 @@ class WebsocketOutputTransport(BaseOutputTransport):
         self._transport._close(frame)
 
 
-class WebsocketTransport(BaseTransport):
+class WebsocketTransport(BaseTransport, WriteFlow):
     """A call over one aiohttp WebSocket (``web.WebSocketResponse`` or client socket).
 
     Events: ``on_client_connected(transport)``, ``on_client_disconnected(transport)``,
@@ -127,7 +132,7 @@ class WebsocketTransport(BaseTransport):
     # What each message in and out reads, in the object rather than its dict.
     __slots__ = (
         "messages_in", "_des_now", "_serializer", "_input", "_output", "_closing", "_ser_audio",
-        "messages_out", "_ws",
+        "messages_out", "_ws", "congested",
     )
 
     def __init__(
@@ -147,6 +152,7 @@ class WebsocketTransport(BaseTransport):
         """Messages that could not be decoded (logged and skipped)."""
         self.messages_in = 0
         self.messages_out = 0
+        WriteFlow.__init__(self)
         ser = self._serializer
         self._ser_async = inspect.iscoroutinefunction(ser.serialize)
         # Optional synchronous fast paths (flowcat serializers have them; a
@@ -230,10 +236,10 @@ class WebsocketTransport(BaseTransport):
         return ws is not None and not ws.closed
 
     def _socket_write(self, message: str | bytes) -> None:
-        if isinstance(message, bytes):
-            drive(self._ws.send_bytes(message), "send")
-        else:
-            drive(self._ws.send_str(message), "send")
+        ws = self._ws
+        sent = drive(ws.send_bytes(message) if isinstance(message, bytes) else ws.send_str(message), "send")
+        if sent.__class__ is Pending:
+            self._write_blocked(sent.task)
 
     async def _socket_close(self) -> None:
         await self._ws.close()
@@ -277,9 +283,14 @@ class WebsocketTransport(BaseTransport):
             return None
         ser = self._serializer
         socket_open, socket_write, write = self._socket_open, self._socket_write, self._write
+        over = self._buffer_check()
 
         def write_audio(frame: OutputAudioRawFrame) -> None:
             if self._closing or not socket_open():
+                return
+            if (over is not None and over()) or self.congested:
+                # The peer is not reading: real-time audio is dropped, not buffered.
+                self.audio_dropped += 1
                 return
             try:
                 out = ser.serialize_audio(frame)
