@@ -341,10 +341,9 @@ def test_mixer_mixes_every_chunk() -> None:
     run_virtual(main())
 
 
-def _stream_with_stall(catch_up: int) -> list[int]:
-    """A real-time stream of one-chunk frames: 10 on time, a 40 ms stall, the 3 late
-    ones at once, then 10 more on time. Returns each chunk's send lag (ms) behind
-    its frame's arrival."""
+def _lags(catch_up: int, gaps: list[float]) -> list[int]:
+    """One-chunk frames pushed after ``gaps[i]`` seconds each (a real-time stream with
+    jitter). Returns each chunk's send lag (ms) behind its frame's arrival."""
     lags: list[int] = []
 
     async def main() -> None:
@@ -353,44 +352,57 @@ def _stream_with_stall(catch_up: int) -> list[int]:
         loop = asyncio.get_running_loop()
         arrivals: list[float] = []
         async with Harness([out]) as h:
-
-            async def push(seed: int) -> None:
+            for seed, gap in enumerate(gaps, start=1):
+                if gap:
+                    await asyncio.sleep(gap)
                 arrivals.append(loop.time())
                 await h.task.queue_frame(_audio(1, seed=seed))
-
-            seed = 0
-            for _ in range(10):
-                await push(seed := seed + 1)
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.04)  # two frames late: they come with the next one
-            for _ in range(3):
-                await push(seed := seed + 1)
-            for _ in range(10):
-                await asyncio.sleep(0.02)
-                await push(seed := seed + 1)
             await h.task.queue_frame(EndFrame())
             await h.finish()
         sends = out.audio()
-        assert len(sends) == len(arrivals) == 23
-        assert b"".join(p for _, p in sends) == b"".join(_audio(1, seed=i).audio for i in range(1, 24))
+        assert len(sends) == len(arrivals) == len(gaps)
+        expected = b"".join(_audio(1, seed=i).audio for i in range(1, len(gaps) + 1))
+        assert b"".join(p for _, p in sends) == expected
         lags.extend(round((t - a) * 1000) for (t, _), a in zip(sends, arrivals, strict=True))
 
     run_virtual(main())
     return lags
 
 
+ON_TIME = [0.0] + [0.02] * 9
+
+
+def _stall(ms: int) -> list[float]:
+    """10 frames on time, a stall of ``ms``, the late frames at once, then 10 on time."""
+    late = ms // 20
+    return ON_TIME + [0.02 + ms / 1000] + [0.0] * late + [0.02] * 10
+
+
 def test_late_burst_catches_up_instead_of_lagging_the_rest_of_the_turn() -> None:
-    # Default: the window grows by the 40 ms the stream fell behind, so the late
-    # burst goes out at once and every later chunk leaves the moment it arrives.
-    assert _stream_with_stall(catch_up=2) == [0] * 23
+    # The window grows by the 80 ms the stream fell behind, so the late burst goes out
+    # at once and every later chunk leaves the moment it arrives.
+    assert _lags(4, _stall(80)) == [0] * 25
 
 
 def test_without_catch_up_a_late_burst_lags_for_the_rest_of_the_turn() -> None:
-    # Window fixed at 2 chunks: the third chunk of the burst waits for a tick, and
-    # since the stream never runs faster than real time, every later chunk waits too.
-    lags = _stream_with_stall(catch_up=0)
-    assert lags[:12] == [0] * 12
-    assert all(lag >= 15 for lag in lags[12:])
+    # Window fixed (2 chunks, plus one for a steady stream): the fourth chunk of the
+    # burst waits for a tick, and since the stream never runs faster than real time,
+    # every later chunk waits too.
+    lags = _lags(0, _stall(80))
+    assert lags[:13] == [0] * 13
+    assert all(lag >= 15 for lag in lags[14:])
+
+
+def test_a_steady_stream_read_three_frames_at_a_time_does_not_lag() -> None:
+    # A busy server reads a call's frames in groups: three at once every 60 ms. The
+    # third would overflow the 2-chunk window; a steady stream may overshoot by one chunk.
+    gaps = ON_TIME + [0.02, 0.0, 0.0] + [0.06, 0.0, 0.0] * 5
+    assert _lags(0, gaps) == [0] * len(gaps)
+
+
+def test_a_tts_burst_does_not_get_the_steady_stream_tolerance() -> None:
+    # Six one-chunk frames at once at the start of a turn: two go, then one per tick.
+    assert _lags(4, [0.0] * 6) == [0, 0, 20, 40, 60, 80]
 
 
 def test_catch_up_does_not_widen_the_window_at_the_start_of_speech() -> None:

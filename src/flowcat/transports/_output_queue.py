@@ -105,6 +105,8 @@ class OutputQueue:
         self._slack = self._period * 0.25
         self._catch_up = max(0, params.audio_out_catch_up_chunks) * self._period
         self._stretch = 0.0
+        self._steady = 0
+        """Chunks sent on arrival in a row (a steady real-time stream), see ``_enqueue_audio``."""
         self._window = self._ahead + self._slack
         """How far ahead of real time the peer's buffer may end: the send-ahead
         window, the timer slack and the catch-up stretch (see ``_send``)."""
@@ -161,7 +163,12 @@ class OutputQueue:
             ):
                 now = self._loop.time()  # type: ignore[union-attr]
                 start = self._play_end
-                if start - now + self._period <= self._window:
+                ahead = start - now
+                # A steady real-time stream (3+ chunks in a row sent on arrival) may
+                # overshoot the window by one chunk: frames read in pairs off a busy
+                # socket would otherwise queue one chunk and lag it for the whole turn.
+                if ahead + self._period <= self._window or (self._steady >= 3 and ahead <= self._window):
+                    self._steady += 1
                     # ``_send(audio, now, True, frame)``, inlined: this runs for
                     # every chunk of every call.
                     try:
@@ -193,6 +200,7 @@ class OutputQueue:
             if rs is None or rs.in_rate != frame.sample_rate:
                 rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
             audio = rs.resample(audio)
+        self._steady = 0
         if self._pending:
             audio = self._pending + audio
         size = self._chunk_bytes
@@ -384,6 +392,7 @@ class OutputQueue:
 
     def _stopped_speaking(self) -> None:
         self._speaking = False
+        self._steady = 0
         self._stretch = 0.0
         self._window = self._ahead + self._slack
         self._broadcast(BotStoppedSpeakingFrame)
