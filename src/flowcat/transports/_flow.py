@@ -18,9 +18,31 @@ from typing import TYPE_CHECKING, Any
 
 from ._drive import drive
 
-__all__ = ["WriteFlow"]
+__all__ = ["StallTimer", "WriteFlow"]
 
 logger = logging.getLogger("flowcat.transports.websocket")
+
+
+class StallTimer:
+    """One pending "still congested?" check (armed once per congestion episode)."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self) -> None:
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, timeout: float | None, callback: Callable[[], None]) -> None:
+        if timeout is not None and self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(timeout, self._fire, callback)
+
+    def _fire(self, callback: Callable[[], None]) -> None:
+        self._handle = None
+        callback()
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class WriteFlow:
@@ -43,7 +65,7 @@ class WriteFlow:
         self.write_pauses = 0
         """Times the connection became congested."""
         self._blocked_writes = 0
-        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall = StallTimer()
 
     def _asyncio_transport(self) -> Any:
         """The socket's asyncio transport, when the WebSocket library exposes it."""
@@ -89,18 +111,13 @@ class WriteFlow:
     def _congest(self) -> None:
         self.congested = True
         self.write_pauses += 1
-        timeout = self._wparams.write_stall_timeout_secs
-        if timeout is not None and self._stall_timer is None:
-            self._stall_timer = asyncio.get_running_loop().call_later(timeout, self._stalled)
+        self._stall.arm(self._wparams.write_stall_timeout_secs, self._stalled)
 
     def _decongest(self) -> None:
         self.congested = False
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._stall.disarm()
 
     def _stalled(self) -> None:
-        self._stall_timer = None
         if not self.congested or self._disconnected:
             return
         tr = self._asyncio_transport()

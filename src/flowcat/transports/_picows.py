@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import MissingExtraError
 from ._attach import feed_until_closed
 from ._drive import drive
+from ._flow import StallTimer
 from ._websocket import WebsocketParams, WebsocketTransport
 
 try:
@@ -71,7 +72,7 @@ class PicowsListener(picows.WSListener):
         """Bot audio chunks dropped while congested."""
         self.write_pauses = 0
         """Times the write buffer went over its high-water mark."""
-        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall = StallTimer()
         self._t: WebsocketTransport | None = None  # set by attach(): feed it directly
         self.ws: Any = None
         """The picows ``WSTransport`` (set when the connection is upgraded)."""
@@ -182,19 +183,14 @@ class PicowsListener(picows.WSListener):
         """picows/asyncio: the write buffer passed its high-water mark."""
         self.congested = True
         self.write_pauses += 1
-        if self.write_stall_timeout is not None and self._stall_timer is None:
-            loop = asyncio.get_running_loop()
-            self._stall_timer = loop.call_later(self.write_stall_timeout, self._stalled)
+        self._stall.arm(self.write_stall_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         """picows/asyncio: the write buffer drained below its low-water mark."""
         self.congested = False
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._stall.disarm()
 
     def _stalled(self) -> None:
-        self._stall_timer = None
         ws = self.ws
         if self.congested and ws is not None and not ws.is_disconnected:
             logger.warning(
@@ -206,9 +202,7 @@ class PicowsListener(picows.WSListener):
             ws.disconnect(graceful=False)  # a graceful close would wait for the full buffer to drain
 
     def on_ws_disconnected(self, transport: Any) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._stall.disarm()
         self._gone = True
         self._frag_type, self._frag, self._frag_size = None, [], 0
         fut = self._closed
