@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import types
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
@@ -40,12 +39,13 @@ from ..frames import (
     InterruptionFrame,
     StartFrame,
 )
+from ._code import clone_function
 from ._direction import FrameDirection
 from ._events import EventEmitter
 from ._metrics import ProcessorMetrics
+from ._processor_tasks import ProcessorTasks
 
 if TYPE_CHECKING:
-    import asyncio
 
     from ._scheduler import CallScheduler
 
@@ -59,20 +59,7 @@ UPSTREAM = FrameDirection.UPSTREAM
 _processor_ids = itertools.count(1).__next__
 
 
-def _clone(fn: Any) -> Any:
-    """A copy of function ``fn`` with its own code object (own inline caches)."""
-    clone = types.FunctionType(
-        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
-    )
-    clone.__kwdefaults__ = fn.__kwdefaults__
-    clone.__qualname__ = fn.__qualname__
-    clone.__doc__ = fn.__doc__
-    clone.__module__ = fn.__module__
-    clone.__annotations__ = fn.__annotations__
-    return clone
-
-
-class FrameProcessor(EventEmitter, ProcessorMetrics):
+class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
     """Base class of every processor.
 
     Args:
@@ -201,7 +188,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
             # attribute caches are per code object, and with one copy shared by
             # every processor class the reads of ``self``'s slots on the hot path
             # see many types and fall back to the generic (slow) lookup.
-            cls.push_frame = _clone(FrameProcessor.push_frame)  # type: ignore[method-assign]
+            cls.push_frame = clone_function(FrameProcessor.push_frame)  # type: ignore[method-assign]
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
         """Send ``frame`` to the neighbour in ``direction``.
@@ -380,43 +367,6 @@ class FrameProcessor(EventEmitter, ProcessorMetrics):
     async def _on_resume(self, frame: FrameProcessorResumeUrgentFrame) -> None:
         if frame.processor is self:
             self.resume_processing_frames()
-
-    # ---------------------------------------------------- background work
-
-    def create_task(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        name: str | None = None,
-        *,
-        cancel_on_interruption: bool = False,
-    ) -> asyncio.Task[Any]:
-        """Start background work owned by the call.
-
-        Args:
-            coro: The coroutine to run.
-            name: Task name for logs.
-            cancel_on_interruption: Cancel it when the user interrupts (its later
-                interruptible pushes are dropped either way).
-
-        Returns:
-            The task. The call cancels it when it ends.
-        """
-        sched = self._sched
-        task_name = f"{self._name}::{name or getattr(coro, '__name__', 'task')}"
-        if sched is None:
-            import asyncio as _asyncio
-
-            return _asyncio.get_running_loop().create_task(coro, name=task_name)
-        return sched.create_task(coro, name=task_name, cancel_on_interruption=cancel_on_interruption)
-
-    async def cancel_task(self, task: asyncio.Task[Any], timeout: float | None = 1.0) -> None:
-        """Cancel ``task`` and wait for it, at most ``timeout`` s."""
-        import asyncio as _asyncio
-
-        if task.done():
-            return
-        task.cancel()
-        await _asyncio.wait((task,), timeout=timeout)
 
 
 _LIFECYCLE: dict[type[Frame], Any] = {
