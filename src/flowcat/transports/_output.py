@@ -292,3 +292,24 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
             res = handler(frame)
             if inspect.iscoroutine(res):
                 drive(res, "mixer control")
+
+    # -------------------------------------------------------------- closing
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._pending = b""
+        if self._end_timer is not None:
+            self._end_timer.cancel()
+            self._end_timer = None
+        if self._clock is not None:
+            self._clock.discard(self)
+        self._active = False
+
+    def _finish_end(self, frame: EndFrame) -> None:
+        if self._speaking:
+            self._stopped_speaking()
+        self._shutdown()
+        self.write_frame(frame)
+        self.close_transport(frame)
+        self._outbox.append((frame, DOWNSTREAM))

@@ -92,6 +92,8 @@ class OutputQueue:
 
         def close_transport(self, frame: EndFrame | CancelFrame) -> None: ...
 
+        def _finish_end(self, frame: EndFrame) -> None: ...
+
     def __init__(self, params: TransportParams) -> None:
         self._params = params
         self._queue: deque[Any] = deque()
@@ -396,24 +398,3 @@ class OutputQueue:
         self._stretch = 0.0
         self._window = self._ahead + self._slack
         self._broadcast(BotStoppedSpeakingFrame)
-
-    # -------------------------------------------------------------- closing
-
-    def _shutdown(self) -> None:
-        self._closed = True
-        self._queue.clear()
-        self._pending = b""
-        if self._end_timer is not None:
-            self._end_timer.cancel()
-            self._end_timer = None
-        if self._clock is not None:
-            self._clock.discard(self)
-        self._active = False
-
-    def _finish_end(self, frame: EndFrame) -> None:
-        if self._speaking:
-            self._stopped_speaking()
-        self._shutdown()
-        self.write_frame(frame)
-        self.close_transport(frame)
-        self._outbox.append((frame, DOWNSTREAM))
