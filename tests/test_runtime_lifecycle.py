@@ -341,3 +341,27 @@ def test_task_cannot_run_twice() -> None:
             await task.run()
 
     run_virtual(main())
+
+
+def test_each_processor_class_runs_its_own_push_frame_code() -> None:
+    # Attribute caches are per code object: every class that inherits push_frame gets
+    # its own copy (grandchildren too), and an override is never replaced.
+    from flowcat.runtime import FrameProcessor as Base
+
+    class A(Base):
+        pass
+
+    class B(A):
+        pass
+
+    class C(Base):
+        async def push_frame(self, frame, direction=None):  # type: ignore[no-untyped-def]
+            return None
+
+    class D(C):
+        pass
+
+    codes = {id(Base.push_frame.__code__), id(A.push_frame.__code__), id(B.push_frame.__code__)}
+    assert len(codes) == 3  # distinct objects (code objects compare equal by content)
+    assert A.push_frame.__doc__ == Base.push_frame.__doc__
+    assert D.push_frame is C.push_frame

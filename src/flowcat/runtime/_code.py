@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-__all__ = ["clone_function"]
+__all__ = ["clone_function", "clone_of"]
 
 
 def clone_function(fn: Any) -> Any:
@@ -18,4 +18,10 @@ def clone_function(fn: Any) -> Any:
     clone.__doc__ = fn.__doc__
     clone.__module__ = fn.__module__
     clone.__annotations__ = fn.__annotations__
+    clone.__dict__["_cloned_from"] = clone_of(fn)
     return clone
+
+
+def clone_of(fn: Any) -> Any:
+    """The original function of a clone (``fn`` itself if it is not one)."""
+    return getattr(fn, "_cloned_from", fn)

@@ -39,7 +39,7 @@ from ..frames import (
     InterruptionFrame,
     StartFrame,
 )
-from ._code import clone_function
+from ._code import clone_function, clone_of
 from ._direction import FrameDirection
 from ._events import EventEmitter
 from ._metrics import ProcessorMetrics
@@ -183,7 +183,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "push_frame" not in cls.__dict__ and cls.push_frame is FrameProcessor.push_frame:
+        if "push_frame" not in cls.__dict__ and clone_of(cls.push_frame) is FrameProcessor.push_frame:
             # Each class gets its own copy of push_frame's code: the interpreter's
             # attribute caches are per code object, and with one copy shared by
             # every processor class the reads of ``self``'s slots on the hot path
