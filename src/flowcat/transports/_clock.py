@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["IDLE", "AudioClock", "ClockClient"]
 
@@ -123,31 +124,9 @@ class AudioClock:
         clients = self._clients
         idle = self._idle
         try:
-            for client in tuple(clients):
-                if client not in clients:
-                    continue
-                try:
-                    keep = client.on_clock(now)
-                except Exception:
-                    logger.exception("audio clock: %r failed; dropped", client)
-                    keep = False
-                if keep is not True:
-                    clients.pop(client, None)
-                    if keep:
-                        idle[client] = None
+            _serve(clients, idle, now, lambda keep: keep is not True, lambda keep: keep)
             if idle and self.ticks % self.idle_every == 0:
-                for client in tuple(idle):
-                    if client not in idle:
-                        continue
-                    try:
-                        keep = client.on_clock(now)
-                    except Exception:
-                        logger.exception("audio clock: %r failed; dropped", client)
-                        keep = False
-                    if keep != IDLE:
-                        idle.pop(client, None)
-                        if keep:
-                            clients[client] = None
+                _serve(idle, clients, now, lambda keep: keep != IDLE, lambda keep: keep is True)
         finally:
             self._ticking = False
         if not clients and not idle:
@@ -159,3 +138,26 @@ class AudioClock:
             nxt = now + self.period
         self._next = nxt
         self._handle = loop.call_at(nxt, self._tick)
+
+
+def _serve(
+    group: dict[ClockClient, None],
+    other: dict[ClockClient, None],
+    now: float,
+    leaves: Callable[[Any], bool],
+    moves: Callable[[Any], bool],
+) -> None:
+    """Call ``on_clock`` on each client of ``group``; a client whose answer ``leaves``
+    the group is removed, and added to ``other`` if the answer ``moves`` it there."""
+    for client in tuple(group):
+        if client not in group:
+            continue
+        try:
+            keep = client.on_clock(now)
+        except Exception:
+            logger.exception("audio clock: %r failed; dropped", client)
+            keep = False
+        if leaves(keep):
+            group.pop(client, None)
+            if moves(keep):
+                other[client] = None

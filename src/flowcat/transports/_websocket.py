@@ -153,6 +153,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         self.messages_in = 0
         self.messages_out = 0
         WriteFlow.__init__(self)
+        self._audio_out: Callable[[OutputAudioRawFrame], None] | None = None
         ser = self._serializer
         self._ser_async = inspect.iscoroutinefunction(ser.serialize)
         # Optional synchronous fast paths (flowcat serializers have them; a
@@ -269,12 +270,11 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         setup = getattr(self._serializer, "setup", None)
         if setup is not None:
             await setup(frame)
+        self._audio_out = self._audio_writer()
         out = self._output
-        if type(out).write_audio is WebsocketOutputTransport.write_audio:
-            writer = self._audio_writer()
-            if writer is not None:
-                # The output's sends skip the generic frame path.
-                out._write_chunk = writer
+        if self._audio_out is not None and type(out).write_audio is WebsocketOutputTransport.write_audio:
+            # The output's sends skip the generic frame path.
+            out._write_chunk = self._audio_out
 
     def _audio_writer(self) -> Callable[[OutputAudioRawFrame], None] | None:
         """One call that serializes a bot audio chunk and writes it (the output's
@@ -322,19 +322,11 @@ class WebsocketTransport(BaseTransport, WriteFlow):
     def _send_frame(self, frame: Frame) -> None:
         if self._closing or not self._socket_open():
             return
+        writer = self._audio_out
+        if writer is not None and isinstance(frame, OutputAudioRawFrame):
+            writer(frame)  # the fused writer (same checks, flow control)
+            return
         try:
-            ser_audio = self._ser_audio
-            if ser_audio is not None and isinstance(frame, OutputAudioRawFrame):
-                out = ser_audio(frame)
-                if out is None:
-                    return
-                if isinstance(out, list):
-                    for m in out:
-                        self._write(m)
-                else:
-                    self.messages_out += 1
-                    self._socket_write(out)  # the socket was checked just above
-                return
             drive(self._emit(frame), "send")
         except Exception as exc:
             logger.debug("%s: send failed: %r", self.name, exc)
