@@ -25,6 +25,18 @@ Our policy, in the order checked:
 7. The nonce was not seen in this process while its signature could still be fresh
    (a replay inside the window is refused; other worker processes keep their own).
 
+``@authority`` (:func:`upgrade_authorities`): RFC 9421 section 2.2.3 derives it from
+the target URI's authority, lower-cased, with the scheme's default port left out.
+We take the ``Host`` header, lower-case it and drop ``:443`` when the scheme the
+client used was ``wss``/``https`` (``:80`` for ``ws``/``http``). That scheme is the
+first value of ``X-Forwarded-Proto`` when present (a TLS-terminating proxy in front
+of us sees ``wss`` while we see plain HTTP), else our own connection's (TLS or not).
+Trusting the header is safe here: it only picks which default port is dropped from
+a value the request itself carries, and the signature must still match. The
+``Host`` value as sent (lower-cased) is tried second when it differs, because
+Genesys's reference server compares exactly that, so a client that signs what it
+sends verifies either way.
+
 Docs:
     https://developer.genesys.cloud/devapps/audiohook (the protocol specification)
     https://developer.genesys.cloud/devapps/audiohook/session-walkthrough#establishing-connection
@@ -40,7 +52,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from ._http_signatures import field_value, verify_hmac_sha256
+from ._http_signatures import SignatureCheck, field_value, normalize_authority, verify_hmac_sha256
 
 __all__ = [
     "CLOCK_SKEW_S",
@@ -49,6 +61,8 @@ __all__ = [
     "REQUIRED_COMPONENTS",
     "NonceCache",
     "check_audiohook_upgrade",
+    "forwarded_secure",
+    "upgrade_authorities",
 ]
 
 REQUIRED_COMPONENTS = (
@@ -100,11 +114,53 @@ NONCES = NonceCache()
 """The process-wide nonce cache used by :func:`check_audiohook_upgrade`."""
 
 
+def forwarded_secure(headers: Any) -> bool | None:
+    """Whether ``X-Forwarded-Proto`` (first value) says the client used TLS; None if absent or unknown."""
+    value = field_value(headers, "x-forwarded-proto")
+    proto = (value or "").split(",")[0].strip().lower()
+    if proto in ("https", "wss"):
+        return True
+    if proto in ("http", "ws"):
+        return False
+    return None
+
+
+def upgrade_authorities(headers: Any, *, secure_connection: bool, fallback: str = "") -> tuple[str, ...]:
+    """The ``@authority`` values an upgrade's signature may cover, the RFC 9421 form first.
+
+    Args:
+        headers: The upgrade request's headers.
+        secure_connection: Whether the request reached us over TLS (used when
+            ``X-Forwarded-Proto`` says nothing).
+        fallback: The authority to use when there is no ``Host`` header.
+
+    Returns:
+        The normalised ``Host`` (see the module docstring), then the ``Host`` as
+        sent, lower-cased, when that differs.
+    """
+    host = (field_value(headers, "host") or fallback).strip().lower()
+    secure = forwarded_secure(headers)
+    normal = normalize_authority(host, secure=secure_connection if secure is None else secure)
+    return (normal,) if normal == host else (normal, host)
+
+
+def _verify(headers: Any, key: bytes, request_target: str, authorities: tuple[str, ...]) -> SignatureCheck:
+    """The first candidate ``@authority`` that verifies, else the first candidate's failure."""
+    failed: list[SignatureCheck] = []
+    for authority in authorities or ("",):
+        derived = {"@request-target": request_target, "@authority": authority, "@method": "GET"}
+        check = verify_hmac_sha256(headers, key, derived=derived, required=REQUIRED_COMPONENTS)
+        if check.ok:
+            return check
+        failed.append(check)
+    return failed[0]
+
+
 def check_audiohook_upgrade(
     headers: Any,
     *,
     request_target: str,
-    authority: str,
+    authority: str | tuple[str, ...],
     api_key: str,
     client_secret: bytes | None,
     now: float | None = None,
@@ -115,7 +171,8 @@ def check_audiohook_upgrade(
     Args:
         headers: The upgrade request's headers (multidict or mapping).
         request_target: The request target as received (path and query).
-        authority: The request's authority (the ``Host`` header, lower-cased).
+        authority: The request's ``@authority``, or candidates tried in order
+            (:func:`upgrade_authorities`).
         api_key: The configured API key.
         client_secret: The decoded client secret, or None when none is configured.
         now: The current Unix time (default: the wall clock).
@@ -132,8 +189,8 @@ def check_audiohook_upgrade(
         return "X-API-KEY does not match the configured API key"
     if client_secret is None:
         return None
-    derived = {"@request-target": request_target, "@authority": authority, "@method": "GET"}
-    check = verify_hmac_sha256(headers, client_secret, derived=derived, required=REQUIRED_COMPONENTS)
+    authorities = (authority,) if isinstance(authority, str) else authority
+    check = _verify(headers, client_secret, request_target, authorities)
     if not check.ok:
         return check.reason
     params = check.params

@@ -16,8 +16,11 @@ component not covered, a parameter other than ``alg``/``created``/``expires``/
 ``keyid``/``nonce``/``tag`` or of the wrong type, an ``alg`` other than
 ``hmac-sha256``, and a signature that does not match. Freshness, nonces and key
 ids are the caller's policy (see :mod:`flowcat.serializers._audiohook_auth`).
+:func:`normalize_authority` gives ``@authority`` its section 2.2.3 form.
 
-Spec: https://www.rfc-editor.org/rfc/rfc9421 (sections 2, 3.2; test vector B.2.5).
+Specs:
+    https://www.rfc-editor.org/rfc/rfc9421 (sections 2, 2.2.3, 3.2; test vector B.2.5)
+    https://www.rfc-editor.org/rfc/rfc3986 (section 6.2.3, scheme-based normalization)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 from ._sfv import InnerList, SFVError, Token, parse_dictionary, serialize_inner_list
 
-__all__ = ["SignatureCheck", "field_value", "signature_base", "verify_hmac_sha256"]
+__all__ = ["SignatureCheck", "field_value", "normalize_authority", "signature_base", "verify_hmac_sha256"]
 
 _PARAM_TYPES: dict[str, type] = {
     "alg": str,
@@ -79,6 +82,27 @@ def field_value(headers: Any, name: str) -> str | None:
         values = [] if one is None else [one]
     parts = [v.strip() for v in values]
     return ", ".join(parts) if parts else None
+
+
+def normalize_authority(authority: str, *, secure: bool) -> str:
+    """``@authority`` as RFC 9421 section 2.2.3 derives it from a ``Host`` value.
+
+    Lower-cased, surrounding whitespace removed, and the port dropped when it is
+    the scheme's default (443 when ``secure``, i.e. ``wss``/``https``; 80 for
+    ``ws``/``http``) or empty (RFC 3986 section 6.2.3). An IPv6 literal keeps its
+    brackets (``[::1]:443`` → ``[::1]``). Any other port is kept.
+    """
+    value = authority.strip().lower()
+    if value.startswith("["):
+        host, sep, rest = value.partition("]")
+        host += sep
+        port = rest[1:] if rest.startswith(":") else None
+    else:
+        host, sep, port_s = value.rpartition(":")
+        host, port = (host, port_s) if sep and ":" not in host else (value, None)
+    if port is None or (port and port != ("443" if secure else "80")):
+        return value
+    return host
 
 
 def signature_base(components: Iterable[tuple[str, str]], signature_params: str) -> str:

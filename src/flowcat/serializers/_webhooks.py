@@ -5,7 +5,9 @@ a carrier overrides :meth:`~CarrierWebhooks.answer_document` (the XML/JSON that
 connects a call to a media stream), where it signs its requests
 :meth:`~CarrierWebhooks.verify_request` (and ``verify_websocket`` for the media
 upgrade), and :meth:`~CarrierWebhooks.hang_up_request` where it has a REST hang-up.
-A failed check is refused with :attr:`~CarrierWebhooks.auth_failure_status`.
+A failed check is refused with :attr:`~CarrierWebhooks.auth_failure_status`. Once an
+upgrade is accepted, the server hands it to the call's serializer
+(:meth:`~CarrierWebhooks.on_upgrade`) before the first message.
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ class CarrierWebhooks:
     def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
         """Whether a webhook request (answer or event) is authentic (True where none is checked)."""
         return True
+
+    def on_upgrade(self, request: Any) -> None:
+        """Learn what the accepted media upgrade carried, before the first message.
+
+        Args:
+            request: The upgrade request (aiohttp's, or the picows engine's with the
+                same ``headers``, ``path`` and ``query``). The default ignores it;
+                Genesys keeps ``Audiohook-Organization-Id`` to compare with ``open``.
+        """
 
     def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
         """``(method, url, headers, body)`` of the REST hang-up, or None if unavailable.

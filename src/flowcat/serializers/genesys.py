@@ -16,7 +16,12 @@ Authentication (:meth:`GenesysFrameSerializer.verify_websocket`, run by the serv
 on the upgrade): ``X-API-KEY`` must equal ``GENESYS_API_KEY``; with a client secret
 (``GENESYS_CLIENT_SECRET``, base64) the HTTP Message Signature must verify too. The
 checks and their thresholds are in :mod:`flowcat.serializers._audiohook_auth`.
-A failed check refuses the upgrade with 401.
+A failed check refuses the upgrade with 401. Then ``open.parameters.organizationId``
+must agree with the upgrade's ``Audiohook-Organization-Id`` (compared
+case-insensitively, as UUIDs; either one missing is accepted): on a mismatch the
+session is refused in the open transaction, as Genesys's reference server does,
+with ``disconnect`` ``reason: "unauthorized"`` and no ``opened``; Genesys answers
+``close``, we reply ``closed`` and the socket is closed.
 
 Docs:
     https://developer.genesys.cloud/devapps/audiohook
@@ -34,8 +39,9 @@ import logging
 from typing import Any
 
 from ..frames import CancelFrame, EndFrame, Frame
-from ._audiohook_auth import check_audiohook_upgrade
+from ._audiohook_auth import check_audiohook_upgrade, upgrade_authorities
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._http_signatures import field_value
 from ._rest import env
 
 __all__ = ["GenesysFrameSerializer"]
@@ -58,6 +64,8 @@ class GenesysFrameSerializer(FrameSerializer):
         position: The last stream ``position`` Genesys reported (e.g. ``"PT4.2S"``).
         paused: Whether Genesys reported the stream paused.
         output_variables: Sent back to the Architect flow in ``disconnect``.
+        upgrade_organization_id: The upgrade's ``Audiohook-Organization-Id`` (None
+            if absent or the serializer was not created by the server).
     """
 
     carrier = "genesys"
@@ -75,6 +83,14 @@ class GenesysFrameSerializer(FrameSerializer):
         self._opened = False
         self._closing = False
         self._disconnected = False
+        self.upgrade_organization_id: str | None = None
+
+    def on_upgrade(self, request: Any) -> None:
+        """Keep the upgrade's ``Audiohook-Organization-Id``: ``open`` must agree with it."""
+        headers = getattr(request, "headers", None)
+        self.upgrade_organization_id = (
+            field_value(headers, "audiohook-organization-id") if headers else None
+        ) or None
 
     @classmethod
     def verify_websocket(
@@ -89,7 +105,10 @@ class GenesysFrameSerializer(FrameSerializer):
 
         Args:
             request: The upgrade request: ``headers``, and ``raw_path`` (aiohttp's, the
-                target exactly as received) or ``url``; ``remote`` for the log.
+                target exactly as received) or ``url``; ``secure`` (it came over TLS;
+                ``X-Forwarded-Proto`` takes precedence, see
+                :func:`~flowcat.serializers._audiohook_auth.upgrade_authorities`);
+                ``remote`` for the log.
             api_key: The integration's API key (default ``GENESYS_API_KEY``). Without
                 one nothing is checked (logged once).
             client_secret: The integration's client secret, base64 (default
@@ -104,7 +123,9 @@ class GenesysFrameSerializer(FrameSerializer):
         if not key:
             if not _warned_open:
                 _warned_open = True
-                logger.warning("genesys: GENESYS_API_KEY is not set; AudioHook upgrades are not authenticated")
+                logger.warning(
+                    "genesys: GENESYS_API_KEY is not set; AudioHook upgrades are not authenticated"
+                )
             return True
         secret_b64 = env(client_secret, "GENESYS_CLIENT_SECRET")
         secret: bytes | None = None
@@ -112,13 +133,19 @@ class GenesysFrameSerializer(FrameSerializer):
             try:
                 secret = base64.b64decode(secret_b64, validate=True)
             except (binascii.Error, ValueError):
-                logger.error("genesys: GENESYS_CLIENT_SECRET is not valid base64; refusing AudioHook upgrades")
+                logger.error(
+                    "genesys: GENESYS_CLIENT_SECRET is not valid base64; refusing AudioHook upgrades"
+                )
                 return False
         headers = request.headers
         target = getattr(request, "raw_path", None) or request.url.raw_path_qs
-        authority = (headers.get("Host") or request.url.raw_authority or "").strip().lower()
+        authorities = upgrade_authorities(
+            headers,
+            secure_connection=bool(getattr(request, "secure", False)),
+            fallback=request.url.raw_authority or "",
+        )
         reason = check_audiohook_upgrade(
-            headers, request_target=target, authority=authority, api_key=key, client_secret=secret, now=now
+            headers, request_target=target, authority=authorities, api_key=key, client_secret=secret, now=now
         )
         if reason is None:
             return True
@@ -209,7 +236,32 @@ class GenesysFrameSerializer(FrameSerializer):
             self.bad_input(f"unknown message type {type_!r}", data)
         return None
 
+    def _organization_refused(self, msg: dict[str, Any], params: dict[str, Any]) -> bool:
+        """Whether ``open``'s ``organizationId`` contradicts the upgrade's header (logged)."""
+        header = self.upgrade_organization_id
+        claimed = params.get("organizationId")
+        if not header or claimed is None or str(claimed).strip().lower() == header.strip().lower():
+            return False
+        logger.warning(
+            "genesys: session %s refused: open organizationId %s differs from the upgrade's "
+            "Audiohook-Organization-Id %s (conversation %s)",
+            str(msg.get("id"))[:64],
+            str(claimed)[:64],
+            header[:64],
+            str(params.get("conversationId"))[:64],
+        )
+        return True
+
     async def _on_open(self, msg: dict[str, Any], params: dict[str, Any], raw: str) -> None:
+        if self._opened or self._disconnected:
+            self.bad_input("open on a session already opened or refused", raw)
+            return
+        if self._organization_refused(msg, params):
+            self.stream_id = str(msg.get("id")) if msg.get("id") else self.stream_id
+            self._disconnected = True
+            info = "organizationId does not match the Audiohook-Organization-Id header"
+            await self.reply(self.message("disconnect", {"reason": "unauthorized", "info": info}))
+            return
         offered = params.get("media")
         choice: dict[str, Any] | None = None
         if isinstance(offered, list):
@@ -239,7 +291,7 @@ class GenesysFrameSerializer(FrameSerializer):
                 codec=codec,
                 sample_rate=8000,
                 custom_parameters=inputs if isinstance(inputs, dict) else {},
-                account_id=params.get("organizationId"),
+                account_id=params.get("organizationId") or self.upgrade_organization_id,
                 from_number=participant.get("ani"),
                 to_number=participant.get("dnis"),
                 extra={"language": params.get("language"), "participant": participant},

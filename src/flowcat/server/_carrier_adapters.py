@@ -124,9 +124,13 @@ class CarrierAdapter:
         """Read the carrier's handshake and return the call's serializer (None if the socket closed).
 
         ``sock`` is the call's :class:`~flowcat.server._session.CallSocket` (any engine);
-        ``request`` the upgrade request (``remote``, ``path`` and ``query`` are used).
+        ``request`` the upgrade request (handed to ``serializer.on_upgrade``; ``remote``,
+        ``path`` and ``query`` are used). None too when the carrier ended the session
+        before it started (the serializer refused it, e.g. Genesys's ``disconnect``
+        answered by ``close``/``closed``); the server then closes the socket.
         """
         ser: Any = self.cls(auto_hang_up=self.auto_hang_up)
+        ser.on_upgrade(request)
         send = sock.send
         ser.sender = send
         for _ in range(_HANDSHAKE_LIMIT):
@@ -136,6 +140,9 @@ class CarrierAdapter:
             info = await ser.handshake(data)
             for reply in ser.take_replies():
                 await send(reply)
+            if info is None and ser.remote_ended:
+                logger.info("%s: session on %s ended during the handshake", self.name, request.path)
+                return None
             if info is not None:
                 call = CallInfo(
                     carrier=self.name,

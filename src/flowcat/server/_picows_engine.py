@@ -44,22 +44,25 @@ _JSON = {"Content-Type": "application/json"}
 class UpgradeRequest:
     """The parts of an upgrade request the server uses, in aiohttp's spelling.
 
-    ``url`` (a ``yarl.URL``: ``http://<Host><path>``), ``headers`` (case-insensitive),
+    ``url`` (a ``yarl.URL``: ``http(s)://<Host><path>``), ``headers`` (case-insensitive),
     ``path``, ``query``, ``raw_path`` (the request target exactly as received, which
-    signatures cover) and ``remote`` (set once the connection is accepted).
+    signatures cover), ``secure`` (it came over TLS) and ``remote`` (set once the
+    connection is accepted).
     """
 
-    __slots__ = ("headers", "path", "query", "raw_path", "remote", "url")
+    __slots__ = ("headers", "path", "query", "raw_path", "remote", "secure", "url")
 
-    def __init__(self, raw_path: str, headers: Any) -> None:
+    def __init__(self, raw_path: str, headers: Any, *, secure: bool = False) -> None:
         from yarl import URL
 
         self.headers = headers
         self.raw_path = raw_path
+        self.secure = secure
         path, _, qs = raw_path.partition("?")
         self.path = path
         self.query = dict(parse_qsl(qs, keep_blank_values=True))
-        self.url = URL(f"http://{headers.get('Host', 'localhost')}{raw_path}")
+        scheme = "https" if secure else "http"
+        self.url = URL(f"{scheme}://{headers.get('Host', 'localhost')}{raw_path}")
         self.remote: str | None = None
 
 
@@ -142,10 +145,14 @@ class CallListener(PicowsListener):
 
 
 class Router:
-    """picows' listener factory: routes one upgrade request (health, raw, carrier, else 404)."""
+    """picows' listener factory: routes one upgrade request (health, raw, carrier, else 404).
 
-    def __init__(self, state: ServerState) -> None:
+    ``secure``: the server listens with TLS (upgrade requests report it to signature checks).
+    """
+
+    def __init__(self, state: ServerState, *, secure: bool = False) -> None:
         self.state = state
+        self.secure = secure
 
     def __call__(self, request: Any) -> Any:
         state = self.state
@@ -163,7 +170,7 @@ class Router:
             carrier = get_carrier(parts[1])
             if carrier is None:
                 return _text_response(404, "unknown carrier")
-        req = UpgradeRequest(raw_path, request.headers)
+        req = UpgradeRequest(raw_path, request.headers, secure=self.secure)
         cfg = state.config
         if carrier is not None and cfg.verify_signatures and not carrier.verify(req, b"", websocket=True):
             logger.warning(
@@ -184,13 +191,14 @@ class Router:
 async def serve_picows(state: ServerState, host: str, port: int, **kwargs: Any) -> asyncio.Server:
     """Serve the media routes of ``state``'s worker with picows on ``host:port``.
 
-    ``kwargs`` go to ``loop.create_server`` (``reuse_port=True``, ``backlog``, ``sock``).
+    ``kwargs`` go to ``loop.create_server`` (``reuse_port=True``, ``backlog``, ``sock``;
+    with ``ssl``, upgrade requests are marked ``secure`` for the signature checks).
     Closing the returned server stops accepting; calls in progress go on.
     """
     cfg = state.config
     hb = cfg.ws_heartbeat
     server: asyncio.Server = await picows.ws_create_server(
-        Router(state),
+        Router(state, secure=kwargs.get("ssl") is not None),
         host,
         port,
         max_frame_size=cfg.max_msg_size,
