@@ -1,10 +1,13 @@
-"""Vonage signed webhooks: HS256 JWT in ``Authorization: Bearer``, checked with the standard library.
+"""Vonage signed webhooks and media upgrades: HS256 JWT in ``Authorization: Bearer``, checked with the standard library.
 
 The JWT verifier is anchored on RFC 7515's HS256 example (appendix A.1); the
 webhook checks run through the real aiohttp server on 127.0.0.1 (``/vonage/event``
 and ``/vonage/answer``): valid, tampered body, wrong secret, stale or future
 ``iat``, ``alg: none``, unsigned events Vonage signs, and the unsigned answer
-webhook Vonage's developer preview sends.
+webhook Vonage's developer preview sends. The media upgrade (``/vonage/ws``, asked
+for by the NCCO's ``authorization: {"type": "vonage"}`` when a secret is set) runs
+through both media engines (aiohttp and picows): a valid token opens the socket;
+missing, mis-signed, expired, stale, ``alg: none`` and webhook tokens get 401.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, WSServerHandshakeError
 from aiohttp.test_utils import TestServer
 
+import test_carrier_auth_genesys as genesys_tests
+from flowcat.serializers import _vonage_auth as vonage_auth
 from flowcat.serializers import vonage
 from flowcat.serializers._jwt import JWTError, check_times, verify_hs256
 from flowcat.serializers._signatures import vonage_payload_hashes
@@ -67,7 +72,12 @@ def claims_for(payload: bytes, **over: Any) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("VONAGE_SIGNATURE_SECRET", "VONAGE_REQUIRE_SIGNED_WEBHOOKS", "VONAGE_API_KEY", "VONAGE_APPLICATION_ID"):
+    for name in (
+        "VONAGE_SIGNATURE_SECRET",
+        "VONAGE_REQUIRE_SIGNED_WEBHOOKS",
+        "VONAGE_API_KEY",
+        "VONAGE_APPLICATION_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(vonage, "_noted", set())
 
@@ -182,7 +192,9 @@ async def test_claims_must_match_the_configured_account(base: str, monkeypatch: 
     assert await post_event(base, body, mint(claims_for(body, api_key="zzz999"))) == 401
 
 
-async def test_unsigned_requests(base: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unsigned_requests(
+    base: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", SECRET)
     # An event Vonage signs must carry a signature.
     assert await post_event(base, json.dumps(EVENT).encode(), None) == 401
@@ -206,7 +218,9 @@ async def test_unsigned_requests(base: str, monkeypatch: pytest.MonkeyPatch, cap
         # A signed answer (GET: payload_hash over the query's JSON) is accepted.
         digest = hashlib.sha256(json.dumps(params, separators=(",", ":")).encode()).hexdigest()
         token = mint(claims_for(b"", payload_hash=digest))
-        async with http.get(base + "/vonage/answer", params=params, headers={"Authorization": "Bearer " + token}) as r:
+        async with http.get(
+            base + "/vonage/answer", params=params, headers={"Authorization": "Bearer " + token}
+        ) as r:
             assert r.status == 200 and "websocket" in await r.text()
 
 
@@ -217,3 +231,126 @@ async def test_without_a_secret_nothing_is_checked_and_that_is_noted_once(
     assert await post_event(base, body, None) == 204
     assert await post_event(base, body, "not-even-a-jwt") == 204
     assert caplog.text.count("VONAGE_SIGNATURE_SECRET is not set") == 1
+
+
+# ---------------------------------------------------------------- the media upgrade (NCCO authorization: vonage)
+
+ENGINES = ["aiohttp", "picows"]
+
+
+def upgrade_claims(**over: Any) -> dict[str, Any]:
+    """Claims of an upgrade token: the webhook claim set without a body to hash."""
+    claims = {k: v for k, v in claims_for(b"").items() if k != "payload_hash"}
+    claims.update(over)
+    return claims
+
+
+async def ws_status(port: int, headers: dict[str, str], path: str = "/vonage/ws") -> int:
+    """101 if the upgrade was accepted (then closed again), else the refusal's status."""
+    async with ClientSession() as http:
+        try:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}{path}", headers=headers)
+        except WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + token}
+
+
+async def test_answer_ncco_asks_for_the_vonage_jwt_only_when_a_secret_is_set(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with ClientSession() as http:
+        async with http.get(base + "/vonage/answer", params={"uuid": "u-1"}) as r:
+            endpoint = json.loads(await r.text())[0]["endpoint"][0]
+        assert "authorization" not in endpoint
+        monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", SECRET)
+        async with http.get(base + "/vonage/answer", params={"uuid": "u-1"}) as r:
+            assert r.status == 200
+            endpoint = json.loads(await r.text())[0]["endpoint"][0]
+    assert endpoint == {
+        "type": "websocket",
+        "uri": "wss://bot.example.test/vonage/ws",
+        "content-type": "audio/l16;rate=16000",
+        "headers": {"call_uuid": "u-1"},
+        "authorization": {"type": "vonage"},
+    }
+
+
+def test_upgrade_payload_hash_must_be_that_of_an_empty_payload() -> None:
+    now = time.time()
+
+    def check(claims: dict[str, Any], query: dict[str, str] | None = None) -> str | None:
+        return vonage_auth.check_upgrade(mint(claims), SECRET, query or {}, now=now)[0]
+
+    assert check(upgrade_claims()) is None  # no payload_hash: nothing to compare
+    assert check(upgrade_claims(payload_hash=hashlib.sha256(b"").hexdigest())) is None
+    assert check(upgrade_claims(payload_hash=hashlib.sha256(b"{}").hexdigest().upper())) is None
+    query = {"call": "8f3c"}
+    assert check(upgrade_claims(payload_hash=hashlib.sha256(b'{"call":"8f3c"}').hexdigest()), query) is None
+    # A webhook's token covers that webhook's body: it cannot open a media socket.
+    body = json.dumps(EVENT, separators=(",", ":")).encode()
+    assert "empty payload" in str(check(claims_for(body)))
+    assert "empty payload" in str(check(upgrade_claims(payload_hash=12)))
+    assert "issuer is not Vonage" in str(check(upgrade_claims(iss="Mallory")))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_upgrade_with_a_valid_jwt_is_accepted(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", SECRET)
+    async with genesys_tests.media_server(engine) as port:
+        assert await ws_status(port, bearer(mint(upgrade_claims()))) == 101
+        empty = hashlib.sha256(b"").hexdigest()
+        assert await ws_status(port, bearer(mint(upgrade_claims(payload_hash=empty)))) == 101
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_bad_upgrades_are_refused_with_401_and_logged_without_the_token(
+    engine: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", SECRET)
+    monkeypatch.setenv("VONAGE_API_KEY", "a1b2c3d")
+    now = int(time.time())
+    body = json.dumps(EVENT, separators=(",", ":")).encode()
+    none_header = b64url(b'{"alg":"none","typ":"JWT"}')
+    cases: list[tuple[str, dict[str, str]]] = [
+        ("no Authorization: Bearer token", {}),
+        ("no Authorization: Bearer token", {"Authorization": "Basic dXNlcjpwYXNz"}),
+        ("signature mismatch", bearer(mint(upgrade_claims(), secret="someone-elses-secret"))),
+        ("expired", bearer(mint(upgrade_claims(exp=now - 600)))),
+        ("too old", bearer(mint(upgrade_claims(iat=now - 3600)))),
+        ("in the future", bearer(mint(upgrade_claims(iat=now + 3600)))),
+        ("is not HS256", bearer(f"{none_header}.{b64url(json.dumps(upgrade_claims()).encode())}.")),
+        ("not a compact JWS", bearer("not-even-a-jwt")),
+        ("empty payload", bearer(mint(claims_for(body)))),  # a webhook's token
+        ("api_key claim does not match", bearer(mint(upgrade_claims(api_key="zzz999")))),
+    ]
+    async with genesys_tests.media_server(engine) as port:
+        for reason, headers in cases:
+            caplog.clear()
+            assert await ws_status(port, headers) == 401, reason
+            refusals = [r.getMessage() for r in caplog.records if r.name == "flowcat.serializers"]
+            assert len(refusals) == 1 and reason in refusals[0], (reason, caplog.text)
+            token = headers.get("Authorization", "").partition(" ")[2]
+            assert SECRET not in caplog.text and (not token or token not in caplog.text)
+        # Bad input survived: a good upgrade still goes through.
+        assert await ws_status(port, bearer(mint(upgrade_claims()))) == 101
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_upgrade_without_a_secret_or_with_no_verify_is_let_through(
+    engine: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with genesys_tests.media_server(engine) as port:
+        assert await ws_status(port, {}) == 101
+        assert await ws_status(port, bearer("not-even-a-jwt")) == 101
+    assert caplog.text.count("media upgrades not checked") == 1
+    # --no-verify: the secret is set but no check runs (and nothing is refused).
+    monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", SECRET)
+    async with genesys_tests.media_server(engine, verify_signatures=False) as port:
+        assert await ws_status(port, {}) == 101
+        assert await ws_status(port, bearer(mint(upgrade_claims(), secret="someone-elses-secret"))) == 101
+    assert "refused" not in caplog.text

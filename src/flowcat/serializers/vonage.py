@@ -23,6 +23,12 @@ listed in :data:`SIGNED_EVENTS` and the ``record`` event; the answer webhook and
 other events arrive unsigned and are let through unless
 ``VONAGE_REQUIRE_SIGNED_WEBHOOKS=1``.
 
+Media upgrade (:meth:`VonageFrameSerializer.verify_websocket`): with the secret set,
+the answer NCCO asks for ``authorization: {"type": "vonage"}``, so Vonage opens the
+socket with ``Authorization: Bearer <JWT>``, the same HS256 token as its signed
+webhooks; the upgrade is refused with 401 unless that token verifies
+(:mod:`flowcat.serializers._vonage_auth`, which also says what ``payload_hash`` means there).
+
 Docs:
     https://developer.vonage.com/en/voice/voice-api/concepts/websockets
     https://developer.vonage.com/en/voice/voice-api/ncco-reference
@@ -49,6 +55,7 @@ from ._framer import Framer
 from ._json import parse_json_object
 from ._rest import env
 from ._signatures import check_vonage_webhook, vonage_payload_hashes
+from ._vonage_auth import SIGNED_EVENTS, bearer_token, check_upgrade, signed_event_kind
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -60,11 +67,6 @@ logger = logging.getLogger("flowcat.serializers")
 _CLEAR = '{"action":"clear"}'
 _RESERVED = frozenset(("event", "content-type"))
 
-SIGNED_EVENTS = frozenset(
-    ("started", "ringing", "answered", "completed", "busy", "cancelled", "unanswered", "rejected", "failed")
-)
-"""Event ``status`` values Vonage signs in its developer preview (plus ``record``)."""
-
 _noted: set[str] = set()  # one-time notes: unconfigured secret, unsigned kinds let through
 
 
@@ -72,20 +74,6 @@ def _note_once(key: str, message: str, *args: object) -> None:
     if key not in _noted:
         _noted.add(key)
         logger.info(message, *args)
-
-
-def _signed_kind(body: bytes) -> str | None:
-    """The event kind if this body is one Vonage signs (a status in SIGNED_EVENTS, or record)."""
-    try:
-        msg = json.loads(body) if body else None
-    except ValueError:
-        return None
-    if not isinstance(msg, dict):
-        return None
-    status = msg.get("status")
-    if isinstance(status, str) and status in SIGNED_EVENTS:
-        return status
-    return "record" if "recording_url" in msg else None
 
 
 def _b64url(data: bytes) -> str:
@@ -229,7 +217,9 @@ class VonageFrameSerializer(FrameSerializer):
                 key = f.read()
         token = mint_jwt(app_id, key)
         if token is None:
-            logger.warning("vonage: %s (or set VONAGE_JWT)", MissingExtraError("Minting Vonage JWTs", "vonage"))
+            logger.warning(
+                "vonage: %s (or set VONAGE_JWT)", MissingExtraError("Minting Vonage JWTs", "vonage")
+            )
         return token
 
     def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
@@ -247,7 +237,9 @@ class VonageFrameSerializer(FrameSerializer):
 
         Options: ``request`` (its ``uuid`` query parameter goes into the headers as
         ``call_uuid``), ``sample_rate`` (default 16000), ``headers`` (dict, ≤ 512 bytes),
-        ``event_url``.
+        ``event_url``, ``signature_secret`` (default ``VONAGE_SIGNATURE_SECRET``: when
+        set, the endpoint asks for ``authorization: {"type": "vonage"}``, the JWT that
+        :meth:`verify_websocket` checks).
         """
         headers: dict[str, Any] = dict(options.get("headers") or {})
         request = options.get("request")
@@ -261,6 +253,8 @@ class VonageFrameSerializer(FrameSerializer):
         }
         if headers:
             endpoint["headers"] = headers
+        if env(options.get("signature_secret"), "VONAGE_SIGNATURE_SECRET"):
+            endpoint["authorization"] = {"type": "vonage"}
         action: dict[str, Any] = {"action": "connect", "endpoint": [endpoint]}
         if options.get("event_url"):
             action["eventType"] = "synchronous"
@@ -284,15 +278,17 @@ class VonageFrameSerializer(FrameSerializer):
         """
         secret = env(options.get("signature_secret"), "VONAGE_SIGNATURE_SECRET")
         if not secret:
-            _note_once("unconfigured", "vonage: VONAGE_SIGNATURE_SECRET is not set; webhook signatures not checked")
+            _note_once(
+                "unconfigured", "vonage: VONAGE_SIGNATURE_SECRET is not set; webhook signatures not checked"
+            )
             return True
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers)
+        if token is None:
             return cls._unsigned(request, body, options)
         form = request.content_type == "application/x-www-form-urlencoded"
         hashes = vonage_payload_hashes(body, {k: v for k, v in request.query.items()}, form=form)
         reason, claims = check_vonage_webhook(
-            token.strip(),
+            token,
             secret,
             hashes,
             now=options.get("now"),
@@ -313,11 +309,63 @@ class VonageFrameSerializer(FrameSerializer):
         return False
 
     @classmethod
+    def verify_websocket(
+        cls,
+        request: Any,
+        *,
+        signature_secret: str | None = None,
+        now: float | None = None,
+        api_key: str | None = None,
+        application_id: str | None = None,
+    ) -> bool:
+        """Authenticate the media upgrade by its bearer JWT (True: let it through).
+
+        ``request``: aiohttp's upgrade request or the picows engine's (``headers``,
+        ``path``, ``query``; ``remote`` for the log). ``signature_secret`` defaults to
+        ``VONAGE_SIGNATURE_SECRET``: unset, nothing is checked (noted once), as the
+        NCCO then asks for no token. With it, ``Authorization: Bearer <JWT>`` is
+        required and must pass :func:`~flowcat.serializers._vonage_auth.check_upgrade`
+        (webhook rules; a ``payload_hash``, if any, must be that of an empty payload).
+        ``api_key``/``application_id`` default to ``VONAGE_API_KEY``/
+        ``VONAGE_APPLICATION_ID``; ``now`` is for tests. A refusal is logged with its
+        reason, path, peer and the token's ``jti``, never the token or the secret.
+        """
+        secret = env(signature_secret, "VONAGE_SIGNATURE_SECRET")
+        if not secret:
+            _note_once(
+                "unconfigured-ws", "vonage: VONAGE_SIGNATURE_SECRET is not set; media upgrades not checked"
+            )
+            return True
+        token = bearer_token(request.headers)
+        claims: dict[str, Any] = {}
+        if token is None:
+            reason: str | None = "no Authorization: Bearer token"
+        else:
+            reason, claims = check_upgrade(
+                token,
+                secret,
+                dict(request.query),
+                now=now,
+                api_key=env(api_key, "VONAGE_API_KEY"),
+                application_id=env(application_id, "VONAGE_APPLICATION_ID"),
+            )
+        if reason is None:
+            return True
+        logger.warning(
+            "vonage: media upgrade %s refused: %s (peer %s, jti %s)",
+            str(request.path)[:200],
+            reason,
+            getattr(request, "remote", None),
+            str(claims.get("jti"))[:64],
+        )
+        return False
+
+    @classmethod
     def _unsigned(cls, request: web.Request, body: bytes, options: dict[str, Any]) -> bool:
         require = options.get("require_signed")
         if require is None:
             require = os.environ.get("VONAGE_REQUIRE_SIGNED_WEBHOOKS", "").lower() in ("1", "true", "yes")
-        kind = _signed_kind(body)
+        kind = signed_event_kind(body)
         if require or kind is not None:
             logger.warning(
                 "vonage: unsigned webhook %s %s refused (event %s, which Vonage signs, or signatures "
