@@ -88,9 +88,8 @@ class GenesysFrameSerializer(FrameSerializer):
     def on_upgrade(self, request: Any) -> None:
         """Keep the upgrade's ``Audiohook-Organization-Id``: ``open`` must agree with it."""
         headers = getattr(request, "headers", None)
-        self.upgrade_organization_id = (
-            field_value(headers, "audiohook-organization-id") if headers else None
-        ) or None
+        value = field_value(headers, "audiohook-organization-id") if headers is not None else None
+        self.upgrade_organization_id = value or None
 
     @classmethod
     def verify_websocket(
