@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PipelineTimeoutError
 from ..frames import Frame
 from ._direction import FrameDirection
+from ._inline import push_inline
 
 if TYPE_CHECKING:
     from collections import deque
@@ -98,14 +99,23 @@ class CallTasks:
     def _start(
         self, slot: _Slot, proc: FrameProcessor, frame: Frame, direction: FrameDirection, to_self: bool
     ) -> None:
-        coro = proc._receive(frame, direction) if to_self else proc.push_frame(frame, direction)
         self._chains += 1
-        slot.coro = coro
-        slot.frame = frame
         prev = self._current
         self._current = slot
         self.executing = True
         try:
+            if to_self:
+                coro = proc._receive(frame, direction)
+            elif proc._plain_push:
+                # Inline processors take the frame right here; a coroutine is made
+                # only for the first one that is not inline (None: consumed inline).
+                coro = push_inline(proc, frame, direction)  # type: ignore[assignment]
+                if coro is None:
+                    return
+            else:
+                coro = proc.push_frame(frame, direction)
+            slot.coro = coro
+            slot.frame = frame
             yielded = coro.send(None)
         except StopIteration:
             slot.coro = None

@@ -25,7 +25,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..frames import (
     SYSTEM,
@@ -42,6 +42,7 @@ from ..frames import (
 from ._code import clone_function, clone_of
 from ._direction import FrameDirection
 from ._events import EventEmitter
+from ._inline import LIFECYCLE_FRAMES, learn_inline
 from ._metrics import ProcessorMetrics
 from ._processor_tasks import ProcessorTasks
 
@@ -76,18 +77,29 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         "_down",
         "_gate",
         "_id",
+        "_inline",
         "_name",
         "_next",
         "_parent",
         "_prev",
+        "_plain_push",
         "_sched",
         "_start_frame",
         "_started",
         "_up",
     )
 
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = ()
+    """Frame types handled by :meth:`process_inline` instead of :meth:`process_frame`
+    (lifecycle frames excepted); see :mod:`flowcat.runtime._inline`."""
+
     def __init__(self, *, name: str | None = None, **kwargs: Any) -> None:
         self._id = _processor_ids()
+        # Per-class table: frame class -> delivered inline? (None: no inline frames)
+        self._inline: dict[type[Frame], bool] | None = type(self)._inline_table
+        # Whether push_frame is the plain one (no observer, no override): set by the
+        # task; inline delivery then goes on past this processor without calling it.
+        self._plain_push = False
         self._name = name or f"{type(self).__name__}#{self._id}"
         self._prev: FrameProcessor | None = None
         self._next: FrameProcessor | None = None
@@ -181,8 +193,23 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         if handler is not None:
             await handler(self, frame)
 
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        """Handle a frame of an ``inline_frames`` type synchronously.
+
+        Return the frame to pass on (in ``direction``), None to stop it here, or
+        ``NotImplemented`` to have :meth:`process_frame` handle it. Must not block.
+        """
+        return NotImplemented
+
+    _inline_table: ClassVar[dict[type[Frame], bool] | None] = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "process_frame" in own and "process_inline" not in own and "inline_frames" not in own:
+            # Its own process_frame must see every frame: no inherited inline frames.
+            cls.inline_frames = ()
+        cls._inline_table = {} if cls.inline_frames else None
         if "push_frame" not in cls.__dict__ and clone_of(cls.push_frame) is FrameProcessor.push_frame:
             # Each class gets its own copy of push_frame's code: the interpreter's
             # attribute caches are per code object, and with one copy shared by
@@ -202,19 +229,54 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
             await sched.enter(self, frame, direction)
             return
         nxt = self._down if direction is DOWNSTREAM else self._up
-        if nxt is None:
+        while nxt is not None:
+            if nxt._gate is not None and nxt._gated(frame, direction):
+                return
+            table = nxt._inline
+            if table is not None:
+                ok = table.get(frame.__class__)
+                if ok is None:
+                    ok = learn_inline(nxt, frame.__class__)
+                if ok:
+                    try:
+                        out = nxt.process_inline(frame, direction)
+                    except Exception as exc:
+                        await nxt._on_exception(frame, exc)
+                        return
+                    if out is not NotImplemented:
+                        if out is None:
+                            return
+                        if not nxt._plain_push:  # observed or overridden: its own push
+                            await nxt.push_frame(out, direction)
+                            return
+                        frame = out  # passed on: deliver to the next one
+                        nxt = nxt._down if direction is DOWNSTREAM else nxt._up
+                        continue
+            try:
+                await nxt.process_frame(frame, direction)
+            except Exception as exc:  # a failing processor must not take the call down
+                await nxt._on_exception(frame, exc)
             return
-        if nxt._gate is not None and nxt._gated(frame, direction):
-            return
-        try:
-            await nxt.process_frame(frame, direction)
-        except Exception as exc:  # a failing processor must not take the call down
-            await nxt._on_exception(frame, exc)
 
     async def _receive(self, frame: Frame, direction: FrameDirection) -> None:
         """Deliver ``frame`` to this processor itself (scheduler entry point)."""
         if self._gate is not None and self._gated(frame, direction):
             return
+        table = self._inline
+        if table is not None:
+            ok = table.get(frame.__class__)
+            if ok is None:
+                ok = learn_inline(self, frame.__class__)
+            if ok:
+                try:
+                    out = self.process_inline(frame, direction)
+                except Exception as exc:
+                    await self._on_exception(frame, exc)
+                    return
+                if out is not NotImplemented:
+                    if out is not None:
+                        await self.push_frame(out, direction)
+                    return
         try:
             await self.process_frame(frame, direction)
         except Exception as exc:
@@ -377,3 +439,5 @@ _LIFECYCLE: dict[type[Frame], Any] = {
     FrameProcessorPauseUrgentFrame: FrameProcessor._on_pause,
     FrameProcessorResumeUrgentFrame: FrameProcessor._on_resume,
 }
+
+assert frozenset(_LIFECYCLE) == LIFECYCLE_FRAMES

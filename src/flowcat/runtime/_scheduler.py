@@ -167,7 +167,7 @@ class CallScheduler(CallTasks):
         """
         gen = _generation_var.get()
         if 0 <= gen < self.generation and frame.interruptible:
-            self.stats.interrupted_dropped += 1
+            self._stats.interrupted_dropped += 1
             return
         if frame.kind != SYSTEM:
             while len(self._data) >= self.max_data_lane and not self._closed:
@@ -220,13 +220,13 @@ class CallScheduler(CallTasks):
                     self._queued_audio += 1
                 self._sys.append(entry)
                 n = len(self._sys)
-                if n > self.stats.peak_priority_lane:
-                    self.stats.peak_priority_lane = n
+                if n > self._stats.peak_priority_lane:
+                    self._stats.peak_priority_lane = n
         else:
             self._data.append(entry)
             n = len(self._data)
-            if n > self.stats.peak_data_lane:
-                self.stats.peak_data_lane = n
+            if n > self._stats.peak_data_lane:
+                self._stats.peak_data_lane = n
         if not self.executing:
             self._pump()
 
@@ -235,7 +235,7 @@ class CallScheduler(CallTasks):
             if isinstance(entry[2], InputAudioRawFrame):
                 del self._sys[i]
                 self._queued_audio -= 1
-                self.stats.input_audio_dropped += 1
+                self._stats.input_audio_dropped += 1
                 return
 
     # ------------------------------------------------------------------ pump
@@ -259,7 +259,7 @@ class CallScheduler(CallTasks):
                 elif data_lane and data_slot.coro is None and sys_slot.coro is None and not self._held:
                     entry = data_lane.popleft()
                     if entry[0] < self.generation and entry[2].interruptible:
-                        self.stats.interrupted_dropped += 1
+                        self._stats.interrupted_dropped += 1
                         continue
                     self._run(data_slot, entry)
                 else:
@@ -288,12 +288,12 @@ class CallScheduler(CallTasks):
         sib = frame.broadcast_sibling_id
         self._last_interruption = (key, sib if sib is not None else 0)
         self.generation += 1
-        self.stats.interruptions += 1
+        self._stats.interruptions += 1
         gen = self.generation
         # Drop queued interruptible frames, keep the rest in order.
         if self._data:
             kept = deque(e for e in self._data if not e[2].interruptible)
-            self.stats.interrupted_dropped += len(self._data) - len(kept)
+            self._stats.interrupted_dropped += len(self._data) - len(kept)
             self._data = kept
         # Cancel a data chain suspended on an interruptible frame (not the one running now).
         slot = self._data_slot

@@ -41,6 +41,7 @@ from ..frames import (
     StopFrame,
     StopTaskFrame,
 )
+from ._code import clone_of
 from ._direction import FrameDirection
 from ._observer import BaseObserver, install_observers
 from ._pipeline import flatten_links
@@ -57,10 +58,30 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 
+# Frames the task acts on when they reach its ends (never taken inline there).
+_UPSTREAM_ACTS = (ErrorFrame, EndTaskFrame, StopTaskFrame, CancelTaskFrame, InterruptionTaskFrame, BotInterruptionFrame)
+_DOWNSTREAM_ACTS = frozenset((HeartbeatFrame, StartFrame, EndFrame, StopFrame, CancelFrame))
+
+
 class _TaskSource(FrameProcessor):
+    # Upstream frames the task only notes (BotSpeakingFrame …) end here inline.
+    inline_frames = (Frame,)
+
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}::Source")
         self._task = task
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        task = self._task
+        if (
+            direction is not UPSTREAM
+            or isinstance(frame, _UPSTREAM_ACTS)
+            or task.has_event_handler("on_frame_reached_upstream")
+        ):
+            return NotImplemented
+        if task._is_activity(frame):
+            task._last_activity = task._loop.time()  # type: ignore[union-attr]
+        return None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is UPSTREAM:
@@ -70,9 +91,24 @@ class _TaskSource(FrameProcessor):
 
 
 class _TaskSink(FrameProcessor):
+    # Downstream frames the task only notes end here inline.
+    inline_frames = (Frame,)
+
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}::Sink")
         self._task = task
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        task = self._task
+        if (
+            direction is not DOWNSTREAM
+            or frame.__class__ in _DOWNSTREAM_ACTS
+            or task.has_event_handler("on_frame_reached_downstream")
+        ):
+            return NotImplemented
+        if task._is_activity(frame):
+            task._last_activity = task._loop.time()  # type: ignore[union-attr]
+        return None
 
     @property
     def wants_sent_audio(self) -> bool:
@@ -240,6 +276,11 @@ class PipelineTask(TaskTimers):
             proc._attach(self._sched)
             if self._observers:
                 install_observers(proc, self._observers, loop)
+                proc._plain_push = False  # inline results go through the observed push
+            else:
+                proc._plain_push = "push_frame" not in vars(proc) and (
+                    clone_of(type(proc).push_frame) is FrameProcessor.push_frame
+                )
         if not self._observers:
             flatten_links(procs)
         try:

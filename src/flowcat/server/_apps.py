@@ -11,7 +11,17 @@ from ..errors import ConfigError
 from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from ..runtime import FrameDirection, FrameProcessor
 
-__all__ = ["AppFactory", "CallInfo", "EchoProcessor", "PassThrough", "default_app", "load_app"]
+__all__ = [
+    "AppFactory",
+    "AsyncEcho",
+    "AsyncPassThrough",
+    "CallInfo",
+    "EchoProcessor",
+    "PassThrough",
+    "async_app",
+    "default_app",
+    "load_app",
+]
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -46,7 +56,12 @@ AppFactory = Callable[[CallInfo], "Sequence[FrameProcessor] | FrameProcessor"]
 
 
 class PassThrough(FrameProcessor):
-    """Passes every frame on unchanged."""
+    """Passes every frame on unchanged (inline: a plain call per frame, no coroutine)."""
+
+    inline_frames = (Frame,)
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Frame:
+        return frame
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -54,7 +69,39 @@ class PassThrough(FrameProcessor):
 
 
 class EchoProcessor(FrameProcessor):
-    """Turns caller audio into bot audio (same bytes, same rate); passes the rest on."""
+    """Turns caller audio into bot audio (same bytes, same rate); passes the rest on.
+
+    Inline: caller audio and every other non-lifecycle frame are handled without a
+    coroutine (see :mod:`flowcat.runtime._inline`)."""
+
+    inline_frames = (Frame,)
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        if isinstance(frame, InputAudioRawFrame):
+            if direction is not DOWNSTREAM:
+                return NotImplemented
+            return OutputAudioRawFrame(frame.audio, frame.sample_rate, frame.num_channels)
+        return frame
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            out = OutputAudioRawFrame(frame.audio, frame.sample_rate, frame.num_channels)
+            await self.push_frame(out, DOWNSTREAM)
+        else:
+            await self.push_frame(frame, direction)
+
+
+class AsyncPassThrough(FrameProcessor):
+    """:class:`PassThrough` written the pipecat way: ``async process_frame`` only."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+class AsyncEcho(FrameProcessor):
+    """:class:`EchoProcessor` written the pipecat way: ``async process_frame`` only."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -66,8 +113,13 @@ class EchoProcessor(FrameProcessor):
 
 
 def default_app(call: CallInfo) -> list[FrameProcessor]:
-    """Three processors ending in an echo: the benchmark and smoke-test app."""
+    """Three processors ending in an echo: the benchmark and smoke-test app (inline hops)."""
     return [PassThrough(), PassThrough(), EchoProcessor()]
+
+
+def async_app(call: CallInfo) -> list[FrameProcessor]:
+    """:func:`default_app` with pipecat-style processors (a coroutine per hop)."""
+    return [AsyncPassThrough(), AsyncPassThrough(), AsyncEcho()]
 
 
 def load_app(spec: str | None) -> AppFactory:

@@ -138,6 +138,14 @@ class BaseInputTransport(FrameProcessor):
         if fut is not None and not fut.done():
             fut.cancel()
 
+    # Frames passing through (upstream to the task, mostly) go inline.
+    inline_frames = (Frame,)
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        if self._filter is not None and isinstance(frame, FilterControlFrame):
+            return NotImplemented
+        return frame
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, FilterControlFrame) and self._filter is not None:

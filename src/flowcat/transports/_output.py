@@ -178,6 +178,15 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
 
     # ------------------------------------------------------------ the chain
 
+    # Bot audio is queued inline (a plain call from the processor before, no coroutine).
+    inline_frames = (OutputAudioRawFrame,)
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        if direction is DOWNSTREAM:
+            self._enqueue_audio(frame)  # type: ignore[arg-type]
+            return None
+        return NotImplemented
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
             self._enqueue_audio(frame)  # no lifecycle bookkeeping applies to audio

@@ -1,0 +1,105 @@
+"""Inline hops: frames a processor handles synchronously, without a coroutine.
+
+A processor class may list frame types in ``inline_frames`` and implement
+``process_inline(frame, direction)``. For a frame of one of those types (and not
+a lifecycle frame: Start, End, Cancel, Interruption, pause/resume), delivery
+calls ``process_inline`` directly instead of awaiting ``process_frame``. It
+returns the frame to pass on in the same direction (the same frame or another
+one), ``None`` to stop it there, or ``NotImplemented`` to have ``process_frame``
+handle this frame as usual. A run of inline processors costs a plain call each;
+the first processor that is not inline (or defers) gets the frame through its
+``process_frame`` as before, so ``async`` processors and inline ones mix freely.
+
+Inline handlers must not block and cannot await; anything else a frame needs
+(pushing extra frames, I/O) belongs in ``process_frame`` (return
+``NotImplemented``). An exception raised by ``process_inline`` is handled like
+one raised by ``process_frame``: logged and pushed upstream as an
+:class:`~flowcat.frames.ErrorFrame` by the processor that raised; the call goes on.
+
+A processor whose ``push_frame`` is not the plain one (observers attached, or a
+subclass override) passes an inline result on through its own ``push_frame``,
+so observers see every hop. A class that overrides ``process_frame`` without
+overriding ``process_inline`` (or ``inline_frames``) loses the inline frames it
+inherited: its own ``process_frame`` always runs. Frames held by a paused
+processor and delivered later are handled inline too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ..frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FrameProcessorPauseUrgentFrame,
+    FrameProcessorResumeUrgentFrame,
+    InterruptionFrame,
+    StartFrame,
+)
+from ._direction import FrameDirection
+
+if TYPE_CHECKING:
+    from ._processor import FrameProcessor
+
+__all__ = ["LIFECYCLE_FRAMES", "learn_inline", "push_inline"]
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+LIFECYCLE_FRAMES = frozenset(
+    (
+        StartFrame,
+        EndFrame,
+        CancelFrame,
+        InterruptionFrame,
+        FrameProcessorPauseUrgentFrame,
+        FrameProcessorResumeUrgentFrame,
+    )
+)
+"""Frames the base ``process_frame`` acts on: never delivered inline."""
+
+
+def learn_inline(proc: FrameProcessor, cls: type[Frame]) -> bool:
+    """Whether ``proc`` takes frames of class ``cls`` inline (cached per processor class)."""
+    ok = cls not in LIFECYCLE_FRAMES and issubclass(cls, type(proc).inline_frames)
+    table = proc._inline
+    if table is not None:
+        table[cls] = ok
+    return ok
+
+
+def push_inline(
+    proc: FrameProcessor, frame: Frame, direction: FrameDirection
+) -> Coroutine[Any, Any, None] | None:
+    """Deliver ``frame`` pushed by ``proc`` through the inline processors after it.
+
+    Returns the coroutine that delivers it to the first processor that is not
+    inline (or to an error handler), or None when the frame was consumed inline.
+    Called by the scheduler at the root of a chain, inside the chain.
+    """
+    nxt = proc._down if direction is DOWNSTREAM else proc._up
+    while nxt is not None:
+        table = nxt._inline
+        if table is None or nxt._gate is not None:
+            break  # (a paused processor: _receive holds the frame)
+        ok = table.get(frame.__class__)
+        if ok is None:
+            ok = learn_inline(nxt, frame.__class__)
+        if not ok:
+            break
+        try:
+            out = nxt.process_inline(frame, direction)
+        except Exception as exc:
+            return nxt._on_exception(frame, exc)
+        if out is None:
+            return None
+        if out is NotImplemented:
+            break
+        if not nxt._plain_push:  # observed or overridden: its own push_frame goes on
+            return nxt.push_frame(out, direction)
+        frame = out
+        nxt = nxt._down if direction is DOWNSTREAM else nxt._up
+    if nxt is None:
+        return None
+    return nxt._receive(frame, direction)
