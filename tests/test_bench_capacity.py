@@ -69,16 +69,30 @@ def test_plan_orders_points_and_limits_quick() -> None:
     capacity.add_arguments(p)
     args = p.parse_args(["--calls", "100,200", "--workers", "1,2", "--vs-pipecat", "--pipecat-calls", "50"])
     assert capacity.plan(args) == [
-        ("floor", 100, 1, None),
-        ("flowcat", 100, 1, None),
-        ("flowcat", 100, 2, None),
-        ("floor", 200, 1, None),
-        ("flowcat", 200, 1, None),
-        ("flowcat", 200, 2, None),
-        ("pipecat", 50, 1, None),
+        ("floor", 100, 1, None, ""),
+        ("flowcat", 100, 1, None, "default"),
+        ("flowcat", 100, 2, None, "default"),
+        ("floor", 200, 1, None, ""),
+        ("flowcat", 200, 1, None, "default"),
+        ("flowcat", 200, 2, None, "default"),
+        ("pipecat", 50, 1, None, ""),
     ]
     quick = p.parse_args(["--quick", "--vs-pipecat", "--overload"])
-    assert capacity.plan(quick) == [("floor", 20, 1, None), ("flowcat", 20, 1, None), ("flowcat", 20, 1, 30)]
+    assert capacity.plan(quick) == [
+        ("floor", 20, 1, None, ""),
+        ("flowcat", 20, 1, None, "default"),
+        ("flowcat", 20, 1, 30, "default"),
+    ]
+    both = p.parse_args(["--calls", "100", "--app", "both"])
+    assert capacity.plan(both) == [
+        ("floor", 100, 1, None, ""),
+        ("flowcat", 100, 1, None, "default"),
+        ("flowcat", 100, 1, None, "async"),
+    ]
+    assert capacity._server_cmd("flowcat", 1, both, 1, 100, "async")[-2:] == [
+        "--app",
+        "flowcat.server._apps:async_app",
+    ]
 
 
 def test_results_section_is_replaced_without_touching_others(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ _COLORS = {
 
 def _label(r: dict[str, Any]) -> str:
     name = str(r["system"])
+    if r.get("app") == "async":
+        name += " (async processors)"
     if r.get("workers", 1) != 1:
         name += f" ({r['workers']} workers)"
     if r.get("offered"):
@@ -119,7 +121,7 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
             + " | ".join(
                 _fmt(x)
                 for x in (
-                    r["system"],
+                    _label(r),
                     r.get("engine"),
                     r["workers"],
                     r["calls"],

@@ -43,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="WebSocket library of flowcat's media path (serve --engine) and of the floor",
     )
     p.add_argument("--workers", default="1", help="flowcat worker counts, e.g. 1,2 (scaling rows)")
+    p.add_argument(
+        "--app",
+        default="default",
+        help="flowcat's processors: default (inline hops), async (pipecat-style async "
+        "process_frame), both, or a module:function factory",
+    )
     p.add_argument("--no-floor", action="store_true", help="skip the raw-socket floor")
     p.add_argument("--overload", action="store_true", help="offer 1.5x each N to flowcat with --capacity N")
     p.add_argument("--warmup", type=float, default=2.0)
@@ -159,11 +165,18 @@ def ensure_pipecat_venv(explicit: str | None = None) -> str:
     return str(py)
 
 
-def _server_cmd(system: str, port: int, args: argparse.Namespace, workers: int, capacity: int) -> list[str]:
+_APPS = {"async": "flowcat.server._apps:async_app"}
+
+
+def _server_cmd(
+    system: str, port: int, args: argparse.Namespace, workers: int, capacity: int, app: str = "default"
+) -> list[str]:
     if system == "flowcat":
         cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--workers", str(workers), "--capacity", str(capacity), "--sample-rate", "8000"]
         cmd += ["--idle-timeout", "0", "--no-verify", "--drain-timeout", "1", "--engine", args.engine]
+        if app != "default":
+            cmd += ["--app", _APPS.get(app, app)]
         if args.engine == "picows":  # the aiohttp app (webhooks) needs a port of its own
             cmd += ["--http-port", str(_free_port())]
         return cmd + (["--pin"] if workers > 1 else [])
@@ -182,14 +195,20 @@ def _server_cmd(system: str, port: int, args: argparse.Namespace, workers: int, 
 
 
 def run_point(
-    system: str, calls: int, args: argparse.Namespace, *, workers: int = 1, offered: int | None = None
+    system: str,
+    calls: int,
+    args: argparse.Namespace,
+    *,
+    workers: int = 1,
+    offered: int | None = None,
+    app: str = "default",
 ) -> dict[str, Any]:
     """One measurement: fresh server, generator, CPU over the window. Returns the row."""
     port = _free_port()
     server_cpus = {args.server_cpu} if workers == 1 else set(range(max(2, workers)))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     srv = subprocess.Popen(
-        _fifo(_server_cmd(system, port, args, workers, calls), args.fifo),
+        _fifo(_server_cmd(system, port, args, workers, calls, app), args.fifo),
         preexec_fn=_pin(server_cpus),
         env=env,
         stdout=subprocess.DEVNULL,
@@ -213,6 +232,8 @@ def run_point(
         "workers": workers,
         "calls": calls,
     }
+    if system == "flowcat":
+        row["app"] = app
     if offered:
         row["offered"] = offer
     try:
@@ -269,20 +290,27 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, int, int, int | None]]:
-    """(system, calls, workers, offered) for every point, in run order."""
+def _apps(args: argparse.Namespace) -> list[str]:
+    app = getattr(args, "app", "default")
+    return ["default", "async"] if app == "both" else [app]
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int, int, int | None, str]]:
+    """(system, calls, workers, offered, app) for every point, in run order."""
     calls = [20] if args.quick else _ints(args.calls)
-    points: list[tuple[str, int, int, int | None]] = []
+    apps = _apps(args)
+    points: list[tuple[str, int, int, int | None, str]] = []
     for n in calls:
         if not args.no_floor:
-            points.append(("floor", n, 1, None))
-        for w in _ints(args.workers):
-            points.append(("flowcat", n, w, None))
-        if args.overload:
-            points.append(("flowcat", n, 1, int(n * 1.5)))
+            points.append(("floor", n, 1, None, ""))
+        for app in apps:
+            for w in _ints(args.workers):
+                points.append(("flowcat", n, w, None, app))
+            if args.overload:
+                points.append(("flowcat", n, 1, int(n * 1.5), app))
     if args.vs_pipecat and not args.quick:
         for n in _ints(args.pipecat_calls):
-            points.append(("pipecat", n, 1, None))
+            points.append(("pipecat", n, 1, None, ""))
     return points
 
 
@@ -316,7 +344,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(f"{h:>7}" for h in head)]
     for r in rows:
         vals = (
-            r["system"],
+            r["system"] + ("/async" if r.get("app") == "async" else ""),
             r.get("engine"),
             r["workers"],
             r["calls"],
@@ -346,9 +374,9 @@ def main(args: argparse.Namespace) -> int:
     if args.vs_pipecat and not args.quick:
         args.pipecat_python_resolved = ensure_pipecat_venv(args.pipecat_python)
     rows: list[dict[str, Any]] = []
-    for system, n, w, offered in plan(args):
+    for system, n, w, offered, app in plan(args):
         try:
-            row = run_point(system, n, args, workers=w, offered=offered)
+            row = run_point(system, n, args, workers=w, offered=offered, app=app or "default")
         except Exception as exc:  # one failed point must not lose the others
             row = {
                 "system": system,
@@ -361,7 +389,7 @@ def main(args: argparse.Namespace) -> int:
         rows.append(row)
         if not args.json:
             print(
-                f"  {system:8} {row['engine']:7} W={w} N={n}{' offered=' + str(offered) if offered else ''}: "
+                f"  {system:8} {app:7} {row['engine']:7} W={w} N={n}{' offered=' + str(offered) if offered else ''}: "
                 f"p99={row.get('p99_ms')} ms thru={row.get('throughput')} cpu={row.get('server_cpu_pct')}%",
                 file=sys.stderr,
                 flush=True,
