@@ -78,28 +78,32 @@ def push_inline(
     inline (or to an error handler), or None when the frame was consumed inline.
     Called by the scheduler at the root of a chain, inside the chain.
     """
-    nxt = proc._down if direction is DOWNSTREAM else proc._up
+    down = direction is DOWNSTREAM
+    nxt = proc._down if down else proc._up
+    cls = frame.__class__
     while nxt is not None:
         table = nxt._inline
-        if table is None or nxt._gate is not None:
-            break  # (a paused processor: _receive holds the frame)
-        ok = table.get(frame.__class__)
-        if ok is None:
-            ok = learn_inline(nxt, frame.__class__)
-        if not ok:
+        if table is None:
             break
+        ok = table.get(cls)
+        if not ok and (ok is not None or not learn_inline(nxt, cls)):
+            break
+        if nxt._gate is not None:
+            break  # paused: _receive holds the frame
         try:
             out = nxt.process_inline(frame, direction)
         except Exception as exc:
             return nxt._on_exception(frame, exc)
-        if out is None:
-            return None
-        if out is NotImplemented:
-            break
+        if out is not frame:
+            if out is None:
+                return None
+            if out is NotImplemented:
+                break
+            frame = out
+            cls = out.__class__
         if not nxt._plain_push:  # observed or overridden: its own push_frame goes on
-            return nxt.push_frame(out, direction)
-        frame = out
-        nxt = nxt._down if direction is DOWNSTREAM else nxt._up
+            return nxt.push_frame(frame, direction)
+        nxt = nxt._down if down else nxt._up
     if nxt is None:
         return None
     return nxt._receive(frame, direction)

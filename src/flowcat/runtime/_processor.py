@@ -228,16 +228,16 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         if sched is not None and not sched.executing:
             await sched.enter(self, frame, direction)
             return
-        nxt = self._down if direction is DOWNSTREAM else self._up
+        down = direction is DOWNSTREAM
+        nxt = self._down if down else self._up
+        cls = frame.__class__
         while nxt is not None:
             if nxt._gate is not None and nxt._gated(frame, direction):
                 return
             table = nxt._inline
             if table is not None:
-                ok = table.get(frame.__class__)
-                if ok is None:
-                    ok = learn_inline(nxt, frame.__class__)
-                if ok:
+                ok = table.get(cls)
+                if ok or (ok is None and learn_inline(nxt, cls)):
                     try:
                         out = nxt.process_inline(frame, direction)
                     except Exception as exc:
@@ -250,7 +250,8 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
                             await nxt.push_frame(out, direction)
                             return
                         frame = out  # passed on: deliver to the next one
-                        nxt = nxt._down if direction is DOWNSTREAM else nxt._up
+                        cls = out.__class__
+                        nxt = nxt._down if down else nxt._up
                         continue
             try:
                 await nxt.process_frame(frame, direction)
