@@ -162,7 +162,8 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
     out += [
         "",
         "Systems: **flowcat** = `flowcat serve` (real pipeline: transport input → serializer → 2 pass-throughs + "
-        "echo → serializer → paced output); **pipecat 1.14.0** = FastAPI + uvicorn, `FastAPIWebsocketTransport` + "
+        "echo → serializer → paced output; the processors take audio inline, see docs/architecture.md; "
+        "**flowcat (async processors)** = the same app written the pipecat way, `--app async`); **pipecat 1.14.0** = FastAPI + uvicorn, `FastAPIWebsocketTransport` + "
         "serializer + echo, one `PipelineWorker`/`WorkerRunner` per connection, default settings, WARNING logging; "
         "**floor** = a WebSocket echo with no pipeline on the run's engine (`--engine`: aiohttp, or picows as "
         "`flowcat serve --engine picows`), so `× floor` compares like with like. Twilio carrier: the header rides in the μ-law payload, "
