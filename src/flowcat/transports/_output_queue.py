@@ -185,6 +185,7 @@ class OutputQueue:
                     self._n_chunks += 1
                     self._n_bot_bytes += len(audio)
                     self._last_sent = now
+                    # (The outbox is empty here: every path that fills it flushes it.)
                     if not self._speaking:
                         self._speaking = True
                         self._last_speaking = now
@@ -192,10 +193,11 @@ class OutputQueue:
                     elif now - self._last_speaking >= self._speaking_period:
                         self._last_speaking = now
                         self._broadcast(BotSpeakingFrame)
+                    elif not self._push_sent:
+                        return  # the common case: nothing to pass on
                     if self._push_sent:
                         self._outbox.append((frame, DOWNSTREAM))
-                    if self._outbox:
-                        self._flush_outbox()
+                    self._flush_outbox()
                     return
         else:
             rs = self._resampler

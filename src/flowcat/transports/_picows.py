@@ -297,11 +297,13 @@ class PicowsTransport(WebsocketTransport):
         name: Name for logs.
     """
 
+    __slots__ = ("_listener",)
+
     def __init__(
         self, listener: PicowsListener, params: WebsocketParams | None = None, *, name: str | None = None
     ) -> None:
-        super().__init__(listener.ws, params, name=name)
         self._listener = listener
+        super().__init__(listener.ws, params, name=name)
 
     @property
     def listener(self) -> PicowsListener:
@@ -322,37 +324,38 @@ class PicowsTransport(WebsocketTransport):
         self._ws.send(_BINARY if isinstance(message, bytes) else _TEXT, message)
 
     def _audio_writer(self) -> Callable[[Any], None] | None:
-        """The generic writer with the picows socket checks and send inlined."""
-        ser, ws, lis = self._serializer, self._ws, self._listener
-        if self._ser_audio is None or ws is None:
+        """The generic writer with the picows socket checks and send inlined: a bound
+        method reading this transport's slots (a closure would add its cells and
+        function object to the memory every chunk touches)."""
+        if self._ser_audio is None or self._ws is None:
             return super()._audio_writer()
-        write = self._write
+        return self._write_audio_now
 
-        def write_audio(frame: Any) -> None:
-            if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+    def _write_audio_now(self, frame: Any) -> None:
+        ws = self._ws
+        if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+            return
+        lis = self._listener
+        if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
+            lis.audio_dropped += 1
+            return
+        try:
+            out = self._serializer.serialize_audio(frame)
+            if out is None:
                 return
-            if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
-                lis.audio_dropped += 1
-                return
-            try:
-                out = ser.serialize_audio(frame)
-                if out is None:
-                    return
-                cls = out.__class__
-                if cls is bytes:
-                    self.messages_out += 1
-                    ws.send(_BINARY, out)
-                elif cls is list:
-                    for m in out:
-                        write(m)
-                else:
-                    self.messages_out += 1
-                    ws.send(_TEXT, out)
-            except Exception as exc:
-                logger.debug("%s: send failed: %r", self.name, exc)
-                self._output.peer_gone()
-
-        return write_audio
+            cls = out.__class__
+            if cls is bytes:
+                self.messages_out += 1
+                ws.send(_BINARY, out)
+            elif cls is list:
+                for m in out:
+                    self._write(m)
+            else:
+                self.messages_out += 1
+                ws.send(_TEXT, out)
+        except Exception as exc:
+            logger.debug("%s: send failed: %r", self.name, exc)
+            self._output.peer_gone()
 
     async def _socket_close(self) -> None:
         self._listener.close()
