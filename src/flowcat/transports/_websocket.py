@@ -159,7 +159,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         # Optional synchronous fast paths (flowcat serializers have them; a
         # pipecat-style serializer with only the async methods works too).
         self._ser_audio = getattr(ser, "serialize_audio", None)
-        self._des_now = getattr(ser, "deserialize_now", None)
+        self._des_now = hasattr(ser, "deserialize_now")  # a bool: no bound method to touch per message
         if hasattr(self._serializer, "sender"):
             self._serializer.sender = self.send_message
 
@@ -217,7 +217,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         try:
             # Method calls, not stored bound methods: one object less to touch.
             ser = self._serializer
-            frame = ser.deserialize_now(data) if self._des_now is not None else ser.deserialize(data)
+            frame = ser.deserialize_now(data) if self._des_now else ser.deserialize(data)
             decoded = isinstance(frame, Frame)  # the normal case: one check per message
             if not decoded and inspect.iscoroutine(frame):
                 frame = drive(frame, "deserialize")
