@@ -5,15 +5,22 @@ Wire: JSON text frames, snake_case. Telnyx → us ``connected``, ``start``, ``me
 ``mark``, ``error``, ``stop``; us → Telnyx ``media``, ``mark``, ``clear`` with no
 stream id. Hang-up: ``POST /v2/calls/{call_control_id}/actions/hangup`` with
 ``Authorization: Bearer <TELNYX_API_KEY>``. TeXML answer ``<Connect><Stream
-bidirectionalMode="rtp">``. Webhooks are signed with Ed25519
+bidirectionalMode="rtp">``; :meth:`TelnyxFrameSerializer.stream_fields` gives the
+same request as Call Control fields. Webhooks are signed with Ed25519
 (``telnyx-signature-ed25519`` over ``timestamp|body``): checked when a public key
 is configured (``TELNYX_PUBLIC_KEY``), which needs the ``telnyx`` extra
 (``pip install 'flowcat[telnyx]'``, for ``cryptography``); with a key configured
 and the extra missing, webhooks are refused and the error names the extra.
 
-Codecs: PCMU and PCMA. Telnyx also offers L16 (``stream_codec`` /
-``stream_bidirectional_codec``, 8000–48000 Hz), but its docs do not state the
-byte order of an L16 payload, so L16 is not accepted here (logged, PCMU kept).
+Codecs: PCMU and PCMA (8 kHz), and L16 at the rate ``start.media_format`` reports
+(Call Control offers 8000, 16000, 22050, 24000 and 48000 Hz for
+``stream_bidirectional_sampling_rate``). Telnyx calls the payload an RTP payload,
+and RTP's L16 is big-endian (RFC 3551 §4.5.11), but its docs never state the byte
+order and integrations disagree. So by default (``l16_byte_order="auto"``) the
+first caller audio that carries signal decides: each reading is scored for how
+rough (sample-to-sample steps against level) and how loud it is, since the wrong
+reading of speech or a tone is noise near full scale. The verdict is logged once
+and applies to bot audio too; until then big-endian is used.
 
 Docs:
     https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket
@@ -26,11 +33,12 @@ Docs:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import quoteattr
 
 from ..errors import MissingExtraError
 from ._base import CallInfo
+from ._l16_byte_order import ByteOrder, byteswap16, judge_l16_byte_order
 from ._media_stream import MediaStreamSerializer
 from ._rest import env
 from ._signatures import tokens_equal, validate_telnyx_ed25519
@@ -38,11 +46,37 @@ from ._signatures import tokens_equal, validate_telnyx_ed25519
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["TelnyxFrameSerializer"]
+    from ..frames import Frame, OutputAudioRawFrame
+
+__all__ = ["L16ByteOrder", "TelnyxFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
-_ENCODINGS = {"PCMU": "PCMU", "PCMA": "PCMA", "audio/x-mulaw": "PCMU", "audio/x-alaw": "PCMA"}
+L16ByteOrder = Literal["auto", "big", "little"]
+"""How L16 samples are laid out: ``"big"`` (RTP), ``"little"``, or ``"auto"`` (detected)."""
+
+# Encoding names as upper case; the L16 spellings other than "L16" are guesses.
+_ENCODINGS = {
+    "PCMU": "PCMU",
+    "PCMA": "PCMA",
+    "AUDIO/X-MULAW": "PCMU",
+    "AUDIO/X-ALAW": "PCMA",
+    "L16": "L16",
+    "AUDIO/L16": "L16",
+    "AUDIO/X-L16": "L16",
+}
+_CODECS = ("PCMU", "PCMA", "L16")
+_L16_RATES = (8000, 16000, 22050, 24000, 48000)
+"""``stream_bidirectional_sampling_rate`` values of Call Control's streaming_start."""
+
+
+def _check_format(codec: str, sample_rate: int) -> None:
+    if codec not in _CODECS:
+        raise ValueError(f"Telnyx codec must be one of {', '.join(_CODECS)}, not {codec!r}")
+    if codec == "L16" and sample_rate not in _L16_RATES:
+        raise ValueError(f"Telnyx L16 sample rate must be one of {_L16_RATES}, not {sample_rate!r}")
+    if codec != "L16" and sample_rate != 8000:
+        raise ValueError(f"Telnyx {codec} is 8000 Hz only, not {sample_rate!r}")
 
 
 class TelnyxFrameSerializer(MediaStreamSerializer):
@@ -50,9 +84,20 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
 
     Args:
         api_key: Telnyx API key for hang-up (default ``TELNYX_API_KEY``).
-        outbound_codec: Codec of bot audio (``stream_bidirectional_codec``: ``PCMU`` or
-            ``PCMA``); default: the inbound codec from ``start``.
+        outbound_codec: Codec of bot audio (``stream_bidirectional_codec``: ``PCMU``,
+            ``PCMA`` or ``L16``); default: the inbound codec from ``start``.
+        outbound_sample_rate: Rate (Hz) of L16 bot audio
+            (``stream_bidirectional_sampling_rate``: 8000, 16000, 22050, 24000 or
+            48000); default: the inbound L16 rate, else 8000 (Telnyx's default).
+            PCMU and PCMA are always 8000.
+        l16_byte_order: Byte order of L16 audio both ways: ``"big"`` (RTP network
+            order), ``"little"``, or ``"auto"`` (default): decided from the first
+            caller audio that carries signal, big-endian until then. With an explicit
+            order the caller audio is still judged once and a mismatch is logged.
         **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
+
+    Raises:
+        ValueError: An unknown codec or byte order, or a rate the codec does not take.
     """
 
     carrier = "telnyx"
@@ -61,21 +106,74 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
     events = {**MediaStreamSerializer.events, "error": "_on_error"}
 
     def __init__(
-        self, *, api_key: str | None = None, outbound_codec: str | None = None, **kwargs: Any
+        self,
+        *,
+        api_key: str | None = None,
+        outbound_codec: str | None = None,
+        outbound_sample_rate: int | None = None,
+        l16_byte_order: L16ByteOrder = "auto",
+        **kwargs: Any,
     ) -> None:
+        if l16_byte_order not in ("auto", "big", "little"):
+            raise ValueError(f'l16_byte_order must be "auto", "big" or "little", not {l16_byte_order!r}')
+        if outbound_codec is not None or outbound_sample_rate is not None:
+            _check_format(outbound_codec or "L16", outbound_sample_rate or 8000)
+        # Byte-order state first: set_input_format/set_output_format consult it.
+        self.l16_byte_order = l16_byte_order
+        self._order: ByteOrder = "big" if l16_byte_order == "auto" else l16_byte_order
+        self._judging = True  # until the caller audio gave a verdict (also when explicit: logged)
+        self._in_l16 = False
+        self._swap_in = False
+        self._swap_out = False
         super().__init__(**kwargs)
         self.api_key = api_key
         self.outbound_codec = outbound_codec
-        if outbound_codec:
-            self.set_output_format(outbound_codec, 8000)
+        self.outbound_sample_rate = outbound_sample_rate
+        self._adopt_output(self.default_codec, self.default_rate)
+
+    # ---------------------------------------------------------------- formats
+
+    def set_input_format(self, codec: str, rate: int) -> None:
+        super().set_input_format(codec, rate)
+        self._in_l16 = codec == "L16"
+        self._apply_order()
+
+    def set_output_format(self, codec: str, rate: int) -> None:
+        super().set_output_format(codec, rate)
+        self._apply_order()
+
+    def _apply_order(self) -> None:
+        # Pipeline PCM is little-endian (as everywhere in flowcat): only "big" swaps.
+        big = self._order == "big"
+        self._swap_in = big and self._in_l16
+        self._swap_out = big and self._out_codec == "L16"
+
+    def _adopt_output(self, in_codec: str, in_rate: int) -> None:
+        codec = self.outbound_codec or in_codec
+        if codec != "L16":
+            rate = 8000
+        elif self.outbound_sample_rate:
+            rate = self.outbound_sample_rate
+        else:
+            rate = in_rate if in_codec == "L16" else 8000
+        self.set_output_format(codec, rate)
 
     def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
         fmt = start.get("media_format")
         fmt = fmt if isinstance(fmt, dict) else {}
-        codec = self._codec_of(fmt.get("encoding", "PCMU"), _ENCODINGS, raw)
-        rate = int(fmt.get("sample_rate") or 8000)
-        if not self.outbound_codec:
-            self.set_output_format(codec, rate)
+        encoding = fmt.get("encoding", "PCMU")
+        codec = self._codec_of(encoding.upper() if isinstance(encoding, str) else encoding, _ENCODINGS, raw)
+        rate = self._rate_of(fmt.get("sample_rate"), codec, raw)
+        if codec == "L16":
+            self.note(
+                "l16-format",
+                "L16 stream: encoding %r, sample_rate %r, channels %r (byte order: %s)",
+                encoding,
+                fmt.get("sample_rate"),
+                fmt.get("channels"),
+                "detected from the caller audio" if self.l16_byte_order == "auto" else self.l16_byte_order,
+            )
+        self._adopt_output(codec, rate)
         params = start.get("custom_parameters")
         return CallInfo(
             carrier=self.carrier,
@@ -93,8 +191,67 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
             },
         )
 
+    def _rate_of(self, value: object, codec: str, raw: str) -> int:
+        """``media_format.sample_rate`` (a number or a numeric string), or 8000 if unreadable."""
+        try:
+            rate = (
+                8000 if value is None else int(value) if isinstance(value, int | float) else int(str(value))
+            )
+        except (ValueError, OverflowError):
+            rate = 0
+        if not 8000 <= rate <= 48000:
+            self.bad_input(f"unreadable sample_rate {value!r} (using 8000)", raw)
+            return 8000
+        if codec == "L16" and rate not in _L16_RATES:
+            self.note("l16-rate", "L16 at an undocumented rate %d Hz (used as is)", rate)
+        return rate
+
+    # ---------------------------------------------------------------- audio
+
+    def decode(self, payload: bytes) -> Frame | None:
+        """Caller audio → frame; L16 is checked, judged (until decided) and byte-swapped."""
+        if self._in_l16:
+            if len(payload) & 1:
+                self.bad_input(f"L16 payload with an odd byte count ({len(payload)})", payload)
+                return None
+            if self._judging:
+                self._judge(payload)
+            if self._swap_in:
+                payload = byteswap16(payload)
+        return super().decode(payload)
+
+    def encode(self, frame: OutputAudioRawFrame) -> bytes:
+        """Bot audio → carrier bytes, in the L16 byte order in use."""
+        data = super().encode(frame)
+        return byteswap16(data) if self._swap_out and data else data
+
+    def _judge(self, payload: bytes) -> None:
+        if payload.count(0) == len(payload):
+            return  # silence: cheaper than judging, and says nothing
+        order, scores = judge_l16_byte_order(payload)
+        if order is None:
+            return
+        self._judging = False
+        args = (self.stream_id, *scores)
+        detail = "(stream %s: roughness big %.2f little %.2f, mean level big %.0f little %.0f)"
+        if self.l16_byte_order == "auto":
+            self._order = order
+            self._apply_order()
+            logger.info("telnyx: L16 byte order detected: %s-endian " + detail, order, *args)
+        elif order != self.l16_byte_order:
+            logger.warning(
+                "telnyx: l16_byte_order=%r is configured but the caller audio looks %s-endian " + detail,
+                self.l16_byte_order,
+                order,
+                *args,
+            )
+        else:
+            logger.info("telnyx: caller audio confirms l16_byte_order=%r " + detail, order, *args)
+
     def _on_error(self, msg: dict[str, Any], raw: str) -> None:
         logger.warning("telnyx: stream error on %s: %s", self.stream_id, str(msg.get("payload", msg))[:300])
+
+    # ---------------------------------------------------------------- REST and webhooks
 
     def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
         key = env(self.api_key, "TELNYX_API_KEY")
@@ -104,13 +261,68 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
         return "POST", url, {"Authorization": "Bearer " + key}, ("json", {})
 
     @classmethod
+    def stream_fields(
+        cls,
+        stream_url: str,
+        *,
+        codec: str = "PCMU",
+        sample_rate: int = 8000,
+        track: str = "inbound_track",
+        auth_token: str | None = None,
+    ) -> dict[str, Any]:
+        """The media-stream fields of a Call Control request, bidirectional in RTP mode.
+
+        They go in the JSON body of ``actions/answer``, ``actions/streaming_start`` or
+        the dial request (``POST /v2/calls``). The codec is asked for both ways
+        (``stream_codec`` and ``stream_bidirectional_codec``).
+
+        Args:
+            stream_url: The ``wss://`` URL Telnyx connects to.
+            codec: ``PCMU`` (default), ``PCMA`` or ``L16``.
+            sample_rate: ``stream_bidirectional_sampling_rate`` (Hz): 8000 for PCMU and
+                PCMA; 8000, 16000, 22050, 24000 or 48000 for L16. For L16 above 8 kHz,
+                give the serializer the same ``outbound_sample_rate``.
+            track: ``stream_track``: ``inbound_track`` (default), ``outbound_track`` or
+                ``both_tracks``.
+            auth_token: ``stream_auth_token``, sent back in the upgrade's
+                ``x-telnyx-streaming-auth-token`` (see :meth:`verify_stream_token`).
+
+        Raises:
+            ValueError: An unknown codec, or a rate the codec does not take.
+        """
+        _check_format(codec, sample_rate)
+        fields: dict[str, Any] = {
+            "stream_url": stream_url,
+            "stream_track": track,
+            "stream_codec": codec,
+            "stream_bidirectional_mode": "rtp",
+            "stream_bidirectional_codec": codec,
+            "stream_bidirectional_sampling_rate": sample_rate,
+        }
+        if auth_token is not None:
+            fields["stream_auth_token"] = auth_token
+        return fields
+
+    @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:
-        """TeXML ``<Connect><Stream>`` in RTP mode (options: ``codec`` ``PCMU``/``PCMA``, ``after``)."""
+        """TeXML ``<Connect><Stream>`` in RTP mode.
+
+        Options: ``codec`` (``PCMU`` default, ``PCMA``, or ``L16``, which also asks for
+        L16 caller audio with ``codec="L16"``), ``sample_rate``
+        (``bidirectionalSamplingRate``, default 8000), ``after`` (TeXML after the
+        stream).
+
+        Raises:
+            ValueError: An unknown codec, or a rate the codec does not take.
+        """
         codec = options.get("codec", "PCMU")
+        rate = options.get("sample_rate", 8000)
+        _check_format(codec, rate)
+        inbound = ' codec="L16"' if codec == "L16" else ""
         return (
-            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url={} bidirectionalMode="rtp" '
-            'bidirectionalCodec={} bidirectionalSamplingRate="8000"/></Connect>{}</Response>'.format(
-                quoteattr(stream_url), quoteattr(codec), options.get("after", "")
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url={}{} bidirectionalMode="rtp" '
+            'bidirectionalCodec={} bidirectionalSamplingRate="{}"/></Connect>{}</Response>'.format(
+                quoteattr(stream_url), inbound, quoteattr(codec), rate, options.get("after", "")
             )
         )
 
