@@ -206,3 +206,42 @@ def test_upstream_frames_end_inline_at_the_task_source() -> None:
 
     run_virtual(main())
     assert reached == ["finished"]
+
+
+def test_interruption_during_a_pump_delivers_queued_uninterruptible_frames_once() -> None:
+    class Trigger(FrameProcessor):
+        async def process_frame(self, frame: F.Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            sched = self._sched
+            assert sched is not None
+            if isinstance(frame, F.TextFrame) and frame.text == "go":
+                # Queued behind this chain: a system frame that interrupts, then data.
+                sched.submit(self, F.UserStartedSpeakingFrame(), DOWN, to_self=True)
+                keep = F.TextFrame("keep")
+                keep.interruptible = False
+                sched.submit(self, keep, DOWN)
+                sched.submit(self, F.TextFrame("dropped"), DOWN)
+                return
+            await self.push_frame(frame, direction)
+            if isinstance(frame, F.UserStartedSpeakingFrame):
+                await self.broadcast_interruption()
+
+    async def main() -> list[F.Frame]:
+        sink = CaptureProcessor(DOWN, ignore=[F.StartFrame])
+        task = PipelineTask(Pipeline([Trigger(), sink]))
+        runner = asyncio.ensure_future(task.run())
+        await task.queue_frame(F.TextFrame("go"))
+        await sink.wait_for(F.TextFrame)
+        await asyncio.sleep(0.5)  # virtual time: any second delivery would have happened
+        await task.stop_when_done()
+        await asyncio.wait_for(runner, 10)
+        return sink.frames
+
+    frames = run_virtual(main())
+    assert [type(f).__name__ for f in frames] == [
+        "UserStartedSpeakingFrame",
+        "InterruptionFrame",
+        "TextFrame",
+        "EndFrame",
+    ]
+    assert texts(frames) == ["keep"]  # once; "dropped" was dropped by the interruption

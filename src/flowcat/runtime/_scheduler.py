@@ -91,7 +91,7 @@ class CallScheduler(CallTasks):
     # The fields every chain start reads, in the object rather than its dict.
     __slots__ = (
         "_closed", "executing", "_pumping", "_held", "_sys", "_data", "_sys_slot", "_data_slot",
-        "_stats", "_chains", "_current", "generation",
+        "_stats", "_chains", "_current", "generation", "_queued",
     )
 
     def __init__(
@@ -109,6 +109,9 @@ class CallScheduler(CallTasks):
         self._chains = 0  # bumped per chain, in the object itself (see ``stats``)
         self._sys: deque[_Entry] = deque()
         self._data: deque[_Entry] = deque()
+        # True whenever a lane may hold entries (set on every append, cleared by the
+        # pump once both are empty): the fast path reads it instead of both deques.
+        self._queued = False
         self._pumping = False
         self._held = True  # until the StartFrame has reached the end of the pipeline
         self._closed = False
@@ -191,19 +194,20 @@ class CallScheduler(CallTasks):
         if self._closed:
             return
         # Fast path: nothing running, nothing waiting — run the chain right now.
-        if not (self.executing or self._pumping or self._held or self._sys or self._data):
+        if not (self.executing or self._pumping or self._held or self._queued):
             if frame.kind == SYSTEM:
                 if self._sys_slot.coro is None and type(frame) not in _SPECIAL:
                     self._start(self._sys_slot, proc, frame, direction, to_self)
-                    if self._sys or self._data:
+                    if self._queued:
                         self._pump()
                     return
             elif self._sys_slot.coro is None and self._data_slot.coro is None:
                 self._start(self._data_slot, proc, frame, direction, to_self)
-                if self._sys or self._data:
+                if self._queued:
                     self._pump()
                 return
         entry: _Entry = (self.generation, proc, frame, direction, to_self)
+        self._queued = True
         if frame.kind == SYSTEM:
             cls = type(frame)
             if cls is CancelFrame:
@@ -266,6 +270,8 @@ class CallScheduler(CallTasks):
                     break
         finally:
             self._pumping = False
+        if not self._sys and not self._data:
+            self._queued = False
         if self._space_waiters and len(self._data) < self.max_data_lane:
             self._wake_space_waiters()
 
@@ -291,10 +297,13 @@ class CallScheduler(CallTasks):
         self._stats.interruptions += 1
         gen = self.generation
         # Drop queued interruptible frames, keep the rest in order.
-        if self._data:
-            kept = deque(e for e in self._data if not e[2].interruptible)
-            self._stats.interrupted_dropped += len(self._data) - len(kept)
-            self._data = kept
+        lane = self._data
+        if lane:
+            # Filtered in place: a pump running right now holds this deque.
+            kept = [e for e in lane if not e[2].interruptible]
+            self._stats.interrupted_dropped += len(lane) - len(kept)
+            lane.clear()
+            lane.extend(kept)
         # Cancel a data chain suspended on an interruptible frame (not the one running now).
         slot = self._data_slot
         if slot.task is not None and self._current is not slot and slot.frame is not None:
