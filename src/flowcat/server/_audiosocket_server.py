@@ -16,6 +16,9 @@ connection is one call, run by the WebSocket server's machinery:
   :class:`~flowcat.transports.AudioSocketTransport`'s input and output, with the
   worker's pipeline rates and idle timeout, in
   :func:`~flowcat.server._session.serve_call`. Its slot is released when the call ends.
+* **Wire format:** per call. Bot audio goes back in the kind (slin rate) of the
+  caller's latest audio; ``sample_rate`` is used until the first audio message,
+  and ``out_rate``, when set, overrides both for every call of the server.
 """
 
 from __future__ import annotations
@@ -44,12 +47,16 @@ class AudioSocketCall(CallSocket):
 
     Args:
         listener: The connection (its UUID already received).
-        sample_rate: Wire rate of the audio sent to the peer.
+        sample_rate: Wire rate (Hz) of bot audio until the caller's first audio.
+        out_rate: Wire rate (Hz) of all bot audio; None: follow the caller's audio.
     """
 
-    def __init__(self, listener: AudioSocketListener, sample_rate: int = 8000) -> None:
+    def __init__(
+        self, listener: AudioSocketListener, sample_rate: int = 8000, out_rate: int | None = None
+    ) -> None:
         self.listener = listener
         self.sample_rate = sample_rate
+        self.out_rate = out_rate
 
     @property
     def closed(self) -> bool:
@@ -70,6 +77,7 @@ class AudioSocketCall(CallSocket):
         aparams = AudioSocketParams(
             **opts,
             sample_rate=self.sample_rate,
+            out_rate=self.out_rate,
             end_on_disconnect=bool(getattr(params, "end_on_disconnect", False)),
         )
         return AudioSocketTransport(self.listener, aparams)
@@ -80,6 +88,7 @@ async def audiosocket_call(
     listener: AudioSocketListener,
     *,
     sample_rate: int = 8000,
+    out_rate: int | None = None,
     handshake_timeout: float = 10.0,
 ) -> None:
     """One admitted AudioSocket call: the UUID, then the pipeline until the call ends."""
@@ -96,7 +105,7 @@ async def audiosocket_call(
     cfg = state.config
     call = CallInfo(carrier="audiosocket", call_id=call_id, remote=listener.peer)
     await serve_call(
-        AudioSocketCall(listener, sample_rate),
+        AudioSocketCall(listener, sample_rate, out_rate),
         None,
         user_processors(cfg, call),
         params=PipelineParams(
@@ -111,11 +120,17 @@ class _CallListener(AudioSocketListener):
     """A connection of :func:`serve_audiosocket`: admitted (its call task started) or refused."""
 
     def __init__(
-        self, state: ServerState, sample_rate: int, handshake_timeout: float, max_payload: int
+        self,
+        state: ServerState,
+        sample_rate: int,
+        out_rate: int | None,
+        handshake_timeout: float,
+        max_payload: int,
     ) -> None:
         super().__init__(max_payload)
         self.state = state
         self.sample_rate = sample_rate
+        self.out_rate = out_rate
         self.handshake_timeout = handshake_timeout
 
     def connection_made(self, transport: Any) -> None:
@@ -144,6 +159,7 @@ class _CallListener(AudioSocketListener):
                     self.state,
                     self,
                     sample_rate=self.sample_rate,
+                    out_rate=self.out_rate,
                     handshake_timeout=self.handshake_timeout,
                 ),
             )
@@ -162,6 +178,7 @@ async def serve_audiosocket(
     *,
     state: ServerState | None = None,
     sample_rate: int = 8000,
+    out_rate: int | None = None,
     handshake_timeout: float = 10.0,
     max_payload: int = 16384,
     **kwargs: Any,
@@ -175,8 +192,13 @@ async def serve_audiosocket(
             only without ``state``; the default is the echo app.
         state: The worker state to share (admission, app, pipeline rates, idle
             timeout). Without it, a state of its own with ``app_factory`` is made.
-        sample_rate: Wire rate of the audio sent to Asterisk: 8000 (kind 0x10, as the
-            ``AudioSocket()`` dialplan application expects) or another slin rate.
+        sample_rate: Wire rate (Hz) of bot audio until a call's first caller audio
+            arrives: 8000 (kind 0x10, what the ``AudioSocket()`` dialplan application
+            uses) or another slin rate. After it, bot audio follows the kind of the
+            caller's audio, call by call.
+        out_rate: Wire rate (Hz) of all bot audio on every call, whatever the caller
+            sends; it takes precedence over the caller's kind and ``sample_rate``.
+            None (the default): follow each call's caller audio.
         handshake_timeout: Seconds the peer has to send its UUID.
         max_payload: Longest accepted message payload; a longer header hangs up.
         kwargs: Passed to ``loop.create_server`` (``reuse_port``, ``backlog``, ``sock``).
@@ -186,10 +208,14 @@ async def serve_audiosocket(
     """
     if state is None:
         state = ServerState(ServerConfig(app=app_factory or default_app))
-    AudioSocketParams(sample_rate=sample_rate)  # fails early on a rate AudioSocket has no kind for
+    # Fails early on a rate AudioSocket has no kind for.
+    AudioSocketParams(sample_rate=sample_rate, out_rate=out_rate)
     loop = asyncio.get_running_loop()
     st = state
     server = await loop.create_server(
-        lambda: _CallListener(st, sample_rate, handshake_timeout, max_payload), host, port, **kwargs
+        lambda: _CallListener(st, sample_rate, out_rate, handshake_timeout, max_payload),
+        host,
+        port,
+        **kwargs,
     )
     return server

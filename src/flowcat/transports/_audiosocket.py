@@ -6,7 +6,8 @@ The protocol is at https://docs.asterisk.org/Configuration/Channel-Drivers/Audio
 message to :meth:`AudioSocketTransport.feed_message` synchronously:
 
 * audio (kinds 0x10–0x18) becomes an ``InputAudioRawFrame`` at the kind's rate.
-  The input resamples it to the pipeline rate, as it does for every transport;
+  The input resamples it to the pipeline rate, as it does for every transport.
+  The kind also sets the call's wire format (see below);
 * a DTMF digit (0x03) becomes an ``InputDTMFFrame``, the frame the carrier
   serializers produce;
 * a hang-up (0x00) ends the call: it is cancelled, or ended with
@@ -14,21 +15,35 @@ message to :meth:`AudioSocketTransport.feed_message` synchronously:
 * an error (0xff) is logged with its code. Malformed messages and unknown kinds
   are logged, counted in ``bad_messages`` and skipped.
 
-Bot audio is cut into ``audio_out_chunk_ms`` chunks (320 bytes at 8 kHz) by the
-base output and paced by the process's shared output clock. Each chunk is one
-message of the kind for ``sample_rate``. AudioSocket has no clear message, so an
-interruption only empties the queue; at most the send-ahead window (40 ms) has
-already gone out. An EndFrame waits behind the queued audio, then 0x00 is sent
-and the socket closed. A CancelFrame does the same at once.
+Bot audio goes back in the kind the caller's audio arrives in: Asterisk picks the
+kind from the channel's format (``res_audiosocket.c``) and the channel expects
+that format back. Which rate bot audio is sent at, by precedence:
+
+1. ``out_rate``, when set: always that rate, whatever the caller sends;
+2. the rate of the caller's latest audio message. A change mid-call is logged
+   once per change and followed: audio already queued is resampled to the new
+   rate, and the chunk size and pacing follow it;
+3. ``sample_rate`` until the caller's first audio message arrives.
+
+The base output resamples bot audio from the pipeline's output rate to that rate,
+cuts it into ``audio_out_chunk_ms`` chunks (20 ms: 320 bytes at 8 kHz, 640 at
+16 kHz) and paces them on the process's shared output clock; one chunk, one
+message. AudioSocket has no clear message, so an interruption only empties the
+queue; at most the send-ahead window (40 ms) has already gone out. An EndFrame
+waits behind the queued audio, then 0x00 is sent and the socket closed. A
+CancelFrame does the same at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ..audio import StreamResampler
 from ..errors import ConfigError
 from ..frames import (
     CancelFrame,
@@ -74,19 +89,32 @@ _KEYS = {k.value: k for k in KeypadEntry}
 class AudioSocketParams(TransportParams):
     """Parameters of an :class:`AudioSocketTransport`.
 
-    ``audio_out_sample_rate`` is ignored: bot audio goes out at ``sample_rate``.
+    ``audio_out_sample_rate`` is ignored: the wire rate of bot audio is ``out_rate``
+    if set, else the rate of the caller's audio, else ``sample_rate``.
     """
 
     sample_rate: int = 8000
-    """Wire rate of the audio we send (its kind follows: 8000 → 0x10, 16000 → 0x12, …).
-    Caller audio of any audio kind is accepted at its own rate. Default 8000."""
+    """Wire rate (Hz) of bot audio until the caller's first audio message shows the
+    call's rate; its kind follows (8000 → 0x10, 16000 → 0x12, …). Caller audio of any
+    audio kind is accepted at its own rate. Default 8000."""
+    out_rate: int | None = None
+    """Wire rate (Hz) that bot audio is always sent at, whatever kind the caller's
+    audio arrives in. None (the default): follow the caller's audio."""
     end_on_disconnect: bool = False
     """A hang-up or closed socket ends the call with an EndFrame instead of cancelling it."""
 
     def __post_init__(self) -> None:
-        if self.sample_rate not in RATE_KINDS:
-            rates = ", ".join(str(r) for r in RATE_KINDS)
-            raise ConfigError(f"AudioSocket sample_rate must be one of {rates}, got {self.sample_rate!r}")
+        for name in ("sample_rate", "out_rate"):
+            rate = getattr(self, name)
+            if rate is not None and rate not in RATE_KINDS:
+                rates = ", ".join(str(r) for r in RATE_KINDS)
+                raise ConfigError(f"AudioSocket {name} must be one of {rates}, got {rate!r}")
+        top = self.out_rate or max(RATE_KINDS)
+        if top * self.audio_out_chunk_ms // 1000 * 2 * self.audio_out_channels > 0xFFFF:
+            raise ConfigError(
+                f"audio_out_chunk_ms={self.audio_out_chunk_ms} does not fit one AudioSocket "
+                f"message at {top} Hz (at most 65535 bytes)"
+            )
 
 
 class AudioSocketInputTransport(BaseInputTransport):
@@ -108,6 +136,40 @@ class AudioSocketOutputTransport(BaseOutputTransport):
         super().__init__(params, **kwargs)
         self._transport = transport
 
+    @property
+    def wire_rate(self) -> int:
+        """The rate (Hz) bot audio is sent at now."""
+        return self._params.audio_out_sample_rate or self._rate
+
+    def set_wire_rate(self, rate: int) -> None:
+        """Send bot audio at ``rate`` Hz from now on (one of the AudioSocket rates).
+
+        Before the StartFrame this sets the rate the output starts at (its
+        ``audio_out_sample_rate``). After it, the chunk size, pacing and silence
+        follow ``rate``, audio already queued is resampled to it, and later bot
+        audio is resampled from the pipeline rate straight to it.
+        """
+        # NOTE: BaseOutputTransport fixes its rate in start() and has no public way
+        # to change it later, so this re-derives the start-time values itself.
+        self._params.audio_out_sample_rate = rate
+        old = self._rate
+        if not self._chunk_bytes or rate == old:
+            return  # not started yet (start() reads the parameter), or nothing to do
+        ch = self._channels
+        self._rate = rate
+        self._chunk_bytes = size = max(2, rate * self._params.audio_out_chunk_ms // 1000) * 2 * ch
+        self._inv_bps = 1.0 / (rate * 2 * ch)
+        self._silence = bytes(size)
+        rs = self._resampler
+        self._resampler = None  # rebuilt for the new output rate by the next frame
+        tail = rs.flush() if rs is not None else b""
+        self._queue, self._pending = _convert_queue(self._queue, self._pending + tail, old, rate, size, ch)
+        mixer = self._mixer
+        if mixer is not None and hasattr(mixer, "start"):
+            res = mixer.start(rate)
+            if inspect.iscoroutine(res):
+                drive(res, "mixer start")
+
     def write_audio(self, frame: OutputAudioRawFrame) -> None:
         self._transport._write_audio(frame.audio)
 
@@ -116,6 +178,40 @@ class AudioSocketOutputTransport(BaseOutputTransport):
 
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
         self._transport._listener.hang_up()
+
+
+def _convert_queue(
+    queue: deque[Any], pending: bytes, old: int, new: int, size: int, channels: int
+) -> tuple[deque[Any], bytes]:
+    """An output queue of ``old``-rate chunks, and the partial chunk after it, at ``new``.
+
+    Frames and markers keep their places. Each run of audio between them is
+    resampled as one stream and cut into ``size``-byte chunks; a run that ends
+    before a frame keeps its short last chunk, as the output's own flush does. The
+    partial chunk continues the last run; the remainder is the new partial chunk.
+    """
+    out: deque[Any] = deque()
+    run: list[bytes] = []
+
+    def convert(tail: bytes = b"") -> bytes:
+        data = b"".join(run) + tail
+        run.clear()
+        if not data:
+            return b""
+        rs = StreamResampler(old, new, channels)
+        data = rs.resample(data) + rs.flush()
+        n = len(data) // size
+        out.extend(data[i * size : (i + 1) * size] for i in range(n))
+        return data[n * size :]
+
+    for item in queue:
+        if type(item) is bytes:
+            run.append(item)
+            continue
+        if run and (rest := convert()):
+            out.append(rest)
+        out.append(item)
+    return out, convert(pending)
 
 
 class AudioSocketTransport(BaseTransport):
@@ -140,18 +236,23 @@ class AudioSocketTransport(BaseTransport):
         name: str | None = None,
     ) -> None:
         params = params or AudioSocketParams()
-        if params.audio_out_sample_rate != params.sample_rate:
-            params = dataclasses.replace(params, audio_out_sample_rate=params.sample_rate)
+        wire = params.out_rate or params.sample_rate
+        if params.audio_out_sample_rate != wire:
+            params = dataclasses.replace(params, audio_out_sample_rate=wire)
         super().__init__(params, name=name or listener.name)
         self._aparams = params
         self._listener = listener
-        self._kind = RATE_KINDS[params.sample_rate]
+        self._kind = RATE_KINDS[wire]
         self._headers: dict[int, bytes] = {}
+        self._caller_kind: int | None = None
         self._disconnected = False
         self._input = AudioSocketInputTransport(self, params, name=f"{self.name}::input")
-        self._output = AudioSocketOutputTransport(self, params, name=f"{self.name}::output")
+        out_params = dataclasses.replace(params)  # its own: the wire rate changes with the call
+        self._output = AudioSocketOutputTransport(self, out_params, name=f"{self.name}::output")
         self.bad_messages = 0
         """Messages that were malformed or of an unknown kind (logged and skipped)."""
+        self.rate_changes = 0
+        """Times the caller's audio changed kind mid-call (the first audio is not a change)."""
         self.messages_in = 0
         self.messages_out = 0
         self.audio_dropped = 0
@@ -166,6 +267,17 @@ class AudioSocketTransport(BaseTransport):
     def call_id(self) -> str | None:
         """The call's UUID (string form)."""
         return self._listener.call_id
+
+    @property
+    def caller_rate(self) -> int | None:
+        """Rate (Hz) of the caller's latest audio message; None before the first."""
+        kind = self._caller_kind
+        return None if kind is None else AUDIO_RATES[kind]
+
+    @property
+    def bot_rate(self) -> int:
+        """Rate (Hz) bot audio is sent at now (see the module docstring for which)."""
+        return self._output.wire_rate
 
     def input(self) -> AudioSocketInputTransport:
         return self._input
@@ -187,6 +299,8 @@ class AudioSocketTransport(BaseTransport):
         self.messages_in += 1
         rate = AUDIO_RATES.get(kind)
         if rate is not None and payload and not len(payload) & 1:
+            if kind != self._caller_kind:
+                self._caller_format(kind, rate)
             inp = self._input
             if rate == inp.sample_rate:
                 inp.push_input_frame(InputAudioRawFrame(payload, rate, 1))
@@ -196,6 +310,32 @@ class AudioSocketTransport(BaseTransport):
         self._control(kind, payload, rate)
 
     # --------------------------------------------------------------- internal
+
+    def _caller_format(self, kind: int, rate: int) -> None:
+        """The caller's audio arrived in ``kind``: the first audio, or a change."""
+        before = self._caller_kind
+        self._caller_kind = kind
+        follow = self._aparams.out_rate is None
+        if before is None:
+            logger.debug("%s: caller audio is kind 0x%02x (%d Hz)", self.name, kind, rate)
+        else:
+            self.rate_changes += 1
+            n = self.rate_changes
+            if n <= _BAD_LOG_FIRST or n % 1000 == 0:
+                logger.info(
+                    "%s: caller audio changed from kind 0x%02x (%d Hz) to 0x%02x (%d Hz); bot audio %s %d Hz",
+                    self.name,
+                    before,
+                    AUDIO_RATES[before],
+                    kind,
+                    rate,
+                    "follows at" if follow else "stays at out_rate",
+                    rate if follow else self.bot_rate,
+                )
+        if follow and rate != self._output.wire_rate:
+            self._kind = kind
+            self._headers.clear()
+            self._output.set_wire_rate(rate)
 
     def _control(self, kind: int, payload: bytes, rate: int | None) -> None:
         if kind == KIND_DTMF:

@@ -8,13 +8,17 @@ big-endian), followed by the payload. The kinds:
 * ``0x01``: the call's UUID, 16 bytes, sent first by Asterisk.
 * ``0x03``: one DTMF digit, 1 ASCII byte, from Asterisk.
 * ``0x10``: signed linear 16-bit little-endian mono PCM at 8 kHz, both ways.
-* ``0x11``–``0x18``: the same at 12, 16, 24, 32, 44.1, 48, 96 and 192 kHz (newer
-  Asterisk releases; Asterisk picks the kind from the frame's format).
+* ``0x11``–``0x18``: the same at 12, 16, 24, 32, 44.1, 48, 96 and 192 kHz
+  (Asterisk's ``enum ast_audiosocket_msg_kind`` in ``res_audiosocket.h``, added in
+  October 2025). Asterisk picks the kind of what it sends from the frame's format
+  (a format other than these slin rates is sent as ``0x10`` too) and turns each kind
+  it receives into a frame of that slin rate. The transport sends bot audio back
+  in the kind of the caller's audio.
 * ``0xff``: an error; the optional payload is a code (Asterisk's bits: 0x01 hangup
   of calling party, 0x02 frame forwarding error, 0x04 memory error).
 
-Asterisk takes only audio and ``0x00`` from us. It treats any other kind, or an
-empty payload, as an error.
+Asterisk takes only audio (``0x10``–``0x18``) and ``0x00`` from us. It treats any
+other kind, or an empty payload, as an error.
 
 :class:`AudioSocketParser` cuts the byte stream into messages.
 :class:`AudioSocketListener` is the ``asyncio.Protocol`` that feeds them to an
