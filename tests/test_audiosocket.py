@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,12 +22,19 @@ import pytest
 
 from flowcat.audio import tone
 from flowcat.errors import ConfigError, ProtocolError
-from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, OutputAudioRawFrame
+from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, OutputAudioRawFrame, TTSStoppedFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, serve_audiosocket
 from flowcat.server._app import drain_state
 from flowcat.transports import AudioSocketParams, AudioSocketParser
-from flowcat.transports._audiosocket_protocol import HANGUP, describe_error, encode_message
+from flowcat.transports._audiosocket import _convert_queue
+from flowcat.transports._audiosocket_protocol import (
+    AUDIO_RATES,
+    HANGUP,
+    RATE_KINDS,
+    describe_error,
+    encode_message,
+)
 from test_transport_support import StartFlag
 
 CALL_UUID = uuid.UUID("40325ec2-5efd-4bd3-805f-53576e581d13")
@@ -153,10 +161,48 @@ def test_a_failing_handler_does_not_break_the_stream(caplog: pytest.LogCaptureFi
     assert "kind 0x03: handler failed" in caplog.text
 
 
+# Asterisk's enum ast_audiosocket_msg_kind (include/asterisk/res_audiosocket.h): kind,
+# slin rate, 20 ms payload and its header.
+RATE_GOLDEN = [
+    (0x10, 8000, 320, b"\x10\x01\x40"),
+    (0x11, 12000, 480, b"\x11\x01\xe0"),
+    (0x12, 16000, 640, b"\x12\x02\x80"),
+    (0x13, 24000, 960, b"\x13\x03\xc0"),
+    (0x14, 32000, 1280, b"\x14\x05\x00"),
+    (0x15, 44100, 1764, b"\x15\x06\xe4"),
+    (0x16, 48000, 1920, b"\x16\x07\x80"),
+    (0x17, 96000, 3840, b"\x17\x0f\x00"),
+    (0x18, 192000, 7680, b"\x18\x1e\x00"),
+]
+
+
+def test_every_rate_kind_golden() -> None:
+    assert AUDIO_RATES == {kind: rate for kind, rate, _, _ in RATE_GOLDEN}
+    assert RATE_KINDS == {rate: kind for kind, rate, _, _ in RATE_GOLDEN}
+    stream = b""
+    for kind, rate, size, header in RATE_GOLDEN:
+        assert size == rate * 20 // 1000 * 2
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        msg = encode_message(kind, payload)
+        assert msg[:3] == header and msg[3:] == payload
+        stream += msg
+    stream += encode_message(0x19, b"\x00\x00")  # past the last rate: framed, not audio
+    got, parser = _parse([stream[i : i + 1000] for i in range(0, len(stream), 1000)])
+    assert [(k, len(p)) for k, p in got] == [(k, n) for k, _, n, _ in RATE_GOLDEN] + [(0x19, 2)]
+    assert parser.buffered == 0 and 0x19 not in AUDIO_RATES
+
+
 def test_params_reject_a_rate_without_a_kind() -> None:
     assert AudioSocketParams(sample_rate=44100).sample_rate == 44100
-    with pytest.raises(ConfigError, match="11025"):
+    assert AudioSocketParams(out_rate=48000).out_rate == 48000
+    with pytest.raises(ConfigError, match="sample_rate must be one of .*got 11025"):
         AudioSocketParams(sample_rate=11025)
+    with pytest.raises(ConfigError, match="out_rate must be one of .*got 22050"):
+        AudioSocketParams(out_rate=22050)
+    # 200 ms at 192 kHz (the fastest rate a caller may switch to) does not fit 65535 bytes.
+    with pytest.raises(ConfigError, match="does not fit one AudioSocket message at 192000 Hz"):
+        AudioSocketParams(audio_out_chunk_ms=200)
+    assert AudioSocketParams(audio_out_chunk_ms=200, out_rate=16000).out_rate == 16000
 
 
 # ------------------------------------------------------------------ calls over TCP
@@ -244,7 +290,7 @@ async def server(
     echo is byte-exact) and ``serve_audiosocket`` options."""
     kw.setdefault("audio_in_sample_rate", 8000)
     kw.setdefault("audio_out_sample_rate", 8000)
-    serve_kw = {k: kw.pop(k) for k in ("sample_rate", "handshake_timeout") if k in kw}
+    serve_kw = {k: kw.pop(k) for k in ("sample_rate", "out_rate", "handshake_timeout") if k in kw}
     factory = app or (lambda call: [EchoProcessor()])
     holder: list[Server] = []
     calls: list[CallInfo] = []
@@ -388,6 +434,7 @@ async def test_malformed_unknown_and_error_messages_are_logged_and_the_call_goes
         peer = await s.connect()
         with caplog.at_level(logging.INFO, logger="flowcat.transports.audiosocket"):
             await peer.send(0x42, b"future")
+            await peer.send(0x19, b"\x01\x00" * 320)  # not an audio kind (0x18 is the last)
             await peer.send(0xFF, b"\x02")
             await peer.send(0x10, b"\x01\x02\x03")  # odd length
             await peer.send(0x10)  # empty
@@ -396,6 +443,7 @@ async def test_malformed_unknown_and_error_messages_are_logged_and_the_call_goes
             got = await peer.audio(1)
         assert got[0][0] == 0x10 and len(got[0][1]) == 320
         assert "kind 0x42 with 6 bytes (unknown message kind)" in caplog.text
+        assert "kind 0x19 with 640 bytes (unknown message kind)" in caplog.text
         assert "reported an error: 02 (frame forwarding error)" in caplog.text
         assert caplog.text.count("audio payload of odd or zero length") == 2
         assert s.state.admission.active == 1
@@ -452,4 +500,151 @@ async def test_over_capacity_the_connection_gets_a_hangup(caplog: pytest.LogCapt
         await s.calls_ended()
         third = await s.connect()  # the slot is free again
         third.close()
+        await s.calls_ended()
+
+
+# ------------------------------------------------------------------ the wire format follows the call
+
+
+def _twenty_ms(msgs: list[tuple[int, bytes, float]], kind: int) -> None:
+    """Every message is of ``kind`` and carries 20 ms at its rate. The base output sends
+    a partial chunk when its queue runs dry (the first burst of a resampled turn, the
+    tail of a turn): at most two messages may be shorter, never longer."""
+    full = AUDIO_RATES[kind] * 20 // 1000 * 2
+    sizes = [len(p) for _, p, _ in msgs]
+    assert {k for k, _, _ in msgs} == {kind}
+    assert max(sizes) == full and sizes.count(full) >= len(sizes) - 2, sizes
+    assert all(n and not n & 1 for n in sizes)
+
+
+def test_queued_bot_audio_is_converted_around_the_frames_in_the_queue() -> None:
+    pcm = tone(440.0, 0.5, 8000, amplitude=0.5)  # 8000 bytes
+    stop, marker = TTSStoppedFrame(), object()
+    queue = deque([pcm[i : i + 320] for i in range(0, 3200, 320)] + [stop, marker])
+    queue.extend(pcm[i : i + 320] for i in range(3200, 7680, 320))
+    out, pending = _convert_queue(queue, pcm[7680:7900], 8000, 16000, 640, 1)
+    items = list(out)
+    # Each run doubles in length and is re-cut at 640 bytes; frames and markers keep their
+    # place; the partial chunk continues the last run and what is left is the new one.
+    assert items[10:12] == [stop, marker] and len(items) == 10 + 2 + 14
+    assert all(len(c) == 640 for c in items[:10] + items[12:]) and len(pending) == 440
+    audio = b"".join(c for c in items if type(c) is bytes) + pending
+    assert len(audio) == 2 * 7900 and abs(_peak_hz(audio, 16000) - 440.0) <= 5.0
+    # A run cut by a frame keeps its short last chunk (20 ms at 8 kHz → 1764 bytes at 44.1 kHz).
+    out, pending = _convert_queue(deque([pcm[:320], pcm[320:480], stop]), b"", 8000, 44100, 1764, 1)
+    assert [len(i) if type(i) is bytes else i for i in out] == [1764, 882, stop] and pending == b""
+
+
+async def _send_tone(peer: Peer, kind: int, hz: float, secs: float) -> None:
+    rate = AUDIO_RATES[kind]
+    pcm, size = tone(hz, secs, rate, amplitude=0.5), rate * 20 // 1000 * 2
+    for i in range(0, len(pcm), size):
+        await peer.send(kind, pcm[i : i + size])
+
+
+@pytest.mark.parametrize(("kind", "rate"), sorted(AUDIO_RATES.items()))
+async def test_each_rate_kind_is_echoed_in_its_own_kind(kind: int, rate: int) -> None:
+    # A 16 kHz pipeline; the server's default wire rate (8 kHz) holds only until the first audio.
+    async with server(audio_in_sample_rate=16000, audio_out_sample_rate=16000) as s:
+        peer = await s.connect()
+        await _send_tone(peer, kind, 1000.0, 0.6)
+        got = await peer.audio(12)
+        _twenty_ms(got, kind)
+        assert abs(_peak_hz(b"".join(p for _, p, _ in got[4:]), rate) - 1000.0) <= 15.0
+        peer.close()
+        await s.calls_ended()
+
+
+async def test_slin48_echo_comes_back_as_slin48_resampled_and_paced_in_real_time() -> None:
+    # Caller 48 kHz → 16 kHz pipeline in → echo → 24 kHz pipeline out → 48 kHz wire.
+    async with server(audio_in_sample_rate=16000, audio_out_sample_rate=24000) as s:
+        peer = await s.connect()
+        await _send_tone(peer, 0x16, 1000.0, 2.0)  # 100 messages, sent at once
+        first = await peer.audio(1)
+        t0 = first[0][2]
+        window = list(first)
+        while (msg := (await peer.audio(1))[0])[2] - t0 <= 1.0:
+            window.append(msg)
+        _twenty_ms(window, 0x16)
+        # One message per 20 ms plus the two-chunk send-ahead: 52 in the first second.
+        assert 47 <= len(window) <= 54, len(window)
+        assert abs(_peak_hz(b"".join(p for _, p, _ in window[5:]), 48000) - 1000.0) <= 5.0
+        peer.close()
+        await s.calls_ended()
+
+
+async def test_before_the_first_caller_audio_bot_audio_uses_the_default_rate() -> None:
+    for default, kind in ((8000, 0x10), (24000, 0x13)):
+        async with server(app=lambda call: [Keys()], sample_rate=default) as s:
+            peer = await s.connect()
+            await peer.send(0x03, b"3")  # 0.1 s of 1 kHz, before any caller audio
+            before = await peer.audio(4)
+            _twenty_ms(before, kind)
+            assert abs(_peak_hz(b"".join(p for _, p, _ in before), default) - 1000.0) <= 40.0
+            await peer.send(0x12, bytes(640))  # the caller's first audio: slin16
+            await peer.send(0x03, b"3")
+            after = await peer.audio(4)
+            _twenty_ms(after, 0x12)
+            assert abs(_peak_hz(b"".join(p for _, p, _ in after), 16000) - 1000.0) <= 40.0
+            peer.close()
+            await s.calls_ended()
+
+
+async def test_a_kind_switch_mid_call_is_logged_once_and_followed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with server(audio_in_sample_rate=16000, audio_out_sample_rate=24000) as s:
+        peer = await s.connect()
+        with caplog.at_level(logging.INFO, logger="flowcat.transports.audiosocket"):
+            await _send_tone(peer, 0x12, 1000.0, 0.5)
+            assert {(k, len(p)) for k, p, _ in await peer.audio(8)} == {(0x12, 640)}
+            await _send_tone(peer, 0x13, 1500.0, 1.0)  # the channel's format changes to slin24
+            got = await peer.audio(60)
+        kinds = [k for k, _, _ in got]
+        switch = kinds.index(0x13)
+        assert set(kinds[:switch]) <= {0x12} and set(kinds[switch:]) == {0x13}  # no way back
+        _twenty_ms(got[switch:], 0x13)
+        assert abs(_peak_hz(b"".join(p for _, p, _ in got[-15:]), 24000) - 1500.0) <= 20.0
+        assert caplog.text.count("caller audio changed") == 1
+        assert "from kind 0x12 (16000 Hz) to 0x13 (24000 Hz); bot audio follows at 24000 Hz" in caplog.text
+        peer.close()
+        await s.calls_ended()
+
+
+async def test_bot_audio_queued_at_the_default_rate_is_resampled_when_the_caller_shows_its_rate() -> None:
+    async with server(app=lambda call: [Keys()]) as s:
+        peer = await s.connect()
+        await peer.send(0x03, b"9")  # 0.4 s of 440 Hz queued at the default 8 kHz, then the end
+        head = await peer.audio(3)
+        await peer.send(0x12, bytes(640))  # the caller's first audio: slin16
+        msgs = await peer.until_eof()
+        assert msgs[-1][:2] == (0x00, b"")
+        got = head + msgs[:-1]
+        kinds = [k for k, _, _ in got]
+        switch = kinds.index(0x12)
+        assert set(kinds[:switch]) == {0x10} and set(kinds[switch:]) == {0x12}
+        assert len(kinds) - switch >= 5
+        # All of the 0.4 s went out, part at 8 kHz and the rest converted to 16 kHz.
+        secs = sum(len(p) / (2 * AUDIO_RATES[k]) for k, p, _ in got)
+        assert abs(secs - 0.4) <= 0.03, secs
+        _twenty_ms(got[switch:], 0x12)
+        assert abs(_peak_hz(b"".join(p for k, p, _ in got if k == 0x12), 16000) - 440.0) <= 20.0
+        await s.calls_ended()
+
+
+async def test_out_rate_forces_the_wire_rate_whatever_the_caller_sends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with server(out_rate=16000) as s:
+        peer = await s.connect()
+        with caplog.at_level(logging.INFO, logger="flowcat.transports.audiosocket"):
+            await _send_tone(peer, 0x10, 1000.0, 0.4)
+            first = await peer.audio(6)
+            await _send_tone(peer, 0x16, 1000.0, 0.6)
+            later = await peer.audio(20)
+        _twenty_ms(first, 0x12)
+        _twenty_ms(later, 0x12)
+        assert abs(_peak_hz(b"".join(p for _, p, _ in later[-10:]), 16000) - 1000.0) <= 20.0
+        assert "to 0x16 (48000 Hz); bot audio stays at out_rate 16000 Hz" in caplog.text
+        peer.close()
         await s.calls_ended()

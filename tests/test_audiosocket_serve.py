@@ -1,8 +1,9 @@
 """``flowcat serve --audiosocket-port``: a worker in a subprocess takes AudioSocket calls over TCP.
 
 The same worker serves its WebSocket app on ``--port`` (health shows the shared
-admission counters), echoes AudioSocket audio through the default app, refuses a
-call past ``--capacity`` with a hang-up, and drains on SIGTERM.
+admission counters), echoes AudioSocket audio through the default app (in the kind
+the caller's audio arrives in), refuses a call past ``--capacity`` with a hang-up,
+and drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 import pytest
 
+from flowcat.audio import tone
 from flowcat.transports._audiosocket_protocol import encode_message
 
 workers = pytest.importorskip("test_server_workers")
@@ -80,6 +83,15 @@ def test_serve_takes_audiosocket_calls_under_the_workers_capacity(
         writer.write(encode_message(0x10, chunk[::-1]))
         await writer.drain()
         assert await _next(reader) == (0x10, chunk[::-1])
+        # The caller's audio turns slin16 (kind 0x12): the echo follows it, 640 bytes per 20 ms.
+        pcm = tone(1000.0, 0.6, 16000, amplitude=0.5)
+        writer.write(b"".join(encode_message(0x12, pcm[i : i + 640]) for i in range(0, len(pcm), 640)))
+        await writer.drain()
+        got = [await _next(reader) for _ in range(12)]
+        assert {m[0] for m in got if m is not None} == {0x12} and None not in got
+        assert sum(len(m[1]) == 640 for m in got if m is not None) >= 10
+        x = np.frombuffer(b"".join(m[1] for m in got[4:] if m is not None), dtype="<i2")
+        assert abs(float(np.argmax(np.abs(np.fft.rfft(x)))) * 16000 / len(x) - 1000.0) <= 25.0
         writer.write(encode_message(0x00))  # the caller hangs up: the call ends, the socket closes
         await writer.drain()
         assert await _next(reader) is None
