@@ -27,7 +27,6 @@ from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, serve_audiosocket
 from flowcat.server._app import drain_state
 from flowcat.transports import AudioSocketParams, AudioSocketParser
-from flowcat.transports._audiosocket import _convert_queue
 from flowcat.transports._audiosocket_protocol import (
     AUDIO_RATES,
     HANGUP,
@@ -35,6 +34,7 @@ from flowcat.transports._audiosocket_protocol import (
     describe_error,
     encode_message,
 )
+from flowcat.transports._requeue import requeue
 from test_transport_support import StartFlag
 
 CALL_UUID = uuid.UUID("40325ec2-5efd-4bd3-805f-53576e581d13")
@@ -522,7 +522,7 @@ def test_queued_bot_audio_is_converted_around_the_frames_in_the_queue() -> None:
     stop, marker = TTSStoppedFrame(), object()
     queue = deque([pcm[i : i + 320] for i in range(0, 3200, 320)] + [stop, marker])
     queue.extend(pcm[i : i + 320] for i in range(3200, 7680, 320))
-    out, pending = _convert_queue(queue, pcm[7680:7900], 8000, 16000, 640, 1)
+    out, pending = requeue(queue, pcm[7680:7900], 8000, 16000, 640, 1)
     items = list(out)
     # Each run doubles in length and is re-cut at 640 bytes; frames and markers keep their
     # place; the partial chunk continues the last run and what is left is the new one.
@@ -531,7 +531,7 @@ def test_queued_bot_audio_is_converted_around_the_frames_in_the_queue() -> None:
     audio = b"".join(c for c in items if type(c) is bytes) + pending
     assert len(audio) == 2 * 7900 and abs(_peak_hz(audio, 16000) - 440.0) <= 5.0
     # A run cut by a frame keeps its short last chunk (20 ms at 8 kHz → 1764 bytes at 44.1 kHz).
-    out, pending = _convert_queue(deque([pcm[:320], pcm[320:480], stop]), b"", 8000, 44100, 1764, 1)
+    out, pending = requeue(deque([pcm[:320], pcm[320:480], stop]), b"", 8000, 44100, 1764, 1)
     assert [len(i) if type(i) is bytes else i for i in out] == [1764, 882, stop] and pending == b""
 
 

@@ -102,3 +102,41 @@ def test_serve_takes_audiosocket_calls_under_the_workers_capacity(
     assert (h["active"], h["accepted"], h["rejected"]) == (0, 1, 1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
+
+
+def test_serve_audiosocket_rate_forces_the_bot_audio_kind(stop_after: list[subprocess.Popen[bytes]]) -> None:
+    port, as_port = workers._port(), workers._port()
+    proc = workers._serve(
+        port, "--workers", "1", "--audiosocket-port", str(as_port), "--audiosocket-rate", "16000"
+    )
+    stop_after.append(proc)
+    workers._wait_up(port, proc)
+
+    async def call() -> None:
+        reader, writer = await _connect(as_port)
+        pcm = tone(1000.0, 1.0, 8000, amplitude=0.5)  # slin 8 kHz in (kind 0x10), paced like a caller
+        writer.write(encode_message(0x01, uuid.uuid4().bytes))
+
+        async def speak() -> None:
+            for k in range(0, len(pcm), 320):
+                writer.write(encode_message(0x10, pcm[k : k + 320]))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+        speaker = asyncio.ensure_future(speak())
+        got = [await _next(reader) for _ in range(12)]
+        # ... slin16 (kind 0x12, 640 bytes per 20 ms) out, the 1 kHz tone intact.
+        assert None not in got and {m[0] for m in got if m is not None} == {0x12}
+        assert sum(len(m[1]) == 640 for m in got if m is not None) >= 10
+        x = np.frombuffer(b"".join(m[1] for m in got[4:] if m is not None), dtype="<i2")
+        assert abs(float(np.argmax(np.abs(np.fft.rfft(x)))) * 16000 / len(x) - 1000.0) <= 25.0
+        await speaker
+        writer.write(encode_message(0x00))
+        await writer.drain()
+        while (m := await _next(reader)) is not None:  # the echo's tail, then the hang-up
+            assert m[0] == 0x12
+        writer.close()
+
+    asyncio.run(call())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0

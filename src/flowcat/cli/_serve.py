@@ -62,6 +62,13 @@ def register(sub: Any) -> None:
         default=None,
         help="also accept Asterisk AudioSocket calls (TCP) on this port (default: off)",
     )
+    p.add_argument(
+        "--audiosocket-rate",
+        type=int,
+        default=None,
+        help="AudioSocket bot audio at this rate (Hz) whatever the caller sends "
+        "(default: the rate of each caller's audio)",
+    )
     p.set_defaults(func=main)
 
 
@@ -92,5 +99,6 @@ def main(args: argparse.Namespace) -> int:
         engine=args.engine,
         http_port=args.http_port,
         audiosocket_port=args.audiosocket_port,
+        audiosocket_rate=args.audiosocket_rate,
     )
     return supervise(opts)

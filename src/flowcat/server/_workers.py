@@ -58,6 +58,8 @@ class ServeOptions:
     """Port of the aiohttp app with ``engine="picows"`` (default ``port + 1``)."""
     audiosocket_port: int | None = None
     """Also accept Asterisk AudioSocket calls (TCP) on this port; None: off."""
+    audiosocket_rate: int | None = None
+    """Force the AudioSocket bot-audio rate (Hz); None: follow each caller's audio kind."""
 
 
 def run_worker(opts: ServeOptions, worker_id: int = 0) -> int:
@@ -114,7 +116,12 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         from ._audiosocket_server import serve_audiosocket
 
         audiosocket = await serve_audiosocket(
-            opts.host, opts.audiosocket_port, state=state, reuse_port=True, backlog=4096
+            opts.host,
+            opts.audiosocket_port,
+            state=state,
+            out_rate=opts.audiosocket_rate,
+            reuse_port=True,
+            backlog=4096,
         )
         logger.warning(
             "worker %d (pid %d) accepting AudioSocket calls on %s:%d",

@@ -37,13 +37,10 @@ CancelFrame does the same at once.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..audio import StreamResampler
 from ..errors import ConfigError
 from ..frames import (
     CancelFrame,
@@ -149,26 +146,8 @@ class AudioSocketOutputTransport(BaseOutputTransport):
         follow ``rate``, audio already queued is resampled to it, and later bot
         audio is resampled from the pipeline rate straight to it.
         """
-        # NOTE: BaseOutputTransport fixes its rate in start() and has no public way
-        # to change it later, so this re-derives the start-time values itself.
-        self._params.audio_out_sample_rate = rate
-        old = self._rate
-        if not self._chunk_bytes or rate == old:
-            return  # not started yet (start() reads the parameter), or nothing to do
-        ch = self._channels
-        self._rate = rate
-        self._chunk_bytes = size = max(2, rate * self._params.audio_out_chunk_ms // 1000) * 2 * ch
-        self._inv_bps = 1.0 / (rate * 2 * ch)
-        self._silence = bytes(size)
-        rs = self._resampler
-        self._resampler = None  # rebuilt for the new output rate by the next frame
-        tail = rs.flush() if rs is not None else b""
-        self._queue, self._pending = _convert_queue(self._queue, self._pending + tail, old, rate, size, ch)
-        mixer = self._mixer
-        if mixer is not None and hasattr(mixer, "start"):
-            res = mixer.start(rate)
-            if inspect.iscoroutine(res):
-                drive(res, "mixer start")
+        self._params.audio_out_sample_rate = rate  # what wire_rate reports
+        self.set_sample_rate(rate)
 
     def write_audio(self, frame: OutputAudioRawFrame) -> None:
         self._transport._write_audio(frame.audio)
@@ -178,40 +157,6 @@ class AudioSocketOutputTransport(BaseOutputTransport):
 
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
         self._transport._listener.hang_up()
-
-
-def _convert_queue(
-    queue: deque[Any], pending: bytes, old: int, new: int, size: int, channels: int
-) -> tuple[deque[Any], bytes]:
-    """An output queue of ``old``-rate chunks, and the partial chunk after it, at ``new``.
-
-    Frames and markers keep their places. Each run of audio between them is
-    resampled as one stream and cut into ``size``-byte chunks; a run that ends
-    before a frame keeps its short last chunk, as the output's own flush does. The
-    partial chunk continues the last run; the remainder is the new partial chunk.
-    """
-    out: deque[Any] = deque()
-    run: list[bytes] = []
-
-    def convert(tail: bytes = b"") -> bytes:
-        data = b"".join(run) + tail
-        run.clear()
-        if not data:
-            return b""
-        rs = StreamResampler(old, new, channels)
-        data = rs.resample(data) + rs.flush()
-        n = len(data) // size
-        out.extend(data[i * size : (i + 1) * size] for i in range(n))
-        return data[n * size :]
-
-    for item in queue:
-        if type(item) is bytes:
-            run.append(item)
-            continue
-        if run and (rest := convert()):
-            out.append(rest)
-        out.append(item)
-    return out, convert(pending)
 
 
 class AudioSocketTransport(BaseTransport):

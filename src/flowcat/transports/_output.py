@@ -51,6 +51,7 @@ from ._clock import AudioClock
 from ._drive import drive
 from ._output_queue import _SILENCE, OutputQueue, OutputStats
 from ._params import TransportParams
+from ._requeue import requeue
 
 __all__ = ["BaseOutputTransport", "OutputStats"]
 
@@ -162,6 +163,35 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
                 await res
         if self._always:
             self._activate()
+
+    def set_sample_rate(self, rate: int) -> None:
+        """Send bot audio at ``rate`` Hz from now on (a wire format that changes mid-call).
+
+        Before the StartFrame this sets the rate the output starts at. After it, the
+        chunk size, pacing and silence follow ``rate``, audio already queued is
+        resampled to it (frames keep their places in the queue), and later bot audio
+        is resampled from its own rate straight to it. A mixer is restarted at it.
+        """
+        old = self._rate
+        if not self._chunk_bytes:
+            self._params.audio_out_sample_rate = rate  # start() reads it
+            return
+        if rate == old:
+            return
+        ch = self._channels
+        self._rate = rate
+        self._chunk_bytes = size = max(2, rate * self._params.audio_out_chunk_ms // 1000) * 2 * ch
+        self._inv_bps = 1.0 / (rate * 2 * ch)
+        self._silence = bytes(size)
+        rs = self._resampler
+        self._resampler = None  # rebuilt for the new rate by the next frame
+        tail = rs.flush() if rs is not None else b""
+        self._queue, self._pending = requeue(self._queue, self._pending + tail, old, rate, size, ch)
+        mixer = self._mixer
+        if mixer is not None and hasattr(mixer, "start"):
+            res = mixer.start(rate)
+            if inspect.iscoroutine(res):
+                drive(res, "mixer start")
 
     async def cancel(self, frame: CancelFrame) -> None:
         self._shutdown()
