@@ -245,3 +245,21 @@ def test_interruption_during_a_pump_delivers_queued_uninterruptible_frames_once(
         "EndFrame",
     ]
     assert texts(frames) == ["keep"]  # once; "dropped" was dropped by the interruption
+
+
+def test_the_echo_apps_differ_only_in_inline_hops() -> None:
+    from flowcat.server._apps import CallInfo, async_app, default_app
+
+    call = CallInfo(carrier="raw")
+    inline, plain = default_app(call), async_app(call)
+    assert all(type(p).inline_frames for p in inline)
+    assert all(type(p).inline_frames == () and type(p)._inline_table is None for p in plain)
+    assert [type(p).__mro__[1] for p in plain] == [type(p) for p in inline]  # same code otherwise
+
+    async def echo(procs: list[FrameProcessor]) -> list[F.Frame]:
+        _, frames = await _run(procs, [F.InputAudioRawFrame(b"\x01\x02" * 80, 8000), F.TextFrame("t")])
+        return frames
+
+    a, b = run_virtual(echo(inline)), run_virtual(echo(plain))
+    assert [type(f) for f in a] == [type(f) for f in b] == [F.OutputAudioRawFrame, F.TextFrame, F.EndFrame]
+    assert a[0].audio == b[0].audio == b"\x01\x02" * 80  # type: ignore[attr-defined]

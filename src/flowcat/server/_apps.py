@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
@@ -58,7 +58,7 @@ AppFactory = Callable[[CallInfo], "Sequence[FrameProcessor] | FrameProcessor"]
 class PassThrough(FrameProcessor):
     """Passes every frame on unchanged (inline: a plain call per frame, no coroutine)."""
 
-    inline_frames = (Frame,)
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = (Frame,)
 
     def process_inline(self, frame: Frame, direction: FrameDirection) -> Frame:
         return frame
@@ -74,7 +74,7 @@ class EchoProcessor(FrameProcessor):
     Inline: caller audio and every other non-lifecycle frame are handled without a
     coroutine (see :mod:`flowcat.runtime._inline`)."""
 
-    inline_frames = (Frame,)
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = (Frame,)
 
     def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
         if isinstance(frame, InputAudioRawFrame):
@@ -92,24 +92,16 @@ class EchoProcessor(FrameProcessor):
             await self.push_frame(frame, direction)
 
 
-class AsyncPassThrough(FrameProcessor):
-    """:class:`PassThrough` written the pipecat way: ``async process_frame`` only."""
+class AsyncPassThrough(PassThrough):
+    """:class:`PassThrough` the pipecat way: no inline frames, a coroutine per hop."""
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
+    inline_frames = ()
 
 
-class AsyncEcho(FrameProcessor):
-    """:class:`EchoProcessor` written the pipecat way: ``async process_frame`` only."""
+class AsyncEcho(EchoProcessor):
+    """:class:`EchoProcessor` the pipecat way: no inline frames, a coroutine per hop."""
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            out = OutputAudioRawFrame(frame.audio, frame.sample_rate, frame.num_channels)
-            await self.push_frame(out, DOWNSTREAM)
-        else:
-            await self.push_frame(frame, direction)
+    inline_frames = ()
 
 
 def default_app(call: CallInfo) -> list[FrameProcessor]:
