@@ -79,8 +79,7 @@ class _TaskSource(FrameProcessor):
             or task.has_event_handler("on_frame_reached_upstream")
         ):
             return NotImplemented
-        if task._is_activity(frame):
-            task._last_activity = task._loop.time()  # type: ignore[union-attr]
+        task._note_activity(frame)
         return None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -106,8 +105,7 @@ class _TaskSink(FrameProcessor):
             or task.has_event_handler("on_frame_reached_downstream")
         ):
             return NotImplemented
-        if task._is_activity(frame):
-            task._last_activity = task._loop.time()  # type: ignore[union-attr]
+        task._note_activity(frame)
         return None
 
     @property
@@ -353,8 +351,7 @@ class PipelineTask(TaskTimers):
     async def _on_downstream(self, frame: Frame) -> None:
         loop = self._loop
         assert loop is not None
-        if self._is_activity(frame):
-            self._last_activity = loop.time()
+        self._note_activity(frame)
         cls = frame.__class__
         if cls is HeartbeatFrame:
             now = loop.time()
@@ -393,8 +390,7 @@ class PipelineTask(TaskTimers):
     async def _on_upstream(self, frame: Frame) -> None:
         loop = self._loop
         assert loop is not None
-        if self._is_activity(frame):
-            self._last_activity = loop.time()
+        self._note_activity(frame)
         if isinstance(frame, ErrorFrame):
             self.stats.errors += 1
             await self._call_event_handler("on_pipeline_error", frame)

@@ -149,12 +149,14 @@ class TaskTimers(EventEmitter):
 
     # ------------------------------------------------- idle and heartbeats
 
-    def _is_activity(self, frame: Frame) -> bool:
+    def _note_activity(self, frame: Frame) -> None:
+        """A frame reached an end of the pipeline: an activity frame resets the idle clock."""
         cls = frame.__class__
         hit = self._idle_cache.get(cls)
         if hit is None:
             hit = self._idle_cache[cls] = issubclass(cls, self._idle_types)
-        return hit
+        if hit and self._loop is not None:
+            self._last_activity = self._loop.time()
 
     def _check_idle(self) -> None:
         loop = self._loop
