@@ -263,3 +263,53 @@ def test_the_echo_apps_differ_only_in_inline_hops() -> None:
     a, b = run_virtual(echo(inline)), run_virtual(echo(plain))
     assert [type(f) for f in a] == [type(f) for f in b] == [F.OutputAudioRawFrame, F.TextFrame, F.EndFrame]
     assert a[0].audio == b[0].audio == b"\x01\x02" * 80  # type: ignore[attr-defined]
+
+
+def test_kept_routes_follow_pauses_and_frame_classes() -> None:
+    """The route a pushing processor keeps is replaced when the frame class changes and
+    forgotten when a processor on it pauses or resumes: frames are held and delivered
+    in order exactly as without a kept route."""
+
+    class Log(FrameProcessor):
+        inline_frames = (F.Frame,)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def process_inline(self, frame: F.Frame, direction: FrameDirection) -> Any:
+            self.seen.append(getattr(frame, "text", type(frame).__name__))
+            return frame
+
+        async def process_frame(self, frame: F.Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)  # lifecycle frames only
+            await self.push_frame(frame, direction)
+
+    async def main() -> tuple[list[str], list[F.Frame]]:
+        first, log = Upper(), Log()
+        sink = CaptureProcessor(DOWN, ignore=[F.StartFrame])
+        task = PipelineTask(Pipeline([first, log, Tag(), sink]))
+        runner = asyncio.ensure_future(task.run())
+
+        async def send(frame: F.Frame) -> None:
+            await task.queue_frame(frame)
+            await asyncio.sleep(0.05)
+
+        await send(F.TextFrame("a"))
+        await send(F.InputAudioRawFrame(b"\x00\x01" * 80, 8000))  # another class: another route
+        await send(F.TextFrame("b"))
+        assert log.seen == ["A", "InputAudioRawFrame", "B"]
+        log.pause_processing_frames()
+        await send(F.TextFrame("c"))
+        await send(F.TextFrame("d"))
+        assert log.seen[3:] == [] and texts(sink.frames) == ["A!", "B!"]  # held at the paused hop
+        log.resume_processing_frames()
+        await send(F.TextFrame("e"))
+        await task.stop_when_done()
+        await asyncio.wait_for(runner, 10)
+        return log.seen, sink.frames
+
+    seen, frames = run_virtual(main())
+    assert seen == ["A", "InputAudioRawFrame", "B", "C", "D", "E"]
+    assert texts(frames) == ["A!", "B!", "C!", "D!", "E!"]
+    assert [type(f) for f in frames if not isinstance(f, F.TextFrame)] == [F.InputAudioRawFrame, F.EndFrame]

@@ -41,6 +41,8 @@ __all__ = ["CallTasks", "current_generation"]
 
 logger = logging.getLogger("flowcat.scheduler")
 
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
 _generation_var: contextvars.ContextVar[int] = contextvars.ContextVar("flowcat_generation", default=-1)
 
 
@@ -93,6 +95,14 @@ class CallTasks:
         self._data_slot = _Slot("data")
         self._current: _Slot | None = None
         self._tasks: dict[asyncio.Task[Any], tuple[int, bool]] = {}
+        self.routed: list[FrameProcessor] = []
+        """Processors holding inline routes (see :mod:`flowcat.runtime._inline`)."""
+
+    def forget_routes(self) -> None:
+        """Drop every kept inline route (a processor paused or resumed)."""
+        for proc in self.routed:
+            proc._route_cls = None
+        self.routed.clear()
 
     # ---------------------------------------------------------------- chains
 
@@ -100,20 +110,51 @@ class CallTasks:
         self, slot: _Slot, proc: FrameProcessor, frame: Frame, direction: FrameDirection, to_self: bool
     ) -> None:
         self._chains += 1
+        if to_self:
+            coro = proc._receive(frame, direction)
+        elif proc._plain_push:
+            # Inline processors take the frame right here; a coroutine is made
+            # only for the first one that is not inline (None: consumed inline).
+            prev = self._current
+            self._current = slot
+            self.executing = True
+            try:
+                inl = push_inline(proc, frame, direction)
+            except BaseException:
+                logger.exception("%s: chain for %s raised", self.name, frame)
+                return
+            finally:
+                self.executing = False
+                self._current = prev
+            if inl is None:
+                return
+            coro = inl
+        else:
+            coro = proc.push_frame(frame, direction)
+        self._step(slot, coro, frame)
+
+    def _start_inline(self, proc: FrameProcessor, frame: Frame) -> None:
+        """``_start`` of a system frame pushed downstream by ``proc`` when nothing runs
+        and its push is the plain one (the transport input's audio): no slot bookkeeping
+        unless a processor turns out not to be inline."""
+        self._chains += 1
+        self.executing = True
+        try:
+            coro = push_inline(proc, frame, DOWNSTREAM)
+        except BaseException:
+            logger.exception("%s: chain for %s raised", self.name, frame)
+            return
+        finally:
+            self.executing = False
+        if coro is not None:
+            self._step(self._sys_slot, coro, frame)
+
+    def _step(self, slot: _Slot, coro: Coroutine[Any, Any, None], frame: Frame) -> None:
+        """Run a new chain's coroutine in ``slot`` until it ends or first suspends."""
         prev = self._current
         self._current = slot
         self.executing = True
         try:
-            if to_self:
-                coro = proc._receive(frame, direction)
-            elif proc._plain_push:
-                # Inline processors take the frame right here; a coroutine is made
-                # only for the first one that is not inline (None: consumed inline).
-                coro = push_inline(proc, frame, direction)  # type: ignore[assignment]
-                if coro is None:
-                    return
-            else:
-                coro = proc.push_frame(frame, direction)
             slot.coro = coro
             slot.frame = frame
             yielded = coro.send(None)

@@ -77,7 +77,93 @@ def push_inline(
     Returns the coroutine that delivers it to the first processor that is not
     inline (or to an error handler), or None when the frame was consumed inline.
     Called by the scheduler at the root of a chain, inside the chain.
+
+    Downstream, the run of inline processors a frame class goes through from
+    ``proc`` is worked out once and kept in ``proc`` (for the class it pushed
+    last) until the call's scheduler forgets it (a processor paused or resumed).
     """
+    if direction is not DOWNSTREAM:
+        return _push_loop(proc, frame, direction)
+    cls = frame.__class__
+    if proc._route_cls is cls:
+        hops = proc._route_hops
+    else:
+        hops = _route(proc, cls)
+    for nxt in hops:
+        try:
+            out = nxt.process_inline(frame, direction)
+        except Exception as exc:
+            return nxt._on_exception(frame, exc)
+        if out is not frame:
+            if out is None:
+                return None
+            if out is NotImplemented:
+                return nxt._receive(frame, direction)
+            if out.__class__ is not cls and nxt._plain_push:
+                return push_inline(nxt, out, direction)  # another class: its own route
+            frame = out
+    tail = proc._route_tail
+    if tail is None:
+        return None
+    if tail.__class__ is _Own:  # the last hop is observed or overridden: its own push_frame goes on
+        return hops[-1].push_frame(frame, direction)
+    return tail._receive(frame, direction)
+
+
+class _Own:
+    """Route tail: the last hop's own ``push_frame`` passes the frame on."""
+
+    __slots__ = ()
+
+
+_OWN = _Own()
+
+
+def _route(proc: FrameProcessor, cls: type[Frame]) -> tuple[FrameProcessor, ...]:
+    """Work out (and keep in ``proc``) the route of ``cls`` downstream from ``proc``.
+
+    The hops (returned; ``proc._route_hops``) take the frame inline in turn; then
+    ``proc._route_tail`` says what follows: None (the end of the pipeline), the
+    first processor that is not inline for ``cls`` (or is paused), whose
+    ``_receive`` takes the frame, or ``_OWN``: the last hop is observed or
+    overridden and its own ``push_frame`` passes the frame on. One route is kept
+    per processor (the class it pushed last).
+    """
+    hops: list[FrameProcessor] = []
+    nxt = proc._down
+    tail: Any = None
+    while nxt is not None:
+        table = nxt._inline
+        if table is None or nxt._gate is not None:
+            tail = nxt
+            break
+        ok = table.get(cls)
+        if not ok and (ok is not None or not learn_inline(nxt, cls)):
+            tail = nxt
+            break
+        hops.append(nxt)
+        if not nxt._plain_push:
+            tail = _OWN
+            break
+        nxt = nxt._down
+    route = tuple(hops)
+    sched = proc._sched
+    if sched is not None:  # kept until the scheduler forgets routes
+        if proc._route_cls is None:
+            sched.routed.append(proc)
+        proc._route_cls = cls
+        proc._route_hops = route
+        proc._route_tail = tail
+    else:
+        proc._route_cls = None
+        proc._route_tail = tail
+    return route
+
+
+def _push_loop(
+    proc: FrameProcessor, frame: Frame, direction: FrameDirection
+) -> Coroutine[Any, Any, None] | None:
+    """:func:`push_inline` without a kept route (upstream)."""
     down = direction is DOWNSTREAM
     nxt = proc._down if down else proc._up
     cls = frame.__class__

@@ -138,6 +138,7 @@ def flatten_links(processors: Sequence[FrameProcessor]) -> None:
     for p in processors:
         p._down = _resolve_down(p._next)
         p._up = _resolve_up(p._prev)
+        p._route_cls = None
 
 
 def unflatten_links(processors: Sequence[FrameProcessor]) -> None:
@@ -145,3 +146,4 @@ def unflatten_links(processors: Sequence[FrameProcessor]) -> None:
     for p in processors:
         p._down = p._next
         p._up = p._prev
+        p._route_cls = None

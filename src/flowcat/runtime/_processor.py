@@ -83,6 +83,9 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         "_parent",
         "_prev",
         "_plain_push",
+        "_route_cls",
+        "_route_hops",
+        "_route_tail",
         "_sched",
         "_start_frame",
         "_started",
@@ -100,6 +103,11 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         # Whether push_frame is the plain one (no observer, no override): set by the
         # task; inline delivery then goes on past this processor without calling it.
         self._plain_push = False
+        # The downstream route through the inline processors after this one for the
+        # frame class it pushed last (see flowcat.runtime._inline).
+        self._route_cls: type[Frame] | None = None
+        self._route_hops: tuple[FrameProcessor, ...] = ()
+        self._route_tail: Any = None
         self._name = name or f"{type(self).__name__}#{self._id}"
         self._prev: FrameProcessor | None = None
         self._next: FrameProcessor | None = None
@@ -175,6 +183,8 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         """Make ``processor`` the downstream neighbour. Returns it, for chaining."""
         self._next = self._down = processor
         processor._prev = processor._up = self
+        if self._sched is not None:
+            self._sched.forget_routes()
         return processor
 
     def _attach(self, sched: CallScheduler | None) -> None:
@@ -344,13 +354,17 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         """Hold every non-system frame arriving here, in order, until resumed."""
         if self._gate is None:
             self._gate = deque()
+            if self._sched is not None:
+                self._sched.forget_routes()  # routes through here now stop here
 
     def resume_processing_frames(self) -> None:
         """Deliver the held frames, in arrival order, then resume normal flow."""
         held, self._gate = self._gate, None
+        sched = self._sched
+        if held is not None and sched is not None:
+            sched.forget_routes()
         if not held:
             return
-        sched = self._sched
         if sched is None:
             raise RuntimeError(f"{self._name}: resume_processing_frames() needs a running task")
         for frame, direction in held:

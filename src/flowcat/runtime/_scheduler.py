@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CallScheduler", "SchedulerStats", "current_generation"]
 
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
 
 @dataclass(slots=True)
 class SchedulerStats:
@@ -232,6 +234,24 @@ class CallScheduler(CallTasks):
             if n > self._stats.peak_data_lane:
                 self._stats.peak_data_lane = n
         if not self.executing:
+            self._pump()
+
+    def submit_input(self, proc: FrameProcessor, frame: Frame) -> None:
+        """``submit(proc, frame, DOWNSTREAM)`` for a system frame that is not one the
+        scheduler acts on (a transport input's audio), with the fast path first."""
+        if (
+            self.executing
+            or self._pumping
+            or self._held
+            or self._queued
+            or self._closed
+            or self._sys_slot.coro is not None
+            or not proc._plain_push
+        ):
+            self.submit(proc, frame, DOWNSTREAM)
+            return
+        self._start_inline(proc, frame)
+        if self._queued:
             self._pump()
 
     def _drop_oldest_audio(self) -> None:

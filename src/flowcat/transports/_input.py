@@ -169,7 +169,7 @@ class BaseInputTransport(FrameProcessor):
         if isinstance(frame, InputAudioRawFrame):
             if self._fast and frame.sample_rate == self._rate and frame.num_channels == self._channels:
                 self.audio_frames_in += 1
-                self._sched.submit(self, frame, DOWNSTREAM)  # type: ignore[union-attr]
+                self._sched.submit_input(self, frame)  # type: ignore[union-attr]
                 return
             if self._running and self._params.audio_in_enabled:
                 self.push_audio(frame.audio, frame.sample_rate)
