@@ -133,22 +133,6 @@ class CallTasks:
             coro = proc.push_frame(frame, direction)
         self._step(slot, coro, frame)
 
-    def _start_inline(self, proc: FrameProcessor, frame: Frame) -> None:
-        """``_start`` of a system frame pushed downstream by ``proc`` when nothing runs
-        and its push is the plain one (the transport input's audio): no slot bookkeeping
-        unless a processor turns out not to be inline."""
-        self._chains += 1
-        self.executing = True
-        try:
-            coro = push_inline(proc, frame, DOWNSTREAM)
-        except BaseException:
-            logger.exception("%s: chain for %s raised", self.name, frame)
-            return
-        finally:
-            self.executing = False
-        if coro is not None:
-            self._step(self._sys_slot, coro, frame)
-
     def _step(self, slot: _Slot, coro: Coroutine[Any, Any, None], frame: Frame) -> None:
         """Run a new chain's coroutine in ``slot`` until it ends or first suspends."""
         prev = self._current

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..frames import SYSTEM, CancelFrame, Frame, InputAudioRawFrame, InterruptionFrame, StartFrame
-from ._call_tasks import CallTasks, _generation_var, _Slot, current_generation
+from ._call_tasks import CallTasks, _generation_var, _Slot, current_generation, logger
 from ._direction import FrameDirection
+from ._inline import push_inline
 
 if TYPE_CHECKING:
     from ._processor import FrameProcessor
@@ -238,7 +239,10 @@ class CallScheduler(CallTasks):
 
     def submit_input(self, proc: FrameProcessor, frame: Frame) -> None:
         """``submit(proc, frame, DOWNSTREAM)`` for a system frame that is not one the
-        scheduler acts on (a transport input's audio), with the fast path first."""
+        scheduler acts on (a transport input's audio), with the fast path first:
+        nothing runs or waits and ``proc``'s push is the plain one, so the frame goes
+        through the inline processors at once, without slot bookkeeping unless one of
+        them is not inline."""
         if (
             self.executing
             or self._pumping
@@ -250,7 +254,17 @@ class CallScheduler(CallTasks):
         ):
             self.submit(proc, frame, DOWNSTREAM)
             return
-        self._start_inline(proc, frame)
+        self._chains += 1
+        self.executing = True
+        try:
+            coro = push_inline(proc, frame, DOWNSTREAM)
+        except BaseException:
+            logger.exception("%s: chain for %s raised", self.name, frame)
+            return
+        finally:
+            self.executing = False
+        if coro is not None:
+            self._step(self._sys_slot, coro, frame)
         if self._queued:
             self._pump()
 

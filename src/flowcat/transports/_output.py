@@ -76,7 +76,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         "_queue", "_paused", "_mixer", "_channels", "_loop", "_play_end", "_period", "_window",
         "_last_speaking", "_params", "_outbox", "_inv_bps", "_stats", "_last_sent",
         "_speaking", "_push_sent", "_write_chunk", "_n_chunks", "_n_bot_bytes", "_speaking_period",
-        "_stop_secs", "_always", "_steady",
+        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs",
     )
 
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
@@ -131,6 +131,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
     def peer_gone(self) -> None:
         """The peer went away: drop queued audio and stop pacing (frames still flow)."""
         self._discard_audio = True
+        self._direct = -1
         q = self._queue
         if q:
             kept = [i for i in q if isinstance(i, Frame)]
@@ -148,7 +149,9 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         self._rate = p.audio_out_sample_rate or frame.audio_out_sample_rate
         self._chunk_bytes = max(2, self._rate * p.audio_out_chunk_ms // 1000) * 2 * self._channels
         self._inv_bps = 1.0 / (self._rate * 2 * self._channels)
+        self._chunk_secs = self._chunk_bytes * self._inv_bps
         self._silence = bytes(self._chunk_bytes)
+        self._sync_direct()
         self._loop = asyncio.get_running_loop()
         self._clock = AudioClock.for_loop(self._period, self._loop)
         if self._write_chunk is None:
@@ -179,10 +182,13 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         if rate == old:
             return
         ch = self._channels
+        self._fold_direct()
         self._rate = rate
         self._chunk_bytes = size = max(2, rate * self._params.audio_out_chunk_ms // 1000) * 2 * ch
         self._inv_bps = 1.0 / (rate * 2 * ch)
+        self._chunk_secs = size * self._inv_bps
         self._silence = bytes(size)
+        self._sync_direct()
         rs = self._resampler
         self._resampler = None  # rebuilt for the new rate by the next frame
         tail = rs.flush() if rs is not None else b""
@@ -211,11 +217,8 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
     # Bot audio is queued inline (a plain call from the processor before, no coroutine).
     inline_frames = (OutputAudioRawFrame,)
 
-    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
-        if direction is DOWNSTREAM:
-            self._enqueue_audio(frame)  # type: ignore[arg-type]
-            return None
-        return NotImplemented
+    # Downstream bot audio: taken (None); upstream: NotImplemented (process_frame).
+    process_inline = OutputQueue._enqueue_audio  # type: ignore[assignment]
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
@@ -230,9 +233,11 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
             self._interrupt(frame)  # type: ignore[arg-type]
         elif cls is BotSpeechPauseFrame:
             self._paused = True
+            self._direct = -1
         elif cls is BotSpeechResumeFrame:
             if self._paused:
                 self._paused = False
+                self._sync_direct()
                 if self._queue or self._pending or self._speaking:
                     self._activate()
         elif isinstance(frame, EndFrame):
@@ -277,6 +282,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         if self._resampler is not None:
             self._resampler.reset()
         self._paused = False
+        self._sync_direct()
         self.write_frame(frame)
         self.stats.clears_sent += 1
         if self._loop is not None:
@@ -292,6 +298,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         if self._closed or self._ending is not None:
             return False
         self._ending = frame
+        self._direct = -1
         if not self._discard_audio:
             self._flush_partial()
             silence = self._params.audio_out_end_silence_secs
@@ -336,6 +343,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
 
     def _shutdown(self) -> None:
         self._closed = True
+        self._direct = -1
         self._queue.clear()
         self._pending = b""
         if self._end_timer is not None:

@@ -134,12 +134,39 @@ class OutputQueue:
         # The two counters every chunk bumps live in the output itself (see ``stats``).
         self._n_chunks = 0
         self._n_bot_bytes = 0
+        self._n_direct = 0  # whole chunks sent on arrival (folded into the two above by stats)
+        self._chunk_secs = 0.0  # the play time of a whole chunk
         self._speaking_period = params.bot_speaking_period_secs
         self._stop_secs = params.bot_stopped_speaking_secs
+        self._direct = -1
+        """The chunk size while a whole chunk may be sent on arrival (on the clock, not
+        paused, closing, ending or mixing), else -1: one read on the per-chunk path.
+        Kept by :meth:`_sync_direct` wherever one of those changes."""
+
+    def _fold_direct(self) -> None:
+        """Count the chunks sent on arrival into the totals (before the chunk size changes)."""
+        n = self._n_direct
+        if n:
+            self._n_direct = 0
+            self._n_chunks += n
+            self._n_bot_bytes += n * self._chunk_bytes
+
+    def _sync_direct(self) -> None:
+        self._direct = (
+            self._chunk_bytes
+            if self._active
+            and not self._closed
+            and not self._discard_audio
+            and self._ending is None
+            and not self._paused
+            and self._mixer is None
+            else -1
+        )
 
     @property
     def stats(self) -> OutputStats:
         """This output's counters (up to date when read)."""
+        self._fold_direct()
         st = self._stats
         st.chunks_sent = self._n_chunks
         st.bot_bytes_sent = self._n_bot_bytes
@@ -147,59 +174,64 @@ class OutputQueue:
 
     # -------------------------------------------------------------- queueing
 
-    def _enqueue_audio(self, frame: OutputAudioRawFrame) -> None:
+    def _enqueue_audio(self, frame: OutputAudioRawFrame, direction: FrameDirection = DOWNSTREAM) -> Any:
+        """Queue (or send at once) bot audio. Also the output's ``process_inline``:
+        returns None (taken), or NotImplemented for a frame going upstream."""
+        if direction is not DOWNSTREAM:
+            return NotImplemented
+        audio = frame.audio
+        if (
+            len(audio) == self._direct
+            and frame.sample_rate == self._rate
+            and not self._pending
+            and not self._queue
+            and frame.num_channels == self._channels
+        ):
+            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
+            # queued, the window open — send it now, as the frame it came in.
+            now = self._loop.time()  # type: ignore[union-attr]
+            start = self._play_end
+            ahead = start - now
+            # A steady real-time stream (3+ chunks in a row sent on arrival) may
+            # overshoot the window by one chunk: frames read in pairs off a busy
+            # socket would otherwise queue one chunk and lag it for the whole turn.
+            if ahead + self._period <= self._window or (self._steady >= 3 and ahead <= self._window):
+                self._steady += 1
+                # ``_send(audio, now, True, frame)``, inlined: this runs for
+                # every chunk of every call.
+                try:
+                    self._write_chunk(frame)  # type: ignore[misc]
+                except Exception:
+                    logger.exception("%s: write_audio failed", self)
+                if start < now:
+                    if now - start > self._slack and self._speaking and self._stretch < self._catch_up:
+                        self._late(now - start)
+                    start = now
+                self._play_end = start + self._chunk_secs
+                self._n_direct += 1
+                self._last_sent = now
+                # (The outbox is empty here: every path that fills it flushes it.)
+                if not self._speaking:
+                    self._speaking = True
+                    self._last_speaking = now
+                    self._broadcast(BotStartedSpeakingFrame)
+                elif now - self._last_speaking >= self._speaking_period:
+                    self._last_speaking = now
+                    self._broadcast(BotSpeakingFrame)
+                elif not self._push_sent:
+                    return None  # the common case: nothing to pass on
+                if self._push_sent:
+                    self._outbox.append((frame, DOWNSTREAM))
+                self._flush_outbox()
+                return None
+        self._queue_audio(frame)
+        return None
+
+    def _queue_audio(self, frame: OutputAudioRawFrame) -> None:
         if self._closed or self._discard_audio or self._ending is not None or not self._chunk_bytes:
             return
         audio = frame.audio
-        if frame.sample_rate == self._rate:
-            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
-            # queued, the window open — send it now, as the frame it came in.
-            if (
-                self._active
-                and len(audio) == self._chunk_bytes
-                and not self._pending
-                and not self._queue
-                and not self._paused
-                and self._mixer is None
-                and frame.num_channels == self._channels
-            ):
-                now = self._loop.time()  # type: ignore[union-attr]
-                start = self._play_end
-                ahead = start - now
-                # A steady real-time stream (3+ chunks in a row sent on arrival) may
-                # overshoot the window by one chunk: frames read in pairs off a busy
-                # socket would otherwise queue one chunk and lag it for the whole turn.
-                if ahead + self._period <= self._window or (self._steady >= 3 and ahead <= self._window):
-                    self._steady += 1
-                    # ``_send(audio, now, True, frame)``, inlined: this runs for
-                    # every chunk of every call.
-                    try:
-                        self._write_chunk(frame)  # type: ignore[misc]
-                    except Exception:
-                        logger.exception("%s: write_audio failed", self)
-                    if start < now:
-                        if self._speaking and now - start > self._slack and self._stretch < self._catch_up:
-                            self._late(now - start)
-                        start = now
-                    self._play_end = start + len(audio) * self._inv_bps
-                    self._n_chunks += 1
-                    self._n_bot_bytes += len(audio)
-                    self._last_sent = now
-                    # (The outbox is empty here: every path that fills it flushes it.)
-                    if not self._speaking:
-                        self._speaking = True
-                        self._last_speaking = now
-                        self._broadcast(BotStartedSpeakingFrame)
-                    elif now - self._last_speaking >= self._speaking_period:
-                        self._last_speaking = now
-                        self._broadcast(BotSpeakingFrame)
-                    elif not self._push_sent:
-                        return  # the common case: nothing to pass on
-                    if self._push_sent:
-                        self._outbox.append((frame, DOWNSTREAM))
-                    self._flush_outbox()
-                    return
-        else:
+        if frame.sample_rate != self._rate:
             rs = self._resampler
             if rs is None or rs.in_rate != frame.sample_rate:
                 rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
@@ -258,6 +290,7 @@ class OutputQueue:
                     self._clock.add(self)
             return
         self._active = True
+        self._sync_direct()
         self._clock.add(self)
         assert self._loop is not None
         self._loop.call_soon(self._kick)
@@ -288,6 +321,7 @@ class OutputQueue:
             return IDLE  # the common look at an idle client: still speaking, nothing to send
         if self._closed:
             self._active = False
+            self._direct = -1
             return False
         q = self._queue
         ahead = self._window
@@ -341,6 +375,7 @@ class OutputQueue:
         if self._speaking and not self._paused:
             return IDLE
         self._active = False
+        self._direct = -1
         return False
 
     def _send(self, chunk: bytes, now: float, bot: bool, frame: OutputAudioRawFrame | None = None) -> None:

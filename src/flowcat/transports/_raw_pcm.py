@@ -61,11 +61,14 @@ class RawPCMSerializer:
 
     def deserialize_now(self, data: str | bytes) -> Frame | None:
         """:meth:`deserialize` without a coroutine (synchronous fast path)."""
-        if not isinstance(data, bytes | bytearray):
-            raise ProtocolError("raw PCM: text message", data)
-        if len(data) % (2 * self.num_channels):
-            raise ProtocolError(f"raw PCM: {len(data)} bytes is not a whole number of samples", data)
-        if not data:
+        if data.__class__ is not bytes:
+            if not isinstance(data, bytes | bytearray):
+                raise ProtocolError("raw PCM: text message", data)
+            data = bytes(data)
+        n = len(data)
+        if n % (2 * self.num_channels):
+            raise ProtocolError(f"raw PCM: {n} bytes is not a whole number of samples", data)
+        if not n:
             return None
         # Positional: a keyword call to a class builds a kwargs dict per frame.
-        return InputAudioRawFrame(bytes(data), self.sample_rate or 16000, self.num_channels)
+        return InputAudioRawFrame(data, self.sample_rate or 16000, self.num_channels)  # type: ignore[arg-type]
