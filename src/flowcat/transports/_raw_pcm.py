@@ -71,4 +71,4 @@ class RawPCMSerializer:
         if not n:
             return None
         # Positional: a keyword call to a class builds a kwargs dict per frame.
-        return InputAudioRawFrame(data, self.sample_rate or 16000, self.num_channels)  # type: ignore[arg-type]
+        return InputAudioRawFrame(data, self.sample_rate or 16000, self.num_channels)
