@@ -85,29 +85,30 @@ def push_inline(
     if direction is not DOWNSTREAM:
         return _push_loop(proc, frame, direction)
     cls = frame.__class__
-    if proc._route_cls is cls:
-        hops = proc._route_hops
-    else:
-        hops = _route(proc, cls)
-    for nxt in hops:
-        try:
-            out = nxt.process_inline(frame, direction)
-        except Exception as exc:
-            return nxt._on_exception(frame, exc)
-        if out is not frame:
-            if out is None:
+    while True:
+        hops = proc._route_hops if proc._route_cls is cls else _route(proc, cls)
+        for nxt in hops:
+            try:
+                out = nxt.process_inline(frame, direction)
+            except Exception as exc:
+                return nxt._on_exception(frame, exc)
+            if out is not frame:
+                if out is None:
+                    return None
+                if out is NotImplemented:
+                    return nxt._receive(frame, direction)
+                frame = out
+                if out.__class__ is not cls and nxt._plain_push:
+                    break  # another class: go on along nxt's route for it
+        else:
+            tail = proc._route_tail
+            if tail is None:
                 return None
-            if out is NotImplemented:
-                return nxt._receive(frame, direction)
-            if out.__class__ is not cls and nxt._plain_push:
-                return push_inline(nxt, out, direction)  # another class: its own route
-            frame = out
-    tail = proc._route_tail
-    if tail is None:
-        return None
-    if tail.__class__ is _Own:  # the last hop is observed or overridden: its own push_frame goes on
-        return hops[-1].push_frame(frame, direction)
-    return tail._receive(frame, direction)
+            if tail.__class__ is _Own:  # the last hop is observed or overridden: its own push_frame
+                return hops[-1].push_frame(frame, direction)
+            return tail._receive(frame, direction)
+        proc = nxt
+        cls = frame.__class__
 
 
 class _Own:
