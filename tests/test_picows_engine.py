@@ -222,6 +222,40 @@ async def test_raw_call_echoes_bytes_through_the_pipeline_paced() -> None:
         assert e.state.admission.completed == 1 and e.state.finished_calls == 1
 
 
+async def test_raw_wire_rate_differs_from_the_output_rate_audio_is_resampled_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An output at 16 kHz on a raw 8 kHz wire: the writer's raw-bytes shortcut is only
+    for chunks at the wire rate; these go through the serializer's resampler."""
+    import numpy as np
+
+    from flowcat.runtime import PipelineParams
+    from flowcat.server import _app
+
+    monkeypatch.setattr(
+        _app,
+        "_params",
+        lambda cfg, i=None, o=None: PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=16000),
+    )
+    async with engine() as e:
+        ws = await e.ws_connect("/ws?sample_rate=8000")
+        await e.running()
+        sent = tone(440, 1.0, 8000)
+        for i in range(0, len(sent), 320):
+            await ws.send_bytes(sent[i : i + 320])
+        got = b""
+        while len(got) < 9600:  # 0.6 s: the two resamplers hold some back
+            msg = await asyncio.wait_for(ws.receive(), 3.0)
+            assert msg.type == aiohttp.WSMsgType.BINARY
+            got += msg.data
+        x = np.frombuffer(got, dtype="<i2").astype(np.float64)[800:]
+        spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        peak = float(np.fft.rfftfreq(len(x), 1 / 8000)[int(np.argmax(spec))])
+        # 16 kHz bytes played at 8 kHz would peak at 220 Hz.
+        assert abs(peak - 440) < 15 and np.sqrt(np.mean(x**2)) > 0.25 * 32767 * 0.5
+        await ws.close()
+
+
 async def test_audio_sent_right_after_the_upgrade_is_echoed() -> None:
     async with engine() as e:
         ws = await e.ws_connect("/ws?sample_rate=8000")

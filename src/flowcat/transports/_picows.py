@@ -297,12 +297,13 @@ class PicowsTransport(WebsocketTransport):
         name: Name for logs.
     """
 
-    __slots__ = ("_listener",)
+    __slots__ = ("_listener", "_pcm_rate")
 
     def __init__(
         self, listener: PicowsListener, params: WebsocketParams | None = None, *, name: str | None = None
     ) -> None:
         self._listener = listener
+        self._pcm_rate = 0
         super().__init__(listener.ws, params, name=name)
 
     @property
@@ -329,7 +330,31 @@ class PicowsTransport(WebsocketTransport):
         function object to the memory every chunk touches)."""
         if self._ser_audio is None or self._ws is None:
             return super()._audio_writer()
+        rate = getattr(self._serializer, "passthrough_rate", None)
+        if rate:
+            self._pcm_rate = rate
+            return self._write_pcm_now
         return self._write_audio_now
+
+    def _write_pcm_now(self, frame: Any) -> None:
+        """:meth:`_write_audio_now` for a serializer that sends audio at ``passthrough_rate``
+        as the frame's own bytes (raw PCM): no serializer call per chunk."""
+        if frame.sample_rate != self._pcm_rate:
+            self._write_audio_now(frame)
+            return
+        ws = self._ws
+        if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+            return
+        lis = self._listener
+        if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
+            lis.audio_dropped += 1
+            return
+        try:
+            self.messages_out += 1
+            ws.send(_BINARY, frame.audio)
+        except Exception as exc:
+            logger.debug("%s: send failed: %r", self.name, exc)
+            self._output.peer_gone()
 
     def _write_audio_now(self, frame: Any) -> None:
         ws = self._ws

@@ -30,6 +30,12 @@ class RawPCMSerializer:
         self.num_channels = num_channels
         self._out: StreamResampler | None = None
 
+    @property
+    def passthrough_rate(self) -> int | None:
+        """The rate at which :meth:`serialize_audio` sends a frame's own bytes (the wire
+        rate; None until known): a transport may then write them without the call."""
+        return self.sample_rate
+
     async def setup(self, frame: StartFrame) -> None:
         """Adopt the StartFrame's input rate when no rate was given."""
         if self.sample_rate is None:
