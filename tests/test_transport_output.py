@@ -400,6 +400,14 @@ def test_a_steady_stream_read_three_frames_at_a_time_does_not_lag() -> None:
     assert _lags(0, gaps) == [0] * len(gaps)
 
 
+def test_a_stream_that_starts_with_a_burst_stops_lagging_once_it_runs_in_real_time() -> None:
+    # Three frames fed at once when the call starts (read before the pipeline ran): the
+    # third waits for a tick. The stream then arrives in real time: after three such
+    # frames it counts as steady again and every chunk leaves the moment it arrives,
+    # instead of each waiting for the next tick for the rest of the turn.
+    assert _lags(4, [0.0] * 3 + [0.02] * 12) == [0, 0, 20, 20, 20, 20] + [0] * 9
+
+
 def test_a_tts_burst_does_not_get_the_steady_stream_tolerance() -> None:
     # Six one-chunk frames at once at the start of a turn: two go, then one per tick.
     assert _lags(4, [0.0] * 6) == [0, 0, 20, 40, 60, 80]

@@ -76,7 +76,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         "_queue", "_paused", "_mixer", "_channels", "_loop", "_play_end", "_period", "_window",
         "_last_speaking", "_params", "_outbox", "_inv_bps", "_stats", "_last_sent",
         "_speaking", "_push_sent", "_write_chunk", "_n_chunks", "_n_bot_bytes", "_speaking_period",
-        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs",
+        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs", "_last_in",
     )
 
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:

@@ -108,7 +108,10 @@ class OutputQueue:
         self._catch_up = max(0, params.audio_out_catch_up_chunks) * self._period
         self._stretch = 0.0
         self._steady = 0
-        """Chunks sent on arrival in a row (a steady real-time stream), see ``_enqueue_audio``."""
+        """Whole chunks in a row that came as a real-time stream does: each sent on
+        arrival, or queued but arriving at least the timer slack after the one before
+        (not part of a burst). See ``_enqueue_audio``."""
+        self._last_in = 0.0  # when the last whole chunk arrived
         self._window = self._ahead + self._slack
         """How far ahead of real time the peer's buffer may end: the send-ahead
         window, the timer slack and the catch-up stretch (see ``_send``)."""
@@ -192,11 +195,12 @@ class OutputQueue:
             now = self._loop.time()  # type: ignore[union-attr]
             start = self._play_end
             ahead = start - now
-            # A steady real-time stream (3+ chunks in a row sent on arrival) may
+            # A steady real-time stream (3+ chunks in a row, see ``_steady``) may
             # overshoot the window by one chunk: frames read in pairs off a busy
             # socket would otherwise queue one chunk and lag it for the whole turn.
             if ahead + self._period <= self._window or (self._steady >= 3 and ahead <= self._window):
                 self._steady += 1
+                self._last_in = now
                 # ``_send(audio, now, True, frame)``, inlined: this runs for
                 # every chunk of every call.
                 try:
@@ -236,7 +240,15 @@ class OutputQueue:
             if rs is None or rs.in_rate != frame.sample_rate:
                 rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
             audio = rs.resample(audio)
-        self._steady = 0
+        if len(audio) == self._chunk_bytes and not self._pending:
+            # A whole chunk queued: still a real-time stream if it did not come in a
+            # burst (so that a stream queued once, e.g. behind frames fed together at
+            # the start, goes back to sending on arrival instead of lagging a tick).
+            now = self._loop.time()  # type: ignore[union-attr]
+            self._steady = self._steady + 1 if now - self._last_in > self._slack else 0
+            self._last_in = now
+        else:
+            self._steady = 0
         if self._pending:
             audio = self._pending + audio
         size = self._chunk_bytes
