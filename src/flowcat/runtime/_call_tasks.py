@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PipelineTimeoutError
 from ..frames import Frame
 from ._direction import FrameDirection
-from ._inline import push_inline
+from ._inline import NO_ROUTE, push_inline
 
 if TYPE_CHECKING:
     from collections import deque
@@ -101,7 +101,7 @@ class CallTasks:
     def forget_routes(self) -> None:
         """Drop every kept inline route (a processor paused or resumed)."""
         for proc in self.routed:
-            proc._route_cls = None
+            proc._route = NO_ROUTE
         self.routed.clear()
 
     # ---------------------------------------------------------------- chains

@@ -43,7 +43,7 @@ from ._direction import FrameDirection
 if TYPE_CHECKING:
     from ._processor import FrameProcessor
 
-__all__ = ["LIFECYCLE_FRAMES", "learn_inline", "push_inline"]
+__all__ = ["LIFECYCLE_FRAMES", "NO_ROUTE", "learn_inline", "push_inline"]
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -86,26 +86,32 @@ def push_inline(
         return _push_loop(proc, frame, direction)
     cls = frame.__class__
     while True:
-        hops = proc._route_hops if proc._route_cls is cls else _route(proc, cls)
-        for nxt in hops:
+        route = proc._route
+        if route[0] is not cls:
+            route = _route(proc, cls)
+        fns = route[1]
+        # The hops' bound process_inline methods: no per-hop method lookup (a call
+        # site that sees a different processor class each hop defeats its cache).
+        for fn in fns:
             try:
-                out = nxt.process_inline(frame, direction)
+                out = fn(frame, direction)
             except Exception as exc:
-                return nxt._on_exception(frame, exc)
+                return fn.__self__._on_exception(frame, exc)
             if out is not frame:
                 if out is None:
                     return None
+                nxt = fn.__self__
                 if out is NotImplemented:
                     return nxt._receive(frame, direction)
                 frame = out
                 if out.__class__ is not cls and nxt._plain_push:
                     break  # another class: go on along nxt's route for it
         else:
-            tail = proc._route_tail
+            tail = route[2]
             if tail is None:
                 return None
             if tail.__class__ is _Own:  # the last hop is observed or overridden: its own push_frame
-                return hops[-1].push_frame(frame, direction)
+                return fns[-1].__self__.push_frame(frame, direction)
             return tail._receive(frame, direction)
         proc = nxt
         cls = frame.__class__
@@ -119,18 +125,23 @@ class _Own:
 
 _OWN = _Own()
 
+Route = tuple[Any, tuple[Any, ...], Any]
+"""(frame class, the hops' bound ``process_inline`` methods, tail): see :func:`_route`."""
 
-def _route(proc: FrameProcessor, cls: type[Frame]) -> tuple[FrameProcessor, ...]:
-    """Work out (and keep in ``proc``) the route of ``cls`` downstream from ``proc``.
+NO_ROUTE: Route = (None, (), None)
+"""A processor's route before it pushed anything (or once forgotten)."""
 
-    The hops (returned; ``proc._route_hops``) take the frame inline in turn; then
-    ``proc._route_tail`` says what follows: None (the end of the pipeline), the
-    first processor that is not inline for ``cls`` (or is paused), whose
-    ``_receive`` takes the frame, or ``_OWN``: the last hop is observed or
-    overridden and its own ``push_frame`` passes the frame on. One route is kept
-    per processor (the class it pushed last).
+
+def _route(proc: FrameProcessor, cls: type[Frame]) -> Route:
+    """Work out (and keep in ``proc._route``) the route of ``cls`` downstream from ``proc``.
+
+    The hops take the frame inline in turn; then the tail says what follows:
+    None (the end of the pipeline), the first processor that is not inline for
+    ``cls`` (or is paused), whose ``_receive`` takes the frame, or ``_OWN``: the
+    last hop is observed or overridden and its own ``push_frame`` passes the frame
+    on. One route is kept per processor (for the class it pushed last).
     """
-    hops: list[FrameProcessor] = []
+    hops: list[Any] = []
     nxt = proc._down
     tail: Any = None
     while nxt is not None:
@@ -142,22 +153,17 @@ def _route(proc: FrameProcessor, cls: type[Frame]) -> tuple[FrameProcessor, ...]
         if not ok and (ok is not None or not learn_inline(nxt, cls)):
             tail = nxt
             break
-        hops.append(nxt)
+        hops.append(nxt.process_inline)
         if not nxt._plain_push:
             tail = _OWN
             break
         nxt = nxt._down
-    route = tuple(hops)
+    route = (cls, tuple(hops), tail)
     sched = proc._sched
     if sched is not None:  # kept until the scheduler forgets routes
-        if proc._route_cls is None:
+        if proc._route is NO_ROUTE:
             sched.routed.append(proc)
-        proc._route_cls = cls
-        proc._route_hops = route
-        proc._route_tail = tail
-    else:
-        proc._route_cls = None
-        proc._route_tail = tail
+        proc._route = route
     return route
 
 

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from ..frames import Frame
 from ._direction import FrameDirection
+from ._inline import NO_ROUTE
 from ._processor import FrameProcessor
 
 __all__ = ["Pipeline", "PipelineSink", "PipelineSource", "flatten_links", "unflatten_links"]
@@ -138,7 +139,7 @@ def flatten_links(processors: Sequence[FrameProcessor]) -> None:
     for p in processors:
         p._down = _resolve_down(p._next)
         p._up = _resolve_up(p._prev)
-        p._route_cls = None
+        p._route = NO_ROUTE
 
 
 def unflatten_links(processors: Sequence[FrameProcessor]) -> None:
@@ -146,4 +147,4 @@ def unflatten_links(processors: Sequence[FrameProcessor]) -> None:
     for p in processors:
         p._down = p._next
         p._up = p._prev
-        p._route_cls = None
+        p._route = NO_ROUTE

@@ -42,7 +42,7 @@ from ..frames import (
 from ._code import clone_function, clone_of
 from ._direction import FrameDirection
 from ._events import EventEmitter
-from ._inline import LIFECYCLE_FRAMES, learn_inline
+from ._inline import LIFECYCLE_FRAMES, NO_ROUTE, Route, learn_inline
 from ._metrics import ProcessorMetrics
 from ._processor_tasks import ProcessorTasks
 
@@ -83,9 +83,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         "_parent",
         "_prev",
         "_plain_push",
-        "_route_cls",
-        "_route_hops",
-        "_route_tail",
+        "_route",
         "_sched",
         "_start_frame",
         "_started",
@@ -105,9 +103,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         self._plain_push = False
         # The downstream route through the inline processors after this one for the
         # frame class it pushed last (see flowcat.runtime._inline).
-        self._route_cls: type[Frame] | None = None
-        self._route_hops: tuple[FrameProcessor, ...] = ()
-        self._route_tail: Any = None
+        self._route: Route = NO_ROUTE
         self._name = name or f"{type(self).__name__}#{self._id}"
         self._prev: FrameProcessor | None = None
         self._next: FrameProcessor | None = None
