@@ -342,9 +342,10 @@ class PicowsTransport(WebsocketTransport):
         if frame.sample_rate != self._pcm_rate:
             self._write_audio_now(frame)
             return
-        ws = self._ws
-        if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+        if self._closing:
             return
+        # (picows itself ignores sends once the socket is gone or its CLOSE was sent.)
+        ws = self._ws
         lis = self._listener
         if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
             lis.audio_dropped += 1
@@ -357,9 +358,10 @@ class PicowsTransport(WebsocketTransport):
             self._output.peer_gone()
 
     def _write_audio_now(self, frame: Any) -> None:
-        ws = self._ws
-        if self._closing or ws.is_disconnected or ws.is_close_frame_sent:
+        if self._closing:
             return
+        # (picows itself ignores sends once the socket is gone or its CLOSE was sent.)
+        ws = self._ws
         lis = self._listener
         if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
             lis.audio_dropped += 1
