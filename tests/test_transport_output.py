@@ -408,6 +408,16 @@ def test_a_stream_that_starts_with_a_burst_stops_lagging_once_it_runs_in_real_ti
     assert _lags(4, [0.0] * 3 + [0.02] * 12) == [0, 0, 20, 20, 20, 20] + [0] * 9
 
 
+def test_a_real_time_stream_with_a_backlog_from_its_start_catches_up() -> None:
+    # Five frames at once when the call starts, then real time: three go out, two wait.
+    # The stream comes no faster than it plays, so that backlog would never drain; once
+    # the stream is steady the window takes it (as after a stall) and the lag goes away.
+    lags = _lags(4, [0.0] * 5 + [0.02] * 14)
+    assert lags[:5] == [0, 0, 20, 40, 60] and lags[10:] == [0] * 9
+    # Without catch-up the window stays put and the backlog stays for the turn.
+    assert _lags(0, [0.0] * 5 + [0.02] * 14)[5:] == [60] * 14
+
+
 def test_a_tts_burst_does_not_get_the_steady_stream_tolerance() -> None:
     # Six one-chunk frames at once at the start of a turn: two go, then one per tick.
     assert _lags(4, [0.0] * 6) == [0, 0, 20, 40, 60, 80]

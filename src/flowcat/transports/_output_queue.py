@@ -245,7 +245,15 @@ class OutputQueue:
             # burst (so that a stream queued once, e.g. behind frames fed together at
             # the start, goes back to sending on arrival instead of lagging a tick).
             now = self._loop.time()  # type: ignore[union-attr]
-            self._steady = self._steady + 1 if now - self._last_in > self._slack else 0
+            if now - self._last_in > self._slack:
+                self._steady += 1
+                if self._steady > 3 and self._queue and self._speaking and self._stretch < self._catch_up:
+                    # A real-time stream with chunks still queued before this one: that
+                    # backlog is lag the stream can never make up by itself (it comes no
+                    # faster than it plays), like a late burst's. Let the window take it.
+                    self._late(self._period)
+            else:
+                self._steady = 0
             self._last_in = now
         else:
             self._steady = 0
