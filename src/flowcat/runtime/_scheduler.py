@@ -260,7 +260,7 @@ class CallScheduler(CallTasks):
             coro = push_inline(proc, frame, DOWNSTREAM)
         except BaseException:
             logger.exception("%s: chain for %s raised", self.name, frame)
-            return
+            coro = None
         finally:
             self.executing = False
         if coro is not None:
