@@ -155,7 +155,8 @@ def render_section(rows: list[dict[str, Any]], args: argparse.Namespace, png: Pa
         "`AudioClock` with a 2-chunk send-ahead window; an echoed chunk that arrives on time is written "
         "at once as the frame it came in, and after a stall the window may grow by up to 4 chunks "
         "(`audio_out_catch_up_chunks`) so a late burst goes out at once; a steady stream may overshoot "
-        "the window by one chunk. A burst beyond that waits for "
+        "the window by one chunk, and one with a backlog (frames fed in a burst at its start) lets the "
+        "window grow the same way until the backlog is sent. A burst beyond that waits for "
         "the clock, which is what rows near saturation show before the CPU runs out. The floor and "
         "pipecat send echoes immediately. The analysis of a run is in the next section, written by hand.",
     ]
