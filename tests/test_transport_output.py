@@ -438,3 +438,26 @@ def test_catch_up_does_not_widen_the_window_at_the_start_of_speech() -> None:
         assert [round((t - t0) * 1000) for t, _ in sends] == [0, 0, 20, 40, 60, 80]
 
     run_virtual(main())
+
+
+def test_stats_count_every_chunk_sent_on_arrival_and_queued_across_a_rate_change() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        async with Harness([out]) as h:
+            for seed in (1, 2, 3):  # real time: each chunk written as it arrives
+                await h.task.queue_frame(_audio(1, seed=seed))
+                await asyncio.sleep(0.02)
+            await h.task.queue_frame(_audio(4, seed=4))  # a burst: partly queued
+            await asyncio.sleep(0.2)
+            out.set_sample_rate(RATE // 2)  # the wire changes rate mid-call
+            for seed in (5, 6):
+                await h.task.queue_frame(_audio(1, seed=seed, rate=RATE // 2))
+                await asyncio.sleep(0.02)
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sent = out.audio()
+        assert [len(p) for _, p in sent] == [CHUNK] * 7 + [CHUNK // 2] * 2
+        assert out.stats.chunks_sent == len(sent)
+        assert out.stats.bot_bytes_sent == sum(len(p) for _, p in sent)
+
+    run_virtual(main())
