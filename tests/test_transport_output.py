@@ -156,6 +156,35 @@ def test_pause_holds_and_resume_continues_same_bytes() -> None:
     run_virtual(main())
 
 
+def test_pause_holds_a_real_time_stream_that_was_being_sent_on_arrival() -> None:
+    # Chunks arriving in real time are written as they arrive (no queue); a pause must
+    # stop that path too, and the resume sends the held chunks in order.
+    async def main() -> None:
+        out = RecordingOutput()
+        loop = asyncio.get_running_loop()
+        async with Harness([out]) as h:
+            for seed in (1, 2, 3, 4):
+                await h.task.queue_frame(_audio(1, seed=seed))
+                await asyncio.sleep(0.02)
+            assert len(out.audio()) == 4 and not out.queued_bytes  # none of them waited
+            await h.task.queue_frame(BotSpeechPauseFrame())
+            t_pause = loop.time()
+            for seed in (5, 6, 7):
+                await h.task.queue_frame(_audio(1, seed=seed))
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            assert len(out.audio()) == 4  # held while paused
+            await h.task.queue_frame(BotSpeechResumeFrame())
+            t_resume = loop.time()
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        sends = out.audio()
+        assert not [t for t, _ in sends if t_pause < t < t_resume]
+        assert b"".join(p for _, p in sends) == b"".join(_audio(1, seed=i).audio for i in range(1, 8))
+
+    run_virtual(main())
+
+
 def test_continuous_output_sends_silence_while_paused() -> None:
     async def main() -> None:
         out = RecordingOutput(TransportParams(audio_out_sample_rate=RATE, audio_out_continuous=True))
