@@ -330,32 +330,10 @@ class PicowsTransport(WebsocketTransport):
         function object to the memory every chunk touches)."""
         if self._ser_audio is None or self._ws is None:
             return super()._audio_writer()
-        rate = getattr(self._serializer, "passthrough_rate", None)
-        if rate:
-            self._pcm_rate = rate
-            return self._write_pcm_now
+        # A serializer that sends audio at ``passthrough_rate`` as the frame's own bytes
+        # (raw PCM): chunks at that rate are written without a serializer call.
+        self._pcm_rate = getattr(self._serializer, "passthrough_rate", None) or 0
         return self._write_audio_now
-
-    def _write_pcm_now(self, frame: Any) -> None:
-        """:meth:`_write_audio_now` for a serializer that sends audio at ``passthrough_rate``
-        as the frame's own bytes (raw PCM): no serializer call per chunk."""
-        if frame.sample_rate != self._pcm_rate:
-            self._write_audio_now(frame)
-            return
-        if self._closing:
-            return
-        # (picows itself ignores sends once the socket is gone or its CLOSE was sent.)
-        ws = self._ws
-        lis = self._listener
-        if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
-            lis.audio_dropped += 1
-            return
-        try:
-            self.messages_out += 1
-            ws.send(_BINARY, frame.audio)
-        except Exception as exc:
-            logger.debug("%s: send failed: %r", self.name, exc)
-            self._output.peer_gone()
 
     def _write_audio_now(self, frame: Any) -> None:
         if self._closing:
@@ -367,6 +345,10 @@ class PicowsTransport(WebsocketTransport):
             lis.audio_dropped += 1
             return
         try:
+            if frame.sample_rate == self._pcm_rate:
+                self.messages_out += 1
+                ws.send(_BINARY, frame.audio)
+                return
             out = self._serializer.serialize_audio(frame)
             if out is None:
                 return
