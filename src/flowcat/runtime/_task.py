@@ -66,6 +66,7 @@ _DOWNSTREAM_ACTS = frozenset((HeartbeatFrame, StartFrame, EndFrame, StopFrame, C
 class _TaskSource(FrameProcessor):
     # Upstream frames the task only notes (BotSpeakingFrame …) end here inline.
     inline_frames = (Frame,)
+    __slots__ = ("_task",)
 
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}::Source")
@@ -92,6 +93,7 @@ class _TaskSource(FrameProcessor):
 class _TaskSink(FrameProcessor):
     # Downstream frames the task only notes end here inline.
     inline_frames = (Frame,)
+    __slots__ = ("_task",)
 
     def __init__(self, task: PipelineTask) -> None:
         super().__init__(name=f"{task.name}::Sink")
