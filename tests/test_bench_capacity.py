@@ -93,6 +93,12 @@ def test_plan_orders_points_and_limits_quick() -> None:
         "--app",
         "flowcat.server._apps:async_app",
     ]
+    # Two workers float over the CPUs unless asked to be pinned one per CPU.
+    two = p.parse_args(["--calls", "100", "--workers", "2"])
+    assert "--pin" not in capacity._server_cmd("flowcat", 1, two, 2, 100)
+    pinned = p.parse_args(["--calls", "100", "--workers", "2", "--pin-workers"])
+    assert capacity._server_cmd("flowcat", 1, pinned, 2, 100)[-1] == "--pin"
+    assert "--pin" not in capacity._server_cmd("flowcat", 1, pinned, 1, 100)
 
 
 def test_results_section_is_replaced_without_touching_others(tmp_path: Path) -> None:

@@ -57,6 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1)
     p.add_argument("--fifo", action="store_true", help="run both under chrt -f 10 (SCHED_FIFO)")
+    p.add_argument(
+        "--pin-workers",
+        action="store_true",
+        help="with --workers N > 1, pin worker i to CPU i (serve --pin); by default the kernel "
+        "balances them over the CPUs, which on a box where the generator needs a core of its own "
+        "keeps a worker from sharing that core for the whole run",
+    )
     p.add_argument("--quick", action="store_true", help="CI smoke: 20 calls, 2 s, no pipecat")
     p.add_argument("--json", action="store_true", help="print one JSON object per point (JSON lines)")
     p.add_argument("--results", default=None, help="markdown file to update (default bench/RESULTS.md)")
@@ -179,7 +186,7 @@ def _server_cmd(
             cmd += ["--app", _APPS.get(app, app)]
         if args.engine == "picows":  # the aiohttp app (webhooks) needs a port of its own
             cmd += ["--http-port", str(_free_port())]
-        return cmd + (["--pin"] if workers > 1 else [])
+        return cmd + (["--pin"] if workers > 1 and args.pin_workers else [])
     if system == "floor":
         return [
             sys.executable,
