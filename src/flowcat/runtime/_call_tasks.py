@@ -41,8 +41,6 @@ __all__ = ["CallTasks", "current_generation"]
 
 logger = logging.getLogger("flowcat.scheduler")
 
-DOWNSTREAM = FrameDirection.DOWNSTREAM
-
 _generation_var: contextvars.ContextVar[int] = contextvars.ContextVar("flowcat_generation", default=-1)
 
 
