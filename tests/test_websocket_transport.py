@@ -294,3 +294,69 @@ def test_message_helper_round_trips() -> None:
     back = ser.decode(ser.encode(_msg({"cmd": "x"})))  # type: ignore[arg-type]
     assert isinstance(back, InputTransportMessageFrame) and back.message == {"cmd": "x"}
     assert json.loads(json.dumps(back.message)) == {"cmd": "x"}
+
+
+class _SwappedPCM(RawPCMSerializer):
+    """A subclass that decodes differently (big-endian on the wire): not a passthrough."""
+
+    def deserialize_now(self, data: str | bytes) -> Frame | None:
+        assert isinstance(data, bytes)
+        swapped = bytearray(data)
+        swapped[0::2], swapped[1::2] = data[1::2], data[0::2]
+        return InputAudioRawFrame(bytes(swapped), self.sample_rate or RATE, 1)
+
+
+def test_raw_pcm_passthrough_input_is_declared_only_where_it_holds() -> None:
+    assert RawPCMSerializer(8000).passthrough_input == (8000, 1)
+    assert RawPCMSerializer(16000, num_channels=2).passthrough_input == (16000, 2)
+    assert RawPCMSerializer().passthrough_input is None  # rate not known yet
+    assert _SwappedPCM(RATE).passthrough_input is None
+
+
+def _swap16(b: bytes) -> bytes:
+    return bytes(x for i in range(0, len(b), 2) for x in (b[i + 1], b[i]))
+
+
+@pytest.mark.parametrize(
+    ("make_ser", "fused", "expect"),
+    [
+        (lambda: RawPCMSerializer(RATE), True, lambda b: b),
+        (lambda: _SwappedPCM(RATE), False, _swap16),
+        (lambda: RawPCMSerializer(8000), False, None),
+    ],
+    ids=["raw-at-input-rate", "subclass-decodes", "raw-8k-resampled"],
+)
+async def test_raw_input_at_the_input_rate_skips_decode_and_subclasses_still_decode(
+    make_ser: Callable[[], Any], fused: bool, expect: Callable[[bytes], bytes] | None
+) -> None:
+    """Binary messages at the input's rate become input frames without the serializer's
+    decode call; odd sizes still take the decode path (and are skipped as malformed);
+    a serializer subclass with its own decoding is never bypassed; another wire rate
+    still goes through the input's resampler."""
+    cap = CaptureProcessor(DOWN)
+    messages = [pcm(CHUNK, 1), b"\x01\x02\x03", pcm(320, 2)]
+    if expect is None:  # 0.5 s more at 8 kHz: past the resampler's delay
+        messages += [pcm(320, 3 + i) for i in range(25)]
+    sent = sum(len(m) for m in messages) - 3
+
+    def audio() -> list[InputAudioRawFrame]:
+        return [f for f in cap.frames if isinstance(f, InputAudioRawFrame)]
+
+    async with Server(lambda: [cap], serializer_factory=make_ser) as srv:
+        async with aiohttp.ClientSession() as session, session.ws_connect(srv.url) as ws:
+            for m in messages:
+                await ws.send_bytes(m)
+            await _wait(lambda: bool(srv.transports) and srv.transports[0].messages_in == len(messages))
+            t = srv.transports[0]
+            assert (t._raw_in is t.input()) is fused
+            await _wait(lambda: sum(len(f.audio) for f in audio()) >= sent)
+            got = audio()
+            assert t.bad_messages == 1
+            assert all(f.sample_rate == RATE and f.num_channels == 1 for f in got)
+            if expect is not None:
+                assert [f.audio for f in got] == [expect(messages[0]), expect(messages[2])]
+                assert t.input().audio_frames_in == 2
+            else:  # resampled to the pipeline's 16 kHz: twice the bytes, less the filter's delay
+                assert sent < sum(len(f.audio) for f in got) <= 2 * sent
+                assert t.input().audio_frames_in == len(messages) - 1
+            await ws.close()

@@ -36,6 +36,16 @@ class RawPCMSerializer:
         rate; None until known): a transport may then write them without the call."""
         return self.sample_rate
 
+    @property
+    def passthrough_input(self) -> tuple[int, int] | None:
+        """``(rate, channels)`` when every binary message of whole samples decodes to
+        ``InputAudioRawFrame(message, rate, channels)`` (None until the rate is known,
+        or when a subclass decodes differently): a transport whose input runs at that
+        rate may then build the frame itself, without :meth:`deserialize_now`."""
+        if self.sample_rate is None or type(self).deserialize_now is not RawPCMSerializer.deserialize_now:
+            return None
+        return (self.sample_rate, self.num_channels)
+
     async def setup(self, frame: StartFrame) -> None:
         """Adopt the StartFrame's input rate when no rate was given."""
         if self.sample_rate is None:

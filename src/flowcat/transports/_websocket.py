@@ -23,6 +23,7 @@ from ..frames import (
     CancelFrame,
     EndFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputDTMFFrame,
@@ -132,7 +133,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
     # What each message in and out reads, in the object rather than its dict.
     __slots__ = (
         "messages_in", "_des_now", "_serializer", "_input", "_output", "_closing", "_ser_audio",
-        "messages_out", "_ws", "congested",
+        "messages_out", "_ws", "congested", "_raw_in", "_raw_align",
     )
 
     def __init__(
@@ -154,6 +155,9 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         self.messages_out = 0
         WriteFlow.__init__(self)
         self._audio_out: Callable[[OutputAudioRawFrame], None] | None = None
+        self._raw_in: WebsocketInputTransport | None = None
+        """The input, while binary messages are its audio as they come (see ``feed``)."""
+        self._raw_align = 2
         ser = self._serializer
         self._ser_async = inspect.iscoroutinefunction(ser.serialize)
         # Optional synchronous fast paths (flowcat serializers have them; a
@@ -214,6 +218,16 @@ class WebsocketTransport(BaseTransport, WriteFlow):
     def feed(self, data: str | bytes) -> None:
         """Decode one received message and push its frame (synchronous; never waits)."""
         self.messages_in += 1
+        inp = self._raw_in
+        if inp is not None and data.__class__ is bytes and inp._fast:
+            # The serializer's ``passthrough_input``: a binary message of whole samples
+            # is input audio at the input's own rate, as it is: no decode call, and the
+            # input's ``push_input_frame`` checks are already known to pass.
+            n = len(data)
+            if n and not n % self._raw_align:
+                inp.audio_frames_in += 1
+                inp._sched.submit_input(inp, InputAudioRawFrame(data, inp._rate, inp._channels))  # type: ignore[union-attr]
+                return
         try:
             # Method calls, not stored bound methods: one object less to touch.
             ser = self._serializer
@@ -309,6 +323,11 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         return write_audio
 
     async def _input_started(self) -> None:
+        inp = self._input
+        raw = getattr(self._serializer, "passthrough_input", None)
+        if raw is not None and raw == (inp._rate, inp._channels):
+            self._raw_in = inp
+            self._raw_align = 2 * inp._channels
         await self._call_event_handler("on_client_connected")
 
     async def _on_disconnected(self) -> None:
