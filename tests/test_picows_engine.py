@@ -191,7 +191,13 @@ async def test_unknown_carrier_and_bad_signature_are_refused(monkeypatch: pytest
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
             await e.ws_connect("/twilio/ws", headers={"X-Twilio-Signature": "AAAA"})
         assert err.value.status == 403
-        sig = server_tests._twilio_signature(e.url("/twilio/ws"), {}, "secret-token")
+        # Twilio signs the wss:// (here ws://) URL it dialled, not an http:// one.
+        http_sig = server_tests._twilio_signature(e.url("/twilio/ws"), {}, "secret-token")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await e.ws_connect("/twilio/ws", headers={"X-Twilio-Signature": http_sig})
+        assert err.value.status == 403
+        ws_url = "ws://" + e.url("/twilio/ws").partition("://")[2]
+        sig = server_tests._twilio_signature(ws_url, {}, "secret-token")
         ws = await e.ws_connect("/twilio/ws", headers={"X-Twilio-Signature": sig})
         await ws.close()
         assert e.state.admission.rejected == 0 and e.state.admission.accepted == 1

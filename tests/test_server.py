@@ -164,10 +164,14 @@ async def test_twilio_answer_checks_the_signature(monkeypatch: pytest.MonkeyPatc
     client = await _client()
     try:
         params = {"CallSid": "CA9", "From": "+15550009"}
-        url = str(client.make_url("/twilio/answer"))
+        local = str(client.make_url("/twilio/answer"))
         bad = await client.post("/twilio/answer", data=params, headers={"X-Twilio-Signature": "AAAA"})
         assert bad.status == 403
-        sig = _twilio_signature(url, params, "secret-token")
+        # With a public URL configured, Twilio signed that URL, not the one the server sees.
+        sig = _twilio_signature(local, params, "secret-token")
+        bad = await client.post("/twilio/answer", data=params, headers={"X-Twilio-Signature": sig})
+        assert bad.status == 403
+        sig = _twilio_signature(PUBLIC + "/twilio/answer", params, "secret-token")
         good = await client.post("/twilio/answer", data=params, headers={"X-Twilio-Signature": sig})
         assert good.status == 200
         assert "<Stream" in await good.text()

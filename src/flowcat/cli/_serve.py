@@ -24,6 +24,16 @@ def _workers_default() -> int:
         return os.cpu_count() or 1
 
 
+def _proxy_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of proxies (0 or more), got {text!r}")
+    return n
+
+
 def register(sub: Any) -> None:
     """Add the ``serve`` subcommand."""
     p = sub.add_parser("serve", help="serve calls: health, raw and carrier media WebSockets, answer webhooks")
@@ -34,7 +44,20 @@ def register(sub: Any) -> None:
     p.add_argument("--app", default=None, help="pipeline factory 'module:function' (default: echo)")
     p.add_argument("--sample-rate", type=int, default=None, help="pipeline sample rate in and out")
     p.add_argument(
-        "--public-url", default=None, help="public base URL for stream URLs (env FLOWCAT_PUBLIC_URL)"
+        "--public-url",
+        default=None,
+        help="public base URL (env FLOWCAT_PUBLIC_URL): stream URLs are built on it and carrier "
+        "signatures over a URL are checked against it",
+    )
+    p.add_argument(
+        "--trust-proxy",
+        type=_proxy_count,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="trust X-Forwarded-Proto/-Host/-Port set by N reverse proxies (default N: 1) to find "
+        "the URL carriers called; only when every request comes through them (default: off)",
     )
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds calls may take to end on SIGTERM"
@@ -91,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
         app=args.app,
         sample_rate=args.sample_rate,
         public_url=args.public_url,
+        trusted_proxies=args.trust_proxy,
         drain_timeout=args.drain_timeout,
         verify_signatures=not args.no_verify,
         pin=args.pin,

@@ -51,6 +51,7 @@ import hmac
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._http_signatures import SignatureCheck, field_value, normalize_authority, verify_hmac_sha256
 
@@ -62,6 +63,7 @@ __all__ = [
     "NonceCache",
     "check_audiohook_upgrade",
     "forwarded_secure",
+    "public_target_authority",
     "upgrade_authorities",
 ]
 
@@ -144,22 +146,33 @@ def upgrade_authorities(headers: Any, *, secure_connection: bool, fallback: str 
     return (normal,) if normal == host else (normal, host)
 
 
-def _verify(headers: Any, key: bytes, request_target: str, authorities: tuple[str, ...]) -> SignatureCheck:
-    """The first candidate ``@authority`` that verifies, else the first candidate's failure."""
+def public_target_authority(url: str) -> tuple[str, str]:
+    """``(@request-target, @authority)`` of a full URL (the public URL Genesys called)."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    secure = parts.scheme.lower() in ("https", "wss")
+    return target, normalize_authority(parts.netloc.rpartition("@")[2], secure=secure)
+
+
+def _verify(
+    headers: Any, key: bytes, request_targets: tuple[str, ...], authorities: tuple[str, ...]
+) -> SignatureCheck:
+    """The first candidate (target, ``@authority``) that verifies, else the first candidate's failure."""
     failed: list[SignatureCheck] = []
-    for authority in authorities or ("",):
-        derived = {"@request-target": request_target, "@authority": authority, "@method": "GET"}
-        check = verify_hmac_sha256(headers, key, derived=derived, required=REQUIRED_COMPONENTS)
-        if check.ok:
-            return check
-        failed.append(check)
+    for request_target in request_targets:
+        for authority in authorities or ("",):
+            derived = {"@request-target": request_target, "@authority": authority, "@method": "GET"}
+            check = verify_hmac_sha256(headers, key, derived=derived, required=REQUIRED_COMPONENTS)
+            if check.ok:
+                return check
+            failed.append(check)
     return failed[0]
 
 
 def check_audiohook_upgrade(
     headers: Any,
     *,
-    request_target: str,
+    request_target: str | tuple[str, ...],
     authority: str | tuple[str, ...],
     api_key: str,
     client_secret: bytes | None,
@@ -170,7 +183,8 @@ def check_audiohook_upgrade(
 
     Args:
         headers: The upgrade request's headers (multidict or mapping).
-        request_target: The request target as received (path and query).
+        request_target: The request target as received (path and query), or
+            candidates tried in order (the public URL's first).
         authority: The request's ``@authority``, or candidates tried in order
             (:func:`upgrade_authorities`).
         api_key: The configured API key.
@@ -190,7 +204,8 @@ def check_audiohook_upgrade(
     if client_secret is None:
         return None
     authorities = (authority,) if isinstance(authority, str) else authority
-    check = _verify(headers, client_secret, request_target, authorities)
+    targets = (request_target,) if isinstance(request_target, str) else request_target
+    check = _verify(headers, client_secret, targets, authorities)
     if not check.ok:
         return check.reason
     params = check.params

@@ -27,10 +27,14 @@ __all__ = [
     "check_vonage_webhook",
     "plivo_v3_signature",
     "tokens_equal",
+    "twilio_body_hash_ok",
     "twilio_signature",
+    "twilio_url_variants",
     "validate_plivo_v3",
     "validate_telnyx_ed25519",
     "validate_twilio",
+    "validate_vobiz",
+    "vobiz_signatures",
     "vonage_payload_hashes",
 ]
 
@@ -57,18 +61,65 @@ def twilio_signature(url: str, params: Params | None, auth_token: str) -> str:
     """Twilio's ``X-Twilio-Signature``: base64(HMAC-SHA1(auth_token, url + sorted name+value)).
 
     ``url`` is the full URL Twilio requested (query string included); ``params`` are
-    the POST form parameters (none for GET or the WebSocket upgrade), sorted by name.
+    the POST form parameters (none for GET or the WebSocket upgrade), sorted by name
+    then value, a repeated identical pair counted once (as Twilio's SDK validators do).
     """
-    data = url + "".join(k + v for k, v in sorted(_pairs(params)))
+    data = url + "".join(k + v for k, v in sorted(set(_pairs(params))))
     digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
+_DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def twilio_url_variants(url: str) -> list[str]:
+    """``url`` without its port and with its scheme's default port when it had none.
+
+    Twilio's SDK validators accept a signature over either form ("signature generation
+    on the back end is inconsistent"): they strip any port, or add ``:443`` (https) /
+    ``:80`` when none is given. We add ``:443`` for ``wss`` too (the SDK adds ``:80``
+    to anything but https, a port Media Streams never use).
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return [url]
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = userinfo + "@" if userinfo else ""
+    bare = urlunsplit(parts._replace(netloc=prefix + host))
+    if port is not None:
+        return [bare, url]
+    default = _DEFAULT_PORTS.get(parts.scheme.lower())
+    if default is None:
+        return [url]
+    return [url, urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))]
+
+
 def validate_twilio(url: str, params: Params | None, signature: str | None, auth_token: str) -> bool:
-    """Whether ``signature`` is Twilio's signature of this request."""
+    """Whether ``signature`` is Twilio's signature of this request.
+
+    The URL is tried without a port and with the scheme's default port
+    (:func:`twilio_url_variants`), as Twilio's own validators do.
+    """
     if not signature:
         return False
-    return tokens_equal(twilio_signature(url, params, auth_token), signature)
+    pairs = _pairs(params)
+    return any(tokens_equal(twilio_signature(u, pairs, auth_token), signature) for u in twilio_url_variants(url))
+
+
+def twilio_body_hash_ok(url: str, body: bytes) -> bool | None:
+    """For a JSON webhook: whether the ``bodySHA256`` query parameter is the body's hex SHA-256.
+
+    None when the URL has no ``bodySHA256`` (a form webhook: its parameters are signed instead).
+    """
+    values = [v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == "bodySHA256"]
+    if not values:
+        return None
+    return hmac.compare_digest(hashlib.sha256(body).hexdigest().encode(), values[0].lower().encode())
 
 
 def plivo_v3_signature(method: str, url: str, params: Params | None, nonce: str, auth_token: str) -> str:
@@ -105,6 +156,44 @@ def validate_plivo_v3(
         return False
     expected = plivo_v3_signature(method, url, params, nonce, auth_token)
     return any(tokens_equal(expected, s.strip()) for s in signature.split(","))
+
+
+def _hmac_sha256_b64(key: str, data: str) -> str:
+    return base64.b64encode(hmac.new(key.encode(), data.encode(), hashlib.sha256).digest()).decode("ascii")
+
+
+def vobiz_signatures(version: int, method: str, url: str, params: Params | None, nonce: str, auth_token: str) -> list[str]:
+    """The values a Vobiz ``X-Vobiz-Signature-V2``/``-V3`` header may hold for this request.
+
+    Vobiz's page "Validating callbacks" defines V2 as base64(HMAC-SHA256(auth_token,
+    base URL without query + nonce)) and V3 as the same with the nonce joined by a
+    ``.``. Vobiz's headers are Plivo's renamed, so V3 may instead cover the query and
+    parameters as Plivo's V3 does (:func:`plivo_v3_signature`); which one Vobiz sends
+    is unconfirmed, so for V3 both are returned.
+    """
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    if version == 2:
+        return [_hmac_sha256_b64(auth_token, base + nonce)]
+    return [_hmac_sha256_b64(auth_token, f"{base}.{nonce}"), plivo_v3_signature(method, url, params, nonce, auth_token)]
+
+
+def validate_vobiz(
+    headers: Mapping[str, str], method: str, url: str, params: Params | None, auth_token: str
+) -> bool:
+    """Whether the request's Vobiz V3 signature (else its V2) matches; False when unsigned.
+
+    The account's (``X-Vobiz-Signature-V3``) and the main account's (``-MA-V3``)
+    headers are both tried with ``auth_token``; each may hold comma-separated values.
+    """
+    for version in (3, 2):
+        nonce = headers.get(f"X-Vobiz-Signature-V{version}-Nonce")
+        sent = [headers.get(f"X-Vobiz-Signature-V{version}"), headers.get(f"X-Vobiz-Signature-MA-V{version}")]
+        values = [v.strip() for h in sent if h for v in h.split(",") if v.strip()]
+        if nonce and values:
+            expected = vobiz_signatures(version, method, url, params, nonce, auth_token)
+            return any(tokens_equal(e, v) for e in expected for v in values)
+    return False
 
 
 def validate_telnyx_ed25519(

@@ -39,7 +39,7 @@ import logging
 from typing import Any
 
 from ..frames import CancelFrame, EndFrame, Frame
-from ._audiohook_auth import check_audiohook_upgrade, upgrade_authorities
+from ._audiohook_auth import check_audiohook_upgrade, public_target_authority, upgrade_authorities
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._http_signatures import field_value
 from ._rest import env
@@ -99,6 +99,7 @@ class GenesysFrameSerializer(FrameSerializer):
         api_key: str | None = None,
         client_secret: str | None = None,
         now: float | None = None,
+        public_url: str | None = None,
     ) -> bool:
         """Authenticate the AudioHook upgrade request (True: let it through).
 
@@ -113,6 +114,10 @@ class GenesysFrameSerializer(FrameSerializer):
             client_secret: The integration's client secret, base64 (default
                 ``GENESYS_CLIENT_SECRET``). With one the signature is required.
             now: The current Unix time (tests).
+            public_url: The full URL Genesys called (the server passes it, from
+                ``--public-url`` or trusted forwarded headers): its authority and
+                target are tried first, then the request's own (``Host``, target as
+                received).
 
         A refusal is logged with its reason and the request's path, peer and
         AudioHook ids; never with the key or secret.
@@ -143,8 +148,13 @@ class GenesysFrameSerializer(FrameSerializer):
             secure_connection=bool(getattr(request, "secure", False)),
             fallback=request.url.raw_authority or "",
         )
+        targets: tuple[str, ...] = (target,)
+        if public_url:
+            pub_target, pub_authority = public_target_authority(public_url)
+            targets = tuple(dict.fromkeys((pub_target, target)))
+            authorities = tuple(dict.fromkeys((pub_authority, *authorities)))
         reason = check_audiohook_upgrade(
-            headers, request_target=target, authority=authorities, api_key=key, client_secret=secret, now=now
+            headers, request_target=targets, authority=authorities, api_key=key, client_secret=secret, now=now
         )
         if reason is None:
             return True

@@ -26,7 +26,7 @@ from xml.sax.saxutils import quoteattr
 from ._base import CallInfo
 from ._media_stream import MediaStreamSerializer
 from ._rest import basic_auth, env
-from ._signatures import validate_twilio
+from ._signatures import twilio_body_hash_ok, validate_twilio
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -146,16 +146,21 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         """Check ``X-Twilio-Signature`` when an auth token is configured.
 
         Options: ``auth_token`` (default ``TWILIO_AUTH_TOKEN``), ``public_url`` (the
-        URL as Twilio called it, when a proxy rewrites scheme or host).
+        full URL as Twilio called it, query included; the server passes it, built from
+        ``--public-url`` or trusted forwarded headers; default: the request's own URL).
+        A form POST's parameters are signed; a JSON webhook's URL carries
+        ``bodySHA256``, which must be the body's hash (the URL alone is signed).
         """
         token = env(options.get("auth_token"), "TWILIO_AUTH_TOKEN")
         if not token:
             logger.warning("twilio: no auth token configured; webhook signature not checked")
             return True
         url = options.get("public_url") or str(request.url)
-        return validate_twilio(
-            url, _form_params(request, body), request.headers.get("X-Twilio-Signature"), token
-        )
+        body_ok = twilio_body_hash_ok(url, body)
+        if body_ok is False:
+            return False
+        params = None if body_ok else _form_params(request, body)
+        return validate_twilio(url, params, request.headers.get("X-Twilio-Signature"), token)
 
     @classmethod
     def verify_websocket(
@@ -163,11 +168,20 @@ class TwilioFrameSerializer(MediaStreamSerializer):
     ) -> bool:
         """Check the signature of the WebSocket upgrade (no form parameters).
 
-        Which exact URL Twilio signs for the upgrade is unconfirmed; pass
-        ``public_url`` as configured in TwiML if a proxy changes it.
+        Twilio signs the ``wss://`` URL it dialled (the ``<Stream url>``): the URL
+        (``public_url`` as the server passes it, else the request's own) is checked
+        with its scheme mapped ``https``→``wss``, ``http``→``ws``, with and without the
+        default port.
         """
         token = env(auth_token, "TWILIO_AUTH_TOKEN")
         if not token:
             return True
-        url = public_url or str(request.url)
+        url = _websocket_url(public_url or str(request.url))
         return validate_twilio(url, None, request.headers.get("X-Twilio-Signature"), token)
+
+
+def _websocket_url(url: str) -> str:
+    """``url`` with an ``http``/``https`` scheme turned into ``ws``/``wss``."""
+    scheme, sep, rest = url.partition("://")
+    mapped = {"http": "ws", "https": "wss"}.get(scheme.lower()) if sep else None
+    return f"{mapped}://{rest}" if mapped else url

@@ -6,26 +6,34 @@ inbound formats L16 8/16 kHz or μ-law 8 kHz from ``start.mediaFormat``;
 stream); DTMF is not in Vobiz's event list (accepted if it arrives); at the end of
 the call we send ``{"event":"stop","streamId":…}`` and hang up with ``DELETE
 /api/v1/Account/{auth_id}/Call/{call_uuid}/`` using the ``X-Auth-ID`` and
-``X-Auth-Token`` headers (``VOBIZ_AUTH_ID``, ``VOBIZ_AUTH_TOKEN``). No webhook
-signature is documented.
+``X-Auth-Token`` headers (``VOBIZ_AUTH_ID``, ``VOBIZ_AUTH_TOKEN``). Webhooks carry
+``X-Vobiz-Signature-V2``/``-V3`` (HMAC-SHA256 with the auth token over the URL and a
+nonce), checked when ``VOBIZ_AUTH_TOKEN`` is set.
 
 Docs:
+    https://docs.vobiz.ai/concepts/validating-callbacks
     https://vobiz.ai/docs (xml/stream, xml/stream/play-audio, checkpoint-event, clear-audio,
     audio-streams; https://vobiz.ai/llms.txt)
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from ..frames import CancelFrame, EndFrame
 from ._base import WireOut
+from ._rest import env
+from ._signatures import validate_vobiz
 from .plivo import PlivoFrameSerializer
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = ["VobizFrameSerializer"]
+
+logger = logging.getLogger("flowcat.serializers")
 
 
 class VobizFrameSerializer(PlivoFrameSerializer):
@@ -47,5 +55,20 @@ class VobizFrameSerializer(PlivoFrameSerializer):
 
     @classmethod
     def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:
-        """No signature is documented for Vobiz; use an unguessable path token."""
-        return True
+        """Check ``X-Vobiz-Signature-V3`` (else ``-V2``) when an auth token is configured.
+
+        Options: ``auth_token`` (default ``VOBIZ_AUTH_TOKEN``), ``public_url`` (the full
+        URL as Vobiz called it; the server passes it). The strings signed are in
+        :func:`~flowcat.serializers._signatures.vobiz_signatures` (partly unconfirmed).
+        """
+        token = env(options.get("auth_token"), "VOBIZ_AUTH_TOKEN")
+        if not token:
+            logger.warning("vobiz: no auth token configured; webhook signature not checked")
+            return True
+        params = (
+            parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            if request.method == "POST"
+            else []
+        )
+        url = options.get("public_url") or str(request.url)
+        return validate_vobiz(request.headers, request.method, url, params, token)

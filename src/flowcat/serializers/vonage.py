@@ -317,6 +317,7 @@ class VonageFrameSerializer(FrameSerializer):
         now: float | None = None,
         api_key: str | None = None,
         application_id: str | None = None,
+        public_url: str | None = None,
     ) -> bool:
         """Authenticate the media upgrade by its bearer JWT (True: let it through).
 
@@ -327,7 +328,8 @@ class VonageFrameSerializer(FrameSerializer):
         required and must pass :func:`~flowcat.serializers._vonage_auth.check_upgrade`
         (webhook rules; a ``payload_hash``, if any, must be that of an empty payload).
         ``api_key``/``application_id`` default to ``VONAGE_API_KEY``/
-        ``VONAGE_APPLICATION_ID``; ``now`` is for tests. A refusal is logged with its
+        ``VONAGE_APPLICATION_ID``; ``now`` is for tests; ``public_url`` is ignored (Vonage
+        signs no URL, so a proxy does not matter). A refusal is logged with its
         reason, path, peer and the token's ``jti``, never the token or the secret.
         """
         secret = env(signature_secret, "VONAGE_SIGNATURE_SECRET")

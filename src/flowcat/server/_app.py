@@ -20,6 +20,7 @@ from ..runtime import FrameProcessor, Pipeline, PipelineParams
 from ._admission import Admission, default_capacity
 from ._apps import AppFactory, CallInfo, default_app
 from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
+from ._public_url import configured_public_url, forwarded_origin, signed_url
 from ._session import AiohttpSocket, CallSocket, serve_call
 
 __all__ = ["ServerConfig", "ServerState", "create_app", "drain"]
@@ -38,7 +39,12 @@ class ServerConfig:
     audio_in_sample_rate: int = 16000
     audio_out_sample_rate: int = 24000
     public_url: str | None = None
-    """Public base URL (``FLOWCAT_PUBLIC_URL``) from which stream URLs are built."""
+    """Public base URL (``FLOWCAT_PUBLIC_URL``) from which stream URLs are built, and
+    against which carrier signatures over a URL are checked (:mod:`._public_url`)."""
+    trusted_proxies: int = 0
+    """How many reverse proxies in front of the server set ``X-Forwarded-Proto``/
+    ``-Host``/``-Port`` (``--trust-proxy [N]``). 0 (default): those headers are ignored.
+    Without a public URL, the trusted headers give the URL carriers signed."""
     verify_signatures: bool = True
     """Check carrier signatures where the carrier signs and a secret is configured."""
     worker_id: int = 0
@@ -87,19 +93,25 @@ def user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
 
 
 def _public_base(request: web.Request, cfg: ServerConfig) -> str:
-    base = cfg.public_url or os.environ.get("FLOWCAT_PUBLIC_URL")
+    base = configured_public_url(cfg.public_url) or forwarded_origin(
+        request.headers, cfg.trusted_proxies, scheme=request.scheme, host=request.host
+    )
     if not base:
         host = request.host
         if cfg.media_port:
             name = request.url.raw_host or "localhost"
             host = f"[{name}]:{cfg.media_port}" if ":" in name else f"{name}:{cfg.media_port}"
         base = f"{request.scheme}://{host}"
-    base = base.rstrip("/")
     if base.startswith("https://"):
         return "wss://" + base[len("https://") :]
     if base.startswith("http://"):
         return "ws://" + base[len("http://") :]
     return base
+
+
+def _signed_url(request: Any, cfg: ServerConfig) -> str:
+    """The URL the carrier called (public URL or trusted forwarded headers; see :mod:`._public_url`)."""
+    return signed_url(request, public_url=cfg.public_url, trusted_proxies=cfg.trusted_proxies)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -185,7 +197,9 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
     carrier = get_carrier(request.match_info["carrier"])
     if carrier is None:
         raise web.HTTPNotFound(text="unknown carrier")
-    if cfg.verify_signatures and not carrier.verify(request, b"", websocket=True):
+    if cfg.verify_signatures and not carrier.verify(
+        request, b"", websocket=True, public_url=_signed_url(request, cfg)
+    ):
         logger.warning(
             "%s: media upgrade %s from %s refused (%d): authentication failed",
             carrier.name,
@@ -229,7 +243,7 @@ async def _checked(request: web.Request, what: str) -> tuple[Any, bytes]:
     if carrier is None:
         raise web.HTTPNotFound(text="unknown carrier")
     body = await request.read()
-    if cfg.verify_signatures and not carrier.verify(request, body):
+    if cfg.verify_signatures and not carrier.verify(request, body, public_url=_signed_url(request, cfg)):
         logger.warning("%s: %s webhook signature check failed (%s)", carrier.name, what, request.remote)
         raise carrier.refusal("bad signature")
     return carrier, body

@@ -75,17 +75,21 @@ class CarrierAdapter:
         self.cls = cls
         self.auto_hang_up = auto_hang_up
 
-    def verify(self, request: Any, body: bytes, *, websocket: bool = False) -> bool:
+    def verify(
+        self, request: Any, body: bytes, *, websocket: bool = False, public_url: str | None = None
+    ) -> bool:
         """The carrier's signature check (True where the carrier signs nothing or no secret is set).
 
         ``request`` is the aiohttp request, or for the WebSocket upgrade any object
         with the same ``url``, ``headers``, ``path`` and ``query`` (the picows engine's).
+        ``public_url`` is the full URL the carrier called (``http(s)``, see
+        :mod:`._public_url`); carriers that sign a URL check against it.
         """
         try:
             if websocket:
                 check = getattr(self.cls, "verify_websocket", None)
-                return True if check is None else bool(check(request))
-            return bool(self.cls.verify_request(request, body))  # type: ignore[attr-defined]
+                return True if check is None else bool(check(request, public_url=public_url))
+            return bool(self.cls.verify_request(request, body, public_url=public_url))  # type: ignore[attr-defined]
         except Exception:
             logger.warning("%s: signature check failed with an error", self.name, exc_info=True)
             return False
@@ -114,11 +118,16 @@ class CarrierAdapter:
         return web.Response(text=doc[0], content_type=doc[1])
 
     async def answer(self, request: web.Request, body: bytes, stream_url: str) -> web.StreamResponse:
-        """The answer document connecting the call to ``stream_url``."""
+        """The answer document connecting the call to ``stream_url``.
+
+        The server has checked the request already (against the public URL, or not at
+        all with ``--no-verify``), so the serializer's own check in ``answer`` is skipped.
+        """
         try:
-            return await self.cls.answer(request, stream_url)  # type: ignore[attr-defined]
+            doc = self.cls.answer_document(stream_url, request=request)  # type: ignore[attr-defined]
         except NotImplementedError:
             raise web.HTTPNotFound(text=f"{self.name} has no answer webhook") from None
+        return web.Response(text=doc, content_type=self.cls.answer_content_type)  # type: ignore[attr-defined]
 
     async def open(self, sock: CallSocket, request: Any) -> Opened | None:
         """Read the carrier's handshake and return the call's serializer (None if the socket closed).

@@ -32,6 +32,7 @@ import picows
 from ..transports import PicowsListener, PicowsTransport
 from ._app import RETRY_AFTER, ServerState, busy_payload, carrier_call, raw_call, track
 from ._carriers import get_carrier
+from ._public_url import signed_url
 from ._session import CallSocket
 
 __all__ = ["CallListener", "PicowsSocket", "Router", "UpgradeRequest", "serve_picows"]
@@ -172,7 +173,16 @@ class Router:
                 return _text_response(404, "unknown carrier")
         req = UpgradeRequest(raw_path, request.headers, secure=self.secure)
         cfg = state.config
-        if carrier is not None and cfg.verify_signatures and not carrier.verify(req, b"", websocket=True):
+        if (
+            carrier is not None
+            and cfg.verify_signatures
+            and not carrier.verify(
+                req,
+                b"",
+                websocket=True,
+                public_url=signed_url(req, public_url=cfg.public_url, trusted_proxies=cfg.trusted_proxies),
+            )
+        ):
             logger.warning(
                 "%s: media upgrade %s refused (%d): authentication failed",
                 carrier.name,

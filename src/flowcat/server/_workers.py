@@ -46,6 +46,8 @@ class ServeOptions:
     app: str | None = None
     sample_rate: int | None = None
     public_url: str | None = None
+    trusted_proxies: int = 0
+    """Reverse proxies whose ``X-Forwarded-*`` headers are trusted (``--trust-proxy``); 0: none."""
     drain_timeout: float = 30.0
     verify_signatures: bool = True
     pin: bool = False
@@ -88,6 +90,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         capacity=opts.capacity or default_capacity(),
         app=load_app(opts.app),
         public_url=opts.public_url,
+        trusted_proxies=opts.trusted_proxies,
         verify_signatures=opts.verify_signatures,
         worker_id=worker_id,
         idle_timeout_secs=opts.idle_timeout,
