@@ -96,7 +96,9 @@ async def test_twilio_answer_behind_public_url_verifies_with_the_official_signer
         local = twilio_sign(base + path, dict(FORM))
         assert (await post(base, path, FORM, {"X-Twilio-Signature": local}))[0] == 403
         # Wrong token, tampered parameter, wrong scheme, missing signature.
-        assert (await post(base, path, FORM, {"X-Twilio-Signature": twilio_sign(url, dict(FORM), "x")}))[0] == 403
+        assert (await post(base, path, FORM, {"X-Twilio-Signature": twilio_sign(url, dict(FORM), "x")}))[
+            0
+        ] == 403
         tampered = [*FORM[:-1], ("AccountSid", "AC0")]
         assert (await post(base, path, tampered, {"X-Twilio-Signature": sig}))[0] == 403
         http_sig = twilio_sign("http://bot.example.com" + path, dict(FORM))
@@ -241,15 +243,25 @@ async def test_vobiz_answer_is_checked_against_the_public_url(monkeypatch: pytes
     path = "/vobiz/answer?x=1"
     async with worker(public_url=PUBLIC) as base:
         v2 = vobiz_v2(PUBLIC + path, "n2", "vobiz-token")
-        assert (await post(base, path, form, {"X-Vobiz-Signature-V2": v2, "X-Vobiz-Signature-V2-Nonce": "n2"}))[0] == 200
+        assert (
+            await post(base, path, form, {"X-Vobiz-Signature-V2": v2, "X-Vobiz-Signature-V2-Nonce": "n2"})
+        )[0] == 200
         v3 = vobiz_v2(PUBLIC + path, "n3", "vobiz-token", ".")
-        assert (await post(base, path, form, {"X-Vobiz-Signature-V3": v3, "X-Vobiz-Signature-V3-Nonce": "n3"}))[0] == 200
+        assert (
+            await post(base, path, form, {"X-Vobiz-Signature-V3": v3, "X-Vobiz-Signature-V3-Nonce": "n3"})
+        )[0] == 200
         v3p = plivo_v3("POST", PUBLIC + path, form, "n3", "vobiz-token")  # the Plivo-style V3
-        assert (await post(base, path, form, {"X-Vobiz-Signature-V3": v3p, "X-Vobiz-Signature-V3-Nonce": "n3"}))[0] == 200
+        assert (
+            await post(base, path, form, {"X-Vobiz-Signature-V3": v3p, "X-Vobiz-Signature-V3-Nonce": "n3"})
+        )[0] == 200
         local = vobiz_v2(base + path, "n2", "vobiz-token")
-        assert (await post(base, path, form, {"X-Vobiz-Signature-V2": local, "X-Vobiz-Signature-V2-Nonce": "n2"}))[0] == 403
+        assert (
+            await post(base, path, form, {"X-Vobiz-Signature-V2": local, "X-Vobiz-Signature-V2-Nonce": "n2"})
+        )[0] == 403
         wrong = vobiz_v2(PUBLIC + path, "n2", "other-token")
-        assert (await post(base, path, form, {"X-Vobiz-Signature-V2": wrong, "X-Vobiz-Signature-V2-Nonce": "n2"}))[0] == 403
+        assert (
+            await post(base, path, form, {"X-Vobiz-Signature-V2": wrong, "X-Vobiz-Signature-V2-Nonce": "n2"})
+        )[0] == 403
         assert (await post(base, path, form, {}))[0] == 403
 
 
@@ -290,7 +302,11 @@ class _Req:
         ({"Host": "10.0.0.7:8765"}, 1, "http://10.0.0.7:8765"),
         ({"Host": "10.0.0.7:8765", "X-Forwarded-Proto": "https"}, 0, "http://10.0.0.7:8765"),
         ({"Host": "bot.example.com", "X-Forwarded-Proto": "https"}, 1, "https://bot.example.com"),
-        ({"Host": "x", "X-Forwarded-Proto": "wss", "X-Forwarded-Host": "Bot.Example.com"}, 1, "https://Bot.Example.com"),
+        (
+            {"Host": "x", "X-Forwarded-Proto": "wss", "X-Forwarded-Host": "Bot.Example.com"},
+            1,
+            "https://Bot.Example.com",
+        ),
         ({"Host": "x:1", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443"}, 1, "https://x"),
         ({"Host": "x", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "8443"}, 1, "https://x:8443"),
         ({"Host": "[::1]:9", "X-Forwarded-Port": "80"}, 1, "http://[::1]"),

@@ -168,7 +168,10 @@ async def test_plivo_corrupted_and_truncated_signatures(base: str, monkeypatch: 
             assert (await pub.post(base, PL_PATH, PL_FORM, headers))[0] == 403, what
     other_nonce = {"X-Plivo-Signature-V3": sig, "X-Plivo-Signature-V3-Nonce": "nonce-8"}
     assert (await pub.post(base, PL_PATH, PL_FORM, other_nonce))[0] == 403
-    good = {"X-Plivo-Signature-V3": f"{std_b64(sig)['last byte changed']}, {sig}", "X-Plivo-Signature-V3-Nonce": "nonce-7"}
+    good = {
+        "X-Plivo-Signature-V3": f"{std_b64(sig)['last byte changed']}, {sig}",
+        "X-Plivo-Signature-V3-Nonce": "nonce-7",
+    }
     assert (await pub.post(base, PL_PATH, PL_FORM, good))[0] == 200
 
 
@@ -178,7 +181,9 @@ async def test_vobiz_parameters_out_of_order_and_corrupted_signatures(
     monkeypatch.setenv("VOBIZ_AUTH_TOKEN", "vb-token")
     path = "/vobiz/answer?zeta=1&alpha=2"
     v3 = pub.plivo_v3("POST", PUBLIC + path, PL_FORM, "n-3", "vb-token")
-    assert (await pub.post(base, path, PL_FORM, {"X-Vobiz-Signature-V3": v3, "X-Vobiz-Signature-V3-Nonce": "n-3"}))[0] == 200
+    assert (
+        await pub.post(base, path, PL_FORM, {"X-Vobiz-Signature-V3": v3, "X-Vobiz-Signature-V3-Nonce": "n-3"})
+    )[0] == 200
     v2 = pub.vobiz_v2(PUBLIC + path, "n-2", "vb-token")
     for sig, version, nonce in ((v3, 3, "n-3"), (v2, 2, "n-2")):
         for what, bad in std_b64(sig).items():
@@ -189,7 +194,9 @@ async def test_vobiz_parameters_out_of_order_and_corrupted_signatures(
 # ---------------------------------------------------------------- Vonage (HS256 JWT)
 
 
-async def test_vonage_jwt_with_a_corrupted_or_truncated_signature(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_vonage_jwt_with_a_corrupted_or_truncated_signature(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", vonage_tests.SECRET)
     body = json.dumps(vonage_tests.EVENT, separators=(",", ":")).encode()
     token = vonage_tests.mint(vonage_tests.claims_for(body))
@@ -226,10 +233,15 @@ async def test_genesys_corrupted_truncated_and_reordered_signatures(monkeypatch:
         assert await pub.upgrade_status(base, target, g.sign(target, "audiohook.example.com")) == 101
         # The components signed in another order than usual: the base follows Signature-Input.
         reordered = tuple(reversed(g.auth.REQUIRED_COMPONENTS))
-        assert await pub.upgrade_status(base, target, g.sign(target, "audiohook.example.com", covered=reordered)) == 101
+        assert (
+            await pub.upgrade_status(base, target, g.sign(target, "audiohook.example.com", covered=reordered))
+            == 101
+        )
         # The same MAC under another order of the same components does not verify.
         signed = g.sign(target, "audiohook.example.com")
-        swapped = signed["Signature-Input"].replace('"@request-target" "@authority"', '"@authority" "@request-target"')
+        swapped = signed["Signature-Input"].replace(
+            '"@request-target" "@authority"', '"@authority" "@request-target"'
+        )
         assert swapped != signed["Signature-Input"]
         assert await pub.upgrade_status(base, target, {**signed, "Signature-Input": swapped}) == 401
 
@@ -251,7 +263,10 @@ async def test_telnyx_corrupted_and_truncated_signatures(base: str, monkeypatch:
             "telnyx-timestamp": ts,
             "Content-Type": "application/json",
         }
-        async with aiohttp.ClientSession() as http, http.post(base + "/telnyx/answer", data=body, headers=headers) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(base + "/telnyx/answer", data=body, headers=headers) as r,
+        ):
             return r.status
 
     for what, bad in std_b64(sig).items():

@@ -108,7 +108,9 @@ def validate_twilio(url: str, params: Params | None, signature: str | None, auth
     if not signature:
         return False
     pairs = _pairs(params)
-    return any(tokens_equal(twilio_signature(u, pairs, auth_token), signature) for u in twilio_url_variants(url))
+    return any(
+        tokens_equal(twilio_signature(u, pairs, auth_token), signature) for u in twilio_url_variants(url)
+    )
 
 
 def twilio_body_hash_ok(url: str, body: bytes) -> bool | None:
@@ -162,7 +164,9 @@ def _hmac_sha256_b64(key: str, data: str) -> str:
     return base64.b64encode(hmac.new(key.encode(), data.encode(), hashlib.sha256).digest()).decode("ascii")
 
 
-def vobiz_signatures(version: int, method: str, url: str, params: Params | None, nonce: str, auth_token: str) -> list[str]:
+def vobiz_signatures(
+    version: int, method: str, url: str, params: Params | None, nonce: str, auth_token: str
+) -> list[str]:
     """The values a Vobiz ``X-Vobiz-Signature-V2``/``-V3`` header may hold for this request.
 
     Vobiz's page "Validating callbacks" defines V2 as base64(HMAC-SHA256(auth_token,
@@ -175,7 +179,10 @@ def vobiz_signatures(version: int, method: str, url: str, params: Params | None,
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     if version == 2:
         return [_hmac_sha256_b64(auth_token, base + nonce)]
-    return [_hmac_sha256_b64(auth_token, f"{base}.{nonce}"), plivo_v3_signature(method, url, params, nonce, auth_token)]
+    return [
+        _hmac_sha256_b64(auth_token, f"{base}.{nonce}"),
+        plivo_v3_signature(method, url, params, nonce, auth_token),
+    ]
 
 
 def validate_vobiz(
@@ -211,7 +218,9 @@ def validate_telnyx_ed25519(
         MissingExtraError: The ``cryptography`` package is not installed
             (``pip install 'flowcat[telnyx]'``).
     """
-    require_extra("cryptography.hazmat.primitives.asymmetric.ed25519", "Checking Telnyx webhook signatures", "telnyx")
+    require_extra(
+        "cryptography.hazmat.primitives.asymmetric.ed25519", "Checking Telnyx webhook signatures", "telnyx"
+    )
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -293,7 +302,12 @@ def check_vonage_webhook(
     """
     try:
         claims = verify_hs256(token, secret.encode("utf-8"))
-        check_times(claims, now=time.time() if now is None else now, max_age_s=VONAGE_MAX_AGE_S, leeway_s=VONAGE_SKEW_S)
+        check_times(
+            claims,
+            now=time.time() if now is None else now,
+            max_age_s=VONAGE_MAX_AGE_S,
+            leeway_s=VONAGE_SKEW_S,
+        )
     except JWTError as exc:
         return str(exc), {}
     if claims.get("iss", "Vonage") != "Vonage":

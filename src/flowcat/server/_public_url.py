@@ -101,7 +101,9 @@ def request_origin(request: Any, *, public_url: str | None, trusted_proxies: int
     url = request.url
     scheme = _HTTP.get(url.scheme, url.scheme)
     host = request.headers.get("Host") or url.raw_authority or "localhost"
-    return forwarded_origin(request.headers, trusted_proxies, scheme=scheme, host=host) or f"{scheme}://{host}"
+    return (
+        forwarded_origin(request.headers, trusted_proxies, scheme=scheme, host=host) or f"{scheme}://{host}"
+    )
 
 
 def signed_url(request: Any, *, public_url: str | None, trusted_proxies: int) -> str:
