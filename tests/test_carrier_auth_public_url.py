@@ -334,3 +334,30 @@ def test_configured_public_url_forms(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWCAT_PUBLIC_URL", "https://env.example")
     assert signed_url(req, public_url=None, trusted_proxies=0).startswith("https://env.example/twilio/")
     assert forwarded_origin(req.headers, 0, scheme="http", host="h") is None
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], 0), (["--trust-proxy"], 1), (["--trust-proxy", "2"], 2), (["--trust-proxy", "0"], 0)],
+)
+def test_serve_trust_proxy_option_reaches_the_workers(
+    argv: list[str], expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowcat.server
+    from flowcat.cli import main
+
+    seen: list[Any] = []
+    monkeypatch.setattr(flowcat.server, "supervise", lambda opts: seen.append(opts) or 0)
+    assert main(["serve", "--public-url", "https://p.example", *argv, "--port", "9"]) == 0
+    assert seen[0].trusted_proxies == expected and seen[0].public_url == "https://p.example"
+
+
+def test_serve_trust_proxy_refuses_a_negative_count(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowcat.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--trust-proxy", "-1"])
+    assert "--trust-proxy" in capsys.readouterr().err
