@@ -361,3 +361,10 @@ def test_serve_trust_proxy_refuses_a_negative_count(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["serve", "--trust-proxy", "-1"])
     assert "--trust-proxy" in capsys.readouterr().err
+
+
+async def test_cloudonix_upgrade_is_not_held_to_twilios_signature() -> None:
+    """Cloudonix speaks Twilio's wire format but signs nothing; TWILIO_AUTH_TOKEN is not its secret."""
+    async with worker(public_url=PUBLIC) as base:
+        assert await upgrade_status(base, "/cloudonix/ws", {}) == 101
+        assert await upgrade_status(base, "/twilio/ws", {}) == 403
