@@ -4,6 +4,9 @@ Where a carrier authenticates its requests (and ``ServerConfig.verify_signatures
 the answer and event webhooks and the media upgrade are checked first; a failed
 check is refused with the carrier's status (401 for key/token carriers such as
 Genesys and Vonage, 403 for request signatures such as Twilio's) and logged.
+Carriers that sign a URL are checked against the URL they called: the public URL
+(``ServerConfig.public_url``) or, with ``trusted_proxies``, the forwarded headers
+(:mod:`._public_url`).
 """
 
 from __future__ import annotations
