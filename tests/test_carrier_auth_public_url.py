@@ -368,3 +368,30 @@ async def test_cloudonix_upgrade_is_not_held_to_twilios_signature() -> None:
     async with worker(public_url=PUBLIC) as base:
         assert await upgrade_status(base, "/cloudonix/ws", {}) == 101
         assert await upgrade_status(base, "/twilio/ws", {}) == 403
+
+
+URLS = [
+    "https://a.example/x",
+    "https://a.example:443/x",
+    "https://a.example:8443/x",
+    "http://a.example/x?y=1&b=%7E",
+    "http://a.example:80/x?y=1&b=%7E",
+    "https://A.example/x",
+]
+
+
+@pytest.mark.parametrize("signed", URLS)
+def test_twilio_port_tolerance_agrees_with_the_official_validator(signed: str) -> None:
+    """Our check accepts exactly the (signed URL, URL checked) pairs Twilio's SDK accepts."""
+    from flowcat.serializers._signatures import validate_twilio
+
+    sdk = RequestValidator(TOKEN)
+    sig = sdk.compute_signature(signed, dict(FORM))
+    for checked in URLS:
+        assert validate_twilio(checked, FORM, sig, TOKEN) == sdk.validate(checked, dict(FORM), sig), checked
+
+
+async def test_twilio_signed_without_the_port_a_public_url_has() -> None:
+    async with worker(public_url="https://bot.example.com:443") as base:
+        sig = twilio_sign("https://bot.example.com/twilio/answer", dict(FORM))
+        assert (await post(base, "/twilio/answer", FORM, {"X-Twilio-Signature": sig}))[0] == 200

@@ -85,14 +85,11 @@ def twilio_url_variants(url: str) -> list[str]:
         port = parts.port
     except ValueError:
         return [url]
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    userinfo = parts.netloc.rpartition("@")[0]
-    prefix = userinfo + "@" if userinfo else ""
-    bare = urlunsplit(parts._replace(netloc=prefix + host))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    prefix = userinfo + at
+    host = hostport if port is None else hostport[: hostport.rindex(":")]  # case kept, as Twilio's SDK does
     if port is not None:
-        return [bare, url]
+        return [urlunsplit(parts._replace(netloc=prefix + host)), url]
     default = _DEFAULT_PORTS.get(parts.scheme.lower())
     if default is None:
         return [url]
