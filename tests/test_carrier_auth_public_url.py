@@ -395,3 +395,16 @@ async def test_twilio_signed_without_the_port_a_public_url_has() -> None:
     async with worker(public_url="https://bot.example.com:443") as base:
         sig = twilio_sign("https://bot.example.com/twilio/answer", dict(FORM))
         assert (await post(base, "/twilio/answer", FORM, {"X-Twilio-Signature": sig}))[0] == 200
+
+
+async def test_twilio_upgrade_with_a_query_both_signing_forms() -> None:
+    """ConversationRelay URLs may carry a query: signed in the URL, or (as Twilio's own server
+    code validates it) the URL without the query and its parameters appended like form fields."""
+    async with worker(public_url=PUBLIC) as base:
+        path = "/twilio/ws?tenant=acme&lang=en"
+        in_url = twilio_sign("wss://bot.example.com" + path)
+        as_params = twilio_sign("wss://bot.example.com/twilio/ws", {"tenant": "acme", "lang": "en"})
+        assert await upgrade_status(base, path, {"X-Twilio-Signature": in_url}) == 101
+        assert await upgrade_status(base, path, {"X-Twilio-Signature": as_params}) == 101
+        other = twilio_sign("wss://bot.example.com/twilio/ws", {"tenant": "other", "lang": "en"})
+        assert await upgrade_status(base, path, {"X-Twilio-Signature": other}) == 403

@@ -171,13 +171,20 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         Twilio signs the ``wss://`` URL it dialled (the ``<Stream url>``): the URL
         (``public_url`` as the server passes it, else the request's own) is checked
         with its scheme mapped ``https``→``wss``, ``http``→``ws``, with and without the
-        default port.
+        default port. A URL with a query (ConversationRelay; ``<Stream>`` URLs have none)
+        is also tried the way Twilio's own server code validates it: the URL without its
+        query, the query's parameters appended like form parameters (unconfirmed by
+        Twilio's docs).
         """
         token = env(auth_token, "TWILIO_AUTH_TOKEN")
         if not token:
             return True
         url = _websocket_url(public_url or str(request.url))
-        return validate_twilio(url, None, request.headers.get("X-Twilio-Signature"), token)
+        signature = request.headers.get("X-Twilio-Signature")
+        if validate_twilio(url, None, signature, token):
+            return True
+        base, sep, query = url.partition("?")
+        return bool(sep) and validate_twilio(base, parse_qsl(query, keep_blank_values=True), signature, token)
 
 
 def _websocket_url(url: str) -> str:
