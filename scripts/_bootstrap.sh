@@ -1,7 +1,58 @@
-# Sourced by scripts/run and scripts/test: make sure uv exists and the environment is synced.
+# Sourced by scripts/run, scripts/test and .ci/run. After it, in the caller's shell:
+#   - the working directory is the project root and `uv` is on PATH (installed with pip if missing);
+#   - $FLOWCAT_VENV (.venv, or $UV_PROJECT_ENVIRONMENT) is flowcat's one environment: every extra (the dev tools
+#     included) plus the model wheels, so `run` and `test` never undo each other.
+# The environment is synced only when uv.lock, pyproject.toml or this file changed since the last sync (a stamp
+# inside the environment), so a repeated run installs nothing and costs no sync; FLOWCAT_SYNC=1 forces a sync.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if ! command -v uv >/dev/null 2>&1; then
-  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
-  export PATH="$HOME/.local/bin:$PATH"
+_FLOWCAT_BOOTSTRAP="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+cd "$(dirname "$_FLOWCAT_BOOTSTRAP")/.."
+
+# Model files ship inside these wheels, whose own dependencies we do not want (torch): installed --no-deps.
+FLOWCAT_MODEL_WHEELS=("silero-vad==6.2.3" "pipecat-ai==1.14.0")
+# What one sync installs; the stamp covers these arguments through the hash of this file.
+FLOWCAT_SYNC_ARGS=(--frozen --all-extras)
+
+_flowcat_find_uv() {
+  command -v uv >/dev/null 2>&1 && return 0
+  local dir
+  for dir in "$HOME/.local/bin" "$(python3 -m site --user-base 2>/dev/null || echo "$HOME/.local")/bin"; do
+    if [ -x "$dir/uv" ]; then
+      export PATH="$dir:$PATH"
+      return 0
+    fi
+  done
+  # `pip install uv` outside --user puts it next to that Python's scripts, which may not be on PATH.
+  dir=$(python3 -c 'import os, uv; print(os.path.dirname(uv.find_uv_bin()))' 2>/dev/null) || return 1
+  export PATH="$dir:$PATH"
+}
+
+if ! _flowcat_find_uv; then
+  echo "flowcat: uv not found; installing it with pip" >&2
+  python3 -m pip install --quiet --user uv 2>/dev/null \
+    || python3 -m pip install --quiet uv 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages uv
+  _flowcat_find_uv || { echo "flowcat: could not install uv (python3 -m pip install uv)" >&2; exit 127; }
 fi
+
+FLOWCAT_VENV="${UV_PROJECT_ENVIRONMENT:-.venv}"
+export FLOWCAT_VENV
+
+_flowcat_env_hash() {
+  cat uv.lock pyproject.toml "$_FLOWCAT_BOOTSTRAP" | sha256sum | cut -d' ' -f1
+}
+
+flowcat_sync() {
+  local stamp="$FLOWCAT_VENV/.flowcat-sync" want
+  want=$(_flowcat_env_hash)
+  if [ "${FLOWCAT_SYNC:-0}" != 1 ] && [ -x "$FLOWCAT_VENV/bin/python" ] && [ -f "$stamp" ] \
+    && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  rm -f "$stamp"
+  uv sync --quiet "${FLOWCAT_SYNC_ARGS[@]}"
+  uv pip install --quiet --no-deps --python "$FLOWCAT_VENV/bin/python" "${FLOWCAT_MODEL_WHEELS[@]}"
+  echo "$want" >"$stamp"
+}
+
+flowcat_sync

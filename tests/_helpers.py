@@ -1,8 +1,20 @@
-"""Small processors shared by runtime tests."""
+"""Small processors shared by runtime tests, and the rules for a test's missing dependencies.
+
+A missing test dependency (an extra's package, a model wheel) skips its tests on a developer's machine but fails
+the run under ``CI=true``: CI must not pass by quietly running fewer tests. :func:`require` and :func:`missing`
+apply that rule; conftest.py turns any other skip under CI into a failure too, unless it is declared an expected
+absence with :func:`expected` (e.g. ``audioop`` on Python >= 3.13), which every environment may lack.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+from types import ModuleType
+from typing import NoReturn
+
+import pytest
 
 from flowcat import FrameDirection, FrameProcessor
 from flowcat.frames import Frame, TextFrame
@@ -40,3 +52,35 @@ class Blocking(FrameProcessor):
 def texts(frames: list[Frame]) -> list[str]:
     """The texts of the TextFrames among ``frames``."""
     return [f.text for f in frames if isinstance(f, TextFrame)]
+
+
+EXPECTED = "expected absence: "
+"""Prefix of the skip reasons that CI accepts (see :func:`expected`)."""
+
+
+def strict() -> bool:
+    """True under CI (``CI=true``): a missing test dependency fails instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def expected(reason: str) -> str:
+    """The skip reason for an absence that is expected in some environments (CI accepts it). Use it as
+    ``pytest.mark.skipif(cond, reason=expected("..."))`` or ``pytest.skip(expected("..."))``."""
+    return EXPECTED + reason
+
+
+def missing(what: str) -> NoReturn:
+    """A test dependency is not installed: skip (module-level too) locally, fail the run under CI=true."""
+    msg = f"test dependency missing: {what} (./scripts/test installs every test dependency)"
+    if strict():
+        pytest.fail(f"{msg}; CI=true, so this fails instead of skipping", pytrace=False)
+    pytest.skip(msg, allow_module_level=True)
+
+
+def require(module: str) -> ModuleType:
+    """Import a test dependency: like ``pytest.importorskip``, but a failure under CI=true (see :func:`missing`)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        error = exc
+    missing(f"{module} ({error})")

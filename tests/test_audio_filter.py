@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from _helpers import require
 from flowcat.audio import AudioFilterProcessor, BaseAudioFilter, rms_dbfs
 from flowcat.errors import MissingExtraError
 from flowcat.frames import FilterEnableFrame, InputAudioRawFrame, TextFrame
@@ -37,7 +38,7 @@ def _chunks(pcm: bytes, rate: int) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def rnnoise():
-    pytest.importorskip("pyrnnoise.rnnoise")
+    require("pyrnnoise.rnnoise")
     from flowcat.audio import RNNoiseFilter
 
     return RNNoiseFilter

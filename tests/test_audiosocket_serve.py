@@ -16,12 +16,12 @@ import uuid
 from typing import Any
 
 import numpy as np
-import pytest
 
+from _helpers import require
 from flowcat.audio import tone
 from flowcat.transports._audiosocket_protocol import encode_message
 
-workers = pytest.importorskip("test_server_workers")
+workers = require("test_server_workers")
 stop_after = workers.stop_after  # the fixture: kills servers a test left running
 
 WAIT = 5.0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import require
 from flowcat.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from flowcat.bench import capacity
 from flowcat.bench._loadgen import HDR, parse_twilio_payload, twilio_payload
@@ -29,7 +30,7 @@ def _run(*extra: str) -> list[dict[str, object]]:
 @pytest.mark.parametrize("engine", ["aiohttp", "picows"])
 def test_quick_smoke_measures_flowcat_and_the_floor(engine: str) -> None:
     if engine == "picows":
-        pytest.importorskip("picows")
+        require("picows")
     rows = _run("--engine", engine)
     assert {r["system"] for r in rows} == {"flowcat", "floor"}
     for r in rows:
@@ -37,8 +38,9 @@ def test_quick_smoke_measures_flowcat_and_the_floor(engine: str) -> None:
         assert FIELDS <= r.keys(), r
         assert r["calls"] == 20 and r["connected"] == 20
         assert r["bad"] == 0
-        assert r["throughput"] >= 0.95
-        assert r["p50_ms"] is not None and r["p50_ms"] < 100
+        # Echoed audio came back and was measured; how much and how fast is `--check`'s business.
+        assert isinstance(r["received"], int) and r["received"] > 0
+        assert r["p50_ms"] is not None
         assert r["server_cpu_pct"] is not None and r["server_cpu_pct"] > 0
 
 
@@ -48,7 +50,24 @@ def test_quick_overload_admits_capacity_and_refuses_the_rest() -> None:
     assert len(over) == 1
     r = over[0]
     assert r["offered"] == 30 and r["connected"] == 20 and r["rejected"] == 10
-    assert r["bad"] == 0 and r["throughput"] >= 0.95
+    assert r["bad"] == 0 and r["received"] > 0
+
+
+def test_check_reports_each_missed_threshold() -> None:
+    """`--check` (not the unit tests) holds the measured numbers to THRESHOLDS."""
+    good = {"system": "flowcat", "engine": "aiohttp", "workers": 1, "calls": 20, "throughput": 1.0, "p50_ms": 0.4}
+    assert capacity.check([good, dict(good, system="floor")]) == []
+    slow = dict(good, throughput=0.5, p50_ms=150.0, offered=30)
+    failed = {"system": "floor", "engine": "aiohttp", "workers": 1, "calls": 20, "error": "boom"}
+    assert capacity.check([good, slow, failed]) == [
+        "flowcat aiohttp W=1 N=20 offered=30: throughput 0.5 < 0.95",
+        "flowcat aiohttp W=1 N=20 offered=30: p50_ms 150.0 >= 100.0",
+        "floor aiohttp W=1 N=20: throughput not measured (boom)",
+        "floor aiohttp W=1 N=20: p50_ms not measured (boom)",
+    ]
+    p = argparse.ArgumentParser()
+    capacity.add_arguments(p)
+    assert p.parse_args(["--quick", "--check"]).check and not p.parse_args([]).check
 
 
 def test_twilio_header_survives_mulaw_decode_and_encode() -> None:
@@ -112,7 +131,7 @@ def test_results_section_is_replaced_without_touching_others(tmp_path: Path) -> 
 
 
 def test_write_section_and_plot(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     from flowcat.bench._plot import plot_p99, write_section
 
     rows = [

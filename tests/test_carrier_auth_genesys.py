@@ -30,6 +30,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
+from _helpers import require
 from flowcat.serializers import GenesysFrameSerializer
 from flowcat.serializers import _audiohook_auth as auth
 from flowcat.serializers._http_signatures import normalize_authority, verify_hmac_sha256
@@ -292,7 +293,7 @@ async def media_server(engine: str, **config: Any) -> AsyncIterator[int]:
         finally:
             await server.close()
     else:
-        pw = pytest.importorskip("test_picows_engine")
+        pw = require("test_picows_engine")
         async with pw.engine(**config) as e:
             yield e.port
 

@@ -18,12 +18,13 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from _helpers import require
 from flowcat.errors import MissingExtraError
 from flowcat.serializers import VonageFrameSerializer
 from flowcat.serializers._signatures import validate_telnyx_ed25519
 from flowcat.server import ServerConfig, create_app
 
-cryptography = pytest.importorskip("cryptography", reason="needs the telnyx extra: pip install 'flowcat[telnyx]'")
+cryptography = require("cryptography")  # the telnyx extra
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 ED25519 = "cryptography.hazmat.primitives.asymmetric.ed25519"

@@ -21,12 +21,13 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from _helpers import require
 from flowcat.audio import StreamResampler, tone
 from flowcat.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, ServerConfig, create_app
 
-conformance = pytest.importorskip("test_serializer_conformance")
+conformance = require("test_serializer_conformance")
 SPECS = {s.name: s for s in conformance.SPECS}
 ENCODE, DECODE = conformance.ENCODE, conformance.DECODE
 

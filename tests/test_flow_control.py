@@ -17,7 +17,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-pytest.importorskip("picows")
+from _helpers import require
+
+require("picows")
 
 from flowcat.server import ServerConfig, create_app  # noqa: E402
 from flowcat.server._app import STATE_KEY  # noqa: E402

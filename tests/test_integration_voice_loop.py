@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from _helpers import require
 from flowcat import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.audio import tone
 from flowcat.frames import (
@@ -33,9 +34,9 @@ from flowcat.frames import (
 from flowcat.testing import CaptureProcessor
 from flowcat.transports import WebsocketParams, WebsocketServerTransport, WebsocketTransport
 
-pytest.importorskip("onnxruntime")
-vad = pytest.importorskip("flowcat.audio.vad")
-turns = pytest.importorskip("flowcat.turns")
+require("onnxruntime")
+vad = require("flowcat.audio.vad")
+turns = require("flowcat.turns")
 
 RATE = 16000
 FRAME = RATE * 2 // 50  # 20 ms of PCM16

@@ -21,16 +21,17 @@ from typing import Any
 import aiohttp
 import pytest
 
+from _helpers import require
 from flowcat.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
 from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, default_app
 from test_transport_support import StartFlag
 
-picows = pytest.importorskip("picows")
-e2e = pytest.importorskip("test_e2e_carriers")
-server_tests = pytest.importorskip("test_server")
-workers = pytest.importorskip("test_server_workers")
+picows = require("picows")
+e2e = require("test_e2e_carriers")
+server_tests = require("test_server")
+workers = require("test_server_workers")
 stop_after = workers.stop_after  # the fixture: kills servers a test left running
 
 from flowcat.server._app import drain_state  # noqa: E402

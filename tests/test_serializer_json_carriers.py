@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 
+from _helpers import require
 from flowcat.audio import pcm16_to_alaw, read_wav, tone
 from flowcat.frames import (
     InputAudioRawFrame,
@@ -225,7 +226,7 @@ def test_telnyx_answer_texml_and_stream_token() -> None:
 
 
 def test_telnyx_ed25519_signature() -> None:
-    pytest.importorskip("cryptography")
+    require("cryptography")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from flowcat.serializers._signatures import validate_telnyx_ed25519

@@ -22,7 +22,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
+from _helpers import expected, require
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason=expected("needs SO_REUSEPORT"))
 
 
 def _port() -> int:
@@ -50,7 +52,7 @@ def _engine(engine: str) -> tuple[str, ...]:
     """``serve`` arguments selecting ``engine`` (picows: the aiohttp app on a port of its own)."""
     if engine == "aiohttp":
         return ()
-    pytest.importorskip(engine)
+    require(engine)
     return ("--engine", engine, "--http-port", str(_port()))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import missing
 from flowcat.errors import ProtocolError
 from flowcat.frames import (
     InputAudioRawFrame,
@@ -145,10 +146,10 @@ async def test_malformed_raises_protocol_error(data: bytes | str) -> None:
 def _pipecat_pb2() -> Any:
     spec = importlib.util.find_spec("pipecat")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("pipecat not installed")
+        missing("pipecat-ai (model wheel)")
     path = Path(list(spec.submodule_search_locations)[0]) / "frames" / "protobufs" / "frames_pb2.py"
     if not path.exists() or importlib.util.find_spec("google.protobuf") is None:
-        pytest.skip("pipecat's generated frames_pb2 or protobuf not available")
+        missing("pipecat's generated frames_pb2 or protobuf")
     mod_spec = importlib.util.spec_from_file_location("pipecat_frames_pb2_for_test", path)
     assert mod_spec is not None and mod_spec.loader is not None
     mod = importlib.util.module_from_spec(mod_spec)

@@ -9,7 +9,9 @@ import wave
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
+from _helpers import missing, require
+
+require("onnxruntime")
 
 from flowcat.frames import (  # noqa: E402
     InputAudioRawFrame,
@@ -29,7 +31,7 @@ from flowcat.turns import (  # noqa: E402
 try:
     default_smart_turn_model_path()
 except ImportError:
-    pytest.skip("smart-turn model (pipecat-ai wheel) not installed", allow_module_level=True)
+    missing("smart-turn model (pipecat-ai wheel)")
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "turns")
 COMPLETE = ["complete_weather", "complete_booking"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
+from _helpers import require
+
+require("onnxruntime")
 
 from flowcat.audio.vad import (  # noqa: E402
     EnergyVADAnalyzer,

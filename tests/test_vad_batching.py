@@ -12,7 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
+from _helpers import require
+
+require("onnxruntime")
 
 from flowcat.audio.vad import (  # noqa: E402
     SileroBatcher,

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-pytest.importorskip("onnxruntime")
+from _helpers import require
+
+require("onnxruntime")
 
 from flowcat.bench import vad  # noqa: E402
 

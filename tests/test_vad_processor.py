@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import soxr
 
-pytest.importorskip("onnxruntime")
+from _helpers import require
+
+require("onnxruntime")
 
 from flowcat.audio.vad import EnergyVADAnalyzer, SileroVADAnalyzer, VADParams, VADProcessor  # noqa: E402
 from flowcat.frames import (  # noqa: E402

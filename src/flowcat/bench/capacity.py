@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "ensure_pipecat_venv", "main", "run_point"]
+__all__ = ["THRESHOLDS", "add_arguments", "check", "ensure_pipecat_venv", "main", "run_point"]
 
 PIPECAT_VERSION = "1.14.0"
 PIPECAT_VENV = Path.home() / ".cache" / "flowcat" / "bench" / f"pipecat-{PIPECAT_VERSION}"
@@ -70,6 +70,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default=None, help="PNG plot path (default bench/capacity.png)")
     p.add_argument("--no-write", action="store_true", help="do not write RESULTS.md / the plot")
     p.add_argument("--pipecat-python", default=None, help="python of a ready pipecat venv")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="hold every measured point to the thresholds (THRESHOLDS: throughput, p50); "
+        "print PASS/FAIL and exit 1 when one is missed",
+    )
+
+
+# What `--check` holds every measured point to: (field, minimum, maximum), None for no bound. A --quick run on a
+# busy 2-core machine meets them; they are performance bounds, so they live here, not in the unit tests.
+THRESHOLDS: tuple[tuple[str, float | None, float | None], ...] = (
+    ("throughput", 0.95, None),
+    ("p50_ms", None, 100.0),
+)
+
+
+def check(rows: list[dict[str, Any]]) -> list[str]:
+    """The thresholds each row misses, one line per miss (empty: every point passes)."""
+    misses = []
+    for r in rows:
+        where = f"{r['system']} {r.get('engine')} W={r['workers']} N={r['calls']}"
+        if r.get("offered"):
+            where += f" offered={r['offered']}"
+        for field, low, high in THRESHOLDS:
+            v = r.get(field)
+            if v is None:
+                misses.append(f"{where}: {field} not measured ({r.get('error', 'no value')})")
+            elif low is not None and v < low:
+                misses.append(f"{where}: {field} {v} < {low}")
+            elif high is not None and v >= high:
+                misses.append(f"{where}: {field} {v} >= {high}")
+    return misses
 
 
 # ------------------------------------------------------------------ processes
@@ -417,4 +449,10 @@ def main(args: argparse.Namespace) -> int:
         plotted = plot_p99(rows, png)
         write_section(results, rows, args, png if plotted else None)
     bad = any("error" in r or r.get("bad") for r in rows)
+    if args.check:
+        misses = check(rows)
+        for line in misses:
+            print(f"check: FAIL {line}", file=sys.stderr)
+        print(f"check: {'FAIL' if misses else 'PASS'} ({len(rows)} points)", file=sys.stderr)
+        bad = bad or bool(misses)
     return 1 if bad else 0
