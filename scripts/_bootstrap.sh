@@ -15,15 +15,13 @@ FLOWCAT_SYNC_ARGS=(--frozen --all-extras)
 
 _flowcat_find_uv() {
   command -v uv >/dev/null 2>&1 && return 0
-  local dir
-  for dir in "$HOME/.local/bin" "$(python3 -m site --user-base 2>/dev/null || echo "$HOME/.local")/bin"; do
-    if [ -x "$dir/uv" ]; then
-      export PATH="$dir:$PATH"
-      return 0
-    fi
-  done
-  # `pip install uv` outside --user puts it next to that Python's scripts, which may not be on PATH.
-  dir=$(python3 -c 'import os, uv; print(os.path.dirname(uv.find_uv_bin()))' 2>/dev/null) || return 1
+  local dir="$HOME/.local/bin"
+  if [ ! -x "$dir/uv" ]; then
+    dir="$(python3 -m site --user-base 2>/dev/null || true)/bin"
+    # `pip install uv` outside --user puts it next to that Python's scripts, which may not be on PATH.
+    [ -x "$dir/uv" ] || dir=$(python3 -c 'import os, uv; print(os.path.dirname(uv.find_uv_bin()))' 2>/dev/null) \
+      || return 1
+  fi
   export PATH="$dir:$PATH"
 }
 

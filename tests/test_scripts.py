@@ -1,0 +1,124 @@
+"""The entry points (scripts/run, scripts/test, .ci/run) on a copy of the project with a recording fake ``uv``.
+
+What is checked: each entry point works on a machine without uv on PATH (the bootstrap installs it and every
+later ``uv`` call finds it, .ci/run's included); run and test share one environment, synced once with every extra
+and the model wheels; a repeated run, of either script, syncs and installs nothing; a changed uv.lock syncs again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("scripts/_bootstrap.sh", "scripts/run", "scripts/test", ".ci/run", "uv.lock", "pyproject.toml")
+TOOLS = ("bash", "env", "sha256sum", "cat", "cut", "dirname", "basename", "mkdir", "cp", "rm", "chmod")
+
+# Logs its arguments; `sync` makes the environment's python, as the real one would.
+FAKE_UV = """#!/usr/bin/env bash
+echo "uv $*" >>"$CALLS"
+if [ "$1" = sync ]; then mkdir -p .venv/bin && printf '#!/bin/sh\\n' >.venv/bin/python && chmod +x .venv/bin/python; fi
+"""
+# A python3 whose pip "installs" uv where `pip install --user` would.
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "python3 $*" >>"$CALLS"
+case "$*" in
+  "-m site --user-base") echo "$HOME/.local" ;;
+  *"pip install"*"--user uv") mkdir -p "$HOME/.local/bin" && cp "$FAKE_UV" "$HOME/.local/bin/uv" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def _exe(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the entry points and the lock, a bare PATH (no uv), a fresh HOME."""
+    repo = tmp_path / "repo"
+    for name in FILES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    _exe(bin_dir / "python3", FAKE_PYTHON)
+    _exe(tmp_path / "fake_uv", FAKE_UV)
+    (tmp_path / "home").mkdir()
+    return repo
+
+
+def _run(repo: Path, *cmd: str) -> list[str]:
+    """Run an entry point of the copy; return the uv/python3 calls it made."""
+    tmp = repo.parent
+    calls = tmp / "calls.log"
+    calls.write_text("")
+    env = {
+        "PATH": str(tmp / "bin"),
+        "HOME": str(tmp / "home"),
+        "CALLS": str(calls),
+        "FAKE_UV": str(tmp / "fake_uv"),
+        "CI": "true",
+    }
+    out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return calls.read_text().splitlines()
+
+
+SYNC = "uv sync --quiet --frozen --all-extras"
+MODELS = "uv pip install --quiet --no-deps --python .venv/bin/python silero-vad==6.2.3 pipecat-ai==1.14.0"
+
+
+def test_ci_run_installs_uv_and_every_step_finds_it(project: Path) -> None:
+    calls = _run(project, "bash", ".ci/run")
+    assert "python3 -m pip install --quiet --user uv" in calls
+    assert [c for c in calls if c.startswith("uv ")] == [
+        SYNC,
+        MODELS,
+        "uv run --frozen --no-sync ruff check src tests",
+        "uv run --frozen --no-sync mypy",
+        "uv run --frozen --no-sync flowcat bench micro --quick",
+        "uv run --frozen --no-sync pytest -rs",  # last: the log ends with pytest's summary line
+    ]
+
+
+def test_run_and_test_share_one_environment_and_repeats_install_nothing(project: Path) -> None:
+    first = _run(project, "./scripts/test", "-x")
+    assert "python3 -m pip install --quiet --user uv" in first
+    assert [c for c in first if c.startswith("uv ")] == [SYNC, MODELS, "uv run --frozen --no-sync pytest -x"]
+    # uv now lives in ~/.local/bin; the environment is current: no sync, no install, for either script.
+    assert _run(project, "./scripts/run", "serve", "--engine", "picows") == [
+        "uv run --frozen --no-sync flowcat serve --engine picows"
+    ]
+    assert _run(project, "./scripts/test") == ["uv run --frozen --no-sync pytest"]
+    # A new lock (or pyproject, or bootstrap) syncs again, once.
+    with (project / "uv.lock").open("a") as f:
+        f.write("\n# changed\n")
+    assert _run(project, "./scripts/run", "pipeline") == [SYNC, MODELS, "uv run --frozen --no-sync flowcat pipeline"]
+    assert _run(project, "./scripts/test") == ["uv run --frozen --no-sync pytest"]
+
+
+def test_a_failed_sync_is_not_stamped(project: Path) -> None:
+    _run(project, "./scripts/test")
+    (project / ".venv" / ".flowcat-sync").write_text("stale\n")
+    assert _run(project, "./scripts/run", "x")[:2] == [SYNC, MODELS]
+    # The stamp is written only after both steps succeeded: a model install that fails leaves none.
+    fake = project.parent / "home" / ".local" / "bin" / "uv"
+    _exe(fake, fake.read_text() + '[ "$1" = pip ] && exit 3\nexit 0\n')
+    (project / "uv.lock").write_text("other")
+    tmp = project.parent
+    env = {"PATH": str(tmp / "bin"), "HOME": str(tmp / "home"), "CALLS": str(tmp / "calls.log")}
+    assert subprocess.run(["./scripts/run", "x"], cwd=project, env=env, capture_output=True, timeout=30).returncode
+    assert not (project / ".venv" / ".flowcat-sync").exists()
+    assert os.access(project / ".venv" / "bin" / "python", os.X_OK)
