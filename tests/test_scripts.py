@@ -11,7 +11,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -122,3 +124,65 @@ def test_a_failed_sync_is_not_stamped(project: Path) -> None:
     assert subprocess.run(["./scripts/run", "x"], cwd=project, env=env, capture_output=True, timeout=30).returncode
     assert not (project / ".venv" / ".flowcat-sync").exists()
     assert os.access(project / ".venv" / "bin" / "python", os.X_OK)
+
+
+CASES = '''
+import pytest
+from _helpers import expected, missing, require
+
+def test_require():
+    require("flowcat_no_such_module")
+
+def test_missing_model():
+    missing("a model wheel")
+
+def test_importorskip():
+    pytest.importorskip("flowcat_no_such_module")
+
+def test_plain_skip():
+    pytest.skip("no reason given")
+
+@pytest.mark.skipif(True, reason=expected("not on this platform"))
+def test_expected():
+    pass
+
+def test_present():
+    assert require("json").dumps(1) == "1"
+'''
+MODULE_LEVEL = 'from _helpers import require\nrequire("flowcat_no_such_module")\n\ndef test_hidden():\n    pass\n'
+
+
+def _outcomes(tmp: Path, ci: str) -> tuple[int, dict[str, str]]:
+    """Run pytest on ``tmp``; return its exit status and each test's outcome (from its JUnit XML)."""
+    xml = tmp / "report.xml"
+    env = dict(os.environ, CI=ci)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(tmp / "pytest.ini"), "--junitxml", str(xml)]
+    out = subprocess.run([*cmd, str(tmp)], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
+    found = {}
+    for case in ElementTree.parse(xml).iter("testcase"):
+        tags = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        found[case.get("name", "")] = tags[0] if tags else "passed"
+    return out.returncode, found
+
+
+def test_under_ci_a_missing_test_dependency_fails_and_only_declared_absences_skip(tmp_path: Path) -> None:
+    for name in ("conftest.py", "_helpers.py"):
+        shutil.copy2(ROOT / "tests" / name, tmp_path / name)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_cases.py").write_text(CASES)
+    rc, found = _outcomes(tmp_path, "")
+    assert rc == 0 and found == {name: "skipped" for name in found} | {"test_present": "passed"}, found
+    assert len(found) == 6
+    rc, found = _outcomes(tmp_path, "true")
+    assert rc == 1 and found == {
+        "test_require": "failure",
+        "test_missing_model": "failure",
+        "test_importorskip": "failure",
+        "test_plain_skip": "failure",
+        "test_expected": "skipped",  # the declared absence
+        "test_present": "passed",
+    }
+    # A module-level requirement that is missing stops the run at collection, loudly.
+    (tmp_path / "test_module_level.py").write_text(MODULE_LEVEL)
+    rc, found = _outcomes(tmp_path, "true")
+    assert rc == 2 and found.get("test_module_level") == "error", found
