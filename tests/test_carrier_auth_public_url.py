@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from twilio.request_validator import RequestValidator
 from yarl import URL
 
+from _helpers import require
 from flowcat.server import ServerConfig, create_app
 
 TOKEN = "twilio-auth-token-for-tests"
@@ -43,7 +44,7 @@ async def worker(engine: str = "aiohttp", **config: Any) -> AsyncIterator[str]:
     """The worker's routes on 127.0.0.1 (aiohttp app, or the picows media engine); yields its base URL."""
     opts: dict[str, Any] = {"audio_in_sample_rate": 8000, "audio_out_sample_rate": 8000, **config}
     if engine == "picows":
-        pw = pytest.importorskip("test_picows_engine")
+        pw = require("test_picows_engine")
         async with pw.engine(**opts) as e:
             yield e.url("")
         return
@@ -269,7 +270,7 @@ async def test_vobiz_answer_is_checked_against_the_public_url(monkeypatch: pytes
 
 
 async def test_genesys_upgrade_signed_for_the_public_authority(monkeypatch: pytest.MonkeyPatch) -> None:
-    g = pytest.importorskip("test_carrier_auth_genesys")
+    g = require("test_carrier_auth_genesys")
     monkeypatch.setattr(g.auth, "NONCES", g.auth.NonceCache())
     monkeypatch.setenv("GENESYS_API_KEY", g.API_KEY)
     monkeypatch.setenv("GENESYS_CLIENT_SECRET", g.SECRET)

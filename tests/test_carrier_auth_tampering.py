@@ -28,6 +28,7 @@ from yarl import URL
 import test_carrier_auth_genesys as genesys_tests
 import test_carrier_auth_public_url as pub
 import test_carrier_auth_vonage as vonage_tests
+from _helpers import require
 from flowcat.serializers._signatures import twilio_signature, validate_plivo_v3
 
 PUBLIC = pub.PUBLIC
@@ -250,7 +251,7 @@ async def test_genesys_corrupted_truncated_and_reordered_signatures(monkeypatch:
 
 
 async def test_telnyx_corrupted_and_truncated_signatures(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    ed = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ed25519")
+    ed = require("cryptography.hazmat.primitives.asymmetric.ed25519")
     key = ed.Ed25519PrivateKey.generate()
     monkeypatch.setenv("TELNYX_PUBLIC_KEY", base64.b64encode(key.public_key().public_bytes_raw()).decode())
     body = b'{"data":{"event_type":"call.initiated","payload":{"call_control_id":"v2:abc"}}}'
