@@ -3,36 +3,53 @@
 ::
 
     FlowcatError
-    ├── ConfigError                 bad configuration (file, parameter, environment)
+    ├── ConfigError                 bad configuration (file, parameter, environment); a ValueError
     ├── MissingExtraError           an optional extra is not installed (also an ImportError)
-    ├── PipelineStateError          an operation not allowed in the pipeline's current state
+    ├── PipelineStateError          an operation not allowed in the object's current state
+    │                               (task finished, analyzer closed, no sample rate yet); a RuntimeError
     ├── PipelineTimeoutError        a bounded wait ran out (carries what and the budget)
     ├── ProcessorError              a processor failed while handling a frame
+    │   └── InferenceError          a local model (smart-turn, VAD) failed to run; a RuntimeError
     ├── TransportError              a transport failed (socket closed, handshake refused)
+    │   ├── CarrierError            a carrier's handshake could not be completed
     │   ├── ProtocolError           a peer sent something malformed (carries the raw input)
+    │   │   └── SFVError            a malformed RFC 8941 structured field; a ValueError
     │   └── SignatureError          a request's signature or token is missing, malformed or wrong
+    │       └── JWTError            a malformed, mis-signed or expired JWT; a ValueError
     ├── CapacityError               admission refused: the worker is at capacity
+    ├── BenchError                  a benchmark's helper process failed; a RuntimeError
     └── ServiceError(retryable)     a provider call failed
         ├── ServiceConnectionError  could not connect (retryable)
         ├── ServiceTimeout          the provider did not answer in time (retryable)
         └── ServiceStatusError      the provider answered with an error status;
                                     4xx is not retryable except 408, 429 and 499
 
+Classes marked "a ValueError"/"a RuntimeError" also derive from that builtin, so
+code that caught the builtin before keeps working. Every error class in flowcat
+lives here (a test checks it); other modules re-export them where they are used.
+
 Vendor exceptions are translated into these at the service boundary and chained
-with ``raise ... from exc``.
+with ``raise ... from exc``. Bad *input* from a peer (a malformed carrier message,
+packet) is not raised to the caller at all: it is logged, rate-limited, and
+survived (see :mod:`flowcat._ratelimit`).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BenchError",
     "CapacityError",
+    "CarrierError",
     "ConfigError",
     "FlowcatError",
+    "InferenceError",
+    "JWTError",
     "MissingExtraError",
     "PipelineStateError",
     "PipelineTimeoutError",
     "ProcessorError",
     "ProtocolError",
+    "SFVError",
     "ServiceConnectionError",
     "ServiceError",
     "ServiceStatusError",
@@ -47,7 +64,7 @@ class FlowcatError(Exception):
     """Base of every error flowcat raises on purpose."""
 
 
-class ConfigError(FlowcatError):
+class ConfigError(FlowcatError, ValueError):
     """Invalid configuration: the message names the setting and the value received."""
 
 
@@ -60,8 +77,8 @@ class MissingExtraError(FlowcatError, ImportError):
         self.extra = extra
 
 
-class PipelineStateError(FlowcatError):
-    """An operation that the pipeline (or task) cannot do in its current state."""
+class PipelineStateError(FlowcatError, RuntimeError):
+    """An operation that the pipeline, task or processor cannot do in its current state."""
 
 
 class PipelineTimeoutError(FlowcatError):
@@ -82,8 +99,16 @@ class ProcessorError(FlowcatError):
     """A processor raised while handling a frame."""
 
 
+class InferenceError(ProcessorError, RuntimeError):
+    """A local model (smart-turn, VAD) failed to run; the cause was logged where it happened."""
+
+
 class TransportError(FlowcatError):
     """A transport failed."""
+
+
+class CarrierError(TransportError):
+    """The carrier's handshake could not be completed."""
 
 
 class ProtocolError(TransportError):
@@ -103,8 +128,20 @@ class SignatureError(TransportError):
     (the request is refused; the reason is logged, never the secret)."""
 
 
+class SFVError(ProtocolError, ValueError):
+    """A field value is not a valid RFC 8941 Structured Field (the message says where)."""
+
+
+class JWTError(SignatureError, ValueError):
+    """A token is malformed, not HS256, mis-signed or outside its validity window."""
+
+
 class CapacityError(FlowcatError):
     """Admission refused because the worker is at its configured capacity."""
+
+
+class BenchError(FlowcatError, RuntimeError):
+    """A benchmark could not run: a helper process failed or never became ready."""
 
 
 class ServiceError(FlowcatError):

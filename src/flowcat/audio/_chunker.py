@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 __all__ = ["AudioChunker"]
 
 
@@ -23,7 +25,7 @@ class AudioChunker:
     def __init__(self, sample_rate: int, chunk_ms: int = 20, num_channels: int = 1) -> None:
         samples, rem = divmod(sample_rate * chunk_ms, 1000)
         if chunk_ms <= 0 or sample_rate <= 0 or num_channels <= 0 or rem:
-            raise ValueError("chunk_ms must be positive and give a whole number of samples")
+            raise ConfigError("chunk_ms must be positive and give a whole number of samples")
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
         self.num_channels = num_channels

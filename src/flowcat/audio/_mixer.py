@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ConfigError
 from ..frames import Frame, MixerEnableFrame, MixerUpdateSettingsFrame
 from ._resampler import StreamResampler
 from ._wav import read_wav
@@ -71,7 +72,7 @@ class LoopingFileMixer(BaseAudioMixer):
         enabled: bool = True,
     ) -> None:
         if default_sound not in sound_files:
-            raise ValueError(f"default_sound {default_sound!r} is not in sound_files")
+            raise ConfigError(f"default_sound {default_sound!r} is not in sound_files")
         self._files = dict(sound_files)
         self._sounds: dict[str, npt.NDArray[np.float32]] = {}
         self._current = default_sound

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..frames import (
     CancelFrame,
     EndFrame,
@@ -109,7 +110,7 @@ class AudioRecorder(FrameProcessor):
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         if mono_path is None and stereo_path is None:
-            raise ValueError("AudioRecorder needs mono_path or stereo_path")
+            raise ConfigError("AudioRecorder needs mono_path or stereo_path")
         self.mono_path = mono_path
         self.stereo_path = stereo_path
         self.sample_rate = sample_rate

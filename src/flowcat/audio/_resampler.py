@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from ..errors import ConfigError
+
 __all__ = ["StreamResampler"]
 
 _I16 = np.dtype("<i2")
@@ -35,7 +37,7 @@ class StreamResampler:
 
     def __init__(self, in_rate: int, out_rate: int, num_channels: int = 1, quality: str = "MQ") -> None:
         if in_rate <= 0 or out_rate <= 0 or num_channels <= 0:
-            raise ValueError("rates and num_channels must be positive")
+            raise ConfigError("rates and num_channels must be positive")
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.num_channels = num_channels

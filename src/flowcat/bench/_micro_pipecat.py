@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
+
 __all__ = ["PIPECAT_VERSION", "ensure_venv", "run_pipecat", "venv_dir"]
 
 PIPECAT_VERSION = "1.14.0"
@@ -68,9 +70,7 @@ def ensure_venv() -> Path:
         timeout=120,
     )
     if check.returncode != 0 or check.stdout.strip() != PIPECAT_VERSION:
-        raise RuntimeError(
-            f"pipecat {PIPECAT_VERSION} not importable in {venv}: {check.stderr.strip()[-500:]}"
-        )
+        raise BenchError(f"pipecat {PIPECAT_VERSION} not importable in {venv}: {check.stderr.strip()[-500:]}")
     (venv / _MARKER).write_text(PIPECAT_VERSION + "\n")
     return py
 
@@ -86,6 +86,6 @@ def run_pipecat(*, quick: bool, idle_calls: int, timeout: float = 900.0) -> dict
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"pipecat worker failed (rc={proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        raise BenchError(f"pipecat worker failed (rc={proc.returncode}): {proc.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result

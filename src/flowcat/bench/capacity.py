@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..errors import BenchError
+
 __all__ = ["THRESHOLDS", "add_arguments", "check", "ensure_pipecat_venv", "main", "run_point"]
 
 PIPECAT_VERSION = "1.14.0"
@@ -152,13 +154,13 @@ def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+            raise BenchError(f"server exited with {proc.returncode} before it was ready")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1.0):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
+    raise BenchError("server did not become ready")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -301,7 +303,7 @@ def run_point(
         gen.wait(timeout=30)
         if not result:
             err = gen.stderr.read() if gen.stderr else ""
-            raise RuntimeError(f"load generator failed: {err[-400:]}")
+            raise BenchError(f"load generator failed: {err[-400:]}")
     finally:
         _stop(srv)
     result.pop("calls", None)

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = ["EventEmitter"]
 
 logger = logging.getLogger("flowcat.events")
@@ -40,11 +42,11 @@ class EventEmitter:
         """Register ``handler`` for ``event_name``.
 
         Raises:
-            ValueError: The object does not emit that event.
+            ConfigError: The object does not emit that event.
         """
         events = self._events()
         if event_name not in events and event_name not in self._event_names:
-            raise ValueError(f"{type(self).__name__} has no event {event_name!r}")
+            raise ConfigError(f"{type(self).__name__} has no event {event_name!r}")
         events.setdefault(event_name, []).append(handler)
 
     def event_handler(self, event_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import ConfigError
 from ..frames import CancelFrame, EndFrame, Frame, StartFrame, StopFrame
 from ._direction import FrameDirection
 from ._pipeline import Pipeline
@@ -42,7 +43,7 @@ class ParallelPipeline(FrameProcessor):
     ) -> None:
         super().__init__(name=name)
         if not branches:
-            raise ValueError("ParallelPipeline needs at least one branch")
+            raise ConfigError("ParallelPipeline needs at least one branch")
         self._branches: list[Pipeline] = []
         for i, branch in enumerate(branches):
             pipe = (

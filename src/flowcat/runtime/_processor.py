@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import PipelineStateError
 from ..frames import (
     SYSTEM,
     CancelFrame,
@@ -362,7 +363,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         if not held:
             return
         if sched is None:
-            raise RuntimeError(f"{self._name}: resume_processing_frames() needs a running task")
+            raise PipelineStateError(f"{self._name}: resume_processing_frames() needs a running task")
         for frame, direction in held:
             sched.submit(self, frame, direction, to_self=True)
 

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._ratelimit import RateLimitedLog
 from ..frames import (
     CancelFrame,
     EndFrame,
@@ -52,7 +53,7 @@ __all__ = ["CallInfo", "FrameSerializer", "Wire", "WireOut", "dtmf_frame", "trun
 
 logger = logging.getLogger("flowcat.serializers")
 
-_LOG_FIRST = 20  # bad inputs logged in full per call; afterwards one in every 1000
+_BAD_INPUT = RateLimitedLog(logger)  # the first 20 bad inputs per call in full, then one in every 1000
 
 
 class FrameSerializer(CarrierWebhooks):
@@ -243,8 +244,9 @@ class FrameSerializer(CarrierWebhooks):
         """Log a skipped message once with context (rate-limited per call)."""
         self.bad_inputs += 1
         n = self.bad_inputs
-        if n <= _LOG_FIRST or n % 1000 == 0:
-            logger.warning(
+        if _BAD_INPUT.due(n):  # truncate() copies the input: only for lines that are logged
+            _BAD_INPUT(
+                n,
                 "%s: skipped %s (stream %s, bad input #%d): %s",
                 self.carrier,
                 reason,

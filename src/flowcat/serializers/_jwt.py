@@ -23,15 +23,11 @@ import hmac
 import json
 from typing import Any
 
-from ..errors import SignatureError
+from ..errors import JWTError
 
 __all__ = ["JWTError", "check_times", "verify_hs256"]
 
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-class JWTError(SignatureError, ValueError):
-    """The token is malformed, not HS256, mis-signed or outside its validity window."""
 
 
 def _b64url_decode(segment: str, what: str) -> bytes:

@@ -17,13 +17,9 @@ import binascii
 import string
 from typing import Union
 
-from ..errors import ProtocolError
+from ..errors import SFVError
 
 __all__ = ["BareItem", "InnerList", "Item", "Params", "SFVError", "Token", "parse_dictionary", "serialize_inner_list"]
-
-
-class SFVError(ProtocolError, ValueError):
-    """The field value is not a valid Structured Field (the message says where)."""
 
 
 class Token(str):

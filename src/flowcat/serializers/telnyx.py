@@ -36,7 +36,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import quoteattr
 
-from ..errors import MissingExtraError
+from ..errors import ConfigError, MissingExtraError
 from ._base import CallInfo
 from ._l16_byte_order import ByteOrder, byteswap16, judge_l16_byte_order
 from ._media_stream import MediaStreamSerializer
@@ -72,11 +72,11 @@ _L16_RATES = (8000, 16000, 22050, 24000, 48000)
 
 def _check_format(codec: str, sample_rate: int) -> None:
     if codec not in _CODECS:
-        raise ValueError(f"Telnyx codec must be one of {', '.join(_CODECS)}, not {codec!r}")
+        raise ConfigError(f"Telnyx codec must be one of {', '.join(_CODECS)}, not {codec!r}")
     if codec == "L16" and sample_rate not in _L16_RATES:
-        raise ValueError(f"Telnyx L16 sample rate must be one of {_L16_RATES}, not {sample_rate!r}")
+        raise ConfigError(f"Telnyx L16 sample rate must be one of {_L16_RATES}, not {sample_rate!r}")
     if codec != "L16" and sample_rate != 8000:
-        raise ValueError(f"Telnyx {codec} is 8000 Hz only, not {sample_rate!r}")
+        raise ConfigError(f"Telnyx {codec} is 8000 Hz only, not {sample_rate!r}")
 
 
 class TelnyxFrameSerializer(MediaStreamSerializer):
@@ -97,7 +97,7 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
         **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
 
     Raises:
-        ValueError: An unknown codec or byte order, or a rate the codec does not take.
+        ConfigError: An unknown codec or byte order, or a rate the codec does not take.
     """
 
     carrier = "telnyx"
@@ -115,7 +115,7 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
         **kwargs: Any,
     ) -> None:
         if l16_byte_order not in ("auto", "big", "little"):
-            raise ValueError(f'l16_byte_order must be "auto", "big" or "little", not {l16_byte_order!r}')
+            raise ConfigError(f'l16_byte_order must be "auto", "big" or "little", not {l16_byte_order!r}')
         if outbound_codec is not None or outbound_sample_rate is not None:
             _check_format(outbound_codec or "L16", outbound_sample_rate or 8000)
         # Byte-order state first: set_input_format/set_output_format consult it.
@@ -288,7 +288,7 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
                 ``x-telnyx-streaming-auth-token`` (see :meth:`verify_stream_token`).
 
         Raises:
-            ValueError: An unknown codec, or a rate the codec does not take.
+            ConfigError: An unknown codec, or a rate the codec does not take.
         """
         _check_format(codec, sample_rate)
         fields: dict[str, Any] = {
@@ -313,7 +313,7 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
         stream).
 
         Raises:
-            ValueError: An unknown codec, or a rate the codec does not take.
+            ConfigError: An unknown codec, or a rate the codec does not take.
         """
         codec = options.get("codec", "PCMU")
         rate = options.get("sample_rate", 8000)

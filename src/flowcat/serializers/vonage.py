@@ -48,7 +48,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MissingExtraError
+from ..errors import ConfigError, MissingExtraError
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._framer import Framer
@@ -93,7 +93,7 @@ def mint_jwt(application_id: str, private_key_pem: str, ttl_s: int = 300) -> str
     body = _b64url(json.dumps(claims, separators=(",", ":")).encode())
     key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("VONAGE_PRIVATE_KEY is not an RSA key")
+        raise ConfigError("VONAGE_PRIVATE_KEY is not an RSA key")
     sig = key.sign(f"{header}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{header}.{body}.{_b64url(sig)}"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import ConfigError
 from ..runtime import FrameProcessor, Pipeline, PipelineParams
 from ._admission import Admission, default_capacity
 from ._apps import AppFactory, CallInfo, default_app
@@ -91,7 +92,7 @@ def user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
         return [built]
     procs = list(built)
     if len(procs) > 1 and not all(isinstance(p, FrameProcessor) for p in procs):
-        raise TypeError("the app factory must return processors")
+        raise ConfigError("the app factory must return processors")
     return procs if len(procs) <= 1 else [Pipeline(procs)]
 
 

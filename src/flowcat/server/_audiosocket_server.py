@@ -28,6 +28,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from .._ratelimit import RateLimitedLog
 from ..runtime import PipelineParams
 from ..transports import AudioSocketListener, AudioSocketParams, AudioSocketTransport, TransportParams
 from ._app import ServerConfig, ServerState, track, user_processors
@@ -38,7 +39,7 @@ __all__ = ["AudioSocketCall", "serve_audiosocket"]
 
 logger = logging.getLogger("flowcat.server")
 
-_REFUSAL_LOG_FIRST = 10
+_REFUSAL = RateLimitedLog(logger, first=10, every=100)
 _TRANSPORT_FIELDS = tuple(f.name for f in dataclasses.fields(TransportParams))
 
 
@@ -138,15 +139,15 @@ class _CallListener(AudioSocketListener):
         adm = self.state.admission
         if not adm.try_admit():
             n = adm.rejected
-            if n <= _REFUSAL_LOG_FIRST or n % 100 == 0:
-                logger.warning(
-                    "audiosocket: refused the call from %s (%s, %d of %d calls; %d refused so far); hanging up",
-                    self.peer,
-                    "draining" if adm.draining else "at capacity",
-                    adm.active,
-                    adm.capacity,
-                    n,
-                )
+            _REFUSAL(
+                n,
+                "audiosocket: refused the call from %s (%s, %d of %d calls; %d refused so far); hanging up",
+                self.peer,
+                "draining" if adm.draining else "at capacity",
+                adm.active,
+                adm.capacity,
+                n,
+            )
             self.hang_up()
             return
         asyncio.get_running_loop().create_task(self._serve())

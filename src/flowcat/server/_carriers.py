@@ -9,16 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import FlowcatError
+from ..errors import CarrierError
 from ._apps import CallInfo
 
 __all__ = ["CarrierError", "Opened", "carrier_names", "get_carrier", "raw_serializer"]
 
 logger = logging.getLogger("flowcat.server")
-
-
-class CarrierError(FlowcatError):
-    """The carrier's handshake could not be completed."""
 
 
 class Opened:

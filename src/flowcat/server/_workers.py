@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = ["ServeOptions", "run_worker", "supervise"]
 
 logger = logging.getLogger("flowcat.server")
@@ -111,7 +113,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         media = await serve_picows(state, opts.host, opts.port, reuse_port=True, backlog=4096)
         http_port = opts.http_port or opts.port + 1
     elif opts.engine != "aiohttp":
-        raise ValueError(f"unknown engine {opts.engine!r} (aiohttp or picows)")
+        raise ConfigError(f"unknown engine {opts.engine!r} (aiohttp or picows)")
     site = web.TCPSite(runner, opts.host, http_port, reuse_port=True, backlog=4096)
     await site.start()
     audiosocket: asyncio.Server | None = None

@@ -41,6 +41,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .._ratelimit import RateLimitedLog
 from ..errors import ConfigError
 from ..frames import (
     CancelFrame,
@@ -77,8 +78,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("flowcat.transports.audiosocket")
+_BAD_MESSAGE = RateLimitedLog(logger)  # per call: the first 20 in full, then one in every 1000
+_RATE_CHANGE = RateLimitedLog(logger, level=logging.INFO)
 
-_BAD_LOG_FIRST = 20
 _KEYS = {k.value: k for k in KeypadEntry}
 
 
@@ -266,17 +268,17 @@ class AudioSocketTransport(BaseTransport):
         else:
             self.rate_changes += 1
             n = self.rate_changes
-            if n <= _BAD_LOG_FIRST or n % 1000 == 0:
-                logger.info(
-                    "%s: caller audio changed from kind 0x%02x (%d Hz) to 0x%02x (%d Hz); bot audio %s %d Hz",
-                    self.name,
-                    before,
-                    AUDIO_RATES[before],
-                    kind,
-                    rate,
-                    "follows at" if follow else "stays at out_rate",
-                    rate if follow else self.bot_rate,
-                )
+            _RATE_CHANGE(
+                n,
+                "%s: caller audio changed from kind 0x%02x (%d Hz) to 0x%02x (%d Hz); bot audio %s %d Hz",
+                self.name,
+                before,
+                AUDIO_RATES[before],
+                kind,
+                rate,
+                "follows at" if follow else "stays at out_rate",
+                rate if follow else self.bot_rate,
+            )
         if follow and rate != self._output.wire_rate:
             self._kind = kind
             self._headers.clear()
@@ -309,16 +311,16 @@ class AudioSocketTransport(BaseTransport):
     def _bad(self, kind: int, payload: bytes, reason: str) -> None:
         self.bad_messages += 1
         n = self.bad_messages
-        if n <= _BAD_LOG_FIRST or n % 1000 == 0:
-            logger.warning(
-                "%s: skipped message #%d, kind 0x%02x with %d bytes (%s): %r",
-                self.name,
-                n,
-                kind,
-                len(payload),
-                reason,
-                payload[:32],
-            )
+        _BAD_MESSAGE(
+            n,
+            "%s: skipped message #%d, kind 0x%02x with %d bytes (%s): %r",
+            self.name,
+            n,
+            kind,
+            len(payload),
+            reason,
+            payload[:32],
+        )
         if self.has_event_handler("on_bad_message"):
             drive(self._call_event_handler("on_bad_message", kind, payload, reason), "event")
 

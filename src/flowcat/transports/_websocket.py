@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType
 
+from .._ratelimit import RateLimitedLog
 from ..frames import (
     CancelFrame,
     EndFrame,
@@ -44,8 +45,7 @@ from ._transport import BaseTransport
 __all__ = ["WebsocketInputTransport", "WebsocketOutputTransport", "WebsocketParams", "WebsocketTransport"]
 
 logger = logging.getLogger("flowcat.transports.websocket")
-
-_BAD_LOG_FIRST = 20
+_BAD_MESSAGE = RateLimitedLog(logger)  # per call: the first 20 in full, then one in every 1000
 
 # Frames (besides audio) whose protocol message the output writes.
 _WRITTEN = (
@@ -271,9 +271,8 @@ class WebsocketTransport(BaseTransport, WriteFlow):
     def _bad_message(self, data: Any, exc: Exception) -> None:
         self.bad_messages += 1
         n = self.bad_messages
-        if n <= _BAD_LOG_FIRST or n % 1000 == 0:
-            shown = data[:64] if isinstance(data, bytes | str) else data
-            logger.warning("%s: skipped malformed message #%d (%s): %r", self.name, n, exc, shown)
+        shown = data[:64] if isinstance(data, bytes | str) else data
+        _BAD_MESSAGE(n, "%s: skipped malformed message #%d (%s): %r", self.name, n, exc, shown)
         if self.has_event_handler("on_bad_message"):
             drive(self._call_event_handler("on_bad_message", data, exc), "event")
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import MissingExtraError, require_extra
+from ..errors import InferenceError, MissingExtraError, require_extra
 from ._features import SAMPLE_RATE, log_mel_features
 
 __all__ = ["SmartTurnAnalyzer", "TurnPrediction", "default_smart_turn_model_path"]
@@ -273,7 +273,7 @@ class SmartTurnAnalyzer:
         """Check one waveform off the loop, batched with concurrent checks.
 
         Raises:
-            RuntimeError: Inference failed (logged).
+            InferenceError: Inference failed (logged).
         """
         fut: asyncio.Future[TurnPrediction | None] = asyncio.get_running_loop().create_future()
 
@@ -284,7 +284,7 @@ class SmartTurnAnalyzer:
         self.request(audio, sample_rate, _set)
         result = await fut
         if result is None:
-            raise RuntimeError("smart-turn inference failed")
+            raise InferenceError("smart-turn inference failed")
         return result
 
 

@@ -10,6 +10,7 @@ transcription starts one the VAD missed.
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ..frames import (
     Frame,
     InterimTranscriptionFrame,
@@ -91,7 +92,7 @@ class MinWordsUserTurnStartStrategy(UserTurnStartStrategy):
 
     def __init__(self, min_words: int, *, use_interim: bool = True) -> None:
         if min_words < 1:
-            raise ValueError(f"min_words must be >= 1, got {min_words!r}")
+            raise ConfigError(f"min_words must be >= 1, got {min_words!r}")
         self.min_words = min_words
         self.use_interim = use_interim
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ConfigError
 from ...frames import KeypadEntry
 from ._keypad import COL_FREQS_HZ, KEY_GRID, ROW_FREQS_HZ
 
@@ -65,7 +66,7 @@ class GoertzelDTMFDetector:
         hangover_blocks: int = 3,
     ) -> None:
         if sample_rate < 4000:
-            raise ValueError(f"sample_rate {sample_rate} Hz is too low for DTMF (needs ≥ 4000 Hz)")
+            raise ConfigError(f"sample_rate {sample_rate} Hz is too low for DTMF (needs ≥ 4000 Hz)")
         self.sample_rate = sample_rate
         n = max(16, round(sample_rate * block_ms / 1000.0))
         self.block_size = n

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ...errors import ConfigError
 from ...frames import KeypadEntry
 from ._keypad import EVENT_TO_KEY, KEY_TO_EVENT, to_keypad_entry
 
@@ -233,7 +234,7 @@ class TelephoneEventEncoder:
 
     def __init__(self, payload_type: int, clock_rate: int = 8000, ptime_ms: int = 20) -> None:
         if ptime_ms <= 0 or clock_rate <= 0:
-            raise ValueError("ptime_ms and clock_rate must be positive")
+            raise ConfigError("ptime_ms and clock_rate must be positive")
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.ptime_ms = ptime_ms

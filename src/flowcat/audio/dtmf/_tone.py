@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ConfigError
 from ...frames import KeypadEntry
 from ._keypad import KEY_FREQS_HZ, to_keypad_entry
 
@@ -27,7 +28,7 @@ class DTMFToneGenerator:
 
     def __init__(self, sample_rate: int, ramp_ms: float = 2.0) -> None:
         if sample_rate < 4000:
-            raise ValueError(f"sample_rate {sample_rate} Hz is too low for DTMF (needs ≥ 4000 Hz)")
+            raise ConfigError(f"sample_rate {sample_rate} Hz is too low for DTMF (needs ≥ 4000 Hz)")
         self.sample_rate = sample_rate
         self.ramp_ms = ramp_ms
         self._cache: dict[tuple[KeypadEntry, int, int, float], bytes] = {}

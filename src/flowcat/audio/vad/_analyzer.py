@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ...errors import ConfigError, PipelineStateError
 from ._params import VADEvent, VADParams, VADState
 from ._volume import VolumeMeter, mean_square
 
@@ -132,7 +133,7 @@ class VADAnalyzer:
         """Set the input rate (ignored if the analyzer was built with a fixed one)."""
         rate = self._init_sample_rate or sample_rate
         if rate not in self.supported_sample_rates:
-            raise ValueError(f"{type(self).__name__} supports {self.supported_sample_rates} Hz, got {rate}")
+            raise ConfigError(f"{type(self).__name__} supports {self.supported_sample_rates} Hz, got {rate}")
         if rate != self._sample_rate:
             self._sample_rate = rate
             self._buf.clear()
@@ -190,7 +191,7 @@ class VADAnalyzer:
 
     def _windows(self, buffer: bytes) -> list[bytes]:
         if not self._window_bytes:
-            raise RuntimeError(f"{type(self).__name__}: set_sample_rate() first")
+            raise PipelineStateError(f"{type(self).__name__}: set_sample_rate() first")
         buf = self._buf
         buf += buffer
         n = self._window_bytes
@@ -226,7 +227,7 @@ class VADAnalyzer:
         """
         n = self._window_bytes
         if not n:
-            raise RuntimeError(f"{type(self).__name__}: set_sample_rate() first")
+            raise PipelineStateError(f"{type(self).__name__}: set_sample_rate() first")
         buf = self._buf
         buf += buffer
         while len(buf) >= n:

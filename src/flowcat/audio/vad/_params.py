@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ...errors import ConfigError
+
 __all__ = ["VADEvent", "VADParams", "VADState"]
 
 
@@ -51,8 +53,8 @@ class VADParams:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
-            raise ValueError(f"VADParams.confidence must be in [0, 1], got {self.confidence!r}")
+            raise ConfigError(f"VADParams.confidence must be in [0, 1], got {self.confidence!r}")
         if not 0.0 <= self.min_volume <= 1.0:
-            raise ValueError(f"VADParams.min_volume must be in [0, 1], got {self.min_volume!r}")
+            raise ConfigError(f"VADParams.min_volume must be in [0, 1], got {self.min_volume!r}")
         if self.start_secs < 0 or self.stop_secs < 0:
-            raise ValueError("VADParams.start_secs and stop_secs must be >= 0")
+            raise ConfigError("VADParams.start_secs and stop_secs must be >= 0")

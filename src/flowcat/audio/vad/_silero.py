@@ -7,6 +7,7 @@ import weakref
 from collections import deque
 from typing import Protocol
 
+from ...errors import PipelineStateError
 from ._analyzer import QUIET, VADAnalyzer
 from ._batcher import SileroBatcher
 from ._params import VADParams
@@ -124,7 +125,7 @@ class SileroVADAnalyzer(VADAnalyzer):
     def voice_confidence(self, buffer: bytes) -> float:
         """Score one window now on this thread (batch of one); updates the stream state."""
         if self._slot < 0:
-            raise RuntimeError("SileroVADAnalyzer: closed or no sample rate set")
+            raise PipelineStateError("SileroVADAnalyzer: closed or no sample rate set")
         if self._gated(buffer):
             p = 0.0
         else:

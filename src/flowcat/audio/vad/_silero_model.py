@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import MissingExtraError
+from ...errors import ConfigError, MissingExtraError
 
 __all__ = ["SileroLane", "SileroModel", "silero_model_path"]
 
@@ -101,7 +101,7 @@ class SileroModel:
         lane = self._lanes.get(sample_rate)
         if lane is None:
             if sample_rate not in _WINDOW:
-                raise ValueError(f"Silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
+                raise ConfigError(f"Silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
             lane = self._lanes[sample_rate] = SileroLane(self, sample_rate)
         return lane
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import require_extra
+from ...errors import ConfigError, require_extra
 
 __all__ = ["WebRTCVADGate"]
 
@@ -29,7 +29,7 @@ class WebRTCVADGate:
 
     def __init__(self, mode: int = 1, frame_ms: int = 10) -> None:
         if frame_ms not in (10, 20, 30):
-            raise ValueError("frame_ms must be 10, 20 or 30")
+            raise ConfigError("frame_ms must be 10, 20 or 30")
         webrtcvad: Any = require_extra("webrtcvad", "WebRTC VAD pre-gate", "webrtcvad")
         self._vad = webrtcvad.Vad(mode)
         self._frame_ms = frame_ms
