@@ -17,12 +17,16 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_first_n_then_every_1000th_with_context(caplog: pytest.LogCaptureFixture) -> None:
     log = RateLimitedLog(logging.getLogger("test.ratelimit"), first=20, every=1000)
     caplog.set_level(logging.DEBUG, logger="test.ratelimit")
-    logged = [n for n in range(1, 3001) if log(n, "call %s: skipped message #%d (%s)", "c-7", n, "odd length")]
+    logged = [
+        n for n in range(1, 3001) if log(n, "call %s: skipped message #%d (%s)", "c-7", n, "odd length")
+    ]
     assert logged == [*range(1, 21), 1000, 2000, 3000]
     lines = _lines(caplog)
     assert len(lines) == 23
     assert lines[0] == "call c-7: skipped message #1 (odd length)"
-    assert lines[19] == "call c-7: skipped message #20 (odd length) (further ones: one in every 1000 is logged)"
+    assert (
+        lines[19] == "call c-7: skipped message #20 (odd length) (further ones: one in every 1000 is logged)"
+    )
     assert lines[20] == "call c-7: skipped message #1000 (odd length)"
     assert all(r.levelno == logging.WARNING for r in caplog.records)
 
@@ -33,7 +37,12 @@ def test_level_and_other_limits(caplog: pytest.LogCaptureFixture) -> None:
     assert [n for n in range(1, 12) if log.due(n)] == [1, 2, 5, 10]
     for n in range(1, 12):
         log(n, "change #%d", n)
-    assert _lines(caplog) == ["change #1", "change #2 (further ones: one in every 5 is logged)", "change #5", "change #10"]
+    assert _lines(caplog) == [
+        "change #1",
+        "change #2 (further ones: one in every 5 is logged)",
+        "change #5",
+        "change #10",
+    ]
     assert {r.levelno for r in caplog.records} == {logging.INFO}
 
 
