@@ -1,15 +1,24 @@
 """flowcat: a dense, self-hosted runtime for real-time voice agents.
 
-Layers, bottom up (a package each; a layer imports only from those below it)::
+Layers, bottom up (a package each; a layer imports only from those below it; the
+contract is ``[tool.importlinter]`` in pyproject.toml, checked by tests/test_layers.py)::
 
-    frames      typed frames (pipecat's names and semantics)
-    runtime     FrameProcessor, Pipeline, ParallelPipeline, the per-call scheduler,
-                PipelineTask, PipelineRunner, observers, metrics
-    audio       codecs, resampling, VAD, DTMF, recorder, mixer
-    transports  WebSocket transports and carrier serializers
-    services    STT / LLM / TTS providers
-    agent       agent logic on top of services
-    server/cli  the ``flowcat`` command
+    errors       the one error hierarchy (importable from anywhere)
+    _ratelimit   the rate-limited logger for bad input
+    frames       typed frames (pipecat's names and semantics)
+    runtime      FrameProcessor, Pipeline, ParallelPipeline, the per-call scheduler,
+                 PipelineTask, PipelineRunner, observers, metrics
+    audio        codecs, resampling, VAD, DTMF, recorder, mixer
+    turns        turn-taking: start/stop strategies, smart-turn, mute, idle
+    serializers  carrier wire formats (Twilio, Telnyx, Genesys, …)
+    transports   transports (WebSocket, picows, AudioSocket), raw PCM and protobuf
+    services     STT / LLM / TTS base classes and providers
+    agent        context, aggregators, function calls, brains
+    config       configuration schema and loading
+    server       the HTTP/WebSocket server (``flowcat serve``)
+    testing      test harness, virtual clock (may import any layer below cli)
+    bench        benchmarks (may import any layer below cli)
+    cli          the ``flowcat`` command
 
 This module re-exports the everyday names: frames live in :mod:`flowcat.frames`.
 """
