@@ -397,7 +397,7 @@ async def test_twilio_call_handshake_media_dtmf_bad_json_and_end(monkeypatch: py
         # μ-law in → PCM16 → echo → μ-law out at 8 kHz: the same audio came back.
         assert ulaw_to_pcm16(echoed) == ulaw_to_pcm16(b"".join(sent))
         assert calls[0].carrier == "twilio" and calls[0].call_id == "CA0001"
-        assert calls[0].custom["tenant"] == "acme" and calls[0].query == {"tenant": "x"}
+        assert calls[0].custom_parameters["tenant"] == "acme" and calls[0].query == {"tenant": "x"}
         await ws.send_str(TWILIO.dtmf("5"))
         await asyncio.wait_for(keys[0].pressed.wait(), 3.0)
         assert keys[0].keys == ["5"]

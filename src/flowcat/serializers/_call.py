@@ -38,7 +38,9 @@ def dtmf_frame(digit: object) -> InputDTMFFrame | None:
 
 @dataclass(slots=True)
 class CallInfo:
-    """What the carrier's connect/start messages said about the call.
+    """What is known about a call: what the carrier's connect/start messages said, and where
+    the server accepted it. The one description of a call: serializers return it from the
+    handshake, the server completes it and hands it to the app factory (``--app``).
 
     Attributes:
         carrier: Carrier name (``"twilio"``, ``"genesys"``, …).
@@ -53,6 +55,9 @@ class CallInfo:
         from_number: Caller number, where sent.
         to_number: Called number, where sent.
         extra: Anything else carrier-specific (session tokens, tracks, …).
+        remote: The peer's address, as the server saw it (set by the server).
+        path: The URL path the call's WebSocket was opened on (set by the server).
+        query: That URL's query parameters (set by the server).
     """
 
     carrier: str
@@ -64,4 +69,7 @@ class CallInfo:
     account_id: str | None = None
     from_number: str | None = None
     to_number: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold session tokens
+    remote: str | None = None
+    path: str = ""
+    query: dict[str, str] = field(default_factory=dict)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from ..runtime import FrameDirection, FrameProcessor
+from ..serializers import CallInfo
 
 __all__ = [
     "AppFactory",
@@ -24,32 +25,6 @@ __all__ = [
 ]
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
-
-
-class CallInfo:
-    """What the factory learns about the call it builds a pipeline for."""
-
-    __slots__ = ("call_id", "carrier", "custom", "path", "query", "remote")
-
-    def __init__(
-        self,
-        *,
-        carrier: str,
-        call_id: str = "",
-        remote: str | None = None,
-        path: str = "",
-        query: dict[str, str] | None = None,
-        custom: dict[str, Any] | None = None,
-    ) -> None:
-        self.carrier = carrier
-        self.call_id = call_id
-        self.remote = remote
-        self.path = path
-        self.query = query or {}
-        self.custom = custom or {}
-
-    def __repr__(self) -> str:
-        return f"CallInfo(carrier={self.carrier!r}, call_id={self.call_id!r})"
 
 
 AppFactory = Callable[[CallInfo], "Sequence[FrameProcessor] | FrameProcessor"]

@@ -18,7 +18,6 @@ from typing import Any
 
 from aiohttp import web
 
-from ._apps import CallInfo
 from ._carriers import CarrierError, Opened
 from ._session import CallSocket
 
@@ -153,15 +152,8 @@ class CarrierAdapter:
                 logger.info("%s: session on %s ended during the handshake", self.name, request.path)
                 return None
             if info is not None:
-                call = CallInfo(
-                    carrier=self.name,
-                    call_id=str(info.call_id or info.stream_id or ""),
-                    remote=request.remote,
-                    path=request.path,
-                    query=dict(request.query),
-                    custom={"call_info": info, **dict(info.custom_parameters or {})},
-                )
-                return Opened(ser, call)
+                info.remote, info.path, info.query = request.remote, request.path, dict(request.query)
+                return Opened(ser, info)
         raise CarrierError(f"no start message in the first {_HANDSHAKE_LIMIT} messages")
 
 
