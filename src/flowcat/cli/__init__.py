@@ -12,9 +12,12 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import typing
 
-__all__ = ["main"]
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
 
 # Subcommand modules, in help order. A module that is absent is skipped.
 _COMMANDS = ("_pipeline", "_ws_echo", "_serve", "_bench")

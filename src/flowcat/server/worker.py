@@ -8,6 +8,8 @@ import sys
 
 from ._workers import ServeOptions, run_worker
 
+__all__ = ["main"]
+
 
 def main(argv: list[str]) -> int:
     opts = ServeOptions(**json.loads(argv[0]))
