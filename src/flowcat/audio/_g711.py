@@ -51,7 +51,8 @@ def _build_ulaw_encode() -> npt.NDArray[np.uint8]:
     seg = _segment(biased, 64)
     quant = (biased >> (seg + 1)) & 0xF
     sign = np.where(x < 0, 0x80, 0)
-    return (((seg << 4) | quant | sign) ^ 0xFF).astype(np.uint8)
+    table: npt.NDArray[np.uint8] = (((seg << 4) | quant | sign) ^ 0xFF).astype(np.uint8)
+    return table
 
 
 def _build_ulaw_decode() -> npt.NDArray[np.int16]:

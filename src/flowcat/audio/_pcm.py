@@ -35,7 +35,8 @@ def float_to_pcm16(samples: npt.ArrayLike) -> bytes:
         Signed 16-bit little-endian samples. ``float_to_pcm16(pcm16_to_float(p)) == p``.
     """
     x = np.rint(np.asarray(samples, dtype=np.float32) * np.float32(32768))
-    return np.clip(x, -32768, 32767).astype(_I16).tobytes()
+    out: bytes = np.clip(x, -32768, 32767).astype(_I16).tobytes()
+    return out
 
 
 def rms_dbfs(pcm: bytes) -> float:

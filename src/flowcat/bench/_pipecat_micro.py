@@ -133,7 +133,7 @@ async def pingpong(call: Call, sink: Sink, batch: list[Frame]) -> tuple[float, f
     return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
 
 
-async def hops(kind: str, observers: bool, cfg: dict) -> dict[str, dict[str, float]]:
+async def hops(kind: str, observers: bool, cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Median µs/frame (tput and ping-pong, wall and CPU) through K pass-throughs, every K.
 
     One call per K, all started up front; each repeat measures every K in turn.

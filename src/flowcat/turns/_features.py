@@ -87,7 +87,8 @@ def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = 
     falling = (upper - bin_hz[None, :]) / (upper - centre)
     weights = np.clip(np.minimum(rising, falling), 0.0, None)
     weights *= 2.0 / (upper - lower)  # equal area per filter
-    return weights
+    out: np.ndarray = weights
+    return out
 
 
 _WINDOW = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann
@@ -137,4 +138,5 @@ def log_mel_features(audios: np.ndarray | list[np.ndarray]) -> np.ndarray:
     logmel = np.log10(np.maximum(mel, _LOG_FLOOR))[:, :, :-1]
     floor = logmel.max(axis=(1, 2), keepdims=True) - _DYNAMIC_RANGE
     logmel = np.maximum(logmel, floor)
-    return ((logmel + 4.0) / 4.0).astype(np.float32)
+    out: np.ndarray = ((logmel + 4.0) / 4.0).astype(np.float32)
+    return out

@@ -248,4 +248,5 @@ class VADProcessor(FrameProcessor):
 def _downmix(audio: bytes, channels: int) -> bytes:
     a = np.frombuffer(audio, dtype=_I16)
     a = a[: a.shape[0] - a.shape[0] % channels].reshape(-1, channels)
-    return a.mean(axis=1).astype(_I16).tobytes()
+    out: bytes = a.mean(axis=1).astype(_I16).tobytes()
+    return out

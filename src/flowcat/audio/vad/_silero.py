@@ -61,7 +61,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._model = model or SileroModel.shared()
         self._lane: SileroLane | None = None
         self._slot = -1
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., object] | None = None
         self._fifo: deque[tuple[bytes, float]] = deque()
         self._batcher: SileroBatcher | None = None
         self._gate = pre_gate
