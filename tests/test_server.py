@@ -217,6 +217,7 @@ def test_admission_counts() -> None:
 
 
 def test_load_app_resolves_factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first on it
     mod = types.ModuleType("fc_test_app_mod")
     mod.no_arg = lambda: [EchoProcessor()]  # type: ignore[attr-defined]
     mod.with_call = lambda call: [EchoProcessor(name=call.carrier)]  # type: ignore[attr-defined]

@@ -96,6 +96,7 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..server import ServeOptions, supervise
 
     if args.engine == "picows":
@@ -125,4 +126,12 @@ def main(args: argparse.Namespace) -> int:
         audiosocket_port=args.audiosocket_port,
         audiosocket_rate=args.audiosocket_rate,
     )
-    return supervise(opts)
+    if opts.log_level > logging.INFO:
+        # The start-up lines of the server (where it listens, restarts) are info: shown
+        # by default for ``serve``, while per-call info stays behind ``-v``.
+        logging.getLogger("flowcat.server").setLevel(logging.INFO)
+    try:
+        return supervise(opts)
+    except ConfigError as exc:
+        print(f"flowcat serve: {exc}", file=sys.stderr)
+        return 2

@@ -13,7 +13,8 @@ from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, default_app
 from ._audiosocket_server import serve_audiosocket
 from ._carriers import CarrierError, Opened, carrier_names, get_carrier
 from ._session import run_call
-from ._workers import ServeOptions, run_worker, supervise
+from ._supervisor import RestartBackoff, supervise
+from ._workers import ServeOptions, run_worker
 
 __all__ = [
     "Admission",
@@ -23,6 +24,7 @@ __all__ = [
     "EchoProcessor",
     "Opened",
     "PassThrough",
+    "RestartBackoff",
     "ServeOptions",
     "ServerConfig",
     "ServerState",

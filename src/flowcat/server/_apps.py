@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import os
+import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -19,6 +23,7 @@ __all__ = [
     "CallInfo",
     "EchoProcessor",
     "PassThrough",
+    "app_search_path",
     "async_app",
     "default_app",
     "load_app",
@@ -89,28 +94,84 @@ def async_app(call: CallInfo) -> list[FrameProcessor]:
     return [AsyncPassThrough(), AsyncPassThrough(), AsyncEcho()]
 
 
-def load_app(spec: str | None) -> AppFactory:
+def _problem(exc: BaseException) -> str:
+    """``Type: message (file:line)`` of an exception, on one line (where it was raised last)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}:{exc.lineno})"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            where = f" ({frames[-1].filename}:{frames[-1].lineno})"
+    return f"{type(exc).__name__}: {text}{where}"
+
+
+def app_search_path(app_dir: str | None = None) -> str:
+    """Put ``app_dir`` (default: the working directory) first on ``sys.path``, as
+    ``python -m`` does, so ``--app`` finds the user's modules; returns it."""
+    path = os.path.abspath(app_dir or os.getcwd())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return path
+
+
+def load_app(spec: str | None, *, app_dir: str | None = None) -> AppFactory:
     """Resolve ``module:function`` to a factory; None gives :func:`default_app`.
 
-    The function may take the :class:`CallInfo` or no argument, and returns a list
-    of processors or one processor (e.g. a Pipeline).
+    The module is imported with ``app_dir`` (default: the working directory) first on
+    ``sys.path``. The function may take the :class:`CallInfo` or no argument, and
+    returns a list of processors or one processor (e.g. a Pipeline).
+
+    Raises:
+        ConfigError: One line naming the problem: a malformed spec, a module that is
+            not found, a module that raised while importing (with the exception and
+            where it was raised), a missing or non-callable attribute, or a function
+            that takes more than one argument.
     """
     if not spec:
         return default_app
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
         raise ConfigError(f"--app must be 'module:function', got {spec!r}")
+    where = app_search_path(app_dir)
     try:
         module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"--app {spec!r}: cannot import {mod_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (mod_name == missing or mod_name.startswith(missing + ".")):
+            raise ConfigError(
+                f"--app {spec!r}: no module named {missing!r} (looked in {where} and on sys.path)"
+            ) from None
+        raise ConfigError(f"--app {spec!r}: importing {mod_name!r} failed: {_problem(exc)}") from exc
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            raise
+        raise ConfigError(f"--app {spec!r}: importing {mod_name!r} raised {_problem(exc)}") from exc
     func = getattr(module, attr, None)
+    if func is None:
+        origin = getattr(module, "__file__", None) or mod_name
+        raise ConfigError(f"--app {spec!r}: module {mod_name!r} ({origin}) has no attribute {attr!r}")
     if not callable(func):
-        raise ConfigError(f"--app {spec!r}: {attr!r} is not a callable in {mod_name!r}")
+        raise ConfigError(
+            f"--app {spec!r}: {attr!r} in {mod_name!r} is a {type(func).__name__}, not a function"
+        )
     try:
-        takes_arg = bool(inspect.signature(func).parameters)
+        params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
-        takes_arg = True
-    if takes_arg:
-        return func
+        return func  # type: ignore[no-any-return]
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(required) > 1:
+        raise ConfigError(
+            f"--app {spec!r}: {attr!r} must take the call's CallInfo or nothing, "
+            f"but needs {len(required)} arguments"
+        )
+    if params:
+        return func  # type: ignore[no-any-return]
     return lambda _call: func()

@@ -2,10 +2,13 @@
 
 The parent starts ``N`` worker processes (``python -m flowcat.server.worker``),
 each binding the same host:port with ``SO_REUSEPORT`` so the kernel spreads new
-connections between them (shared nothing). The parent restarts a worker that
-dies unexpectedly and forwards SIGTERM/SIGINT so each worker drains gracefully:
-stop accepting (503), let calls end for at most ``drain_timeout`` seconds, then
-cancel what is left and exit.
+connections between them (shared nothing). The parent (:mod:`._supervisor`)
+loads the app once before starting any worker (a bad ``--app`` is one error line
+and exit status 2), restarts a worker that dies unexpectedly after a growing,
+capped delay, and forwards SIGTERM/SIGINT so each worker drains gracefully: stop
+accepting (503), let calls end for at most ``drain_timeout`` seconds, then cancel
+what is left and exit. A worker that cannot load the app exits with
+:data:`EXIT_CONFIG` and is not restarted.
 
 With ``engine="picows"`` each worker serves the media WebSockets and health on
 ``port`` with picows (:mod:`flowcat.server._picows_engine`) and the aiohttp app
@@ -20,21 +23,20 @@ admission state and app factory.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import signal
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["ServeOptions", "run_worker", "supervise"]
+__all__ = ["EXIT_CONFIG", "ServeOptions", "run_worker"]
 
 logger = logging.getLogger("flowcat.server")
+
+EXIT_CONFIG = 78
+"""Exit status of a worker that cannot start with its configuration (``EX_CONFIG``):
+the supervisor stops instead of restarting it."""
 
 
 @dataclass
@@ -46,6 +48,8 @@ class ServeOptions:
     workers: int = 1
     capacity: int | None = None
     app: str | None = None
+    app_dir: str | None = None
+    """Directory put first on ``sys.path`` to import ``app`` from (default: the working directory)."""
     sample_rate: int | None = None
     public_url: str | None = None
     trusted_proxies: int = 0
@@ -76,7 +80,11 @@ def run_worker(opts: ServeOptions, worker_id: int = 0) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    return asyncio.run(_serve(opts, worker_id))
+    try:
+        return asyncio.run(_serve(opts, worker_id))
+    except ConfigError as exc:
+        logger.error("worker %d: %s", worker_id, exc)
+        return EXIT_CONFIG
 
 
 async def _serve(opts: ServeOptions, worker_id: int) -> int:
@@ -90,7 +98,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
 
     cfg = ServerConfig(
         capacity=opts.capacity or default_capacity(),
-        app=load_app(opts.app),
+        app=load_app(opts.app, app_dir=opts.app_dir),
         public_url=opts.public_url,
         trusted_proxies=opts.trusted_proxies,
         verify_signatures=opts.verify_signatures,
@@ -128,7 +136,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
             reuse_port=True,
             backlog=4096,
         )
-        logger.warning(
+        logger.info(
             "worker %d (pid %d) accepting AudioSocket calls on %s:%d",
             worker_id,
             os.getpid(),
@@ -136,7 +144,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
             opts.audiosocket_port,
         )
     if media is not None:
-        logger.warning(
+        logger.info(
             "worker %d (pid %d) serving media on %s:%d (picows), HTTP on %d (aiohttp)",
             worker_id,
             os.getpid(),
@@ -145,7 +153,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
             http_port,
         )
     else:
-        logger.warning("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
+        logger.info("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
     # Everything loaded so far (modules, classes, the app) lives as long as the
     # worker: move it out of the collector's reach, so a full collection scans
     # only the calls' objects and its pause stays short.
@@ -168,64 +176,3 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         logger.warning("worker %d: drain timeout, cancelled %d calls", worker_id, cancelled)
     await runner.cleanup()
     return 0
-
-
-def _worker_cmd(opts: ServeOptions, worker_id: int) -> list[str]:
-    return [sys.executable, "-m", "flowcat.server.worker", json.dumps(asdict(opts)), str(worker_id)]
-
-
-def supervise(opts: ServeOptions, *, max_restarts: int = 20, ready: Any = None) -> int:
-    """Start ``opts.workers`` workers, restart crashed ones, forward SIGTERM. Blocks."""
-    procs: dict[int, subprocess.Popen[bytes]] = {}
-    restarts: list[float] = []
-    stopping = False
-
-    def start(i: int) -> None:
-        env = dict(os.environ, FLOWCAT_WORKER_ID=str(i))
-        procs[i] = subprocess.Popen(_worker_cmd(opts, i), env=env)
-        if opts.pin:
-            try:
-                cpus = sorted(os.sched_getaffinity(0))
-                os.sched_setaffinity(procs[i].pid, {cpus[i % len(cpus)]})
-            except OSError:
-                logger.warning("could not pin worker %d", i)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for i in range(opts.workers):
-        start(i)
-    if ready is not None:
-        ready()
-    deadline: float | None = None
-    while True:
-        time.sleep(0.1)
-        if stopping:
-            if deadline is None:
-                deadline = time.monotonic() + opts.drain_timeout + 10.0
-            if all(p.poll() is not None for p in procs.values()):
-                return 0
-            if time.monotonic() > deadline:
-                for p in procs.values():
-                    if p.poll() is None:
-                        p.kill()
-                return 1
-            continue
-        for i, p in list(procs.items()):
-            rc = p.poll()
-            if rc is None:
-                continue
-            now = time.monotonic()
-            restarts[:] = [t for t in restarts if now - t < 60.0] + [now]
-            if len(restarts) > max_restarts:
-                logger.error("workers keep crashing (%d restarts in 60 s); giving up", len(restarts))
-                on_signal(signal.SIGTERM, None)
-                break
-            logger.error("worker %d (pid %d) exited with %s; restarting", i, p.pid, rc)
-            start(i)
