@@ -163,6 +163,16 @@ async def test_healthz_and_readyz_answer_the_aiohttp_apps_json() -> None:
         assert err.value.status == 503
 
 
+async def test_plain_get_to_a_media_route_is_refused_and_not_counted_as_a_call() -> None:
+    async with engine(capacity=1) as e:
+        for path in ("/ws", "/twilio/ws"):
+            async with e.session.get(e.url(path)) as r:
+                assert r.status == 400, path
+        _, body = await e.json("/healthz")
+        counters = {k: body[k] for k in ("active", "accepted", "rejected", "completed")}
+        assert counters == {"active": 0, "accepted": 0, "rejected": 0, "completed": 0}
+
+
 async def test_past_capacity_the_upgrade_gets_503_with_retry_after() -> None:
     async with engine(capacity=1) as e:
         ws1 = await e.ws_connect("/ws")

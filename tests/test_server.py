@@ -71,6 +71,23 @@ async def test_raw_ws_echoes_bytes_through_the_pipeline() -> None:
         await client.close()
 
 
+async def test_plain_get_to_a_media_route_is_400_and_not_counted_as_a_call() -> None:
+    client = await _client(capacity=1)
+    try:
+        for path in ("/ws", "/twilio/ws", "/ws", "/twilio/ws"):
+            r = await client.get(path)
+            assert r.status == 400, path
+        health = await (await client.get("/healthz")).json()
+        counters = {k: health[k] for k in ("active", "accepted", "rejected", "completed")}
+        assert counters == {"active": 0, "accepted": 0, "rejected": 0, "completed": 0}
+        ws = await client.ws_connect("/ws")  # a real call is still admitted and counted (capacity 1)
+        health = await (await client.get("/healthz")).json()
+        assert (health["active"], health["accepted"]) == (1, 1)
+        await ws.close()
+    finally:
+        await client.close()
+
+
 async def test_ws_past_capacity_gets_503_before_upgrade() -> None:
     client = await _client(capacity=1)
     try:

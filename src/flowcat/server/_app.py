@@ -168,12 +168,18 @@ async def _raw_ws(request: web.Request) -> web.StreamResponse:
 
 
 async def _accept(state: ServerState, request: web.Request) -> web.WebSocketResponse | None:
-    """Admit the call and upgrade the connection (None: refused, answer 503)."""
+    """Admit the call and upgrade the connection (None: refused, answer 503).
+
+    A request that is no WebSocket upgrade (a plain GET) is answered 400 before
+    admission: it is no call, and the counters do not see it.
+    """
+    cfg = state.config
+    ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
     if not state.admission.try_admit():
         return None
-    cfg = state.config
     try:
-        ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
         await ws.prepare(request)
     except BaseException:
         state.admission.release()
