@@ -6,8 +6,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
+import logging
 import sys
 import types
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -24,8 +27,10 @@ from flowcat.server import (
     default_app,
     load_app,
 )
+from test_transport_support import StartFlag
 
 PUBLIC = "https://bot.example.test"
+TWILIO_START = Path(__file__).parent / "fixtures" / "carriers" / "twilio_start.json"
 
 
 async def _client(**kw: object) -> TestClient:
@@ -115,6 +120,42 @@ async def test_carrier_ws_past_capacity_gets_503() -> None:
         assert err.value.status == 503
     finally:
         await client.close()
+
+
+async def test_media_before_start_is_dropped_and_logged_once_with_context(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    caplog.set_level(logging.INFO)
+    started: asyncio.Queue[None] = asyncio.Queue()
+    client = await _client(app=lambda call: [StartFlag(started), EchoProcessor()])
+    early = [
+        json.dumps({"event": "media", "streamSid": "MZ0001", "media": {"payload": base64.b64encode(bytes([n]) * 160).decode()}})
+        for n in (0x11, 0x22, 0x33)
+    ]
+    connected, start = (json.dumps(m) for m in json.loads(TWILIO_START.read_text()))
+    try:
+        ws = await client.ws_connect("/twilio/ws")
+        await ws.send_str(connected)
+        for m in early:
+            await ws.send_str(m)
+        await ws.send_str(start)
+        await asyncio.wait_for(started.get(), 5.0)
+        # The call goes on: caller audio after the start is echoed back.
+        await ws.send_str(json.dumps({"event": "media", "streamSid": "MZ0001", "media": {"payload": base64.b64encode(b"\x40" * 160).decode()}}))
+        while True:
+            msg = json.loads((await asyncio.wait_for(ws.receive(), 5.0)).data)
+            if msg["event"] == "media":
+                break
+        assert base64.b64decode(msg["media"]["payload"]) == b"\x40" * 160  # the first audio echoed
+        await ws.close()
+    finally:
+        await client.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings  # the first dropped message, then the count: not one line each
+    assert warnings[0].startswith("twilio: dropped InputAudioRawFrame (received before the start message): ")
+    assert '"event": "media"' in warnings[0]
+    assert warnings[1] == "twilio: call CA0001: 3 messages received before the start message were dropped"
 
 
 async def test_unknown_carrier_is_404() -> None:

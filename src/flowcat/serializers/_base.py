@@ -81,6 +81,9 @@ class FrameSerializer(CarrierWebhooks):
         call_info: What the handshake learned, or None before it completed.
         remote_ended: The carrier said the call/stream ended (no hang-up is sent then).
         bad_inputs: How many malformed or unexpected messages were skipped.
+        dropped_before_start: How many messages that decode to a frame (caller audio,
+            DTMF) arrived during the handshake, before the start message, and were dropped
+            (the first is logged with the message, the count once the call starts).
     """
 
     carrier: ClassVar[str] = "carrier"
@@ -111,6 +114,7 @@ class FrameSerializer(CarrierWebhooks):
         self.call_info: CallInfo | None = None
         self.remote_ended = False
         self.bad_inputs = 0
+        self.dropped_before_start = 0
         self._replies: list[Wire] = []
         self._in_rate = 16000
         self._codec = self.default_codec
@@ -204,8 +208,30 @@ class FrameSerializer(CarrierWebhooks):
             (feed the next message). Replies the carrier expects are sent through
             :attr:`sender` (or queued in :meth:`take_replies`).
         """
-        await self.deserialize(data)
+        frame = await self.deserialize(data)
+        if frame is not None and self.call_info is None:
+            self._dropped_before_start(frame, data)
+        elif self.dropped_before_start > 1 and self.call_info is not None:
+            logger.warning(
+                "%s: call %s: %d messages received before the start message were dropped",
+                self.carrier,
+                self.call_id,
+                self.dropped_before_start,
+            )
         return self.call_info
+
+    def _dropped_before_start(self, frame: Frame, data: str | bytes) -> None:
+        # A frame (caller audio, a DTMF) that arrived before the call is known has no
+        # call to go to. The first is logged with the message; the rest are counted
+        # and summed up once the call starts.
+        self.dropped_before_start += 1
+        if self.dropped_before_start == 1:
+            logger.warning(
+                "%s: dropped %s (received before the start message): %s",
+                self.carrier,
+                type(frame).__name__,
+                truncate(data),
+            )
 
     def take_replies(self) -> list[Wire]:
         """Replies queued because no :attr:`sender` was set (cleared by this call)."""
