@@ -29,3 +29,36 @@ def test_pipeline_demo_tone_survives() -> None:
     assert "frames out: 50" in out.stdout
     assert "tone: 440.0 Hz" in out.stdout
     assert "routing cost per processor hop" in out.stdout
+
+
+def test_serve_says_where_it_listens_at_info_level() -> None:
+    """The "serving on" line is no warning (it is no problem), and ``serve`` shows it without ``-v``."""
+    import os
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--workers", "1"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        line = proc.stderr.readline()  # the first line the server writes (bounded by the test timeout)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rest = proc.communicate(timeout=30)[1]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert "INFO flowcat.server: worker 0 (pid " in line and f"serving on 127.0.0.1:{port}" in line, (
+        line + rest
+    )
+    assert proc.returncode == 0
+    assert "WARNING" not in rest and "Traceback" not in rest, rest

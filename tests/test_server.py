@@ -130,7 +130,13 @@ async def test_media_before_start_is_dropped_and_logged_once_with_context(
     started: asyncio.Queue[None] = asyncio.Queue()
     client = await _client(app=lambda call: [StartFlag(started), EchoProcessor()])
     early = [
-        json.dumps({"event": "media", "streamSid": "MZ0001", "media": {"payload": base64.b64encode(bytes([n]) * 160).decode()}})
+        json.dumps(
+            {
+                "event": "media",
+                "streamSid": "MZ0001",
+                "media": {"payload": base64.b64encode(bytes([n]) * 160).decode()},
+            }
+        )
         for n in (0x11, 0x22, 0x33)
     ]
     connected, start = (json.dumps(m) for m in json.loads(TWILIO_START.read_text()))
@@ -142,7 +148,15 @@ async def test_media_before_start_is_dropped_and_logged_once_with_context(
         await ws.send_str(start)
         await asyncio.wait_for(started.get(), 5.0)
         # The call goes on: caller audio after the start is echoed back.
-        await ws.send_str(json.dumps({"event": "media", "streamSid": "MZ0001", "media": {"payload": base64.b64encode(b"\x40" * 160).decode()}}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "event": "media",
+                    "streamSid": "MZ0001",
+                    "media": {"payload": base64.b64encode(b"\x40" * 160).decode()},
+                }
+            )
+        )
         while True:
             msg = json.loads((await asyncio.wait_for(ws.receive(), 5.0)).data)
             if msg["event"] == "media":
@@ -193,6 +207,29 @@ async def test_answer_webhook_points_at_the_public_stream_url(
         assert f"wss://bot.example.test/{carrier}/ws" in text
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("carrier", "setting"), [("twilio", "TWILIO_AUTH_TOKEN"), ("plivo", "PLIVO_AUTH_TOKEN")]
+)
+async def test_an_unset_auth_token_is_warned_about_once_not_per_request(
+    carrier: str, setting: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowcat.serializers import _signatures
+
+    monkeypatch.setattr(_signatures, "_unchecked", set(), raising=False)  # a fresh process
+    monkeypatch.delenv(setting, raising=False)
+    caplog.set_level(logging.WARNING)
+    client = await _client()
+    try:
+        for n in range(3):
+            for route in ("answer", "event"):
+                r = await client.post(f"/{carrier}/{route}", data={"CallSid": f"CA{n}"})
+                assert r.status in (200, 204), await r.text()
+    finally:
+        await client.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"{carrier}: {setting} is not set; webhook signatures are not checked (said once)"]
 
 
 @pytest.mark.parametrize("carrier", ANSWERING)

@@ -226,7 +226,9 @@ class Clock:
         return self.now
 
 
-def _supervisor(workers: int = 1, **kw: object) -> tuple[Supervisor, list[tuple[float, int, FakeProc]], Clock]:
+def _supervisor(
+    workers: int = 1, **kw: object
+) -> tuple[Supervisor, list[tuple[float, int, FakeProc]], Clock]:
     clock = Clock()
     started: list[tuple[float, int, FakeProc]] = []
 
@@ -269,7 +271,10 @@ def test_a_crashing_worker_is_restarted_with_growing_delays(caplog: pytest.LogCa
     assert gaps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0], gaps
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 6
-    assert "worker 0 (pid 100) exited with status 1 after 0.2 s; restarting in 0.5 s (crash 1 in a row)" == msgs[0]
+    assert (
+        "worker 0 (pid 100) exited with status 1 after 0.2 s; restarting in 0.5 s (crash 1 in a row)"
+        == msgs[0]
+    )
     assert msgs[3].endswith("restarting in 4.0 s (crash 4 in a row)")
     assert msgs[5].endswith("restarting in 4.0 s (crash 6 in a row)")
 

@@ -25,6 +25,7 @@ __all__ = [
     "VONAGE_MAX_AGE_S",
     "VONAGE_SKEW_S",
     "check_vonage_webhook",
+    "note_unchecked",
     "plivo_v3_signature",
     "tokens_equal",
     "twilio_body_hash_ok",
@@ -41,6 +42,21 @@ __all__ = [
 logger = logging.getLogger("flowcat.serializers")
 
 Params = Mapping[str, str] | Iterable[tuple[str, str]]
+
+_unchecked: set[str] = set()
+
+
+def note_unchecked(carrier: str, setting: str) -> None:
+    """Warn, once per process, that ``carrier``'s webhooks go unchecked (``setting`` is unset).
+
+    Called on each request that would have been checked: the operator learns it at the
+    first one, without a warning line per request.
+    """
+    if carrier not in _unchecked:
+        _unchecked.add(carrier)
+        logger.warning(
+            "%s: %s is not set; webhook signatures are not checked (said once)", carrier, setting
+        )
 
 
 def _pairs(params: Params | None) -> list[tuple[str, str]]:

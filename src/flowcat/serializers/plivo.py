@@ -31,7 +31,7 @@ from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._json import decode_media_payload, parse_json_object
 from ._rest import basic_auth, env
-from ._signatures import validate_plivo_v3
+from ._signatures import note_unchecked, validate_plivo_v3
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -252,7 +252,7 @@ class PlivoFrameSerializer(FrameSerializer):
         """
         token = env(options.get("auth_token"), cls.env_prefix + "_AUTH_TOKEN")
         if not token:
-            logger.warning("%s: no auth token configured; webhook signature not checked", cls.carrier)
+            note_unchecked(cls.carrier, cls.env_prefix + "_AUTH_TOKEN")
             return True
         params = (
             parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)

@@ -163,9 +163,7 @@ def load_app(spec: str | None, *, app_dir: str | None = None) -> AppFactory:
     except (TypeError, ValueError):
         return func  # type: ignore[no-any-return]
     required = [
-        p
-        for p in params
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     if len(required) > 1:
         raise ConfigError(
