@@ -4,7 +4,10 @@ numbers, round trips of every message type, malformed input."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import struct
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from flowcat.frames import (
     TTSStoppedFrame,
 )
 from flowcat.transports import ProtobufFrameSerializer, RawPCMSerializer
-from flowcat.transports._protobuf import decode_fields, encode_varint
+from flowcat.transports._protobuf import decode_fields, encode_varint, unwrap_wav
 
 H = bytes.fromhex
 
@@ -203,3 +206,65 @@ async def test_raw_pcm_serializer() -> None:
         out = await s.serialize(OutputAudioRawFrame(audio=bytes(3200), sample_rate=16000))
         total += len(out or b"")
     assert 14000 <= total <= 16000
+
+
+def _wav(pcm: bytes, rate: int, channels: int = 1, width: int = 2) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+def _audio_message(audio: bytes, rate: int, channels: int = 1) -> bytes:
+    # pipecat.Frame{audio: AudioRawFrame{audio=3, sample_rate=4, num_channels=5}}
+    body = (
+        b"\x1a"
+        + encode_varint(len(audio))
+        + audio
+        + b"\x20"
+        + encode_varint(rate)
+        + b"\x28"
+        + encode_varint(channels)
+    )
+    return b"\x12" + encode_varint(len(body)) + body
+
+
+async def test_audio_in_a_wav_container_is_unwrapped() -> None:
+    """pipecat's WebsocketClientTransport sends each chunk as a WAV file (add_wav_header=True)."""
+    pcm = bytes(range(256)) * 5
+    frame = await _ser().deserialize(_audio_message(_wav(pcm, 16000), 16000))
+    assert isinstance(frame, InputAudioRawFrame)
+    assert (frame.audio, frame.sample_rate, frame.num_channels) == (pcm, 16000, 1)
+    # The container's format wins over the message fields.
+    frame = await _ser().deserialize(_audio_message(_wav(pcm, 24000, channels=2), 16000))
+    assert isinstance(frame, InputAudioRawFrame)
+    assert (frame.audio, frame.sample_rate, frame.num_channels) == (pcm, 24000, 2)
+
+
+def test_unwrap_wav_accepts_only_complete_pcm16_wav() -> None:
+    pcm = b"\x01\x02" * 100
+    wav = _wav(pcm, 8000)
+    assert unwrap_wav(wav) == (pcm, 8000, 1)
+    # A chunk before the data (LIST) and an odd-sized chunk (padded) are skipped.
+    listed = wav[:36] + b"LIST" + struct.pack("<I", 3) + b"abc\x00" + wav[36:]
+    listed = listed[:4] + struct.pack("<I", len(listed) - 8) + listed[8:]
+    assert unwrap_wav(listed) == (pcm, 8000, 1)
+    # A streaming writer's data size (0xFFFFFFFF): up to the end.
+    streaming = wav[:40] + b"\xff\xff\xff\xff" + wav[44:]
+    assert unwrap_wav(streaming) == (pcm, 8000, 1)
+    # Not WAV, or not PCM16: None (raw PCM that starts with "RIFF" stays raw).
+    assert unwrap_wav(b"RIFF" + pcm) is None
+    assert unwrap_wav(_wav(b"\x01" * 100, 8000, width=1)) is None
+    assert unwrap_wav(wav[:40]) is None  # cut inside the header
+    no_fmt = wav[:12] + wav[36:]
+    assert unwrap_wav(no_fmt) is None
+
+
+async def test_raw_audio_that_starts_with_riff_is_kept_as_it_is() -> None:
+    audio = b"RIFF" + b"\x00" * 60
+    frame = await _ser().deserialize(_audio_message(audio, 8000))
+    assert isinstance(frame, InputAudioRawFrame)
+    assert frame.audio == audio

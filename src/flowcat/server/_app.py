@@ -1,4 +1,4 @@
-"""The aiohttp application: health, readiness, raw media, carrier media, answer and event webhooks.
+"""The aiohttp application: health, readiness, raw and protobuf media, carrier media, answer and event webhooks.
 
 Where a carrier authenticates its requests (and ``ServerConfig.verify_signatures``),
 the answer and event webhooks and the media upgrade are checked first; a failed
@@ -190,7 +190,7 @@ async def _accept(state: ServerState, request: web.Request) -> web.WebSocketResp
 async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
     """A raw call (``/ws?sample_rate=…``) on an accepted socket of either engine."""
     cfg = state.config
-    rate = int(request.query.get("sample_rate", "0")) or cfg.audio_in_sample_rate
+    rate = _query_rate(request) or cfg.audio_in_sample_rate
     call = CallInfo(carrier="raw", remote=request.remote, path=request.path, query=dict(request.query))
     await serve_call(
         sock,
@@ -199,6 +199,46 @@ async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
         params=_params(cfg, rate, rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
     )
+
+
+PROTOBUF_PATH = "/protobuf/ws"
+"""Route of pipecat's protobuf clients (``WebsocketClientTransport`` with ``ProtobufFrameSerializer``)."""
+
+
+async def _protobuf_ws(request: web.Request) -> web.StreamResponse:
+    """``/protobuf/ws``: pipecat's ``frames.proto`` messages both ways."""
+    state = request.app[STATE_KEY]
+    ws = await _accept(state, request)
+    if ws is None:
+        return _busy(state)
+    await track(state, protobuf_call(state, AiohttpSocket(ws), request))
+    return ws
+
+
+async def protobuf_call(state: ServerState, sock: CallSocket, request: Any) -> None:
+    """A pipecat protobuf call (``/protobuf/ws?sample_rate=…``) on an accepted socket of either engine.
+
+    The pipeline runs at ``sample_rate`` both ways when the query gives one, else at
+    the server's rates; caller audio at another rate is resampled to the input rate.
+    """
+    from ..transports import ProtobufFrameSerializer
+
+    cfg = state.config
+    rate = _query_rate(request)
+    call = CallInfo(carrier="protobuf", remote=request.remote, path=request.path, query=dict(request.query))
+    await serve_call(
+        sock,
+        ProtobufFrameSerializer(),
+        user_processors(cfg, call),
+        params=_params(cfg, rate, rate),
+        idle_timeout_secs=cfg.idle_timeout_secs,
+    )
+
+
+def _query_rate(request: Any) -> int | None:
+    """``?sample_rate=`` as an int (None when absent, empty or not a positive number)."""
+    raw = request.query.get("sample_rate", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
 
 async def _carrier_ws(request: web.Request) -> web.StreamResponse:
@@ -285,6 +325,7 @@ def create_app(config: ServerConfig | None = None, *, state: ServerState | None 
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/ws", _raw_ws)
+    app.router.add_get(PROTOBUF_PATH, _protobuf_ws)
     app.router.add_get("/{carrier}/ws", _carrier_ws)
     app.router.add_route("*", "/{carrier}/answer", _answer)
     app.router.add_route("*", "/{carrier}/event", _event)

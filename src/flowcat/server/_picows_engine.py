@@ -4,15 +4,16 @@ One picows server (``ws_create_server``) on the worker's ``--port`` answers:
 
 * ``GET /healthz`` and ``/readyz``: the aiohttp app's JSON, as a plain (non-101)
   HTTP response;
-* ``/ws?sample_rate=…``: raw PCM calls; ``/{carrier}/ws``: carrier calls, after the
-  carrier's signature check on the upgrade (where the carrier signs it).
+* ``/ws?sample_rate=…``: raw PCM calls; ``/protobuf/ws``: pipecat protobuf calls;
+  ``/{carrier}/ws``: carrier calls, after the carrier's signature check on the upgrade
+  (where the carrier signs it).
 
 Admission is the worker's :class:`~flowcat.server.ServerState`, shared with the
 aiohttp app that serves the answer webhooks (and everything else) on
 ``--http-port``: over capacity or draining, the upgrade is refused with 503 and
 ``Retry-After``. An admitted call runs in one task, exactly as on aiohttp
-(:func:`~flowcat.server._app.raw_call` / :func:`~flowcat.server._app.carrier_call`
-over a :class:`PicowsSocket`): the same handshake, app factory, pipeline
+(:func:`~flowcat.server._app.raw_call`, :func:`~flowcat.server._app.protobuf_call` or
+:func:`~flowcat.server._app.carrier_call` over a :class:`PicowsSocket`): the same handshake, app factory, pipeline
 parameters and idle timeout; its slot is released when the call ends.
 
 Importing this module needs picows (``flowcat[picows]``); the worker imports it
@@ -30,7 +31,16 @@ from urllib.parse import parse_qsl
 import picows
 
 from ..transports import PicowsListener, PicowsTransport
-from ._app import RETRY_AFTER, ServerState, busy_payload, carrier_call, raw_call, track
+from ._app import (
+    PROTOBUF_PATH,
+    RETRY_AFTER,
+    ServerState,
+    busy_payload,
+    carrier_call,
+    protobuf_call,
+    raw_call,
+    track,
+)
 from ._carriers import get_carrier
 from ._public_url import signed_url
 from ._session import CallSocket
@@ -109,11 +119,14 @@ def _text_response(status: int, text: str) -> Any:
 class CallListener(PicowsListener):
     """One admitted call: its task starts when the upgrade completed."""
 
-    def __init__(self, state: ServerState, request: UpgradeRequest, carrier: Any) -> None:
+    def __init__(
+        self, state: ServerState, request: UpgradeRequest, carrier: Any, *, protobuf: bool = False
+    ) -> None:
         super().__init__(max_msg_size=state.config.max_msg_size)
         self.state = state
         self.request = request
         self.carrier = carrier
+        self.protobuf = protobuf
 
     def on_ws_connected(self, transport: Any) -> None:
         super().on_ws_connected(transport)
@@ -125,7 +138,9 @@ class CallListener(PicowsListener):
         peer = transport.underlying_transport.get_extra_info("peername")
         self.request.remote = peer[0] if peer else None
         sock = PicowsSocket(self)
-        if self.carrier is None:
+        if self.protobuf:
+            call = protobuf_call(state, sock, self.request)
+        elif self.carrier is None:
             call = raw_call(state, sock, self.request)
         else:
             call = carrier_call(state, self.carrier, self.request, sock)
@@ -146,7 +161,7 @@ class CallListener(PicowsListener):
 
 
 class Router:
-    """picows' listener factory: routes one upgrade request (health, raw, carrier, else 404).
+    """picows' listener factory: routes one upgrade request (health, raw, protobuf, carrier, else 404).
 
     ``secure``: the server listens with TLS (upgrade requests report it to signature checks).
     """
@@ -164,7 +179,7 @@ class Router:
         if path == "/readyz":
             return _json_response(200 if state.admission.has_room() else 503, state.health())
         carrier = None
-        if path != "/ws":
+        if path != "/ws" and path != PROTOBUF_PATH:
             parts = path.split("/")
             if len(parts) != 3 or parts[0] or parts[2] != "ws":
                 return None  # picows answers 404
@@ -195,7 +210,7 @@ class Router:
             return _json_response(503, busy_payload(state), RETRY_AFTER)
         # The slot is taken once the upgrade completed (on_ws_connected runs right after this,
         # in the same callback), so a request that fails picows' upgrade checks holds none.
-        return CallListener(state, req, carrier)
+        return CallListener(state, req, carrier, protobuf=path == PROTOBUF_PATH)
 
 
 async def serve_picows(state: ServerState, host: str, port: int, **kwargs: Any) -> asyncio.Server:

@@ -20,7 +20,8 @@ deserializer treats it as optional).
 Direction mapping (as pipecat): out — :class:`OutputAudioRawFrame` → audio,
 :class:`TranscriptionFrame` → transcription, :class:`TextFrame` → text,
 transport messages → message (JSON), :class:`InterruptionFrame` → interruption;
-in — audio → :class:`InputAudioRawFrame`, text → :class:`TextFrame`,
+in — audio → :class:`InputAudioRawFrame` (audio in a PCM16 WAV container, as
+pipecat's WebSocket client sends it by default, is unwrapped), text → :class:`TextFrame`,
 transcription → :class:`TranscriptionFrame`, message →
 :class:`InputTransportMessageFrame`, interruption → :class:`InterruptionFrame`.
 """
@@ -28,6 +29,7 @@ transcription → :class:`TranscriptionFrame`, message →
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 from ..errors import ProtocolError
@@ -44,7 +46,7 @@ from ..frames import (
     TranscriptionFrame,
 )
 
-__all__ = ["ProtobufFrameSerializer", "decode_fields", "encode_varint"]
+__all__ = ["ProtobufFrameSerializer", "decode_fields", "encode_varint", "unwrap_wav"]
 
 # Frame oneof field numbers.
 TEXT, AUDIO, TRANSCRIPTION, MESSAGE, INTERRUPTION = 1, 2, 3, 4, 5
@@ -143,6 +145,38 @@ def decode_fields(data: bytes, order: list[int] | None = None) -> dict[int, Any]
         if pos > end:
             raise ProtocolError("protobuf: truncated fixed field", data)
     return out
+
+
+def unwrap_wav(data: bytes) -> tuple[bytes, int, int] | None:
+    """``(pcm, sample_rate, channels)`` of a PCM16 WAV file, or None if ``data`` is not one.
+
+    pipecat's ``WebsocketClientTransport`` wraps each audio chunk in a WAV file by
+    default (``add_wav_header=True``). A RIFF/WAVE header with a PCM (or extensible)
+    16-bit ``fmt`` chunk before the ``data`` chunk is required, so raw PCM that
+    happens to start with ``RIFF`` is not mistaken for one. A ``data`` size past the
+    end (a streaming writer's placeholder) means "up to the end".
+    """
+    if len(data) < 44 or data[8:12] != b"WAVE" or data[:4] != b"RIFF":
+        return None
+    pos, end = 12, len(data)
+    fmt: tuple[int, int] | None = None
+    while pos + 8 <= end:
+        cid = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            if size < 16 or body + 16 > end:
+                return None
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            if tag not in (1, 0xFFFE) or bits != 16 or not channels or not rate:
+                return None
+            fmt = (rate, channels)
+        elif cid == b"data":
+            if fmt is None:
+                return None
+            return data[body : min(body + size, end)], fmt[0], fmt[1]
+        pos = body + size + (size & 1)
+    return None
 
 
 def _text(fields: dict[int, Any], n: int) -> str:
@@ -255,6 +289,10 @@ class ProtobufFrameSerializer:
                 raise ProtocolError("protobuf: audio is not bytes")
             channels = _uint(f, 5) or 1
             rate = _uint(f, 4)
+            if audio[:4] == b"RIFF":
+                wav = unwrap_wav(audio)
+                if wav is not None:
+                    audio, rate, channels = wav
             if not rate:
                 raise ProtocolError("protobuf: audio without sample_rate")
             if len(audio) % (2 * channels):
