@@ -42,6 +42,7 @@ class CloudonixFrameSerializer(TwilioFrameSerializer):
 
     carrier = "cloudonix"
     default_api_base = "https://api.cloudonix.io"
+    regional_api = False  # Twilio's region/edge do not apply
     hang_up_ok_statuses = (404,)
 
     def __init__(

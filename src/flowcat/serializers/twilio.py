@@ -6,6 +6,12 @@ Wire: JSON text frames. Twilio → us ``connected``, ``start``, ``media`` (base6
 /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with ``Status=completed``
 (HTTP Basic). Webhooks and the WebSocket upgrade carry ``X-Twilio-Signature``.
 
+Regional REST API: with ``region`` and ``edge`` (or ``TWILIO_REGION`` / ``TWILIO_EDGE``)
+the hang-up goes to ``https://api.{edge}.{region}.twilio.com``, Twilio's documented
+``{product}.{edge}.{region}.twilio.com`` form (an edge alone targets ``us1``, as Twilio's
+helper libraries do; a region alone is refused: the ``api.{region}.twilio.com`` form
+stopped working on 2026-04-28). Credentials must belong to that region.
+
 Credentials (constructor arguments first, then environment): ``TWILIO_ACCOUNT_SID``,
 ``TWILIO_AUTH_TOKEN`` (or ``TWILIO_API_KEY`` + ``TWILIO_API_SECRET`` for REST).
 
@@ -14,15 +20,19 @@ Docs:
     https://www.twilio.com/docs/voice/twiml/stream
     https://www.twilio.com/docs/usage/security#validating-requests
     https://www.twilio.com/docs/voice/api/call-resource
+    https://www.twilio.com/docs/global-infrastructure/edge-locations
+    https://www.twilio.com/docs/global-infrastructure/using-the-twilio-rest-api-in-a-non-us-region
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import quoteattr
 
+from ..errors import ConfigError
 from ._base import CallInfo
 from ._media_stream import MediaStreamSerializer
 from ._rest import basic_auth, env
@@ -31,7 +41,7 @@ from ._signatures import note_unchecked, twilio_body_hash_ok, validate_twilio
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["TwilioFrameSerializer", "twiml_connect_stream"]
+__all__ = ["TwilioFrameSerializer", "twilio_api_base", "twiml_connect_stream"]
 
 logger = logging.getLogger("flowcat.serializers")
 
@@ -67,6 +77,35 @@ def twiml_connect_stream(
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect>{stream}</Connect>{after}</Response>'
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+TWILIO_API = "https://api.twilio.com"
+
+
+def twilio_api_base(region: str | None = None, edge: str | None = None) -> str:
+    """Base URL of Twilio's REST API for a processing ``region`` and an ``edge`` location.
+
+    Neither: ``https://api.twilio.com`` (US1). Both: ``https://api.{edge}.{region}.twilio.com``
+    (e.g. ``au1`` + ``sydney``). An edge alone targets ``us1``.
+
+    Raises:
+        ConfigError: A region without an edge, or a value that is not a DNS label.
+    """
+    region = region.strip().lower() if region else None
+    edge = edge.strip().lower() if edge else None
+    for what, value in (("region", region), ("edge", edge)):
+        if value is not None and not _LABEL.fullmatch(value):
+            raise ConfigError(f"twilio: {what} {value!r} is not a Twilio {what} name (such as au1 / sydney)")
+    if not region and not edge:
+        return TWILIO_API
+    if not edge:
+        raise ConfigError(
+            f"twilio: region {region!r} needs an edge: Twilio's regional API host is "
+            "api.{edge}.{region}.twilio.com (e.g. edge 'sydney' for region 'au1')"
+        )
+    return f"https://api.{edge}.{region or 'us1'}.twilio.com"
+
+
 def _form_params(request: web.Request, body: bytes) -> list[tuple[str, str]]:
     if request.method != "POST" or not body:
         return []
@@ -82,17 +121,35 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         account_sid: Twilio account SID (default ``TWILIO_ACCOUNT_SID``, else the
             one in ``start``).
         auth_token: Auth token for REST and signatures (default ``TWILIO_AUTH_TOKEN``).
-        **kwargs: See :class:`~flowcat.serializers.FrameSerializer`.
+        region: Twilio processing region of the REST hang-up, e.g. ``au1`` (default
+            ``TWILIO_REGION``); needs ``edge``.
+        edge: Twilio edge location, e.g. ``sydney`` (default ``TWILIO_EDGE``); without
+            a region it targets ``us1``. See :func:`twilio_api_base`.
+        **kwargs: See :class:`~flowcat.serializers.FrameSerializer` (an explicit
+            ``api_base`` wins over ``region``/``edge``).
+
+    Raises:
+        ConfigError: ``region``/``edge`` do not name a regional API host.
     """
 
     carrier = "twilio"
-    default_api_base = "https://api.twilio.com"
+    default_api_base = TWILIO_API
+    regional_api: ClassVar[bool] = True
+    """Whether ``region``/``edge`` (and ``TWILIO_REGION``/``TWILIO_EDGE``) pick the REST host."""
     out_sid_key = "streamSid"
     encodings: ClassVar[dict[str, str]] = _ENCODINGS
 
     def __init__(
-        self, *, account_sid: str | None = None, auth_token: str | None = None, **kwargs: Any
+        self,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        region: str | None = None,
+        edge: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        if kwargs.get("api_base") is None and self.regional_api:
+            kwargs["api_base"] = twilio_api_base(env(region, "TWILIO_REGION"), env(edge, "TWILIO_EDGE"))
         super().__init__(**kwargs)
         self.account_sid = account_sid
         self.auth_token = auth_token
