@@ -161,7 +161,7 @@ def load_app(spec: str | None, *, app_dir: str | None = None) -> AppFactory:
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):
-        return func  # type: ignore[no-any-return]
+        return func
     required = [
         p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
@@ -171,5 +171,5 @@ def load_app(spec: str | None, *, app_dir: str | None = None) -> AppFactory:
             f"but needs {len(required)} arguments"
         )
     if params:
-        return func  # type: ignore[no-any-return]
+        return func
     return lambda _call: func()
