@@ -137,13 +137,13 @@ async def _pipecat_echo(url: str, pcm: bytes, chunk: int) -> bytes:
     from pipecat.frames.frames import InputAudioRawFrame as PInputAudio
     from pipecat.frames.frames import OutputAudioRawFrame as POutputAudio
     from pipecat.pipeline.pipeline import Pipeline as PPipeline
-    from pipecat.pipeline.runner import PipelineRunner as PRunner
     from pipecat.pipeline.task import PipelineParams as PParams
-    from pipecat.pipeline.task import PipelineTask as PTask
+    from pipecat.pipeline.worker import PipelineWorker as PWorker
     from pipecat.processors.frame_processor import FrameDirection as PDirection
     from pipecat.processors.frame_processor import FrameProcessor as PProcessor
     from pipecat.serializers.protobuf import ProtobufFrameSerializer as PProtobuf
     from pipecat.transports.websocket.client import WebsocketClientParams, WebsocketClientTransport
+    from pipecat.workers.runner import WorkerRunner as PRunner
 
     got = bytearray()
     heard = asyncio.Event()
@@ -178,13 +178,15 @@ async def _pipecat_echo(url: str, pcm: bytes, chunk: int) -> bytes:
     async def _on_connected(_transport: Any, _ws: Any) -> None:
         connected.set()
 
-    task = PTask(
+    task = PWorker(
         PPipeline([transport.input(), Collect(), transport.output()]),
         params=PParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
         enable_rtvi=False,
         idle_timeout_secs=None,
     )
-    runner = asyncio.create_task(PRunner(handle_sigint=False).run(task))
+    workers = PRunner(handle_sigint=False)
+    await workers.add_workers(task)
+    runner = asyncio.create_task(workers.run())
     try:
         await asyncio.wait_for(connected.wait(), 20.0)
         # flowcat drops what arrives before the call's pipeline runs: probe until an echo
@@ -212,7 +214,7 @@ async def _pipecat_echo(url: str, pcm: bytes, chunk: int) -> bytes:
     return bytes(got)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pipecat 1.14's own deprecations
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # websockets' legacy API inside pipecat
 def test_pipecat_protobuf_client_gets_its_audio_back_byte_exact_from_flowcat_serve() -> None:
     try:
         import pipecat.transports.websocket.client  # noqa: F401
