@@ -210,7 +210,8 @@ async def test_answer_webhook_points_at_the_public_stream_url(
 
 
 @pytest.mark.parametrize(
-    ("carrier", "setting"), [("twilio", "TWILIO_AUTH_TOKEN"), ("plivo", "PLIVO_AUTH_TOKEN")]
+    ("carrier", "setting"),
+    [("twilio", "TWILIO_AUTH_TOKEN"), ("plivo", "PLIVO_AUTH_TOKEN"), ("vobiz", "VOBIZ_AUTH_TOKEN")],
 )
 async def test_an_unset_auth_token_is_warned_about_once_not_per_request(
     carrier: str, setting: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from ..frames import CancelFrame, EndFrame
 from ._base import WireOut
 from ._rest import env
-from ._signatures import validate_vobiz
+from ._signatures import note_unchecked, validate_vobiz
 from .plivo import PlivoFrameSerializer
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class VobizFrameSerializer(PlivoFrameSerializer):
         """
         token = env(options.get("auth_token"), "VOBIZ_AUTH_TOKEN")
         if not token:
-            logger.warning("vobiz: no auth token configured; webhook signature not checked")
+            note_unchecked("vobiz", "VOBIZ_AUTH_TOKEN")
             return True
         params = (
             parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
