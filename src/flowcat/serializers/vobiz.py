@@ -18,7 +18,6 @@ Docs:
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = ["VobizFrameSerializer"]
-
-logger = logging.getLogger("flowcat.serializers")
 
 
 class VobizFrameSerializer(PlivoFrameSerializer):
