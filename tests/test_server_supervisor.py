@@ -267,7 +267,7 @@ def test_a_crashing_worker_is_restarted_with_growing_delays(caplog: pytest.LogCa
             assert sup.step() is None
             clock.now = round(clock.now + 0.05, 6)
     gaps = [round(started[i + 1][0] - crash_times[i], 2) for i in range(6)]
-    # restarted after 0.5, 1, 2, 4 s, then at the cap (the next step after the delay)
+    # restarted after 0.5, 1, 2, 4 s, then at the cap
     assert gaps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0], gaps
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 6
