@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from _helpers import require
 from flowcat.frames import InputAudioRawFrame, OutputAudioRawFrame
 from flowcat.server import ServerConfig, ServerState, create_app
 from flowcat.transports import ProtobufFrameSerializer
@@ -92,7 +93,7 @@ async def _started(ws: Any) -> None:
 
 
 async def test_protobuf_route_on_the_picows_engine() -> None:
-    pytest.importorskip("picows")
+    require("picows")
     from flowcat.server._app import drain_state
     from flowcat.server._picows_engine import serve_picows
 
@@ -216,10 +217,7 @@ async def _pipecat_echo(url: str, pcm: bytes, chunk: int) -> bytes:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # websockets' legacy API inside pipecat
 def test_pipecat_protobuf_client_gets_its_audio_back_byte_exact_from_flowcat_serve() -> None:
-    try:
-        import pipecat.transports.websocket.client  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"pipecat 1.14 client not importable ({exc}); ./scripts/test installs it")
+    require("pipecat.transports.websocket.client")  # pipecat 1.14 with its client's imports
     port = _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--workers", "1"],
