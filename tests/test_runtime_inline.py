@@ -172,7 +172,7 @@ def test_observers_see_every_hop_of_inline_processors() -> None:
     # Same result as unobserved, and every hop was reported.
     assert up.inline == ["a"]
     assert obs.hops == [
-        ("_TaskSource", "a"),
+        ("TaskSource", "a"),
         ("PipelineSource", "a"),
         ("Upper", "A"),  # the inline result, pushed through Upper's observed push_frame
         ("Tag", "A!"),

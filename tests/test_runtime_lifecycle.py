@@ -252,27 +252,32 @@ def test_heartbeats_flow_and_stalls_are_reported() -> None:
                 return  # swallow heartbeats
             await super().process_frame(frame, direction)
 
-    async def main() -> tuple[int, int, int]:
+    async def main() -> tuple[int, int, list[float]]:
         stall = Stall()
         sink = CaptureProcessor(DOWN)
         params = PipelineParams(
             enable_heartbeats=True, heartbeats_period_secs=1.0, heartbeats_monitor_secs=5.0
         )
         task = PipelineTask(Pipeline([stall, sink]), params=params)
-        timeouts: list[int] = []
-        task.add_event_handler("on_heartbeat_timeout", lambda _t: timeouts.append(1))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        timeouts: list[float] = []
+        task.add_event_handler("on_heartbeat_timeout", lambda _t: timeouts.append(loop.time() - t0))
         runner = asyncio.ensure_future(task.run())
         await asyncio.sleep(10.5)
         beats = task.stats.heartbeats_received
         stall.stalled = True
-        await asyncio.sleep(10)
+        await asyncio.sleep(17)  # the stall lasts: a warning every heartbeats_monitor_secs
+        stall.stalled = False
+        await asyncio.sleep(10)  # heartbeats flow again: no more warnings
         await task.stop_when_done()
         await asyncio.wait_for(runner, 5)
-        return beats, sum(isinstance(f, F.HeartbeatFrame) for f in sink.frames), len(timeouts)
+        return beats, sum(isinstance(f, F.HeartbeatFrame) for f in sink.frames), timeouts
 
     beats, seen, timeouts = run_virtual(main())
-    assert beats == 10 and seen == 10
-    assert timeouts == 1
+    assert beats == 10 and seen == 10 + 10
+    # Last heartbeat at 10 s; warned at 15, 20 and 25 s (pipecat repeats it while stalled).
+    assert [round(t) for t in timeouts] == [15, 20, 25]
 
 
 def test_upstream_end_task_frame_ends_pipeline() -> None:

@@ -124,16 +124,16 @@ def test_event_handlers_sync_and_async_and_failing() -> None:
         task = PipelineTask(Pipeline([Passthrough()]))
 
         @task.event_handler("on_pipeline_started")
-        async def started(_t: PipelineTask) -> None:
-            calls.append("async")
+        async def started(_t: PipelineTask, frame: F.Frame) -> None:
+            calls.append(f"async:{type(frame).__name__}")
 
-        task.add_event_handler("on_pipeline_started", lambda _t: calls.append("sync"))
+        task.add_event_handler("on_pipeline_started", lambda _t, _f: calls.append("sync"))
 
-        def broken(_t: PipelineTask) -> None:
+        def broken(_t: PipelineTask, _f: F.Frame) -> None:
             raise RuntimeError("handler bug")
 
         task.add_event_handler("on_pipeline_finished", broken)
-        task.add_event_handler("on_pipeline_finished", lambda _t, how: calls.append(f"finished:{how}"))
+        task.add_event_handler("on_pipeline_finished", lambda _t, f: calls.append(f"finished:{type(f).__name__}"))
         with pytest.raises(ValueError, match="no event"):
             task.add_event_handler("on_nothing", broken)
         runner = asyncio.ensure_future(task.run())
@@ -141,4 +141,4 @@ def test_event_handlers_sync_and_async_and_failing() -> None:
         await runner
         return calls
 
-    assert run_virtual(main()) == ["async", "sync", "finished:end"]
+    assert run_virtual(main()) == ["async:StartFrame", "sync", "finished:EndFrame"]

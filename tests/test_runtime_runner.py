@@ -19,7 +19,7 @@ async def test_runner_runs_many_tasks_and_ends_them_on_sigterm() -> None:
     started = asyncio.Event()
     count = 0
 
-    def on_started(_t: PipelineTask) -> None:
+    def on_started(_t: PipelineTask, _f: object) -> None:
         nonlocal count
         count += 1
         if count == len(tasks):

@@ -76,7 +76,7 @@ class Harness:
 
     async def __aenter__(self) -> Harness:
         started = asyncio.Event()
-        self.task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
         self.run = asyncio.ensure_future(self.task.run())
         await asyncio.wait_for(started.wait(), 5)
         return self

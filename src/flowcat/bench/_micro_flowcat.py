@@ -85,7 +85,7 @@ class _Call:
         self.run_task: asyncio.Task[None] | None = None
 
         @self.task.event_handler("on_pipeline_started")
-        def _started(_t: PipelineTask) -> None:
+        def _started(_t: PipelineTask, _f: object) -> None:
             self.started.set()
 
     def start(self) -> None:

@@ -78,7 +78,7 @@ def _tone_frames(count: int, freq: float = 440.0, amplitude: float = 0.5) -> lis
 async def _run_once(frames: list[bytes], stages: list[FrameProcessor], meter: _Meter) -> float:
     task = PipelineTask(Pipeline([*stages, meter]), idle_timeout_secs=None)
     started = asyncio.Event()
-    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+    task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
     runner = asyncio.ensure_future(task.run())
     await started.wait()
     t0 = time.perf_counter()

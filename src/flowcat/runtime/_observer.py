@@ -65,7 +65,8 @@ def install_observers(
     proc: FrameProcessor, observers: list[BaseObserver], loop: asyncio.AbstractEventLoop
 ) -> None:
     """Give ``proc`` an observing ``push_frame`` (only done when observers exist)."""
-    original = type(proc).push_frame
+    cls_push = type(proc).push_frame
+    inner = proc.__dict__.get("push_frame")  # e.g. push-event hooks installed before
 
     async def push_frame(frame: Frame, direction: FrameDirection = DOWNSTREAM) -> None:
         sched = proc._sched
@@ -77,6 +78,6 @@ def install_observers(
                     types = obs.frame_types
                     if types is None or isinstance(frame, types):
                         await obs.on_push_frame(data)
-        await original(proc, frame, direction)
+        await (cls_push(proc, frame, direction) if inner is None else inner(frame, direction))
 
     proc.push_frame = push_frame  # type: ignore[method-assign]

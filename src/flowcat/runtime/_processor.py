@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import PipelineStateError
 from ..frames import (
-    SYSTEM,
     CancelFrame,
     EndFrame,
     ErrorFrame,
@@ -45,6 +44,7 @@ from ._direction import FrameDirection
 from ._events import EventEmitter
 from ._inline import LIFECYCLE_FRAMES, NO_ROUTE, Route, learn_inline
 from ._metrics import ProcessorMetrics
+from ._processor_hooks import FRAME_EVENTS, gate_when_running, hooks_added, receive_slow
 from ._processor_tasks import ProcessorTasks
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         "__weakref__",
         "_cancelled",
         "_down",
-        "_gate",
+        "_gate",  # None, or: paused (a deque of held frames), or has process-event handlers
         "_id",
         "_inline",
         "_name",
@@ -114,7 +114,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         self._up: FrameProcessor | None = None
         self._parent: FrameProcessor | None = None
         self._sched: CallScheduler | None = None
-        self._gate: deque[tuple[Frame, FrameDirection]] | None = None
+        self._gate: Any = None  # None | deque[tuple[Frame, FrameDirection]] | HOOKED
         self._cancelled = False
         self._started = False
         self._start_frame: StartFrame | None = None
@@ -239,7 +239,8 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         nxt = self._down if down else self._up
         cls = frame.__class__
         while nxt is not None:
-            if nxt._gate is not None and nxt._gated(frame, direction):
+            if nxt._gate is not None:  # paused, or has process-event handlers
+                await nxt._receive(frame, direction)
                 return
             table = nxt._inline
             if table is not None:
@@ -266,9 +267,10 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
                 await nxt._on_exception(frame, exc)
             return
 
-    async def _receive(self, frame: Frame, direction: FrameDirection) -> None:
+    async def _receive(self, frame: Frame, direction: FrameDirection, _gated: bool = False) -> None:
         """Deliver ``frame`` to this processor itself (scheduler entry point)."""
-        if self._gate is not None and self._gated(frame, direction):
+        if self._gate is not None and not _gated:
+            await receive_slow(self, frame, direction)  # paused, or process events
             return
         table = self._inline
         if table is not None:
@@ -349,16 +351,18 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
 
     def pause_processing_frames(self) -> None:
         """Hold every non-system frame arriving here, in order, until resumed."""
-        if self._gate is None:
+        if self._gate.__class__ is not deque:
             self._gate = deque()
             if self._sched is not None:
                 self._sched.forget_routes()  # routes through here now stop here
 
     def resume_processing_frames(self) -> None:
         """Deliver the held frames, in arrival order, then resume normal flow."""
-        held, self._gate = self._gate, None
+        held, self._gate = self._gate, gate_when_running(self)
+        if held.__class__ is not deque:
+            return
         sched = self._sched
-        if held is not None and sched is not None:
+        if sched is not None:
             sched.forget_routes()
         if not held:
             return
@@ -367,13 +371,20 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         for frame, direction in held:
             sched.submit(self, frame, direction, to_self=True)
 
-    def _gated(self, frame: Frame, direction: FrameDirection) -> bool:
-        """Return True if the frame was held (paused) instead of delivered."""
-        gate = self._gate
-        if gate is None or frame.kind == SYSTEM:
-            return False
-        gate.append((frame, direction))
-        return True
+    def add_event_handler(self, event_name: str, handler: Any) -> None:
+        """Register ``handler`` for ``event_name`` (see :class:`~flowcat.runtime.EventEmitter`).
+
+        Every processor also emits pipecat's per-frame events
+        ``on_before_process_frame``, ``on_after_process_frame``,
+        ``on_before_push_frame`` and ``on_after_push_frame`` (``(processor,
+        frame)``); a processor pays for them only once it has a handler (see
+        :mod:`flowcat.runtime._processor_hooks`).
+        """
+        if event_name in FRAME_EVENTS:
+            self._events().setdefault(event_name, []).append(handler)
+            hooks_added(self, event_name)
+            return
+        super().add_event_handler(event_name, handler)
 
     # ---------------------------------------------------------- lifecycle
 
@@ -419,7 +430,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
 
     async def _on_cancel(self, frame: CancelFrame) -> None:
         self._cancelled = True
-        self._gate = None
+        self._gate = gate_when_running(self)
         if self._overrides("cancel"):
             await self._run_hook("cancel", self.cancel(frame))
 
@@ -428,7 +439,7 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         if sched is not None:
             sched.note_interruption(frame)
         gate = self._gate
-        if gate:
+        if gate.__class__ is deque and gate:
             self._gate = deque(e for e in gate if not e[0].interruptible)
         self._reset_metrics_on_interruption()
         if self._overrides("on_interruption"):

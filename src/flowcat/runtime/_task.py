@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -44,9 +44,10 @@ from ..frames import (
 from ._code import clone_of
 from ._direction import FrameDirection
 from ._observer import BaseObserver, install_observers
-from ._pipeline import flatten_links
+from ._pipeline import flatten_links, unflatten_links
 from ._processor import FrameProcessor
 from ._scheduler import CallScheduler
+from ._task_edges import TaskSink, TaskSource
 from ._task_params import DEFAULT_IDLE_FRAMES, PipelineParams, TaskStats
 from ._task_timers import TaskTimers
 
@@ -56,70 +57,6 @@ logger = logging.getLogger("flowcat.task")
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
-
-
-# Frames the task acts on when they reach its ends (never taken inline there).
-_UPSTREAM_ACTS = (ErrorFrame, EndTaskFrame, StopTaskFrame, CancelTaskFrame, InterruptionTaskFrame, BotInterruptionFrame)
-_DOWNSTREAM_ACTS = frozenset((HeartbeatFrame, StartFrame, EndFrame, StopFrame, CancelFrame))
-
-
-class _TaskSource(FrameProcessor):
-    # Upstream frames the task only notes (BotSpeakingFrame …) end here inline.
-    inline_frames = (Frame,)
-    __slots__ = ("_task",)
-
-    def __init__(self, task: PipelineTask) -> None:
-        super().__init__(name=f"{task.name}::Source")
-        self._task = task
-
-    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
-        task = self._task
-        if (
-            direction is not UPSTREAM
-            or isinstance(frame, _UPSTREAM_ACTS)
-            or task.has_event_handler("on_frame_reached_upstream")
-        ):
-            return NotImplemented
-        task._note_activity(frame)
-        return None
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is UPSTREAM:
-            await self._task._on_upstream(frame)
-        else:
-            await self.push_frame(frame, direction)
-
-
-class _TaskSink(FrameProcessor):
-    # Downstream frames the task only notes end here inline.
-    inline_frames = (Frame,)
-    __slots__ = ("_task",)
-
-    def __init__(self, task: PipelineTask) -> None:
-        super().__init__(name=f"{task.name}::Sink")
-        self._task = task
-
-    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
-        task = self._task
-        if (
-            direction is not DOWNSTREAM
-            or frame.__class__ in _DOWNSTREAM_ACTS
-            or task.has_event_handler("on_frame_reached_downstream")
-        ):
-            return NotImplemented
-        task._note_activity(frame)
-        return None
-
-    @property
-    def wants_sent_audio(self) -> bool:
-        task = self._task
-        return bool(task._observers) or task.has_event_handler("on_frame_reached_downstream")
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is DOWNSTREAM:
-            await self._task._on_downstream(frame)
-        else:
-            await self.push_frame(frame, direction)
 
 
 class PipelineTask(TaskTimers):
@@ -191,8 +128,10 @@ class PipelineTask(TaskTimers):
             max_queued_input_audio=max_queued_input_audio,
             hook_timeout=hook_timeout_secs,
         )
-        self._source = _TaskSource(self)
-        self._sink = _TaskSink(self)
+        self._reached_up: tuple[type[Frame], ...] = ()
+        self._reached_down: tuple[type[Frame], ...] = ()
+        self._source = TaskSource(self)
+        self._sink = TaskSink(self)
         self._source.link(pipeline)
         pipeline.link(self._sink)
         self._state = "idle"
@@ -200,6 +139,10 @@ class PipelineTask(TaskTimers):
         self._cancel_requested = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._procs: list[FrameProcessor] = []
+        self._observed = False
+        # The End/Stop/Cancel frame the task finished with (on_pipeline_finished's argument).
+        self._end_frame: Frame | None = None
 
     # -------------------------------------------------------------- public
 
@@ -241,10 +184,68 @@ class PipelineTask(TaskTimers):
         origin = self._source if direction is DOWNSTREAM else self._sink
         await self._sched.enter(origin, frame, direction)
 
-    async def queue_frames(self, frames: Iterable[Frame]) -> None:
-        """Queue several frames in order."""
-        for frame in frames:
-            await self.queue_frame(frame)
+    async def queue_frames(
+        self, frames: Iterable[Frame] | AsyncIterable[Frame], direction: FrameDirection = DOWNSTREAM
+    ) -> None:
+        """Queue several frames in order (from an iterable or an async iterable)."""
+        if isinstance(frames, AsyncIterable):
+            async for frame in frames:
+                await self.queue_frame(frame, direction)
+        else:
+            for frame in frames:
+                await self.queue_frame(frame, direction)
+
+    # ------------------------------------------------ observers and filters
+
+    @property
+    def observers(self) -> list[BaseObserver]:
+        """The attached observers (a copy)."""
+        return list(self._observers)
+
+    def add_observer(self, observer: BaseObserver) -> None:
+        """Attach ``observer``; while running it sees pushes from the next one on.
+
+        A task started without observers runs with the observing ``push_frame``
+        from then on (as if started with one).
+        """
+        self._observers.append(observer)
+        if self._state == "running" and not self._observed:
+            self._observe()
+
+    async def remove_observer(self, observer: BaseObserver) -> None:
+        """Detach ``observer`` (it sees nothing more)."""
+        try:
+            self._observers.remove(observer)
+        except ValueError:
+            pass
+
+    @property
+    def reached_upstream_types(self) -> tuple[type[Frame], ...]:
+        """Frame types that fire ``on_frame_reached_upstream``."""
+        return self._reached_up
+
+    @property
+    def reached_downstream_types(self) -> tuple[type[Frame], ...]:
+        """Frame types that fire ``on_frame_reached_downstream``."""
+        return self._reached_down
+
+    def set_reached_upstream_filter(self, types: Iterable[type[Frame]]) -> None:
+        """Fire ``on_frame_reached_upstream(task, frame)`` for frames of these types
+        reaching the top of the pipeline (none by default)."""
+        self._reached_up = tuple(dict.fromkeys(types))
+
+    def set_reached_downstream_filter(self, types: Iterable[type[Frame]]) -> None:
+        """Fire ``on_frame_reached_downstream(task, frame)`` for frames of these types
+        reaching the end of the pipeline (none by default)."""
+        self._reached_down = tuple(dict.fromkeys(types))
+
+    def add_reached_upstream_filter(self, types: Iterable[type[Frame]]) -> None:
+        """Add types to :meth:`set_reached_upstream_filter`'s."""
+        self.set_reached_upstream_filter((*self._reached_up, *types))
+
+    def add_reached_downstream_filter(self, types: Iterable[type[Frame]]) -> None:
+        """Add types to :meth:`set_reached_downstream_filter`'s."""
+        self.set_reached_downstream_filter((*self._reached_down, *types))
 
     async def stop_when_done(self) -> None:
         """End gracefully: queue an EndFrame behind everything already queued."""
@@ -258,7 +259,7 @@ class PipelineTask(TaskTimers):
         if self._state == "idle":
             return  # run() will see the request and return at once
         self._arm_timer("cancel", self._cancel_timeout, self._on_cancel_timeout)
-        self._sched.submit(self._source, CancelFrame(reason=reason), DOWNSTREAM)
+        self._submit_cancel(reason)
 
     async def run(self) -> None:
         """Run until an End, Stop or Cancel frame has passed the whole pipeline.
@@ -271,20 +272,20 @@ class PipelineTask(TaskTimers):
         loop = self._loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
         self._state = "running"
-        procs = [self._source, *self._pipeline.walk(), self._sink]
+        procs = self._procs = [self._source, *self._pipeline.walk(), self._sink]
         for proc in procs:
             proc._attach(self._sched)
-            if self._observers:
-                install_observers(proc, self._observers, loop)
-                proc._plain_push = False  # inline results go through the observed push
-            else:
+        if self._observers:
+            self._observe()
+        else:
+            for proc in procs:
                 proc._plain_push = "push_frame" not in vars(proc) and (
                     clone_of(type(proc).push_frame) is FrameProcessor.push_frame
                 )
-        if not self._observers:
             flatten_links(procs)
         try:
             if self._cancel_requested:
+                self._end_frame = CancelFrame(reason="cancelled before start")
                 self._finish("cancelled before start")
             else:
                 self._arm_timer("start", self._start_timeout, self._on_start_timeout)
@@ -298,6 +299,17 @@ class PipelineTask(TaskTimers):
             await self._cleanup()
 
     # ------------------------------------------------------------ internals
+
+    def _observe(self) -> None:
+        """Give every processor the observing ``push_frame`` (full chain, no flattening)."""
+        loop = self._loop
+        assert loop is not None
+        self._observed = True
+        unflatten_links(self._procs)
+        for proc in self._procs:
+            install_observers(proc, self._observers, loop)
+            proc._plain_push = False  # inline results go through the observed push
+        self._sched.forget_routes()
 
     def _make_start_frame(self) -> StartFrame:
         p = self.params
@@ -313,7 +325,7 @@ class PipelineTask(TaskTimers):
 
     async def _cancel_from_outside(self) -> None:
         self._cancel_requested = True
-        self._sched.submit(self._source, CancelFrame(reason="task cancelled"), DOWNSTREAM)
+        self._submit_cancel("task cancelled")
         fut = self._finished
         if fut is not None and not fut.done():
             await asyncio.wait((fut,), timeout=self._cancel_timeout)
@@ -344,9 +356,10 @@ class PipelineTask(TaskTimers):
                         logger.error(
                             "%s: %s.cleanup() overran %g s", self.name, proc, self._sched.hook_timeout
                         )
-        await self._call_event_handler("on_pipeline_finished", self.stats.finished_by)
-        for obs in self._observers:
-            await obs.on_pipeline_finished(self.stats.finished_by)
+        end = self._end_frame or CancelFrame(reason=self.stats.finished_by)
+        await self._call_event_handler("on_pipeline_finished", end)
+        for obs in list(self._observers):
+            await obs.on_pipeline_finished(end)
 
     # ------------------------------------------------- frames at the edges
 
@@ -358,21 +371,24 @@ class PipelineTask(TaskTimers):
         if cls is HeartbeatFrame:
             now = loop.time()
             self._last_heartbeat = now
-            self._heartbeat_warned = False
             self.stats.heartbeats_received += 1
             self.stats.last_heartbeat_latency = now - frame.timestamp / 1e9  # type: ignore[attr-defined]
         elif cls is StartFrame:
-            await self._on_started()
+            await self._on_started(frame)  # type: ignore[arg-type]
         elif cls is EndFrame:
+            self._end_frame = frame
             self._finish("end")
         elif cls is StopFrame:
+            self._end_frame = frame
             self._finish("stop")
         elif cls is CancelFrame:
+            self._end_frame = frame
             self._finish("cancel")
-        if self.has_event_handler("on_frame_reached_downstream"):
+        reached = self._reached_down
+        if reached and isinstance(frame, reached):
             await self._call_event_handler("on_frame_reached_downstream", frame)
 
-    async def _on_started(self) -> None:
+    async def _on_started(self, frame: StartFrame) -> None:
         loop = self._loop
         assert loop is not None
         self._started = True
@@ -385,8 +401,8 @@ class PipelineTask(TaskTimers):
         if self.params.enable_heartbeats:
             self._arm_timer("heartbeat", self.params.heartbeats_period_secs, self._send_heartbeat)
         self._sched.release()
-        await self._call_event_handler("on_pipeline_started")
-        for obs in self._observers:
+        await self._call_event_handler("on_pipeline_started", frame)
+        for obs in list(self._observers):
             await obs.on_pipeline_started()
 
     async def _on_upstream(self, frame: Frame) -> None:
@@ -408,5 +424,6 @@ class PipelineTask(TaskTimers):
             self._cancel_sync(frame.reason or "cancel requested upstream")
         elif isinstance(frame, InterruptionTaskFrame | BotInterruptionFrame):
             await self._source.push_frame(InterruptionFrame(), DOWNSTREAM)
-        if self.has_event_handler("on_frame_reached_upstream"):
+        reached = self._reached_up
+        if reached and isinstance(frame, reached):
             await self._call_event_handler("on_frame_reached_upstream", frame)

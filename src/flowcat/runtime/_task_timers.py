@@ -13,7 +13,8 @@ again replaces it:
   cancelled.
 * ``heartbeat`` — with heartbeats enabled, a HeartbeatFrame is sent every period;
   when none has reached the end for ``heartbeats_monitor_secs``, a warning is
-  logged and ``on_heartbeat_timeout`` fires (once until one arrives again).
+  logged and ``on_heartbeat_timeout`` fires, again every ``heartbeats_monitor_secs``
+  for as long as the stall lasts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class TaskTimers(EventEmitter):
         _loop: asyncio.AbstractEventLoop | None
         _started: bool
         _cancel_requested: bool
+        _end_frame: Frame | None
 
         def has_finished(self) -> bool: ...
 
@@ -90,7 +92,7 @@ class TaskTimers(EventEmitter):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._last_activity = 0.0
         self._last_heartbeat = 0.0
-        self._heartbeat_warned = False
+        self._heartbeat_warned_at = float("-inf")
 
     # -------------------------------------------------------------- arming
 
@@ -115,7 +117,13 @@ class TaskTimers(EventEmitter):
     def _cancel_sync(self, reason: str) -> None:
         self._cancel_requested = True
         self._arm_timer("cancel", self._cancel_timeout, self._on_cancel_timeout)
-        self._sched.submit(self._source, CancelFrame(reason=reason), DOWNSTREAM)
+        self._submit_cancel(reason)
+
+    def _submit_cancel(self, reason: str) -> None:
+        frame = CancelFrame(reason=reason)
+        if self._end_frame is None:
+            self._end_frame = frame  # what on_pipeline_finished reports if it never arrives
+        self._sched.submit(self._source, frame, DOWNSTREAM)
 
     # ----------------------------------------------------- lifecycle bounds
 
@@ -179,8 +187,10 @@ class TaskTimers(EventEmitter):
         if loop is None or self.has_finished():
             return
         now = loop.time()
-        if now - self._last_heartbeat > self.params.heartbeats_monitor_secs and not self._heartbeat_warned:
-            self._heartbeat_warned = True
+        # Warned again every heartbeats_monitor_secs for as long as the stall lasts.
+        since = now - max(self._last_heartbeat, self._heartbeat_warned_at)
+        if since >= self.params.heartbeats_monitor_secs - 1e-9:
+            self._heartbeat_warned_at = now
             logger.warning(
                 "%s: no heartbeat reached the end for %.1f s", self.name, now - self._last_heartbeat
             )

@@ -151,7 +151,7 @@ async def run_test(
 
 async def _wait_started(task: PipelineTask) -> None:
     started = asyncio.Event()
-    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+    task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
     await started.wait()
 
 
