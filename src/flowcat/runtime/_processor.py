@@ -333,15 +333,19 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
         await self.push_frame(up, UPSTREAM)
 
     async def broadcast_frame_instance(self, frame: Frame) -> None:
-        """Push ``frame`` downstream and a copy of it (fresh id) upstream."""
+        """Push two shallow copies of ``frame``, each with a fresh id (and so name):
+        one downstream, one upstream, siblings of each other. ``frame`` itself is
+        not pushed (it may still be travelling elsewhere)."""
         from ..frames._base import _next_id
 
-        twin = copy.copy(frame)
-        twin.id = _next_id()
-        frame.broadcast_sibling_id = twin.id
-        twin.broadcast_sibling_id = frame.id
-        await self.push_frame(frame, DOWNSTREAM)
-        await self.push_frame(twin, UPSTREAM)
+        down = copy.copy(frame)
+        up = copy.copy(frame)
+        down.id = _next_id()
+        up.id = _next_id()
+        down.broadcast_sibling_id = up.id
+        up.broadcast_sibling_id = down.id
+        await self.push_frame(down, DOWNSTREAM)
+        await self.push_frame(up, UPSTREAM)
 
     async def broadcast_interruption(self) -> None:
         """Interrupt the bot: broadcast an :class:`~flowcat.frames.InterruptionFrame` both ways."""
