@@ -36,6 +36,7 @@ from .runtime import Pipeline as Pipeline
 from .runtime import PipelineParams as PipelineParams
 from .runtime import PipelineRunner as PipelineRunner
 from .runtime import PipelineTask as PipelineTask
+from .runtime import SyncParallelPipeline as SyncParallelPipeline
 
 try:
     __version__ = _metadata.version("flowcat")
@@ -52,5 +53,6 @@ __all__ = [
     "PipelineParams",
     "PipelineRunner",
     "PipelineTask",
+    "SyncParallelPipeline",
     "__version__",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._direction import FrameDirection as FrameDirection
 from ._events import EventEmitter as EventEmitter
+from ._idle import IdleFrameProcessor as IdleFrameProcessor
 from ._observer import BaseObserver as BaseObserver
 from ._observer import FramePushed as FramePushed
 from ._parallel import ParallelPipeline as ParallelPipeline
@@ -11,10 +12,14 @@ from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineSink as PipelineSink
 from ._pipeline import PipelineSource as PipelineSource
 from ._processor import FrameProcessor as FrameProcessor
+from ._producer import ConsumerProcessor as ConsumerProcessor
+from ._producer import ProducerProcessor as ProducerProcessor
 from ._runner import PipelineRunner as PipelineRunner
 from ._scheduler import CallScheduler as CallScheduler
 from ._scheduler import SchedulerStats as SchedulerStats
 from ._scheduler import current_generation as current_generation
+from ._sync_parallel import FrameOrder as FrameOrder
+from ._sync_parallel import SyncParallelPipeline as SyncParallelPipeline
 from ._task import PipelineParams as PipelineParams
 from ._task import PipelineTask as PipelineTask
 from ._task import TaskStats as TaskStats
@@ -22,10 +27,13 @@ from ._task import TaskStats as TaskStats
 __all__ = [
     "BaseObserver",
     "CallScheduler",
+    "ConsumerProcessor",
     "EventEmitter",
     "FrameDirection",
+    "FrameOrder",
     "FrameProcessor",
     "FramePushed",
+    "IdleFrameProcessor",
     "ParallelPipeline",
     "Pipeline",
     "PipelineParams",
@@ -33,7 +41,9 @@ __all__ = [
     "PipelineSink",
     "PipelineSource",
     "PipelineTask",
+    "ProducerProcessor",
     "SchedulerStats",
+    "SyncParallelPipeline",
     "TaskStats",
     "current_generation",
 ]
