@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..frames import CancelFrame, EndFrame, Frame, StartFrame
-from ._call_tasks import _generation_var
 from ._direction import FrameDirection
 from ._processor import FrameProcessor
 
@@ -131,10 +130,8 @@ class ConsumerProcessor(FrameProcessor):
             await self.cancel_task(task)
 
     async def _consume(self, queue: asyncio.Queue[Frame]) -> None:
-        # Lives as long as the call: what it hands on is not "from before" a later
-        # interruption (a task's pushes are otherwise tied to its generation).
-        _generation_var.set(-1)
         while True:
             frame = await queue.get()
-            # Through this processor's own process_frame, as pipecat's queue_frame does.
+            # Through this processor's own process_frame, as pipecat's queue_frame does
+            # (and, being handed to itself, not dropped as "from before" a later interruption).
             await self.queue_frame(await _call(self._transformer, frame), self._direction)
