@@ -243,8 +243,10 @@ def test_sent_frames_are_pushed_downstream_in_order() -> None:
             await h.task.queue_frame(EndFrame())
             await h.finish()
         down = h.down_types(skip=SPEAKING)
-        assert down == [OutputAudioRawFrame] * 3 + [OutputTransportMessageFrame] + [
-            OutputAudioRawFrame
+        # The chunks written and passed on keep the class of the audio they were cut
+        # from (TTSAudioRawFrame here), as pipecat's output does.
+        assert down == [TTSAudioRawFrame] * 3 + [OutputTransportMessageFrame] + [
+            TTSAudioRawFrame
         ] * 2 + [
             TTSStoppedFrame,
             EndFrame,

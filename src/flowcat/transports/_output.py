@@ -49,7 +49,7 @@ from ..frames import (
 from ..runtime import FrameDirection, FrameProcessor
 from ._clock import AudioClock
 from ._drive import drive
-from ._output_queue import _SILENCE, OutputQueue, OutputStats
+from ._output_queue import _SILENCE, OutputQueue, OutputStats, keeps_through_interruption
 from ._params import TransportParams
 from ._requeue import requeue
 
@@ -273,24 +273,28 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
 
     def _interrupt(self, frame: InterruptionFrame) -> None:
         q = self._queue
+        kept_audio = self._pending_kept
         if q:
-            kept = [i for i in q if isinstance(i, Frame) and not i.interruptible]
+            # Uninterruptible frames and audio stay (and play), with the audio's class marks.
+            kept = [i for i in q if keeps_through_interruption(i)]
             self.stats.dropped_chunks += sum(1 for i in q if type(i) is bytes)
             q.clear()
             q.extend(kept)
-        self._pending = b""
-        if self._resampler is not None:
-            self._resampler.reset()
+            kept_audio = kept_audio or any(isinstance(i, bytes) for i in kept)
+        if not self._pending_kept:
+            self._pending = b""
+            if self._resampler is not None:
+                self._resampler.reset()
         self._paused = False
         self._sync_direct()
         self.write_frame(frame)
         self.stats.clears_sent += 1
         if self._loop is not None:
             self._play_end = self._loop.time()
-        if self._speaking:
+        if self._speaking and not kept_audio:  # still speaking while kept audio plays
             self._stopped_speaking()
             self._flush_outbox()
-        if q:
+        if q or self._pending:
             self._activate()
 
     def _end(self, frame: EndFrame) -> bool:

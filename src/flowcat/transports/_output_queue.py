@@ -40,7 +40,7 @@ from ._params import TransportParams
 if TYPE_CHECKING:
     from ..frames import CancelFrame
 
-__all__ = ["OutputQueue", "OutputStats"]
+__all__ = ["OutputQueue", "OutputStats", "keeps_through_interruption"]
 
 logger = logging.getLogger("flowcat.transports.output")
 
@@ -55,6 +55,30 @@ class _Silence:
 
 
 _SILENCE = _Silence()
+
+
+class _Kept(bytes):
+    """A queued chunk of uninterruptible audio: an interruption does not drop it."""
+
+    __slots__ = ()
+
+
+class _AudioClass:
+    """Queue marker: the chunks after it are sent (and passed on) as frames of ``cls``."""
+
+    __slots__ = ("cls",)
+
+    def __init__(self, cls: type[OutputAudioRawFrame]) -> None:
+        self.cls = cls
+
+
+def keeps_through_interruption(item: Any) -> bool:
+    """Whether a queue entry survives an interruption: uninterruptible audio and
+    frames, and the audio class marks (which the kept audio may need)."""
+    cls = item.__class__
+    if cls is _Kept or cls is _AudioClass:
+        return True
+    return isinstance(item, Frame) and not item.interruptible
 
 
 class OutputStats:
@@ -131,6 +155,11 @@ class OutputQueue:
         self._end_timer: asyncio.TimerHandle | None = None
         self._ending: EndFrame | None = None
         self._silence = b""
+        # The frame class of the audio being queued and of the chunks being sent
+        # (chunks keep the class of the audio they were cut from, e.g. TTSAudioRawFrame).
+        self._queued_cls: type[OutputAudioRawFrame] = OutputAudioRawFrame
+        self._send_cls: type[OutputAudioRawFrame] = OutputAudioRawFrame
+        self._pending_kept = False  # the partial chunk holds uninterruptible audio
         self._mixer = params.audio_out_mixer
         self._push_sent = True
         self._stats = OutputStats()
@@ -257,11 +286,20 @@ class OutputQueue:
             self._last_in = now
         else:
             self._steady = 0
+        q = self._queue
+        cls = frame.__class__
+        if cls is not self._queued_cls:
+            self._queued_cls = cls
+            q.append(_AudioClass(cls))
+        kept = not frame.interruptible
+        if kept or self._pending_kept:
+            self._queue_kept(audio, kept)
+            self._activate()
+            return
         if self._pending:
             audio = self._pending + audio
         size = self._chunk_bytes
         n = len(audio) // size
-        q = self._queue
         if n == 1 and len(audio) == size:
             q.append(audio)
             self._pending = b""
@@ -270,6 +308,21 @@ class OutputQueue:
                 q.append(audio[i * size : (i + 1) * size])
             self._pending = audio[n * size :]
         self._activate()
+
+    def _queue_kept(self, audio: bytes, kept: bool) -> None:
+        """Queue audio of which some (this frame's, if ``kept``, or the partial chunk
+        before it) is uninterruptible: a chunk holding any of it is kept."""
+        size = self._chunk_bytes
+        head = self._pending
+        first_kept = kept or self._pending_kept
+        audio = head + audio
+        n = len(audio) // size
+        q = self._queue
+        for i in range(n):
+            chunk = audio[i * size : (i + 1) * size]
+            q.append(_Kept(chunk) if kept or (first_kept and i * size < len(head)) else chunk)
+        self._pending = audio[n * size :]
+        self._pending_kept = bool(self._pending) and (kept or (self._pending_kept and n == 0))
 
     def _flush_partial(self) -> None:
         rs = self._resampler
@@ -284,8 +337,9 @@ class OutputQueue:
         if pending:
             if self._params.audio_out_pad_last_chunk:
                 pending += bytes(self._chunk_bytes - len(pending))
-            self._queue.append(pending)
+            self._queue.append(_Kept(pending) if self._pending_kept else pending)
             self._pending = b""
+            self._pending_kept = False
 
     def _activate(self) -> None:
         if self._closed or self._clock is None:
@@ -351,14 +405,14 @@ class OutputQueue:
             while True:
                 if q:
                     item = q[0]
-                    is_audio = type(item) is bytes
+                    is_audio = type(item) is bytes or type(item) is _Kept
                     if is_audio or item is _SILENCE:
                         dur = len(item) * inv_bps if is_audio else self._period
                         if self._play_end - now + dur > ahead:
                             break
                         q.popleft()
                         if is_audio:
-                            self._send(item, now, True)
+                            self._send(item if type(item) is bytes else bytes(item), now, True)
                             bot_sent = True
                         else:
                             self._send(self._silence, now, False)
@@ -374,6 +428,7 @@ class OutputQueue:
                     if self._play_end - now + len(pending) * inv_bps > ahead:
                         break
                     self._pending = b""
+                    self._pending_kept = False
                     self._send(pending, now, True)
                     bot_sent = True
                 break
@@ -403,7 +458,7 @@ class OutputQueue:
             mixer = self._mixer
             if mixer is not None:
                 chunk = mixer.mix(chunk)
-            frame = OutputAudioRawFrame(chunk, self._rate, self._channels)
+            frame = (self._send_cls if bot else OutputAudioRawFrame)(chunk, self._rate, self._channels)
         try:
             self._write_chunk(frame)  # type: ignore[misc]
         except Exception:
@@ -435,6 +490,9 @@ class OutputQueue:
 
     def _release(self, frame: Frame) -> None:
         """A queued frame reached the head of the queue: send it, pass it on."""
+        if frame.__class__ is _AudioClass:
+            self._send_cls = frame.cls  # type: ignore[attr-defined]
+            return
         if isinstance(frame, EndFrame):
             self._finish_end(frame)
             return

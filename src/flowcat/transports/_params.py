@@ -57,8 +57,9 @@ class TransportParams:
     audio_out_continuous: bool = False
     """Send silence whenever there is no bot audio (protocols that need a continuous
     stream). Default False."""
-    audio_out_pad_last_chunk: bool = False
-    """Pad a final partial chunk with silence to the full chunk size. Default False."""
+    audio_out_pad_last_chunk: bool = True
+    """Pad a final partial chunk (the end of the bot's speech so far) with silence to
+    the full chunk size, as pipecat does. Default True."""
     bot_stopped_speaking_secs: float = 0.35
     """BotStoppedSpeakingFrame after this long without bot audio sent. Default 0.35."""
     bot_speaking_period_secs: float = 0.2

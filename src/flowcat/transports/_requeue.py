@@ -35,7 +35,7 @@ def requeue(
         return data[n * size :]
 
     for item in queue:
-        if type(item) is bytes:
+        if isinstance(item, bytes):  # (uninterruptible chunks become ordinary ones)
             run.append(item)
             continue
         if run and (rest := convert()):
