@@ -3,7 +3,19 @@
 Wire: text frames are JSON control messages, binary frames are audio (PCMU 8 kHz,
 external channel). Every message has ``version:"2"``, ``id`` (session), ``type``,
 ``seq`` (per sender, from 1) and ``parameters``; Genesys adds ``serverseq`` and
-``position`` (ISO-8601 duration), we add ``clientseq`` (the last ``seq`` we got).
+``position`` (ISO-8601 duration), we add ``clientseq`` (the last ``seq`` we got) and
+no ``position``: in the protocol's reference implementation (``protocol/message.ts``,
+``ClientMessageBase`` vs ``ServerMessageBase``) ``position`` is a client field only,
+so ``pong``, ``closed``, ``event`` and ``disconnect`` carry none (pipecat adds one).
+
+Pause: ``pause``/``resume`` are server → client requests (flowcat sends neither);
+Genesys reports ``paused``/``resumed`` (also when it pauses on its own, e.g. a
+secure pause). As in the reference server (``server/serversessionimpl.ts``):
+``paused`` counts only on an open, active stream, ``resumed`` only while paused,
+and audio arriving while paused is a protocol error — here logged as bad input
+and dropped (the call goes on). A ``pause`` from Genesys is not a client message
+and is reported as unknown (pipecat takes it as the client pausing). Bot audio
+keeps being sent while paused: the protocol does not say otherwise.
 Genesys → us ``open``, ``ping``, ``close``, ``paused``, ``resumed``, ``update``,
 ``discarded``, ``error``, ``dtmf``, ``playback_started``, ``playback_completed``;
 us → Genesys ``opened``, ``pong``, ``closed``, ``event`` (``barge_in`` on
@@ -191,6 +203,9 @@ class GenesysFrameSerializer(FrameSerializer):
             if not self._opened:
                 self.bad_input("audio before open", data)
                 return None
+            if self.paused:
+                self.bad_input("audio while the stream is paused", data)
+                return None
             if not data or (self._codec == "L16" and len(data) & 1):
                 self.bad_input("audio with a truncated or empty payload", data)
                 return None
@@ -227,9 +242,18 @@ class GenesysFrameSerializer(FrameSerializer):
             return frame
         elif type_ == "playback_completed":
             self.marks.all_played("playback_completed")
-        elif type_ in ("paused", "resumed"):
-            self.paused = type_ == "paused"
-            logger.debug("genesys: stream %s %s", self.stream_id, type_)
+        elif type_ == "paused":
+            if not self._opened or self._closing or self.paused:
+                self.bad_input("paused on a stream that is not open and active", data)
+            else:
+                self.paused = True
+                logger.debug("genesys: stream %s paused", self.stream_id)
+        elif type_ == "resumed":
+            if not self.paused:
+                self.bad_input("resumed on a stream that is not paused", data)
+            else:
+                self.paused = False
+                logger.debug("genesys: stream %s resumed", self.stream_id)
         elif type_ == "update":
             if self.call_info is not None:
                 self.call_info.extra.setdefault("updates", []).append(params)
