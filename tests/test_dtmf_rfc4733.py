@@ -132,6 +132,17 @@ def test_reordering_within_event_and_late_old_packets() -> None:
     assert decode(TelephoneEventDecoder(101), shuffled_a + late) == "12"
 
 
+def test_late_packet_of_an_event_older_than_the_stale_window_is_not_a_new_press() -> None:
+    # "1" at ts 1000, "2" 11 s later (past the 10 s stale window at 8 kHz); then a
+    # late packet of "1" arrives. Only the memory of already reported timestamps
+    # tells it apart from a new press ("121").
+    a = press(101, 1, 1000, 50)
+    b = press(101, 2, 1000 + 11 * 8000, 58)
+    assert decode(TelephoneEventDecoder(101), a[:-1] + b + [a[-1]]) == "12"
+    # Reordered so that the straggler also carries the marker bit.
+    assert decode(TelephoneEventDecoder(101), a[1:] + b + [a[0]]) == "12"
+
+
 def test_sequence_and_timestamp_wrap() -> None:
     pkts = seq_of(101, "1234", ts0=0xFFFFFFFF - 3000, seq0=0xFFFF - 12)
     assert decode(TelephoneEventDecoder(101), pkts) == "1234"
