@@ -295,11 +295,9 @@ class CallScheduler(CallTasks):
                         self._queued_audio -= 1
                     self._run(sys_slot, entry)
                 elif data_lane and data_slot.coro is None and sys_slot.coro is None and not self._held:
-                    entry = data_lane.popleft()
-                    if entry[0] < self.generation and entry[2].interruptible:
-                        self._stats.interrupted_dropped += 1
-                        continue
-                    self._run(data_slot, entry)
+                    # (No generation check here: note_interruption, the only place the
+                    # generation moves, already took every interruptible entry out.)
+                    self._run(data_slot, data_lane.popleft())
                 else:
                     break
         finally:
