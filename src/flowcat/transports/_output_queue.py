@@ -491,7 +491,7 @@ class OutputQueue:
     def _release(self, frame: Frame) -> None:
         """A queued frame reached the head of the queue: send it, pass it on."""
         if frame.__class__ is _AudioClass:
-            self._send_cls = frame.cls  # type: ignore[attr-defined]
+            self._send_cls = frame.cls
             return
         if isinstance(frame, EndFrame):
             self._finish_end(frame)
