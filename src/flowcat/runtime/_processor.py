@@ -41,10 +41,9 @@ from ..frames import (
 )
 from ._code import clone_function, clone_of
 from ._direction import FrameDirection
-from ._events import EventEmitter
 from ._inline import LIFECYCLE_FRAMES, NO_ROUTE, Route, learn_inline
 from ._metrics import ProcessorMetrics
-from ._processor_hooks import FRAME_EVENTS, gate_when_running, hooks_added, receive_slow
+from ._processor_hooks import FrameEvents, gate_when_running, receive_slow
 from ._processor_tasks import ProcessorTasks
 
 if TYPE_CHECKING:
@@ -61,7 +60,7 @@ UPSTREAM = FrameDirection.UPSTREAM
 _processor_ids = itertools.count(1).__next__
 
 
-class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
+class FrameProcessor(FrameEvents, ProcessorMetrics, ProcessorTasks):
     """Base class of every processor.
 
     Args:
@@ -374,21 +373,6 @@ class FrameProcessor(EventEmitter, ProcessorMetrics, ProcessorTasks):
             raise PipelineStateError(f"{self._name}: resume_processing_frames() needs a running task")
         for frame, direction in held:
             sched.submit(self, frame, direction, to_self=True)
-
-    def add_event_handler(self, event_name: str, handler: Any) -> None:
-        """Register ``handler`` for ``event_name`` (see :class:`~flowcat.runtime.EventEmitter`).
-
-        Every processor also emits pipecat's per-frame events
-        ``on_before_process_frame``, ``on_after_process_frame``,
-        ``on_before_push_frame`` and ``on_after_push_frame`` (``(processor,
-        frame)``); a processor pays for them only once it has a handler (see
-        :mod:`flowcat.runtime._processor_hooks`).
-        """
-        if event_name in FRAME_EVENTS:
-            self._events().setdefault(event_name, []).append(handler)
-            hooks_added(self, event_name)
-            return
-        super().add_event_handler(event_name, handler)
 
     # ---------------------------------------------------------- lifecycle
 

@@ -21,15 +21,17 @@ Processors without a handler run exactly the code they ran before.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from ..frames import SYSTEM, Frame
 from ._direction import FrameDirection
+from ._events import EventEmitter
 
 if TYPE_CHECKING:
     from ._processor import FrameProcessor
 
-__all__ = ["FRAME_EVENTS", "HOOKED", "gate_when_running", "hooks_added", "receive_slow"]
+__all__ = ["FRAME_EVENTS", "HOOKED", "FrameEvents", "gate_when_running", "hooks_added", "receive_slow"]
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
@@ -105,3 +107,24 @@ async def receive_slow(proc: FrameProcessor, frame: Frame, direction: FrameDirec
     await proc._call_event_handler(PROCESS_EVENTS[0], frame)
     await proc._receive(frame, direction, True)
     await proc._call_event_handler(PROCESS_EVENTS[1], frame)
+
+
+class FrameEvents(EventEmitter):
+    """The events of a :class:`~flowcat.FrameProcessor` (a base of it), the
+    per-frame ones included."""
+
+    __slots__ = ()
+
+    def add_event_handler(self, event_name: str, handler: Callable[..., Any]) -> None:
+        """Register ``handler`` for ``event_name`` (see :class:`~flowcat.runtime.EventEmitter`).
+
+        Every processor also emits pipecat's per-frame events
+        ``on_before_process_frame``, ``on_after_process_frame``,
+        ``on_before_push_frame`` and ``on_after_push_frame`` (``(processor,
+        frame)``); a processor pays for them only once it has a handler.
+        """
+        if event_name in FRAME_EVENTS:
+            self._events().setdefault(event_name, []).append(handler)
+            hooks_added(cast("FrameProcessor", self), event_name)
+            return
+        super().add_event_handler(event_name, handler)

@@ -43,11 +43,12 @@ from ..frames import (
 )
 from ._code import clone_of
 from ._direction import FrameDirection
-from ._observer import BaseObserver, install_observers
-from ._pipeline import flatten_links, unflatten_links
+from ._observer import BaseObserver
+from ._pipeline import flatten_links
 from ._processor import FrameProcessor
 from ._scheduler import CallScheduler
 from ._task_edges import TaskSink, TaskSource
+from ._task_observing import TaskObserving
 from ._task_params import DEFAULT_IDLE_FRAMES, PipelineParams, TaskStats
 from ._task_timers import TaskTimers
 
@@ -59,7 +60,7 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 
-class PipelineTask(TaskTimers):
+class PipelineTask(TaskObserving, TaskTimers):
     """Runs a pipeline for one call.
 
     Args:
@@ -195,58 +196,6 @@ class PipelineTask(TaskTimers):
             for frame in frames:
                 await self.queue_frame(frame, direction)
 
-    # ------------------------------------------------ observers and filters
-
-    @property
-    def observers(self) -> list[BaseObserver]:
-        """The attached observers (a copy)."""
-        return list(self._observers)
-
-    def add_observer(self, observer: BaseObserver) -> None:
-        """Attach ``observer``; while running it sees pushes from the next one on.
-
-        A task started without observers runs with the observing ``push_frame``
-        from then on (as if started with one).
-        """
-        self._observers.append(observer)
-        if self._state == "running" and not self._observed:
-            self._observe()
-
-    async def remove_observer(self, observer: BaseObserver) -> None:
-        """Detach ``observer`` (it sees nothing more)."""
-        try:
-            self._observers.remove(observer)
-        except ValueError:
-            pass
-
-    @property
-    def reached_upstream_types(self) -> tuple[type[Frame], ...]:
-        """Frame types that fire ``on_frame_reached_upstream``."""
-        return self._reached_up
-
-    @property
-    def reached_downstream_types(self) -> tuple[type[Frame], ...]:
-        """Frame types that fire ``on_frame_reached_downstream``."""
-        return self._reached_down
-
-    def set_reached_upstream_filter(self, types: Iterable[type[Frame]]) -> None:
-        """Fire ``on_frame_reached_upstream(task, frame)`` for frames of these types
-        reaching the top of the pipeline (none by default)."""
-        self._reached_up = tuple(dict.fromkeys(types))
-
-    def set_reached_downstream_filter(self, types: Iterable[type[Frame]]) -> None:
-        """Fire ``on_frame_reached_downstream(task, frame)`` for frames of these types
-        reaching the end of the pipeline (none by default)."""
-        self._reached_down = tuple(dict.fromkeys(types))
-
-    def add_reached_upstream_filter(self, types: Iterable[type[Frame]]) -> None:
-        """Add types to :meth:`set_reached_upstream_filter`'s."""
-        self.set_reached_upstream_filter((*self._reached_up, *types))
-
-    def add_reached_downstream_filter(self, types: Iterable[type[Frame]]) -> None:
-        """Add types to :meth:`set_reached_downstream_filter`'s."""
-        self.set_reached_downstream_filter((*self._reached_down, *types))
-
     async def stop_when_done(self) -> None:
         """End gracefully: queue an EndFrame behind everything already queued."""
         await self.queue_frame(EndFrame())
@@ -299,17 +248,6 @@ class PipelineTask(TaskTimers):
             await self._cleanup()
 
     # ------------------------------------------------------------ internals
-
-    def _observe(self) -> None:
-        """Give every processor the observing ``push_frame`` (full chain, no flattening)."""
-        loop = self._loop
-        assert loop is not None
-        self._observed = True
-        unflatten_links(self._procs)
-        for proc in self._procs:
-            install_observers(proc, self._observers, loop)
-            proc._plain_push = False  # inline results go through the observed push
-        self._sched.forget_routes()
 
     def _make_start_frame(self) -> StartFrame:
         p = self.params

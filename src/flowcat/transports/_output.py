@@ -49,7 +49,8 @@ from ..frames import (
 from ..runtime import FrameDirection, FrameProcessor
 from ._clock import AudioClock
 from ._drive import drive
-from ._output_queue import _SILENCE, OutputQueue, OutputStats, keeps_through_interruption
+from ._output_marks import keeps_through_interruption
+from ._output_queue import _SILENCE, OutputQueue, OutputStats
 from ._params import TransportParams
 from ._requeue import requeue
 

@@ -35,12 +35,13 @@ from ..frames import (
 )
 from ..runtime import FrameDirection
 from ._clock import IDLE, AudioClock
+from ._output_marks import AudioClass, Kept, cut_kept
 from ._params import TransportParams
 
 if TYPE_CHECKING:
     from ..frames import CancelFrame
 
-__all__ = ["OutputQueue", "OutputStats", "keeps_through_interruption"]
+__all__ = ["OutputQueue", "OutputStats"]
 
 logger = logging.getLogger("flowcat.transports.output")
 
@@ -55,30 +56,6 @@ class _Silence:
 
 
 _SILENCE = _Silence()
-
-
-class _Kept(bytes):
-    """A queued chunk of uninterruptible audio: an interruption does not drop it."""
-
-    __slots__ = ()
-
-
-class _AudioClass:
-    """Queue marker: the chunks after it are sent (and passed on) as frames of ``cls``."""
-
-    __slots__ = ("cls",)
-
-    def __init__(self, cls: type[OutputAudioRawFrame]) -> None:
-        self.cls = cls
-
-
-def keeps_through_interruption(item: Any) -> bool:
-    """Whether a queue entry survives an interruption: uninterruptible audio and
-    frames, and the audio class marks (which the kept audio may need)."""
-    cls = item.__class__
-    if cls is _Kept or cls is _AudioClass:
-        return True
-    return isinstance(item, Frame) and not item.interruptible
 
 
 class OutputStats:
@@ -290,10 +267,13 @@ class OutputQueue:
         cls = frame.__class__
         if cls is not self._queued_cls:
             self._queued_cls = cls
-            q.append(_AudioClass(cls))
+            q.append(AudioClass(cls))
         kept = not frame.interruptible
         if kept or self._pending_kept:
-            self._queue_kept(audio, kept)
+            chunks, self._pending, self._pending_kept = cut_kept(
+                self._pending, self._pending_kept, audio, kept, self._chunk_bytes
+            )
+            q.extend(chunks)
             self._activate()
             return
         if self._pending:
@@ -309,21 +289,6 @@ class OutputQueue:
             self._pending = audio[n * size :]
         self._activate()
 
-    def _queue_kept(self, audio: bytes, kept: bool) -> None:
-        """Queue audio of which some (this frame's, if ``kept``, or the partial chunk
-        before it) is uninterruptible: a chunk holding any of it is kept."""
-        size = self._chunk_bytes
-        head = self._pending
-        first_kept = kept or self._pending_kept
-        audio = head + audio
-        n = len(audio) // size
-        q = self._queue
-        for i in range(n):
-            chunk = audio[i * size : (i + 1) * size]
-            q.append(_Kept(chunk) if kept or (first_kept and i * size < len(head)) else chunk)
-        self._pending = audio[n * size :]
-        self._pending_kept = bool(self._pending) and (kept or (self._pending_kept and n == 0))
-
     def _flush_partial(self) -> None:
         rs = self._resampler
         tail = rs.flush() if rs is not None else b""
@@ -337,7 +302,7 @@ class OutputQueue:
         if pending:
             if self._params.audio_out_pad_last_chunk:
                 pending += bytes(self._chunk_bytes - len(pending))
-            self._queue.append(_Kept(pending) if self._pending_kept else pending)
+            self._queue.append(Kept(pending) if self._pending_kept else pending)
             self._pending = b""
             self._pending_kept = False
 
@@ -405,7 +370,7 @@ class OutputQueue:
             while True:
                 if q:
                     item = q[0]
-                    is_audio = type(item) is bytes or type(item) is _Kept
+                    is_audio = type(item) is bytes or type(item) is Kept
                     if is_audio or item is _SILENCE:
                         dur = len(item) * inv_bps if is_audio else self._period
                         if self._play_end - now + dur > ahead:
@@ -490,7 +455,7 @@ class OutputQueue:
 
     def _release(self, frame: Frame) -> None:
         """A queued frame reached the head of the queue: send it, pass it on."""
-        if frame.__class__ is _AudioClass:
+        if frame.__class__ is AudioClass:
             self._send_cls = frame.cls
             return
         if isinstance(frame, EndFrame):
