@@ -453,9 +453,9 @@ class OutputQueue:
         self._stretch = min(self._catch_up, self._stretch + lateness)
         self._window = self._ahead + self._slack + self._stretch
 
-    def _release(self, frame: Frame) -> None:
+    def _release(self, frame: Frame | AudioClass) -> None:
         """A queued frame reached the head of the queue: send it, pass it on."""
-        if frame.__class__ is AudioClass:
+        if isinstance(frame, AudioClass):
             self._send_cls = frame.cls
             return
         if isinstance(frame, EndFrame):
