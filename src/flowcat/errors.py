@@ -21,8 +21,11 @@
     └── ServiceError(retryable)     a provider call failed
         ├── ServiceConnectionError  could not connect (retryable)
         ├── ServiceTimeout          the provider did not answer in time (retryable)
-        └── ServiceStatusError      the provider answered with an error status;
-                                    4xx is not retryable except 408, 429 and 499
+        ├── ServiceStatusError      the provider answered with an error status;
+        │   │                       4xx is not retryable except 408, 429 and 499
+        │   ├── ServiceAuthError    401/403: the key is missing, wrong or not allowed
+        │   └── ServiceRateLimitError  429 (retryable; carries ``retry_after``)
+        └── ServiceProtocolError    the provider sent something malformed (not retryable)
 
 Classes marked "a ValueError"/"a RuntimeError" also derive from that builtin, so
 code that caught the builtin before keeps working. Every error class in flowcat
@@ -50,8 +53,11 @@ __all__ = [
     "ProcessorError",
     "ProtocolError",
     "SFVError",
+    "ServiceAuthError",
     "ServiceConnectionError",
     "ServiceError",
+    "ServiceProtocolError",
+    "ServiceRateLimitError",
     "ServiceStatusError",
     "ServiceTimeout",
     "SignatureError",
@@ -203,3 +209,23 @@ def require_extra(module: str, feature: str, extra: str) -> object:
         return importlib.import_module(module)
     except ImportError:
         raise MissingExtraError(feature, extra) from None
+
+
+class ServiceAuthError(ServiceStatusError):
+    """The provider refused the credentials (401, 403). Never retried."""
+
+
+class ServiceRateLimitError(ServiceStatusError):
+    """The provider is rate limiting (429). Retryable after ``retry_after`` seconds if given."""
+
+    def __init__(self, message: str, status_code: int = 429, body: object = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status_code, body)
+        self.retry_after = retry_after
+
+
+class ServiceProtocolError(ServiceError):
+    """The provider sent a payload that cannot be understood (not retryable by default)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message, retryable=retryable)

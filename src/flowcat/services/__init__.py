@@ -1,16 +1,65 @@
-"""Providers a pipeline talks to: speech-to-text, LLMs, text-to-speech (empty: later issues fill it).
+"""Providers a pipeline talks to: the STT, LLM and TTS bases, and what providers share.
 
 Layer: above :mod:`flowcat.transports` (services may use frames, the runtime, audio,
 turns, serializers and transports), below :mod:`flowcat.agent`.
 
-Planned layout: the base classes (``STTService``, ``LLMService``, ``TTSService`` and what
-they share: connection lifecycle, retries, metrics, translating vendor exceptions into
+The base classes (``STTService``, ``LLMService``, ``TTSService`` and what they share:
+connection lifecycle, retries, metrics, translating vendor exceptions into
 :class:`flowcat.errors.ServiceError`) live in this package; each provider is one module
 under ``services/<kind>/`` (``services/stt/<provider>.py``, ``services/llm/…``,
 ``services/tts/…``), importing its vendor SDK lazily (a missing one raises
-:class:`flowcat.errors.MissingExtraError`).
+:class:`flowcat.errors.MissingExtraError`). See ``docs/services.md`` for the seams and
+how to add a provider.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._ai_service import AIService as AIService
+from ._ai_service import ServiceCapabilities as ServiceCapabilities
+from ._ai_service import ServiceSettings as ServiceSettings
+from ._backoff import Backoff as Backoff
+from ._backoff import Deadline as Deadline
+from ._backoff import retry_call as retry_call
+from ._function_schema import FunctionSchema as FunctionSchema
+from ._function_schema import function_schema as function_schema
+from ._functions import FunctionCallParams as FunctionCallParams
+from ._functions import FunctionCallRegistryItem as FunctionCallRegistryItem
+from ._http import SSEEvent as SSEEvent
+from ._http import close_http_sessions as close_http_sessions
+from ._http import connection_error as connection_error
+from ._http import http_session as http_session
+from ._http import iter_sse as iter_sse
+from ._http import raise_for_status as raise_for_status
+from ._llm import LLMChunk as LLMChunk
+from ._llm import LLMService as LLMService
+from ._llm import LLMTextDelta as LLMTextDelta
+from ._llm import LLMToolCallDelta as LLMToolCallDelta
+from ._secrets import Secret as Secret
+from ._secrets import redact as redact
+from ._secrets import resolve_api_key as resolve_api_key
+
+__all__ = [
+    "AIService",
+    "Backoff",
+    "Deadline",
+    "FunctionCallParams",
+    "FunctionCallRegistryItem",
+    "FunctionSchema",
+    "LLMChunk",
+    "LLMService",
+    "LLMTextDelta",
+    "LLMToolCallDelta",
+    "SSEEvent",
+    "Secret",
+    "ServiceCapabilities",
+    "ServiceSettings",
+    "close_http_sessions",
+    "connection_error",
+    "function_schema",
+    "http_session",
+    "iter_sse",
+    "raise_for_status",
+    "redact",
+    "resolve_api_key",
+    "retry_call",
+]

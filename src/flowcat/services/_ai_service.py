@@ -1,0 +1,169 @@
+"""AIService: the base of every STT, LLM and TTS service.
+
+It adds to :class:`~flowcat.FrameProcessor`: typed settings updated at run time by
+``*UpdateSettingsFrame``, capabilities declared as data, metrics on, an API key
+that never reaches a log line, and vendor errors reported as ``ErrorFrame`` s
+with the key masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import ConfigError, ServiceError
+from ..frames import Frame, ServiceUpdateSettingsFrame
+from ..runtime import FrameDirection, FrameProcessor
+from ._secrets import Secret, redact
+
+__all__ = ["AIService", "ServiceCapabilities", "ServiceSettings"]
+
+logger = logging.getLogger("flowcat.services")
+
+
+@dataclass
+class ServiceSettings:
+    """Settings every service has. Providers subclass and add fields.
+
+    Attributes:
+        model: Model (or voice family) name, reported in metrics.
+        extra: Provider parameters with no field of their own (sent as given).
+    """
+
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, delta: Mapping[str, Any] | ServiceSettings) -> dict[str, Any]:
+        """Apply ``delta`` (a mapping, or settings whose non-None fields count).
+
+        Returns:
+            The fields that changed, with their new values.
+
+        Raises:
+            ConfigError: A key names no field.
+        """
+        if isinstance(delta, ServiceSettings):
+            items = {
+                f.name: getattr(delta, f.name)
+                for f in dataclasses.fields(delta)
+                if getattr(delta, f.name) is not None and not (f.name == "extra" and not delta.extra)
+            }
+        else:
+            items = dict(delta)
+        names = {f.name for f in dataclasses.fields(self)}
+        changed: dict[str, Any] = {}
+        for key, value in items.items():
+            if key not in names:
+                raise ConfigError(f"{type(self).__name__}: unknown setting {key!r}")
+            if key == "extra":
+                merged = {**self.extra, **value}
+                if merged != self.extra:
+                    self.extra = merged
+                    changed[key] = merged
+            elif getattr(self, key) != value:
+                setattr(self, key, value)
+                changed[key] = value
+        return changed
+
+
+@dataclass(frozen=True)
+class ServiceCapabilities:
+    """What a provider can do, as data (for routing, docs and the conformance suite).
+
+    Attributes:
+        streaming: Results arrive incrementally (tokens, audio chunks, interim text).
+        word_timestamps: TTS reports when each word is spoken.
+        function_calling: The LLM can call tools.
+        parallel_tool_calls: The LLM can request several tool calls at once.
+        interim_results: STT emits interim transcripts.
+        context_ids: TTS multiplexes utterances by context id on one connection.
+        sample_rates: Output (TTS) or input (STT) sample rates supported; empty: any.
+        transport: ``"http"``, ``"sse"`` or ``"websocket"``.
+    """
+
+    streaming: bool = True
+    word_timestamps: bool = False
+    function_calling: bool = False
+    parallel_tool_calls: bool = False
+    interim_results: bool = False
+    context_ids: bool = False
+    sample_rates: tuple[int, ...] = ()
+    transport: str = "http"
+
+
+class AIService(FrameProcessor):
+    """Base of the STT, LLM and TTS services.
+
+    Args:
+        settings: The service's settings (a :class:`ServiceSettings` subclass).
+        api_key: The resolved key (see :func:`~flowcat.services.resolve_api_key`), if any.
+        name: Processor name.
+    """
+
+    capabilities: ClassVar[ServiceCapabilities] = ServiceCapabilities()
+    settings_frame_type: ClassVar[type[ServiceUpdateSettingsFrame]] = ServiceUpdateSettingsFrame
+    """The settings frame this kind of service consumes (``LLMUpdateSettingsFrame`` ...)."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings | None = None,
+        api_key: Secret | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self._settings = settings if settings is not None else ServiceSettings()
+        self._api_key = api_key
+        self.model_name = self._settings.model
+        self._register_event_handler("on_settings_updated")
+
+    @property
+    def settings(self) -> ServiceSettings:
+        """The settings in force."""
+        return self._settings
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    def redact(self, text: str) -> str:
+        """``text`` with this service's key masked."""
+        return redact(text, self._api_key)
+
+    async def update_settings(self, delta: Mapping[str, Any] | ServiceSettings) -> dict[str, Any]:
+        """Apply a settings change now; returns what changed and calls :meth:`on_settings_changed`."""
+        changed = self._settings.apply(delta)
+        if changed:
+            if "model" in changed:
+                self.model_name = changed["model"]
+            await self.on_settings_changed(changed)
+            await self._call_event_handler("on_settings_updated", changed)
+        return changed
+
+    async def on_settings_changed(self, changed: dict[str, Any]) -> None:
+        """Hook: settings changed (reconnect, resend a session config...)."""
+
+    async def push_service_error(self, exc: BaseException, what: str = "") -> None:
+        """Report a provider failure upstream as a non-fatal ``ErrorFrame`` (key masked)."""
+        kind = "retryable" if isinstance(exc, ServiceError) and exc.retryable else "error"
+        msg = self.redact(f"{self.name}: {what + ': ' if what else ''}{type(exc).__name__}: {exc}")
+        logger.warning("%s (%s)", msg, kind)
+        await self.push_error(msg, exception=exc)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, self.settings_frame_type) and frame.service in (None, self):
+            try:
+                await self.update_settings(frame.settings or {})
+            except ConfigError as exc:
+                logger.warning("%s: bad settings update: %s", self.name, exc)
+                await self.push_error(f"{self.name}: {exc}", exception=exc)
+            return
+        await self.handle_frame(frame, direction)
+
+    async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Hook for subclasses: the frames this service does not consume itself. Default: pass on."""
+        await self.push_frame(frame, direction)

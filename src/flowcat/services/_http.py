@@ -1,0 +1,154 @@
+"""Shared HTTP plumbing: one aiohttp session per event loop, error translation, SSE.
+
+* :func:`http_session` returns the loop's shared ``aiohttp.ClientSession`` (one
+  connection pool per process and loop; keep-alive connections are reused across
+  calls). It is created on first use, never when a service is constructed, and its
+  TLS context is built once per process in a worker thread (loading the CA store
+  blocks for milliseconds). :func:`close_http_sessions` closes it (tests, shutdown).
+* :func:`raise_for_status` turns an HTTP error status into the ``flowcat.errors``
+  service family (401/403 -> auth, 429 -> rate limit with ``Retry-After``, other 4xx
+  not retryable, 5xx retryable), with the body's message, key masked.
+* :func:`iter_sse` parses a Server-Sent Events body (comments skipped, multi-line
+  ``data`` joined, any chunking of the bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ..errors import (
+    ServiceAuthError,
+    ServiceConnectionError,
+    ServiceRateLimitError,
+    ServiceStatusError,
+)
+from ._secrets import Secret, redact
+
+__all__ = [
+    "SSEEvent",
+    "close_http_sessions",
+    "connection_error",
+    "http_session",
+    "iter_sse",
+    "raise_for_status",
+]
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+_ssl_context: ssl.SSLContext | None = None
+
+
+async def _shared_ssl_context() -> ssl.SSLContext:
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = await asyncio.to_thread(ssl.create_default_context)
+    return _ssl_context
+
+
+async def http_session() -> aiohttp.ClientSession:
+    """The running loop's shared client session (created on first use)."""
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        ctx = await _shared_ssl_context()
+        session = _sessions.get(loop)  # another caller may have made it meanwhile
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(ssl=ctx, limit=0, limit_per_host=0, keepalive_timeout=30)
+            session = aiohttp.ClientSession(connector=connector)
+            _sessions[loop] = session
+    return session
+
+
+async def close_http_sessions() -> None:
+    """Close the running loop's shared session, if any."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None and not session.closed:
+        await session.close()
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("detail") or err)
+        return str(err)
+    return str(body)[:500]
+
+
+async def raise_for_status(resp: aiohttp.ClientResponse, what: str, key: Secret | None = None) -> None:
+    """Raise the right service error for an HTTP error response (do nothing for 2xx)."""
+    status = resp.status
+    if status < 400:
+        return
+    raw = await resp.text(errors="replace")
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        body = raw
+    msg = redact(f"{what}: {_error_message(body)}", key)
+    body = redact(raw, key)
+    if status in (401, 403):
+        raise ServiceAuthError(msg, status, body)
+    if status == 429:
+        retry_after: float | None = None
+        header = resp.headers.get("Retry-After")
+        if header:
+            try:
+                retry_after = float(header)
+            except ValueError:
+                retry_after = None
+        raise ServiceRateLimitError(msg, status, body, retry_after=retry_after)
+    raise ServiceStatusError(msg, status, body)
+
+
+def connection_error(exc: BaseException, what: str, key: Secret | None = None) -> ServiceConnectionError:
+    """Translate an aiohttp/OS error into :class:`~flowcat.errors.ServiceConnectionError`."""
+    return ServiceConnectionError(redact(f"{what}: {type(exc).__name__}: {exc}", key))
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One Server-Sent Event: its ``event`` name (or None) and joined ``data``."""
+
+    event: str | None
+    data: str
+
+
+async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
+    """Yield the events of an SSE body. Lines are split on bytes, so UTF-8 cut anywhere is fine."""
+    event: str | None = None
+    data: list[str] = []
+    buf = b""
+    async for chunk in content.iter_any():
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line = buf[:nl].rstrip(b"\r").decode("utf-8", errors="replace")
+            buf = buf[nl + 1 :]
+            if not line:
+                if data:
+                    yield SSEEvent(event, "\n".join(data))
+                event, data = None, []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+    if data:
+        yield SSEEvent(event, "\n".join(data))

@@ -1,0 +1,273 @@
+"""LLMService: one streaming generation at a time, metrics, retries, function calls.
+
+A provider implements :meth:`LLMService.run_inference`, an async generator of
+provider-neutral chunks (:class:`LLMTextDelta`, :class:`LLMToolCallDelta`,
+:class:`~flowcat.frames.LLMTokenUsage`). The base does the rest:
+
+* an ``LLMContextFrame`` starts a generation in a call-owned background task
+  (``cancel_on_interruption=True``); ``process_frame`` never awaits I/O. While it
+  runs, the service holds the frames arriving behind it (the processor is paused),
+  so they leave after the response, in order, as in pipecat where the service is
+  busy until the response ends; an interruption drops the held interruptible ones;
+* it pushes ``LLMFullResponseStartFrame``, ``LLMTextFrame`` per text delta and
+  ``LLMFullResponseEndFrame`` (also after a failure), reports TTFB (context to first
+  chunk), processing time and token usage;
+* failures before the first chunk are retried with backoff when retryable,
+  bounded by ``request_timeout_secs`` (to the first chunk) and
+  ``chunk_timeout_secs`` (between chunks); a failure is pushed upstream as a
+  non-fatal ``ErrorFrame`` with the key masked;
+* tool calls of the response are run as described in :mod:`._functions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ..errors import ServiceConnectionError, ServiceError, ServiceProtocolError, ServiceTimeout
+from ..frames import (
+    Frame,
+    FunctionCallFromLLM,
+    LLMContext,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    LLMTokenUsage,
+    LLMUpdateSettingsFrame,
+)
+from ..runtime import FrameDirection
+from ._ai_service import AIService
+from ._backoff import Backoff, Deadline, retry_call
+from ._functions import FunctionCalling
+
+__all__ = ["LLMChunk", "LLMService", "LLMTextDelta", "LLMToolCallDelta"]
+
+logger = logging.getLogger("flowcat.services.llm")
+
+
+@dataclass(slots=True)
+class LLMTextDelta:
+    """A piece of the response text."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class LLMToolCallDelta:
+    """A piece of a tool call; pieces with the same ``index`` are joined (OpenAI's streaming rule).
+
+    Attributes:
+        index: Which tool call of the response this piece belongs to.
+        id: The call id (usually on the first piece only).
+        name: The function name (usually on the first piece only).
+        arguments: A fragment of the JSON arguments.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+LLMChunk = LLMTextDelta | LLMToolCallDelta | LLMTokenUsage
+
+
+class _ToolAcc:
+    __slots__ = ("args", "id", "name")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.args: list[str] = []
+
+
+class LLMService(AIService, FunctionCalling):
+    """Base of the LLM services.
+
+    Args:
+        run_in_parallel: Run a response's tool calls concurrently (else in order).
+        function_call_timeout_secs: Default bound on a tool call (None: unbounded).
+        request_timeout_secs: Bound from the request to the first chunk (all attempts).
+        chunk_timeout_secs: Bound on the wait for each following chunk.
+        retry: Backoff for retryable failures before the first chunk.
+        **kwargs: :class:`~flowcat.services.AIService` arguments.
+    """
+
+    settings_frame_type = LLMUpdateSettingsFrame
+
+    def __init__(
+        self,
+        *,
+        run_in_parallel: bool = True,
+        function_call_timeout_secs: float | None = None,
+        request_timeout_secs: float = 30.0,
+        chunk_timeout_secs: float = 30.0,
+        retry: Backoff | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_functions(run_in_parallel=run_in_parallel,
+                             function_call_timeout_secs=function_call_timeout_secs)
+        self.request_timeout_secs = request_timeout_secs
+        self.chunk_timeout_secs = chunk_timeout_secs
+        self.retry = retry if retry is not None else Backoff()
+        self._gen_task: asyncio.Task[None] | None = None
+        self._register_event_handler("on_completion_timeout")
+
+    # ---------------------------------------------------------- provider seam
+
+    def run_inference(self, context: LLMContext) -> AsyncIterator[LLMChunk]:
+        """Stream the model's answer to ``context`` as chunks. Providers implement this.
+
+        Raise :class:`~flowcat.errors.ServiceError` subclasses for failures (use
+        :func:`~flowcat.services.raise_for_status` for HTTP statuses). Closing the
+        generator (interruption, cancel) must close the request.
+        """
+        raise NotImplementedError
+
+    def tools_for(self, context: LLMContext) -> list[dict[str, Any]] | None:
+        """OpenAI-style ``tools`` for a request: the context's, plus registered direct functions."""
+        tools: list[dict[str, Any]] = []
+        ctx_tools = context.tools
+        if ctx_tools:
+            items = getattr(ctx_tools, "standard_tools", ctx_tools)
+            for t in items:
+                tools.append(t.to_openai() if hasattr(t, "to_openai") else t)
+        names = {t.get("function", {}).get("name") for t in tools}
+        for schema in self.tool_schemas():
+            if schema.name not in names:
+                tools.append(schema.to_openai())
+        return tools or None
+
+    # ------------------------------------------------------------- frames
+
+    async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, LLMContextFrame):
+            self.start_generation(frame.context)
+            return
+        await self.push_frame(frame, direction)
+
+    async def on_interruption(self) -> None:
+        self._function_interruption()
+
+    def start_generation(self, context: LLMContext) -> None:
+        """Start answering ``context`` now (frames behind it wait until the response ends)."""
+        if self._sched is not None:
+            self.pause_processing_frames()
+        self._gen_task = self.create_task(
+            self._generate(context, self._llm_generation), "llm_generation", cancel_on_interruption=True
+        )
+
+    @property
+    def generating(self) -> bool:
+        """Whether a response is being generated."""
+        return self._gen_task is not None and not self._gen_task.done()
+
+    async def cancel_generation(self) -> None:
+        """Stop the response being generated and discard its tool calls (preemptive generation)."""
+        self.discard_generation()
+        task = self._gen_task
+        if task is not None:
+            await self.cancel_task(task)
+
+    async def _generate(self, context: LLMContext, generation: int) -> None:
+        try:
+            await self.push_frame(LLMFullResponseStartFrame())
+            await self.start_processing_metrics()
+            await self.start_ttfb_metrics()
+            try:
+                calls = await self._stream(context)
+            except ServiceError as exc:
+                await self.push_service_error(exc, "completion failed")
+                calls = []
+            await self.stop_processing_metrics()
+            if calls:
+                await self.run_function_calls(calls, generation)
+            await self.push_frame(LLMFullResponseEndFrame())
+        finally:
+            self._gen_task = None
+            if self._gate is not None and self._sched is not None:
+                self.resume_processing_frames()
+
+    async def _stream(self, context: LLMContext) -> list[FunctionCallFromLLM]:
+        deadline = Deadline(self.request_timeout_secs)
+        tools: dict[int, _ToolAcc] = {}
+
+        async def attempt(n: int) -> None:
+            emitted = False
+            tools.clear()
+            try:
+                async with aclosing(self.run_inference(context)) as agen:
+                    it = agen.__aiter__()
+                    while True:
+                        wait = self.chunk_timeout_secs if emitted else deadline.remaining()
+                        try:
+                            async with asyncio.timeout(wait):
+                                chunk = await it.__anext__()
+                        except StopAsyncIteration:
+                            return
+                        except TimeoutError:
+                            await self._call_event_handler("on_completion_timeout")
+                            raise ServiceTimeout(
+                                f"{self.name}: no {'chunk' if emitted else 'answer'} within {wait:g} s"
+                            ) from None
+                        if not emitted:
+                            emitted = True
+                            await self.stop_ttfb_metrics()
+                        await self._on_chunk(chunk, tools)
+            except ServiceError as exc:
+                if emitted:
+                    exc.retryable = False  # never replay a response half delivered
+                raise
+            except (aiohttp.ClientError, OSError) as exc:
+                err = ServiceConnectionError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}"))
+                err.retryable = not emitted
+                raise err from exc
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ServiceProtocolError(self.redact(f"{self.name}: malformed response: {exc!r}")) from exc
+
+        await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
+        return [self._tool_call(acc, context) for _, acc in sorted(tools.items())]
+
+    async def _on_chunk(self, chunk: LLMChunk, tools: dict[int, _ToolAcc]) -> None:
+        if isinstance(chunk, LLMTextDelta):
+            if chunk.text:
+                await self.push_frame(LLMTextFrame(chunk.text))
+        elif isinstance(chunk, LLMToolCallDelta):
+            acc = tools.get(chunk.index)
+            if acc is None:
+                acc = tools[chunk.index] = _ToolAcc()
+            if chunk.id:
+                acc.id = chunk.id
+            if chunk.name:
+                acc.name += chunk.name
+            if chunk.arguments:
+                acc.args.append(chunk.arguments)
+        elif isinstance(chunk, LLMTokenUsage):
+            await self.start_llm_usage_metrics(chunk)
+
+    def _tool_call(self, acc: _ToolAcc, context: LLMContext) -> FunctionCallFromLLM:
+        raw = "".join(acc.args).strip()
+        args: Any
+        try:
+            args = json.loads(raw) if raw else {}
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not an object")
+        except ValueError:
+            logger.warning("%s: tool call %s has malformed arguments (%d chars)", self.name, acc.name, len(raw))
+            args = None
+        return FunctionCallFromLLM(acc.name, acc.id, args, context)
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        task = self._seq_task
+        if task is not None and not task.done():
+            task.cancel()
