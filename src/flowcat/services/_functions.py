@@ -278,24 +278,41 @@ class FunctionCalling:
         params = FunctionCallParams(call.function_name, call.tool_call_id, dict(call.arguments or {}),
                                     self, call.context, result_callback)  # type: ignore[arg-type]
         timeout = item.timeout_secs or self._function_call_timeout_secs
+        handle = None
+        if timeout:
+            handle = asyncio.get_running_loop().call_later(timeout, self._expire_call, call)
         try:
-            async with asyncio.timeout(timeout) as cm:
-                ret = await item.handler(params)
-                if not call.settled and item.direct and ret is not None:
-                    await self._settle(call, "result", ret, None)
-                if not call.settled:
-                    await call.done  # a deferred result (or the timeout)
-        except TimeoutError as exc:
-            if cm.expired():
-                if not call.settled:
-                    logger.warning("%s: %s timed out after %g s", self._name, call.function_name, timeout)
-                    await self._settle(call, "timeout", TIMEOUT_RESULT.format(name=call.function_name,
-                                                                              secs=timeout or 0.0),
-                                       FunctionCallResultProperties(run_llm=True))
-            else:
-                await self._handler_failed(call, exc)
+            ret = await item.handler(params)
+            if not call.settled and item.direct and ret is not None:
+                await self._settle(call, "result", ret, None)
+            if not call.settled:
+                await call.done  # a deferred result (or the deadline)
+        except asyncio.CancelledError:
+            if call.state != "timeout":
+                raise
+            # Settled by the deadline before the handler was cancelled, so nothing
+            # it reports while unwinding is accepted.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            logger.warning("%s: %s timed out after %g s", self._name, call.function_name, timeout)
+            await self._push_result(call, TIMEOUT_RESULT.format(name=call.function_name, secs=timeout or 0.0),
+                                    FunctionCallResultProperties(run_llm=True))
         except Exception as exc:
             await self._handler_failed(call, exc)
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _expire_call(self, call: _Call) -> None:
+        if call.settled:
+            return
+        call.settled = True
+        call.state = "timeout"
+        if not call.done.done():
+            call.done.cancel()
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
 
     async def _handler_failed(self, call: _Call, exc: Exception) -> None:
         logger.error("%s: function %s raised", self._name, call.function_name, exc_info=exc)
@@ -309,6 +326,10 @@ class FunctionCalling:
         call.state = state
         if not call.done.done():
             call.done.set_result(None)
+        await self._push_result(call, result, properties)
+
+    async def _push_result(self, call: _Call, result: Any,
+                           properties: FunctionCallResultProperties | None) -> None:
         await self.broadcast_frame(
             FunctionCallResultFrame,
             function_name=call.function_name,
@@ -330,6 +351,16 @@ class FunctionCalling:
             FunctionCallCancelFrame, function_name=call.function_name, tool_call_id=call.tool_call_id
         )
         await self._call_event_handler("on_function_calls_cancelled", [call.tool_call_id])
+
+    async def cancel_function_calls(self, reason: str = "cancelled") -> None:
+        """Cancel every call not yet settled, async ones too; each gets its terminal frame now."""
+        self._seq_queue.clear()
+        for call in list(self._calls.values()):
+            if call.settled:
+                continue
+            if call.task is not None and not call.task.done():
+                call.task.cancel()
+            await self._settle_cancelled(call, reason)
 
     def _call_task_done(self, call: _Call, task: asyncio.Task[None]) -> None:
         self._calls.pop(call.tool_call_id, None)

@@ -33,6 +33,8 @@ import aiohttp
 
 from ..errors import ServiceConnectionError, ServiceError, ServiceProtocolError, ServiceTimeout
 from ..frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
     FunctionCallFromLLM,
     LLMContext,
@@ -265,6 +267,14 @@ class LLMService(AIService, FunctionCalling):
             logger.warning("%s: tool call %s has malformed arguments (%d chars)", self.name, acc.name, len(raw))
             args = None
         return FunctionCallFromLLM(acc.name, acc.id, args, context)
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)
+        await self.cancel_function_calls("end of the pipeline")
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self.cancel_function_calls("pipeline cancelled")
 
     async def cleanup(self) -> None:
         await super().cleanup()
