@@ -17,6 +17,7 @@ from __future__ import annotations
 from ._ai_service import AIService as AIService
 from ._ai_service import ServiceCapabilities as ServiceCapabilities
 from ._ai_service import ServiceSettings as ServiceSettings
+from ._audio_contexts import AudioContexts as AudioContexts
 from ._backoff import Backoff as Backoff
 from ._backoff import Deadline as Deadline
 from ._backoff import retry_call as retry_call
@@ -37,10 +38,20 @@ from ._llm import LLMToolCallDelta as LLMToolCallDelta
 from ._secrets import Secret as Secret
 from ._secrets import redact as redact
 from ._secrets import resolve_api_key as resolve_api_key
+from ._text_aggregator import BaseTextAggregator as BaseTextAggregator
+from ._text_aggregator import SentenceAggregator as SentenceAggregator
+from ._text_aggregator import SimpleTextAggregator as SimpleTextAggregator
+from ._tts import TTSAudio as TTSAudio
+from ._tts import TTSChunk as TTSChunk
+from ._tts import TTSService as TTSService
+from ._tts import TTSSettings as TTSSettings
+from ._tts import TTSWords as TTSWords
 
 __all__ = [
     "AIService",
+    "AudioContexts",
     "Backoff",
+    "BaseTextAggregator",
     "Deadline",
     "FunctionCallParams",
     "FunctionCallRegistryItem",
@@ -51,8 +62,15 @@ __all__ = [
     "LLMToolCallDelta",
     "SSEEvent",
     "Secret",
+    "SentenceAggregator",
     "ServiceCapabilities",
     "ServiceSettings",
+    "SimpleTextAggregator",
+    "TTSAudio",
+    "TTSChunk",
+    "TTSService",
+    "TTSSettings",
+    "TTSWords",
     "close_http_sessions",
     "connection_error",
     "function_schema",
