@@ -38,6 +38,10 @@ from ._llm import LLMToolCallDelta as LLMToolCallDelta
 from ._secrets import Secret as Secret
 from ._secrets import redact as redact
 from ._secrets import resolve_api_key as resolve_api_key
+from ._stt import SegmentedSTTService as SegmentedSTTService
+from ._stt import STTService as STTService
+from ._stt import STTSettings as STTSettings
+from ._stt import pcm_to_wav as pcm_to_wav
 from ._text_aggregator import BaseTextAggregator as BaseTextAggregator
 from ._text_aggregator import SentenceAggregator as SentenceAggregator
 from ._text_aggregator import SimpleTextAggregator as SimpleTextAggregator
@@ -61,7 +65,10 @@ __all__ = [
     "LLMTextDelta",
     "LLMToolCallDelta",
     "SSEEvent",
+    "STTService",
+    "STTSettings",
     "Secret",
+    "SegmentedSTTService",
     "SentenceAggregator",
     "ServiceCapabilities",
     "ServiceSettings",
@@ -76,6 +83,7 @@ __all__ = [
     "function_schema",
     "http_session",
     "iter_sse",
+    "pcm_to_wav",
     "raise_for_status",
     "redact",
     "resolve_api_key",

@@ -1,0 +1,340 @@
+"""STTService (streaming) and SegmentedSTTService (whole utterances as WAV).
+
+**Streaming.** Input audio is taken inline (no coroutine per frame): each chunk is
+appended to a buffer and one sender task per service hands the buffered audio to
+:meth:`STTService.send_audio` (the provider's socket write). The provider's receive
+loop calls :meth:`STTService.push_transcription` for interim and final results.
+When the user stops speaking (VAD) the sender calls :meth:`STTService.finalize`
+(Deepgram's ``Finalize``, say) and TTFB runs from that moment to the next final
+transcript. A send that fails with a retryable error reconnects with backoff
+(:meth:`STTService.connect`), keeping at most ``max_buffer_secs`` of audio meanwhile.
+
+**Segmented.** :class:`SegmentedSTTService` keeps ``pre_roll_secs`` of audio while
+the user is quiet, collects the speech between the turn boundaries
+(``VADUserStartedSpeakingFrame``/``VADUserStoppedSpeakingFrame``, or
+``UserStartedSpeakingFrame``/``UserStoppedSpeakingFrame`` when no VAD frames come)
+and sends it as one WAV to :meth:`SegmentedSTTService.run_stt`.
+
+``STTMuteFrame(mute=True)`` stops feeding the provider (audio still passes on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ServiceError
+from ..frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    StartFrame,
+    STTMuteFrame,
+    STTUpdateSettingsFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from ..runtime import FrameDirection
+from ._ai_service import AIService, ServiceSettings
+from ._backoff import Backoff, Deadline, retry_call
+
+__all__ = ["STTService", "STTSettings", "SegmentedSTTService", "pcm_to_wav"]
+
+logger = logging.getLogger("flowcat.services.stt")
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+
+@dataclass
+class STTSettings(ServiceSettings):
+    """STT settings: the language."""
+
+    language: str | None = None
+
+
+def pcm_to_wav(pcm: bytes, sample_rate: int, num_channels: int = 1) -> bytes:
+    """A complete in-memory WAV (PCM16) of ``pcm``."""
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, num_channels,
+        sample_rate, sample_rate * num_channels * 2, num_channels * 2, 16, b"data", len(pcm),
+    )
+    return header + pcm
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+class STTService(AIService):
+    """Base of the streaming STT services.
+
+    Args:
+        sample_rate: Input sample rate (None: the StartFrame's ``audio_in_sample_rate``).
+        audio_passthrough: Pass input audio on downstream (pipecat's default).
+        max_buffer_secs: Audio kept while (re)connecting; older audio is dropped.
+        retry: Backoff for reconnecting.
+        reconnect_timeout_secs: Bound on one reconnection (all attempts).
+        user_id: ``user_id`` of the transcription frames.
+        **kwargs: :class:`~flowcat.services.AIService` arguments.
+    """
+
+    settings_frame_type = STTUpdateSettingsFrame
+    inline_frames = (InputAudioRawFrame,)
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int | None = None,
+        audio_passthrough: bool = True,
+        max_buffer_secs: float = 5.0,
+        retry: Backoff | None = None,
+        reconnect_timeout_secs: float = 10.0,
+        user_id: str = "",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("settings", STTSettings())
+        super().__init__(**kwargs)
+        self._init_sample_rate = sample_rate
+        self.sample_rate = sample_rate or 0
+        self.audio_passthrough = audio_passthrough
+        self.max_buffer_secs = max_buffer_secs
+        self.retry = retry if retry is not None else Backoff()
+        self.reconnect_timeout_secs = reconnect_timeout_secs
+        self.user_id = user_id
+        self.muted = False
+        self._buf = bytearray()
+        self._wake: asyncio.Event | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._finalize_pending = False
+        self._vad_seen = False
+        self._register_event_handler("on_connected")
+        self._register_event_handler("on_disconnected")
+
+    # ---------------------------------------------------------- provider seam
+
+    async def connect(self) -> None:
+        """Open the provider connection (start a receive loop with :meth:`create_task`)."""
+
+    async def disconnect(self) -> None:
+        """Close the provider connection."""
+
+    async def send_audio(self, audio: bytes) -> None:
+        """Send PCM16 audio to the provider. Raise a ServiceError if the connection failed."""
+
+    async def finalize(self) -> None:
+        """Ask the provider for the final transcript now (the user stopped speaking)."""
+
+    # ------------------------------------------------------------ results
+
+    async def push_transcription(
+        self, text: str, *, final: bool = True, language: str | None = None, result: Any = None
+    ) -> None:
+        """Push a transcript (from the provider's receive loop)."""
+        if not text:
+            return
+        if final:
+            await self.stop_ttfb_metrics()
+            await self.push_frame(TranscriptionFrame(
+                text, user_id=self.user_id, timestamp=_now_iso(), language=language, result=result,
+                finalized=True,
+            ))
+        else:
+            await self.push_frame(InterimTranscriptionFrame(
+                text, user_id=self.user_id, timestamp=_now_iso(), language=language, result=result
+            ))
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
+        self._wake = asyncio.Event()
+        try:
+            await self.connect()
+            await self._call_event_handler("on_connected")
+        except ServiceError as exc:
+            await self.push_service_error(exc, "connect failed")
+        self._sender = self.create_task(self._send_loop(), "stt_sender")
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)
+        await self._close()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._sender is not None:
+            await self.cancel_task(self._sender)
+            self._sender = None
+        try:
+            await self.disconnect()
+        except ServiceError as exc:
+            logger.debug("%s: disconnect: %s", self.name, self.redact(str(exc)))
+        await self._call_event_handler("on_disconnected")
+
+    # ------------------------------------------------------------- frames
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        if direction is DOWNSTREAM and isinstance(frame, InputAudioRawFrame):
+            if not self.muted:
+                self.feed_audio(frame.audio)
+            return frame if self.audio_passthrough else None
+        return NotImplemented
+
+    def feed_audio(self, audio: bytes) -> None:
+        """Take one chunk of input audio (inline: never blocks)."""
+        buf = self._buf
+        buf += audio
+        limit = int(self.max_buffer_secs * (self.sample_rate or 16000)) * 2
+        if len(buf) > limit:
+            del buf[: len(buf) - limit]
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, STTMuteFrame):
+            self.muted = frame.mute
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._vad_seen = True
+            await self.on_user_started_speaking()
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            await self.on_user_stopped_speaking()
+        elif isinstance(frame, UserStartedSpeakingFrame) and not self._vad_seen:
+            await self.on_user_started_speaking()
+        elif isinstance(frame, UserStoppedSpeakingFrame) and not self._vad_seen:
+            await self.on_user_stopped_speaking()
+        await self.push_frame(frame, direction)
+
+    async def on_user_started_speaking(self) -> None:
+        """Hook: the user started speaking."""
+
+    async def on_user_stopped_speaking(self) -> None:
+        """Hook: the user stopped speaking: time to the final transcript starts now."""
+        await self.start_ttfb_metrics()
+        self._finalize_pending = True
+        if self._wake is not None:
+            self._wake.set()
+
+    # --------------------------------------------------------------- sender
+
+    async def _send_loop(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        while True:
+            await wake.wait()
+            wake.clear()
+            if self._buf:
+                chunk = bytes(self._buf)
+                self._buf.clear()
+                try:
+                    await self.send_audio(chunk)
+                except ServiceError as exc:
+                    await self._recover(exc, chunk)
+            if self._finalize_pending:
+                self._finalize_pending = False
+                try:
+                    await self.finalize()
+                except ServiceError as exc:
+                    await self._recover(exc, b"")
+
+    async def _recover(self, exc: ServiceError, unsent: bytes) -> None:
+        """The connection failed: report it, reconnect with backoff, resend what was not sent."""
+        await self.push_service_error(exc, "stream failed")
+        if not exc.retryable:
+            return
+        self._buf[:0] = unsent
+        try:
+            await self.disconnect()
+        except ServiceError:
+            pass
+
+        async def attempt(n: int) -> None:
+            await self.connect()
+
+        try:
+            await retry_call(attempt, backoff=self.retry, deadline=Deadline(self.reconnect_timeout_secs),
+                             what=f"{self.name} reconnect")
+        except ServiceError as err:
+            await self.push_service_error(err, "reconnect failed")
+            return
+        await self._call_event_handler("on_connected")
+        if self._buf and self._wake is not None:
+            self._wake.set()
+
+
+class SegmentedSTTService(STTService):
+    """Base of whole-utterance STT engines: one WAV per user turn to :meth:`run_stt`.
+
+    Args:
+        pre_roll_secs: Audio kept from before the start of speech (VAD start latency).
+        max_segment_secs: Longest utterance kept (older audio is dropped).
+        **kwargs: :class:`STTService` arguments.
+    """
+
+    def __init__(self, *, pre_roll_secs: float = 0.5, max_segment_secs: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pre_roll_secs = pre_roll_secs
+        self.max_segment_secs = max_segment_secs
+        self._speaking = False
+
+    def run_stt(self, wav: bytes) -> AsyncIterator[str]:
+        """Transcribe one utterance (a complete WAV); yield its final transcript(s)."""
+        raise NotImplementedError
+
+    async def start(self, frame: StartFrame) -> None:
+        await AIService.start(self, frame)
+        self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
+
+    async def stop(self, frame: EndFrame) -> None:
+        await AIService.stop(self, frame)
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await AIService.cancel(self, frame)
+
+    def feed_audio(self, audio: bytes) -> None:
+        buf = self._buf
+        buf += audio
+        secs = self.max_segment_secs if self._speaking else self.pre_roll_secs
+        limit = int(secs * (self.sample_rate or 16000)) * 2
+        if len(buf) > limit:
+            del buf[: len(buf) - limit]
+
+    async def on_user_started_speaking(self) -> None:
+        self._speaking = True
+
+    async def on_user_stopped_speaking(self) -> None:
+        if not self._speaking:
+            return
+        self._speaking = False
+        pcm = bytes(self._buf)
+        self._buf.clear()
+        if not pcm:
+            return
+        await self.start_ttfb_metrics()
+        self.create_task(self._transcribe(pcm_to_wav(pcm, self.sample_rate)), "stt_segment")
+
+    async def _transcribe(self, wav: bytes) -> None:
+        async def attempt(n: int) -> list[str]:
+            return [t async for t in self.run_stt(wav)]
+
+        try:
+            texts = await retry_call(attempt, backoff=self.retry, deadline=Deadline(self.reconnect_timeout_secs),
+                                     what=self.name)
+        except ServiceError as exc:
+            await self.push_service_error(exc, "transcription failed")
+            return
+        for text in texts:
+            await self.push_transcription(text.strip(), final=True)
