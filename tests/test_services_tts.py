@@ -35,7 +35,15 @@ from flowcat.frames import (
     frame_dataclass,
 )
 from flowcat.runtime import PipelineParams
-from flowcat.services import AudioContexts, Backoff, SentenceAggregator, TTSAudio, TTSChunk, TTSService, TTSWords
+from flowcat.services import (
+    AudioContexts,
+    Backoff,
+    SentenceAggregator,
+    TTSAudio,
+    TTSChunk,
+    TTSService,
+    TTSWords,
+)
 from flowcat.testing import SleepFrame, run_test, run_virtual
 
 AUDIO = b"\x01\x02" * 160

@@ -65,11 +65,11 @@ def _json_type(tp: Any) -> dict[str, Any]:
         out["enum"] = values
         return out
     if origin in (list, tuple, set, frozenset) or tp in (list, tuple, set):
-        args = get_args(tp)
-        out = {"type": "array"}
-        if args and args[0] is not Ellipsis:
-            out["items"] = _json_type(args[0])
-        return out
+        items = get_args(tp)
+        arr: dict[str, Any] = {"type": "array"}
+        if items and items[0] is not Ellipsis:
+            arr["items"] = _json_type(items[0])
+        return arr
     if origin is dict or tp is dict:
         return {"type": "object"}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):

@@ -19,6 +19,7 @@ Rules (each one is tested in ``tests/test_services_functions.py``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections import deque
@@ -115,8 +116,8 @@ class FunctionCalling:
         async def broadcast_frame(self, frame_cls: type[Any], **kwargs: Any) -> None: ...
         async def push_error(self, error_msg: str, exception: BaseException | None = None,
                              fatal: bool = False) -> None: ...
-        async def _call_event_handler(self, name: str, *args: Any) -> None: ...
-        def _register_event_handler(self, name: str) -> None: ...
+        async def _call_event_handler(self, event_name: str, *args: Any, **kwargs: Any) -> None: ...
+        def _register_event_handler(self, event_name: str) -> None: ...
 
     def _init_functions(self, *, run_in_parallel: bool, function_call_timeout_secs: float | None) -> None:
         self._functions: dict[str | None, FunctionCallRegistryItem] = {}
@@ -239,7 +240,7 @@ class FunctionCalling:
             cancel_on_interruption=call.item.cancel_on_interruption,
         )
         call.task = task
-        task.add_done_callback(lambda t, c=call: self._call_task_done(c, t))
+        task.add_done_callback(functools.partial(self._call_task_done, call))
         return task
 
     async def _sequential_runner(self) -> None:

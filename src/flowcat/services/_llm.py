@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -126,7 +126,7 @@ class LLMService(AIService, FunctionCalling):
 
     # ---------------------------------------------------------- provider seam
 
-    def run_inference(self, context: LLMContext) -> AsyncIterator[LLMChunk]:
+    def run_inference(self, context: LLMContext) -> AsyncGenerator[LLMChunk, None]:
         """Stream the model's answer to ``context`` as chunks. Providers implement this.
 
         Raise :class:`~flowcat.errors.ServiceError` subclasses for failures (use

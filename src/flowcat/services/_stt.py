@@ -24,7 +24,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,7 +290,7 @@ class SegmentedSTTService(STTService):
         self.max_segment_secs = max_segment_secs
         self._speaking = False
 
-    def run_stt(self, wav: bytes) -> AsyncIterator[str]:
+    def run_stt(self, wav: bytes) -> AsyncGenerator[str, None]:
         """Transcribe one utterance (a complete WAV); yield its final transcript(s)."""
         raise NotImplementedError
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +136,7 @@ class TTSService(AIService):
 
     # ---------------------------------------------------------- provider seam
 
-    def run_tts(self, text: str, context_id: str) -> AsyncIterator[TTSChunk]:
+    def run_tts(self, text: str, context_id: str) -> AsyncGenerator[TTSChunk, None]:
         """Synthesize ``text``; yield its audio (and word timestamps) until it is complete.
 
         Closing the generator (interruption) must stop the request; a WebSocket
@@ -190,14 +190,14 @@ class TTSService(AIService):
                 self._synthesize(units, ctx, started, close=False, after=())
         elif isinstance(frame, LLMFullResponseEndFrame):
             rest = self.aggregator.flush()
-            ctx, started = self._turn_ctx, self._turn_started
+            turn, started = self._turn_ctx, self._turn_started
             self._turn_ctx = None
             self._turn_started = False
             if rest:
-                self._synthesize([rest], ctx or self.new_context_id(), started, close=True, after=(frame,))
+                self._synthesize([rest], turn or self.new_context_id(), started, close=True, after=(frame,))
                 return
-            if ctx is not None and started:
-                await self.push_frame(TTSStoppedFrame(context_id=ctx))
+            if turn is not None and started:
+                await self.push_frame(TTSStoppedFrame(context_id=turn))
             await self.push_frame(frame, direction)
         elif isinstance(frame, LLMFullResponseStartFrame):
             self._turn_ctx = None
