@@ -117,6 +117,7 @@ class STTService(AIService):
         self._sender: asyncio.Task[None] | None = None
         self._finalize_pending = False
         self._vad_seen = False
+        self._lost: ServiceError | None = None
         self._register_event_handler("on_connected")
         self._register_event_handler("on_disconnected")
 
@@ -159,12 +160,13 @@ class STTService(AIService):
         await super().start(frame)
         self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
         self._wake = asyncio.Event()
-        try:
-            await self.connect()
-            await self._call_event_handler("on_connected")
-        except ServiceError as exc:
-            await self.push_service_error(exc, "connect failed")
         self._sender = self.create_task(self._send_loop(), "stt_sender")
+
+    def connection_lost(self, exc: ServiceError) -> None:
+        """Called by the provider's receive loop when the connection dropped: reconnect soon."""
+        self._lost = exc
+        if self._wake is not None:
+            self._wake.set()
 
     async def stop(self, frame: EndFrame) -> None:
         await super().stop(frame)
@@ -233,9 +235,14 @@ class STTService(AIService):
     async def _send_loop(self) -> None:
         wake = self._wake
         assert wake is not None
+        if not await self._connect_with_retry():
+            return
         while True:
             await wake.wait()
             wake.clear()
+            lost, self._lost = self._lost, None
+            if lost is not None:
+                await self._recover(lost, b"")
             if self._buf:
                 chunk = bytes(self._buf)
                 self._buf.clear()
@@ -260,19 +267,21 @@ class STTService(AIService):
             await self.disconnect()
         except ServiceError:
             pass
+        if await self._connect_with_retry() and self._buf and self._wake is not None:
+            self._wake.set()
 
+    async def _connect_with_retry(self) -> bool:
         async def attempt(n: int) -> None:
             await self.connect()
 
         try:
             await retry_call(attempt, backoff=self.retry, deadline=Deadline(self.reconnect_timeout_secs),
-                             what=f"{self.name} reconnect")
+                             what=f"{self.name} connect")
         except ServiceError as err:
-            await self.push_service_error(err, "reconnect failed")
-            return
+            await self.push_service_error(err, "connect failed")
+            return False
         await self._call_event_handler("on_connected")
-        if self._buf and self._wake is not None:
-            self._wake.set()
+        return True
 
 
 class SegmentedSTTService(STTService):
