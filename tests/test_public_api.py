@@ -115,3 +115,18 @@ def test_carrier_auth_errors_are_in_the_hierarchy() -> None:
     with pytest.raises(ProtocolError) as exc_info:
         parse_dictionary('sig1=("@authority"')
     assert isinstance(exc_info.value, SFVError) and isinstance(exc_info.value, FlowcatError)
+
+
+def test_service_errors_are_in_the_hierarchy() -> None:
+    from flowcat.errors import (
+        ServiceAuthError,
+        ServiceError,
+        ServiceProtocolError,
+        ServiceRateLimitError,
+        ServiceStatusError,
+    )
+
+    assert issubclass(ServiceAuthError, ServiceStatusError) and not ServiceAuthError("x", 401).retryable
+    rl = ServiceRateLimitError("x", retry_after=2.0)
+    assert rl.retryable and rl.retry_after == 2.0 and rl.status_code == 429
+    assert issubclass(ServiceProtocolError, ServiceError) and not ServiceProtocolError("x").retryable
