@@ -113,6 +113,7 @@ class STTService(AIService):
         self.user_id = user_id
         self.muted = False
         self._buf = bytearray()
+        self._buf_limit = int(max_buffer_secs * (sample_rate or 16000)) * 2
         self._wake: asyncio.Event | None = None
         self._sender: asyncio.Task[None] | None = None
         self._finalize_pending = False
@@ -159,6 +160,7 @@ class STTService(AIService):
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
+        self._buf_limit = int(self.max_buffer_secs * self.sample_rate) * 2
         self._wake = asyncio.Event()
         self._sender = self.create_task(self._send_loop(), "stt_sender")
 
@@ -199,7 +201,7 @@ class STTService(AIService):
         """Take one chunk of input audio (inline: never blocks)."""
         buf = self._buf
         buf += audio
-        limit = int(self.max_buffer_secs * (self.sample_rate or 16000)) * 2
+        limit = self._buf_limit
         if len(buf) > limit:
             del buf[: len(buf) - limit]
         wake = self._wake
@@ -298,6 +300,7 @@ class SegmentedSTTService(STTService):
         self.pre_roll_secs = pre_roll_secs
         self.max_segment_secs = max_segment_secs
         self._speaking = False
+        self._limits = (0, 0)
 
     def run_stt(self, wav: bytes) -> AsyncGenerator[str, None]:
         """Transcribe one utterance (a complete WAV); yield its final transcript(s)."""
@@ -306,6 +309,8 @@ class SegmentedSTTService(STTService):
     async def start(self, frame: StartFrame) -> None:
         await AIService.start(self, frame)
         self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
+        bps = self.sample_rate * 2
+        self._limits = (int(self.pre_roll_secs * bps) & ~1, int(self.max_segment_secs * bps) & ~1)
 
     async def stop(self, frame: EndFrame) -> None:
         await AIService.stop(self, frame)
@@ -316,8 +321,7 @@ class SegmentedSTTService(STTService):
     def feed_audio(self, audio: bytes) -> None:
         buf = self._buf
         buf += audio
-        secs = self.max_segment_secs if self._speaking else self.pre_roll_secs
-        limit = int(secs * (self.sample_rate or 16000)) * 2
+        limit = self._limits[1] if self._speaking else self._limits[0]
         if len(buf) > limit:
             del buf[: len(buf) - limit]
 
