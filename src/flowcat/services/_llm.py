@@ -46,7 +46,7 @@ from ..frames import (
     LLMUpdateSettingsFrame,
 )
 from ..runtime import FrameDirection
-from ._ai_service import AIService
+from ._ai_service import AIService, ServiceCapabilities
 from ._backoff import Backoff, Deadline, retry_call
 from ._functions import FunctionCalling
 
@@ -104,6 +104,7 @@ class LLMService(AIService, FunctionCalling):
     """
 
     settings_frame_type = LLMUpdateSettingsFrame
+    capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="sse")
 
     def __init__(
         self,

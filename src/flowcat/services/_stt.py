@@ -45,7 +45,7 @@ from ..frames import (
     VADUserStoppedSpeakingFrame,
 )
 from ..runtime import FrameDirection
-from ._ai_service import AIService, ServiceSettings
+from ._ai_service import AIService, ServiceCapabilities, ServiceSettings
 from ._backoff import Backoff, Deadline, retry_call
 
 __all__ = ["STTService", "STTSettings", "SegmentedSTTService", "pcm_to_wav"]
@@ -89,6 +89,7 @@ class STTService(AIService):
     """
 
     settings_frame_type = STTUpdateSettingsFrame
+    capabilities = ServiceCapabilities(interim_results=True, transport="websocket")
     inline_frames = (InputAudioRawFrame,)
 
     def __init__(
@@ -294,6 +295,8 @@ class SegmentedSTTService(STTService):
         max_segment_secs: Longest utterance kept (older audio is dropped).
         **kwargs: :class:`STTService` arguments.
     """
+
+    capabilities = ServiceCapabilities(streaming=False, transport="http")
 
     def __init__(self, *, pre_roll_secs: float = 0.5, max_segment_secs: float = 30.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -55,7 +55,7 @@ from ..frames import (
     TTSUpdateSettingsFrame,
 )
 from ..runtime import FrameDirection
-from ._ai_service import AIService, ServiceSettings
+from ._ai_service import AIService, ServiceCapabilities, ServiceSettings
 from ._backoff import Backoff, Deadline, retry_call
 from ._text_aggregator import BaseTextAggregator, SentenceAggregator
 
@@ -107,6 +107,7 @@ class TTSService(AIService):
     """
 
     settings_frame_type = TTSUpdateSettingsFrame
+    capabilities = ServiceCapabilities(streaming=True, transport="http")
 
     def __init__(
         self,
