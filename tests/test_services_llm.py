@@ -202,3 +202,14 @@ async def test_unknown_setting_is_reported_not_fatal() -> None:
     down, up = await run_test(llm, frames_to_send=[LLMUpdateSettingsFrame(settings={"nope": 1}), ctx()])
     assert texts(down) == ["x"]
     assert any("unknown setting" in f.error for f in up if isinstance(f, ErrorFrame))
+
+
+def test_interruption_before_the_generation_task_runs_does_not_leave_the_service_paused() -> None:
+    async def main() -> None:
+        llm = ScriptedLLM([[LLMTextDelta("x")]])
+        down, _ = await run_test(llm, frames_to_send=[ctx(), InterruptionFrame(), TextFrame("after"), ctx()],
+                                 timeout=10.0)
+        assert [f.text for f in down if type(f) is TextFrame] == ["after"]
+        assert texts(down) == ["x"] and llm.requests == 1
+
+    run_virtual(main())

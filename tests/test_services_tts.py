@@ -272,3 +272,17 @@ def test_sentence_aggregator_rules() -> None:
     # A "." followed by a space waits for the next word before deciding.
     a = SentenceAggregator()
     assert a.aggregate("Hello. ") == [] and a.aggregate("World") == ["Hello."]
+
+
+def test_interruption_before_the_synthesis_task_runs_does_not_leave_the_service_paused() -> None:
+    # The synthesis task is cancelled before its first step: the frames held behind it
+    # must still be released (pipecat's test_no_deadlock_on_interrupt_* in spirit).
+    async def main() -> None:
+        tts = HttpLikeTTS()
+        down, _ = await run_test(tts, frames_to_send=[
+            TTSSpeakFrame("Never spoken."), InterruptionFrame(), FooFrame("kept?"), TTSSpeakFrame("Spoken."),
+        ], timeout=10.0)
+        assert tts.spoken == ["Spoken."]
+        assert [f.label for f in down if isinstance(f, FooFrame)] == ["kept?"]
+
+    run_virtual(main())

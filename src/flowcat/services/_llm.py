@@ -165,9 +165,18 @@ class LLMService(AIService, FunctionCalling):
         """Start answering ``context`` now (frames behind it wait until the response ends)."""
         if self._sched is not None:
             self.pause_processing_frames()
-        self._gen_task = self.create_task(
+        task = self._gen_task = self.create_task(
             self._generate(context, self._llm_generation), "llm_generation", cancel_on_interruption=True
         )
+        task.add_done_callback(self._generation_done)
+
+    def _generation_done(self, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never runs its ``finally``: release
+        # the frames held behind it here, or the service stays paused for good.
+        if self._gen_task is task:
+            self._gen_task = None
+            if self._gate is not None and self._sched is not None:
+                self.resume_processing_frames()
 
     @property
     def generating(self) -> bool:

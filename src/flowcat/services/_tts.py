@@ -222,9 +222,18 @@ class TTSService(AIService):
         """
         if self._sched is not None:
             self.pause_processing_frames()
-        self._synth_task = self.create_task(
+        task = self._synth_task = self.create_task(
             self._run_synthesis(units, ctx, started, close, after), "tts_synthesis", cancel_on_interruption=True
         )
+        task.add_done_callback(self._synthesis_done)
+
+    def _synthesis_done(self, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never runs its ``finally``: release
+        # the frames held behind it here, or the service stays paused for good.
+        if self._synth_task is task:
+            self._synth_task = None
+            if self._gate is not None and self._sched is not None:
+                self.resume_processing_frames()
 
     async def _run_synthesis(
         self, units: list[str], ctx: str, started: bool, close: bool, after: Sequence[Frame]
