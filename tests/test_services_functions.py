@@ -408,3 +408,19 @@ def test_end_of_pipeline_settles_calls_in_flight_before_the_end_frame() -> None:
         assert llm.function_calls_in_progress == []
 
     run_virtual(main())
+
+
+async def test_events_for_started_and_cancelled_calls() -> None:
+    llm = ToolLLM([call(0, "f")])
+    started: list[list[str]] = []
+
+    @llm.event_handler("on_function_calls_started")
+    async def _started(_llm: Any, calls: list[Any]) -> None:
+        started.append([c.function_name for c in calls])
+
+    async def f(params: FunctionCallParams) -> None:
+        await params.result_callback(1)
+
+    llm.register_function("f", f)
+    await run_test(llm, frames_to_send=[ctx(), SleepFrame(0.05)])
+    assert started == [["f"]]
