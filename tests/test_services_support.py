@@ -179,3 +179,13 @@ def test_settings_apply_mapping_or_settings() -> None:
     assert s.apply({"voice": "v2"}) == {}
     with pytest.raises(ConfigError):
         ServiceSettings().apply({"voice": "x"})
+
+
+async def test_constructing_a_service_opens_nothing() -> None:
+    from flowcat.services import LLMService, TTSService
+    from flowcat.services._http import _sessions
+
+    await close_http_sessions()
+    LLMService(api_key=resolve_api_key("x", "k"))
+    TTSService()
+    assert asyncio.get_running_loop() not in _sessions
