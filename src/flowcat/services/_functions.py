@@ -50,6 +50,9 @@ FUNCTION_ERROR_RESULT = "The function `{name}` failed and returned no result."
 BAD_ARGUMENTS_RESULT = "The arguments of `{name}` were not valid JSON; call it again with valid arguments."
 TIMEOUT_RESULT = "The function `{name}` timed out after {secs:g} s and returned no result."
 
+INVALID_ARGUMENTS: dict[str, Any] = {}
+"""The ``arguments`` of a call whose JSON did not parse (compared by identity; never mutated)."""
+
 
 @dataclass
 class FunctionCallParams:
@@ -226,7 +229,7 @@ class FunctionCalling:
             self._seq_wakeup.set()
 
     def _resolve(self, fc: FunctionCallFromLLM) -> FunctionCallRegistryItem:
-        if fc.arguments is None:
+        if fc.arguments is INVALID_ARGUMENTS:
             return FunctionCallRegistryItem(fc.function_name, _fixed(BAD_ARGUMENTS_RESULT))
         item = self._functions.get(fc.function_name) or self._functions.get(None)
         if item is None:

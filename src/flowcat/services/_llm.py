@@ -48,7 +48,7 @@ from ..frames import (
 from ..runtime import FrameDirection
 from ._ai_service import AIService, ServiceCapabilities
 from ._backoff import Backoff, Deadline, retry_call
-from ._functions import FunctionCalling
+from ._functions import INVALID_ARGUMENTS, FunctionCalling
 
 __all__ = ["LLMChunk", "LLMService", "LLMTextDelta", "LLMToolCallDelta"]
 
@@ -268,14 +268,15 @@ class LLMService(AIService, FunctionCalling):
 
     def _tool_call(self, acc: _ToolAcc, context: LLMContext) -> FunctionCallFromLLM:
         raw = "".join(acc.args).strip()
-        args: Any
+        args: dict[str, Any] = INVALID_ARGUMENTS
         try:
-            args = json.loads(raw) if raw else {}
-            if not isinstance(args, dict):
-                raise ValueError("arguments are not an object")
+            parsed = json.loads(raw) if raw else {}
+            if isinstance(parsed, dict):
+                args = parsed
         except ValueError:
+            pass
+        if args is INVALID_ARGUMENTS:
             logger.warning("%s: tool call %s has malformed arguments (%d chars)", self.name, acc.name, len(raw))
-            args = None
         return FunctionCallFromLLM(acc.name, acc.id, args, context)
 
     async def stop(self, frame: EndFrame) -> None:
