@@ -264,7 +264,7 @@ class ToySTT(STTService):
                 obj = json.loads(msg.data)
                 text, final = obj["transcript"], bool(obj["is_final"])
             except (ValueError, KeyError, TypeError):
-                logger.warning("%s: skipping a malformed message (%d chars)", self.name, len(msg.data))
+                self.bad_input("a result that is not the expected JSON", msg.data)
                 continue
             await self.push_transcription(text, final=final)
         if self._ws is ws:

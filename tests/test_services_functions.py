@@ -133,6 +133,7 @@ async def test_malformed_arguments_get_an_error_result_without_running() -> None
     down, _ = await run_test(llm, frames_to_send=[ctx(), SleepFrame(0.05)])
     assert not ran
     assert "not valid JSON" in of(down, FunctionCallResultFrame)[0].result
+    assert llm.bad_messages == 1
 
 
 async def test_handler_exception_gets_error_result_and_error_frame() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .._ratelimit import RateLimitedLog
 from ..errors import ConfigError, ServiceError
 from ..frames import Frame, ServiceUpdateSettingsFrame
 from ..runtime import FrameDirection, FrameProcessor
@@ -22,6 +23,7 @@ from ._secrets import Secret, redact
 __all__ = ["AIService", "ServiceCapabilities", "ServiceSettings"]
 
 logger = logging.getLogger("flowcat.services")
+_BAD = RateLimitedLog(logger)
 
 
 @dataclass
@@ -119,6 +121,8 @@ class AIService(FrameProcessor):
         self._settings = settings if settings is not None else ServiceSettings()
         self._api_key = api_key
         self.model_name = self._settings.model
+        self.bad_messages = 0
+        """Malformed messages received from the provider and skipped."""
         self._register_event_handler("on_settings_updated")
 
     @property
@@ -145,6 +149,14 @@ class AIService(FrameProcessor):
 
     async def on_settings_changed(self, changed: dict[str, Any]) -> None:
         """Hook: settings changed (reconnect, resend a session config...)."""
+
+    def bad_input(self, reason: str, raw: str | bytes | None = None) -> None:
+        """Count and log (rate-limited, key masked) a malformed provider message that is skipped."""
+        self.bad_messages += 1
+        n = self.bad_messages
+        if _BAD.due(n):
+            size = -1 if raw is None else len(raw)
+            _BAD(n, "%s: skipped malformed message #%d (%s, %d bytes)", self.name, n, self.redact(reason), size)
 
     async def push_service_error(self, exc: BaseException, what: str = "") -> None:
         """Report a provider failure upstream as a non-fatal ``ErrorFrame`` (key masked)."""

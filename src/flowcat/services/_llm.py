@@ -276,7 +276,7 @@ class LLMService(AIService, FunctionCalling):
         except ValueError:
             pass
         if args is INVALID_ARGUMENTS:
-            logger.warning("%s: tool call %s has malformed arguments (%d chars)", self.name, acc.name, len(raw))
+            self.bad_input(f"tool call {acc.name!r} with arguments that are not a JSON object", raw)
         return FunctionCallFromLLM(acc.name, acc.id, args, context)
 
     async def stop(self, frame: EndFrame) -> None:

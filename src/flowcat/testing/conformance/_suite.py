@@ -266,6 +266,7 @@ async def _malformed(s: _Session) -> None:
     s.fake.set(Behaviour.MALFORMED, failures=1)
     if s.kind == "stt":
         await s.exchange()  # a bad message is logged and skipped
+        assert getattr(s.service, "bad_messages", 1) >= 1, "the malformed message was not counted"
     else:
         await s.exchange(expect_error=True)
     frames = await s.exchange()
