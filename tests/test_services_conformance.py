@@ -8,6 +8,8 @@ a fake on 127.0.0.1 that the suite drives through every scenario.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
@@ -24,13 +26,15 @@ from flowcat.errors import (
     ServiceRateLimitError,
     ServiceStatusError,
 )
-from flowcat.frames import LLMContext, LLMTokenUsage
+from flowcat.frames import CancelFrame, EndFrame, LLMContext, LLMTokenUsage
 from flowcat.runtime import FrameProcessor
 from flowcat.services import (
+    AudioContexts,
     Backoff,
     LLMChunk,
     LLMService,
     LLMTextDelta,
+    ServiceCapabilities,
     ServiceSettings,
     STTService,
     TTSAudio,
@@ -203,6 +207,171 @@ def make_tts(fake: FakeProvider) -> FrameProcessor:
     return ToyTTS(fake.url, fake.api_key, request_timeout_secs=0.5, chunk_timeout_secs=0.5, retry=FAST)
 
 
+# ----------------------------------------------------------------------------- WebSocket TTS
+
+
+class ToyWsTTS(TTSService):
+    """A multiplexed WebSocket TTS: one socket, text and audio tagged with a context id,
+    ``done`` per context, ``cancel`` to stop one (the shape of Cartesia/ElevenLabs clients)."""
+
+    capabilities = ServiceCapabilities(context_ids=True, transport="websocket")
+
+    def __init__(self, base_url: str, api_key: str | None = None, **kw: Any) -> None:
+        super().__init__(api_key=resolve_api_key("toy", api_key), sample_rate=16000, **kw)
+        self.url = base_url.replace("http://", "ws://") + "/stream"
+        self.contexts = AudioContexts()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._recv: asyncio.Task[None] | None = None
+        self._wire: dict[str, str] = {}  # utterance context -> wire context of the unit in flight
+        self._units = 0
+        self._sent_cancel: set[str] = set()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        if self._ws is not None and not self._ws.closed:
+            return self._ws
+        assert self._api_key is not None
+        session = await http_session()
+        try:
+            ws = await session.ws_connect(self.url, headers={"X-API-Key": self._api_key.reveal()})
+        except aiohttp.WSServerHandshakeError as exc:
+            msg = redact(f"{self.name}: handshake refused", self._api_key)
+            if exc.status in (401, 403):
+                raise ServiceAuthError(msg, exc.status) from None
+            if exc.status == 429:
+                raise ServiceRateLimitError(msg) from None
+            raise ServiceStatusError(msg, exc.status) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise connection_error(exc, self.name, self._api_key) from None
+        self._ws = ws
+        self._recv = self.create_task(self._receive(ws), "tts_receive")
+        return ws
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                obj = json.loads(msg.data)
+                cid = obj["context_id"]
+                if obj.get("done"):
+                    self.contexts.finish(cid)
+                else:
+                    self.contexts.put(cid, TTSAudio(base64.b64decode(obj["audio"])))
+            except (ValueError, KeyError, TypeError):
+                self.bad_input("a message that is not the expected JSON", msg.data)
+        if self._ws is ws:
+            self._ws = None
+        self.contexts.fail_all(ServiceConnectionError(f"{self.name}: closed by the server"))
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[TTSChunk, None]:
+        ws = await self._connect()
+        self._units += 1
+        wire = f"{context_id}-{self._units}"
+        self.contexts.open(wire)
+        self._wire[context_id] = wire
+        finished = False
+        try:
+            await ws.send_json({"context_id": wire, "text": text})
+            async with contextlib.aclosing(self.contexts.items(wire)) as items:
+                async for item in items:
+                    yield item
+            finished = True
+        finally:
+            if not finished:  # interrupted, timed out or failed: tell the server
+                await self._cancel(wire)
+
+    async def on_context_interrupted(self, context_id: str) -> None:
+        wire = self._wire.pop(context_id, None)
+        if wire is not None and self.contexts.is_open(wire):
+            await self._cancel(wire)
+
+    async def _cancel(self, wire: str) -> None:
+        if wire in self._sent_cancel:
+            return
+        self._sent_cancel.add(wire)
+        self.contexts.cancel(wire)
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self._ws.send_json({"context_id": wire, "cancel": True})
+
+    async def _close(self) -> None:
+        ws, self._ws = self._ws, None
+        if self._recv is not None:
+            await self.cancel_task(self._recv)
+        if ws is not None:
+            await ws.close()
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)
+        await self._close()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self._close()
+
+
+class FakeWsTTS(FakeProvider):
+    expected_audio = bytes(range(256)) * 8
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/stream", self.stream)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        if not self.key_ok(request.headers.get("X-API-Key")):
+            return web.json_response(self.error_body(), status=401)
+        b = self.next_behaviour()
+        if b is Behaviour.STATUS:
+            return web.json_response(self.error_body(), status=self.status)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        cancelled: set[str] = set()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async for msg in ws:
+                obj = json.loads(msg.data)
+                cid = obj["context_id"]
+                if obj.get("cancel"):
+                    cancelled.add(cid)
+                    self.aborted.set()
+                    continue
+                tasks.append(asyncio.get_running_loop().create_task(self.speak(ws, cid, b, cancelled)))
+                b = self.next_behaviour() if b is not Behaviour.NORMAL else Behaviour.NORMAL
+        finally:
+            self.aborted.set()
+            for t in tasks:
+                t.cancel()
+        return ws
+
+    async def speak(self, ws: web.WebSocketResponse, cid: str, b: Behaviour, cancelled: set[str]) -> None:
+        audio = self.expected_audio
+        pieces = [audio[i : i + 333] for i in range(0, len(audio), 333)]
+
+        async def send(piece: bytes) -> None:
+            await ws.send_json({"context_id": cid, "audio": base64.b64encode(piece).decode()})
+
+        if b is Behaviour.HANG:
+            return
+        if b is Behaviour.DISCONNECT:
+            await send(pieces[0])
+            await ws.close()
+            return
+        if b is Behaviour.SLOW:
+            # Audio keeps coming, also for a while after the client cancelled the context.
+            for _ in range(50):
+                await send(pieces[0])
+                await asyncio.sleep(0.02)
+            return
+        if b is Behaviour.MALFORMED:
+            await ws.send_str("{not json")
+        for piece in pieces:
+            await send(piece)
+        await ws.send_json({"context_id": cid, "done": True})
+
+
+def make_ws_tts(fake: FakeProvider) -> FrameProcessor:
+    return ToyWsTTS(fake.url, fake.api_key, request_timeout_secs=0.5, chunk_timeout_secs=0.5, retry=FAST)
+
+
 # ----------------------------------------------------------------------------- STT
 
 
@@ -318,19 +487,20 @@ TARGETS = {
     "llm": ConformanceTarget("llm", FakeLLM, make_llm),
     "tts": ConformanceTarget("tts", FakeTTS, make_tts),
     "stt": ConformanceTarget("stt", FakeSTT, make_stt),
+    "tts-ws": ConformanceTarget("tts", FakeWsTTS, make_ws_tts),
 }
 
 
 @pytest.mark.parametrize(
     ("kind", "scenario"),
-    [pytest.param(k, s, id=f"{k}-{s}") for k in TARGETS for s in scenarios(k)],
+    [pytest.param(k, s, id=f"{k}-{s}") for k in TARGETS for s in scenarios(TARGETS[k].kind)],
 )
 async def test_conformance(kind: str, scenario: Scenario) -> None:
     await run_scenario(TARGETS[kind], scenario)
 
 
 def test_scenario_sets_per_kind() -> None:
-    names = {k: [s.name for s in scenarios(k)] for k in TARGETS}
+    names = {k: [s.name for s in scenarios(k)] for k in ("llm", "tts", "stt")}
     assert "interruption_mid_stream" in names["llm"] and "interruption_mid_stream" not in names["stt"]
     assert len(names["llm"]) == 10 and len(names["stt"]) == 8
 

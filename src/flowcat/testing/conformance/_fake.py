@@ -23,7 +23,13 @@ class Behaviour(enum.Enum):
     * ``STATUS`` — an error status (:attr:`FakeProvider.status`), with an error body that
       echoes the API key (a client must never log it).
     * ``HANG`` — accept and say nothing until the client goes away.
-    * ``MALFORMED`` — a payload that does not parse, in the stream.
+    * ``MALFORMED`` — a payload that does not parse, in the stream. Over HTTP the
+      request fails (an ``ErrorFrame``); on a socket the message is skipped and counted
+      (``bad_messages``) and the answer goes on.
+
+    On a socket, "the client went away" (``SLOW``, ``HANG``) also means the client sent
+    its cancel for the utterance: set :attr:`FakeProvider.aborted` then, and keep sending
+    a little late audio for it — the suite checks none of it is pushed.
     """
 
     NORMAL = "normal"
