@@ -243,10 +243,10 @@ class ToyWsTTS(TTSService):
         except (aiohttp.ClientError, OSError) as exc:
             raise connection_error(exc, self.name, self._api_key) from None
         self._ws = ws
-        self._recv = self.create_task(self._receive(ws), "tts_receive")
+        self._recv = self.create_task(self._read_socket(ws), "tts_receive")
         return ws
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read_socket(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
@@ -400,7 +400,7 @@ class ToySTT(STTService):
         except (aiohttp.ClientError, OSError) as exc:
             raise connection_error(exc, self.name, self._api_key) from None
         self._ws = ws
-        self._recv = self.create_task(self._receive(ws), "stt_receive")
+        self._recv = self.create_task(self._read_socket(ws), "stt_receive")
 
     async def disconnect(self) -> None:
         ws, self._ws = self._ws, None
@@ -425,7 +425,7 @@ class ToySTT(STTService):
             except (aiohttp.ClientError, ConnectionError) as exc:
                 raise connection_error(exc, self.name, self._api_key) from None
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read_socket(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue

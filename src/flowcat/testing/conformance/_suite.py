@@ -124,7 +124,7 @@ class _Session:
 
     async def start(self) -> None:
         started = asyncio.Event()
-        self.task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
         self.runner = asyncio.get_running_loop().create_task(self.task.run())
         await asyncio.wait_for(started.wait(), self.target.timeout_secs)
 
