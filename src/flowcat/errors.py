@@ -47,6 +47,7 @@ __all__ = [
     "FlowcatError",
     "InferenceError",
     "JWTError",
+    "LLMContextConversionError",
     "MissingExtraError",
     "PipelineStateError",
     "PipelineTimeoutError",
@@ -187,6 +188,13 @@ class ServiceStatusError(ServiceError):
         super().__init__(f"{message} (status {status_code})", retryable=retryable)
         self.status_code = status_code
         self.body = body
+
+
+class LLMContextConversionError(FlowcatError):
+    """A context message could not be converted to a provider's request shape.
+
+    The message names the offending message (its index and role) and the cause.
+    """
 
 
 def require_extra(module: str, feature: str, extra: str) -> object:

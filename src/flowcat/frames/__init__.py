@@ -52,6 +52,9 @@ from ._control import (
     HeartbeatFrame as HeartbeatFrame,
 )
 from ._control import (
+    LLMAssistantPushAggregationFrame as LLMAssistantPushAggregationFrame,
+)
+from ._control import (
     LLMFullResponseEndFrame as LLMFullResponseEndFrame,
 )
 from ._control import (
@@ -115,7 +118,16 @@ from ._data import (
     InterimTranscriptionFrame as InterimTranscriptionFrame,
 )
 from ._data import (
+    LLMContextAssistantTimestampFrame as LLMContextAssistantTimestampFrame,
+)
+from ._data import (
+    LLMContextAssistantTurnFrame as LLMContextAssistantTurnFrame,
+)
+from ._data import (
     LLMContextFrame as LLMContextFrame,
+)
+from ._data import (
+    LLMContextUserTurnFrame as LLMContextUserTurnFrame,
 )
 from ._data import (
     LLMMessagesAppendFrame as LLMMessagesAppendFrame,
@@ -377,8 +389,12 @@ __all__ = [
     "InterruptionTaskFrame",
     "InterruptionWorkerFrame",
     "KeypadEntry",
+    "LLMAssistantPushAggregationFrame",
     "LLMContext",
+    "LLMContextAssistantTimestampFrame",
+    "LLMContextAssistantTurnFrame",
     "LLMContextFrame",
+    "LLMContextUserTurnFrame",
     "LLMFullResponseEndFrame",
     "LLMFullResponseStartFrame",
     "LLMMessagesAppendFrame",

@@ -20,6 +20,7 @@ __all__ = [
     "FilterEnableFrame",
     "FunctionCallInProgressFrame",
     "HeartbeatFrame",
+    "LLMAssistantPushAggregationFrame",
     "LLMFullResponseEndFrame",
     "LLMFullResponseStartFrame",
     "LLMUpdateSettingsFrame",
@@ -93,6 +94,11 @@ class HeartbeatFrame(ControlFrame):
 @frame_dataclass
 class OutputTransportReadyFrame(ControlFrame):
     """The output transport is ready to send."""
+
+
+@frame_dataclass
+class LLMAssistantPushAggregationFrame(ControlFrame):
+    """Ask the assistant aggregator to commit the text it holds to the context now."""
 
 
 @frame_dataclass

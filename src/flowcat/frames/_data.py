@@ -19,7 +19,10 @@ __all__ = [
     "FunctionCallResultFrame",
     "FunctionCallResultProperties",
     "InterimTranscriptionFrame",
+    "LLMContextAssistantTimestampFrame",
+    "LLMContextAssistantTurnFrame",
     "LLMContextFrame",
+    "LLMContextUserTurnFrame",
     "LLMMessagesAppendFrame",
     "LLMMessagesTransformFrame",
     "LLMMessagesUpdateFrame",
@@ -169,6 +172,29 @@ class LLMContextFrame(DataFrame):
     """Carries the context an LLM should run on."""
 
     context: LLMContext
+
+
+@frame_dataclass
+class LLMContextAssistantTimestampFrame(DataFrame):
+    """The assistant aggregator committed a reply to the context at ``timestamp`` (ISO 8601, UTC)."""
+
+    timestamp: str
+
+
+@frame_dataclass
+class LLMContextAssistantTurnFrame(DataFrame):
+    """Broadcast when an assistant reply is committed: its text, and when the turn began."""
+
+    text: str
+    timestamp: str
+
+
+@frame_dataclass
+class LLMContextUserTurnFrame(DataFrame):
+    """Broadcast when the user's words are written to the context: the text, and when the turn began."""
+
+    text: str
+    timestamp: str
 
 
 @frame_dataclass

@@ -28,11 +28,14 @@ from ._start import VADUserTurnStartStrategy as VADUserTurnStartStrategy
 from ._stop import SpeechTimeoutUserTurnStopStrategy as SpeechTimeoutUserTurnStopStrategy
 from ._stop import TranscriptionUserTurnStopStrategy as TranscriptionUserTurnStopStrategy
 from ._stop import UserTurnStopStrategy as UserTurnStopStrategy
+from ._strategies import ExternalUserTurnStrategies as ExternalUserTurnStrategies
+from ._strategies import UserTurnStrategies as UserTurnStrategies
 from ._turn_analyzer import TurnAnalyzerUserTurnStopStrategy as TurnAnalyzerUserTurnStopStrategy
 
 __all__ = [
     "AlwaysUserMuteStrategy",
     "BargeIn",
+    "ExternalUserTurnStrategies",
     "FirstSpeechUserMuteStrategy",
     "FunctionCallUserMuteStrategy",
     "InterruptionParams",
@@ -48,6 +51,7 @@ __all__ = [
     "UserMuteStrategy",
     "UserTurnProcessor",
     "UserTurnStartStrategy",
+    "UserTurnStrategies",
     "UserTurnStopStrategy",
     "VADUserTurnStartStrategy",
     "default_smart_turn_model_path",

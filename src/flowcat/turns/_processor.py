@@ -249,7 +249,10 @@ class UserTurnProcessor(FrameProcessor):
                         frame = None  # type: ignore[assignment]
                     break
         if frame is not None:
-            await self.push_frame(frame, direction)
+            if cls in _TEXT:
+                await self._pass_user_text(frame, direction)
+            else:
+                await self.push_frame(frame, direction)
         if cls in _TEXT and not self._barge.pending and not self._in_turn:
             self._words_final = self._words_interim = 0  # words outside any turn are not carried over
         if stop_now and self._in_turn and not self._vad_speaking:
@@ -322,11 +325,11 @@ class UserTurnProcessor(FrameProcessor):
         await self.broadcast_frame(UserStartedSpeakingFrame, emulated=emulated)
         if interrupt:
             await self.broadcast_interruption()
-        await self._call_event_handler("on_user_turn_started")
+        await self._user_turn_started()
         if self._held:
             held, self._held = self._held, []
             for f, d in held:
-                await self.push_frame(f, d)
+                await self._pass_user_text(f, d)
 
     async def _end_turn(self, now: float, *, emulated: bool = False) -> None:
         self._in_turn = False
@@ -336,8 +339,9 @@ class UserTurnProcessor(FrameProcessor):
         for s in self._stop:
             s.turn_stopped()
         self._idle.user_stopped(now)
+        await self._user_turn_ending()
         await self.broadcast_frame(UserStoppedSpeakingFrame, emulated=emulated)
-        await self._call_event_handler("on_user_turn_stopped")
+        await self._user_turn_stopped()
 
     async def _update_mute(self, frame: Frame) -> None:
         muted = False
@@ -354,6 +358,30 @@ class UserTurnProcessor(FrameProcessor):
                 s.user_speaking = False
         await self._call_event_handler("on_user_mute_started" if muted else "on_user_mute_stopped")
 
+    # ------------------------------------------------- hooks for subclasses
+
+    async def _pass_user_text(self, frame: Frame, direction: FrameDirection) -> None:
+        """A (interim) transcription the turn logic lets through; pushed on here.
+
+        The context aggregator overrides this to aggregate the text instead.
+        """
+        await self.push_frame(frame, direction)
+
+    async def _user_turn_started(self) -> None:
+        """The turn started (its frames are out); fires ``on_user_turn_started``."""
+        await self._call_event_handler("on_user_turn_started")
+
+    async def _user_turn_ending(self) -> None:
+        """The turn is about to end: called before ``UserStoppedSpeakingFrame`` goes out."""
+
+    async def _user_turn_stopped(self) -> None:
+        """The turn ended (its frames are out); fires ``on_user_turn_stopped``."""
+        await self._call_event_handler("on_user_turn_stopped")
+
+    async def _user_idle(self, retry: int) -> None:
+        """The user was idle for the timeout; fires ``on_user_idle(processor, retry)``."""
+        await self._call_event_handler("on_user_idle", retry)
+
     # ----------------------------------------------------------------- timer
 
     async def _on_tick(self) -> None:
@@ -366,7 +394,7 @@ class UserTurnProcessor(FrameProcessor):
                 await self._end_turn(now)
         retry = self._idle.poll(now)
         if retry:
-            await self._call_event_handler("on_user_idle", retry)
+            await self._user_idle(retry)
         self._timer.arm(self._next_deadline())
 
     def _next_deadline(self) -> float | None:
