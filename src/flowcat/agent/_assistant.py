@@ -1,0 +1,344 @@
+"""LLMAssistantAggregator: the assistant half of the context aggregator pair.
+
+Put it after the output transport: the text that reaches it is what the bot
+said. Between ``LLMFullResponseStartFrame`` and ``LLMFullResponseEndFrame`` (or a
+TTS utterance's ``TTSStartedFrame`` … ``TTSStoppedFrame`` outside an LLM reply) it
+aggregates ``TextFrame``s (``LLMTextFrame`` when nothing speaks, ``TTSTextFrame``
+words when a TTS does) and commits them as one ``assistant`` message. The output
+transport releases each word's ``TTSTextFrame`` as its audio is sent, and an
+interruption drops the words not yet sent, so an interrupted reply is committed
+as the words actually played.
+
+Function calls: ``FunctionCallInProgressFrame`` adds the assistant ``tool_calls``
+message and a ``tool`` message ``"IN_PROGRESS"``; ``FunctionCallResultFrame`` puts
+the result in its place (``"COMPLETED"`` for an empty result) and, once no call is
+left running, runs the LLM (``LLMContextFrame`` upstream) unless told not to — held
+while the user speaks, deferred to ``BotStoppedSpeakingFrame`` while the bot speaks;
+``FunctionCallCancelFrame`` writes ``"CANCELLED"``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FunctionCallCancelFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
+    InterimTranscriptionFrame,
+    InterruptionFrame,
+    LLMAssistantPushAggregationFrame,
+    LLMContext,
+    LLMContextAssistantTimestampFrame,
+    LLMContextAssistantTurnFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMMessagesAppendFrame,
+    LLMMessagesTransformFrame,
+    LLMMessagesUpdateFrame,
+    LLMRunFrame,
+    LLMSetToolChoiceFrame,
+    LLMSetToolsFrame,
+    LLMTextFrame,
+    LLMThoughtTextFrame,
+    TextFrame,
+    TranscriptionFrame,
+    TranslationFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from ..runtime import FrameDirection, FrameProcessor
+from ._aggregator import AssistantTurnStoppedMessage, ContextEditor, TextParts, now_iso
+
+__all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
+
+logger = logging.getLogger("flowcat.agent")
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+UPSTREAM = FrameDirection.UPSTREAM
+
+_NOT_ASSISTANT_TEXT = (TranscriptionFrame, InterimTranscriptionFrame, TranslationFrame)
+_EDITS = (
+    LLMMessagesAppendFrame,
+    LLMMessagesUpdateFrame,
+    LLMMessagesTransformFrame,
+    LLMSetToolsFrame,
+    LLMSetToolChoiceFrame,
+)
+
+
+@dataclass
+class LLMAssistantAggregatorParams:
+    """How the assistant half writes the context.
+
+    Attributes:
+        add_tool_change_messages: On ``LLMSetToolsFrame``, add a ``developer`` message
+            naming the tools added and removed.
+    """
+
+    add_tool_change_messages: bool = False
+
+
+class LLMAssistantAggregator(ContextEditor, FrameProcessor):
+    """Commits what the bot said, and the function calls it made, to the context.
+
+    Events: ``on_assistant_turn_started(aggregator)``,
+    ``on_assistant_turn_stopped(aggregator, AssistantTurnStoppedMessage)`` (every turn,
+    also an empty or interrupted one) and ``on_assistant_message_added(aggregator,
+    AssistantTurnStoppedMessage)`` (only when a message was written).
+
+    Args:
+        context: The context shared with the user half.
+        params: See :class:`LLMAssistantAggregatorParams`.
+        **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
+    """
+
+    def __init__(
+        self, context: LLMContext, *, params: LLMAssistantAggregatorParams | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        params = params or LLMAssistantAggregatorParams()
+        self._context = context
+        self._tool_change = params.add_tool_change_messages
+        self.params = params
+        self._parts = TextParts()
+        self._turn_timestamp = ""  # "" while no assistant turn is open
+        self._in_response = False  # between LLMFullResponseStart and End
+        self._calls: dict[str, FunctionCallInProgressFrame | None] = {}
+        self._user_speaking = False
+        self._bot_speaking = False
+        self._push_when_bot_stops = False
+        self._push_owed = False
+        for event in ("on_assistant_turn_started", "on_assistant_turn_stopped", "on_assistant_message_added"):
+            self._register_event_handler(event)
+
+    @property
+    def role(self) -> str:
+        """``"assistant"``."""
+        return "assistant"
+
+    @property
+    def has_function_calls_in_progress(self) -> bool:
+        """Whether a function call announced to us has not settled yet."""
+        return bool(self._calls)
+
+    def aggregation_string(self) -> str:
+        """The reply text aggregated so far."""
+        return self._parts.text()
+
+    # ---------------------------------------------------------------- frames
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Aggregate the reply, keep function-call state, apply context edits."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TextFrame) and not isinstance(frame, _NOT_ASSISTANT_TEXT):
+            if frame.append_to_context:
+                self._parts.append(frame.text, spaced=isinstance(frame, LLMTextFrame))
+            return
+        cls = type(frame)
+        if cls is LLMFullResponseStartFrame:
+            self._in_response = True
+            self._push_owed = False
+            await self._open_turn(restart=True)
+        elif cls is LLMFullResponseEndFrame:
+            self._in_response = False
+            await self._close_turn(interrupted=False)
+        elif cls is TTSStartedFrame:
+            await self._open_turn(restart=False)
+            await self.push_frame(frame, direction)
+        elif cls is TTSStoppedFrame:
+            if not self._in_response:  # a spoken TTSSpeakFrame: its utterance is the turn
+                await self._close_turn(interrupted=False)
+            await self.push_frame(frame, direction)
+        elif cls is LLMAssistantPushAggregationFrame:
+            await self._close_turn(interrupted=False)
+        elif cls is InterruptionFrame:
+            self._in_response = False
+            await self._close_turn(interrupted=True)
+            self._push_when_bot_stops = False
+            self._push_owed = False
+            await self.push_frame(frame, direction)
+        elif cls is EndFrame or cls is CancelFrame:
+            await self._close_turn(interrupted=cls is CancelFrame)
+            await self.push_frame(frame, direction)
+        elif cls is LLMThoughtTextFrame:
+            pass
+        elif cls is LLMRunFrame:
+            await self._push_context()
+        elif isinstance(frame, _EDITS):
+            run_llm = self.apply_edit(frame)
+            if run_llm and cls is LLMMessagesAppendFrame:
+                self._push_owed = True
+                await self._maybe_push_context()
+            elif run_llm:
+                await self._push_context()
+        elif cls is FunctionCallsStartedFrame:
+            for call in frame.function_calls:  # type: ignore[attr-defined]
+                self._calls.setdefault(call.tool_call_id, None)
+        elif cls is FunctionCallInProgressFrame:
+            self._on_call_in_progress(frame)  # type: ignore[arg-type]
+        elif cls is FunctionCallResultFrame:
+            await self._on_call_result(frame)  # type: ignore[arg-type]
+        elif cls is FunctionCallCancelFrame:
+            await self._on_call_cancel(frame)  # type: ignore[arg-type]
+        else:
+            if cls is UserStartedSpeakingFrame:
+                self._user_speaking = True
+            elif cls is UserStoppedSpeakingFrame:
+                self._user_speaking = False
+            elif cls is BotStartedSpeakingFrame:
+                self._bot_speaking = True
+            elif cls is BotStoppedSpeakingFrame:
+                self._bot_speaking = False
+                await self.push_frame(frame, direction)
+                if self._push_when_bot_stops and not self._user_speaking:
+                    await self._push_context()
+                return
+            await self.push_frame(frame, direction)
+
+    # ------------------------------------------------------------------ turns
+
+    async def _open_turn(self, *, restart: bool) -> None:
+        if self._turn_timestamp and not restart:
+            return
+        self._turn_timestamp = now_iso()
+        await self._call_event_handler("on_assistant_turn_started")
+
+    async def _close_turn(self, *, interrupted: bool) -> None:
+        if not self._turn_timestamp:
+            self._parts.clear()
+            return
+        timestamp, self._turn_timestamp = self._turn_timestamp, ""
+        text = await self.push_aggregation()
+        message = AssistantTurnStoppedMessage(content=text, interrupted=interrupted, timestamp=timestamp)
+        await self._call_event_handler("on_assistant_turn_stopped", message)
+        if text:
+            await self._call_event_handler("on_assistant_message_added", message)
+            await self.broadcast_frame(LLMContextAssistantTurnFrame, text=text, timestamp=timestamp)
+
+    async def push_aggregation(self) -> str:
+        """Commit the aggregated text as an assistant message now (``""``: nothing held)."""
+        if not self._parts:
+            return ""
+        text = self._parts.text()
+        self._parts.clear()
+        if not text:
+            return ""
+        self._context.add_message({"role": "assistant", "content": text})
+        await self.push_frame(self.context_frame(), DOWNSTREAM)
+        await self.push_frame(LLMContextAssistantTimestampFrame(timestamp=now_iso()), DOWNSTREAM)
+        return text
+
+    async def reset(self) -> None:
+        """Drop the text aggregated so far."""
+        self._parts.clear()
+
+    # ----------------------------------------------------------------- LLM runs
+
+    async def _push_context(self) -> None:
+        self._push_when_bot_stops = False
+        self._push_owed = False
+        await self.push_frame(self.context_frame(), UPSTREAM)
+
+    async def _maybe_push_context(self) -> None:
+        """Run the LLM for an owed push, unless the user speaks (their turn will) or the bot does (later)."""
+        if not self._push_owed or self._user_speaking:
+            return
+        if self._bot_speaking:
+            self._push_when_bot_stops = True
+            return
+        await self._push_context()
+
+    # ------------------------------------------------------------ function calls
+
+    def _on_call_in_progress(self, frame: FunctionCallInProgressFrame) -> None:
+        arguments = frame.arguments if frame.arguments is not None else {}
+        self._context.add_message(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": frame.tool_call_id,
+                        "type": "function",
+                        "function": {"name": frame.function_name, "arguments": _json(arguments)},
+                    }
+                ],
+            }
+        )
+        self._context.add_message(
+            {"role": "tool", "content": "IN_PROGRESS", "tool_call_id": frame.tool_call_id}
+        )
+        self._calls[frame.tool_call_id] = frame
+
+    async def _on_call_result(self, frame: FunctionCallResultFrame) -> None:
+        if frame.tool_call_id not in self._calls:
+            logger.warning(
+                "%s: result for %s (%s), which is not running", self, frame.function_name, frame.tool_call_id
+            )
+            return
+        if self._calls[frame.tool_call_id] is None:
+            logger.warning(
+                "%s: result for %s (%s) before it was in progress",
+                self,
+                frame.function_name,
+                frame.tool_call_id,
+            )
+            return
+        del self._calls[frame.tool_call_id]
+        self._set_tool_result(
+            frame.tool_call_id, _json(frame.result, keep_str=False) if frame.result else "COMPLETED"
+        )
+        props = frame.properties
+        run_llm = False
+        if frame.result:
+            if props is not None and props.run_llm is not None:
+                run_llm = props.run_llm
+            elif frame.run_llm is not None:
+                run_llm = frame.run_llm
+            else:
+                run_llm = not self._calls  # the last of the batch runs the LLM
+        if run_llm:
+            self._push_owed = True
+        await self._maybe_push_context()
+        if props is not None and props.on_context_updated is not None:
+            self.create_task(props.on_context_updated(), f"{frame.function_name}:on_context_updated")
+
+    async def _on_call_cancel(self, frame: FunctionCallCancelFrame) -> None:
+        if frame.tool_call_id not in self._calls:
+            return
+        running = self._calls.pop(frame.tool_call_id)
+        if running is not None:
+            self._set_tool_result(frame.tool_call_id, "CANCELLED")
+        if getattr(frame, "run_llm", False) and not self._calls:
+            self._push_owed = True
+            await self._maybe_push_context()
+
+    def _set_tool_result(self, tool_call_id: str, content: str) -> None:
+        for message in self._context.messages:
+            if (
+                isinstance(message, dict)
+                and message.get("role") == "tool"
+                and message.get("tool_call_id") == tool_call_id
+            ):
+                message["content"] = content
+
+
+def _json(value: Any, *, keep_str: bool = True) -> str:
+    """JSON text for a value; a string is kept as it is when ``keep_str`` (arguments already in JSON)."""
+    if keep_str and isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return json.dumps(str(value), ensure_ascii=False)

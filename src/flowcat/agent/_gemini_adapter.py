@@ -1,0 +1,174 @@
+"""Google Gemini ``generateContent`` adapter (https://ai.google.dev/api/generate-content).
+
+Request fields (REST JSON, camelCase): ``systemInstruction`` (``{"parts": [{"text"}]}``),
+``contents`` (``{"role": "user" | "model", "parts": [...]}``), ``tools``
+(``[{"functionDeclarations": [...]}]`` plus custom entries such as
+``{"googleSearch": {}}``) and ``toolConfig`` (``{"functionCallingConfig": {"mode", "allowedFunctionNames"?}}``).
+
+Conversion from the OpenAI-style context:
+
+* an initial ``system`` message becomes ``systemInstruction`` (``system_instruction``
+  wins); later ``system``/``developer`` messages are sent as ``user`` turns;
+  ``assistant`` becomes ``model``;
+* ``tool_calls`` become ``functionCall`` parts (``name``, ``args``, ``id``);
+* a ``tool`` message becomes a ``user`` turn with a ``functionResponse`` part,
+  named after the call it answers (matched by ``tool_call_id``); its content is
+  decoded from JSON when it is an object, and wrapped as ``{"value": ...}`` otherwise
+  (the API wants an object);
+* ``image_url`` parts become ``inlineData`` (``data:`` URLs) or ``fileData`` (other
+  URLs); ``input_audio`` parts become ``inlineData`` with ``audio/wav``;
+* vendor messages for ``"google"`` pass as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from ..errors import LLMContextConversionError
+from ..frames import LLMContext as _BaseContext
+from ._adapter import BaseLLMAdapter, check_message, parse_arguments
+from ._context import LLMSpecificMessage
+from ._schemas import AdapterType, ToolsSchema
+
+__all__ = ["GeminiLLMAdapter"]
+
+_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
+
+class GeminiLLMAdapter(BaseLLMAdapter):
+    """Context → Gemini ``generateContent`` request fields."""
+
+    adapter_type = AdapterType.GEMINI
+
+    @property
+    def id_for_llm_specific_messages(self) -> str:
+        """``"google"``."""
+        return "google"
+
+    def to_provider_tools_format(self, tools_schema: ToolsSchema) -> list[Any]:
+        """``[{"functionDeclarations": [...]}]`` plus custom entries."""
+        out: list[Any] = []
+        if tools_schema.standard_tools:
+            decls = [
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": {"type": "object", "properties": t.properties, "required": t.required},
+                }
+                for t in tools_schema.standard_tools
+            ]
+            out.append({"functionDeclarations": decls})
+        return out + self.custom_tools(tools_schema)
+
+    @staticmethod
+    def tool_config(choice: Any) -> dict[str, Any] | None:
+        """The context's tool choice as a ``toolConfig`` (None: leave it to the API)."""
+        if choice is None:
+            return None
+        if isinstance(choice, str) and choice in _MODES:
+            return {"functionCallingConfig": {"mode": _MODES[choice]}}
+        if isinstance(choice, dict):
+            fn = choice.get("function")
+            if choice.get("type") == "function" and isinstance(fn, dict) and fn.get("name"):
+                return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}}
+        raise LLMContextConversionError(f"tool_choice {choice!r} has no Gemini equivalent")
+
+    @staticmethod
+    def function_response(content: Any) -> dict[str, Any]:
+        """A tool result as the object ``functionResponse.response`` requires."""
+        if isinstance(content, dict):
+            return content
+        if isinstance(content, str):
+            try:
+                decoded = json.loads(content)
+            except ValueError:
+                return {"value": content}
+            return decoded if isinstance(decoded, dict) else {"value": decoded}
+        return {"value": content}
+
+    def get_llm_invocation_params(
+        self, context: _BaseContext, *, system_instruction: str | None = None
+    ) -> dict[str, Any]:
+        """``{"systemInstruction"?, "contents", "tools"?, "toolConfig"?}``."""
+        system, rest = self.split_initial_system(self.get_messages(context), system_instruction)
+        names: dict[str, str] = {}
+        contents: list[dict[str, Any]] = []
+        for i, m in enumerate(rest):
+            if isinstance(m, LLMSpecificMessage):
+                contents.append(copy.deepcopy(m.message))
+                continue
+            content = self._convert(check_message(m, i), i, names)
+            if content["parts"]:
+                contents.append(content)
+        params: dict[str, Any] = {}
+        if system:
+            params["systemInstruction"] = {"parts": [{"text": system}]}
+        params["contents"] = contents
+        tools = self.from_standard_tools(context.tools)
+        if tools:
+            params["tools"] = tools
+        config = self.tool_config(context.tool_choice)
+        if config is not None:
+            params["toolConfig"] = config
+        return params
+
+    def _convert(self, msg: dict[str, Any], index: int, names: dict[str, str]) -> dict[str, Any]:
+        role = msg["role"]
+        where = f"message {index} ({role})"
+        parts: list[dict[str, Any]] = []
+        if role == "tool":
+            call_id = msg.get("tool_call_id")
+            response: dict[str, Any] = {
+                "name": names.get(call_id or "", "tool_call_result"),
+                "response": self.function_response(msg.get("content")),
+            }
+            if call_id:
+                response["id"] = call_id
+            return {"role": "user", "parts": [{"functionResponse": response}]}
+        parts.extend(self._parts(msg.get("content"), where))
+        for call in msg.get("tool_calls") or ():
+            try:
+                fn = call["function"]
+                names[call["id"]] = fn["name"]
+                parts.append(
+                    {
+                        "functionCall": {
+                            "name": fn["name"],
+                            "args": parse_arguments(fn.get("arguments"), where),
+                            "id": call["id"],
+                        }
+                    }
+                )
+            except (KeyError, TypeError) as exc:
+                raise LLMContextConversionError(f"{where}: malformed tool call {call!r}") from exc
+        return {"role": "model" if role == "assistant" else "user", "parts": parts}
+
+    @staticmethod
+    def _parts(content: Any, where: str) -> list[dict[str, Any]]:
+        if content is None:
+            return []
+        if isinstance(content, str):
+            return [{"text": content}] if content else []
+        if not isinstance(content, list):
+            raise LLMContextConversionError(f"{where}: content is neither text nor a list of parts")
+        parts: list[dict[str, Any]] = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                if part.get("text"):
+                    parts.append({"text": part["text"]})
+            elif kind == "image_url":
+                url = (part.get("image_url") or {}).get("url", "")
+                if url.startswith("data:"):
+                    header, _, data = url.partition(",")
+                    parts.append({"inlineData": {"mimeType": header[5:].split(";", 1)[0], "data": data}})
+                else:
+                    parts.append({"fileData": {"fileUri": url}})
+            elif kind == "input_audio":
+                audio = part.get("input_audio") or {}
+                parts.append({"inlineData": {"mimeType": "audio/wav", "data": audio.get("data", "")}})
+            else:
+                raise LLMContextConversionError(f"{where}: unsupported content part {kind!r}")
+        return parts

@@ -1,0 +1,172 @@
+"""Provider-neutral tool schemas: :class:`FunctionSchema`, :class:`ToolsSchema`.
+
+A context's tools are a :class:`ToolsSchema` (or ``None``: no tools). Its
+*standard* tools are function schemas every adapter can translate; its *custom*
+tools are vendor-shaped entries passed to one adapter type as they are (e.g.
+Gemini's ``google_search``). Any object with ``name``, ``description``,
+``properties`` and ``required`` attributes counts as a function schema, so
+schemas built elsewhere (the services layer's, a plain dataclass) mix freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["NOT_GIVEN", "AdapterType", "FunctionSchema", "ToolsSchema", "normalize_tools"]
+
+NOT_GIVEN: None = None
+"""pipecat's "no tools / no tool choice" sentinel; in flowcat it is simply ``None``."""
+
+
+class AdapterType(Enum):
+    """Which adapter a custom (vendor-shaped) tool is meant for."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+
+
+class FunctionSchema:
+    """One callable tool: its name, what it does, and its JSON-schema arguments.
+
+    Args:
+        name: The function name the model calls.
+        description: What the tool does, for the model.
+        properties: JSON-schema ``properties`` of the arguments object.
+        required: Names of the arguments the model must give.
+        handler: Optional handler; an LLM service may register it by name.
+    """
+
+    __slots__ = ("description", "handler", "name", "properties", "required")
+
+    def __init__(
+        self,
+        name: str,
+        description: str = "",
+        properties: Mapping[str, Any] | None = None,
+        required: Iterable[str] | None = None,
+        handler: Any = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"FunctionSchema: name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.description = description
+        self.properties: dict[str, Any] = dict(properties or {})
+        self.required: list[str] = list(required or [])
+        self.handler = handler
+
+    def parameters(self) -> dict[str, Any]:
+        """The arguments as one JSON-schema object."""
+        return {"type": "object", "properties": self.properties, "required": self.required}
+
+    def to_default_dict(self) -> dict[str, Any]:
+        """``{"name", "description", "parameters"}`` (the common function-declaration shape)."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters()}
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI Chat Completions ``tools[]`` entry."""
+        return {"type": "function", "function": self.to_default_dict()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FunctionSchema):
+            return NotImplemented
+        return (self.name, self.description, self.properties, self.required) == (
+            other.name,
+            other.description,
+            other.properties,
+            other.required,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FunctionSchema(name={self.name!r}, required={self.required!r})"
+
+
+def _is_schema_like(tool: Any) -> bool:
+    return all(hasattr(tool, a) for a in ("name", "description", "properties", "required"))
+
+
+class ToolsSchema:
+    """The tools offered to the model: standard function schemas plus custom vendor entries.
+
+    Args:
+        standard_tools: Function schemas (or objects shaped like one).
+        custom_tools: Vendor-shaped tool entries per adapter type, passed through as they are.
+
+    Raises:
+        ConfigError: A standard tool is not schema-shaped, or two share a name.
+    """
+
+    __slots__ = ("_custom", "_standard")
+
+    def __init__(
+        self,
+        standard_tools: Iterable[Any] = (),
+        custom_tools: Mapping[AdapterType, list[dict[str, Any]]] | None = None,
+    ) -> None:
+        standard = list(standard_tools)
+        seen: set[str] = set()
+        for tool in standard:
+            if not _is_schema_like(tool):
+                raise ConfigError(
+                    f"ToolsSchema: {tool!r} is not a function schema (needs name, description, properties, "
+                    "required); register plain functions on the LLM service"
+                )
+            if tool.name in seen:
+                raise ConfigError(f"ToolsSchema: two tools are named {tool.name!r}")
+            seen.add(tool.name)
+        self._standard = standard
+        self._custom: dict[AdapterType, list[dict[str, Any]]] | None = (
+            dict(custom_tools) if custom_tools is not None else None
+        )
+
+    @property
+    def standard_tools(self) -> list[Any]:
+        """The function schemas, in order."""
+        return self._standard
+
+    @property
+    def custom_tools(self) -> dict[AdapterType, list[dict[str, Any]]] | None:
+        """Vendor-shaped entries per adapter type (None: none)."""
+        return self._custom
+
+    @custom_tools.setter
+    def custom_tools(self, value: Mapping[AdapterType, list[dict[str, Any]]] | None) -> None:
+        self._custom = dict(value) if value is not None else None
+
+    def names(self) -> set[str]:
+        """The standard tools' names."""
+        return {t.name for t in self._standard}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ToolsSchema):
+            return NotImplemented
+        return self._standard == other._standard and self._custom == other._custom
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ToolsSchema({sorted(self.names())})"
+
+
+def normalize_tools(tools: Any) -> ToolsSchema | None:
+    """Bring ``tools`` to a :class:`ToolsSchema` (or ``None``: no tools).
+
+    Accepts a ``ToolsSchema``, ``None``, or a list of function schemas. An empty list
+    means no tools.
+
+    Raises:
+        ConfigError: Anything else (the message names what was received).
+    """
+    if tools is None or isinstance(tools, ToolsSchema):
+        return tools
+    if isinstance(tools, (list, tuple)):
+        return ToolsSchema(tools) if tools else None
+    raise ConfigError(
+        f"tools must be a ToolsSchema, a list of FunctionSchema or None, got {type(tools).__name__}"
+    )

@@ -1,0 +1,250 @@
+"""LLMUserAggregator: the user half of the context aggregator pair.
+
+It is :class:`~flowcat.turns.UserTurnProcessor` (turn start/stop, mute, barge-in,
+idle) plus the context: final transcriptions let through during a turn are
+aggregated (and not passed on; interim ones and translations are dropped too),
+and when the turn ends the text is written to the context as one ``user``
+message and an ``LLMContextFrame`` goes downstream *before* the
+``UserStoppedSpeakingFrame``. With ``ExternalUserTurnStrategies`` it runs no turn
+logic of its own and follows the ``UserStarted/StoppedSpeakingFrame`` that reach it
+(from a ``UserTurnProcessor`` earlier in the pipeline, or an STT that reports turns).
+
+It also applies ``LLMRunFrame`` / ``LLMMessagesAppendFrame`` / ``LLMMessagesUpdateFrame`` /
+``LLMMessagesTransformFrame`` (pushing an ``LLMContextFrame`` when they ask to run
+the LLM), ``LLMSetToolsFrame`` (applied, then passed on) and ``LLMSetToolChoiceFrame``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    LLMContext,
+    LLMContextUserTurnFrame,
+    LLMMessagesAppendFrame,
+    LLMMessagesTransformFrame,
+    LLMMessagesUpdateFrame,
+    LLMRunFrame,
+    LLMSetToolChoiceFrame,
+    LLMSetToolsFrame,
+    TranscriptionFrame,
+    TranslationFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from ..runtime import FrameDirection, FrameProcessor
+from ..turns import (
+    ExternalUserTurnStrategies,
+    InterruptionParams,
+    UserMuteStrategy,
+    UserTurnProcessor,
+    UserTurnStrategies,
+)
+from ._aggregator import (
+    ContextEditor,
+    TextParts,
+    UserTurnMessageAddedMessage,
+    UserTurnStoppedMessage,
+    now_iso,
+)
+
+__all__ = ["LLMUserAggregator", "LLMUserAggregatorParams"]
+
+logger = logging.getLogger("flowcat.agent")
+
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+_EDITS = frozenset(
+    {
+        LLMRunFrame,
+        LLMMessagesAppendFrame,
+        LLMMessagesUpdateFrame,
+        LLMMessagesTransformFrame,
+        LLMSetToolsFrame,
+        LLMSetToolChoiceFrame,
+    }
+)
+
+
+@dataclass
+class LLMUserAggregatorParams:
+    """How the user half decides turns and writes them (pipecat's field names).
+
+    Attributes:
+        add_tool_change_messages: On ``LLMSetToolsFrame``, add a ``developer`` message
+            naming the tools added and removed.
+        user_turn_strategies: Start/stop strategies (None: VAD or transcription start,
+            0.6 s speech-timeout stop); ``ExternalUserTurnStrategies()`` follows turn
+            frames from upstream instead.
+        user_mute_strategies: The user is muted while any of these says so.
+        user_turn_stop_timeout: Fallback (s): a turn with no speech or transcription
+            for this long ends.
+        user_idle_timeout: Seconds without user speech before ``on_user_turn_idle`` (0: off).
+        interruption: Barge-in parameters (flowcat's; see ``docs/turns.md``).
+        enable_interruptions: Whether a user turn interrupts the bot.
+    """
+
+    add_tool_change_messages: bool = False
+    user_turn_strategies: UserTurnStrategies | None = None
+    user_mute_strategies: list[UserMuteStrategy] = field(default_factory=list)
+    user_turn_stop_timeout: float = 5.0
+    user_idle_timeout: float = 0.0
+    interruption: InterruptionParams | None = None
+    enable_interruptions: bool = True
+
+
+class LLMUserAggregator(ContextEditor, UserTurnProcessor):
+    """Writes what the user says in each turn into the context and runs the LLM on it.
+
+    Events (besides ``UserTurnProcessor``'s ``on_user_idle``, ``on_user_mute_started``,
+    ``on_user_mute_stopped``):
+
+    * ``on_user_turn_started(aggregator, strategy)`` (``strategy`` is None in flowcat);
+    * ``on_user_turn_stopped(aggregator, strategy, UserTurnStoppedMessage)``;
+    * ``on_user_turn_message_added(aggregator, UserTurnMessageAddedMessage)`` and its
+      alias ``on_user_message_added``: a user message was written to the context;
+    * ``on_user_turn_idle(aggregator)``.
+
+    Args:
+        context: The context shared with the assistant half.
+        params: See :class:`LLMUserAggregatorParams`.
+        **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
+    """
+
+    def __init__(
+        self, context: LLMContext, *, params: LLMUserAggregatorParams | None = None, **kwargs: Any
+    ) -> None:
+        params = params or LLMUserAggregatorParams()
+        strategies = params.user_turn_strategies
+        self._external = isinstance(strategies, ExternalUserTurnStrategies)
+        super().__init__(
+            start_strategies=strategies.start if strategies is not None and not self._external else None,
+            stop_strategies=strategies.stop if strategies is not None and not self._external else None,
+            mute_strategies=params.user_mute_strategies,
+            interruption=params.interruption,
+            enable_interruptions=params.enable_interruptions,
+            user_turn_stop_timeout=params.user_turn_stop_timeout,
+            user_idle_timeout=params.user_idle_timeout,
+            **kwargs,
+        )
+        self._context = context
+        self._tool_change = params.add_tool_change_messages
+        self.params = params
+        self._parts = TextParts()
+        self._turn_timestamp = ""
+        self._turn_content: str | None = None
+        self._ext_in_turn = False
+        for event in ("on_user_turn_message_added", "on_user_message_added", "on_user_turn_idle"):
+            self._register_event_handler(event)
+
+    @property
+    def role(self) -> str:
+        """``"user"``."""
+        return "user"
+
+    def aggregation_string(self) -> str:
+        """The text aggregated in this turn so far."""
+        return self._parts.text()
+
+    # ---------------------------------------------------------------- frames
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Turn logic (or follow turn frames), context edits, aggregation."""
+        cls = type(frame)
+        if cls in _EDITS:
+            await self._on_edit(frame, direction)
+            return
+        if cls is TranslationFrame:
+            return
+        if cls is EndFrame or cls is CancelFrame:
+            await self._flush_at_end()
+        if self._external:
+            await self._follow(frame, direction, cls)
+        else:
+            await super().process_frame(frame, direction)
+
+    async def _on_edit(self, frame: Frame, direction: FrameDirection) -> None:
+        if type(frame) is LLMRunFrame:
+            await self.push_frame(self.context_frame(), DOWNSTREAM)
+            return
+        run_llm = self.apply_edit(frame)
+        if type(frame) is LLMSetToolsFrame:
+            await self.push_frame(frame, direction)  # the assistant half and live services see it too
+        elif run_llm:
+            await self.push_frame(self.context_frame(), DOWNSTREAM)
+
+    async def _follow(self, frame: Frame, direction: FrameDirection, cls: type) -> None:
+        """External turns: aggregate between the turn frames that reach us."""
+        await FrameProcessor.process_frame(self, frame, direction)
+        if cls is TranscriptionFrame or cls is InterimTranscriptionFrame:
+            await self._pass_user_text(frame, direction)
+            return
+        if cls is UserStartedSpeakingFrame and not self._ext_in_turn:
+            self._ext_in_turn = True
+            await self.push_frame(frame, direction)
+            await self._user_turn_started()
+            return
+        if cls is UserStoppedSpeakingFrame and self._ext_in_turn:
+            self._ext_in_turn = False
+            await self._user_turn_ending()
+            await self.push_frame(frame, direction)
+            await self._user_turn_stopped()
+            return
+        await self.push_frame(frame, direction)
+
+    # ------------------------------------------------------- turn hooks
+
+    async def _pass_user_text(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TranscriptionFrame) and frame.append_to_context:
+            text = frame.text.strip()
+            if text:
+                self._parts.append(text, spaced=False)
+
+    async def _user_turn_started(self) -> None:
+        self._turn_timestamp = now_iso()
+        self._turn_content = None
+        await self._call_event_handler("on_user_turn_started", None)
+
+    async def _user_turn_ending(self) -> None:
+        self._turn_content = await self._write_user_turn(run_llm=True)
+
+    async def _user_turn_stopped(self) -> None:
+        message = UserTurnStoppedMessage(content=self._turn_content, timestamp=self._turn_timestamp)
+        self._turn_content = None
+        await self._call_event_handler("on_user_turn_stopped", None, message)
+
+    async def _user_idle(self, retry: int) -> None:
+        await super()._user_idle(retry)
+        await self._call_event_handler("on_user_turn_idle")
+
+    async def _write_user_turn(self, *, run_llm: bool) -> str | None:
+        """Write the aggregated text as a user message; push an LLMContextFrame if ``run_llm``."""
+        if not self._parts:
+            return None
+        text = self._parts.text()
+        self._parts.clear()
+        self._context.add_message({"role": "user", "content": text})
+        await self.broadcast_frame(LLMContextUserTurnFrame, text=text, timestamp=self._turn_timestamp)
+        if run_llm:
+            await self.push_frame(self.context_frame(), DOWNSTREAM)
+        message = UserTurnMessageAddedMessage(content=text, timestamp=self._turn_timestamp)
+        await self._call_event_handler("on_user_turn_message_added", message)
+        await self._call_event_handler("on_user_message_added", message)
+        return text
+
+    async def _flush_at_end(self) -> None:
+        """At the end of the call, text still held goes into the context (the LLM is not run)."""
+        text = await self._write_user_turn(run_llm=False)
+        if text:
+            message = UserTurnStoppedMessage(content=text, timestamp=self._turn_timestamp)
+            await self._call_event_handler("on_user_turn_stopped", None, message)
+
+    async def reset(self) -> None:
+        """Drop the text aggregated so far."""
+        self._parts.clear()
