@@ -414,3 +414,34 @@ def test_results_for_unknown_or_unannounced_calls_are_ignored() -> None:
     frames = [result(9), FunctionCallsStartedFrame(function_calls=[call(1)]), result(1)]
     run(LLMAssistantAggregator(ctx), frames, up=[])
     assert ctx.messages == []
+
+
+def test_barge_in_behind_a_real_output_transport_commits_only_played_words() -> None:
+    """Word frames queued behind audio in the output transport reach the aggregator as their
+    audio goes out; an interruption at 250 ms leaves only the words already played."""
+    import asyncio
+
+    from flowcat.frames import TTSAudioRawFrame
+    from test_transport_support import CHUNK, Harness, RecordingOutput, pcm
+
+    async def main() -> None:
+        ctx = LLMContext()
+        agg = LLMAssistantAggregator(ctx)
+        ev = Events(agg)
+        async with Harness([RecordingOutput(), agg]) as h:
+            await h.task.queue_frame(LLMFullResponseStartFrame())
+            await h.task.queue_frame(TTSStartedFrame(context_id="c"))
+            for i, word in enumerate(["One", "two", "three", "four"]):
+                await h.task.queue_frame(TTSTextFrame(text=word, aggregated_by="word", context_id="c"))
+                await h.task.queue_frame(
+                    TTSAudioRawFrame(audio=pcm(10 * CHUNK, i), sample_rate=16000, context_id="c")
+                )
+            await asyncio.sleep(0.25)
+            await h.task.queue_frame(InterruptionFrame())
+            await asyncio.sleep(0.1)
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        assert ctx.messages == [{"role": "assistant", "content": "One two"}]
+        assert [(m.content, m.interrupted) for m in ev.stopped] == [("One two", True)]
+
+    run_virtual(main())
