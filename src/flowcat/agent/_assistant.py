@@ -120,6 +120,9 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._bot_speaking = False
         self._push_when_bot_stops = False
         self._push_owed = False
+        self._owed_at = 0  # the user half's run count when the push became owed
+        self.paired_user: Any = None
+        """The user half (set by the pair): lets a push owed during a user turn be settled."""
         for event in ("on_assistant_turn_started", "on_assistant_turn_stopped", "on_assistant_message_added"):
             self._register_event_handler(event)
 
@@ -179,7 +182,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         elif isinstance(frame, _EDITS):
             run_llm = self.apply_edit(frame)
             if run_llm and cls is LLMMessagesAppendFrame:
-                self._push_owed = True
+                self._owe_push()
                 await self._maybe_push_context()
             elif run_llm:
                 await self._push_context()
@@ -197,6 +200,9 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
                 self._user_speaking = True
             elif cls is UserStoppedSpeakingFrame:
                 self._user_speaking = False
+                await self.push_frame(frame, direction)
+                await self._settle_owed_push()
+                return
             elif cls is BotStartedSpeakingFrame:
                 self._bot_speaking = True
             elif cls is BotStoppedSpeakingFrame:
@@ -250,6 +256,20 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._push_when_bot_stops = False
         self._push_owed = False
         await self.push_frame(self.context_frame(), UPSTREAM)
+
+    def _owe_push(self) -> None:
+        if not self._push_owed:
+            self._push_owed = True
+            self._owed_at = self.paired_user.llm_runs if self.paired_user is not None else 0
+
+    async def _settle_owed_push(self) -> None:
+        """The user's turn ended with a push owed: it is settled if the turn ran the LLM since."""
+        if not self._push_owed or self.paired_user is None:
+            return  # unpaired: stays owed until the next result or append, as in pipecat
+        if self.paired_user.llm_runs > self._owed_at:
+            self._push_owed = False  # that run saw the context as it stands
+        else:
+            await self._maybe_push_context()
 
     async def _maybe_push_context(self) -> None:
         """Run the LLM for an owed push, unless the user speaks (their turn will) or the bot does (later)."""
@@ -309,7 +329,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             else:
                 run_llm = not self._calls  # the last of the batch runs the LLM
         if run_llm:
-            self._push_owed = True
+            self._owe_push()
         await self._maybe_push_context()
         if props is not None and props.on_context_updated is not None:
             self.create_task(props.on_context_updated(), f"{frame.function_name}:on_context_updated")
@@ -321,7 +341,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         if running is not None:
             self._set_tool_result(frame.tool_call_id, "CANCELLED")
         if getattr(frame, "run_llm", False) and not self._calls:
-            self._push_owed = True
+            self._owe_push()
             await self._maybe_push_context()
 
     def _set_tool_result(self, tool_call_id: str, content: str) -> None:

@@ -40,6 +40,7 @@ class LLMContextAggregatorPair:
             assistant_params.add_tool_change_messages = add_tool_change_messages
         self._user = LLMUserAggregator(context, params=user_params)
         self._assistant = LLMAssistantAggregator(context, params=assistant_params)
+        self._assistant.paired_user = self._user
 
     def user(self) -> LLMUserAggregator:
         """The user half."""

@@ -140,6 +140,8 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         self._turn_timestamp = ""
         self._turn_content: str | None = None
         self._ext_in_turn = False
+        self.llm_runs = 0
+        """How many times this half has pushed the context to run the LLM."""
         for event in ("on_user_turn_message_added", "on_user_message_added", "on_user_turn_idle"):
             self._register_event_handler(event)
 
@@ -171,13 +173,18 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
 
     async def _on_edit(self, frame: Frame, direction: FrameDirection) -> None:
         if type(frame) is LLMRunFrame:
-            await self.push_frame(self.context_frame(), DOWNSTREAM)
+            await self._run_llm()
             return
         run_llm = self.apply_edit(frame)
         if type(frame) is LLMSetToolsFrame:
             await self.push_frame(frame, direction)  # the assistant half and live services see it too
         elif run_llm:
-            await self.push_frame(self.context_frame(), DOWNSTREAM)
+            await self._run_llm()
+
+    async def _run_llm(self) -> None:
+        """Push the context downstream (the LLM runs on it)."""
+        self.llm_runs += 1
+        await self.push_frame(self.context_frame(), DOWNSTREAM)
 
     async def _follow(self, frame: Frame, direction: FrameDirection, cls: type) -> None:
         """External turns: aggregate between the turn frames that reach us."""
@@ -232,7 +239,7 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         self._context.add_message({"role": "user", "content": text})
         await self.broadcast_frame(LLMContextUserTurnFrame, text=text, timestamp=self._turn_timestamp)
         if run_llm:
-            await self.push_frame(self.context_frame(), DOWNSTREAM)
+            await self._run_llm()
         message = UserTurnMessageAddedMessage(content=text, timestamp=self._turn_timestamp)
         await self._call_event_handler("on_user_turn_message_added", message)
         await self._call_event_handler("on_user_message_added", message)
