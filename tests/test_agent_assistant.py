@@ -445,3 +445,43 @@ def test_barge_in_behind_a_real_output_transport_commits_only_played_words() -> 
         assert [(m.content, m.interrupted) for m in ev.stopped] == [("One two", True)]
 
     run_virtual(main())
+
+
+def test_thoughts_are_reported_and_kept_when_asked() -> None:
+    from flowcat.agent import AnthropicLLMAdapter, LLMSpecificMessage
+    from flowcat.frames import LLMThoughtEndFrame, LLMThoughtStartFrame
+
+    ctx = LLMContext()
+    agg = LLMAssistantAggregator(ctx)
+    thoughts: list[Any] = []
+
+    @agg.event_handler("on_assistant_thought")
+    async def _thought(_a: Any, message: Any) -> None:
+        thoughts.append(message)
+
+    frames = [
+        LLMThoughtStartFrame(append_to_context=True, llm="anthropic"),
+        LLMThoughtTextFrame(text="The user "),
+        LLMThoughtTextFrame(text="wants weather."),
+        LLMThoughtEndFrame(signature="sig-1"),
+        LLMThoughtStartFrame(),
+        LLMThoughtTextFrame(text="not kept"),
+        LLMThoughtEndFrame(),
+        *reply("Sunny."),
+    ]
+    run(agg, frames, down=COMMITTED)
+    assert [t.content for t in thoughts] == ["The user wants weather.", "not kept"]
+    assert ctx.messages[0] == LLMSpecificMessage(
+        "anthropic", {"type": "thought", "text": "The user wants weather.", "signature": "sig-1"}
+    )
+    assert len(ctx.messages) == 2
+    msgs = AnthropicLLMAdapter().get_llm_invocation_params(
+        LLMContext([{"role": "user", "content": "q"}, *ctx.messages])
+    )
+    assert msgs["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "The user wants weather.", "signature": "sig-1"},
+            {"type": "text", "text": "Sunny."},
+        ],
+    }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ._adapter import BaseLLMAdapter as BaseLLMAdapter
 from ._adapter import OpenAILLMAdapter as OpenAILLMAdapter
+from ._aggregator import AssistantThoughtMessage as AssistantThoughtMessage
 from ._aggregator import AssistantTurnStoppedMessage as AssistantTurnStoppedMessage
 from ._aggregator import UserTurnMessageAddedMessage as UserTurnMessageAddedMessage
 from ._aggregator import UserTurnStoppedMessage as UserTurnStoppedMessage
@@ -38,6 +39,7 @@ from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 __all__ = [
     "AdapterType",
     "AnthropicLLMAdapter",
+    "AssistantThoughtMessage",
     "AssistantTurnStoppedMessage",
     "BaseLLMAdapter",
     "FunctionSchema",

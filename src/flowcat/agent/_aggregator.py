@@ -19,6 +19,7 @@ from ..frames import (
 from ._schemas import normalize_tools
 
 __all__ = [
+    "AssistantThoughtMessage",
     "AssistantTurnStoppedMessage",
     "ContextEditor",
     "TextParts",
@@ -56,6 +57,14 @@ class UserTurnMessageAddedMessage:
     content: str
     timestamp: str
     user_id: str | None = None
+
+
+@dataclass
+class AssistantThoughtMessage:
+    """``on_assistant_thought``: the reasoning text of one thought, and when it began."""
+
+    content: str
+    timestamp: str
 
 
 @dataclass

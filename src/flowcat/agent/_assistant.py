@@ -49,6 +49,8 @@ from ..frames import (
     LLMSetToolChoiceFrame,
     LLMSetToolsFrame,
     LLMTextFrame,
+    LLMThoughtEndFrame,
+    LLMThoughtStartFrame,
     LLMThoughtTextFrame,
     TextFrame,
     TranscriptionFrame,
@@ -59,7 +61,14 @@ from ..frames import (
     UserStoppedSpeakingFrame,
 )
 from ..runtime import FrameDirection, FrameProcessor
-from ._aggregator import AssistantTurnStoppedMessage, ContextEditor, TextParts, now_iso
+from ._aggregator import (
+    AssistantThoughtMessage,
+    AssistantTurnStoppedMessage,
+    ContextEditor,
+    TextParts,
+    now_iso,
+)
+from ._context import LLMSpecificMessage
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
 
@@ -121,9 +130,17 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._push_when_bot_stops = False
         self._push_owed = False
         self._owed_at = 0  # the user half's run count when the push became owed
+        self._thought = TextParts()
+        self._thought_keep: str | None = None  # adapter id when the thought goes into the context
+        self._thought_timestamp = ""
         self.paired_user: Any = None
         """The user half (set by the pair): lets a push owed during a user turn be settled."""
-        for event in ("on_assistant_turn_started", "on_assistant_turn_stopped", "on_assistant_message_added"):
+        for event in (
+            "on_assistant_turn_started",
+            "on_assistant_turn_stopped",
+            "on_assistant_message_added",
+            "on_assistant_thought",
+        ):
             self._register_event_handler(event)
 
     @property
@@ -175,8 +192,14 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         elif cls is EndFrame or cls is CancelFrame:
             await self._close_turn(interrupted=cls is CancelFrame)
             await self.push_frame(frame, direction)
+        elif cls is LLMThoughtStartFrame:
+            self._thought.clear()
+            self._thought_keep = frame.llm if frame.append_to_context else None  # type: ignore[attr-defined]
+            self._thought_timestamp = now_iso()
         elif cls is LLMThoughtTextFrame:
-            pass
+            self._thought.append(frame.text, spaced=True)  # type: ignore[attr-defined]
+        elif cls is LLMThoughtEndFrame:
+            await self._end_thought(frame.signature)  # type: ignore[attr-defined]
         elif cls is LLMRunFrame:
             await self._push_context()
         elif isinstance(frame, _EDITS):
@@ -249,6 +272,17 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
     async def reset(self) -> None:
         """Drop the text aggregated so far."""
         self._parts.clear()
+
+    async def _end_thought(self, signature: Any) -> None:
+        text = self._thought.text()
+        self._thought.clear()
+        if self._thought_keep is not None:
+            record = {"type": "thought", "text": text, "signature": signature}
+            self._context.add_message(LLMSpecificMessage(llm=self._thought_keep, message=record))  # type: ignore[arg-type]
+        self._thought_keep = None
+        await self._call_event_handler(
+            "on_assistant_thought", AssistantThoughtMessage(content=text, timestamp=self._thought_timestamp)
+        )
 
     # ----------------------------------------------------------------- LLM runs
 

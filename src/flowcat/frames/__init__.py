@@ -61,6 +61,12 @@ from ._control import (
     LLMFullResponseStartFrame as LLMFullResponseStartFrame,
 )
 from ._control import (
+    LLMThoughtEndFrame as LLMThoughtEndFrame,
+)
+from ._control import (
+    LLMThoughtStartFrame as LLMThoughtStartFrame,
+)
+from ._control import (
     LLMUpdateSettingsFrame as LLMUpdateSettingsFrame,
 )
 from ._control import (
@@ -404,6 +410,8 @@ __all__ = [
     "LLMSetToolChoiceFrame",
     "LLMSetToolsFrame",
     "LLMTextFrame",
+    "LLMThoughtEndFrame",
+    "LLMThoughtStartFrame",
     "LLMThoughtTextFrame",
     "LLMTokenUsage",
     "LLMUpdateSettingsFrame",

@@ -23,6 +23,8 @@ __all__ = [
     "LLMAssistantPushAggregationFrame",
     "LLMFullResponseEndFrame",
     "LLMFullResponseStartFrame",
+    "LLMThoughtEndFrame",
+    "LLMThoughtStartFrame",
     "LLMUpdateSettingsFrame",
     "MixerControlFrame",
     "MixerEnableFrame",
@@ -109,6 +111,21 @@ class LLMFullResponseStartFrame(ControlFrame):
 @frame_dataclass
 class LLMFullResponseEndFrame(ControlFrame):
     """An LLM response ends."""
+
+
+@frame_dataclass
+class LLMThoughtStartFrame(ControlFrame):
+    """An LLM's reasoning begins; ``append_to_context`` keeps it (as a vendor message for ``llm``)."""
+
+    append_to_context: bool = False
+    llm: str | None = None
+
+
+@frame_dataclass
+class LLMThoughtEndFrame(ControlFrame):
+    """An LLM's reasoning ends; ``signature`` is the vendor's (Anthropic signs thinking blocks)."""
+
+    signature: Any = None
 
 
 @frame_dataclass
