@@ -412,8 +412,10 @@ def test_result_while_the_bot_speaks_runs_when_it_stops() -> None:
 def test_results_for_unknown_or_unannounced_calls_are_ignored() -> None:
     ctx = LLMContext()
     frames = [result(9), FunctionCallsStartedFrame(function_calls=[call(1)]), result(1)]
-    run(LLMAssistantAggregator(ctx), frames, up=[])
+    agg = LLMAssistantAggregator(ctx)
+    run(agg, frames, up=[])
     assert ctx.messages == []
+    assert agg.stray_results == 2
 
 
 def test_barge_in_behind_a_real_output_transport_commits_only_played_words() -> None:

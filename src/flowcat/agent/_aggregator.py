@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ __all__ = [
     "UserTurnMessageAddedMessage",
     "UserTurnStoppedMessage",
     "now_iso",
+    "set_tool_result",
+    "to_json",
+    "tool_call_messages",
 ]
 
 TOOLS_ADDED = (
@@ -188,3 +192,33 @@ class ContextEditor:
 
 def _names(names: set[str]) -> str:
     return ", ".join(f"`{n}`" for n in sorted(names))
+
+
+def to_json(value: Any, *, keep_str: bool = True) -> str:
+    """JSON text for a value; a string is kept as it is when ``keep_str`` (arguments already in JSON)."""
+    if keep_str and isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return json.dumps(str(value), ensure_ascii=False)
+
+
+def tool_call_messages(tool_call_id: str, function_name: str, arguments: Any) -> list[dict[str, Any]]:
+    """The assistant ``tool_calls`` message of one call and its ``tool`` message, ``"IN_PROGRESS"``."""
+    fn = {"name": function_name, "arguments": to_json(arguments)}
+    return [
+        {"role": "assistant", "tool_calls": [{"id": tool_call_id, "type": "function", "function": fn}]},
+        {"role": "tool", "content": "IN_PROGRESS", "tool_call_id": tool_call_id},
+    ]
+
+
+def set_tool_result(context: LLMContext, tool_call_id: str, content: str) -> None:
+    """Put ``content`` in the ``tool`` message of ``tool_call_id``."""
+    for message in context.messages:
+        if (
+            isinstance(message, dict)
+            and message.get("role") == "tool"
+            and message.get("tool_call_id") == tool_call_id
+        ):
+            message["content"] = content

@@ -124,7 +124,8 @@ class AnthropicLLMAdapter(BaseLLMAdapter):
                     "signature": body["signature"],
                 }
                 return {"role": "assistant", "content": [block]}
-            return copy.deepcopy(body)
+            vendor: dict[str, Any] = copy.deepcopy(body)
+            return vendor
         msg = check_message(message, index)
         role = msg["role"]
         where = f"message {index} ({role})"

@@ -19,11 +19,11 @@ while the user speaks, deferred to ``BotStoppedSpeakingFrame`` while the bot spe
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .._ratelimit import RateLimitedLog
 from ..frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -67,12 +67,16 @@ from ._aggregator import (
     ContextEditor,
     TextParts,
     now_iso,
+    set_tool_result,
+    to_json,
+    tool_call_messages,
 )
 from ._context import LLMSpecificMessage
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
 
 logger = logging.getLogger("flowcat.agent")
+_STRAY = RateLimitedLog(logger)
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
@@ -129,6 +133,8 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._bot_speaking = False
         self._push_when_bot_stops = False
         self._push_owed = False
+        self.stray_results = 0
+        """Results ignored because their call was not in progress (bad input, logged rate-limited)."""
         self._owed_at = 0  # the user half's run count when the push became owed
         self._thought = TextParts()
         self._thought_keep: str | None = None  # adapter id when the thought goes into the context
@@ -317,41 +323,30 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
     # ------------------------------------------------------------ function calls
 
     def _on_call_in_progress(self, frame: FunctionCallInProgressFrame) -> None:
-        arguments = frame.arguments if frame.arguments is not None else {}
-        self._context.add_message(
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": frame.tool_call_id,
-                        "type": "function",
-                        "function": {"name": frame.function_name, "arguments": _json(arguments)},
-                    }
-                ],
-            }
-        )
-        self._context.add_message(
-            {"role": "tool", "content": "IN_PROGRESS", "tool_call_id": frame.tool_call_id}
-        )
+        args = frame.arguments if frame.arguments is not None else {}
+        self._context.add_messages(tool_call_messages(frame.tool_call_id, frame.function_name, args))
         self._calls[frame.tool_call_id] = frame
 
     async def _on_call_result(self, frame: FunctionCallResultFrame) -> None:
-        if frame.tool_call_id not in self._calls:
-            logger.warning(
-                "%s: result for %s (%s), which is not running", self, frame.function_name, frame.tool_call_id
-            )
-            return
-        if self._calls[frame.tool_call_id] is None:
-            logger.warning(
-                "%s: result for %s (%s) before it was in progress",
+        running = self._calls.get(frame.tool_call_id, False)
+        if running is False or running is None:
+            self.stray_results += 1
+            why = "which is not running" if running is False else "before it was in progress"
+            _STRAY(
+                self.stray_results,
+                "%s: result #%d for %s (%s) ignored, %s",
                 self,
+                self.stray_results,
                 frame.function_name,
                 frame.tool_call_id,
+                why,
             )
             return
         del self._calls[frame.tool_call_id]
-        self._set_tool_result(
-            frame.tool_call_id, _json(frame.result, keep_str=False) if frame.result else "COMPLETED"
+        set_tool_result(
+            self._context,
+            frame.tool_call_id,
+            to_json(frame.result, keep_str=False) if frame.result else "COMPLETED",
         )
         props = frame.properties
         run_llm = False
@@ -373,26 +368,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             return
         running = self._calls.pop(frame.tool_call_id)
         if running is not None:
-            self._set_tool_result(frame.tool_call_id, "CANCELLED")
+            set_tool_result(self._context, frame.tool_call_id, "CANCELLED")
         if getattr(frame, "run_llm", False) and not self._calls:
             self._owe_push()
             await self._maybe_push_context()
-
-    def _set_tool_result(self, tool_call_id: str, content: str) -> None:
-        for message in self._context.messages:
-            if (
-                isinstance(message, dict)
-                and message.get("role") == "tool"
-                and message.get("tool_call_id") == tool_call_id
-            ):
-                message["content"] = content
-
-
-def _json(value: Any, *, keep_str: bool = True) -> str:
-    """JSON text for a value; a string is kept as it is when ``keep_str`` (arguments already in JSON)."""
-    if keep_str and isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return json.dumps(str(value), ensure_ascii=False)

@@ -97,7 +97,8 @@ class LLMContext(_BaseContext):
     @property
     def tools_schema(self) -> ToolsSchema | None:
         """The tools as a ToolsSchema (None: no tools)."""
-        return self.tools
+        tools: ToolsSchema | None = self.tools
+        return tools
 
     # ------------------------------------------------------------ builders
 
