@@ -332,4 +332,24 @@ def test_bad_tool_arguments_raise(adapter) -> None:
 def test_messages_for_logging_shorten_inline_data() -> None:
     ctx = LLMContext([LLMContext.create_image_message(image=b"x" * 3000)])
     logged = json.dumps(OpenAILLMAdapter().get_messages_for_logging(ctx))
-    assert len(logged) < 400 and "chars)" in logged
+    assert len(logged) < 400 and "base64,..." in logged
+
+
+def test_get_messages_truncating_large_values() -> None:
+    image = LLMContext.create_image_message(image=b"x" * 600, mime_type="image/jpeg", text="look")
+    http = LLMContext.create_image_url_message(url="https://example.com/cat.png")
+    audio = LLMContext.create_audio_message(wav=b"RIFF" * 300)
+    long_text = {"role": "user", "content": "word " * 100}
+    vendor = LLMSpecificMessage("google", {"parts": [{"inlineData": {"data": "A" * 500}}], "n": 7})
+    ctx = LLMContext([image, http, audio, long_text, vendor])
+    before = copy.deepcopy(ctx.messages)
+    out = ctx.get_messages(truncate_large_values=True)
+    assert ctx.messages == before  # nothing changed in place
+    assert out[0]["content"][0] == {"type": "text", "text": "look"}
+    assert out[0]["content"][1]["image_url"]["url"] == "data:image/jpeg;base64,..."
+    assert out[1] == http  # a URL is kept
+    assert out[2]["content"][1]["input_audio"] == {"data": "...", "format": "wav"}
+    assert out[3] == long_text  # text is not binary: kept whole
+    assert out[4].message["parts"][0]["inlineData"]["data"] == "A" * 100 + "..."
+    assert out[4].message["n"] == 7
+    assert ctx.get_messages("openai", truncate_large_values=True) == out[:4]

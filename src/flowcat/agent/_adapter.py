@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import LLMContextConversionError
 from ..frames import LLMContext as _BaseContext
-from ._context import LLMSpecificMessage
+from ._context import LLMSpecificMessage, truncated
 from ._schemas import AdapterType, ToolsSchema, normalize_tools
 
 __all__ = ["BaseLLMAdapter", "OpenAILLMAdapter"]
@@ -93,10 +93,8 @@ class BaseLLMAdapter(ABC):
 
     def get_messages_for_logging(self, context: _BaseContext) -> list[Any]:
         """The context's messages with long strings (inline images, audio) shortened."""
-        return [
-            _shorten(m.message if isinstance(m, LLMSpecificMessage) else m)
-            for m in self.get_messages(context)
-        ]
+        out = [truncated(m) for m in self.get_messages(context)]
+        return [_shorten(m.message if isinstance(m, LLMSpecificMessage) else m) for m in out]
 
     @staticmethod
     def split_initial_system(

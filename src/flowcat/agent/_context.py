@@ -51,6 +51,37 @@ def standard_message_text(message: Any) -> str:
     return ""
 
 
+_VENDOR_STRING_MAX = 100
+
+
+def truncated(message: Any) -> Any:
+    """A copy of ``message`` for logs (see :meth:`LLMContext.get_messages`)."""
+    if isinstance(message, LLMSpecificMessage):
+        return LLMSpecificMessage(message.llm, _cut(message.message))
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        return message
+    parts = []
+    for part in message["content"]:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            if isinstance(url, str) and url.startswith("data:"):
+                part = {**part, "image_url": {**part["image_url"], "url": url.split(",", 1)[0] + ",..."}}
+        elif isinstance(part, dict) and part.get("type") == "input_audio":
+            part = {**part, "input_audio": {**(part.get("input_audio") or {}), "data": "..."}}
+        parts.append(part)
+    return {**message, "content": parts}
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= _VENDOR_STRING_MAX else value[:_VENDOR_STRING_MAX] + "..."
+    if isinstance(value, dict):
+        return {k: _cut(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
+    return value
+
+
 class LLMContext(_BaseContext):
     """Conversation state for an LLM: OpenAI-style messages, tools and tool choice.
 
@@ -74,17 +105,25 @@ class LLMContext(_BaseContext):
     ) -> None:
         super().__init__(messages, normalize_tools(tools), tool_choice)
 
-    def get_messages(self, llm_specific_filter: str | None = None) -> list[Any]:
+    def get_messages(
+        self, llm_specific_filter: str | None = None, *, truncate_large_values: bool = False
+    ) -> list[Any]:
         """A copy of the message list.
 
         Args:
             llm_specific_filter: If set, drop vendor messages for any other adapter id.
+            truncate_large_values: Return copies fit for logs: inline images and audio
+                (``data:`` URLs, ``input_audio`` data) elided, long strings in vendor
+                messages cut. The context itself is not changed.
         """
-        if llm_specific_filter is None:
-            return list(self._messages)
-        return [
-            m for m in self._messages if not isinstance(m, LLMSpecificMessage) or m.llm == llm_specific_filter
-        ]
+        messages = list(self._messages)
+        if llm_specific_filter is not None:
+            messages = [
+                m for m in messages if not isinstance(m, LLMSpecificMessage) or m.llm == llm_specific_filter
+            ]
+        if truncate_large_values:
+            messages = [truncated(m) for m in messages]
+        return messages
 
     def set_tools(self, tools: Any) -> None:
         """Replace the tools (normalised: a list becomes a ToolsSchema, empty means none)."""
