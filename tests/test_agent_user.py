@@ -399,3 +399,30 @@ def test_external_turns_behind_a_turn_processor() -> None:
     ]
     assert kinds == [UserStartedSpeakingFrame, InterruptionFrame, LLMContextFrame, UserStoppedSpeakingFrame]
     assert ctx.messages == [{"role": "user", "content": "Hi."}]
+
+
+def test_external_turns_still_apply_mute_strategies() -> None:
+    from flowcat.turns import MuteUntilFirstBotCompleteUserMuteStrategy
+
+    ctx = LLMContext()
+    params = LLMUserAggregatorParams(
+        user_turn_strategies=ExternalUserTurnStrategies(),
+        user_mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()],
+    )
+    agg = LLMUserAggregator(ctx, params=params)
+    ev = Events(agg, "on_user_mute_stopped")
+    frames = [
+        UserStartedSpeakingFrame(),
+        T("over the greeting"),
+        UserStoppedSpeakingFrame(),
+        upstream(BotStartedSpeakingFrame()),
+        upstream(BotStoppedSpeakingFrame()),
+        SleepFrame(),
+        UserStartedSpeakingFrame(),
+        T("now heard"),
+        UserStoppedSpeakingFrame(),
+    ]
+    down, _ = run(agg, frames)
+    assert ctx.messages == [{"role": "user", "content": "now heard"}]
+    assert sum(isinstance(f, UserStartedSpeakingFrame) for f in down) == 1
+    assert len(ev.named("on_user_mute_stopped")) == 1

@@ -72,6 +72,12 @@ _EDITS = frozenset(
 )
 
 
+# Dropped while muted when following external turns (the turn processor's own list covers the rest).
+_MUTED_WHEN_FOLLOWING = frozenset(
+    {TranscriptionFrame, InterimTranscriptionFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame}
+)
+
+
 @dataclass
 class LLMUserAggregatorParams:
     """How the user half decides turns and writes them (pipecat's field names).
@@ -189,6 +195,11 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
     async def _follow(self, frame: Frame, direction: FrameDirection, cls: type) -> None:
         """External turns: aggregate between the turn frames that reach us."""
         await FrameProcessor.process_frame(self, frame, direction)
+        muted = self._muted
+        if cls in self._mute_triggers:
+            await self._update_mute(frame)
+        if muted and cls in _MUTED_WHEN_FOLLOWING:
+            return
         if cls is TranscriptionFrame or cls is InterimTranscriptionFrame:
             await self._pass_user_text(frame, direction)
             return
