@@ -146,6 +146,8 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         self._turn_timestamp = ""
         self._turn_content: str | None = None
         self._ext_in_turn = False
+        if self._external:  # no turn logic: a process_frame of its own (the class's stays lean for audio)
+            self.process_frame = self._process_following  # type: ignore[method-assign]
         self.llm_runs = 0
         """How many times this half has pushed the context to run the LLM."""
         for event in ("on_user_turn_message_added", "on_user_message_added", "on_user_turn_idle"):
@@ -162,8 +164,8 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
 
     # ---------------------------------------------------------------- frames
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Turn logic (or follow turn frames), context edits, aggregation."""
+    async def _pass_other_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Context edits, translations and the end of the call (audio never comes here)."""
         cls = type(frame)
         if cls in _EDITS:
             await self._on_edit(frame, direction)
@@ -172,10 +174,30 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
             return
         if cls is EndFrame or cls is CancelFrame:
             await self._flush_at_end()
-        if self._external:
-            await self._follow(frame, direction, cls)
+        await self.push_frame(frame, direction)
+
+    async def _process_following(self, frame: Frame, direction: FrameDirection) -> None:
+        """``process_frame`` when following external turns (bound in ``__init__``)."""
+        await FrameProcessor.process_frame(self, frame, direction)
+        cls = type(frame)
+        muted = self._muted
+        if cls in self._mute_triggers:
+            await self._update_mute(frame)
+        if muted and cls in _MUTED_WHEN_FOLLOWING:
+            return
+        if cls is TranscriptionFrame or cls is InterimTranscriptionFrame:
+            await self._pass_user_text(frame, direction)
+        elif cls is UserStartedSpeakingFrame and not self._ext_in_turn:
+            self._ext_in_turn = True
+            await self.push_frame(frame, direction)
+            await self._user_turn_started()
+        elif cls is UserStoppedSpeakingFrame and self._ext_in_turn:
+            self._ext_in_turn = False
+            await self._user_turn_ending()
+            await self.push_frame(frame, direction)
+            await self._user_turn_stopped()
         else:
-            await super().process_frame(frame, direction)
+            await self._pass_other_frame(frame, direction)
 
     async def _on_edit(self, frame: Frame, direction: FrameDirection) -> None:
         if type(frame) is LLMRunFrame:
@@ -191,30 +213,6 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         """Push the context downstream (the LLM runs on it)."""
         self.llm_runs += 1
         await self.push_frame(self.context_frame(), DOWNSTREAM)
-
-    async def _follow(self, frame: Frame, direction: FrameDirection, cls: type) -> None:
-        """External turns: aggregate between the turn frames that reach us."""
-        await FrameProcessor.process_frame(self, frame, direction)
-        muted = self._muted
-        if cls in self._mute_triggers:
-            await self._update_mute(frame)
-        if muted and cls in _MUTED_WHEN_FOLLOWING:
-            return
-        if cls is TranscriptionFrame or cls is InterimTranscriptionFrame:
-            await self._pass_user_text(frame, direction)
-            return
-        if cls is UserStartedSpeakingFrame and not self._ext_in_turn:
-            self._ext_in_turn = True
-            await self.push_frame(frame, direction)
-            await self._user_turn_started()
-            return
-        if cls is UserStoppedSpeakingFrame and self._ext_in_turn:
-            self._ext_in_turn = False
-            await self._user_turn_ending()
-            await self.push_frame(frame, direction)
-            await self._user_turn_stopped()
-            return
-        await self.push_frame(frame, direction)
 
     # ------------------------------------------------------- turn hooks
 

@@ -285,7 +285,7 @@ class UserTurnProcessor(FrameProcessor):
             return
         elif cls is EndFrame or cls is CancelFrame:
             self._timer.close()
-        await self.push_frame(frame, direction)
+        await self._pass_other_frame(frame, direction)
 
     # ------------------------------------------------------------ turn logic
 
@@ -364,6 +364,14 @@ class UserTurnProcessor(FrameProcessor):
         """A (interim) transcription the turn logic lets through; pushed on here.
 
         The context aggregator overrides this to aggregate the text instead.
+        """
+        await self.push_frame(frame, direction)
+
+    async def _pass_other_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Any other frame (not audio, VAD or transcription) after the turn logic saw it; pushed on.
+
+        The context aggregator overrides this for its own frames, so the audio path
+        stays this class's own ``process_frame``.
         """
         await self.push_frame(frame, direction)
 
