@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from flowcat import FrameDirection
 from flowcat.agent import LLMAssistantAggregator, LLMContext
 from flowcat.frames import (
     BotStartedSpeakingFrame,
@@ -487,3 +488,13 @@ def test_thoughts_are_reported_and_kept_when_asked() -> None:
             {"type": "text", "text": "Sunny."},
         ],
     }
+
+
+def test_audio_and_speaking_ticks_pass_inline() -> None:
+    from flowcat.frames import BotSpeakingFrame, OutputAudioRawFrame
+
+    agg = LLMAssistantAggregator(LLMContext())
+    audio = OutputAudioRawFrame(audio=b"\x00\x00" * 160, sample_rate=8000)
+    assert agg.process_inline(audio, FrameDirection.DOWNSTREAM) is audio
+    down, _ = run(agg, [audio, BotSpeakingFrame()], down=[OutputAudioRawFrame, BotSpeakingFrame])
+    assert down[0] is audio

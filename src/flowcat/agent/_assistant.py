@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .._ratelimit import RateLimitedLog
 from ..frames import (
+    AudioRawFrame,
+    BotSpeakingFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
@@ -57,6 +59,7 @@ from ..frames import (
     TranslationFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -116,6 +119,13 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         params: See :class:`LLMAssistantAggregatorParams`.
         **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
     """
+
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = (AudioRawFrame, BotSpeakingFrame, UserSpeakingFrame)
+    """Passed straight through with a plain call: the bot's sent audio crosses this half at 50 frames/s."""
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Frame:
+        """Pass audio and speaking ticks on untouched."""
+        return frame
 
     def __init__(
         self, context: LLMContext, *, params: LLMAssistantAggregatorParams | None = None, **kwargs: Any
