@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 from .._ratelimit import RateLimitedLog
 from ..frames import (
-    AudioRawFrame,
     BotSpeakingFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -36,6 +35,7 @@ from ..frames import (
     FunctionCallInProgressFrame,
     FunctionCallResultFrame,
     FunctionCallsStartedFrame,
+    InputAudioRawFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
     LLMAssistantPushAggregationFrame,
@@ -54,6 +54,7 @@ from ..frames import (
     LLMThoughtEndFrame,
     LLMThoughtStartFrame,
     LLMThoughtTextFrame,
+    OutputAudioRawFrame,
     TextFrame,
     TranscriptionFrame,
     TranslationFrame,
@@ -120,7 +121,12 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
     """
 
-    inline_frames: ClassVar[tuple[type[Frame], ...]] = (AudioRawFrame, BotSpeakingFrame, UserSpeakingFrame)
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = (
+        OutputAudioRawFrame,
+        InputAudioRawFrame,
+        BotSpeakingFrame,
+        UserSpeakingFrame,
+    )
     """Passed straight through with a plain call: the bot's sent audio crosses this half at 50 frames/s."""
 
     def process_inline(self, frame: Frame, direction: FrameDirection) -> Frame:
