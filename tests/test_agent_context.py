@@ -353,3 +353,40 @@ def test_get_messages_truncating_large_values() -> None:
     assert out[4].message["parts"][0]["inlineData"]["data"] == "A" * 100 + "..."
     assert out[4].message["n"] == 7
     assert ctx.get_messages("openai", truncate_large_values=True) == out[:4]
+
+
+def test_gemini_tool_schemas_fit_its_subset(caplog: pytest.LogCaptureFixture) -> None:
+    tool = FunctionSchema(
+        "search",
+        "Search",
+        properties={
+            "query": {"type": "string", "x-mcp-header": "q"},
+            "limit": {"type": ["integer", "null"], "enum": [1, 5, 10]},
+            "filters": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"type": {"type": "string"}},
+            },
+        },
+        required=["query"],
+    )
+    adapter = GeminiLLMAdapter()
+    with caplog.at_level("WARNING", logger="flowcat.agent.adapters"):
+        decl = adapter.to_provider_tools_format(ToolsSchema([tool]))[0]["functionDeclarations"][0]
+        adapter.to_provider_tools_format(ToolsSchema([tool]))
+    assert decl["parameters"]["properties"] == {
+        "query": {"type": "string"},
+        "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+        "filters": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}},
+        },  # a property named "type" is kept
+    }
+    assert decl["parameters"]["required"] == ["query"]
+    assert (
+        len([r for r in caplog.records if "search" in r.getMessage()]) == 4
+    )  # each change once, not per request
+    assert tool.properties["query"] == {
+        "type": "string",
+        "x-mcp-header": "q",
+    }  # the schema itself is untouched

@@ -5,6 +5,9 @@ Request fields (REST JSON, camelCase): ``systemInstruction`` (``{"parts": [{"tex
 (``[{"functionDeclarations": [...]}]`` plus custom entries such as
 ``{"googleSearch": {}}``) and ``toolConfig`` (``{"functionCallingConfig": {"mode", "allowedFunctionNames"?}}``).
 
+Tool schemas are cut to the subset Gemini accepts (``additionalProperties`` and ``x-…``
+keys dropped, list ``type`` → ``anyOf``, non-string ``enum`` dropped; logged once per tool).
+
 Conversion from the OpenAI-style context:
 
 * an initial ``system`` message becomes ``systemInstruction`` (``system_instruction``
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 from ..errors import LLMContextConversionError
@@ -34,13 +38,45 @@ from ._schemas import AdapterType, ToolsSchema
 
 __all__ = ["GeminiLLMAdapter"]
 
+logger = logging.getLogger("flowcat.agent.adapters")
+
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
+
+def _fit_schema(schema: Any, notes: set[str]) -> Any:
+    """A JSON schema cut to the OpenAPI 3.0 subset Gemini takes (what changed goes into ``notes``).
+
+    ``additionalProperties`` and ``x-…`` vendor keys are dropped, a list ``type`` becomes
+    ``anyOf``, and an ``enum`` with non-string members is dropped (Gemini enums are strings).
+    """
+    if isinstance(schema, list):
+        return [_fit_schema(item, notes) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "additionalProperties" or key.startswith("x-"):
+            notes.add(f"dropped {key!r}")
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: _fit_schema(sub, notes) for name, sub in value.items()}  # names, not keywords
+        elif key == "type" and isinstance(value, list):
+            notes.add("a list 'type' became 'anyOf'")
+            out["anyOf"] = [{"type": t} for t in value]
+        elif key == "enum" and isinstance(value, list) and any(not isinstance(v, str) for v in value):
+            notes.add("dropped a non-string 'enum'")
+        else:
+            out[key] = _fit_schema(value, notes)
+    return out
 
 
 class GeminiLLMAdapter(BaseLLMAdapter):
     """Context → Gemini ``generateContent`` request fields."""
 
     adapter_type = AdapterType.GEMINI
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._noted: dict[str, set[str]] = {}  # schema changes already logged, per tool
 
     @property
     def id_for_llm_specific_messages(self) -> str:
@@ -51,14 +87,16 @@ class GeminiLLMAdapter(BaseLLMAdapter):
         """``[{"functionDeclarations": [...]}]`` plus custom entries."""
         out: list[Any] = []
         if tools_schema.standard_tools:
-            decls = [
-                {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": {"type": "object", "properties": t.properties, "required": t.required},
-                }
-                for t in tools_schema.standard_tools
-            ]
+            decls = []
+            for t in tools_schema.standard_tools:
+                notes: set[str] = set()
+                params = _fit_schema(
+                    {"type": "object", "properties": t.properties, "required": t.required}, notes
+                )
+                for note in sorted(notes - self._noted.get(t.name, set())):
+                    logger.warning("Gemini tool %r: %s", t.name, note)
+                self._noted.setdefault(t.name, set()).update(notes)
+                decls.append({"name": t.name, "description": t.description, "parameters": params})
             out.append({"functionDeclarations": decls})
         return out + self.custom_tools(tools_schema)
 
