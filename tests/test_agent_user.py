@@ -199,13 +199,20 @@ def test_turn_writes_context_and_runs_the_llm_before_the_stop_frame() -> None:
     assert [f.text for f in down if isinstance(f, LLMContextUserTurnFrame)] == ["Hello there."]
 
 
-def test_empty_turn_writes_nothing() -> None:
+def empty_turn() -> list:
+    """Speech long enough to barge in, nothing transcribed."""
+    return [VADUserStartedSpeakingFrame(), SleepFrame(0.6), VADUserStoppedSpeakingFrame(), SleepFrame(0.3)]
+
+
+def bot_spoke() -> list:
+    return [upstream(BotStartedSpeakingFrame()), upstream(BotStoppedSpeakingFrame())]
+
+
+def test_empty_turn_while_the_bot_waits_writes_nothing() -> None:
     ctx = LLMContext()
     agg = LLMUserAggregator(ctx, params=_stop_fast())
     ev = Events(agg, "on_user_turn_stopped")
-    down, _ = run(
-        agg, [VADUserStartedSpeakingFrame(), SleepFrame(), VADUserStoppedSpeakingFrame(), SleepFrame(0.3)]
-    )
+    down, _ = run(agg, [*bot_spoke(), *empty_turn()])
     assert ctx.messages == []
     assert not any(isinstance(f, LLMContextFrame) for f in down)
     assert [m.content for _s, m in ev.named("on_user_turn_stopped")] == [None]
@@ -426,3 +433,50 @@ def test_external_turns_still_apply_mute_strategies() -> None:
     assert ctx.messages == [{"role": "user", "content": "now heard"}]
     assert sum(isinstance(f, UserStartedSpeakingFrame) for f in down) == 1
     assert len(ev.named("on_user_mute_stopped")) == 1
+
+
+def test_empty_turn_over_the_bot_asks_the_user_to_repeat_once() -> None:
+    from flowcat.agent import DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT
+
+    ctx = LLMContext()
+    agg = LLMUserAggregator(ctx, params=_stop_fast())
+    frames = [
+        upstream(BotStartedSpeakingFrame()),
+        *empty_turn(),
+        upstream(BotStartedSpeakingFrame()),
+        *empty_turn(),
+    ]
+    down, _ = run(agg, frames)
+    kinds = [
+        type(f) for f in down if isinstance(f, (InterruptionFrame, LLMContextFrame, UserStoppedSpeakingFrame))
+    ]
+    # The first empty barge-in runs the LLM (before the turn's stop frame); the second is left alone.
+    assert kinds == [
+        InterruptionFrame,
+        LLMContextFrame,
+        UserStoppedSpeakingFrame,
+        InterruptionFrame,
+        UserStoppedSpeakingFrame,
+    ]
+    assert ctx.messages == [{"role": "developer", "content": DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT}]
+
+
+def test_transcribed_turn_resets_the_empty_turn_count() -> None:
+    from flowcat.agent import EmptyUserTurnConfig
+
+    ctx = LLMContext()
+    params = _stop_fast()
+    params.empty_user_turn = EmptyUserTurnConfig(interrupted_prompt="again?", idle_prompt="hello?")
+    agg = LLMUserAggregator(ctx, params=params)
+    spoken = [VADUserStartedSpeakingFrame(), T("Hi."), VADUserStoppedSpeakingFrame(), SleepFrame(0.3)]
+    frames = [*bot_spoke(), *empty_turn(), *empty_turn(), *spoken, *bot_spoke(), *empty_turn()]
+    run(agg, frames)
+    assert [m["content"] for m in ctx.messages] == ["hello?", "Hi.", "hello?"]
+
+
+def test_empty_turn_recovery_can_be_turned_off() -> None:
+    ctx = LLMContext()
+    params = _stop_fast()
+    params.empty_user_turn = None
+    down, _ = run(LLMUserAggregator(ctx, params=params), [upstream(BotStartedSpeakingFrame()), *empty_turn()])
+    assert ctx.messages == [] and not any(isinstance(f, LLMContextFrame) for f in down)

@@ -26,6 +26,10 @@ from ._assistant import LLMAssistantAggregatorParams as LLMAssistantAggregatorPa
 from ._context import LLMContext as LLMContext
 from ._context import LLMSpecificMessage as LLMSpecificMessage
 from ._context import standard_message_text as standard_message_text
+from ._empty_turn import (
+    DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT as DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT,
+)
+from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
 from ._gemini_adapter import GeminiLLMAdapter as GeminiLLMAdapter
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
 from ._schemas import NOT_GIVEN as NOT_GIVEN
@@ -42,6 +46,8 @@ __all__ = [
     "AssistantThoughtMessage",
     "AssistantTurnStoppedMessage",
     "BaseLLMAdapter",
+    "DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT",
+    "EmptyUserTurnConfig",
     "FunctionSchema",
     "GeminiLLMAdapter",
     "LLMAssistantAggregator",

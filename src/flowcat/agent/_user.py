@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
+    FunctionCallCancelFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
     InterimTranscriptionFrame,
     LLMContext,
     LLMContextUserTurnFrame,
@@ -53,6 +58,7 @@ from ._aggregator import (
     UserTurnStoppedMessage,
     now_iso,
 )
+from ._empty_turn import EmptyUserTurnConfig
 
 __all__ = ["LLMUserAggregator", "LLMUserAggregatorParams"]
 
@@ -94,6 +100,7 @@ class LLMUserAggregatorParams:
         user_idle_timeout: Seconds without user speech before ``on_user_turn_idle`` (0: off).
         interruption: Barge-in parameters (flowcat's; see ``docs/turns.md``).
         enable_interruptions: Whether a user turn interrupts the bot.
+        empty_user_turn: How to answer a turn that ends with no transcript (None: never).
     """
 
     add_tool_change_messages: bool = False
@@ -103,6 +110,7 @@ class LLMUserAggregatorParams:
     user_idle_timeout: float = 0.0
     interruption: InterruptionParams | None = None
     enable_interruptions: bool = True
+    empty_user_turn: EmptyUserTurnConfig | None = field(default_factory=EmptyUserTurnConfig)
 
 
 class LLMUserAggregator(ContextEditor, UserTurnProcessor):
@@ -146,6 +154,11 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         self._turn_timestamp = ""
         self._turn_content: str | None = None
         self._ext_in_turn = False
+        self._bot_busy = True  # speaking, or a reply is on its way; True until its first speech ends
+        self._calls_running: set[str] = set()
+        self._turn_cut_bot = False
+        self._result_in_turn = False  # a tool result arrived since the turn began: its rerun answers
+        self._empty_recoveries = 0
         if self._external:  # no turn logic: a process_frame of its own (the class's stays lean for audio)
             self.process_frame = self._process_following  # type: ignore[method-assign]
         self.llm_runs = 0
@@ -174,6 +187,15 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
             return
         if cls is EndFrame or cls is CancelFrame:
             await self._flush_at_end()
+        elif cls is BotStartedSpeakingFrame:
+            self._bot_busy = True
+        elif cls is BotStoppedSpeakingFrame:
+            self._bot_busy = False
+        elif cls is FunctionCallsStartedFrame:
+            self._calls_running.update(c.tool_call_id for c in frame.function_calls)  # type: ignore[attr-defined]
+        elif cls is FunctionCallResultFrame or cls is FunctionCallCancelFrame:
+            self._calls_running.discard(frame.tool_call_id)  # type: ignore[attr-defined]
+            self._result_in_turn = self._result_in_turn or cls is FunctionCallResultFrame
         await self.push_frame(frame, direction)
 
     async def _process_following(self, frame: Frame, direction: FrameDirection) -> None:
@@ -212,6 +234,7 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
     async def _run_llm(self) -> None:
         """Push the context downstream (the LLM runs on it)."""
         self.llm_runs += 1
+        self._bot_busy = True  # a reply is on its way
         await self.push_frame(self.context_frame(), DOWNSTREAM)
 
     # ------------------------------------------------------- turn hooks
@@ -225,10 +248,28 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
     async def _user_turn_started(self) -> None:
         self._turn_timestamp = now_iso()
         self._turn_content = None
+        self._turn_cut_bot = self.enable_interruptions and (self._bot_busy or bool(self._calls_running))
+        self._result_in_turn = False
         await self._call_event_handler("on_user_turn_started", None)
 
     async def _user_turn_ending(self) -> None:
         self._turn_content = await self._write_user_turn(run_llm=True)
+        if self._turn_content:
+            self._empty_recoveries = 0
+        else:
+            await self._maybe_answer_empty_turn()
+
+    async def _maybe_answer_empty_turn(self) -> None:
+        """A turn without a transcript: prompt the LLM once if its case has a prompt."""
+        config = self.params.empty_user_turn
+        if config is None or self._muted or self._calls_running or self._result_in_turn:
+            return  # a tool result runs the LLM (or will)
+        prompt = config.interrupted_prompt if self._turn_cut_bot else config.idle_prompt
+        if not prompt or self._empty_recoveries >= config.max_consecutive_recoveries:
+            return
+        self._empty_recoveries += 1
+        self._context.add_message({"role": "developer", "content": prompt})
+        await self._run_llm()
 
     async def _user_turn_stopped(self) -> None:
         message = UserTurnStoppedMessage(content=self._turn_content, timestamp=self._turn_timestamp)
