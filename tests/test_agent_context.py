@@ -70,7 +70,7 @@ def test_function_schema_shapes() -> None:
 def test_tools_schema_rejects_duplicates_and_non_schemas() -> None:
     with pytest.raises(ConfigError, match="get_weather"):
         ToolsSchema([WEATHER, WEATHER])
-    with pytest.raises(ConfigError, match="not a function schema"):
+    with pytest.raises(ConfigError, match="neither a function schema"):
         ToolsSchema([{"name": "x"}])
     with pytest.raises(ConfigError):
         FunctionSchema(name="")
@@ -390,3 +390,39 @@ def test_gemini_tool_schemas_fit_its_subset(caplog: pytest.LogCaptureFixture) ->
         "type": "string",
         "x-mcp-header": "q",
     }  # the schema itself is untouched
+
+
+def test_function_schema_is_the_services_one_extended() -> None:
+    from flowcat.services import FunctionSchema as ServiceSchema
+
+    assert isinstance(WEATHER, ServiceSchema)
+    plain = ServiceSchema("get_weather", "Current weather in a city", {"city": {"type": "string"}}, ["city"])
+    assert plain.to_openai() == WEATHER.to_openai()
+    assert FunctionSchema("f", handler=print) == FunctionSchema("f")  # the handler is not compared
+
+
+def test_direct_functions_become_schemas() -> None:
+    async def get_time(params: object, zone: str, precise: bool = False) -> None:
+        """Local time.
+
+        Args:
+            zone: An IANA time zone.
+        """
+
+    tools = ToolsSchema([WEATHER, get_time])
+    assert tools.names() == {"get_weather", "get_time"}
+    ((schema, fn),) = tools.direct_functions
+    assert fn is get_time
+    assert schema.to_openai()["function"] == {
+        "name": "get_time",
+        "description": "Local time.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "zone": {"type": "string", "description": "An IANA time zone."},
+                "precise": {"type": "boolean"},
+            },
+            "required": ["zone"],
+        },
+    }
+    assert AnthropicLLMAdapter().to_provider_tools_format(tools)[1]["input_schema"]["required"] == ["zone"]

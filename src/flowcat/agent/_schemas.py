@@ -1,7 +1,8 @@
 """Provider-neutral tool schemas: :class:`FunctionSchema`, :class:`ToolsSchema`.
 
 A context's tools are a :class:`ToolsSchema` (or ``None``: no tools). Its
-*standard* tools are function schemas every adapter can translate; its *custom*
+*standard* tools are function schemas every adapter can translate (direct functions
+are turned into one); its *custom*
 tools are vendor-shaped entries passed to one adapter type as they are (e.g.
 Gemini's ``google_search``). Any object with ``name``, ``description``,
 ``properties`` and ``required`` attributes counts as a function schema, so
@@ -11,10 +12,13 @@ schemas built elsewhere (the services layer's, a plain dataclass) mix freely.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from ..errors import ConfigError
+from ..services import FunctionSchema as _ServiceSchema
+from ..services import function_schema
 
 __all__ = ["NOT_GIVEN", "AdapterType", "FunctionSchema", "ToolsSchema", "normalize_tools"]
 
@@ -30,8 +34,12 @@ class AdapterType(Enum):
     GEMINI = "gemini"
 
 
-class FunctionSchema:
+@dataclass(eq=True)
+class FunctionSchema(_ServiceSchema):
     """One callable tool: its name, what it does, and its JSON-schema arguments.
+
+    The services layer's :class:`flowcat.services.FunctionSchema` plus pipecat's
+    ``handler`` and ``to_default_dict()``; either kind can go into a :class:`ToolsSchema`.
 
     Args:
         name: The function name the model calls.
@@ -39,25 +47,18 @@ class FunctionSchema:
         properties: JSON-schema ``properties`` of the arguments object.
         required: Names of the arguments the model must give.
         handler: Optional handler; an LLM service may register it by name.
+
+    Raises:
+        ConfigError: ``name`` is empty.
     """
 
-    __slots__ = ("description", "handler", "name", "properties", "required")
+    handler: Any = field(default=None, compare=False, repr=False)
 
-    def __init__(
-        self,
-        name: str,
-        description: str = "",
-        properties: Mapping[str, Any] | None = None,
-        required: Iterable[str] | None = None,
-        handler: Any = None,
-    ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"FunctionSchema: name must be a non-empty string, got {name!r}")
-        self.name = name
-        self.description = description
-        self.properties: dict[str, Any] = dict(properties or {})
-        self.required: list[str] = list(required or [])
-        self.handler = handler
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"FunctionSchema: name must be a non-empty string, got {self.name!r}")
+        self.properties = dict(self.properties or {})
+        self.required = list(self.required or [])
 
     def parameters(self) -> dict[str, Any]:
         """The arguments as one JSON-schema object."""
@@ -66,25 +67,6 @@ class FunctionSchema:
     def to_default_dict(self) -> dict[str, Any]:
         """``{"name", "description", "parameters"}`` (the common function-declaration shape)."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters()}
-
-    def to_openai(self) -> dict[str, Any]:
-        """The OpenAI Chat Completions ``tools[]`` entry."""
-        return {"type": "function", "function": self.to_default_dict()}
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FunctionSchema):
-            return NotImplemented
-        return (self.name, self.description, self.properties, self.required) == (
-            other.name,
-            other.description,
-            other.properties,
-            other.required,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"FunctionSchema(name={self.name!r}, required={self.required!r})"
 
 
 def _is_schema_like(tool: Any) -> bool:
@@ -95,28 +77,38 @@ class ToolsSchema:
     """The tools offered to the model: standard function schemas plus custom vendor entries.
 
     Args:
-        standard_tools: Function schemas (or objects shaped like one).
+        standard_tools: Function schemas (or objects shaped like one), or direct functions
+            ``async def fn(params, city: str)`` whose schema is built from their signature
+            and docstring (:func:`flowcat.services.function_schema`).
         custom_tools: Vendor-shaped tool entries per adapter type, passed through as they are.
 
     Raises:
         ConfigError: A standard tool is not schema-shaped, or two share a name.
     """
 
-    __slots__ = ("_custom", "_standard")
+    __slots__ = ("_custom", "_direct", "_standard")
 
     def __init__(
         self,
         standard_tools: Iterable[Any] = (),
         custom_tools: Mapping[AdapterType, list[dict[str, Any]]] | None = None,
     ) -> None:
-        standard = list(standard_tools)
+        standard: list[Any] = []
+        self._direct: list[tuple[Any, Any]] = []
+        for tool in standard_tools:
+            if _is_schema_like(tool):
+                standard.append(tool)
+            elif callable(tool):  # a direct function: its schema comes from its signature and docstring
+                schema = function_schema(tool)
+                standard.append(schema)
+                self._direct.append((schema, tool))
+            else:
+                raise ConfigError(
+                    f"ToolsSchema: {tool!r} is neither a function schema (name, description, properties, "
+                    "required) nor a function"
+                )
         seen: set[str] = set()
         for tool in standard:
-            if not _is_schema_like(tool):
-                raise ConfigError(
-                    f"ToolsSchema: {tool!r} is not a function schema (needs name, description, properties, "
-                    "required); register plain functions on the LLM service"
-                )
             if tool.name in seen:
                 raise ConfigError(f"ToolsSchema: two tools are named {tool.name!r}")
             seen.add(tool.name)
@@ -129,6 +121,11 @@ class ToolsSchema:
     def standard_tools(self) -> list[Any]:
         """The function schemas, in order."""
         return self._standard
+
+    @property
+    def direct_functions(self) -> list[tuple[Any, Any]]:
+        """``(schema, function)`` for each standard tool given as a plain function (to register on the LLM)."""
+        return self._direct
 
     @property
     def custom_tools(self) -> dict[AdapterType, list[dict[str, Any]]] | None:
