@@ -498,3 +498,54 @@ def test_audio_and_speaking_ticks_pass_inline() -> None:
     assert agg.process_inline(audio, FrameDirection.DOWNSTREAM) is audio
     down, _ = run(agg, [audio, BotSpeakingFrame()], down=[OutputAudioRawFrame, BotSpeakingFrame])
     assert down[0] is audio
+
+
+def test_timed_words_count_once_their_audio_went_out() -> None:
+    """Words with pts arriving ahead of their audio are held until the sent audio reaches them."""
+    from flowcat.frames import TTSAudioRawFrame
+
+    def word(text: str, at_ms: int) -> TTSTextFrame:
+        f = TTSTextFrame(text=text, aggregated_by="word", context_id="c")
+        f.pts = at_ms * 1_000_000
+        return f
+
+    def sent(ms: int) -> TTSAudioRawFrame:  # a chunk the output transport sent (16 kHz)
+        return TTSAudioRawFrame(audio=b"\x01\x00" * (16 * ms), sample_rate=16000)
+
+    ctx = LLMContext()
+    frames = [
+        LLMFullResponseStartFrame(),
+        TTSStartedFrame(context_id="c"),
+        word("Tomorrow", 0),
+        word("it", 400),
+        word("will", 550),
+        word("rain", 700),
+        sent(200),
+        sent(200),
+        sent(100),  # 500 ms out: "Tomorrow" and "it" have started
+        SleepFrame(),
+        InterruptionFrame(),
+        *reply("Okay."),
+    ]
+    run(LLMAssistantAggregator(ctx), frames)
+    assert [m["content"] for m in ctx.messages] == ["Tomorrow it", "Okay."]
+
+
+def test_timed_words_all_count_when_the_utterance_ends() -> None:
+    ctx = LLMContext()
+    words = []
+    for i, w in enumerate(["All", "of", "it."]):
+        f = TTSTextFrame(text=w, aggregated_by="word")
+        f.pts = i * 300_000_000
+        words.append(f)
+    run(
+        LLMAssistantAggregator(ctx),
+        [
+            LLMFullResponseStartFrame(),
+            TTSStartedFrame(),
+            *words,
+            TTSStoppedFrame(),
+            LLMFullResponseEndFrame(),
+        ],
+    )
+    assert ctx.messages == [{"role": "assistant", "content": "All of it."}]

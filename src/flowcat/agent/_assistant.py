@@ -1,20 +1,16 @@
 """LLMAssistantAggregator: the assistant half of the context aggregator pair.
 
-Put it after the output transport: the text that reaches it is what the bot
-said. Between ``LLMFullResponseStartFrame`` and ``LLMFullResponseEndFrame`` (or a
-TTS utterance's ``TTSStartedFrame`` … ``TTSStoppedFrame`` outside an LLM reply) it
-aggregates ``TextFrame``s (``LLMTextFrame`` when nothing speaks, ``TTSTextFrame``
-words when a TTS does) and commits them as one ``assistant`` message. The output
-transport releases each word's ``TTSTextFrame`` as its audio is sent, and an
-interruption drops the words not yet sent, so an interrupted reply is committed
-as the words actually played.
+Put it after the output transport, so what reaches it is what the bot said. It
+aggregates the text of a reply (``LLMFullResponseStart`` … ``End``, or a TTS
+utterance outside a reply) and commits it as one ``assistant`` message. Timed
+words (``TTSTextFrame`` with ``pts``) count once the bot audio sent before them
+reaches their time (:mod:`._spoken`): an interrupted reply keeps the words played.
 
-Function calls: ``FunctionCallInProgressFrame`` adds the assistant ``tool_calls``
-message and a ``tool`` message ``"IN_PROGRESS"``; ``FunctionCallResultFrame`` puts
-the result in its place (``"COMPLETED"`` for an empty result) and, once no call is
-left running, runs the LLM (``LLMContextFrame`` upstream) unless told not to — held
-while the user speaks, deferred to ``BotStoppedSpeakingFrame`` while the bot speaks;
-``FunctionCallCancelFrame`` writes ``"CANCELLED"``.
+Function calls: ``FunctionCallInProgressFrame`` adds the ``tool_calls`` message and
+a ``tool`` message ``"IN_PROGRESS"``; the result replaces it (``"COMPLETED"`` when
+empty) and, once no call is left running, runs the LLM (``LLMContextFrame``
+upstream) unless told not to — owed to the user's turn while they speak, deferred
+to ``BotStoppedSpeakingFrame`` while the bot speaks; a cancel writes ``"CANCELLED"``.
 """
 
 from __future__ import annotations
@@ -58,8 +54,10 @@ from ..frames import (
     TextFrame,
     TranscriptionFrame,
     TranslationFrame,
+    TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -76,6 +74,7 @@ from ._aggregator import (
     tool_call_messages,
 )
 from ._context import LLMSpecificMessage
+from ._spoken import SpokenWords
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
 
@@ -86,12 +85,12 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 _NOT_ASSISTANT_TEXT = (TranscriptionFrame, InterimTranscriptionFrame, TranslationFrame)
-_EDITS = (
-    LLMMessagesAppendFrame,
-    LLMMessagesUpdateFrame,
-    LLMMessagesTransformFrame,
-    LLMSetToolsFrame,
-    LLMSetToolChoiceFrame,
+_EDITS = (LLMMessagesAppendFrame, LLMMessagesUpdateFrame, LLMMessagesTransformFrame, LLMSetToolsFrame)
+_EVENTS = (
+    "on_assistant_turn_started",
+    "on_assistant_turn_stopped",
+    "on_assistant_message_added",
+    "on_assistant_thought",
 )
 
 
@@ -130,7 +129,9 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
     """Passed straight through with a plain call: the bot's sent audio crosses this half at 50 frames/s."""
 
     def process_inline(self, frame: Frame, direction: FrameDirection) -> Frame:
-        """Pass audio and speaking ticks on untouched."""
+        """Pass audio and speaking ticks on; sent bot audio advances the spoken-word clock."""
+        if frame.__class__ is TTSAudioRawFrame:
+            self._words.audio(frame, self._parts)
         return frame
 
     def __init__(
@@ -142,6 +143,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._tool_change = params.add_tool_change_messages
         self.params = params
         self._parts = TextParts()
+        self._words = SpokenWords()
         self._turn_timestamp = ""  # "" while no assistant turn is open
         self._in_response = False  # between LLMFullResponseStart and End
         self._calls: dict[str, FunctionCallInProgressFrame | None] = {}
@@ -157,12 +159,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._thought_timestamp = ""
         self.paired_user: Any = None
         """The user half (set by the pair): lets a push owed during a user turn be settled."""
-        for event in (
-            "on_assistant_turn_started",
-            "on_assistant_turn_stopped",
-            "on_assistant_message_added",
-            "on_assistant_thought",
-        ):
+        for event in _EVENTS:
             self._register_event_handler(event)
 
     @property
@@ -185,7 +182,11 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         """Aggregate the reply, keep function-call state, apply context edits."""
         await super().process_frame(frame, direction)
         if isinstance(frame, TextFrame) and not isinstance(frame, _NOT_ASSISTANT_TEXT):
-            if frame.append_to_context:
+            if not frame.append_to_context:
+                return
+            if isinstance(frame, TTSTextFrame):
+                self._words.add(frame.pts, frame.text, self._parts)
+            else:
                 self._parts.append(frame.text, spaced=isinstance(frame, LLMTextFrame))
             return
         cls = type(frame)
@@ -197,9 +198,11 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             self._in_response = False
             await self._close_turn(interrupted=False)
         elif cls is TTSStartedFrame:
+            self._words.start_context(self._parts)
             await self._open_turn(restart=False)
             await self.push_frame(frame, direction)
         elif cls is TTSStoppedFrame:
+            self._words.release_all(self._parts)
             if not self._in_response:  # a spoken TTSSpeakFrame: its utterance is the turn
                 await self._close_turn(interrupted=False)
             await self.push_frame(frame, direction)
@@ -224,7 +227,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             await self._end_thought(frame.signature)  # type: ignore[attr-defined]
         elif cls is LLMRunFrame:
             await self._push_context()
-        elif isinstance(frame, _EDITS):
+        elif isinstance(frame, _EDITS) or cls is LLMSetToolChoiceFrame:
             run_llm = self.apply_edit(frame)
             if run_llm and cls is LLMMessagesAppendFrame:
                 self._owe_push()
@@ -267,6 +270,10 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         await self._call_event_handler("on_assistant_turn_started")
 
     async def _close_turn(self, *, interrupted: bool) -> None:
+        if interrupted:
+            self._words.drop()
+        else:
+            self._words.release_all(self._parts)
         if not self._turn_timestamp:
             self._parts.clear()
             return
