@@ -243,7 +243,8 @@ class TTSService(AIService):
                 self._speaking_ctx = ctx
                 self._ctx_bytes = 0
             for unit in units:
-                await self.push_frame(AggregatedTextFrame(unit))
+                # announced ahead of its audio; the context gets the spoken text (TTSTextFrame), as pipecat
+                await self.push_frame(AggregatedTextFrame(unit, append_to_context=False))
                 if not started:
                     started = True
                     await self.push_frame(TTSStartedFrame(context_id=ctx))
