@@ -549,3 +549,45 @@ def test_timed_words_all_count_when_the_utterance_ends() -> None:
         ],
     )
     assert ctx.messages == [{"role": "assistant", "content": "All of it."}]
+
+
+def test_async_call_settles_in_place_until_the_user_speaks() -> None:
+    from flowcat.agent._tool_calls import ASYNC_TOOL_PLACEHOLDER
+
+    ctx = LLMContext()
+    frames = [
+        FunctionCallsStartedFrame(function_calls=[call(1), call(2)]),
+        in_progress(1, cancel_on_interruption=False),
+        in_progress(2, cancel_on_interruption=False),
+        SleepFrame(),
+    ]
+    run(LLMAssistantAggregator(ctx), frames)
+    assert [m["content"] for m in ctx.messages if m["role"] == "tool"] == [ASYNC_TOOL_PLACEHOLDER] * 2
+
+    ctx = LLMContext()
+    frames = [
+        FunctionCallsStartedFrame(function_calls=[call(1), call(2)]),
+        in_progress(1, cancel_on_interruption=False),
+        in_progress(2, cancel_on_interruption=False),
+        result(1),  # nothing happened since: the placeholder becomes the result
+        LLMMessagesAppendFrame(messages=[{"role": "user", "content": "Anything else?"}]),
+        result(2, {"temp": 9}),  # the user spoke since: a developer message, history untouched
+        SleepFrame(),
+    ]
+    run(LLMAssistantAggregator(ctx), frames)
+    tools = [m["content"] for m in ctx.messages if m["role"] == "tool"]
+    assert tools == ['{"temp": 21}', ASYNC_TOOL_PLACEHOLDER]
+    last = ctx.messages[-1]
+    assert last["role"] == "developer" and "call_2" in last["content"] and '{"temp": 9}' in last["content"]
+
+
+def test_async_call_cancelled_after_the_user_spoke_is_announced() -> None:
+    ctx = LLMContext()
+    frames = [
+        FunctionCallsStartedFrame(function_calls=[call(1)]),
+        in_progress(1, cancel_on_interruption=False),
+        LLMMessagesAppendFrame(messages=[{"role": "user", "content": "Hello?"}]),
+        FunctionCallCancelFrame(function_name="get_weather", tool_call_id="call_1"),
+    ]
+    run(LLMAssistantAggregator(ctx), frames)
+    assert ctx.messages[-1]["role"] == "developer" and "cancelled" in ctx.messages[-1]["content"]

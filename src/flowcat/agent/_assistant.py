@@ -6,11 +6,10 @@ utterance outside a reply) and commits it as one ``assistant`` message. Timed
 words (``TTSTextFrame`` with ``pts``) count once the bot audio sent before them
 reaches their time (:mod:`._spoken`): an interrupted reply keeps the words played.
 
-Function calls: ``FunctionCallInProgressFrame`` adds the ``tool_calls`` message and
-a ``tool`` message ``"IN_PROGRESS"``; the result replaces it (``"COMPLETED"`` when
-empty) and, once no call is left running, runs the LLM (``LLMContextFrame``
-upstream) unless told not to — owed to the user's turn while they speak, deferred
-to ``BotStoppedSpeakingFrame`` while the bot speaks; a cancel writes ``"CANCELLED"``.
+Function calls (their messages: :mod:`._tool_calls`): once no call is left running,
+a result runs the LLM (``LLMContextFrame`` upstream) unless told not to — owed to
+the user's turn while they speak, deferred to ``BotStoppedSpeakingFrame`` while the
+bot speaks.
 """
 
 from __future__ import annotations
@@ -69,12 +68,10 @@ from ._aggregator import (
     ContextEditor,
     TextParts,
     now_iso,
-    set_tool_result,
-    to_json,
-    tool_call_messages,
 )
 from ._context import LLMSpecificMessage
 from ._spoken import SpokenWords
+from ._tool_calls import ToolCalls
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
 
@@ -146,7 +143,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._words = SpokenWords()
         self._turn_timestamp = ""  # "" while no assistant turn is open
         self._in_response = False  # between LLMFullResponseStart and End
-        self._calls: dict[str, FunctionCallInProgressFrame | None] = {}
+        self._tools = ToolCalls(context)
         self._user_speaking = False
         self._bot_speaking = False
         self._push_when_bot_stops = False
@@ -170,7 +167,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
     @property
     def has_function_calls_in_progress(self) -> bool:
         """Whether a function call announced to us has not settled yet."""
-        return bool(self._calls)
+        return bool(self._tools.calls)
 
     def aggregation_string(self) -> str:
         """The reply text aggregated so far."""
@@ -235,10 +232,9 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             elif run_llm:
                 await self._push_context()
         elif cls is FunctionCallsStartedFrame:
-            for call in frame.function_calls:  # type: ignore[attr-defined]
-                self._calls.setdefault(call.tool_call_id, None)
+            self._tools.announced(c.tool_call_id for c in frame.function_calls)  # type: ignore[attr-defined]
         elif cls is FunctionCallInProgressFrame:
-            self._on_call_in_progress(frame)  # type: ignore[arg-type]
+            self._tools.in_progress(frame)  # type: ignore[arg-type]
         elif cls is FunctionCallResultFrame:
             await self._on_call_result(frame)  # type: ignore[arg-type]
         elif cls is FunctionCallCancelFrame:
@@ -345,32 +341,21 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
 
     # ------------------------------------------------------------ function calls
 
-    def _on_call_in_progress(self, frame: FunctionCallInProgressFrame) -> None:
-        args = frame.arguments if frame.arguments is not None else {}
-        self._context.add_messages(tool_call_messages(frame.tool_call_id, frame.function_name, args))
-        self._calls[frame.tool_call_id] = frame
-
     async def _on_call_result(self, frame: FunctionCallResultFrame) -> None:
-        running = self._calls.get(frame.tool_call_id, False)
-        if running is False or running is None:
+        state = self._tools.state(frame.tool_call_id)
+        if state != "running":
             self.stray_results += 1
-            why = "which is not running" if running is False else "before it was in progress"
             _STRAY(
                 self.stray_results,
-                "%s: result #%d for %s (%s) ignored, %s",
+                "%s: result #%d for %s (%s) ignored: the call is %s",
                 self,
                 self.stray_results,
                 frame.function_name,
                 frame.tool_call_id,
-                why,
+                state,
             )
             return
-        del self._calls[frame.tool_call_id]
-        set_tool_result(
-            self._context,
-            frame.tool_call_id,
-            to_json(frame.result, keep_str=False) if frame.result else "COMPLETED",
-        )
+        self._tools.settle(frame.tool_call_id, frame.function_name, frame.result)
         props = frame.properties
         run_llm = False
         if frame.result:
@@ -379,7 +364,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             elif frame.run_llm is not None:
                 run_llm = frame.run_llm
             else:
-                run_llm = not self._calls  # the last of the batch runs the LLM
+                run_llm = not self._tools.calls  # the last of the batch runs the LLM
         if run_llm:
             self._owe_push()
         await self._maybe_push_context()
@@ -387,11 +372,11 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             self.create_task(props.on_context_updated(), f"{frame.function_name}:on_context_updated")
 
     async def _on_call_cancel(self, frame: FunctionCallCancelFrame) -> None:
-        if frame.tool_call_id not in self._calls:
-            return
-        running = self._calls.pop(frame.tool_call_id)
-        if running is not None:
-            set_tool_result(self._context, frame.tool_call_id, "CANCELLED")
-        if getattr(frame, "run_llm", False) and not self._calls:
+        state = self._tools.state(frame.tool_call_id)
+        if state == "running":
+            self._tools.settle(frame.tool_call_id, frame.function_name, None, cancelled=True)
+        else:
+            self._tools.forget(frame.tool_call_id)
+        if state != "unknown" and getattr(frame, "run_llm", False) and not self._tools.calls:
             self._owe_push()
             await self._maybe_push_context()

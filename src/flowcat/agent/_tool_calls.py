@@ -1,0 +1,91 @@
+"""The function calls of the assistant half: their context messages, from announcement to result.
+
+A call announced by ``FunctionCallsStartedFrame`` gets its messages when its
+``FunctionCallInProgressFrame`` arrives: the assistant ``tool_calls`` message and a
+``tool`` message holding a placeholder — ``"IN_PROGRESS"``, or for an *async* call
+(``cancel_on_interruption=False``, which goes on while the conversation does) a note
+telling the model the result will come later. The result (``"COMPLETED"`` when empty)
+or ``"CANCELLED"`` replaces the placeholder — unless the user has spoken since the
+placeholder was written (only async calls live that long): the history is then left as
+the model saw it, and the outcome arrives as a new ``developer`` message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..frames import FunctionCallInProgressFrame, LLMContext
+from ._aggregator import set_tool_result, to_json, tool_call_messages
+
+__all__ = ["ASYNC_TOOL_PLACEHOLDER", "ToolCalls"]
+
+ASYNC_TOOL_PLACEHOLDER = (
+    "Still running: the result will be given to you in a later message. Do not call this tool "
+    "again for it and do not make up a result meanwhile."
+)
+_LATE_RESULT = "The `{name}` call {id} that was still running has finished. Its result: {result}"
+_LATE_CANCEL = (
+    "The `{name}` call {id} that was still running was cancelled and will return nothing. "
+    "If the user is waiting for it, tell them it did not complete."
+)
+
+
+class ToolCalls:
+    """The calls announced and not settled, and their messages in ``context``."""
+
+    __slots__ = ("_context", "calls")
+
+    def __init__(self, context: LLMContext) -> None:
+        self._context = context
+        self.calls: dict[str, FunctionCallInProgressFrame | None] = {}
+        """Announced calls by id; None until in progress."""
+
+    def announced(self, tool_call_ids: Any) -> None:
+        """``FunctionCallsStartedFrame``: these calls will run."""
+        for tool_call_id in tool_call_ids:
+            self.calls.setdefault(tool_call_id, None)
+
+    def in_progress(self, frame: FunctionCallInProgressFrame) -> None:
+        """A call runs: its ``tool_calls`` message and its placeholder."""
+        args = frame.arguments if frame.arguments is not None else {}
+        messages = tool_call_messages(frame.tool_call_id, frame.function_name, args)
+        if not frame.cancel_on_interruption:
+            messages[1]["content"] = ASYNC_TOOL_PLACEHOLDER
+        self._context.add_messages(messages)
+        self.calls[frame.tool_call_id] = frame
+
+    def state(self, tool_call_id: str) -> str:
+        """``"running"``, ``"announced"`` (not in progress yet) or ``"unknown"``."""
+        if tool_call_id not in self.calls:
+            return "unknown"
+        return "announced" if self.calls[tool_call_id] is None else "running"
+
+    def settle(self, tool_call_id: str, name: str, result: Any, *, cancelled: bool = False) -> None:
+        """Write the outcome of a running call (see the module doc) and forget it."""
+        frame = self.calls.pop(tool_call_id, None)
+        if frame is None:
+            return
+        content = "CANCELLED" if cancelled else (to_json(result, keep_str=False) if result else "COMPLETED")
+        if not frame.cancel_on_interruption and self._user_spoke_since(tool_call_id):
+            note = _LATE_CANCEL if cancelled else _LATE_RESULT
+            self._context.add_message(
+                {"role": "developer", "content": note.format(name=name, id=tool_call_id, result=content)}
+            )
+            return
+        set_tool_result(self._context, tool_call_id, content)
+
+    def forget(self, tool_call_id: str) -> None:
+        """A call cancelled before it was in progress: it never had messages."""
+        self.calls.pop(tool_call_id, None)
+
+    def _user_spoke_since(self, tool_call_id: str) -> bool:
+        seen = False
+        messages: list[Any] = self._context.messages  # vendor messages may be mixed in
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            if seen and message.get("role") == "user":
+                return True
+            if message.get("role") == "tool" and message.get("tool_call_id") == tool_call_id:
+                seen = True
+        return not seen  # the placeholder is gone (the history was rewritten): do not edit it
