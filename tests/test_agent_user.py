@@ -480,3 +480,19 @@ def test_empty_turn_recovery_can_be_turned_off() -> None:
     params.empty_user_turn = None
     down, _ = run(LLMUserAggregator(ctx, params=params), [upstream(BotStartedSpeakingFrame()), *empty_turn()])
     assert ctx.messages == [] and not any(isinstance(f, LLMContextFrame) for f in down)
+
+
+def test_tool_change_messages_only_for_real_changes() -> None:
+    ctx = LLMContext()
+    user = LLMUserAggregator(ctx, params=LLMUserAggregatorParams(add_tool_change_messages=True))
+    custom = ToolsSchema([WEATHER], custom_tools={})
+    run(
+        user,
+        [
+            LLMSetToolsFrame(tools=[WEATHER]),
+            LLMSetToolsFrame(tools=ToolsSchema([WEATHER])),
+            LLMSetToolsFrame(tools=custom),
+        ],
+    )
+    assert len(ctx.messages) == 1  # from none to get_weather; the same tools again add nothing
+    assert "`get_weather`" in ctx.messages[0]["content"] and "withdrawn" not in ctx.messages[0]["content"]
