@@ -321,6 +321,24 @@ from ._system import (
 from ._system import (
     VADUserStoppedSpeakingFrame as VADUserStoppedSpeakingFrame,
 )
+from ._turns import (
+    EagerEndOfTurnCancelFrame as EagerEndOfTurnCancelFrame,
+)
+from ._turns import (
+    EagerEndOfTurnConfirmFrame as EagerEndOfTurnConfirmFrame,
+)
+from ._turns import (
+    ProposedUserStartedSpeakingFrame as ProposedUserStartedSpeakingFrame,
+)
+from ._turns import (
+    ProposedUserStoppedSpeakingFrame as ProposedUserStoppedSpeakingFrame,
+)
+from ._turns import (
+    STTMetadataFrame as STTMetadataFrame,
+)
+from ._turns import (
+    UserTurnSpeculationFrame as UserTurnSpeculationFrame,
+)
 from ._values import (
     FunctionCallFromLLM as FunctionCallFromLLM,
 )
@@ -366,6 +384,8 @@ __all__ = [
     "ControlFrame",
     "DATA",
     "DataFrame",
+    "EagerEndOfTurnCancelFrame",
+    "EagerEndOfTurnConfirmFrame",
     "EmulateUserStartedSpeakingFrame",
     "EmulateUserStoppedSpeakingFrame",
     "EndFrame",
@@ -430,6 +450,9 @@ __all__ = [
     "OutputTransportReadyFrame",
     "PipelineFlushFrame",
     "ProcessingMetricsData",
+    "ProposedUserStartedSpeakingFrame",
+    "ProposedUserStoppedSpeakingFrame",
+    "STTMetadataFrame",
     "STTMuteFrame",
     "STTUpdateSettingsFrame",
     "SYSTEM",
@@ -460,6 +483,7 @@ __all__ = [
     "UserSpeakingFrame",
     "UserStartedSpeakingFrame",
     "UserStoppedSpeakingFrame",
+    "UserTurnSpeculationFrame",
     "VADParamsUpdateFrame",
     "VADUserStartedSpeakingFrame",
     "VADUserStoppedSpeakingFrame",

@@ -169,9 +169,17 @@ class LLMRunFrame(DataFrame):
 
 @frame_dataclass
 class LLMContextFrame(DataFrame):
-    """Carries the context an LLM should run on."""
+    """Carries the context an LLM should run on.
+
+    ``speculation`` (pipecat's field): the context answers a user turn that has not
+    ended yet (preemptive generation ``generation_id``); its output is held by a
+    ``PreemptiveGate`` until an ``EagerEndOfTurnConfirmFrame`` and dropped on an
+    ``EagerEndOfTurnCancelFrame`` with the same id. See ``docs/turns.md``.
+    """
 
     context: LLMContext
+    speculation: bool = False
+    generation_id: int = 0
 
 
 @frame_dataclass
