@@ -80,7 +80,9 @@ class Server:
             [
                 transport.input(),
                 vad.VADProcessor(vad_analyzer=vad.SileroVADAnalyzer()),
-                turns.UserTurnProcessor(),
+                turns.UserTurnProcessor(  # no STT here: the turn ends on VAD timing alone
+                    stop_strategies=[turns.SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)]
+                ),
                 Responder(),
                 capture,
                 transport.output(),

@@ -82,6 +82,15 @@ class _Stamp(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
+def _proc(**kw: Any) -> UserTurnProcessor:
+    """The scripts here have no STT unless they say so: the default stop strategy
+    without the transcript wait (flowcat's behaviour before pipecat-1.14 parity)."""
+    kw.setdefault("stop_strategies", [SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)])
+    for s in kw["stop_strategies"]:
+        s.wait_for_transcript = False
+    return UserTurnProcessor(**kw)
+
+
 # Script shorthands (pipecat's test vocabulary: S VAD start, E VAD stop, I interim, T final).
 def S(start_secs: float = 0.2) -> Frame:
     return VADUserStartedSpeakingFrame(start_secs=start_secs)
@@ -159,7 +168,7 @@ def both_ways(result: Result, expected: list[tuple[str, float]]) -> None:
 
 def test_vad_start_stop_speech_timeout() -> None:
     """S E: the turn starts at the VAD start and stops 0.6 s after the VAD stop."""
-    r = run_script(UserTurnProcessor(), [(0.0, S()), (1.0, E())], until=3.0)
+    r = run_script(_proc(), [(0.0, S()), (1.0, E())], until=3.0)
     both_ways(
         r,
         [("UserStartedSpeakingFrame", 0.0), ("InterruptionFrame", 0.0), ("UserStoppedSpeakingFrame", 1.6)],
@@ -172,7 +181,7 @@ def test_vad_start_stop_speech_timeout() -> None:
 
 def test_custom_speech_timeout_and_vad_flaps_within_turn() -> None:
     """S E S E: speech again before the timeout keeps one turn; stop after the last E."""
-    proc = UserTurnProcessor(stop_strategies=[SpeechTimeoutUserTurnStopStrategy(timeout=0.4)])
+    proc = _proc(stop_strategies=[SpeechTimeoutUserTurnStopStrategy(timeout=0.4)])
     r = run_script(proc, [(0.0, S()), (1.0, E()), (1.3, S()), (2.0, E())], until=4.0)
     both_ways(
         r,
@@ -182,7 +191,7 @@ def test_custom_speech_timeout_and_vad_flaps_within_turn() -> None:
 
 def test_two_turns() -> None:
     """S E ... S E with a gap longer than the timeout: two turns, two interruptions."""
-    r = run_script(UserTurnProcessor(), [(0.0, S()), (0.5, E()), (2.0, S()), (3.0, E())], until=5.0)
+    r = run_script(_proc(), [(0.0, S()), (0.5, E()), (2.0, S()), (3.0, E())], until=5.0)
     both_ways(
         r,
         [
@@ -199,7 +208,7 @@ def test_two_turns() -> None:
 def test_transcription_only_turn() -> None:
     """T without VAD: the transcription starts the turn (announced before the text) and
     the speech timeout runs from it."""
-    r = run_script(UserTurnProcessor(), [(0.5, T("hello there"))], until=2.0)
+    r = run_script(_proc(), [(0.5, T("hello there"))], until=2.0)
     both_ways(
         r,
         [("UserStartedSpeakingFrame", 0.5), ("InterruptionFrame", 0.5), ("UserStoppedSpeakingFrame", 1.1)],
@@ -210,7 +219,7 @@ def test_transcription_only_turn() -> None:
 
 def test_transcription_stop_final_after_vad_stop() -> None:
     """S I E T: stop when the final transcription arrives after the VAD stop."""
-    proc = UserTurnProcessor(stop_strategies=[TranscriptionUserTurnStopStrategy()])
+    proc = _proc(stop_strategies=[TranscriptionUserTurnStopStrategy()])
     r = run_script(
         proc, [(0.0, S()), (0.5, I("what is")), (1.0, E()), (1.3, T("what is the time"))], until=4.0
     )
@@ -224,21 +233,21 @@ def test_transcription_stop_final_after_vad_stop() -> None:
 
 def test_transcription_stop_final_before_vad_stop() -> None:
     """S T E: the STT finalised before the VAD stop (no interim since): stop at the VAD stop."""
-    proc = UserTurnProcessor(stop_strategies=[TranscriptionUserTurnStopStrategy()])
+    proc = _proc(stop_strategies=[TranscriptionUserTurnStopStrategy()])
     r = run_script(proc, [(0.0, S()), (0.8, T("yes please")), (1.0, E())], until=3.0)
     assert r.outputs()[-1] == ("UserStoppedSpeakingFrame", 1.0)
 
 
 def test_transcription_stop_fallback_without_transcript() -> None:
     """S E and no transcript: the wall-clock fallback (2 s) ends the turn."""
-    proc = UserTurnProcessor(stop_strategies=[TranscriptionUserTurnStopStrategy(timeout=2.0)])
+    proc = _proc(stop_strategies=[TranscriptionUserTurnStopStrategy(timeout=2.0)])
     r = run_script(proc, [(0.0, S()), (1.0, E())], until=5.0)
     assert r.outputs()[-1] == ("UserStoppedSpeakingFrame", 3.0)
 
 
 def test_transcription_stop_interim_after_final_waits() -> None:
     """S E T(seg) I T: an interim after a final means more is coming; the next final stops."""
-    proc = UserTurnProcessor(stop_strategies=[TranscriptionUserTurnStopStrategy()])
+    proc = _proc(stop_strategies=[TranscriptionUserTurnStopStrategy()])
     r = run_script(
         proc,
         [
@@ -258,14 +267,14 @@ def test_transcription_stop_interim_after_final_waits() -> None:
 
 def test_user_turn_stop_timeout_fallback() -> None:
     """A stop strategy that would wait 30 s is capped by user_turn_stop_timeout (5 s)."""
-    proc = UserTurnProcessor(stop_strategies=[TranscriptionUserTurnStopStrategy(timeout=30.0)])
+    proc = _proc(stop_strategies=[TranscriptionUserTurnStopStrategy(timeout=30.0)])
     r = run_script(proc, [(0.0, S()), (1.0, E())], until=8.0)
     assert r.outputs()[-1] == ("UserStoppedSpeakingFrame", 6.0)
 
 
 def test_emulated_turn() -> None:
     r = run_script(
-        UserTurnProcessor(),
+        _proc(),
         [(0.2, EmulateUserStartedSpeakingFrame()), (0.7, EmulateUserStoppedSpeakingFrame())],
         until=1.0,
     )
@@ -278,19 +287,27 @@ def test_emulated_turn() -> None:
 
 
 def test_turn_events() -> None:
-    proc = UserTurnProcessor()
+    proc = _proc()
     events: list[tuple[str, float]] = []
 
+    strategies: list[Any] = []
+
     @proc.event_handler("on_user_turn_started")
-    async def _started(p: Any) -> None:
+    async def _started(p: Any, strategy: Any) -> None:  # pipecat 1.14: (processor, strategy)
         events.append(("started", round(asyncio.get_running_loop().time(), 3)))
+        strategies.append(strategy)
 
     @proc.event_handler("on_user_turn_stopped")
-    def _stopped(p: Any) -> None:
+    def _stopped(p: Any, strategy: Any) -> None:
         events.append(("stopped", round(asyncio.get_running_loop().time(), 3)))
+        strategies.append(strategy)
 
     run_script(proc, [(0.0, S()), (1.0, E())], until=2.0)
     assert [e[0] for e in events] == ["started", "stopped"]
+    assert [type(s).__name__ for s in strategies] == [
+        "VADUserTurnStartStrategy",
+        "SpeechTimeoutUserTurnStopStrategy",
+    ]
     assert events[1][1] - events[0][1] == pytest.approx(1.6, abs=1e-3)
 
 
@@ -303,7 +320,7 @@ def test_barge_in_long_speech_pause_then_one_interruption() -> None:
     VAD's 0.2 s stop hang-over has passed without a stop; VAD flaps after
     that add nothing."""
     r = run_script(
-        UserTurnProcessor(),
+        _proc(),
         [
             (0.0, BOT_ON()),
             (1.0, S()),  # speech began at 0.8
@@ -334,7 +351,7 @@ def test_backchannel_pause_then_resume_no_interruption() -> None:
     """ "mm-hm" (0.2 s of speech) over the bot: Pause, then Resume 1 s after the VAD
     stop; no user turn, no interruption, its transcription is dropped."""
     r = run_script(
-        UserTurnProcessor(),
+        _proc(),
         [(0.0, BOT_ON()), (1.0, S()), (1.2, E()), (1.5, T("mm-hm"))],
         until=4.0,
     )
@@ -347,7 +364,7 @@ def test_backchannel_pause_then_resume_no_interruption() -> None:
 def test_backchannel_with_flap_accumulates_speech() -> None:
     """Two short bursts over the bot add up past min_duration: one interruption, no resume."""
     r = run_script(
-        UserTurnProcessor(),
+        _proc(),
         [(0.0, BOT_ON()), (1.0, S()), (1.2, E()), (1.5, S()), (1.9, BOT_OFF())],
         until=4.0,
     )
@@ -364,7 +381,7 @@ def test_backchannel_with_flap_accumulates_speech() -> None:
 
 def test_repeated_backchannels_resume_each_time() -> None:
     r = run_script(
-        UserTurnProcessor(),
+        _proc(),
         [(0.0, BOT_ON()), (1.0, S()), (1.1, E()), (3.0, S()), (3.1, E())],
         until=6.0,
     )
@@ -378,7 +395,7 @@ def test_repeated_backchannels_resume_each_time() -> None:
 
 def test_min_words_backchannel_resumes() -> None:
     """min_words=3: a long "hmmmm" with one word is judged false and the bot resumes."""
-    proc = UserTurnProcessor(interruption=InterruptionParams(min_words=3))
+    proc = _proc(interruption=InterruptionParams(min_words=3))
     r = run_script(
         proc,
         [(0.0, BOT_ON()), (1.0, S()), (1.4, I("okay")), (1.8, E()), (2.0, T("okay"))],
@@ -391,7 +408,7 @@ def test_min_words_backchannel_resumes() -> None:
 
 def test_min_words_reached_interrupts_and_releases_transcripts() -> None:
     """min_words=3: the interim with 3 words commits; held transcriptions follow the turn start."""
-    proc = UserTurnProcessor(interruption=InterruptionParams(min_words=3))
+    proc = _proc(interruption=InterruptionParams(min_words=3))
     r = run_script(
         proc,
         [
@@ -423,7 +440,7 @@ def test_min_words_reached_interrupts_and_releases_transcripts() -> None:
 
 def test_min_words_final_after_vad_stop_commits() -> None:
     """min_words=2: words arriving after the VAD stop (STT lag) still commit before the resume time."""
-    proc = UserTurnProcessor(
+    proc = _proc(
         interruption=InterruptionParams(min_words=2),
         stop_strategies=[TranscriptionUserTurnStopStrategy()],
     )
@@ -442,7 +459,7 @@ def test_min_words_final_after_vad_stop_commits() -> None:
 def test_min_words_start_strategy_qualifies_at_once() -> None:
     """MinWords start strategy: the turn starts on 3 words; 0.7 s of speech is already in,
     so the interruption is immediate (no pause)."""
-    proc = UserTurnProcessor(start_strategies=[MinWordsUserTurnStartStrategy(3)])
+    proc = _proc(start_strategies=[MinWordsUserTurnStartStrategy(3)])
     r = run_script(
         proc,
         [(0.0, BOT_ON()), (1.0, S()), (1.2, I("yeah")), (1.5, I("hold on a")), (1.6, BOT_OFF()), (2.0, E())],
@@ -455,7 +472,7 @@ def test_min_words_start_strategy_qualifies_at_once() -> None:
 
 
 def test_no_resume_mode_keeps_bot_talking() -> None:
-    proc = UserTurnProcessor(interruption=InterruptionParams(resume_false_interruption=False))
+    proc = _proc(interruption=InterruptionParams(resume_false_interruption=False))
     r = run_script(
         proc, [(0.0, BOT_ON()), (1.0, S()), (1.1, E()), (3.0, S()), (3.6, BOT_OFF()), (4.0, E())], until=6.0
     )
@@ -467,7 +484,7 @@ def test_no_resume_mode_keeps_bot_talking() -> None:
 
 
 def test_interruptions_disabled() -> None:
-    proc = UserTurnProcessor(enable_interruptions=False)
+    proc = _proc(enable_interruptions=False)
     r = run_script(proc, [(0.0, BOT_ON()), (1.0, S()), (2.0, E())], until=4.0)
     both_ways(r, [("UserStartedSpeakingFrame", 1.0), ("UserStoppedSpeakingFrame", 2.6)])
 
@@ -477,7 +494,7 @@ def test_interruptions_disabled() -> None:
 
 def test_mute_during_function_calls() -> None:
     call = FunctionCallFromLLM(function_name="lookup", tool_call_id="c1", arguments={})
-    proc = UserTurnProcessor(mute_strategies=[FunctionCallUserMuteStrategy()])
+    proc = _proc(mute_strategies=[FunctionCallUserMuteStrategy()])
     r = run_script(
         proc,
         [
@@ -507,7 +524,7 @@ def test_mute_during_function_calls() -> None:
 
 def test_first_speech_mute() -> None:
     """Muted during the bot's first speech only: later speech over the bot barges in."""
-    proc = UserTurnProcessor(mute_strategies=[FirstSpeechUserMuteStrategy()])
+    proc = _proc(mute_strategies=[FirstSpeechUserMuteStrategy()])
     r = run_script(
         proc,
         [
@@ -532,7 +549,7 @@ def test_first_speech_mute() -> None:
 
 def test_mute_until_first_bot_complete() -> None:
     """Muted from the start until the bot's first speech ended."""
-    proc = UserTurnProcessor(mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()])
+    proc = _proc(mute_strategies=[MuteUntilFirstBotCompleteUserMuteStrategy()])
     r = run_script(
         proc,
         [
@@ -555,7 +572,7 @@ def test_mute_until_first_bot_complete() -> None:
 
 
 def test_always_mute_while_bot_speaks() -> None:
-    proc = UserTurnProcessor(mute_strategies=[AlwaysUserMuteStrategy()])
+    proc = _proc(mute_strategies=[AlwaysUserMuteStrategy()])
     r = run_script(
         proc,
         [
@@ -575,7 +592,7 @@ def test_always_mute_while_bot_speaks() -> None:
 
 
 def test_mute_events() -> None:
-    proc = UserTurnProcessor(mute_strategies=[AlwaysUserMuteStrategy()])
+    proc = _proc(mute_strategies=[AlwaysUserMuteStrategy()])
     seen: list[str] = []
     proc.add_event_handler("on_user_mute_started", lambda p: seen.append("muted"))
     proc.add_event_handler("on_user_mute_stopped", lambda p: seen.append("unmuted"))
@@ -587,7 +604,7 @@ def test_mute_events() -> None:
 
 
 def test_user_idle_fires_rearms_and_is_bounded() -> None:
-    proc = UserTurnProcessor(user_idle_max_retries=3)
+    proc = _proc(user_idle_max_retries=3)
     fired: list[tuple[float, int]] = []
 
     @proc.event_handler("on_user_idle")
@@ -618,7 +635,7 @@ def test_user_idle_fires_rearms_and_is_bounded() -> None:
 
 
 def test_user_idle_update_and_disable() -> None:
-    proc = UserTurnProcessor(user_idle_timeout=5.0)
+    proc = _proc(user_idle_timeout=5.0)
     fired: list[float] = []
     proc.add_event_handler("on_user_idle", lambda p, n: fired.append(asyncio.get_running_loop().time()))
     run_script(

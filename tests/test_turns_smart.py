@@ -182,11 +182,11 @@ def test_processor_stops_on_model_result(analyzer: SmartTurnAnalyzer, name: str,
     """Real loop, real inference: "complete" ends the turn right after the VAD stop;
     "incomplete" waits for the fallback (stop_secs, 0.8 s here)."""
     quick = SmartTurnAnalyzer(stop_secs=0.8)
-    strategy = TurnAnalyzerUserTurnStopStrategy(quick)
+    strategy = TurnAnalyzerUserTurnStopStrategy(quick, wait_for_transcript=False)
     proc = UserTurnProcessor(stop_strategies=[strategy], user_turn_stop_timeout=10.0)
     stopped_at: list[float] = []
     proc.add_event_handler(
-        "on_user_turn_stopped", lambda p: stopped_at.append(asyncio.get_running_loop().time())
+        "on_user_turn_stopped", lambda p, s: stopped_at.append(asyncio.get_running_loop().time())
     )
     vad_stop_at: list[float] = []
 

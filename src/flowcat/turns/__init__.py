@@ -8,6 +8,8 @@ ONNX session per process, batched across calls. See ``docs/turns.md``.
 
 from __future__ import annotations
 
+from ._external import ExternalUserTurnStartStrategy as ExternalUserTurnStartStrategy
+from ._external import ExternalUserTurnStopStrategy as ExternalUserTurnStopStrategy
 from ._features import log_mel_features as log_mel_features
 from ._idle import UserIdleTimer as UserIdleTimer
 from ._interruption import BargeIn as BargeIn
@@ -17,6 +19,8 @@ from ._mute import FirstSpeechUserMuteStrategy as FirstSpeechUserMuteStrategy
 from ._mute import FunctionCallUserMuteStrategy as FunctionCallUserMuteStrategy
 from ._mute import MuteUntilFirstBotCompleteUserMuteStrategy as MuteUntilFirstBotCompleteUserMuteStrategy
 from ._mute import UserMuteStrategy as UserMuteStrategy
+from ._preemptive import PreemptiveGate as PreemptiveGate
+from ._preemptive import UserTurnSpeculation as UserTurnSpeculation
 from ._processor import UserTurnProcessor as UserTurnProcessor
 from ._smart_turn import SmartTurnAnalyzer as SmartTurnAnalyzer
 from ._smart_turn import TurnPrediction as TurnPrediction
@@ -30,17 +34,22 @@ from ._stop import TranscriptionUserTurnStopStrategy as TranscriptionUserTurnSto
 from ._stop import UserTurnStopStrategy as UserTurnStopStrategy
 from ._strategies import ExternalUserTurnStrategies as ExternalUserTurnStrategies
 from ._strategies import UserTurnStrategies as UserTurnStrategies
+from ._strategies import default_user_turn_start_strategies as default_user_turn_start_strategies
+from ._strategies import default_user_turn_stop_strategies as default_user_turn_stop_strategies
 from ._turn_analyzer import TurnAnalyzerUserTurnStopStrategy as TurnAnalyzerUserTurnStopStrategy
 
 __all__ = [
     "AlwaysUserMuteStrategy",
     "BargeIn",
+    "ExternalUserTurnStartStrategy",
+    "ExternalUserTurnStopStrategy",
     "ExternalUserTurnStrategies",
     "FirstSpeechUserMuteStrategy",
     "FunctionCallUserMuteStrategy",
     "InterruptionParams",
     "MinWordsUserTurnStartStrategy",
     "MuteUntilFirstBotCompleteUserMuteStrategy",
+    "PreemptiveGate",
     "SmartTurnAnalyzer",
     "SpeechTimeoutUserTurnStopStrategy",
     "TranscriptionUserTurnStartStrategy",
@@ -50,10 +59,13 @@ __all__ = [
     "UserIdleTimer",
     "UserMuteStrategy",
     "UserTurnProcessor",
+    "UserTurnSpeculation",
     "UserTurnStartStrategy",
     "UserTurnStopStrategy",
     "UserTurnStrategies",
     "VADUserTurnStartStrategy",
     "default_smart_turn_model_path",
+    "default_user_turn_start_strategies",
+    "default_user_turn_stop_strategies",
     "log_mel_features",
 ]

@@ -11,7 +11,11 @@ frames and function-call frames, passes them on, and:
   ``InterruptionFrame`` at once (cancels a reply being prepared, as pipecat);
   while the bot speaks, the barge-in protocol of :mod:`._interruption` applies
   (``BotSpeechPauseFrame`` → one ``InterruptionFrame``, or ``BotSpeechResumeFrame``);
-* drops the user's frames while muted; fires ``on_user_idle(processor, retry)``.
+* drops the user's frames while muted; fires ``on_user_idle(processor, retry)``;
+* with ``preemptive_generation``, predicts the end of a turn (the user is silent
+  and a final transcript is in hand) and pushes ``UserTurnSpeculationFrame``;
+  confirms it (``EagerEndOfTurnConfirmFrame``) when the turn ends, cancels it
+  (``EagerEndOfTurnCancelFrame``) when the user goes on (see :mod:`._preemptive`).
 
 Timing uses the loop clock and **one** timer handle per processor, re-armed with
 ``loop.call_at``; a timer (or a smart-turn result) re-enters the processor as a
@@ -32,6 +36,8 @@ from ..frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
+    EagerEndOfTurnCancelFrame,
+    EagerEndOfTurnConfirmFrame,
     EmulateUserStartedSpeakingFrame,
     EmulateUserStoppedSpeakingFrame,
     EndFrame,
@@ -41,6 +47,9 @@ from ..frames import (
     FunctionCallsStartedFrame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
+    ProposedUserStartedSpeakingFrame,
+    ProposedUserStoppedSpeakingFrame,
+    STTMetadataFrame,
     SystemFrame,
     TranscriptionFrame,
     UserAudioRawFrame,
@@ -48,6 +57,7 @@ from ..frames import (
     UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
+    UserTurnSpeculationFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
     frame_dataclass,
@@ -56,13 +66,10 @@ from ..runtime import FrameDirection, FrameProcessor
 from ._idle import UserIdleTimer
 from ._interruption import COMMIT, RESUME, BargeIn, InterruptionParams
 from ._mute import UserMuteStrategy
-from ._start import (
-    TranscriptionUserTurnStartStrategy,
-    UserTurnStartStrategy,
-    VADUserTurnStartStrategy,
-    count_words,
-)
-from ._stop import SpeechTimeoutUserTurnStopStrategy, UserTurnStopStrategy
+from ._preemptive import UserTurnSpeculation
+from ._start import UserTurnStartStrategy, count_words
+from ._stop import UserTurnStopStrategy
+from ._strategies import UserTurnStrategies
 from ._timer import SingleTimer
 
 __all__ = ["UserTurnProcessor"]
@@ -73,6 +80,9 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 
 _AUDIO = (InputAudioRawFrame, UserAudioRawFrame)
 _TEXT = (TranscriptionFrame, InterimTranscriptionFrame)
+_VAD_TEXT = frozenset(
+    {TranscriptionFrame, InterimTranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame}
+)
 # Frames dropped while the user is muted (pipecat's list, less InterruptionFrame).
 _MUTABLE = frozenset(
     {
@@ -96,12 +106,22 @@ class _Tick(SystemFrame):
 class UserTurnProcessor(FrameProcessor):
     """Decides when the user's turn starts and stops, and whether it interrupts the bot.
 
+    Events (pipecat 1.14's): ``on_user_turn_started(processor, strategy)``,
+    ``on_user_turn_stopped(processor, strategy)`` (``strategy``: the one that
+    decided, None when emulated or timed out), ``on_user_turn_inference_triggered(processor,
+    strategy)`` (when the LLM should run: at the turn end, or at a speculation —
+    then :attr:`speculation` is set), ``on_user_turn_stop_timeout(processor)``,
+    and flowcat's ``on_user_idle(processor, retry)``, ``on_user_mute_started/stopped``.
+
     Args:
+        user_turn_strategies: Pipecat's bundle of start and stop strategies (overrides
+            ``start_strategies``/``stop_strategies``).
         start_strategies: Tried in order; default ``[VADUserTurnStartStrategy(),
             TranscriptionUserTurnStartStrategy()]``.
         stop_strategies: Any one ends the turn; default
-            ``[SpeechTimeoutUserTurnStopStrategy()]`` (0.6 s after the VAD stop).
-            Use ``[TurnAnalyzerUserTurnStopStrategy(SmartTurnAnalyzer())]`` for smart-turn.
+            ``[SpeechTimeoutUserTurnStopStrategy()]`` (0.6 s after the VAD stop,
+            with a final transcript). Use ``[TurnAnalyzerUserTurnStopStrategy(SmartTurnAnalyzer())]``
+            for smart-turn.
         mute_strategies: The user is muted while any says so. Default none.
         interruption: Barge-in parameters (min_duration, min_words, false-interruption resume).
         enable_interruptions: If False, user turns never interrupt the bot. Default True.
@@ -109,12 +129,15 @@ class UserTurnProcessor(FrameProcessor):
             transcription for this long ends. Default 5.0.
         user_idle_timeout: Seconds without speech before ``on_user_idle`` (0: off). Default 0.
         user_idle_max_retries: Consecutive ``on_user_idle`` firings. Default 3.
+        preemptive_generation: Predict the end of a turn and start a speculative
+            generation (see ``docs/turns.md``). Default False.
         **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
     """
 
     def __init__(
         self,
         *,
+        user_turn_strategies: UserTurnStrategies | None = None,
         start_strategies: Sequence[UserTurnStartStrategy] | None = None,
         stop_strategies: Sequence[UserTurnStopStrategy] | None = None,
         mute_strategies: Sequence[UserMuteStrategy] = (),
@@ -123,15 +146,23 @@ class UserTurnProcessor(FrameProcessor):
         user_turn_stop_timeout: float = 5.0,
         user_idle_timeout: float = 0.0,
         user_idle_max_retries: int = 3,
+        preemptive_generation: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if start_strategies is None:
-            start_strategies = [VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()]
-        if stop_strategies is None:
-            stop_strategies = [SpeechTimeoutUserTurnStopStrategy()]
-        self._start = tuple(start_strategies)
-        self._stop = tuple(stop_strategies)
+        if user_turn_strategies is None:
+            user_turn_strategies = UserTurnStrategies(
+                start=list(start_strategies) if start_strategies is not None else None,
+                stop=list(stop_strategies) if stop_strategies is not None else None,
+            )
+        self.user_turn_strategies = user_turn_strategies
+        self._start = tuple(user_turn_strategies.start or ())
+        self._stop = tuple(user_turn_strategies.stop or ())
+        self._immediate = tuple(st for st in self._start if st.immediate)
+        triggers = [t for st in self._start for t in st.triggers] + [
+            t for s in self._stop for t in s.triggers
+        ]
+        self._ext_classes = frozenset(triggers) - _VAD_TEXT
         self._mute = tuple(mute_strategies)
         self._audio_stop = tuple(s for s in self._stop if s.wants_audio)
         self._mute_triggers = frozenset(t for m in self._mute for t in m.triggers)
@@ -153,7 +184,22 @@ class UserTurnProcessor(FrameProcessor):
         self._held: list[tuple[Frame, FrameDirection]] = []
         self._timer = SingleTimer(self._wake)
         self._tick = _Tick()
-        for event in ("on_user_turn_started", "on_user_turn_stopped", "on_user_idle"):
+        self._start_strategy: UserTurnStartStrategy | None = None
+        self._stop_strategy: UserTurnStopStrategy | None = None
+        self.preemptive_generation = preemptive_generation
+        self._turn_text: list[str] = []
+        self._spec: UserTurnSpeculation | None = None
+        self._generations = 0
+        self.confirmed_speculation: UserTurnSpeculation | None = None
+        """During ``_user_turn_ending``: the speculation this turn end confirms (its
+        response exists already: write the context, do not run the LLM again)."""
+        for event in (
+            "on_user_turn_started",
+            "on_user_turn_stopped",
+            "on_user_idle",
+            "on_user_turn_stop_timeout",
+            "on_user_turn_inference_triggered",
+        ):
             self._register_event_handler(event)
         self._register_event_handler("on_user_mute_started")
         self._register_event_handler("on_user_mute_stopped")
@@ -169,6 +215,11 @@ class UserTurnProcessor(FrameProcessor):
     def muted(self) -> bool:
         """Whether the user is muted."""
         return self._muted
+
+    @property
+    def speculation(self) -> UserTurnSpeculation | None:
+        """The speculative generation in flight for this turn, if any."""
+        return self._spec
 
     @property
     def barge_in_pending(self) -> bool:
@@ -200,7 +251,7 @@ class UserTurnProcessor(FrameProcessor):
         if loop is None:
             loop = self._timer.loop = asyncio.get_running_loop()
         now = loop.time()
-        if cls in _TEXT or cls is VADUserStartedSpeakingFrame or cls is VADUserStoppedSpeakingFrame:
+        if cls in _VAD_TEXT or (cls in self._ext_classes and direction is DOWNSTREAM):
             await self._on_user_frame(frame, direction, cls, now)
         else:
             await self._on_other_frame(frame, direction, cls, now)
@@ -212,23 +263,37 @@ class UserTurnProcessor(FrameProcessor):
             self._vad_speaking = True
             self._speech_start = now - frame.start_secs  # type: ignore[attr-defined]
             self._idle.user_started()
+            if self._spec is not None:  # the user goes on
+                await self._cancel_speculation()
         elif cls is VADUserStoppedSpeakingFrame:
             self._vad_speaking = False
             self._last_activity = now
-        else:
+        elif cls in _TEXT:
             self._last_activity = now
             words = count_words(frame.text)  # type: ignore[attr-defined]
             if cls is TranscriptionFrame:
                 self._words_final += words
                 self._words_interim = 0
+                if self.preemptive_generation and words:
+                    self._turn_text.append(frame.text.strip())  # type: ignore[attr-defined]
+                    if self._spec is not None:  # the words changed: that answer is stale
+                        await self._cancel_speculation()
             else:
                 self._words_interim = words
-        stop_now = False
+        else:
+            self._last_activity = now
+        stop_now: UserTurnStopStrategy | None = None
         for s in self._stop:
             if cls in s.triggers and s.process(frame, now):
-                stop_now = True
+                stop_now = s
         barge = self._barge
-        if barge.pending:
+        if barge.pending and cls in _TEXT and await self._immediate_start(frame, cls):
+            if len(self._held) < _MAX_HELD:
+                self._held.append((frame, direction))
+            frame = None  # type: ignore[assignment]
+            barge.reset()
+            await self._commit(now, interrupt=True)
+        elif barge.pending:
             if cls is VADUserStartedSpeakingFrame:
                 action = barge.speech_started(now, self._speech_start)
             elif cls is VADUserStoppedSpeakingFrame:
@@ -243,20 +308,45 @@ class UserTurnProcessor(FrameProcessor):
             bot = self._bot_speaking
             for st in self._start:
                 if cls in st.triggers and st.process(frame, bot):
-                    if await self._begin(now) and cls in _TEXT:
+                    if not st.announce:  # adopt a turn announced upstream: pass its frame first
+                        await self.push_frame(frame, direction)
+                        frame = None  # type: ignore[assignment]
+                    if await self._begin(now, st) and cls in _TEXT:
                         if len(self._held) < _MAX_HELD:
                             self._held.append((frame, direction))
                         frame = None  # type: ignore[assignment]
+                    elif cls in st.consumes:
+                        frame = None  # type: ignore[assignment]
                     break
+        if stop_now is not None and self._in_turn and not self._vad_speaking:
+            if cls is UserStoppedSpeakingFrame:  # adopted turn end: hooks first, then its frame
+                await self._end_turn(now, strategy=stop_now)
+                stop_now = None
         if frame is not None:
-            if cls in _TEXT:
-                await self._pass_user_text(frame, direction)
-            else:
-                await self.push_frame(frame, direction)
+            await self._pass_user_frame(frame, direction, cls)
         if cls in _TEXT and not self._barge.pending and not self._in_turn:
             self._words_final = self._words_interim = 0  # words outside any turn are not carried over
-        if stop_now and self._in_turn and not self._vad_speaking:
-            await self._end_turn(now)
+            self._turn_text.clear()
+            for s in self._stop:
+                s.discard_transcripts()
+        if stop_now is not None and self._in_turn and not self._vad_speaking:
+            await self._end_turn(now, strategy=stop_now)
+        elif self.preemptive_generation and self._in_turn:
+            await self._maybe_speculate()
+
+    async def _pass_user_frame(self, frame: Frame, direction: FrameDirection, cls: type) -> None:
+        if cls in _TEXT:
+            await self._pass_user_text(frame, direction)
+        elif cls is not ProposedUserStartedSpeakingFrame and cls is not ProposedUserStoppedSpeakingFrame:
+            await self.push_frame(frame, direction)  # proposals are resolved here, not passed on
+
+    async def _immediate_start(self, frame: Frame, cls: type) -> bool:
+        """While a barge-in is judged: does an immediate start strategy (min words) fire?"""
+        for st in self._immediate:
+            if cls in st.triggers and st.process(frame, self._bot_speaking):
+                self._start_strategy = st
+                return True
+        return False
 
     async def _on_other_frame(self, frame: Frame, direction: FrameDirection, cls: type, now: float) -> None:
         if cls is BotStartedSpeakingFrame:
@@ -274,9 +364,13 @@ class UserTurnProcessor(FrameProcessor):
             self._idle.function_call_done()
         elif cls is UserIdleTimeoutUpdateFrame:
             self._idle.update_timeout(frame.timeout, now)  # type: ignore[attr-defined]
+        elif cls is STTMetadataFrame:
+            for s in self._stop:
+                s.stt_timeout = frame.ttfs_p99_latency  # type: ignore[attr-defined]
         elif cls is EmulateUserStartedSpeakingFrame:
             if not self._in_turn:
                 self._barge.reset()
+                self._start_strategy = None
                 await self._commit(now, interrupt=self.enable_interruptions, emulated=True)
             return
         elif cls is EmulateUserStoppedSpeakingFrame:
@@ -285,14 +379,20 @@ class UserTurnProcessor(FrameProcessor):
             return
         elif cls is EndFrame or cls is CancelFrame:
             self._timer.close()
-        await self._pass_other_frame(frame, direction)
+            self._spec = None
+        await self.push_frame(frame, direction)
 
     # ------------------------------------------------------------ turn logic
 
-    async def _begin(self, now: float) -> bool:
+    async def _begin(self, now: float, st: UserTurnStartStrategy | None = None) -> bool:
         """A start strategy fired. Returns True if a barge-in is now pending."""
-        if not (self._bot_speaking and self.enable_interruptions):
-            await self._commit(now, interrupt=self.enable_interruptions)
+        self._start_strategy = st
+        interrupt = self.enable_interruptions and getattr(st, "enable_interruptions", True)
+        if st is not None and not st.announce:
+            await self._commit(now, interrupt=False, announce=False)
+            return False
+        if not (self._bot_speaking and interrupt) or (st is not None and st.immediate):
+            await self._commit(now, interrupt=interrupt)
             return False
         action = self._barge.begin(
             now, self._speech_start if self._vad_speaking else None, self._words_final, self._words_interim
@@ -313,35 +413,73 @@ class UserTurnProcessor(FrameProcessor):
             if self.interruption.resume_false_interruption:
                 await self.push_frame(BotSpeechResumeFrame())
 
-    async def _commit(self, now: float, *, interrupt: bool, emulated: bool = False) -> None:
+    async def _commit(
+        self, now: float, *, interrupt: bool, emulated: bool = False, announce: bool = True
+    ) -> None:
         """Start the user turn (and interrupt the bot), then release held transcriptions."""
         self._in_turn = True
+        self._spec = None
         self._last_activity = now
         for st in self._start:
             st.reset()
         for s in self._stop:
             s.turn_started(now, self._vad_speaking)
         self._idle.user_started()
-        await self.broadcast_frame(UserStartedSpeakingFrame, emulated=emulated)
-        if interrupt:
-            await self.broadcast_interruption()
+        if announce:
+            await self.broadcast_frame(UserStartedSpeakingFrame, emulated=emulated)
+            if interrupt:
+                await self.broadcast_interruption()
         await self._user_turn_started()
         if self._held:
             held, self._held = self._held, []
             for f, d in held:
-                await self._pass_user_text(f, d)
+                await self._pass_user_frame(f, d, type(f))
 
-    async def _end_turn(self, now: float, *, emulated: bool = False) -> None:
+    async def _end_turn(
+        self, now: float, *, emulated: bool = False, strategy: UserTurnStopStrategy | None = None
+    ) -> None:
         self._in_turn = False
+        self._stop_strategy = strategy
+        announce = getattr(strategy, "announce", True)
         self._words_final = self._words_interim = 0
         for st in self._start:
             st.reset()
         for s in self._stop:
             s.turn_stopped()
         self._idle.user_stopped(now)
+        spec, self._spec = self._spec, None
+        self._turn_text.clear()
+        self.confirmed_speculation = spec
+        if spec is None:
+            await self._call_event_handler("on_user_turn_inference_triggered", strategy)
         await self._user_turn_ending()
-        await self.broadcast_frame(UserStoppedSpeakingFrame, emulated=emulated)
+        if spec is not None:
+            await self.push_frame(EagerEndOfTurnConfirmFrame(generation_id=spec.generation_id))
+        if announce:
+            await self.broadcast_frame(UserStoppedSpeakingFrame, emulated=emulated)
         await self._user_turn_stopped()
+        self.confirmed_speculation = None
+
+    # ------------------------------------------------ preemptive generation
+
+    async def _maybe_speculate(self) -> None:
+        """The user is silent in a turn with a final transcript: the turn will likely end."""
+        if self._spec is not None or self._vad_speaking or not self._turn_text or self._barge.pending:
+            return
+        if not any(s.speculative for s in self._stop):
+            return
+        self._generations += 1
+        spec = self._spec = UserTurnSpeculation(self._generations, " ".join(self._turn_text))
+        await self.push_frame(UserTurnSpeculationFrame(generation_id=spec.generation_id, text=spec.text))
+        await self._user_turn_speculated(spec)
+        await self._call_event_handler("on_user_turn_inference_triggered", None)
+
+    async def _cancel_speculation(self) -> None:
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return
+        await self.push_frame(EagerEndOfTurnCancelFrame(generation_id=spec.generation_id))
+        await self._user_turn_speculation_cancelled(spec)
 
     async def _update_mute(self, frame: Frame) -> None:
         muted = False
@@ -367,24 +505,32 @@ class UserTurnProcessor(FrameProcessor):
         """
         await self.push_frame(frame, direction)
 
-    async def _pass_other_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Any other frame (not audio, VAD or transcription) after the turn logic saw it; pushed on.
-
-        The context aggregator overrides this for its own frames, so the audio path
-        stays this class's own ``process_frame``.
-        """
-        await self.push_frame(frame, direction)
-
     async def _user_turn_started(self) -> None:
         """The turn started (its frames are out); fires ``on_user_turn_started``."""
-        await self._call_event_handler("on_user_turn_started")
+        await self._call_event_handler("on_user_turn_started", self._start_strategy)
 
     async def _user_turn_ending(self) -> None:
-        """The turn is about to end: called before ``UserStoppedSpeakingFrame`` goes out."""
+        """The turn is about to end: called before ``UserStoppedSpeakingFrame`` goes out.
+
+        The context aggregator writes the turn and runs the LLM here — unless
+        :attr:`confirmed_speculation` is set: that generation answers this turn
+        already (its ``EagerEndOfTurnConfirmFrame`` follows this call).
+        """
 
     async def _user_turn_stopped(self) -> None:
         """The turn ended (its frames are out); fires ``on_user_turn_stopped``."""
-        await self._call_event_handler("on_user_turn_stopped")
+        await self._call_event_handler("on_user_turn_stopped", self._stop_strategy)
+
+    async def _user_turn_speculated(self, speculation: UserTurnSpeculation) -> None:
+        """The turn is predicted to end; ``UserTurnSpeculationFrame`` was just pushed.
+
+        The context aggregator pushes ``LLMContextFrame(provisional_context,
+        speculation=True, generation_id=speculation.generation_id)`` here (the
+        context plus the turn's text, the real context left untouched).
+        """
+
+    async def _user_turn_speculation_cancelled(self, speculation: UserTurnSpeculation) -> None:
+        """The user went on; ``EagerEndOfTurnCancelFrame`` was just pushed."""
 
     async def _user_idle(self, retry: int) -> None:
         """The user was idle for the timeout; fires ``on_user_idle(processor, retry)``."""
@@ -397,9 +543,14 @@ class UserTurnProcessor(FrameProcessor):
         if self._barge.pending and self._barge.deadline is not None and now >= self._barge.deadline - 1e-9:
             await self._barge_action(self._barge.poll(now), now)
         if self._in_turn and not self._vad_speaking:
-            stop = any(s.poll(now) for s in self._stop)
-            if stop or now >= self._last_activity + self.user_turn_stop_timeout - 1e-9:
+            stop = next((s for s in self._stop if s.poll(now)), None)
+            if stop is not None:
+                await self._end_turn(now, strategy=stop)
+            elif now >= self._last_activity + self.user_turn_stop_timeout - 1e-9:
+                await self._call_event_handler("on_user_turn_stop_timeout")
                 await self._end_turn(now)
+            elif self.preemptive_generation:
+                await self._maybe_speculate()
         retry = self._idle.poll(now)
         if retry:
             await self._user_idle(retry)

@@ -35,6 +35,16 @@ class UserTurnStartStrategy:
 
     triggers: tuple[type[Frame], ...] = ()
     """Frame types this strategy reacts to."""
+    immediate = False
+    """If True, a turn this strategy starts while the bot speaks interrupts at once
+    (no barge-in judging by :class:`~flowcat.turns.InterruptionParams`); it is also
+    shown transcriptions while a barge-in started by another strategy is judged."""
+    announce = True
+    """Whether the processor broadcasts ``UserStartedSpeakingFrame`` (and the
+    interruption) for a turn this strategy starts; False adopts a turn announced
+    upstream. Read right after :meth:`process` said yes."""
+    consumes: tuple[type[Frame], ...] = ()
+    """Trigger types the processor does not pass on once they started a turn."""
 
     def process(self, frame: Frame, bot_speaking: bool) -> bool:
         """Return True if ``frame`` starts the user's turn.
@@ -82,6 +92,10 @@ class MinWordsUserTurnStartStrategy(UserTurnStartStrategy):
     While the bot speaks, ``min_words`` words are needed (a short "mm-hm" does
     not take the turn); while it is silent, one word is enough. Use it in place
     of :class:`VADUserTurnStartStrategy` to ignore sounds that are not words.
+    As in pipecat, the count met while the bot speaks starts the turn and
+    interrupts at once (an interim counts, with ``use_interim``); placed after
+    :class:`VADUserTurnStartStrategy`, it ends the barge-in judging the VAD start
+    began as soon as the count is met.
 
     Args:
         min_words: Words needed while the bot speaks (>= 1).
@@ -89,6 +103,7 @@ class MinWordsUserTurnStartStrategy(UserTurnStartStrategy):
     """
 
     triggers = (TranscriptionFrame, InterimTranscriptionFrame)
+    immediate = True
 
     def __init__(self, min_words: int, *, use_interim: bool = True) -> None:
         if min_words < 1:

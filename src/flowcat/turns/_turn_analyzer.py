@@ -20,12 +20,16 @@ class TurnAnalyzerUserTurnStopStrategy(UserTurnStopStrategy):
     result is back (~10–100 ms); "incomplete" keeps it open until the user speaks
     again or ``analyzer.stop_secs`` (default 3 s) of silence pass — the
     wall-clock fallback, which also covers a failed or slow check. Speech after
-    a check voids its result.
+    a check voids its result. With ``wait_for_transcript`` (default, as pipecat
+    1.14) either way also needs the turn's final transcript (see
+    :class:`~flowcat.turns.UserTurnStopStrategy`).
 
     Per-call state is only the audio buffer (PCM16, at most ~8.5 s).
 
     Args:
         analyzer: The (shareable) analyzer.
+        wait_for_transcript: Require a final transcript. Default True; False when
+            no STT feeds the processor.
 
     Attributes:
         last_prediction: The latest check's result for this call, if any.
@@ -33,8 +37,8 @@ class TurnAnalyzerUserTurnStopStrategy(UserTurnStopStrategy):
 
     wants_audio = True
 
-    def __init__(self, analyzer: SmartTurnAnalyzer) -> None:
-        super().__init__()
+    def __init__(self, analyzer: SmartTurnAnalyzer, *, wait_for_transcript: bool = True) -> None:
+        super().__init__(wait_for_transcript=wait_for_transcript)
         self.analyzer = analyzer
         self.last_prediction: TurnPrediction | None = None
         self._buf = bytearray()
@@ -85,7 +89,8 @@ class TurnAnalyzerUserTurnStopStrategy(UserTurnStopStrategy):
     def _check(self, now: float) -> None:
         self._seq += 1
         self._result = None
-        self.deadline = now + self.analyzer.stop_secs
+        self._ready_at = now + self.analyzer.stop_secs
+        self._own_done = False
         if not self._buf:
             return
         seq = self._seq
@@ -98,16 +103,14 @@ class TurnAnalyzerUserTurnStopStrategy(UserTurnStopStrategy):
 
         self.analyzer.request(bytes(self._buf), self._sample_rate, _on_result)
 
-    def poll(self, now: float) -> bool:
-        """End on a "complete" result, or on the fallback deadline."""
-        if self.user_speaking:
-            return False
+    def own_ready(self, now: float) -> bool:
+        """A "complete" result, or the fallback deadline."""
         result = self._result
         if result is not None:
             self._result = None
             if result.is_complete:
                 return True
-        return self.deadline is not None and now >= self.deadline
+        return super().own_ready(now)
 
     def turn_started(self, now: float, user_speaking: bool) -> None:
         """A turn that starts in silence (late transcription) is checked at once."""
