@@ -38,7 +38,7 @@ from flowcat.turns import (
     UserTurnStrategies,
     VADUserTurnStartStrategy,
 )
-from test_turns_processor import BOT_ON, DOWN, UP, E, I, Result, S, T, _Stamp, run_script
+from test_turns_processor import BOT_OFF, BOT_ON, DOWN, UP, E, I, Result, S, T, _Stamp, run_script
 
 TURN = (
     UserStartedSpeakingFrame,
@@ -362,3 +362,20 @@ def test_gate_releases_on_the_turn_end_and_ignores_other_ids() -> None:
 def test_gate_passes_everything_without_speculation() -> None:
     down, _, _ = _gate([*_response("plain")])
     assert _texts(down) == [("plain", 0.0)]
+
+
+def test_transcript_of_a_false_interruption_does_not_end_the_next_turn() -> None:
+    """A backchannel over the bot ("mm", resumed) leaves no transcript behind: the next
+    turn, with no transcript of its own, waits for one (here: the 5 s stop timeout)."""
+    script = [
+        (0.0, BOT_ON()),
+        (1.0, S()),
+        (1.2, T("mm")),
+        (1.3, E()),
+        (3.0, BOT_OFF()),
+        (4.0, S()),
+        (4.5, E()),
+    ]
+    r = run_script(UserTurnProcessor(), script, until=10.0)
+    assert ("BotSpeechResumeFrame", 2.3) in r.outputs()
+    assert stops(r) == [9.5]

@@ -410,6 +410,9 @@ class UserTurnProcessor(FrameProcessor):
         elif action == RESUME:
             self._held.clear()
             self._words_final = self._words_interim = 0
+            self._turn_text.clear()
+            for s in self._stop:  # the backchannel's transcripts belong to no turn
+                s.discard_transcripts()
             if self.interruption.resume_false_interruption:
                 await self.push_frame(BotSpeechResumeFrame())
 
