@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from flowcat import Pipeline
 from flowcat.frames import (
     EagerEndOfTurnCancelFrame,
@@ -379,3 +381,42 @@ def test_transcript_of_a_false_interruption_does_not_end_the_next_turn() -> None
     r = run_script(UserTurnProcessor(), script, until=10.0)
     assert ("BotSpeechResumeFrame", 2.3) in r.outputs()
     assert stops(r) == [9.5]
+
+
+_P99 = STTMetadataFrame(ttfs_p99_latency=2.0)  # with the VAD's 0.2 s stop_secs: a 1.8 s STT wait
+
+
+@pytest.mark.parametrize(
+    ("name", "script", "expected"),
+    [
+        # pipecat's event strings (S VAD start, E VAD stop, I interim, T final, TF finalized)
+        ("S T E", [(0.0, S()), (0.5, T("hello")), (1.0, E())], [1.6]),
+        ("S I T E", [(0.0, S()), (0.3, I("hel")), (0.5, T("hello")), (1.0, E())], [1.6]),
+        (
+            "S T I E S T E (one turn)",
+            [
+                (0.0, S()),
+                (0.3, T("hello")),
+                (0.4, I("how")),
+                (0.5, E()),
+                (0.8, S()),
+                (1.2, T("how are you")),
+                (1.5, E()),
+            ],
+            [2.1],
+        ),
+        (
+            "S I E ... I TF",
+            [(0.0, S()), (0.3, I("hel")), (0.5, E()), (2.0, I("hello")), (2.1, TF("hello"))],
+            [2.1],
+        ),
+        ("S I E ... T", [(0.0, S()), (0.3, I("hel")), (0.5, E()), (2.0, T("hello"))], [2.0]),
+        ("T without VAD ignores the STT wait", [(0.0, _P99), (0.5, T("hello"))], [1.1]),
+        ("S TF (still speaking)", [(0.0, S()), (0.5, TF("so I was thinking"))], []),
+        ("S E T, p99 wait runs out", [(0.0, _P99), (0.1, S()), (1.0, E()), (1.1, T("hello"))], [2.8]),
+        ("S E TF, finalized ends the wait", [(0.0, _P99), (0.1, S()), (1.0, E()), (1.1, TF("hello"))], [1.6]),
+    ],
+)
+def test_pipecat_stop_scripts(name: str, script: list[tuple[float, Frame]], expected: list[float]) -> None:
+    r = run_script(UserTurnProcessor(), script, until=4.0)
+    assert stops(r) == expected, name
