@@ -420,3 +420,20 @@ _P99 = STTMetadataFrame(ttfs_p99_latency=2.0)  # with the VAD's 0.2 s stop_secs:
 def test_pipecat_stop_scripts(name: str, script: list[tuple[float, Frame]], expected: list[float]) -> None:
     r = run_script(UserTurnProcessor(), script, until=4.0)
     assert stops(r) == expected, name
+
+
+def test_external_turn_has_no_stop_timeout_while_the_user_speaks() -> None:
+    """pipecat: an upstream turn start (e.g. Deepgram Flux) keeps the turn open however
+    long the user speaks; after its stop without a transcript the stop timeout ends it."""
+    proc = UserTurnProcessor(user_turn_strategies=ExternalUserTurnStrategies())
+    timeouts: list[float] = []
+    proc.add_event_handler(
+        "on_user_turn_stop_timeout", lambda p: timeouts.append(asyncio.get_running_loop().time())
+    )
+    r = run_script(proc, [(0.0, UserStartedSpeakingFrame()), (7.0, UserStoppedSpeakingFrame())], until=13.0)
+    # only the upstream turn frames, passed on; the timeout (12.0) re-announces nothing
+    assert seq(r) == [("UserStartedSpeakingFrame", 0.0), ("UserStoppedSpeakingFrame", 7.0)]
+    t0 = r.t0
+    assert [round(t - t0, 3) for t in timeouts] == [
+        12.0
+    ]  # 5 s after the upstream stop, not 5 s after the start

@@ -121,6 +121,7 @@ class Result:
 
     def __init__(self, down: list[tuple[float, Frame]], up: list[tuple[float, Frame]]) -> None:
         t0 = next(t for t, f in down if isinstance(f, _Mark))
+        self.t0 = t0
         self.down = [(round(t - t0, 3), f) for t, f in down if not isinstance(f, _Mark)]
         self.up = [(round(t - t0, 3), f) for t, f in up]
 

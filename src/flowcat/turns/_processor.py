@@ -175,8 +175,9 @@ class UserTurnProcessor(FrameProcessor):
         self._idle = UserIdleTimer(user_idle_timeout, user_idle_max_retries)
         self._muted = any(m.muted for m in self._mute)
         self._in_turn = False
+        self._announced = True
         self._bot_speaking = False
-        self._vad_speaking = False
+        self._vad_speaking = False  # the VAD (or a service's turn signals) hears the user
         self._speech_start = 0.0
         self._last_activity = 0.0
         self._words_final = 0
@@ -280,8 +281,10 @@ class UserTurnProcessor(FrameProcessor):
                         await self._cancel_speculation()
             else:
                 self._words_interim = words
-        else:
+        else:  # a service's (or an upstream processor's) turn signal
             self._last_activity = now
+            # The user speaks between its start and stop: no stop timeout meanwhile.
+            self._vad_speaking = cls is ProposedUserStartedSpeakingFrame or cls is UserStartedSpeakingFrame
         stop_now: UserTurnStopStrategy | None = None
         for s in self._stop:
             if cls in s.triggers and s.process(frame, now):
@@ -421,6 +424,7 @@ class UserTurnProcessor(FrameProcessor):
     ) -> None:
         """Start the user turn (and interrupt the bot), then release held transcriptions."""
         self._in_turn = True
+        self._announced = announce
         self._spec = None
         self._last_activity = now
         for st in self._start:
@@ -443,7 +447,8 @@ class UserTurnProcessor(FrameProcessor):
     ) -> None:
         self._in_turn = False
         self._stop_strategy = strategy
-        announce = getattr(strategy, "announce", True)
+        # An adopted turn (announced upstream) is never re-announced, even at the timeout.
+        announce = self._announced and getattr(strategy, "announce", True)
         self._words_final = self._words_interim = 0
         for st in self._start:
             st.reset()
