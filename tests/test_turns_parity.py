@@ -437,3 +437,20 @@ def test_external_turn_has_no_stop_timeout_while_the_user_speaks() -> None:
     assert [round(t - t0, 3) for t in timeouts] == [
         12.0
     ]  # 5 s after the upstream stop, not 5 s after the start
+
+
+def test_late_transcript_between_turns_is_not_carried_into_the_next() -> None:
+    """pipecat #4053: with VAD-only starts, a late final between turns must not let the
+    next turn (no transcript of its own yet) end at its speech timeout."""
+    proc = UserTurnProcessor(start_strategies=[VADUserTurnStartStrategy()])
+    script = [
+        (0.0, S()),
+        (0.5, T("hello")),
+        (1.0, E()),
+        (2.0, T("hello")),
+        (3.0, S()),
+        (3.5, E()),
+        (4.5, T("how are you")),
+    ]
+    r = run_script(proc, script, until=6.0)
+    assert stops(r) == [1.6, 4.5]
