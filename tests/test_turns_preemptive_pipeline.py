@@ -9,6 +9,7 @@ context 0.3 s later and stops a generation on ``EagerEndOfTurnCancelFrame``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from flowcat import FrameDirection, FrameProcessor, Pipeline
@@ -21,6 +22,14 @@ from flowcat.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
+)
+from flowcat.services import (
+    FunctionCallParams,
+    LLMChunk,
+    LLMService,
+    LLMTextDelta,
+    LLMToolCallDelta,
+    ServiceSettings,
 )
 from flowcat.testing import SleepFrame, run_test, run_virtual
 from flowcat.turns import PreemptiveGate, UserTurnProcessor, UserTurnSpeculation
@@ -119,3 +128,83 @@ def test_resume_after_the_answer_was_generated_drops_the_held_answer() -> None:
     texts, llm = _run(script, until=4.0)
     assert [r[0] for r in llm.runs] == ["hi", "hi there"]
     assert texts == [("answer to 'hi there'", 2.6)]
+
+
+# ------------------------------------------------------ with flowcat's LLMService
+
+
+class _ToyLLM(LLMService):
+    """Answers with the next script (chunks, or floats: seconds of delay)."""
+
+    def __init__(self, scripts: list[list[Any]]) -> None:
+        super().__init__(settings=ServiceSettings(model="toy"))
+        self.scripts = scripts
+        self.asked: list[str] = []
+        self.closed_early = 0
+
+    async def run_inference(self, context: LLMContext) -> AsyncIterator[LLMChunk]:
+        self.asked.append(context.messages[-1]["content"])
+        script = self.scripts.pop(0)
+        done = False
+        try:
+            for item in script:
+                if isinstance(item, float):
+                    await asyncio.sleep(item)
+                else:
+                    yield item
+            done = True
+        finally:
+            self.closed_early += 0 if done else 1
+
+
+def _run_service(llm: _ToyLLM, script: list[tuple[float, Frame]], until: float) -> list[tuple[str, float]]:
+    agg = _MiniAggregator(preemptive_generation=True)
+    out = _Stamp(DOWN)
+    frames: list[Frame] = []
+    now = 0.0
+    for t, f in script:
+        frames += [SleepFrame(sleep=t - now), f] if t > now else [f]
+        now = max(now, t)
+    frames.append(SleepFrame(sleep=until - now))
+
+    async def go() -> list[tuple[str, float]]:
+        t0 = asyncio.get_running_loop().time()
+        await run_test(Pipeline([agg, llm, PreemptiveGate(), out]), frames_to_send=frames)
+        return [(f.text, round(t - t0, 3)) for t, f in out.seen if isinstance(f, LLMTextFrame)]
+
+    return run_virtual(go())
+
+
+def test_llm_service_stops_a_cancelled_speculative_generation() -> None:
+    llm = _ToyLLM(
+        [[0.2, LLMTextDelta("Booked"), 5.0, LLMTextDelta(" never")], [0.2, LLMTextDelta("For two, done.")]]
+    )
+    script = [(0.0, S()), (0.8, T("book a table")), (1.0, E()), (1.5, S()), (1.8, T("for two")), (2.0, E())]
+    texts = _run_service(llm, script, until=4.0)
+    assert llm.asked == ["book a table", "book a table for two"]
+    assert llm.closed_early == 1  # the first stream was closed at the cancel, not left running
+    assert texts == [("For two, done.", 2.6)]
+
+
+def test_speculative_generation_asking_for_a_tool_is_withdrawn_and_rerun_at_the_turn_end() -> None:
+    """A tool's side effects cannot be held: the speculative answer that calls one is
+    withdrawn (nothing played, the tool not run) and the turn end runs the LLM normally."""
+    ran: list[str] = []
+
+    async def lookup(params: FunctionCallParams) -> None:
+        ran.append("lookup")
+        await params.result_callback("noon")
+
+    llm = _ToyLLM(
+        [
+            [0.1, LLMTextDelta("Let me check."), LLMToolCallDelta(0, "call_1", "lookup", "{}")],
+            [0.1, LLMTextDelta("Let me check."), LLMToolCallDelta(0, "call_2", "lookup", "{}")],
+            [LLMTextDelta("It is noon.")],
+        ]
+    )
+    llm.register_function("lookup", lookup)
+    texts = _run_service(llm, [(0.0, S()), (0.8, T("what time is it")), (1.0, E())], until=4.0)
+    assert llm.asked[:2] == ["what time is it", "what time is it"]
+    assert [t for t, _ in texts][0] == "Let me check."
+    assert texts[0][1] >= 1.6  # played only after the turn ended (E + 0.6), from the confirmed run
+    assert ran == ["lookup"]  # once, by the confirmed run

@@ -16,7 +16,13 @@ provider-neutral chunks (:class:`LLMTextDelta`, :class:`LLMToolCallDelta`,
   bounded by ``request_timeout_secs`` (to the first chunk) and
   ``chunk_timeout_secs`` (between chunks); a failure is pushed upstream as a
   non-fatal ``ErrorFrame`` with the key masked;
-* tool calls of the response are run as described in :mod:`._functions`.
+* tool calls of the response are run as described in :mod:`._functions`;
+* preemptive generation (``docs/turns.md``): an ``LLMContextFrame(speculation=True,
+  generation_id=g)`` is answered like any other, but ``EagerEndOfTurnCancelFrame(g)``
+  (either direction) stops it, and if it asks for tools before its turn is confirmed
+  (``EagerEndOfTurnConfirmFrame(g)``) the speculation is withdrawn instead (a
+  broadcast ``EagerEndOfTurnCancelFrame(g)``): a tool's side effects cannot be held,
+  and the confirmed turn then runs the LLM again.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import aiohttp
 from ..errors import ServiceConnectionError, ServiceError, ServiceProtocolError, ServiceTimeout
 from ..frames import (
     CancelFrame,
+    EagerEndOfTurnCancelFrame,
+    EagerEndOfTurnConfirmFrame,
     EndFrame,
     Frame,
     FunctionCallFromLLM,
@@ -123,6 +131,7 @@ class LLMService(AIService, FunctionCalling):
         self.chunk_timeout_secs = chunk_timeout_secs
         self.retry = retry if retry is not None else Backoff()
         self._gen_task: asyncio.Task[None] | None = None
+        self._speculation = 0  # generation id of the unconfirmed speculative context answered (0: none)
         self._register_event_handler("on_completion_timeout")
 
     # ---------------------------------------------------------- provider seam
@@ -154,8 +163,17 @@ class LLMService(AIService, FunctionCalling):
 
     async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMContextFrame):
+            self._speculation = frame.generation_id if frame.speculation else 0
             self.start_generation(frame.context)
             return
+        cls = type(frame)
+        if cls is EagerEndOfTurnCancelFrame:
+            spec = self._speculation
+            if spec and frame.generation_id in (0, spec):  # type: ignore[attr-defined]
+                self._speculation = 0
+                await self.cancel_generation()
+        elif cls is EagerEndOfTurnConfirmFrame and frame.generation_id == self._speculation:  # type: ignore[attr-defined]
+            self._speculation = 0
         await self.push_frame(frame, direction)
 
     async def on_interruption(self) -> None:
@@ -201,6 +219,11 @@ class LLMService(AIService, FunctionCalling):
                 await self.push_service_error(exc, "completion failed")
                 calls = []
             await self.stop_processing_metrics()
+            if calls and self._speculation:
+                spec, self._speculation = self._speculation, 0
+                logger.debug("%s: speculative generation %d asks for tools: withdrawn", self, spec)
+                await self.broadcast_frame(EagerEndOfTurnCancelFrame, generation_id=spec)
+                calls = []
             if calls:
                 await self.run_function_calls(calls, generation)
             await self.push_frame(LLMFullResponseEndFrame())

@@ -77,6 +77,7 @@ __all__ = ["UserTurnProcessor"]
 logger = logging.getLogger("flowcat.turns")
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
+UPSTREAM = FrameDirection.UPSTREAM
 
 _AUDIO = (InputAudioRawFrame, UserAudioRawFrame)
 _TEXT = (TranscriptionFrame, InterimTranscriptionFrame)
@@ -190,6 +191,7 @@ class UserTurnProcessor(FrameProcessor):
         self.preemptive_generation = preemptive_generation
         self._turn_text: list[str] = []
         self._spec: UserTurnSpeculation | None = None
+        self._withdrawn = ""  # text of a speculation the LLM withdrew in this turn
         self._generations = 0
         self.confirmed_speculation: UserTurnSpeculation | None = None
         """During ``_user_turn_ending``: the speculation this turn end confirms (its
@@ -367,6 +369,8 @@ class UserTurnProcessor(FrameProcessor):
             self._idle.function_call_done()
         elif cls is UserIdleTimeoutUpdateFrame:
             self._idle.update_timeout(frame.timeout, now)  # type: ignore[attr-defined]
+        elif cls is EagerEndOfTurnCancelFrame and direction is UPSTREAM:
+            await self._speculation_withdrawn(frame.generation_id)  # type: ignore[attr-defined]
         elif cls is STTMetadataFrame:
             for s in self._stop:
                 s.stt_timeout = frame.ttfs_p99_latency  # type: ignore[attr-defined]
@@ -456,6 +460,7 @@ class UserTurnProcessor(FrameProcessor):
             s.turn_stopped()
         self._idle.user_stopped(now)
         spec, self._spec = self._spec, None
+        self._withdrawn = ""
         self._turn_text.clear()
         self.confirmed_speculation = spec
         if spec is None:
@@ -476,11 +481,23 @@ class UserTurnProcessor(FrameProcessor):
             return
         if not any(s.speculative for s in self._stop):
             return
+        text = " ".join(self._turn_text)
+        if text == self._withdrawn:  # the LLM refused to speculate on these words (tools)
+            return
         self._generations += 1
-        spec = self._spec = UserTurnSpeculation(self._generations, " ".join(self._turn_text))
+        spec = self._spec = UserTurnSpeculation(self._generations, text)
         await self.push_frame(UserTurnSpeculationFrame(generation_id=spec.generation_id, text=spec.text))
         await self._user_turn_speculated(spec)
         await self._call_event_handler("on_user_turn_inference_triggered", None)
+
+    async def _speculation_withdrawn(self, generation_id: int) -> None:
+        """The LLM (or the gate) withdrew the speculation: the turn end runs the LLM again."""
+        spec = self._spec
+        if spec is None or generation_id not in (0, spec.generation_id):
+            return
+        self._spec = None
+        self._withdrawn = spec.text
+        await self._user_turn_speculation_cancelled(spec)
 
     async def _cancel_speculation(self) -> None:
         spec, self._spec = self._spec, None
