@@ -18,6 +18,7 @@ from flowcat.frames import (
     EagerEndOfTurnCancelFrame,
     EagerEndOfTurnConfirmFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -36,6 +37,8 @@ from flowcat.turns import (
     MinWordsUserTurnStartStrategy,
     PreemptiveGate,
     SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+    TurnPrediction,
     UserTurnProcessor,
     UserTurnStrategies,
     VADUserTurnStartStrategy,
@@ -454,3 +457,39 @@ def test_late_transcript_between_turns_is_not_carried_into_the_next() -> None:
     ]
     r = run_script(proc, script, until=6.0)
     assert stops(r) == [1.6, 4.5]
+
+
+class _FakeAnalyzer:
+    """Stands in for SmartTurnAnalyzer: answers each check 50 ms later with a fixed verdict."""
+
+    pre_speech_secs = 0.5
+    stop_secs = 3.0
+
+    def __init__(self, complete: bool) -> None:
+        self.complete = complete
+
+    def request(self, audio: bytes, sample_rate: int, callback: Any) -> None:
+        verdict = TurnPrediction(self.complete, 0.9 if self.complete else 0.1, 1.0)
+        asyncio.get_running_loop().call_later(0.05, callback, verdict)
+
+
+def _speech() -> Frame:
+    return InputAudioRawFrame(audio=b"\x01\x00" * 320, sample_rate=16000)
+
+
+@pytest.mark.parametrize(
+    ("complete", "transcript_at", "expected"),
+    [
+        (True, 0.8, [1.05]),  # final in hand: the model's "complete" ends the turn
+        (True, 2.0, [2.0]),  # "complete" but no transcript yet: the final ends it
+        (False, 0.8, [4.0]),  # "incomplete": the 3 s fallback (with the transcript in hand)
+    ],
+)
+def test_smart_turn_stop_waits_for_the_transcript(
+    complete: bool, transcript_at: float, expected: list[float]
+) -> None:
+    strategy = TurnAnalyzerUserTurnStopStrategy(_FakeAnalyzer(complete))  # type: ignore[arg-type]
+    proc = UserTurnProcessor(stop_strategies=[strategy])
+    script = [(0.0, S()), (0.1, _speech()), (transcript_at, T("is it raining")), (1.0, E())]
+    r = run_script(proc, sorted(script, key=lambda x: x[0]), until=6.0)
+    assert stops(r) == expected
