@@ -387,7 +387,7 @@ class UserTurnProcessor(FrameProcessor):
         elif cls is EndFrame or cls is CancelFrame:
             self._timer.close()
             self._spec = None
-        await self.push_frame(frame, direction)
+        await self._pass_other_frame(frame, direction)
 
     # ------------------------------------------------------------ turn logic
 
@@ -527,6 +527,14 @@ class UserTurnProcessor(FrameProcessor):
         """A (interim) transcription the turn logic lets through; pushed on here.
 
         The context aggregator overrides this to aggregate the text instead.
+        """
+        await self.push_frame(frame, direction)
+
+    async def _pass_other_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Any other frame (not audio, VAD, transcription or turn signal) after the turn logic saw it.
+
+        Pushed on here; the context aggregator overrides this for its own frames, so
+        the audio path stays this class's own ``process_frame``.
         """
         await self.push_frame(frame, direction)
 
