@@ -118,7 +118,7 @@ def _turn_with_a_result(words: list[str]) -> tuple[LLMContext, list, list]:
         ),
         *(TranscriptionFrame(text=w, user_id="u", timestamp="") for w in words),
         VADUserStoppedSpeakingFrame(),
-        SleepFrame(0.5),
+        SleepFrame(5.5),  # an empty turn ends at the 5 s stop timeout (it waits for a transcript)
     ]
     down, up = run_virtual(run_test(Pipeline([pair.user(), pair.assistant()]), frames_to_send=frames))
     return ctx, down, up

@@ -200,8 +200,11 @@ def test_turn_writes_context_and_runs_the_llm_before_the_stop_frame() -> None:
 
 
 def empty_turn() -> list:
-    """Speech long enough to barge in, nothing transcribed."""
-    return [VADUserStartedSpeakingFrame(), SleepFrame(0.6), VADUserStoppedSpeakingFrame(), SleepFrame(0.3)]
+    """Speech long enough to barge in, nothing transcribed.
+
+    The turn waits for a transcript that never comes, so it ends at the 5 s stop timeout (as in pipecat).
+    """
+    return [VADUserStartedSpeakingFrame(), SleepFrame(0.6), VADUserStoppedSpeakingFrame(), SleepFrame(5.3)]
 
 
 def bot_spoke() -> list:
