@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._chunker import AudioChunker
 from ._filter import AudioFilterProcessor, BaseAudioFilter, RNNoiseFilter
 from ._g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from ._low_latency import LowLatencyResampler
 from ._mixer import BaseAudioMixer, LoopingFileMixer
 from ._pcm import apply_gain, float_to_pcm16, mix, pcm16_to_float, rms_dbfs, silence, tone
 from ._recorder import AudioRecorder
@@ -22,6 +23,7 @@ __all__ = [
     "BaseAudioFilter",
     "BaseAudioMixer",
     "LoopingFileMixer",
+    "LowLatencyResampler",
     "RNNoiseFilter",
     "StreamResampler",
     "WavWriter",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..audio import (
+    LowLatencyResampler,
     StreamResampler,
     alaw_to_pcm16,
     pcm16_to_alaw,
@@ -75,7 +76,14 @@ class AudioDecoder:
 
 
 class AudioEncoder:
-    """Bot PCM16 at ``pipeline_rate`` → ``codec`` bytes at ``carrier_rate``."""
+    """Bot PCM16 at ``pipeline_rate`` → ``codec`` bytes at ``carrier_rate``.
+
+    The transport calls the serializer with audio it has already paced at real time
+    (one chunk per 20 ms), so the resampler must not hold any back: a
+    :class:`~flowcat.audio.LowLatencyResampler` turns each chunk into its exact share
+    at the carrier rate (20 ms in, 20 ms out), delaying the signal by its ~2 ms
+    filter delay. soxr's block recipes would release it in 60–110 ms bursts.
+    """
 
     __slots__ = ("_carrier_rate", "_convert", "_resampler", "codec", "in_rate")
 
@@ -85,7 +93,7 @@ class AudioEncoder:
         self._carrier_rate = carrier_rate
         self._convert = _ENCODE[codec]
         self._resampler = (
-            StreamResampler(pipeline_rate, carrier_rate) if pipeline_rate != carrier_rate else None
+            LowLatencyResampler(pipeline_rate, carrier_rate) if pipeline_rate != carrier_rate else None
         )
 
     def reset(self) -> None:
@@ -94,7 +102,7 @@ class AudioEncoder:
             self._resampler.reset()
 
     def encode(self, pcm: bytes) -> bytes:
-        """Encode one chunk (may be shorter than its share while the resampler fills)."""
+        """Encode one chunk (its exact share at the carrier rate, give or take a sample)."""
         rs = self._resampler
         if rs is not None:
             pcm = rs.resample(pcm)

@@ -1,7 +1,9 @@
 """The send queue of an output transport, released on the shared audio clock.
 
-Bot audio is resampled to the transport rate, cut into ``audio_out_chunk_ms``
-chunks and queued; data and control frames that arrive behind queued audio wait
+Bot audio is resampled to the transport rate (by a
+:class:`~flowcat.audio.LowLatencyResampler`: each frame's exact share comes out at
+once, ~1–2 ms filter delay, so a real-time stream at another rate stays whole
+chunks on time), cut into ``audio_out_chunk_ms`` chunks and queued; data and control frames that arrive behind queued audio wait
 in the same queue. The process's :class:`~flowcat.transports.AudioClock` calls
 :meth:`OutputQueue.on_clock`, which sends chunks so that at most
 ``audio_out_send_ahead_chunks`` are ahead of real time on the wire, and releases
@@ -24,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..audio import StreamResampler
+from ..audio import LowLatencyResampler
 from ..frames import (
     BotSpeakingFrame,
     BotStartedSpeakingFrame,
@@ -127,7 +129,7 @@ class OutputQueue:
         self._speaking = False
         self._last_sent = 0.0
         self._last_speaking = 0.0
-        self._resampler: StreamResampler | None = None
+        self._resampler: LowLatencyResampler | None = None
         self._outbox: list[tuple[Frame, FrameDirection]] = []
         self._end_timer: asyncio.TimerHandle | None = None
         self._ending: EndFrame | None = None
@@ -244,7 +246,7 @@ class OutputQueue:
         if frame.sample_rate != self._rate:
             rs = self._resampler
             if rs is None or rs.in_rate != frame.sample_rate:
-                rs = self._resampler = StreamResampler(frame.sample_rate, self._rate, self._channels)
+                rs = self._resampler = LowLatencyResampler(frame.sample_rate, self._rate, self._channels)
             audio = rs.resample(audio)
         if len(audio) == self._chunk_bytes and not self._pending:
             # A whole chunk queued: still a real-time stream if it did not come in a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..audio import StreamResampler
+from ..audio import LowLatencyResampler
 from ..errors import ProtocolError
 from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame, StartFrame
 
@@ -14,9 +14,10 @@ class RawPCMSerializer:
 
     Incoming messages of any (even) length become :class:`InputAudioRawFrame`;
     outgoing :class:`OutputAudioRawFrame` is sent as its bytes (resampled if the
-    frame's rate differs). There is no clear message: an interruption only empties
-    the server-side queue, which is why output is paced. Text messages and other
-    frames are ignored.
+    frame's rate differs, by a :class:`~flowcat.audio.LowLatencyResampler`: the
+    output has paced the audio already, so each chunk goes out as its exact share).
+    There is no clear message: an interruption only empties the server-side queue,
+    which is why output is paced. Text messages and other frames are ignored.
 
     Args:
         sample_rate: Wire rate in Hz; None follows the StartFrame (input rate).
@@ -28,7 +29,7 @@ class RawPCMSerializer:
     def __init__(self, sample_rate: int | None = None, num_channels: int = 1) -> None:
         self.sample_rate = sample_rate
         self.num_channels = num_channels
-        self._out: StreamResampler | None = None
+        self._out: LowLatencyResampler | None = None
 
     @property
     def passthrough_rate(self) -> int | None:
@@ -64,7 +65,7 @@ class RawPCMSerializer:
             return frame.audio
         rs = self._out
         if rs is None or rs.in_rate != frame.sample_rate:
-            rs = self._out = StreamResampler(frame.sample_rate, rate, self.num_channels)
+            rs = self._out = LowLatencyResampler(frame.sample_rate, rate, self.num_channels)
         return rs.resample(frame.audio) or None
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
