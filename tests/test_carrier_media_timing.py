@@ -29,7 +29,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from flowcat.audio import tone
-from flowcat.frames import EndFrame, Frame, InputAudioRawFrame, OutputAudioRawFrame, StartFrame, TTSStoppedFrame
+from flowcat.frames import (
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+    TTSStoppedFrame,
+)
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, ServerConfig, create_app
 from flowcat.testing import run_virtual
@@ -90,7 +97,7 @@ async def test_bot_audio_reaches_the_carrier_in_steady_wire_frames(carrier: str,
     # The timing is measured on a shared machine: a stall of the whole process (another
     # job, a GC pass) can delay one message. A second call is made when the first misses
     # a timing bound; a resampler that holds audio back misses them on every call.
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         times, payloads = await _measure(spec, pipeline_rate)
         sizes = [len(p) for p in payloads]
         summary, late = _timing(carrier, pipeline_rate, period, times, sizes)

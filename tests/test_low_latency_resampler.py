@@ -59,7 +59,9 @@ def test_output_is_the_input_tone_delayed_by_the_stated_delay(in_rate: int, out_
     assert _snr_db(out, out_rate, 440.0, 0.4, rs.delay_secs + 1 / out_rate) < 40
 
 
-@pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 8000), (16000, 8000), (8000, 16000), (16000, 24000)])
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate"), [(24000, 8000), (16000, 8000), (8000, 16000), (16000, 24000)]
+)
 def test_impulse_peaks_at_the_stated_delay(in_rate: int, out_rate: int) -> None:
     rs = LowLatencyResampler(in_rate, out_rate)
     impulse = np.zeros(in_rate // 10, dtype="<i2")

@@ -68,10 +68,10 @@ async def test_vonage_exact_640_byte_messages_notify_and_cleared() -> None:
     ser = VonageFrameSerializer()
     await ser.handshake(fixture("vonage_connected.json")[0])
     outs: list[Any] = []
-    for _ in range(10):
+    for _ in range(11):
         outs += flat(await ser.serialize(out_audio(30)))  # 30 ms frames do not divide 20 ms messages
-    assert outs and all(isinstance(m, bytes) and len(m) == 640 for m in outs)
-    tail = flat(await ser.serialize(TTSStoppedFrame()))
+    assert len(outs) == 16 and all(isinstance(m, bytes) and len(m) == 640 for m in outs)
+    tail = flat(await ser.serialize(TTSStoppedFrame()))  # 330 ms: the last 10 ms padded to 20
     assert len(tail[0]) == 640 and tail[-1] == '{"action":"notify","payload":{"name":"fc-1"}}'
     await ser.deserialize('{"event":"websocket:notify","payload":{"name":"fc-1"}}')
     assert ser.marks.played_up_to == pytest.approx(ser.marks.sent_up_to) and ser.marks.played_up_to > 0.2

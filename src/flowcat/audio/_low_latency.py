@@ -183,8 +183,8 @@ class LowLatencyResampler:
                 win = np.ndarray((groups, len(block)), _F32, buf, start * size, (down * size, size))
                 np.dot(win, block, out=y[: groups * up].reshape(groups, up))
             for i in range(groups * up, count):
-                pos = t + i * down
-                y[i] = np.dot(buf[pos // up : pos // up + taps], self._phases[pos % up])
+                at = t + i * down
+                y[i] = np.dot(buf[at // up : at // up + taps], self._phases[at % up])
         np.rint(y, out=y)
         np.maximum(y, _LO, out=y)
         np.minimum(y, _HI, out=y)
