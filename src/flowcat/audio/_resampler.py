@@ -22,7 +22,8 @@ class StreamResampler:
     soxr works in blocks, so output arrives in bursts: some calls return nothing
     and the stream lags the input by up to ~40 ms (16/24/48 kHz pairs) or
     ~75-120 ms (pairs with 8 kHz); see ``docs/audio.md``. Re-chunk the output with
-    :class:`AudioChunker` when fixed frame sizes are needed. :meth:`flush`
+    :class:`AudioChunker` when fixed frame sizes are needed, or use
+    :class:`LowLatencyResampler` for audio that is already paced. :meth:`flush`
     releases what is held at the end of a stream. Equal rates pass through
     untouched. Partial samples (odd byte counts) are carried to the next call.
 
