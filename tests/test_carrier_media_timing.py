@@ -45,6 +45,7 @@ from flowcat.frames import (
     TTSStoppedFrame,
 )
 from flowcat.runtime import FrameDirection, FrameProcessor
+from flowcat.serializers import AsteriskFrameSerializer
 from flowcat.server import CallInfo, ServerConfig, create_app
 from flowcat.testing import run_virtual
 from test_transport_support import CHUNK, RATE, Harness, RecordingOutput
@@ -285,6 +286,28 @@ async def test_each_paced_chunk_becomes_its_wire_frames_at_once(carrier: str, pi
         wire += b"".join(payloads)
     assert len(wire) == round(spec.rate * BOT_SECS) * width
     _assert_tone(DECODE[spec.codec](wire), spec.rate)
+
+
+@pytest.mark.parametrize(("carrier", "pipeline_rate"), [("vonage", 8000), ("asterisk_slin48", 16000)])
+async def test_caller_audio_above_the_pipeline_rate_is_not_held_back(carrier: str, pipeline_rate: int) -> None:
+    """Caller audio downsampled to the pipeline rate: each 20 ms packet becomes a 20 ms
+    frame at once (VAD and turn detection see speech when it arrives)."""
+    if carrier == "vonage":
+        spec = SPECS["vonage"]
+        ser = spec.make("http://127.0.0.1:9")
+        for msg in spec.handshake:
+            await ser.handshake(msg)
+        wire_rate, wrap = spec.rate, spec.media_in
+    else:
+        ser = AsteriskFrameSerializer(format="slin48")
+        wire_rate, wrap = 48000, (lambda p: p)
+    await ser.setup(StartFrame(audio_in_sample_rate=pipeline_rate, audio_out_sample_rate=pipeline_rate))
+    audio = tone(BOT_HZ, 0.4, wire_rate, BOT_AMP)
+    step = wire_rate // 50 * 2
+    frames = [await ser.deserialize(wrap(audio[i : i + step])) for i in range(0, len(audio), step)]
+    assert all(isinstance(f, InputAudioRawFrame) and f.sample_rate == pipeline_rate for f in frames)
+    assert [len(f.audio) for f in frames if isinstance(f, InputAudioRawFrame)] == [pipeline_rate // 50 * 2] * 20
+    _assert_tone(b"".join(f.audio for f in frames if isinstance(f, InputAudioRawFrame)), pipeline_rate)
 
 
 def test_the_output_resamples_a_real_time_stream_without_holding_it() -> None:

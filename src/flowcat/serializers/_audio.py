@@ -25,7 +25,10 @@ INPUT_QUALITY = "QQ"
 """soxr recipe for upsampling caller audio. The block-based recipes (``MQ``) hold
 8 kHz input back for ~100 ms and release it in bursts, which would delay VAD and
 turn detection on every call; the quick cubic recipe returns each 20 ms packet at
-once, and upsampling band-limited telephone audio does not alias."""
+once, and upsampling band-limited telephone audio does not alias. Caller audio at a
+higher rate than the pipeline's is downsampled by a
+:class:`~flowcat.audio.LowLatencyResampler` (each packet at once, and filtered
+against aliasing, which the cubic recipe is not)."""
 
 _DECODE: dict[str, Callable[[bytes], bytes] | None] = {
     "PCMU": ulaw_to_pcm16,
@@ -55,13 +58,11 @@ class AudioDecoder:
         self.codec = codec
         self.out_rate = pipeline_rate
         self._convert = _DECODE[codec]
-        self._resampler = (
-            StreamResampler(
-                carrier_rate, pipeline_rate, quality=INPUT_QUALITY if carrier_rate < pipeline_rate else "MQ"
-            )
-            if carrier_rate != pipeline_rate
-            else None
-        )
+        self._resampler: StreamResampler | LowLatencyResampler | None = None
+        if carrier_rate < pipeline_rate:
+            self._resampler = StreamResampler(carrier_rate, pipeline_rate, quality=INPUT_QUALITY)
+        elif carrier_rate > pipeline_rate:
+            self._resampler = LowLatencyResampler(carrier_rate, pipeline_rate)
 
     def frame(self, payload: bytes) -> InputAudioRawFrame | None:
         """Decode one payload; None while the resampler is still filling."""
