@@ -188,7 +188,8 @@ class LowLatencyResampler:
         np.rint(y, out=y)
         np.maximum(y, _LO, out=y)
         np.minimum(y, _HI, out=y)
-        return y.astype(_I16).tobytes()
+        out: bytes = y.astype(_I16).tobytes()
+        return out
 
     def flush(self) -> bytes:
         """End the stream: return the filter's tail (its group delay's worth of output).
