@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flowcat.audio import LowLatencyResampler, StreamResampler, tone
+from flowcat.errors import ConfigError
 
 PAIRS = [
     (24000, 8000),
@@ -144,9 +145,9 @@ def test_stereo_is_two_mono_streams() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         LowLatencyResampler(0, 8000)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         LowLatencyResampler(8000, 16000, num_channels=0)
 
 

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = ["LowLatencyResampler"]
 
 _F32 = np.dtype(np.float32)
@@ -109,7 +111,7 @@ class LowLatencyResampler:
 
     def __init__(self, in_rate: int, out_rate: int, num_channels: int = 1) -> None:
         if in_rate <= 0 or out_rate <= 0 or num_channels <= 0:
-            raise ValueError("rates and num_channels must be positive")
+            raise ConfigError("rates and num_channels must be positive")
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.num_channels = num_channels
