@@ -292,14 +292,9 @@ class OutputQueue:
         self._activate()
 
     def _flush_partial(self) -> None:
-        rs = self._resampler
-        tail = rs.flush() if rs is not None else b""
-        if tail:
-            self._pending += tail
-            size = self._chunk_bytes
-            while len(self._pending) >= size:
-                self._queue.append(self._pending[:size])
-                self._pending = self._pending[size:]
+        # The resampler holds no samples back, only its filter delay (~1-2 ms of the
+        # signal): that stays in its state, so audio continuing after a control frame
+        # joins without a click, rather than going out as a (padded) chunk of its own.
         pending = self._pending
         if pending:
             if self._params.audio_out_pad_last_chunk:
