@@ -130,3 +130,14 @@ def test_service_errors_are_in_the_hierarchy() -> None:
     rl = ServiceRateLimitError("x", retry_after=2.0)
     assert rl.retryable and rl.retry_after == 2.0 and rl.status_code == 429
     assert issubclass(ServiceProtocolError, ServiceError) and not ServiceProtocolError("x").retryable
+
+
+def test_generic_serializers_live_with_the_carriers_and_keep_their_transport_names() -> None:
+    import flowcat.serializers as s
+    import flowcat.transports as t
+
+    assert {"FastSerializer", "ProtobufFrameSerializer", "RawPCMSerializer", "Serializer"} <= set(s.__all__)
+    assert t.RawPCMSerializer is s.RawPCMSerializer
+    assert t.ProtobufFrameSerializer is s.ProtobufFrameSerializer
+    assert s.RawPCMSerializer.__module__ == "flowcat.serializers.raw_pcm"
+    assert s.ProtobufFrameSerializer.__module__ == "flowcat.serializers.protobuf"

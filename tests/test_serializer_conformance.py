@@ -570,3 +570,43 @@ async def test_no_hang_up_after_remote_end_or_without_credentials(spec: Spec, fa
     ser = await started(spec, fake_api.url)  # no credentials in the environment
     await ser.serialize(EndFrame())
     assert fake_api.requests == []
+
+
+async def test_fast_path_agrees_with_the_async_interface(spec: Spec) -> None:
+    """The FastSerializer sub-contract: ``serialize_audio`` and ``deserialize_now`` give
+    what ``serialize`` and ``deserialize`` give (two serializers fed the same messages)."""
+    from flowcat.serializers import FastSerializer
+
+    async def at_carrier_rate() -> FrameSerializer:
+        # (At the carrier's own rate: soxr's output is not bit-exact from run to run.)
+        ser = spec.make("http://127.0.0.1:9")
+        await ser.setup(StartFrame(audio_in_sample_rate=spec.rate, audio_out_sample_rate=spec.rate))
+        for msg in spec.handshake:
+            await ser.handshake(msg)
+        assert ser.call_info is not None
+        return ser
+
+    fast, slow = await at_carrier_rate(), await at_carrier_rate()
+    assert isinstance(fast, FastSerializer)
+    pcm = tone(700, 0.2, spec.rate, amplitude=0.4)
+    step = spec.rate // 50 * 2
+    for i in range(0, len(pcm), step):
+        frame = OutputAudioRawFrame(audio=pcm[i : i + step], sample_rate=spec.rate)
+        assert fast.serialize_audio(frame) == await slow.serialize(frame)
+    wire = ENCODE[spec.codec](tone(700, 0.1, spec.rate, amplitude=0.4))
+    n = 320 if spec.codec == "L16" else 160
+    for msg in [spec.media_in(wire[:n]), spec.media_in(wire[n : 2 * n]), *GENERIC_BAD]:
+        now = fast.deserialize_now(msg)
+        if now is not None and not isinstance(now, InputAudioRawFrame | InputDTMFFrame):
+            now = await now  # type: ignore[misc]  # a message answered first (Genesys)
+        later = await slow.deserialize(msg)
+        assert type(now) is type(later)
+        if isinstance(now, InputAudioRawFrame):
+            assert isinstance(later, InputAudioRawFrame)
+            assert (now.audio, now.sample_rate, now.num_channels) == (
+                later.audio,
+                later.sample_rate,
+                later.num_channels,
+            )
+    # Carrier formats are not passthrough: the transports must call the serializer.
+    assert fast.passthrough_rate is None and fast.passthrough_input is None

@@ -27,8 +27,8 @@ from flowcat.frames import (
     TranscriptionFrame,
     TTSStoppedFrame,
 )
+from flowcat.serializers.protobuf import decode_fields, encode_varint, unwrap_wav
 from flowcat.transports import ProtobufFrameSerializer, RawPCMSerializer
-from flowcat.transports._protobuf import decode_fields, encode_varint, unwrap_wav
 
 H = bytes.fromhex
 

@@ -1,7 +1,11 @@
-"""Carrier serializers: carrier WebSocket messages ⇄ frames.
+"""Serializers: a connection's WebSocket messages ⇄ frames.
 
-One module per carrier, each against :class:`FrameSerializer`; see ``docs/carriers.md``
-for codecs, marks, hang-up, answer documents, signatures and what is unconfirmed.
+The contract is :class:`Serializer` (pipecat's async interface) with the synchronous
+fast path of :class:`FastSerializer` (see ``docs/transports.md``). Beside the generic
+wire formats (:class:`RawPCMSerializer`, pipecat's :class:`ProtobufFrameSerializer`)
+there is one module per carrier, each against :class:`FrameSerializer`; see
+``docs/carriers.md`` for codecs, marks, hang-up, answer documents, signatures and
+what is unconfirmed.
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from ._base import CallInfo as CallInfo
 from ._base import FrameSerializer as FrameSerializer
 from ._base import Wire as Wire
 from ._base import WireOut as WireOut
+from ._contract import FastSerializer as FastSerializer
+from ._contract import Serializer as Serializer
 from ._marks import MarkTracker as MarkTracker
 from .asterisk import AsteriskFrameSerializer as AsteriskFrameSerializer
 from .cloudonix import CloudonixFrameSerializer as CloudonixFrameSerializer
 from .exotel import ExotelFrameSerializer as ExotelFrameSerializer
 from .genesys import GenesysFrameSerializer as GenesysFrameSerializer
 from .plivo import PlivoFrameSerializer as PlivoFrameSerializer
+from .protobuf import ProtobufFrameSerializer as ProtobufFrameSerializer
+from .raw_pcm import RawPCMSerializer as RawPCMSerializer
 from .telnyx import TelnyxFrameSerializer as TelnyxFrameSerializer
 from .twilio import TwilioFrameSerializer as TwilioFrameSerializer
 from .vobiz import VobizFrameSerializer as VobizFrameSerializer
@@ -26,10 +34,14 @@ __all__ = [
     "CallInfo",
     "CloudonixFrameSerializer",
     "ExotelFrameSerializer",
+    "FastSerializer",
     "FrameSerializer",
     "GenesysFrameSerializer",
     "MarkTracker",
     "PlivoFrameSerializer",
+    "ProtobufFrameSerializer",
+    "RawPCMSerializer",
+    "Serializer",
     "TelnyxFrameSerializer",
     "TwilioFrameSerializer",
     "VobizFrameSerializer",

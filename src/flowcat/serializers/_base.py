@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._ratelimit import RateLimitedLog
@@ -42,6 +42,7 @@ from ..frames import (
 )
 from ._audio import AudioDecoder, AudioEncoder, bytes_per_sample
 from ._call import CallInfo, Wire, WireOut, dtmf_frame, truncate
+from ._contract import FastSerializer
 from ._framer import Framer
 from ._marks import MarkTracker
 from ._webhooks import CarrierWebhooks
@@ -56,8 +57,8 @@ logger = logging.getLogger("flowcat.serializers")
 _BAD_INPUT = RateLimitedLog(logger)  # the first 20 bad inputs per call in full, then one in every 1000
 
 
-class FrameSerializer(CarrierWebhooks):
-    """Base of every carrier serializer (pipecat's interface plus telephony helpers).
+class FrameSerializer(FastSerializer, CarrierWebhooks):
+    """Base of every carrier serializer (the :class:`FastSerializer` contract plus telephony helpers).
 
     Args:
         stream_id: The stream id, when known before the handshake.
@@ -109,7 +110,7 @@ class FrameSerializer(CarrierWebhooks):
         self.auto_hang_up = auto_hang_up
         self.api_base = (api_base or self.default_api_base).rstrip("/")
         self.session = session
-        self.sender: Callable[[Wire], Awaitable[None]] | None = None
+        self.sender = None
         self.marks = MarkTracker()
         self.call_info: CallInfo | None = None
         self.remote_ended = False
@@ -161,14 +162,7 @@ class FrameSerializer(CarrierWebhooks):
             logger.exception("%s: could not serialize %s: %s", self.carrier, frame, exc)
         return None
 
-    async def deserialize(self, data: str | bytes) -> Frame | None:
-        """Turn one carrier message into a frame, or None (control messages, bad input)."""
-        out = self.deserialize_now(data)
-        if inspect.iscoroutine(out):
-            out = await out
-        return out
-
-    def deserialize_now(self, data: str | bytes) -> Any:
+    def deserialize_now(self, data: str | bytes) -> Frame | None | Awaitable[Frame | None]:
         """:meth:`deserialize` without a coroutine (the transport's fast path).
 
         Returns the frame or None, or — for a message the carrier answers during the

@@ -7,10 +7,13 @@ first used). The raw route ``/ws`` needs no serializer module.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CarrierError
 from ._apps import CallInfo
+
+if TYPE_CHECKING:
+    from ..serializers import FrameSerializer, RawPCMSerializer
 
 __all__ = ["CarrierError", "Opened", "carrier_names", "get_carrier", "raw_serializer"]
 
@@ -24,7 +27,7 @@ class Opened:
 
     def __init__(
         self,
-        serializer: Any,
+        serializer: FrameSerializer,
         call: CallInfo,
         *,
         in_rate: int | None = None,
@@ -38,9 +41,9 @@ class Opened:
         self.pending = pending or []
 
 
-def raw_serializer(sample_rate: int) -> Any:
+def raw_serializer(sample_rate: int) -> RawPCMSerializer:
     """The raw-PCM serializer (binary PCM16 both ways at ``sample_rate``)."""
-    from ..transports import RawPCMSerializer
+    from ..serializers.raw_pcm import RawPCMSerializer
 
     return RawPCMSerializer(sample_rate=sample_rate)
 

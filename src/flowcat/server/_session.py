@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from ..runtime import FrameProcessor, Pipeline, PipelineParams, PipelineTask
+
+if TYPE_CHECKING:
+    from ..serializers import Serializer
 
 __all__ = ["AiohttpSocket", "CallSocket", "run_call", "serve_call"]
 
@@ -89,7 +92,7 @@ class AiohttpSocket(CallSocket):
 
 async def serve_call(
     sock: CallSocket,
-    serializer: Any,
+    serializer: Serializer | None,
     processors: list[FrameProcessor],
     *,
     params: PipelineParams,
@@ -120,7 +123,7 @@ async def serve_call(
 
 async def run_call(
     ws: web.WebSocketResponse,
-    serializer: Any,
+    serializer: Serializer | None,
     processors: list[FrameProcessor],
     *,
     params: PipelineParams,

@@ -6,8 +6,10 @@
   calls), with a small send-ahead window, instant clear on interruption,
   pause/resume, bot speaking frames derived from sends and a drained EndFrame.
 * WebSocket transports on aiohttp: :class:`WebsocketServerTransport` (a route,
-  one call per socket), :class:`WebsocketClientTransport` (dials out), with
-  :class:`RawPCMSerializer` or pipecat's :class:`ProtobufFrameSerializer`.
+  one call per socket), :class:`WebsocketClientTransport` (dials out), with any
+  :class:`~flowcat.serializers.Serializer`: :class:`RawPCMSerializer` (the default),
+  pipecat's :class:`ProtobufFrameSerializer` or a carrier's (both re-exported here
+  from :mod:`flowcat.serializers`, where they live).
 * The same transport over picows (``flowcat[picows]``, imported on first use):
   :class:`PicowsTransport` with its :class:`PicowsListener`.
 * Asterisk AudioSocket over raw TCP: :class:`AudioSocketTransport` with its
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import typing
 
+from ..serializers.protobuf import ProtobufFrameSerializer
+from ..serializers.raw_pcm import RawPCMSerializer
 from ._audiosocket import (
     AudioSocketInputTransport,
     AudioSocketOutputTransport,
@@ -32,8 +36,6 @@ from ._drive import Pending, drive
 from ._input import BaseInputTransport
 from ._output import BaseOutputTransport, OutputStats
 from ._params import TransportParams
-from ._protobuf import ProtobufFrameSerializer
-from ._raw_pcm import RawPCMSerializer
 from ._transport import BaseTransport
 from ._websocket import WebsocketInputTransport, WebsocketOutputTransport, WebsocketParams, WebsocketTransport
 from ._websocket_client import WebsocketClientTransport

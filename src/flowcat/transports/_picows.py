@@ -328,11 +328,12 @@ class PicowsTransport(WebsocketTransport):
         """The generic writer with the picows socket checks and send inlined: a bound
         method reading this transport's slots (a closure would add its cells and
         function object to the memory every chunk touches)."""
-        if self._ser_audio is None or self._ws is None:
+        ser = self._fast_ser
+        if ser is None or self._ws is None:
             return super()._audio_writer()
         # A serializer that sends audio at ``passthrough_rate`` as the frame's own bytes
         # (raw PCM): chunks at that rate are written without a serializer call.
-        self._pcm_rate = getattr(self._serializer, "passthrough_rate", None) or 0
+        self._pcm_rate = ser.passthrough_rate or 0
         return self._write_audio_now
 
     def _write_audio_now(self, frame: Any) -> None:
@@ -349,7 +350,8 @@ class PicowsTransport(WebsocketTransport):
                 self.messages_out += 1
                 ws.send(_BINARY, frame.audio)
                 return
-            out = self._serializer.serialize_audio(frame)
+            # (_fast_ser is set: this writer is only chosen with one, see _audio_writer.)
+            out = self._fast_ser.serialize_audio(frame)  # type: ignore[union-attr]
             if out is None:
                 return
             cls = out.__class__
@@ -358,7 +360,7 @@ class PicowsTransport(WebsocketTransport):
                 ws.send(_BINARY, out)
             elif cls is list:
                 for m in out:
-                    self._write(m)
+                    self._write(m)  # type: ignore[arg-type]
             else:
                 self.messages_out += 1
                 ws.send(_TEXT, out)

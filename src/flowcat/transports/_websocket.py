@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType
 
 from .._ratelimit import RateLimitedLog
+from ..errors import ConfigError
 from ..frames import (
     CancelFrame,
     EndFrame,
@@ -34,12 +35,12 @@ from ..frames import (
     StartFrame,
     TTSStoppedFrame,
 )
+from ..serializers import FastSerializer, RawPCMSerializer, Serializer
 from ._drive import Pending, drive
 from ._flow import WriteFlow
 from ._input import BaseInputTransport
 from ._output import BaseOutputTransport
 from ._params import TransportParams
-from ._raw_pcm import RawPCMSerializer
 from ._transport import BaseTransport
 
 __all__ = ["WebsocketInputTransport", "WebsocketOutputTransport", "WebsocketParams", "WebsocketTransport"]
@@ -64,9 +65,10 @@ _WRITTEN = (
 class WebsocketParams(TransportParams):
     """Parameters of a WebSocket transport."""
 
-    serializer: Any = None
-    """The wire protocol (``setup``/``serialize``/``deserialize``); default
-    :class:`RawPCMSerializer` at the output rate."""
+    serializer: Serializer | None = None
+    """The wire format (a :class:`~flowcat.serializers.Serializer`; a
+    :class:`~flowcat.serializers.FastSerializer` gets the synchronous hot path);
+    default :class:`RawPCMSerializer` at the output rate."""
     end_on_disconnect: bool = False
     """A closed socket ends the call with an EndFrame (drain) instead of a CancelFrame."""
     compress: bool = False
@@ -132,7 +134,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
 
     # What each message in and out reads, in the object rather than its dict.
     __slots__ = (
-        "messages_in", "_des_now", "_serializer", "_input", "_output", "_closing", "_ser_audio",
+        "messages_in", "_fast_ser", "_serializer", "_input", "_output", "_closing",
         "messages_out", "_ws", "congested", "_raw_in", "_raw_align",
     )
 
@@ -143,7 +145,17 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         super().__init__(params, name=name)
         self._wparams = params
         self._ws = websocket
-        self._serializer: Any = params.serializer or RawPCMSerializer(params.audio_out_sample_rate)
+        ser = params.serializer
+        if ser is None:
+            ser = RawPCMSerializer(params.audio_out_sample_rate)
+        elif not isinstance(ser, Serializer):
+            raise ConfigError(
+                f"WebsocketParams.serializer must be a flowcat.serializers.Serializer, not {type(ser).__name__}"
+            )
+        self._serializer: Serializer = ser
+        # The synchronous fast path where the serializer declares it (decided once:
+        # the per-message code reads this slot, the same object, and probes nothing).
+        self._fast_ser: FastSerializer | None = ser if isinstance(ser, FastSerializer) else None
         self._input = WebsocketInputTransport(self, params, name=f"{self.name}::input")
         self._output = WebsocketOutputTransport(self, params, name=f"{self.name}::output")
         self._setup_done = False
@@ -158,14 +170,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         self._raw_in: WebsocketInputTransport | None = None
         """The input, while binary messages are its audio as they come (see ``feed``)."""
         self._raw_align = 2
-        ser = self._serializer
-        self._ser_async = inspect.iscoroutinefunction(ser.serialize)
-        # Optional synchronous fast paths (flowcat serializers have them; a
-        # pipecat-style serializer with only the async methods works too).
-        self._ser_audio = getattr(ser, "serialize_audio", None)
-        self._des_now = hasattr(ser, "deserialize_now")  # a bool: no bound method to touch per message
-        if hasattr(self._serializer, "sender"):
-            self._serializer.sender = self.send_message
+        ser.sender = self.send_message
 
     # ----------------------------------------------------------------- public
 
@@ -175,8 +180,8 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         return self._ws
 
     @property
-    def serializer(self) -> Any:
-        """The wire protocol."""
+    def serializer(self) -> Serializer:
+        """The wire format."""
         return self._serializer
 
     def attach(self, websocket: Any) -> None:
@@ -228,10 +233,11 @@ class WebsocketTransport(BaseTransport, WriteFlow):
                 inp.audio_frames_in += 1
                 inp._sched.submit_input(inp, InputAudioRawFrame(data, inp._rate, inp._channels))  # type: ignore[union-attr]
                 return
+        frame: Any  # a Frame, None, or an awaitable of one (a reply is sent first)
         try:
             # Method calls, not stored bound methods: one object less to touch.
-            ser = self._serializer
-            frame = ser.deserialize_now(data) if self._des_now else ser.deserialize(data)
+            fast = self._fast_ser
+            frame = fast.deserialize_now(data) if fast is not None else self._serializer.deserialize(data)
             decoded = isinstance(frame, Frame)  # the normal case: one check per message
             if not decoded and inspect.iscoroutine(frame):
                 frame = drive(frame, "deserialize")
@@ -280,9 +286,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         if self._setup_done:
             return
         self._setup_done = True
-        setup = getattr(self._serializer, "setup", None)
-        if setup is not None:
-            await setup(frame)
+        await self._serializer.setup(frame)
         self._audio_out = self._audio_writer()
         out = self._output
         if self._audio_out is not None and type(out).write_audio is WebsocketOutputTransport.write_audio:
@@ -291,10 +295,10 @@ class WebsocketTransport(BaseTransport, WriteFlow):
 
     def _audio_writer(self) -> Callable[[OutputAudioRawFrame], None] | None:
         """One call that serializes a bot audio chunk and writes it (the output's
-        ``write_audio`` on the hot path), or None without a sync serializer."""
-        if self._ser_audio is None:
+        ``write_audio`` on the hot path), or None without a :class:`FastSerializer`."""
+        ser = self._fast_ser
+        if ser is None:
             return None
-        ser = self._serializer
         socket_open, socket_write, write = self._socket_open, self._socket_write, self._write
         over = self._buffer_check()
 
@@ -314,7 +318,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
                         write(m)
                     return
                 self.messages_out += 1
-                socket_write(out)
+                socket_write(out)  # type: ignore[arg-type]  # (a list went above)
             except Exception as exc:
                 logger.debug("%s: send failed: %r", self.name, exc)
                 self._output.peer_gone()
@@ -323,7 +327,8 @@ class WebsocketTransport(BaseTransport, WriteFlow):
 
     async def _input_started(self) -> None:
         inp = self._input
-        raw = getattr(self._serializer, "passthrough_input", None)
+        fast = self._fast_ser
+        raw = fast.passthrough_input if fast is not None else None
         if raw is not None and raw == (inp._rate, inp._channels):
             self._raw_in = inp
             self._raw_align = 2 * inp._channels
@@ -351,9 +356,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
             self._output.peer_gone()
 
     async def _emit(self, frame: Frame) -> None:
-        out = self._serializer.serialize(frame)
-        if self._ser_async:
-            out = await out
+        out = await self._serializer.serialize(frame)
         if out is None:
             return
         if isinstance(out, list):
@@ -381,9 +384,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
             self._closing = True
             return
         try:
-            out = self._serializer.serialize(frame)
-            if self._ser_async:
-                out = await out
+            out = await self._serializer.serialize(frame)
             if out is not None:
                 for m in out if isinstance(out, list) else (out,):
                     self._write(m)

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..runtime import PipelineTask
+from ..serializers import Serializer
 from ._drive import drive
 from ._websocket import WebsocketParams, WebsocketTransport
 
@@ -51,7 +52,7 @@ class WebsocketServerTransport:
         factory: TaskFactory,
         *,
         params: WebsocketParams | None = None,
-        serializer_factory: Callable[[], Any] | None = None,
+        serializer_factory: Callable[[], Serializer] | None = None,
         path: str = "/ws",
         finish_timeout_secs: float = 30.0,
     ) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from ..audio import LowLatencyResampler
 from ..errors import ProtocolError
 from ..frames import Frame, InputAudioRawFrame, OutputAudioRawFrame, StartFrame
+from ._contract import FastSerializer
 
 __all__ = ["RawPCMSerializer"]
 
 
-class RawPCMSerializer:
+class RawPCMSerializer(FastSerializer):
     """Each binary WebSocket message is PCM16 LE audio at ``sample_rate``.
 
     Incoming messages of any (even) length become :class:`InputAudioRawFrame`;
@@ -24,7 +25,8 @@ class RawPCMSerializer:
         num_channels: Interleaved channels.
     """
 
-    __slots__ = ("__dict__", "_out", "num_channels", "sample_rate")
+    # (The base classes give it a ``__dict__``; what each message reads is in slots.)
+    __slots__ = ("_out", "num_channels", "sample_rate")
 
     def __init__(self, sample_rate: int | None = None, num_channels: int = 1) -> None:
         self.sample_rate = sample_rate
@@ -34,7 +36,10 @@ class RawPCMSerializer:
     @property
     def passthrough_rate(self) -> int | None:
         """The rate at which :meth:`serialize_audio` sends a frame's own bytes (the wire
-        rate; None until known): a transport may then write them without the call."""
+        rate; None until known, or when a subclass serializes differently): a transport
+        may then write them without the call."""
+        if type(self).serialize_audio is not RawPCMSerializer.serialize_audio:
+            return None
         return self.sample_rate
 
     @property

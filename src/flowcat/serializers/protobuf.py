@@ -45,6 +45,7 @@ from ..frames import (
     TextFrame,
     TranscriptionFrame,
 )
+from ._contract import Serializer
 
 __all__ = ["ProtobufFrameSerializer", "decode_fields", "encode_varint", "unwrap_wav"]
 
@@ -195,7 +196,7 @@ def _uint(fields: dict[int, Any], n: int) -> int:
     return v
 
 
-class ProtobufFrameSerializer:
+class ProtobufFrameSerializer(Serializer):
     """pipecat's protobuf frame protocol (binary WebSocket messages).
 
     Args:
