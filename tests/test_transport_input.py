@@ -158,3 +158,28 @@ def test_peer_closed_cancels_or_ends_the_call() -> None:
             inp.push_audio(bytes(640))  # after the call: ignored, no error
 
     run_virtual(main())
+
+
+def test_audio_passthrough_and_submitter_are_the_inputs_public_fast_entry() -> None:
+    async def main() -> None:
+        inp = BaseInputTransport(TransportParams())
+        chunked = BaseInputTransport(TransportParams(audio_in_chunk_ms=20))
+        assert inp.audio_submitter() is None  # not attached to a task yet
+        assert not inp.audio_passthrough
+        async with Harness([inp]) as h:
+            assert inp.audio_passthrough and (inp.sample_rate, inp.num_channels) == (RATE, 1)
+            submit = inp.audio_submitter()
+            assert submit is not None
+            frame = InputAudioRawFrame(pcm(640), RATE, 1)
+            submit(inp, frame)
+            await asyncio.sleep(0)
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        assert _audio_frames(h) == [frame]  # delivered as built, no copy
+        assert not inp.audio_passthrough  # cleared when the call ended
+        async with Harness([chunked]) as h2:
+            assert not chunked.audio_passthrough  # re-chunking: frames are not passed as they come
+            await h2.task.queue_frame(EndFrame())
+            await h2.finish()
+
+    run_virtual(main())

@@ -492,3 +492,18 @@ def test_stats_count_every_chunk_sent_on_arrival_and_queued_across_a_rate_change
         assert out.stats.bot_bytes_sent == sum(len(p) for _, p in sent)
 
     run_virtual(main())
+
+
+def test_set_audio_writer_takes_every_chunk_instead_of_write_audio() -> None:
+    async def main() -> None:
+        out = RecordingOutput()
+        fused: list[bytes] = []
+        out.set_audio_writer(lambda frame: fused.append(frame.audio))
+        async with Harness([out]) as h:
+            await h.task.queue_frame(_audio(4))
+            await h.task.queue_frame(EndFrame())
+            await h.finish()
+        assert out.audio() == []  # write_audio never ran
+        assert fused == [_audio(4).audio[i : i + CHUNK] for i in range(0, 4 * CHUNK, CHUNK)]
+
+    run_virtual(main())

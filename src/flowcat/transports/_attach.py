@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ._input import BaseInputTransport
 
 __all__ = ["feed_until_closed"]
 
 
-async def feed_until_closed(transport: Any, listener: Any, keep: int) -> None:
+class ListenerFed(Protocol):
+    """A transport fed by a listener: its input, and what ends the call when the peer left."""
+
+    def input(self) -> BaseInputTransport: ...
+
+    async def handle_disconnect(self) -> None: ...
+
+
+async def feed_until_closed(transport: ListenerFed, listener: Any, keep: int) -> None:
     """Feed ``transport`` from ``listener`` until the connection is gone; then end the call.
 
     Waits for the StartFrame to reach the transport's input (or the peer to leave),
@@ -18,10 +29,10 @@ async def feed_until_closed(transport: Any, listener: Any, keep: int) -> None:
     """
     try:
         closed = listener.closed_future()
-        started = transport._input.started_future()
+        started = transport.input().started_future()
         if not started.done():
             await asyncio.wait((started, closed), return_when=asyncio.FIRST_COMPLETED)
         listener.attach(transport, keep=keep)
         await asyncio.shield(closed)
     finally:
-        await transport._on_disconnected()
+        await transport.handle_disconnect()

@@ -125,7 +125,7 @@ class AudioSocketInputTransport(BaseInputTransport):
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        await self._transport._call_event_handler("on_client_connected")
+        await self._transport._input_started()
 
 
 class AudioSocketOutputTransport(BaseOutputTransport):
@@ -337,7 +337,12 @@ class AudioSocketTransport(BaseTransport):
         lis.tcp.write(header + audio)  # type: ignore[union-attr]
         self.messages_out += 1
 
-    async def _on_disconnected(self) -> None:
+    async def _input_started(self) -> None:
+        await self._call_event_handler("on_client_connected")
+
+    async def handle_disconnect(self) -> None:
+        """The connection is gone: stop sending, end the call (cancel, or end with
+        ``end_on_disconnect``) and fire ``on_client_disconnected``. Only the first call acts."""
         if self._disconnected:
             return
         self._disconnected = True

@@ -270,7 +270,7 @@ class AudioSocketListener(asyncio.Protocol):
         inbox.clear()
         self.parser.on_message = feed
         if self._gone:
-            drive(transport._on_disconnected(), "disconnect")
+            drive(transport.handle_disconnect(), "disconnect")
 
     def send(self, data: bytes) -> None:
         """Write raw bytes now (whole messages; see :func:`encode_message`)."""
@@ -317,7 +317,7 @@ class AudioSocketListener(asyncio.Protocol):
                 fut.set_result(None)
         t = self.transport
         if t is not None:
-            drive(t._on_disconnected(), "disconnect")
+            drive(t.handle_disconnect(), "disconnect")
 
     # --------------------------------------------------------------- internal
 
@@ -351,7 +351,7 @@ class AudioSocketListener(asyncio.Protocol):
         self._shut()
         t = self.transport
         if t is not None:
-            drive(t._on_disconnected(), "disconnect")
+            drive(t.handle_disconnect(), "disconnect")
 
     def _shut(self) -> None:
         if self._open and self.tcp is not None:

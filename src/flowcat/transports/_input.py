@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..audio import AudioChunker, StreamResampler
@@ -49,7 +50,7 @@ class BaseInputTransport(FrameProcessor):
     """
 
     # What each received frame reads, in the object (see BaseOutputTransport).
-    __slots__ = ("_fast", "_rate", "_channels", "audio_frames_in", "_running", "_params")
+    __slots__ = ("audio_passthrough", "_rate", "_channels", "audio_frames_in", "_running", "_params")
 
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
@@ -65,7 +66,10 @@ class BaseInputTransport(FrameProcessor):
         self._filter_enabled = True
         self._last_audio = 0.0
         self._seen_audio = 0
-        self._fast = False  # audio passes as received (no resampling, filter, chunker)
+        self.audio_passthrough = False
+        """Whether input audio at :attr:`sample_rate` and :attr:`num_channels` goes into
+        the pipeline as received (audio enabled, no input filter, no re-chunking): set
+        at start, cleared at stop/cancel. Read-only for others (see :meth:`audio_submitter`)."""
         self._warn_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.audio_frames_in = 0
@@ -77,6 +81,11 @@ class BaseInputTransport(FrameProcessor):
     def sample_rate(self) -> int:
         """Rate (Hz) of the audio pushed into the pipeline."""
         return self._rate
+
+    @property
+    def num_channels(self) -> int:
+        """Channels of the audio pushed into the pipeline."""
+        return self._channels
 
     @property
     def running(self) -> bool:
@@ -108,7 +117,7 @@ class BaseInputTransport(FrameProcessor):
         warn = p.audio_in_warn_secs
         if warn and p.audio_in_enabled:
             self._warn_timer = loop.call_later(warn, self._check_audio)
-        self._fast = p.audio_in_enabled and flt is None and self._chunker is None
+        self.audio_passthrough = p.audio_in_enabled and flt is None and self._chunker is None
         self._running = True
         fut = self.started_future()
         if not fut.done():
@@ -130,7 +139,7 @@ class BaseInputTransport(FrameProcessor):
 
     def _halt(self) -> None:
         self._running = False
-        self._fast = False
+        self.audio_passthrough = False
         if self._warn_timer is not None:
             self._warn_timer.cancel()
             self._warn_timer = None
@@ -167,7 +176,11 @@ class BaseInputTransport(FrameProcessor):
     def push_input_frame(self, frame: Frame) -> None:
         """Push a frame decoded by the reader (never blocks, never awaits)."""
         if isinstance(frame, InputAudioRawFrame):
-            if self._fast and frame.sample_rate == self._rate and frame.num_channels == self._channels:
+            if (
+                self.audio_passthrough
+                and frame.sample_rate == self._rate
+                and frame.num_channels == self._channels
+            ):
                 self.audio_frames_in += 1
                 self._sched.submit_input(self, frame)  # type: ignore[union-attr]
                 return
@@ -176,6 +189,18 @@ class BaseInputTransport(FrameProcessor):
             return
         if self._running:
             self._submit(frame, DOWNSTREAM)
+
+    def audio_submitter(self) -> Callable[[FrameProcessor, Frame], None] | None:
+        """The call scheduler's entry for input audio, called as ``submit(input, frame)``;
+        None before a task attached this input.
+
+        For a transport that builds input frames itself: while :attr:`audio_passthrough`
+        holds, ``submit(self, InputAudioRawFrame(audio, sample_rate, num_channels))`` is
+        what :meth:`push_input_frame` does with that frame, without its checks (count it in
+        :attr:`audio_frames_in`). Ask again after each start.
+        """
+        sched = self._sched
+        return None if sched is None else sched.submit_input
 
     def push_audio(self, audio: bytes, sample_rate: int | None = None) -> None:
         """Push raw PCM16 user audio of any size (never blocks, never awaits)."""

@@ -36,8 +36,10 @@ from typing import Any
 from ..frames import (
     CONTROL,
     SYSTEM,
+    BotSpeakingFrame,
     BotSpeechPauseFrame,
     BotSpeechResumeFrame,
+    BotStartedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -84,8 +86,8 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         super().__init__(name=name, **kwargs)
         OutputQueue.__init__(self, params)
         self._write_chunk: Callable[[OutputAudioRawFrame], None] | None = None
-        """What ``_send`` writes a chunk with: ``write_audio``, or a transport's fused
-        writer set before ``start`` (see ``WebsocketTransport._setup``)."""
+        """What a chunk is written with: ``write_audio``, or the writer given to
+        :meth:`set_audio_writer`."""
 
     # ------------------------------------------------------------ subclass API
 
@@ -101,6 +103,15 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
 
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
         """Close the connection (synchronous; finish async work with ``drive``)."""
+
+    def set_audio_writer(self, writer: Callable[[OutputAudioRawFrame], None]) -> None:
+        """Write each chunk with ``writer(frame)`` instead of :meth:`write_audio`.
+
+        For a transport that fuses serializing and writing a chunk into one call (see
+        ``WebsocketTransport``): the writer must do what ``write_audio`` would, never
+        raise for a gone peer, and be set before the StartFrame reaches this output.
+        """
+        self._write_chunk = writer
 
     # ----------------------------------------------------------------- state
 
@@ -218,12 +229,63 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
     # Bot audio is queued inline (a plain call from the processor before, no coroutine).
     inline_frames = (OutputAudioRawFrame,)
 
-    # Downstream bot audio: taken (None); upstream: NotImplemented (process_frame).
-    process_inline = OutputQueue._enqueue_audio  # type: ignore[assignment]
+    def process_inline(self, frame: OutputAudioRawFrame, direction: FrameDirection = DOWNSTREAM) -> Any:  # type: ignore[override]
+        """Bot audio going downstream: queued, or sent at once (returns None: taken).
+        Upstream: NotImplemented (``process_frame`` passes it on)."""
+        if direction is not DOWNSTREAM:
+            return NotImplemented
+        audio = frame.audio
+        if (
+            len(audio) == self._direct
+            and frame.sample_rate == self._rate
+            and not self._pending
+            and not self._queue
+            and frame.num_channels == self._channels
+        ):
+            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
+            # queued, the window open — send it now, as the frame it came in.
+            now = self._loop.time()  # type: ignore[union-attr]
+            start = self._play_end
+            ahead = start - now
+            # A steady real-time stream (3+ chunks in a row, see ``_steady``) may
+            # overshoot the window by one chunk: frames read in pairs off a busy
+            # socket would otherwise queue one chunk and lag it for the whole turn.
+            if ahead + self._period <= self._window or (self._steady >= 3 and ahead <= self._window):
+                self._steady += 1
+                self._last_in = now
+                # ``_send(audio, now, True, frame)``, inlined: this runs for
+                # every chunk of every call.
+                try:
+                    self._write_chunk(frame)  # type: ignore[misc]
+                except Exception:
+                    logger.exception("%s: write_audio failed", self)
+                if start < now:
+                    if now - start > self._slack and self._speaking and self._stretch < self._catch_up:
+                        self._late(now - start)
+                    start = now
+                self._play_end = start + self._chunk_secs
+                self._n_direct += 1
+                self._last_sent = now
+                # (The outbox is empty here: every path that fills it flushes it.)
+                if not self._speaking:
+                    self._speaking = True
+                    self._last_speaking = now
+                    self._broadcast(BotStartedSpeakingFrame)
+                elif now - self._last_speaking >= self._speaking_period:
+                    self._last_speaking = now
+                    self._broadcast(BotSpeakingFrame)
+                elif not self._push_sent:
+                    return None  # the common case: nothing to pass on
+                if self._push_sent:
+                    self._outbox.append((frame, DOWNSTREAM))
+                self._flush_outbox()
+                return None
+        self._queue_audio(frame)
+        return None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
-            self._enqueue_audio(frame)  # no lifecycle bookkeeping applies to audio
+            self.process_inline(frame, direction)  # no lifecycle bookkeeping applies to audio
             return
         await super().process_frame(frame, direction)
         if direction is UPSTREAM:

@@ -113,7 +113,7 @@ class OutputQueue:
         self._steady = 0
         """Whole chunks in a row that came as a real-time stream does: each sent on
         arrival, or queued but arriving at least the timer slack after the one before
-        (not part of a burst). See ``_enqueue_audio``."""
+        (not part of a burst). See ``BaseOutputTransport.process_inline``."""
         self._last_in = 0.0  # when the last whole chunk arrived
         self._window = self._ahead + self._slack
         """How far ahead of real time the peer's buffer may end: the send-ahead
@@ -184,60 +184,6 @@ class OutputQueue:
         return st
 
     # -------------------------------------------------------------- queueing
-
-    def _enqueue_audio(self, frame: OutputAudioRawFrame, direction: FrameDirection = DOWNSTREAM) -> Any:
-        """Queue (or send at once) bot audio. Also the output's ``process_inline``:
-        returns None (taken), or NotImplemented for a frame going upstream."""
-        if direction is not DOWNSTREAM:
-            return NotImplemented
-        audio = frame.audio
-        if (
-            len(audio) == self._direct
-            and frame.sample_rate == self._rate
-            and not self._pending
-            and not self._queue
-            and frame.num_channels == self._channels
-        ):
-            # Fast path (echo, streaming TTS in real time): a whole chunk, nothing
-            # queued, the window open — send it now, as the frame it came in.
-            now = self._loop.time()  # type: ignore[union-attr]
-            start = self._play_end
-            ahead = start - now
-            # A steady real-time stream (3+ chunks in a row, see ``_steady``) may
-            # overshoot the window by one chunk: frames read in pairs off a busy
-            # socket would otherwise queue one chunk and lag it for the whole turn.
-            if ahead + self._period <= self._window or (self._steady >= 3 and ahead <= self._window):
-                self._steady += 1
-                self._last_in = now
-                # ``_send(audio, now, True, frame)``, inlined: this runs for
-                # every chunk of every call.
-                try:
-                    self._write_chunk(frame)  # type: ignore[misc]
-                except Exception:
-                    logger.exception("%s: write_audio failed", self)
-                if start < now:
-                    if now - start > self._slack and self._speaking and self._stretch < self._catch_up:
-                        self._late(now - start)
-                    start = now
-                self._play_end = start + self._chunk_secs
-                self._n_direct += 1
-                self._last_sent = now
-                # (The outbox is empty here: every path that fills it flushes it.)
-                if not self._speaking:
-                    self._speaking = True
-                    self._last_speaking = now
-                    self._broadcast(BotStartedSpeakingFrame)
-                elif now - self._last_speaking >= self._speaking_period:
-                    self._last_speaking = now
-                    self._broadcast(BotSpeakingFrame)
-                elif not self._push_sent:
-                    return None  # the common case: nothing to pass on
-                if self._push_sent:
-                    self._outbox.append((frame, DOWNSTREAM))
-                self._flush_outbox()
-                return None
-        self._queue_audio(frame)
-        return None
 
     def _queue_audio(self, frame: OutputAudioRawFrame) -> None:
         if self._closed or self._discard_audio or self._ending is not None or not self._chunk_bytes:

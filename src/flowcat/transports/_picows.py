@@ -152,7 +152,7 @@ class PicowsListener(picows.WSListener):
         self._t = transport if feed == transport.feed else None
         self._wake()
         if self._gone:
-            drive(transport._on_disconnected(), "disconnect")
+            drive(transport.handle_disconnect(), "disconnect")
 
     # ---------------------------------------------------------- picows callbacks
 
@@ -211,7 +211,7 @@ class PicowsListener(picows.WSListener):
         self._wake()
         t = self.transport
         if t is not None:
-            drive(t._on_disconnected(), "disconnect")
+            drive(t.handle_disconnect(), "disconnect")
 
     # --------------------------------------------------------------- internal
 
@@ -274,7 +274,7 @@ class PicowsListener(picows.WSListener):
         t = self.transport
         if isinstance(t, WebsocketTransport):
             t.messages_in += 1
-            t._bad_message(data, exc)
+            t.bad_message(data, exc)
         else:
             logger.warning("picows connection: skipped malformed message (%s): %r", exc, data[:64])
 

@@ -35,6 +35,7 @@ from ..frames import (
     StartFrame,
     TTSStoppedFrame,
 )
+from ..runtime import FrameProcessor
 from ..serializers import FastSerializer, RawPCMSerializer, Serializer
 from ._drive import Pending, drive
 from ._flow import WriteFlow
@@ -135,7 +136,8 @@ class WebsocketTransport(BaseTransport, WriteFlow):
     # What each message in and out reads, in the object rather than its dict.
     __slots__ = (
         "messages_in", "_fast_ser", "_serializer", "_input", "_output", "_closing",
-        "messages_out", "_ws", "congested", "_raw_in", "_raw_align",
+        "messages_out", "_ws", "congested", "_raw_in", "_raw_align", "_raw_submit", "_raw_rate",
+        "_raw_channels",
     )
 
     def __init__(
@@ -170,6 +172,9 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         self._raw_in: WebsocketInputTransport | None = None
         """The input, while binary messages are its audio as they come (see ``feed``)."""
         self._raw_align = 2
+        self._raw_submit: Callable[[FrameProcessor, Frame], None] | None = None
+        self._raw_rate = 0
+        self._raw_channels = 1
         ser.sender = self.send_message
 
     # ----------------------------------------------------------------- public
@@ -218,20 +223,21 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         except Exception as exc:  # connection reset mid-read
             logger.debug("%s: reader stopped: %r", self.name, exc)
         finally:
-            await self._on_disconnected()
+            await self.handle_disconnect()
 
     def feed(self, data: str | bytes) -> None:
         """Decode one received message and push its frame (synchronous; never waits)."""
         self.messages_in += 1
         inp = self._raw_in
-        if inp is not None and data.__class__ is bytes and inp._fast:
+        if inp is not None and data.__class__ is bytes and inp.audio_passthrough:
             # The serializer's ``passthrough_input``: a binary message of whole samples
             # is input audio at the input's own rate, as it is: no decode call, and the
-            # input's ``push_input_frame`` checks are already known to pass.
+            # input's ``push_input_frame`` checks are already known to pass (see
+            # ``BaseInputTransport.audio_submitter``).
             n = len(data)
             if n and not n % self._raw_align:
                 inp.audio_frames_in += 1
-                inp._sched.submit_input(inp, InputAudioRawFrame(data, inp._rate, inp._channels))  # type: ignore[union-attr]
+                self._raw_submit(inp, InputAudioRawFrame(data, self._raw_rate, self._raw_channels))  # type: ignore[misc]
                 return
         frame: Any  # a Frame, None, or an awaitable of one (a reply is sent first)
         try:
@@ -242,7 +248,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
             if not decoded and inspect.iscoroutine(frame):
                 frame = drive(frame, "deserialize")
         except Exception as exc:
-            self._bad_message(data, exc)
+            self.bad_message(data, exc)
             return
         if decoded or isinstance(frame, Frame):
             self._input.push_input_frame(frame)
@@ -274,7 +280,9 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         if isinstance(frame, Frame):
             self._input.push_input_frame(frame)
 
-    def _bad_message(self, data: Any, exc: Exception) -> None:
+    def bad_message(self, data: Any, exc: Exception) -> None:
+        """A received message that could not be decoded: counted in :attr:`bad_messages`,
+        logged (rate-limited), ``on_bad_message`` fired; the call goes on."""
         self.bad_messages += 1
         n = self.bad_messages
         shown = data[:64] if isinstance(data, bytes | str) else data
@@ -291,7 +299,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         out = self._output
         if self._audio_out is not None and type(out).write_audio is WebsocketOutputTransport.write_audio:
             # The output's sends skip the generic frame path.
-            out._write_chunk = self._audio_out
+            out.set_audio_writer(self._audio_out)
 
     def _audio_writer(self) -> Callable[[OutputAudioRawFrame], None] | None:
         """One call that serializes a bot audio chunk and writes it (the output's
@@ -329,12 +337,18 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         inp = self._input
         fast = self._fast_ser
         raw = fast.passthrough_input if fast is not None else None
-        if raw is not None and raw == (inp._rate, inp._channels):
+        submit = inp.audio_submitter()
+        if raw is not None and submit is not None and raw == (inp.sample_rate, inp.num_channels):
             self._raw_in = inp
-            self._raw_align = 2 * inp._channels
+            self._raw_submit = submit
+            self._raw_rate, self._raw_channels = raw
+            self._raw_align = 2 * inp.num_channels
         await self._call_event_handler("on_client_connected")
 
-    async def _on_disconnected(self) -> None:
+    async def handle_disconnect(self) -> None:
+        """The connection is gone (called by the reader, once it ends): stop sending,
+        end the call (cancel, or end with ``end_on_disconnect``) and fire
+        ``on_client_disconnected``. Only the first call acts."""
         if self._disconnected:
             return
         self._disconnected = True

@@ -90,8 +90,8 @@ class WebsocketClientTransport(WebsocketTransport):
         finally:
             await self._close_session()
 
-    async def _on_disconnected(self) -> None:
-        await super()._on_disconnected()
+    async def handle_disconnect(self) -> None:
+        await super().handle_disconnect()
         await self._close_session()
 
     async def _close_session(self) -> None:

@@ -84,9 +84,8 @@ class WebsocketServerTransport:
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=port != 0)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        addresses = runner.addresses  # the bound (host, port, ...) of each listening socket
+        self.port = int(addresses[0][1]) if addresses else port
         return self.port
 
     async def stop(self) -> None:
