@@ -31,7 +31,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from _helpers import require
-from flowcat.serializers import GenesysFrameSerializer
+from flowcat.serializers import GenesysCarrier, GenesysFrameSerializer
 from flowcat.serializers import _audiohook_auth as auth
 from flowcat.serializers._http_signatures import normalize_authority, verify_hmac_sha256
 from flowcat.serializers._sfv import SFVError, parse_dictionary, serialize_inner_list
@@ -164,8 +164,8 @@ def test_rfc9421_b25_hmac_sha256_vector() -> None:
 def test_genesys_documentation_example_verifies() -> None:
     req = FakeUpgrade(DOC_HEADERS, DOC_TARGET)
     opts: dict[str, Any] = {"api_key": DOC_API_KEY, "client_secret": DOC_SECRET}
-    assert GenesysFrameSerializer.verify_websocket(req, now=DOC_CREATED + 2, **opts)
-    assert not GenesysFrameSerializer.verify_websocket(req, now=DOC_CREATED + 3, **opts)  # same nonce: replay
+    assert GenesysCarrier.verify_websocket(req, now=DOC_CREATED + 2, **opts)
+    assert not GenesysCarrier.verify_websocket(req, now=DOC_CREATED + 3, **opts)  # same nonce: replay
 
 
 def test_signing_helper_reproduces_the_documentation_example() -> None:
@@ -203,7 +203,7 @@ def test_documentation_example_tampered_is_refused(
     change: dict[str, str], reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     req = FakeUpgrade({**DOC_HEADERS, **change}, DOC_TARGET)
-    assert not GenesysFrameSerializer.verify_websocket(
+    assert not GenesysCarrier.verify_websocket(
         req, api_key=DOC_API_KEY, client_secret=DOC_SECRET, now=DOC_CREATED + 1
     )
     refused = [r.getMessage() for r in caplog.records if "upgrade refused" in r.getMessage()]

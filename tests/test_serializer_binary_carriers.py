@@ -25,6 +25,7 @@ from flowcat.serializers import (
     AsteriskFrameSerializer,
     GenesysFrameSerializer,
     MarkTracker,
+    VonageCarrier,
     VonageFrameSerializer,
 )
 from flowcat.serializers._framer import Framer
@@ -51,7 +52,7 @@ def test_vonage_ncco_carries_call_uuid() -> None:
     class Req:
         query = {"uuid": "vg-uuid-7", "from": "447700900000"}
 
-    doc = VonageFrameSerializer.answer_document(
+    doc = VonageCarrier.answer_document(
         "wss://bot.example.com/vg/abc",
         request=Req(),
         headers={"tenant": "acme"},

@@ -28,11 +28,16 @@ from flowcat.frames import (
     TTSStoppedFrame,
 )
 from flowcat.serializers import (
+    CloudonixCarrier,
     CloudonixFrameSerializer,
     ExotelFrameSerializer,
+    PlivoCarrier,
     PlivoFrameSerializer,
+    TelnyxCarrier,
     TelnyxFrameSerializer,
+    TwilioCarrier,
     TwilioFrameSerializer,
+    VobizCarrier,
     VobizFrameSerializer,
 )
 from flowcat.serializers._l16_byte_order import judge_l16_byte_order
@@ -92,7 +97,7 @@ TWIML = (
 
 async def test_twilio_answer_webhook_verifies_signature() -> None:
     async def answer(request: web.Request) -> web.StreamResponse:
-        return await TwilioFrameSerializer.answer(
+        return await TwilioCarrier.answer(
             request,
             "wss://bot.example.com/tw/abc",
             parameters={"tenant": "acme & co"},
@@ -187,7 +192,7 @@ async def test_cloudonix_accepts_both_session_fields(caplog: pytest.LogCaptureFi
 
 
 def test_cloudonix_answer_document() -> None:
-    assert CloudonixFrameSerializer.answer_document("wss://bot.example.com/cx/1") == (
+    assert CloudonixCarrier.answer_document("wss://bot.example.com/cx/1") == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://bot.example.com/cx/1"/></Connect>'
         "<Hangup/></Response>"
     )
@@ -213,7 +218,7 @@ async def test_telnyx_pcma_both_ways_without_stream_id() -> None:
 
 
 def test_telnyx_answer_texml_and_stream_token() -> None:
-    assert TelnyxFrameSerializer.answer_document("wss://bot.example.com/tx/1", codec="PCMA") == (
+    assert TelnyxCarrier.answer_document("wss://bot.example.com/tx/1", codec="PCMA") == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://bot.example.com/tx/1" '
         'bidirectionalMode="rtp" bidirectionalCodec="PCMA" bidirectionalSamplingRate="8000"/></Connect></Response>'
     )
@@ -221,8 +226,8 @@ def test_telnyx_answer_texml_and_stream_token() -> None:
     class Req:
         headers = {"x-telnyx-streaming-auth-token": "secret-1"}
 
-    assert TelnyxFrameSerializer.verify_stream_token(Req(), "secret-1")  # type: ignore[arg-type]
-    assert not TelnyxFrameSerializer.verify_stream_token(Req(), "secret-2")  # type: ignore[arg-type]
+    assert TelnyxCarrier.verify_stream_token(Req(), "secret-1")  # type: ignore[arg-type]
+    assert not TelnyxCarrier.verify_stream_token(Req(), "secret-2")  # type: ignore[arg-type]
 
 
 def test_telnyx_ed25519_signature() -> None:
@@ -442,18 +447,18 @@ def test_telnyx_rejects_formats_it_cannot_send(kwargs: dict[str, Any]) -> None:
 
 
 def test_telnyx_answer_and_call_control_fields_ask_for_l16() -> None:
-    assert TelnyxFrameSerializer.answer_document(
+    assert TelnyxCarrier.answer_document(
         "wss://bot.example.com/tx/1", codec="L16", sample_rate=16000
     ) == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://bot.example.com/tx/1" '
         'codec="L16" bidirectionalMode="rtp" bidirectionalCodec="L16" bidirectionalSamplingRate="16000"/>'
         "</Connect></Response>"
     )
-    assert TelnyxFrameSerializer.answer_document("wss://bot.example.com/tx/1") == (
+    assert TelnyxCarrier.answer_document("wss://bot.example.com/tx/1") == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://bot.example.com/tx/1" '
         'bidirectionalMode="rtp" bidirectionalCodec="PCMU" bidirectionalSamplingRate="8000"/></Connect></Response>'
     )
-    assert TelnyxFrameSerializer.stream_fields("wss://bot.example.com/tx/1") == {
+    assert TelnyxCarrier.stream_fields("wss://bot.example.com/tx/1") == {
         "stream_url": "wss://bot.example.com/tx/1",
         "stream_track": "inbound_track",
         "stream_codec": "PCMU",
@@ -461,7 +466,7 @@ def test_telnyx_answer_and_call_control_fields_ask_for_l16() -> None:
         "stream_bidirectional_codec": "PCMU",
         "stream_bidirectional_sampling_rate": 8000,
     }
-    assert TelnyxFrameSerializer.stream_fields(
+    assert TelnyxCarrier.stream_fields(
         "wss://bot.example.com/tx/1", codec="L16", sample_rate=16000, auth_token="secret-1"
     ) == {
         "stream_url": "wss://bot.example.com/tx/1",
@@ -473,11 +478,11 @@ def test_telnyx_answer_and_call_control_fields_ask_for_l16() -> None:
         "stream_auth_token": "secret-1",
     }
     with pytest.raises(ValueError, match="'G722'"):
-        TelnyxFrameSerializer.stream_fields("wss://x", codec="G722")
+        TelnyxCarrier.stream_fields("wss://x", codec="G722")
     with pytest.raises(ValueError, match="11025"):
-        TelnyxFrameSerializer.answer_document("wss://x", codec="L16", sample_rate=11025)
+        TelnyxCarrier.answer_document("wss://x", codec="L16", sample_rate=11025)
     with pytest.raises(ValueError, match="8000 Hz only"):
-        TelnyxFrameSerializer.stream_fields("wss://x", codec="PCMA", sample_rate=16000)
+        TelnyxCarrier.stream_fields("wss://x", codec="PCMA", sample_rate=16000)
 
 
 def _speech_chunks() -> list[bytes]:
@@ -531,7 +536,7 @@ PLIVO_XML = (
 
 async def test_plivo_answer_webhook_verifies_v3_signature() -> None:
     async def answer(request: web.Request) -> web.StreamResponse:
-        return await PlivoFrameSerializer.answer(
+        return await PlivoCarrier.answer(
             request, "wss://bot.example.com/pl/abc", extra_headers={"tenant": "acme"}, auth_token="pl-secret"
         )
 
@@ -586,7 +591,7 @@ async def test_vobiz_played_stream_without_stream_id_and_stop() -> None:
     ser.mark("v1")
     await ser.deserialize('{"event":"playedStream","name":"v1"}')
     assert ser.marks.played_up_to > 0.1
-    assert VobizFrameSerializer.answer_document("wss://x.example/vb") == (
+    assert VobizCarrier.answer_document("wss://x.example/vb") == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Stream bidirectional="true" keepCallAlive="true" '
         'contentType="audio/x-mulaw;rate=8000">wss://x.example/vb</Stream></Response>'
     )

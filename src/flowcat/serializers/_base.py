@@ -9,9 +9,10 @@ and adds what a telephony transport needs around it:
 * replies the carrier expects *during* a call (Genesys ``pong``/``closed``, the
   ``opened`` answer) go through :attr:`FrameSerializer.sender` when the transport
   set it, else they wait in :meth:`FrameSerializer.take_replies`;
-* :meth:`FrameSerializer.hang_up` ends the call over the carrier's REST API;
-* :meth:`FrameSerializer.answer` builds the answer-webhook document
-  (:class:`~flowcat.serializers._webhooks.CarrierWebhooks`, with the request checks).
+* :meth:`FrameSerializer.hang_up` ends the call over the carrier's REST API.
+
+The carrier's HTTP side (answer webhook, request checks, busy refusal) is its
+:class:`~flowcat.serializers.Carrier`, not the serializer's.
 
 ``serialize`` returns one message (``str`` for a text frame, ``bytes`` for a binary
 frame), a list of messages to send in order (media followed by a mark, or carriers
@@ -45,7 +46,6 @@ from ._call import CallInfo, Wire, WireOut, dtmf_frame, truncate
 from ._contract import FastSerializer
 from ._framer import Framer
 from ._marks import MarkTracker
-from ._webhooks import CarrierWebhooks
 
 if TYPE_CHECKING:
     import aiohttp
@@ -57,7 +57,7 @@ logger = logging.getLogger("flowcat.serializers")
 _BAD_INPUT = RateLimitedLog(logger)  # the first 20 bad inputs per call in full, then one in every 1000
 
 
-class FrameSerializer(FastSerializer, CarrierWebhooks):
+class FrameSerializer(FastSerializer):
     """Base of every carrier serializer (the :class:`FastSerializer` contract plus telephony helpers).
 
     Args:
@@ -257,6 +257,24 @@ class FrameSerializer(FastSerializer, CarrierWebhooks):
         from ._rest import send_hang_up
 
         return await send_hang_up(self, session or self.session)
+
+    def on_upgrade(self, request: Any) -> None:
+        """Learn what the accepted media upgrade carried, before the first message.
+
+        Args:
+            request: The upgrade request (aiohttp's, or the picows engine's with the
+                same ``headers``, ``path`` and ``query``). The default ignores it;
+                Genesys keeps ``Audiohook-Organization-Id`` to compare with ``open``.
+        """
+
+    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
+        """``(method, url, headers, body)`` of the REST hang-up, or None if unavailable.
+
+        ``body`` is None, ``("form", dict)`` (URL-encoded form) or ``("json", obj)``.
+        Credentials are read when this is called (constructor arguments first, then the
+        environment variables named in ``docs/carriers.md``).
+        """
+        return None
 
     # ------------------------------------------------------------------ helpers for carriers
 

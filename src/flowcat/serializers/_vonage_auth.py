@@ -1,7 +1,7 @@
 """Authentication of Vonage media WebSocket upgrades (the NCCO's ``authorization: {"type": "vonage"}``).
 
 Also which webhooks Vonage signs (:data:`SIGNED_EVENTS`, :func:`signed_event_kind`);
-the webhook check itself is :meth:`~flowcat.serializers.VonageFrameSerializer.verify_request`.
+the webhook check itself is :meth:`~flowcat.serializers.VonageCarrier.verify_request`.
 
 When a ``connect`` action's ``websocket`` endpoint carries
 ``"authorization": {"type": "vonage"}``, Vonage opens the socket with

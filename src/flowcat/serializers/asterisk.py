@@ -27,9 +27,10 @@ from typing import Any
 
 from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._carrier import Carrier
 from ._framer import Framer
 
-__all__ = ["AsteriskFrameSerializer"]
+__all__ = ["AsteriskCarrier", "AsteriskFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
@@ -192,3 +193,11 @@ class AsteriskFrameSerializer(FrameSerializer):
         if self.remote_ended:
             return None
         return self.command("HANGUP")
+
+
+class AsteriskCarrier(Carrier):
+    """Asterisk's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "asterisk"
+    serializer = AsteriskFrameSerializer
+

@@ -22,12 +22,12 @@ from xml.sax.saxutils import quoteattr
 
 from ._base import CallInfo, WireOut
 from ._rest import env
-from .twilio import TwilioFrameSerializer
+from .twilio import TwilioCarrier, TwilioFrameSerializer
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["CloudonixFrameSerializer"]
+__all__ = ["CloudonixCarrier", "CloudonixFrameSerializer"]
 
 
 class CloudonixFrameSerializer(TwilioFrameSerializer):
@@ -86,6 +86,13 @@ class CloudonixFrameSerializer(TwilioFrameSerializer):
             return None
         url = f"{self.api_base}/customers/self/domains/{domain}/sessions/{self.session_token}"
         return "DELETE", url, {"Authorization": "Bearer " + key}, None
+
+
+class CloudonixCarrier(TwilioCarrier):
+    """Cloudonix's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "cloudonix"
+    serializer = CloudonixFrameSerializer
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import CallInfo
+from ._carrier import Carrier
 from ._framer import Framer
 from ._media_stream import MediaStreamSerializer
 
-__all__ = ["ExotelFrameSerializer"]
+__all__ = ["ExotelCarrier", "ExotelFrameSerializer"]
 
 _ENCODINGS = {"audio/x-raw": "L16", "raw": "L16", "slin": "L16", "audio/x-l16": "L16"}
 
@@ -82,3 +83,11 @@ class ExotelFrameSerializer(MediaStreamSerializer):
         stop = msg.get("stop")
         if isinstance(stop, dict) and stop.get("reason"):
             self.note("stop", "stream stopped: %s", stop.get("reason"))
+
+
+class ExotelCarrier(Carrier):
+    """Exotel's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "exotel"
+    serializer = ExotelFrameSerializer
+

@@ -24,7 +24,7 @@ hang-up: ``disconnect`` ends the session and Genesys answers with ``close``. The
 connector is configured in Genesys (base URI + Architect action), so there is no
 answer document.
 
-Authentication (:meth:`GenesysFrameSerializer.verify_websocket`, run by the server
+Authentication (:meth:`GenesysCarrier.verify_websocket`, run by the server
 on the upgrade): ``X-API-KEY`` must equal ``GENESYS_API_KEY``; with a client secret
 (``GENESYS_CLIENT_SECRET``, base64) the HTTP Message Signature must verify too. The
 checks and their thresholds are in :mod:`flowcat.serializers._audiohook_auth`.
@@ -53,10 +53,11 @@ from typing import Any
 from ..frames import CancelFrame, EndFrame, Frame
 from ._audiohook_auth import check_audiohook_upgrade, public_target_authority, upgrade_authorities
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._carrier import Carrier
 from ._http_signatures import field_value
 from ._rest import env
 
-__all__ = ["GenesysFrameSerializer"]
+__all__ = ["GenesysCarrier", "GenesysFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
@@ -83,7 +84,6 @@ class GenesysFrameSerializer(FrameSerializer):
     carrier = "genesys"
     has_marks = False
     rest_hang_up = False
-    auth_failure_status = 401
 
     def __init__(self, *, output_variables: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -102,84 +102,6 @@ class GenesysFrameSerializer(FrameSerializer):
         headers = getattr(request, "headers", None)
         value = field_value(headers, "audiohook-organization-id") if headers is not None else None
         self.upgrade_organization_id = value or None
-
-    @classmethod
-    def verify_websocket(
-        cls,
-        request: Any,
-        *,
-        api_key: str | None = None,
-        client_secret: str | None = None,
-        now: float | None = None,
-        public_url: str | None = None,
-    ) -> bool:
-        """Authenticate the AudioHook upgrade request (True: let it through).
-
-        Args:
-            request: The upgrade request: ``headers``, and ``raw_path`` (aiohttp's, the
-                target exactly as received) or ``url``; ``secure`` (it came over TLS;
-                ``X-Forwarded-Proto`` takes precedence, see
-                :func:`~flowcat.serializers._audiohook_auth.upgrade_authorities`);
-                ``remote`` for the log.
-            api_key: The integration's API key (default ``GENESYS_API_KEY``). Without
-                one nothing is checked (logged once).
-            client_secret: The integration's client secret, base64 (default
-                ``GENESYS_CLIENT_SECRET``). With one the signature is required.
-            now: The current Unix time (tests).
-            public_url: The full URL Genesys called (the server passes it, from
-                ``--public-url`` or trusted forwarded headers): its authority and
-                target are tried first, then the request's own (``Host``, target as
-                received).
-
-        A refusal is logged with its reason and the request's path, peer and
-        AudioHook ids; never with the key or secret.
-        """
-        global _warned_open
-        key = env(api_key, "GENESYS_API_KEY")
-        if not key:
-            if not _warned_open:
-                _warned_open = True
-                logger.warning(
-                    "genesys: GENESYS_API_KEY is not set; AudioHook upgrades are not authenticated"
-                )
-            return True
-        secret_b64 = env(client_secret, "GENESYS_CLIENT_SECRET")
-        secret: bytes | None = None
-        if secret_b64:
-            try:
-                secret = base64.b64decode(secret_b64, validate=True)
-            except (binascii.Error, ValueError):
-                logger.error(
-                    "genesys: GENESYS_CLIENT_SECRET is not valid base64; refusing AudioHook upgrades"
-                )
-                return False
-        headers = request.headers
-        target = getattr(request, "raw_path", None) or request.url.raw_path_qs
-        authorities = upgrade_authorities(
-            headers,
-            secure_connection=bool(getattr(request, "secure", False)),
-            fallback=request.url.raw_authority or "",
-        )
-        targets: tuple[str, ...] = (target,)
-        if public_url:
-            pub_target, pub_authority = public_target_authority(public_url)
-            targets = tuple(dict.fromkeys((pub_target, target)))
-            authorities = tuple(dict.fromkeys((pub_authority, *authorities)))
-        reason = check_audiohook_upgrade(
-            headers, request_target=targets, authority=authorities, api_key=key, client_secret=secret, now=now
-        )
-        if reason is None:
-            return True
-        logger.warning(
-            "genesys: AudioHook upgrade refused: %s (path %s, peer %s, session %s, organization %s, correlation %s)",
-            reason,
-            target[:200],
-            getattr(request, "remote", None),
-            str(headers.get("Audiohook-Session-Id"))[:64],
-            str(headers.get("Audiohook-Organization-Id"))[:64],
-            str(headers.get("Audiohook-Correlation-Id"))[:64],
-        )
-        return False
 
     def message(self, type_: str, parameters: dict[str, Any]) -> str:
         """One server message with the next ``seq`` and the current ``clientseq``."""
@@ -353,3 +275,89 @@ class GenesysFrameSerializer(FrameSerializer):
         if self.output_variables:
             params["outputVariables"] = self.output_variables
         return self.message("disconnect", params)
+
+
+class GenesysCarrier(Carrier):
+    """Genesys's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "genesys"
+    serializer = GenesysFrameSerializer
+    auth_failure_status = 401
+
+    @classmethod
+    def verify_websocket(
+        cls,
+        request: Any,
+        *,
+        api_key: str | None = None,
+        client_secret: str | None = None,
+        now: float | None = None,
+        public_url: str | None = None,
+    ) -> bool:
+        """Authenticate the AudioHook upgrade request (True: let it through).
+
+        Args:
+            request: The upgrade request: ``headers``, and ``raw_path`` (aiohttp's, the
+                target exactly as received) or ``url``; ``secure`` (it came over TLS;
+                ``X-Forwarded-Proto`` takes precedence, see
+                :func:`~flowcat.serializers._audiohook_auth.upgrade_authorities`);
+                ``remote`` for the log.
+            api_key: The integration's API key (default ``GENESYS_API_KEY``). Without
+                one nothing is checked (logged once).
+            client_secret: The integration's client secret, base64 (default
+                ``GENESYS_CLIENT_SECRET``). With one the signature is required.
+            now: The current Unix time (tests).
+            public_url: The full URL Genesys called (the server passes it, from
+                ``--public-url`` or trusted forwarded headers): its authority and
+                target are tried first, then the request's own (``Host``, target as
+                received).
+
+        A refusal is logged with its reason and the request's path, peer and
+        AudioHook ids; never with the key or secret.
+        """
+        global _warned_open
+        key = env(api_key, "GENESYS_API_KEY")
+        if not key:
+            if not _warned_open:
+                _warned_open = True
+                logger.warning(
+                    "genesys: GENESYS_API_KEY is not set; AudioHook upgrades are not authenticated"
+                )
+            return True
+        secret_b64 = env(client_secret, "GENESYS_CLIENT_SECRET")
+        secret: bytes | None = None
+        if secret_b64:
+            try:
+                secret = base64.b64decode(secret_b64, validate=True)
+            except (binascii.Error, ValueError):
+                logger.error(
+                    "genesys: GENESYS_CLIENT_SECRET is not valid base64; refusing AudioHook upgrades"
+                )
+                return False
+        headers = request.headers
+        target = getattr(request, "raw_path", None) or request.url.raw_path_qs
+        authorities = upgrade_authorities(
+            headers,
+            secure_connection=bool(getattr(request, "secure", False)),
+            fallback=request.url.raw_authority or "",
+        )
+        targets: tuple[str, ...] = (target,)
+        if public_url:
+            pub_target, pub_authority = public_target_authority(public_url)
+            targets = tuple(dict.fromkeys((pub_target, target)))
+            authorities = tuple(dict.fromkeys((pub_authority, *authorities)))
+        reason = check_audiohook_upgrade(
+            headers, request_target=targets, authority=authorities, api_key=key, client_secret=secret, now=now
+        )
+        if reason is None:
+            return True
+        logger.warning(
+            "genesys: AudioHook upgrade refused: %s (path %s, peer %s, session %s, organization %s, correlation %s)",
+            reason,
+            target[:200],
+            getattr(request, "remote", None),
+            str(headers.get("Audiohook-Session-Id"))[:64],
+            str(headers.get("Audiohook-Organization-Id"))[:64],
+            str(headers.get("Audiohook-Correlation-Id"))[:64],
+        )
+        return False

@@ -29,6 +29,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._carrier import Carrier
 from ._json import decode_media_payload, parse_json_object
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, validate_plivo_v3
@@ -36,9 +37,12 @@ from ._signatures import note_unchecked, validate_plivo_v3
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["PlivoFrameSerializer"]
+__all__ = ["PlivoCarrier", "PlivoFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
+
+_HANGUP_BUSY = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="busy"/></Response>'
+"""The answer that refuses a call when the server is full."""
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _ENCODINGS = {"audio/x-mulaw": "PCMU", "audio/x-l16": "L16"}
@@ -220,6 +224,15 @@ class PlivoFrameSerializer(FrameSerializer):
             return None
         url = f"{self.api_base}/v1/Account/{auth_id}/Call/{self.call_id}/"
         return "DELETE", url, {"Authorization": basic_auth(auth_id, token)}, None
+
+
+class PlivoCarrier(Carrier):
+    """Plivo's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "plivo"
+    serializer = PlivoFrameSerializer
+    env_prefix: ClassVar[str] = "PLIVO"
+    busy_document = _HANGUP_BUSY
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

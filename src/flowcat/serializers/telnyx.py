@@ -5,7 +5,7 @@ Wire: JSON text frames, snake_case. Telnyx → us ``connected``, ``start``, ``me
 ``mark``, ``error``, ``stop``; us → Telnyx ``media``, ``mark``, ``clear`` with no
 stream id. Hang-up: ``POST /v2/calls/{call_control_id}/actions/hangup`` with
 ``Authorization: Bearer <TELNYX_API_KEY>``. TeXML answer ``<Connect><Stream
-bidirectionalMode="rtp">``; :meth:`TelnyxFrameSerializer.stream_fields` gives the
+bidirectionalMode="rtp">``; :meth:`TelnyxCarrier.stream_fields` gives the
 same request as Call Control fields. Webhooks are signed with Ed25519
 (``telnyx-signature-ed25519`` over ``timestamp|body``): checked when a public key
 is configured (``TELNYX_PUBLIC_KEY``), which needs the ``telnyx`` extra
@@ -38,6 +38,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import ConfigError, MissingExtraError
 from ._base import CallInfo
+from ._carrier import Carrier
 from ._l16_byte_order import ByteOrder, byteswap16, judge_l16_byte_order
 from ._media_stream import MediaStreamSerializer
 from ._rest import env
@@ -48,9 +49,12 @@ if TYPE_CHECKING:
 
     from ..frames import Frame, OutputAudioRawFrame
 
-__all__ = ["L16ByteOrder", "TelnyxFrameSerializer"]
+__all__ = ["TelnyxCarrier", "L16ByteOrder", "TelnyxFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
+
+_REJECT_BUSY = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
+"""The answer that refuses a call when the server is full."""
 
 L16ByteOrder = Literal["auto", "big", "little"]
 """How L16 samples are laid out: ``"big"`` (RTP), ``"little"``, or ``"auto"`` (detected)."""
@@ -259,6 +263,14 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
             return None
         url = f"{self.api_base}/v2/calls/{self.call_id}/actions/hangup"
         return "POST", url, {"Authorization": "Bearer " + key}, ("json", {})
+
+
+class TelnyxCarrier(Carrier):
+    """Telnyx's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "telnyx"
+    serializer = TelnyxFrameSerializer
+    busy_document = _REJECT_BUSY
 
     @classmethod
     def stream_fields(

@@ -34,6 +34,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import ConfigError
 from ._base import CallInfo
+from ._carrier import Carrier
 from ._media_stream import MediaStreamSerializer
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, twilio_body_hash_ok, validate_twilio
@@ -41,9 +42,12 @@ from ._signatures import note_unchecked, twilio_body_hash_ok, validate_twilio
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["TwilioFrameSerializer", "twilio_api_base", "twiml_connect_stream"]
+__all__ = ["TwilioCarrier", "TwilioFrameSerializer", "twilio_api_base", "twiml_connect_stream"]
 
 logger = logging.getLogger("flowcat.serializers")
+
+_REJECT_BUSY = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
+"""The answer that refuses a call when the server is full."""
 
 _ENCODINGS = {"audio/x-mulaw": "PCMU"}
 
@@ -187,6 +191,14 @@ class TwilioFrameSerializer(MediaStreamSerializer):
             return None
         url = f"{self.api_base}/2010-04-01/Accounts/{sid}/Calls/{self.call_id}.json"
         return "POST", url, {"Authorization": auth}, ("form", {"Status": "completed"})
+
+
+class TwilioCarrier(Carrier):
+    """Twilio's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "twilio"
+    serializer = TwilioFrameSerializer
+    busy_document = _REJECT_BUSY
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

@@ -25,12 +25,12 @@ from ..frames import CancelFrame, EndFrame
 from ._base import WireOut
 from ._rest import env
 from ._signatures import note_unchecked, validate_vobiz
-from .plivo import PlivoFrameSerializer
+from .plivo import PlivoCarrier, PlivoFrameSerializer
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["VobizFrameSerializer"]
+__all__ = ["VobizCarrier", "VobizFrameSerializer"]
 
 
 class VobizFrameSerializer(PlivoFrameSerializer):
@@ -49,6 +49,14 @@ class VobizFrameSerializer(PlivoFrameSerializer):
             return None
         url = f"{self.api_base}/v1/Account/{auth_id}/Call/{self.call_id}/"
         return "DELETE", url, {"X-Auth-ID": auth_id, "X-Auth-Token": token}, None
+
+
+class VobizCarrier(PlivoCarrier):
+    """Vobiz's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "vobiz"
+    serializer = VobizFrameSerializer
+    env_prefix = "VOBIZ"
 
     @classmethod
     def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:

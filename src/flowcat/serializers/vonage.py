@@ -13,7 +13,7 @@ Bearer <JWT>``: ``VONAGE_JWT`` (pre-minted), else one minted from
 ``VONAGE_APPLICATION_ID`` + ``VONAGE_PRIVATE_KEY`` (PEM text or a file path; needs
 the ``vonage`` extra, ``pip install 'flowcat[vonage]'``, for ``cryptography``).
 
-Signed webhooks (:meth:`VonageFrameSerializer.verify_request`, when
+Signed webhooks (:meth:`VonageCarrier.verify_request`, when
 ``VONAGE_SIGNATURE_SECRET`` is set): ``Authorization: Bearer <JWT>``, HS256 under
 the account's signature secret, claims ``iat``, ``jti``, ``iss`` (``"Vonage"``),
 ``payload_hash`` (hex SHA-256 of the compact JSON of the request's parameters),
@@ -23,7 +23,7 @@ listed in :data:`SIGNED_EVENTS` and the ``record`` event; the answer webhook and
 other events arrive unsigned and are let through unless
 ``VONAGE_REQUIRE_SIGNED_WEBHOOKS=1``.
 
-Media upgrade (:meth:`VonageFrameSerializer.verify_websocket`): with the secret set,
+Media upgrade (:meth:`VonageCarrier.verify_websocket`): with the secret set,
 the answer NCCO asks for ``authorization: {"type": "vonage"}``, so Vonage opens the
 socket with ``Authorization: Bearer <JWT>``, the same HS256 token as its signed
 webhooks; the upgrade is refused with 401 unless that token verifies
@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, MissingExtraError
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
+from ._carrier import Carrier
 from ._framer import Framer
 from ._json import parse_json_object
 from ._rest import env
@@ -60,7 +61,7 @@ from ._vonage_auth import SIGNED_EVENTS, bearer_token, check_upgrade, signed_eve
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["SIGNED_EVENTS", "VonageFrameSerializer"]
+__all__ = ["VonageCarrier", "SIGNED_EVENTS", "VonageFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
@@ -111,12 +112,10 @@ class VonageFrameSerializer(FrameSerializer):
     """
 
     carrier = "vonage"
-    auth_failure_status = 401
     default_api_base = "https://api.nexmo.com"
     default_codec = "L16"
     default_rate = 16000
     has_marks = True
-    answer_content_type = "application/json"
 
     def __init__(
         self,
@@ -230,6 +229,15 @@ class VonageFrameSerializer(FrameSerializer):
             return None
         url = f"{self.api_base}/v1/calls/{self.call_id}"
         return "PUT", url, {"Authorization": "Bearer " + token}, ("json", {"action": "hangup"})
+
+
+class VonageCarrier(Carrier):
+    """Vonage's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "vonage"
+    serializer = VonageFrameSerializer
+    auth_failure_status = 401
+    answer_content_type = "application/json"
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

@@ -1,12 +1,12 @@
 """Per-carrier adapters over :mod:`flowcat.serializers`.
 
-An adapter finds the carrier's :class:`~flowcat.serializers.FrameSerializer`
-subclass (module ``flowcat.serializers.<name>``, class attribute ``carrier``),
-and gives the server five things: the WebSocket handshake (feed messages to
-``serializer.handshake`` until the call is known), the answer webhook (the
-serializer's ``answer``), the event webhook (checked, logged, answered 204),
+An adapter finds the carrier's :class:`~flowcat.serializers.Carrier` subclass
+(module ``flowcat.serializers.<name>``, class attribute ``carrier``), and gives the
+server five things: the WebSocket handshake (feed messages to the carrier's
+serializer's ``handshake`` until the call is known), the answer webhook (the
+carrier's ``answer``), the event webhook (checked, logged, answered 204),
 signature checks (``verify_request`` / ``verify_websocket``, refused with the
-carrier's ``auth_failure_status``: 401 or 403) and a carrier-appropriate refusal
+carrier's ``auth_failure_status``: 401 or 403) and the carrier's busy refusal
 when the worker is full.
 """
 
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ._carriers import CarrierError, Opened
 from ._session import CallSocket
+
+if TYPE_CHECKING:
+    from ..serializers._carrier import Carrier
 
 __all__ = ["CarrierAdapter", "available", "build"]
 
@@ -27,41 +30,18 @@ logger = logging.getLogger("flowcat.server")
 
 KNOWN = ("twilio", "telnyx", "plivo", "vobiz", "exotel", "vonage", "genesys", "asterisk", "cloudonix")
 
-# Refusal documents for carriers whose answer language can reject a call outright.
-_REJECT: dict[str, tuple[str, str]] = {
-    "twilio": (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>',
-        "application/xml",
-    ),
-    "cloudonix": (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>',
-        "application/xml",
-    ),
-    "telnyx": (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>',
-        "application/xml",
-    ),
-    "plivo": (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="busy"/></Response>',
-        "application/xml",
-    ),
-    "vobiz": (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup reason="busy"/></Response>',
-        "application/xml",
-    ),
-}
-
 _HANDSHAKE_LIMIT = 16  # messages read before giving up on a start message
 
 
-def _serializer_class(name: str) -> type | None:
+def _carrier_class(name: str) -> type[Carrier] | None:
+    from ..serializers._carrier import Carrier
+
     try:
         module = importlib.import_module(f"flowcat.serializers.{name}")
-        base = importlib.import_module("flowcat.serializers").FrameSerializer
     except ImportError:
         return None
     for obj in vars(module).values():
-        if isinstance(obj, type) and issubclass(obj, base) and getattr(obj, "carrier", None) == name:
+        if isinstance(obj, type) and issubclass(obj, Carrier) and obj.carrier == name:
             return obj
     return None
 
@@ -69,7 +49,7 @@ def _serializer_class(name: str) -> type | None:
 class CarrierAdapter:
     """Server-side handling of one carrier."""
 
-    def __init__(self, name: str, cls: type, *, auto_hang_up: bool = True) -> None:
+    def __init__(self, name: str, cls: type[Carrier], *, auto_hang_up: bool = True) -> None:
         self.name = name
         self.cls = cls
         self.auto_hang_up = auto_hang_up
@@ -86,9 +66,8 @@ class CarrierAdapter:
         """
         try:
             if websocket:
-                check = getattr(self.cls, "verify_websocket", None)
-                return True if check is None else bool(check(request, public_url=public_url))
-            return bool(self.cls.verify_request(request, body, public_url=public_url))  # type: ignore[attr-defined]
+                return bool(self.cls.verify_websocket(request, public_url=public_url))
+            return bool(self.cls.verify_request(request, body, public_url=public_url))
         except Exception:
             logger.warning("%s: signature check failed with an error", self.name, exc_info=True)
             return False
@@ -96,7 +75,7 @@ class CarrierAdapter:
     @property
     def refusal_status(self) -> int:
         """HTTP status when a signature check fails (401 or 403, per carrier)."""
-        return int(getattr(self.cls, "auth_failure_status", 403))
+        return self.cls.auth_failure_status
 
     def refusal(self, what: str) -> web.HTTPException:
         """The exception that refuses a request whose check failed (``what``: the body text)."""
@@ -111,7 +90,7 @@ class CarrierAdapter:
 
     def reject(self, request: web.Request) -> web.Response | None:
         """A refusal document where the carrier has one (else None: the server answers 503)."""
-        doc = _REJECT.get(self.name)
+        doc = self.cls.busy_refusal()
         if doc is None:
             return None
         return web.Response(text=doc[0], content_type=doc[1])
@@ -123,10 +102,10 @@ class CarrierAdapter:
         all with ``--no-verify``), so the serializer's own check in ``answer`` is skipped.
         """
         try:
-            doc = self.cls.answer_document(stream_url, request=request)  # type: ignore[attr-defined]
+            doc = self.cls.answer_document(stream_url, request=request)
         except NotImplementedError:
             raise web.HTTPNotFound(text=f"{self.name} has no answer webhook") from None
-        return web.Response(text=doc, content_type=self.cls.answer_content_type)  # type: ignore[attr-defined]
+        return web.Response(text=doc, content_type=self.cls.answer_content_type)
 
     async def open(self, sock: CallSocket, request: Any) -> Opened | None:
         """Read the carrier's handshake and return the call's serializer (None if the socket closed).
@@ -137,7 +116,7 @@ class CarrierAdapter:
         before it started (the serializer refused it, e.g. Genesys's ``disconnect``
         answered by ``close``/``closed``); the server then closes the socket.
         """
-        ser: Any = self.cls(auto_hang_up=self.auto_hang_up)
+        ser = self.cls.serializer(auto_hang_up=self.auto_hang_up)
         ser.on_upgrade(request)
         send = sock.send
         ser.sender = send
@@ -158,13 +137,13 @@ class CarrierAdapter:
 
 
 def available() -> list[str]:
-    """Carriers whose serializer is importable."""
-    return [n for n in KNOWN if _serializer_class(n) is not None]
+    """Carriers whose module is importable."""
+    return [n for n in KNOWN if _carrier_class(n) is not None]
 
 
 def build(name: str) -> CarrierAdapter | None:
     """The adapter for ``name``, or None if unknown or its serializer is missing."""
     if name not in KNOWN:
         return None
-    cls = _serializer_class(name)
+    cls = _carrier_class(name)
     return None if cls is None else CarrierAdapter(name, cls)
