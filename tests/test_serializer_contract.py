@@ -143,7 +143,10 @@ async def test_a_serializer_with_only_the_async_interface_carries_a_call() -> No
     server = WebsocketServerTransport(factory, params=params)
     port = await server.start()
     try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+        ):
             await ws.send_str("ab" * 320)  # one 20 ms chunk of "audio"
             msg = await asyncio.wait_for(ws.receive(), 5)
             await got.put(msg.data)

@@ -171,7 +171,8 @@ async def test_twilio_stop_means_no_hang_up_and_unsupported_codec_is_logged(
     await ser.deserialize(
         '{"event":"stop","sequenceNumber":"5","streamSid":"MZ0001","stop":{"callSid":"CA0001"}}'
     )
-    assert ser.remote_ended and ser.hang_up_request() is not None
+    assert ser.remote_ended and ser.rest is not None
+    assert ser.rest.hang_up_request(ser.call_id, ser.call_info) is not None
 
 
 # ---------------------------------------------------------------- Cloudonix

@@ -50,6 +50,8 @@ from ._marks import MarkTracker
 if TYPE_CHECKING:
     import aiohttp
 
+    from ._carrier import Carrier
+
 __all__ = ["CallInfo", "FrameSerializer", "Wire", "WireOut", "dtmf_frame", "truncate"]
 
 logger = logging.getLogger("flowcat.serializers")
@@ -90,10 +92,7 @@ class FrameSerializer(FastSerializer):
     carrier: ClassVar[str] = "carrier"
     default_codec: ClassVar[str] = "PCMU"
     default_rate: ClassVar[int] = 8000
-    default_api_base: ClassVar[str] = ""
     has_marks: ClassVar[bool] = False
-    hang_up_ok_statuses: ClassVar[tuple[int, ...]] = ()
-    rest_hang_up: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -108,7 +107,10 @@ class FrameSerializer(FastSerializer):
         self.stream_id = stream_id
         self.call_id = call_id
         self.auto_hang_up = auto_hang_up
-        self.api_base = (api_base or self.default_api_base).rstrip("/")
+        self.rest: Carrier | None = None
+        """The carrier object that hangs the call up over REST (set by the carrier's
+        serializer; None where the carrier has no REST hang-up)."""
+        self._api_base = api_base  # for the carrier object (REST)
         self.session = session
         self.sender = None
         self.marks = MarkTracker()
@@ -254,9 +256,11 @@ class FrameSerializer(FastSerializer):
         if self._hung_up:
             return False
         self._hung_up = True
-        from ._rest import send_hang_up
-
-        return await send_hang_up(self, session or self.session)
+        rest = self.rest
+        if rest is None:
+            logger.info("%s: no REST hang-up for call %s", self.carrier, self.call_id)
+            return False
+        return await rest.hang_up(self.call_id, self.call_info, session or self.session)
 
     def on_upgrade(self, request: Any) -> None:
         """Learn what the accepted media upgrade carried, before the first message.
@@ -266,15 +270,6 @@ class FrameSerializer(FastSerializer):
                 same ``headers``, ``path`` and ``query``). The default ignores it;
                 Genesys keeps ``Audiohook-Organization-Id`` to compare with ``open``.
         """
-
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        """``(method, url, headers, body)`` of the REST hang-up, or None if unavailable.
-
-        ``body`` is None, ``("form", dict)`` (URL-encoded form) or ``("json", obj)``.
-        Credentials are read when this is called (constructor arguments first, then the
-        environment variables named in ``docs/carriers.md``).
-        """
-        return None
 
     # ------------------------------------------------------------------ helpers for carriers
 
@@ -406,7 +401,7 @@ class FrameSerializer(FastSerializer):
 
     async def _serialize_end(self, frame: EndFrame | CancelFrame) -> WireOut:
         out = self._flush()
-        if self.auto_hang_up and self.rest_hang_up and not self.remote_ended:
+        if self.auto_hang_up and self.rest is not None and not self.remote_ended:
             await self.hang_up()
         return self._join(out, self._end_message(frame))
 

@@ -1,4 +1,4 @@
-"""The HTTP side of a carrier: answer webhook, request authentication, busy refusal.
+"""The HTTP side of a carrier: answer webhook, request authentication, busy refusal, REST hang-up.
 
 A :class:`Carrier` is what the server consumes for one carrier; its serializer
 (:attr:`Carrier.serializer`) speaks the media WebSocket's wire format only. Each
@@ -8,6 +8,10 @@ stream), where it signs its requests :meth:`~Carrier.verify_request` and
 :meth:`~Carrier.verify_websocket` (the media upgrade), and
 :attr:`~Carrier.busy_document` where its answer language can refuse a call. A failed
 check is refused with :attr:`~Carrier.auth_failure_status`.
+
+An instance is the REST side of one call: it holds the credentials and API base and
+builds the hang-up request (:meth:`~Carrier.hang_up_request`) from the call's ids,
+which the serializer learned; the serializer's ``hang_up`` runs it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    import aiohttp
     from aiohttp import web
 
     from ._base import FrameSerializer
+    from ._call import CallInfo
+
+HangUpRequest = tuple[str, str, dict[str, str], Any]
+"""``(method, url, headers, body)``; ``body`` is None, ``("form", dict)`` or ``("json", obj)``."""
 
 __all__ = ["Carrier"]
 
@@ -39,6 +48,31 @@ class Carrier:
     busy_document: ClassVar[str | None] = None
     """The answer document that refuses a call when the server is full (answered with
     :attr:`answer_content_type`), or None where the carrier has none (503)."""
+    default_api_base: ClassVar[str] = ""
+    hang_up_ok_statuses: ClassVar[tuple[int, ...]] = ()
+    """Statuses besides 2xx that mean the call is gone (Cloudonix: 404)."""
+    rest_hang_up: ClassVar[bool] = True
+    """Whether the carrier has a REST hang-up (False: the socket's close ends the call)."""
+
+    def __init__(self, *, api_base: str | None = None, session: aiohttp.ClientSession | None = None) -> None:
+        self.api_base = (api_base or self.default_api_base).rstrip("/")
+        self.session = session
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        """``(method, url, headers, body)`` of the REST hang-up of call ``call_id``
+        (``info``: what the handshake learned), or None if unavailable (no id, no
+        credentials, or no REST hang-up). Credentials are read when this is called
+        (constructor arguments first, then the environment variables named in
+        ``docs/carriers.md``)."""
+        return None
+
+    async def hang_up(
+        self, call_id: str | None, info: CallInfo | None, session: aiohttp.ClientSession | None = None
+    ) -> bool:
+        """Send the hang-up request; False (logged) on any failure, never raises."""
+        from ._rest import send_hang_up
+
+        return await send_hang_up(self, call_id, info, session or self.session)
 
     @classmethod
     async def answer(cls, request: web.Request, stream_url: str, **options: Any) -> web.Response:

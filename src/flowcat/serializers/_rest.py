@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import aiohttp
 
-    from ._base import FrameSerializer
+    from ._call import CallInfo
+    from ._carrier import Carrier
 
 __all__ = ["basic_auth", "env", "send_hang_up"]
 
@@ -30,15 +31,17 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-async def send_hang_up(ser: FrameSerializer, session: aiohttp.ClientSession | None) -> bool:
-    """Send ``ser``'s hang-up request; log and return False on any failure (never raise)."""
+async def send_hang_up(
+    ser: Carrier, call_id: str | None, info: CallInfo | None, session: aiohttp.ClientSession | None
+) -> bool:
+    """Send the carrier's hang-up request; log and return False on any failure (never raise)."""
     try:
-        req = ser.hang_up_request()
+        req = ser.hang_up_request(call_id, info)
     except Exception as exc:
         logger.warning("%s: cannot build hang-up request: %s", ser.carrier, exc)
         return False
     if req is None:
-        logger.info("%s: no REST hang-up for call %s (missing id or credentials)", ser.carrier, ser.call_id)
+        logger.info("%s: no REST hang-up for call %s (missing id or credentials)", ser.carrier, call_id)
         return False
     import aiohttp
 
@@ -54,15 +57,15 @@ async def send_hang_up(ser: FrameSerializer, session: aiohttp.ClientSession | No
         async with sess.request(method, url, timeout=timeout, **kwargs) as resp:  # type: ignore[arg-type]
             ok = 200 <= resp.status < 300 or resp.status in ser.hang_up_ok_statuses
             if ok:
-                logger.debug("%s: hung up call %s (%d)", ser.carrier, ser.call_id, resp.status)
+                logger.debug("%s: hung up call %s (%d)", ser.carrier, call_id, resp.status)
             else:
                 text = await resp.text()
                 logger.warning(
-                    "%s: hang-up of call %s refused: %d %s", ser.carrier, ser.call_id, resp.status, text[:200]
+                    "%s: hang-up of call %s refused: %d %s", ser.carrier, call_id, resp.status, text[:200]
                 )
             return ok
     except Exception as exc:
-        logger.warning("%s: hang-up of call %s failed: %r", ser.carrier, ser.call_id, exc)
+        logger.warning("%s: hang-up of call %s failed: %r", ser.carrier, call_id, exc)
         return False
     finally:
         if own:

@@ -66,7 +66,6 @@ class AsteriskFrameSerializer(FrameSerializer):
 
     carrier = "asterisk"
     has_marks = True
-    rest_hang_up = False
 
     def __init__(self, *, format: str = "ulaw", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -200,4 +199,5 @@ class AsteriskCarrier(Carrier):
 
     carrier = "asterisk"
     serializer = AsteriskFrameSerializer
+    rest_hang_up = False
 

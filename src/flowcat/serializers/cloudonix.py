@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
 from ._base import CallInfo, WireOut
+from ._carrier import HangUpRequest
 from ._rest import env
 from .twilio import TwilioCarrier, TwilioFrameSerializer
 
@@ -41,9 +42,7 @@ class CloudonixFrameSerializer(TwilioFrameSerializer):
     """
 
     carrier = "cloudonix"
-    default_api_base = "https://api.cloudonix.io"
     regional_api = False  # Twilio's region/edge do not apply
-    hang_up_ok_statuses = (404,)
 
     def __init__(
         self,
@@ -53,10 +52,12 @@ class CloudonixFrameSerializer(TwilioFrameSerializer):
         session_token: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._rest_credentials = {"api_key": api_key, "domain": domain, "session_token": session_token}
         super().__init__(**kwargs)
-        self.api_key = api_key
-        self.domain = domain
         self.session_token = session_token
+
+    def _rest_carrier(self, **credentials: Any) -> TwilioCarrier:
+        return CloudonixCarrier(api_base=self._api_base, session=self.session, **self._rest_credentials)
 
     def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
         info = super()._parse_start(msg, start, raw)
@@ -79,20 +80,37 @@ class CloudonixFrameSerializer(TwilioFrameSerializer):
         # Marks go out only through mark(): Cloudonix support for them is unconfirmed.
         return self._flush()
 
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        key = env(self.api_key, "CLOUDONIX_API_KEY")
-        domain = env(self.domain, "CLOUDONIX_DOMAIN")
-        if not (key and domain and self.session_token):
-            return None
-        url = f"{self.api_base}/customers/self/domains/{domain}/sessions/{self.session_token}"
-        return "DELETE", url, {"Authorization": "Bearer " + key}, None
-
 
 class CloudonixCarrier(TwilioCarrier):
     """Cloudonix's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
 
     carrier = "cloudonix"
     serializer = CloudonixFrameSerializer
+    default_api_base = "https://api.cloudonix.io"
+    hang_up_ok_statuses = (404,)
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        domain: str | None = None,
+        session_token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.api_key = api_key
+        self.domain = domain
+        self.session_token = session_token
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        key = env(self.api_key, "CLOUDONIX_API_KEY")
+        domain = env(self.domain, "CLOUDONIX_DOMAIN")
+        # The token from ``start`` (kept in the call info), else the one given.
+        token = (info.extra.get("session") if info is not None else None) or self.session_token
+        if not (key and domain and token):
+            return None
+        url = f"{self.api_base}/customers/self/domains/{domain}/sessions/{token}"
+        return "DELETE", url, {"Authorization": "Bearer " + key}, None
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

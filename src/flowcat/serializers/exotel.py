@@ -40,7 +40,6 @@ class ExotelFrameSerializer(MediaStreamSerializer):
     carrier = "exotel"
     default_codec = "L16"
     out_sid_key = "stream_sid"
-    rest_hang_up = False
 
     def __init__(self, *, sample_rate: int = 8000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -90,4 +89,5 @@ class ExotelCarrier(Carrier):
 
     carrier = "exotel"
     serializer = ExotelFrameSerializer
+    rest_hang_up = False
 

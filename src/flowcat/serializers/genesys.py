@@ -83,7 +83,6 @@ class GenesysFrameSerializer(FrameSerializer):
 
     carrier = "genesys"
     has_marks = False
-    rest_hang_up = False
 
     def __init__(self, *, output_variables: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -282,6 +281,7 @@ class GenesysCarrier(Carrier):
 
     carrier = "genesys"
     serializer = GenesysFrameSerializer
+    rest_hang_up = False
     auth_failure_status = 401
 
     @classmethod

@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
-from ._carrier import Carrier
+from ._carrier import Carrier, HangUpRequest
 from ._json import decode_media_payload, parse_json_object
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, validate_plivo_v3
@@ -61,10 +61,8 @@ class PlivoFrameSerializer(FrameSerializer):
     """
 
     carrier = "plivo"
-    default_api_base = "https://api.plivo.com"
     default_codec = "L16"
     has_marks = True
-    env_prefix: ClassVar[str] = "PLIVO"
     events: ClassVar[dict[str, str]] = {
         "start": "_on_start",
         "dtmf": "_on_dtmf",
@@ -83,13 +81,15 @@ class PlivoFrameSerializer(FrameSerializer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.auth_id = auth_id
-        self.auth_token = auth_token
+        self.rest = self._rest_carrier(auth_id=auth_id, auth_token=auth_token)
         encoding, _, rate = content_type.partition(";rate=")
         codec = _ENCODINGS.get(encoding, "L16")
         self.set_input_format(codec, int(rate or 8000))
         self.set_output_format(codec, int(rate or 8000))
         self._on_stream_id()
+
+    def _rest_carrier(self, **credentials: Any) -> PlivoCarrier:
+        return PlivoCarrier(api_base=self._api_base, session=self.session, **credentials)
 
     # ---------------------------------------------------------------- inbound
 
@@ -213,18 +213,6 @@ class PlivoFrameSerializer(FrameSerializer):
 
     # ---------------------------------------------------------------- REST and webhooks
 
-    def _credentials(self) -> tuple[str | None, str | None]:
-        return env(self.auth_id, self.env_prefix + "_AUTH_ID"), env(
-            self.auth_token, self.env_prefix + "_AUTH_TOKEN"
-        )
-
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        auth_id, token = self._credentials()
-        if not (auth_id and token and self.call_id):
-            return None
-        url = f"{self.api_base}/v1/Account/{auth_id}/Call/{self.call_id}/"
-        return "DELETE", url, {"Authorization": basic_auth(auth_id, token)}, None
-
 
 class PlivoCarrier(Carrier):
     """Plivo's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
@@ -233,6 +221,24 @@ class PlivoCarrier(Carrier):
     serializer = PlivoFrameSerializer
     env_prefix: ClassVar[str] = "PLIVO"
     busy_document = _HANGUP_BUSY
+    default_api_base = "https://api.plivo.com"
+
+    def __init__(self, *, auth_id: str | None = None, auth_token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+
+    def _credentials(self) -> tuple[str | None, str | None]:
+        return env(self.auth_id, self.env_prefix + "_AUTH_ID"), env(
+            self.auth_token, self.env_prefix + "_AUTH_TOKEN"
+        )
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        auth_id, token = self._credentials()
+        if not (auth_id and token and call_id):
+            return None
+        url = f"{self.api_base}/v1/Account/{auth_id}/Call/{call_id}/"
+        return "DELETE", url, {"Authorization": basic_auth(auth_id, token)}, None
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

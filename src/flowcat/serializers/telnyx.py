@@ -38,7 +38,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import ConfigError, MissingExtraError
 from ._base import CallInfo
-from ._carrier import Carrier
+from ._carrier import Carrier, HangUpRequest
 from ._l16_byte_order import ByteOrder, byteswap16, judge_l16_byte_order
 from ._media_stream import MediaStreamSerializer
 from ._rest import env
@@ -105,7 +105,6 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
     """
 
     carrier = "telnyx"
-    default_api_base = "https://api.telnyx.com"
     out_sid_key = None
     events = {**MediaStreamSerializer.events, "error": "_on_error"}
 
@@ -130,7 +129,7 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
         self._swap_in = False
         self._swap_out = False
         super().__init__(**kwargs)
-        self.api_key = api_key
+        self.rest = TelnyxCarrier(api_key=api_key, api_base=self._api_base, session=self.session)
         self.outbound_codec = outbound_codec
         self.outbound_sample_rate = outbound_sample_rate
         self._adopt_output(self.default_codec, self.default_rate)
@@ -257,13 +256,6 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
 
     # ---------------------------------------------------------------- REST and webhooks
 
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        key = env(self.api_key, "TELNYX_API_KEY")
-        if not (key and self.call_id):
-            return None
-        url = f"{self.api_base}/v2/calls/{self.call_id}/actions/hangup"
-        return "POST", url, {"Authorization": "Bearer " + key}, ("json", {})
-
 
 class TelnyxCarrier(Carrier):
     """Telnyx's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
@@ -271,6 +263,18 @@ class TelnyxCarrier(Carrier):
     carrier = "telnyx"
     serializer = TelnyxFrameSerializer
     busy_document = _REJECT_BUSY
+    default_api_base = "https://api.telnyx.com"
+
+    def __init__(self, *, api_key: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.api_key = api_key
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        key = env(self.api_key, "TELNYX_API_KEY")
+        if not (key and call_id):
+            return None
+        url = f"{self.api_base}/v2/calls/{call_id}/actions/hangup"
+        return "POST", url, {"Authorization": "Bearer " + key}, ("json", {})
 
     @classmethod
     def stream_fields(

@@ -34,7 +34,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..errors import ConfigError
 from ._base import CallInfo
-from ._carrier import Carrier
+from ._carrier import Carrier, HangUpRequest
 from ._media_stream import MediaStreamSerializer
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, twilio_body_hash_ok, validate_twilio
@@ -137,7 +137,6 @@ class TwilioFrameSerializer(MediaStreamSerializer):
     """
 
     carrier = "twilio"
-    default_api_base = TWILIO_API
     regional_api: ClassVar[bool] = True
     """Whether ``region``/``edge`` (and ``TWILIO_REGION``/``TWILIO_EDGE``) pick the REST host."""
     out_sid_key = "streamSid"
@@ -155,8 +154,10 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         if kwargs.get("api_base") is None and self.regional_api:
             kwargs["api_base"] = twilio_api_base(env(region, "TWILIO_REGION"), env(edge, "TWILIO_EDGE"))
         super().__init__(**kwargs)
-        self.account_sid = account_sid
-        self.auth_token = auth_token
+        self.rest = self._rest_carrier(account_sid=account_sid, auth_token=auth_token)
+
+    def _rest_carrier(self, **credentials: Any) -> TwilioCarrier:
+        return TwilioCarrier(api_base=self._api_base, session=self.session, **credentials)
 
     def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
         fmt = start.get("mediaFormat")
@@ -174,24 +175,6 @@ class TwilioFrameSerializer(MediaStreamSerializer):
             extra={"tracks": start.get("tracks"), "encoding": fmt.get("encoding")},
         )
 
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        sid = env(self.account_sid, "TWILIO_ACCOUNT_SID") or (
-            self.call_info.account_id if self.call_info else None
-        )
-        key = env(None, "TWILIO_API_KEY")
-        secret = env(None, "TWILIO_API_SECRET")
-        token = env(self.auth_token, "TWILIO_AUTH_TOKEN")
-        if not (sid and self.call_id):
-            return None
-        if key and secret:
-            auth = basic_auth(key, secret)
-        elif token:
-            auth = basic_auth(sid, token)
-        else:
-            return None
-        url = f"{self.api_base}/2010-04-01/Accounts/{sid}/Calls/{self.call_id}.json"
-        return "POST", url, {"Authorization": auth}, ("form", {"Status": "completed"})
-
 
 class TwilioCarrier(Carrier):
     """Twilio's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
@@ -199,6 +182,30 @@ class TwilioCarrier(Carrier):
     carrier = "twilio"
     serializer = TwilioFrameSerializer
     busy_document = _REJECT_BUSY
+    default_api_base = TWILIO_API
+
+    def __init__(self, *, account_sid: str | None = None, auth_token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        sid = env(self.account_sid, "TWILIO_ACCOUNT_SID") or (
+            info.account_id if info else None
+        )
+        key = env(None, "TWILIO_API_KEY")
+        secret = env(None, "TWILIO_API_SECRET")
+        token = env(self.auth_token, "TWILIO_AUTH_TOKEN")
+        if not (sid and call_id):
+            return None
+        if key and secret:
+            auth = basic_auth(key, secret)
+        elif token:
+            auth = basic_auth(sid, token)
+        else:
+            return None
+        url = f"{self.api_base}/2010-04-01/Accounts/{sid}/Calls/{call_id}.json"
+        return "POST", url, {"Authorization": auth}, ("form", {"Status": "completed"})
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

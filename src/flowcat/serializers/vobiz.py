@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from ..frames import CancelFrame, EndFrame
-from ._base import WireOut
+from ._base import CallInfo, WireOut
+from ._carrier import HangUpRequest
 from ._rest import env
 from ._signatures import note_unchecked, validate_vobiz
 from .plivo import PlivoCarrier, PlivoFrameSerializer
@@ -37,18 +38,12 @@ class VobizFrameSerializer(PlivoFrameSerializer):
     """Serializer for Vobiz streams (arguments as :class:`PlivoFrameSerializer`)."""
 
     carrier = "vobiz"
-    default_api_base = "https://api.vobiz.ai/api"
-    env_prefix = "VOBIZ"
+
+    def _rest_carrier(self, **credentials: Any) -> PlivoCarrier:
+        return VobizCarrier(api_base=self._api_base, session=self.session, **credentials)
 
     def _end_message(self, frame: EndFrame | CancelFrame) -> WireOut:
         return f'{{"event":"stop","streamId":{self._sid}}}'
-
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        auth_id, token = self._credentials()
-        if not (auth_id and token and self.call_id):
-            return None
-        url = f"{self.api_base}/v1/Account/{auth_id}/Call/{self.call_id}/"
-        return "DELETE", url, {"X-Auth-ID": auth_id, "X-Auth-Token": token}, None
 
 
 class VobizCarrier(PlivoCarrier):
@@ -57,6 +52,14 @@ class VobizCarrier(PlivoCarrier):
     carrier = "vobiz"
     serializer = VobizFrameSerializer
     env_prefix = "VOBIZ"
+    default_api_base = "https://api.vobiz.ai/api"
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        auth_id, token = self._credentials()
+        if not (auth_id and token and call_id):
+            return None
+        url = f"{self.api_base}/v1/Account/{auth_id}/Call/{call_id}/"
+        return "DELETE", url, {"X-Auth-ID": auth_id, "X-Auth-Token": token}, None
 
     @classmethod
     def verify_request(cls, request: web.Request, body: bytes, **options: Any) -> bool:

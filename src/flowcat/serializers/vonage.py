@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, MissingExtraError
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
-from ._carrier import Carrier
+from ._carrier import Carrier, HangUpRequest
 from ._framer import Framer
 from ._json import parse_json_object
 from ._rest import env
@@ -112,7 +112,6 @@ class VonageFrameSerializer(FrameSerializer):
     """
 
     carrier = "vonage"
-    default_api_base = "https://api.nexmo.com"
     default_codec = "L16"
     default_rate = 16000
     has_marks = True
@@ -127,9 +126,13 @@ class VonageFrameSerializer(FrameSerializer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.jwt = jwt
-        self.application_id = application_id
-        self.private_key = private_key
+        self.rest = VonageCarrier(
+            jwt=jwt,
+            application_id=application_id,
+            private_key=private_key,
+            api_base=self._api_base,
+            session=self.session,
+        )
         self._set_rate(sample_rate)
 
     def _set_rate(self, rate: int) -> None:
@@ -203,6 +206,29 @@ class VonageFrameSerializer(FrameSerializer):
     def _mark_message(self, name: str) -> WireOut:
         return f'{{"action":"notify","payload":{{"name":{json.dumps(name)}}}}}'
 
+
+class VonageCarrier(Carrier):
+    """Vonage's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
+
+    carrier = "vonage"
+    serializer = VonageFrameSerializer
+    auth_failure_status = 401
+    answer_content_type = "application/json"
+    default_api_base = "https://api.nexmo.com"
+
+    def __init__(
+        self,
+        *,
+        jwt: str | None = None,
+        application_id: str | None = None,
+        private_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.jwt = jwt
+        self.application_id = application_id
+        self.private_key = private_key
+
     def _token(self) -> str | None:
         token = env(self.jwt, "VONAGE_JWT")
         if token:
@@ -221,23 +247,14 @@ class VonageFrameSerializer(FrameSerializer):
             )
         return token
 
-    def hang_up_request(self) -> tuple[str, str, dict[str, str], Any] | None:
-        if not self.call_id:
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        if not call_id:
             return None
         token = self._token()
         if not token:
             return None
-        url = f"{self.api_base}/v1/calls/{self.call_id}"
+        url = f"{self.api_base}/v1/calls/{call_id}"
         return "PUT", url, {"Authorization": "Bearer " + token}, ("json", {"action": "hangup"})
-
-
-class VonageCarrier(Carrier):
-    """Vonage's HTTP side (see :class:`~flowcat.serializers.Carrier`)."""
-
-    carrier = "vonage"
-    serializer = VonageFrameSerializer
-    auth_failure_status = 401
-    answer_content_type = "application/json"
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:
