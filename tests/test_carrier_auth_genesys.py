@@ -31,7 +31,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from _helpers import require
-from flowcat.serializers import GenesysCarrier, GenesysFrameSerializer
+from flowcat.serializers import GenesysCarrier
 from flowcat.serializers import _audiohook_auth as auth
 from flowcat.serializers._http_signatures import normalize_authority, verify_hmac_sha256
 from flowcat.serializers._sfv import SFVError, parse_dictionary, serialize_inner_list

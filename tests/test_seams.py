@@ -16,6 +16,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "flowcat"
 SCANNED = ("transports", "server", "serializers")
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}  # public by the namedtuple convention
 
 
 def _defined_here(tree: ast.Module) -> set[str]:
@@ -42,7 +43,7 @@ def _foreign_private_accesses(path: Path) -> list[str]:
         if not isinstance(node, ast.Attribute):
             continue
         attr = node.attr
-        if not attr.startswith("_") or attr.startswith("__"):
+        if not attr.startswith("_") or attr.startswith("__") or attr in NAMEDTUPLE_API:
             continue
         v = node.value
         if isinstance(v, ast.Name) and v.id in ("self", "cls"):

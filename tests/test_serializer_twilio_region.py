@@ -12,9 +12,16 @@ import pytest
 
 from flowcat.errors import ConfigError
 from flowcat.frames import EndFrame
-from flowcat.serializers import CloudonixFrameSerializer, TwilioFrameSerializer
+from flowcat.serializers import Carrier, CloudonixFrameSerializer, FrameSerializer, TwilioFrameSerializer
 from flowcat.serializers.twilio import twilio_api_base
 from test_serializer_conformance import FakeAPI
+
+
+def _rest(ser: FrameSerializer) -> Carrier:
+    """The serializer's carrier object (the REST side: API base, hang-up request)."""
+    assert ser.rest is not None
+    return ser.rest
+
 
 START = [
     json.dumps(m)
@@ -64,16 +71,22 @@ def test_a_region_without_an_edge_or_a_bad_name_is_refused(
 def test_the_serializer_takes_region_and_edge_from_arguments_then_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert TwilioFrameSerializer().api_base == "https://api.twilio.com"
-    assert TwilioFrameSerializer(region="au1", edge="sydney").api_base == "https://api.sydney.au1.twilio.com"
+    assert _rest(TwilioFrameSerializer()).api_base == "https://api.twilio.com"
+    assert (
+        _rest(TwilioFrameSerializer(region="au1", edge="sydney")).api_base
+        == "https://api.sydney.au1.twilio.com"
+    )
     monkeypatch.setenv("TWILIO_REGION", "ie1")
     monkeypatch.setenv("TWILIO_EDGE", "dublin")
-    assert TwilioFrameSerializer().api_base == "https://api.dublin.ie1.twilio.com"
-    assert TwilioFrameSerializer(region="au1", edge="sydney").api_base == "https://api.sydney.au1.twilio.com"
+    assert _rest(TwilioFrameSerializer()).api_base == "https://api.dublin.ie1.twilio.com"
+    assert (
+        _rest(TwilioFrameSerializer(region="au1", edge="sydney")).api_base
+        == "https://api.sydney.au1.twilio.com"
+    )
     # An explicit base URL (a Twilio-compatible API, a test server) wins.
-    assert TwilioFrameSerializer(api_base="http://127.0.0.1:9/").api_base == "http://127.0.0.1:9"
+    assert _rest(TwilioFrameSerializer(api_base="http://127.0.0.1:9/")).api_base == "http://127.0.0.1:9"
     # Cloudonix speaks Twilio's stream protocol but has its own API: Twilio's region does not apply.
-    assert CloudonixFrameSerializer().api_base == "https://api.cloudonix.io"
+    assert _rest(CloudonixFrameSerializer()).api_base == "https://api.cloudonix.io"
 
 
 async def _started(ser: TwilioFrameSerializer) -> TwilioFrameSerializer:
@@ -87,7 +100,7 @@ async def test_regional_hang_up_request_and_its_delivery_to_a_local_api() -> Non
     ser = await _started(
         TwilioFrameSerializer(account_sid="AC0001", auth_token="tok", region="au1", edge="sydney")
     )
-    req = ser.hang_up_request()
+    req = _rest(ser).hang_up_request(ser.call_id, ser.call_info)
     assert req is not None
     method, url, headers, body = req
     assert (method, url) == (

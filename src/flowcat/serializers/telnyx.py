@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from ..frames import Frame, OutputAudioRawFrame
 
-__all__ = ["TelnyxCarrier", "L16ByteOrder", "TelnyxFrameSerializer"]
+__all__ = ["L16ByteOrder", "TelnyxCarrier", "TelnyxFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 

@@ -61,7 +61,7 @@ from ._vonage_auth import SIGNED_EVENTS, bearer_token, check_upgrade, signed_eve
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["VonageCarrier", "SIGNED_EVENTS", "VonageFrameSerializer"]
+__all__ = ["SIGNED_EVENTS", "VonageCarrier", "VonageFrameSerializer"]
 
 logger = logging.getLogger("flowcat.serializers")
 
