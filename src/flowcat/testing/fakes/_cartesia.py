@@ -1,0 +1,309 @@
+"""A fake Cartesia text-to-speech WebSocket: ``/tts/websocket``.
+
+Wire shapes, from Cartesia's documentation:
+
+* https://docs.cartesia.ai/api-reference/tts/websocket (generation requests with
+  ``model_id``, ``transcript``, ``voice``, ``output_format``, ``context_id``,
+  ``continue``, ``add_timestamps``; ``{"context_id", "cancel": true}``; server messages
+  ``chunk`` with base64 audio in ``data``, ``timestamps`` with
+  ``word_timestamps.{words,start,end}``, ``flush_done``, ``done``, ``error``, each with
+  ``context_id`` and ``status_code``);
+* https://docs.cartesia.ai/use-the-api/tts-websocket/contexts (many contexts on one
+  socket; a context ends at ``continue: false``, an empty last transcript allowed; no
+  input after that);
+* https://docs.cartesia.ai/use-the-api/tts-websocket/context-flushing-and-flush-i-ds
+  (a ``flush: true`` input answers ``flush_done`` and bumps the ``flush_id`` that tags
+  chunks).
+
+Unconfirmed (seen in client code, not on a docs page): the ``?api_key=&cartesia_version=``
+query form of auth on this socket (accepted besides the ``X-API-Key`` or
+``Authorization: Bearer`` header with ``Cartesia-Version``); the body of a refused
+upgrade (the in-socket ``error`` shape is used); chunks of a cancelled context that were
+already in flight (this fake sends none after the cancel is read).
+
+The audio is :func:`~flowcat.testing.fakes.synthesize_tones` of each transcript: one
+tone per character, so :func:`~flowcat.testing.fakes.decode_tones` recovers the text
+from what a client played. Word timestamps are exact for that audio, counted from the
+start of the context. ``ttfa`` delays the first chunk of every transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from ...audio import pcm16_to_alaw, pcm16_to_float, pcm16_to_ulaw
+from ._base import Behaviour, FakeServer, Received, logger
+from ._tones import synthesize_tones
+
+__all__ = ["FakeCartesia"]
+
+_ENCODINGS = ("pcm_s16le", "pcm_f32le", "pcm_mulaw", "pcm_alaw")
+
+
+@dataclass
+class _Context:
+    id: str
+    inputs: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    offset_s: float = 0.0
+    flush_id: int = 1
+    closing: bool = False
+    done: bool = False
+    cancelled: bool = False
+
+
+class FakeCartesia(FakeServer):
+    """Fake Cartesia TTS socket (serve it, then use ``ws://127.0.0.1:PORT/tts/websocket``).
+
+    Args:
+        ttfa: Seconds from a transcript to its first audio chunk.
+        chunk_ms: Audio per ``chunk`` message.
+        chunk_interval: Seconds between chunks (0: as fast as the socket takes them).
+        char_ms: Audio per character of transcript.
+        require_version: Refuse an upgrade without a Cartesia version (header or query).
+        **kw: See :class:`FakeServer`.
+
+    Attributes:
+        transcripts: Text received per context id (transcripts concatenated).
+        cancelled: Context ids the client cancelled, in order.
+    """
+
+    name = "cartesia"
+
+    def __init__(
+        self,
+        *,
+        ttfa: float = 0.0,
+        chunk_ms: int = 40,
+        chunk_interval: float = 0.0,
+        char_ms: int = 20,
+        require_version: bool = True,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.ttfa = ttfa
+        self.chunk_ms = chunk_ms
+        self.chunk_interval = chunk_interval
+        self.char_ms = char_ms
+        self.require_version = require_version
+        self.transcripts: dict[str, str] = {}
+        self.cancelled: list[str] = []
+
+    def expected_audio(self, text: str, sample_rate: int) -> bytes:
+        """The PCM16 this fake sends for ``text``."""
+        return synthesize_tones(text, sample_rate, self.char_ms)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/tts/websocket", self._handle)
+
+    def _refusal(self, status: int, message: str) -> web.Response:
+        return web.json_response(
+            {"type": "error", "done": True, "title": "Connection refused", "message": message,
+             "error_code": "unauthorized" if status == 401 else "request_error", "status_code": status},
+            status=status,
+        )
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        h, q = request.headers, request.query
+        auth = h.get("Authorization", "")
+        presented = h.get("X-API-Key") or (auth[7:] if auth.startswith("Bearer ") else None) or q.get("api_key")
+        version = h.get("Cartesia-Version") or q.get("cartesia_version")
+        behaviour = self.next_behaviour()
+        rec = self.record(request)
+        if not self.key_ok(presented):
+            rec.authorized = False
+            logger.debug("cartesia fake: refused a connection without a valid key")
+            return self._refusal(401, f"Invalid API key: {self.key_hint(presented)}")
+        if self.require_version and not version:
+            return self._refusal(400, "A Cartesia-Version header (or cartesia_version parameter) is required.")
+        if behaviour is Behaviour.STATUS:
+            return self._refusal(self.status, f"Injected error {self.status}.")
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        session = _Session(self, ws, rec, request, behaviour)
+        try:
+            await session.run()
+        finally:
+            await session.stop()
+        return ws
+
+
+class _Session:
+    def __init__(
+        self, fake: FakeCartesia, ws: web.WebSocketResponse, rec: Received, request: web.Request,
+        behaviour: Behaviour,
+    ) -> None:
+        self.fake = fake
+        self.ws = ws
+        self.rec = rec
+        self.request = request
+        self.behaviour = behaviour
+        self.contexts: dict[str, _Context] = {}
+        self.faulted = False
+        self.auto_ids = 0
+
+    async def run(self) -> None:
+        async for msg in self.ws:
+            if msg.type is not WSMsgType.TEXT:
+                if msg.type is WSMsgType.BINARY:
+                    self.rec.binary_frames += 1
+                continue
+            try:
+                m = json.loads(msg.data)
+            except ValueError:
+                m = None
+            if not isinstance(m, dict):
+                self.rec.messages.append({"_raw": msg.data})
+                await self._send({"type": "error", "done": True, "title": "Invalid message",
+                                  "message": "Messages must be JSON objects.", "error_code": "invalid_json",
+                                  "status_code": 400})
+                continue
+            self.rec.messages.append(m)
+            self.fake.changed()
+            if self.behaviour is Behaviour.HANG:
+                continue
+            await self._on_message(m)
+        self.rec.closed_by = self.rec.closed_by or "client"
+        if self.faulted:
+            self.fake.aborted.set()
+
+    async def _on_message(self, m: dict[str, Any]) -> None:
+        cid = m.get("context_id")
+        if m.get("cancel"):
+            ctx = self.contexts.get(str(cid))
+            self.fake.cancelled.append(str(cid))
+            if ctx is not None and not ctx.done:
+                ctx.cancelled = ctx.done = True
+                if ctx.task is not None:
+                    ctx.task.cancel()
+            return
+        if cid is None:
+            self.auto_ids += 1
+            cid = f"auto-{self.auto_ids}"
+        cid = str(cid)
+        problem = self._invalid(m)
+        ctx = self.contexts.get(cid)
+        if problem is None and ctx is not None and (ctx.done or ctx.closing):
+            problem = "This context has ended; use a new context_id."
+        if problem is not None:
+            await self._send({"type": "error", "done": True, "title": "Invalid request", "message": problem,
+                              "error_code": "invalid_request", "status_code": 400, "context_id": cid})
+            return
+        if ctx is None:
+            ctx = self.contexts[cid] = _Context(cid)
+            ctx.task = asyncio.ensure_future(self._generate(ctx))
+        self.fake.transcripts[cid] = self.fake.transcripts.get(cid, "") + str(m.get("transcript", ""))
+        if not m.get("continue", False):
+            ctx.closing = True
+        ctx.inputs.put_nowait(m)
+
+    @staticmethod
+    def _invalid(m: dict[str, Any]) -> str | None:
+        if not isinstance(m.get("transcript"), str):
+            return "transcript must be a string."
+        if not m.get("model_id"):
+            return "model_id is required."
+        voice = m.get("voice")
+        if not isinstance(voice, dict) or voice.get("mode") not in ("id", "embedding"):
+            return "voice must be an object with mode 'id' or 'embedding'."
+        fmt = m.get("output_format")
+        if not isinstance(fmt, dict) or fmt.get("container") != "raw" or fmt.get("encoding") not in _ENCODINGS:
+            return "output_format must be raw with a pcm_s16le, pcm_f32le, pcm_mulaw or pcm_alaw encoding."
+        rate = fmt.get("sample_rate")
+        if not isinstance(rate, int) or not 8000 <= rate <= 48000:
+            return "output_format.sample_rate must be an integer from 8000 to 48000."
+        return None
+
+    def _encode(self, pcm: bytes, encoding: str) -> bytes:
+        if encoding == "pcm_mulaw":
+            return pcm16_to_ulaw(pcm)
+        if encoding == "pcm_alaw":
+            return pcm16_to_alaw(pcm)
+        if encoding == "pcm_f32le":
+            return pcm16_to_float(pcm).astype("<f4").tobytes()
+        return pcm
+
+    async def _generate(self, ctx: _Context) -> None:
+        fake = self.fake
+        while not ctx.done:
+            m = await ctx.inputs.get()
+            text = m["transcript"]
+            fmt = m["output_format"]
+            rate = fmt["sample_rate"]
+            if text:
+                await asyncio.sleep(fake.ttfa)
+                pcm = synthesize_tones(text, rate, fake.char_ms)
+                step = rate * fake.chunk_ms // 1000 * 2
+                for n, i in enumerate(range(0, len(pcm), step)):
+                    if n and fake.chunk_interval:
+                        await asyncio.sleep(fake.chunk_interval)
+                    data = base64.b64encode(self._encode(pcm[i : i + step], fmt["encoding"])).decode()
+                    await self._send({"type": "chunk", "data": data, "done": False, "status_code": 206,
+                                      "step_time": 1.0, "context_id": ctx.id, "flush_id": ctx.flush_id})
+                    if n == 0 and m.get("add_timestamps"):
+                        await self._send(self._timestamps(ctx, text))
+                    if self.behaviour is not Behaviour.NORMAL:
+                        await self._fault(ctx)
+                        return
+                ctx.offset_s += len(text) * fake.char_ms / 1000
+            if m.get("flush"):
+                await self._send({"type": "flush_done", "done": False, "flush_done": True,
+                                  "flush_id": ctx.flush_id, "status_code": 206, "context_id": ctx.id})
+                ctx.flush_id += 1
+            if not m.get("continue", False):
+                ctx.done = True
+                await self._send({"type": "done", "done": True, "status_code": 206, "context_id": ctx.id})
+
+    def _timestamps(self, ctx: _Context, text: str) -> dict[str, Any]:
+        per = self.fake.char_ms / 1000
+        words, starts, ends = [], [], []
+        pos = 0
+        for word in text.split():
+            at = text.index(word, pos)
+            pos = at + len(word)
+            words.append(word)
+            starts.append(round(ctx.offset_s + at * per, 3))
+            ends.append(round(ctx.offset_s + pos * per, 3))
+        return {"type": "timestamps", "done": False, "status_code": 206, "context_id": ctx.id,
+                "word_timestamps": {"words": words, "start": starts, "end": ends}}
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        if self.ws.closed or self.faulted:
+            return
+        self.rec.sent.append(msg)
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+            await self.ws.send_str(json.dumps(msg))
+        self.fake.changed()
+
+    async def _fault(self, ctx: _Context) -> None:
+        b = self.behaviour
+        if b is Behaviour.STREAM_ERROR:
+            await self._send({"type": "error", "done": True, "title": "Internal error",
+                              "message": "Injected generation failure.", "error_code": "internal_error",
+                              "status_code": 500, "context_id": ctx.id})
+            ctx.done = True
+        self.faulted = True
+        if b is Behaviour.DISCONNECT:
+            if self.request.transport is not None:
+                self.request.transport.abort()
+        elif b is Behaviour.MALFORMED:
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+                await self.ws.send_str('{"type": "chunk", "data": "AAAA", "context_id": ')
+        self.fake.changed()
+
+    async def stop(self) -> None:
+        for ctx in self.contexts.values():
+            if ctx.task is not None and not ctx.task.done():
+                ctx.task.cancel()
+        tasks = [c.task for c in self.contexts.values() if c.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.fake.changed()
