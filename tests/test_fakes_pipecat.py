@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from _helpers import require
-
 from flowcat.audio import silence, tone
 from flowcat.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, decode_tones
 
