@@ -364,6 +364,9 @@ from ._values import (
     TTSUsageMetricsData as TTSUsageMetricsData,
 )
 from ._values import (
+    TurnLatencyMetricsData as TurnLatencyMetricsData,
+)
+from ._values import (
     TurnMetricsData as TurnMetricsData,
 )
 
@@ -476,6 +479,7 @@ __all__ = [
     "TextFrame",
     "TranscriptionFrame",
     "TranslationFrame",
+    "TurnLatencyMetricsData",
     "TurnMetricsData",
     "URLImageRawFrame",
     "UserAudioRawFrame",

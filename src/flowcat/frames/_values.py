@@ -15,6 +15,7 @@ __all__ = [
     "ProcessingMetricsData",
     "TTFBMetricsData",
     "TTSUsageMetricsData",
+    "TurnLatencyMetricsData",
     "TurnMetricsData",
 ]
 
@@ -95,6 +96,39 @@ class TurnMetricsData(MetricsData):
     is_complete: bool = False
     probability: float = 0.0
     e2e_processing_time_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class TurnLatencyMetricsData(MetricsData):
+    """Where one answered user turn's response time went, stage by stage (seconds).
+
+    A stage not seen in the turn is None and the next stage runs from the last point
+    that was seen; a point reached before the previous one (a final transcript that
+    came before the VAD stop) counts as reached with it, so the stages that were seen
+    add up to ``total_secs``.
+
+    Attributes:
+        turn: 1-based number of the answered turn in the call.
+        user_stopped_at: Loop time (s) of the end of user speech (the VAD stop, else the
+            user-turn stop).
+        vad_stop_secs: Silence the VAD waited before reporting the stop (its hangover).
+        stt_secs: End of user speech → final transcript.
+        turn_secs: Final transcript → the LLM response starting (the end-of-turn decision).
+        llm_secs: LLM response start → its first text token.
+        tts_secs: First LLM token → first TTS audio.
+        output_secs: First TTS audio → first bot audio written by the output transport.
+        total_secs: End of user speech → first bot audio out.
+    """
+
+    turn: int = 0
+    user_stopped_at: float = 0.0
+    vad_stop_secs: float | None = None
+    stt_secs: float | None = None
+    turn_secs: float | None = None
+    llm_secs: float | None = None
+    tts_secs: float | None = None
+    output_secs: float | None = None
+    total_secs: float = 0.0
 
 
 @dataclass(slots=True)

@@ -23,6 +23,9 @@ from ._sync_parallel import SyncParallelPipeline as SyncParallelPipeline
 from ._task import PipelineParams as PipelineParams
 from ._task import PipelineTask as PipelineTask
 from ._task import TaskStats as TaskStats
+from ._turn_latency import StageStats as StageStats
+from ._turn_latency import TurnLatencyObserver as TurnLatencyObserver
+from ._turn_latency import TurnLatencySummary as TurnLatencySummary
 
 __all__ = [
     "BaseObserver",
@@ -43,7 +46,10 @@ __all__ = [
     "PipelineTask",
     "ProducerProcessor",
     "SchedulerStats",
+    "StageStats",
     "SyncParallelPipeline",
     "TaskStats",
+    "TurnLatencyObserver",
+    "TurnLatencySummary",
     "current_generation",
 ]
