@@ -63,7 +63,7 @@ async def test_context_continue_flush_done_and_timestamps() -> None:
         await ws.close()
     assert {m["context_id"] for m in msgs} == {"c1"}
     assert decode_tones(_audio(msgs), 8000) == "hello there. bye now."
-    assert _audio(msgs) == fake.expected_audio("Hello there. Bye now.", 8000)
+    assert _audio(msgs) == fake.audio_for("Hello there. Bye now.", 8000)
     ts = [m["word_timestamps"] for m in msgs if m["type"] == "timestamps"]
     assert ts[0] == {"words": ["Hello", "there."], "start": [0.0, 0.12], "end": [0.1, 0.24]}
     assert ts[1]["words"] == ["Bye", "now."] and ts[1]["start"][0] == pytest.approx(0.26)  # offset by 13 chars
@@ -87,7 +87,7 @@ async def test_two_contexts_and_cancel() -> None:
         msgs = await _until(ws, lambda m: m["type"] == "done")
         await ws.close()
     after_cancel = [m for m in msgs if m["context_id"] == "old"]
-    total_old = len(fake.expected_audio("a long sentence that will be cut off " * 4, 8000))
+    total_old = len(fake.audio_for("a long sentence that will be cut off " * 4, 8000))
     assert len(_audio(first + after_cancel, "old")) < total_old // 2  # generation stopped
     assert decode_tones(_audio(msgs, "new"), 8000) == "fresh"
     assert fake.cancelled == ["old"]
@@ -160,3 +160,14 @@ async def test_ttfa_delay() -> None:
         await _until(ws, lambda m: m["type"] == "chunk")
         assert loop.time() - t0 >= 0.2
         await ws.close()
+
+
+async def test_query_version_wins_and_access_token_and_bad_rate() -> None:
+    async with FakeCartesia(api_key=KEY) as fake, aiohttp.ClientSession() as s:
+        ws = await _connect(s, fake, {}, f"?access_token={KEY}&cartesia_version=2026-03-01")
+        await ws.send_json(_gen("r", "x", output_format={"container": "raw", "encoding": "pcm_s16le",
+                                                         "sample_rate": 11025}))
+        err = await _until(ws, lambda m: m["type"] == "error")
+        await ws.close()
+    assert "sample_rate" in err[-1]["message"]
+    assert fake.received[0].query == {"access_token": "<redacted>", "cartesia_version": "2026-03-01"}

@@ -13,13 +13,20 @@ Wire shapes, from Cartesia's documentation:
   input after that);
 * https://docs.cartesia.ai/use-the-api/tts-websocket/context-flushing-and-flush-i-ds
   (a ``flush: true`` input answers ``flush_done`` and bumps the ``flush_id`` that tags
-  chunks).
+  chunks);
+* https://docs.cartesia.ai/use-the-api/api-conventions (a ``Cartesia-Version`` date on
+  every request, on WebSockets also ``?cartesia_version=``, which wins over the header;
+  WebSocket auth by ``?api_key=`` from servers or ``?access_token=`` from client apps,
+  ``Authorization: Bearer`` in current docs, ``X-API-Key`` in older versions of the page,
+  all accepted here) and https://docs.cartesia.ai/reference/web-socket/stream-speech/stream-speech
+  (``api_key`` and ``cartesia_version`` handshake parameters);
+* output formats as listed in the API reference: ``raw`` container, ``pcm_s16le``,
+  ``pcm_f32le``, ``pcm_mulaw``, ``pcm_alaw``, 8000/16000/22050/24000/44100/48000 Hz.
 
-Unconfirmed (seen in client code, not on a docs page): the ``?api_key=&cartesia_version=``
-query form of auth on this socket (accepted besides the ``X-API-Key`` or
-``Authorization: Bearer`` header with ``Cartesia-Version``); the body of a refused
-upgrade (the in-socket ``error`` shape is used); chunks of a cancelled context that were
-already in flight (this fake sends none after the cancel is read).
+Unconfirmed (not on a docs page): the body of a refused upgrade (the in-socket ``error``
+shape is used); chunks of a cancelled context that were already in flight (this fake
+sends none after it reads the cancel); the reply to input on an ended context (an
+``error`` here).
 
 The audio is :func:`~flowcat.testing.fakes.synthesize_tones` of each transcript: one
 tone per character, so :func:`~flowcat.testing.fakes.decode_tones` recovers the text
@@ -46,6 +53,7 @@ from ._tones import synthesize_tones
 __all__ = ["FakeCartesia"]
 
 _ENCODINGS = ("pcm_s16le", "pcm_f32le", "pcm_mulaw", "pcm_alaw")
+_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
 
 @dataclass
@@ -97,7 +105,7 @@ class FakeCartesia(FakeServer):
         self.transcripts: dict[str, str] = {}
         self.cancelled: list[str] = []
 
-    def expected_audio(self, text: str, sample_rate: int) -> bytes:
+    def audio_for(self, text: str, sample_rate: int) -> bytes:
         """The PCM16 this fake sends for ``text``."""
         return synthesize_tones(text, sample_rate, self.char_ms)
 
@@ -114,8 +122,11 @@ class FakeCartesia(FakeServer):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         h, q = request.headers, request.query
         auth = h.get("Authorization", "")
-        presented = h.get("X-API-Key") or (auth[7:] if auth.startswith("Bearer ") else None) or q.get("api_key")
-        version = h.get("Cartesia-Version") or q.get("cartesia_version")
+        presented = (
+            q.get("api_key") or q.get("access_token") or h.get("X-API-Key")
+            or (auth[7:] if auth.startswith("Bearer ") else None)
+        )
+        version = q.get("cartesia_version") or h.get("Cartesia-Version")
         behaviour = self.next_behaviour()
         rec = self.record(request)
         if not self.key_ok(presented):
@@ -217,9 +228,8 @@ class _Session:
         fmt = m.get("output_format")
         if not isinstance(fmt, dict) or fmt.get("container") != "raw" or fmt.get("encoding") not in _ENCODINGS:
             return "output_format must be raw with a pcm_s16le, pcm_f32le, pcm_mulaw or pcm_alaw encoding."
-        rate = fmt.get("sample_rate")
-        if not isinstance(rate, int) or not 8000 <= rate <= 48000:
-            return "output_format.sample_rate must be an integer from 8000 to 48000."
+        if fmt.get("sample_rate") not in _RATES:
+            return "output_format.sample_rate must be one of 8000, 16000, 22050, 24000, 44100 or 48000."
         return None
 
     def _encode(self, pcm: bytes, encoding: str) -> bytes:

@@ -17,10 +17,14 @@ Wire shapes, from Deepgram's documentation and the ``deepgram/deepgram-docs``
   closes with 1011 ``NET-0001`` after 10 s without any frame);
 * https://developers.deepgram.com/docs/stt-troubleshooting-websocket-data-and-net-errors
   (close codes 1008 ``DATA-0000``, 1011 ``NET-0000``/``NET-0001``) and /docs/errors
-  (handshake refusals carry a ``dg-error`` header; ``dg-request-id`` on every upgrade).
+  (handshake refusals carry a ``dg-error`` header; ``dg-request-id`` on every upgrade);
+* https://developers.deepgram.com/docs/using-the-sec-websocket-protocol (client apps
+  that cannot set headers send the key as the ``Sec-WebSocket-Protocol`` pair
+  ``token, <key>``; accepted here too).
 
-Unconfirmed (not on a primary page): the browser form that sends the key as the
-``Sec-WebSocket-Protocol`` pair ``token, <key>`` (accepted here too).
+Unconfirmed (not on a primary page): what the server does on an empty binary frame
+(the docs only warn it closes the stream: 1011 here) and the status of a refused
+upgrade past the concurrency cap (429 is what ``Behaviour.STATUS`` sends when asked).
 
 How it "transcribes": audio (``linear16``, ``mulaw`` or ``alaw`` per the ``encoding``
 parameter) is cut into 10 ms windows; a window louder than ``speech_dbfs`` is voiced.

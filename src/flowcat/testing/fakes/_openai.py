@@ -17,10 +17,11 @@ built from:
 * https://platform.openai.com/docs/guides/error-codes (error statuses) and the spec's
   ``ErrorResponse``: ``{"error": {"message", "type", "param", "code"}}``.
 
-Not on a primary page (third-party compatible servers document it): an error inside a
-stream that already answered 200 comes as a ``data:`` event holding an ``error`` object,
-after which the stream ends. The ``x-ratelimit-*`` headers on a 429 follow OpenAI's
-rate-limit guide as mirrored by third parties (also unconfirmed here).
+Not on a docs page: an error inside a stream that already answered 200 comes as a
+``data:`` event holding an ``error`` object, after which the stream ends (OpenAI's own
+Python client, ``openai/_streaming.py``, raises ``APIError`` on such an event, and
+compatible servers such as vLLM and OpenRouter document it). The ``x-ratelimit-*``
+headers on a 429 follow OpenAI's rate-limit guide as mirrored by third parties.
 
 Replies are scripted (:class:`Reply`, plain strings are text replies) and served in
 order (cycled), or chosen by a ``responder(request_body)`` callable. Time to first
