@@ -9,7 +9,7 @@ for the frames the fake's answer must produce, and checks what the fake received
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from _helpers import require
@@ -21,10 +21,11 @@ KEY = "pipecat-interop-key"
 
 async def _run_pipecat(
     processor: Any, frames: Sequence[Any], done: Callable[[list[Any]], bool], *, rate: int = 16000,
-    limit: float = 15.0,
+    limit: float = 15.0, then: Callable[[Any], Awaitable[None]] | None = None,
 ) -> list[Any]:
     """Run ``processor`` in a pipecat pipeline, queue ``frames``, wait until ``done(frames
-    seen downstream)``, then end the pipeline. Returns the downstream frames."""
+    seen downstream)``, await ``then(worker)`` if given, then end the pipeline. Returns the
+    downstream frames."""
     require("pipecat.pipeline.worker")
     from pipecat.frames.frames import EndFrame, Frame
     from pipecat.pipeline.pipeline import Pipeline
@@ -62,6 +63,8 @@ async def _run_pipecat(
             await worker.queue_frame(f)
         try:
             await asyncio.wait_for(reached.wait(), limit)
+            if then is not None:
+                await then(worker)
         finally:
             await worker.queue_frame(EndFrame())
 
@@ -173,3 +176,28 @@ async def test_pipecat_cartesia_tts_against_fake() -> None:
     assert gens[0]["voice"] == {"mode": "id", "id": "voice-1"} and gens[0]["add_timestamps"] is True
     assert gens[-1]["continue"] is False
     assert [m["type"] for m in rec.sent][-1] == "done"
+
+
+async def test_pipecat_cartesia_barge_in_cancels_the_context_on_the_fake() -> None:
+    require("pipecat.services.cartesia.tts")
+    from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSSpeakFrame
+    from pipecat.services.cartesia.tts import CartesiaTTSService
+
+    text = "This is a long answer that the caller will interrupt before it is done."
+    async with FakeCartesia(api_key=KEY, chunk_ms=20, chunk_interval=0.02) as fake:
+        tts = CartesiaTTSService(api_key=KEY, url=fake.url.replace("http://", "ws://") + "/tts/websocket",
+                                 settings=CartesiaTTSService.Settings(voice="voice-1"))
+
+        async def barge_in(worker: Any) -> None:
+            await worker.queue_frame(InterruptionFrame())
+            await fake.wait_until(lambda: bool(fake.cancelled), 5)
+
+        await _run_pipecat(tts, [TTSSpeakFrame(text=text)],
+                           lambda s: any(isinstance(f, TTSAudioRawFrame) for f in s), rate=8000, then=barge_in)
+    rec = fake.received[0]
+    [cancel] = [m for m in rec.messages if m.get("cancel")]
+    spoken = [m for m in rec.messages if "transcript" in m]
+    assert cancel == {"context_id": spoken[0]["context_id"], "cancel": True}
+    # Generation stopped at the cancel: far less audio went out than the whole text.
+    sent = sum(len(m["data"]) for m in rec.sent if m["type"] == "chunk") * 3 // 4
+    assert sent < len(fake.audio_for(text, 8000)) // 2

@@ -27,6 +27,7 @@ from flowcat.frames import (
 )
 from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, TurnLatencyObserver
 from flowcat.testing import SleepFrame, run_test, run_virtual
+from test_transport_support import RATE, RecordingOutput
 
 
 def _audio() -> TTSAudioRawFrame:
@@ -182,3 +183,20 @@ def test_metrics_frame_goes_downstream_from_the_processor_that_started_speaking(
     assert [type(f) for f in down if isinstance(f, BotStartedSpeakingFrame | MetricsFrame)] == [
         BotStartedSpeakingFrame, MetricsFrame]
     assert not [f for f in up if isinstance(f, MetricsFrame)]
+
+
+def test_first_audio_out_is_when_the_output_transport_writes_the_first_bot_chunk() -> None:
+    out = RecordingOutput()
+    obs = TurnLatencyObserver()
+    frames: list[Frame] = [
+        VADUserStoppedSpeakingFrame(stop_secs=0.2), SleepFrame(0.15), TranscriptionFrame("hi", "u", ""),
+        LLMFullResponseStartFrame(), SleepFrame(0.25), LLMTextFrame("Hello."), SleepFrame(0.05),
+        TTSAudioRawFrame(b"\1\0" * (RATE // 50 * 3), RATE, 1), LLMFullResponseEndFrame(), SleepFrame(0.5),
+    ]
+    down, _ = run_virtual(run_test(Pipeline([Relay(), out]), frames_to_send=frames, observers=[obs], timeout=600))
+    [rec] = obs.turns
+    first_write = out.audio()[0][0]
+    assert rec.user_stopped_at + rec.total_secs == pytest.approx(first_write)
+    assert rec.stt_secs == pytest.approx(0.15) and rec.llm_secs == pytest.approx(0.25)
+    assert rec.tts_secs == pytest.approx(0.05) and rec.total_secs == pytest.approx(0.45, abs=0.021)
+    assert [f.data for f in down if isinstance(f, MetricsFrame)] == [[rec]]
