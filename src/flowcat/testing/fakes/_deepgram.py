@@ -50,9 +50,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import WSMsgType, web
 
-from ...audio import alaw_to_pcm16, rms_dbfs, ulaw_to_pcm16
+from ...audio import alaw_to_pcm16, ulaw_to_pcm16
 from ._base import Behaviour, FakeServer, Received, logger
 
 __all__ = ["FakeDeepgram"]
@@ -146,9 +147,12 @@ class FakeDeepgram(FakeServer):
             return self._refuse(401, "INVALID_AUTH", "Invalid credentials.", request_id)
         if behaviour is Behaviour.STATUS:
             return self._refuse(self.status, "INJECTED", f"Injected error {self.status}.", request_id)
-        encoding = request.query.get("encoding", "linear16")
+        q = request.query
+        encoding = q.get("encoding", "linear16")
         if encoding not in _BYTES_PER_SAMPLE:
             return self._refuse(400, "Bad Request", f"Unsupported encoding {encoding!r} for this fake.", request_id)
+        if not q.get("sample_rate", "16000").isdigit() or not q.get("channels", "1").isdigit():
+            return self._refuse(400, "Bad Request", "sample_rate and channels must be integers.", request_id)
         ws = web.WebSocketResponse(protocols=("token",) if via_protocol else (), heartbeat=None)
         ws.headers["dg-request-id"] = request_id
         await ws.prepare(request)
@@ -186,6 +190,7 @@ class _Session:
         self.utterance_end_s = int(ue) / 1000 if ue and ue.isdigit() else None
         self.window = max(1, self.rate // 100) * _BYTES_PER_SAMPLE[self.encoding] * self.channels
         self.window_s = 0.01
+        self.threshold = 32768.0 * 10 ** (fake.speech_dbfs / 20)  # RMS above which a window is voiced
         self.model = fake.model
         self.pending = b""
         self.t = 0.0  # audio seconds received
@@ -267,14 +272,19 @@ class _Session:
         buf = self.pending + data
         w = self.window
         n = len(buf) - len(buf) % w
-        for i in range(0, n, w):
-            self._window(self._decode(buf[i : i + w]))
         self.pending = buf[n:]
+        if not n:
+            return
+        # One numpy pass per message: the level of each 10 ms window.
+        pcm = np.frombuffer(self._decode(buf[:n]), dtype="<i2").astype(np.float32)
+        rms = np.sqrt(np.mean(np.square(pcm.reshape(n // w, -1)), axis=1))
+        for voiced in (rms > self.threshold).tolist():
+            self._window(voiced)
 
-    def _window(self, pcm: bytes) -> None:
+    def _window(self, voiced: bool) -> None:
         start = self.t
         self.t += self.window_s
-        if rms_dbfs(pcm) > self.fake.speech_dbfs:
+        if voiced:
             if self.first_voiced is None:
                 self.first_voiced = start
                 if self.vad_events:
@@ -418,6 +428,8 @@ class _Session:
 
     async def stop(self) -> None:
         self.outbox.put_nowait((0.0, None))
+        if self.ws.closed:
+            self.sender.cancel()  # nobody to send the rest to
         if not self.sender.done():
             try:
                 await asyncio.wait_for(self.sender, 1.0)
