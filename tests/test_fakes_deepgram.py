@@ -196,3 +196,14 @@ async def test_idle_timeout_closes_net_0001_and_empty_frame_closes() -> None:
         await ws.send_bytes(b"")
         msg = await ws.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1011
+
+
+async def test_each_connection_walks_the_script_from_the_start() -> None:
+    async with FakeDeepgram(["first", "second"], api_key=KEY) as fake, aiohttp.ClientSession() as s:
+        a = await _connect(s, fake)
+        b = await _connect(s, fake)
+        texts = []
+        for ws in (a, b, a):
+            await _send_audio(ws, SPEECH + QUIET)
+            texts.append((await _until(ws, _final))[-1]["channel"]["alternatives"][0]["transcript"])
+    assert texts == ["first", "first", "second"]

@@ -207,3 +207,22 @@ async def test_ttft_and_inter_token_delays() -> None:
                     arrivals.append(loop.time() - t0)
     assert arrivals[0] >= 0.2
     assert arrivals[2] - arrivals[0] >= 0.1
+
+
+async def test_by_conversation_each_conversation_walks_the_script() -> None:
+    script = [Reply(tool_calls=[ToolCall("f", {}, id="c1")]), "after the tool", "second turn"]
+    user = {"role": "user", "content": "hi"}
+    tool_turn = [user, {"role": "assistant", "tool_calls": [{"id": "c1"}]}, {"role": "tool", "content": "x"}]
+    turn2 = [*tool_turn, {"role": "assistant", "content": "after the tool"}, user]
+
+    def text_of(data: list[str]) -> str:
+        chunks = [json.loads(d) for d in data[:-1]]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+    async with FakeOpenAI(script, api_key=KEY, by_conversation=True) as fake:
+        _, first, _ = await _post(fake, {**BODY, "messages": [user]})
+        _, other, _ = await _post(fake, {**BODY, "messages": [user]})  # another caller, same point
+        _, after, _ = await _post(fake, {**BODY, "messages": tool_turn})
+        _, second, _ = await _post(fake, {**BODY, "messages": turn2})
+    assert '"tool_calls"' in first[0] and '"tool_calls"' in other[0]
+    assert (text_of(after), text_of(second)) == ("after the tool", "second turn")

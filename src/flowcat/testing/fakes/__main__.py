@@ -55,7 +55,7 @@ def build_fakes(args: argparse.Namespace) -> tuple[FakeDeepgram, FakeOpenAI, Fak
     )
     llm = FakeOpenAI(
         args.llm_reply or ["It is sunny and warm today. Anything else?"], ttft=args.llm_ttft,
-        inter_token=args.llm_inter_token, api_key=args.api_key,
+        inter_token=args.llm_inter_token, by_conversation=True, api_key=args.api_key,
     )
     tts = FakeCartesia(ttfa=args.tts_ttfa, chunk_ms=args.tts_chunk_ms, char_ms=args.tts_char_ms, api_key=args.api_key)
     return stt, llm, tts

@@ -65,7 +65,8 @@ class FakeDeepgram(FakeServer):
     """Fake Deepgram live STT (serve it, then point the client at ``ws://127.0.0.1:PORT``).
 
     Args:
-        utterances: The script: the transcript of each utterance, in order.
+        utterances: The script: the transcript of each utterance, in order. Every
+            connection walks it from the start (concurrent sessions get the same transcripts).
         cycle: Start the script over when it runs out (else empty transcripts).
         final_delay: Seconds from an endpoint (or a Finalize) to its final result.
         interim_every_ms: Voiced audio between interim results (with ``interim_results=true``).
@@ -103,20 +104,17 @@ class FakeDeepgram(FakeServer):
         self.default_endpointing_ms = default_endpointing_ms
         self.idle_timeout = idle_timeout
         self.model = model
-        self._next = 0
 
     @property
     def expected_text(self) -> str:
         """The first scripted utterance."""
         return self.utterances[0] if self.utterances else ""
 
-    def next_utterance(self) -> str:
-        """Take the next scripted transcript."""
-        if not self.utterances or (not self.cycle and self._next >= len(self.utterances)):
+    def utterance(self, n: int) -> str:
+        """The transcript of a connection's ``n``-th utterance (0-based)."""
+        if not self.utterances or (not self.cycle and n >= len(self.utterances)):
             return ""
-        text = self.utterances[self._next % len(self.utterances)]
-        self._next += 1
-        return text
+        return self.utterances[n % len(self.utterances)]
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/listen", self._handle)
@@ -199,6 +197,7 @@ class _Session:
         self.first_voiced: float | None = None
         self.last_voiced_end = 0.0
         self.interims = 0
+        self.utterances_taken = 0
         self.utterance: str | None = None  # peeked text of the pending utterance
         self.awaiting_utterance_end: float | None = None
         self.outbox: asyncio.Queue[tuple[float, dict[str, Any] | None]] = asyncio.Queue()
@@ -306,9 +305,13 @@ class _Session:
     def _has_utterance(self) -> bool:
         return self.voiced_s >= self.fake.min_speech_ms / 1000 - 1e-9
 
+    def _next_utterance(self) -> str:
+        self.utterances_taken += 1
+        return self.fake.utterance(self.utterances_taken - 1)
+
     def _peek_words(self, k: int) -> str:
         if self.utterance is None:
-            self.utterance = self.fake.next_utterance()
+            self.utterance = self._next_utterance()
         words = self.utterance.split()
         return " ".join(words[: min(len(words), max(1, k))])
 
@@ -322,7 +325,7 @@ class _Session:
             self._reset_segment()
 
     def _final(self, *, speech_final: bool, from_finalize: bool) -> None:
-        text = self.utterance if self.utterance is not None else self.fake.next_utterance()
+        text = self.utterance if self.utterance is not None else self._next_utterance()
         self._result(text, is_final=True, speech_final=speech_final, from_finalize=from_finalize,
                      start=self.segment_start, end=self.t)
         if self.utterance_end_s is not None:

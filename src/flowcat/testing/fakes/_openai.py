@@ -95,6 +95,10 @@ class FakeOpenAI(FakeServer):
     Args:
         replies: The script (cycled). Strings are text replies.
         responder: Chooses the reply from the request body instead of the script.
+        by_conversation: Pick the script entry by the number of assistant messages already
+            in the request (so concurrent conversations each walk the script from the
+            start, a tool call's follow-up request getting the next entry) instead of by
+            request order.
         ttft: Seconds from the request to the first token (headers go out at once).
         inter_token: Seconds between tokens (and between argument fragments).
         arg_chunk: Characters per tool-call argument fragment.
@@ -116,6 +120,7 @@ class FakeOpenAI(FakeServer):
         replies: Sequence[Reply | str] = ("Hello! How can I help?",),
         *,
         responder: Callable[[dict[str, Any]], Reply | str] | None = None,
+        by_conversation: bool = False,
         ttft: float = 0.0,
         inter_token: float = 0.0,
         arg_chunk: int = 8,
@@ -128,6 +133,7 @@ class FakeOpenAI(FakeServer):
         super().__init__(**kw)
         self.replies = [Reply(r) if isinstance(r, str) else r for r in replies]
         self.responder = responder
+        self.by_conversation = by_conversation
         self.ttft = ttft
         self.inter_token = inter_token
         self.arg_chunk = max(1, arg_chunk)
@@ -159,9 +165,12 @@ class FakeOpenAI(FakeServer):
             return Reply(r) if isinstance(r, str) else r
         if not self.replies:
             return Reply("")
-        r = self.replies[self._next % len(self.replies)]
-        self._next += 1
-        return r
+        if self.by_conversation:
+            n = sum(1 for m in body["messages"] if isinstance(m, dict) and m.get("role") == "assistant")
+        else:
+            n = self._next
+            self._next += 1
+        return self.replies[n % len(self.replies)]
 
     def error_response(self, status: int, message: str, presented: str | None = None) -> web.Response:
         """An HTTP error with OpenAI's error body (and rate-limit headers on 429)."""
