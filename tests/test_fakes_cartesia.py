@@ -171,3 +171,19 @@ async def test_query_version_wins_and_access_token_and_bad_rate() -> None:
         await ws.close()
     assert "sample_rate" in err[-1]["message"]
     assert fake.received[0].query == {"access_token": "<redacted>", "cartesia_version": "2026-03-01"}
+
+
+async def test_conformance_surface_and_aborted_on_cancel() -> None:
+    fake = FakeCartesia(api_key=KEY, chunk_interval=0.01)
+    assert decode_tones(fake.expected_audio, fake.sample_rate) == fake.expected_text.lower()
+    async with fake, aiohttp.ClientSession() as s:
+        ws = await _connect(s, fake)
+        await ws.send_json(_gen("done-one", "ok", cont=False))
+        await _until(ws, lambda m: m["type"] == "done")
+        await ws.send_json({"context_id": "done-one", "cancel": True})  # already over: nothing to abort
+        await ws.send_json(_gen("live", "a long enough sentence to be cut"))
+        await _until(ws, lambda m: m["type"] == "chunk" and m["context_id"] == "live")
+        assert not fake.aborted.is_set()
+        await ws.send_json({"context_id": "live", "cancel": True})
+        await fake.wait_until(fake.aborted.is_set)
+        await ws.close()

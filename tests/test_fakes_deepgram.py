@@ -207,3 +207,16 @@ async def test_each_connection_walks_the_script_from_the_start() -> None:
             await _send_audio(ws, SPEECH + QUIET)
             texts.append((await _until(ws, _final))[-1]["channel"]["alternatives"][0]["transcript"])
     assert texts == ["first", "first", "second"]
+
+
+async def test_aborted_only_when_the_client_leaves_without_close_stream() -> None:
+    async with FakeDeepgram(api_key=KEY) as fake, aiohttp.ClientSession() as s:
+        ws = await _connect(s, fake)
+        await ws.send_str(json.dumps({"type": "CloseStream"}))
+        await _until(ws, lambda m: m["type"] == "Metadata")
+        await ws.receive()
+        assert not fake.aborted.is_set()
+        ws = await _connect(s, fake)
+        await _send_audio(ws, SPEECH)
+        await ws.close()
+        await fake.wait_until(fake.aborted.is_set)

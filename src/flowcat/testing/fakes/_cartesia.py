@@ -82,9 +82,14 @@ class FakeCartesia(FakeServer):
     Attributes:
         transcripts: Text received per context id (transcripts concatenated).
         cancelled: Context ids the client cancelled, in order.
+        aborted: Set when a context still generating is cancelled, or the client leaves
+            while one is.
     """
 
     name = "cartesia"
+    #: What the conformance suite speaks, and the rate it asks for (see :attr:`expected_audio`).
+    expected_text = "Hello there."
+    sample_rate = 16000
 
     def __init__(
         self,
@@ -108,6 +113,11 @@ class FakeCartesia(FakeServer):
     def audio_for(self, text: str, sample_rate: int) -> bytes:
         """The PCM16 this fake sends for ``text``."""
         return synthesize_tones(text, sample_rate, self.char_ms)
+
+    @property
+    def expected_audio(self) -> bytes:
+        """The PCM16 for :attr:`expected_text` at :attr:`sample_rate`."""
+        return self.audio_for(self.expected_text, self.sample_rate)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/tts/websocket", self._handle)
@@ -183,7 +193,7 @@ class _Session:
                 continue
             await self._on_message(m)
         self.rec.closed_by = self.rec.closed_by or "client"
-        if self.faulted:
+        if self.faulted or any(not c.done for c in self.contexts.values()):
             self.fake.aborted.set()
 
     async def _on_message(self, m: dict[str, Any]) -> None:
@@ -195,6 +205,7 @@ class _Session:
                 ctx.cancelled = ctx.done = True
                 if ctx.task is not None:
                     ctx.task.cancel()
+                self.fake.aborted.set()  # an answer in progress was called off
             return
         if cid is None:
             self.auto_ids += 1

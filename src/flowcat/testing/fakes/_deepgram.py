@@ -76,6 +76,8 @@ class FakeDeepgram(FakeServer):
         idle_timeout: Seconds without a frame before the server closes (1011 ``NET-0001``); None: never.
         model: Model name reported in results' metadata.
         **kw: See :class:`FakeServer`.
+
+    :attr:`~FakeServer.aborted` is set when a client leaves without ``CloseStream``.
     """
 
     name = "deepgram"
@@ -228,10 +230,9 @@ class _Session:
             elif msg.type is WSMsgType.TEXT:
                 if await self._control(msg.data):
                     return
-            else:
+            else:  # the client closed (or dropped) the socket without CloseStream
                 self.rec.closed_by = self.rec.closed_by or "client"
-                if self.faulted:
-                    fake.aborted.set()
+                fake.aborted.set()
                 return
             fake.changed()
 
