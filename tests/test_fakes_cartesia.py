@@ -126,7 +126,7 @@ async def test_auth_forms_and_refusals(caplog: pytest.LogCaptureFixture) -> None
     assert all("SECRET" not in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("behaviour", [Behaviour.STREAM_ERROR, Behaviour.MALFORMED, Behaviour.DISCONNECT])
+@pytest.mark.parametrize("behaviour", [Behaviour.STREAM_ERROR, Behaviour.DISCONNECT])
 async def test_faults_after_first_chunk(behaviour: Behaviour) -> None:
     async with FakeCartesia(api_key=KEY) as fake, aiohttp.ClientSession() as s:
         fake.set(behaviour, failures=1)
@@ -140,11 +140,6 @@ async def test_faults_after_first_chunk(behaviour: Behaviour) -> None:
             if m["type"] == "timestamps":
                 m = json.loads((await ws.receive(timeout=5)).data)
             assert m["type"] == "error" and m["status_code"] == 500 and m["context_id"] == "c"
-        elif behaviour is Behaviour.MALFORMED:
-            if json.loads(msg.data)["type"] == "timestamps":
-                msg = await ws.receive(timeout=5)
-            with pytest.raises(ValueError):
-                json.loads(msg.data)
         else:
             while msg.type is aiohttp.WSMsgType.TEXT:
                 msg = await ws.receive(timeout=5)
@@ -187,3 +182,37 @@ async def test_conformance_surface_and_aborted_on_cancel() -> None:
         await ws.send_json({"context_id": "live", "cancel": True})
         await fake.wait_until(fake.aborted.is_set)
         await ws.close()
+
+
+async def test_faults_per_context_malformed_status_and_slow_with_late_audio() -> None:
+    async with FakeCartesia(api_key=KEY, chunk_ms=20, echo_key_in_errors=True) as fake, aiohttp.ClientSession() as s:
+        ws = await _connect(s, fake)
+        await ws.send_json(_gen("ok", "fine", cont=False))
+        assert decode_tones(_audio(await _until(ws, lambda m: m["type"] == "done")), 8000) == "fine"
+
+        fake.set(Behaviour.MALFORMED, failures=1)  # set after the connection: the next context takes it
+        await ws.send_json(_gen("bad", "still spoken", cont=False))
+        raw = await ws.receive(timeout=5)
+        with pytest.raises(ValueError):
+            json.loads(raw.data)
+        assert decode_tones(_audio(await _until(ws, lambda m: m["type"] == "done")), 8000) == "still spoken"
+
+        fake.set(Behaviour.STATUS, failures=1, status=429)
+        await ws.send_json(_gen("limited", "no", cont=False))
+        err = (await _until(ws, lambda m: m["type"] == "error"))[-1]
+        assert err["status_code"] == 429 and err["context_id"] == "limited" and KEY in err["message"]
+
+        fake.set(Behaviour.SLOW, failures=1)
+        await ws.send_json(_gen("slow", "a sentence long enough to stall", cont=False))
+        first = await _until(ws, lambda m: m["type"] == "chunk")
+        await ws.send_json({"context_id": "slow", "cancel": True})
+        late: list[dict[str, Any]] = []
+        while len([m for m in late if m["type"] == "chunk"]) < fake.late_chunks:
+            late.append(json.loads((await ws.receive(timeout=5)).data))
+        assert {m["context_id"] for m in late} == {"slow"} and fake.aborted.is_set()
+        assert decode_tones(_audio(first + late), 8000) == "a sentence long enough to stall"[:3]
+
+        await ws.send_json(_gen("after", "normal again", cont=False))
+        assert decode_tones(_audio(await _until(ws, lambda m: m["type"] == "done")), 8000) == "normal again"
+        await ws.close()
+    assert fake.requests == 4  # the handshake, then one per context that took a fault

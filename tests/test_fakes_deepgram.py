@@ -173,10 +173,10 @@ async def test_injected_faults() -> None:
         fake.set(Behaviour.MALFORMED, failures=1)
         ws = await _connect(s, fake)
         await _send_audio(ws, SPEECH + QUIET)
-        await _until(ws, _final)
-        bad = await ws.receive()
+        bad = await ws.receive()  # one message that does not parse, then the answer goes on
         with pytest.raises(ValueError):
             json.loads(bad.data)
+        assert (await _until(ws, _final))[-1]["channel"]["alternatives"][0]["transcript"] == "x"
         await ws.close()
 
         fake.set(Behaviour.DISCONNECT, failures=1)
@@ -209,14 +209,27 @@ async def test_each_connection_walks_the_script_from_the_start() -> None:
     assert texts == ["first", "first", "second"]
 
 
-async def test_aborted_only_when_the_client_leaves_without_close_stream() -> None:
-    async with FakeDeepgram(api_key=KEY) as fake, aiohttp.ClientSession() as s:
+async def test_aborted_when_the_client_ends_its_stream_either_way() -> None:
+    for close_stream in (True, False):
+        async with FakeDeepgram(api_key=KEY) as fake, aiohttp.ClientSession() as s:
+            ws = await _connect(s, fake)
+            await _send_audio(ws, SPEECH)
+            assert not fake.aborted.is_set()
+            if close_stream:
+                await ws.send_str(json.dumps({"type": "CloseStream"}))
+            else:
+                await ws.close()
+            await fake.wait_until(fake.aborted.is_set)
+
+
+async def test_a_fault_set_mid_connection_hits_the_next_utterance() -> None:
+    async with FakeDeepgram(["one", "two"], api_key=KEY) as fake, aiohttp.ClientSession() as s:
         ws = await _connect(s, fake)
-        await ws.send_str(json.dumps({"type": "CloseStream"}))
-        await _until(ws, lambda m: m["type"] == "Metadata")
-        await ws.receive()
-        assert not fake.aborted.is_set()
-        ws = await _connect(s, fake)
-        await _send_audio(ws, SPEECH)
-        await ws.close()
-        await fake.wait_until(fake.aborted.is_set)
+        await _send_audio(ws, SPEECH + QUIET)
+        assert (await _until(ws, _final))[-1]["channel"]["alternatives"][0]["transcript"] == "one"
+        fake.set(Behaviour.STREAM_ERROR, failures=1)
+        await _send_audio(ws, SPEECH + QUIET)
+        assert (await _until(ws, _final))[-1]["channel"]["alternatives"][0]["transcript"] == "two"
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1011
+    assert fake.requests == 2  # the handshake and the utterance that took the fault

@@ -126,7 +126,7 @@ async def test_non_stream_completion() -> None:
     (503, "server_error", None),
 ])
 async def test_injected_status_errors(status: int, etype: str, code: str | None) -> None:
-    async with FakeOpenAI(api_key=KEY) as fake:
+    async with FakeOpenAI(api_key=KEY, retry_after=0.5) as fake:
         fake.set(Behaviour.STATUS, failures=1, status=status)
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{fake.url}/v1/chat/completions", json=BODY,
@@ -135,6 +135,7 @@ async def test_injected_status_errors(status: int, etype: str, code: str | None)
                 assert r.status == status
                 if status == 429:
                     assert r.headers["x-ratelimit-remaining-requests"] == "0"
+                    assert r.headers["retry-after"] == "0.5"
             assert set(err["error"]) == {"message", "type", "param", "code"}
             assert err["error"]["type"] == etype and err["error"]["code"] == code
             status2, data, _ = await _post(fake)  # only one failure was asked for

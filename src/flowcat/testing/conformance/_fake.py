@@ -27,6 +27,10 @@ class Behaviour(enum.Enum):
       request fails (an ``ErrorFrame``); on a socket the message is skipped and counted
       (``bad_messages``) and the answer goes on.
 
+    * ``STREAM_ERROR`` — the first piece, then the vendor's own in-stream error (an SSE
+      ``error`` object, a socket ``error`` message or close code) and the end of the answer
+      (used by :mod:`flowcat.testing.fakes`; the suite's scenarios do not switch it).
+
     On a socket, "the client went away" (``SLOW``, ``HANG``) also means the client sent
     its cancel for the utterance: set :attr:`FakeProvider.aborted` then, and keep sending
     a little late audio for it — the suite checks none of it is pushed.
@@ -38,6 +42,7 @@ class Behaviour(enum.Enum):
     STATUS = "status"
     HANG = "hang"
     MALFORMED = "malformed"
+    STREAM_ERROR = "stream_error"
 
 
 class FakeProvider:
@@ -48,9 +53,12 @@ class FakeProvider:
     canned answer the suite checks: :attr:`expected_text` (LLM, STT) or
     :attr:`expected_audio` (TTS, PCM16 at :attr:`sample_rate`).
 
+    The vendor fakes of :mod:`flowcat.testing.fakes` (Deepgram, OpenAI, Cartesia) are
+    subclasses, so a real provider's conformance target uses them directly.
+
     Attributes:
         api_key: The key the service under test is given; the suite checks no log line
-            or error frame ever shows it.
+            or error frame ever shows it (None: a fake that accepts any key; not for the suite).
         behaviour: Behaviour for failing requests (see :attr:`failures`).
         failures: How many requests get :attr:`behaviour` before the fake goes back to
             ``NORMAL``; -1: all of them.
@@ -64,7 +72,7 @@ class FakeProvider:
     expected_audio: bytes = b""
     sample_rate: int = 16000
 
-    def __init__(self, api_key: str = "sk-conformance-0123456789abcdef-SECRET") -> None:
+    def __init__(self, api_key: str | None = "sk-conformance-0123456789abcdef-SECRET") -> None:
         self.api_key = api_key
         self.behaviour = Behaviour.NORMAL
         self.failures = 0

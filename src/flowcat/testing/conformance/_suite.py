@@ -359,6 +359,7 @@ async def run_scenario(target: ConformanceTarget, scenario: Scenario) -> None:
         root.removeHandler(handler)
         root.setLevel(old_level)
     key = fake.api_key
+    assert key, "a conformance fake needs an api_key"
     leaks = [line for line in handler.lines if key in line]
     assert not leaks, f"the API key appears in {len(leaks)} log line(s), e.g. {leaks[0][:200]!r}"
     leaked_errors = [e.error for e in session.errors() if key in e.error or key in repr(e.exception)]

@@ -13,7 +13,6 @@ records keep ``<redacted>`` in its place and no log line of the fakes carries it
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiohttp import web
+
+from ..conformance._fake import Behaviour, FakeProvider
 
 __all__ = ["Behaviour", "FakeServer", "Received", "redact_headers", "redact_query", "serve"]
 
@@ -41,30 +42,6 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def redact_query(query: Mapping[str, str]) -> dict[str, str]:
     """The query parameters with credential values replaced by ``<redacted>``."""
     return {k: (REDACTED if k.lower() in _SECRET_PARAMS else v) for k, v in query.items()}
-
-
-class Behaviour(enum.Enum):
-    """What a fake does with the next request or connection (see :meth:`FakeServer.set`).
-
-    * ``NORMAL``: the scripted answer.
-    * ``STATUS``: refuse with an HTTP error status and the vendor's error body (a
-      WebSocket fake refuses the upgrade).
-    * ``DISCONNECT``: start answering, then drop the connection without a close.
-    * ``MALFORMED``: start answering, then send a payload that does not parse.
-    * ``STREAM_ERROR``: start answering, then report an error the vendor's way inside
-      the stream (an SSE ``error`` object, a Cartesia ``error`` message, a Deepgram
-      1011 close) and end.
-    * ``HANG``: accept and say nothing until the client goes away.
-    * ``SLOW``: start answering, then say nothing until the client goes away.
-    """
-
-    NORMAL = "normal"
-    STATUS = "status"
-    DISCONNECT = "disconnect"
-    MALFORMED = "malformed"
-    STREAM_ERROR = "stream_error"
-    HANG = "hang"
-    SLOW = "slow"
 
 
 @dataclass
@@ -100,13 +77,15 @@ class Received:
         return [m for m in self.messages if m.get(key) == value]
 
 
-class FakeServer:
-    """Base of a fake vendor server.
+class FakeServer(FakeProvider):
+    """Base of a fake vendor server (a :class:`~flowcat.testing.conformance.FakeProvider`,
+    so the conformance suite drives it as is).
 
     Args:
         api_key: The key clients must present; None accepts any (non-empty) credential.
-        echo_key_in_errors: Put the presented key into auth-error bodies (some vendors
-            echo it, masked or not), to check a client never logs an error body as is.
+        echo_key_in_errors: Put the presented key into error bodies (auth errors and
+            ``Behaviour.STATUS`` answers; some vendors echo it), to check a client never
+            logs an error body as is. The conformance suite wants this on.
 
     Attributes:
         behaviour, failures, status: The active fault (see :meth:`set`).
@@ -120,35 +99,12 @@ class FakeServer:
     name: ClassVar[str] = "fake"
 
     def __init__(self, *, api_key: str | None = "fake-key", echo_key_in_errors: bool = False) -> None:
-        self.api_key = api_key
+        super().__init__(api_key)
         self.echo_key_in_errors = echo_key_in_errors
-        self.behaviour = Behaviour.NORMAL
-        self.failures = 0
-        self.status = 500
-        self.requests = 0
-        self.auth_failures = 0
         self.received: list[Received] = []
-        self.aborted = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
         self._changed: asyncio.Event | None = None
 
     # ------------------------------------------------------------ control
-
-    def set(self, behaviour: Behaviour, *, failures: int = -1, status: int = 500) -> None:
-        """Give the next ``failures`` requests (-1: all) ``behaviour``; ``STATUS`` answers ``status``."""
-        self.behaviour = behaviour
-        self.failures = failures
-        self.status = status
-
-    def next_behaviour(self) -> Behaviour:
-        """Count one request or connection and return what to do with it."""
-        self.requests += 1
-        if self.failures == 0:
-            return Behaviour.NORMAL
-        if self.failures > 0:
-            self.failures -= 1
-        return self.behaviour
 
     def key_ok(self, presented: str | None) -> bool:
         """Whether ``presented`` is the key (any non-empty value when no key is set)."""
@@ -158,7 +114,7 @@ class FakeServer:
         return ok
 
     def key_hint(self, presented: str | None) -> str:
-        """What an auth-error body says about the presented key."""
+        """What an error body says about the presented key (all of it with ``echo_key_in_errors``)."""
         if self.echo_key_in_errors and presented:
             return presented
         return (presented[:3] + "****") if presented else "none"
@@ -213,12 +169,6 @@ class FakeServer:
         """Serve on ``host`` (an ephemeral port by default); returns the base URL."""
         self._runner, self.url = await serve([self], host, port)
         return self.url
-
-    async def close(self) -> None:
-        """Stop serving (open connections are closed)."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def __aenter__(self) -> FakeServer:
         await self.start()

@@ -32,6 +32,15 @@ The audio is :func:`~flowcat.testing.fakes.synthesize_tones` of each transcript:
 tone per character, so :func:`~flowcat.testing.fakes.decode_tones` recovers the text
 from what a client played. Word timestamps are exact for that audio, counted from the
 start of the context. ``ttfa`` delays the first chunk of every transcript.
+
+Faults (:meth:`~FakeServer.set`) apply per context: a connection takes one behaviour at the
+handshake (``STATUS`` refuses the upgrade), which its first context gets; while faults
+remain, each later context takes the next one (``STATUS`` then answers that context with
+an ``error`` message of that status). ``MALFORMED`` sends one message that does not parse
+before the context's audio, which then goes on; after the first chunk ``STREAM_ERROR``
+sends an ``error`` for the context, ``DISCONNECT`` drops the connection and ``SLOW`` stalls
+until the client cancels the context (then ``late_chunks`` chunks still come); ``HANG``
+never answers the context.
 """
 
 from __future__ import annotations
@@ -66,6 +75,9 @@ class _Context:
     closing: bool = False
     done: bool = False
     cancelled: bool = False
+    behaviour: Behaviour = Behaviour.NORMAL
+    stalled: bool = False  # SLOW: first chunk sent, then nothing until the cancel
+    audio: list[str] = field(default_factory=list)  # base64 chunks of the current transcript
 
 
 class FakeCartesia(FakeServer):
@@ -77,6 +89,8 @@ class FakeCartesia(FakeServer):
         chunk_interval: Seconds between chunks (0: as fast as the socket takes them).
         char_ms: Audio per character of transcript.
         require_version: Refuse an upgrade without a Cartesia version (header or query).
+        late_chunks: Chunks a ``SLOW`` context still sends after the client cancels it
+            (audio in flight), which the client must drop.
         **kw: See :class:`FakeServer`.
 
     Attributes:
@@ -99,6 +113,7 @@ class FakeCartesia(FakeServer):
         chunk_interval: float = 0.0,
         char_ms: int = 20,
         require_version: bool = True,
+        late_chunks: int = 2,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -107,6 +122,8 @@ class FakeCartesia(FakeServer):
         self.chunk_interval = chunk_interval
         self.char_ms = char_ms
         self.require_version = require_version
+        self.late_chunks = late_chunks
+        self._expected_audio: bytes | None = None
         self.transcripts: dict[str, str] = {}
         self.cancelled: list[str] = []
 
@@ -116,8 +133,14 @@ class FakeCartesia(FakeServer):
 
     @property
     def expected_audio(self) -> bytes:
-        """The PCM16 for :attr:`expected_text` at :attr:`sample_rate`."""
+        """The PCM16 for :attr:`expected_text` at :attr:`sample_rate` (unless set)."""
+        if self._expected_audio is not None:
+            return self._expected_audio
         return self.audio_for(self.expected_text, self.sample_rate)
+
+    @expected_audio.setter
+    def expected_audio(self, audio: bytes) -> None:
+        self._expected_audio = audio
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/tts/websocket", self._handle)
@@ -146,10 +169,10 @@ class FakeCartesia(FakeServer):
         if self.require_version and not version:
             return self._refusal(400, "A Cartesia-Version header (or cartesia_version parameter) is required.")
         if behaviour is Behaviour.STATUS:
-            return self._refusal(self.status, f"Injected error {self.status}.")
+            return self._refusal(self.status, f"Injected error {self.status} (key {self.key_hint(presented)}).")
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
-        session = _Session(self, ws, rec, request, behaviour)
+        session = _Session(self, ws, rec, request, behaviour, presented)
         try:
             await session.run()
         finally:
@@ -160,16 +183,26 @@ class FakeCartesia(FakeServer):
 class _Session:
     def __init__(
         self, fake: FakeCartesia, ws: web.WebSocketResponse, rec: Received, request: web.Request,
-        behaviour: Behaviour,
+        behaviour: Behaviour, presented: str | None,
     ) -> None:
         self.fake = fake
+        self.presented = presented
         self.ws = ws
         self.rec = rec
         self.request = request
-        self.behaviour = behaviour
+        self.pending = behaviour  # the handshake's behaviour, for the first context
         self.contexts: dict[str, _Context] = {}
-        self.faulted = False
+        self.faulted = False  # the connection was dropped or garbled: send nothing more
         self.auto_ids = 0
+
+    def _take_behaviour(self) -> Behaviour:
+        """The first context takes the handshake's behaviour; later ones take the next
+        fault while faults remain (without counting a request otherwise)."""
+        b = self.pending
+        self.pending = Behaviour.NORMAL
+        if b is Behaviour.NORMAL and self.fake.failures != 0:
+            b = self.fake.next_behaviour()
+        return b
 
     async def run(self) -> None:
         async for msg in self.ws:
@@ -189,8 +222,6 @@ class _Session:
                 continue
             self.rec.messages.append(m)
             self.fake.changed()
-            if self.behaviour is Behaviour.HANG:
-                continue
             await self._on_message(m)
         self.rec.closed_by = self.rec.closed_by or "client"
         if self.faulted or any(not c.done for c in self.contexts.values()):
@@ -206,6 +237,10 @@ class _Session:
                 if ctx.task is not None:
                     ctx.task.cancel()
                 self.fake.aborted.set()  # an answer in progress was called off
+                if ctx.stalled:
+                    # Audio already in flight still arrives after a cancel: the client must drop it.
+                    for data in ctx.audio[1 : 1 + self.fake.late_chunks]:
+                        await self._send(self._chunk(ctx, data))
             return
         if cid is None:
             self.auto_ids += 1
@@ -220,7 +255,14 @@ class _Session:
                               "error_code": "invalid_request", "status_code": 400, "context_id": cid})
             return
         if ctx is None:
-            ctx = self.contexts[cid] = _Context(cid)
+            ctx = self.contexts[cid] = _Context(cid, behaviour=self._take_behaviour())
+            if ctx.behaviour is Behaviour.STATUS:
+                ctx.done = True
+                await self._send({"type": "error", "done": True, "title": "Injected error",
+                                  "message": f"Injected error {self.fake.status} (key "
+                                             f"{self.fake.key_hint(self.presented)}).",
+                                  "error_code": "injected", "status_code": self.fake.status, "context_id": cid})
+                return
             ctx.task = asyncio.ensure_future(self._generate(ctx))
         self.fake.transcripts[cid] = self.fake.transcripts.get(cid, "") + str(m.get("transcript", ""))
         if not m.get("continue", False):
@@ -252,8 +294,14 @@ class _Session:
             return pcm16_to_float(pcm).astype("<f4").tobytes()
         return pcm
 
+    def _chunk(self, ctx: _Context, data: str) -> dict[str, Any]:
+        return {"type": "chunk", "data": data, "done": False, "status_code": 206, "step_time": 1.0,
+                "context_id": ctx.id, "flush_id": ctx.flush_id}
+
     async def _generate(self, ctx: _Context) -> None:
         fake = self.fake
+        if ctx.behaviour is Behaviour.HANG:
+            return  # never answers this context
         while not ctx.done:
             m = await ctx.inputs.get()
             text = m["transcript"]
@@ -263,15 +311,18 @@ class _Session:
                 await asyncio.sleep(fake.ttfa)
                 pcm = synthesize_tones(text, rate, fake.char_ms)
                 step = rate * fake.chunk_ms // 1000 * 2
-                for n, i in enumerate(range(0, len(pcm), step)):
+                ctx.audio = [base64.b64encode(self._encode(pcm[i : i + step], fmt["encoding"])).decode()
+                             for i in range(0, len(pcm), step)]
+                if ctx.behaviour is Behaviour.MALFORMED:
+                    ctx.behaviour = Behaviour.NORMAL  # one message that does not parse, then the answer
+                    await self._send_raw('{"type": "chunk", "data": "AAAA", "context_id": ')
+                for n, data in enumerate(ctx.audio):
                     if n and fake.chunk_interval:
                         await asyncio.sleep(fake.chunk_interval)
-                    data = base64.b64encode(self._encode(pcm[i : i + step], fmt["encoding"])).decode()
-                    await self._send({"type": "chunk", "data": data, "done": False, "status_code": 206,
-                                      "step_time": 1.0, "context_id": ctx.id, "flush_id": ctx.flush_id})
+                    await self._send(self._chunk(ctx, data))
                     if n == 0 and m.get("add_timestamps"):
                         await self._send(self._timestamps(ctx, text))
-                    if self.behaviour is not Behaviour.NORMAL:
+                    if ctx.behaviour is not Behaviour.NORMAL:
                         await self._fault(ctx)
                         return
                 ctx.offset_s += len(text) * fake.char_ms / 1000
@@ -300,24 +351,29 @@ class _Session:
         if self.ws.closed or self.faulted:
             return
         self.rec.sent.append(msg)
+        await self._send_raw(json.dumps(msg))
+
+    async def _send_raw(self, text: str) -> None:
+        if self.ws.closed or self.faulted:
+            return
         with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
-            await self.ws.send_str(json.dumps(msg))
+            await self.ws.send_str(text)
         self.fake.changed()
 
     async def _fault(self, ctx: _Context) -> None:
-        b = self.behaviour
+        """After a context's first chunk: what its behaviour asks for."""
+        b = ctx.behaviour
         if b is Behaviour.STREAM_ERROR:
+            ctx.done = True
             await self._send({"type": "error", "done": True, "title": "Internal error",
                               "message": "Injected generation failure.", "error_code": "internal_error",
                               "status_code": 500, "context_id": ctx.id})
-            ctx.done = True
-        self.faulted = True
-        if b is Behaviour.DISCONNECT:
+        elif b is Behaviour.DISCONNECT:
+            self.faulted = True
             if self.request.transport is not None:
                 self.request.transport.abort()
-        elif b is Behaviour.MALFORMED:
-            with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
-                await self.ws.send_str('{"type": "chunk", "data": "AAAA", "context_id": ')
+        elif b is Behaviour.SLOW:
+            ctx.stalled = True
         self.fake.changed()
 
     async def stop(self) -> None:

@@ -38,6 +38,13 @@ words of the utterance goes out every ``interim_every_ms`` of voiced audio; with
 ``utterance_end_ms`` an ``UtteranceEnd`` follows the final once that much silence has
 passed. Everything is decided in audio time, so a given input always gives the same
 messages; only their sending is delayed in wall time.
+
+Faults (:meth:`~FakeServer.set`): a connection takes one behaviour at the handshake
+(``STATUS`` refuses the upgrade with ``dg-error``), which applies to its first utterance;
+while faults remain, each later utterance takes the next one. ``MALFORMED`` sends one
+message that does not parse before the utterance's first result, then goes on;
+``DISCONNECT``, ``STREAM_ERROR`` (or ``STATUS`` mid-connection: a 1011 ``NET-0000``
+close) and ``SLOW`` (silence) act after its first result; ``HANG`` never answers.
 """
 
 from __future__ import annotations
@@ -77,7 +84,8 @@ class FakeDeepgram(FakeServer):
         model: Model name reported in results' metadata.
         **kw: See :class:`FakeServer`.
 
-    :attr:`~FakeServer.aborted` is set when a client leaves without ``CloseStream``.
+    :attr:`~FakeServer.aborted` is set when a client ends its stream (``CloseStream``,
+    or closing or dropping the socket).
     """
 
     name = "deepgram"
@@ -106,11 +114,8 @@ class FakeDeepgram(FakeServer):
         self.default_endpointing_ms = default_endpointing_ms
         self.idle_timeout = idle_timeout
         self.model = model
-
-    @property
-    def expected_text(self) -> str:
-        """The first scripted utterance."""
-        return self.utterances[0] if self.utterances else ""
+        #: The first scripted utterance (what a one-utterance test, or the suite, expects).
+        self.expected_text = self.utterances[0] if self.utterances else ""
 
     def utterance(self, n: int) -> str:
         """The transcript of a connection's ``n``-th utterance (0-based)."""
@@ -146,7 +151,8 @@ class FakeDeepgram(FakeServer):
             logger.debug("deepgram fake: refused a connection without a valid key")
             return self._refuse(401, "INVALID_AUTH", "Invalid credentials.", request_id)
         if behaviour is Behaviour.STATUS:
-            return self._refuse(self.status, "INJECTED", f"Injected error {self.status}.", request_id)
+            message = f"Injected error {self.status} (key {self.key_hint(presented)})."
+            return self._refuse(self.status, "INJECTED", message, request_id)
         q = request.query
         encoding = q.get("encoding", "linear16")
         if encoding not in _BYTES_PER_SAMPLE:
@@ -205,6 +211,7 @@ class _Session:
         self.outbox: asyncio.Queue[tuple[float, dict[str, Any] | None]] = asyncio.Queue()
         self.sender = asyncio.ensure_future(self._send_loop())
         self.faulted = False
+        self.new_utterance = True  # the next Results starts an utterance (a fault may apply)
 
     # ------------------------------------------------------------- input
 
@@ -230,7 +237,7 @@ class _Session:
             elif msg.type is WSMsgType.TEXT:
                 if await self._control(msg.data):
                     return
-            else:  # the client closed (or dropped) the socket without CloseStream
+            else:  # the client closed (or dropped) the socket
                 self.rec.closed_by = self.rec.closed_by or "client"
                 fake.aborted.set()
                 return
@@ -253,6 +260,7 @@ class _Session:
             self._finalize(from_finalize=True)
             return False
         if kind == "CloseStream":
+            self.fake.aborted.set()  # the client ended the stream
             self._finalize(from_finalize=False, quiet=True)
             self._queue(self._metadata())
             await self._drain()
@@ -403,12 +411,23 @@ class _Session:
                 await asyncio.sleep(wait)
             if self.ws.closed or self.faulted:
                 continue
-            self.rec.sent.append(msg)
+            is_result = msg.get("type") == "Results"
+            if is_result and self.new_utterance:
+                self.new_utterance = False
+                if self.behaviour is Behaviour.NORMAL and self.fake.failures != 0:
+                    self.behaviour = self.fake.next_behaviour()  # a fault asked for mid-connection
+            if is_result and msg["is_final"]:
+                self.new_utterance = True
             try:
+                if is_result and self.behaviour is Behaviour.MALFORMED:
+                    # One message that does not parse, then the answer goes on.
+                    self.behaviour = Behaviour.NORMAL
+                    await self.ws.send_str('{"type": "Results", "channel_index": [0, 1], "channel": {"alter')
+                self.rec.sent.append(msg)
                 await self.ws.send_str(json.dumps(msg))
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 return
-            if self.behaviour is not Behaviour.NORMAL and msg.get("type") == "Results":
+            if is_result and self.behaviour is not Behaviour.NORMAL:
                 await self._fault()
             self.fake.changed()
 
@@ -418,9 +437,7 @@ class _Session:
         if b is Behaviour.DISCONNECT:
             if self.request.transport is not None:
                 self.request.transport.abort()
-        elif b is Behaviour.MALFORMED:
-            await self.ws.send_str('{"type": "Results", "channel_index": [0, 1], "channel": {"alternatives": [')
-        elif b is Behaviour.STREAM_ERROR:
+        elif b is Behaviour.STREAM_ERROR or b is Behaviour.STATUS:
             await self._close(1011, "NET-0000: injected server error")
         self.fake.changed()
 

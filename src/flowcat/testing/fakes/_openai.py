@@ -106,6 +106,7 @@ class FakeOpenAI(FakeServer):
         sse_comments: Send a ``: keep-alive`` comment line before the first chunk.
         split_writes: Write every event in two pieces split mid-way (inside UTF-8 too).
         model: ``model`` reported in chunks (default: the requested one).
+        retry_after: Seconds sent as ``retry-after`` on a 429 (None: no such header).
         **kw: See :class:`FakeServer`.
 
     Attributes:
@@ -128,6 +129,7 @@ class FakeOpenAI(FakeServer):
         sse_comments: bool = False,
         split_writes: bool = False,
         model: str | None = None,
+        retry_after: float | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -141,14 +143,12 @@ class FakeOpenAI(FakeServer):
         self.sse_comments = sse_comments
         self.split_writes = split_writes
         self.model = model
+        self.retry_after = retry_after
         self.completed = 0
+        #: The text of the first scripted reply (what a one-turn test, or the suite, expects).
+        self.expected_text = self.replies[0].text if self.replies else ""
         self._next = 0
         self._calls = 0
-
-    @property
-    def expected_text(self) -> str:
-        """The text of the first scripted reply (what a one-turn test expects)."""
-        return self.replies[0].text if self.replies else ""
 
     @property
     def bodies(self) -> list[Any]:
@@ -184,9 +184,10 @@ class FakeOpenAI(FakeServer):
                     "x-ratelimit-limit-requests": "60",
                     "x-ratelimit-remaining-requests": "0",
                     "x-ratelimit-reset-requests": "1s",
-                    "retry-after": "1",
                 }
             )
+            if self.retry_after is not None:
+                headers["retry-after"] = f"{self.retry_after:g}"
         body = {"error": {"message": message, "type": etype, "param": None, "code": code}}
         return web.json_response(body, status=status, headers=headers)
 
@@ -226,7 +227,9 @@ class FakeOpenAI(FakeServer):
             logger.debug("openai fake: refused a request without a valid key")
             return self.error_response(401, "", presented)
         if behaviour is Behaviour.STATUS:
-            return self.error_response(self.status, f"Injected error {self.status}.")
+            return self.error_response(
+                self.status, f"Injected error {self.status} (key {self.key_hint(presented)})."
+            )
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
             return self.error_response(400, "The request needs 'model' and a list of 'messages'.")
         if behaviour is Behaviour.HANG:
