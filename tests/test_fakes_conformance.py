@@ -9,7 +9,6 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
-from test_services_conformance import FAST, ToyLLM
 
 from flowcat.errors import ServiceConnectionError, ServiceStatusError
 from flowcat.frames import LLMContext, LLMTokenUsage
@@ -18,6 +17,7 @@ from flowcat.services import LLMChunk, LLMTextDelta, http_session, iter_sse, rai
 from flowcat.testing import conformance, fakes
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario, scenarios
 from flowcat.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI
+from test_services_conformance import FAST, ToyLLM
 
 KEY = "sk-fakes-conformance-0123456789-SECRET"
 
