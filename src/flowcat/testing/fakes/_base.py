@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from ..conformance._fake import Behaviour, FakeProvider
+from ..conformance import Behaviour, FakeProvider
 
 __all__ = ["Behaviour", "FakeServer", "Received", "redact_headers", "redact_query", "serve"]
 
