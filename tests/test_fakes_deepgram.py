@@ -233,3 +233,13 @@ async def test_a_fault_set_mid_connection_hits_the_next_utterance() -> None:
         msg = await ws.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1011
     assert fake.requests == 2  # the handshake and the utterance that took the fault
+
+
+async def test_record_payloads_off_counts_audio_without_keeping_it() -> None:
+    async with FakeDeepgram(["x"], api_key=KEY, record_payloads=False) as fake, aiohttp.ClientSession() as s:
+        ws = await _connect(s, fake)
+        await _send_audio(ws, SPEECH + QUIET)
+        await _until(ws, _final)
+        await ws.close()
+    rec = fake.received[0]
+    assert rec.audio_bytes == len(SPEECH + QUIET) and not rec.audio and not rec.sent

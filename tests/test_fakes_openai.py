@@ -227,3 +227,34 @@ async def test_by_conversation_each_conversation_walks_the_script() -> None:
         _, second, _ = await _post(fake, {**BODY, "messages": turn2})
     assert '"tool_calls"' in first[0] and '"tool_calls"' in other[0]
     assert (text_of(after), text_of(second)) == ("after the tool", "second turn")
+
+
+async def test_concurrent_streams_are_recorded_each_in_its_own_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    prepare = web.StreamResponse.prepare
+
+    async def slow_prepare(self: web.StreamResponse, request: web.BaseRequest) -> Any:
+        await asyncio.sleep(0.05)  # a slow socket: other requests get in meanwhile
+        return await prepare(self, request)
+
+    monkeypatch.setattr(web.StreamResponse, "prepare", slow_prepare)
+
+    def echo(body: dict[str, Any]) -> str:
+        return str(body["messages"][0]["content"])
+
+    async with FakeOpenAI(responder=echo, api_key=KEY, ttft=0.05) as fake:
+        bodies = [{**BODY, "messages": [{"role": "user", "content": w}]} for w in ("alpha", "beta", "gamma")]
+        await asyncio.gather(*(_post(fake, b) for b in bodies))
+    for rec in fake.received:
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in rec.sent if c["choices"])
+        assert text == rec.body["messages"][0]["content"]
+
+
+async def test_record_payloads_off_keeps_counts_only() -> None:
+    async with FakeOpenAI(["a b"], api_key=KEY, record_payloads=False) as fake:
+        status, data, _ = await _post(fake)
+    assert status == 200 and data[-1] == "[DONE]"
+    assert fake.received[0].body is None and fake.received[0].sent == [] and fake.completed == 1

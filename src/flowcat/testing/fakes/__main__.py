@@ -51,13 +51,14 @@ def build_fakes(args: argparse.Namespace) -> tuple[FakeDeepgram, FakeOpenAI, Fak
     """The three fakes configured from parsed options."""
     stt = FakeDeepgram(
         args.stt_utterance or ["what is the weather like today"], final_delay=args.stt_delay,
-        default_endpointing_ms=args.stt_endpointing_ms, api_key=args.api_key,
+        default_endpointing_ms=args.stt_endpointing_ms, api_key=args.api_key, record_payloads=False,
     )
     llm = FakeOpenAI(
         args.llm_reply or ["It is sunny and warm today. Anything else?"], ttft=args.llm_ttft,
-        inter_token=args.llm_inter_token, by_conversation=True, api_key=args.api_key,
+        inter_token=args.llm_inter_token, by_conversation=True, api_key=args.api_key, record_payloads=False,
     )
-    tts = FakeCartesia(ttfa=args.tts_ttfa, chunk_ms=args.tts_chunk_ms, char_ms=args.tts_char_ms, api_key=args.api_key)
+    tts = FakeCartesia(ttfa=args.tts_ttfa, chunk_ms=args.tts_chunk_ms, char_ms=args.tts_char_ms,
+                       api_key=args.api_key, record_payloads=False)
     return stt, llm, tts
 
 

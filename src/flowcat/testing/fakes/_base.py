@@ -55,7 +55,8 @@ class Received:
         authorized: Whether the key checked out.
         body: The JSON body of an HTTP request.
         messages: Text messages received on a socket, parsed (``{"_raw": text}`` when not JSON).
-        audio: Binary payload received on a socket, concatenated.
+        audio: Binary payload received on a socket, concatenated (kept only with ``record_payloads``).
+        audio_bytes: How many bytes of it came in.
         binary_frames: How many binary frames came in.
         sent: Messages the fake sent (parsed JSON), in order.
         closed_by: ``"client"``, ``"server"`` or None while open.
@@ -68,6 +69,7 @@ class Received:
     body: Any = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
+    audio_bytes: int = 0
     binary_frames: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     closed_by: str | None = None
@@ -86,6 +88,9 @@ class FakeServer(FakeProvider):
         echo_key_in_errors: Put the presented key into error bodies (auth errors and
             ``Behaviour.STATUS`` answers; some vendors echo it), to check a client never
             logs an error body as is. The conformance suite wants this on.
+        record_payloads: Keep request bodies, socket audio and the messages sent in
+            :attr:`received` (off for long benchmark runs: only counts and control
+            messages are kept).
 
     Attributes:
         behaviour, failures, status: The active fault (see :meth:`set`).
@@ -98,9 +103,12 @@ class FakeServer(FakeProvider):
 
     name: ClassVar[str] = "fake"
 
-    def __init__(self, *, api_key: str | None = "fake-key", echo_key_in_errors: bool = False) -> None:
+    def __init__(
+        self, *, api_key: str | None = "fake-key", echo_key_in_errors: bool = False, record_payloads: bool = True
+    ) -> None:
         super().__init__(api_key)
         self.echo_key_in_errors = echo_key_in_errors
+        self.record_payloads = record_payloads
         self.received: list[Received] = []
         self._changed: asyncio.Event | None = None
 

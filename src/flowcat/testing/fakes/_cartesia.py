@@ -350,7 +350,8 @@ class _Session:
     async def _send(self, msg: dict[str, Any]) -> None:
         if self.ws.closed or self.faulted:
             return
-        self.rec.sent.append(msg)
+        if self.fake.record_payloads:
+            self.rec.sent.append(msg)
         await self._send_raw(json.dumps(msg))
 
     async def _send_raw(self, text: str) -> None:

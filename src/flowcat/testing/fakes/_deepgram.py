@@ -229,7 +229,9 @@ class _Session:
             if msg.type is WSMsgType.BINARY:
                 data: bytes = msg.data
                 self.rec.binary_frames += 1
-                self.rec.audio += data
+                self.rec.audio_bytes += len(data)
+                if fake.record_payloads:
+                    self.rec.audio += data
                 if not data:
                     await self._close(1011, "NET-0000: empty binary frame")
                     return
@@ -423,7 +425,8 @@ class _Session:
                     # One message that does not parse, then the answer goes on.
                     self.behaviour = Behaviour.NORMAL
                     await self.ws.send_str('{"type": "Results", "channel_index": [0, 1], "channel": {"alter')
-                self.rec.sent.append(msg)
+                if self.fake.record_payloads:
+                    self.rec.sent.append(msg)
                 await self.ws.send_str(json.dumps(msg))
             except (ConnectionResetError, aiohttp.ClientConnectionResetError):
                 return

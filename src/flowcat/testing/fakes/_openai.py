@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._base import Behaviour, FakeServer, logger
+from ._base import Behaviour, FakeServer, Received, logger
 
 __all__ = ["FakeOpenAI", "Reply", "ToolCall"]
 
@@ -221,7 +221,7 @@ class FakeOpenAI(FakeServer):
             body = await request.json()
         except ValueError:
             body = None
-        rec = self.record(request, body=body)
+        rec = self.record(request, body=body if self.record_payloads else None)
         if not self.key_ok(presented):
             rec.authorized = False
             logger.debug("openai fake: refused a request without a valid key")
@@ -239,7 +239,7 @@ class FakeOpenAI(FakeServer):
         if not body.get("stream"):
             await asyncio.sleep(self.ttft)
             return web.json_response(self._whole(body, reply, model))
-        return await self._stream(request, body, reply, model, behaviour)
+        return await self._stream(request, rec, body, reply, model, behaviour)
 
     def _whole(self, body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
@@ -288,11 +288,13 @@ class FakeOpenAI(FakeServer):
             await resp.write(event)
 
     async def _send(self, resp: web.StreamResponse, rec_sent: list[dict[str, Any]], chunk: dict[str, Any]) -> None:
-        rec_sent.append(chunk)
+        if self.record_payloads:
+            rec_sent.append(chunk)
         await self._write(resp, b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], reply: Reply, model: str, behaviour: Behaviour
+        self, request: web.Request, rec: Received, body: dict[str, Any], reply: Reply, model: str,
+        behaviour: Behaviour,
     ) -> web.StreamResponse:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(
@@ -300,7 +302,7 @@ class FakeOpenAI(FakeServer):
                      "x-request-id": "req_" + self.new_id().replace("-", "")}
         )
         await resp.prepare(request)
-        sent = self.received[-1].sent
+        sent = rec.sent
         cid = "chatcmpl-" + self.new_id().replace("-", "")[:24]
         created = int(time.time())
         if self.sse_comments:
