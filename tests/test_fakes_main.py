@@ -67,3 +67,15 @@ async def test_runs_all_three_with_delays(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(proc.wait(), 30)
     assert rc == 0
+
+
+def test_llm_script_file(tmp_path: Path) -> None:
+    from flowcat.testing.fakes.__main__ import build_fakes, parser
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["Hi.", {"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]},
+                                  {"text": "Found it."}]))
+    _, llm, _ = build_fakes(parser().parse_args(["--llm-script", str(script), "--llm-ttft", "0.2"]))
+    assert [r.text for r in llm.replies] == ["Hi.", "", "Found it."]
+    assert llm.replies[1].tool_calls[0].name == "lookup" and llm.replies[1].tool_calls[0].arguments == {"q": "x"}
+    assert llm.ttft == 0.2 and llm.by_conversation and not llm.record_payloads

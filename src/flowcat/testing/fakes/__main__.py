@@ -23,14 +23,17 @@ from collections.abc import Sequence
 from ._base import serve
 from ._cartesia import FakeCartesia
 from ._deepgram import FakeDeepgram
-from ._openai import FakeOpenAI
+from ._openai import FakeOpenAI, Reply, ToolCall
 
-__all__ = ["build_fakes", "main", "parser"]
+__all__ = ["build_fakes", "load_script", "main", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
     """The command-line options."""
-    p = argparse.ArgumentParser(prog="python -m flowcat.testing.fakes", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m flowcat.testing.fakes",
+        description="Serve the fake Deepgram, OpenAI and Cartesia servers in one process, on one port.",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: an ephemeral port")
     p.add_argument("--port-file", help="write the port and URLs here (JSON) once serving")
@@ -41,10 +44,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-ttft", type=float, default=0.0, help="seconds to the first token")
     p.add_argument("--llm-inter-token", type=float, default=0.0, help="seconds between tokens")
     p.add_argument("--llm-reply", action="append", default=None, help="scripted reply (repeatable)")
+    p.add_argument("--llm-script", default=None,
+                   help='JSON file: a list of replies, each a string or {"text": ..., "tool_calls": '
+                        '[{"name": ..., "arguments": {...}}]}')
     p.add_argument("--tts-ttfa", type=float, default=0.0, help="seconds to the first audio chunk")
     p.add_argument("--tts-chunk-ms", type=int, default=40)
     p.add_argument("--tts-char-ms", type=int, default=20)
     return p
+
+
+def load_script(path: str) -> list[Reply | str]:
+    """Replies from a JSON file (see ``--llm-script``)."""
+    with open(path, encoding="utf-8") as f:
+        items = json.load(f)
+    out: list[Reply | str] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            calls = [ToolCall(c["name"], c.get("arguments", {}), c.get("id")) for c in item.get("tool_calls", [])]
+            out.append(Reply(item.get("text", ""), calls))
+    return out
 
 
 def build_fakes(args: argparse.Namespace) -> tuple[FakeDeepgram, FakeOpenAI, FakeCartesia]:
@@ -53,8 +73,11 @@ def build_fakes(args: argparse.Namespace) -> tuple[FakeDeepgram, FakeOpenAI, Fak
         args.stt_utterance or ["what is the weather like today"], final_delay=args.stt_delay,
         default_endpointing_ms=args.stt_endpointing_ms, api_key=args.api_key, record_payloads=False,
     )
+    replies: list[Reply | str] = list(args.llm_reply or [])
+    if args.llm_script:
+        replies += load_script(args.llm_script)
     llm = FakeOpenAI(
-        args.llm_reply or ["It is sunny and warm today. Anything else?"], ttft=args.llm_ttft,
+        replies or ["It is sunny and warm today. Anything else?"], ttft=args.llm_ttft,
         inter_token=args.llm_inter_token, by_conversation=True, api_key=args.api_key, record_payloads=False,
     )
     tts = FakeCartesia(ttfa=args.tts_ttfa, chunk_ms=args.tts_chunk_ms, char_ms=args.tts_char_ms,
