@@ -69,3 +69,12 @@ def test_every_exported_frame_is_documented() -> None:
     ]
     missing = [n for n in frame_names if f"`{n}`" not in doc]
     assert not missing, f"frames missing from docs/frames.md: {missing}"
+
+
+def test_audio_frames_repr_size_and_format_not_bytes() -> None:
+    from flowcat.frames import InputAudioRawFrame, OutputAudioRawFrame
+
+    fin = InputAudioRawFrame(bytes(320), 16000)
+    fout = OutputAudioRawFrame(bytes(8), 8000, 2)
+    assert repr(fin) == f"{fin.name}(size: 320, frames: 160, sample_rate: 16000, channels: 1)"
+    assert repr(fout) == f"{fout.name}(size: 8, frames: 2, sample_rate: 8000, channels: 2)"

@@ -54,11 +54,7 @@ class OutputAudioRawFrame(DataFrame, AudioRawFrame):
     sample_rate: int
     num_channels: int = 1
 
-    def __repr__(self) -> str:
-        return (
-            f"{self.name}(size: {len(self.audio)}, frames: {self.num_frames}, "
-            f"sample_rate: {self.sample_rate}, channels: {self.num_channels})"
-        )
+    __repr__ = AudioRawFrame._audio_repr  # set here: the dataclass would write its own
 
 
 @frame_dataclass

@@ -76,6 +76,14 @@ class AudioRawFrame:
         """Samples per channel."""
         return len(self.audio) // (2 * self.num_channels)
 
+    def _audio_repr(self) -> str:
+        """Size and format, never the bytes (the concrete classes' ``__repr__``)."""
+        name: str = self.name  # type: ignore[attr-defined]  # every concrete class is a Frame
+        return (
+            f"{name}(size: {len(self.audio)}, frames: {self.num_frames}, "
+            f"sample_rate: {self.sample_rate}, channels: {self.num_channels})"
+        )
+
 
 @frame_dataclass
 class StartFrame(SystemFrame):
@@ -318,11 +326,7 @@ class InputAudioRawFrame(SystemFrame, AudioRawFrame):
     sample_rate: int
     num_channels: int = 1
 
-    def __repr__(self) -> str:
-        return (
-            f"{self.name}(size: {len(self.audio)}, frames: {self.num_frames}, "
-            f"sample_rate: {self.sample_rate}, channels: {self.num_channels})"
-        )
+    __repr__ = AudioRawFrame._audio_repr  # set here: the dataclass would write its own
 
 
 @frame_dataclass
