@@ -53,6 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Per-hop keys: which frame kind's hop timings and which mode give each slope.
+_PER_HOP: dict[str, tuple[str, str]] = {
+    "per_hop_us": ("data", "tput"),
+    "per_hop_us_pingpong": ("data", "pp"),
+    "per_hop_us_system": ("system", "tput"),
+    "per_hop_us_system_pingpong": ("system", "pp"),
+    "per_hop_us_cpu": ("data", "tput_cpu"),
+    "per_hop_us_pingpong_cpu": ("data", "pp_cpu"),
+    "per_hop_us_system_cpu": ("system", "tput_cpu"),
+}
+
+
 def _slope(frame_us: dict[str, dict[str, float]], mode: str) -> float:
     return (frame_us[str(K_HI)][mode] - frame_us[str(K_LO)][mode]) / (K_HI - K_LO)
 
@@ -60,13 +72,7 @@ def _slope(frame_us: dict[str, dict[str, float]], mode: str) -> float:
 def _side(raw: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
     """Flatten one side's raw result into the public keys (None when absent)."""
     keys = (
-        "per_hop_us",
-        "per_hop_us_pingpong",
-        "per_hop_us_system",
-        "per_hop_us_system_pingpong",
-        "per_hop_us_cpu",
-        "per_hop_us_pingpong_cpu",
-        "per_hop_us_system_cpu",
+        *_PER_HOP,
         "frame_us_k1",
         "frame_us_k3",
         "frame_us_k10",
@@ -82,15 +88,10 @@ def _side(raw: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
         return out
     data, system = raw["frame_us"]["data"], raw["frame_us"]["system"]
     idle = raw["idle"]
+    kinds = {"data": data, "system": system}
+    out.update({prefix + key: _slope(kinds[kind], mode) for key, (kind, mode) in _PER_HOP.items()})
     out.update(
         {
-            prefix + "per_hop_us": _slope(data, "tput"),
-            prefix + "per_hop_us_pingpong": _slope(data, "pp"),
-            prefix + "per_hop_us_system": _slope(system, "tput"),
-            prefix + "per_hop_us_system_pingpong": _slope(system, "pp"),
-            prefix + "per_hop_us_cpu": _slope(data, "tput_cpu"),
-            prefix + "per_hop_us_pingpong_cpu": _slope(data, "pp_cpu"),
-            prefix + "per_hop_us_system_cpu": _slope(system, "tput_cpu"),
             prefix + "frame_us_k1": data["1"]["tput"],
             prefix + "frame_us_k3": data["3"]["tput"],
             prefix + "frame_us_k10": data["10"]["tput"],
@@ -123,15 +124,7 @@ def summarize(
     out["pipecat_per_hop_us_observers_off_pingpong"] = _slope(off, "pp") if off else None
     out["pipecat_per_hop_us_observers_off_cpu"] = _slope(off, "tput_cpu") if off else None
     out["pipecat_frames_per_sec_k3_observers_off"] = 1e6 / off["3"]["tput_cpu"] if off else None
-    for name in (
-        "per_hop_us",
-        "per_hop_us_pingpong",
-        "per_hop_us_system",
-        "per_hop_us_system_pingpong",
-        "per_hop_us_cpu",
-        "per_hop_us_pingpong_cpu",
-        "per_hop_us_system_cpu",
-    ):
+    for name in _PER_HOP:
         out[name.replace("per_hop_us", "per_hop_ratio")] = _ratio(out["pipecat_" + name], out[name])
     out["per_hop_ratio_observers_off"] = _ratio(out["pipecat_per_hop_us_observers_off"], out["per_hop_us"])
     out["per_hop_ratio_observers_off_cpu"] = _ratio(

@@ -32,7 +32,7 @@ import platform
 import sys
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,19 @@ def _cpu_timed(fn: Callable[[], Any]) -> float:
 # --------------------------------------------------------------- VAD runs
 
 
+async def _timed(work: Awaitable[None]) -> tuple[float, float]:
+    """CPU and wall seconds ``work`` takes, with the garbage collector off."""
+    gc.collect()
+    gc.disable()
+    try:
+        c0 = time.process_time()
+        w0 = time.perf_counter()
+        await work
+        return time.process_time() - c0, time.perf_counter() - w0
+    finally:
+        gc.enable()
+
+
 async def _run_batched(streams: list[bytes], warm: list[bytes]) -> dict[str, Any]:
     from ..audio.vad import SileroBatcher, SileroVADAnalyzer
 
@@ -113,14 +126,7 @@ async def _run_batched(streams: list[bytes], warm: list[bytes]) -> dict[str, Any
     await play(warm)
     batcher = SileroBatcher.for_loop()
     b0, r0, t0 = batcher.stats.batches, batcher.stats.rows, batcher.stats.thread_batches
-    gc.collect()
-    gc.disable()
-    c0 = time.process_time()
-    w0 = time.perf_counter()
-    await play(streams)
-    cpu = time.process_time() - c0
-    wall = time.perf_counter() - w0
-    gc.enable()
+    cpu, wall = await _timed(play(streams))
     st = batcher.stats
     batches = st.batches - b0
     for a in analyzers:
@@ -159,14 +165,7 @@ async def _run_per_call(
                 await asyncio.sleep(0)
 
     await play(warm)
-    gc.collect()
-    gc.disable()
-    c0 = time.process_time()
-    w0 = time.perf_counter()
-    await play(streams)
-    cpu = time.process_time() - c0
-    wall = time.perf_counter() - w0
-    gc.enable()
+    cpu, wall = await _timed(play(streams))
     for ex in executors:
         ex.shutdown(wait=True)
     for a in analyzers:
