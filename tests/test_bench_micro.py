@@ -101,6 +101,35 @@ def test_summarize_ratios_and_targets() -> None:
     assert "| per hop, DataFrame, throughput (µs) | 0.400 | 20.00 | 50.0× |" in micro.table(r)
 
 
+def _import_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import in {path.name}"
+            roots.add((node.module or "").split(".")[0])
+    return roots - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_shared_kernel_imports_only_stdlib() -> None:
+    # The pipecat worker loads it by path in pipecat's environment, where flowcat is absent.
+    assert _import_roots(Path(micro.__file__).with_name("_micro_kernel.py")) == set()
+
+
+def test_both_sides_run_the_same_processor_code() -> None:
+    from flowcat.bench import _micro_flowcat as fc
+    from flowcat.bench import _micro_kernel as kernel
+
+    class Base:
+        async def process_frame(self, frame: object, direction: object) -> None: ...
+
+    passthrough, sink = kernel.processors(Base)
+    assert fc.Passthrough.process_frame.__code__ is passthrough.process_frame.__code__
+    assert fc.Sink.process_frame.__code__ is sink.process_frame.__code__
+
+
 def test_pipecat_worker_imports_only_pipecat_and_stdlib() -> None:
     path = Path(micro.__file__).with_name("_pipecat_micro.py")
     tree = ast.parse(path.read_text())
