@@ -8,9 +8,10 @@ from base64 import b64decode
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..frames import Frame
     from ._base import FrameSerializer
 
-__all__ = ["decode_media_payload", "parse_json_object"]
+__all__ = ["decode_media_payload", "dispatch_event", "parse_json_object", "start_object"]
 
 
 def parse_json_object(
@@ -49,3 +50,24 @@ def decode_media_payload(ser: FrameSerializer, msg: dict[str, Any], data: str | 
     except (binascii.Error, ValueError):
         ser.bad_input("media payload that is not base64", data)
         return None
+
+
+def dispatch_event(
+    ser: FrameSerializer, events: dict[str, str], event: object, msg: dict[str, Any], data: str | bytes
+) -> Frame | None:
+    """Call the ``ser`` method ``events`` names for ``event`` with ``(msg, data)``; an unknown event is reported."""
+    handler = events.get(event) if isinstance(event, str) else None
+    if handler is None:
+        ser.bad_input(f"unknown event {event!r}", data)
+        return None
+    result: Frame | None = getattr(ser, handler)(msg, data)
+    return result
+
+
+def start_object(ser: FrameSerializer, msg: dict[str, Any], raw: str) -> dict[str, Any] | None:
+    """The ``start`` object of a start event, or None (reported)."""
+    start = msg.get("start")
+    if not isinstance(start, dict):
+        ser.bad_input("start without a start object", raw)
+        return None
+    return start

@@ -14,14 +14,32 @@ from typing import Any, ClassVar
 
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
-from ._json import decode_media_payload, parse_json_object
+from ._json import decode_media_payload, dispatch_event, parse_json_object, start_object
 
-__all__ = ["MediaStreamSerializer"]
+__all__ = ["MediaStreamSerializer", "PrefixedJsonMedia"]
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
 
-class MediaStreamSerializer(FrameSerializer):
+class PrefixedJsonMedia:
+    """Outbound media and clear messages from texts built once per stream.
+
+    Mixed in before :class:`FrameSerializer`; ``_on_stream_id`` sets ``_media_prefix``
+    (a media message up to its base64 payload) and ``_clear``.
+    """
+
+    __slots__ = ()
+    _media_prefix: str
+    _clear: str
+
+    def _media_message(self, data: bytes) -> WireOut:
+        return self._media_prefix + b64encode(data).decode("ascii") + '"}}'
+
+    def _clear_message(self) -> WireOut:
+        return self._clear
+
+
+class MediaStreamSerializer(PrefixedJsonMedia, FrameSerializer):
     """Base of the Twilio-shaped carriers.
 
     Class attributes:
@@ -48,6 +66,8 @@ class MediaStreamSerializer(FrameSerializer):
     # ---------------------------------------------------------------- inbound
 
     def _deserialize(self, data: str | bytes) -> Frame | None:
+        # Per inbound audio frame: this parse-and-media prologue is repeated in
+        # plivo.py on purpose (a shared helper would add a call per frame).
         msg = parse_json_object(self, data, text_only=True)
         if msg is None:
             return None
@@ -59,20 +79,14 @@ class MediaStreamSerializer(FrameSerializer):
             if not audio:
                 return None
             return self.decode(audio)
-        handler = self.events.get(event) if isinstance(event, str) else None
-        if handler is None:
-            self.bad_input(f"unknown event {event!r}", data)
-            return None
-        result: Frame | None = getattr(self, handler)(msg, data)
-        return result
+        return dispatch_event(self, self.events, event, msg, data)
 
     def _on_connected(self, msg: dict[str, Any], raw: str) -> None:
         self.note("connected", "connected (protocol %s, version %s)", msg.get("protocol"), msg.get("version"))
 
     def _on_start(self, msg: dict[str, Any], raw: str) -> None:
-        start = msg.get("start")
-        if not isinstance(start, dict):
-            self.bad_input("start without a start object", raw)
+        start = start_object(self, msg, raw)
+        if start is None:
             return
         info = self._parse_start(msg, start, raw)
         if info is not None:
@@ -115,12 +129,6 @@ class MediaStreamSerializer(FrameSerializer):
         self._sid_fragment = sid
         self._media_prefix = f'{{"event":"media"{sid},"media":{{"payload":"'
         self._clear = f'{{"event":"clear"{sid}}}'
-
-    def _media_message(self, data: bytes) -> WireOut:
-        return self._media_prefix + b64encode(data).decode("ascii") + '"}}'
-
-    def _clear_message(self) -> WireOut:
-        return self._clear
 
     def _mark_message(self, name: str) -> WireOut:
         return f'{{"event":"mark"{self._sid_fragment},"mark":{{"name":{_DUMPS(name)}}}}}'

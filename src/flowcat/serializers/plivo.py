@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from base64 import b64encode
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape, quoteattr
@@ -30,7 +29,8 @@ from xml.sax.saxutils import escape, quoteattr
 from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._carrier import Carrier, HangUpRequest
-from ._json import decode_media_payload, parse_json_object
+from ._json import decode_media_payload, dispatch_event, parse_json_object, start_object
+from ._media_stream import PrefixedJsonMedia
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, validate_plivo_v3
 
@@ -49,7 +49,7 @@ _ENCODINGS = {"audio/x-mulaw": "PCMU", "audio/x-l16": "L16"}
 _CONTENT_TYPES = {"PCMU": "audio/x-mulaw", "L16": "audio/x-l16"}
 
 
-class PlivoFrameSerializer(FrameSerializer):
+class PlivoFrameSerializer(PrefixedJsonMedia, FrameSerializer):
     """Serializer for Plivo audio streams.
 
     Args:
@@ -94,6 +94,8 @@ class PlivoFrameSerializer(FrameSerializer):
     # ---------------------------------------------------------------- inbound
 
     def _deserialize(self, data: str | bytes) -> Frame | None:
+        # Per inbound audio frame: this parse-and-media prologue is repeated in
+        # _media_stream.py on purpose (a shared helper would add a call per frame).
         msg = parse_json_object(self, data, text_only=True)
         if msg is None:
             return None
@@ -106,17 +108,11 @@ class PlivoFrameSerializer(FrameSerializer):
                 self.bad_input("L16 payload with an odd byte count", data)
                 return None
             return self.decode(audio) if audio else None
-        handler = self.events.get(event) if isinstance(event, str) else None
-        if handler is None:
-            self.bad_input(f"unknown event {event!r}", data)
-            return None
-        result: Frame | None = getattr(self, handler)(msg, data)
-        return result
+        return dispatch_event(self, self.events, event, msg, data)
 
     def _on_start(self, msg: dict[str, Any], raw: str) -> None:
-        start = msg.get("start")
-        if not isinstance(start, dict):
-            self.bad_input("start without a start object", raw)
+        start = start_object(self, msg, raw)
+        if start is None:
             return
         fmt = start.get("mediaFormat")
         fmt = fmt if isinstance(fmt, dict) else {}
@@ -198,12 +194,6 @@ class PlivoFrameSerializer(FrameSerializer):
             f'"sampleRate":{self._out_rate},"payload":"'
         )
         self._clear = f'{{"event":"clearAudio","streamId":{sid}}}'
-
-    def _media_message(self, data: bytes) -> WireOut:
-        return self._media_prefix + b64encode(data).decode("ascii") + '"}}'
-
-    def _clear_message(self) -> WireOut:
-        return self._clear
 
     def _mark_message(self, name: str) -> WireOut:
         return f'{{"event":"checkpoint","streamId":{self._sid},"name":{_DUMPS(name)}}}'
