@@ -631,3 +631,15 @@ async def test_exotel_16k_start_and_bad_rate() -> None:
     ser2 = ExotelFrameSerializer()
     info = await ser2.handshake(json.dumps(start))
     assert info is not None and info.sample_rate == 8000 and ser2.bad_inputs == 1
+
+
+@pytest.mark.parametrize("make", [lambda: TwilioFrameSerializer(), lambda: PlivoFrameSerializer()])
+async def test_unknown_event_and_start_without_object_are_reported_and_survived(
+    make: Callable[[], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    ser = make()
+    with caplog.at_level(logging.WARNING, logger="flowcat.serializers"):
+        assert ser._deserialize('{"event":"bogus"}') is None
+        assert ser._deserialize('{"event":"start","start":"nope"}') is None
+    assert ser.bad_inputs == 2 and ser.call_info is None
+    assert "unknown event 'bogus'" in caplog.text and "start without a start object" in caplog.text
