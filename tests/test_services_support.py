@@ -189,3 +189,26 @@ async def test_constructing_a_service_opens_nothing() -> None:
     LLMService(api_key=resolve_api_key("x", "k"))
     TTSService()
     assert asyncio.get_running_loop() not in _sessions
+
+
+def test_attempt_errors_map_failures_and_never_retry_after_delivery() -> None:
+    from flowcat.errors import ServiceConnectionError, ServiceError, ServiceProtocolError
+    from flowcat.services import AIService
+
+    svc = AIService(api_key=Secret("sk-test-SECRETSECRET"), name="svc")
+    for delivered in (False, True):
+        with pytest.raises(ServiceConnectionError) as conn:
+            with svc._attempt_errors(lambda d=delivered: d):
+                raise OSError("reset by sk-test-SECRETSECRET")
+        assert conn.value.retryable is (not delivered)
+        assert isinstance(conn.value.__cause__, OSError) and "SECRETSECRET" not in str(conn.value)
+        original = ServiceError("busy")
+        original.retryable = True
+        with pytest.raises(ServiceError) as same:
+            with svc._attempt_errors(lambda d=delivered: d):
+                raise original
+        assert same.value is original and original.retryable is (not delivered)
+    with pytest.raises(ServiceProtocolError) as bad:
+        with svc._attempt_errors(lambda: False):
+            raise KeyError("choices")
+    assert "malformed response" in str(bad.value) and isinstance(bad.value.__cause__, KeyError)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import aiohttp
+
 from .._ratelimit import RateLimitedLog
-from ..errors import ConfigError, ServiceError
+from ..errors import ConfigError, ServiceConnectionError, ServiceError, ServiceProtocolError
 from ..frames import Frame, ServiceUpdateSettingsFrame
 from ..runtime import FrameDirection, FrameProcessor
 from ._secrets import Secret, redact
@@ -157,6 +160,33 @@ class AIService(FrameProcessor):
         if _BAD.due(n):
             size = -1 if raw is None else len(raw)
             _BAD(n, "%s: skipped malformed message #%d (%s, %d bytes)", self.name, n, self.redact(reason), size)
+
+    @contextmanager
+    def _attempt_errors(self, delivered: Callable[[], bool]) -> Iterator[None]:
+        """Map what one request attempt raises to service errors (key masked).
+
+        ``delivered()`` says whether output already went downstream: such an attempt
+        is never retried (a response half delivered must not be replayed). Connection
+        failures become :class:`ServiceConnectionError`, malformed responses
+        :class:`ServiceProtocolError`.
+        """
+        try:
+            yield
+        except ServiceError as exc:
+            if delivered():
+                exc.retryable = False
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            err = ServiceConnectionError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}"))
+            err.retryable = not delivered()
+            raise err from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServiceProtocolError(self.redact(f"{self.name}: malformed response: {exc!r}")) from exc
+
+    def _resume_held_frames(self) -> None:
+        """Let frames held while a paused generation ran through (no-op when not paused)."""
+        if self._gate is not None and self._sched is not None:
+            self.resume_processing_frames()
 
     async def push_service_error(self, exc: BaseException, what: str = "") -> None:
         """Report a provider failure upstream as a non-fatal ``ErrorFrame`` (key masked)."""

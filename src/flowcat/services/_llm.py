@@ -35,9 +35,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
-from ..errors import ServiceConnectionError, ServiceError, ServiceProtocolError, ServiceTimeout
+from ..errors import ServiceError, ServiceTimeout
 from ..frames import (
     CancelFrame,
     EagerEndOfTurnCancelFrame,
@@ -193,8 +191,7 @@ class LLMService(AIService, FunctionCalling):
         # the frames held behind it here, or the service stays paused for good.
         if self._gen_task is task:
             self._gen_task = None
-            if self._gate is not None and self._sched is not None:
-                self.resume_processing_frames()
+            self._resume_held_frames()
 
     @property
     def generating(self) -> bool:
@@ -229,8 +226,7 @@ class LLMService(AIService, FunctionCalling):
             await self.push_frame(LLMFullResponseEndFrame())
         finally:
             self._gen_task = None
-            if self._gate is not None and self._sched is not None:
-                self.resume_processing_frames()
+            self._resume_held_frames()
 
     async def _stream(self, context: LLMContext) -> list[FunctionCallFromLLM]:
         deadline = Deadline(self.request_timeout_secs)
@@ -239,7 +235,8 @@ class LLMService(AIService, FunctionCalling):
         async def attempt(n: int) -> None:
             emitted = False
             tools.clear()
-            try:
+            # Once output went downstream the attempt is not retried (never replay half a response).
+            with self._attempt_errors(lambda: emitted):
                 async with aclosing(self.run_inference(context)) as agen:
                     it = agen.__aiter__()
                     while True:
@@ -258,16 +255,6 @@ class LLMService(AIService, FunctionCalling):
                             emitted = True
                             await self.stop_ttfb_metrics()
                         await self._on_chunk(chunk, tools)
-            except ServiceError as exc:
-                if emitted:
-                    exc.retryable = False  # never replay a response half delivered
-                raise
-            except (aiohttp.ClientError, OSError) as exc:
-                err = ServiceConnectionError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}"))
-                err.retryable = not emitted
-                raise err from exc
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ServiceProtocolError(self.redact(f"{self.name}: malformed response: {exc!r}")) from exc
 
         await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
         return [self._tool_call(acc, context) for _, acc in sorted(tools.items())]

@@ -35,9 +35,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
-from ..errors import ServiceConnectionError, ServiceError, ServiceProtocolError, ServiceTimeout
+from ..errors import ServiceError, ServiceTimeout
 from ..frames import (
     AggregatedTextFrame,
     Frame,
@@ -232,8 +230,7 @@ class TTSService(AIService):
         # the frames held behind it here, or the service stays paused for good.
         if self._synth_task is task:
             self._synth_task = None
-            if self._gate is not None and self._sched is not None:
-                self.resume_processing_frames()
+            self._resume_held_frames()
 
     async def _run_synthesis(
         self, units: list[str], ctx: str, started: bool, close: bool, after: Sequence[Frame]
@@ -259,8 +256,7 @@ class TTSService(AIService):
                 await self.push_frame(f)
         finally:
             self._synth_task = None
-            if self._gate is not None and self._sched is not None:
-                self.resume_processing_frames()
+            self._resume_held_frames()
 
     async def _speak(self, text: str, ctx: str) -> None:
         await self.start_tts_usage_metrics(text)
@@ -274,7 +270,8 @@ class TTSService(AIService):
             odd = b""
             self._ctx_bytes = base_bytes
             await self.start_ttfb_metrics()
-            try:
+            # Once output went downstream the attempt is not retried (never replay half a response).
+            with self._attempt_errors(lambda: emitted):
                 async with aclosing(self.run_tts(text, ctx)) as agen:
                     it = agen.__aiter__()
                     while True:
@@ -306,16 +303,6 @@ class TTSService(AIService):
                             await self.stop_ttfb_metrics()
                         self._ctx_bytes += len(audio)
                         await self.push_frame(TTSAudioRawFrame(audio, self.sample_rate, 1, ctx))
-            except ServiceError as exc:
-                if emitted:
-                    exc.retryable = False
-                raise
-            except (aiohttp.ClientError, OSError) as exc:
-                err = ServiceConnectionError(self.redact(f"{self.name}: {type(exc).__name__}: {exc}"))
-                err.retryable = not emitted
-                raise err from exc
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ServiceProtocolError(self.redact(f"{self.name}: malformed response: {exc!r}")) from exc
 
         await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
         if not words_seen and self.push_text_frames:
