@@ -261,6 +261,15 @@ def test_edits_run_the_llm_upstream() -> None:
     assert [m["content"] for m in ctx.messages] == ["d", "e"]
 
 
+def test_tool_edits_are_applied_and_consumed() -> None:
+    from flowcat.frames import LLMSetToolChoiceFrame, LLMSetToolsFrame
+
+    ctx = LLMContext([{"role": "user", "content": "a"}])
+    frames = [LLMSetToolsFrame(tools=[]), LLMSetToolChoiceFrame(tool_choice="none")]
+    run(LLMAssistantAggregator(ctx), frames, down=[], up=[])
+    assert ctx.tool_choice == "none"
+
+
 def test_append_with_run_llm_waits_for_the_bot_to_stop() -> None:
     ctx = LLMContext()
     frames = [

@@ -23,6 +23,7 @@ __all__ = [
     "AssistantThoughtMessage",
     "AssistantTurnStoppedMessage",
     "ContextEditor",
+    "EDIT_FRAMES",
     "TextParts",
     "UserTurnMessageAddedMessage",
     "UserTurnStoppedMessage",
@@ -31,6 +32,15 @@ __all__ = [
     "to_json",
     "tool_call_messages",
 ]
+
+EDIT_FRAMES = (
+    LLMMessagesAppendFrame,
+    LLMMessagesUpdateFrame,
+    LLMMessagesTransformFrame,
+    LLMSetToolsFrame,
+    LLMSetToolChoiceFrame,
+)
+"""The context-editing frames :meth:`ContextEditor.apply_edit` applies."""
 
 TOOLS_ADDED = (
     "These functions are now available and may be called: {names}. Earlier functions stay available."

@@ -40,11 +40,7 @@ from ..frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
-    LLMMessagesTransformFrame,
-    LLMMessagesUpdateFrame,
     LLMRunFrame,
-    LLMSetToolChoiceFrame,
-    LLMSetToolsFrame,
     LLMTextFrame,
     LLMThoughtEndFrame,
     LLMThoughtStartFrame,
@@ -63,6 +59,7 @@ from ..frames import (
 )
 from ..runtime import FrameDirection, FrameProcessor
 from ._aggregator import (
+    EDIT_FRAMES,
     AssistantThoughtMessage,
     AssistantTurnStoppedMessage,
     ContextEditor,
@@ -82,7 +79,6 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 _NOT_ASSISTANT_TEXT = (TranscriptionFrame, InterimTranscriptionFrame, TranslationFrame)
-_EDITS = (LLMMessagesAppendFrame, LLMMessagesUpdateFrame, LLMMessagesTransformFrame, LLMSetToolsFrame)
 _EVENTS = (
     "on_assistant_turn_started",
     "on_assistant_turn_stopped",
@@ -224,7 +220,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             await self._end_thought(frame.signature)  # type: ignore[attr-defined]
         elif cls is LLMRunFrame:
             await self._push_context()
-        elif isinstance(frame, _EDITS) or cls is LLMSetToolChoiceFrame:
+        elif isinstance(frame, EDIT_FRAMES):
             run_llm = self.apply_edit(frame)
             if run_llm and cls is LLMMessagesAppendFrame:
                 self._owe_push()

@@ -32,11 +32,7 @@ from ..frames import (
     InterimTranscriptionFrame,
     LLMContext,
     LLMContextUserTurnFrame,
-    LLMMessagesAppendFrame,
-    LLMMessagesTransformFrame,
-    LLMMessagesUpdateFrame,
     LLMRunFrame,
-    LLMSetToolChoiceFrame,
     LLMSetToolsFrame,
     TranscriptionFrame,
     TranslationFrame,
@@ -52,6 +48,7 @@ from ..turns import (
     UserTurnStrategies,
 )
 from ._aggregator import (
+    EDIT_FRAMES,
     ContextEditor,
     TextParts,
     UserTurnMessageAddedMessage,
@@ -66,16 +63,7 @@ logger = logging.getLogger("flowcat.agent")
 
 DOWNSTREAM = FrameDirection.DOWNSTREAM
 
-_EDITS = frozenset(
-    {
-        LLMRunFrame,
-        LLMMessagesAppendFrame,
-        LLMMessagesUpdateFrame,
-        LLMMessagesTransformFrame,
-        LLMSetToolsFrame,
-        LLMSetToolChoiceFrame,
-    }
-)
+_EDITS = frozenset({LLMRunFrame, *EDIT_FRAMES})
 
 
 # Dropped while muted when following external turns (the turn processor's own list covers the rest).
