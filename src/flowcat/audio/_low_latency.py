@@ -141,6 +141,8 @@ class LowLatencyResampler:
         Returns:
             Every output sample the input so far determines (16-bit little-endian).
         """
+        # Per audio frame: this carry-over of a partial sample is repeated in
+        # _resampler.py on purpose (a shared helper would add a call per frame).
         if self._carry:
             pcm = self._carry + pcm
             self._carry = b""

@@ -66,6 +66,8 @@ class StreamResampler:
             Samples at ``out_rate``; over a long stream the output length tracks
             ``len(pcm) * out_rate / in_rate`` (minus the filter delay until flushed).
         """
+        # Per audio frame: this carry-over of a partial sample is repeated in
+        # _low_latency.py on purpose (a shared helper would add a call per frame).
         if self._carry:
             pcm = self._carry + pcm
             self._carry = b""
