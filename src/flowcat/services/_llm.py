@@ -238,6 +238,9 @@ class LLMService(AIService, FunctionCalling):
             # Once output went downstream the attempt is not retried (never replay half a response).
             with self._attempt_errors(lambda: emitted):
                 async with aclosing(self.run_inference(context)) as agen:
+                    # The chunk loop with its first-answer and between-chunk timeouts is
+                    # repeated in _tts.py (TTSService._speak) on purpose: a shared async generator would
+                    # add a layer per chunk, and TTS chunks are the bot's audio.
                     it = agen.__aiter__()
                     while True:
                         wait = self.chunk_timeout_secs if emitted else deadline.remaining()
