@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,10 +161,17 @@ async def track(state: ServerState, coro: Any) -> None:
 async def _raw_ws(request: web.Request) -> web.StreamResponse:
     """``/ws``: binary PCM (or any bytes) in, the pipeline's output audio back."""
     state = request.app[STATE_KEY]
+    return await _serve_ws(state, request, lambda sock: raw_call(state, sock, request))
+
+
+async def _serve_ws(
+    state: ServerState, request: web.Request, call: Callable[[CallSocket], Awaitable[None]]
+) -> web.StreamResponse:
+    """Admit and upgrade ``request``, then run ``call`` on its socket until the call ends (503 when full)."""
     ws = await _accept(state, request)
     if ws is None:
         return _busy(state)
-    await track(state, raw_call(state, AiohttpSocket(ws), request))
+    await track(state, call(AiohttpSocket(ws)))
     return ws
 
 
@@ -208,11 +216,7 @@ PROTOBUF_PATH = "/protobuf/ws"
 async def _protobuf_ws(request: web.Request) -> web.StreamResponse:
     """``/protobuf/ws``: pipecat's ``frames.proto`` messages both ways."""
     state = request.app[STATE_KEY]
-    ws = await _accept(state, request)
-    if ws is None:
-        return _busy(state)
-    await track(state, protobuf_call(state, AiohttpSocket(ws), request))
-    return ws
+    return await _serve_ws(state, request, lambda sock: protobuf_call(state, sock, request))
 
 
 async def protobuf_call(state: ServerState, sock: CallSocket, request: Any) -> None:
@@ -258,11 +262,7 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
             carrier.refusal_status,
         )
         raise carrier.refusal("bad signature")
-    ws = await _accept(state, request)
-    if ws is None:
-        return _busy(state)
-    await track(state, carrier_call(state, carrier, request, AiohttpSocket(ws)))
-    return ws
+    return await _serve_ws(state, request, lambda sock: carrier_call(state, carrier, request, sock))
 
 
 async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: CallSocket) -> None:
