@@ -28,6 +28,7 @@ from ._functions import FunctionCallRegistryItem as FunctionCallRegistryItem
 from ._http import SSEEvent as SSEEvent
 from ._http import close_http_sessions as close_http_sessions
 from ._http import connection_error as connection_error
+from ._http import handshake_error as handshake_error
 from ._http import http_session as http_session
 from ._http import iter_sse as iter_sse
 from ._http import raise_for_status as raise_for_status
@@ -81,6 +82,7 @@ __all__ = [
     "close_http_sessions",
     "connection_error",
     "function_schema",
+    "handshake_error",
     "http_session",
     "iter_sse",
     "pcm_to_wav",

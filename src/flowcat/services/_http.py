@@ -27,6 +27,7 @@ import aiohttp
 from ..errors import (
     ServiceAuthError,
     ServiceConnectionError,
+    ServiceError,
     ServiceRateLimitError,
     ServiceStatusError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "SSEEvent",
     "close_http_sessions",
     "connection_error",
+    "handshake_error",
     "http_session",
     "iter_sse",
     "raise_for_status",
@@ -99,13 +101,7 @@ async def raise_for_status(resp: aiohttp.ClientResponse, what: str, key: Secret 
     if status in (401, 403):
         raise ServiceAuthError(msg, status, body)
     if status == 429:
-        retry_after: float | None = None
-        header = resp.headers.get("Retry-After")
-        if header:
-            try:
-                retry_after = float(header)
-            except ValueError:
-                retry_after = None
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
         raise ServiceRateLimitError(msg, status, body, retry_after=retry_after)
     raise ServiceStatusError(msg, status, body)
 
@@ -113,6 +109,35 @@ async def raise_for_status(resp: aiohttp.ClientResponse, what: str, key: Secret 
 def connection_error(exc: BaseException, what: str, key: Secret | None = None) -> ServiceConnectionError:
     """Translate an aiohttp/OS error into :class:`~flowcat.errors.ServiceConnectionError`."""
     return ServiceConnectionError(redact(f"{what}: {type(exc).__name__}: {exc}", key))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def handshake_error(exc: aiohttp.WSServerHandshakeError, what: str, key: Secret | None = None) -> ServiceError:
+    """Translate a refused WebSocket upgrade into the service error for its status.
+
+    401/403 -> :class:`~flowcat.errors.ServiceAuthError`, 429 ->
+    :class:`~flowcat.errors.ServiceRateLimitError` (``Retry-After`` honoured), any other
+    status -> :class:`~flowcat.errors.ServiceStatusError` (5xx retryable, 4xx not).
+    aiohttp does not keep the refusal's body, so the message is the status line.
+    """
+    status = exc.status
+    msg = redact(f"{what}: WebSocket upgrade refused: {exc.message}", key)
+    if status in (401, 403):
+        return ServiceAuthError(msg, status)
+    if status == 429:
+        retry_after = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
+        return ServiceRateLimitError(msg, status, retry_after=retry_after)
+    if status < 400:  # not an upgrade, not an error status (a redirect, a 200 page)
+        return ServiceStatusError(msg, 502)
+    return ServiceStatusError(msg, status)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,271 @@
+"""OpenAI Chat Completions, streamed over Server-Sent Events (and every OpenAI-compatible host).
+
+Wire protocol:
+
+* https://platform.openai.com/docs/api-reference/chat/create-chat-completion
+* https://platform.openai.com/docs/guides/streaming-responses
+* spec: github.com/openai/openai-openapi ``openapi.yaml``
+  (``CreateChatCompletionStreamResponse``, ``ChatCompletionMessageToolCallChunk``,
+  ``ChatCompletionStreamOptions``)
+
+``POST {base_url}/chat/completions`` with ``Authorization: Bearer <key>`` and a JSON
+body ``{"model", "stream": true, "stream_options": {"include_usage": true},
+"messages", "tools"?, "tool_choice"?, ...}``. The answer is SSE: ``data:
+{chat.completion.chunk}`` events, then ``data: [DONE]``. Text is in
+``choices[0].delta.content``; tool calls come as ``delta.tool_calls[]`` pieces joined
+by ``index`` (``id`` and ``function.name`` on the first piece, ``arguments``
+fragments after); with ``include_usage`` one chunk with empty ``choices`` carries
+``usage`` before ``[DONE]``.
+
+Accepted on purpose (compatible hosts, partly UNCONFIRMED for api.openai.com):
+SSE comments (OpenRouter's ``: OPENROUTER PROCESSING``, DeepSeek's ``: keep-alive``)
+are skipped; an ``{"error": {...}}`` event after HTTP 200 is a failure (its ``code``
+a string or a number); usage on the last content chunk (Fireworks, Groq); a body
+that closes without ``[DONE]`` after a ``finish_reason`` (counted as complete).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ...errors import (
+    ConfigError,
+    ServiceConnectionError,
+    ServiceError,
+    ServiceProtocolError,
+    ServiceRateLimitError,
+    ServiceStatusError,
+)
+from ...frames import LLMContext, LLMTokenUsage
+from .._ai_service import ServiceCapabilities, ServiceSettings
+from .._http import http_session, iter_sse, raise_for_status
+from .._llm import LLMChunk, LLMService, LLMTextDelta, LLMToolCallDelta
+from .._secrets import Secret, resolve_api_key
+
+__all__ = ["OpenAILLMService", "OpenAILLMSettings"]
+
+logger = logging.getLogger("flowcat.services.llm.openai")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Error "type"/"code" strings of in-stream errors, as statuses.
+_ERROR_KINDS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "overloaded_error": 503,
+}
+
+
+class RequestAdapter(Protocol):
+    """What turns a context into request fields (``flowcat.agent.OpenAILLMAdapter`` is one)."""
+
+    def get_llm_invocation_params(self, context: LLMContext, *, system_instruction: str | None = None) -> Any: ...
+
+
+@dataclass
+class OpenAILLMSettings(ServiceSettings):
+    """Chat Completions parameters (None: not sent, the server's default applies).
+
+    ``extra`` is merged into the request body as given (vendor parameters of a
+    compatible host: vLLM's top-level ``extra_body`` fields, say).
+    """
+
+    model: str | None = "gpt-4.1"
+    system_instruction: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    parallel_tool_calls: bool | None = None
+    service_tier: str | None = None
+
+
+_BODY_FIELDS = ("temperature", "top_p", "max_completion_tokens", "max_tokens", "seed", "frequency_penalty",
+                "presence_penalty", "parallel_tool_calls", "service_tier")
+
+
+class OpenAILLMService(LLMService):
+    """Chat Completions over SSE, for OpenAI or any compatible server (``base_url``).
+
+    Args:
+        api_key: The key (else ``OPENAI_API_KEY``). Compatible local servers that ignore
+            keys still need a non-empty one.
+        base_url: The API root; ``/chat/completions`` is appended.
+        model: Shortcut for ``settings.model``.
+        settings: :class:`OpenAILLMSettings`.
+        adapter: Builds ``messages``/``tools``/``tool_choice`` from the context (pass
+            ``flowcat.agent.OpenAILLMAdapter()`` for vendor messages, custom tools and
+            developer-role conversion); None: the context's messages as they are, the
+            context's tools and the registered direct functions.
+        organization: ``OpenAI-Organization`` header.
+        project: ``OpenAI-Project`` header.
+        headers: Extra request headers (OpenRouter's ``HTTP-Referer``, say).
+        **kwargs: :class:`~flowcat.services.LLMService` arguments.
+
+    Raises:
+        ConfigError: No key, or ``base_url`` is not an http(s) URL.
+    """
+
+    capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="sse")
+
+    def __init__(
+        self,
+        *,
+        api_key: str | Secret | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str | None = None,
+        settings: OpenAILLMSettings | None = None,
+        adapter: RequestAdapter | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        settings = settings if settings is not None else OpenAILLMSettings()
+        if model is not None:
+            settings.model = model
+        super().__init__(api_key=resolve_api_key("openai", api_key), settings=settings, **kwargs)
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{self.name}: base_url must be an http(s) URL, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.adapter = adapter
+        self._headers: dict[str, str] = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if organization:
+            self._headers["OpenAI-Organization"] = organization
+        if project:
+            self._headers["OpenAI-Project"] = project
+        self._headers.update(headers or {})
+        self._warned_foreign = False
+
+    @property
+    def url(self) -> str:
+        """The completions endpoint."""
+        return f"{self.base_url}/chat/completions"
+
+    # ----------------------------------------------------------- request
+
+    def build_request(self, context: LLMContext) -> dict[str, Any]:
+        """The JSON body for ``context`` (what is sent, byte for byte, less the encoding)."""
+        s = self.settings
+        assert isinstance(s, OpenAILLMSettings)
+        if self.adapter is not None:
+            fields = dict(self.adapter.get_llm_invocation_params(context, system_instruction=s.system_instruction))
+            tools = list(fields.get("tools") or [])
+            names = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict)}
+            tools += [f.to_openai() for f in self.tool_schemas() if f.name not in names]
+            if tools:
+                fields["tools"] = tools
+        else:
+            fields = {"messages": self._messages(context, s.system_instruction)}
+            ctx_tools = self.tools_for(context)
+            if ctx_tools:
+                fields["tools"] = ctx_tools
+            if context.tool_choice is not None:
+                fields["tool_choice"] = context.tool_choice
+        body: dict[str, Any] = {"model": s.model, "stream": True, "stream_options": {"include_usage": True}}
+        body.update(fields)
+        for name in _BODY_FIELDS:
+            value = getattr(s, name)
+            if value is not None:
+                body[name] = value
+        body.update(s.extra)
+        return body
+
+    def _messages(self, context: LLMContext, system_instruction: str | None) -> list[Any]:
+        out: list[Any] = [{"role": "system", "content": system_instruction}] if system_instruction else []
+        messages: list[Any] = context.get_messages()  # the agent's context may hold vendor messages
+        for m in messages:
+            if isinstance(m, dict):
+                out.append(m)
+            elif getattr(m, "llm", None) == "openai":  # a vendor message for this API
+                out.append(m.message)
+            elif not self._warned_foreign:
+                self._warned_foreign = True
+                logger.warning("%s: the context holds messages for another LLM; they are left out", self.name)
+        return out
+
+    # ------------------------------------------------------------ stream
+
+    async def run_inference(self, context: LLMContext) -> AsyncGenerator[LLMChunk, None]:
+        assert self._api_key is not None
+        body = self.build_request(context)
+        headers = {**self._headers, "Authorization": f"Bearer {self._api_key.reveal()}"}
+        session = await http_session()
+        finished = False
+        async with session.post(self.url, json=body, headers=headers) as resp:
+            await raise_for_status(resp, self.name, self._api_key)
+            async for event in iter_sse(resp.content):
+                data = event.data.strip()
+                if not data:
+                    continue
+                if data == "[DONE]":
+                    return
+                obj = json.loads(data)
+                if not isinstance(obj, dict):
+                    raise ServiceProtocolError(f"{self.name}: an event that is not a JSON object")
+                if obj.get("error") is not None or event.event == "error":
+                    raise self._stream_error(obj.get("error", obj))
+                for choice in obj.get("choices") or ():
+                    if choice.get("index", 0) != 0:
+                        continue  # n > 1 is not supported: the first choice is the answer
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content")
+                    if text:
+                        yield LLMTextDelta(text)
+                    for tc in delta.get("tool_calls") or ():
+                        fn = tc.get("function") or {}
+                        yield LLMToolCallDelta(int(tc["index"]), tc.get("id"), fn.get("name"),
+                                               fn.get("arguments") or "")
+                    if choice.get("finish_reason"):
+                        finished = True
+                usage = obj.get("usage")
+                if usage:
+                    yield _usage(usage)
+        if not finished:
+            raise ServiceConnectionError(f"{self.name}: the stream ended without [DONE]")
+        logger.debug("%s: the stream ended after finish_reason without [DONE]", self.name)
+
+    def _stream_error(self, err: Any) -> ServiceError:
+        """An error object inside a 200 stream, as the service error for its kind."""
+        if not isinstance(err, dict):
+            err = {"message": str(err)}
+        msg = self.redact(f"{self.name}: error in the stream: {err.get('message') or err}")
+        code = err.get("code")
+        status: int | None = None
+        if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+            status = int(code)
+        else:
+            status = _ERROR_KINDS.get(str(code)) or _ERROR_KINDS.get(str(err.get("type")))
+        if status is None:
+            status = 500
+        if status == 429:
+            return ServiceRateLimitError(msg, 429, self.redact(json.dumps(err)))
+        return ServiceStatusError(msg, status, self.redact(json.dumps(err)))
+
+
+def _usage(u: Mapping[str, Any]) -> LLMTokenUsage:
+    prompt = int(u.get("prompt_tokens") or 0)
+    completion = int(u.get("completion_tokens") or 0)
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
+    reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    return LLMTokenUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=int(u.get("total_tokens") or prompt + completion),
+        cache_read_input_tokens=None if cached is None else int(cached),
+        reasoning_tokens=None if reasoning is None else int(reasoning),
+    )
