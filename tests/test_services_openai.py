@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from _fake_openai import USAGE, FakeOpenAI, chunk, sse
-from _outside import no_outside_connections, outside_attempts  # noqa: F401  (fixtures)
 from flowcat.agent import FunctionSchema, LLMSpecificMessage, OpenAILLMAdapter, ToolsSchema
 from flowcat.errors import ConfigError, ServiceRateLimitError, ServiceStatusError
 from flowcat.frames import (
@@ -43,6 +42,8 @@ from flowcat.testing.conformance import (
     run_scenario,
     scenarios,
 )
+
+pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
 FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
 

@@ -1,0 +1,8 @@
+"""STT providers, one module each (see ``docs/services.md``, "Adding a provider")."""
+
+from __future__ import annotations
+
+from .deepgram import DeepgramSTTService as DeepgramSTTService
+from .deepgram import DeepgramSTTSettings as DeepgramSTTSettings
+
+__all__ = ["DeepgramSTTService", "DeepgramSTTSettings"]
