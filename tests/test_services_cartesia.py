@@ -120,6 +120,20 @@ async def test_handshake_and_requests_on_the_wire() -> None:
     assert audio == fake.expected_audio * 3
 
 
+async def test_the_context_is_closed_when_the_utterance_is_complete() -> None:
+    fake = await serve()
+    try:
+        # cancelled at the end (no EndFrame): the close can only come from the end of the response
+        down, _ = await run_test(service(fake), frames_to_send=[*response("Hi there."), SleepFrame(0.2)],
+                                 send_end_frame=False, timeout=10)
+    finally:
+        await close_http_sessions()
+        await fake.close()
+    a = fake.messages[0]["context_id"]
+    assert fake.messages == [gen(a, "Hi there."), gen(a, "", flush=True), gen(a, "", more=False)]
+    assert any(isinstance(f, TTSStoppedFrame) for f in down)
+
+
 async def test_bearer_auth_and_settings() -> None:
     fake = await serve()
     try:

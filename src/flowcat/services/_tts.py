@@ -146,6 +146,10 @@ class TTSService(AIService):
     async def on_context_interrupted(self, context_id: str) -> None:
         """Hook: the utterance ``context_id`` was interrupted (send the provider's cancel)."""
 
+    async def on_context_finished(self, context_id: str) -> None:
+        """Hook: the utterance ``context_id`` is complete (its ``TTSStoppedFrame`` was pushed):
+        a WebSocket provider ends the vendor's context (Cartesia's ``continue: false``)."""
+
     def new_context_id(self) -> str:
         """A fresh context id for an utterance."""
         return f"{self.name}-ctx{next(_context_ids)}"
@@ -197,6 +201,7 @@ class TTSService(AIService):
                 return
             if turn is not None and started:
                 await self.push_frame(TTSStoppedFrame(context_id=turn))
+                await self._context_finished(turn)
             await self.push_frame(frame, direction)
         elif isinstance(frame, LLMFullResponseStartFrame):
             self._turn_ctx = None
@@ -252,11 +257,18 @@ class TTSService(AIService):
             if close and started:
                 await self.push_frame(TTSStoppedFrame(context_id=ctx))
                 self._speaking_ctx = None
+                await self._context_finished(ctx)
             for f in after:
                 await self.push_frame(f)
         finally:
             self._synth_task = None
             self._resume_held_frames()
+
+    async def _context_finished(self, ctx: str) -> None:
+        try:
+            await self.on_context_finished(ctx)
+        except ServiceError as exc:
+            logger.debug("%s: ending context %s: %s", self.name, ctx, self.redact(str(exc)))
 
     async def _speak(self, text: str, ctx: str) -> None:
         await self.start_tts_usage_metrics(text)

@@ -16,8 +16,8 @@ request is ``{"model_id", "transcript", "voice": {"mode": "id", "id"}, "language
 goes on the utterance's context with ``continue: true`` and is followed by a manual
 flush (the same fields, ``"transcript": ""``, ``"flush": true``) whose ``flush_done``
 marks the end of that unit's audio. The utterance's context is closed with an empty
-transcript and ``continue: false`` (the server answers ``done``) when the next
-utterance starts or the pipeline ends. Down come ``chunk`` (base64 PCM in ``data``),
+transcript and ``continue: false`` (the server answers ``done``) as soon as the
+utterance is complete (at the latest when the next one starts or the pipeline ends). Down come ``chunk`` (base64 PCM in ``data``),
 ``timestamps`` (``word_timestamps.{words, start, end}``), ``flush_done``, ``done``
 and ``error``, each with its ``context_id``. On interruption the client sends
 ``{"context_id", "cancel": true}``; audio still arriving for it is dropped.
@@ -266,6 +266,10 @@ class CartesiaTTSService(TTSService):
 
     async def on_context_interrupted(self, context_id: str) -> None:
         await self._cancel_wire(context_id)
+
+    async def on_context_finished(self, context_id: str) -> None:
+        if self._open_ctx == context_id:
+            await self._close_context()
 
     async def _cancel_wire(self, context_id: str) -> None:
         wire = self._forget(context_id)
