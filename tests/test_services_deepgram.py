@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from _fake_deepgram import FakeDeepgram, results
-from flowcat.errors import ConfigError
+from flowcat.errors import ConfigError, ServiceAuthError
 from flowcat.frames import (
     EndFrame,
     ErrorFrame,
@@ -30,7 +30,14 @@ from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelinePa
 from flowcat.services import Backoff, close_http_sessions
 from flowcat.services.stt import DeepgramSTTService, DeepgramSTTSettings
 from flowcat.services.stt.deepgram import listen_url
-from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario, scenarios
+from flowcat.testing.conformance import (
+    Behaviour,
+    ConformanceTarget,
+    FakeProvider,
+    Scenario,
+    run_scenario,
+    scenarios,
+)
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
@@ -141,8 +148,14 @@ async def test_handshake_audio_finalize_and_close_stream_on_the_wire() -> None:
 
 async def test_results_become_interim_and_final_frames_with_language_and_result() -> None:
     fake = await serve()
-    fake.extra_messages = [results("ignored final", final=True, speech_final=False, languages=["fr"])]
-    seen: dict[str, list[Any]] = {"speech_final": [], "metadata": []}
+    fake.extra_messages = [
+        {"type": "SpeechStarted", "channel": [0, 1], "timestamp": 0.1},
+        results("ignored final", final=True, speech_final=False, languages=["fr"]),
+        {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 0.3},
+        {"type": "SomethingNew", "x": 1},  # unknown: logged and skipped, not malformed
+        results("", final=True, from_finalize=True),  # empty: no frame
+    ]
+    seen: dict[str, list[Any]] = {"speech_final": [], "metadata": [], "started": [], "utterance_end": []}
     try:
         stt = DeepgramSTTService(base_url=fake.url, api_key=fake.api_key)
 
@@ -153,6 +166,14 @@ async def test_results_become_interim_and_final_frames_with_language_and_result(
         @stt.event_handler("on_metadata")
         async def on_meta(_svc: Any, msg: Any) -> None:
             seen["metadata"].append(msg["request_id"])
+
+        @stt.event_handler("on_speech_started")
+        async def on_started(_svc: Any, msg: Any) -> None:
+            seen["started"].append(msg["timestamp"])
+
+        @stt.event_handler("on_utterance_end")
+        async def on_end(_svc: Any, msg: Any) -> None:
+            seen["utterance_end"].append(msg["last_word_end"])
 
         async with Session(stt) as s:
             await s.speak(chunks=2)
@@ -170,7 +191,9 @@ async def test_results_become_interim_and_final_frames_with_language_and_result(
     # an interim never follows the final of its span here: all interims came before the finals
     kinds = [type(f) for f in s.tail.frames if isinstance(f, (InterimTranscriptionFrame, TranscriptionFrame))]
     assert kinds.index(TranscriptionFrame) > max(i for i, k in enumerate(kinds) if k is InterimTranscriptionFrame)
-    assert seen == {"speech_final": [fake.expected_text], "metadata": ["req-1"]}
+    assert seen == {"speech_final": [fake.expected_text], "metadata": ["req-1"], "started": [0.1],
+                    "utterance_end": [0.3]}
+    assert stt.bad_messages == 0
 
 
 async def test_keepalive_is_sent_as_text_when_no_audio_flows() -> None:
@@ -238,3 +261,18 @@ async def test_the_guard_catches_the_real_host(outside_attempts: list[str]) -> N
         await s.until(lambda: any(isinstance(f, ErrorFrame) for f in s.head.up), "the connect error")
     assert outside_attempts and all(h == "api.deepgram.com" for h in outside_attempts)
     outside_attempts.clear()
+
+
+async def test_a_refused_handshake_names_deepgrams_reason_and_is_not_retried() -> None:
+    fake = await serve()
+    fake.set(Behaviour.STATUS, failures=-1, status=403)
+    try:
+        stt = DeepgramSTTService(base_url=fake.url, api_key=fake.api_key, retry=FAST)
+        async with Session(stt) as s:
+            await s.until(lambda: any(isinstance(f, ErrorFrame) for f in s.head.up), "the error")
+            await asyncio.sleep(0.1)
+    finally:
+        await fake.close()
+    (err,) = [f for f in s.head.up if isinstance(f, ErrorFrame)]
+    assert isinstance(err.exception, ServiceAuthError) and "(injected)" in err.error
+    assert fake.api_key not in err.error and len(fake.connections) == 1

@@ -291,3 +291,5 @@ def test_body_is_json_serialisable_with_the_default_settings(monkeypatch: pytest
     assert json.loads(json.dumps(body)) == {"model": "gpt-4.1", "stream": True,
                                             "stream_options": {"include_usage": True},
                                             "messages": [{"role": "user", "content": "hi"}]}
+    body = OpenAILLMService(settings=OpenAILLMSettings(include_usage=False)).build_request(LLMContext())
+    assert "stream_options" not in body and body["stream"] is True

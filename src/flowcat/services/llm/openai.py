@@ -83,6 +83,7 @@ class OpenAILLMSettings(ServiceSettings):
 
     model: str | None = "gpt-4.1"
     system_instruction: str | None = None
+    include_usage: bool = True  # stream_options.include_usage (off for a server that rejects stream_options)
     temperature: float | None = None
     top_p: float | None = None
     max_completion_tokens: int | None = None
@@ -176,7 +177,9 @@ class OpenAILLMService(LLMService):
                 fields["tools"] = ctx_tools
             if context.tool_choice is not None:
                 fields["tool_choice"] = context.tool_choice
-        body: dict[str, Any] = {"model": s.model, "stream": True, "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {"model": s.model, "stream": True}
+        if s.include_usage:
+            body["stream_options"] = {"include_usage": True}
         body.update(fields)
         for name in _BODY_FIELDS:
             value = getattr(s, name)

@@ -182,7 +182,9 @@ class DeepgramSTTService(STTService):
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.close_timeout_secs),
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise handshake_error(exc, self.name, self._api_key) from None
+            detail = exc.headers.get("dg-error") if exc.headers else None  # Deepgram's reason for the refusal
+            what = f"{self.name} ({detail})" if detail else self.name
+            raise handshake_error(exc, what, self._api_key) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise connection_error(exc, self.name, self._api_key) from None
         self._ws = ws
