@@ -42,6 +42,7 @@ class FakeCartesia(FakeProvider):
         self.late_sent = 0
         self.sockets: list[web.WebSocketResponse] = []
         self.connected = asyncio.Event()
+        self.context_closed = asyncio.Event()  # a context was ended by the client (continue: false)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/tts/websocket", self.handle)
@@ -101,6 +102,8 @@ class FakeCartesia(FakeProvider):
                                            "flush_id": 1, "queue": asyncio.Queue()}
                     tasks.append(asyncio.get_running_loop().create_task(self.context(ws, cid, ctx)))
                 ctx["queue"].put_nowait(m)
+                if not m.get("continue", False):
+                    self.context_closed.set()
         finally:
             self.aborted.set()
             for t in tasks:

@@ -236,12 +236,11 @@ async def test_reconnects_after_the_server_closes_the_socket() -> None:
     tts = service(fake, retry=FAST)
     try:
         async def close_first() -> None:
-            await fake.connected.wait()
-            await asyncio.sleep(0.05)
+            await fake.context_closed.wait()  # the first utterance is complete
             await fake.sockets[0].close()
 
         closer = asyncio.get_running_loop().create_task(close_first())
-        down, up = await run(tts, [TTSSpeakFrame("One."), SleepFrame(0.2), TTSSpeakFrame("Two.")])
+        down, up = await run(tts, [TTSSpeakFrame("One."), SleepFrame(0.3), TTSSpeakFrame("Two.")])
         await closer
     finally:
         await fake.close()
