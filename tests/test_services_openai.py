@@ -293,3 +293,14 @@ def test_body_is_json_serialisable_with_the_default_settings(monkeypatch: pytest
                                             "messages": [{"role": "user", "content": "hi"}]}
     body = OpenAILLMService(settings=OpenAILLMSettings(include_usage=False)).build_request(LLMContext())
     assert "stream_options" not in body and body["stream"] is True
+
+
+def test_without_an_adapter_vendor_messages_are_unwrapped_or_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    context = LLMContext([{"role": "user", "content": "a"},
+                          LLMSpecificMessage("openai", {"role": "user", "content": [{"type": "text", "text": "b"}]}),
+                          LLMSpecificMessage("anthropic", {"role": "user", "content": "c"})], tool_choice="none")
+    body = OpenAILLMService(settings=OpenAILLMSettings(system_instruction="S")).build_request(context)
+    assert body["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
+                                {"role": "user", "content": [{"type": "text", "text": "b"}]}]
+    assert body["tool_choice"] == "none" and "tools" not in body
