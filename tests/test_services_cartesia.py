@@ -34,7 +34,7 @@ from flowcat.runtime import FrameProcessor
 from flowcat.services import Backoff, close_http_sessions
 from flowcat.services.tts import CartesiaTTSService, CartesiaTTSSettings
 from flowcat.services.tts.cartesia import socket_url
-from flowcat.testing import SleepFrame, run_test
+from flowcat.testing import SleepFrame, fakes, run_test
 from flowcat.testing.conformance import (
     Behaviour,
     ConformanceTarget,
@@ -55,11 +55,21 @@ def make_service(fake: FakeProvider) -> FrameProcessor:
 
 
 TARGET = ConformanceTarget("tts", FakeCartesia, make_service)
+VENDOR_KEY = "sk-vendor-fake-0123456789-SECRET"
+# The benchmark's vendor fake (flowcat.testing.fakes).
+VENDOR_TARGET = ConformanceTarget(
+    "tts", lambda: fakes.FakeCartesia(api_key=VENDOR_KEY, echo_key_in_errors=True), make_service
+)
 
 
 @pytest.mark.parametrize("scenario", scenarios("tts"), ids=str)
 async def test_conformance(scenario: Scenario) -> None:
     await run_scenario(TARGET, scenario)
+
+
+@pytest.mark.parametrize("scenario", scenarios("tts"), ids=str)
+async def test_conformance_against_the_benchmark_fake(scenario: Scenario) -> None:
+    await run_scenario(VENDOR_TARGET, scenario)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -33,7 +33,7 @@ from flowcat.frames import (
 from flowcat.runtime import FrameProcessor, PipelineParams
 from flowcat.services import Backoff, FunctionCallParams, close_http_sessions
 from flowcat.services.llm import OpenAILLMService, OpenAILLMSettings
-from flowcat.testing import SleepFrame, run_test
+from flowcat.testing import SleepFrame, fakes, run_test
 from flowcat.testing.conformance import (
     Behaviour,
     ConformanceTarget,
@@ -55,11 +55,25 @@ def make_service(fake: FakeProvider) -> FrameProcessor:
 
 
 TARGET = ConformanceTarget("llm", FakeOpenAI, make_service)
+VENDOR_KEY = "sk-vendor-fake-0123456789-SECRET"
+# The benchmark's vendor fake (flowcat.testing.fakes), serving /v1/chat/completions too.
+VENDOR_TARGET = ConformanceTarget(
+    "llm",
+    lambda: fakes.FakeOpenAI(["Hello from the fake — café ☕."], api_key=VENDOR_KEY, echo_key_in_errors=True,
+                             split_writes=True, sse_comments=True),
+    lambda f: OpenAILLMService(base_url=f.url + "/v1", api_key=f.api_key, request_timeout_secs=0.5,
+                               chunk_timeout_secs=0.5, retry=FAST),
+)
 
 
 @pytest.mark.parametrize("scenario", scenarios("llm"), ids=str)
 async def test_conformance(scenario: Scenario) -> None:
     await run_scenario(TARGET, scenario)
+
+
+@pytest.mark.parametrize("scenario", scenarios("llm"), ids=str)
+async def test_conformance_against_the_benchmark_fake(scenario: Scenario) -> None:
+    await run_scenario(VENDOR_TARGET, scenario)
 
 
 # ----------------------------------------------------------------------------- helpers
