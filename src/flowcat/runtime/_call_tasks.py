@@ -102,6 +102,15 @@ class CallTasks:
             proc._route = NO_ROUTE
         self.routed.clear()
 
+    def detach(self) -> None:
+        """The call is over: drop the references to its processors (kept routes, hook
+        callback, what the slots held), so that nothing ties them into a cycle."""
+        self.forget_routes()
+        self.on_hook_timeout = None
+        for slot in (self._sys_slot, self._data_slot):
+            slot.coro = slot.task = slot.frame = None
+        self._current = None
+
     # ---------------------------------------------------------------- chains
 
     def _start(

@@ -34,6 +34,11 @@ class PipelineSource(FrameProcessor):
         else:
             await self._out(frame, direction)
 
+    def _detach(self) -> None:
+        super()._detach()
+        self._out = _nowhere  # a bound method of the owner: a cycle through it
+        self._owner = None
+
 
 class PipelineSink(FrameProcessor):
     """Tail of a pipeline: passes upstream frames in, downstream frames out."""
@@ -50,6 +55,15 @@ class PipelineSink(FrameProcessor):
             await self.push_frame(frame, direction)
         else:
             await self._out(frame, direction)
+
+    def _detach(self) -> None:
+        super()._detach()
+        self._out = _nowhere
+        self._owner = None
+
+
+async def _nowhere(frame: Frame, direction: FrameDirection) -> None:
+    """Where a detached pipeline edge passes frames: nowhere (the call is over)."""
 
 
 class Pipeline(FrameProcessor):

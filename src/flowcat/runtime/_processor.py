@@ -187,6 +187,23 @@ class FrameProcessor(FrameEvents, ProcessorMetrics, ProcessorTasks):
         """Bind to a call's scheduler (done by the task for every processor)."""
         self._sched = sched
 
+    def _detach(self) -> None:
+        """The call is over: drop every reference that ties this processor to the call's
+        other objects — its links, parent, scheduler, kept route, held frames and event
+        handlers — so that the call is freed by reference counting, not left to the
+        cycle collector. Done by the task once ``cleanup()`` ran; a subclass that keeps
+        a reference back to its owner (a transport, a pipeline, the task) drops it here
+        too (and calls ``super()``)."""
+        self._prev = self._next = self._down = self._up = self._parent = None
+        self._sched = None
+        self._route = NO_ROUTE
+        self._gate = None
+        self.__dict__.pop("push_frame", None)  # an observing push (closes over this processor)
+        handlers = self.__dict__.get("_event_handlers")
+        if handlers:
+            for callbacks in handlers.values():
+                callbacks.clear()
+
     # ----------------------------------------------------------- the chain
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

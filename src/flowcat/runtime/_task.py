@@ -298,6 +298,20 @@ class PipelineTask(TaskObserving, TaskTimers):
         await self._call_event_handler("on_pipeline_finished", end)
         for obs in list(self._observers):
             await obs.on_pipeline_finished(end)
+        if self.stats.finished_by != "stop":  # stopped processors stay usable
+            self._detach_call()
+
+    def _detach_call(self) -> None:
+        """Cut the call's reference cycles (processor links, the task and its ends, kept
+        routes, event handlers), so that its objects are freed by reference counting as
+        soon as the last outside reference goes: nothing is left to the cycle collector."""
+        self._sched.detach()
+        for proc in [self._source, *self._pipeline.walk(), self._sink]:
+            proc._detach()
+        handlers = self.__dict__.get("_event_handlers")
+        if handlers:
+            for callbacks in handlers.values():
+                callbacks.clear()
 
     # ------------------------------------------------- frames at the edges
 

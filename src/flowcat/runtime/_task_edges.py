@@ -69,6 +69,10 @@ class TaskSource(FrameProcessor):
         else:
             await self.push_frame(frame, direction)
 
+    def _detach(self) -> None:
+        super()._detach()
+        self._task = None  # type: ignore[assignment]
+
 
 class TaskSink(FrameProcessor):
     """The task's last processor: downstream frames end here."""
@@ -103,3 +107,7 @@ class TaskSink(FrameProcessor):
             await self._task._on_downstream(frame)
         else:
             await self.push_frame(frame, direction)
+
+    def _detach(self) -> None:
+        super()._detach()
+        self._task = None  # type: ignore[assignment]

@@ -224,6 +224,11 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
             if inspect.isawaitable(res):
                 await res
 
+    def _detach(self) -> None:
+        super()._detach()
+        self._shutdown()
+        self._write_chunk = None  # a bound method (of this output or its transport): a cycle
+
     # ------------------------------------------------------------ the chain
 
     # Bot audio is queued inline (a plain call from the processor before, no coroutine).

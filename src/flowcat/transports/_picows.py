@@ -46,6 +46,10 @@ _CLOSE_WAIT = 2.0  # seconds the peer has to answer our CLOSE before the socket 
 _INBOX_MAX = 64  # messages kept before a transport is attached (a flood keeps only the newest)
 
 
+def _drop(data: str | bytes) -> None:
+    """Where a listener whose connection is gone puts a message: nowhere."""
+
+
 class PicowsListener(picows.WSListener):
     """The picows listener of one connection, feeding a :class:`PicowsTransport`.
 
@@ -153,6 +157,7 @@ class PicowsListener(picows.WSListener):
         self._wake()
         if self._gone:
             drive(transport.handle_disconnect(), "disconnect")
+            self._forget()
 
     # ---------------------------------------------------------- picows callbacks
 
@@ -212,6 +217,14 @@ class PicowsListener(picows.WSListener):
         t = self.transport
         if t is not None:
             drive(t.handle_disconnect(), "disconnect")
+        self._forget()
+
+    def _forget(self) -> None:
+        """The connection is gone: drop the references to its transport and socket (and
+        the bound method feeding it), which would tie them and this listener into cycles."""
+        self.transport = self._t = None
+        self._feed = _drop
+        self.ws = None
 
     # --------------------------------------------------------------- internal
 

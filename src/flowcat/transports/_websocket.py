@@ -96,6 +96,10 @@ class WebsocketInputTransport(BaseInputTransport):
         await super().start(frame)
         await self._transport._input_started()
 
+    def _detach(self) -> None:
+        super()._detach()
+        self._transport = None  # type: ignore[assignment]
+
 
 class WebsocketOutputTransport(BaseOutputTransport):
     """Output side of a :class:`WebsocketTransport`."""
@@ -117,6 +121,11 @@ class WebsocketOutputTransport(BaseOutputTransport):
 
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
         self._transport._close(frame)
+
+    def _detach(self) -> None:
+        super()._detach()
+        self._transport._output_detached()
+        self._transport = None  # type: ignore[assignment]
 
 
 class WebsocketTransport(BaseTransport, WriteFlow):
@@ -352,9 +361,29 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         if self._disconnected:
             return
         self._disconnected = True
+        self._stall.disarm()
         self._output.peer_gone()
         self._input.peer_closed(end=self._wparams.end_on_disconnect)
-        await self._call_event_handler("on_client_disconnected")
+        try:
+            await self._call_event_handler("on_client_disconnected")
+        finally:
+            self._after_disconnect()
+
+    def _output_detached(self) -> None:
+        """The call's task is over: nothing writes bot audio any more. Drop the fused
+        writer (a closure or bound method over this transport: a cycle through it)."""
+        self._audio_out = None
+
+    def _after_disconnect(self) -> None:
+        """The peer is gone and its event fired: drop what ties this transport into a
+        cycle (the serializer's sender, the event handlers, which may close over it)."""
+        ser = self._serializer
+        if getattr(ser, "sender", None) == self.send_message:
+            ser.sender = None
+        handlers = self.__dict__.get("_event_handlers")
+        if handlers:
+            for callbacks in handlers.values():
+                callbacks.clear()
 
     def _send_frame(self, frame: Frame) -> None:
         if self._closing or not self._socket_open():
