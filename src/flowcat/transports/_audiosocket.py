@@ -127,6 +127,10 @@ class AudioSocketInputTransport(BaseInputTransport):
         await super().start(frame)
         await self._transport._input_started()
 
+    def _detach(self) -> None:
+        super()._detach()
+        self._transport = None  # type: ignore[assignment]
+
 
 class AudioSocketOutputTransport(BaseOutputTransport):
     """Output side of an :class:`AudioSocketTransport`: audio only (Asterisk takes nothing else)."""
@@ -159,6 +163,10 @@ class AudioSocketOutputTransport(BaseOutputTransport):
 
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
         self._transport._listener.hang_up()
+
+    def _detach(self) -> None:
+        super()._detach()
+        self._transport = None  # type: ignore[assignment]
 
 
 class AudioSocketTransport(BaseTransport):
@@ -348,4 +356,11 @@ class AudioSocketTransport(BaseTransport):
         self._disconnected = True
         self._output.peer_gone()
         self._input.peer_closed(end=self._aparams.end_on_disconnect, reason="AudioSocket peer hung up")
-        await self._call_event_handler("on_client_disconnected")
+        try:
+            await self._call_event_handler("on_client_disconnected")
+        finally:
+            # No event follows: drop the handlers (they may close over this transport).
+            handlers = self.__dict__.get("_event_handlers")
+            if handlers:
+                for callbacks in handlers.values():
+                    callbacks.clear()

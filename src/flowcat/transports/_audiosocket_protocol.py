@@ -86,6 +86,10 @@ _ERROR_BITS = ((0x01, "hangup of calling party"), (0x02, "frame forwarding error
 _INBOX_MAX = 64  # messages held before the pipeline runs (a flood keeps only the newest)
 
 
+def _drop(kind: int, payload: bytes) -> None:
+    """Where a parser whose connection is gone puts a message: nowhere."""
+
+
 def encode_message(kind: int, payload: bytes = b"") -> bytes:
     """One AudioSocket message: header (kind, big-endian length) and payload."""
     n = len(payload)
@@ -271,6 +275,7 @@ class AudioSocketListener(asyncio.Protocol):
         self.parser.on_message = feed
         if self._gone:
             drive(transport.handle_disconnect(), "disconnect")
+            self._forget()
 
     def send(self, data: bytes) -> None:
         """Write raw bytes now (whole messages; see :func:`encode_message`)."""
@@ -318,8 +323,15 @@ class AudioSocketListener(asyncio.Protocol):
         t = self.transport
         if t is not None:
             drive(t.handle_disconnect(), "disconnect")
+        self._forget()
 
     # --------------------------------------------------------------- internal
+
+    def _forget(self) -> None:
+        """The connection is gone: drop the transport and the bound method the parser
+        feeds (this listener's or the transport's), which tie them into cycles."""
+        self.transport = None
+        self.parser.on_message = _drop
 
     def _hold(self, kind: int, payload: bytes) -> None:
         if kind == KIND_HANGUP:
