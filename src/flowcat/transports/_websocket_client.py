@@ -91,6 +91,9 @@ class WebsocketClientTransport(WebsocketTransport):
             await self._close_session()
 
     async def handle_disconnect(self) -> None:
+        # The reader task (running this, often cancelled) would hold this transport in a
+        # cycle through its exception's traceback.
+        self._reader = None
         await super().handle_disconnect()
         await self._close_session()
 
