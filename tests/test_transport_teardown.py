@@ -231,7 +231,9 @@ async def test_served_twilio_call_on_picows_leaves_nothing() -> None:
             async def call() -> bytes:
                 got = b""
                 async with session.ws_connect(f"http://127.0.0.1:{port}/twilio/ws") as ws:
-                    await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+                    await ws.send_str(
+                        json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+                    )
                     start = {
                         "streamSid": "MZ1",
                         "accountSid": "AC1",
@@ -240,10 +242,18 @@ async def test_served_twilio_call_on_picows_leaves_nothing() -> None:
                         "customParameters": {},
                         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                     }
-                    await ws.send_str(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": "MZ1"}))
+                    await ws.send_str(
+                        json.dumps(
+                            {"event": "start", "sequenceNumber": "1", "start": start, "streamSid": "MZ1"}
+                        )
+                    )
                     for i in range(50):
-                        media = {"track": "inbound", "chunk": str(i + 1), "timestamp": str(20 * i),
-                                 "payload": base64.b64encode(ulaw).decode()}
+                        media = {
+                            "track": "inbound",
+                            "chunk": str(i + 1),
+                            "timestamp": str(20 * i),
+                            "payload": base64.b64encode(ulaw).decode(),
+                        }
                         await ws.send_str(json.dumps({"event": "media", "streamSid": "MZ1", "media": media}))
                         try:
                             msg = await asyncio.wait_for(ws.receive(), 0.05)
@@ -254,7 +264,9 @@ async def test_served_twilio_call_on_picows_leaves_nothing() -> None:
                             got += base64.b64decode(data["media"]["payload"])
                         if len(got) >= 3 * len(ulaw):
                             break
-                    await ws.send_str(json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": "CA1"}}))
+                    await ws.send_str(
+                        json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": "CA1"}})
+                    )
                 await _until(lambda: state.finished_calls == 1)
                 return got
 

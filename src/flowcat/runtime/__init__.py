@@ -1,7 +1,9 @@
-"""The runtime: processors, pipelines, the per-call scheduler, tasks and the runner."""
+"""The runtime: processors, pipelines, the per-call scheduler, tasks, the runner and the collector policy."""
 
 from __future__ import annotations
 
+from ._collector import CollectorPolicy as CollectorPolicy
+from ._collector import CollectorStats as CollectorStats
 from ._direction import FrameDirection as FrameDirection
 from ._events import EventEmitter as EventEmitter
 from ._idle import IdleFrameProcessor as IdleFrameProcessor
@@ -30,6 +32,8 @@ from ._turn_latency import TurnLatencySummary as TurnLatencySummary
 __all__ = [
     "BaseObserver",
     "CallScheduler",
+    "CollectorPolicy",
+    "CollectorStats",
     "ConsumerProcessor",
     "EventEmitter",
     "FrameDirection",

@@ -12,6 +12,7 @@ Carriers that sign a URL are checked against the URL they called: the public URL
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ConfigError
-from ..runtime import FrameProcessor, Pipeline, PipelineParams
+from ..runtime import CollectorPolicy, FrameProcessor, Pipeline, PipelineParams
 from ._admission import Admission, default_capacity
 from ._apps import AppFactory, CallInfo, default_app
 from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
@@ -69,12 +70,24 @@ class ServerState:
         self.admission = Admission(capacity=config.capacity)
         self.calls: set[asyncio.Task[Any]] = set()
         self.finished_calls = 0
+        self.collector: CollectorPolicy | None = None
+        """The worker's collector policy (set by the worker): told when no call is live."""
 
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": "draining" if self.admission.draining else "ok"}
         out["worker"] = self.config.worker_id
         out["pid"] = os.getpid()
         out.update(self.admission.snapshot())
+        collector = self.collector
+        if collector is not None:
+            st = collector.stats
+            out["gc"] = {
+                "worst_pause_ms": [round(ms, 2) for ms in st.worst_pause_ms],
+                "collections": list(st.collections),
+                "frozen": gc.get_freeze_count(),
+                "deep_collections": st.deep_collections,
+                "leaked": st.leaked,
+            }
         return out
 
 
@@ -156,6 +169,8 @@ async def track(state: ServerState, coro: Any) -> None:
         state.calls.discard(task)
         state.admission.release()
         state.finished_calls += 1
+        if not state.calls and state.collector is not None:
+            state.collector.idle()  # nobody is on a call: a long collection is not heard
 
 
 async def _raw_ws(request: web.Request) -> web.StreamResponse:

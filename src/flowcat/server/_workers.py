@@ -22,7 +22,6 @@ admission state and app factory.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -92,6 +91,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
 
     from aiohttp import web
 
+    from ..runtime import CollectorPolicy
     from ._admission import default_capacity
     from ._app import ServerConfig, ServerState, create_app, drain_state
     from ._apps import load_app
@@ -155,10 +155,10 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     else:
         logger.info("worker %d (pid %d) serving on %s:%d", worker_id, os.getpid(), opts.host, opts.port)
     # Everything loaded so far (modules, classes, the app) lives as long as the
-    # worker: move it out of the collector's reach, so a full collection scans
-    # only the calls' objects and its pause stays short.
-    gc.collect()
-    gc.freeze()
+    # worker, and so do the objects of live calls: keep them out of the collector's
+    # way (frozen), so that no collection walks every live call (see CollectorPolicy).
+    state.collector = CollectorPolicy()
+    state.collector.install()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
