@@ -124,7 +124,9 @@ class WebsocketOutputTransport(BaseOutputTransport):
 
     def _detach(self) -> None:
         super()._detach()
-        self._transport._output_detached()
+        transport = self._transport
+        if transport is not None:
+            transport._output_detached()
         self._transport = None  # type: ignore[assignment]
 
 
