@@ -63,6 +63,14 @@ class EventEmitter:
         handlers = self.__dict__.get("_event_handlers")
         return bool(handlers and handlers.get(event_name))
 
+    def _clear_event_handlers(self) -> None:
+        """Drop every registered handler (the events stay declared): the object's
+        last event has fired, and a handler may close over it (a reference cycle)."""
+        handlers = self.__dict__.get("_event_handlers")
+        if handlers:
+            for callbacks in handlers.values():
+                callbacks.clear()
+
     async def _call_event_handler(self, event_name: str, *args: Any, **kwargs: Any) -> None:
         """Call every handler of ``event_name``; exceptions are logged, not raised."""
         handlers = self.__dict__.get("_event_handlers")

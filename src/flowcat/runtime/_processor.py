@@ -199,10 +199,7 @@ class FrameProcessor(FrameEvents, ProcessorMetrics, ProcessorTasks):
         self._route = NO_ROUTE
         self._gate = None
         self.__dict__.pop("push_frame", None)  # an observing push (closes over this processor)
-        handlers = self.__dict__.get("_event_handlers")
-        if handlers:
-            for callbacks in handlers.values():
-                callbacks.clear()
+        self._clear_event_handlers()
 
     # ----------------------------------------------------------- the chain
 

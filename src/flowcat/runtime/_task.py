@@ -308,10 +308,7 @@ class PipelineTask(TaskObserving, TaskTimers):
         self._sched.detach()
         for proc in [self._source, *self._pipeline.walk(), self._sink]:
             proc._detach()
-        handlers = self.__dict__.get("_event_handlers")
-        if handlers:
-            for callbacks in handlers.values():
-                callbacks.clear()
+        self._clear_event_handlers()
 
     # ------------------------------------------------- frames at the edges
 

@@ -360,7 +360,4 @@ class AudioSocketTransport(BaseTransport):
             await self._call_event_handler("on_client_disconnected")
         finally:
             # No event follows: drop the handlers (they may close over this transport).
-            handlers = self.__dict__.get("_event_handlers")
-            if handlers:
-                for callbacks in handlers.values():
-                    callbacks.clear()
+            self._clear_event_handlers()

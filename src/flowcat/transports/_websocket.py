@@ -382,10 +382,7 @@ class WebsocketTransport(BaseTransport, WriteFlow):
         ser = self._serializer
         if getattr(ser, "sender", None) == self.send_message:
             ser.sender = None
-        handlers = self.__dict__.get("_event_handlers")
-        if handlers:
-            for callbacks in handlers.values():
-                callbacks.clear()
+        self._clear_event_handlers()
 
     def _send_frame(self, frame: Frame) -> None:
         if self._closing or not self._socket_open():
