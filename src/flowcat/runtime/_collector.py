@@ -1,8 +1,9 @@
 """Short cycle-collector pauses in a process that holds many live calls.
 
 CPython's full (generation-2) collection walks every tracked object that is not
-frozen, so its pause grows with the number of live calls: ~75 µs per call, 150 ms
-at 2,000 calls, long enough for every caller on the process to hear it. The
+frozen, so its pause grows with the number of live calls: ~130 tracked objects and
+~50-60 µs of CPU per call, ~100-120 ms at 2,000 calls (``flowcat bench gc``), long
+enough for every caller on the process to hear it. The
 objects of a live call do not need the collector: a finished call cuts its own
 reference cycles (see ``FrameProcessor._detach``), so its objects are freed by
 reference counting whatever generation they sit in.
