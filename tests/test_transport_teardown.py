@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from _helpers import require
 from flowcat import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.frames import EndTaskFrame, Frame, InputAudioRawFrame, OutputAudioRawFrame, TextFrame
 from flowcat.server import EchoProcessor, ServerConfig, ServerState, create_app
@@ -182,6 +183,7 @@ async def test_websocket_client_call_leaves_nothing() -> None:
 
 async def _serve(engine: str, state: ServerState) -> tuple[int, Callable[[], Awaitable[None]]]:
     if engine == "picows":
+        require("picows")
         from flowcat.server._picows_engine import serve_picows
 
         server = await serve_picows(state, "127.0.0.1", 0)

@@ -228,6 +228,8 @@ async def run(
         out["flowcat_objects_left"] = dict(owned.most_common(12))
     finally:
         gc.enable()
+        if collector is not None:
+            collector.uninstall()
         if pauses in gc.callbacks:
             gc.callbacks.remove(pauses)
         if client.returncode is None:
