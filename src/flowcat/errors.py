@@ -18,6 +18,8 @@
     │       └── JWTError            a malformed, mis-signed or expired JWT; a ValueError
     ├── CapacityError               admission refused: the worker is at capacity
     ├── BenchError                  a benchmark's helper process failed; a RuntimeError
+    ├── CallLeftovers               a finished call left objects in reference cycles or tasks
+    │                               running (flowcat.testing's check); an AssertionError
     └── ServiceError(retryable)     a provider call failed
         ├── ServiceConnectionError  could not connect (retryable)
         ├── ServiceTimeout          the provider did not answer in time (retryable)
@@ -39,8 +41,11 @@ survived (see :mod:`flowcat._ratelimit`).
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BenchError",
+    "CallLeftovers",
     "CapacityError",
     "CarrierError",
     "ConfigError",
@@ -149,6 +154,21 @@ class CapacityError(FlowcatError):
 
 class BenchError(FlowcatError, RuntimeError):
     """A benchmark could not run: a helper process failed or never became ready."""
+
+
+class CallLeftovers(FlowcatError, AssertionError):
+    """A finished call left objects in reference cycles or tasks running
+    (raised by :func:`flowcat.testing.assert_call_leaves_nothing`).
+
+    Attributes:
+        cycles: The owned objects found in, or only reachable from, reference cycles.
+        tasks: The asyncio tasks started during the call and still running.
+    """
+
+    def __init__(self, message: str, cycles: list[Any], tasks: list[Any]) -> None:
+        super().__init__(message)
+        self.cycles = cycles
+        self.tasks = tasks
 
 
 class ServiceError(FlowcatError):

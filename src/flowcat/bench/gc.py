@@ -32,6 +32,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from ..errors import BenchError
+
 __all__ = ["add_arguments", "main", "run"]
 
 
@@ -119,7 +121,7 @@ async def _line(proc: asyncio.subprocess.Process, want: str, timeout: float) -> 
         while True:
             line = (await proc.stdout.readline()).decode()
             if not line:
-                raise RuntimeError(f"gc client exited (rc {proc.returncode}) before {want}")
+                raise BenchError(f"gc client exited (rc {proc.returncode}) before {want}")
             if line.startswith(want):
                 return line.strip()
 

@@ -22,6 +22,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from ..errors import CallLeftovers
+
 __all__ = ["CallLeftovers", "assert_call_leaves_nothing", "call_leftovers", "describe_cycles"]
 
 T = TypeVar("T")
@@ -29,20 +31,16 @@ T = TypeVar("T")
 _OWNED = ("flowcat",)
 
 
-class CallLeftovers(AssertionError):
-    """What a call left behind: the owned objects found in cycles and the tasks still running."""
-
-    def __init__(self, cycles: list[Any], tasks: list[asyncio.Task[Any]], detail: str) -> None:
-        self.cycles = cycles
-        self.tasks = tasks
-        counts = Counter(_type_name(o) for o in cycles)
-        parts = []
-        if cycles:
-            kinds = ", ".join(f"{n} × {k}" for k, n in counts.most_common(12))
-            parts.append(f"{len(cycles)} objects left in reference cycles ({kinds})")
-        if tasks:
-            parts.append(f"{len(tasks)} tasks still running: " + ", ".join(t.get_name() for t in tasks[:8]))
-        super().__init__("; ".join(parts) + (f"\n{detail}" if detail else ""))
+def _leftovers_error(cycles: list[Any], tasks: list[asyncio.Task[Any]], detail: str) -> CallLeftovers:
+    counts = Counter(_type_name(o) for o in cycles)
+    parts = []
+    if cycles:
+        kinds = ", ".join(f"{n} × {k}" for k, n in counts.most_common(12))
+        parts.append(f"{len(cycles)} objects left in reference cycles ({kinds})")
+    if tasks:
+        parts.append(f"{len(tasks)} tasks still running: " + ", ".join(t.get_name() for t in tasks[:8]))
+    message = "; ".join(parts) + (f"\n{detail}" if detail else "")
+    return CallLeftovers(message, cycles, list(tasks))
 
 
 def _type_name(obj: Any) -> str:
@@ -158,7 +156,7 @@ async def assert_call_leaves_nothing(
         if owned or pending:
             detail = describe_cycles(owned, garbage)
             del garbage
-            raise CallLeftovers(owned, pending, detail)
+            raise _leftovers_error(owned, pending, detail)
         return result
     finally:
         if enabled:
