@@ -100,7 +100,7 @@ def _call(how: str, *, observed: bool = False) -> Any:
 
         # pipecat-style handlers: closures over the task and the processors.
         @task.event_handler("on_pipeline_started")
-        async def on_started(_t: PipelineTask) -> None:
+        async def on_started(_t: PipelineTask, _frame: F.Frame) -> None:
             started.set()
             await task.queue_frame(F.TextFrame("hello"))
 
@@ -165,6 +165,37 @@ def test_a_call_run_by_run_test_leaves_nothing() -> None:
         return texts(down)
 
     assert run_virtual(assert_call_leaves_nothing(run)) == ["a", "b"]
+
+
+def test_a_call_with_sync_parallel_producer_consumer_and_idle_processors_leaves_nothing() -> None:
+    from flowcat.runtime import ConsumerProcessor, IdleFrameProcessor, ProducerProcessor, SyncParallelPipeline
+
+    async def run() -> tuple[list[str], int]:
+        idles: list[int] = []
+        producer = ProducerProcessor(filter=lambda f: isinstance(f, F.TextFrame))
+        capture = CaptureProcessor(DOWN, ignore=(F.StartFrame,))
+        task = PipelineTask(
+            Pipeline(
+                [
+                    SyncParallelPipeline([Inline()], [Passthrough()]),
+                    producer,
+                    IdleFrameProcessor(callback=lambda p: idles.append(1), timeout=0.05),
+                    ConsumerProcessor(producer=producer),
+                    capture,
+                ]
+            ),
+            idle_timeout_secs=None,
+        )
+        runner = asyncio.ensure_future(task.run())
+        await task.queue_frame(F.TextFrame("x"))
+        await asyncio.sleep(0.2)  # the consumer's copy, the idle callback
+        await task.stop_when_done()
+        await asyncio.wait_for(runner, 5)
+        return texts(capture.frames), len(idles)
+
+    got, idles = run_virtual(assert_call_leaves_nothing(run))
+    assert got == ["x", "x"]  # the frame and the consumer's copy
+    assert idles >= 1
 
 
 def test_a_finished_call_unlinks_its_processors() -> None:

@@ -100,8 +100,8 @@ def _pipecat_style_server(log: list[str], bot_ends: bool) -> WebsocketServerTran
             await task.cancel()
 
         @task.event_handler("on_pipeline_finished")
-        async def on_finished(_task: PipelineTask, how: Any) -> None:
-            log.append(f"finished {how} {transport.name}")
+        async def on_finished(_task: PipelineTask, frame: Frame) -> None:
+            log.append(f"finished {type(frame).__name__} {transport.name}")
 
         return task
 
@@ -133,7 +133,7 @@ async def test_websocket_server_call_leaves_nothing(bot_ends: bool) -> None:
         await server.stop()
     assert got == b"".join(bytes([i + 1]) * CHUNK for i in range(3))
     assert log[0].startswith("connected") and "disconnected" in log
-    assert any(e.startswith("finished end" if bot_ends else "finished cancel") for e in log)
+    assert any(e.startswith("finished EndFrame" if bot_ends else "finished CancelFrame") for e in log)
 
 
 async def test_websocket_client_call_leaves_nothing() -> None:

@@ -198,7 +198,9 @@ class FrameProcessor(FrameEvents, ProcessorMetrics, ProcessorTasks):
         self._sched = None
         self._route = NO_ROUTE
         self._gate = None
-        self.__dict__.pop("push_frame", None)  # an observing push (closes over this processor)
+        # An observing or hooked push_frame (a closure over this processor).
+        self.__dict__.pop("push_frame", None)
+        self.__dict__.pop("_push_hooked", None)
         self._clear_event_handlers()
 
     # ----------------------------------------------------------- the chain
