@@ -371,7 +371,7 @@ def test_gemini_tool_schemas_fit_its_subset(caplog: pytest.LogCaptureFixture) ->
         required=["query"],
     )
     adapter = GeminiLLMAdapter()
-    with caplog.at_level("WARNING", logger="flowcat.agent.adapters"):
+    with caplog.at_level("WARNING", logger="flowcat.services.adapters"):
         decl = adapter.to_provider_tools_format(ToolsSchema([tool]))[0]["functionDeclarations"][0]
         adapter.to_provider_tools_format(ToolsSchema([tool]))
     assert decl["parameters"]["properties"] == {
@@ -392,10 +392,11 @@ def test_gemini_tool_schemas_fit_its_subset(caplog: pytest.LogCaptureFixture) ->
     }  # the schema itself is untouched
 
 
-def test_function_schema_is_the_services_one_extended() -> None:
+def test_function_schema_is_the_services_one() -> None:
     from flowcat.services import FunctionSchema as ServiceSchema
+    from flowcat.services import adapters
 
-    assert isinstance(WEATHER, ServiceSchema)
+    assert FunctionSchema is ServiceSchema is adapters.FunctionSchema  # one class in every layer
     plain = ServiceSchema("get_weather", "Current weather in a city", {"city": {"type": "string"}}, ["city"])
     assert plain.to_openai() == WEATHER.to_openai()
     assert FunctionSchema("f", handler=print) == FunctionSchema("f")  # the handler is not compared
@@ -426,3 +427,11 @@ def test_direct_functions_become_schemas() -> None:
         },
     }
     assert AnthropicLLMAdapter().to_provider_tools_format(tools)[1]["input_schema"]["required"] == ["zone"]
+
+
+def test_agent_re_exports_the_services_adapters_unchanged() -> None:
+    import flowcat.agent as agent
+    from flowcat.services import adapters
+
+    for name in adapters.__all__:
+        assert name in agent.__all__ and getattr(agent, name) is getattr(adapters, name), name

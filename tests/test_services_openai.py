@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from _fake_openai import USAGE, FakeOpenAI, chunk, sse
-from flowcat.agent import FunctionSchema, LLMSpecificMessage, OpenAILLMAdapter, ToolsSchema
-from flowcat.errors import ConfigError, ServiceRateLimitError, ServiceStatusError
+from flowcat.errors import ConfigError, LLMContextConversionError, ServiceRateLimitError, ServiceStatusError
 from flowcat.frames import (
     ErrorFrame,
     Frame,
@@ -32,6 +31,13 @@ from flowcat.frames import (
 )
 from flowcat.runtime import FrameProcessor, PipelineParams
 from flowcat.services import Backoff, FunctionCallParams, close_http_sessions
+from flowcat.services.adapters import (
+    AdapterType,
+    FunctionSchema,
+    LLMSpecificMessage,
+    OpenAILLMAdapter,
+    ToolsSchema,
+)
 from flowcat.services.llm import OpenAILLMService, OpenAILLMSettings
 from flowcat.testing import SleepFrame, fakes, run_test
 from flowcat.testing.conformance import (
@@ -309,7 +315,7 @@ def test_body_is_json_serialisable_with_the_default_settings(monkeypatch: pytest
     assert "stream_options" not in body and body["stream"] is True
 
 
-def test_without_an_adapter_vendor_messages_are_unwrapped_or_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_by_default_vendor_messages_are_unwrapped_or_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     context = LLMContext([{"role": "user", "content": "a"},
                           LLMSpecificMessage("openai", {"role": "user", "content": [{"type": "text", "text": "b"}]}),
@@ -318,3 +324,28 @@ def test_without_an_adapter_vendor_messages_are_unwrapped_or_left_out(monkeypatc
     assert body["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
                                 {"role": "user", "content": [{"type": "text", "text": "b"}]}]
     assert body["tool_choice"] == "none" and "tools" not in body
+
+
+def test_the_openai_adapter_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    llm = OpenAILLMService()
+    assert type(llm.adapter) is OpenAILLMAdapter
+    # Custom OpenAI tools of the context are sent, after the standard ones and before the
+    # registered direct functions (the adapter's job: a plain request builder dropped them).
+    weather = FunctionSchema("get_weather", "Weather", {"city": {"type": "string"}}, ["city"])
+    async def lookup(params: FunctionCallParams) -> None:
+        """Look up."""
+
+    llm.register_direct_function(lookup)
+    tools = ToolsSchema([weather], custom_tools={AdapterType.OPENAI: [{"type": "web_search"}],
+                                                 AdapterType.GEMINI: [{"googleSearch": {}}]})
+    body = llm.build_request(LLMContext([{"role": "user", "content": "hi"}], tools=tools))
+    assert body["tools"] == [weather.to_openai(), {"type": "web_search"},
+                             {"type": "function", "function": {"name": "lookup", "description": "Look up.",
+                              "parameters": {"type": "object", "properties": {}, "required": []}}}]
+    # A malformed message is refused before anything is sent, naming which.
+    with pytest.raises(LLMContextConversionError, match="message 1"):
+        llm.build_request(LLMContext([{"role": "user", "content": "hi"}, {"content": "no role"}]))
+    # An adapter given overrides the default.
+    custom = OpenAILLMAdapter(convert_developer_to_user=True)
+    assert OpenAILLMService(adapter=custom).adapter is custom

@@ -1,4 +1,4 @@
-"""The agent layer: LLM context, provider adapters and the context aggregator pair.
+"""The agent layer: the context aggregator pair, plus the LLM context and adapters re-exported.
 
 * :class:`LLMContext` (OpenAI-style messages, tools, tool choice; extends
   :class:`flowcat.frames.LLMContext`), :class:`LLMSpecificMessage`,
@@ -6,6 +6,9 @@
 * adapters turning a context into a vendor's request fields:
   :class:`OpenAILLMAdapter`, :class:`AnthropicLLMAdapter`, :class:`GeminiLLMAdapter`
   (base :class:`BaseLLMAdapter`);
+
+  these two groups live in :mod:`flowcat.services.adapters` (so providers can use them)
+  and are re-exported here unchanged;
 * :class:`LLMContextAggregatorPair` with :class:`LLMUserAggregator` and
   :class:`LLMAssistantAggregator` (pipecat's names, params and events).
 
@@ -14,29 +17,29 @@ Layer: above :mod:`flowcat.services`, below :mod:`flowcat.config`. See ``docs/ag
 
 from __future__ import annotations
 
-from ._adapter import BaseLLMAdapter as BaseLLMAdapter
-from ._adapter import OpenAILLMAdapter as OpenAILLMAdapter
+from ..services.adapters import NOT_GIVEN as NOT_GIVEN
+from ..services.adapters import AdapterType as AdapterType
+from ..services.adapters import AnthropicLLMAdapter as AnthropicLLMAdapter
+from ..services.adapters import BaseLLMAdapter as BaseLLMAdapter
+from ..services.adapters import FunctionSchema as FunctionSchema
+from ..services.adapters import GeminiLLMAdapter as GeminiLLMAdapter
+from ..services.adapters import LLMContext as LLMContext
+from ..services.adapters import LLMSpecificMessage as LLMSpecificMessage
+from ..services.adapters import OpenAILLMAdapter as OpenAILLMAdapter
+from ..services.adapters import ToolsSchema as ToolsSchema
+from ..services.adapters import normalize_tools as normalize_tools
+from ..services.adapters import standard_message_text as standard_message_text
 from ._aggregator import AssistantThoughtMessage as AssistantThoughtMessage
 from ._aggregator import AssistantTurnStoppedMessage as AssistantTurnStoppedMessage
 from ._aggregator import UserTurnMessageAddedMessage as UserTurnMessageAddedMessage
 from ._aggregator import UserTurnStoppedMessage as UserTurnStoppedMessage
-from ._anthropic_adapter import AnthropicLLMAdapter as AnthropicLLMAdapter
 from ._assistant import LLMAssistantAggregator as LLMAssistantAggregator
 from ._assistant import LLMAssistantAggregatorParams as LLMAssistantAggregatorParams
-from ._context import LLMContext as LLMContext
-from ._context import LLMSpecificMessage as LLMSpecificMessage
-from ._context import standard_message_text as standard_message_text
 from ._empty_turn import (
     DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT as DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT,
 )
 from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
-from ._gemini_adapter import GeminiLLMAdapter as GeminiLLMAdapter
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
-from ._schemas import NOT_GIVEN as NOT_GIVEN
-from ._schemas import AdapterType as AdapterType
-from ._schemas import FunctionSchema as FunctionSchema
-from ._schemas import ToolsSchema as ToolsSchema
-from ._schemas import normalize_tools as normalize_tools
 from ._user import LLMUserAggregator as LLMUserAggregator
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 

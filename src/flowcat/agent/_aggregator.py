@@ -17,7 +17,7 @@ from ..frames import (
     LLMSetToolChoiceFrame,
     LLMSetToolsFrame,
 )
-from ._schemas import normalize_tools
+from ..services.adapters import normalize_tools
 
 __all__ = [
     "AssistantThoughtMessage",

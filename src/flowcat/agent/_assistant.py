@@ -58,6 +58,7 @@ from ..frames import (
     UserStoppedSpeakingFrame,
 )
 from ..runtime import FrameDirection, FrameProcessor
+from ..services.adapters import LLMSpecificMessage
 from ._aggregator import (
     EDIT_FRAMES,
     AssistantThoughtMessage,
@@ -66,7 +67,6 @@ from ._aggregator import (
     TextParts,
     now_iso,
 )
-from ._context import LLMSpecificMessage
 from ._spoken import SpokenWords
 from ._tool_calls import ToolCalls
 

@@ -26,28 +26,43 @@ __all__ = ["FunctionSchema", "function_schema"]
 class FunctionSchema:
     """A provider-neutral tool definition (pipecat's ``FunctionSchema`` fields).
 
+    One class for every layer: :class:`flowcat.services.adapters.ToolsSchema` holds
+    these, and ``flowcat.agent.FunctionSchema`` is this class.
+
     Attributes:
-        name: Tool name.
+        name: Tool name (the function name the model calls).
         description: What the tool does (for the model).
         properties: JSON-schema properties of the arguments.
         required: Names of the required arguments.
+        handler: Optional handler; an LLM service may register it by name (not compared).
+
+    Raises:
+        ConfigError: ``name`` is empty.
     """
 
     name: str
     description: str = ""
     properties: dict[str, Any] = field(default_factory=dict)
     required: list[str] = field(default_factory=list)
+    handler: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"FunctionSchema: name must be a non-empty string, got {self.name!r}")
+        self.properties = dict(self.properties or {})
+        self.required = list(self.required or [])
+
+    def parameters(self) -> dict[str, Any]:
+        """The arguments as one JSON-schema object."""
+        return {"type": "object", "properties": self.properties, "required": self.required}
+
+    def to_default_dict(self) -> dict[str, Any]:
+        """``{"name", "description", "parameters"}`` (the common function-declaration shape)."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters()}
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI Chat Completions ``tools[]`` entry."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": {"type": "object", "properties": self.properties, "required": self.required},
-            },
-        }
+        return {"type": "function", "function": self.to_default_dict()}
 
 
 def _json_type(tp: Any) -> dict[str, Any]:

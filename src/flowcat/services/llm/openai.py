@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ...errors import (
     ConfigError,
@@ -45,6 +45,7 @@ from .._ai_service import ServiceCapabilities, ServiceSettings
 from .._http import http_session, iter_sse, raise_for_status
 from .._llm import LLMChunk, LLMService, LLMTextDelta, LLMToolCallDelta
 from .._secrets import Secret, resolve_api_key
+from ..adapters import BaseLLMAdapter, OpenAILLMAdapter
 
 __all__ = ["OpenAILLMService", "OpenAILLMSettings"]
 
@@ -65,12 +66,6 @@ _ERROR_KINDS = {
     "api_error": 500,
     "overloaded_error": 503,
 }
-
-
-class RequestAdapter(Protocol):
-    """What turns a context into request fields (``flowcat.agent.OpenAILLMAdapter`` is one)."""
-
-    def get_llm_invocation_params(self, context: LLMContext, *, system_instruction: str | None = None) -> Any: ...
 
 
 @dataclass
@@ -108,10 +103,13 @@ class OpenAILLMService(LLMService):
         base_url: The API root; ``/chat/completions`` is appended.
         model: Shortcut for ``settings.model``.
         settings: :class:`OpenAILLMSettings`.
-        adapter: Builds ``messages``/``tools``/``tool_choice`` from the context (pass
-            ``flowcat.agent.OpenAILLMAdapter()`` for vendor messages, custom tools and
-            developer-role conversion); None: the context's messages as they are, the
-            context's tools and the registered direct functions.
+        adapter: Builds ``messages``/``tools``/``tool_choice`` from the context
+            (``settings.system_instruction`` first, vendor messages for ``"openai"``
+            unwrapped, others left out, custom tools); None: a default
+            :class:`~flowcat.services.adapters.OpenAILLMAdapter`. Pass
+            ``OpenAILLMAdapter(convert_developer_to_user=True)`` for hosts that reject
+            the developer role, or any :class:`~flowcat.services.adapters.BaseLLMAdapter`.
+            Registered direct functions are added to its ``tools``.
         organization: ``OpenAI-Organization`` header.
         project: ``OpenAI-Project`` header.
         headers: Extra request headers (OpenRouter's ``HTTP-Referer``, say).
@@ -130,7 +128,7 @@ class OpenAILLMService(LLMService):
         base_url: str = DEFAULT_BASE_URL,
         model: str | None = None,
         settings: OpenAILLMSettings | None = None,
-        adapter: RequestAdapter | None = None,
+        adapter: BaseLLMAdapter | None = None,
         organization: str | None = None,
         project: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -143,14 +141,13 @@ class OpenAILLMService(LLMService):
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{self.name}: base_url must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self.adapter = adapter
+        self.adapter: BaseLLMAdapter = adapter if adapter is not None else OpenAILLMAdapter()
         self._headers: dict[str, str] = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if organization:
             self._headers["OpenAI-Organization"] = organization
         if project:
             self._headers["OpenAI-Project"] = project
         self._headers.update(headers or {})
-        self._warned_foreign = False
 
     @property
     def url(self) -> str:
@@ -163,20 +160,12 @@ class OpenAILLMService(LLMService):
         """The JSON body for ``context`` (what is sent, byte for byte, less the encoding)."""
         s = self.settings
         assert isinstance(s, OpenAILLMSettings)
-        if self.adapter is not None:
-            fields = dict(self.adapter.get_llm_invocation_params(context, system_instruction=s.system_instruction))
-            tools = list(fields.get("tools") or [])
-            names = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict)}
-            tools += [f.to_openai() for f in self.tool_schemas() if f.name not in names]
-            if tools:
-                fields["tools"] = tools
-        else:
-            fields = {"messages": self._messages(context, s.system_instruction)}
-            ctx_tools = self.tools_for(context)
-            if ctx_tools:
-                fields["tools"] = ctx_tools
-            if context.tool_choice is not None:
-                fields["tool_choice"] = context.tool_choice
+        fields = dict(self.adapter.get_llm_invocation_params(context, system_instruction=s.system_instruction))
+        tools = list(fields.get("tools") or [])
+        names = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict)}
+        tools += [f.to_openai() for f in self.tool_schemas() if f.name not in names]
+        if tools:
+            fields["tools"] = tools
         body: dict[str, Any] = {"model": s.model, "stream": True}
         if s.include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -187,19 +176,6 @@ class OpenAILLMService(LLMService):
                 body[name] = value
         body.update(s.extra)
         return body
-
-    def _messages(self, context: LLMContext, system_instruction: str | None) -> list[Any]:
-        out: list[Any] = [{"role": "system", "content": system_instruction}] if system_instruction else []
-        messages: list[Any] = context.get_messages()  # the agent's context may hold vendor messages
-        for m in messages:
-            if isinstance(m, dict):
-                out.append(m)
-            elif getattr(m, "llm", None) == "openai":  # a vendor message for this API
-                out.append(m.message)
-            elif not self._warned_foreign:
-                self._warned_foreign = True
-                logger.warning("%s: the context holds messages for another LLM; they are left out", self.name)
-        return out
 
     # ------------------------------------------------------------ stream
 

@@ -5,7 +5,7 @@ and every OpenAI-compatible host) lives here, the Anthropic and Gemini adapters
 in their own modules. An adapter is pure: it reads the context and returns new
 dicts (the context's own message dicts are never modified), so a provider can
 call it from ``run_inference`` and serialise the result as the request body.
-It imports nothing above ``frames`` (only the agent's context types), so a
+It imports nothing above ``frames`` (only this package's context types), so a
 provider module may use it.
 """
 
@@ -17,14 +17,14 @@ import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ..errors import LLMContextConversionError
-from ..frames import LLMContext as _BaseContext
+from ...errors import LLMContextConversionError
+from ...frames import LLMContext as _BaseContext
 from ._context import LLMSpecificMessage, truncated
 from ._schemas import AdapterType, ToolsSchema, normalize_tools
 
 __all__ = ["BaseLLMAdapter", "OpenAILLMAdapter"]
 
-logger = logging.getLogger("flowcat.agent.adapters")
+logger = logging.getLogger("flowcat.services.adapters")
 
 _LOG_STRING_MAX = 80
 

@@ -1,8 +1,8 @@
-"""The LLM context of the agent layer: messages, tools, tool choice, vendor messages.
+"""The provider-neutral LLM context: messages, tools, tool choice, vendor messages.
 
 :class:`LLMContext` extends :class:`flowcat.frames.LLMContext` (what an
 ``LLMContextFrame`` carries), so it travels in the same frames. It adds tool
-normalisation (a list of schemas becomes a :class:`~flowcat.agent.ToolsSchema`),
+normalisation (a list of schemas becomes a :class:`~flowcat.services.adapters.ToolsSchema`),
 :class:`LLMSpecificMessage` (a message in one vendor's own shape, kept out of the
 other vendors' requests), message transforms and helpers for multimodal content.
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..frames import LLMContext as _BaseContext
+from ...frames import LLMContext as _BaseContext
 from ._schemas import ToolsSchema, normalize_tools
 
 __all__ = ["LLMContext", "LLMSpecificMessage", "standard_message_text"]

@@ -27,15 +27,15 @@ import json
 import logging
 from typing import Any
 
-from ..errors import LLMContextConversionError
-from ..frames import LLMContext as _BaseContext
+from ...errors import LLMContextConversionError
+from ...frames import LLMContext as _BaseContext
 from ._adapter import BaseLLMAdapter, check_message, parse_arguments
 from ._context import LLMSpecificMessage
 from ._schemas import AdapterType, ToolsSchema
 
 __all__ = ["AnthropicLLMAdapter"]
 
-logger = logging.getLogger("flowcat.agent.adapters")
+logger = logging.getLogger("flowcat.services.adapters")
 
 _EMPTY = "(empty)"
 

@@ -4,21 +4,20 @@ A context's tools are a :class:`ToolsSchema` (or ``None``: no tools). Its
 *standard* tools are function schemas every adapter can translate (direct functions
 are turned into one); its *custom*
 tools are vendor-shaped entries passed to one adapter type as they are (e.g.
-Gemini's ``google_search``). Any object with ``name``, ``description``,
-``properties`` and ``required`` attributes counts as a function schema, so
-schemas built elsewhere (the services layer's, a plain dataclass) mix freely.
+Gemini's ``google_search``). :class:`FunctionSchema` is the services layer's one
+class (re-exported here); any object with ``name``, ``description``, ``properties``
+and ``required`` attributes also counts as a function schema (a plain dataclass,
+say), so schemas built elsewhere mix freely.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..errors import ConfigError
-from ..services import FunctionSchema as _ServiceSchema
-from ..services import function_schema
+from ...errors import ConfigError
+from .._function_schema import FunctionSchema, function_schema
 
 __all__ = ["NOT_GIVEN", "AdapterType", "FunctionSchema", "ToolsSchema", "normalize_tools"]
 
@@ -32,41 +31,6 @@ class AdapterType(Enum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
-
-
-@dataclass(eq=True)
-class FunctionSchema(_ServiceSchema):
-    """One callable tool: its name, what it does, and its JSON-schema arguments.
-
-    The services layer's :class:`flowcat.services.FunctionSchema` plus pipecat's
-    ``handler`` and ``to_default_dict()``; either kind can go into a :class:`ToolsSchema`.
-
-    Args:
-        name: The function name the model calls.
-        description: What the tool does, for the model.
-        properties: JSON-schema ``properties`` of the arguments object.
-        required: Names of the arguments the model must give.
-        handler: Optional handler; an LLM service may register it by name.
-
-    Raises:
-        ConfigError: ``name`` is empty.
-    """
-
-    handler: Any = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"FunctionSchema: name must be a non-empty string, got {self.name!r}")
-        self.properties = dict(self.properties or {})
-        self.required = list(self.required or [])
-
-    def parameters(self) -> dict[str, Any]:
-        """The arguments as one JSON-schema object."""
-        return {"type": "object", "properties": self.properties, "required": self.required}
-
-    def to_default_dict(self) -> dict[str, Any]:
-        """``{"name", "description", "parameters"}`` (the common function-declaration shape)."""
-        return {"name": self.name, "description": self.description, "parameters": self.parameters()}
 
 
 def _is_schema_like(tool: Any) -> bool:
