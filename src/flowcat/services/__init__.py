@@ -8,8 +8,9 @@ connection lifecycle, retries, metrics, translating vendor exceptions into
 :class:`flowcat.errors.ServiceError`) live in this package; each provider is one module
 under ``services/<kind>/`` (``services/stt/<provider>.py``, ``services/llm/…``,
 ``services/tts/…``), importing its vendor SDK lazily (a missing one raises
-:class:`flowcat.errors.MissingExtraError`). See ``docs/services.md`` for the seams and
-how to add a provider.
+:class:`flowcat.errors.MissingExtraError`). The provider-neutral LLM context, tool
+schemas and per-vendor request adapters are in :mod:`flowcat.services.adapters`. See
+``docs/services.md`` for the seams and how to add a provider.
 """
 
 from __future__ import annotations
