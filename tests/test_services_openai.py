@@ -305,6 +305,20 @@ async def test_retry_after_is_honoured() -> None:
     assert not [f for f in up if isinstance(f, ErrorFrame)]
 
 
+async def test_a_context_the_adapter_cannot_convert_is_an_error_frame_and_nothing_is_sent() -> None:
+    fake = await serve()
+    try:
+        llm = OpenAILLMService(base_url=fake.base_url, api_key=fake.api_key, retry=FAST)
+        down, up = await run(llm, LLMContext([{"role": "user", "content": "hi"}, {"content": "no role"}]))
+    finally:
+        await fake.close()
+    assert fake.bodies == []
+    assert [type(f) for f in down if not isinstance(f, MetricsFrame)][:2] == [
+        LLMFullResponseStartFrame, LLMFullResponseEndFrame]
+    (err,) = [f for f in up if isinstance(f, ErrorFrame)]
+    assert "LLMContextConversionError" in err.error and "message 1" in err.error and not err.fatal
+
+
 def test_body_is_json_serialisable_with_the_default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     body = OpenAILLMService().build_request(LLMContext([{"role": "user", "content": "hi"}]))
@@ -337,10 +351,10 @@ def test_the_openai_adapter_is_the_default(monkeypatch: pytest.MonkeyPatch) -> N
         """Look up."""
 
     llm.register_direct_function(lookup)
-    tools = ToolsSchema([weather], custom_tools={AdapterType.OPENAI: [{"type": "web_search"}],
+    tools = ToolsSchema([weather], custom_tools={AdapterType.OPENAI: [{"type": "custom", "custom": {"name": "sql"}}],
                                                  AdapterType.GEMINI: [{"googleSearch": {}}]})
     body = llm.build_request(LLMContext([{"role": "user", "content": "hi"}], tools=tools))
-    assert body["tools"] == [weather.to_openai(), {"type": "web_search"},
+    assert body["tools"] == [weather.to_openai(), {"type": "custom", "custom": {"name": "sql"}},
                              {"type": "function", "function": {"name": "lookup", "description": "Look up.",
                               "parameters": {"type": "object", "properties": {}, "required": []}}}]
     # A malformed message is refused before anything is sent, naming which.

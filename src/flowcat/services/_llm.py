@@ -15,7 +15,8 @@ provider-neutral chunks (:class:`LLMTextDelta`, :class:`LLMToolCallDelta`,
 * failures before the first chunk are retried with backoff when retryable,
   bounded by ``request_timeout_secs`` (to the first chunk) and
   ``chunk_timeout_secs`` (between chunks); a failure is pushed upstream as a
-  non-fatal ``ErrorFrame`` with the key masked;
+  non-fatal ``ErrorFrame`` with the key masked (so is a context its adapter cannot
+  convert, :class:`~flowcat.errors.LLMContextConversionError`: nothing is sent);
 * tool calls of the response are run as described in :mod:`._functions`;
 * preemptive generation (``docs/turns.md``): an ``LLMContextFrame(speculation=True,
   generation_id=g)`` is answered like any other, but ``EagerEndOfTurnCancelFrame(g)``
@@ -35,7 +36,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ServiceError, ServiceTimeout
+from ..errors import LLMContextConversionError, ServiceError, ServiceTimeout
 from ..frames import (
     CancelFrame,
     EagerEndOfTurnCancelFrame,
@@ -212,7 +213,7 @@ class LLMService(AIService, FunctionCalling):
             await self.start_ttfb_metrics()
             try:
                 calls = await self._stream(context)
-            except ServiceError as exc:
+            except (ServiceError, LLMContextConversionError) as exc:
                 await self.push_service_error(exc, "completion failed")
                 calls = []
             await self.stop_processing_metrics()
