@@ -363,3 +363,24 @@ def test_the_openai_adapter_is_the_default(monkeypatch: pytest.MonkeyPatch) -> N
     # An adapter given overrides the default.
     custom = OpenAILLMAdapter(convert_developer_to_user=True)
     assert OpenAILLMService(adapter=custom).adapter is custom
+
+
+def test_openai_shaped_tool_dicts_in_a_plain_context_are_sent_as_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pipecat users often put OpenAI `tools[]` entries straight into the context; they reach the
+    # wire as the same functions (and other adapters can read them as standard schemas).
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    entry = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    body = OpenAILLMService().build_request(LLMContext([{"role": "user", "content": "hi"}], tools=[entry]))
+    assert body["tools"] == [entry]
+    from flowcat.services.adapters import AnthropicLLMAdapter, normalize_tools
+
+    schema = normalize_tools([entry])
+    assert schema is not None and [t.name for t in schema.standard_tools] == ["get_weather"]
+    assert AnthropicLLMAdapter().to_provider_tools_format(schema)[0]["input_schema"]["required"] == ["city"]

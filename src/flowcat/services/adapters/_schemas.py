@@ -33,6 +33,20 @@ class AdapterType(Enum):
     GEMINI = "gemini"
 
 
+def _from_openai_dict(tool: Any) -> Any:
+    """An OpenAI Chat Completions ``tools[]`` entry as a :class:`FunctionSchema`; anything else as is."""
+    if not (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict)):
+        return tool
+    fn = tool["function"]
+    params = fn.get("parameters") or {}
+    return FunctionSchema(
+        name=fn.get("name", ""),
+        description=fn.get("description", ""),
+        properties=params.get("properties", {}),
+        required=params.get("required", []),
+    )
+
+
 def _is_schema_like(tool: Any) -> bool:
     return all(hasattr(tool, a) for a in ("name", "description", "properties", "required"))
 
@@ -118,8 +132,10 @@ class ToolsSchema:
 def normalize_tools(tools: Any) -> ToolsSchema | None:
     """Bring ``tools`` to a :class:`ToolsSchema` (or ``None``: no tools).
 
-    Accepts a ``ToolsSchema``, ``None``, or a list of function schemas. An empty list
-    means no tools.
+    Accepts a ``ToolsSchema``, ``None``, or a list of function schemas. OpenAI-shaped
+    entries (``{"type": "function", "function": {"name", "description", "parameters"}}``,
+    as pipecat users often pass) become function schemas, so every adapter can send
+    them. An empty list means no tools.
 
     Raises:
         ConfigError: Anything else (the message names what was received).
@@ -127,7 +143,7 @@ def normalize_tools(tools: Any) -> ToolsSchema | None:
     if tools is None or isinstance(tools, ToolsSchema):
         return tools
     if isinstance(tools, (list, tuple)):
-        return ToolsSchema(tools) if tools else None
+        return ToolsSchema([_from_openai_dict(t) for t in tools]) if tools else None
     raise ConfigError(
         f"tools must be a ToolsSchema, a list of FunctionSchema or None, got {type(tools).__name__}"
     )
