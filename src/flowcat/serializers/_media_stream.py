@@ -4,6 +4,8 @@ All four send JSON text frames ``{"event": ..., ...}`` with base64 audio in
 ``media.payload`` and take ``media``/``mark``/``clear`` back; they differ in field
 spelling (camelCase or snake_case), in whether outgoing messages name the stream,
 and in codec. Subclasses set the class attributes and parse their ``start``.
+Control messages are read through the typed messages of ``_twilio_messages.py``
+(and each carrier's ``start`` class); ``media`` stays a raw dict read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import json
 from base64 import b64encode
 from typing import Any, ClassVar
 
+from ..errors import ProtocolError
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
-from ._json import decode_media_payload, dispatch_event, parse_json_object, start_object
+from ._json import decode_media_payload, dispatch_event, parse_json_object
+from ._twilio_messages import TwilioClear, TwilioConnected, TwilioDtmf, TwilioMark, TwilioMarkOut, TwilioStop
 
 __all__ = ["MediaStreamSerializer", "PrefixedJsonMedia"]
 
@@ -82,36 +86,56 @@ class MediaStreamSerializer(PrefixedJsonMedia, FrameSerializer):
         return dispatch_event(self, self.events, event, msg, data)
 
     def _on_connected(self, msg: dict[str, Any], raw: str) -> None:
-        self.note("connected", "connected (protocol %s, version %s)", msg.get("protocol"), msg.get("version"))
+        try:
+            hello = TwilioConnected.from_json(msg)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
+            return
+        self.note("connected", "connected (protocol %s, version %s)", hello.protocol, hello.version)
 
     def _on_start(self, msg: dict[str, Any], raw: str) -> None:
-        start = start_object(self, msg, raw)
-        if start is None:
+        try:
+            info = self._parse_start(msg, raw)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
             return
-        info = self._parse_start(msg, start, raw)
         if info is not None:
             self.set_call(info)
 
-    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
+    def _parse_start(self, msg: dict[str, Any], raw: str) -> CallInfo | None:
+        """The call a ``start`` message describes (parsed with the carrier's typed message).
+
+        Raises:
+            ProtocolError: A malformed ``start`` (reported as bad input by the caller).
+        """
         raise NotImplementedError
 
     def _on_dtmf(self, msg: dict[str, Any], raw: str) -> Frame | None:
-        dtmf = msg.get("dtmf")
-        frame = dtmf_frame(dtmf.get("digit")) if isinstance(dtmf, dict) else None
+        try:
+            frame = dtmf_frame(TwilioDtmf.from_json(msg).digit)
+        except ProtocolError:
+            frame = None
         if frame is None:
             self.bad_input("dtmf without a valid digit", raw)
         return frame
 
     def _on_mark(self, msg: dict[str, Any], raw: str) -> None:
-        mark = msg.get("mark")
-        name = mark.get("name") if isinstance(mark, dict) else None
-        if not isinstance(name, str):
-            self.bad_input("mark without a name", raw)
+        try:
+            mark = TwilioMark.from_json(msg)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
             return
-        self.marks.echoed(name)
+        self.marks.echoed(mark.name)
 
     def _on_stop(self, msg: dict[str, Any], raw: str) -> None:
-        self.remote_ended = True
+        self.remote_ended = True  # whatever else it says: the stream is over
+        try:
+            stop = TwilioStop.from_json(msg)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
+            return
+        if stop.reason:
+            self.note("stop", "stream stopped: %s", stop.reason)
 
     def _codec_of(self, encoding: object, known: dict[str, str], raw: str) -> str:
         """Map a carrier encoding name to a codec; log and keep the default if unknown."""
@@ -126,9 +150,8 @@ class MediaStreamSerializer(PrefixedJsonMedia, FrameSerializer):
     def _on_stream_id(self) -> None:
         key = self.out_sid_key
         sid = "" if key is None else f',"{key}":{_DUMPS(self.stream_id)}'
-        self._sid_fragment = sid
         self._media_prefix = f'{{"event":"media"{sid},"media":{{"payload":"'
-        self._clear = f'{{"event":"clear"{sid}}}'
+        self._clear = TwilioClear(self.stream_id, key).to_json()
 
     def _mark_message(self, name: str) -> WireOut:
-        return f'{{"event":"mark"{self._sid_fragment},"mark":{{"name":{_DUMPS(name)}}}}}'
+        return TwilioMarkOut(name, self.stream_id, self.out_sid_key).to_json()

@@ -23,6 +23,7 @@ from xml.sax.saxutils import quoteattr
 from ._base import CallInfo, WireOut
 from ._carrier import HangUpRequest
 from ._rest import env
+from ._twilio_messages import TwilioStart
 from .twilio import TwilioCarrier, TwilioFrameSerializer
 
 if TYPE_CHECKING:
@@ -59,11 +60,10 @@ class CloudonixFrameSerializer(TwilioFrameSerializer):
     def _rest_carrier(self, **credentials: Any) -> TwilioCarrier:
         return CloudonixCarrier(api_base=self._api_base, session=self.session, **self._rest_credentials)
 
-    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
-        info = super()._parse_start(msg, start, raw)
-        for key in ("session", "sessionToken"):
-            token = start.get(key)
-            if isinstance(token, str) and token:
+    def _call_from_start(self, start: TwilioStart, raw: str) -> CallInfo | None:
+        info = super()._call_from_start(start, raw)
+        for key, token in (("session", start.session), ("sessionToken", start.session_token)):
+            if token:
                 self.note("session-field", "session token arrived in start.%s", key)
                 self.session_token = token
                 if info is not None:

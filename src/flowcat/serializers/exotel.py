@@ -19,6 +19,7 @@ from typing import Any
 
 from ._base import CallInfo
 from ._carrier import Carrier
+from ._exotel_messages import ExotelStart
 from ._framer import Framer
 from ._media_stream import MediaStreamSerializer
 
@@ -51,12 +52,12 @@ class ExotelFrameSerializer(MediaStreamSerializer):
         # ≥100 ms per message, whole multiples of 320 bytes (Exotel's guidance).
         self._framer = Framer(320, min_bytes=rate // 10 * 2, max_bytes=100_000 // 320 * 320, pad_to_min=True)
 
-    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
-        fmt = start.get("media_format")
-        fmt = fmt if isinstance(fmt, dict) else {}
-        self._codec_of(fmt.get("encoding", "audio/x-raw"), _ENCODINGS, raw)
+    def _parse_start(self, msg: dict[str, Any], raw: str) -> CallInfo | None:
+        start = ExotelStart.from_json(msg)
+        fmt = start.media_format
+        self._codec_of(fmt.encoding or "audio/x-raw", _ENCODINGS, raw)
         try:
-            rate = int(fmt.get("sample_rate") or self._rate)
+            rate = int(fmt.sample_rate or self._rate)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             self.bad_input(f"unreadable sample_rate (keeping {self._rate})", raw)
             rate = self._rate
@@ -64,24 +65,17 @@ class ExotelFrameSerializer(MediaStreamSerializer):
             self.bad_input(f"unexpected sample_rate {rate} (keeping {self._rate})", raw)
             rate = self._rate
         self._set_rate(rate)
-        params = start.get("custom_parameters")
         return CallInfo(
             carrier=self.carrier,
-            stream_id=msg.get("stream_sid") or start.get("stream_sid"),
-            call_id=start.get("call_sid"),
+            stream_id=start.stream_sid,
+            call_id=start.call_sid,
             codec="L16",
             sample_rate=rate,
-            custom_parameters=params if isinstance(params, dict) else {},
-            account_id=start.get("account_sid"),
-            from_number=start.get("from"),
-            to_number=start.get("to"),
+            custom_parameters=dict(start.custom_parameters),
+            account_id=start.account_sid,
+            from_number=start.from_number,
+            to_number=start.to_number,
         )
-
-    def _on_stop(self, msg: dict[str, Any], raw: str) -> None:
-        self.remote_ended = True
-        stop = msg.get("stop")
-        if isinstance(stop, dict) and stop.get("reason"):
-            self.note("stop", "stream stopped: %s", stop.get("reason"))
 
 
 class ExotelCarrier(Carrier):
@@ -90,4 +84,3 @@ class ExotelCarrier(Carrier):
     carrier = "exotel"
     serializer = ExotelFrameSerializer
     rest_hang_up = False
-

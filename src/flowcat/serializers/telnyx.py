@@ -43,6 +43,7 @@ from ._l16_byte_order import ByteOrder, byteswap16, judge_l16_byte_order
 from ._media_stream import MediaStreamSerializer
 from ._rest import env
 from ._signatures import tokens_equal, validate_telnyx_ed25519
+from ._telnyx_messages import TelnyxError, TelnyxStart
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -161,37 +162,33 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
             rate = in_rate if in_codec == "L16" else 8000
         self.set_output_format(codec, rate)
 
-    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
-        fmt = start.get("media_format")
-        fmt = fmt if isinstance(fmt, dict) else {}
-        encoding = fmt.get("encoding", "PCMU")
-        codec = self._codec_of(encoding.upper() if isinstance(encoding, str) else encoding, _ENCODINGS, raw)
-        rate = self._rate_of(fmt.get("sample_rate"), codec, raw)
+    def _parse_start(self, msg: dict[str, Any], raw: str) -> CallInfo | None:
+        start = TelnyxStart.from_json(msg)
+        fmt = start.media_format
+        encoding = fmt.encoding or "PCMU"
+        codec = self._codec_of(encoding.upper(), _ENCODINGS, raw)
+        rate = self._rate_of(fmt.sample_rate, codec, raw)
         if codec == "L16":
             self.note(
                 "l16-format",
                 "L16 stream: encoding %r, sample_rate %r, channels %r (byte order: %s)",
                 encoding,
-                fmt.get("sample_rate"),
-                fmt.get("channels"),
+                fmt.sample_rate,
+                fmt.channels,
                 "detected from the caller audio" if self.l16_byte_order == "auto" else self.l16_byte_order,
             )
         self._adopt_output(codec, rate)
-        params = start.get("custom_parameters")
         return CallInfo(
             carrier=self.carrier,
-            stream_id=msg.get("stream_id"),
-            call_id=start.get("call_control_id"),
+            stream_id=start.stream_id,
+            call_id=start.call_control_id,
             codec=codec,
             sample_rate=rate,
-            custom_parameters=params if isinstance(params, dict) else {},
-            account_id=start.get("user_id"),
-            from_number=start.get("from"),
-            to_number=start.get("to"),
-            extra={
-                "call_session_id": start.get("call_session_id"),
-                "client_state": start.get("client_state"),
-            },
+            custom_parameters=dict(start.custom_parameters),
+            account_id=start.user_id,
+            from_number=start.from_number,
+            to_number=start.to_number,
+            extra={"call_session_id": start.call_session_id, "client_state": start.client_state},
         )
 
     def _rate_of(self, value: object, codec: str, raw: str) -> int:
@@ -252,7 +249,8 @@ class TelnyxFrameSerializer(MediaStreamSerializer):
             logger.info("telnyx: caller audio confirms l16_byte_order=%r " + detail, order, *args)
 
     def _on_error(self, msg: dict[str, Any], raw: str) -> None:
-        logger.warning("telnyx: stream error on %s: %s", self.stream_id, str(msg.get("payload", msg))[:300])
+        payload = TelnyxError.from_json(msg).payload
+        logger.warning("telnyx: stream error on %s: %s", self.stream_id, str(payload)[:300])
 
     # ---------------------------------------------------------------- REST and webhooks
 

@@ -38,6 +38,7 @@ from ._carrier import Carrier, HangUpRequest
 from ._media_stream import MediaStreamSerializer
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, twilio_body_hash_ok, validate_twilio
+from ._twilio_messages import TwilioStart
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -159,20 +160,24 @@ class TwilioFrameSerializer(MediaStreamSerializer):
     def _rest_carrier(self, **credentials: Any) -> TwilioCarrier:
         return TwilioCarrier(api_base=self._api_base, session=self.session, **credentials)
 
-    def _parse_start(self, msg: dict[str, Any], start: dict[str, Any], raw: str) -> CallInfo | None:
-        fmt = start.get("mediaFormat")
-        fmt = fmt if isinstance(fmt, dict) else {}
-        codec = self._codec_of(fmt.get("encoding", "audio/x-mulaw"), self.encodings, raw)
-        params = start.get("customParameters")
+    def _parse_start(self, msg: dict[str, Any], raw: str) -> CallInfo | None:
+        return self._call_from_start(TwilioStart.from_json(msg), raw)
+
+    def _call_from_start(self, start: TwilioStart, raw: str) -> CallInfo | None:
+        fmt = start.media_format
+        encoding = fmt.encoding or "audio/x-mulaw"
         return CallInfo(
             carrier=self.carrier,
-            stream_id=msg.get("streamSid") or start.get("streamSid"),
-            call_id=start.get("callSid"),
-            codec=codec,
-            sample_rate=int(fmt.get("sampleRate") or 8000),
-            custom_parameters=params if isinstance(params, dict) else {},
-            account_id=start.get("accountSid"),
-            extra={"tracks": start.get("tracks"), "encoding": fmt.get("encoding")},
+            stream_id=start.stream_sid,
+            call_id=start.call_sid,
+            codec=self._codec_of(encoding, self.encodings, raw),
+            sample_rate=fmt.sample_rate or 8000,
+            custom_parameters=dict(start.custom_parameters),
+            account_id=start.account_sid,
+            extra={
+                "tracks": list(start.tracks) if start.tracks is not None else None,
+                "encoding": fmt.encoding,
+            },
         )
 
 
