@@ -1,0 +1,235 @@
+"""Typed carrier control messages: documented payloads parse, malformed ones are refused
+with ProtocolError, and a serializer that meets one logs it and keeps the call going."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from flowcat.errors import ProtocolError
+from flowcat.frames import InputAudioRawFrame, InputDTMFFrame
+from flowcat.serializers import ExotelFrameSerializer, TelnyxFrameSerializer, TwilioFrameSerializer
+from flowcat.serializers._exotel_messages import ExotelStart
+from flowcat.serializers._telnyx_messages import TelnyxError, TelnyxStart
+from flowcat.serializers._twilio_messages import (
+    TwilioClear,
+    TwilioConnected,
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMarkOut,
+    TwilioMediaFormat,
+    TwilioStart,
+    TwilioStop,
+)
+
+# Example payloads of /work/shared/research/carrier-protocols.md (ids shortened).
+TW_START = (
+    '{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"accountSid":"AC1","streamSid":"MZ1",'
+    '"callSid":"CA1","tracks":["inbound"],"customParameters":{"tenant":"acme"},'
+    '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}'
+)
+TX_START = (
+    '{"event":"start","sequence_number":"1","stream_id":"32DE","start":{"user_id":"3E6F","call_control_id":'
+    '"v2:T02l","call_session_id":"ff55","from":"+13122010094","to":"+13122123456","tags":["TAG1"],'
+    '"client_state":"aGF2","custom_parameters":{"customer_id":"c_123"},'
+    '"media_format":{"encoding":"PCMU","sample_rate":8000,"channels":1}}}'
+)
+EX_START = (
+    '{"event":"start","sequence_number":"1","stream_sid":"MZ9","start":{"stream_sid":"MZ9","call_sid":"CA9",'
+    '"account_sid":"AC9","from":"+9198","to":"+9180","custom_parameters":{"key1":"value1"},'
+    '"media_format":{"encoding":"audio/x-raw","sample_rate":"8000","bit_rate":"16"}}}'
+)
+
+
+def test_twilio_documented_messages_parse() -> None:
+    assert TwilioConnected.from_json(
+        json.loads('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+    ) == TwilioConnected("Call", "1.0.0")
+    assert TwilioStart.from_json(json.loads(TW_START)) == TwilioStart(
+        stream_sid="MZ1",
+        call_sid="CA1",
+        account_sid="AC1",
+        tracks=("inbound",),
+        custom_parameters={"tenant": "acme"},
+        media_format=TwilioMediaFormat("audio/x-mulaw", 8000, 1),
+    )
+    dtmf = (
+        '{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}'
+    )
+    assert TwilioDtmf.from_json(json.loads(dtmf)) == TwilioDtmf("1", "inbound_track")
+    mark = '{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"utt-7"}}'
+    assert TwilioMark.from_json(json.loads(mark)) == TwilioMark("utt-7")
+    stop = (
+        '{"event":"stop","sequenceNumber":"5","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}'
+    )
+    assert TwilioStop.from_json(json.loads(stop)) == TwilioStop("AC1", "CA1")
+
+
+def test_twilio_outbound_round_trip() -> None:
+    out = TwilioMarkOut("utt-7", "MZ1").to_json()
+    assert out == '{"event":"mark","streamSid":"MZ1","mark":{"name":"utt-7"}}'
+    assert TwilioMark.from_json(json.loads(out)).name == "utt-7"
+    assert TwilioClear("MZ1").to_json() == '{"event":"clear","streamSid":"MZ1"}'
+    # Telnyx: no stream id on outbound messages.
+    assert TwilioMarkOut("a", None, None).to_json() == '{"event":"mark","mark":{"name":"a"}}'
+    assert TwilioClear(None, None).to_json() == '{"event":"clear"}'
+
+
+def test_start_message_is_frozen_and_slotted() -> None:
+    start = TwilioStart.from_json(json.loads(TW_START))
+    with pytest.raises(AttributeError):
+        start.call_sid = "x"  # type: ignore[misc]
+    assert not hasattr(start, "__dict__")
+
+
+def test_telnyx_and_exotel_documented_starts_parse() -> None:
+    tx = TelnyxStart.from_json(json.loads(TX_START))
+    assert (tx.stream_id, tx.call_control_id, tx.call_session_id, tx.user_id) == (
+        "32DE",
+        "v2:T02l",
+        "ff55",
+        "3E6F",
+    )
+    assert (tx.from_number, tx.to_number, tx.tags, tx.client_state) == (
+        "+13122010094",
+        "+13122123456",
+        ("TAG1",),
+        "aGF2",
+    )
+    assert tx.custom_parameters == {"customer_id": "c_123"}
+    assert (tx.media_format.encoding, tx.media_format.sample_rate, tx.media_format.channels) == (
+        "PCMU",
+        8000,
+        1,
+    )
+    assert TelnyxError.from_json({"event": "error", "payload": {"code": 1}}).payload == {"code": 1}
+    ex = ExotelStart.from_json(json.loads(EX_START))
+    assert (ex.stream_sid, ex.call_sid, ex.account_sid, ex.from_number, ex.to_number) == (
+        "MZ9",
+        "CA9",
+        "AC9",
+        "+9198",
+        "+9180",
+    )
+    assert ex.custom_parameters == {"key1": "value1"}
+    assert (ex.media_format.encoding, ex.media_format.sample_rate) == ("audio/x-raw", "8000")
+
+
+def _bad(base: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    msg = json.loads(base)
+    node = msg
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("cls", "msg", "reason"),
+    [
+        (TwilioStart, _bad(TW_START, ("start",), "nope"), "start without a start object"),
+        (TwilioStart, _bad(TW_START, ("start",), KeyError), "start without a start object"),
+        (TwilioStart, _bad(TW_START, ("start", "callSid"), 5), "callSid is not a string"),
+        (TwilioStart, _bad(TW_START, ("streamSid",), ["MZ"]), "streamSid is not a string"),
+        (TwilioStart, _bad(TW_START, ("start", "tracks"), "inbound"), "tracks is not a list of strings"),
+        (
+            TwilioStart,
+            _bad(TW_START, ("start", "customParameters"), "a=b"),
+            "customParameters is not an object",
+        ),
+        (TwilioStart, _bad(TW_START, ("start", "mediaFormat"), 8000), "mediaFormat is not an object"),
+        (
+            TwilioStart,
+            _bad(TW_START, ("start", "mediaFormat", "sampleRate"), "fast"),
+            "sampleRate is not an int",
+        ),
+        (TwilioStart, _bad(TW_START, ("start", "mediaFormat", "channels"), True), "channels is not an int"),
+        (TwilioStart, [1, 2], "start that is not a JSON object"),
+        (TwilioMark, {"event": "mark", "mark": {}}, "mark without a name"),
+        (TwilioMark, {"event": "mark", "mark": {"name": 7}}, "mark without a name"),
+        (TwilioDtmf, {"event": "dtmf"}, "dtmf without a valid digit"),
+        (TwilioDtmf, {"event": "dtmf", "dtmf": {"digit": 1}}, "dtmf without a valid digit"),
+        (TwilioStop, {"event": "stop", "stop": "x"}, "stop is not an object"),
+        (TwilioConnected, {"event": "connected", "version": 1}, "version is not a string"),
+        (TelnyxStart, _bad(TX_START, ("start", "call_control_id"), 1), "call_control_id is not a string"),
+        (TelnyxStart, _bad(TX_START, ("start", "media_format"), []), "media_format is not an object"),
+        (TelnyxStart, _bad(TX_START, ("start",), None), "start without a start object"),
+        (ExotelStart, _bad(EX_START, ("start", "call_sid"), {}), "call_sid is not a string"),
+        (
+            ExotelStart,
+            _bad(EX_START, ("start", "custom_parameters"), "k=v"),
+            "custom_parameters is not an object",
+        ),
+    ],
+)
+def test_malformed_messages_raise_protocol_error(cls: Any, msg: Any, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason) as info:
+        cls.from_json(msg)
+    assert info.value.raw is not None  # the offending message travels with the error
+
+
+def test_decimal_string_sample_rate_is_read() -> None:
+    msg = _bad(TW_START, ("start", "mediaFormat", "sampleRate"), "16000")
+    assert TwilioStart.from_json(msg).media_format.sample_rate == 16000
+
+
+async def test_twilio_malformed_start_is_reported_then_a_good_one_starts_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ser = TwilioFrameSerializer()
+    with caplog.at_level(logging.WARNING, logger="flowcat.serializers"):
+        assert await ser.handshake(json.dumps(_bad(TW_START, ("start", "callSid"), 5))) is None
+        assert (
+            await ser.handshake(json.dumps(_bad(TW_START, ("start", "mediaFormat", "sampleRate"), "x")))
+            is None
+        )
+    assert ser.bad_inputs == 2 and ser.call_info is None
+    assert "start whose callSid is not a string" in caplog.text
+    assert "mediaFormat whose sampleRate is not an integer" in caplog.text
+    info = await ser.handshake(TW_START)
+    assert info is not None and info.call_id == "CA1" and info.stream_id == "MZ1"
+    assert info.custom_parameters == {"tenant": "acme"} and info.extra["tracks"] == ["inbound"]
+
+
+async def test_malformed_control_messages_mid_call_are_survived(caplog: pytest.LogCaptureFixture) -> None:
+    ser = TwilioFrameSerializer()
+    assert await ser.handshake(TW_START) is not None
+    with caplog.at_level(logging.WARNING, logger="flowcat.serializers"):
+        assert await ser.deserialize('{"event":"mark","mark":{"name":7}}') is None
+        assert await ser.deserialize('{"event":"dtmf","dtmf":{"digit":1}}') is None
+        assert await ser.deserialize('{"event":"connected","version":1}') is None
+        assert await ser.deserialize(TW_START.replace('"tracks":["inbound"]', '"tracks":"x"')) is None
+    assert ser.bad_inputs == 4
+    assert "mark without a name" in caplog.text and "dtmf without a valid digit" in caplog.text
+    # The call goes on: same call, audio and DTMF still flow, the stream has not ended.
+    assert ser.call_info is not None and ser.call_info.call_id == "CA1" and not ser.remote_ended
+    audio = await ser.deserialize('{"event":"media","streamSid":"MZ1","media":{"payload":"/////w=="}}')
+    assert isinstance(audio, InputAudioRawFrame)
+    dtmf = await ser.deserialize('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}')
+    assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "#"
+
+
+async def test_stop_ends_the_stream_even_when_malformed() -> None:
+    ser = TwilioFrameSerializer()
+    assert await ser.handshake(TW_START) is not None
+    assert await ser.deserialize('{"event":"stop","stop":"gone"}') is None
+    assert ser.remote_ended and ser.bad_inputs == 1
+
+
+async def test_telnyx_and_exotel_malformed_start_survived() -> None:
+    tx = TelnyxFrameSerializer()
+    assert await tx.handshake(json.dumps(_bad(TX_START, ("start", "call_control_id"), 1))) is None
+    assert tx.bad_inputs == 1 and tx.call_info is None
+    info = await tx.handshake(TX_START)
+    assert info is not None and info.call_id == "v2:T02l" and info.extra["client_state"] == "aGF2"
+    ex = ExotelFrameSerializer()
+    assert await ex.handshake(json.dumps(_bad(EX_START, ("start", "from"), 919800))) is None
+    assert ex.bad_inputs == 1 and ex.call_info is None
+    info = await ex.handshake(EX_START)
+    assert info is not None and info.call_id == "CA9" and info.from_number == "+9198"
