@@ -11,8 +11,21 @@ import pytest
 
 from flowcat.errors import ProtocolError
 from flowcat.frames import InputAudioRawFrame, InputDTMFFrame
-from flowcat.serializers import ExotelFrameSerializer, TelnyxFrameSerializer, TwilioFrameSerializer
+from flowcat.serializers import (
+    ExotelFrameSerializer,
+    PlivoFrameSerializer,
+    TelnyxFrameSerializer,
+    TwilioFrameSerializer,
+    VobizFrameSerializer,
+)
 from flowcat.serializers._exotel_messages import ExotelStart
+from flowcat.serializers._plivo_messages import (
+    PlivoClearedAudio,
+    PlivoDtmf,
+    PlivoMediaFormat,
+    PlivoPlayedStream,
+    PlivoStart,
+)
 from flowcat.serializers._telnyx_messages import TelnyxError, TelnyxStart
 from flowcat.serializers._twilio_messages import (
     TwilioClear,
@@ -118,8 +131,8 @@ def test_telnyx_and_exotel_documented_starts_parse() -> None:
     assert (ex.media_format.encoding, ex.media_format.sample_rate) == ("audio/x-raw", "8000")
 
 
-def _bad(base: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    msg = json.loads(base)
+def _bad(base: str | dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    msg = json.loads(base if isinstance(base, str) else json.dumps(base))
     node = msg
     for key in path[:-1]:
         node = node[key]
@@ -233,3 +246,75 @@ async def test_telnyx_and_exotel_malformed_start_survived() -> None:
     assert ex.bad_inputs == 1 and ex.call_info is None
     info = await ex.handshake(EX_START)
     assert info is not None and info.call_id == "CA9" and info.from_number == "+9198"
+
+
+PL_START = (
+    '{"event":"start","sequenceNumber":1,"start":{"callId":"1234","streamId":"8765","accountId":"MA1",'
+    '"tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}},'
+    '"extra_headers":"userId=12345;sessionId=abc-xyz"}'
+)
+
+
+def test_plivo_documented_messages_parse() -> None:
+    start = PlivoStart.from_json(json.loads(PL_START))
+    assert start == PlivoStart(
+        stream_id="8765",
+        call_id="1234",
+        account_id="MA1",
+        tracks=("inbound",),
+        media_format=PlivoMediaFormat("audio/x-mulaw", 8000),
+        extra_headers={"userId": "12345", "sessionId": "abc-xyz"},
+    )
+    # Vobiz: numeric accountId, extra_headers "{}".
+    vobiz = _bad(_bad(PL_START, ("start", "accountId"), 42), ("extra_headers",), "{}")
+    assert PlivoStart.from_json(vobiz).account_id == "42" and PlivoStart.from_json(vobiz).extra_headers == {}
+    played = PlivoPlayedStream.from_json(
+        json.loads('{"event":"playedStream","streamId":"8765","name":"utt-7"}')
+    )
+    assert played == PlivoPlayedStream("utt-7", "playedStream", "8765")
+    cleared = '{"event":"clearedAudio","sequenceNumber":43,"streamId":"8765"}'
+    assert PlivoClearedAudio.from_json(json.loads(cleared)) == PlivoClearedAudio("8765")
+    assert PlivoDtmf.from_json({"event": "dtmf", "dtmf": {"digit": "5"}}) == PlivoDtmf("5", "dtmf.digit")
+    assert PlivoDtmf.from_json({"event": "dtmf", "digit": 7}) == PlivoDtmf("7", "top-level digit")
+    assert PlivoDtmf.from_json({"event": "dtmf", "dtmf": "#"}) == PlivoDtmf("#", "string dtmf")
+
+
+@pytest.mark.parametrize(
+    ("cls", "msg", "reason"),
+    [
+        (PlivoStart, _bad(PL_START, ("start",), []), "start without a start object"),
+        (PlivoStart, _bad(PL_START, ("start", "callId"), 1234), "callId is not a string"),
+        (PlivoStart, _bad(PL_START, ("start", "accountId"), {}), "accountId is not a string or number"),
+        (
+            PlivoStart,
+            _bad(PL_START, ("start", "mediaFormat", "sampleRate"), "x"),
+            "sampleRate is not an integer",
+        ),
+        (PlivoDtmf, {"event": "dtmf"}, "dtmf without a valid digit"),
+        (PlivoDtmf, {"event": "dtmf", "dtmf": {"digit": None}}, "dtmf without a valid digit"),
+        (PlivoPlayedStream, {"event": "playedStream"}, "checkpoint acknowledgement without a name"),
+        (PlivoClearedAudio, {"event": "clearedAudio", "streamId": 1}, "streamId is not a string"),
+    ],
+)
+def test_plivo_malformed_messages_raise_protocol_error(cls: Any, msg: Any, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        cls.from_json(msg)
+
+
+@pytest.mark.parametrize("make", [PlivoFrameSerializer, VobizFrameSerializer])
+async def test_plivo_malformed_start_and_checkpoint_are_survived(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ser = make()
+    with caplog.at_level(logging.WARNING, logger="flowcat.serializers"):
+        assert await ser.handshake(json.dumps(_bad(PL_START, ("start", "callId"), 1234))) is None
+        assert ser.call_info is None
+        info = await ser.handshake(PL_START)
+        assert info is not None and info.call_id == "1234" and info.custom_parameters["userId"] == "12345"
+        assert await ser.deserialize('{"event":"playedStream","name":5}') is None
+        assert await ser.deserialize('{"event":"dtmf","dtmf":{"digit":null}}') is None
+    assert ser.bad_inputs == 3 and not ser.remote_ended
+    assert "start whose callId is not a string" in caplog.text
+    assert "checkpoint acknowledgement without a name" in caplog.text
+    dtmf = await ser.deserialize('{"event":"dtmf","digit":"9"}')
+    assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "9"

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from ..frames import Frame
     from ._base import FrameSerializer
 
-__all__ = ["decode_media_payload", "dispatch_event", "parse_json_object", "start_object"]
+__all__ = ["decode_media_payload", "dispatch_event", "parse_json_object"]
 
 
 def parse_json_object(
@@ -63,11 +63,3 @@ def dispatch_event(
     result: Frame | None = getattr(ser, handler)(msg, data)
     return result
 
-
-def start_object(ser: FrameSerializer, msg: dict[str, Any], raw: str) -> dict[str, Any] | None:
-    """The ``start`` object of a start event, or None (reported)."""
-    start = msg.get("start")
-    if not isinstance(start, dict):
-        ser.bad_input("start without a start object", raw)
-        return None
-    return start

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape, quoteattr
 
+from ..errors import ProtocolError
 from ..frames import CancelFrame, EndFrame, Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._carrier import Carrier, HangUpRequest
-from ._json import decode_media_payload, dispatch_event, parse_json_object, start_object
+from ._json import decode_media_payload, dispatch_event, parse_json_object
 from ._media_stream import PrefixedJsonMedia
+from ._plivo_messages import PlivoDtmf, PlivoPlayedStream, PlivoStart
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, validate_plivo_v3
 
@@ -111,67 +113,51 @@ class PlivoFrameSerializer(PrefixedJsonMedia, FrameSerializer):
         return dispatch_event(self, self.events, event, msg, data)
 
     def _on_start(self, msg: dict[str, Any], raw: str) -> None:
-        start = start_object(self, msg, raw)
-        if start is None:
+        try:
+            start = PlivoStart.from_json(msg)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
             return
-        fmt = start.get("mediaFormat")
-        fmt = fmt if isinstance(fmt, dict) else {}
-        encoding = fmt.get("encoding")
-        codec = _ENCODINGS.get(str(encoding)) if encoding is not None else self._codec
+        encoding = start.media_format.encoding
+        codec = _ENCODINGS.get(encoding) if encoding is not None else self._codec
         if codec is None:
             self.bad_input(f"unsupported encoding {encoding!r} (keeping {self._codec})", raw)
             codec = self._codec
-        rate = int(fmt.get("sampleRate") or self._rate)
+        rate = start.media_format.sample_rate or self._rate
         self.set_output_format(codec, rate)
         self.set_call(
             CallInfo(
                 carrier=self.carrier,
-                stream_id=start.get("streamId") or msg.get("streamId"),
-                call_id=start.get("callId"),
+                stream_id=start.stream_id,
+                call_id=start.call_id,
                 codec=codec,
                 sample_rate=rate,
-                custom_parameters=self._extra_headers(msg.get("extra_headers")),
-                account_id=str(start.get("accountId")) if start.get("accountId") is not None else None,
-                extra={"tracks": start.get("tracks")},
+                custom_parameters=start.extra_headers,
+                account_id=start.account_id,
+                extra={"tracks": list(start.tracks) if start.tracks is not None else None},
             )
         )
 
-    @staticmethod
-    def _extra_headers(value: object) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return value
-        if isinstance(value, str) and value and value != "{}":
-            try:
-                parsed = json.loads(value)
-                if isinstance(parsed, dict):
-                    return parsed
-            except ValueError:
-                pass
-            return dict(p.split("=", 1) for p in value.replace(",", ";").split(";") if "=" in p)
-        return {}
-
     def _on_dtmf(self, msg: dict[str, Any], raw: str) -> Frame | None:
-        dtmf = msg.get("dtmf")
-        if isinstance(dtmf, dict) and "digit" in dtmf:
-            self.note("dtmf-shape", "dtmf arrived as dtmf.digit")
-            digit = dtmf.get("digit")
+        try:
+            dtmf = PlivoDtmf.from_json(msg)
+        except ProtocolError:
+            frame = None
         else:
-            self.note(
-                "dtmf-shape", "dtmf arrived as %s", "top-level digit" if "digit" in msg else "string dtmf"
-            )
-            digit = msg.get("digit", dtmf)
-        frame = dtmf_frame(digit)
+            self.note("dtmf-shape", "dtmf arrived as %s", dtmf.shape)
+            frame = dtmf_frame(dtmf.digit)
         if frame is None:
             self.bad_input("dtmf without a valid digit", raw)
         return frame
 
     def _on_played(self, msg: dict[str, Any], raw: str) -> None:
         self.note("played-event", "checkpoint acknowledgements arrive as %r", msg.get("event"))
-        name = msg.get("name")
-        if not isinstance(name, str):
-            self.bad_input("checkpoint acknowledgement without a name", raw)
+        try:
+            played = PlivoPlayedStream.from_json(msg)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
             return
-        self.marks.echoed(name)
+        self.marks.echoed(played.name)
 
     def _on_cleared(self, msg: dict[str, Any], raw: str) -> None:
         logger.debug("%s: audio cleared on %s", self.carrier, self.stream_id)
