@@ -17,6 +17,7 @@ from flowcat.serializers import (
     TelnyxFrameSerializer,
     TwilioFrameSerializer,
     VobizFrameSerializer,
+    VonageFrameSerializer,
 )
 from flowcat.serializers._exotel_messages import ExotelStart
 from flowcat.serializers._plivo_messages import (
@@ -37,6 +38,7 @@ from flowcat.serializers._twilio_messages import (
     TwilioStart,
     TwilioStop,
 )
+from flowcat.serializers._vonage_messages import VonageConnected, VonageDtmf, VonageNotify, VonageNotifyOut
 
 # Example payloads of /work/shared/research/carrier-protocols.md (ids shortened).
 TW_START = (
@@ -318,3 +320,64 @@ async def test_plivo_malformed_start_and_checkpoint_are_survived(
     assert "checkpoint acknowledgement without a name" in caplog.text
     dtmf = await ser.deserialize('{"event":"dtmf","digit":"9"}')
     assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "9"
+
+
+VG_CONNECTED = '{"event":"websocket:connected","content-type":"audio/l16;rate=16000","call_ref":"8f3c"}'
+
+
+def test_vonage_documented_messages_parse_and_round_trip() -> None:
+    hello = VonageConnected.from_json(json.loads(VG_CONNECTED))
+    assert hello == VonageConnected("audio/l16;rate=16000", {"call_ref": "8f3c"}, None)
+    with_uuid = VonageConnected.from_json({"event": "websocket:connected", "uuid": "u-1"})
+    assert with_uuid.call_uuid == "u-1" and with_uuid.content_type is None
+    dtmf = VonageDtmf.from_json(json.loads('{"event":"websocket:dtmf","digit":"5","duration":260}'))
+    assert dtmf == VonageDtmf("5", 260)
+    out = VonageNotifyOut("utt-7").to_json()
+    assert out == '{"action":"notify","payload":{"name":"utt-7"}}'
+    echoed = {"event": "websocket:notify", "payload": json.loads(out)["payload"]}
+    assert VonageNotify.from_json(echoed) == VonageNotify("utt-7", {"name": "utt-7"})
+
+
+@pytest.mark.parametrize(
+    ("cls", "msg", "reason"),
+    [
+        (
+            VonageConnected,
+            {"event": "websocket:connected", "content-type": 16000},
+            "content-type is not a string",
+        ),
+        (VonageConnected, {"event": "websocket:connected", "call_uuid": ["x"]}, "call_uuid is not a string"),
+        (VonageDtmf, {"event": "websocket:dtmf"}, "dtmf without a valid digit"),
+        (
+            VonageDtmf,
+            {"event": "websocket:dtmf", "digit": "5", "duration": "long"},
+            "duration is not an integer",
+        ),
+        (VonageNotify, {"event": "websocket:notify", "payload": "utt-7"}, "payload is not an object"),
+        (VonageNotify, {"event": "websocket:notify", "payload": {}}, "notify without payload.name"),
+    ],
+)
+def test_vonage_malformed_messages_raise_protocol_error(cls: Any, msg: Any, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        cls.from_json(msg)
+
+
+async def test_vonage_malformed_messages_are_survived(caplog: pytest.LogCaptureFixture) -> None:
+    ser = VonageFrameSerializer()
+    with caplog.at_level(logging.WARNING, logger="flowcat.serializers"):
+        bad_hello = (
+            '{"event":"websocket:connected","content-type":"audio/l16;rate=16000","call_uuid":{"x":1}}'
+        )
+        assert await ser.handshake(bad_hello) is None
+        assert ser.call_info is None
+        info = await ser.handshake(VG_CONNECTED.replace('"call_ref"', '"call_uuid":"vg-1","call_ref"'))
+        assert info is not None and info.call_id == "vg-1" and info.sample_rate == 16000
+        assert info.custom_parameters == {"call_uuid": "vg-1", "call_ref": "8f3c"}
+        assert await ser.deserialize('{"event":"websocket:notify","payload":"x"}') is None
+        assert await ser.deserialize('{"event":"websocket:dtmf","digit":"5","duration":"long"}') is None
+    assert ser.bad_inputs == 3
+    assert "websocket:connected whose call_uuid is not a string" in caplog.text
+    assert "websocket:notify whose payload is not an object" in caplog.text
+    dtmf = await ser.deserialize('{"event":"websocket:dtmf","digit":"5","duration":260}')
+    assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "5"
+    assert isinstance(await ser.deserialize(b"\x00\x01" * 320), InputAudioRawFrame)

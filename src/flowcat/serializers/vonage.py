@@ -48,7 +48,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, MissingExtraError
+from ..errors import ConfigError, MissingExtraError, ProtocolError
 from ..frames import Frame
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._carrier import Carrier, HangUpRequest
@@ -57,6 +57,7 @@ from ._json import parse_json_object
 from ._rest import env
 from ._signatures import check_vonage_webhook, vonage_payload_hashes
 from ._vonage_auth import SIGNED_EVENTS, bearer_token, check_upgrade, signed_event_kind
+from ._vonage_messages import VonageConnected, VonageDtmf, VonageNotify, VonageNotifyOut
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -66,7 +67,6 @@ __all__ = ["SIGNED_EVENTS", "VonageCarrier", "VonageFrameSerializer"]
 logger = logging.getLogger("flowcat.serializers")
 
 _CLEAR = '{"action":"clear"}'
-_RESERVED = frozenset(("event", "content-type"))
 
 _noted: set[str] = set()  # one-time notes: unconfigured secret, unsigned kinds let through
 
@@ -151,30 +151,29 @@ class VonageFrameSerializer(FrameSerializer):
         if msg is None:
             return None
         event = msg.get("event")
-        if event == "websocket:connected":
-            self._on_connected(msg, data)
-        elif event == "websocket:dtmf":
-            dtmf = msg.get("dtmf")
-            digit = dtmf.get("digit") if isinstance(dtmf, dict) else msg.get("digit")
-            frame = dtmf_frame(digit)
-            if frame is None:
-                self.bad_input("dtmf without a valid digit", data)
-            return frame
-        elif event == "websocket:notify":
-            payload = msg.get("payload")
-            name = payload.get("name") if isinstance(payload, dict) else None
-            if isinstance(name, str):
-                self.marks.echoed(name)
+        try:
+            if event == "websocket:connected":
+                self._on_connected(VonageConnected.from_json(msg), data)
+            elif event == "websocket:dtmf":
+                return self._on_dtmf(VonageDtmf.from_json(msg), data)
+            elif event == "websocket:notify":
+                self.marks.echoed(VonageNotify.from_json(msg).name)
+            elif event == "websocket:cleared":
+                logger.debug("vonage: playback cleared")
             else:
-                self.bad_input("notify without payload.name", data)
-        elif event == "websocket:cleared":
-            logger.debug("vonage: playback cleared")
-        else:
-            self.bad_input(f"unknown event {event!r}", data)
+                self.bad_input(f"unknown event {event!r}", data)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), data)
         return None
 
-    def _on_connected(self, msg: dict[str, Any], raw: str) -> None:
-        ctype = str(msg.get("content-type", ""))
+    def _on_dtmf(self, dtmf: VonageDtmf, raw: str | bytes) -> Frame | None:
+        frame = dtmf_frame(dtmf.digit)
+        if frame is None:
+            self.bad_input("dtmf without a valid digit", raw)
+        return frame
+
+    def _on_connected(self, hello: VonageConnected, raw: str | bytes) -> None:
+        ctype = hello.content_type or ""
         encoding, _, rate_s = ctype.partition(";rate=")
         rate = self._rate
         if encoding.strip().lower() != "audio/l16" or not rate_s.isdigit():
@@ -184,16 +183,14 @@ class VonageFrameSerializer(FrameSerializer):
         else:
             rate = int(rate_s)
         self._set_rate(rate)
-        params = {k: v for k, v in msg.items() if k not in _RESERVED}
-        call_id = params.get("call_uuid") or params.get("uuid")
         self.set_call(
             CallInfo(
                 carrier=self.carrier,
-                stream_id=str(call_id) if call_id else None,
-                call_id=str(call_id) if call_id else None,
+                stream_id=hello.call_uuid,
+                call_id=hello.call_uuid,
                 codec="L16",
                 sample_rate=rate,
-                custom_parameters=params,
+                custom_parameters=dict(hello.headers),
             )
         )
 
@@ -204,7 +201,7 @@ class VonageFrameSerializer(FrameSerializer):
         return _CLEAR
 
     def _mark_message(self, name: str) -> WireOut:
-        return f'{{"action":"notify","payload":{{"name":{json.dumps(name)}}}}}'
+        return VonageNotifyOut(name).to_json()
 
 
 class VonageCarrier(Carrier):
