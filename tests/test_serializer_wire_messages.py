@@ -13,6 +13,7 @@ from flowcat.errors import ProtocolError
 from flowcat.frames import InputAudioRawFrame, InputDTMFFrame
 from flowcat.serializers import (
     ExotelFrameSerializer,
+    GenesysFrameSerializer,
     PlivoFrameSerializer,
     TelnyxFrameSerializer,
     TwilioFrameSerializer,
@@ -20,6 +21,14 @@ from flowcat.serializers import (
     VonageFrameSerializer,
 )
 from flowcat.serializers._exotel_messages import ExotelStart
+from flowcat.serializers._genesys_messages import (
+    GenesysClose,
+    GenesysDtmf,
+    GenesysError,
+    GenesysMedia,
+    GenesysOpen,
+    GenesysParticipant,
+)
 from flowcat.serializers._plivo_messages import (
     PlivoClearedAudio,
     PlivoDtmf,
@@ -381,3 +390,84 @@ async def test_vonage_malformed_messages_are_survived(caplog: pytest.LogCaptureF
     dtmf = await ser.deserialize('{"event":"websocket:dtmf","digit":"5","duration":260}')
     assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "5"
     assert isinstance(await ser.deserialize(b"\x00\x01" * 320), InputAudioRawFrame)
+
+
+GN_OPEN = (
+    '{"version":"2","type":"open","seq":1,"serverseq":0,"id":"30b0e395","position":"PT0S","parameters":'
+    '{"organizationId":"d793","conversationId":"090e","participant":{"id":"883e","ani":"+13175550000",'
+    '"aniName":"John Doe","dnis":"+18005550000"},"media":[{"type":"audio","format":"PCMU",'
+    '"channels":["external"],"rate":8000}],"language":"en-US","inputVariables":{"tenant":"acme"}}}'
+)
+
+
+def test_genesys_documented_messages_parse() -> None:
+    open_ = GenesysOpen.from_json(json.loads(GN_OPEN))
+    assert open_ == GenesysOpen(
+        session_id="30b0e395",
+        conversation_id="090e",
+        organization_id="d793",
+        participant=GenesysParticipant("883e", "+13175550000", "John Doe", "+18005550000"),
+        media=(GenesysMedia("PCMU", "audio", ("external",), 8000),),
+        language="en-US",
+        input_variables={"tenant": "acme"},
+    )
+    assert open_.media[0].to_json() == {
+        "type": "audio",
+        "format": "PCMU",
+        "channels": ["external"],
+        "rate": 8000,
+    }
+    assert open_.participant.to_json() == json.loads(GN_OPEN)["parameters"]["participant"]
+    dtmf = '{"version":"2","type":"dtmf","seq":7,"serverseq":3,"id":"30b0e395","position":"PT4.2S","parameters":{"digit":"5"}}'
+    assert GenesysDtmf.from_json(json.loads(dtmf)) == GenesysDtmf("5")
+    error = {"type": "error", "parameters": {"code": 429, "message": "slow down", "retryAfter": "PT2S"}}
+    assert GenesysError.from_json(error) == GenesysError(429, "slow down", "PT2S")
+    assert GenesysClose.from_json({"type": "close", "parameters": {"reason": "end"}}) == GenesysClose("end")
+    # Malformed offers are left out; the well-formed one stays.
+    offers = _bad(GN_OPEN, ("parameters", "media"), ["x", {"rate": 8000}, {"format": "L16", "rate": "fast"}])
+    assert GenesysOpen.from_json(offers).media == ()
+
+
+@pytest.mark.parametrize(
+    ("cls", "msg", "reason"),
+    [
+        (GenesysOpen, _bad(GN_OPEN, ("parameters", "participant"), "John"), "participant is not an object"),
+        (GenesysOpen, _bad(GN_OPEN, ("parameters", "organizationId"), 7), "organizationId is not a string"),
+        (GenesysOpen, _bad(GN_OPEN, ("parameters", "media"), {"format": "PCMU"}), "media is not a list"),
+        (GenesysOpen, _bad(GN_OPEN, ("parameters",), "x"), "parameters is not an object"),
+        (GenesysOpen, _bad(GN_OPEN, ("id",), 30), "id is not a string"),
+        (GenesysDtmf, {"type": "dtmf", "parameters": {}}, "dtmf without a valid digit"),
+        (GenesysClose, {"type": "close", "parameters": {"reason": 1}}, "reason is not a string"),
+    ],
+)
+def test_genesys_malformed_messages_raise_protocol_error(cls: Any, msg: Any, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        cls.from_json(msg)
+
+
+async def test_genesys_malformed_open_is_reported_and_a_good_one_opens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(json.loads(message))
+
+    ser = GenesysFrameSerializer()
+    ser.sender = send
+    with caplog.at_level(logging.WARNING, logger="flowcat.serializers"):
+        bad = json.dumps(_bad(GN_OPEN, ("parameters", "organizationId"), 7))
+        assert await ser.handshake(bad) is None
+        assert ser.call_info is None and sent == []  # no "opened" for a malformed open
+        info = await ser.handshake(GN_OPEN)
+        assert info is not None and info.call_id == "090e" and info.from_number == "+13175550000"
+        assert info.custom_parameters == {"tenant": "acme"} and info.extra["language"] == "en-US"
+        assert [m["type"] for m in sent] == ["opened"]
+        assert sent[0]["parameters"]["media"] == [
+            {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+        ]
+        assert await ser.deserialize('{"version":"2","type":"dtmf","seq":2,"parameters":{"digit":5}}') is None
+    assert ser.bad_inputs == 2 and not ser.remote_ended
+    assert "open whose organizationId is not a string" in caplog.text
+    frame = await ser.deserialize('{"version":"2","type":"dtmf","seq":3,"parameters":{"digit":"5"}}')
+    assert isinstance(frame, InputDTMFFrame) and frame.button.value == "5"

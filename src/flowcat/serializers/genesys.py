@@ -48,12 +48,15 @@ import base64
 import binascii
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
+from ..errors import ProtocolError
 from ..frames import CancelFrame, EndFrame, Frame
 from ._audiohook_auth import check_audiohook_upgrade, public_target_authority, upgrade_authorities
 from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._carrier import Carrier
+from ._genesys_messages import GenesysClose, GenesysDtmf, GenesysError, GenesysMedia, GenesysOpen
 from ._http_signatures import field_value
 from ._rest import env
 
@@ -145,19 +148,26 @@ class GenesysFrameSerializer(FrameSerializer):
         position = msg.get("position")
         if isinstance(position, str):
             self.position = position
-        params = msg.get("parameters")
-        params = params if isinstance(params, dict) else {}
         type_ = msg["type"]
+        try:
+            return await self._on_control(type_, msg, data)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), data)
+            return None
+
+    async def _on_control(self, type_: str, msg: dict[str, Any], data: str) -> Frame | None:
+        """Handle one control message (a malformed one raises :class:`ProtocolError`)."""
         if type_ == "open":
-            await self._on_open(msg, params, data)
+            await self._on_open(GenesysOpen.from_json(msg), data)
         elif type_ == "ping":
             await self.reply(self.message("pong", {}))
         elif type_ == "close":
             self.remote_ended = True
             self._closing = True
             await self.reply(self.message("closed", {}))
+            logger.debug("genesys: close on %s: %s", self.stream_id, GenesysClose.from_json(msg).reason)
         elif type_ == "dtmf":
-            frame = dtmf_frame(params.get("digit"))
+            frame = dtmf_frame(GenesysDtmf.from_json(msg).digit)
             if frame is None:
                 self.bad_input("dtmf without a valid digit", data)
             return frame
@@ -176,83 +186,70 @@ class GenesysFrameSerializer(FrameSerializer):
                 self.paused = False
                 logger.debug("genesys: stream %s resumed", self.stream_id)
         elif type_ == "update":
+            params = msg.get("parameters")
+            params = params if isinstance(params, dict) else {}
             if self.call_info is not None:
                 self.call_info.extra.setdefault("updates", []).append(params)
             logger.info("genesys: update on %s: %s", self.stream_id, str(params)[:200])
         elif type_ == "error":
-            logger.warning(
-                "genesys: error %s on %s: %s",
-                params.get("code"),
-                self.stream_id,
-                str(params.get("message"))[:200],
-            )
+            error = GenesysError.from_json(msg)
+            logger.warning("genesys: error %s on %s: %s", error.code, self.stream_id, str(error.message)[:200])
         elif type_ not in ("discarded", "playback_started"):
             self.bad_input(f"unknown message type {type_!r}", data)
         return None
 
-    def _organization_refused(self, msg: dict[str, Any], params: dict[str, Any]) -> bool:
+    def _organization_refused(self, open_: GenesysOpen) -> bool:
         """Whether ``open``'s ``organizationId`` contradicts the upgrade's header (logged)."""
         header = self.upgrade_organization_id
-        claimed = params.get("organizationId")
-        if not header or claimed is None or str(claimed).strip().lower() == header.strip().lower():
+        claimed = open_.organization_id
+        if not header or claimed is None or claimed.strip().lower() == header.strip().lower():
             return False
         logger.warning(
             "genesys: session %s refused: open organizationId %s differs from the upgrade's "
             "Audiohook-Organization-Id %s (conversation %s)",
-            str(msg.get("id"))[:64],
-            str(claimed)[:64],
+            str(open_.session_id)[:64],
+            claimed[:64],
             header[:64],
-            str(params.get("conversationId"))[:64],
+            str(open_.conversation_id)[:64],
         )
         return True
 
-    async def _on_open(self, msg: dict[str, Any], params: dict[str, Any], raw: str) -> None:
+    async def _on_open(self, open_: GenesysOpen, raw: str) -> None:
         if self._opened or self._disconnected:
             self.bad_input("open on a session already opened or refused", raw)
             return
-        if self._organization_refused(msg, params):
-            self.stream_id = str(msg.get("id")) if msg.get("id") else self.stream_id
+        if self._organization_refused(open_):
+            self.stream_id = open_.session_id or self.stream_id
             self._disconnected = True
             info = "organizationId does not match the Audiohook-Organization-Id header"
             await self.reply(self.message("disconnect", {"reason": "unauthorized", "info": info}))
             return
-        offered = params.get("media")
-        choice: dict[str, Any] | None = None
-        if isinstance(offered, list):
-            formats = [m for m in offered if isinstance(m, dict) and m.get("type", "audio") == "audio"]
-            for want in ("PCMU", "L16"):
-                choice = next(
-                    (m for m in formats if m.get("format") == want and m.get("rate", 8000) == 8000), None
-                )
-                if choice is not None:
-                    break
-        if choice is None:
+        audio = [m for m in open_.media if m.type == "audio" and m.rate == 8000]
+        offer = next((m for want in ("PCMU", "L16") for m in audio if m.format == want), None)
+        if offer is None:
             self.bad_input("open without a PCMU/L16 8 kHz offer (answering PCMU)", raw)
-            choice = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+            offer = GenesysMedia("PCMU", channels=("external",))
         else:
-            channels = choice.get("channels") or ["external"]
-            choice = {**choice, "channels": ["external"] if "external" in channels else channels[:1]}
-        codec = str(choice["format"])
-        participant = params.get("participant")
-        participant = participant if isinstance(participant, dict) else {}
-        inputs = params.get("inputVariables")
-        self.set_output_format(codec, 8000)
+            channels = offer.channels or ("external",)
+            offer = replace(offer, channels=("external",) if "external" in channels else channels[:1])
+        participant = open_.participant
+        self.set_output_format(offer.format, 8000)
         self.set_call(
             CallInfo(
                 carrier=self.carrier,
-                stream_id=str(msg.get("id")) if msg.get("id") else None,
-                call_id=params.get("conversationId"),
-                codec=codec,
+                stream_id=open_.session_id or None,
+                call_id=open_.conversation_id,
+                codec=offer.format,
                 sample_rate=8000,
-                custom_parameters=inputs if isinstance(inputs, dict) else {},
-                account_id=params.get("organizationId") or self.upgrade_organization_id,
-                from_number=participant.get("ani"),
-                to_number=participant.get("dnis"),
-                extra={"language": params.get("language"), "participant": participant},
+                custom_parameters=dict(open_.input_variables),
+                account_id=open_.organization_id or self.upgrade_organization_id,
+                from_number=participant.ani,
+                to_number=participant.dnis,
+                extra={"language": open_.language, "participant": participant.to_json()},
             )
         )
         self._opened = True
-        await self.reply(self.message("opened", {"startPaused": False, "media": [choice]}))
+        await self.reply(self.message("opened", {"startPaused": False, "media": [offer.to_json()]}))
 
     # ---------------------------------------------------------------- outbound
 
