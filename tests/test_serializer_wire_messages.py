@@ -471,3 +471,12 @@ async def test_genesys_malformed_open_is_reported_and_a_good_one_opens(
     assert "open whose organizationId is not a string" in caplog.text
     frame = await ser.deserialize('{"version":"2","type":"dtmf","seq":3,"parameters":{"digit":"5"}}')
     assert isinstance(frame, InputDTMFFrame) and frame.button.value == "5"
+
+
+async def test_plivo_cleared_audio_with_a_bad_stream_id_is_reported() -> None:
+    ser = PlivoFrameSerializer()
+    assert await ser.handshake(PL_START) is not None
+    assert await ser.deserialize('{"event":"clearedAudio","sequenceNumber":43,"streamId":"8765"}') is None
+    assert ser.bad_inputs == 0
+    assert await ser.deserialize('{"event":"clearedAudio","streamId":8765}') is None
+    assert ser.bad_inputs == 1 and not ser.remote_ended

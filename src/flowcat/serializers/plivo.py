@@ -32,7 +32,7 @@ from ._base import CallInfo, FrameSerializer, WireOut, dtmf_frame
 from ._carrier import Carrier, HangUpRequest
 from ._json import decode_media_payload, dispatch_event, parse_json_object
 from ._media_stream import PrefixedJsonMedia
-from ._plivo_messages import PlivoDtmf, PlivoPlayedStream, PlivoStart
+from ._plivo_messages import PlivoClearedAudio, PlivoDtmf, PlivoPlayedStream, PlivoStart
 from ._rest import basic_auth, env
 from ._signatures import note_unchecked, validate_plivo_v3
 
@@ -160,7 +160,12 @@ class PlivoFrameSerializer(PrefixedJsonMedia, FrameSerializer):
         self.marks.echoed(played.name)
 
     def _on_cleared(self, msg: dict[str, Any], raw: str) -> None:
-        logger.debug("%s: audio cleared on %s", self.carrier, self.stream_id)
+        try:
+            cleared = PlivoClearedAudio.from_json(msg)
+        except ProtocolError as exc:
+            self.bad_input(str(exc), raw)
+            return
+        logger.debug("%s: audio cleared on %s", self.carrier, cleared.stream_id or self.stream_id)
 
     def _on_stop(self, msg: dict[str, Any], raw: str) -> None:
         self.remote_ended = True
