@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +131,7 @@ class LLMService(AIService, FunctionCalling):
         self.retry = retry if retry is not None else Backoff()
         self._gen_task: asyncio.Task[None] | None = None
         self._speculation = 0  # generation id of the unconfirmed speculative context answered (0: none)
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._register_event_handler("on_completion_timeout")
 
     # ---------------------------------------------------------- provider seam
@@ -306,3 +307,17 @@ class LLMService(AIService, FunctionCalling):
         task = self._seq_task
         if task is not None and not task.done():
             task.cancel()
+        for callback in list(self._cleanups):
+            try:
+                await callback()
+            except Exception as exc:
+                logger.warning("%s: a cleanup callback failed: %r", self.name, exc)
+
+    def add_cleanup(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` when the service is cleaned up (the end of its pipeline).
+
+        For resources its tools hold (an MCP session); a callback already added is not
+        added again.
+        """
+        if callback not in self._cleanups:
+            self._cleanups.append(callback)
