@@ -52,9 +52,9 @@ def stdio_params() -> Any:
 
 
 @asynccontextmanager
-async def http_server() -> AsyncIterator[str]:
-    """The fixture server on streamable HTTP; yields its URL."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(SERVER), "http",
+async def http_server(port: int = 0) -> AsyncIterator[str]:
+    """The fixture server on streamable HTTP (on ``port``, else any); yields its URL."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(SERVER), "http", str(port),
                                                 stdout=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None
@@ -295,7 +295,7 @@ async def test_an_unreachable_server_fails_bounded() -> None:
     # A call reports an error result instead of raising.
     client._wanted = True
     text = await client.call_tool("add", {"a": 1, "b": 2})
-    assert text.startswith("The tool `add` failed: the MCP server is unreachable")
+    assert text == "The tool `add` failed: the MCP server is unreachable"
     await client.close()
     await no_tasks_left()
 
@@ -336,6 +336,30 @@ async def test_streamable_http_tools_results_cancel_and_one_session() -> None:
             assert s1["session"] == s2["session"] != "stdio" and client.connects == 1
         assert not client.connected
         await no_tasks_left()
+
+
+async def test_streamable_http_server_restart_error_then_reconnect() -> None:
+    async with http_server() as url:
+        client = MCPClient(url, connect_timeout_secs=2.0, retry=Backoff(initial=0.05, max_attempts=3))
+        await client.start()
+        first = await stats(client)
+        slow = asyncio.ensure_future(client.call_tool("slow", {"seconds": 60}))
+
+        async def slow_started() -> bool:
+            return (await stats(client))["slow_started"] == 1
+
+        await until(slow_started, "the slow tool to start")
+    # The server is gone: the call in flight and the next one end with error results.
+    assert await asyncio.wait_for(slow, BOUND) == "The tool `slow` failed: the connection to the MCP server was lost"
+    assert await client.call_tool("add", {"a": 1, "b": 1}) == "The tool `add` failed: the MCP server is unreachable"
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    async with http_server(port):
+        # Back on the same address: the next call opens a new session.
+        second = await stats(client)
+        assert second["session"] != first["session"] and second["pid"] != first["pid"]
+        assert client.connects == 2
+        await client.close()
+    await no_tasks_left()
 
 
 async def test_a_url_is_taken_as_streamable_http() -> None:

@@ -323,7 +323,7 @@ class MCPClient:
             session = await self._session()
         except ServiceError as exc:
             logger.warning("%s: %s not called: %s", self.name, name, exc)
-            return call_error_text(name, f"the MCP server is unreachable ({exc})")
+            return call_error_text(name, "the MCP server is unreachable")
         try:
             result = await session.call_tool(name, args)
         except Exception as exc:
