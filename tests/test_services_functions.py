@@ -425,3 +425,24 @@ async def test_events_for_started_and_cancelled_calls() -> None:
     llm.register_function("f", f)
     await run_test(llm, frames_to_send=[ctx(), SleepFrame(0.05)])
     assert started == [["f"]]
+
+
+async def test_cleanup_callbacks_run_once_each_at_the_end_and_a_failing_one_does_not_stop_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm = ToolLLM([[]])
+    ran: list[str] = []
+
+    async def bad() -> None:
+        ran.append("bad")
+        raise RuntimeError("cleanup failed")
+
+    async def good() -> None:
+        ran.append("good")
+
+    llm.add_cleanup(bad)
+    llm.add_cleanup(good)
+    llm.add_cleanup(good)  # added once
+    await run_test(llm, frames_to_send=[])
+    assert ran == ["bad", "good"]
+    assert any("cleanup callback failed" in r.getMessage() for r in caplog.records)

@@ -377,6 +377,21 @@ def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert info.value.extra == "mcp" and "flowcat[mcp]" in str(info.value)
 
 
+def test_results_of_other_shapes() -> None:
+    from types import SimpleNamespace as NS
+
+    from flowcat.services.mcp._convert import EMPTY_RESULT, tool_result
+
+    structured = NS(content=[], structured_content={"temp": 21}, is_error=False)
+    assert tool_result(structured) == {"temp": 21}
+    image = NS(content=[NS(type="image", mime_type="image/png")], structured_content=None)
+    assert tool_result(image) == "The tool returned non-text content: image (image/png)."
+    texts = NS(content=[NS(type="text", text="a"), NS(type="resource", resource=NS(text="b"))],
+               structured_content={"x": 1})
+    assert tool_result(texts) == "a\nb"
+    assert tool_result(NS(content=[], structured_content=None)) == EMPTY_RESULT
+
+
 def test_bad_server_params_are_refused() -> None:
     with pytest.raises(TypeError):
         MCPClient(42)
