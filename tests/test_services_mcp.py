@@ -293,7 +293,6 @@ async def test_an_unreachable_server_fails_bounded() -> None:
         await client.start()
     assert not client.connected
     # A call reports an error result instead of raising.
-    client._wanted = True
     text = await client.call_tool("add", {"a": 1, "b": 2})
     assert text == "The tool `add` failed: the MCP server is unreachable"
     await client.close()
@@ -390,6 +389,10 @@ def test_results_of_other_shapes() -> None:
                structured_content={"x": 1})
     assert tool_result(texts) == "a\nb"
     assert tool_result(NS(content=[], structured_content=None)) == EMPTY_RESULT
+
+
+def test_the_name_leaves_out_the_query_of_the_url() -> None:
+    assert MCPClient("https://example.test/mcp?key=SECRET123").name == "mcp:https://example.test/mcp"
 
 
 def test_bad_server_params_are_refused() -> None:

@@ -128,8 +128,12 @@ class MCPClient:
         self.timeout_secs = timeout_secs
         self.connect_timeout_secs = connect_timeout_secs
         self.retry = retry if retry is not None else Backoff(initial=0.1, max_delay=2.0)
-        self.name = name or ("mcp:" + (server_params.command if isinstance(server_params, mcp.StdioServerParameters)
-                                       else server_params.url))
+        if name is None:  # the command, or the URL without its query (it may carry a key)
+            if isinstance(server_params, StreamableHttpParameters):
+                name = "mcp:" + server_params.url.split("?", 1)[0]
+            else:
+                name = "mcp:" + str(server_params.command)
+        self.name = name
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
         self._wanted = False  # start() was called and close() was not since
@@ -226,7 +230,7 @@ class MCPClient:
                 ready.exception()  # marked retrieved: the waiter may be gone already
             elif not conn.closing.is_set():
                 logger.warning("%s: the session ended: %s", self.name, _detail(exc))
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
         finally:
             conn.lost = True
