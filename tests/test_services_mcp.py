@@ -165,7 +165,7 @@ async def test_stdio_tools_are_listed_and_registered_with_their_schemas() -> Non
     client = MCPClient(stdio_params(), tools_arguments={"weather": {"unit": "f"}})
     try:
         schemas = {s.name: s for s in await client.register_tools(llm)}
-        assert set(schemas) == {"add", "weather", "slow", "fail", "crash", "stats"}
+        assert set(schemas) == {"add", "weather", "plan", "slow", "fail", "crash", "stats"}
         add = schemas["add"]
         assert add.description == "Add two integers."
         assert {k: v["type"] for k, v in add.properties.items()} == {"a": "integer", "b": "integer"}
@@ -175,6 +175,12 @@ async def test_stdio_tools_are_listed_and_registered_with_their_schemas() -> Non
         assert set(schemas["weather"].properties) == {"city"} and schemas["weather"].required == ["city"]
         assert await client.call_tool("weather", {"city": "Oslo", "unit": "c"}) == "Sunny, 70 degrees in Oslo"
         assert all(llm.has_function(n) for n in schemas) and not llm.has_function("other")
+        # A model argument's $ref is inlined: the schema stands alone.
+        stops = schemas["plan"].properties["stops"]
+        assert "$ref" not in str(stops) and stops["items"]["properties"]["city"]["type"] == "string"
+        assert stops["items"]["required"] == ["city"]
+        plan = await client.call_tool("plan", {"stops": [{"city": "Rome", "nights": 2}, {"city": "Pisa"}]})
+        assert plan == "Rome (2), Pisa (1)"
     finally:
         await client.close()
 
@@ -389,6 +395,23 @@ def test_results_of_other_shapes() -> None:
                structured_content={"x": 1})
     assert tool_result(texts) == "a\nb"
     assert tool_result(NS(content=[], structured_content=None)) == EMPTY_RESULT
+
+
+def test_recursive_refs_are_cut() -> None:
+    from types import SimpleNamespace as NS
+
+    from flowcat.services.mcp._convert import tool_schema
+
+    node = {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}
+    tool = NS(name="tree", description=None, input_schema={
+        "type": "object", "properties": {"root": {"$ref": "#/$defs/Node", "description": "top"}},
+        "required": ["root"], "$defs": {"Node": node}})
+    root = tool_schema(tool).properties["root"]
+    assert root["description"] == "top" and root["type"] == "object"
+    depth, n = 0, root
+    while "child" in n.get("properties", {}):
+        n, depth = n["properties"]["child"], depth + 1
+    assert 1 < depth < 20 and "$ref" not in str(root)
 
 
 def test_the_name_leaves_out_the_query_of_the_url() -> None:

@@ -1,8 +1,9 @@
 """MCP tool listings and results in flowcat's terms (no SDK import: works on its models by field).
 
 * A listed tool (``name``, ``description``, ``input_schema``) becomes a
-  :class:`~flowcat.services.FunctionSchema`: the input schema's ``properties`` and
-  ``required``, minus the arguments the client fixes itself.
+  :class:`~flowcat.services.FunctionSchema`: the input schema's ``properties`` (local
+  ``$ref``s inlined, since ``$defs`` stay behind) and ``required``, minus the arguments the
+  client fixes itself.
 * A ``CallToolResult`` becomes what the function call reports: the text blocks joined
   (the MCP spec asks a tool returning structured content to mirror it as JSON text),
   else the structured content, else a short description of what non-text blocks came
@@ -20,6 +21,27 @@ __all__ = ["EMPTY_RESULT", "call_error_text", "tool_result", "tool_schema"]
 
 EMPTY_RESULT = "The tool returned nothing."
 _MAX_DETAIL = 300
+_MAX_REF_DEPTH = 8
+
+
+def _inline_refs(node: Any, defs: dict[str, Any], depth: int = 0) -> Any:
+    """``node`` with local ``$ref``s (``#/$defs/X``, ``#/definitions/X``) replaced by their definitions.
+
+    The properties leave the schema that held ``$defs``, so a reference would dangle;
+    recursive definitions are cut (``{}``: any value) past a few levels.
+    """
+    if isinstance(node, list):
+        return [_inline_refs(v, defs, depth) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(("#/$defs/", "#/definitions/")):
+        target = defs.get(ref.rsplit("/", 1)[1])
+        if target is None or depth >= _MAX_REF_DEPTH:
+            return {k: v for k, v in node.items() if k != "$ref"}
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _inline_refs(merged, defs, depth + 1)
+    return {k: _inline_refs(v, defs, depth) for k, v in node.items() if k not in ("$defs", "definitions")}
 
 
 def tool_schema(tool: Any, hidden: Collection[str] = ()) -> FunctionSchema:
@@ -29,6 +51,9 @@ def tool_schema(tool: Any, hidden: Collection[str] = ()) -> FunctionSchema:
     required = schema.get("required") or []
     if not isinstance(props, dict) or not isinstance(required, list):
         raise TypeError(f"tool {tool.name!r}: input schema without object properties")
+    defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    if defs:
+        props = _inline_refs(props, defs)
     return FunctionSchema(
         name=tool.name,
         description=getattr(tool, "description", None) or "",
