@@ -23,7 +23,7 @@ import pytest
 
 from _helpers import require
 from flowcat import FrameDirection, Pipeline, PipelineTask
-from flowcat.errors import MissingExtraError, ServiceConnectionError
+from flowcat.errors import ConfigError, MissingExtraError, ServiceConnectionError
 from flowcat.frames import (
     EndFrame,
     FunctionCallCancelFrame,
@@ -414,12 +414,22 @@ def test_recursive_refs_are_cut() -> None:
     assert 1 < depth < 20 and "$ref" not in str(root)
 
 
+def test_a_malformed_input_schema_is_a_protocol_error() -> None:
+    from types import SimpleNamespace as NS
+
+    from flowcat.errors import ServiceProtocolError
+    from flowcat.services.mcp._convert import tool_schema
+
+    with pytest.raises(ServiceProtocolError):
+        tool_schema(NS(name="t", description="", input_schema={"type": "object", "properties": ["a"]}))
+
+
 def test_the_name_leaves_out_the_query_of_the_url() -> None:
     assert MCPClient("https://example.test/mcp?key=SECRET123").name == "mcp:https://example.test/mcp"
 
 
 def test_bad_server_params_are_refused() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError):
         MCPClient(42)
 
 

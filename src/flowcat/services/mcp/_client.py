@@ -29,7 +29,14 @@ from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from ...errors import ServiceConnectionError, ServiceError, ServiceTimeout, require_extra
+from ...errors import (
+    ConfigError,
+    ServiceConnectionError,
+    ServiceError,
+    ServiceProtocolError,
+    ServiceTimeout,
+    require_extra,
+)
 from .._backoff import Backoff, Deadline, retry_call
 from .._function_schema import FunctionSchema
 from .._functions import FunctionCallParams
@@ -116,8 +123,8 @@ class MCPClient:
         if isinstance(server_params, str):
             server_params = StreamableHttpParameters(url=server_params)
         if not isinstance(server_params, mcp.StdioServerParameters | StreamableHttpParameters):
-            raise TypeError(
-                "server_params must be mcp.StdioServerParameters, StreamableHttpParameters or a URL, "
+            raise ConfigError(
+                "MCPClient: server_params must be mcp.StdioServerParameters, StreamableHttpParameters or a URL, "
                 f"not {type(server_params).__name__}"
             )
         self._params = server_params
@@ -290,7 +297,7 @@ class MCPClient:
                     continue
                 try:
                     schemas.append(tool_schema(tool, self._fixed_args.get(tool.name, {})))
-                except (TypeError, AttributeError) as exc:
+                except (ServiceProtocolError, AttributeError) as exc:
                     logger.warning("%s: skipping tool %r: %s", self.name, tool.name, exc)
             cursor = listing.next_cursor
             if not cursor:

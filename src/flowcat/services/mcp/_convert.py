@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from ...errors import ServiceProtocolError
 from .._function_schema import FunctionSchema
 
 __all__ = ["EMPTY_RESULT", "call_error_text", "tool_result", "tool_schema"]
@@ -50,7 +51,7 @@ def tool_schema(tool: Any, hidden: Collection[str] = ()) -> FunctionSchema:
     props = schema.get("properties") or {}
     required = schema.get("required") or []
     if not isinstance(props, dict) or not isinstance(required, list):
-        raise TypeError(f"tool {tool.name!r}: input schema without object properties")
+        raise ServiceProtocolError(f"tool {tool.name!r}: input schema without object properties")
     defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
     if defs:
         props = _inline_refs(props, defs)
