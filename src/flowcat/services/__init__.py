@@ -9,7 +9,8 @@ connection lifecycle, retries, metrics, translating vendor exceptions into
 under ``services/<kind>/`` (``services/stt/<provider>.py``, ``services/llm/…``,
 ``services/tts/…``), importing its vendor SDK lazily (a missing one raises
 :class:`flowcat.errors.MissingExtraError`). The provider-neutral LLM context, tool
-schemas and per-vendor request adapters are in :mod:`flowcat.services.adapters`. See
+schemas and per-vendor request adapters are in :mod:`flowcat.services.adapters`; tools of
+MCP servers as LLM functions in :mod:`flowcat.services.mcp` (extra ``mcp``). See
 ``docs/services.md`` for the seams and how to add a provider.
 """
 
