@@ -179,6 +179,11 @@ async def test_stdio_tools_are_listed_and_registered_with_their_schemas() -> Non
         stops = schemas["plan"].properties["stops"]
         assert "$ref" not in str(stops) and stops["items"]["properties"]["city"]["type"] == "string"
         assert stops["items"]["required"] == ["city"]
+        # The schemas go into a context as pipecat's do; the service offers them to the model.
+        from flowcat.agent import ToolsSchema
+
+        offered = llm.tools_for(LLMContext([], tools=ToolsSchema(standard_tools=list(schemas.values()))))
+        assert offered is not None and {t["function"]["name"] for t in offered} == set(schemas)
         plan = await client.call_tool("plan", {"stops": [{"city": "Rome", "nights": 2}, {"city": "Pisa"}]})
         assert plan == "Rome (2), Pisa (1)"
     finally:
