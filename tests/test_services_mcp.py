@@ -36,7 +36,7 @@ from flowcat.frames import (
     StartFrame,
 )
 from flowcat.services import Backoff, LLMChunk, LLMService, LLMToolCallDelta
-from flowcat.testing import CaptureProcessor
+from flowcat.testing import CaptureProcessor, assert_call_leaves_nothing
 
 mcp = require("mcp")
 from mcp.client.session_group import StreamableHttpParameters  # noqa: E402
@@ -222,6 +222,20 @@ async def test_llm_tool_calls_get_results_over_one_session_and_the_end_closes_it
     assert not client.connected
     assert process_gone(first["pid"])
     await no_tasks_left()
+
+
+async def test_a_call_with_mcp_tools_leaves_nothing_behind() -> None:
+    async def call() -> tuple[str, bool]:
+        llm = ToolLLM([("add", '{"a": 20, "b": 22}')])
+        client = MCPClient(stdio_params())
+        await client.register_tools(llm)
+        async with Rig(llm) as rig:
+            await rig.ask()
+            res = await rig.results(1)
+        return str(res[0].result), client.connected
+
+    # No flowcat object left in a reference cycle, no task still running (the session's included).
+    assert await assert_call_leaves_nothing(call) == ("42", False)
 
 
 async def test_error_results_for_a_failing_tool_and_bad_arguments() -> None:
