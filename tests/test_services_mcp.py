@@ -36,6 +36,7 @@ from flowcat.frames import (
     StartFrame,
 )
 from flowcat.services import Backoff, LLMChunk, LLMService, LLMToolCallDelta
+from flowcat.services.adapters import ToolsSchema
 from flowcat.testing import CaptureProcessor, assert_call_leaves_nothing
 
 mcp = require("mcp")
@@ -164,7 +165,9 @@ async def test_stdio_tools_are_listed_and_registered_with_their_schemas() -> Non
     llm = ToolLLM()
     client = MCPClient(stdio_params(), tools_arguments={"weather": {"unit": "f"}})
     try:
-        schemas = {s.name: s for s in await client.register_tools(llm)}
+        tools = await client.register_tools(llm)
+        assert isinstance(tools, ToolsSchema)
+        schemas = {s.name: s for s in tools.standard_tools}
         assert set(schemas) == {"add", "weather", "plan", "slow", "fail", "crash", "stats"}
         add = schemas["add"]
         assert add.description == "Add two integers."
@@ -180,9 +183,7 @@ async def test_stdio_tools_are_listed_and_registered_with_their_schemas() -> Non
         assert "$ref" not in str(stops) and stops["items"]["properties"]["city"]["type"] == "string"
         assert stops["items"]["required"] == ["city"]
         # The schemas go into a context as pipecat's do; the service offers them to the model.
-        from flowcat.agent import ToolsSchema
-
-        offered = llm.tools_for(LLMContext([], tools=ToolsSchema(standard_tools=list(schemas.values()))))
+        offered = llm.tools_for(LLMContext([], tools=tools))
         assert offered is not None and {t["function"]["name"] for t in offered} == set(schemas)
         plan = await client.call_tool("plan", {"stops": [{"city": "Rome", "nights": 2}, {"city": "Pisa"}]})
         assert plan == "Rome (2), Pisa (1)"
@@ -193,7 +194,8 @@ async def test_stdio_tools_are_listed_and_registered_with_their_schemas() -> Non
 async def test_tools_filter_registers_only_the_named_tools() -> None:
     llm = ToolLLM()
     async with MCPClient(stdio_params(), tools_filter=["add"]) as client:
-        assert [s.name for s in await client.register_tools(llm)] == ["add"]
+        assert [s.name for s in (await client.register_tools(llm)).standard_tools] == ["add"]
+        assert (await client.get_tools_schema()).names() == {"add"}
         assert llm.has_function("add") and not llm.has_function("weather")
 
 
@@ -336,7 +338,7 @@ async def test_streamable_http_tools_results_cancel_and_one_session() -> None:
     async with http_server() as url:
         llm = ToolLLM([("add", '{"a": 40, "b": 2}')], [("slow", '{"seconds": 60}')])
         client = MCPClient(StreamableHttpParameters(url=url))
-        names = {s.name for s in await client.register_tools(llm)}
+        names = {s.name for s in (await client.register_tools(llm)).standard_tools}
         assert {"add", "weather", "slow", "fail", "stats"} <= names
         async with Rig(llm) as rig:
             await rig.ask()

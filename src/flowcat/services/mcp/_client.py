@@ -41,6 +41,7 @@ from .._backoff import Backoff, Deadline, retry_call
 from .._function_schema import FunctionSchema
 from .._functions import FunctionCallParams
 from .._llm import LLMService
+from ..adapters import ToolsSchema
 from ._convert import call_error_text, tool_result, tool_schema
 
 __all__ = ["MCPClient"]
@@ -303,15 +304,17 @@ class MCPClient:
             if not cursor:
                 return schemas
 
-    get_tools_schema = list_tools
+    async def get_tools_schema(self) -> ToolsSchema:
+        """The server's tools (after ``tools_filter``) as a :class:`ToolsSchema`, registering nothing."""
+        return ToolsSchema(await self.list_tools())
 
-    async def register_tools(self, llm: LLMService) -> list[FunctionSchema]:
+    async def register_tools(self, llm: LLMService) -> ToolsSchema:
         """Connect, list the tools and register a handler for each on ``llm``.
 
         The client is closed when ``llm`` is cleaned up (the end of its pipeline).
 
         Returns:
-            The tools' schemas, to offer to the model (e.g. in ``LLMContext(tools=...)``).
+            The tools' schemas, to offer to the model (``LLMContext(messages, tools=...)``).
         """
         self._wanted = True
         schemas = await self.list_tools()
@@ -320,7 +323,7 @@ class MCPClient:
                                   timeout_secs=self.timeout_secs)
         llm.add_cleanup(self.close)
         logger.info("%s: registered %d tool(s) on %s", self.name, len(schemas), llm.name)
-        return schemas
+        return ToolsSchema(schemas)
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
         """Call a tool and return what the model would read (an error text on failure)."""
