@@ -31,6 +31,7 @@ from ..frames import (
     FunctionCallsStartedFrame,
     InterimTranscriptionFrame,
     LLMContext,
+    LLMContextFrame,
     LLMContextUserTurnFrame,
     LLMRunFrame,
     LLMSetToolsFrame,
@@ -45,6 +46,7 @@ from ..turns import (
     InterruptionParams,
     UserMuteStrategy,
     UserTurnProcessor,
+    UserTurnSpeculation,
     UserTurnStrategies,
 )
 from ._aggregator import (
@@ -89,6 +91,10 @@ class LLMUserAggregatorParams:
         interruption: Barge-in parameters (flowcat's; see ``docs/turns.md``).
         enable_interruptions: Whether a user turn interrupts the bot.
         empty_user_turn: How to answer a turn that ends with no transcript (None: never).
+        preemptive_generation: Start the LLM on a predicted end of turn (a provisional
+            context, ``LLMContextFrame(speculation=True)``) and answer the turn with it once
+            the turn ends; put a ``flowcat.turns.PreemptiveGate`` right after the LLM so its
+            output is held until then and dropped when the user goes on (docs/turns.md).
     """
 
     add_tool_change_messages: bool = False
@@ -99,6 +105,7 @@ class LLMUserAggregatorParams:
     interruption: InterruptionParams | None = None
     enable_interruptions: bool = True
     empty_user_turn: EmptyUserTurnConfig | None = field(default_factory=EmptyUserTurnConfig)
+    preemptive_generation: bool = False
 
 
 class LLMUserAggregator(ContextEditor, UserTurnProcessor):
@@ -133,6 +140,7 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
             enable_interruptions=params.enable_interruptions,
             user_turn_stop_timeout=params.user_turn_stop_timeout,
             user_idle_timeout=params.user_idle_timeout,
+            preemptive_generation=params.preemptive_generation,
             **kwargs,
         )
         self._context = context
@@ -240,8 +248,26 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         self._result_in_turn = False
         await self._call_event_handler("on_user_turn_started", None)
 
+    async def _user_turn_speculated(self, speculation: UserTurnSpeculation) -> None:
+        """Run the LLM on a provisional copy of the context with the words heard so far."""
+        if not self._parts:
+            return
+        ctx = self._context
+        provisional = type(ctx)(
+            [*ctx.messages, {"role": "user", "content": self._parts.text()}], ctx.tools, ctx.tool_choice
+        )
+        self.llm_runs += 1
+        await self.push_frame(
+            LLMContextFrame(context=provisional, speculation=True, generation_id=speculation.generation_id),
+            DOWNSTREAM,
+        )
+
     async def _user_turn_ending(self) -> None:
-        self._turn_content = await self._write_user_turn(run_llm=True)
+        # A confirmed speculation already answers this turn: write it, do not run the LLM again.
+        confirmed = self.confirmed_speculation is not None
+        if confirmed:
+            self._bot_busy = True  # the held reply is released now
+        self._turn_content = await self._write_user_turn(run_llm=not confirmed)
         if self._turn_content:
             self._empty_recoveries = 0
         else:
