@@ -326,3 +326,43 @@ def test_load_app_resolves_factories(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("nocolon", "fc_test_app_mod:missing", "no_such_module_xyz:f"):
         with pytest.raises(ConfigError):
             load_app(bad)
+
+
+async def test_after_output_processors_run_after_the_output_transport() -> None:
+    """An app's processor marked ``after_output`` sees the bot audio the output transport wrote
+    (where the assistant half of the context aggregator goes); the rest stay before it."""
+    from flowcat.frames import Frame, OutputAudioRawFrame
+    from flowcat.runtime import FrameDirection, FrameProcessor
+    from flowcat.server import after_output
+
+    seen: list[tuple[str, bytes]] = []
+
+    class Tap(FrameProcessor):
+        def __init__(self, label: str) -> None:
+            super().__init__()
+            self.label = label
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, OutputAudioRawFrame):
+                seen.append((self.label, bytes(frame.audio)))
+            await self.push_frame(frame, direction)
+
+    def app(call: CallInfo) -> list[FrameProcessor]:
+        # Listed first, but marked: without the mark it would sit before the echo and see no bot audio.
+        return [after_output(Tap("after")), EchoProcessor(), Tap("before")]
+
+    client = await _client(app=app)
+    try:
+        ws = await client.ws_connect("/ws?sample_rate=8000")
+        await ws.send_bytes(b"\x07\x00" * 160)
+        assert (await asyncio.wait_for(ws.receive(), 3.0)).data == b"\x07\x00" * 160
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        # "after" saw the frame only once the transport had sent it: it sits past the output.
+        assert seen == [("before", b"\x07\x00" * 160), ("after", b"\x07\x00" * 160)]
+        await ws.close()
+    finally:
+        await client.close()

@@ -9,7 +9,7 @@ serializer → transport output.
 
 from ._admission import Admission, default_capacity
 from ._app import ServerConfig, ServerState, create_app, drain
-from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, default_app, load_app
+from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, after_output, default_app, load_app
 from ._audiosocket_server import serve_audiosocket
 from ._carriers import CarrierError, Opened, carrier_names, get_carrier
 from ._session import run_call
@@ -28,6 +28,7 @@ __all__ = [
     "ServeOptions",
     "ServerConfig",
     "ServerState",
+    "after_output",
     "carrier_names",
     "create_app",
     "default_app",

@@ -24,7 +24,7 @@ from aiohttp import web
 from ..errors import ConfigError
 from ..runtime import CollectorPolicy, FrameProcessor, Pipeline, PipelineParams
 from ._admission import Admission, default_capacity
-from ._apps import AppFactory, CallInfo, default_app
+from ._apps import AppFactory, CallInfo, default_app, is_after_output
 from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
 from ._public_url import configured_public_url, forwarded_origin, signed_url
 from ._session import AiohttpSocket, CallSocket, serve_call
@@ -107,7 +107,9 @@ def user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
     procs = list(built)
     if len(procs) > 1 and not all(isinstance(p, FrameProcessor) for p in procs):
         raise ConfigError("the app factory must return processors")
-    return procs if len(procs) <= 1 else [Pipeline(procs)]
+    tail = [p for p in procs if is_after_output(p)]  # stay marked: serve_call puts them after the output
+    head = [p for p in procs if not is_after_output(p)]
+    return (head if len(head) <= 1 else [Pipeline(head)]) + tail
 
 
 def _public_base(request: web.Request, cfg: ServerConfig) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "CallInfo",
     "EchoProcessor",
     "PassThrough",
+    "after_output",
     "app_search_path",
     "async_app",
     "default_app",
@@ -33,6 +34,21 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 
 
 AppFactory = Callable[[CallInfo], "Sequence[FrameProcessor] | FrameProcessor"]
+
+_AFTER_OUTPUT = "flowcat_after_output"
+
+
+def after_output(processor: FrameProcessor) -> FrameProcessor:
+    """Mark ``processor`` of an app's list to run after the output transport, in the order
+    given (e.g. the assistant half of ``LLMContextAggregatorPair``, which commits what was
+    played). Returns it, so a factory can write ``[..., tts, after_output(pair.assistant())]``."""
+    setattr(processor, _AFTER_OUTPUT, True)
+    return processor
+
+
+def is_after_output(processor: FrameProcessor) -> bool:
+    """Whether :func:`after_output` marked ``processor``."""
+    return bool(getattr(processor, _AFTER_OUTPUT, False))
 
 
 class PassThrough(FrameProcessor):

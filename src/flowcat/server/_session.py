@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from ..runtime import FrameProcessor, Pipeline, PipelineParams, PipelineTask
+from ._apps import is_after_output
 
 if TYPE_CHECKING:
     from ..serializers import Serializer
@@ -104,7 +105,9 @@ async def serve_call(
 
     wparams = WebsocketParams(serializer=serializer, **(transport_options or {}))
     transport = sock.transport(wparams)
-    pipeline = Pipeline([transport.input(), *processors, transport.output()])
+    head = [p for p in processors if not is_after_output(p)]
+    tail = [p for p in processors if is_after_output(p)]
+    pipeline = Pipeline([transport.input(), *head, transport.output(), *tail])
     task = PipelineTask(pipeline, params=params, idle_timeout_secs=idle_timeout_secs)
     runner = asyncio.get_running_loop().create_task(task.run(), name=task.name)
     try:
