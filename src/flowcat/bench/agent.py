@@ -1,0 +1,284 @@
+"""Agent: N concurrent phone conversations (Twilio media, VAD, STT, LLM, TTS on local fakes), flowcat vs pipecat 1.14.0.
+
+One fakes process (``python -m flowcat.testing.fakes``: Deepgram, OpenAI and Cartesia protocols,
+fixed delays) serves every point of the run, for both systems. Per point a fresh server (flowcat
+``serve --app flowcat.bench._agent_app:agent_app``, or pipecat's agent in its own venv,
+``_pipecat_agent_sut.py``) pinned to the server core, and one caller process
+(``_agent_caller.py``, N Twilio calls in real time, speech fixtures, barge-in every
+``--barge-every`` turns) with the fakes on the other core.
+
+Framework-added latency of a turn = first bot audio at the caller − end of the caller's speech −
+the VAD hangover (``stop_secs``) − the turn rule's wait after the VAD stop (the 0.6 s speech
+timeout, or the STT final if later) − the LLM's time to first token − the TTS's time to first
+audio. Both systems run the same rule (speech timeout 0.6 s after a 0.2 s VAD stop, waiting for
+the final transcript); pipecat's default rule (smart-turn v3) is a separate row
+(``pipecat/smart-turn``) and is not comparable (its wait depends on the model's verdict).
+Server CPU: on-CPU time of the server process tree over the conversation window, per session;
+RSS: peak resident memory of the tree during the point minus its resident memory once ready,
+per session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import BenchError
+from .capacity import PIPECAT_VERSION, _free_port, _pin, _stop, _tree, _wait_healthy, cpu_ns
+
+__all__ = ["REPLY", "add_arguments", "added_latencies", "ensure_agent_venv", "format_table", "main", "run_point"]
+
+PIPECAT_AGENT_VENV = Path.home() / ".cache" / "flowcat" / "bench" / f"pipecat-{PIPECAT_VERSION}-agent"
+_PIPECAT_IMPORTS = (
+    "import pipecat.services.deepgram.stt, pipecat.services.openai.llm, pipecat.services.cartesia.tts, "
+    "pipecat.audio.vad.silero, fastapi, uvicorn, uvloop"
+)
+REPLY = (
+    "Sure. It is sunny and warm in Paris today, with a light breeze from the west. "
+    "Is there anything else I can help you with?"
+)
+VAD_STOP_SECS = 0.2
+SPEECH_TIMEOUT = 0.6
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``flowcat bench agent``."""
+    p.add_argument("--sessions", default="1,5,10,20", help="comma-separated concurrent calls (flowcat)")
+    p.add_argument("--vs-pipecat", action="store_true", help="also run pipecat 1.14.0 (own venv)")
+    p.add_argument("--pipecat-sessions", default="1,5,10", help="concurrent calls for pipecat")
+    p.add_argument("--smart-turn-sessions", default="1", help="pipecat with its default stop rule ('' : none)")
+    p.add_argument("--turns", type=int, default=4, help="turns per call")
+    p.add_argument("--barge-every", type=int, default=3, help="every k-th turn is barged in on (0: never)")
+    p.add_argument("--stt-delay", type=float, default=0.15)
+    p.add_argument("--llm-ttft", type=float, default=0.2)
+    p.add_argument("--llm-inter-token", type=float, default=0.01)
+    p.add_argument("--tts-ttfa", type=float, default=0.1)
+    p.add_argument("--tts-char-ms", type=int, default=20)
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--gen-cpu", type=int, default=1, help="CPU of the callers and the fakes")
+    p.add_argument("--quick", action="store_true", help="CI smoke: 2 sessions, 1 turn, no pipecat")
+    p.add_argument("--json", action="store_true", help="print one JSON object per point (JSON lines)")
+    p.add_argument("--pipecat-python", default=None, help="python of a ready pipecat agent venv")
+
+
+def ensure_agent_venv(explicit: str | None = None) -> str:
+    """Python of the pipecat 1.14.0 venv with the agent extras (created if needed)."""
+    import fcntl
+
+    if explicit:
+        return explicit
+    py = PIPECAT_AGENT_VENV / "bin" / "python"
+    PIPECAT_AGENT_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(PIPECAT_AGENT_VENV.parent / f".pipecat-{PIPECAT_VERSION}-agent.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if py.exists() and subprocess.run([str(py), "-c", _PIPECAT_IMPORTS], capture_output=True).returncode == 0:
+            return str(py)
+        if not py.exists():
+            subprocess.run(["uv", "venv", "-q", "-p", "3.11", str(PIPECAT_AGENT_VENV)], check=True)
+        pkg = f"pipecat-ai[websocket,deepgram,openai,cartesia,silero]=={PIPECAT_VERSION}"
+        subprocess.run(["uv", "pip", "install", "-q", "-p", str(py), pkg, "fastapi", "uvicorn[standard]"], check=True)
+    return str(py)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def start_fakes(args: argparse.Namespace, port_file: str) -> subprocess.Popen[bytes]:
+    """The fakes process (own CPU), once its port file is written."""
+    cmd = [
+        sys.executable, "-m", "flowcat.testing.fakes", "--port-file", port_file,
+        "--stt-delay", str(args.stt_delay), "--llm-ttft", str(args.llm_ttft),
+        "--llm-inter-token", str(args.llm_inter_token), "--tts-ttfa", str(args.tts_ttfa),
+        "--tts-char-ms", str(args.tts_char_ms), "--llm-reply", REPLY,
+    ]
+    proc = subprocess.Popen(cmd, preexec_fn=_pin({args.gen_cpu}), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(port_file):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            raise BenchError("the fakes did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def _server_cmd(system: str, port: int, fakes_file: str, args: argparse.Namespace) -> list[str]:
+    if system == "flowcat":
+        return [
+            sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--sample-rate", "8000", "--idle-timeout", "0", "--no-verify",
+            "--drain-timeout", "1", "--app", "flowcat.bench._agent_app:agent_app",
+        ]
+    sut = Path(__file__).with_name("_pipecat_agent_sut.py")
+    turn = "smart-turn" if system == "pipecat/smart-turn" else "speech-timeout"
+    return [args.pipecat_python_resolved, str(sut), "--port", str(port), "--fakes", fakes_file, "--turn", turn]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{p}/statm") as f:
+            total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return total
+
+
+def _health(port: int) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2.0) as r:
+        return dict(json.loads(r.read()))
+
+
+def fixed_delays(args: argparse.Namespace) -> float:
+    """Seconds of every turn that the rule and the fakes take, not the framework (see the module doc)."""
+    return VAD_STOP_SECS + max(SPEECH_TIMEOUT, args.stt_delay) + args.llm_ttft + args.tts_ttfa
+
+
+def added_latencies(latencies_ms: list[float], args: argparse.Namespace) -> list[float]:
+    """Framework-added latency per turn (ms)."""
+    fixed = 1000.0 * fixed_delays(args)
+    return [x - fixed for x in latencies_ms]
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 1)
+
+
+def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One point: fresh server, N calls to the end, CPU and memory. Returns the row."""
+    port = _free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", FLOWCAT_BENCH_FAKES=fakes_file)
+    env.pop("PIPECAT_ALLOWED_ORIGINS", None)
+    srv = subprocess.Popen(
+        _server_cmd(system, port, fakes_file, args), preexec_fn=_pin({args.server_cpu}), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    errs: list[str] = []
+    threading.Thread(target=lambda: errs.extend(ln.decode(errors="replace") for ln in srv.stderr or ()),
+                     daemon=True).start()
+    row: dict[str, Any] = {"system": system, "sessions": sessions}
+    try:
+        _wait_healthy(port, srv, timeout=120)
+        rss0 = peak = rss_bytes(srv.pid)
+        cfg = {
+            "url": f"ws://127.0.0.1:{port}/twilio/ws", "sessions": sessions, "turns": args.turns,
+            "barge_every": args.barge_every, "reply_audio_ms": len(REPLY) * args.tts_char_ms,
+        }
+        gen = subprocess.Popen(
+            [sys.executable, "-m", "flowcat.bench._agent_caller", json.dumps(cfg)],
+            preexec_fn=_pin({args.gen_cpu}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        assert gen.stdout is not None
+        c0, t0 = cpu_ns(srv.pid), time.monotonic_ns()
+        result: dict[str, Any] = {}
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.25):
+                peak = max(peak, rss_bytes(srv.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for line in gen.stdout:
+            if line.startswith("RESULT "):
+                result = json.loads(line[7:])
+        c1, t1 = cpu_ns(srv.pid), time.monotonic_ns()
+        stop.set()
+        sampler.join()
+        gen.wait(timeout=30)
+        if not result:
+            raise BenchError(f"caller failed: {(gen.stderr.read() if gen.stderr else '')[-400:]}")
+        if system.startswith("pipecat"):
+            outside = _health(port).get("outside", 0)
+            if outside:
+                raise BenchError(f"pipecat tried {outside} outside connection(s)")
+    finally:
+        _stop(srv)
+    added = added_latencies(result["latencies_ms"], args)
+    row.update(
+        added_p50_ms=_pct(added, 0.5), added_p99_ms=_pct(added, 0.99),
+        first_audio_p50_ms=_pct(result["latencies_ms"], 0.5), turns=result["turns"], turns_ok=result["turns_ok"],
+        barge_ins=result["barge_ins"], barge_ins_ok=result["barge_ins_ok"], calls_failed=result["calls_failed"],
+        server_cpu_pct=round(100.0 * (c1 - c0) / max(1, t1 - t0) / sessions, 2),
+        rss_mb=round((peak - rss0) / 1e6 / sessions, 1), rss_ready_mb=round(rss0 / 1e6, 1),
+    )
+    if result.get("errors"):
+        row["errors"] = result["errors"]
+    return row
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(system, sessions) per point, in run order."""
+    if args.quick:
+        return [("flowcat", 2)]
+    points = [("flowcat", n) for n in _ints(args.sessions)]
+    if args.vs_pipecat:
+        points += [("pipecat", n) for n in _ints(args.pipecat_sessions)]
+        points += [("pipecat/smart-turn", n) for n in _ints(args.smart_turn_sessions)]
+    return points
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table of the rows."""
+    head = ("system", "sessions", "added_p50", "added_p99", "turns_ok", "barge_ok", "cpu%/sess", "MB/sess")
+    lines = ["  ".join(f"{h:>10}" for h in head)]
+    for r in rows:
+        turns = f"{r.get('turns_ok')}/{r.get('turns')}" if "turns" in r else "-"
+        barge = f"{r.get('barge_ins_ok')}/{r.get('barge_ins')}" if "barge_ins" in r else "-"
+        vals = (r["system"], r["sessions"], r.get("added_p50_ms"), r.get("added_p99_ms"), turns, barge,
+                r.get("server_cpu_pct"), r.get("rss_mb"))
+        lines.append("  ".join(f"{'-' if v is None else v!s:>10}" for v in vals) + (f"  {r['error']}" if "error" in r else ""))
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark; print a table (or JSON lines). Exit 1 when a point failed or a turn went unanswered."""
+    if args.quick:
+        args.turns, args.barge_every = 1, 0
+    args.pipecat_python_resolved = None
+    if args.vs_pipecat and not args.quick:
+        args.pipecat_python_resolved = ensure_agent_venv(args.pipecat_python)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="flowcat-bench-agent-") as tmp:
+        fakes_file = os.path.join(tmp, "fakes.json")
+        fakes = start_fakes(args, fakes_file)
+        try:
+            for system, n in plan(args):
+                try:
+                    row = run_point(system, n, fakes_file, args)
+                except Exception as exc:  # one failed point must not lose the others
+                    row = {"system": system, "sessions": n, "error": str(exc)}
+                rows.append(row)
+                if not args.json:
+                    print(f"  {system} N={n}: added p50={row.get('added_p50_ms')} p99={row.get('added_p99_ms')} ms "
+                          f"turns {row.get('turns_ok')}/{row.get('turns')} cpu={row.get('server_cpu_pct')}%/session",
+                          file=sys.stderr, flush=True)
+        finally:
+            _stop(fakes)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        print(format_table(rows))
+    bad = any("error" in r or r.get("turns_ok") != r.get("turns") for r in rows)
+    return 1 if bad else 0
