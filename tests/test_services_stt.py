@@ -163,3 +163,39 @@ def test_segmented_uses_user_turn_frames_without_vad() -> None:
         assert [f.text for f in of(down, TranscriptionFrame)] == ["utterance 1", "utterance 2"]
 
     run_virtual(main())
+
+
+class SocketSTT(STTService):
+    """A socket engine: connect() starts a receive loop that pushes what the 'server' sends."""
+
+    def __init__(self) -> None:
+        super().__init__(sample_rate=RATE)
+        self.inbox: asyncio.Queue[str] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        self.create_task(self._receive(), "receive")
+
+    async def _receive(self) -> None:
+        while True:
+            await self.push_transcription(await self.inbox.get(), final=True)
+
+    async def send_audio(self, audio: bytes) -> None:
+        if audio[:1] == b"\x07":  # the caller said something: the server will answer
+            self.inbox.put_nowait("after the barge-in")
+
+
+def test_receive_loop_transcripts_survive_interruptions() -> None:
+    """The connection outlives turns: a transcript its receive loop pushes after a barge-in
+    (an InterruptionFrame, which drops stale output of older generations) reaches the user
+    aggregator (regression: every transcript after the first interruption was dropped)."""
+    from flowcat.frames import InterruptionFrame
+
+    async def main() -> None:
+        stt = SocketSTT()
+        frames: list[Frame] = [SleepFrame(0.05), VADUserStartedSpeakingFrame(), InterruptionFrame(),
+                               SleepFrame(0.05), audio(7), SleepFrame(0.2), VADUserStoppedSpeakingFrame(),
+                               SleepFrame(0.2)]
+        down, _ = await run_test(stt, frames_to_send=frames)
+        assert [f.text for f in of(down, TranscriptionFrame)] == ["after the barge-in"]
+
+    run_virtual(main())

@@ -44,8 +44,14 @@ logger = logging.getLogger("flowcat.scheduler")
 _generation_var: contextvars.ContextVar[int] = contextvars.ContextVar("flowcat_generation", default=-1)
 
 
+UNBOUND = -2
+"""Generation of a call-owned task bound to none (a connection's receive loop): its pushes
+outlive interruptions."""
+
+
 def current_generation() -> int:
-    """Generation of the call-owned task running now, or -1 outside such a task."""
+    """Generation of the call-owned task running now: -1 outside such a task, ``UNBOUND`` (-2)
+    in a task bound to no generation."""
     return _generation_var.get()
 
 
@@ -235,10 +241,14 @@ class CallTasks:
         *,
         name: str | None = None,
         cancel_on_interruption: bool = False,
+        generation_bound: bool = True,
     ) -> asyncio.Task[Any]:
-        """Start background work owned by this call, bound to the current generation."""
+        """Start background work owned by this call, bound to the current generation
+        (unless ``generation_bound`` is False, or it is started from an unbound task:
+        see :meth:`flowcat.FrameProcessor.create_task`)."""
         ctx = contextvars.copy_context()
-        gen = self.generation
+        unbound = not generation_bound or _generation_var.get() == UNBOUND
+        gen = UNBOUND if unbound else self.generation
         ctx.run(_generation_var.set, gen)
         task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)
         self._tasks[task] = (gen, cancel_on_interruption)

@@ -163,7 +163,9 @@ class STTService(AIService):
         self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
         self._buf_limit = int(self.max_buffer_secs * self.sample_rate) * 2
         self._wake = asyncio.Event()
-        self._sender = self.create_task(self._send_loop(), "stt_sender")
+        # Not bound to a generation: the connection outlives turns, and a transcript the receive
+        # loop (started from here) pushes after a barge-in is about the turn being spoken now.
+        self._sender = self.create_task(self._send_loop(), "stt_sender", generation_bound=False)
 
     def connection_lost(self, exc: ServiceError) -> None:
         """Called by the provider's receive loop when the connection dropped: reconnect soon."""
