@@ -73,6 +73,7 @@ def load_utterances(directory: Path = SPEECH_DIR, names: tuple[str, ...] = DEFAU
 @dataclass
 class Turn:
     barge: bool = False
+    utt: int = 0  # index of the utterance spoken
     speech_end: float | None = None
     first_audio: float | None = None
     last_audio: float | None = None
@@ -163,7 +164,8 @@ async def _converse(call: Call, cfg: dict[str, Any], utts: list[Utterance], now:
     timeout = float(cfg.get("answer_timeout", 8.0))
     pending_barge: Turn | None = None
     for k in range(turns):
-        turn = Turn(barge=bool(barge_every) and k % barge_every == barge_every - 1 and k < turns - 1)
+        turn = Turn(barge=bool(barge_every) and k % barge_every == barge_every - 1 and k < turns - 1,
+                    utt=k % len(utts))
         if pending_barge is None:
             await asyncio.sleep(0.3 + 0.1 * (call.cid % 10))  # silence between turns, callers spread
         call.turns.append(turn)
@@ -227,6 +229,7 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-turn latencies (ms from end of speech to first bot audio) and answered counts."""
     expected = float(cfg.get("reply_audio_ms", 0.0)) * float(cfg.get("complete_fraction", 0.85))
     latencies: list[float] = []
+    utts: list[int] = []
     ok = total = barge_ok = barge_total = 0
     for c in calls:
         for t in c.turns:
@@ -234,6 +237,7 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
             answered = t.first_audio is not None and t.speech_end is not None
             if answered:
                 latencies.append(1000.0 * (t.first_audio - t.speech_end))  # type: ignore[operator]
+                utts.append(t.utt)
             if t.barge:
                 barge_total += 1
                 good = answered and t.clear_after_barge
@@ -244,6 +248,7 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
         total += max(0, int(cfg["turns"]) - len(c.turns))
     return {
         "latencies_ms": [round(x, 1) for x in latencies],
+        "latency_utterances": utts,
         "turns": int(cfg["turns"]) * len(calls),
         "turns_ok": ok,
         "barge_ins": barge_total,

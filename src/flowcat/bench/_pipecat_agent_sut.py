@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
 OUTSIDE: list[str] = []
 _LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -41,7 +42,7 @@ def _loop_factory():  # type: ignore[no-untyped-def]
     try:
         import uvloop
 
-        base = uvloop.Loop
+        base: Any = uvloop.Loop
     except ImportError:
         base = asyncio.SelectorEventLoop
     return type("GuardedLoop", (base,), {"create_connection": _guarded(base.create_connection)})

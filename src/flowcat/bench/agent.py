@@ -8,9 +8,10 @@ fixed delays) serves every point of the run, for both systems. Per point a fresh
 ``--barge-every`` turns) with the fakes on the other core.
 
 Framework-added latency of a turn = first bot audio at the caller − end of the caller's speech −
-the VAD hangover (``stop_secs``) − the turn rule's wait after the VAD stop (the 0.6 s speech
-timeout, or the STT final if later) − the LLM's time to first token − the TTS's time to first
-audio. Both systems run the same rule (speech timeout 0.6 s after a 0.2 s VAD stop, waiting for
+the VAD hangover (``stop_secs`` 0.2 s plus the Silero model's own lag on that utterance, measured
+offline on the same audio with flowcat's analyzer: :func:`vad_hangover_s`) − the turn rule's wait
+after the VAD stop (the 0.6 s speech timeout, or the STT final if later) − the LLM's time to first
+token − the TTS's time to first audio. Both systems run the same rule (speech timeout 0.6 s after a 0.2 s VAD stop, waiting for
 the final transcript); pipecat's default rule (smart-turn v3) is a separate row
 (``pipecat/smart-turn``) and is not comparable (its wait depends on the model's verdict).
 Server CPU: on-CPU time of the server process tree over the conversation window, per session;
@@ -35,7 +36,10 @@ from typing import Any
 from ..errors import BenchError
 from .capacity import PIPECAT_VERSION, _free_port, _pin, _stop, _tree, _wait_healthy, cpu_ns
 
-__all__ = ["REPLY", "add_arguments", "added_latencies", "ensure_agent_venv", "format_table", "main", "run_point"]
+__all__ = [
+    "REPLY", "add_arguments", "added_latencies", "ensure_agent_venv", "format_table", "main", "run_point",
+    "vad_hangover_s",
+]
 
 PIPECAT_AGENT_VENV = Path.home() / ".cache" / "flowcat" / "bench" / f"pipecat-{PIPECAT_VERSION}-agent"
 _PIPECAT_IMPORTS = (
@@ -138,15 +142,46 @@ def _health(port: int) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
-def fixed_delays(args: argparse.Namespace) -> float:
-    """Seconds of every turn that the rule and the fakes take, not the framework (see the module doc)."""
-    return VAD_STOP_SECS + max(SPEECH_TIMEOUT, args.stt_delay) + args.llm_ttft + args.tts_ttfa
+def vad_hangover_s() -> list[float]:
+    """Per utterance (the callers' order): seconds from the end of the packet holding the last
+    speech sample to the end of the packet that completes flowcat's Silero VAD stop (default
+    ``VADParams``: ``stop_secs`` plus the model's own lag), on the same 8 kHz μ-law audio, offline."""
+    from ..audio import ulaw_to_pcm16
+    from ..audio.vad import SileroVADAnalyzer, VADState
+    from ._agent_caller import FRAME, load_utterances
+
+    out = []
+    for u in load_utterances():
+        vad = SileroVADAnalyzer(sample_rate=8000)
+        vad.set_sample_rate(8000)
+        speaking = False
+        stop = None
+        for i, p in enumerate(u.payloads + [b"\xff" * FRAME] * 100):
+            state = vad.analyze_audio_sync(ulaw_to_pcm16(p))
+            speaking = speaking or state is VADState.SPEAKING
+            if speaking and i > u.end_index and state is VADState.QUIET:
+                stop = i
+                break
+        if stop is None:
+            raise BenchError(f"{u.name}: the VAD never stopped")
+        out.append((stop - u.end_index) * FRAME / 8000)
+    return out
 
 
-def added_latencies(latencies_ms: list[float], args: argparse.Namespace) -> list[float]:
-    """Framework-added latency per turn (ms)."""
-    fixed = 1000.0 * fixed_delays(args)
-    return [x - fixed for x in latencies_ms]
+def fixed_delays(args: argparse.Namespace, hangover_s: float = VAD_STOP_SECS) -> float:
+    """Seconds of a turn that the VAD, the turn rule and the fakes take, not the framework (module doc)."""
+    return hangover_s + max(SPEECH_TIMEOUT, args.stt_delay) + args.llm_ttft + args.tts_ttfa
+
+
+def added_latencies(
+    latencies_ms: list[float], args: argparse.Namespace, utterances: list[int] | None = None,
+    hangovers_s: list[float] | None = None,
+) -> list[float]:
+    """Framework-added latency per turn (ms); ``hangovers_s[utterances[i]]`` is turn i's VAD hangover
+    (default: ``stop_secs``)."""
+    if utterances is None or hangovers_s is None:
+        return [x - 1000.0 * fixed_delays(args) for x in latencies_ms]
+    return [x - 1000.0 * fixed_delays(args, hangovers_s[u]) for x, u in zip(latencies_ms, utterances, strict=True)]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -207,7 +242,7 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
                 raise BenchError(f"pipecat tried {outside} outside connection(s)")
     finally:
         _stop(srv)
-    added = added_latencies(result["latencies_ms"], args)
+    added = added_latencies(result["latencies_ms"], args, result["latency_utterances"], args.hangovers_s)
     row.update(
         added_p50_ms=_pct(added, 0.5), added_p99_ms=_pct(added, 0.99),
         first_audio_p50_ms=_pct(result["latencies_ms"], 0.5), turns=result["turns"], turns_ok=result["turns_ok"],
@@ -258,6 +293,9 @@ def main(args: argparse.Namespace) -> int:
     args.pipecat_python_resolved = None
     if args.vs_pipecat and not args.quick:
         args.pipecat_python_resolved = ensure_agent_venv(args.pipecat_python)
+    args.hangovers_s = vad_hangover_s()
+    if not args.json:
+        print(f"  VAD hangover per utterance (s): {args.hangovers_s}", file=sys.stderr, flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="flowcat-bench-agent-") as tmp:
         fakes_file = os.path.join(tmp, "fakes.json")

@@ -1,0 +1,74 @@
+"""``flowcat bench agent``: the --quick smoke (every turn answered, fields present), the callers'
+bookkeeping, the added-latency arithmetic. Correctness only, never timing thresholds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flowcat.bench import agent
+from flowcat.bench._agent_caller import FRAME, Call, Turn, load_utterances, summarize
+
+FIELDS = {"system", "sessions", "added_p50_ms", "added_p99_ms", "turns_ok", "server_cpu_pct", "rss_mb"}
+
+
+def test_quick_smoke_answers_every_turn_over_twilio() -> None:
+    """Two callers, one turn each: VAD → Deepgram → aggregator → OpenAI → Cartesia on the fakes,
+    the reply's audio back at the caller over Twilio media."""
+    cmd = [sys.executable, "-m", "flowcat.cli", "bench", "agent", "--quick", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1, out.stderr[-3000:]
+    row = rows[0]
+    assert FIELDS <= row.keys(), row
+    assert "error" not in row, row
+    assert (row["system"], row["sessions"], row["turns"], row["calls_failed"]) == ("flowcat", 2, 2, 0)
+    assert row["turns_ok"] == 2, row
+    assert row["added_p50_ms"] is not None and row["added_p99_ms"] is not None
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_fixtures_load_as_mulaw_payloads_with_the_speech_end() -> None:
+    utts = load_utterances()
+    assert [u.name for u in utts] == ["utterance_weather.wav", "utterance_booking.wav"]
+    for u in utts:
+        assert all(len(p) == FRAME for p in u.payloads)
+        assert u.end_index == int(u.end_offset_s * 8000) // FRAME  # the packet holding the last speech sample
+        voiced = sum(1 for p in u.payloads[: u.end_index + 1] if p != b"\xff" * FRAME)
+        assert voiced > 40  # > 0.8 s of speech before the end
+
+
+def test_summary_counts_complete_and_barged_turns() -> None:
+    done = Turn(speech_end=10.0, first_audio=11.0, last_audio=13.0, audio_ms=2000.0)
+    short = Turn(speech_end=20.0, first_audio=21.2, last_audio=21.5, audio_ms=300.0)  # reply cut off
+    barged = Turn(barge=True, speech_end=30.0, first_audio=31.1, audio_ms=400.0, barge_start=31.5,
+                  clear_after_barge=True)
+    unheard = Turn(barge=True, speech_end=40.0, first_audio=41.0, barge_start=41.4)  # no clear came
+    silent = Turn(speech_end=50.0)  # never answered
+    calls = [Call(0, [done, short, barged]), Call(1, [unheard, silent])]
+    s = summarize(calls, {"turns": 3, "reply_audio_ms": 2000, "complete_fraction": 0.85})
+    assert s["latencies_ms"] == [1000.0, 1200.0, 1100.0, 1000.0]
+    # done and barged are answered; short (cut), unheard (no clear), silent and a turn call 1
+    # never reached are not.
+    assert (s["turns"], s["turns_ok"], s["barge_ins"], s["barge_ins_ok"]) == (6, 2, 2, 1)
+
+
+def test_added_latency_subtracts_the_rule_and_the_fakes() -> None:
+    args = argparse.Namespace(stt_delay=0.15, llm_ttft=0.2, tts_ttfa=0.1)
+    # VAD stop 0.2 + speech timeout 0.6 (the STT final at 0.15 comes inside it) + LLM 0.2 + TTS 0.1
+    assert agent.added_latencies([1300.0, 1400.0], args) == pytest.approx([200.0, 300.0])
+    slow_stt = argparse.Namespace(stt_delay=0.9, llm_ttft=0.2, tts_ttfa=0.1)
+    assert agent.added_latencies([1400.0], slow_stt) == pytest.approx([0.0])
+
+    # With the measured VAD hangover of each turn's utterance instead of stop_secs.
+    assert agent.added_latencies([1300.0, 1400.0], args, [1, 0], [0.25, 0.22]) == pytest.approx([180.0, 250.0])
+
+
+def test_vad_hangover_is_stop_secs_plus_the_models_lag() -> None:
+    hang = agent.vad_hangover_s()
+    assert len(hang) == 2
+    assert all(agent.VAD_STOP_SECS <= h < agent.VAD_STOP_SECS + 0.2 for h in hang), hang
