@@ -160,7 +160,7 @@ def _enqueue(call: Call, utt: Utterance, turn: Turn, speech_start: Any = None) -
 async def _converse(call: Call, cfg: dict[str, Any], utts: list[Utterance], now: Any) -> None:
     turns = int(cfg["turns"])
     barge_every = int(cfg.get("barge_every", 0))
-    gap = float(cfg.get("gap", 0.5))
+    gap = float(cfg.get("gap", 1.0))  # a loaded server may stall its output this long
     timeout = float(cfg.get("answer_timeout", 8.0))
     pending_barge: Turn | None = None
     for k in range(turns):
