@@ -170,3 +170,55 @@ def test_broadcast_interruption_bumps_generation_once() -> None:
     assert down_i[0].id != up_i[0].id
     assert down_i[0].broadcast_sibling_id == up_i[0].id
     assert up_i[0].broadcast_sibling_id == down_i[0].id
+
+
+def test_unbound_task_and_the_tasks_it_starts_push_past_interruptions() -> None:
+    """``create_task(generation_bound=False)`` (a connection's loop) belongs to no generation,
+    nor does a task it starts (the receive loop a connect() starts): their pushes after an
+    interruption go through; a bound task's are dropped as stale."""
+
+    class Connection(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = asyncio.Event()
+            self.done = asyncio.Event()
+
+        async def _receive_loop(self) -> None:
+            await self.go.wait()
+            await self.push_frame(F.TextFrame("from-receive-loop"))
+            self.done.set()
+
+        async def _connection(self) -> None:
+            self.create_task(self._receive_loop())  # inherits: unbound
+            await self.go.wait()
+            await self.push_frame(F.TextFrame("from-connection"))
+
+        async def _bound(self) -> None:
+            await self.go.wait()
+            await self.push_frame(F.TextFrame("stale"))
+
+        async def process_frame(self, frame: F.Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, F.LLMRunFrame):
+                self.create_task(self._connection(), generation_bound=False)
+                self.create_task(self._bound())
+                return
+            await self.push_frame(frame, direction)
+
+    async def main() -> list[F.Frame]:
+        conn = Connection()
+        task, sink = _task(conn)
+        runner = asyncio.ensure_future(task.run())
+        await task.queue_frame(F.LLMRunFrame())
+        await asyncio.sleep(0.1)
+        await task.queue_frame(F.InterruptionFrame())
+        await asyncio.sleep(0.1)
+        conn.go.set()
+        await conn.done.wait()
+        await asyncio.sleep(0.1)
+        await task.stop_when_done()
+        await asyncio.wait_for(runner, 5)
+        return sink.frames
+
+    frames = run_virtual(main())
+    assert sorted(texts(frames)) == ["from-connection", "from-receive-loop"]

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..audio import pcm16_to_ulaw
+from ..errors import BenchError
 
 __all__ = ["Utterance", "load_utterances", "main"]
 
@@ -61,7 +62,7 @@ def load_utterances(directory: Path = SPEECH_DIR, names: tuple[str, ...] = DEFAU
         if rate == 16000:
             pcm = pcm[: len(pcm) // 2 * 2].reshape(-1, 2).astype(np.int32).mean(axis=1).astype("<i2")
         elif rate != 8000:
-            raise ValueError(f"{name}: {rate} Hz")
+            raise BenchError(f"{name}: {rate} Hz (8000 or 16000 expected)")
         mu = pcm16_to_ulaw(pcm.tobytes())
         mu += b"\xff" * (-len(mu) % FRAME)
         payloads = [mu[i : i + FRAME] for i in range(0, len(mu), FRAME)]
