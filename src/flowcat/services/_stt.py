@@ -126,7 +126,8 @@ class STTService(AIService):
     # ---------------------------------------------------------- provider seam
 
     async def connect(self) -> None:
-        """Open the provider connection (start a receive loop with :meth:`create_task`)."""
+        """Open the provider connection (start a receive loop with ``create_task(..., generation_bound=False)``:
+        transcripts must come through after an interruption)."""
 
     async def disconnect(self) -> None:
         """Close the provider connection."""

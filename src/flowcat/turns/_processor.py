@@ -616,5 +616,7 @@ class UserTurnProcessor(FrameProcessor):
         self._timer.close()
 
     async def cleanup(self) -> None:
-        """Stop the timer."""
+        """Stop the timer and unbind the stop strategies (they held this processor: a cycle)."""
         self._timer.close()
+        for s in self._stop:
+            s.unbind()

@@ -89,6 +89,10 @@ class UserTurnStopStrategy:
         """Give the strategy a way to ask for a :meth:`poll` outside any frame."""
         self._wake = wake
 
+    def unbind(self) -> None:
+        """Forget the processor's wake-up (it is done with this strategy)."""
+        self._wake = _no_wake
+
     def append_audio(self, audio: bytes, sample_rate: int) -> None:
         """Input audio (PCM16), for strategies with :attr:`wants_audio`."""
 

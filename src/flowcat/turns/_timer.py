@@ -36,11 +36,16 @@ class SingleTimer:
             self._handle = self.loop.call_at(at, self._fire)
 
     def close(self) -> None:
-        """Cancel and never fire again."""
+        """Cancel and never fire again (and drop the callback: it often holds its owner)."""
         self._closed = True
         self.arm(None)
+        self._callback = _never
 
     def _fire(self) -> None:
         self._handle = None
         self._at = None
         self._callback()
+
+
+def _never() -> None:
+    """The callback of a closed timer."""

@@ -189,8 +189,9 @@ class DeepgramSTTService(STTService):
             raise connection_error(exc, self.name, self._api_key) from None
         self._ws = ws
         self._last_send = asyncio.get_running_loop().time()
-        self._recv = self.create_task(self._read_socket(ws), "deepgram_receive")
-        self._keepalive = self.create_task(self._keep_alive(ws), "deepgram_keepalive")
+        # The connection outlives interruptions: its transcripts must not be dropped as stale.
+        self._recv = self.create_task(self._read_socket(ws), "deepgram_receive", generation_bound=False)
+        self._keepalive = self.create_task(self._keep_alive(ws), "deepgram_keepalive", generation_bound=False)
 
     async def disconnect(self) -> None:
         ws, self._ws = self._ws, None
