@@ -23,6 +23,7 @@ Real sockets, so real time: every wait is an event or a bounded poll (``BOUND``)
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -301,3 +302,74 @@ def test_four_turns_with_a_tool_call_an_mcp_call_and_a_barge_in() -> None:
     assert dg.of_type("Finalize") == [{"type": "Finalize"}] * 4
     assert [m["channel"]["alternatives"][0]["transcript"] for m in dg.sent if m.get("type") == "Results"] == [
         "how are you", "what time is it", "weather in paris", "thanks bye"]
+
+
+def test_a_barge_in_during_an_mcp_tool_call_cancels_it_for_good() -> None:
+    """The user speaks while the MCP ``slow`` tool runs: the call is cancelled on the server,
+    no result reaches the context, the LLM is not run for it, and the user's turn is answered."""
+
+    async def conversation(fakes: Fakes) -> dict[str, Any]:
+        agent = Agent(fakes)
+        await agent.start()
+        try:
+            await agent.say()
+            await until(lambda: agent.count(FunctionCallInProgressFrame) == 1, "the slow tool call")
+            deadline = time.monotonic() + BOUND
+            while (await stats(agent.mcp))["slow_started"] != 1:
+                assert time.monotonic() < deadline, "the slow tool never started on the server"
+                await asyncio.sleep(0.02)
+            await agent.say()
+            await agent.turn_done(1)
+            deadline = time.monotonic() + BOUND
+            while (s := await stats(agent.mcp))["slow_cancelled"] != 1:
+                assert time.monotonic() < deadline, f"the server never cancelled the slow tool: {s}"
+                await asyncio.sleep(0.02)
+        finally:
+            await agent.stop()
+            await close_http_sessions()
+        got = {
+            "keys": agent.key_frames(),
+            "messages": [dict(m) for m in agent.context.messages],
+            "heard": decode_tones(agent.played(), RATE, CHAR_MS),
+            "stats": s,
+        }
+        agent.__dict__.clear()
+        return got
+
+    async def main() -> tuple[dict[str, Any], Fakes]:
+        script = [Reply(tool_calls=[ToolCall("slow", {"seconds": 30}, id="call_1")]), "Sure, what else?"]
+        async with Fakes(["check my order", "never mind"], script) as fakes:
+            got = await assert_call_leaves_nothing(lambda: conversation(fakes), modules=CALL_MODULES)
+        return got, fakes
+
+    got, fakes = asyncio.run(main())
+    assert got["keys"] == [
+        "UserStartedSpeakingFrame", "InterruptionFrame", "UserStoppedSpeakingFrame",
+        "LLMFullResponseStartFrame", "LLMFullResponseEndFrame", "FunctionCallInProgressFrame",
+        # the barge-in: the call gets its terminal frame, a cancel, never a result
+        "UserStartedSpeakingFrame", "InterruptionFrame", "FunctionCallCancelFrame", "UserStoppedSpeakingFrame",
+        "LLMFullResponseStartFrame", "TTSStartedFrame", "TTSStoppedFrame", "LLMFullResponseEndFrame",
+    ]
+    # Cancelled on the server (notifications/cancelled), never finished.
+    assert {k: got["stats"][k] for k in ("slow_started", "slow_cancelled", "slow_finished")} == {
+        "slow_started": 1, "slow_cancelled": 1, "slow_finished": 0}
+    assert got["messages"] == [
+        SYSTEM,
+        {"role": "user", "content": "check my order"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "slow", "arguments": '{"seconds": 30}'}}]},
+        {"role": "tool", "content": "CANCELLED", "tool_call_id": "call_1"},
+        {"role": "user", "content": "never mind"},
+        {"role": "assistant", "content": "Sure, what else?"},
+    ]
+    # The LLM ran for the user's turns only (the cancelled call never ran it), and only the
+    # answer to the barge-in was spoken.
+    assert [b["messages"] for b in fakes.openai.bodies] == [got["messages"][:2], got["messages"][:5]]
+    assert got["heard"] == "sure, what else?"
+
+
+async def stats(client: MCPClient) -> dict[str, Any]:
+    """The MCP fixture server's counters."""
+    value = await client.call_tool("stats")
+    assert isinstance(value, str), value
+    return dict(json.loads(value))

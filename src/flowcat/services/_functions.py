@@ -368,6 +368,9 @@ class FunctionCalling:
 
     def _call_task_done(self, call: _Call, task: asyncio.Task[None]) -> None:
         self._calls.pop(call.tool_call_id, None)
+        # A cancelled task keeps its CancelledError, whose traceback holds ``_run_call``'s
+        # frame, which holds the call: drop the call's link to the task (a cycle otherwise).
+        call.task = None
         if not call.settled:
             # Cancelled (interruption, end of call) before it settled: the terminal frame.
             self.create_task(self._settle_cancelled(call, "cancelled"), "function_call_cancelled")
