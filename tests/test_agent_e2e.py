@@ -59,7 +59,7 @@ from flowcat.services.llm import OpenAILLMService
 from flowcat.services.stt import DeepgramSTTService
 from flowcat.services.tts import CartesiaTTSService
 from flowcat.testing import CaptureProcessor, assert_call_leaves_nothing
-from flowcat.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, Reply, ToolCall, decode_tones
+from flowcat.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, Reply, ToolCall, decode_tones, synthesize_tones
 from flowcat.turns import SpeechTimeoutUserTurnStopStrategy, UserTurnStrategies
 from test_transport_support import Harness, RecordingOutput
 
@@ -72,7 +72,9 @@ RATE = 16000
 CHAR_MS = 20
 BOUND = 15.0
 SERVER = Path(__file__).parent / "fixtures" / "mcp_server.py"
-CALL_MODULES = tuple(f"flowcat.{m}" for m in ("frames", "runtime", "audio", "turns", "transports", "services", "agent"))
+# What the call is made of (the fakes and the test's capture, on the far side, are not counted).
+CALL_MODULES = tuple(f"flowcat.{m}" for m in ("frames", "runtime", "audio", "turns", "transports", "services",
+                                              "agent"))
 SYSTEM = {"role": "system", "content": "You are a helpful voice agent."}
 KEY_FRAMES = (
     UserStartedSpeakingFrame,
@@ -97,9 +99,7 @@ async def until(check: Callable[[], bool], what: str) -> None:
 
 
 def speech(ms: int) -> list[InputAudioRawFrame]:
-    """``ms`` of loud audio (a 440 Hz-ish tone) in 20 ms frames: the Deepgram fake hears speech."""
-    from flowcat.testing.fakes import synthesize_tones
-
+    """``ms`` of loud audio (a 300 Hz tone) in 20 ms frames: the Deepgram fake hears speech."""
     pcm = synthesize_tones("a" * (ms // 20), RATE, 20)
     step = RATE * 2 * 20 // 1000
     return [InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=RATE) for i in range(0, len(pcm), step)]
