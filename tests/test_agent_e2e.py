@@ -59,7 +59,15 @@ from flowcat.services.llm import OpenAILLMService
 from flowcat.services.stt import DeepgramSTTService
 from flowcat.services.tts import CartesiaTTSService
 from flowcat.testing import CaptureProcessor, assert_call_leaves_nothing
-from flowcat.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, Reply, ToolCall, decode_tones, synthesize_tones
+from flowcat.testing.fakes import (
+    FakeCartesia,
+    FakeDeepgram,
+    FakeOpenAI,
+    Reply,
+    ToolCall,
+    decode_tones,
+    synthesize_tones,
+)
 from flowcat.turns import SpeechTimeoutUserTurnStopStrategy, UserTurnStrategies
 from test_transport_support import Harness, RecordingOutput
 
