@@ -199,3 +199,48 @@ def test_receive_loop_transcripts_survive_interruptions() -> None:
         assert [f.text for f in of(down, TranscriptionFrame)] == ["after the barge-in"]
 
     run_virtual(main())
+
+
+class RecordingSTT(STTService):
+    """Records each send_audio/finalize call in order."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(sample_rate=RATE, **kw)
+        self.calls: list[tuple[str, bytes]] = []
+
+    async def send_audio(self, audio: bytes) -> None:
+        self.calls.append(("audio", audio))
+
+    async def finalize(self) -> None:
+        self.calls.append(("finalize", b""))
+
+
+def test_audio_is_sent_in_100ms_batches_and_the_rest_before_finalize() -> None:
+    async def main() -> None:
+        stt = RecordingSTT()
+        chunks = [audio(i + 1) for i in range(12)]  # 240 ms in 20 ms packets
+        frames: list[Frame] = [VADUserStartedSpeakingFrame()]
+        for c in chunks:
+            frames += [c, SleepFrame(0.02)]
+        frames += [VADUserStoppedSpeakingFrame(), SleepFrame(0.1)]
+        down, _ = await run_test(stt, frames_to_send=frames)
+        assert len(of(down, InputAudioRawFrame)) == 12  # every packet still passes on
+        batch = RATE // 10 * 2
+        assert [(kind, len(data)) for kind, data in stt.calls] == [
+            ("audio", batch), ("audio", batch), ("audio", 2 * 640), ("finalize", 0)
+        ]
+        assert b"".join(data for _, data in stt.calls) == b"".join(c.audio for c in chunks)
+
+    run_virtual(main())
+
+
+def test_audio_batch_secs_zero_sends_every_chunk() -> None:
+    async def main() -> None:
+        stt = RecordingSTT(audio_batch_secs=0)
+        frames: list[Frame] = []
+        for i in range(3):
+            frames += [audio(i + 1), SleepFrame(0.02)]
+        await run_test(stt, frames_to_send=frames)
+        assert [len(data) for _, data in stt.calls] == [640, 640, 640]
+
+    run_virtual(main())

@@ -2,7 +2,10 @@
 
 **Streaming.** Input audio is taken inline (no coroutine per frame): each chunk is
 appended to a buffer and one sender task per service hands the buffered audio to
-:meth:`STTService.send_audio` (the provider's socket write). The provider's receive
+:meth:`STTService.send_audio` (the provider's socket write) once ``audio_batch_secs``
+of it has gathered (100 ms by default: one socket message per five 20 ms packets, not
+one per packet), and at once when the user stops speaking, before ``finalize``. The
+provider's receive
 loop calls :meth:`STTService.push_transcription` for interim and final results.
 When the user stops speaking (VAD) the sender calls :meth:`STTService.finalize`
 (Deepgram's ``Finalize``, say) and TTFB runs from that moment to the next final
@@ -82,6 +85,9 @@ class STTService(AIService):
         sample_rate: Input sample rate (None: the StartFrame's ``audio_in_sample_rate``).
         audio_passthrough: Pass input audio on downstream (pipecat's default).
         max_buffer_secs: Audio kept while (re)connecting; older audio is dropped.
+        audio_batch_secs: Audio gathered into one :meth:`send_audio` call (0: every chunk
+            as it comes). What is left is sent when the user stops speaking, before
+            :meth:`finalize`, so the end of speech is not delayed.
         retry: Backoff for reconnecting.
         reconnect_timeout_secs: Bound on one reconnection (all attempts).
         user_id: ``user_id`` of the transcription frames.
@@ -98,6 +104,7 @@ class STTService(AIService):
         sample_rate: int | None = None,
         audio_passthrough: bool = True,
         max_buffer_secs: float = 5.0,
+        audio_batch_secs: float = 0.1,
         retry: Backoff | None = None,
         reconnect_timeout_secs: float = 10.0,
         user_id: str = "",
@@ -115,6 +122,8 @@ class STTService(AIService):
         self.muted = False
         self._buf = bytearray()
         self._buf_limit = int(max_buffer_secs * (sample_rate or 16000)) * 2
+        self.audio_batch_secs = audio_batch_secs
+        self._batch_bytes = 0
         self._wake: asyncio.Event | None = None
         self._sender: asyncio.Task[None] | None = None
         self._finalize_pending = False
@@ -163,6 +172,7 @@ class STTService(AIService):
         await super().start(frame)
         self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
         self._buf_limit = int(self.max_buffer_secs * self.sample_rate) * 2
+        self._batch_bytes = int(self.audio_batch_secs * self.sample_rate) * 2
         self._wake = asyncio.Event()
         # Not bound to a generation: the connection outlives turns, and a transcript the receive
         # loop (started from here) pushes after a barge-in is about the turn being spoken now.
@@ -208,6 +218,8 @@ class STTService(AIService):
         limit = self._buf_limit
         if len(buf) > limit:
             del buf[: len(buf) - limit]
+        if len(buf) < self._batch_bytes:
+            return  # gathering: sent once a batch is full, or at the end of speech
         wake = self._wake
         if wake is not None:
             wake.set()
@@ -256,6 +268,7 @@ class STTService(AIService):
                     await self.send_audio(chunk)
                 except ServiceError as exc:
                     await self._recover(exc, chunk)
+                    continue  # resend what was put back before any finalize
             if self._finalize_pending:
                 self._finalize_pending = False
                 try:
