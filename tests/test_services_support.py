@@ -103,6 +103,31 @@ async def test_one_shared_session_per_loop_created_lazily() -> None:
     await close_http_sessions()
 
 
+async def test_calls_starting_together_build_the_tls_context_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+    import threading
+
+    from flowcat.services import _http
+
+    built: list[int] = []
+    release = threading.Event()
+    real = ssl.create_default_context
+
+    def slow_context() -> ssl.SSLContext:
+        built.append(1)
+        release.wait(5)  # the others ask while this one loads the CA bundle
+        return real()
+
+    monkeypatch.setattr(_http, "_ssl_context", None)
+    monkeypatch.setattr(_http.ssl, "create_default_context", slow_context)
+    await close_http_sessions()
+    waiters = [asyncio.ensure_future(_http._shared_ssl_context()) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    release.set()
+    contexts = await asyncio.gather(*waiters)
+    assert len(built) == 1 and all(c is contexts[0] for c in contexts)
+
+
 async def _serve(handler: object) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_route("*", "/x", handler)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import threading
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,13 +48,24 @@ _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSe
     weakref.WeakKeyDictionary()
 )
 _ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def _make_ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs tens of ms of CPU: the calls that start together (three
+    # services per call, several calls) wait here for the one that builds it.
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = ssl.create_default_context()
+        return _ssl_context
 
 
 async def _shared_ssl_context() -> ssl.SSLContext:
-    global _ssl_context
-    if _ssl_context is None:
-        _ssl_context = await asyncio.to_thread(ssl.create_default_context)
-    return _ssl_context
+    ctx = _ssl_context
+    if ctx is None:
+        ctx = await asyncio.to_thread(_make_ssl_context)
+    return ctx
 
 
 async def http_session() -> aiohttp.ClientSession:
