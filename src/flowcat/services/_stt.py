@@ -5,8 +5,8 @@ appended to a buffer and one sender task per service hands the buffered audio to
 :meth:`STTService.send_audio` (the provider's socket write) once ``audio_batch_secs``
 of it has gathered (100 ms by default: one socket message per five 20 ms packets, not
 one per packet), and at once when the user stops speaking, before ``finalize``. The
-provider's receive
-loop calls :meth:`STTService.push_transcription` for interim and final results.
+provider's receive loop calls :meth:`STTService.push_transcription` for interim and
+final results.
 When the user stops speaking (VAD) the sender calls :meth:`STTService.finalize`
 (Deepgram's ``Finalize``, say) and TTFB runs from that moment to the next final
 transcript. A send that fails with a retryable error reconnects with backoff
