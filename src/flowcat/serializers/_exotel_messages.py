@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..errors import ProtocolError
-from ._wire import need_object, opt_object, opt_str
+from ._wire import need_object, opt_object, opt_str, start_parts
 
 __all__ = ["ExotelMediaFormat", "ExotelStart"]
 
@@ -57,12 +56,8 @@ class ExotelStart:
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
-        msg = need_object(obj, "start")
-        start = msg.get("start")
-        if not isinstance(start, dict):
-            raise ProtocolError("start without a start object", obj)
+        msg, start, fmt = start_parts(obj, "media_format")
         what = "start"
-        fmt = opt_object(start, "media_format", what)
         return cls(
             stream_sid=opt_str(msg, "stream_sid", what) or opt_str(start, "stream_sid", what),
             call_sid=opt_str(start, "call_sid", what),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from ..errors import ProtocolError
-from ._wire import need_object, opt_int, opt_object, opt_str, opt_str_list
+from ._wire import need_object, opt_int, opt_str, opt_str_list, start_parts
 
 __all__ = [
     "PlivoClearedAudio",
@@ -76,15 +76,11 @@ class PlivoStart:
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
-        msg = need_object(obj, "start")
-        start = msg.get("start")
-        if not isinstance(start, dict):
-            raise ProtocolError("start without a start object", obj)
+        msg, start, fmt = start_parts(obj, "mediaFormat")
         what = "start"
         account = start.get("accountId")
         if account is not None and (isinstance(account, bool) or not isinstance(account, str | int)):
             raise ProtocolError("start whose accountId is not a string or number", obj)
-        fmt = opt_object(start, "mediaFormat", what)
         return cls(
             stream_id=opt_str(start, "streamId", what) or opt_str(msg, "streamId", what),
             call_id=opt_str(start, "callId", what),

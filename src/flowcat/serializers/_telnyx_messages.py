@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..errors import ProtocolError
-from ._wire import need_object, opt_int, opt_object, opt_str, opt_str_list
+from ._wire import need_object, opt_int, opt_object, opt_str, opt_str_list, start_parts
 
 __all__ = ["TelnyxError", "TelnyxMediaFormat", "TelnyxStart"]
 
@@ -60,12 +59,8 @@ class TelnyxStart:
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
-        msg = need_object(obj, "start")
-        start = msg.get("start")
-        if not isinstance(start, dict):
-            raise ProtocolError("start without a start object", obj)
+        msg, start, fmt = start_parts(obj, "media_format")
         what = "start"
-        fmt = opt_object(start, "media_format", what)
         return cls(
             stream_id=opt_str(msg, "stream_id", what),
             call_control_id=opt_str(start, "call_control_id", what),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from ..errors import ProtocolError
-from ._wire import need_object, opt_int, opt_object, opt_str, opt_str_list
+from ._wire import need_object, opt_int, opt_object, opt_str, opt_str_list, start_parts
 
 __all__ = [
     "TwilioClear",
@@ -90,12 +90,8 @@ class TwilioStart:
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
-        msg = need_object(obj, "start")
-        start = msg.get("start")
-        if not isinstance(start, dict):
-            raise ProtocolError("start without a start object", obj)
+        msg, start, fmt = start_parts(obj, "mediaFormat")
         what = "start"
-        fmt = opt_object(start, "mediaFormat", what)
         return cls(
             stream_sid=opt_str(msg, "streamSid", what) or opt_str(start, "streamSid", what),
             call_sid=opt_str(start, "callSid", what),

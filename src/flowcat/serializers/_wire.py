@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ProtocolError
 
-__all__ = ["need_object", "opt_int", "opt_object", "opt_str", "opt_str_list"]
+__all__ = ["need_object", "opt_int", "opt_object", "opt_str", "opt_str_list", "start_parts"]
 
 
 def need_object(obj: object, what: str) -> dict[str, Any]:
@@ -57,3 +57,13 @@ def opt_str_list(obj: dict[str, Any], key: str, what: str) -> tuple[str, ...] | 
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ProtocolError(f"{what} whose {key} is not a list of strings", obj)
+
+
+def start_parts(obj: object, format_key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """A ``start`` message's parts: the message, its ``start`` object and the media-format object
+    under ``format_key`` (None if not sent); a message without a ``start`` object raises."""
+    msg = need_object(obj, "start")
+    start = msg.get("start")
+    if not isinstance(start, dict):
+        raise ProtocolError("start without a start object", obj)
+    return msg, start, opt_object(start, format_key, "start")
