@@ -8,15 +8,12 @@ held answer is dropped and the turn end runs the LLM on everything that was said
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from flowcat import Pipeline
 from flowcat.agent import LLMContext, LLMContextAggregatorPair, LLMUserAggregatorParams
-from flowcat.frames import Frame, LLMTextFrame
-from flowcat.testing import SleepFrame, run_test, run_virtual
+from flowcat.frames import Frame
 from flowcat.turns import PreemptiveGate
-from test_turns_preemptive_pipeline import _ToyLLM
+from test_turns_preemptive_pipeline import _ToyLLM, play
 from test_turns_processor import DOWN, E, S, T, _Stamp
 
 
@@ -24,19 +21,7 @@ def _run(llm: _ToyLLM, script: list[tuple[float, Frame]], until: float) -> tuple
     ctx = LLMContext()
     pair = LLMContextAggregatorPair(ctx, user_params=LLMUserAggregatorParams(preemptive_generation=True))
     out = _Stamp(DOWN)
-    frames: list[Frame] = []
-    now = 0.0
-    for t, f in script:
-        frames += [SleepFrame(sleep=t - now), f] if t > now else [f]
-        now = max(now, t)
-    frames.append(SleepFrame(sleep=until - now))
-
-    async def go() -> list[tuple[str, float]]:
-        t0 = asyncio.get_running_loop().time()
-        await run_test(Pipeline([pair.user(), llm, PreemptiveGate(), out, pair.assistant()]), frames_to_send=frames)
-        return [(f.text, round(t - t0, 3)) for t, f in out.seen if isinstance(f, LLMTextFrame)]
-
-    texts = run_virtual(go())
+    texts = play([pair.user(), llm, PreemptiveGate(), out, pair.assistant()], out, script, until)
     return ctx, pair, texts
 
 

@@ -85,10 +85,9 @@ class _ScriptedLLM(FrameProcessor):
         await self.push_frame(LLMFullResponseEndFrame())
 
 
-def _run(script: list[tuple[float, Frame]], until: float) -> tuple[list[tuple[str, float]], _ScriptedLLM]:
-    agg = _MiniAggregator(preemptive_generation=True)
-    llm = _ScriptedLLM()
-    out = _Stamp(DOWN)
+def play(processors: list[Any], out: _Stamp, script: list[tuple[float, Frame]], until: float) -> list[tuple[str, float]]:
+    """Send the ``(time, frame)`` script through ``processors`` on the virtual clock until ``until``;
+    the LLM texts ``out`` saw, with the time each passed it."""
     frames: list[Frame] = []
     now = 0.0
     for t, f in script:
@@ -98,10 +97,16 @@ def _run(script: list[tuple[float, Frame]], until: float) -> tuple[list[tuple[st
 
     async def go() -> list[tuple[str, float]]:
         t0 = asyncio.get_running_loop().time()
-        await run_test(Pipeline([agg, llm, PreemptiveGate(), out]), frames_to_send=frames)
+        await run_test(Pipeline(processors), frames_to_send=frames)
         return [(f.text, round(t - t0, 3)) for t, f in out.seen if isinstance(f, LLMTextFrame)]
 
-    return run_virtual(go()), llm
+    return run_virtual(go())
+
+
+def _run(script: list[tuple[float, Frame]], until: float) -> tuple[list[tuple[str, float]], _ScriptedLLM]:
+    llm = _ScriptedLLM()
+    out = _Stamp(DOWN)
+    return play([_MiniAggregator(preemptive_generation=True), llm, PreemptiveGate(), out], out, script, until), llm
 
 
 def test_confirmed_speculation_is_played_at_the_turn_end_with_one_llm_run() -> None:
@@ -158,21 +163,8 @@ class _ToyLLM(LLMService):
 
 
 def _run_service(llm: _ToyLLM, script: list[tuple[float, Frame]], until: float) -> list[tuple[str, float]]:
-    agg = _MiniAggregator(preemptive_generation=True)
     out = _Stamp(DOWN)
-    frames: list[Frame] = []
-    now = 0.0
-    for t, f in script:
-        frames += [SleepFrame(sleep=t - now), f] if t > now else [f]
-        now = max(now, t)
-    frames.append(SleepFrame(sleep=until - now))
-
-    async def go() -> list[tuple[str, float]]:
-        t0 = asyncio.get_running_loop().time()
-        await run_test(Pipeline([agg, llm, PreemptiveGate(), out]), frames_to_send=frames)
-        return [(f.text, round(t - t0, 3)) for t, f in out.seen if isinstance(f, LLMTextFrame)]
-
-    return run_virtual(go())
+    return play([_MiniAggregator(preemptive_generation=True), llm, PreemptiveGate(), out], out, script, until)
 
 
 def test_llm_service_stops_a_cancelled_speculative_generation() -> None:

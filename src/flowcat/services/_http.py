@@ -35,6 +35,7 @@ from ..errors import (
 from ._secrets import Secret, redact
 
 __all__ = [
+    "WS_ENDED",
     "SSEEvent",
     "close_http_sessions",
     "connection_error",
@@ -43,6 +44,9 @@ __all__ = [
     "iter_sse",
     "raise_for_status",
 ]
+
+WS_ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+"""Message types that end a provider WebSocket's receive loop."""
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()

@@ -46,7 +46,7 @@ from ..._ratelimit import RateLimitedLog
 from ...errors import ConfigError, ServiceConnectionError
 from ...frames import CancelFrame
 from .._ai_service import ServiceCapabilities
-from .._http import connection_error, handshake_error, http_session
+from .._http import WS_ENDED, connection_error, handshake_error, http_session
 from .._secrets import Secret, resolve_api_key
 from .._stt import STTService, STTSettings
 
@@ -60,7 +60,6 @@ _PATH = "/v1/listen"
 _KEEPALIVE = '{"type": "KeepAlive"}'
 _FINALIZE = '{"type": "Finalize"}'
 _CLOSE_STREAM = '{"type": "CloseStream"}'
-_ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
 
 @dataclass
@@ -260,7 +259,7 @@ class DeepgramSTTService(STTService):
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._on_message(msg.data)
-            elif msg.type in _ENDED:
+            elif msg.type in WS_ENDED:
                 if msg.type is aiohttp.WSMsgType.CLOSE:
                     reason = str(msg.extra or "")  # Deepgram puts its error code here (NET-0001…)
                 break

@@ -57,7 +57,7 @@ from ...errors import (
 from ...frames import CancelFrame, EndFrame
 from .._ai_service import ServiceCapabilities
 from .._audio_contexts import AudioContexts
-from .._http import connection_error, handshake_error, http_session
+from .._http import WS_ENDED, connection_error, handshake_error, http_session
 from .._secrets import Secret, resolve_api_key
 from .._tts import TTSAudio, TTSChunk, TTSService, TTSSettings, TTSWords
 
@@ -69,7 +69,6 @@ _UNKNOWN = RateLimitedLog(logger)
 DEFAULT_BASE_URL = "wss://api.cartesia.ai"
 DEFAULT_VERSION = "2025-04-16"
 _PATH = "/tts/websocket"
-_ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
 
 @dataclass
@@ -311,7 +310,7 @@ class CartesiaTTSService(TTSService):
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
                 self._on_message(msg.data)
-            elif msg.type in _ENDED:
+            elif msg.type in WS_ENDED:
                 if msg.type is aiohttp.WSMsgType.CLOSE:
                     reason = str(msg.extra or "")
                 break
