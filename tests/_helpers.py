@@ -84,3 +84,19 @@ def require(module: str) -> ModuleType:
     except ImportError as exc:
         error = exc
     missing(f"{module} ({error})")
+
+
+def conformance_params(targets: dict[str, object]) -> list[object]:
+    """``pytest.param(target, scenario)`` for every scenario of every ``"kind:name"`` target.
+
+    A provider test module sets ``CONFORMANCE = {"llm:groq": ConformanceTarget(...), ...}`` and
+    parametrizes ``test_conformance(target, scenario)`` with this; ``test_providers_registry.py``
+    checks that every registered provider has such a run.
+    """
+    from flowcat.testing.conformance import scenarios
+
+    params = []
+    for key, target in targets.items():
+        for s in scenarios(key.partition(":")[0]):  # type: ignore[arg-type]
+            params.append(pytest.param(target, s, id=f"{key}-{s}"))
+    return params

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from _fake_cartesia import FakeCartesia
+from _helpers import conformance_params
 from flowcat.errors import ConfigError, ServiceStatusError
 from flowcat.frames import (
     AggregatedTextFrame,
@@ -55,6 +56,7 @@ def make_service(fake: FakeProvider) -> FrameProcessor:
 
 
 TARGET = ConformanceTarget("tts", FakeCartesia, make_service)
+CONFORMANCE = {"tts:cartesia": TARGET}  # the registry test checks every provider has one
 VENDOR_KEY = "sk-vendor-fake-0123456789-SECRET"
 # The benchmark's vendor fake (flowcat.testing.fakes).
 VENDOR_TARGET = ConformanceTarget(
@@ -62,9 +64,9 @@ VENDOR_TARGET = ConformanceTarget(
 )
 
 
-@pytest.mark.parametrize("scenario", scenarios("tts"), ids=str)
-async def test_conformance(scenario: Scenario) -> None:
-    await run_scenario(TARGET, scenario)
+@pytest.mark.parametrize(("target", "scenario"), conformance_params(CONFORMANCE))
+async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> None:
+    await run_scenario(target, scenario)
 
 
 @pytest.mark.parametrize("scenario", scenarios("tts"), ids=str)

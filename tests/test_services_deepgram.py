@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from _fake_deepgram import FakeDeepgram, results
+from _helpers import conformance_params
 from flowcat.errors import ConfigError, ServiceAuthError
 from flowcat.frames import (
     EndFrame,
@@ -51,6 +52,7 @@ def make_service(fake: FakeProvider) -> FrameProcessor:
 
 
 TARGET = ConformanceTarget("stt", FakeDeepgram, make_service)
+CONFORMANCE = {"stt:deepgram": TARGET}  # the registry test checks every provider has one
 VENDOR_KEY = "sk-vendor-fake-0123456789-SECRET"
 # The benchmark's vendor fake (flowcat.testing.fakes); the suite's input is quiet (-66 dBFS),
 # so the fake's speech threshold is set below it.
@@ -62,9 +64,9 @@ VENDOR_TARGET = ConformanceTarget(
 )
 
 
-@pytest.mark.parametrize("scenario", scenarios("stt"), ids=str)
-async def test_conformance(scenario: Scenario) -> None:
-    await run_scenario(TARGET, scenario)
+@pytest.mark.parametrize(("target", "scenario"), conformance_params(CONFORMANCE))
+async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> None:
+    await run_scenario(target, scenario)
 
 
 @pytest.mark.parametrize("scenario", scenarios("stt"), ids=str)

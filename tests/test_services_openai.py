@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from _fake_openai import USAGE, FakeOpenAI, chunk, sse
+from _helpers import conformance_params
 from flowcat.errors import ConfigError, LLMContextConversionError, ServiceRateLimitError, ServiceStatusError
 from flowcat.frames import (
     ErrorFrame,
@@ -61,6 +62,7 @@ def make_service(fake: FakeProvider) -> FrameProcessor:
 
 
 TARGET = ConformanceTarget("llm", FakeOpenAI, make_service)
+CONFORMANCE = {"llm:openai": TARGET}  # the registry test checks every provider has one
 VENDOR_KEY = "sk-vendor-fake-0123456789-SECRET"
 # The benchmark's vendor fake (flowcat.testing.fakes), serving /v1/chat/completions too.
 VENDOR_TARGET = ConformanceTarget(
@@ -72,9 +74,9 @@ VENDOR_TARGET = ConformanceTarget(
 )
 
 
-@pytest.mark.parametrize("scenario", scenarios("llm"), ids=str)
-async def test_conformance(scenario: Scenario) -> None:
-    await run_scenario(TARGET, scenario)
+@pytest.mark.parametrize(("target", "scenario"), conformance_params(CONFORMANCE))
+async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> None:
+    await run_scenario(target, scenario)
 
 
 @pytest.mark.parametrize("scenario", scenarios("llm"), ids=str)

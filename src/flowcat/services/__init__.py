@@ -38,6 +38,9 @@ from ._llm import LLMChunk as LLMChunk
 from ._llm import LLMService as LLMService
 from ._llm import LLMTextDelta as LLMTextDelta
 from ._llm import LLMToolCallDelta as LLMToolCallDelta
+from ._registry import ProviderInfo as ProviderInfo
+from ._registry import providers as providers
+from ._registry import providers_markdown as providers_markdown
 from ._secrets import Secret as Secret
 from ._secrets import redact as redact
 from ._secrets import resolve_api_key as resolve_api_key
@@ -67,6 +70,7 @@ __all__ = [
     "LLMService",
     "LLMTextDelta",
     "LLMToolCallDelta",
+    "ProviderInfo",
     "SSEEvent",
     "STTService",
     "STTSettings",
@@ -88,6 +92,8 @@ __all__ = [
     "http_session",
     "iter_sse",
     "pcm_to_wav",
+    "providers",
+    "providers_markdown",
     "raise_for_status",
     "redact",
     "resolve_api_key",

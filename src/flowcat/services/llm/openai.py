@@ -44,12 +44,26 @@ from ...frames import LLMContext, LLMTokenUsage
 from .._ai_service import ServiceCapabilities, ServiceSettings
 from .._http import http_session, iter_sse, raise_for_status
 from .._llm import LLMChunk, LLMService, LLMTextDelta, LLMToolCallDelta
+from .._registry import ProviderInfo
 from .._secrets import Secret, resolve_api_key
 from ..adapters import BaseLLMAdapter, OpenAILLMAdapter
 
 __all__ = ["OpenAILLMService", "OpenAILLMSettings"]
 
 logger = logging.getLogger("flowcat.services.llm.openai")
+
+PROVIDERS = (
+    ProviderInfo(
+        name="openai",
+        kind="llm",
+        title="OpenAI Chat Completions",
+        service="flowcat.services.llm.OpenAILLMService",
+        docs=("https://platform.openai.com/docs/api-reference/chat/create-chat-completion",),
+        env="OPENAI_API_KEY",
+        base_url="https://api.openai.com/v1",
+        notes="any OpenAI-compatible host through base_url",
+    ),
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

@@ -47,12 +47,26 @@ from ...errors import ConfigError, ServiceConnectionError
 from ...frames import CancelFrame
 from .._ai_service import ServiceCapabilities
 from .._http import WS_ENDED, connection_error, handshake_error, http_session
+from .._registry import ProviderInfo
 from .._secrets import Secret, resolve_api_key
 from .._stt import STTService, STTSettings
 
 __all__ = ["DeepgramSTTService", "DeepgramSTTSettings"]
 
 logger = logging.getLogger("flowcat.services.stt.deepgram")
+
+PROVIDERS = (
+    ProviderInfo(
+        name="deepgram",
+        kind="stt",
+        title="Deepgram live streaming",
+        service="flowcat.services.stt.DeepgramSTTService",
+        docs=("https://developers.deepgram.com/reference/speech-to-text/listen-streaming",),
+        env="DEEPGRAM_API_KEY",
+        base_url="wss://api.deepgram.com",
+        notes="interim results, Finalize, UtteranceEnd/SpeechStarted events",
+    ),
+)
 _UNKNOWN = RateLimitedLog(logger)
 
 DEFAULT_BASE_URL = "wss://api.deepgram.com"

@@ -58,12 +58,26 @@ from ...frames import CancelFrame, EndFrame
 from .._ai_service import ServiceCapabilities
 from .._audio_contexts import AudioContexts
 from .._http import WS_ENDED, connection_error, handshake_error, http_session
+from .._registry import ProviderInfo
 from .._secrets import Secret, resolve_api_key
 from .._tts import TTSAudio, TTSChunk, TTSService, TTSSettings, TTSWords
 
 __all__ = ["CartesiaTTSService", "CartesiaTTSSettings"]
 
 logger = logging.getLogger("flowcat.services.tts.cartesia")
+
+PROVIDERS = (
+    ProviderInfo(
+        name="cartesia",
+        kind="tts",
+        title="Cartesia WebSocket",
+        service="flowcat.services.tts.CartesiaTTSService",
+        docs=("https://docs.cartesia.ai/api-reference/tts/websocket",),
+        env="CARTESIA_API_KEY",
+        base_url="wss://api.cartesia.ai",
+        notes="context ids, word timestamps",
+    ),
+)
 _UNKNOWN = RateLimitedLog(logger)
 
 DEFAULT_BASE_URL = "wss://api.cartesia.ai"
