@@ -248,3 +248,69 @@ async def test_streams_of_different_models_and_rates_batch_separately() -> None:
         pytest.approx(0.256),
         pytest.approx(0.128),
     ]
+
+
+def test_under_load_a_flush_waits_for_rows_but_never_longer_than_max_wait() -> None:
+    """40 real-time streams, staggered over a window period: without the wait, each loop
+    iteration would carry one or two windows; with it, batches of about target_rows form and
+    no window is scored more than max_wait_secs after it was ready (virtual time)."""
+    from flowcat.testing import run_virtual
+
+    async def main() -> tuple[SileroBatcher, list[float], tuple[int, int]]:
+        loop = asyncio.get_running_loop()
+        batcher = SileroBatcher.for_loop()
+        batcher.max_inline_secs = 1.0  # inline: the virtual clock does not move while a batch runs
+        n, window_s = 40, 0.032
+        lags: list[float] = []
+        analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(n)]
+        ready_at: list[list[float]] = [[] for _ in range(n)]
+        for a in analyzers:
+            a.set_listener(lambda _e, _p: None)
+        scored = [0] * n
+        orig = [a._score for a in analyzers]
+
+        def scorer(i: int):  # record when each window is scored, against when it was ready
+            def score(confidence: float, ms: float) -> None:
+                lags.append(loop.time() - ready_at[i][scored[i]])
+                scored[i] += 1
+                orig[i](confidence, ms)
+            return score
+
+        for i, a in enumerate(analyzers):
+            a._score = scorer(i)  # type: ignore[method-assign]
+        start = loop.time()
+        warm = (0, 0)
+        for k in range(40):  # 40 windows per stream, 1.28 s
+            if k == 10:  # the arrival rate is known after a few hundred ms
+                warm = (batcher.stats.batches, batcher.stats.rows)
+            for i, a in enumerate(analyzers):
+                at = start + k * window_s + i * window_s / n
+                await asyncio.sleep(max(0.0, at - loop.time()))
+                ready_at[i].append(loop.time())
+                a.feed(bytes(1024))
+        await asyncio.gather(*(a.drain() for a in analyzers))
+        for a in analyzers:
+            a.close()
+        return batcher, lags, warm
+
+    batcher, lags, (b0, r0) = run_virtual(main())
+    st = batcher.stats
+    assert st.rows == 40 * 40 and len(lags) == 40 * 40
+    assert st.waited_flushes > 0
+    assert (st.rows - r0) / (st.batches - b0) >= 16  # one iteration per window would give ~1
+    assert max(lags) <= batcher.max_wait_secs + 1e-6
+
+
+async def test_one_stream_fed_faster_than_real_time_never_waits() -> None:
+    """A stream has at most one window in a batch, so a lone fast stream flushes at once."""
+    batcher = SileroBatcher.for_loop()
+    a = SileroVADAnalyzer(sample_rate=16000)
+    before = batcher.stats.waited_flushes
+    t0 = asyncio.get_running_loop().time()
+    for _ in range(200):
+        a.feed(bytes(1024))
+        await asyncio.sleep(0)
+    await a.drain()
+    assert batcher.stats.waited_flushes == before
+    assert asyncio.get_running_loop().time() - t0 < 2.0
+    a.close()

@@ -233,11 +233,11 @@ class VADAnalyzer:
         while len(buf) >= n:
             window = bytes(buf[:n])
             del buf[:n]
-            self._submit(window, mean_square(window))
+            self._submit(window)
 
-    def _submit(self, window: bytes, ms: float) -> None:
+    def _submit(self, window: bytes) -> None:
         """Score one window (subclasses with a batched model queue it instead)."""
-        self._score(self.voice_confidence(window), ms)
+        self._score(self.voice_confidence(window), mean_square(window))
 
     async def drain(self) -> None:
         """Wait until every fed window has been scored."""

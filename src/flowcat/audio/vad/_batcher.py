@@ -10,6 +10,14 @@ A batch expected to cost more than ``max_inline_secs`` of CPU (about 1 ms: rough
 25 or more streams) runs in the process's single VAD worker thread instead, and its
 results are delivered back on the loop; while it runs, newly ready windows collect
 for the next batch, so batches grow with load. No call owns a thread or a model.
+
+Under load the batcher also waits for rows: an ONNX call has a large fixed cost (a
+batch of one costs about as much as four rows of a batch of 32), so once windows
+arrive fast enough that ``max_wait_secs`` would gather at least two of them, a flush
+is delayed by ``target_rows / arrival rate`` (at most ``max_wait_secs``), or until
+``target_rows`` are queued, or every live stream has its window queued (a stream has
+at most one window in a batch: the next needs the state this one produces). A window is then scored at most ``max_wait_secs`` late;
+with a few calls, windows are scored in the iteration they arrive, as before.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ class BatcherStats:
 
     batches: int = 0
     rows: int = 0
+    waited_flushes: int = 0
     inline_batches: int = 0
     thread_batches: int = 0
     max_batch: int = 0
@@ -79,6 +88,8 @@ class SileroBatcher:
         model: The model (default :meth:`SileroModel.shared`).
         max_inline_secs: Largest expected batch CPU time run on the loop itself.
         max_batch: Most rows per ONNX call.
+        max_wait_secs: Longest a ready window may wait for others under load (0: never).
+        target_rows: Rows worth waiting for; a flush happens as soon as this many are queued.
     """
 
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatcher] = (
@@ -92,14 +103,24 @@ class SileroBatcher:
         *,
         max_inline_secs: float = 0.001,
         max_batch: int = 2048,
+        max_wait_secs: float = 0.02,
+        target_rows: int = 32,
     ) -> None:
         self.loop = loop
         self.model = model or SileroModel.shared()
         self.max_inline_secs = max_inline_secs
         self.max_batch = max_batch
+        self.max_wait_secs = max_wait_secs
+        self.target_rows = target_rows
         self.stats = BatcherStats()
         self._queues: dict[SileroLane, _LaneQueue] = {}
         self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._queued = 0
+        self._arrivals = 0
+        self._rate_since = loop.time()
+        self.arrival_rate = 0.0
+        """Windows per second submitted, measured over the last 0.1 s or more."""
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> SileroBatcher:
@@ -117,12 +138,45 @@ class SileroBatcher:
         if q is None:
             q = self._queues[lane] = _LaneQueue(lane)  # type: ignore[index,arg-type]
         q.streams.append(stream)
-        if not self._scheduled and not q.busy:
-            self._scheduled = True
+        self._arrivals += 1
+        self._queued += 1
+        if q.busy:
+            return
+        if not self._scheduled:
+            self._schedule()
+        elif self._timer is not None and self._queued >= self._enough_rows():
+            self._timer.cancel()
+            self._timer = None
+            self.loop.call_soon(self._flush)
+
+    def _enough_rows(self) -> int:
+        """Rows worth a flush: the target, or every live stream (one window each at most)."""
+        streams = 0
+        for q in self._queues.values():
+            streams += q.lane.in_use
+        return min(self.target_rows, streams)
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        wait = 0.0
+        rate = self.arrival_rate
+        if rate * self.max_wait_secs >= 2.0 and self._queued < self._enough_rows():
+            wait = min(self.max_wait_secs, (self.target_rows - self._queued) / rate)
+        if wait > 0.0:
+            self.stats.waited_flushes += 1
+            self._timer = self.loop.call_later(wait, self._flush)
+        else:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._timer = None
+        now = self.loop.time()
+        elapsed = now - self._rate_since
+        if elapsed >= 0.1:
+            self.arrival_rate = self._arrivals / elapsed
+            self._arrivals = 0
+            self._rate_since = now
         for q in list(self._queues.values()):
             if q.streams and not q.busy:
                 self._run(q)
@@ -134,12 +188,13 @@ class SileroBatcher:
             streams = streams[: self.max_batch]
         else:
             q.streams = []
+        self._queued -= len(streams)
         streams = [s for s in streams if s._slot >= 0]
         if not streams:
             return
         lane = q.lane
         n = len(streams)
-        idx, x, state = lane.gather([s._slot for s in streams], [s._fifo[0][0] for s in streams])
+        idx, x, state = lane.gather([s._slot for s in streams], [s._fifo[0] for s in streams])
         st = self.stats
         st.batches += 1
         st.rows += n
@@ -153,7 +208,7 @@ class SileroBatcher:
                 self._failed(q, streams, idx, x, exc)
                 return
             lane.scatter(idx, x, new_state, cpu)
-            self._deliver(streams, probs)
+            self._deliver(streams, probs, lane.mean_squares(x))
             return
         st.thread_batches += 1
         q.busy = True
@@ -175,10 +230,9 @@ class SileroBatcher:
         else:
             probs, new_state, cpu = fut.result()
             q.lane.scatter(idx, x, new_state, cpu)
-            self._deliver(streams, probs)
+            self._deliver(streams, probs, q.lane.mean_squares(x))
         if q.streams and not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._flush)
+            self._schedule()
 
     def _failed(
         self,
@@ -191,12 +245,12 @@ class SileroBatcher:
         self.stats.errors += 1
         logger.error("Silero VAD batch of %d failed; scoring it as silence", len(streams), exc_info=exc)
         q.lane.scatter(idx, x, None, 0.0)
-        self._deliver(streams, np.zeros(len(streams), dtype=np.float32))
+        self._deliver(streams, np.zeros(len(streams), dtype=np.float32), q.lane.mean_squares(x))
 
     @staticmethod
-    def _deliver(streams: list[SileroVADAnalyzer], probs: np.ndarray) -> None:
-        for stream, p in zip(streams, probs.tolist(), strict=True):
+    def _deliver(streams: list[SileroVADAnalyzer], probs: np.ndarray, ms: list[float]) -> None:
+        for stream, p, m in zip(streams, probs.tolist(), ms, strict=True):
             try:
-                stream._on_probability(p)
+                stream._on_probability(p, m)
             except Exception:
                 logger.exception("VAD listener of %r raised", stream)

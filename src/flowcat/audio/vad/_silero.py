@@ -12,6 +12,7 @@ from ._analyzer import QUIET, VADAnalyzer
 from ._batcher import SileroBatcher
 from ._params import VADParams
 from ._silero_model import SileroLane, SileroModel
+from ._volume import mean_square
 
 __all__ = ["PreGate", "SileroVADAnalyzer"]
 
@@ -62,7 +63,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._lane: SileroLane | None = None
         self._slot = -1
         self._finalizer: weakref.finalize[..., object] | None = None
-        self._fifo: deque[tuple[bytes, float]] = deque()
+        self._fifo: deque[bytes] = deque()
         self._batcher: SileroBatcher | None = None
         self._gate = pre_gate
         self._since_reset = 0
@@ -144,11 +145,11 @@ class SileroVADAnalyzer(VADAnalyzer):
             self._lane.reset(self._slot)  # type: ignore[union-attr]
             self._since_reset = 0
 
-    def _submit(self, window: bytes, ms: float) -> None:
+    def _submit(self, window: bytes) -> None:
         if self._slot < 0:
             return
         fifo = self._fifo
-        fifo.append((window, ms))
+        fifo.append(window)
         if len(fifo) == 1:
             self._advance()
 
@@ -156,7 +157,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         """Send the front window to the batcher, scoring pre-gated ones on the way."""
         fifo = self._fifo
         while fifo:
-            window, ms = fifo[0]
+            window = fifo[0]
             if not self._gated(window):
                 batcher = self._batcher
                 if batcher is None:
@@ -165,14 +166,14 @@ class SileroVADAnalyzer(VADAnalyzer):
                 return
             fifo.popleft()
             self._maybe_reset(0.0)
-            self._score(0.0, ms)
+            self._score(0.0, mean_square(window))
         self._wake_drain()
 
-    def _on_probability(self, p: float) -> None:
-        """Batcher callback: the front window's probability."""
+    def _on_probability(self, p: float, ms: float) -> None:
+        """Batcher callback: the front window's probability and mean square (LSB²)."""
         if self._slot < 0 or not self._fifo:
             return
-        _, ms = self._fifo.popleft()
+        self._fifo.popleft()
         self._maybe_reset(p)
         self._score(p, ms)
         self._advance()

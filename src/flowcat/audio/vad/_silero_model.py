@@ -190,6 +190,11 @@ class SileroLane:
             self._running += 1
         return idx, x, state
 
+    def mean_squares(self, x: np.ndarray) -> list[float]:
+        """Each gathered window's mean square in LSB² (as :func:`mean_square`), one vector op."""
+        w = x[:, self.context :]
+        return (np.einsum("ij,ij->i", w, w) * (32768.0 * 32768.0 / self.window)).tolist()
+
     def infer(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Run a gathered batch (thread-safe; no lane state touched): (probs, state, cpu s)."""
         t0 = time.thread_time()
