@@ -9,6 +9,8 @@
 
   these two groups live in :mod:`flowcat.services.adapters` (so providers can use them)
   and are re-exported here unchanged;
+* the AgentBrain seam (:class:`AgentBrain`, its events :class:`CallStarted`,
+  :class:`UserTurn` ... and actions :class:`Say`, :class:`EndCall` ...);
 * :class:`LLMContextAggregatorPair` with :class:`LLMUserAggregator` and
   :class:`LLMAssistantAggregator` (pipecat's names, params and events).
 
@@ -35,6 +37,23 @@ from ._aggregator import UserTurnMessageAddedMessage as UserTurnMessageAddedMess
 from ._aggregator import UserTurnStoppedMessage as UserTurnStoppedMessage
 from ._assistant import LLMAssistantAggregator as LLMAssistantAggregator
 from ._assistant import LLMAssistantAggregatorParams as LLMAssistantAggregatorParams
+from ._brain import AgentBrain as AgentBrain
+from ._brain import BotInterrupted as BotInterrupted
+from ._brain import BrainAction as BrainAction
+from ._brain import BrainCall as BrainCall
+from ._brain import BrainEvent as BrainEvent
+from ._brain import CallEnded as CallEnded
+from ._brain import CallStarted as CallStarted
+from ._brain import CallTool as CallTool
+from ._brain import Dtmf as Dtmf
+from ._brain import EndCall as EndCall
+from ._brain import Say as Say
+from ._brain import SetVariable as SetVariable
+from ._brain import Silence as Silence
+from ._brain import ToolResult as ToolResult
+from ._brain import Transfer as Transfer
+from ._brain import Transition as Transition
+from ._brain import UserTurn as UserTurn
 from ._empty_turn import (
     DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT as DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT,
 )
@@ -45,12 +64,22 @@ from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 
 __all__ = [
     "AdapterType",
+    "AgentBrain",
     "AnthropicLLMAdapter",
     "AssistantThoughtMessage",
     "AssistantTurnStoppedMessage",
     "BaseLLMAdapter",
+    "BotInterrupted",
+    "BrainAction",
+    "BrainCall",
+    "BrainEvent",
+    "CallEnded",
+    "CallStarted",
+    "CallTool",
     "DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT",
+    "Dtmf",
     "EmptyUserTurnConfig",
+    "EndCall",
     "FunctionSchema",
     "GeminiLLMAdapter",
     "LLMAssistantAggregator",
@@ -62,7 +91,14 @@ __all__ = [
     "LLMUserAggregatorParams",
     "NOT_GIVEN",
     "OpenAILLMAdapter",
+    "Say",
+    "SetVariable",
+    "Silence",
+    "ToolResult",
     "ToolsSchema",
+    "Transfer",
+    "Transition",
+    "UserTurn",
     "UserTurnMessageAddedMessage",
     "UserTurnStoppedMessage",
     "normalize_tools",
