@@ -193,7 +193,8 @@ class SileroLane:
     def mean_squares(self, x: np.ndarray) -> list[float]:
         """Each gathered window's mean square in LSB² (as :func:`mean_square`), one vector op."""
         w = x[:, self.context :]
-        return (np.einsum("ij,ij->i", w, w) * (32768.0 * 32768.0 / self.window)).tolist()
+        ms: list[float] = (np.einsum("ij,ij->i", w, w) * (32768.0 * 32768.0 / self.window)).tolist()
+        return ms
 
     def infer(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Run a gathered batch (thread-safe; no lane state touched): (probs, state, cpu s)."""
