@@ -18,6 +18,12 @@ Conversion from the OpenAI-style context:
 * vendor messages for ``"anthropic"`` pass as they are, except thought records
   (``{"type": "thought", "text", "signature"}``), which become ``thinking`` blocks
   when they carry a signature and are dropped otherwise.
+
+Prompt caching (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching):
+:func:`add_cache_control` marks the system prompt (which caches the tools too) and the
+last block of the last message with ``cache_control: {"type": "ephemeral"}``, two of the
+four breakpoints a request may have; the next request finds the previous prefix by
+looking back from its own last-message breakpoint.
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ from ._adapter import BaseLLMAdapter, check_message, parse_arguments
 from ._context import LLMSpecificMessage
 from ._schemas import AdapterType, ToolsSchema
 
-__all__ = ["AnthropicLLMAdapter"]
+__all__ = ["AnthropicLLMAdapter", "add_cache_control"]
 
 logger = logging.getLogger("flowcat.services.adapters")
 
 _EMPTY = "(empty)"
+_EPHEMERAL = {"type": "ephemeral"}
 
 
 class AnthropicLLMAdapter(BaseLLMAdapter):
@@ -203,3 +210,26 @@ def _blocks(content: Any) -> list[Any]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     return list(content)
+
+
+def add_cache_control(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` (the adapter's fields) with prompt-caching breakpoints, as a new dict.
+
+    The system prompt becomes one text block with ``cache_control``; the last message's
+    last content block gets ``cache_control`` (a string content becomes one text block).
+    The messages are copied, never changed in place.
+    """
+    out = dict(params)
+    system = out.get("system")
+    if isinstance(system, str) and system:
+        out["system"] = [{"type": "text", "text": system, "cache_control": dict(_EPHEMERAL)}]
+    messages = list(out.get("messages") or ())
+    if messages and isinstance(messages[-1], dict):
+        last = dict(messages[-1])
+        blocks = [dict(b) if isinstance(b, dict) else b for b in _blocks(last.get("content", ""))]
+        if blocks and isinstance(blocks[-1], dict) and blocks[-1].get("type") not in ("thinking", "redacted_thinking"):
+            blocks[-1]["cache_control"] = dict(_EPHEMERAL)
+            last["content"] = blocks
+            messages[-1] = last
+        out["messages"] = messages
+    return out

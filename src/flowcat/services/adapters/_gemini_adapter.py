@@ -18,6 +18,11 @@ Conversion from the OpenAI-style context:
   named after the call it answers (matched by ``tool_call_id``); its content is
   decoded from JSON when it is an object, and wrapped as ``{"value": ...}`` otherwise
   (the API wants an object);
+* a call id made up locally for a call Gemini sent without one
+  (:data:`LOCAL_CALL_ID_PREFIX`, see ``flowcat.services.llm.google``) is not sent back,
+  neither on the ``functionCall`` nor on its ``functionResponse``;
+* consecutive turns of the same role are merged into one (parallel calls' responses
+  go back together, in one ``user`` turn);
 * ``image_url`` parts become ``inlineData`` (``data:`` URLs) or ``fileData`` (other
   URLs); ``input_audio`` parts become ``inlineData`` with ``audio/wav``;
 * vendor messages for ``"google"`` pass as they are.
@@ -36,9 +41,12 @@ from ._adapter import BaseLLMAdapter, check_message, parse_arguments
 from ._context import LLMSpecificMessage
 from ._schemas import AdapterType, ToolsSchema
 
-__all__ = ["GeminiLLMAdapter"]
+__all__ = ["LOCAL_CALL_ID_PREFIX", "GeminiLLMAdapter"]
 
 logger = logging.getLogger("flowcat.services.adapters")
+
+LOCAL_CALL_ID_PREFIX = "fc_local_"
+"""Prefix of the ids given to function calls that Gemini sent without one (never sent back)."""
 
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
@@ -133,13 +141,20 @@ class GeminiLLMAdapter(BaseLLMAdapter):
         system, rest = self.split_initial_system(self.get_messages(context), system_instruction)
         names: dict[str, str] = {}
         contents: list[dict[str, Any]] = []
+        mergeable = False  # whether contents[-1] is one of ours (a vendor message is never merged into)
         for i, m in enumerate(rest):
             if isinstance(m, LLMSpecificMessage):
                 contents.append(copy.deepcopy(m.message))
+                mergeable = False
                 continue
             content = self._convert(check_message(m, i), i, names)
-            if content["parts"]:
+            if not content["parts"]:
+                continue
+            if mergeable and contents[-1]["role"] == content["role"]:
+                contents[-1]["parts"] += content["parts"]
+            else:
                 contents.append(content)
+                mergeable = True
         params: dict[str, Any] = {}
         if system:
             params["systemInstruction"] = {"parts": [{"text": system}]}
@@ -162,7 +177,7 @@ class GeminiLLMAdapter(BaseLLMAdapter):
                 "name": names.get(call_id or "", "tool_call_result"),
                 "response": self.function_response(msg.get("content")),
             }
-            if call_id:
+            if call_id and not call_id.startswith(LOCAL_CALL_ID_PREFIX):
                 response["id"] = call_id
             return {"role": "user", "parts": [{"functionResponse": response}]}
         parts.extend(self._parts(msg.get("content"), where))
@@ -170,15 +185,10 @@ class GeminiLLMAdapter(BaseLLMAdapter):
             try:
                 fn = call["function"]
                 names[call["id"]] = fn["name"]
-                parts.append(
-                    {
-                        "functionCall": {
-                            "name": fn["name"],
-                            "args": parse_arguments(fn.get("arguments"), where),
-                            "id": call["id"],
-                        }
-                    }
-                )
+                function_call: dict[str, Any] = {"name": fn["name"], "args": parse_arguments(fn.get("arguments"), where)}
+                if call["id"] and not str(call["id"]).startswith(LOCAL_CALL_ID_PREFIX):
+                    function_call["id"] = call["id"]
+                parts.append({"functionCall": function_call})
             except (KeyError, TypeError) as exc:
                 raise LLMContextConversionError(f"{where}: malformed tool call {call!r}") from exc
         return {"role": "model" if role == "assistant" else "user", "parts": parts}
