@@ -3,12 +3,14 @@
 Shapes from https://platform.openai.com/docs/api-reference/chat/create-chat-completion
 (chunk objects, ``[DONE]``, the ``include_usage`` chunk with empty ``choices``, tool-call
 pieces by ``index``). It records every request (headers and JSON body) and can be given a
-script of events to send instead of the canned answer.
+script of events to send instead of the canned answer (``script``, for every answer, or
+``scripts``, one raw payload per answer, in order: see :func:`reply`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +37,20 @@ def sse(obj: Any) -> bytes:
     return b"data: " + data.encode() + b"\n\n"
 
 
+def reply(text: str = "", tool_calls: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> bytes:
+    """A whole answer: text (a chunk per word), then tool calls (id, name, args; arguments in 6-char pieces)."""
+    out = sse(chunk({"role": "assistant", "content": ""}))
+    words = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))] if text else []
+    out += b"".join(sse(chunk({"content": w})) for w in words)
+    for index, (call_id, name, args) in enumerate(tool_calls):
+        raw = json.dumps(args, ensure_ascii=False)
+        out += sse(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                          "function": {"name": name, "arguments": ""}}]}))
+        out += b"".join(sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": raw[i : i + 6]}}]}))
+                        for i in range(0, len(raw), 6))
+    return out + sse(chunk({}, "tool_calls" if tool_calls else "stop")) + sse(USAGE) + b"data: [DONE]\n\n"
+
+
 class FakeOpenAI(FakeProvider):
     expected_text = "".join(WORDS)
 
@@ -43,6 +59,7 @@ class FakeOpenAI(FakeProvider):
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.script: list[bytes] | None = None  # raw payload to send instead of the canned answer
+        self.scripts: list[bytes] = []  # raw payloads, one per answer (before script/canned)
         self.retry_after: str | None = None
 
     @property
@@ -85,7 +102,10 @@ class FakeOpenAI(FakeProvider):
         if b is Behaviour.MALFORMED:
             await resp.write(first + b"data: {not json\n\n")
             return resp
-        payload = b"".join(self.script) if self.script is not None else self.canned()
+        if self.scripts:
+            payload = self.scripts.pop(0)
+        else:
+            payload = b"".join(self.script) if self.script is not None else self.canned()
         for i in range(0, len(payload), 7):  # cut anywhere, inside UTF-8 sequences too
             await resp.write(payload[i : i + 7])
         return resp
