@@ -283,8 +283,8 @@ def test_gemini_adapter_request_fields() -> None:
             ],
         },
         {"role": "model", "parts": [{"text": "It is 21 degrees."}]},
-        {"role": "user", "parts": [{"text": "Thanks."}]},
-        {"role": "user", "parts": [{"text": "Offer more help."}]},
+        # Consecutive user turns are one (parallel calls' responses must share a turn).
+        {"role": "user", "parts": [{"text": "Thanks."}, {"text": "Offer more help."}]},
     ]
     assert params["tools"] == [{"functionDeclarations": [WEATHER.to_default_dict()]}]
     assert params["toolConfig"] == {
