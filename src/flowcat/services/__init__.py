@@ -39,6 +39,7 @@ from ._llm import LLMService as LLMService
 from ._llm import LLMTextDelta as LLMTextDelta
 from ._llm import LLMToolCallDelta as LLMToolCallDelta
 from ._registry import ProviderInfo as ProviderInfo
+from ._registry import extra_missing as extra_missing
 from ._registry import providers as providers
 from ._registry import providers_markdown as providers_markdown
 from ._secrets import Secret as Secret
@@ -87,6 +88,7 @@ __all__ = [
     "TTSWords",
     "close_http_sessions",
     "connection_error",
+    "extra_missing",
     "function_schema",
     "handshake_error",
     "http_session",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import ConfigError
 
-__all__ = ["ProviderInfo", "providers", "providers_markdown"]
+__all__ = ["ProviderInfo", "extra_missing", "providers", "providers_markdown"]
 
 Kind = Literal["llm", "stt", "tts"]
 Status = Literal["wire-tested", "live-verified"]
@@ -64,6 +65,33 @@ class ProviderInfo:
         """Import and return the class or factory :attr:`service` names."""
         module, _, attr = self.service.rpartition(".")
         return getattr(importlib.import_module(module), attr)
+
+
+def extra_missing(extra: str) -> list[str]:
+    """The distributions flowcat's ``extra`` needs that are not installed (empty: all there).
+
+    Read from the installed package's metadata (``Requires-Dist: ...; extra == "x"``);
+    when flowcat itself is not installed as a distribution, nothing is reported missing.
+    """
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("flowcat") or []
+    except metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for req in requires:
+        name, _, marker = req.partition(";")
+        if f'extra == "{extra}"' not in marker.replace("'", '"'):
+            continue
+        dist = re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0]
+        if "python_version" in marker or "sys_platform" in marker:
+            continue  # conditional: not worth evaluating here
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            missing.append(dist)
+    return missing
 
 
 def providers(kind: Kind | None = None) -> list[ProviderInfo]:

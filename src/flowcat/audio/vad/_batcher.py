@@ -15,7 +15,7 @@ Under load the batcher also waits for rows: an ONNX call has a large fixed cost 
 batch of one costs about as much as four rows of a batch of 32), so once windows
 arrive fast enough that ``max_wait_secs`` would gather at least two of them, a flush
 is delayed by ``target_rows / arrival rate`` (at most ``max_wait_secs``), or until
-``target_rows`` are queued, or every live stream has its window queued (a stream has
+``target_rows`` are queued, or every active stream has its window queued (a stream has
 at most one window in a batch: the next needs the state this one produces). A window is then scored at most ``max_wait_secs`` late;
 with a few calls, windows are scored in the iteration they arrive, as before.
 """
@@ -121,6 +121,10 @@ class SileroBatcher:
         self._rate_since = loop.time()
         self.arrival_rate = 0.0
         """Windows per second submitted, measured over the last 0.1 s or more."""
+        self.active_streams = 0
+        """Streams that submitted a window in that period (a batch has one row of each at most)."""
+        self._epoch = 1
+        self._streams_seen = 0
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> SileroBatcher:
@@ -140,6 +144,9 @@ class SileroBatcher:
         q.streams.append(stream)
         self._arrivals += 1
         self._queued += 1
+        if stream._epoch != self._epoch:  # first window of this stream in this rate period
+            stream._epoch = self._epoch
+            self._streams_seen += 1
         if q.busy:
             return
         if not self._scheduled:
@@ -150,11 +157,8 @@ class SileroBatcher:
             self.loop.call_soon(self._flush)
 
     def _enough_rows(self) -> int:
-        """Rows worth a flush: the target, or every live stream (one window each at most)."""
-        streams = 0
-        for q in self._queues.values():
-            streams += q.lane.in_use
-        return min(self.target_rows, streams)
+        """Rows worth a flush: the target, or one window of every active stream."""
+        return min(self.target_rows, max(self.active_streams, self._streams_seen))
 
     def _schedule(self) -> None:
         self._scheduled = True
@@ -175,7 +179,9 @@ class SileroBatcher:
         elapsed = now - self._rate_since
         if elapsed >= 0.1:
             self.arrival_rate = self._arrivals / elapsed
-            self._arrivals = 0
+            self.active_streams = self._streams_seen
+            self._arrivals = self._streams_seen = 0
+            self._epoch += 1
             self._rate_since = now
         for q in list(self._queues.values()):
             if q.streams and not q.busy:

@@ -65,6 +65,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._finalizer: weakref.finalize[..., object] | None = None
         self._fifo: deque[bytes] = deque()
         self._batcher: SileroBatcher | None = None
+        self._epoch = 0  # the batcher's rate period in which this stream last submitted
         self._gate = pre_gate
         self._since_reset = 0
         self._low_windows = 0

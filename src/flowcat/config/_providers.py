@@ -1,0 +1,173 @@
+"""Providers named in a configuration: checked against the registry, built into services.
+
+A :class:`~flowcat.config.ProviderConfig` names a registered provider
+(``flowcat.services.providers()``); its ``model``, ``voice`` and ``options`` are mapped
+onto the service's constructor by name, and options that are fields of the service's
+settings dataclass go into a settings object. Keys come only from the environment: the
+provider's variable (``ProviderInfo.env``) must be set, else the agent is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError, MissingExtraError
+from ..services import ProviderInfo, extra_missing, providers
+from ._load import ConfigProblem, LoadedConfig, _suggest
+from ._schema import AgentConfig, CascadedTopology, GraphBrainConfig, LLMBrainConfig, ProviderConfig
+
+__all__ = ["build_service", "check_agent", "find_provider"]
+
+_KIND_TITLE = {"stt": "STT", "llm": "LLM", "tts": "TTS"}
+
+
+def find_provider(kind: str, name: str) -> ProviderInfo:
+    """The registered ``kind`` provider called ``name``.
+
+    Raises:
+        ConfigError: No such provider (with the close names).
+    """
+    known = {p.name: p for p in providers(kind)}  # type: ignore[arg-type]
+    info = known.get(name)
+    if info is None:
+        raise ConfigError(
+            f"unknown {_KIND_TITLE[kind]} provider {name!r}{_suggest(name, list(known))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return info
+
+
+def _needed_providers(agent: AgentConfig) -> list[tuple[str, ProviderConfig]]:
+    topo = agent.topology
+    if not isinstance(topo, CascadedTopology):
+        return []
+    out = [("stt", topo.stt), ("tts", topo.tts)]
+    if topo.llm is not None:
+        out.insert(1, ("llm", topo.llm))
+    return out
+
+
+def _settings_type(cls: type) -> type | None:
+    """The settings dataclass a service's ``settings`` parameter takes, if any."""
+    try:
+        init = next(k.__dict__["__init__"] for k in cls.__mro__ if "__init__" in k.__dict__)
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - annotations a provider did not make resolvable
+        return None
+    ann = hints.get("settings")
+    for arg in typing.get_args(ann) or (ann,):
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _plan(info: ProviderInfo, spec: ProviderConfig) -> tuple[type, dict[str, Any], dict[str, Any]]:
+    """(class, constructor kwargs, settings fields) for ``spec``; raises ConfigError on a bad option."""
+    cls = info.load()
+    if not isinstance(cls, type):
+        raise ConfigError(f"{info.service} is not a class")
+    params = inspect.signature(cls).parameters
+    settings_cls = _settings_type(cls)
+    settings_fields = {f.name for f in dataclasses.fields(settings_cls)} if settings_cls else set()
+    kwargs: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+
+    def put(name: str, value: Any, aliases: Sequence[str] = ()) -> None:
+        for candidate in (name, *aliases):
+            if candidate in params and candidate not in ("self", "settings", "api_key"):
+                kwargs[candidate] = value
+                return
+        for candidate in (name, *aliases):
+            if candidate in settings_fields:
+                fields[candidate] = value
+                return
+        accepted = sorted((set(params) | settings_fields) - {"self", "settings", "api_key", "kwargs", "extra"})
+        raise ConfigError(
+            f"{cls.__name__} has no parameter or setting {name!r}{_suggest(name, accepted)}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+
+    if spec.model is not None:
+        put("model", spec.model)
+    if spec.voice is not None:
+        put("voice", spec.voice, ("voice_id",))
+    for key, value in spec.options.items():
+        put(key, value)
+    return cls, kwargs, fields
+
+
+def build_service(kind: str, spec: ProviderConfig) -> Any:
+    """Construct the service ``spec`` describes (its key from the environment).
+
+    Raises:
+        ConfigError: Unknown provider or option.
+        MissingExtraError: The provider's extra is not installed.
+    """
+    info = find_provider(kind, spec.provider)
+    cls, kwargs, fields = _plan(info, spec)
+    if fields:
+        settings_cls = _settings_type(cls)
+        assert settings_cls is not None
+        kwargs["settings"] = settings_cls(**fields)
+    return cls(**kwargs)
+
+
+def _extra_missing(info: ProviderInfo) -> str | None:
+    """The extra to install, when the provider needs one that is not (fully) installed."""
+    if info.extra is None:
+        return None
+    return info.extra if extra_missing(info.extra) else None
+
+
+def check_agent(loaded: LoadedConfig, name: str, environ: dict[str, str] | None = None) -> list[ConfigProblem]:
+    """What keeps agent ``name`` from running: unknown providers or options, a missing
+    extra (with the install command), a missing key (with the variable), a brain that
+    needs an LLM the topology lacks, a graph file that is not there."""
+    env = os.environ if environ is None else environ
+    agent = loaded.config.agents[name]
+    base = ("agents", name)
+    problems: list[ConfigProblem] = []
+    topo = agent.topology
+    if not isinstance(topo, CascadedTopology):
+        problems.append(loaded.problem(
+            (*base, "topology", "mode"),
+            "the realtime (speech-to-speech) topology is not available yet; use mode: cascaded",
+        ))
+    for kind, spec in _needed_providers(agent):
+        loc = (*base, "topology", kind)
+        try:
+            info = find_provider(kind, spec.provider)
+            _plan(info, spec)
+        except ConfigError as exc:
+            problems.append(loaded.problem((*loc, "provider"), str(exc)))
+            continue
+        except MissingExtraError as exc:
+            problems.append(loaded.problem((*loc, "provider"), str(exc)))
+            continue
+        extra = _extra_missing(info)
+        if extra is not None:
+            problems.append(loaded.problem(
+                (*loc, "provider"), f"{info.title} needs the '{extra}' extra: pip install 'flowcat[{extra}]'"
+            ))
+        if info.env and not env.get(info.env):
+            problems.append(loaded.problem(
+                (*loc, "provider"), f"{info.title} needs a key: set the environment variable {info.env}"
+            ))
+    brain = agent.brain
+    needs_llm = isinstance(brain, LLMBrainConfig) or (isinstance(brain, GraphBrainConfig) and brain.decide == "llm")
+    if needs_llm and isinstance(topo, CascadedTopology) and topo.llm is None:
+        problems.append(loaded.problem((*base, "topology"), f"the {brain.kind} brain needs topology.llm"))
+    if isinstance(brain, GraphBrainConfig) and isinstance(brain.graph, str):
+        path = loaded.resolve(brain.graph)
+        if not path.is_file():
+            problems.append(loaded.problem((*base, "brain", "graph"), f"no graph file at {path}"))
+    for field_name in ("token_env",):
+        var = getattr(brain, field_name, None)
+        if var and not env.get(var):
+            problems.append(loaded.problem((*base, "brain", field_name), f"set the environment variable {var}"))
+    return problems
