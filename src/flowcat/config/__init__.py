@@ -39,7 +39,6 @@ from ._schema import VADConfig as VADConfig
 from ._schema import WebSocketBrainConfig as WebSocketBrainConfig
 
 __all__ = [
-    "TRANSPORTS",
     "AgentConfig",
     "AgentPipeline",
     "CascadedTopology",
@@ -52,6 +51,7 @@ __all__ = [
     "RealtimeTopology",
     "RemoteBrainConfig",
     "ServerConfig",
+    "TRANSPORTS",
     "TurnsConfig",
     "VADConfig",
     "WebSocketBrainConfig",
