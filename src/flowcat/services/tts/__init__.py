@@ -4,5 +4,12 @@ from __future__ import annotations
 
 from .cartesia import CartesiaTTSService as CartesiaTTSService
 from .cartesia import CartesiaTTSSettings as CartesiaTTSSettings
+from .elevenlabs import ElevenLabsTTSService as ElevenLabsTTSService
+from .elevenlabs import ElevenLabsTTSSettings as ElevenLabsTTSSettings
 
-__all__ = ["CartesiaTTSService", "CartesiaTTSSettings"]
+__all__ = [
+    "CartesiaTTSService",
+    "CartesiaTTSSettings",
+    "ElevenLabsTTSService",
+    "ElevenLabsTTSSettings",
+]
