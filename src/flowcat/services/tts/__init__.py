@@ -6,10 +6,14 @@ from .cartesia import CartesiaTTSService as CartesiaTTSService
 from .cartesia import CartesiaTTSSettings as CartesiaTTSSettings
 from .elevenlabs import ElevenLabsTTSService as ElevenLabsTTSService
 from .elevenlabs import ElevenLabsTTSSettings as ElevenLabsTTSSettings
+from .openai import OpenAITTSService as OpenAITTSService
+from .openai import OpenAITTSSettings as OpenAITTSSettings
 
 __all__ = [
     "CartesiaTTSService",
     "CartesiaTTSSettings",
     "ElevenLabsTTSService",
     "ElevenLabsTTSSettings",
+    "OpenAITTSService",
+    "OpenAITTSSettings",
 ]
