@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .cartesia import CartesiaTTSService as CartesiaTTSService
 from .cartesia import CartesiaTTSSettings as CartesiaTTSSettings
+from .deepgram import DeepgramTTSService as DeepgramTTSService
+from .deepgram import DeepgramTTSSettings as DeepgramTTSSettings
 from .elevenlabs import ElevenLabsTTSService as ElevenLabsTTSService
 from .elevenlabs import ElevenLabsTTSSettings as ElevenLabsTTSSettings
 from .openai import OpenAITTSService as OpenAITTSService
@@ -12,6 +14,8 @@ from .openai import OpenAITTSSettings as OpenAITTSSettings
 __all__ = [
     "CartesiaTTSService",
     "CartesiaTTSSettings",
+    "DeepgramTTSService",
+    "DeepgramTTSSettings",
     "ElevenLabsTTSService",
     "ElevenLabsTTSSettings",
     "OpenAITTSService",
