@@ -10,6 +10,8 @@ from .elevenlabs import ElevenLabsTTSService as ElevenLabsTTSService
 from .elevenlabs import ElevenLabsTTSSettings as ElevenLabsTTSSettings
 from .openai import OpenAITTSService as OpenAITTSService
 from .openai import OpenAITTSSettings as OpenAITTSSettings
+from .rime import RimeTTSService as RimeTTSService
+from .rime import RimeTTSSettings as RimeTTSSettings
 
 __all__ = [
     "CartesiaTTSService",
@@ -20,4 +22,6 @@ __all__ = [
     "ElevenLabsTTSSettings",
     "OpenAITTSService",
     "OpenAITTSSettings",
+    "RimeTTSService",
+    "RimeTTSSettings",
 ]
