@@ -130,6 +130,7 @@ class FakeDeepgramTTS(FakeProvider):
             if n == 0 and beh is Behaviour.SLOW:
                 await state["clear"].wait()
                 for p in pieces[1 : 1 + self.late]:  # audio already in flight when the Clear came
+                    await asyncio.sleep(0.01)
                     self.late_sent += 1
                     await ws.send_bytes(p)
                 return True

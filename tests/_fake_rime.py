@@ -139,6 +139,7 @@ class FakeRime(FakeProvider):
             if n == 0 and beh is Behaviour.SLOW:
                 await state["clear"].wait()
                 for p in pieces[1 : 1 + self.late]:  # audio already in flight when the clear came
+                    await asyncio.sleep(0.01)
                     self.late_sent += 1
                     await ws.send_json({"type": "chunk", "data": base64.b64encode(p).decode(), "contextId": ctx})
                 return True

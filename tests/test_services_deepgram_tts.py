@@ -122,7 +122,7 @@ async def test_interruption_sends_clear_and_drops_audio_until_cleared() -> None:
     tts = service(fake)
     try:
         down, _ = await run(tts, [TTSSpeakFrame("Hello there."), SleepFrame(0.15), InterruptionFrame(),
-                                  SleepFrame(0.3), TTSSpeakFrame("Again.")])
+                                  TTSSpeakFrame("Again."), SleepFrame(0.3)])  # the next one at once
     finally:
         await fake.close()
     assert fake.messages[:3] == [{"type": "Speak", "text": "Hello there."}, {"type": "Flush"}, {"type": "Clear"}]

@@ -128,7 +128,7 @@ async def test_interruption_sends_clear_and_drops_late_chunks() -> None:
     tts = service(fake)
     try:
         down, _ = await run(tts, [TTSSpeakFrame("Hello there."), SleepFrame(0.15), InterruptionFrame(),
-                                  SleepFrame(0.3), TTSSpeakFrame("Again.")])
+                                  TTSSpeakFrame("Again."), SleepFrame(0.3)])  # the next one at once
     finally:
         await fake.close()
     assert fake.messages[1:3] == [{"operation": "flush"}, {"operation": "clear"}]
