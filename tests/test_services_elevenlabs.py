@@ -30,6 +30,7 @@ from flowcat.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
+    TTSUpdateSettingsFrame,
 )
 from flowcat.runtime import FrameProcessor
 from flowcat.services import Backoff, close_http_sessions
@@ -234,3 +235,14 @@ def test_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tts.socket_url() == "wss://api.elevenlabs.io/v1/text-to-speech/v/multi-stream-input"
     tts.sample_rate = 22050
     assert tts.handshake()[1] == {"xi-api-key": "el-key-0123456789"}
+
+
+async def test_a_voice_change_opens_a_new_socket_for_the_next_sentence() -> None:
+    fake = await serve()
+    try:
+        down, up = await run(service(fake), [TTSSpeakFrame("One."), TTSUpdateSettingsFrame(settings={"voice": "v2"}),
+                                             TTSSpeakFrame("Two.")])
+    finally:
+        await fake.close()
+    assert fake.voices == ["voice-1", "v2"]
+    assert played(down) == "one.two." and not [f for f in up if isinstance(f, ErrorFrame)]

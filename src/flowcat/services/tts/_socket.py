@@ -71,6 +71,12 @@ class SocketTTSService(TTSService):
         self._connecting = asyncio.Lock()
         self._last_send = 0.0
         self._unknown = 0
+        self._stale = False
+
+    def reconnect_later(self) -> None:
+        """The handshake changed (voice, model…): the next unit opens a new socket; the unit
+        in flight, if any, finishes on the old one."""
+        self._stale = True
 
     # ------------------------------------------------------------ provider seam
 
@@ -119,6 +125,9 @@ class SocketTTSService(TTSService):
         Raises:
             ServiceError: The upgrade was refused or the connection failed.
         """
+        if self._stale:  # settings that live in the handshake changed: a new socket
+            self._stale = False
+            await self.close_socket()
         async with self._connecting:
             ws = self._ws
             if ws is not None and not ws.closed:
@@ -168,7 +177,9 @@ class SocketTTSService(TTSService):
                 await self.cancel_task(task)
         self._recv = self._keepalive = None
         if ws is not None:
-            self.on_socket_closed(ServiceConnectionError(f"{self.name}: socket closed"))
+            exc = ServiceConnectionError(f"{self.name}: socket closed")
+            self.on_socket_closed(exc)
+            self.contexts.fail_all(exc)  # a unit still waiting fails now (and is retried)
             await ws.close()
 
     async def stop(self, frame: EndFrame) -> None:

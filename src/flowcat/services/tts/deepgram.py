@@ -116,7 +116,7 @@ class DeepgramTTSService(SocketTTSService):
             raise ConfigError(f"{self.name}: sample rate {self.sample_rate} is not one of {SAMPLE_RATES}")
 
     async def on_settings_changed(self, changed: dict[str, Any]) -> None:
-        await self.close_socket()  # everything is in the query: the next unit opens a new socket
+        self.reconnect_later()  # everything is in the query: the next unit opens a new socket
 
     # ------------------------------------------------------------ the socket
 

@@ -172,7 +172,7 @@ class ElevenLabsTTSService(SocketTTSService):
     async def on_settings_changed(self, changed: dict[str, Any]) -> None:
         if changed.keys() & {"voice", "model", "language", "auto_mode", "sync_alignment", "inactivity_timeout",
                              "apply_text_normalization", "enable_logging"}:
-            await self.close_socket()  # query settings: the next unit opens a new socket
+            self.reconnect_later()  # query settings: the next unit opens a new socket
 
     # ------------------------------------------------------------ the socket
 

@@ -112,7 +112,7 @@ class RimeTTSService(SocketTTSService):
         return cast(RimeTTSSettings, self.settings)
 
     async def on_settings_changed(self, changed: dict[str, Any]) -> None:
-        await self.close_socket()  # everything is in the query: the next unit opens a new socket
+        self.reconnect_later()  # everything is in the query: the next unit opens a new socket
 
     # ------------------------------------------------------------ the socket
 
