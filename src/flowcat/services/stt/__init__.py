@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from .assemblyai import AssemblyAISTTService as AssemblyAISTTService
+from .assemblyai import AssemblyAISTTSettings as AssemblyAISTTSettings
 from .deepgram import DeepgramSTTService as DeepgramSTTService
 from .deepgram import DeepgramSTTSettings as DeepgramSTTSettings
 
-__all__ = ["DeepgramSTTService", "DeepgramSTTSettings"]
+__all__ = [
+    "AssemblyAISTTService",
+    "AssemblyAISTTSettings",
+    "DeepgramSTTService",
+    "DeepgramSTTSettings",
+]
