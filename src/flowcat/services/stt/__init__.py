@@ -6,10 +6,14 @@ from .assemblyai import AssemblyAISTTService as AssemblyAISTTService
 from .assemblyai import AssemblyAISTTSettings as AssemblyAISTTSettings
 from .deepgram import DeepgramSTTService as DeepgramSTTService
 from .deepgram import DeepgramSTTSettings as DeepgramSTTSettings
+from .speechmatics import SpeechmaticsSTTService as SpeechmaticsSTTService
+from .speechmatics import SpeechmaticsSTTSettings as SpeechmaticsSTTSettings
 
 __all__ = [
     "AssemblyAISTTService",
     "AssemblyAISTTSettings",
     "DeepgramSTTService",
     "DeepgramSTTSettings",
+    "SpeechmaticsSTTService",
+    "SpeechmaticsSTTSettings",
 ]
