@@ -368,5 +368,6 @@ class SegmentedSTTService(STTService):
         except ServiceError as exc:
             await self.push_service_error(exc, "transcription failed")
             return
+        language = getattr(self.settings, "language", None)
         for text in texts:
-            await self.push_transcription(text.strip(), final=True)
+            await self.push_transcription(text.strip(), final=True, language=language)

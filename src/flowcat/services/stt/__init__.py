@@ -6,6 +6,9 @@ from .assemblyai import AssemblyAISTTService as AssemblyAISTTService
 from .assemblyai import AssemblyAISTTSettings as AssemblyAISTTSettings
 from .deepgram import DeepgramSTTService as DeepgramSTTService
 from .deepgram import DeepgramSTTSettings as DeepgramSTTSettings
+from .openai import GroqSTTService as GroqSTTService
+from .openai import OpenAISTTService as OpenAISTTService
+from .openai import OpenAISTTSettings as OpenAISTTSettings
 from .speechmatics import SpeechmaticsSTTService as SpeechmaticsSTTService
 from .speechmatics import SpeechmaticsSTTSettings as SpeechmaticsSTTSettings
 
@@ -14,6 +17,9 @@ __all__ = [
     "AssemblyAISTTSettings",
     "DeepgramSTTService",
     "DeepgramSTTSettings",
+    "GroqSTTService",
+    "OpenAISTTService",
+    "OpenAISTTSettings",
     "SpeechmaticsSTTService",
     "SpeechmaticsSTTSettings",
 ]
