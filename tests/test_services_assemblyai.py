@@ -24,7 +24,7 @@ from flowcat.runtime import FrameProcessor
 from flowcat.services import Backoff
 from flowcat.services.stt import AssemblyAISTTService, AssemblyAISTTSettings
 from flowcat.services.stt.assemblyai import close_error
-from flowcat.testing.conformance import Behaviour, ConformanceTarget, FakeProvider, Scenario, run_scenario
+from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 

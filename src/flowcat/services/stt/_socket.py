@@ -86,7 +86,7 @@ class SocketSTTService(STTService):
     async def opening(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Right after the upgrade, before waiting for the start (send a start message)."""
 
-    def started(self, msg: dict[str, Any]) -> bool:
+    def session_started(self, msg: dict[str, Any]) -> bool:
         """Whether ``msg`` says the session started."""
         raise NotImplementedError
 
@@ -157,7 +157,7 @@ class SocketSTTService(STTService):
                 err = self.error_of(obj)
                 if err is not None:
                     raise err
-                if self.started(obj):
+                if self.session_started(obj):
                     return
                 await self.on_message(obj, msg.data)
             elif msg.type in WS_ENDED:

@@ -181,7 +181,7 @@ class AssemblyAISTTService(SocketSTTService):
             return {**q, "token": self._api_key.reveal()}, {}
         return q, {"Authorization": self._api_key.reveal()}
 
-    def started(self, msg: dict[str, Any]) -> bool:
+    def session_started(self, msg: dict[str, Any]) -> bool:
         if msg.get("type") != "Begin":
             return False
         self.session_id = str(msg.get("id") or "")

@@ -171,7 +171,7 @@ class SpeechmaticsSTTService(SocketSTTService):
         self.seq_no = self.acked_seq_no = 0
         await ws.send_str(json.dumps(self.start_message()))
 
-    def started(self, msg: dict[str, Any]) -> bool:
+    def session_started(self, msg: dict[str, Any]) -> bool:
         if msg.get("message") != "RecognitionStarted":
             return False
         self.session_id = str(msg.get("id") or "")
@@ -239,7 +239,7 @@ def _transcript(msg: dict[str, Any]) -> str:
     """The text of an (partial) transcript message: ``metadata.transcript``, else its words."""
     meta = msg.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("transcript"), str):
-        return meta["transcript"].strip()
+        return str(meta["transcript"]).strip()
     out = ""
     for r in msg["results"]:
         content = str(r["alternatives"][0]["content"])
