@@ -271,7 +271,8 @@ class AssemblyAISTTService(SocketSTTService):
             end = bool(msg.get("end_of_turn"))
             formatted = bool(msg.get("turn_is_formatted"))
             if not isinstance(words, list):
-                raise TypeError("words")
+                self.bad_input("a Turn message whose words are not a list", raw)
+                return
             live = " ".join(str(w["text"]) for w in words if w["text"])
         except (KeyError, TypeError, AttributeError):
             self.bad_input("a Turn message with malformed words", raw)

@@ -203,12 +203,12 @@ class OpenAISTTService(SegmentedSTTService):
             raise err from None
         try:
             body = json.loads(raw)
-            text_value = body["text"]
-            if not isinstance(text_value, str):
-                raise TypeError("text")
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
+            body = None
+        text_value = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text_value, str):
             self.bad_input("a transcription answer without text", raw)
-            raise ServiceProtocolError(f"{self.name}: a transcription answer without text", retryable=True) from None
+            raise ServiceProtocolError(f"{self.name}: a transcription answer without text", retryable=True)
         yield text_value
 
     def _event(self, data: str) -> tuple[str, str]:
