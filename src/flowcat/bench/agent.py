@@ -67,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-inter-token", type=float, default=0.01)
     p.add_argument("--tts-ttfa", type=float, default=0.1)
     p.add_argument("--tts-char-ms", type=int, default=20)
+    p.add_argument("--engine", choices=("aiohttp", "picows"), default="aiohttp",
+                   help="flowcat's media WebSocket engine (flowcat serve --engine)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1, help="CPU of the callers and the fakes")
     p.add_argument("--quick", action="store_true", help="CI smoke: 2 sessions, 1 turn, no pipecat")
@@ -119,7 +121,7 @@ def _server_cmd(system: str, port: int, fakes_file: str, args: argparse.Namespac
         return [
             sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--sample-rate", "8000", "--idle-timeout", "0", "--no-verify",
-            "--drain-timeout", "1", "--app", "flowcat.bench._agent_app:agent_app",
+            "--drain-timeout", "1", "--app", "flowcat.bench._agent_app:agent_app", "--engine", args.engine,
         ]
     sut = Path(__file__).with_name("_pipecat_agent_sut.py")
     turn = "smart-turn" if system == "pipecat/smart-turn" else "speech-timeout"
