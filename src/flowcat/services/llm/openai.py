@@ -20,8 +20,18 @@ fragments after); with ``include_usage`` one chunk with empty ``choices`` carrie
 Accepted on purpose (compatible hosts, partly UNCONFIRMED for api.openai.com):
 SSE comments (OpenRouter's ``: OPENROUTER PROCESSING``, DeepSeek's ``: keep-alive``)
 are skipped; an ``{"error": {...}}`` event after HTTP 200 is a failure (its ``code``
-a string or a number); usage on the last content chunk (Fireworks, Groq); a body
+a string or a number); usage on the last content chunk (Fireworks, Groq), under
+``x_groq.usage``, or a cumulative snapshot on every chunk (NVIDIA NIM, vLLM's
+``continuous_usage_stats``): the last one seen is reported, once, when the stream
+ends; a tool call that arrives whole in one delta, without ``index`` or with a new
+``id`` at an index already used (Mistral, SambaNova), is a call of its own; a body
 that closes without ``[DONE]`` after a ``finish_reason`` (counted as complete).
+
+The compatible hosts are thin configurations of this class
+(:mod:`flowcat.services.llm.openai_compatible`): they change the class attributes
+:attr:`OpenAILLMService.key_vendor`, :attr:`~OpenAILLMService.key_required`,
+:attr:`~OpenAILLMService.auth_header`/:attr:`~OpenAILLMService.auth_scheme` and the
+:attr:`~OpenAILLMService.url` property.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import (
     ConfigError,
@@ -135,6 +145,15 @@ class OpenAILLMService(LLMService):
 
     capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="sse")
 
+    key_vendor: ClassVar[str] = "openai"
+    """Whose key: read from ``<VENDOR>_API_KEY`` when ``api_key`` is not given."""
+    key_required: ClassVar[bool] = True
+    """Whether a missing key is a :class:`~flowcat.errors.ConfigError` (local servers: no)."""
+    auth_header: ClassVar[str] = "Authorization"
+    """The header carrying the key (Azure: ``api-key``); not sent when the key is empty."""
+    auth_scheme: ClassVar[str] = "Bearer "
+    """What precedes the key in :attr:`auth_header`."""
+
     def __init__(
         self,
         *,
@@ -151,7 +170,8 @@ class OpenAILLMService(LLMService):
         settings = settings if settings is not None else OpenAILLMSettings()
         if model is not None:
             settings.model = model
-        super().__init__(api_key=resolve_api_key("openai", api_key), settings=settings, **kwargs)
+        super().__init__(api_key=resolve_api_key(self.key_vendor, api_key, required=self.key_required),
+                         settings=settings, **kwargs)
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{self.name}: base_url must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
@@ -167,6 +187,13 @@ class OpenAILLMService(LLMService):
     def url(self) -> str:
         """The completions endpoint."""
         return f"{self.base_url}/chat/completions"
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of a request: the fixed ones and the key (when there is one)."""
+        key = self._api_key
+        if not key:
+            return dict(self._headers)
+        return {**self._headers, self.auth_header: f"{self.auth_scheme}{key.reveal()}"}
 
     # ----------------------------------------------------------- request
 
@@ -196,17 +223,19 @@ class OpenAILLMService(LLMService):
     async def run_inference(self, context: LLMContext) -> AsyncGenerator[LLMChunk, None]:
         assert self._api_key is not None
         body = self.build_request(context)
-        headers = {**self._headers, "Authorization": f"Bearer {self._api_key.reveal()}"}
         session = await http_session()
-        finished = False
-        async with session.post(self.url, json=body, headers=headers) as resp:
+        finished = done = False
+        usage: Mapping[str, Any] | None = None
+        slots = _ToolSlots()
+        async with session.post(self.url, json=body, headers=self.request_headers()) as resp:
             await raise_for_status(resp, self.name, self._api_key)
             async for event in iter_sse(resp.content):
                 data = event.data.strip()
                 if not data:
                     continue
                 if data == "[DONE]":
-                    return
+                    done = True
+                    break
                 obj = json.loads(data)
                 if not isinstance(obj, dict):
                     raise ServiceProtocolError(f"{self.name}: an event that is not a JSON object")
@@ -221,16 +250,20 @@ class OpenAILLMService(LLMService):
                         yield LLMTextDelta(text)
                     for tc in delta.get("tool_calls") or ():
                         fn = tc.get("function") or {}
-                        yield LLMToolCallDelta(int(tc["index"]), tc.get("id"), fn.get("name"),
+                        yield LLMToolCallDelta(slots.index(tc), tc.get("id"), fn.get("name"),
                                                fn.get("arguments") or "")
                     if choice.get("finish_reason"):
                         finished = True
-                usage = obj.get("usage")
-                if usage:
-                    yield _usage(usage)
-        if not finished:
+                # Once at the end, or a cumulative snapshot per chunk: the last one counts.
+                u = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
+                if u:
+                    usage = u
+        if not (done or finished):
             raise ServiceConnectionError(f"{self.name}: the stream ended without [DONE]")
-        logger.debug("%s: the stream ended after finish_reason without [DONE]", self.name)
+        if usage:
+            yield _usage(usage)
+        if not done:
+            logger.debug("%s: the stream ended after finish_reason without [DONE]", self.name)
 
     def _stream_error(self, err: Any) -> ServiceError:
         """An error object inside a 200 stream, as the service error for its kind."""
@@ -248,6 +281,39 @@ class OpenAILLMService(LLMService):
         if status == 429:
             return ServiceRateLimitError(msg, 429, self.redact(json.dumps(err)))
         return ServiceStatusError(msg, status, self.redact(json.dumps(err)))
+
+
+class _ToolSlots:
+    """Which tool call of the response a ``delta.tool_calls[]`` piece belongs to.
+
+    OpenAI numbers the calls (``index``) and sends the ``id`` on the first piece only.
+    Some compatible hosts send each call whole, without ``index``, or every call at
+    index 0 (UNCONFIRMED: Mistral, SambaNova): a piece without ``index`` continues the
+    last call unless it brings a new ``id``, and a new ``id`` at an index already
+    holding another call opens a call of its own.
+    """
+
+    __slots__ = ("_ids", "_map", "_last")
+
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}  # slot -> call id
+        self._map: dict[int, int] = {}  # wire index -> slot (the latest call at that index)
+        self._last = -1
+
+    def index(self, tc: Mapping[str, Any]) -> int:
+        raw, call_id = tc.get("index"), tc.get("id")
+        slot = self._last if raw is None else self._map.get(int(raw), -1)
+        if slot >= 0 and call_id and self._ids[slot] not in ("", call_id):
+            slot = -1  # another call, whole, at the same index (or with no index)
+        if slot < 0:
+            slot = len(self._ids)
+            self._ids[slot] = ""
+            if raw is not None:
+                self._map[int(raw)] = slot
+        if call_id:
+            self._ids[slot] = call_id
+        self._last = slot
+        return slot
 
 
 def _usage(u: Mapping[str, Any]) -> LLMTokenUsage:
