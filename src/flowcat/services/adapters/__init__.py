@@ -5,7 +5,8 @@
   :class:`FunctionSchema` (the services layer's one schema class), :class:`ToolsSchema`,
   :class:`AdapterType`;
 * adapters turning a context into a vendor's request fields:
-  :class:`OpenAILLMAdapter`, :class:`AnthropicLLMAdapter`, :class:`GeminiLLMAdapter`
+  :class:`OpenAILLMAdapter`, :class:`OpenAIResponsesLLMAdapter`, :class:`AnthropicLLMAdapter`,
+  :class:`GeminiLLMAdapter`
   (base :class:`BaseLLMAdapter`).
 
 pipecat keeps these in ``pipecat.adapters`` (and ``LLMContext`` in
@@ -23,6 +24,7 @@ from ._context import LLMContext as LLMContext
 from ._context import LLMSpecificMessage as LLMSpecificMessage
 from ._context import standard_message_text as standard_message_text
 from ._gemini_adapter import GeminiLLMAdapter as GeminiLLMAdapter
+from ._responses_adapter import OpenAIResponsesLLMAdapter as OpenAIResponsesLLMAdapter
 from ._schemas import NOT_GIVEN as NOT_GIVEN
 from ._schemas import AdapterType as AdapterType
 from ._schemas import FunctionSchema as FunctionSchema
@@ -39,6 +41,7 @@ __all__ = [
     "LLMSpecificMessage",
     "NOT_GIVEN",
     "OpenAILLMAdapter",
+    "OpenAIResponsesLLMAdapter",
     "ToolsSchema",
     "normalize_tools",
     "standard_message_text",

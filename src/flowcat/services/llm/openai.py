@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -80,6 +80,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Error "type"/"code" strings of in-stream errors, as statuses.
 _ERROR_KINDS = {
     "invalid_request_error": 400,
+    "invalid_prompt": 400,
     "authentication_error": 401,
     "permission_error": 403,
     "not_found_error": 404,
@@ -267,20 +268,29 @@ class OpenAILLMService(LLMService):
 
     def _stream_error(self, err: Any) -> ServiceError:
         """An error object inside a 200 stream, as the service error for its kind."""
-        if not isinstance(err, dict):
-            err = {"message": str(err)}
-        msg = self.redact(f"{self.name}: error in the stream: {err.get('message') or err}")
-        code = err.get("code")
-        status: int | None = None
-        if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
-            status = int(code)
-        else:
-            status = _ERROR_KINDS.get(str(code)) or _ERROR_KINDS.get(str(err.get("type")))
-        if status is None:
-            status = 500
-        if status == 429:
-            return ServiceRateLimitError(msg, 429, self.redact(json.dumps(err)))
-        return ServiceStatusError(msg, status, self.redact(json.dumps(err)))
+        return stream_error(err, self.name, self.redact)
+
+
+def stream_error(err: Any, name: str, redact: Callable[[str], str]) -> ServiceError:
+    """An OpenAI-style error object (``{message, type, code}``) as the service error for its kind.
+
+    ``code`` may be a status (OpenRouter: a number) or a kind (``"rate_limit_exceeded"``);
+    unknown kinds count as 500 (retryable before any output). Texts go through ``redact``.
+    """
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    msg = redact(f"{name}: error in the stream: {err.get('message') or err}")
+    code = err.get("code")
+    status: int | None = None
+    if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+        status = int(code)
+    else:
+        status = _ERROR_KINDS.get(str(code)) or _ERROR_KINDS.get(str(err.get("type")))
+    if status is None:
+        status = 500
+    if status == 429:
+        return ServiceRateLimitError(msg, 429, redact(json.dumps(err)))
+    return ServiceStatusError(msg, status, redact(json.dumps(err)))
 
 
 class _ToolSlots:
