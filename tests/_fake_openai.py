@@ -51,35 +51,111 @@ def reply(text: str = "", tool_calls: Sequence[tuple[str, str, dict[str, Any]]] 
     return out + sse(chunk({}, "tool_calls" if tool_calls else "stop")) + sse(USAGE) + b"data: [DONE]\n\n"
 
 
+def usage_of(prompt: int, completion: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 class FakeOpenAI(FakeProvider):
+    """The Chat Completions fake, with knobs for the compatible hosts' quirks.
+
+    Args:
+        path: The route (``/openai/deployments/d/chat/completions`` for Azure's dated form).
+        auth_header, auth_scheme: Where the key is expected (Azure: ``api-key``, ``""``);
+            ``auth_header=None``: any request is accepted (a local server without a key).
+        usage: Where usage goes: ``"chunk"`` (a chunk of its own, OpenAI's), ``"last_chunk"``
+            (on the ``finish_reason`` chunk), ``"every_chunk"`` (cumulative on each chunk),
+            ``"x_groq"`` (``x_groq.usage`` on the last chunk) or ``"none"``.
+        tool_calls: ``(id, name, arguments)`` to answer with instead of text.
+        whole_tool_calls: Send each tool call whole in one delta, without ``index``
+            (``"index0"``: whole, every call at index 0).
+        reject_stream_options, reject_developer, reject_tools: Answer 400 when the body has
+            ``stream_options``, a ``developer`` message, or ``tools`` (hosts without them).
+        comments: Interleave SSE comment lines (OpenRouter, DeepSeek).
+    """
+
     expected_text = "".join(WORDS)
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+    def __init__(self, *args: Any, path: str = "/v1/chat/completions", auth_header: str | None = "Authorization",
+                 auth_scheme: str = "Bearer ", usage: str = "chunk",
+                 tool_calls: list[tuple[str, str, str]] | None = None, whole_tool_calls: bool | str = False,
+                 reject_stream_options: bool = False, reject_developer: bool = False, reject_tools: bool = False,
+                 comments: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self.path, self.auth_header, self.auth_scheme, self.usage = path, auth_header, auth_scheme, usage
+        self.tool_calls, self.whole_tool_calls = tool_calls, whole_tool_calls
+        self.reject_stream_options, self.reject_developer = reject_stream_options, reject_developer
+        self.reject_tools, self.comments = reject_tools, comments
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[tuple[str, dict[str, str]]] = []  # (path, query) per request
         self.script: list[bytes] | None = None  # raw payload to send instead of the canned answer
         self.scripts: list[bytes] = []  # raw payloads, one per answer (before script/canned)
         self.retry_after: str | None = None
 
     @property
     def base_url(self) -> str:
-        return self.url + "/v1"
+        return self.url + self.path.removesuffix("/chat/completions")
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/chat/completions", self.completions)
+        app.router.add_post(self.path, self.completions)
+
+    def _deltas(self) -> list[dict[str, Any]]:
+        if not self.tool_calls:
+            return [{"content": w} for w in WORDS]
+        out: list[dict[str, Any]] = []
+        for i, (call_id, name, args) in enumerate(self.tool_calls):
+            if self.whole_tool_calls:
+                tc: dict[str, Any] = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+                if self.whole_tool_calls == "index0":
+                    tc["index"] = 0
+                out.append({"tool_calls": [tc]})
+            else:
+                out.append({"tool_calls": [{"index": i, "id": call_id, "type": "function",
+                                            "function": {"name": name, "arguments": ""}}]})
+                out += [{"tool_calls": [{"index": i, "function": {"arguments": args[j:j + 5]}}]}
+                        for j in range(0, len(args), 5)]
+        return out
 
     def canned(self) -> bytes:
-        out = sse(chunk({"role": "assistant", "content": ""}))
-        out += b"".join(sse(chunk({"content": w})) for w in WORDS)
-        out += sse(chunk({}, "stop")) + sse(USAGE) + b"data: [DONE]\n\n"
-        return out
+        deltas = self._deltas()
+        chunks = [chunk({"role": "assistant", "content": ""})] + [chunk(d) for d in deltas]
+        chunks.append(chunk({}, "tool_calls" if self.tool_calls else "stop"))
+        if self.usage == "every_chunk":
+            for n, c in enumerate(chunks):  # cumulative: the last one holds the totals
+                c["usage"] = usage_of(5, n * 5 // (len(chunks) - 1))
+        elif self.usage == "last_chunk":
+            chunks[-1]["usage"] = usage_of(5, 5)
+        elif self.usage == "x_groq":
+            chunks[-1]["x_groq"] = {"id": "req_1", "usage": usage_of(5, 5)}
+        out = b"".join((b": keep-alive\n\n" if self.comments else b"") + sse(c) for c in chunks)
+        if self.usage == "chunk":
+            out += sse(USAGE)
+        return out + b"data: [DONE]\n\n"
+
+    def _presented(self, request: web.Request) -> str | None:
+        raw = request.headers.get(self.auth_header or "", "")
+        if not raw.startswith(self.auth_scheme):
+            return None
+        return raw[len(self.auth_scheme):]
+
+    def _rejection(self, body: dict[str, Any]) -> str | None:
+        if self.reject_stream_options and "stream_options" in body:
+            return "stream_options is not supported"
+        if self.reject_tools and "tools" in body:
+            return "tools are not supported"
+        if self.reject_developer and any(m.get("role") == "developer" for m in body.get("messages", [])):
+            return "developer role is not supported"
+        return None
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
-        if not self.key_ok(request.headers.get("Authorization", "").removeprefix("Bearer ")):
+        self.paths.append((request.path, dict(request.query)))
+        if self.auth_header is not None and not self.key_ok(self._presented(request)):
             return web.json_response(self.error_body(), status=401)
         self.bodies.append(await request.json())
+        if (why := self._rejection(self.bodies[-1])) is not None:
+            return web.json_response({"error": {"message": why, "type": "invalid_request_error", "param": None,
+                                                "code": None}}, status=400)
         b = self.next_behaviour()
         if b is Behaviour.STATUS:
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
