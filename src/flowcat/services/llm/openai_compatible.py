@@ -69,13 +69,13 @@ from ..adapters import BaseLLMAdapter, OpenAILLMAdapter
 from .openai import OpenAILLMService, OpenAILLMSettings
 
 __all__ = [
-    "HOSTS",
     "AzureOpenAILLMService",
     "CerebrasLLMService",
     "CompatibleHost",
     "DeepSeekLLMService",
     "FireworksLLMService",
     "GroqLLMService",
+    "HOSTS",
     "LlamaCppLLMService",
     "MistralLLMService",
     "NebiusLLMService",
