@@ -256,7 +256,9 @@ class OpenAILLMService(LLMService):
                     if choice.get("finish_reason"):
                         finished = True
                 # Once at the end, or a cumulative snapshot per chunk: the last one counts.
-                u = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
+                u = obj.get("usage")
+                if not u and "x_groq" in obj:
+                    u = (obj["x_groq"] or {}).get("usage")
                 if u:
                     usage = u
         if not (done or finished):
