@@ -4,7 +4,8 @@
   :class:`flowcat.frames.LLMContext`), :class:`LLMSpecificMessage`,
   :class:`FunctionSchema`, :class:`ToolsSchema`;
 * adapters turning a context into a vendor's request fields:
-  :class:`OpenAILLMAdapter`, :class:`AnthropicLLMAdapter`, :class:`GeminiLLMAdapter`
+  :class:`OpenAILLMAdapter`, :class:`OpenAIResponsesLLMAdapter`, :class:`AnthropicLLMAdapter`,
+  :class:`GeminiLLMAdapter`
   (base :class:`BaseLLMAdapter`);
 
   these two groups live in :mod:`flowcat.services.adapters` (so providers can use them)
@@ -28,6 +29,7 @@ from ..services.adapters import GeminiLLMAdapter as GeminiLLMAdapter
 from ..services.adapters import LLMContext as LLMContext
 from ..services.adapters import LLMSpecificMessage as LLMSpecificMessage
 from ..services.adapters import OpenAILLMAdapter as OpenAILLMAdapter
+from ..services.adapters import OpenAIResponsesLLMAdapter as OpenAIResponsesLLMAdapter
 from ..services.adapters import ToolsSchema as ToolsSchema
 from ..services.adapters import normalize_tools as normalize_tools
 from ..services.adapters import standard_message_text as standard_message_text
@@ -91,6 +93,7 @@ __all__ = [
     "LLMUserAggregatorParams",
     "NOT_GIVEN",
     "OpenAILLMAdapter",
+    "OpenAIResponsesLLMAdapter",
     "Say",
     "SetVariable",
     "Silence",
