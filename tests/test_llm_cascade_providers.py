@@ -16,6 +16,7 @@ assertion.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import pytest
 import _fake_anthropic
 import _fake_gemini
 import _fake_openai
+import _fake_openai_responses
 from flowcat.agent import FunctionSchema, LLMContext, LLMContextAggregatorPair, LLMUserAggregatorParams
 from flowcat.frames import (
     EndFrame,
@@ -38,7 +40,12 @@ from flowcat.frames import (
 )
 from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.services import Backoff, FunctionCallParams, LLMService, close_http_sessions
-from flowcat.services.llm import AnthropicLLMService, GoogleLLMService, OpenAILLMService
+from flowcat.services.llm import (
+    AnthropicLLMService,
+    GoogleLLMService,
+    OpenAILLMService,
+    OpenAIResponsesLLMService,
+)
 from flowcat.testing.conformance import FakeProvider
 from flowcat.turns import SpeechTimeoutUserTurnStopStrategy, UserTurnStrategies
 
@@ -159,6 +166,33 @@ def gemini_requests(fake: _fake_gemini.FakeGemini) -> None:
     assert all(h["x-goog-api-key"] == fake.api_key for h in fake.headers)
 
 
+# ----------------------------------------------------------------------------- OpenAI Responses
+
+
+def responses_fake() -> FakeProvider:
+    return _fake_openai_responses.FakeOpenAIResponses(replies=[
+        [(call_id, name, json.dumps(args)) for call_id, name, args in calls] if calls else text
+        for text, calls in ANSWERS])
+
+
+def responses_requests(fake: _fake_openai_responses.FakeOpenAIResponses) -> None:
+    assert len(fake.bodies) == 3
+    first, second, third = (b["input"] for b in fake.bodies)
+    assert first == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Weather in Paris?"}]
+    tool_items = [
+        {"type": "function_call", "call_id": CALL_ID, "name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"type": "function_call_output", "call_id": CALL_ID, "output": '{"sky": "sunny", "temp": 21}'},
+    ]
+    assert second[2:] == tool_items
+    assert third[2:] == tool_items + [{"role": "assistant", "content": "It is sunny and 21 degrees in Paris."},
+                                      {"role": "user", "content": "Thanks!"}]
+    assert all(b["tools"] == [{"type": "function", "name": "get_weather", "description": "Weather in a city.",
+                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                              "required": ["city"]}}] for b in fake.bodies)
+    assert all(b["store"] is False and b["model"] == "gpt-test" for b in fake.bodies)
+    assert all(h["Authorization"] == f"Bearer {fake.api_key}" for h in fake.headers)
+
+
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider(
         openai_fake,
@@ -174,6 +208,11 @@ PROVIDERS: dict[str, Provider] = {
         gemini_fake,
         lambda f: GoogleLLMService(base_url=f.base_url, api_key=f.api_key, model="gemini-test", retry=FAST),
         gemini_requests,
+    ),
+    "openai_responses": Provider(
+        responses_fake,
+        lambda f: OpenAIResponsesLLMService(base_url=f.base_url, api_key=f.api_key, model="gpt-test", retry=FAST),
+        responses_requests,
     ),
 }
 
