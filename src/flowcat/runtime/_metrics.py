@@ -107,10 +107,14 @@ class ProcessorMetrics:
         self._processing_start = None
         await self._push_metrics(ProcessingMetricsData(self._name, self.model_name, self._now() - start))
 
-    async def start_llm_usage_metrics(self, tokens: LLMTokenUsage) -> None:
-        """Report LLM token usage."""
+    async def start_llm_usage_metrics(
+        self, tokens: LLMTokenUsage, *, on_behalf_of: tuple[str, str | None] | None = None
+    ) -> None:
+        """Report LLM token usage (``on_behalf_of``: the ``(processor, model)`` label of the
+        service that used the tokens, when it is not this one: a fallback's provider)."""
         if self._usage_enabled:
-            await self._push_metrics(LLMUsageMetricsData(self._name, self.model_name, tokens))
+            name, model = on_behalf_of or (self._name, self.model_name)
+            await self._push_metrics(LLMUsageMetricsData(name, model, tokens))
 
     async def start_tts_usage_metrics(self, text: str) -> None:
         """Report TTS character usage."""

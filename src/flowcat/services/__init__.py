@@ -23,6 +23,10 @@ from ._audio_contexts import AudioContexts as AudioContexts
 from ._backoff import Backoff as Backoff
 from ._backoff import Deadline as Deadline
 from ._backoff import retry_call as retry_call
+from ._fallback import FallbackPolicy as FallbackPolicy
+from ._fallback_llm import FallbackLLMService as FallbackLLMService
+from ._fallback_media import FallbackSTTService as FallbackSTTService
+from ._fallback_media import FallbackTTSService as FallbackTTSService
 from ._function_schema import FunctionSchema as FunctionSchema
 from ._function_schema import function_schema as function_schema
 from ._functions import FunctionCallParams as FunctionCallParams
@@ -64,6 +68,10 @@ __all__ = [
     "Backoff",
     "BaseTextAggregator",
     "Deadline",
+    "FallbackLLMService",
+    "FallbackPolicy",
+    "FallbackSTTService",
+    "FallbackTTSService",
     "FunctionCallParams",
     "FunctionCallRegistryItem",
     "FunctionSchema",

@@ -162,8 +162,11 @@ class AIService(FrameProcessor):
             _BAD(n, "%s: skipped malformed message #%d (%s, %d bytes)", self.name, n, self.redact(reason), size)
 
     @contextmanager
-    def _attempt_errors(self, delivered: Callable[[], bool]) -> Iterator[None]:
+    def attempt_errors(self, delivered: Callable[[], bool]) -> Iterator[None]:
         """Map what one request attempt raises to service errors (key masked).
+
+        Used around a provider seam (``run_inference``, ``run_tts``) by the base and by
+        whoever drives the seam from outside (the fallback services).
 
         ``delivered()`` says whether output already went downstream: such an attempt
         is never retried (a response half delivered must not be replayed). Connection
@@ -182,6 +185,8 @@ class AIService(FrameProcessor):
             raise err from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise ServiceProtocolError(self.redact(f"{self.name}: malformed response: {exc!r}")) from exc
+
+    _attempt_errors = attempt_errors
 
     def _resume_held_frames(self) -> None:
         """Let frames held while a paused generation ran through (no-op when not paused)."""

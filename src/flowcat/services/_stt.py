@@ -129,6 +129,7 @@ class STTService(AIService):
         self._finalize_pending = False
         self._vad_seen = False
         self._lost: ServiceError | None = None
+        self._results_to: STTService | None = None
         self._register_event_handler("on_connected")
         self._register_event_handler("on_disconnected")
 
@@ -155,6 +156,10 @@ class STTService(AIService):
         """Push a transcript (from the provider's receive loop)."""
         if not text:
             return
+        owner = self._results_to
+        if owner is not None:
+            await owner.push_transcription(text, final=final, language=language, result=result)
+            return
         if final:
             await self.stop_ttfb_metrics()
             await self.push_frame(TranscriptionFrame(
@@ -170,16 +175,40 @@ class STTService(AIService):
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
-        self._buf_limit = int(self.max_buffer_secs * self.sample_rate) * 2
-        self._batch_bytes = int(self.audio_batch_secs * self.sample_rate) * 2
+        self.configure_input(frame)
         self._wake = asyncio.Event()
         # Not bound to a generation: the connection outlives turns, and a transcript the receive
         # loop (started from here) pushes after a barge-in is about the turn being spoken now.
         self._sender = self.create_task(self._send_loop(), "stt_sender", generation_bound=False)
 
+    def configure_input(self, frame: StartFrame) -> None:
+        """Take the input sample rate (and the buffer sizes that follow) from ``frame``.
+
+        Done by :meth:`start`; a service that drives this one's seam instead of running it
+        (:class:`~flowcat.services.FallbackSTTService`) calls it in place of ``start``.
+        """
+        self.sample_rate = self._init_sample_rate or frame.audio_in_sample_rate
+        self._buf_limit = int(self.max_buffer_secs * self.sample_rate) * 2
+        self._batch_bytes = int(self.audio_batch_secs * self.sample_rate) * 2
+
+    def deliver_results_to(self, owner: STTService | None) -> None:
+        """Hand this provider's transcripts (:meth:`push_transcription`) and lost connections
+        (:meth:`connection_lost`) to ``owner`` instead of handling them itself: ``owner``
+        drives this provider's ``connect``/``send_audio``/``finalize`` (a fallback service).
+        None: back to normal."""
+        self._results_to = owner
+
+    def on_provider_lost(self, provider: STTService, exc: ServiceError) -> None:
+        """``provider``, whose results this service takes, lost its connection (default: as
+        if this service had lost its own)."""
+        self.connection_lost(exc)
+
     def connection_lost(self, exc: ServiceError) -> None:
         """Called by the provider's receive loop when the connection dropped: reconnect soon."""
+        owner = self._results_to
+        if owner is not None:
+            owner.on_provider_lost(self, exc)
+            return
         self._lost = exc
         if self._wake is not None:
             self._wake.set()

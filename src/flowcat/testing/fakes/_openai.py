@@ -305,12 +305,12 @@ class FakeOpenAI(FakeServer):
         sent = rec.sent
         cid = "chatcmpl-" + self.new_id().replace("-", "")[:24]
         created = int(time.time())
-        if self.sse_comments:
-            await self._write(resp, b": keep-alive\n\n")
-        await asyncio.sleep(self.ttft)
         deltas = self._deltas(reply)
         completion = 0
         try:
+            if self.sse_comments:
+                await self._write(resp, b": keep-alive\n\n")
+            await asyncio.sleep(self.ttft)  # a client that goes away meanwhile aborted the answer too
             for n, delta in enumerate(deltas):
                 if n == 0:
                     delta = {"role": "assistant", **({"content": None} if "content" not in delta else {}), **delta}
