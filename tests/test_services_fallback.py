@@ -371,6 +371,64 @@ def test_tts_fallback_speaks_the_same_text_on_the_second_provider() -> None:
     assert "Hello there." in "".join(b_transcripts.values())
 
 
+def test_tts_failure_mid_sentence_is_not_replayed_and_the_next_sentence_moves_on() -> None:
+    async def call(a: FakeCartesia, b: FakeCartesia) -> dict[str, Any]:
+        tts = FallbackTTSService([
+            CartesiaTTSService(base_url=a.url, api_key=a.api_key, voice_id="v", sample_rate=RATE, name="tts-a"),
+            CartesiaTTSService(base_url=b.url, api_key=b.api_key, voice_id="v", sample_rate=RATE, name="tts-b"),
+        ], name="tts")
+        switched: list[str] = []
+
+        @tts.event_handler("on_service_switched")
+        async def on_switched(_svc: Any, old: Any, new: Any, err: Exception) -> None:
+            switched.append(f"{old.name}->{new.name}")
+
+        h = Harness([tts])
+        async with h:
+            for f in (LLMFullResponseStartFrame(), LLMTextFrame("First sentence here. "),
+                      LLMTextFrame("Second one."), LLMFullResponseEndFrame()):
+                await h.task.queue_frame(f)
+            await h.down.wait_for(LLMFullResponseEndFrame, BOUND)
+            await h.task.stop_when_done()
+            await h.finish(BOUND)
+        await close_http_sessions()
+        frames = h.down.frames
+        return {"started": sum(isinstance(f, TTSStartedFrame) for f in frames),
+                "stopped": sum(isinstance(f, TTSStoppedFrame) for f in frames),
+                "audio": b"".join(f.audio for f in frames if isinstance(f, TTSAudioRawFrame)),
+                "errors": [e.error for e in errors(h)], "switched": switched}
+
+    async def main() -> dict[str, Any]:
+        async with FakeCartesia(char_ms=CHAR_MS, chunk_ms=20) as a, FakeCartesia(char_ms=CHAR_MS) as b:
+            a.set(Behaviour.DISCONNECT, failures=1)  # the first context: one chunk, then the socket drops
+            # (not under assert_call_leaves_nothing: a CartesiaTTSService on its own already leaves
+            # a cycle through the ErrorFrame's traceback after such a drop)
+            return await call(a, b)
+
+    got = asyncio.run(main())
+    heard = decode_tones(got["audio"], RATE, CHAR_MS)
+    first, second = heard.split("second")  # what A spoke of sentence 1 ("firs"), then B's sentence 2
+    assert 0 < len(first) < len("first sentence here.") and "first sentence here.".startswith(first)
+    assert second == " one."  # sentence 1 was not replayed
+    assert (got["started"], got["stopped"]) == (1, 1)
+    assert len(got["errors"]) == 1 and "synthesis failed" in got["errors"][0]
+    assert got["switched"] == ["tts-a->tts-b"]
+
+
+async def test_a_hung_provider_fails_over_after_the_attempt_timeout() -> None:
+    async with FakeOpenAI(["From A."], api_key="key-a") as a, FakeOpenAI(["From B."], api_key="key-b") as b:
+        a.set(Behaviour.HANG, failures=-1)
+        llm = FallbackLLMService([openai(a, "a"), openai(b, "b")], request_timeout_secs=5.0,
+                                 policy=FallbackPolicy(attempt_timeout_secs=0.3))
+        t0 = asyncio.get_running_loop().time()
+        h = await _one_turn(llm)
+        took = asyncio.get_running_loop().time() - t0
+        await asyncio.wait_for(a.aborted.wait(), BOUND)  # its request was closed
+        await close_http_sessions()
+        assert (_texts(h), len(errors(h)), llm.switches) == ("From B.", 0, 1)
+        assert 0.3 <= took < 2.0
+
+
 # ------------------------------------------------------------------ STT
 
 

@@ -51,6 +51,10 @@ class FallbackPolicy:
         fail_over_on_client_error: Also fail over on the other non-retryable errors (400,
             404, a malformed payload). Off: they are reported as today (the next provider
             would most likely refuse the same request).
+        attempt_timeout_secs: Bound from a request to a provider's first output, its
+            attempts together, before the request moves on (LLM, TTS; None: the provider's
+            own ``request_timeout_secs``). Keep it under the fallback's own
+            ``request_timeout_secs``, or a hung provider uses up the whole budget.
         failure_threshold: Failures in a row that open a provider's breaker.
         cooldown_secs: How long an open breaker skips its provider (loop time); then the
             provider is tried again (and its breaker opens again at the next failure).
@@ -59,6 +63,7 @@ class FallbackPolicy:
     retry: Backoff | None = _ONE_ATTEMPT
     fail_over_on_auth: bool = True
     fail_over_on_client_error: bool = False
+    attempt_timeout_secs: float | None = None
     failure_threshold: int = 1
     cooldown_secs: float = 30.0
 
@@ -109,6 +114,7 @@ class FallbackGroup(Generic[S]):
 
     if TYPE_CHECKING:  # provided by the AIService side
         _name: str
+        model_name: str | None
 
         def _register_event_handler(self, event_name: str) -> None: ...
 
@@ -131,6 +137,7 @@ class FallbackGroup(Generic[S]):
         """The provider that served (or is serving) the last request."""
         self.switches = 0
         """How many times a request moved to another provider."""
+        self._broke: tuple[S, BaseException] | None = None  # the provider that failed mid-answer
         self._register_event_handler("on_service_switched")
 
     @property
@@ -163,10 +170,34 @@ class FallbackGroup(Generic[S]):
             logger.info("%s: %s skipped for %.1f s after %d failure(s) (%s)", self._name, service.name,
                         self.policy.cooldown_secs, h.failures, type(exc).__name__)
 
+    def attempt_timeout(self, service: Any) -> float:
+        """How long ``service`` gets to produce its first output."""
+        t = self.policy.attempt_timeout_secs
+        return t if t is not None else float(service.request_timeout_secs)
+
     def provider_retry(self, service: Any) -> Backoff:
         """The backoff one provider gets before the request moves on."""
         own = getattr(service, "retry", None)
         return self.policy.retry or (own if isinstance(own, Backoff) else _ONE_ATTEMPT)
+
+    def broke(self, service: S, exc: BaseException) -> None:
+        """``service`` failed after its output went out: count it; the next request that
+        another provider serves reports the switch."""
+        self.record_failure(service, exc)
+        self._broke = (service, exc)
+
+    async def serving(self, service: S) -> None:
+        """``service`` produced its first output: it serves this request."""
+        self.active = service
+        self.model_name = service.model_name
+        self.record_success(service)
+        broke, self._broke = self._broke, None
+        if broke is not None and broke[0] is not service:
+            await self.switched(broke[0], service, broke[1])
+
+    def _detach(self) -> None:
+        self._broke = None
+        super()._detach()  # type: ignore[misc]
 
     async def switched(self, old: S, new: S, exc: BaseException) -> None:
         """Note a switch from ``old`` to ``new`` (log, count, event)."""

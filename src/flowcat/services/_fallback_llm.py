@@ -175,15 +175,13 @@ class FallbackLLMService(FallbackGroup[LLMService], LLMService):
     async def _open(self, svc: LLMService, context: LLMContext) -> _Opened:
         """Start ``svc``'s stream and wait for its first chunk (its attempts, its deadline)."""
         return await open_first(svc, lambda: svc.run_inference(context), self.provider_retry(svc),
-                                svc.request_timeout_secs)
+                                self.attempt_timeout(svc))
 
     async def _serve(
         self, svc: LLMService, agen: AsyncGenerator[LLMChunk, None], first: LLMChunk | None
     ) -> AsyncGenerator[LLMChunk, None]:
         """The rest of ``svc``'s answer (it produced ``first``): it serves this request."""
-        self.active = svc
-        self.model_name = svc.model_name
-        self.record_success(svc)
+        await self.serving(svc)
         try:
             if first is not None:
                 self._usage_by = svc
@@ -193,7 +191,7 @@ class FallbackLLMService(FallbackGroup[LLMService], LLMService):
                     self._usage_by = svc
                     yield chunk
         except ServiceError as exc:
-            self.record_failure(svc, exc)
+            self.broke(svc, exc)
             raise
         finally:
             await agen.aclose()

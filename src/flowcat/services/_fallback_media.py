@@ -117,16 +117,14 @@ class FallbackTTSService(FallbackGroup[TTSService], TTSService):
                 used.append(svc)
             try:
                 agen, first = await open_first(svc, lambda s=svc: s.run_tts(text, context_id),  # type: ignore[misc]
-                                               self.provider_retry(svc), svc.request_timeout_secs)
+                                               self.provider_retry(svc), self.attempt_timeout(svc))
             except ServiceError as exc:
                 self.record_failure(svc, exc)
                 if not self.policy.fails_over(exc):
                     raise
                 failed, prev = exc.with_traceback(None), svc  # no cycle through this frame
                 continue
-            self.active = svc
-            self.model_name = svc.model_name
-            self.record_success(svc)
+            await self.serving(svc)
             try:
                 if first is not None:
                     yield first
@@ -134,7 +132,7 @@ class FallbackTTSService(FallbackGroup[TTSService], TTSService):
                     async for chunk in agen:
                         yield chunk
             except ServiceError as exc:
-                self.record_failure(svc, exc)  # the next unit goes to the next provider
+                self.broke(svc, exc)  # the next unit goes to the next provider
                 raise
             finally:
                 await agen.aclose()
