@@ -31,6 +31,7 @@ from flowcat.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    LLMUpdateSettingsFrame,
     LLMUsageMetricsData,
     MetricsFrame,
     StartFrame,
@@ -496,3 +497,21 @@ def test_fallback_config_errors() -> None:
 
 
 
+
+
+async def test_settings_reach_every_provider_or_the_one_named() -> None:
+    async with FakeOpenAI(["From A."], api_key="key-a") as a, FakeOpenAI(["From B."], api_key="key-b") as b:
+        la, lb = openai(a, "a"), openai(b, "b")
+        llm = FallbackLLMService([la, lb])
+        h = Harness([llm])
+        async with h:
+            await h.task.queue_frame(LLMUpdateSettingsFrame(settings={"temperature": 0.2}))
+            await h.task.queue_frame(LLMUpdateSettingsFrame(settings={"seed": 7}, service=lb))
+            await h.task.queue_frame(LLMContextFrame(LLMContext([{"role": "user", "content": "Hi"}])))
+            await h.down.wait_for(LLMFullResponseEndFrame, BOUND)
+            await h.task.stop_when_done()
+            await h.finish(BOUND)
+        await close_http_sessions()
+        assert a.bodies[0]["temperature"] == 0.2 and "seed" not in a.bodies[0]
+        assert (getattr(lb.settings, "temperature", None), getattr(lb.settings, "seed", None)) == (0.2, 7)
+        assert not any(isinstance(f, LLMUpdateSettingsFrame) for f in h.down.frames)

@@ -132,7 +132,7 @@ class FallbackGroup(Generic[S]):
                                   "services must not be")
         self.services: list[S] = services
         self.policy = policy if policy is not None else FallbackPolicy()
-        self.health: dict[int, ProviderHealth] = {id(s): ProviderHealth() for s in services}
+        self.health: dict[S, ProviderHealth] = {s: ProviderHealth() for s in services}
         self.active: S = services[0]
         """The provider that served (or is serving) the last request."""
         self.switches = 0
@@ -151,19 +151,19 @@ class FallbackGroup(Generic[S]):
         is over) in configured order, then, when every one is cooling down, all of them by
         the end of their cool-down (trying one is better than saying nothing)."""
         now = asyncio.get_running_loop().time()
-        ready = [s for s in self.services if self.health[id(s)].available(now)]
+        ready = [s for s in self.services if self.health[s].available(now)]
         if ready:
             return ready
-        return sorted(self.services, key=lambda s: self.health[id(s)].open_until)
+        return sorted(self.services, key=lambda s: self.health[s].open_until)
 
     def record_success(self, service: S) -> None:
-        h = self.health[id(service)]
+        h = self.health[service]
         h.failures = 0
         h.open_until = 0.0
         h.served += 1
 
     def record_failure(self, service: S, exc: BaseException) -> None:
-        h = self.health[id(service)]
+        h = self.health[service]
         h.failures += 1
         if h.failures >= self.policy.failure_threshold:
             h.open_until = asyncio.get_running_loop().time() + self.policy.cooldown_secs

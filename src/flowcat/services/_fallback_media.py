@@ -190,7 +190,6 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
     async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, self.settings_frame_type) and frame.service in self.services:
             await frame.service.update_settings(frame.settings or {})
-            await self.push_frame(frame, direction)
             return
         await super().handle_frame(frame, direction)
 
