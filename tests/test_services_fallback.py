@@ -53,7 +53,7 @@ from flowcat.services import (
     close_http_sessions,
 )
 from flowcat.services.llm import OpenAILLMService
-from flowcat.services.stt import DeepgramSTTService
+from flowcat.services.stt import DeepgramSTTService, OpenAISTTService
 from flowcat.services.tts import CartesiaTTSService
 from flowcat.testing import CaptureProcessor, assert_call_leaves_nothing
 from flowcat.testing.fakes import (
@@ -494,6 +494,8 @@ def test_fallback_config_errors() -> None:
         FallbackLLMService([a, a])
     with pytest.raises(ConfigError):
         FallbackLLMService([a], retry=None)
+    with pytest.raises(ConfigError, match="segmented"):
+        FallbackSTTService([OpenAISTTService(api_key="k", base_url="http://127.0.0.1:1/v1")])
 
 
 

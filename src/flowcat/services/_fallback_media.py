@@ -32,7 +32,7 @@ from ..frames import CancelFrame, EndFrame, Frame, StartFrame
 from ..runtime import FrameDirection
 from ._backoff import Backoff, Deadline, retry_call
 from ._fallback import FallbackGroup, FallbackPolicy, open_first
-from ._stt import STTService
+from ._stt import SegmentedSTTService, STTService
 from ._tts import TTSChunk, TTSService
 
 __all__ = ["FallbackSTTService", "FallbackTTSService"]
@@ -142,7 +142,8 @@ class FallbackTTSService(FallbackGroup[TTSService], TTSService):
 
 
 class FallbackSTTService(FallbackGroup[STTService], STTService):
-    """One streaming STT service backed by several providers: the first available one is
+    """One streaming STT service backed by several streaming providers (not
+    :class:`~flowcat.services.SegmentedSTTService` s): the first available one is
     connected; when it fails the next one takes over the audio stream.
 
     Args:
@@ -160,6 +161,10 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._init_group(services, policy)
+        for s in self.services:
+            if isinstance(s, SegmentedSTTService):
+                raise ConfigError(f"{self.name}: {s.name} is a segmented STT service; the fallback streams "
+                                  "(streaming providers only)")
         self.model_name = self.services[0].model_name
         self._dropped: tuple[STTService, ServiceError] | None = None
         self._connected: STTService | None = None
