@@ -402,9 +402,8 @@ def test_tts_failure_mid_sentence_is_not_replayed_and_the_next_sentence_moves_on
     async def main() -> dict[str, Any]:
         async with FakeCartesia(char_ms=CHAR_MS, chunk_ms=20) as a, FakeCartesia(char_ms=CHAR_MS) as b:
             a.set(Behaviour.DISCONNECT, failures=1)  # the first context: one chunk, then the socket drops
-            # (not under assert_call_leaves_nothing: a CartesiaTTSService on its own already leaves
-            # a cycle through the ErrorFrame's traceback after such a drop)
-            return await call(a, b)
+            # (the error frame carries the exception without its traceback: no cycle through it)
+            return await assert_call_leaves_nothing(lambda: call(a, b), modules=CALL_MODULES)
 
     got = asyncio.run(main())
     heard = decode_tones(got["audio"], RATE, CHAR_MS)
@@ -517,3 +516,30 @@ async def test_settings_reach_every_provider_or_the_one_named() -> None:
         assert a.bodies[0]["temperature"] == 0.2 and "seed" not in a.bodies[0]
         assert (getattr(lb.settings, "temperature", None), getattr(lb.settings, "seed", None)) == (0.2, 7)
         assert not any(isinstance(f, LLMUpdateSettingsFrame) for f in h.down.frames)
+
+
+def test_a_provider_error_frame_keeps_no_call_alive() -> None:
+    """A socket drop mid-sentence ends in an ErrorFrame whose exception has no traceback: the
+    traceback's frames held the service, and the exception sat in a local of one of them."""
+
+    async def call(a: FakeCartesia) -> list[str]:
+        tts = CartesiaTTSService(base_url=a.url, api_key=a.api_key, voice_id="v", sample_rate=RATE, name="tts-a")
+        h = Harness([tts])
+        async with h:
+            for f in (LLMFullResponseStartFrame(), LLMTextFrame("First sentence here."), LLMFullResponseEndFrame()):
+                await h.task.queue_frame(f)
+            await h.down.wait_for(LLMFullResponseEndFrame, BOUND)
+            await h.task.stop_when_done()
+            await h.finish(BOUND)
+        await close_http_sessions()
+        errs = errors(h)
+        assert all(e.exception is None or e.exception.__traceback__ is None for e in errs)
+        return [e.error for e in errs]
+
+    async def main() -> list[str]:
+        async with FakeCartesia(char_ms=CHAR_MS, chunk_ms=20) as a:
+            a.set(Behaviour.DISCONNECT, failures=1)
+            return await assert_call_leaves_nothing(lambda: call(a), modules=CALL_MODULES)
+
+    got = asyncio.run(main())
+    assert len(got) == 1 and "synthesis failed" in got[0]

@@ -99,6 +99,19 @@ class ServiceCapabilities:
     transport: str = "http"
 
 
+def drop_tracebacks(exc: BaseException) -> None:
+    """Detach the tracebacks of ``exc`` and of its causes and contexts (in place)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        stack += (e.__cause__, e.__context__)
+
+
 class AIService(FrameProcessor):
     """Base of the STT, LLM and TTS services.
 
@@ -194,10 +207,17 @@ class AIService(FrameProcessor):
             self.resume_processing_frames()
 
     async def push_service_error(self, exc: BaseException, what: str = "") -> None:
-        """Report a provider failure upstream as a non-fatal ``ErrorFrame`` (key masked)."""
+        """Report a provider failure upstream as a non-fatal ``ErrorFrame`` (key masked).
+
+        The exception travels in the frame without its traceback (nor those of its cause
+        and context): a traceback holds the frames that raised it, with their locals —
+        this service among them — and an exception kept by a frame that a local of those
+        frames refers to would keep the whole call alive in a reference cycle.
+        """
         kind = "retryable" if isinstance(exc, ServiceError) and exc.retryable else "error"
         msg = self.redact(f"{self.name}: {what + ': ' if what else ''}{type(exc).__name__}: {exc}")
         logger.warning("%s (%s)", msg, kind)
+        drop_tracebacks(exc)
         await self.push_error(msg, exception=exc)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
