@@ -19,9 +19,17 @@ sample decodes to the nearest G.711 output level (within half a step).
   to ``-8`` instead of ``0``. That is a bias of the audioop/Sun-derived routine,
   not G.711; 508 of the 32,768 negative inputs get a different (one step larger) code.
   Decoding is identical to audioop for all 256 codes of both laws.
+
+Decoding uses ``audioop`` (``audioop-lts`` on Python ≥ 3.13) where it is importable on a
+little-endian machine: the same output, about 30× cheaper per 20 ms packet than three
+numpy calls (the inbound path of every carrier call decodes 50 packets a second).
 """
 
 from __future__ import annotations
+
+import sys
+import warnings
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +88,20 @@ def _build_alaw_decode() -> npt.NDArray[np.int16]:
     return (np.where(code & 0x80, mag, -mag) << 3).astype(_I16)
 
 
+def _load_audioop() -> ModuleType | None:
+    """``audioop`` when it decodes the same as the tables here (little-endian), else None."""
+    if sys.byteorder != "little":
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import audioop
+    except ImportError:
+        return None
+    return audioop
+
+
+_audioop = _load_audioop()
 _ULAW_ENC = _build_ulaw_encode()
 _ULAW_DEC = _build_ulaw_decode()
 _ALAW_ENC = _build_alaw_encode()
@@ -111,6 +133,9 @@ def ulaw_to_pcm16(data: bytes) -> bytes:
     Returns:
         Signed 16-bit little-endian samples (2 bytes per input byte).
     """
+    if _audioop is not None:
+        out: bytes = _audioop.ulaw2lin(data, 2)
+        return out
     return _ULAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
@@ -136,4 +161,7 @@ def alaw_to_pcm16(data: bytes) -> bytes:
     Returns:
         Signed 16-bit little-endian samples (2 bytes per input byte).
     """
+    if _audioop is not None:
+        out: bytes = _audioop.alaw2lin(data, 2)
+        return out
     return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
