@@ -61,6 +61,7 @@ from ._empty_turn import (
 )
 from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
+from ._remote_brain import RemoteBrain as RemoteBrain
 from ._user import LLMUserAggregator as LLMUserAggregator
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 
@@ -94,6 +95,7 @@ __all__ = [
     "NOT_GIVEN",
     "OpenAILLMAdapter",
     "OpenAIResponsesLLMAdapter",
+    "RemoteBrain",
     "Say",
     "SetVariable",
     "Silence",
