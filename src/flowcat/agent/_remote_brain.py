@@ -37,14 +37,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 
 from .._ratelimit import RateLimitedLog
-from ..services import LLMService, LLMTextDelta, LLMToolCallDelta, Secret, SentenceAggregator, http_session, redact
+from ..services import (
+    LLMService,
+    LLMTextDelta,
+    LLMToolCallDelta,
+    Secret,
+    SentenceAggregator,
+    http_session,
+    redact,
+)
 from ..services.adapters import FunctionSchema, LLMContext
 from ._brain import (
     AgentBrain,
@@ -194,13 +202,13 @@ class RemoteBrain(AgentBrain):
 
     # ------------------------------------------------------------ session
 
-    async def _ensure_session(self) -> AsyncIterator[BrainAction]:
+    async def _ensure_session(self) -> AsyncGenerator[BrainAction, None]:
         if not self._session:
             async with aclosing(self._open()) as actions:
                 async for a in actions:
                     yield a
 
-    async def _open(self) -> AsyncIterator[BrainAction]:
+    async def _open(self) -> AsyncGenerator[BrainAction, None]:
         body = await self._post("/session", {"brain_config": self.brain_config, "provider": self.provider})
         try:
             if body is None:
@@ -243,7 +251,7 @@ class RemoteBrain(AgentBrain):
 
     # ------------------------------------------------------------ the LLM
 
-    async def _respond(self) -> AsyncIterator[BrainAction]:
+    async def _respond(self) -> AsyncGenerator[BrainAction, None]:
         for _ in range(self.max_tool_rounds):
             text: list[str] = []
             calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument pieces]]
