@@ -63,6 +63,7 @@ from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
 from ._remote_brain import RemoteBrain as RemoteBrain
 from ._user import LLMUserAggregator as LLMUserAggregator
+from ._ws_brain import WebSocketBrain as WebSocketBrain
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 
 __all__ = [
@@ -106,6 +107,7 @@ __all__ = [
     "UserTurn",
     "UserTurnMessageAddedMessage",
     "UserTurnStoppedMessage",
+    "WebSocketBrain",
     "normalize_tools",
     "standard_message_text",
 ]
