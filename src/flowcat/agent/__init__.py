@@ -63,8 +63,8 @@ from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
 from ._remote_brain import RemoteBrain as RemoteBrain
 from ._user import LLMUserAggregator as LLMUserAggregator
-from ._ws_brain import WebSocketBrain as WebSocketBrain
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
+from ._ws_brain import WebSocketBrain as WebSocketBrain
 
 __all__ = [
     "AdapterType",
