@@ -86,6 +86,9 @@ class Scripted(ref.ReferenceBrain):  # type: ignore[misc, name-defined]
             self.crashes -= 1
             await ws.send_str(json.dumps({"type": "say", "turn_id": turn, "text": "x" * 100_000, "final": True}))
             return
+        if m.get("type") == "session.start" and (m.get("call") or {}).get("id") == "v2":
+            await ws.send_str(json.dumps({"type": "session.ready", "protocol": 2}))
+            return
         if m.get("type") == "user.turn" and text == "hang":
             return
         if m.get("type") == "user.turn" and text == "late":
@@ -270,5 +273,14 @@ async def test_refused_connection_speaks_fallback(server: Scripted) -> None:
     try:
         assert await collect(brain, CallStarted(BrainCall("c"))) == [EndCall(FALLBACK, "brain_unavailable")]
         assert server.connections == 0 and brain.reconnects == 1
+    finally:
+        await brain.close()
+
+
+async def test_other_protocol_version_is_refused(server: Scripted) -> None:
+    brain = make_brain(server)
+    try:
+        assert await collect(brain, CallStarted(BrainCall("v2"))) == [EndCall(FALLBACK, "brain_unavailable")]
+        assert server.connections == 1  # a version mismatch is not retried
     finally:
         await brain.close()

@@ -9,7 +9,7 @@ the transport) stays flowcat's; a brain never sees a frame and never runs on the
 per-frame path.
 
 Implementations: the graph agent, a plain LLM brain, :class:`RemoteBrain` (HTTP) and
-the WebSocket brain. ``BrainProcessor`` runs one in a pipeline (see ``docs/agents.md``).
+:class:`WebSocketBrain` (``docs/brains-remote.md``). ``BrainProcessor`` runs one in a pipeline (see ``docs/agents.md``).
 """
 
 from __future__ import annotations
