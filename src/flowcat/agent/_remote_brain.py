@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 
 from .._ratelimit import RateLimitedLog
+from ..errors import ServiceProtocolError
 from ..services import (
     LLMService,
     LLMTextDelta,
@@ -80,10 +81,6 @@ DEFAULT_FALLBACK = "Sorry, I'm having trouble right now. Please give me a moment
 _ACTIONS = ("transition", "stay", "end")
 
 
-class _BrainReplyError(Exception):
-    """A brain answer that breaks the contract (the message says how)."""
-
-
 def _provider_of(llm: LLMService) -> str:
     name = type(llm).__name__.lower()
     for suffix in ("llmservice", "service"):
@@ -93,14 +90,14 @@ def _provider_of(llm: LLMService) -> str:
 
 def _tools_of(raw: Any) -> list[FunctionSchema]:
     if not isinstance(raw, list):
-        raise _BrainReplyError("tools is not a list")
+        raise ServiceProtocolError("tools is not a list")
     tools = []
     for t in raw:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
-            raise _BrainReplyError("a tool without a name")
+            raise ServiceProtocolError("a tool without a name")
         params = t.get("params") or {}
         if not isinstance(params, dict):
-            raise _BrainReplyError(f"tool {t['name']!r}: params is not a JSON Schema object")
+            raise ServiceProtocolError(f"tool {t['name']!r}: params is not a JSON Schema object")
         tools.append(FunctionSchema(t["name"], str(t.get("description") or ""),
                                     dict(params.get("properties") or {}), list(params.get("required") or [])))
     return tools
@@ -212,12 +209,12 @@ class RemoteBrain(AgentBrain):
         body = await self._post("/session", {"brain_config": self.brain_config, "provider": self.provider})
         try:
             if body is None:
-                raise _BrainReplyError("no session")
+                raise ServiceProtocolError("no session")
             prompt = body.get("system_prompt")
             if not isinstance(prompt, str):
-                raise _BrainReplyError("/session: system_prompt is not a string")
+                raise ServiceProtocolError("/session: system_prompt is not a string")
             tools = _tools_of(body.get("tools", []))
-        except _BrainReplyError as exc:
+        except ServiceProtocolError as exc:
             if body is not None:
                 self._fail("%s", exc)
             yield Say(self.fallback_text)
@@ -360,16 +357,16 @@ class RemoteBrain(AgentBrain):
         try:
             action = body.get("action")
             if action not in _ACTIONS:
-                raise _BrainReplyError(f"/tool-call: unknown action {action!r}")
+                raise ServiceProtocolError(f"/tool-call: unknown action {action!r}")
             say = body.get("say")
             if say is not None and not isinstance(say, str):
-                raise _BrainReplyError("/tool-call: say is not a string")
+                raise ServiceProtocolError("/tool-call: say is not a string")
             prompt, tools = body.get("system_prompt"), None
             if action == "transition":
                 if not isinstance(prompt, str) or "tools" not in body:
-                    raise _BrainReplyError("/tool-call: a transition without system_prompt and tools")
+                    raise ServiceProtocolError("/tool-call: a transition without system_prompt and tools")
                 tools = _tools_of(body["tools"])
-        except _BrainReplyError as exc:
+        except ServiceProtocolError as exc:
             self._fail("%s (tool %r): staying", exc, name)
             return "stay", [], None, None
         actions: list[BrainAction] = []
@@ -396,16 +393,16 @@ class RemoteBrain(AgentBrain):
                                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
-                    raise _BrainReplyError(f"{path}: HTTP {resp.status}: {raw[:200]!r}")
+                    raise ServiceProtocolError(f"{path}: HTTP {resp.status}: {raw[:200]!r}")
                 body = json.loads(raw)
                 if not isinstance(body, dict):
-                    raise _BrainReplyError(f"{path}: the answer is not a JSON object")
+                    raise ServiceProtocolError(f"{path}: the answer is not a JSON object")
                 return body
         except TimeoutError:
             self._fail("%s: no answer within %g s: staying", path, self.timeout)
         except ValueError as exc:
             self._fail("%s: the answer is not JSON (%s): staying", path, exc)
-        except (_BrainReplyError, aiohttp.ClientError, OSError) as exc:
+        except (ServiceProtocolError, aiohttp.ClientError, OSError) as exc:
             self._fail("%s: %s: staying", path, exc)
         return None
 

@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from .._ratelimit import RateLimitedLog
-from ..errors import ServiceError, ServiceTimeout
+from ..errors import ServiceConnectionError, ServiceError, ServiceTimeout
 from ..services import Secret, http_session, redact
 from ..services.adapters import FunctionSchema
 from ._brain import (
@@ -78,10 +78,6 @@ def _tools_of(raw: Any) -> list[FunctionSchema]:
             tools.append(FunctionSchema(t["name"], str(t.get("description") or ""),
                                         dict(params.get("properties") or {}), list(params.get("required") or [])))
     return tools
-
-
-class _Dead(Exception):
-    """The brain cannot be reached (any more) for this call."""
 
 
 class WebSocketBrain(AgentBrain):
@@ -189,7 +185,7 @@ class WebSocketBrain(AgentBrain):
         try:
             try:
                 await self._deliver(msg)
-            except _Dead:
+            except ServiceConnectionError:  # the brain is lost for this call
                 yield EndCall(self.fallback_text, "brain_unavailable")
                 return
             first = True
@@ -206,7 +202,7 @@ class WebSocketBrain(AgentBrain):
                 if item is _LOST:
                     try:
                         await self._deliver(msg)  # reconnect (once per call) and send the event again
-                    except _Dead:
+                    except ServiceConnectionError:  # the brain is lost for this call
                         yield EndCall(self.fallback_text, "brain_unavailable")
                         return
                     first = True
@@ -235,14 +231,25 @@ class WebSocketBrain(AgentBrain):
         if kind == "transition":
             return Transition(m["node"]), final
         if kind == "tool.call":
-            return CallTool(m["id"], m["name"], m.get("arguments") or {}), final
+            args = m.get("arguments") or {}
+            if not isinstance(args, dict):
+                self._bad("tool.call %r: arguments is not an object: called without", m["name"])
+                args = {}
+            return CallTool(m["id"], m["name"], args), final
         if kind == "transfer":
-            return Transfer(m["target"], m.get("say")), True
+            return Transfer(m["target"], self._opt_str(m, "say")), True
         if kind == "end_call":
-            return EndCall(m.get("say"), m.get("disposition")), True
+            return EndCall(self._opt_str(m, "say"), self._opt_str(m, "disposition")), True
         if kind == "error":
             self._bad("the brain reports an error for %s: %.300s", m.get("turn_id"), m.get("message"))
         return None, final
+
+    def _opt_str(self, m: dict[str, Any], name: str) -> str | None:
+        value = m.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        self._bad("%s: %r is not a string: ignored", m["type"], name)
+        return None
 
     # ------------------------------------------------------------ brain-owned tools
 
@@ -272,17 +279,17 @@ class WebSocketBrain(AgentBrain):
 
     async def _deliver(self, msg: dict[str, Any]) -> None:
         """Send an event, connecting first if needed; every connection after the call's
-        first one uses the call's one reconnect (:class:`_Dead` when it is spent)."""
+        first one uses the call's one reconnect (:class:`~flowcat.errors.ServiceConnectionError` when it is spent)."""
         while True:
             if self._dead:
-                raise _Dead
+                raise ServiceConnectionError("WebSocketBrain: the brain is lost for this call", retryable=False)
             if self._ws is None:
                 if self._connects:
                     self._use_reconnect()
                 self._connects += 1
                 try:
                     await self._connect(resumed=msg["type"] != "session.start")
-                except _Dead:
+                except ServiceConnectionError:  # the brain is lost for this call
                     raise
                 except Exception as exc:  # noqa: BLE001 - any failure to connect
                     self._bad("cannot connect: %s: %s", type(exc).__name__, exc)
@@ -299,7 +306,7 @@ class WebSocketBrain(AgentBrain):
             self._dead = True
             logger.warning("WebSocketBrain %s: call %s: the brain is lost; speaking the fallback",
                            self.url, self.call.call_id)
-            raise _Dead
+            raise ServiceConnectionError("WebSocketBrain: the brain is lost for this call", retryable=False)
         self._reconnect_left -= 1
         self.reconnects += 1
 
@@ -332,7 +339,7 @@ class WebSocketBrain(AgentBrain):
             logger.warning("WebSocketBrain %s: call %s: the brain speaks protocol %r, not %d",
                            self.url, self.call.call_id, m.get("protocol"), PROTOCOL_VERSION)
             await ws.close()
-            raise _Dead
+            raise ServiceConnectionError("WebSocketBrain: the brain is lost for this call", retryable=False)
         self.tools = _tools_of(m.get("tools"))
         self._reader = asyncio.get_running_loop().create_task(self._read(ws), name="ws_brain_reader")
 
