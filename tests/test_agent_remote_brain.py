@@ -26,6 +26,7 @@ from flowcat.agent import (
     BrainEvent,
     CallStarted,
     CallTool,
+    Dtmf,
     EndCall,
     RemoteBrain,
     Say,
@@ -36,6 +37,7 @@ from flowcat.agent import (
 )
 from flowcat.services import Backoff, close_http_sessions
 from flowcat.services.llm import OpenAILLMService
+from flowcat.testing.conformance import Behaviour
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
@@ -294,3 +296,17 @@ async def test_barge_in_keeps_only_what_was_heard(faulty: FaultyBrain, fake: _fa
         {"role": "assistant", "content": "First sentence"},
         {"role": "user", "content": "Stop"},
     ]
+
+
+async def test_llm_failure_speaks_the_fallback_and_keys_reach_the_llm(
+    faulty: FaultyBrain, fake: _fake_openai.FakeOpenAI
+) -> None:
+    fake.set(Behaviour.STATUS, failures=1, status=500)
+    fake.scripts = [_fake_openai.reply("You pressed one two.")]
+    brain = RemoteBrain(faulty.url, make_llm(fake), greet=False, fallback_text="One moment please.")
+    await collect(brain, CallStarted(BrainCall("c")))
+    assert await collect(brain, UserTurn("Hello")) == [Say("One moment please.")]
+    assert brain.failures == 1 and brain.node_id == "greeting"
+    # The next event works; keys pressed reach the LLM as a user message.
+    assert await collect(brain, Dtmf("12")) == [Say("You pressed one two.")]
+    assert fake.bodies[-1]["messages"][-1] == {"role": "user", "content": "(keypad: 12)"}
