@@ -142,3 +142,15 @@ async def test_iter_event_stream_and_a_body_cut_inside_a_message() -> None:
     with pytest.raises(ServiceConnectionError, match="ended inside a message"):
         async for _ in iter_event_stream(_Body([raw[:-3]])):
             pass
+
+
+def test_messages_before_a_broken_one_are_returned_then_the_error() -> None:
+    good = encode_message({"n": 1}, b"a") + encode_message({"n": 2}, b"b")
+    bad = bytearray(encode_message({"n": 3}, b"c"))
+    bad[-1] ^= 0xFF
+    d = EventStreamDecoder()
+    assert [m.headers["n"] for m in d.feed(good + bytes(bad))] == [1, 2]
+    with pytest.raises(ServiceProtocolError, match="message CRC mismatch"):
+        d.check()
+    with pytest.raises(ServiceProtocolError):
+        d.feed(b"")  # the stream stays broken

@@ -5,7 +5,8 @@
   :class:`FunctionSchema`, :class:`ToolsSchema`;
 * adapters turning a context into a vendor's request fields:
   :class:`OpenAILLMAdapter`, :class:`OpenAIResponsesLLMAdapter`, :class:`AnthropicLLMAdapter`,
-  :class:`GeminiLLMAdapter`
+  :class:`GeminiLLMAdapter`,
+  :class:`AWSBedrockLLMAdapter`
   (base :class:`BaseLLMAdapter`);
 
   these two groups live in :mod:`flowcat.services.adapters` (so providers can use them)
@@ -21,6 +22,7 @@ Layer: above :mod:`flowcat.services`, below :mod:`flowcat.config`. See ``docs/ag
 from __future__ import annotations
 
 from ..services.adapters import NOT_GIVEN as NOT_GIVEN
+from ..services.adapters import AWSBedrockLLMAdapter as AWSBedrockLLMAdapter
 from ..services.adapters import AdapterType as AdapterType
 from ..services.adapters import AnthropicLLMAdapter as AnthropicLLMAdapter
 from ..services.adapters import BaseLLMAdapter as BaseLLMAdapter
@@ -67,6 +69,7 @@ from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 from ._ws_brain import WebSocketBrain as WebSocketBrain
 
 __all__ = [
+    "AWSBedrockLLMAdapter",
     "AdapterType",
     "AgentBrain",
     "AnthropicLLMAdapter",

@@ -79,10 +79,11 @@ class EventStreamMessage:
 class EventStreamDecoder:
     """Incremental decoder: feed bytes as they arrive, get whole messages back."""
 
-    __slots__ = ("_buf", "messages")
+    __slots__ = ("_broken", "_buf", "messages")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._broken: ServiceProtocolError | None = None
         self.messages = 0  # decoded so far (for error context)
 
     @property
@@ -93,12 +94,30 @@ class EventStreamDecoder:
     def feed(self, data: bytes) -> list[EventStreamMessage]:
         """Add ``data``; returns the messages it completed (possibly none).
 
+        Messages complete before a broken one are returned first; the error is raised by
+        the next call (or :meth:`check`).
+
         Raises:
             ServiceProtocolError: A CRC mismatch, an impossible length or a malformed header.
         """
-        buf = self._buf
-        buf += data
+        self.check()
+        self._buf += data
         out: list[EventStreamMessage] = []
+        try:
+            self._decode(out)
+        except ServiceProtocolError as exc:
+            if not out:
+                raise
+            self._broken = exc
+        return out
+
+    def check(self) -> None:
+        """Raise the error found after the messages last returned, if any."""
+        if self._broken is not None:
+            raise self._broken
+
+    def _decode(self, out: list[EventStreamMessage]) -> None:
+        buf = self._buf
         while len(buf) >= PRELUDE:
             total, headers_len, prelude_crc = _PRELUDE.unpack_from(buf, 0)
             if zlib.crc32(buf[:8]) != prelude_crc:
@@ -119,7 +138,6 @@ class EventStreamDecoder:
             del buf[:total]
             self.messages += 1
             out.append(EventStreamMessage(headers, payload))
-        return out
 
     def _error(self, what: str) -> ServiceProtocolError:
         return ServiceProtocolError(f"event stream: {what} after {self.messages} message(s)")
@@ -177,6 +195,7 @@ async def iter_event_stream(content: Any, decoder: EventStreamDecoder | None = N
     async for chunk in content.iter_any():
         for message in decoder.feed(chunk):
             yield message
+        decoder.check()
     if decoder.pending:
         raise ServiceConnectionError(f"event stream: the body ended inside a message ({decoder.pending} bytes held)")
 

@@ -6,7 +6,8 @@
   :class:`AdapterType`;
 * adapters turning a context into a vendor's request fields:
   :class:`OpenAILLMAdapter`, :class:`OpenAIResponsesLLMAdapter`, :class:`AnthropicLLMAdapter`,
-  :class:`GeminiLLMAdapter`
+  :class:`GeminiLLMAdapter`,
+  :class:`AWSBedrockLLMAdapter`
   (base :class:`BaseLLMAdapter`).
 
 pipecat keeps these in ``pipecat.adapters`` (and ``LLMContext`` in
@@ -20,6 +21,7 @@ from __future__ import annotations
 from ._adapter import BaseLLMAdapter as BaseLLMAdapter
 from ._adapter import OpenAILLMAdapter as OpenAILLMAdapter
 from ._anthropic_adapter import AnthropicLLMAdapter as AnthropicLLMAdapter
+from ._bedrock_adapter import AWSBedrockLLMAdapter as AWSBedrockLLMAdapter
 from ._context import LLMContext as LLMContext
 from ._context import LLMSpecificMessage as LLMSpecificMessage
 from ._context import standard_message_text as standard_message_text
@@ -32,6 +34,7 @@ from ._schemas import ToolsSchema as ToolsSchema
 from ._schemas import normalize_tools as normalize_tools
 
 __all__ = [
+    "AWSBedrockLLMAdapter",
     "AdapterType",
     "AnthropicLLMAdapter",
     "BaseLLMAdapter",

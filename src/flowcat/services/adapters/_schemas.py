@@ -31,6 +31,7 @@ class AdapterType(Enum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
+    BEDROCK = "bedrock"
 
 
 def _from_openai_dict(tool: Any) -> Any:

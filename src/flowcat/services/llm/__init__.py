@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from .anthropic import AnthropicLLMService as AnthropicLLMService
 from .anthropic import AnthropicLLMSettings as AnthropicLLMSettings
+from .aws_bedrock import AWSBedrockLLMService as AWSBedrockLLMService
+from .aws_bedrock import AWSBedrockLLMSettings as AWSBedrockLLMSettings
 from .google import GeminiLLMService as GeminiLLMService
 from .google import GoogleLLMService as GoogleLLMService
 from .google import GoogleLLMSettings as GoogleLLMSettings
@@ -37,6 +39,8 @@ from .openai_responses import OpenAIResponsesLLMService as OpenAIResponsesLLMSer
 from .openai_responses import OpenAIResponsesLLMSettings as OpenAIResponsesLLMSettings
 
 __all__ = [
+    "AWSBedrockLLMService",
+    "AWSBedrockLLMSettings",
     "AnthropicLLMService",
     "AnthropicLLMSettings",
     "AzureOpenAILLMService",
