@@ -22,9 +22,9 @@ Layer: above :mod:`flowcat.services`, below :mod:`flowcat.config`. See ``docs/ag
 from __future__ import annotations
 
 from ..services.adapters import NOT_GIVEN as NOT_GIVEN
-from ..services.adapters import AWSBedrockLLMAdapter as AWSBedrockLLMAdapter
 from ..services.adapters import AdapterType as AdapterType
 from ..services.adapters import AnthropicLLMAdapter as AnthropicLLMAdapter
+from ..services.adapters import AWSBedrockLLMAdapter as AWSBedrockLLMAdapter
 from ..services.adapters import BaseLLMAdapter as BaseLLMAdapter
 from ..services.adapters import FunctionSchema as FunctionSchema
 from ..services.adapters import GeminiLLMAdapter as GeminiLLMAdapter

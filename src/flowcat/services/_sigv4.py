@@ -147,7 +147,7 @@ def _normalize_path(path: str) -> str:
                 out.pop()
             continue
         out.append(seg)
-    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    trailing = path.endswith(("/", "/.", "/.."))
     joined = "/" + "/".join(out)
     if trailing and out:
         joined += "/"
