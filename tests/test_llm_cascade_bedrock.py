@@ -10,14 +10,18 @@ meant to become that module's ``bedrock`` entry.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from _fake_bedrock import AKID, FakeBedrock, Reply, ToolUse
 from flowcat.agent import LLMContext, LLMContextAggregatorPair, LLMUserAggregatorParams
-from flowcat.frames import EndFrame, TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from flowcat.frames import (
+    EndFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from flowcat.services import Backoff, FunctionCallParams, close_http_sessions
 from flowcat.services.adapters import FunctionSchema, ToolsSchema
 from flowcat.services.llm import AWSBedrockLLMService
@@ -27,15 +31,6 @@ from test_transport_support import Harness
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
 WEATHER = FunctionSchema("get_weather", "Weather in a city.", {"city": {"type": "string"}}, ["city"])
-
-
-async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"no {what} within {timeout} s") from None
 
 
 def user_says(text: str) -> list[Any]:
@@ -60,14 +55,27 @@ async def test_two_turns_with_a_tool_call() -> None:
         await params.result_callback({"sky": "sunny", "c": 24})
 
     llm.register_function("get_weather", get_weather)
+    turns: asyncio.Queue[str] = asyncio.Queue()
+    assistant = pair.assistant()
+
+    @assistant.event_handler("on_assistant_turn_stopped")
+    async def on_turn(_aggregator: Any, message: Any) -> None:
+        await turns.put(message.content)
+
+    async def next_turn_with_text() -> str:
+        while True:  # a tool-call turn ends with no text: the answer after the rerun does
+            content = await asyncio.wait_for(turns.get(), 10)
+            if content:
+                return str(content)
+
     try:
-        async with Harness([pair.user(), llm, pair.assistant()]) as h:
+        async with Harness([pair.user(), llm, assistant]) as h:
             for f in user_says("Weather in Paris?"):
                 await h.task.queue_frame(f)
-            await until(lambda: any(m.get("content") == "It is sunny." for m in ctx.messages), "first answer")
+            assert await next_turn_with_text() == "It is sunny."
             for f in user_says("And tomorrow?"):
                 await h.task.queue_frame(f)
-            await until(lambda: any(m.get("content") == "Rain tomorrow." for m in ctx.messages), "second answer")
+            assert await next_turn_with_text() == "Rain tomorrow."
             await h.task.queue_frame(EndFrame())
             await h.finish()
     finally:
