@@ -412,3 +412,20 @@ def test_adapter_conversion_rules() -> None:
         "json": {"type": "object", "properties": {}, "required": []}}}}], "toolChoice": {"tool": {"name": "a"}}}
     assert adapter.get_llm_invocation_params(LLMContext([{"role": "user", "content": "x"}]),
                                              system_instruction="Override.")["system"] == [{"text": "Override."}]
+
+
+async def test_the_fake_checks_the_path_rule_a_single_encoded_signature_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bedrock (like every service but S3) signs the wire path encoded once more: '%3A' as '%253A'.
+    # A client that signed the wire path as is (the S3 rule) is refused by the fake's own check.
+    import flowcat.services.llm.aws_bedrock as mod
+
+    real = mod.sign_request
+    monkeypatch.setattr(mod, "sign_request", lambda *a, **kw: real(*a, **kw, double_encode=False))
+    fake = await serve("never")
+    try:
+        _, up = await run(make_service(fake), LLMContext([{"role": "user", "content": "Hi"}]))
+    finally:
+        await fake.close()
+    assert fake.auth_errors == ["signature mismatch"]
+    assert isinstance(errors(up)[0].exception, ServiceAuthError)
