@@ -154,3 +154,14 @@ def test_messages_before_a_broken_one_are_returned_then_the_error() -> None:
         d.check()
     with pytest.raises(ServiceProtocolError):
         d.feed(b"")  # the stream stays broken
+
+
+def test_encoding_mistakes_are_config_errors() -> None:
+    from flowcat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="too long"):
+        encode_message({"x" * 256: "v"})
+    with pytest.raises(ConfigError, match="no header type"):
+        encode_message({"x": 1.5})
+    with pytest.raises(ConfigError, match="unknown header value type 12"):
+        encode_message({"x": HeaderValue(12, b"")})

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ServiceConnectionError, ServiceProtocolError
+from ..errors import ConfigError, ServiceConnectionError, ServiceProtocolError
 
 __all__ = [
     "EventStreamDecoder",
@@ -206,7 +206,7 @@ async def iter_event_stream(content: Any, decoder: EventStreamDecoder | None = N
 def _encode_header(name: str, value: Any) -> bytes:
     raw_name = name.encode("utf-8")
     if len(raw_name) > 255:
-        raise ValueError(f"header name too long: {name!r}")
+        raise ConfigError(f"event stream: header name too long: {name!r}")
     out = bytes([len(raw_name)]) + raw_name
     kind: int
     if isinstance(value, HeaderValue):
@@ -224,7 +224,7 @@ def _encode_header(name: str, value: Any) -> bytes:
     elif isinstance(value, uuid.UUID):
         kind = 9
     else:
-        raise TypeError(f"no event-stream header type for {type(value).__name__}")
+        raise ConfigError(f"event stream: no header type for {type(value).__name__}")
     out += bytes([kind])
     if kind in (0, 1):
         return out
@@ -237,11 +237,14 @@ def _encode_header(name: str, value: Any) -> bytes:
         return out + struct.pack(">H", len(data)) + data
     if kind == 9:
         return out + (value.bytes if isinstance(value, uuid.UUID) else bytes(value))
-    raise ValueError(f"unknown header value type {kind}")
+    raise ConfigError(f"event stream: unknown header value type {kind}")
 
 
 def encode_message(headers: Mapping[str, Any] | Iterable[tuple[str, Any]], payload: bytes = b"") -> bytes:
     """One message, with valid CRCs (for fakes and tests).
+
+    Raises:
+        ConfigError: A header name over 255 bytes, or a value with no header type.
 
     ``headers`` values are typed by their Python type (``bool``, ``int`` as int32, ``bytes``,
     ``str``, ``datetime``, :class:`uuid.UUID`) or given as :class:`HeaderValue`.
