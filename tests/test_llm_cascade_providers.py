@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import _fake_anthropic
+import _fake_bedrock
 import _fake_gemini
 import _fake_openai
 import _fake_openai_responses
@@ -42,6 +43,7 @@ from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelinePa
 from flowcat.services import Backoff, FunctionCallParams, LLMService, close_http_sessions
 from flowcat.services.llm import (
     AnthropicLLMService,
+    AWSBedrockLLMService,
     GoogleLLMService,
     OpenAILLMService,
     OpenAIResponsesLLMService,
@@ -193,6 +195,46 @@ def responses_requests(fake: _fake_openai_responses.FakeOpenAIResponses) -> None
     assert all(h["Authorization"] == f"Bearer {fake.api_key}" for h in fake.headers)
 
 
+# ----------------------------------------------------------------------------- AWS Bedrock
+
+
+BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+def bedrock_fake() -> FakeProvider:
+    return _fake_bedrock.FakeBedrock([
+        _fake_bedrock.Reply(text, [_fake_bedrock.ToolUse(name, args, call_id) for call_id, name, args in calls],
+                            input_chunk=4)
+        for text, calls in ANSWERS])
+
+
+def bedrock_service(fake: _fake_bedrock.FakeBedrock) -> LLMService:
+    return AWSBedrockLLMService(base_url=fake.url, aws_access_key=_fake_bedrock.AKID, aws_secret_key=fake.api_key,
+                                aws_region="us-east-1", model=BEDROCK_MODEL, retry=FAST)
+
+
+def bedrock_requests(fake: _fake_bedrock.FakeBedrock) -> None:
+    assert len(fake.bodies) == 3
+    assert all(b["system"] == [{"text": SYSTEM}] for b in fake.bodies)
+    assert fake.bodies[0]["messages"] == [{"role": "user", "content": [{"text": "Weather in Paris?"}]}]
+    tool_turns = [
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": CALL_ID, "name": "get_weather", "input": ARGS}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": CALL_ID, "content": [{"json": RESULT}]}}]},
+    ]
+    assert fake.bodies[1]["messages"][1:] == tool_turns
+    assert fake.bodies[2]["messages"][1:] == tool_turns + [
+        {"role": "assistant", "content": [{"text": "It is sunny and 21 degrees in Paris."}]},
+        {"role": "user", "content": [{"text": "Thanks!"}]},
+    ]
+    assert all(b["toolConfig"] == {"tools": [{"toolSpec": {
+        "name": "get_weather", "description": "Weather in a city.",
+        "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}},
+                                 "required": ["city"]}}}}]} for b in fake.bodies)
+    assert fake.models == [BEDROCK_MODEL] * 3
+    assert fake.paths == ["/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"] * 3
+    # Every request was SigV4-signed; the fake recomputed each signature (auth_failures == 0 is checked too).
+    assert all(h["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={_fake_bedrock.AKID}/") for h in fake.headers)
+
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider(
         openai_fake,
@@ -214,6 +256,7 @@ PROVIDERS: dict[str, Provider] = {
         lambda f: OpenAIResponsesLLMService(base_url=f.base_url, api_key=f.api_key, model="gpt-test", retry=FAST),
         responses_requests,
     ),
+    "bedrock": Provider(bedrock_fake, bedrock_service, bedrock_requests),
 }
 
 
