@@ -58,6 +58,8 @@ class CallInfo:
         remote: The peer's address, as the server saw it (set by the server).
         path: The URL path the call's WebSocket was opened on (set by the server).
         query: That URL's query parameters (set by the server).
+        agent: The agent the caller asked for, where the route names one (the WebRTC
+            playground's ``agent``); None: the server's default app.
     """
 
     carrier: str
@@ -73,3 +75,4 @@ class CallInfo:
     remote: str | None = None
     path: str = ""
     query: dict[str, str] = field(default_factory=dict)
+    agent: str | None = None

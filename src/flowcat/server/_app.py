@@ -28,6 +28,7 @@ from ._apps import AppFactory, CallInfo, default_app, is_after_output
 from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
 from ._public_url import configured_public_url, forwarded_origin, signed_url
 from ._session import AiohttpSocket, CallSocket, serve_call
+from ._webrtc_routes import add_webrtc_routes
 
 __all__ = ["ServerConfig", "ServerState", "create_app", "drain"]
 
@@ -346,6 +347,7 @@ def create_app(config: ServerConfig | None = None, *, state: ServerState | None 
     app.router.add_get("/{carrier}/ws", _carrier_ws)
     app.router.add_route("*", "/{carrier}/answer", _answer)
     app.router.add_route("*", "/{carrier}/event", _event)
+    add_webrtc_routes(app, state)  # the playground: GET /, /api/offer, /api/events/{pc_id}
     app.on_shutdown.append(_on_shutdown)
     logger.debug("carriers: %s", ", ".join(carrier_names()))
     return app

@@ -312,6 +312,8 @@ class WebRTCTransport(BaseTransport):
         self._connected = False
         self.frames_in = 0
         """Audio frames received from the peer."""
+        self.peer_left = False
+        """Whether the call ended because the peer connection failed or the peer closed it."""
         self.bad_messages = 0
         self.pc.addTrack(self.track)
         self.pc.on("track", self._on_track)
@@ -442,6 +444,8 @@ class WebRTCTransport(BaseTransport):
         if self._disconnected:
             return
         self._disconnected = True
+        if self._closing is None:
+            self.peer_left = True
         self._output.peer_gone()
         self._input.peer_closed(end=self._wparams.end_on_disconnect, reason="WebRTC peer connection ended")
         try:
