@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 import wave
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from aiohttp import web
 
@@ -38,6 +36,7 @@ from flowcat.audio import StreamResampler  # noqa: E402
 from flowcat.bench import _agent_app  # noqa: E402
 from flowcat.server import ServerConfig, create_app  # noqa: E402
 from flowcat.server._webrtc_routes import WEBRTC_KEY  # noqa: E402
+from flowcat.services._http import close_http_sessions  # noqa: E402
 from flowcat.testing.fakes import serve  # noqa: E402
 from flowcat.testing.fakes.__main__ import build_fakes, parser  # noqa: E402
 from flowcat.transports._webrtc import set_ice_host_addresses  # noqa: E402
@@ -200,4 +199,5 @@ async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch:
         await asyncio.to_thread(driver.quit)
         await runner.cleanup()
         await fakes_runner.cleanup()
+        await close_http_sessions()  # the services' shared client session of this loop
         set_ice_host_addresses(None)

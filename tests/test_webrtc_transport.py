@@ -118,6 +118,23 @@ class Peer:
             await asyncio.wait_for(self._reader, 5)
 
 
+class AudioCapture(CaptureProcessor):
+    """Records downstream frames; ``enough`` is set once ``want`` bytes of caller audio came."""
+
+    def __init__(self, want: int) -> None:
+        super().__init__(DOWN)
+        self.want = want
+        self.got = 0
+        self.enough = asyncio.Event()
+
+    async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+        if isinstance(frame, InputAudioRawFrame):
+            self.got += len(frame.audio)
+            if self.got >= self.want:
+                self.enough.set()
+        await super().process_frame(frame, direction)
+
+
 def _tone_hz(pcm: np.ndarray, rate: int) -> float:
     spec = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
     return float(np.argmax(spec) * rate / len(pcm))
@@ -139,16 +156,12 @@ async def _start(transport: WebRTCTransport, *procs: Any) -> tuple[PipelineTask,
 
 async def test_caller_audio_reaches_the_pipeline_as_the_tone_sent() -> None:
     transport = WebRTCTransport(WebRTCParams())
-    capture = CaptureProcessor(DOWN)
+    capture = AudioCapture(RATE * 2 * 2)  # 2 s
     task, runner = await _start(transport, capture)
     peer = Peer(ToneTrack(440.0, 0.3))
     await peer.call(transport)
 
-    async def enough() -> None:
-        while sum(len(f.audio) for f in capture.frames if isinstance(f, InputAudioRawFrame)) < RATE * 2 * 2:
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(enough(), 15)
+    await asyncio.wait_for(capture.enough.wait(), 15)
     await peer.hang_up()
     await asyncio.wait_for(runner, 10)
     frames = [f for f in capture.frames if isinstance(f, InputAudioRawFrame)]
@@ -174,13 +187,12 @@ async def test_bot_audio_is_paced_one_chunk_per_20ms_and_decoded_by_the_peer() -
         put(pcm)
 
     transport._output._track_put = timed_put
+    connected = asyncio.Event()
+    transport.add_event_handler("on_client_connected", lambda _t: connected.set())
     peer = Peer()
     await peer.call(transport)
     await transport.input().started_future()
-    connected = asyncio.get_running_loop().create_future()
-    while transport.connection_state != "connected":
-        await asyncio.sleep(0.02)
-    connected.set_result(None)
+    await asyncio.wait_for(connected.wait(), 10)
     t = np.arange(24000) / 24000
     tone = (np.sin(2 * np.pi * 660 * t) * 0.3 * 32767).astype(np.int16).tobytes()  # 1 s at 24 kHz
     await task.queue_frame(OutputAudioRawFrame(tone, 24000, 1))
@@ -208,11 +220,11 @@ async def test_bot_audio_is_paced_one_chunk_per_20ms_and_decoded_by_the_peer() -
 async def test_peer_hang_up_cancels_the_call_and_leaves_no_task() -> None:
     before = asyncio.all_tasks()
     transport = WebRTCTransport(WebRTCParams())
-    task, runner = await _start(transport)
+    capture = AudioCapture(RATE * 2 // 5)  # 200 ms
+    task, runner = await _start(transport, capture)
     peer = Peer(ToneTrack())
     await peer.call(transport)
-    while transport.frames_in < 10:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(capture.enough.wait(), 10)
     await peer.hang_up()
     await asyncio.wait_for(runner, 10)
     await asyncio.wait_for(transport.closed_future(), 5)
@@ -228,7 +240,8 @@ async def test_peer_hang_up_cancels_the_call_and_leaves_no_task() -> None:
 
 async def test_end_frame_closes_the_peer_connection() -> None:
     transport = WebRTCTransport(WebRTCParams())
-    task, runner = await _start(transport)
+    capture = AudioCapture(RATE * 2 // 10)  # 100 ms
+    task, runner = await _start(transport, capture)
     peer = Peer(ToneTrack())
     closed = asyncio.Event()
 
@@ -238,8 +251,7 @@ async def test_end_frame_closes_the_peer_connection() -> None:
             closed.set()
 
     await peer.call(transport)
-    while transport.frames_in < 5:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(capture.enough.wait(), 10)
     await task.stop_when_done()
     await asyncio.wait_for(runner, 10)
     await asyncio.wait_for(transport.closed_future(), 5)
@@ -271,3 +283,21 @@ def test_filter_candidates_keeps_loopback_udp_only_when_pinned_to_loopback() -> 
         "::1",
     ]
     assert "a=end-of-candidates" in kept
+
+
+async def test_a_whole_call_leaves_no_cycle_and_no_task() -> None:
+    from flowcat.testing import assert_call_leaves_nothing
+
+    async def call() -> int:
+        transport = WebRTCTransport(WebRTCParams())
+        capture = AudioCapture(RATE * 2 // 5)
+        _task, runner = await _start(transport, capture)
+        peer = Peer(ToneTrack())
+        await peer.call(transport)
+        await asyncio.wait_for(capture.enough.wait(), 10)
+        await peer.hang_up()
+        await asyncio.wait_for(runner, 10)
+        await transport.close()
+        return capture.got
+
+    assert await assert_call_leaves_nothing(call) > 0

@@ -177,7 +177,7 @@ class WebRTCParams(TransportParams):
 # -------------------------------------------------------------------------- track
 
 
-class OutputAudioTrack(MediaStreamTrack):  # type: ignore[misc]  # aiortc is untyped here
+class OutputAudioTrack(MediaStreamTrack):
     """The outgoing audio track: aiortc awaits :meth:`recv` for each frame to encode; the
     output transport :meth:`put`\\s each chunk the clock releases."""
 
