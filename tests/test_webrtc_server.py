@@ -225,3 +225,11 @@ async def test_observer_reports_each_frame_once_and_speaking_on_change() -> None
         "bot-stopped-speaking",
     ]
     assert StartFrame not in obs.frame_types and InputAudioRawFrame not in obs.frame_types
+
+
+def test_ci_installs_the_browser_the_playground_test_needs() -> None:
+    from pathlib import Path
+
+    script = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    install = next(line for line in script.splitlines() if "apt-get install" in line)
+    assert "chromium" in install.split() and "chromium-driver" in install.split()

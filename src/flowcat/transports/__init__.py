@@ -12,6 +12,8 @@
   from :mod:`flowcat.serializers`, where they live).
 * The same transport over picows (``flowcat[picows]``, imported on first use):
   :class:`PicowsTransport` with its :class:`PicowsListener`.
+* WebRTC over aiortc (``flowcat[webrtc]``, imported on first use): :class:`WebRTCTransport`
+  with :class:`WebRTCParams` (one peer connection per call, Opus 48 kHz, clock-paced).
 * Asterisk AudioSocket over raw TCP: :class:`AudioSocketTransport` with its
   :class:`AudioSocketListener` (an ``asyncio.Protocol``) and :class:`AudioSocketParser`.
 
@@ -43,6 +45,7 @@ from ._websocket_server import WebsocketServerTransport
 
 if typing.TYPE_CHECKING:
     from ._picows import PicowsListener, PicowsTransport
+    from ._webrtc import WebRTCParams, WebRTCTransport
 
 __all__ = [
     "AudioClock",
@@ -62,6 +65,8 @@ __all__ = [
     "ProtobufFrameSerializer",
     "RawPCMSerializer",
     "TransportParams",
+    "WebRTCParams",
+    "WebRTCTransport",
     "WebsocketClientTransport",
     "WebsocketInputTransport",
     "WebsocketOutputTransport",
@@ -72,6 +77,7 @@ __all__ = [
 ]
 
 _LAZY = {"PicowsListener", "PicowsTransport"}
+_LAZY_WEBRTC = {"WebRTCParams", "WebRTCTransport"}
 
 
 def __getattr__(name: str) -> typing.Any:
@@ -80,4 +86,9 @@ def __getattr__(name: str) -> typing.Any:
         from . import _picows
 
         return getattr(_picows, name)
+    if name in _LAZY_WEBRTC:
+        # aiortc is optional too (MissingExtraError without flowcat[webrtc]).
+        from . import _webrtc
+
+        return getattr(_webrtc, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
