@@ -231,5 +231,5 @@ def test_ci_installs_the_browser_the_playground_test_needs() -> None:
     from pathlib import Path
 
     script = (Path(__file__).parent.parent / ".ci" / "run").read_text()
-    install = next(line for line in script.splitlines() if "apt-get install" in line)
+    install = next(line for line in script.splitlines() if "apt-get install -y" in line)
     assert "chromium" in install.split() and "chromium-driver" in install.split()
