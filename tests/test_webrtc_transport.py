@@ -302,3 +302,10 @@ async def test_a_whole_call_leaves_no_cycle_and_no_task() -> None:
         return capture.got
 
     assert await assert_call_leaves_nothing(call) > 0
+
+
+def test_ice_host_addresses_must_be_ip_addresses() -> None:
+    from flowcat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ICE host addresses"):
+        set_ice_host_addresses(["localhost"])

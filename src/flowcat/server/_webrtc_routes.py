@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from ..errors import ProtocolError
 from ..runtime import Pipeline, PipelineParams, PipelineTask, TurnLatencyObserver
 from ._apps import AppFactory, CallInfo, is_after_output
 from ._webrtc_events import CallEvents, EventsObserver, latency_event
@@ -170,7 +171,7 @@ async def _offer(request: web.Request) -> web.Response:
         transport = WebRTCTransport(WebRTCParams(), name=f"webrtc-{pc_id}")
         try:
             answer = await transport.accept_offer(body["sdp"], "offer")
-        except ValueError as exc:
+        except ProtocolError as exc:
             await transport.close()
             state.admission.release()
             logger.info("webrtc: refused an offer from %s: %s", request.remote, exc)

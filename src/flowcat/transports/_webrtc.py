@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .._ratelimit import RateLimitedLog
-from ..errors import MissingExtraError
+from ..errors import ConfigError, MissingExtraError, ProtocolError
 from ..frames import (
     CancelFrame,
     EndFrame,
@@ -111,11 +111,14 @@ def set_ice_host_addresses(addresses: list[str] | None) -> None:
     aioice's default). aioice has no per-connection setting for this, so it is process-wide.
 
     Raises:
-        ValueError: An entry is not an IP address.
+        ConfigError: An entry is not an IP address.
     """
     global _host_addresses
     if addresses is not None:
-        addresses = [str(ipaddress.ip_address(a)) for a in addresses]
+        try:
+            addresses = [str(ipaddress.ip_address(a)) for a in addresses]
+        except ValueError as exc:
+            raise ConfigError(f"WebRTC ICE host addresses: {exc}") from None
     _host_addresses = addresses
     aioice.ice.get_host_addresses = _pinned_host_addresses
 
@@ -346,17 +349,17 @@ class WebRTCTransport(BaseTransport):
         """Apply the peer's offer and return our answer, ICE gathering complete (non-trickle).
 
         Raises:
-            ValueError: The SDP is not a usable offer (no audio, malformed).
+            ProtocolError: The SDP is not a usable offer (no audio, malformed).
         """
         if type_ != "offer":
-            raise ValueError(f"expected an SDP offer, got type {type_!r}")
+            raise ProtocolError(f"expected an SDP offer, got type {type_!r}")
         offer = RTCSessionDescription(sdp=filter_candidates(sdp, _host_addresses), type="offer")
         try:
             await self.pc.setRemoteDescription(offer)
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except Exception as exc:
-            raise ValueError(f"bad SDP offer: {exc}") from exc
+            raise ProtocolError(f"bad SDP offer: {exc}", raw=sdp[:200]) from exc
         return self.pc.localDescription
 
     async def create_offer(self) -> RTCSessionDescription:
