@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from fractions import Fraction
 from typing import Any
@@ -309,3 +310,29 @@ def test_ice_host_addresses_must_be_ip_addresses() -> None:
 
     with pytest.raises(ConfigError, match="ICE host addresses"):
         set_ice_host_addresses(["localhost"])
+
+
+async def test_data_channel_messages_both_ways() -> None:
+    from flowcat.frames import InputTransportMessageFrame, OutputTransportMessageUrgentFrame
+
+    transport = WebRTCTransport(WebRTCParams())
+    capture = CaptureProcessor(DOWN)
+    task, runner = await _start(transport, capture)
+    peer = Peer(ToneTrack())
+    channel = peer.pc.createDataChannel("events")
+    opened = asyncio.Event()
+    got: asyncio.Queue[str] = asyncio.Queue()
+    channel.on("open", opened.set)
+    channel.on("message", got.put_nowait)
+    await peer.call(transport)
+    await asyncio.wait_for(opened.wait(), 10)
+    channel.send(json.dumps({"hello": "bot"}))
+    channel.send("not json")
+    first = await capture.wait_for(InputTransportMessageFrame, 10)
+    assert first.message == {"hello": "bot"}
+    await task.queue_frame(OutputTransportMessageUrgentFrame(message={"hello": "caller"}))
+    assert json.loads(await asyncio.wait_for(got.get(), 10)) == {"hello": "caller"}
+    await peer.hang_up()
+    await asyncio.wait_for(runner, 10)
+    messages = [f.message for f in capture.frames if isinstance(f, InputTransportMessageFrame)]
+    assert messages == [{"hello": "bot"}, "not json"]

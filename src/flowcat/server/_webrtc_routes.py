@@ -249,7 +249,7 @@ async def _call(calls: WebRTCCalls, entry: _Call, transport: Any, factory: AppFa
 def _connect_timeout(transport: Any) -> None:
     if transport.connection_state != "connected":
         logger.info("%s: no connection after %.0f s; closing", transport.name, _CONNECT_TIMEOUT)
-        transport._close_soon()
+        transport.close_soon()
 
 
 def _with_app(cfg: Any, factory: AppFactory) -> Any:

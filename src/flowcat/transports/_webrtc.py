@@ -273,7 +273,7 @@ class WebRTCOutputTransport(BaseOutputTransport):
             self._transport.send_message(frame.message)
 
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
-        self._transport._close_soon()
+        self._transport.close_soon()
 
     def _detach(self) -> None:
         super()._detach()
@@ -455,9 +455,10 @@ class WebRTCTransport(BaseTransport):
             await self._call_event_handler("on_client_disconnected")
         finally:
             self._clear_event_handlers()
-            self._close_soon()
+            self.close_soon()
 
-    def _close_soon(self) -> None:
+    def close_soon(self) -> None:
+        """Start :meth:`close` without waiting for it (synchronous; idempotent)."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close(), name=f"{self.name}.close")
 
