@@ -166,25 +166,39 @@ async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch:
             lambda: (a := driver.execute_script("return playground.audio"))["loudMs"] >= 450 and a,
             20,
         )
+        await _until(
+            "the end of the answer",
+            lambda: driver.execute_script("return playground.events.some(e => e.type === 'bot-stopped-speaking')"),
+            10,
+        )
+        await asyncio.sleep(0.3)  # the browser's jitter buffer plays out
+        audio = await asyncio.to_thread(driver.execute_script, "return playground.audio")
         bot = await asyncio.to_thread(
             driver.execute_script,
             "return [...document.querySelectorAll('#transcript li.bot .text')].map(e => e.textContent)",
         )
-        events = await asyncio.to_thread(driver.execute_script, "return playground.events.map(e => e.type)")
+        received = await asyncio.to_thread(driver.execute_script, "return playground.events")
+        events = [e["type"] for e in received]
         shot = artifacts / "webrtc-playground.png"
         await asyncio.to_thread(driver.save_screenshot, str(shot))
         print(f"\nplayground screenshot: {shot}")
         print(f"connected after {connected:.2f} s; latency row {row}; audio {audio}")
-        (artifacts / "webrtc-playground-events.json").write_text(json.dumps(events))
+        (artifacts / "webrtc-playground-events.json").write_text(json.dumps(received, indent=1))
 
         assert bot == [ANSWER]
+        said = [(e["data"]["text"], e["data"]["final"]) for e in received if e["type"] == "user-transcription"]
+        assert said[-1] == (QUESTION, True)
+        assert said[0][1] is False and QUESTION.startswith(said[0][0])  # interims first (shown greyed)
         assert row[0] == "1"
         total = float(row[-1])
         assert 0 < total < 5000
         assert all(cell != "–" for cell in row[1:])  # every stage measured
         assert 0.1 < audio["peakRms"] < 0.5  # the tones' amplitude is 0.3 (RMS 0.21)
-        assert audio["loudMs"] <= 2000  # the answer once, not a loop or noise
-        for kind in ("user-started-speaking", "user-stopped-speaking", "bot-started-speaking", "turn-latency"):
+        assert 500 <= audio["loudMs"] <= 1100  # the answer's 0.7 s of tones, once (not a loop or noise)
+        for kind in (
+            "user-started-speaking", "user-stopped-speaking", "bot-started-speaking", "bot-stopped-speaking",
+            "turn-latency",
+        ):
             assert kind in events
         assert shot.stat().st_size > 10_000
 
