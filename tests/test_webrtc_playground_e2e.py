@@ -102,6 +102,21 @@ def _browser(wav: Path, profile: Path) -> Any:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
+def _agent_with_weather(call: Any) -> Any:
+    """``flowcat bench agent``'s agent with one function, ``get_weather``."""
+    from flowcat.services import FunctionCallParams
+    from flowcat.services.llm.openai import OpenAILLMService
+
+    procs = _agent_app.agent_app(call)
+    llm = next(p for p in procs if isinstance(p, OpenAILLMService))
+
+    async def get_weather(params: FunctionCallParams) -> None:
+        await params.result_callback({"sky": "sunny", "celsius": 24})
+
+    llm.register_function("get_weather", get_weather)
+    return procs
+
+
 async def _until(what: str, check: Any, timeout: float) -> Any:
     """Poll ``check`` (run in a thread: Selenium blocks) until it returns something truthy."""
     deadline = time.monotonic() + timeout
@@ -116,13 +131,17 @@ async def _until(what: str, check: Any, timeout: float) -> Any:
 
 @pytest.mark.timeout(120)
 async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch: Any) -> None:
-    fakes = build_fakes(parser().parse_args(["--stt-utterance", QUESTION, "--llm-reply", ANSWER]))
+    # The LLM first calls get_weather (run by the agent), then answers (the fake picks the reply by
+    # how many assistant messages the request holds).
+    script = tmp_path / "llm.json"
+    script.write_text(json.dumps([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}, ANSWER]))
+    fakes = build_fakes(parser().parse_args(["--stt-utterance", QUESTION, "--llm-script", str(script)]))
     fakes_runner, fakes_url = await serve(fakes, "127.0.0.1", 0)
     ws_url = fakes_url.replace("http://", "ws://", 1)
     monkeypatch.setattr(
         _agent_app, "_urls", {"deepgram_url": ws_url, "openai_base_url": f"{fakes_url}/v1"}
     )
-    app = create_app(ServerConfig(app=_agent_app.agent_app, capacity=4))
+    app = create_app(ServerConfig(app=_agent_with_weather, capacity=4))
     app[WEBRTC_KEY].host_ips = ["127.0.0.1"]
     runner = web.AppRunner(app)
     await runner.setup()
@@ -186,6 +205,11 @@ async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch:
         (artifacts / "webrtc-playground-events.json").write_text(json.dumps(received, indent=1))
 
         assert bot == [ANSWER]
+        functions = await asyncio.to_thread(
+            driver.execute_script,
+            "return [...document.querySelectorAll('#functions li .text')].map(e => e.textContent)",
+        )
+        assert functions == ['get_weather({"city":"Oslo"}) → {"sky":"sunny","celsius":24}']
         said = [(e["data"]["text"], e["data"]["final"]) for e in received if e["type"] == "user-transcription"]
         assert said[-1] == (QUESTION, True)
         assert said[0][1] is False and QUESTION.startswith(said[0][0])  # interims first (shown greyed)
@@ -197,7 +221,7 @@ async def test_playground_call_in_headless_chromium(tmp_path: Path, monkeypatch:
         assert 500 <= audio["loudMs"] <= 1100  # the answer's 0.7 s of tones, once (not a loop or noise)
         for kind in (
             "user-started-speaking", "user-stopped-speaking", "bot-started-speaking", "bot-stopped-speaking",
-            "turn-latency",
+            "turn-latency", "function-call-start", "function-call-end",
         ):
             assert kind in events
         assert shot.stat().st_size > 10_000

@@ -219,10 +219,19 @@ async def test_observer_reports_each_frame_once_and_speaking_on_change() -> None
     for frame in (text, text, BotStartedSpeakingFrame(), BotStartedSpeakingFrame(), BotStoppedSpeakingFrame()):
         for src, dst in ((a, b), (b, c)):
             await obs.on_push_frame(FramePushed(src, dst, frame, DOWN, 0))
+    # The LLM pushes a function call's frames both ways, each direction a frame of its own.
+    for _ in range(2):
+        start = FunctionCallInProgressFrame(function_name="f", tool_call_id="c1", arguments={})
+        await obs.on_push_frame(FramePushed(a, b, start, DOWN, 0))
+    for _ in range(2):
+        end = FunctionCallResultFrame(function_name="f", tool_call_id="c1", arguments={}, result=1)
+        await obs.on_push_frame(FramePushed(a, b, end, DOWN, 0))
     assert [e["type"] for e in events.buffered] == [
         "user-transcription",
         "bot-started-speaking",
         "bot-stopped-speaking",
+        "function-call-start",
+        "function-call-end",
     ]
     assert StartFrame not in obs.frame_types and InputAudioRawFrame not in obs.frame_types
 

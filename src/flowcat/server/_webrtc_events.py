@@ -19,9 +19,10 @@ Each event is a JSON object ``{"type": ..., "data": {...}, "ts": <unix seconds>}
 ``call-ended``             ``{"reason"}``: the last event of the call
 =========================  ====================================================================
 
-An observer sees every hop of a frame; each frame is reported once (by its id), and
-speaking events only when the state changes (the output pushes its bot-speaking
-frames both ways). The observer asks only for these frame types, so audio frames
+An observer sees every hop of a frame; each frame is reported once (by its id), a
+function call's start and end once per call id, and speaking events only when the
+state changes (the output pushes its bot-speaking frames both ways, the LLM its
+function call frames, each direction a frame of its own). The observer asks only for these frame types, so audio frames
 cost it nothing. Events are kept in a bounded buffer until a listener (the page's
 ``/api/events`` socket) takes them; then they go straight to it.
 """
@@ -139,6 +140,7 @@ class EventsObserver(BaseObserver):
     def __init__(self, events: CallEvents) -> None:
         self.events = events
         self._seen: deque[int] = deque(maxlen=64)
+        self._calls: deque[tuple[str, str]] = deque(maxlen=64)
         self._bot_speaking = False
         self._user_speaking = False
 
@@ -171,12 +173,22 @@ class EventsObserver(BaseObserver):
             emit("bot-llm-started")
         elif isinstance(frame, LLMFullResponseEndFrame):
             emit("bot-llm-stopped")
-        elif isinstance(frame, FunctionCallInProgressFrame):
+        elif isinstance(frame, FunctionCallInProgressFrame | FunctionCallResultFrame):
+            # The LLM pushes each of these both ways, as two frames: one event per call id.
+            key = (type(frame).__name__, frame.tool_call_id)
+            if key in self._calls:
+                return
+            self._calls.append(key)
+            self._function_call(frame)
+
+    def _function_call(self, frame: FunctionCallInProgressFrame | FunctionCallResultFrame) -> None:
+        emit = self.events.emit
+        if isinstance(frame, FunctionCallInProgressFrame):
             emit(
                 "function-call-start",
                 {"name": frame.function_name, "id": frame.tool_call_id, "arguments": _jsonable(frame.arguments)},
             )
-        elif isinstance(frame, FunctionCallResultFrame):
+        else:
             emit(
                 "function-call-end",
                 {"name": frame.function_name, "id": frame.tool_call_id, "result": _jsonable(frame.result)},

@@ -166,7 +166,7 @@ function onEvent(ev) {
       if (d.final) userLine = null;
       break;
     case "bot-llm-started":
-      botLine = line($("transcript"), "bot", "bot", "");
+      botLine = null; // the line starts with the first text (a tool-call response has none)
       break;
     case "bot-text":
       if (!botLine) botLine = line($("transcript"), "bot", "bot", "");
@@ -180,18 +180,16 @@ function onEvent(ev) {
     case "bot-started-speaking": $("bot-speaking").dataset.on = "true"; break;
     case "bot-stopped-speaking": $("bot-speaking").dataset.on = "false"; break;
     case "function-call-start": {
-      const li = line($("functions"), "call", "call", "");
+      const li = line($("functions"), "call pending", "call", d.name + "(" + JSON.stringify(d.arguments) + ") …");
       li.dataset.id = d.id;
-      li.querySelector(".text").innerHTML = "";
-      const code = document.createElement("code");
-      code.textContent = d.name + "(" + JSON.stringify(d.arguments) + ") …";
-      li.querySelector(".text").append(code);
       break;
     }
     case "function-call-end": {
       const li = [...$("functions").children].find((x) => x.dataset.id === d.id);
-      const target = li || line($("functions"), "call", "call", "");
-      target.querySelector(".text").textContent = d.name + " → " + JSON.stringify(d.result);
+      const target = li || line($("functions"), "call", "call", d.name + "(…)");
+      const text = target.querySelector(".text");
+      text.textContent = text.textContent.replace(/ …$/, "") + " → " + JSON.stringify(d.result);
+      target.className = "call done";
       break;
     }
     case "turn-latency": {
