@@ -242,3 +242,31 @@ def test_ci_installs_the_browser_the_playground_test_needs() -> None:
     script = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     install = next(line for line in script.splitlines() if "apt-get install -y" in line)
     assert "chromium" in install.split() and "chromium-driver" in install.split()
+
+
+async def test_offer_while_draining_is_503(server: Any) -> None:
+    base, http, app, _ = server
+    app[WEBRTC_KEY].state.admission.draining = True
+    pc, sdp = await _offer_sdp()
+    async with http.post(base + "/api/offer", json={"sdp": sdp, "type": "offer"}) as r:
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "1"
+        assert (await r.json())["error"] == "draining"
+    await pc.close()
+    assert app[WEBRTC_KEY].calls == {}
+
+
+async def test_a_peer_that_never_connects_is_closed(server: Any, monkeypatch: Any) -> None:
+    from flowcat.server import _webrtc_routes
+
+    monkeypatch.setattr(_webrtc_routes, "_CONNECT_TIMEOUT", 0.5)
+    base, http, app, _ = server
+    pc, sdp = await _offer_sdp()
+    async with http.post(base + "/api/offer", json={"sdp": sdp, "type": "offer"}) as r:
+        answer = await r.json()
+    await pc.close()  # the answer is never applied: no ICE, no DTLS
+    call = app[WEBRTC_KEY].calls[answer["pc_id"]]
+    assert call.task is not None
+    await asyncio.wait_for(asyncio.shield(call.task), 10)
+    assert call.events.buffered[-1]["type"] == "call-ended"
+    assert app[WEBRTC_KEY].state.admission.snapshot()["active"] == 0
