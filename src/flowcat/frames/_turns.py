@@ -16,6 +16,7 @@ __all__ = [
     "EagerEndOfTurnConfirmFrame",
     "ProposedUserStartedSpeakingFrame",
     "ProposedUserStoppedSpeakingFrame",
+    "RealtimeServiceMetadataFrame",
     "STTMetadataFrame",
     "UserTurnSpeculationFrame",
 ]
@@ -32,6 +33,19 @@ class STTMetadataFrame(SystemFrame):
 
     service_name: str = ""
     ttfs_p99_latency: float = 0.0
+
+
+@frame_dataclass
+class RealtimeServiceMetadataFrame(SystemFrame):
+    """A speech-to-speech (realtime) service announces itself, broadcast at the start of the call.
+
+    ``server_turns``: the provider detects turns itself (server VAD) and reports them.
+    The context aggregators use it to recommend their realtime-service mode when it is
+    off (``docs/agent.md``).
+    """
+
+    service_name: str = ""
+    server_turns: bool = True
 
 
 @frame_dataclass

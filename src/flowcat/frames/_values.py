@@ -73,6 +73,14 @@ class LLMTokenUsage:
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     reasoning_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    """Of ``prompt_tokens``, those that were audio (speech-to-speech models; None: not reported)."""
+    input_text_tokens: int | None = None
+    """Of ``prompt_tokens``, those that were text."""
+    output_audio_tokens: int | None = None
+    """Of ``completion_tokens``, those that were audio."""
+    output_text_tokens: int | None = None
+    """Of ``completion_tokens``, those that were text."""
 
 
 @dataclass(slots=True)

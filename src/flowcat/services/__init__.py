@@ -42,6 +42,9 @@ from ._llm import LLMChunk as LLMChunk
 from ._llm import LLMService as LLMService
 from ._llm import LLMTextDelta as LLMTextDelta
 from ._llm import LLMToolCallDelta as LLMToolCallDelta
+from ._realtime import RealtimeLLMService as RealtimeLLMService
+from ._realtime import RealtimeLLMSettings as RealtimeLLMSettings
+from ._realtime_state import ConversationItem as ConversationItem
 from ._registry import ProviderInfo as ProviderInfo
 from ._registry import extra_missing as extra_missing
 from ._registry import providers as providers
@@ -67,6 +70,7 @@ __all__ = [
     "AudioContexts",
     "Backoff",
     "BaseTextAggregator",
+    "ConversationItem",
     "Deadline",
     "FallbackLLMService",
     "FallbackPolicy",
@@ -80,6 +84,8 @@ __all__ = [
     "LLMTextDelta",
     "LLMToolCallDelta",
     "ProviderInfo",
+    "RealtimeLLMService",
+    "RealtimeLLMSettings",
     "SSEEvent",
     "STTService",
     "STTSettings",

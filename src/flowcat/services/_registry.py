@@ -1,6 +1,7 @@
 """The provider registry: every provider module says what it is, as data.
 
-Each module under ``services/llm``, ``services/stt`` and ``services/tts`` defines a
+Each module under ``services/llm``, ``services/stt``, ``services/tts`` and
+``services/realtime`` defines a
 module-level ``PROVIDERS`` tuple of :class:`ProviderInfo` (one module may describe
 several providers: the OpenAI-compatible hosts are configurations of one service).
 :func:`providers` collects them by walking those packages, so ``docs/providers.md``
@@ -20,10 +21,10 @@ from ..errors import ConfigError
 
 __all__ = ["ProviderInfo", "extra_missing", "providers", "providers_markdown"]
 
-Kind = Literal["llm", "stt", "tts"]
+Kind = Literal["llm", "stt", "tts", "realtime"]
 Status = Literal["wire-tested", "live-verified"]
 
-_KINDS: tuple[Kind, ...] = ("llm", "stt", "tts")
+_KINDS: tuple[Kind, ...] = ("llm", "stt", "tts", "realtime")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class ProviderInfo:
 
     Attributes:
         name: Short unique name within its kind (``"openai"``, ``"groq"``, ``"deepgram"``).
-        kind: ``"llm"``, ``"stt"`` or ``"tts"``.
+        kind: ``"llm"``, ``"stt"``, ``"tts"`` or ``"realtime"``.
         title: Human name (``"Groq (OpenAI-compatible)"``).
         service: Dotted path of the class or factory a user calls
             (``"flowcat.services.llm.GroqLLMService"``).
@@ -151,7 +152,7 @@ def providers_markdown() -> str:
         "",
         f"{len(everything)} providers.",
     ]
-    titles = {"llm": "LLM", "stt": "Speech-to-text", "tts": "Text-to-speech"}
+    titles = {"llm": "LLM", "stt": "Speech-to-text", "tts": "Text-to-speech", "realtime": "Realtime (speech-to-speech)"}
     for kind in _KINDS:
         rows = [p for p in everything if p.kind == kind]
         if not rows:

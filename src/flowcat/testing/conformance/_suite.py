@@ -46,6 +46,7 @@ from ...frames import (
 from ...runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from .._harness import CaptureProcessor
 from ._fake import Behaviour, FakeProvider
+from ._realtime import realtime_inputs, realtime_output, realtime_scenarios
 
 __all__ = ["ConformanceTarget", "Scenario", "run_scenario", "scenarios"]
 
@@ -58,13 +59,13 @@ class ConformanceTarget:
     """What a provider plugs into the suite.
 
     Attributes:
-        kind: ``"llm"``, ``"tts"`` or ``"stt"``.
+        kind: ``"llm"``, ``"tts"``, ``"stt"`` or ``"realtime"``.
         make_fake: Builds the (not yet started) fake.
         make_service: Builds the service for a started fake (``fake.url``, ``fake.api_key``).
             Give it short bounds: the suite expects a hung request to fail within
             ``timeout_secs`` and retries to back off for tens of milliseconds.
         timeout_secs: Bound on each wait of the suite.
-        input_sample_rate: STT input rate.
+        input_sample_rate: STT (and realtime) input rate.
     """
 
     kind: str
@@ -81,6 +82,8 @@ class Scenario:
     name: str
     kinds: tuple[str, ...]
     run: Callable[[_Session], Awaitable[None]] = field(repr=False)
+    setup: Callable[[_Session], None] | None = field(default=None, repr=False)
+    """Called once the service is built, before the pipeline starts."""
 
     def __str__(self) -> str:
         return self.name
@@ -136,17 +139,23 @@ class _Session:
         if self.kind == "tts":
             return [TTSSpeakFrame("Hello there.")]
         rate = self.target.input_sample_rate
+        if self.kind == "realtime":
+            return realtime_inputs(rate)
         chunk = b"\x10\x00" * (rate // 50)
         audio: list[Frame] = [InputAudioRawFrame(chunk, rate) for _ in range(10)]
         return [VADUserStartedSpeakingFrame(), *audio, VADUserStoppedSpeakingFrame()]
 
     def done_type(self) -> type[Frame]:
-        return {"llm": LLMFullResponseEndFrame, "tts": TTSStoppedFrame, "stt": TranscriptionFrame}[self.kind]
+        return {"llm": LLMFullResponseEndFrame, "tts": TTSStoppedFrame, "stt": TranscriptionFrame,
+                "realtime": LLMFullResponseEndFrame}[self.kind]
 
     def output_type(self) -> type[Frame]:
-        return {"llm": LLMTextFrame, "tts": TTSAudioRawFrame, "stt": TranscriptionFrame}[self.kind]
+        return {"llm": LLMTextFrame, "tts": TTSAudioRawFrame, "stt": TranscriptionFrame,
+                "realtime": TTSAudioRawFrame}[self.kind]
 
     def output(self, frames: list[Frame]) -> Any:
+        if self.kind == "realtime":
+            return realtime_output(frames)
         if self.kind == "tts":
             return b"".join(f.audio for f in frames if isinstance(f, TTSAudioRawFrame))
         if self.kind == "llm":
@@ -154,6 +163,8 @@ class _Session:
         return " ".join(f.text for f in frames if isinstance(f, TranscriptionFrame))
 
     def expected(self) -> Any:
+        if self.kind == "realtime":
+            return self.fake.expected_text.lower()
         return self.fake.expected_audio if self.kind == "tts" else self.fake.expected_text
 
     # ------------------------------------------------------------ waits
@@ -325,11 +336,12 @@ _SCENARIOS = [
     Scenario("malformed_payload", _ALL, _malformed),
     Scenario("interruption_mid_stream", _STREAMED, _interruption),
     Scenario("close_during_stream", _ALL, _close_during_stream),
+    *realtime_scenarios(),
 ]
 
 
 def scenarios(kind: str) -> list[Scenario]:
-    """The scenarios that apply to a provider of ``kind`` (``"llm"``, ``"tts"``, ``"stt"``)."""
+    """The scenarios that apply to a provider of ``kind`` (``"llm"``, ``"tts"``, ``"stt"``, ``"realtime"``)."""
     return [s for s in _SCENARIOS if kind in s.kinds]
 
 
@@ -345,6 +357,8 @@ async def run_scenario(target: ConformanceTarget, scenario: Scenario) -> None:
     fake = target.make_fake()
     await fake.start()
     session = _Session(target, fake)
+    if scenario.setup is not None:
+        scenario.setup(session)
     try:
         await session.start()
         await scenario.run(session)

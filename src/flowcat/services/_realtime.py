@@ -1,0 +1,603 @@
+"""RealtimeLLMService: the base of the speech-to-speech (realtime) services.
+
+One WebSocket carries the caller's audio up and the model's audio, transcripts and
+tool calls down. A provider module supplies the wire (the URL and headers, the
+session and other client events, and :meth:`RealtimeLLMService.handle_event` for the
+server's events, which calls the ``on_*`` methods below); the base does the rest:
+
+* **audio** in at the provider's input rate and out at the pipeline's output rate,
+  resampled at the edges (:class:`~flowcat.audio.StreamResampler`), out as
+  ``TTSAudioRawFrame`` between ``TTSStartedFrame`` and ``TTSStoppedFrame`` inside
+  ``LLMFullResponseStartFrame`` … ``LLMFullResponseEndFrame``;
+* **turns**: with server VAD the provider's speech start interrupts playback at
+  once (an ``InterruptionFrame`` both ways) and ``UserStarted/StoppedSpeakingFrame``
+  are broadcast (use ``ExternalUserTurnStrategies`` or the aggregator pair's
+  realtime-service mode); with local turns (``server_vad=False``) the service
+  follows ``UserStarted/StoppedSpeakingFrame`` from a turn processor: the end of a
+  turn commits the audio and asks for a response, a start (or an interruption)
+  cancels the response;
+* **transcripts** both ways: the user's as ``TranscriptionFrame`` pushed upstream
+  (towards the user aggregator), the model's as ``TTSTextFrame`` (with ``pts`` = the
+  audio pushed before it, so the assistant aggregator keeps only words played) plus
+  an ``LLMTextFrame`` not appended to the context (observers, RTVI);
+* **function calls** through the same machinery as the cascade
+  (:mod:`._functions`: generation-bound, cancelled by an interruption); a result
+  goes straight back to the model, which answers once no call is left running;
+* **barge-in truncation**: the model's history is cut to what the caller heard
+  (:class:`._realtime_state.PlaybackTracker`);
+* **session limits**: with ``max_session_secs`` the service opens a fresh session
+  before the provider's cap (once no response is running), re-sending the session
+  config and the conversation as text items; a dropped socket is reported
+  (``ErrorFrame``) and reconnected the same way, with backoff;
+* **usage**: ``LLMTokenUsage`` with the audio and text tokens apart; TTFB from the
+  end of the user's speech to the first audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+
+from .._ratelimit import RateLimitedLog
+from ..audio import StreamResampler
+from ..errors import ServiceConnectionError, ServiceError
+from ..frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FunctionCallFromLLM,
+    FunctionCallResultProperties,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    LLMContext,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMSetToolsFrame,
+    LLMTextFrame,
+    LLMTokenUsage,
+    RealtimeServiceMetadataFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from ..runtime import FrameDirection
+from ._ai_service import ServiceCapabilities, ServiceSettings
+from ._backoff import Backoff, Deadline, retry_call
+from ._http import WS_ENDED, connection_error, handshake_error, http_session
+from ._llm import LLMService, _ToolAcc
+from ._realtime_state import ConversationItem, ConversationLog, PlaybackTracker
+
+__all__ = ["RealtimeLLMService", "RealtimeLLMSettings"]
+
+logger = logging.getLogger("flowcat.services.realtime")
+_SEND_FAIL = RateLimitedLog(logger)
+
+UPSTREAM = FrameDirection.UPSTREAM
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+
+@dataclass
+class RealtimeLLMSettings(ServiceSettings):
+    """Settings every speech-to-speech service has (providers add theirs).
+
+    Attributes:
+        instructions: The system prompt (None: the first context's system messages).
+        voice: The voice.
+        server_vad: The provider detects turns (True) or the pipeline does (False).
+    """
+
+    instructions: str | None = None
+    voice: str | None = None
+    server_vad: bool = True
+
+
+class RealtimeLLMService(LLMService):
+    """Base of the speech-to-speech services (see the module docstring).
+
+    Args:
+        max_session_secs: Open a fresh session after this long (None: never); set it
+            under the provider's session cap.
+        reconnect: Backoff for reconnecting after a dropped socket.
+        connect_timeout_secs: Bound on opening the socket (all attempts).
+        **kwargs: :class:`~flowcat.services.LLMService` arguments.
+
+    Events (besides the LLM service's): ``on_session_renewed(service)`` after a fresh
+    session replaced one near its cap, ``on_provider_event(service, event)`` for every
+    server event (a dict).
+    """
+
+    capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="websocket")
+    input_sample_rate: ClassVar[int] = 24000
+    """The rate the provider takes the caller's audio at."""
+    output_sample_rate: ClassVar[int] = 24000
+    """The rate of the provider's audio."""
+
+    def __init__(
+        self,
+        *,
+        max_session_secs: float | None = None,
+        reconnect: Backoff | None = None,
+        connect_timeout_secs: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_session_secs = max_session_secs
+        self.reconnect_backoff = reconnect if reconnect is not None else Backoff(initial=0.2, max_attempts=5)
+        self.connect_timeout_secs = connect_timeout_secs
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._recv: asyncio.Task[None] | None = None
+        self._cap_task: asyncio.Task[None] | None = None
+        self._renew_due = False
+        self._closing = False
+        self._in_rs: StreamResampler | None = None
+        self._out_rs: StreamResampler | None = None
+        self._out_rate = 24000
+        self._playback = PlaybackTracker(self.output_sample_rate, self._now)
+        self.conversation = ConversationLog()
+        """The conversation as text (replayed into a fresh session)."""
+        self._context: LLMContext | None = None
+        self._context_applied = False
+        self._response_id: str | None = None  # the response being pushed
+        self._dropped: set[str] = set()  # responses cut by a barge-in: their late events are ignored
+        self._tts_open = False
+        self._asked_calls: list[FunctionCallFromLLM] = []
+        self._results_sent: set[str] = set()  # results sent since the last response.create
+        self._turn_audio = False  # audio went up since the last commit (local turns)
+        self._user_speaking = False
+        self.sessions = 0
+        """Sessions opened (1 + reconnections and renewals)."""
+        for event in ("on_session_renewed", "on_provider_event"):
+            self._register_event_handler(event)
+
+    # ------------------------------------------------------------ provider seam
+
+    def socket_url(self) -> str:
+        """The WebSocket URL (with its query)."""
+        raise NotImplementedError
+
+    def socket_headers(self) -> dict[str, str]:
+        """The handshake headers (auth)."""
+        raise NotImplementedError
+
+    def session_events(self) -> list[dict[str, Any]]:
+        """The events that configure a fresh session (sent after every connect)."""
+        raise NotImplementedError
+
+    def item_events(self, item: ConversationItem) -> list[dict[str, Any]]:
+        """The events that put one conversation item into the session."""
+        raise NotImplementedError
+
+    def audio_message(self, b64: str) -> str:
+        """The text message carrying a chunk of the caller's audio (base64 PCM16)."""
+        raise NotImplementedError
+
+    def commit_events(self) -> list[dict[str, Any]]:
+        """The end of a user turn with local turns: commit the audio, ask for a response."""
+        raise NotImplementedError
+
+    def response_event(self) -> dict[str, Any]:
+        """Ask the model to respond."""
+        raise NotImplementedError
+
+    def cancel_event(self, response_id: str | None) -> dict[str, Any] | None:
+        """Cancel the running response (None: the provider has no such event)."""
+        return None
+
+    def truncate_event(self, item_id: str, audio_end_ms: int) -> dict[str, Any] | None:
+        """Cut the model's audio item to what was heard (None: not supported)."""
+        return None
+
+    async def handle_event(self, event: dict[str, Any]) -> None:
+        """A server event (a JSON object); call the ``on_*`` methods below."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        self._out_rate = frame.audio_out_sample_rate
+        self._in_rs = StreamResampler(frame.audio_in_sample_rate, self.input_sample_rate)
+        self._out_rs = StreamResampler(self.output_sample_rate, self._out_rate)
+        await self.broadcast_frame(RealtimeServiceMetadataFrame, service_name=self.name,
+                                   server_turns=self._server_vad)
+        try:
+            await self._open(renewal=False)
+        except ServiceError as exc:
+            await self.push_service_error(exc, "connect failed")
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)
+        await self._close()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self._close()
+
+    @property
+    def _server_vad(self) -> bool:
+        return bool(getattr(self._settings, "server_vad", True))
+
+    @property
+    def connected(self) -> bool:
+        """Whether the socket is open."""
+        return self._ws is not None and not self._ws.closed
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        session = await http_session()
+        try:
+            return await session.ws_connect(
+                self.socket_url(), headers=self.socket_headers(), autoping=True, heartbeat=None,
+                max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise handshake_error(exc, self.name, self._api_key) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise connection_error(exc, self.name, self._api_key) from None
+
+    async def _open(self, *, renewal: bool) -> None:
+        """Open a session: connect (with backoff), configure it, replay the conversation."""
+
+        async def attempt(_n: int) -> aiohttp.ClientWebSocketResponse:
+            return await self._connect()
+
+        ws = await retry_call(attempt, backoff=self.reconnect_backoff,
+                              deadline=Deadline(self.connect_timeout_secs), what=self.name)
+        old, self._ws = self._ws, ws
+        self.sessions += 1
+        for event in self.session_events():
+            await self._send_on(ws, event)
+        if self.sessions > 1:
+            for item in self.conversation.items:
+                for event in self.item_events(item):
+                    await self._send_on(ws, event)
+        old_recv, self._recv = self._recv, self.create_task(
+            self._read(ws), f"{self.name}_receive", generation_bound=False)
+        if old is not None and not old.closed:
+            await old.close()
+        if old_recv is not None and old_recv is not asyncio.current_task():
+            await self.cancel_task(old_recv)
+        if self._cap_task is not None and self._cap_task is not asyncio.current_task():
+            await self.cancel_task(self._cap_task)
+        self._cap_task = None
+        self._renew_due = False
+        if self.max_session_secs:
+            self._cap_task = self.create_task(self._session_cap(self.max_session_secs), f"{self.name}_cap",
+                                              generation_bound=False)
+        if renewal:
+            await self._call_event_handler("on_session_renewed")
+
+    async def _close(self) -> None:
+        self._closing = True
+        ws, self._ws = self._ws, None
+        for task in (self._cap_task, self._recv):
+            if task is not None and task is not asyncio.current_task():
+                await self.cancel_task(task)
+        self._cap_task = self._recv = None
+        if ws is not None and not ws.closed:
+            await ws.close()
+        await self._end_response()
+
+    async def _session_cap(self, secs: float) -> None:
+        await asyncio.sleep(secs)
+        self._renew_due = True
+        if self._response_id is None and not self._asked_calls:
+            await self._renew()
+
+    async def _renew(self) -> None:
+        """Replace the session by a fresh one before the provider's cap."""
+        self._renew_due = False
+        logger.info("%s: renewing the session before its cap (%d items replayed)", self.name,
+                    len(self.conversation.items))
+        try:
+            await self._open(renewal=True)
+        except ServiceError as exc:
+            await self.push_service_error(exc, "session renewal failed")
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send_on(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any] | str) -> None:
+        text = event if isinstance(event, str) else json.dumps(event)
+        try:
+            await ws.send_str(text)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise connection_error(exc, self.name, self._api_key) from None
+
+    async def send_event(self, event: dict[str, Any] | str) -> bool:
+        """Send a client event now; False (logged, rate-limited) when the socket is down."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            _SEND_FAIL(1, "%s: not connected; %s not sent", self.name,
+                       event.get("type") if isinstance(event, dict) else "a message")
+            return False
+        try:
+            await self._send_on(ws, event)
+        except ServiceConnectionError as exc:
+            _SEND_FAIL(1, "%s: send failed: %s", self.name, exc)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ frames
+
+    async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        cls = type(frame)
+        if cls is InputAudioRawFrame or isinstance(frame, InputAudioRawFrame):
+            await self._send_audio(frame)  # type: ignore[arg-type]
+            return
+        if cls is LLMContextFrame:
+            await self._apply_context(frame.context)  # type: ignore[attr-defined]
+            return
+        if cls is BotStartedSpeakingFrame:
+            self._playback.playback_started()
+        elif cls is BotStoppedSpeakingFrame:
+            self._playback.playback_stopped()
+        elif cls is UserStartedSpeakingFrame and direction is DOWNSTREAM and not self._server_vad:
+            await self._barge_in()
+        elif cls is UserStoppedSpeakingFrame and direction is DOWNSTREAM and not self._server_vad:
+            await self._commit_turn()
+        elif cls is LLMSetToolsFrame and self._context is not None:
+            self._context.set_tools(frame.tools)  # type: ignore[attr-defined]
+            for event in self.session_events():
+                await self.send_event(event)
+        await self.push_frame(frame, direction)
+
+    async def on_interruption(self) -> None:
+        await super().on_interruption()
+        await self._barge_in()
+
+    async def on_settings_changed(self, changed: dict[str, Any]) -> None:
+        for event in self.session_events():
+            await self.send_event(event)
+
+    async def _send_audio(self, frame: InputAudioRawFrame) -> None:
+        ws = self._ws
+        rs = self._in_rs
+        if ws is None or rs is None:
+            return  # not connected (yet, or reconnecting): the audio is lost
+        if rs.in_rate != frame.sample_rate:
+            rs = self._in_rs = StreamResampler(frame.sample_rate, self.input_sample_rate)
+        pcm = rs.resample(frame.audio)
+        if not pcm:
+            return
+        try:
+            await ws.send_str(self.audio_message(base64.b64encode(pcm).decode("ascii")))
+        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            return  # the receive loop reports the lost connection
+        self._turn_audio = True
+
+    async def _apply_context(self, context: LLMContext) -> None:
+        """The first context seeds the conversation and asks for a response (a greeting);
+        later ones only carry what the aggregators wrote from this service's own output."""
+        self._context = context
+        if self._context_applied:
+            return
+        self._context_applied = True
+        before = len(self.conversation.items)
+        self.conversation.add_messages(list(context.messages))
+        added = self.conversation.items[before:]
+        if context.tools or any(i.role == "system" for i in added):
+            for event in self.session_events():  # the tools and instructions go with the session
+                await self.send_event(event)
+        for item in added:
+            for event in self.item_events(item):
+                await self.send_event(event)
+        await self._request_response()
+
+    async def _commit_turn(self) -> None:
+        """Local turns: the user stopped speaking."""
+        if not self._turn_audio:
+            return
+        self._turn_audio = False
+        await self.start_ttfb_metrics()
+        for event in self.commit_events():
+            await self.send_event(event)
+
+    async def _request_response(self) -> None:
+        self._results_sent.clear()
+        await self.start_ttfb_metrics()
+        await self.send_event(self.response_event())
+
+    async def _barge_in(self) -> None:
+        """The user spoke over the bot: cut the history to what was heard, drop the rest."""
+        cut = self._playback.take()
+        if cut is not None:
+            event = self.truncate_event(*cut)
+            if event is not None:
+                await self.send_event(event)
+        rid = self._response_id
+        if rid is not None:
+            self._dropped.add(rid)
+            cancel = self.cancel_event(rid)
+            if cancel is not None:
+                await self.send_event(cancel)
+            await self._end_response()
+        self._asked_calls.clear()
+
+    # -------------------------------------------------------- server event hooks
+
+    async def on_speech_started(self) -> None:
+        """Server VAD: the user started speaking (interrupts playback now)."""
+        self._user_speaking = True
+        await self._barge_in()
+        await self.broadcast_frame(UserStartedSpeakingFrame)
+        await self.broadcast_interruption()
+
+    async def on_speech_stopped(self) -> None:
+        """Server VAD: the user stopped speaking (the response will follow)."""
+        self._user_speaking = False
+        await self.start_ttfb_metrics()
+        await self.broadcast_frame(UserStoppedSpeakingFrame)
+
+    async def on_user_transcript(self, text: str, item_id: str = "") -> None:
+        """The final transcript of the user's input."""
+        text = text.strip()
+        if not text:
+            return
+        self.conversation.add(ConversationItem("user", text))
+        await self.push_frame(TranscriptionFrame(text, user_id="", timestamp=_now_iso(), result=item_id), UPSTREAM)
+
+    async def on_response_started(self, response_id: str) -> None:
+        """A response begins."""
+        if self._response_id is not None:
+            await self._end_response()
+        self._response_id = response_id
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.start_processing_metrics()
+
+    def _live(self, response_id: str | None) -> bool:
+        return not (response_id and response_id in self._dropped)
+
+    async def on_audio(self, response_id: str | None, item_id: str, pcm: bytes) -> None:
+        """A chunk of the model's audio (PCM16 at :attr:`output_sample_rate`)."""
+        if not self._live(response_id):
+            return
+        if self._response_id is None and response_id:
+            await self.on_response_started(response_id)
+        if not self._tts_open:
+            self._tts_open = True
+            await self.stop_ttfb_metrics()
+            await self.push_frame(TTSStartedFrame(context_id=response_id))
+        self._playback.audio(item_id, len(pcm))
+        rs = self._out_rs
+        out = rs.resample(pcm) if rs is not None else pcm
+        if out:
+            await self.push_frame(TTSAudioRawFrame(out, self._out_rate, 1, context_id=response_id))
+
+    async def on_audio_done(self, response_id: str | None) -> None:
+        """The model sent the last audio of its item."""
+        if self._live(response_id):
+            self._playback.done = True
+
+    async def on_text(self, response_id: str | None, text: str, *, spoken: bool) -> None:
+        """Text of the response: the transcript of its audio (``spoken``) or text output."""
+        if not text or not self._live(response_id):
+            return
+        if spoken:
+            llm = LLMTextFrame(text)
+            llm.append_to_context = False
+            await self.push_frame(llm)
+            tts = TTSTextFrame(text)
+            tts.pts = self._playback.bytes_pushed * 500_000_000 // self.output_sample_rate
+            await self.push_frame(tts)
+        else:
+            await self.push_frame(LLMTextFrame(text))
+
+    async def on_text_done(self, response_id: str | None, text: str) -> None:
+        """The whole text (or transcript) of one item of the response."""
+        if self._live(response_id):
+            self.conversation.add(ConversationItem("assistant", text))
+
+    async def on_function_call(self, response_id: str | None, call_id: str, name: str, arguments: str) -> None:
+        """The model asks for a tool call (run when its response is done)."""
+        if not self._live(response_id):
+            return
+        self.conversation.add(ConversationItem("function_call", arguments or "{}", call_id, name))
+        acc = _ToolAcc()  # the cascade's argument parsing, shared
+        acc.id, acc.name, acc.args = call_id, name, [arguments]
+        self._asked_calls.append(self._tool_call(acc, self._context or LLMContext()))
+
+    async def on_response_done(self, response_id: str | None, status: str, usage: LLMTokenUsage | None) -> None:
+        """The response ended (``completed``, ``cancelled``, ``failed``, ``incomplete``)."""
+        if usage is not None:
+            await self.start_llm_usage_metrics(usage)
+        if response_id in self._dropped:
+            self._dropped.discard(response_id)
+            return
+        calls, self._asked_calls = self._asked_calls, []
+        await self._end_response()
+        if calls:
+            await self.run_function_calls(calls, self._llm_generation)
+        elif self._renew_due:
+            await self._renew()
+
+    async def on_provider_error(self, message: str, *, code: str = "", fatal: bool = False) -> None:
+        """The provider reported an error (an ``ErrorFrame`` upstream, key masked)."""
+        err = ServiceError(self.redact(f"{self.name}: provider error{' ' + code if code else ''}: {message}"))
+        await self.push_service_error(err)
+        await self._end_response()
+
+    async def _end_response(self) -> None:
+        if self._tts_open:
+            self._tts_open = False
+            rs = self._out_rs
+            if rs is not None:
+                rs.flush()
+            await self.push_frame(TTSStoppedFrame(context_id=self._response_id))
+        if self._response_id is not None:
+            self._response_id = None
+            await self.stop_processing_metrics()
+            await self.push_frame(LLMFullResponseEndFrame())
+
+    # ------------------------------------------------------------ tool results
+
+    async def _push_result(self, call: Any, result: Any, properties: FunctionCallResultProperties | None) -> None:
+        await super()._push_result(call, result, properties)
+        output = result if isinstance(result, str) else json.dumps(result, default=str)
+        self.conversation.add(ConversationItem("function_call_output", output, call.tool_call_id))
+        for event in self.item_events(ConversationItem("function_call_output", output, call.tool_call_id)):
+            await self.send_event(event)
+        self._results_sent.add(call.tool_call_id)
+        run_llm = properties.run_llm if properties is not None and properties.run_llm is not None else True
+        others = [c for c in self.function_calls_in_progress if c != call.tool_call_id]
+        if run_llm and not others and not self._user_speaking:
+            await self._request_response()
+
+    # ----------------------------------------------------------------- receiving
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await self._on_message(msg.data)
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                self.bad_input("a binary message", msg.data)
+            elif msg.type in WS_ENDED:
+                break
+        if self._ws is not ws or self._closing:
+            return  # closed by us
+        self._ws = None
+        await self._end_response()
+        await self.push_service_error(ServiceConnectionError(
+            self.redact(f"{self.name}: closed by the server (code {ws.close_code})")))
+        try:
+            await self._open(renewal=False)
+        except ServiceError as exc:
+            await self.push_service_error(exc, "reconnect failed")
+
+    async def _on_message(self, raw: str) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            self.bad_input("a message that is not JSON", raw)
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self.bad_input("a message without a type", raw)
+            return
+        await self._call_event_handler("on_provider_event", event)
+        try:
+            await self.handle_event(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.bad_input(f"{event.get('type')}: {exc!r}", raw)
+
+
+def _now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+

@@ -1,0 +1,258 @@
+"""OpenAIRealtimeLLMService (and its Azure and Grok configurations): the realtime conformance
+suite against a local fake of the GA protocol, and the wire.
+
+Wire tests: the URL (``model`` query), the auth header (Bearer; ``api-key`` for Azure), the GA
+``session.update`` (``type: realtime``, PCM 24 kHz both ways, server VAD or ``null``), the beta
+flag (``OpenAI-Beta: realtime=v1``, flat session, ``response.audio.delta`` names), local turns
+(``UserStoppedSpeakingFrame`` -> ``input_audio_buffer.commit`` + ``response.create``), the
+first context seeding the conversation, resampling at the edges, the playback clock that sets
+``audio_end_ms``, and usage with audio and text tokens apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from _fake_openai_realtime import FakeOpenAIRealtime
+from _helpers import conformance_params
+from flowcat.frames import (
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    LLMContext,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    RealtimeServiceMetadataFrame,
+    TTSAudioRawFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
+from flowcat.services import Backoff, close_http_sessions
+from flowcat.services._realtime_state import ConversationLog, PlaybackTracker
+from flowcat.services.realtime import (
+    AzureRealtimeLLMService,
+    GrokRealtimeLLMService,
+    OpenAIRealtimeLLMService,
+    OpenAIRealtimeSettings,
+)
+from flowcat.services.realtime.openai import _usage
+from flowcat.testing import CaptureProcessor
+from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
+from flowcat.testing.fakes._tones import decode_tones
+
+pytestmark = pytest.mark.usefixtures("no_outside_connections")
+
+FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
+
+
+def _url(fake: FakeProvider) -> str:
+    return fake.url + "/v1/realtime"
+
+
+def make_openai(fake: FakeProvider) -> FrameProcessor:
+    return OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST,
+                                    connect_timeout_secs=3.0)
+
+
+def make_azure(fake: FakeProvider) -> FrameProcessor:
+    return AzureRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST,
+                                   settings=OpenAIRealtimeSettings(model="my-deployment"))
+
+
+def make_grok(fake: FakeProvider) -> FrameProcessor:
+    return GrokRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST)
+
+
+CONFORMANCE = {
+    "realtime:openai": ConformanceTarget("realtime", FakeOpenAIRealtime, make_openai),
+    "realtime:azure": ConformanceTarget("realtime", lambda: FakeOpenAIRealtime(auth="api-key"), make_azure),
+    "realtime:grok": ConformanceTarget("realtime", FakeOpenAIRealtime, make_grok),
+}
+
+
+@pytest.mark.parametrize(("target", "scenario"), conformance_params(CONFORMANCE))
+async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> None:
+    await run_scenario(target, scenario)
+
+
+# ------------------------------------------------------------------ wire
+
+
+class _Run:
+    def __init__(self, service: FrameProcessor, *, out_rate: int = 24000, in_rate: int = 16000) -> None:
+        self.service = service
+        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
+        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
+        self.task = PipelineTask(Pipeline([self.up, service, self.down]), params=PipelineParams(
+            audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate, enable_metrics=True,
+            enable_usage_metrics=True))
+        self.runner: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Run:
+        started = asyncio.Event()
+        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
+        self.runner = asyncio.get_running_loop().create_task(self.task.run())
+        await asyncio.wait_for(started.wait(), 5)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.task.queue_frame(EndFrame())
+        assert self.runner is not None
+        await asyncio.wait_for(self.runner, 5)
+        await close_http_sessions()
+
+    async def until(self, cond: Any, what: str) -> None:
+        for _ in range(1000):
+            if cond():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def count(self, cls: type[Frame]) -> int:
+        return sum(1 for f in self.down.frames if isinstance(f, cls))
+
+
+def _speech(rate: int) -> list[Frame]:
+    from flowcat.testing.conformance._realtime import realtime_inputs
+
+    return realtime_inputs(rate)
+
+
+async def test_ga_handshake_and_session() -> None:
+    fake = FakeOpenAIRealtime()
+    await fake.start()
+    try:
+        svc = make_openai(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: fake.connections and fake.connections[0].events, "session.update")
+            conn = fake.connections[0]
+            assert conn.query == {"model": "gpt-realtime"}
+            assert conn.headers["Authorization"] == f"Bearer {fake.api_key}"
+            assert "OpenAI-Beta" not in conn.headers
+            session = conn.events[0]["session"]
+            assert conn.events[0]["type"] == "session.update"
+            assert session["type"] == "realtime"
+            assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+            assert session["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+            assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
+            assert session["audio"]["input"]["transcription"] == {"model": "gpt-4o-mini-transcribe"}
+            meta = [f for f in run.down.frames if isinstance(f, RealtimeServiceMetadataFrame)]
+            assert meta and meta[0].server_turns
+    finally:
+        await fake.close()
+
+
+async def test_beta_flag_speaks_the_beta_protocol() -> None:
+    fake = FakeOpenAIRealtime(beta=True)
+    await fake.start()
+    try:
+        svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, beta=True, reconnect=FAST)
+        async with _Run(svc) as run:
+            for f in _speech(16000):
+                await run.task.queue_frame(f)
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            conn = fake.connections[0]
+            assert conn.headers["OpenAI-Beta"] == "realtime=v1"
+            session = conn.events[0]["session"]
+            assert "type" not in session and session["input_audio_format"] == "pcm16"
+            assert session["turn_detection"] == {"type": "server_vad"}
+            pcm = b"".join(f.audio for f in run.down.frames if isinstance(f, TTSAudioRawFrame))
+            assert decode_tones(pcm, 24000).strip() == fake.expected_text  # from response.audio.delta
+    finally:
+        await fake.close()
+
+
+async def test_local_turns_commit_and_ask_for_a_response() -> None:
+    fake = FakeOpenAIRealtime()
+    await fake.start()
+    try:
+        svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST,
+                                       settings=OpenAIRealtimeSettings(server_vad=False))
+        async with _Run(svc) as run:
+            await run.task.queue_frame(UserStartedSpeakingFrame())
+            for f in _speech(16000):
+                await run.task.queue_frame(f)
+            await run.task.queue_frame(UserStoppedSpeakingFrame())
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            types = fake.connections[0].types()
+            assert fake.connections[0].events[0]["session"]["audio"]["input"]["turn_detection"] is None
+            i = types.index("input_audio_buffer.commit")
+            assert types[i + 1] == "response.create", types
+            assert "input_audio_buffer.speech_started" not in types
+            # 600 ms at 16 kHz in, 24 kHz up: resampled at the edge (the resampler holds a few ms)
+            assert abs(fake.audio_bytes_in - 24000 * 2 * 6 // 10) < 24000 * 2 // 10
+    finally:
+        await fake.close()
+
+
+async def test_first_context_seeds_the_conversation_and_asks_for_a_greeting() -> None:
+    fake = FakeOpenAIRealtime()
+    await fake.start()
+    try:
+        svc = make_openai(fake)
+        ctx = LLMContext([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Greet me."}])
+        async with _Run(svc, out_rate=16000) as run:
+            await run.task.queue_frame(LLMContextFrame(ctx))
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the greeting")
+            conn = fake.connections[0]
+            creates = [e for e in conn.events if e["type"] == "conversation.item.create"]
+            assert creates == [{"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Greet me."}]}}]
+            assert conn.types()[-1] == "response.create"
+            assert any(e["type"] == "session.update" and e["session"].get("instructions") == "Be brief."
+                       for e in conn.events)
+            out = [f for f in run.down.frames if isinstance(f, TTSAudioRawFrame)]
+            assert {f.sample_rate for f in out} == {16000}  # resampled to the pipeline's output rate
+            # A later context (the aggregators writing back) sends nothing more.
+            n = len(conn.events)
+            await run.task.queue_frame(LLMContextFrame(ctx))
+            await asyncio.sleep(0.05)
+            assert len(conn.events) == n
+    finally:
+        await fake.close()
+
+
+def test_playback_tracker_counts_from_the_transports_start() -> None:
+    now = [10.0]
+    p = PlaybackTracker(24000, lambda: now[0])
+    p.audio("item_1", 48000)  # 1 s pushed at t=10
+    now[0] = 10.3
+    assert p.played_ms() == 300  # no transport signal yet: counted from the first push
+    p.playback_started()  # the transport started playing at t=10.3
+    now[0] = 10.5
+    assert p.played_ms() == 200
+    now[0] = 13.0
+    assert p.played_ms() == 1000  # never more than was pushed
+    assert p.take() == ("item_1", 1000) and p.take() is None
+    p.audio("item_2", 4800)
+    p.done = True
+    p.playback_stopped()  # all of it was heard: nothing to truncate
+    assert p.take() is None
+
+
+def test_usage_keeps_audio_and_text_tokens_apart() -> None:
+    u = _usage({"total_tokens": 150, "input_tokens": 100, "output_tokens": 50,
+                "input_token_details": {"text_tokens": 40, "audio_tokens": 60, "cached_tokens": 8},
+                "output_token_details": {"text_tokens": 10, "audio_tokens": 40}})
+    assert u is not None
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (100, 50, 150)
+    assert (u.input_audio_tokens, u.input_text_tokens, u.cache_read_input_tokens) == (60, 40, 8)
+    assert (u.output_audio_tokens, u.output_text_tokens) == (40, 10)
+    assert _usage(None) is None
+
+
+def test_conversation_log_from_context_messages() -> None:
+    log = ConversationLog(max_items=3)
+    log.add_messages([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"ok": True})},
+    ])
+    assert [(i.role, i.text, i.call_id) for i in log.items] == [
+        ("user", "Hi", ""), ("function_call", "{}", "c1"), ("function_call_output", '{"ok": true}', "c1")]
