@@ -14,7 +14,8 @@
 * the AgentBrain seam (:class:`AgentBrain`, its events :class:`CallStarted`,
   :class:`UserTurn` ... and actions :class:`Say`, :class:`EndCall` ...);
 * :class:`LLMContextAggregatorPair` with :class:`LLMUserAggregator` and
-  :class:`LLMAssistantAggregator` (pipecat's names, params and events).
+  :class:`LLMAssistantAggregator` (pipecat's names, params and events), and its
+  realtime-service mode (:class:`RealtimeServiceModeConfig`).
 
 Layer: above :mod:`flowcat.services`, below :mod:`flowcat.config`. See ``docs/agent.md``.
 """
@@ -63,6 +64,7 @@ from ._empty_turn import (
 )
 from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
+from ._realtime_mode import RealtimeServiceModeConfig as RealtimeServiceModeConfig
 from ._remote_brain import RemoteBrain as RemoteBrain
 from ._user import LLMUserAggregator as LLMUserAggregator
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
@@ -93,6 +95,7 @@ __all__ = [
     "LLMAssistantAggregatorParams",
     "LLMContext",
     "LLMContextAggregatorPair",
+    "RealtimeServiceModeConfig",
     "LLMSpecificMessage",
     "LLMUserAggregator",
     "LLMUserAggregatorParams",

@@ -67,6 +67,7 @@ from ._aggregator import (
     TextParts,
     now_iso,
 )
+from ._realtime_mode import RealtimeLink
 from ._spoken import SpokenWords
 from ._tool_calls import ToolCalls
 
@@ -152,6 +153,8 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._thought_timestamp = ""
         self.paired_user: Any = None
         """The user half (set by the pair): lets a push owed during a user turn be settled."""
+        self._rt: RealtimeLink | None = None  # set by the pair in realtime-service mode
+        self._pending_turn: AssistantTurnStoppedMessage | None = None  # closed, not yet written (trailing)
         for event in _EVENTS:
             self._register_event_handler(event)
 
@@ -209,6 +212,8 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             await self.push_frame(frame, direction)
         elif cls is EndFrame or cls is CancelFrame:
             await self._close_turn(interrupted=cls is CancelFrame)
+            if self._rt is not None:
+                await self.flush()
             await self.push_frame(frame, direction)
         elif cls is LLMThoughtStartFrame:
             self._thought.clear()
@@ -258,10 +263,18 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
     async def _open_turn(self, *, restart: bool) -> None:
         if self._turn_timestamp and not restart:
             return
+        rt = self._rt
+        if rt is not None and rt.config.trailing and rt.user is not None:
+            async with rt.lock:  # the assistant's first content: the user's message goes in first
+                await rt.user._flush_locked()
         self._turn_timestamp = now_iso()
         await self._call_event_handler("on_assistant_turn_started")
 
     async def _close_turn(self, *, interrupted: bool) -> None:
+        rt = self._rt
+        if rt is not None and rt.config.trailing:
+            await self._close_turn_trailing(interrupted=interrupted)
+            return
         if interrupted:
             self._words.drop()
         else:
@@ -276,6 +289,52 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         if text:
             await self._call_event_handler("on_assistant_message_added", message)
             await self.broadcast_frame(LLMContextAssistantTurnFrame, text=text, timestamp=timestamp)
+
+    # ------------------------------------------------------- realtime-service mode
+
+    @property
+    def turn_open(self) -> bool:
+        """Whether an assistant turn is open (its content is arriving)."""
+        return bool(self._turn_timestamp)
+
+    @property
+    def trailing_pending(self) -> bool:
+        """Realtime-service mode: a closed turn whose message is not written yet."""
+        return self._pending_turn is not None and not self._turn_timestamp
+
+    async def _close_turn_trailing(self, *, interrupted: bool) -> None:
+        """The turn ends; its message is written later (the next user transcript, or the end)."""
+        if interrupted:
+            self._words.drop()
+        else:
+            self._words.release_all(self._parts)
+        if not self._turn_timestamp:
+            return
+        timestamp, self._turn_timestamp = self._turn_timestamp, ""
+        message = AssistantTurnStoppedMessage(content=self._parts.text(), interrupted=interrupted,
+                                              timestamp=timestamp)
+        if self._pending_turn is None or interrupted:
+            self._pending_turn = message
+        await self._call_event_handler("on_assistant_turn_stopped", message)
+
+    async def flush(self) -> str:
+        """Write the held reply as an assistant message now (realtime-service mode's trailing write)."""
+        rt = self._rt
+        if rt is None:
+            return await self.push_aggregation()
+        async with rt.lock:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> str:
+        pending, self._pending_turn = self._pending_turn, None
+        text = await self.push_aggregation()
+        if text:
+            message = AssistantTurnStoppedMessage(
+                content=text, interrupted=pending.interrupted if pending is not None else False,
+                timestamp=pending.timestamp if pending is not None else now_iso())
+            await self._call_event_handler("on_assistant_message_added", message)
+            await self.broadcast_frame(LLMContextAssistantTurnFrame, text=text, timestamp=message.timestamp)
+        return text
 
     async def push_aggregation(self) -> str:
         """Commit the aggregated text as an assistant message now (``""``: nothing held)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..frames import LLMContext
 from ._assistant import LLMAssistantAggregator, LLMAssistantAggregatorParams
+from ._realtime_mode import RealtimeLink, RealtimeServiceModeConfig
 from ._user import LLMUserAggregator, LLMUserAggregatorParams
 
 __all__ = ["LLMContextAggregatorPair"]
@@ -23,6 +24,10 @@ class LLMContextAggregatorPair:
         user_params: Parameters of the user half.
         assistant_params: Parameters of the assistant half.
         add_tool_change_messages: If not None, sets this on both halves' params.
+        realtime_service_mode: When a speech-to-speech service drives the call: write the
+            context from its transcripts, trailing, and let turns end without waiting for
+            transcripts (see :class:`RealtimeServiceModeConfig` and ``docs/agent.md``).
+            None: cascade behaviour.
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class LLMContextAggregatorPair:
         user_params: LLMUserAggregatorParams | None = None,
         assistant_params: LLMAssistantAggregatorParams | None = None,
         add_tool_change_messages: bool | None = None,
+        realtime_service_mode: RealtimeServiceModeConfig | None = None,
     ) -> None:
         user_params = user_params or LLMUserAggregatorParams()
         assistant_params = assistant_params or LLMAssistantAggregatorParams()
@@ -41,6 +47,13 @@ class LLMContextAggregatorPair:
         self._user = LLMUserAggregator(context, params=user_params)
         self._assistant = LLMAssistantAggregator(context, params=assistant_params)
         self._assistant.paired_user = self._user
+        self.realtime_service_mode = realtime_service_mode
+        if realtime_service_mode is not None:
+            link = RealtimeLink(realtime_service_mode, self._user, self._assistant)
+            self._user._rt = link
+            self._assistant._rt = link
+            if not realtime_service_mode.turns_await_transcripts:
+                self._user.stop_waiting_for_transcripts()
 
     def user(self) -> LLMUserAggregator:
         """The user half."""

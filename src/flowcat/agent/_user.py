@@ -35,6 +35,7 @@ from ..frames import (
     LLMContextUserTurnFrame,
     LLMRunFrame,
     LLMSetToolsFrame,
+    RealtimeServiceMetadataFrame,
     TranscriptionFrame,
     TranslationFrame,
     UserStartedSpeakingFrame,
@@ -58,6 +59,7 @@ from ._aggregator import (
     now_iso,
 )
 from ._empty_turn import EmptyUserTurnConfig
+from ._realtime_mode import RealtimeLink, recommend_realtime_mode
 
 __all__ = ["LLMUserAggregator", "LLMUserAggregatorParams"]
 
@@ -159,6 +161,7 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
             self.process_frame = self._process_following  # type: ignore[method-assign]
         self.llm_runs = 0
         """How many times this half has pushed the context to run the LLM."""
+        self._rt: RealtimeLink | None = None  # set by the pair in realtime-service mode
         for event in ("on_user_turn_message_added", "on_user_message_added", "on_user_turn_idle"):
             self._register_event_handler(event)
 
@@ -183,6 +186,9 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
             return
         if cls is EndFrame or cls is CancelFrame:
             await self._flush_at_end()
+        elif cls is RealtimeServiceMetadataFrame:
+            if self._rt is None:
+                recommend_realtime_mode(frame.service_name)  # type: ignore[attr-defined]
         elif cls is BotStartedSpeakingFrame:
             self._bot_busy = True
         elif cls is BotStoppedSpeakingFrame:
@@ -236,6 +242,10 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
     # ------------------------------------------------------- turn hooks
 
     async def _pass_user_text(self, frame: Frame, direction: FrameDirection) -> None:
+        rt = self._rt
+        if rt is not None and rt.config.trailing:
+            await self._realtime_user_text(frame, rt)
+            return
         if isinstance(frame, TranscriptionFrame) and frame.append_to_context:
             text = frame.text.strip()
             if text:
@@ -263,6 +273,10 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
         )
 
     async def _user_turn_ending(self) -> None:
+        rt = self._rt
+        if rt is not None and rt.config.trailing:
+            self._turn_content = None  # written trailing (realtime-service mode)
+            return
         # A confirmed speculation already answers this turn: write it, do not run the LLM again.
         confirmed = self.confirmed_speculation is not None
         if confirmed:
@@ -311,6 +325,9 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
 
     async def _flush_at_end(self) -> None:
         """At the end of the call, text still held goes into the context (the LLM is not run)."""
+        if self._rt is not None and self._rt.config.trailing:
+            await self.flush()
+            return
         text = await self._write_user_turn(run_llm=False)
         if text:
             message = UserTurnStoppedMessage(content=text, timestamp=self._turn_timestamp)
@@ -319,3 +336,43 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
     async def reset(self) -> None:
         """Drop the text aggregated so far."""
         self._parts.clear()
+
+    # ------------------------------------------------------- realtime-service mode
+
+    def stop_waiting_for_transcripts(self) -> None:
+        """Turn-end strategies end a turn on the audio alone (realtime-service mode's default)."""
+        for s in self._stop:
+            if hasattr(s, "wait_for_transcript"):
+                s.wait_for_transcript = False
+
+    async def flush(self) -> str | None:
+        """Write the text held as a user message now (realtime-service mode's trailing write)."""
+        rt = self._rt
+        if rt is None:
+            return await self._write_user_turn(run_llm=False)
+        async with rt.lock:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> str | None:
+        return await self._write_user_turn(run_llm=False)
+
+    async def _realtime_user_text(self, frame: Frame, rt: RealtimeLink) -> None:
+        """A transcript in realtime-service mode: the first after an assistant turn writes that
+        turn's message; one arriving while the assistant already answers is written at once."""
+        if not isinstance(frame, TranscriptionFrame) or not frame.append_to_context:
+            return
+        text = frame.text.strip()
+        if not text:
+            return
+        async with rt.lock:
+            assistant = rt.assistant
+            if assistant is not None and assistant.trailing_pending:
+                await assistant._flush_locked()
+            self._parts.append(text, spaced=False)
+            if assistant is not None and assistant.turn_open:
+                await self._flush_locked()
+
+    def _detach(self) -> None:
+        super()._detach()
+        if self._rt is not None:
+            self._rt.detach()
