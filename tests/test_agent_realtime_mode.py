@@ -100,7 +100,10 @@ def _t(text: str) -> TranscriptionFrame:
     return TranscriptionFrame(text=text, user_id="u", timestamp="")
 
 
-def _pair(ctx: LLMContext, mode: RealtimeServiceModeConfig | None = RealtimeServiceModeConfig(),
+REALTIME = RealtimeServiceModeConfig()
+
+
+def _pair(ctx: LLMContext, mode: RealtimeServiceModeConfig | None = REALTIME,
           strategies: Any = None) -> LLMContextAggregatorPair:
     return LLMContextAggregatorPair(ctx, realtime_service_mode=mode, user_params=LLMUserAggregatorParams(
         user_turn_strategies=strategies if strategies is not None else ExternalUserTurnStrategies()))

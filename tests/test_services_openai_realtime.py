@@ -22,7 +22,6 @@ from _helpers import conformance_params
 from flowcat.frames import (
     EndFrame,
     Frame,
-    InputAudioRawFrame,
     LLMContext,
     LLMContextFrame,
     LLMFullResponseEndFrame,

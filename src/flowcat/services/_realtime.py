@@ -56,7 +56,6 @@ from ..frames import (
     FunctionCallFromLLM,
     FunctionCallResultProperties,
     InputAudioRawFrame,
-    InterruptionFrame,
     LLMContext,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -146,7 +145,7 @@ class RealtimeLLMService(LLMService):
         self._in_rs: StreamResampler | None = None
         self._out_rs: StreamResampler | None = None
         self._out_rate = 24000
-        self._playback = PlaybackTracker(self.output_sample_rate, self._now)
+        self._playback = PlaybackTracker(self.output_sample_rate, self._loop_now)
         self.conversation = ConversationLog()
         """The conversation as text (replayed into a fresh session)."""
         self._context: LLMContext | None = None
@@ -207,7 +206,7 @@ class RealtimeLLMService(LLMService):
 
     # ---------------------------------------------------------------- lifecycle
 
-    def _now(self) -> float:
+    def _loop_now(self) -> float:
         return asyncio.get_running_loop().time()
 
     async def start(self, frame: StartFrame) -> None:

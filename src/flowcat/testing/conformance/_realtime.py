@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...frames import (
-    ErrorFrame,
     Frame,
     FunctionCallResultFrame,
     InputAudioRawFrame,
@@ -70,8 +69,9 @@ async def _happy_path(s: _Session) -> None:
     frames = await s.exchange()
     assert s.output(frames) == s.expected(), f"audio spells {s.output(frames)!r}, not {s.expected()!r}"
     assert _spoken(frames) == s.fake.expected_text, f"transcript {_spoken(frames)!r}"
+    fake: Any = s.fake
     users = [f for f in s.up.frames if isinstance(f, TranscriptionFrame)]
-    assert [f.text for f in users] == [s.fake.user_text], "the caller's transcript did not go upstream"
+    assert [f.text for f in users] == [fake.user_text], "the caller's transcript did not go upstream"
     assert not s.errors(), [e.error for e in s.errors()]
     data = [d for f in s.down.frames if isinstance(f, MetricsFrame) for d in f.data]
     assert any(isinstance(d, TTFBMetricsData) for d in data), "no TTFB metric"
