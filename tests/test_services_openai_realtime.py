@@ -255,3 +255,35 @@ def test_conversation_log_from_context_messages() -> None:
     ])
     assert [(i.role, i.text, i.call_id) for i in log.items] == [
         ("user", "Hi", ""), ("function_call", "{}", "c1"), ("function_call_output", '{"ok": true}', "c1")]
+
+
+async def test_with_the_pair_in_realtime_mode_the_context_follows_the_transcripts() -> None:
+    from flowcat.agent import LLMContextAggregatorPair, LLMUserAggregatorParams, RealtimeServiceModeConfig
+    from flowcat.turns import ExternalUserTurnStrategies
+
+    fake = FakeOpenAIRealtime()
+    await fake.start()
+    try:
+        ctx = LLMContext()
+        pair = LLMContextAggregatorPair(ctx, realtime_service_mode=RealtimeServiceModeConfig(),
+                                        user_params=LLMUserAggregatorParams(
+                                            user_turn_strategies=ExternalUserTurnStrategies()))
+        svc = make_openai(fake)
+        up, down = CaptureProcessor(FrameDirection.UPSTREAM), CaptureProcessor(FrameDirection.DOWNSTREAM)
+        task = PipelineTask(Pipeline([up, pair.user(), svc, pair.assistant(), down]),
+                            params=PipelineParams(audio_in_sample_rate=16000))
+        runner = asyncio.get_running_loop().create_task(task.run())
+        for f in _speech(16000):
+            await task.queue_frame(f)
+        for _ in range(1000):
+            if any(isinstance(f, LLMFullResponseEndFrame) for f in down.frames):
+                break
+            await asyncio.sleep(0.005)
+        assert ctx.messages == [{"role": "user", "content": fake.user_text}]  # the reply is held (trailing)
+        await task.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 5)
+        assert ctx.messages == [{"role": "user", "content": fake.user_text},
+                                {"role": "assistant", "content": fake.expected_text}]
+    finally:
+        await close_http_sessions()
+        await fake.close()

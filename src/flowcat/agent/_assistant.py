@@ -181,7 +181,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             if not frame.append_to_context:
                 return
             if isinstance(frame, TTSTextFrame):
-                self._words.add(frame.pts, frame.text, self._parts)
+                self._words.add(frame.pts, frame.text, self._parts, frame.includes_inter_frame_spaces)
             else:
                 self._parts.append(frame.text, spaced=isinstance(frame, LLMTextFrame))
             return

@@ -25,20 +25,22 @@ class SpokenWords:
 
     def __init__(self) -> None:
         self.played_ns = 0
-        self._pending: deque[tuple[int, str]] = deque()
+        self._pending: deque[tuple[int, str, bool]] = deque()
 
     def start_context(self, parts: TextParts) -> None:
         """A new TTS context begins: earlier held words are released, the count restarts."""
         self.release_all(parts)
         self.played_ns = 0
 
-    def add(self, pts: int | None, text: str, parts: TextParts) -> None:
-        """A spoken word: into ``parts`` now if reached (and nothing is held before it), else held."""
+    def add(self, pts: int | None, text: str, parts: TextParts, spaced: bool = False) -> None:
+        """A spoken word: into ``parts`` now if reached (and nothing is held before it), else held.
+
+        ``spaced``: the text carries its own spacing (joined as it is, not by a space)."""
         at = pts or 0
         if not self._pending and at <= self.played_ns:
-            parts.append(text, spaced=False)
+            parts.append(text, spaced=spaced)
         else:
-            self._pending.append((at, text))
+            self._pending.append((at, text, spaced))
 
     def audio(self, frame: OutputAudioRawFrame, parts: TextParts) -> None:
         """Bot audio went out: count it and release the words it reached."""
@@ -47,12 +49,14 @@ class SpokenWords:
             self.played_ns += len(frame.audio) * 500_000_000 // rate  # 2 bytes a sample
         pending = self._pending
         while pending and pending[0][0] <= self.played_ns:
-            parts.append(pending.popleft()[1], spaced=False)
+            _, text, spaced = pending.popleft()
+            parts.append(text, spaced=spaced)
 
     def release_all(self, parts: TextParts) -> None:
         """The context's audio is all out: every held word was said."""
         while self._pending:
-            parts.append(self._pending.popleft()[1], spaced=False)
+            _, text, spaced = self._pending.popleft()
+            parts.append(text, spaced=spaced)
 
     def drop(self) -> int:
         """Interrupted: the held words were never said. Returns how many."""

@@ -118,6 +118,8 @@ class TTSTextFrame(AggregatedTextFrame):
     """Text that a TTS service has spoken (word timing via ``pts``)."""
 
     context_id: str | None = None
+    includes_inter_frame_spaces: bool = False
+    """The text carries its own spacing (a speech-to-speech transcript delta): joined as it is."""
 
 
 @frame_dataclass

@@ -491,7 +491,7 @@ class RealtimeLLMService(LLMService):
             llm = LLMTextFrame(text)
             llm.append_to_context = False
             await self.push_frame(llm)
-            tts = TTSTextFrame(text)
+            tts = TTSTextFrame(text, includes_inter_frame_spaces=True)
             tts.pts = self._playback.bytes_pushed * 500_000_000 // self.output_sample_rate
             await self.push_frame(tts)
         else:
