@@ -64,6 +64,7 @@ class FakeOpenAIRealtime(FakeProvider):
         self.tool_calls: list[tuple[str, dict[str, Any]]] = []
         self.truncates: list[dict[str, Any]] = []
         self.slow_chunks = 2
+        self.barge_in_event = True  # SLOW: send speech_started (server VAD) or just stall (local turns)
         self.responses = 0
         self.item_ids: list[str] = []
         self.audio_bytes_in = 0
@@ -206,8 +207,9 @@ class FakeOpenAIRealtime(FakeProvider):
                 return
             if b is Behaviour.SLOW and i + 1 == self.slow_chunks:
                 self._cancelled.clear()
-                await self._send(ws, {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
-                                      "item_id": "msg_user2"})
+                if self.barge_in_event:
+                    await self._send(ws, {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
+                                          "item_id": "msg_user2"})
                 await asyncio.wait_for(self._cancelled.wait(), 5.0)
                 # late audio of the cancelled response (must be dropped by the client)
                 await self._send(ws, {"type": "response.output_audio.delta", "response_id": rid, "item_id": item,

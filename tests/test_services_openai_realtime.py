@@ -287,3 +287,71 @@ async def test_with_the_pair_in_realtime_mode_the_context_follows_the_transcript
     finally:
         await close_http_sessions()
         await fake.close()
+
+
+class _Transport(FrameProcessor):
+    """Stands in for the output transport: playback starts (BotStartedSpeakingFrame upstream)
+    ``delay`` s after the first bot audio arrives."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.started_at: float | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSAudioRawFrame) and self.started_at is None:
+            self.started_at = -1.0
+            self.create_task(self._start_later(), "playback")
+        await self.push_frame(frame, direction)
+
+    async def _start_later(self) -> None:
+        from flowcat.frames import BotStartedSpeakingFrame
+
+        await asyncio.sleep(self.delay)
+        self.started_at = asyncio.get_running_loop().time()
+        await self.push_frame(BotStartedSpeakingFrame(), FrameDirection.UPSTREAM)
+
+
+async def test_local_barge_in_truncates_at_what_the_transport_played() -> None:
+    from flowcat.testing.conformance import Behaviour
+
+    fake = FakeOpenAIRealtime()
+    fake.barge_in_event = False
+    fake.set(Behaviour.SLOW, failures=1)
+    await fake.start()
+    try:
+        svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST,
+                                       settings=OpenAIRealtimeSettings(server_vad=False))
+        transport = _Transport(delay=0.15)
+        up, down = CaptureProcessor(FrameDirection.UPSTREAM), CaptureProcessor(FrameDirection.DOWNSTREAM)
+        task = PipelineTask(Pipeline([up, svc, transport, down]), params=PipelineParams(audio_in_sample_rate=16000))
+        runner = asyncio.get_running_loop().create_task(task.run())
+        await task.queue_frame(UserStartedSpeakingFrame())
+        for f in _speech(16000):
+            await task.queue_frame(f)
+        await task.queue_frame(UserStoppedSpeakingFrame())
+        for _ in range(1000):
+            if transport.started_at not in (None, -1.0):
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        await task.queue_frame(UserStartedSpeakingFrame())  # the local turn processor's barge-in
+        for _ in range(1000):
+            if fake.truncates:
+                break
+            await asyncio.sleep(0.005)
+        assert transport.started_at is not None
+        played_ms = (loop.time() - transport.started_at) * 1000
+        truncate = fake.truncates[-1]
+        assert truncate["item_id"] == fake.item_ids[-1]
+        # counted from the transport's start (~50 ms), not from the first audio (~200 ms)
+        assert 30 <= truncate["audio_end_ms"] <= played_ms + 5, (truncate, played_ms)
+        await asyncio.wait_for(fake.aborted.wait(), 5)  # response.cancel
+        assert "response.cancel" in fake.connections[0].types()
+        await task.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 5)
+    finally:
+        await close_http_sessions()
+        await fake.close()
