@@ -355,3 +355,46 @@ async def test_local_barge_in_truncates_at_what_the_transport_played() -> None:
     finally:
         await close_http_sessions()
         await fake.close()
+
+
+async def test_a_realtime_call_leaves_nothing_behind() -> None:
+    from flowcat.agent import LLMContextAggregatorPair, LLMUserAggregatorParams, RealtimeServiceModeConfig
+    from flowcat.testing import assert_call_leaves_nothing
+    from flowcat.turns import ExternalUserTurnStrategies
+
+    fake = FakeOpenAIRealtime()
+    fake.tool_calls.append(("get_weather", {"city": "Paris"}))
+    await fake.start()
+
+    async def call() -> list[str]:
+        ctx = LLMContext()
+        pair = LLMContextAggregatorPair(ctx, realtime_service_mode=RealtimeServiceModeConfig(),
+                                        user_params=LLMUserAggregatorParams(
+                                            user_turn_strategies=ExternalUserTurnStrategies()))
+        svc = make_openai(fake)
+
+        async def get_weather(params: Any) -> None:
+            await params.result_callback({"temp": 21})
+
+        svc.register_function("get_weather", get_weather)  # type: ignore[attr-defined]
+        down = CaptureProcessor(FrameDirection.DOWNSTREAM)
+        task = PipelineTask(Pipeline([pair.user(), svc, pair.assistant(), down]),
+                            params=PipelineParams(audio_in_sample_rate=16000))
+        runner = asyncio.get_running_loop().create_task(task.run())
+        for f in _speech(16000):
+            await task.queue_frame(f)
+        for _ in range(1000):
+            if sum(isinstance(f, LLMFullResponseEndFrame) for f in down.frames) >= 2:
+                break
+            await asyncio.sleep(0.005)
+        await task.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 5)
+        await close_http_sessions()
+        return [str(m.get("role")) for m in ctx.messages]
+
+    try:
+        roles = await assert_call_leaves_nothing(
+            call, modules=tuple(f"flowcat.{m}" for m in ("frames", "runtime", "audio", "turns", "services", "agent")))
+        assert roles == ["user", "assistant", "tool", "assistant"], roles
+    finally:
+        await fake.close()

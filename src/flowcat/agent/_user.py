@@ -374,5 +374,6 @@ class LLMUserAggregator(ContextEditor, UserTurnProcessor):
 
     def _detach(self) -> None:
         super()._detach()
+        self.__dict__.pop("process_frame", None)  # the bound _process_following (external turns): a cycle
         if self._rt is not None:
             self._rt.detach()

@@ -145,7 +145,7 @@ class RealtimeLLMService(LLMService):
         self._in_rs: StreamResampler | None = None
         self._out_rs: StreamResampler | None = None
         self._out_rate = 24000
-        self._playback = PlaybackTracker(self.output_sample_rate, self._loop_now)
+        self._playback = PlaybackTracker(self.output_sample_rate, _loop_time)  # no bound method: no cycle
         self.conversation = ConversationLog()
         """The conversation as text (replayed into a fresh session)."""
         self._context: LLMContext | None = None
@@ -159,6 +159,8 @@ class RealtimeLLMService(LLMService):
         self._user_speaking = False
         self.sessions = 0
         """Sessions opened (1 + reconnections and renewals)."""
+        self.unsent = 0
+        """Client events that could not be sent (no socket)."""
         for event in ("on_session_renewed", "on_provider_event"):
             self._register_event_handler(event)
 
@@ -205,9 +207,6 @@ class RealtimeLLMService(LLMService):
         raise NotImplementedError
 
     # ---------------------------------------------------------------- lifecycle
-
-    def _loop_now(self) -> float:
-        return asyncio.get_running_loop().time()
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -322,13 +321,15 @@ class RealtimeLLMService(LLMService):
         """Send a client event now; False (logged, rate-limited) when the socket is down."""
         ws = self._ws
         if ws is None or ws.closed:
-            _SEND_FAIL(1, "%s: not connected; %s not sent", self.name,
-                       event.get("type") if isinstance(event, dict) else "a message")
+            self.unsent += 1
+            _SEND_FAIL(self.unsent, "%s: not connected; %s not sent (#%d)", self.name,
+                       event.get("type") if isinstance(event, dict) else "a message", self.unsent)
             return False
         try:
             await self._send_on(ws, event)
         except ServiceConnectionError as exc:
-            _SEND_FAIL(1, "%s: send failed: %s", self.name, exc)
+            self.unsent += 1
+            _SEND_FAIL(self.unsent, "%s: send failed (#%d): %s", self.name, self.unsent, exc)
             return False
         return True
 
@@ -593,6 +594,10 @@ class RealtimeLLMService(LLMService):
             await self.handle_event(event)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.bad_input(f"{event.get('type')}: {exc!r}", raw)
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _now_iso() -> str:
