@@ -398,3 +398,31 @@ async def test_a_realtime_call_leaves_nothing_behind() -> None:
         assert roles == ["user", "assistant", "tool", "assistant"], roles
     finally:
         await fake.close()
+
+
+async def test_server_barge_in_cancels_a_running_tool_call() -> None:
+    from flowcat.frames import FunctionCallCancelFrame, FunctionCallInProgressFrame
+
+    fake = FakeOpenAIRealtime()
+    fake.tool_calls.append(("slow_lookup", {}))
+    await fake.start()
+    try:
+        svc = make_openai(fake)
+        started = asyncio.Event()
+
+        async def slow_lookup(params: Any) -> None:
+            started.set()
+            await asyncio.sleep(30)
+
+        svc.register_function("slow_lookup", slow_lookup)  # type: ignore[attr-defined]
+        async with _Run(svc) as run:
+            for f in _speech(16000):
+                await run.task.queue_frame(f)
+            await asyncio.wait_for(started.wait(), 5)
+            assert run.count(FunctionCallInProgressFrame) == 1
+            for f in _speech(16000)[:5]:  # the caller speaks again: the server's speech_started
+                await run.task.queue_frame(f)
+            await run.until(lambda: run.count(FunctionCallCancelFrame) == 1, "the tool call cancelled")
+            assert not fake.events("conversation.item.create"), "a cancelled call sent a result"
+    finally:
+        await fake.close()
