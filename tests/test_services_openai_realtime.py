@@ -426,3 +426,22 @@ async def test_server_barge_in_cancels_a_running_tool_call() -> None:
             assert not fake.events("conversation.item.create"), "a cancelled call sent a result"
     finally:
         await fake.close()
+
+
+async def test_a_first_context_after_the_conversation_began_is_not_replayed() -> None:
+    fake = FakeOpenAIRealtime()
+    await fake.start()
+    try:
+        svc = make_openai(fake)
+        async with _Run(svc) as run:
+            for f in _speech(16000):
+                await run.task.queue_frame(f)
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            # a cascade-style user half pushes its context at the turn's end: the server VAD already answered
+            await run.task.queue_frame(LLMContextFrame(LLMContext([{"role": "user", "content": fake.user_text}])))
+            await asyncio.sleep(0.1)
+            types = fake.connections[0].types()
+            assert "conversation.item.create" not in types and "response.create" not in types, types
+            assert fake.responses == 1
+    finally:
+        await fake.close()

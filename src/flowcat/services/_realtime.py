@@ -157,6 +157,7 @@ class RealtimeLLMService(LLMService):
         self._results_sent: set[str] = set()  # results sent since the last response.create
         self._turn_audio = False  # audio went up since the last commit (local turns)
         self._user_speaking = False
+        self._active = False  # the conversation has begun (speech, a turn committed, a response)
         self.sessions = 0
         """Sessions opened (1 + reconnections and renewals)."""
         self.unsent = 0
@@ -382,12 +383,17 @@ class RealtimeLLMService(LLMService):
         self._turn_audio = True
 
     async def _apply_context(self, context: LLMContext) -> None:
-        """The first context seeds the conversation and asks for a response (a greeting);
-        later ones only carry what the aggregators wrote from this service's own output."""
+        """The first context, if it comes before the conversation began, seeds it and asks for
+        a response (a greeting); later ones only carry what the aggregators wrote from this
+        service's own output (the tools are kept for the session)."""
         self._context = context
         if self._context_applied:
             return
         self._context_applied = True
+        if self._active:
+            # The conversation began without it (a cascade-style aggregator's context at a turn's
+            # end): its messages came from this session already, and the model answers by itself.
+            return
         before = len(self.conversation.items)
         self.conversation.add_messages(list(context.messages))
         added = self.conversation.items[before:]
@@ -404,6 +410,7 @@ class RealtimeLLMService(LLMService):
         if not self._turn_audio:
             return
         self._turn_audio = False
+        self._active = True
         await self.start_ttfb_metrics()
         for event in self.commit_events():
             await self.send_event(event)
@@ -434,6 +441,7 @@ class RealtimeLLMService(LLMService):
     async def on_speech_started(self) -> None:
         """Server VAD: the user started speaking (interrupts playback now)."""
         self._user_speaking = True
+        self._active = True
         await self._barge_in()
         await self.broadcast_frame(UserStartedSpeakingFrame)
         await self.broadcast_interruption()
@@ -456,6 +464,7 @@ class RealtimeLLMService(LLMService):
         """A response begins."""
         if self._response_id is not None:
             await self._end_response()
+        self._active = True
         self._response_id = response_id
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
