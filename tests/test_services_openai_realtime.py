@@ -445,3 +445,28 @@ async def test_a_first_context_after_the_conversation_began_is_not_replayed() ->
             assert fake.responses == 1
     finally:
         await fake.close()
+
+
+async def test_renew_session_on_demand_replays_the_conversation_as_text() -> None:
+    fake = FakeOpenAIRealtime()
+    await fake.start()
+    try:
+        svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST, max_session_secs=None)
+        renewed: list[int] = []
+        svc.add_event_handler("on_session_renewed", lambda s: renewed.append(s.sessions))
+        async with _Run(svc) as run:
+            for f in _speech(16000):
+                await run.task.queue_frame(f)
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            await svc.renew_session()
+            assert len(fake.connections) == 2 and renewed == [2]
+            fresh = fake.connections[1]
+            await run.until(lambda: len(fresh.events) >= 3, "the replay")
+            items = [e["item"] for e in fresh.events if e["type"] == "conversation.item.create"]
+            assert items == [
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": fake.user_text}]},
+                {"type": "message", "role": "assistant",
+                 "content": [{"type": "output_text", "text": fake.expected_text}]},
+            ]
+    finally:
+        await fake.close()

@@ -299,6 +299,15 @@ class RealtimeLLMService(LLMService):
         if self._response_id is None and not self._asked_calls:
             await self._renew()
 
+    async def renew_session(self) -> None:
+        """Open a fresh session now, or once the running response ends: the session config is
+        re-sent and :attr:`conversation` replayed as text (the seam a context relay uses to
+        reseed a long call with text instead of audio)."""
+        if self._response_id is None and not self._asked_calls:
+            await self._renew()
+        else:
+            self._renew_due = True
+
     async def _renew(self) -> None:
         """Replace the session by a fresh one before the provider's cap."""
         self._renew_due = False
