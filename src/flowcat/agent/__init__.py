@@ -13,6 +13,10 @@
   and are re-exported here unchanged;
 * the AgentBrain seam (:class:`AgentBrain`, its events :class:`CallStarted`,
   :class:`UserTurn` ... and actions :class:`Say`, :class:`EndCall` ...);
+* :class:`BrainProcessor`, which runs a brain in a pipeline in place of the LLM, and two
+  brains: :class:`LLMBrain` (a system prompt and tools on an LLM service) and
+  :class:`GraphBrain` (a graph agent, :mod:`flowcat.agent.graph`: nodes and edges chosen by
+  an LLM or by the on-device :class:`IntentMatcher`);
 * :class:`LLMContextAggregatorPair` with :class:`LLMUserAggregator` and
   :class:`LLMAssistantAggregator` (pipecat's names, params and events), and its
   realtime-service mode (:class:`RealtimeServiceModeConfig`).
@@ -59,21 +63,29 @@ from ._brain import ToolResult as ToolResult
 from ._brain import Transfer as Transfer
 from ._brain import Transition as Transition
 from ._brain import UserTurn as UserTurn
+from ._brain_processor import BrainProcessor as BrainProcessor
+from ._brain_processor import ToolHandler as ToolHandler
 from ._empty_turn import (
     DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT as DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT,
 )
 from ._empty_turn import EmptyUserTurnConfig as EmptyUserTurnConfig
+from ._llm_brain import LLMBrain as LLMBrain
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
 from ._realtime_mode import RealtimeServiceModeConfig as RealtimeServiceModeConfig
 from ._remote_brain import RemoteBrain as RemoteBrain
 from ._user import LLMUserAggregator as LLMUserAggregator
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 from ._ws_brain import WebSocketBrain as WebSocketBrain
+from .graph import AgentGraph as AgentGraph
+from .graph import GraphBrain as GraphBrain
+from .graph import IntentMatcher as IntentMatcher
+from .graph import load_graph as load_graph
 
 __all__ = [
     "AWSBedrockLLMAdapter",
     "AdapterType",
     "AgentBrain",
+    "AgentGraph",
     "AnthropicLLMAdapter",
     "AssistantThoughtMessage",
     "AssistantTurnStoppedMessage",
@@ -82,6 +94,7 @@ __all__ = [
     "BrainAction",
     "BrainCall",
     "BrainEvent",
+    "BrainProcessor",
     "CallEnded",
     "CallStarted",
     "CallTool",
@@ -91,8 +104,11 @@ __all__ = [
     "EndCall",
     "FunctionSchema",
     "GeminiLLMAdapter",
+    "GraphBrain",
+    "IntentMatcher",
     "LLMAssistantAggregator",
     "LLMAssistantAggregatorParams",
+    "LLMBrain",
     "LLMContext",
     "LLMContextAggregatorPair",
     "LLMSpecificMessage",
@@ -106,6 +122,7 @@ __all__ = [
     "Say",
     "SetVariable",
     "Silence",
+    "ToolHandler",
     "ToolResult",
     "ToolsSchema",
     "Transfer",
@@ -114,6 +131,7 @@ __all__ = [
     "UserTurnMessageAddedMessage",
     "UserTurnStoppedMessage",
     "WebSocketBrain",
+    "load_graph",
     "normalize_tools",
     "standard_message_text",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from ._base import ControlFrame, frame_dataclass
 
 __all__ = [
+    "TransferCallFrame",
     "EndFrame",
     "EndTaskFrame",
     "EndWorkerFrame",
@@ -67,6 +68,21 @@ class EndTaskFrame(ControlFrame):
 
 
 EndWorkerFrame = EndTaskFrame
+
+
+@frame_dataclass
+class TransferCallFrame(ControlFrame):
+    """Hand the call to ``target`` (a number, SIP URI or queue name).
+
+    Pushed downstream by :class:`~flowcat.agent.BrainProcessor` after the words that
+    announce the transfer, so it reaches the output transport once they have been played.
+    A transport (or a processor watching for it) that can transfer acts on it; others
+    ignore it. Survives interruptions.
+    """
+
+    target: str = ""
+    reason: Any = None
+    interruptible: bool = field(init=False, repr=False, default=False)
 
 
 @frame_dataclass
