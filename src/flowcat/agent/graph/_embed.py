@@ -152,7 +152,8 @@ class MiniLMEmbedder:
             ff = lin(_gelu(lin(x, "intermediate.dense")), "output.dense")
             x = _layer_norm(x + ff, p(pre + "output.LayerNorm.weight"), p(pre + "output.LayerNorm.bias"), self.eps)
         pooled = x.mean(0)
-        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        unit: F32 = (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        return unit
 
     def encode(self, sentences: Sequence[str]) -> F32:
         """An ``(len(sentences), 384)`` array of unit vectors (blocking: call it off the loop)."""
