@@ -70,7 +70,7 @@ async def test_talk_to_a_human_is_a_transfer() -> None:
     async with BrainHarness(proc) as h:
         await h.greeting()
         # No keyword of the edge: the embeddings (0.68 against "can I speak to a real person").
-    assert await h.user("let me talk to an actual person") == "Let me put you through to a colleague."
+        assert await h.user("let me talk to an actual person") == "Let me put you through to a colleague."
         assert h.speaker.transfers == ["+441632960000"]
     assert proc.transferred_to == "+441632960000"
     assert proc.path == ["greeting", "operator"]

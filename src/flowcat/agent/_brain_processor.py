@@ -117,6 +117,8 @@ class BrainProcessor(FrameProcessor):
         dtmf_timeout_secs: Pause that ends a run of keys.
         dtmf_terminator: Key that ends a run at once (kept in ``digits``).
         empty_turns: Send user turns with no transcript (noise) as ``UserTurn("")``.
+        drain_timeout_secs: At ``EndFrame``, how long the events already queued may still
+            run (their words go out ahead of the ``EndFrame``); ``CancelFrame`` drops them.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class BrainProcessor(FrameProcessor):
         dtmf_timeout_secs: float = 1.5,
         dtmf_terminator: str = "#",
         empty_turns: bool = False,
+        drain_timeout_secs: float = 3.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -148,6 +151,7 @@ class BrainProcessor(FrameProcessor):
         self.dtmf_timeout_secs = dtmf_timeout_secs
         self.dtmf_terminator = dtmf_terminator
         self.empty_turns = empty_turns
+        self.drain_timeout_secs = drain_timeout_secs
         #: The states the brain moved through (:class:`Transition`), in order.
         self.path: list[str] = []
         #: The disposition of the :class:`EndCall` that ended the call, if any.
@@ -157,6 +161,8 @@ class BrainProcessor(FrameProcessor):
         self.end_reason: str | None = None
         self._queue: deque[BrainEvent] = deque()
         self._wake: asyncio.Event | None = None
+        self._idle_evt = asyncio.Event()  # set while the worker waits with nothing queued
+        self._held_end: EndFrame | None = None
         self._worker: asyncio.Task[None] | None = None
         self._current: asyncio.Task[None] | None = None
         self._in_turn = False
@@ -183,6 +189,12 @@ class BrainProcessor(FrameProcessor):
     # ------------------------------------------------------------ frames
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, EndFrame) and frame is not self._held_end and self._busy():
+            # Graceful end: let the events already queued finish first (their words go out
+            # ahead of the EndFrame), then take the EndFrame back in (bounded).
+            self._held_end = frame
+            self.create_task(self._release_end(frame), "brain_end", generation_bound=False)
+            return
         await super().process_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame):
             if frame.text.strip():
@@ -199,7 +211,7 @@ class BrainProcessor(FrameProcessor):
             self._in_turn = True
             self._turn_text = []
             self._turn_lang = None
-            self._turn_barged = self._bot_speaking or self._current is not None
+            self._turn_barged = self._bot_speaking
             self._disarm_silence()
         elif isinstance(frame, UserStoppedSpeakingFrame):
             if self._in_turn:
@@ -242,6 +254,18 @@ class BrainProcessor(FrameProcessor):
         reason = "transferred" if self.transferred_to else "ended_by_agent" if self._ending else "hangup"
         await self._finish(frame.reason if isinstance(frame.reason, str) and frame.reason else reason)
 
+    def _busy(self) -> bool:
+        worker = self._worker
+        return worker is not None and not worker.done() and not self._idle_evt.is_set()
+
+    async def _release_end(self, frame: EndFrame) -> None:
+        try:
+            async with asyncio.timeout(self.drain_timeout_secs):
+                await self._idle_evt.wait()
+        except TimeoutError:
+            logger.info("brain: call %s: events still running at the end; dropped", self.call.call_id)
+        await self.queue_frame(frame)
+
     async def cancel(self, frame: CancelFrame) -> None:
         await self._finish("cancelled")
 
@@ -277,6 +301,7 @@ class BrainProcessor(FrameProcessor):
         if self._finished:
             return
         self._disarm_silence()
+        self._idle_evt.clear()
         self._queue.append(event)
         if self._wake is not None:
             self._wake.set()
@@ -289,6 +314,7 @@ class BrainProcessor(FrameProcessor):
         while True:
             while not self._queue:
                 self._wake.clear()
+                self._idle_evt.set()
                 await self._wake.wait()
             event = self._queue.popleft()
             if self._pending_interrupt is not None:
@@ -296,6 +322,7 @@ class BrainProcessor(FrameProcessor):
                 await self._run(BotInterrupted(spoken))
             await self._run(event)
             if self._ending:
+                self._idle_evt.set()
                 return
             self._arm_silence()
 
