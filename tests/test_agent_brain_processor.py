@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from _brain_harness import BrainHarness
-
 from flowcat.agent import (
     AgentBrain,
     BotInterrupted,

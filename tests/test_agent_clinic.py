@@ -11,7 +11,6 @@ from pathlib import Path
 
 from _brain_harness import BrainHarness
 from _helpers import require
-
 from flowcat.agent import BrainCall, BrainProcessor, GraphBrain
 from flowcat.agent.graph import IntentMatcher, shared_embedder
 from flowcat.frames import (
