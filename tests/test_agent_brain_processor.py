@@ -392,3 +392,22 @@ def test_a_brain_factory_gets_the_call() -> None:
     run_virtual(run_test(proc, frames_to_send=[]))
     assert seen == [proc.call] and isinstance(proc.brain, ScriptedBrain)
     assert isinstance(proc.brain.events[0], CallStarted) and proc.brain.events[0].call.variables == {"brand": "Acme"}
+
+
+def test_audio_passes_inline_without_process_frame(monkeypatch: Any) -> None:
+    from flowcat.frames import InputAudioRawFrame
+
+    seen: list[Any] = []
+    original = BrainProcessor.process_frame
+
+    async def counting(self: Any, frame: Any, direction: FrameDirection) -> None:
+        seen.append(type(frame))
+        await original(self, frame, direction)
+
+    monkeypatch.setattr(BrainProcessor, "process_frame", counting)
+    audio = [InputAudioRawFrame(audio=b"\x00\x00" * 160, sample_rate=16000, num_channels=1) for _ in range(3)]
+    down, _ = run_virtual(run_test(BrainProcessor(ScriptedBrain(echo), silence_timeout_secs=None),
+                                   frames_to_send=audio))
+    assert [f for f in down if isinstance(f, InputAudioRawFrame)] == audio
+    assert InputAudioRawFrame not in seen and LLMTextFrame not in seen  # (own pushes never come back)
+    assert seen  # the lifecycle frames did go through process_frame

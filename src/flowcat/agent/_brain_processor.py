@@ -46,12 +46,14 @@ from contextlib import aclosing
 from typing import Any
 
 from ..frames import (
+    BotSpeakingFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     EndTaskFrame,
     Frame,
+    InputAudioRawFrame,
     InputDTMFFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
@@ -62,6 +64,7 @@ from ..frames import (
     StartFrame,
     TranscriptionFrame,
     TransferCallFrame,
+    UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -120,6 +123,9 @@ class BrainProcessor(FrameProcessor):
         drain_timeout_secs: At ``EndFrame``, how long the events already queued may still
             run (their words go out ahead of the ``EndFrame``); ``CancelFrame`` drops them.
     """
+
+    # The per-frame traffic (audio, speaking ticks) passes straight through (no process_frame).
+    inline_frames = (InputAudioRawFrame, UserSpeakingFrame, BotSpeakingFrame)
 
     def __init__(
         self,
@@ -187,6 +193,9 @@ class BrainProcessor(FrameProcessor):
         self.tools[name] = handler
 
     # ------------------------------------------------------------ frames
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        return frame
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, EndFrame) and frame is not self._held_end and self._busy():
