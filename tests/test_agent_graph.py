@@ -298,3 +298,20 @@ async def test_llm_brain_streams_sentences_and_runs_tools() -> None:
     assert bodies[0]["messages"][0] == {"role": "system", "content": "Be brief."}
     assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["lookup", "end_call"]
     assert bodies[1]["messages"][-1] == {"role": "tool", "tool_call_id": "t1", "content": '{"status": "shipped"}'}
+
+
+async def test_without_the_model_the_matcher_falls_back_to_keywords(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from flowcat.agent.graph import _embed
+    from flowcat.errors import MissingExtraError
+
+    def missing() -> Any:
+        raise MissingExtraError("Intent embeddings (tokenizers)", "intent")
+
+    monkeypatch.setattr(_embed, "shared_embedder", missing)
+    matcher = IntentMatcher()  # "auto"
+    edges = load_graph(_graph()).out_edges("start")
+    assert await matcher.match("has my parcel shipped", edges, now=NOW) is None
+    found = await matcher.match("my ORDER, please", edges, now=NOW)
+    assert found is not None and found.via == "keyword" and not matcher.uses_embeddings
+    assert sum("no embeddings" in r.getMessage() for r in caplog.records) == 1

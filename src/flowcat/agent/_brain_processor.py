@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
+from ..errors import ProcessorError
 from ..frames import (
     BotSpeakingFrame,
     BotStartedSpeakingFrame,
@@ -98,10 +99,6 @@ ToolHandler = Callable[[Mapping[str, Any]], Awaitable[Any]]
 """A tool for :class:`CallTool`: ``async def tool(arguments) -> result`` (JSON-able)."""
 
 _ACTIONS = (Say, SetVariable, Transition, CallTool, Transfer, EndCall)
-
-
-class _BadAction(Exception):
-    pass
 
 
 class BrainProcessor(FrameProcessor):
@@ -361,7 +358,7 @@ class BrainProcessor(FrameProcessor):
                         break
                     first = False
                     if not isinstance(action, _ACTIONS):
-                        raise _BadAction(f"not an action: {action!r}")
+                        raise ProcessorError(f"not an action: {action!r}")
                     await self._apply(action)
         except asyncio.CancelledError:
             self._reply_open = False  # the interruption reset the TTS

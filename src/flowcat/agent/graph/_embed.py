@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import ConfigError
+from ...errors import ConfigError, MissingExtraError
 
 __all__ = ["MiniLMEmbedder", "model_dir", "shared_embedder"]
 
@@ -100,7 +100,7 @@ class MiniLMEmbedder:
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise ConfigError("intent embeddings need the `tokenizers` package (pip install flowcat[intent])") from exc
+            raise MissingExtraError("Intent embeddings (tokenizers)", "intent") from exc
         d = path or model_dir()
         cfg = json.loads((d / "config.json").read_text())
         self.heads = int(cfg["num_attention_heads"])

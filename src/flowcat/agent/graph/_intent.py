@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ...errors import ConfigError
+from ...errors import ConfigError, MissingExtraError
 from ._model import GraphEdge
 from ._slots import extract_slot, normalize
 
@@ -73,7 +73,7 @@ class IntentMatcher:
                 from ._embed import shared_embedder
 
                 self._embedder = shared_embedder()
-            except ConfigError as exc:
+            except (ConfigError, MissingExtraError) as exc:
                 logger.warning("intent: no embeddings (%s); matching keywords and exact examples only", exc)
                 self._embedder = None
         return self._embedder

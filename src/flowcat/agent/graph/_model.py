@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ...errors import ConfigError
+from ...errors import ConfigError, MissingExtraError
 
 __all__ = [
     "AgentGraph",
@@ -268,7 +268,7 @@ def _parse(text: str, *, yaml: bool, where: str) -> Any:
     try:
         import yaml as pyyaml
     except ImportError as exc:
-        raise ConfigError(f"{where}: YAML graphs need PyYAML (pip install flowcat[yaml])") from exc
+        raise MissingExtraError(f"{where}: YAML graphs", "yaml") from exc
     try:
         return pyyaml.safe_load(text)
     except pyyaml.YAMLError as exc:
