@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ...errors import ConfigError, MissingExtraError
+from ...errors import ConfigError
 
 __all__ = [
     "AgentGraph",
@@ -265,10 +265,8 @@ def _parse(text: str, *, yaml: bool, where: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: invalid JSON: {exc}") from exc
-    try:
-        import yaml as pyyaml
-    except ImportError as exc:
-        raise MissingExtraError(f"{where}: YAML graphs", "yaml") from exc
+    import yaml as pyyaml
+
     try:
         return pyyaml.safe_load(text)
     except pyyaml.YAMLError as exc:
