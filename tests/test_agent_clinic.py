@@ -6,6 +6,7 @@ and through a pipeline with the user-turn processor, fake STT frames and the TTS
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,16 +16,22 @@ from flowcat.agent import BrainCall, BrainProcessor, GraphBrain
 from flowcat.agent.graph import IntentMatcher, shared_embedder
 from flowcat.frames import (
     EndFrame,
+    EndTaskFrame,
     InputDTMFFrame,
     KeypadEntry,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from flowcat.testing import run_virtual
+from flowcat.runtime import Pipeline
+from flowcat.services import TTSAudio, TTSChunk, TTSService
+from flowcat.testing import SleepFrame, run_test, run_virtual
 
 GRAPH = Path(__file__).parent.parent / "examples" / "agents" / "clinic_receptionist.yaml"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a Monday
@@ -159,3 +166,42 @@ def test_through_the_user_turn_frames_to_the_tts() -> None:
 
     run_virtual(main())
 
+
+
+class _ToyTTS(TTSService):
+    """The real TTS base with a provider that returns 10 ms of silence per sentence."""
+
+    def __init__(self) -> None:
+        super().__init__(sample_rate=16000)
+        self.spoken: list[str] = []
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncIterator[TTSChunk]:
+        self.spoken.append(text)
+        await asyncio.sleep(0.05)
+        yield TTSAudio(b"\x00\x00" * 160)
+
+
+def test_replies_through_a_real_tts_service() -> None:
+    """BrainProcessor → TTSService (base, toy provider): each reply is synthesized sentence by
+    sentence as one utterance, and the call's EndFrame comes after the goodbye's audio."""
+    tts = _ToyTTS()
+    proc = _proc(embeddings=False, silence=None)
+    turn = [UserStartedSpeakingFrame(), TranscriptionFrame(text="Ana", user_id="u", timestamp=""),
+            UserStoppedSpeakingFrame(), SleepFrame(sleep=1.0)]
+    frames = [SleepFrame(sleep=1.0), *turn,
+              UserStartedSpeakingFrame(), TranscriptionFrame(text="friday", user_id="u", timestamp=""),
+              UserStoppedSpeakingFrame(), SleepFrame(sleep=1.0),
+              UserStartedSpeakingFrame(), TranscriptionFrame(text="yes", user_id="u", timestamp=""),
+              UserStoppedSpeakingFrame(), SleepFrame(sleep=1.0)]
+    down, up = run_virtual(run_test(Pipeline([proc, tts]), frames_to_send=frames, send_end_frame=False))
+    assert tts.spoken == [
+        "Hello, thanks for calling Riverside Clinic.", "May I have your name, please?",
+        "Thanks, Ana.", "Which day would you like to come in?",
+        "So that's Ana on Friday.", "Shall I book it?",
+        "You're booked for Friday, Ana.", "Goodbye!",
+    ]
+    kinds = [type(f).__name__ for f in down if isinstance(f, TTSStartedFrame | TTSStoppedFrame | EndFrame)]
+    assert kinds == ["TTSStartedFrame", "TTSStoppedFrame"] * 4 + ["EndFrame"]
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert len(audio) == 8
+    assert [type(f).__name__ for f in up if isinstance(f, EndTaskFrame)] == ["EndTaskFrame"]
