@@ -1,7 +1,8 @@
-"""The clinic receptionist example (examples/agents/clinic_receptionist.yaml), a graph agent with
-no LLM, run through BrainProcessor: turn by turn with text in (exact replies, variables, path,
-disposition), DTMF and spoken requests for a human (transfer), silence re-prompts then goodbye;
-and through a pipeline with the user-turn processor, fake STT frames and the TTS's view."""
+"""The clinic receptionist example (examples/graphs/clinic_receptionist.yaml, served by the agent
+config examples/agents/clinic_receptionist.yaml), a graph agent with no LLM, run through
+BrainProcessor: turn by turn with text in (exact replies, variables, path, disposition), DTMF and
+spoken requests for a human (transfer), silence re-prompts then goodbye; with user-turn frames and
+fake STT frames; and through the real TTSService base."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from flowcat.runtime import Pipeline
 from flowcat.services import TTSAudio, TTSChunk, TTSService
 from flowcat.testing import SleepFrame, run_test, run_virtual
 
-GRAPH = Path(__file__).parent.parent / "examples" / "agents" / "clinic_receptionist.yaml"
+GRAPH = Path(__file__).parent.parent / "examples" / "graphs" / "clinic_receptionist.yaml"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a Monday
 GREETING = "Hello, thanks for calling Riverside Clinic. May I have your name, please?"
 
@@ -205,3 +206,13 @@ def test_replies_through_a_real_tts_service() -> None:
     audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
     assert len(audio) == 8
     assert [type(f).__name__ for f in up if isinstance(f, EndTaskFrame)] == ["EndTaskFrame"]
+
+
+def test_the_agent_config_points_at_the_graph() -> None:
+    from flowcat.agent.graph import load_graph
+    from flowcat.config import load_config
+
+    loaded = load_config(GRAPH.parent.parent / "agents" / "clinic_receptionist.yaml")
+    brain = loaded.config.agents["clinic_receptionist"].brain
+    assert brain.kind == "graph" and isinstance(brain.graph, str)
+    assert load_graph(loaded.resolve(brain.graph)).name == "clinic_receptionist"
