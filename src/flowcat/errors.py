@@ -58,7 +58,9 @@ __all__ = [
     "PipelineTimeoutError",
     "ProcessorError",
     "ProtocolError",
+    "SDPError",
     "SFVError",
+    "SIPParseError",
     "ServiceAuthError",
     "ServiceConnectionError",
     "ServiceError",
@@ -133,6 +135,14 @@ class ProtocolError(TransportError):
     def __init__(self, message: str, raw: object = None) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class SIPParseError(ProtocolError, ValueError):
+    """A SIP message could not be parsed (the message says why; ``raw`` holds the datagram)."""
+
+
+class SDPError(ProtocolError, ValueError):
+    """An SDP body could not be parsed or offers nothing this side can answer."""
 
 
 class SignatureError(TransportError):

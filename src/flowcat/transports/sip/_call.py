@@ -1,0 +1,297 @@
+"""One inbound SIP call, from the INVITE to the end: ringing, answer, pipeline, hang-up.
+
+The INVITE was answered ``100 Trying`` by the server. Then: an RTP port is taken,
+``180 Ringing`` is sent (with this side's To tag), the call rings for ``ring_secs``
+(a CANCEL meanwhile ends it with ``487``), the :class:`SIPTransport` is built and
+the app factory called (None declines the call with ``603``), and the ``200 OK``
+with the SDP answer goes out, retransmitted until the ACK. The pipeline task runs
+until it ends or the peer sends BYE. When the pipeline ends first, this side sends
+BYE along the dialog's route set (a client transaction: retransmitted until
+answered or Timer F). A 2xx never ACKed (64·T1) also ends the call with a BYE.
+Re-INVITEs update the media (hold: ``sendonly``/``inactive`` from the peer stops
+bot audio; a new address or codec is followed) and are answered with a new SDP
+version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ...errors import SDPError, SIPParseError
+from ...serializers import CallInfo
+from ._dialog import Dialog
+from ._headers import new_tag, parse_name_addr, parse_uri
+from ._media import RTPSession
+from ._message import SIPMessage
+from ._sdp import Negotiated, build_answer, negotiate, parse_offer
+from ._transaction import ServerTransaction, response_to
+from ._transport import SIPTransport
+
+if TYPE_CHECKING:
+    from ._server import SIPServer
+
+__all__ = ["SIPCall"]
+
+logger = logging.getLogger("flowcat.transports.sip")
+
+_END_GRACE = 5.0
+
+
+class SIPCall:
+    """One inbound call of a :class:`~flowcat.transports.sip.SIPServer` (see the module docstring)."""
+
+    def __init__(self, server: SIPServer, txn: ServerTransaction, negotiated: Negotiated) -> None:
+        self.server = server
+        self.invite_txn = txn
+        self.negotiated = negotiated
+        invite = txn.request
+        self.call_id = invite.call_id
+        self.dialog = Dialog(invite, new_tag(), txn.addr)
+        self.media: RTPSession | None = None
+        self.rtp_port = 0
+        self.transport: SIPTransport | None = None
+        self.task: Any = None
+        self.cancelled = asyncio.Event()
+        self.confirmed = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.end_reason = ""
+        self.bye_sent = False
+        self.bye_received = False
+        self.sdp_version = 1
+        self.session_id = server.next_session_id()
+        self.info = _call_info(invite, negotiated, txn.addr)
+        self._pending_2xx: ServerTransaction | None = None
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        srv = self.server
+        txn = self.invite_txn
+        try:
+            media = RTPSession(
+                f"sip:{self.call_id}",
+                self.negotiated,
+                {txn.addr[0]},
+                inband_dtmf=srv.inband_dtmf,
+                jitter_max_packets=srv.jitter_max_packets,
+            )
+            _, _, self.rtp_port = await srv.rtp_ports.open(lambda: media)
+            self.media = media
+            self._respond(txn, 180, "Ringing")
+            if srv.ring_secs > 0:
+                try:
+                    await asyncio.wait_for(self.cancelled.wait(), srv.ring_secs)
+                except TimeoutError:
+                    pass
+            if self.cancelled.is_set():
+                self.end_reason = "cancelled"
+                return
+            self.transport = SIPTransport(media, self, self.info, srv.params)
+            task = srv.factory(self.transport)
+            if inspect.isawaitable(task):
+                task = await task
+            if self.cancelled.is_set():
+                self.end_reason = "cancelled"
+                return
+            if task is None:
+                self._respond(txn, 603, "Decline")
+                self.end_reason = "declined"
+                return
+            self.task = task
+            self._answer(txn)
+            runner = asyncio.get_running_loop().create_task(task.run(), name=f"sip-call-{self.call_id}")
+            try:
+                await asyncio.shield(runner)
+            except asyncio.CancelledError:
+                await task.cancel("SIP server stopped")
+                await asyncio.wait((runner,), timeout=_END_GRACE)
+                raise
+            finally:
+                if not runner.done():
+                    runner.cancel()
+            if not self.bye_received:
+                await self._send_bye()
+        except SDPError as exc:
+            logger.warning("%s: %s", self.call_id, exc)
+            self._respond(txn, 488, "Not Acceptable Here")
+        except Exception:
+            logger.exception("sip call %s failed", self.call_id)
+            if txn.final is None:
+                self._respond(txn, 500, "Server Internal Error")
+            elif not self.bye_received:
+                await self._send_bye()
+        finally:
+            await self._cleanup()
+
+    def _answer(self, txn: ServerTransaction) -> None:
+        sdp = self._sdp()
+        resp = self._response(txn, 200, "OK")
+        resp.add("Content-Type", "application/sdp")
+        resp.body = sdp
+        self._pending_2xx = txn
+        txn.on_timeout = self._ack_timeout
+        txn.respond(resp)
+
+    def _sdp(self) -> bytes:
+        srv = self.server
+        return build_answer(
+            self.negotiated,
+            srv.public_address,
+            self.rtp_port,
+            session_id=self.session_id,
+            version=self.sdp_version,
+        )
+
+    def _response(self, txn: ServerTransaction, status: int, reason: str) -> SIPMessage:
+        resp = response_to(txn.request, status, reason, to_tag=self.dialog.local_tag)
+        if status < 300:
+            resp.add("Contact", self.server.contact)
+            resp.add("Allow", self.server.ALLOW)
+        resp.add("Server", self.server.user_agent)
+        return resp
+
+    def _respond(self, txn: ServerTransaction, status: int, reason: str) -> None:
+        txn.respond(self._response(txn, status, reason))
+
+    # ------------------------------------------------------------ CallControl
+
+    def input_started(self) -> None:
+        media, transport = self.media, self.transport
+        if media is not None and transport is not None:
+            media.sink = transport
+
+    def hang_up(self) -> None:
+        """The pipeline is ending (EndFrame/CancelFrame at the output): the BYE follows
+        when its task has finished (:meth:`run`)."""
+        self.end_reason = self.end_reason or "pipeline ended"
+
+    # ------------------------------------------------------------ from the peer
+
+    def on_cancel(self) -> bool:
+        """A CANCEL for the INVITE: 487 unless already answered. Returns whether it applied."""
+        txn = self.invite_txn
+        if txn.final is not None:
+            return False
+        self._respond(txn, 487, "Request Terminated")
+        self.cancelled.set()
+        return True
+
+    def on_ack(self) -> None:
+        txn = self._pending_2xx
+        if txn is not None:
+            txn.ack()
+            self._pending_2xx = None
+        self.dialog.confirmed = True
+        self.confirmed.set()
+
+    def on_bye(self, txn: ServerTransaction) -> None:
+        self.bye_received = True
+        self.dialog.terminated = True
+        self.end_reason = "remote BYE"
+        txn.respond(self._response(txn, 200, "OK"))
+        pending = self._pending_2xx
+        if pending is not None:
+            pending.ack()  # a BYE before the ACK: stop retransmitting the 2xx
+        self.cancelled.set()
+        transport = self.transport
+        if transport is not None:
+            asyncio.get_running_loop().create_task(transport.handle_disconnect("SIP BYE from the peer"))
+
+    def on_reinvite(self, txn: ServerTransaction) -> None:
+        """A re-INVITE: new offer (hold/resume, new address) answered with a new SDP version."""
+        if self._pending_2xx is not None and not self._pending_2xx.acked:
+            self._respond(txn, 491, "Request Pending")
+            return
+        media = self.media
+        try:
+            if txn.request.body:
+                neg = negotiate(parse_offer(txn.request.body), self.server.codecs)
+                self.negotiated = neg
+                if media is not None:
+                    media.update(neg)
+                self.sdp_version += 1
+        except SDPError as exc:
+            logger.warning("%s: re-INVITE refused: %s", self.call_id, exc)
+            self._respond(txn, 488, "Not Acceptable Here")
+            return
+        logger.info("%s: re-INVITE, media now %s", self.call_id, self.negotiated.direction)
+        self._answer(txn)
+
+    def _ack_timeout(self) -> None:
+        logger.warning("%s: the 200 OK was never ACKed; hanging up", self.call_id)
+        self.end_reason = "no ACK"
+        self.confirmed.set()
+        transport = self.transport
+        if transport is not None:
+            asyncio.get_running_loop().create_task(
+                transport.handle_disconnect("SIP 200 OK never acknowledged")
+            )
+
+    # ------------------------------------------------------------ ending
+
+    async def _send_bye(self) -> None:
+        dialog = self.dialog
+        if dialog.terminated or self.bye_sent:
+            return
+        if not self.confirmed.is_set():
+            try:
+                await asyncio.wait_for(self.confirmed.wait(), 64 * self.server.timers.t1)
+            except TimeoutError:
+                pass
+        dialog.terminated = True
+        self.bye_sent = True
+        srv = self.server
+        try:
+            msg, addr = dialog.request("BYE", srv.public_address, srv.port, srv.contact)
+        except SIPParseError as exc:
+            logger.warning("%s: cannot send BYE: %s", self.call_id, exc)
+            return
+        msg.add("User-Agent", srv.user_agent)
+        result = await srv.endpoint.request(msg, addr).result
+        if result is None:
+            logger.warning("%s: BYE got no answer", self.call_id)
+        elif (result.status or 0) >= 300:
+            logger.info("%s: BYE answered %s %s", self.call_id, result.status, result.reason)
+
+    async def _cleanup(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            await transport.handle_disconnect(self.end_reason or "SIP call ended")
+        media = self.media
+        if media is not None:
+            media.close()
+            self.server.rtp_ports.release(self.rtp_port)
+        self.task = None
+        self.ended.set()
+        self.server.call_ended(self)
+
+
+def _user(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return parse_uri(parse_name_addr(value).uri).user or None
+    except SIPParseError:
+        return None
+
+
+def _call_info(invite: SIPMessage, neg: Negotiated, source: tuple[str, int]) -> CallInfo:
+    return CallInfo(
+        carrier="sip",
+        call_id=invite.call_id,
+        codec=neg.codec,
+        sample_rate=8000,
+        from_number=_user(invite.get("From")),
+        to_number=_user(invite.get("To")),
+        remote=f"{source[0]}:{source[1]}",
+        extra={
+            "from": invite.get("From"),
+            "to": invite.get("To"),
+            "request_uri": invite.uri,
+            "telephone_event_pt": neg.telephone_event_pt,
+            "user_agent": invite.get("User-Agent"),
+        },
+    )

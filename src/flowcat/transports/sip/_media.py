@@ -1,0 +1,200 @@
+"""One call's RTP socket: receive (latch, reorder, decode, DTMF) and send (encode, packetize).
+
+**Receiving.** Packets are accepted only from the addresses the call expects (the
+SDP connection address and the SIP peer's address); others are counted in
+``foreign`` and dropped, so media never comes from elsewhere. **Symmetric RTP:**
+bot audio is first sent where the SDP asked; the first packet *of the negotiated
+audio codec* from an expected address moves the destination to that packet's
+source, **once** (``latched``). Later packets from other ports — sipp plays its
+pcap DTMF from another port, even port 0 — are still decoded, but never move the
+destination again. Audio of the latched SSRC goes through a
+:class:`~flowcat.transports.sip._jitter.JitterBuffer` and is decoded from G.711 to
+PCM16 at 8 kHz; optional in-band DTMF detection runs on the reordered audio.
+telephone-event packets (RFC 4733) at the negotiated payload type go to a
+:class:`~flowcat.audio.dtmf.TelephoneEventDecoder`, which reports a digit on the
+first packet of a new event (new SSRC or timestamp), whether or not end packets
+follow. A changed SSRC resets the decoder and the jitter buffer.
+
+**Sending.** :meth:`RTPSession.send_pcm` encodes one chunk of PCM16 (the output's
+20 ms chunk, paced by the shared audio clock) and sends it as one packet; sequence
+number and timestamp advance per packet, the SSRC is random per call. While the
+call is on hold (the answer is ``recvonly``/``inactive``) nothing is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..._ratelimit import RateLimitedLog
+from ...audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from ...audio.dtmf import GoertzelDTMFDetector, TelephoneEventDecoder
+from ...frames import KeypadEntry
+from ._jitter import JitterBuffer
+from ._rtp import build_rtp, parse_rtp
+from ._sdp import Negotiated
+
+__all__ = ["MediaSink", "RTPSession"]
+
+logger = logging.getLogger("flowcat.transports.sip.rtp")
+_BAD = RateLimitedLog(logger)
+
+_DECODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": ulaw_to_pcm16, "PCMA": alaw_to_pcm16}
+_ENCODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": pcm16_to_ulaw, "PCMA": pcm16_to_alaw}
+
+
+class MediaSink(Protocol):
+    def on_rtp_audio(self, pcm: bytes) -> None: ...
+
+    def on_rtp_dtmf(self, key: KeypadEntry) -> None: ...
+
+
+class RTPSession(asyncio.DatagramProtocol):
+    """The RTP side of one call (see the module docstring).
+
+    Args:
+        name: For logs.
+        negotiated: The SDP outcome (codec, payload types, remote address, direction).
+        expected_hosts: Addresses media may come from (SDP address, SIP peer).
+        inband_dtmf: Also detect DTMF tones in the received audio.
+        jitter_max_packets: Largest reorder depth, packets.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        negotiated: Negotiated,
+        expected_hosts: set[str],
+        *,
+        inband_dtmf: bool = False,
+        jitter_max_packets: int = 5,
+    ) -> None:
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.sink: MediaSink | None = None
+        self.expected_hosts = set(expected_hosts)
+        self.jitter: JitterBuffer[bytes] = JitterBuffer(jitter_max_packets)
+        self._inband = GoertzelDTMFDetector(8000) if inband_dtmf else None
+        self._ssrc_out = random.getrandbits(32)
+        self._seq = random.getrandbits(16)
+        self._ts = random.getrandbits(32)
+        self._first = True
+        self._audio_ssrc: int | None = None
+        self._event_ssrc: int | None = None
+        self.latched = False
+        self.update(negotiated)
+        self.packets_in = 0
+        self.packets_out = 0
+        self.foreign = 0
+        """Packets from an unexpected address (dropped)."""
+        self.bad_packets = 0
+        """Datagrams that were not RTP (dropped)."""
+        self.other_payload = 0
+        """RTP packets of a payload type not negotiated (ignored)."""
+        self.digits: list[str] = []
+
+    def update(self, negotiated: Negotiated) -> None:
+        """Apply a (re-)negotiation: codec, payload types, destination, direction."""
+        self.negotiated = negotiated
+        self.remote = negotiated.remote
+        self.expected_hosts.add(negotiated.remote[0])
+        self._pt = negotiated.payload_type
+        self._decode = _DECODE[negotiated.codec]
+        self._encode = _ENCODE[negotiated.codec]
+        te = negotiated.telephone_event_pt
+        self._te_pt = -1 if te is None else te
+        self._events = TelephoneEventDecoder(te) if te is not None else None
+        self.sending = negotiated.sending
+        self.latched = False
+
+    # ---------------------------------------------------------------- asyncio
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.sink = None
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if addr[0] not in self.expected_hosts:
+            self.foreign += 1
+            _BAD(self.foreign, "%s: dropped RTP from unexpected %s (#%d)", self.name, addr[0], self.foreign)
+            return
+        pkt = parse_rtp(data)
+        if pkt is None:
+            self.bad_packets += 1
+            _BAD(
+                self.bad_packets,
+                "%s: dropped a non-RTP datagram of %d bytes (#%d)",
+                self.name,
+                len(data),
+                self.bad_packets,
+            )
+            return
+        self.packets_in += 1
+        pt = pkt.payload_type
+        if pt == self._pt:
+            if not self.latched and addr[1]:
+                self.latched = True
+                if (addr[0], addr[1]) != self.remote:
+                    logger.info(
+                        "%s: symmetric RTP: sending to %s:%d (SDP said %s:%d)",
+                        self.name,
+                        addr[0],
+                        addr[1],
+                        *self.remote,
+                    )
+                self.remote = (addr[0], addr[1])
+            if pkt.ssrc != self._audio_ssrc:
+                self._audio_ssrc = pkt.ssrc
+                self.jitter.reset()
+            for payload in self.jitter.push(pkt.sequence, pkt.payload):
+                pcm = self._decode(payload)
+                sink = self.sink
+                if sink is not None:
+                    sink.on_rtp_audio(pcm)
+                det = self._inband
+                if det is not None:
+                    for key in det.process(pcm):
+                        self._digit(key)
+        elif pt == self._te_pt:
+            events = self._events
+            assert events is not None
+            if pkt.ssrc != self._event_ssrc:
+                self._event_ssrc = pkt.ssrc
+                events.reset()
+            pressed = events.feed(pt, pkt.marker, pkt.timestamp, pkt.sequence, pkt.payload)
+            if pressed is not None:
+                self._digit(pressed)
+        else:
+            self.other_payload += 1
+
+    def _digit(self, key: KeypadEntry) -> None:
+        self.digits.append(key.value)
+        sink = self.sink
+        if sink is not None:
+            sink.on_rtp_dtmf(key)
+
+    # ---------------------------------------------------------------- sending
+
+    def send_pcm(self, pcm: bytes) -> None:
+        """Send one chunk of 8 kHz PCM16 as one packet (nothing while on hold)."""
+        tr = self.transport
+        if tr is None or not self.sending:
+            return
+        payload = self._encode(pcm)
+        tr.sendto(build_rtp(self._pt, self._first, self._seq, self._ts, self._ssrc_out, payload), self.remote)
+        self._first = False
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + len(payload)) & 0xFFFFFFFF
+        self.packets_out += 1

@@ -1,0 +1,254 @@
+"""SIPServer: one UDP SIP listener that answers calls, each one a flowcat pipeline.
+
+::
+
+    def factory(transport: SIPTransport) -> PipelineTask | None:   # sync or async
+        call = transport.call                                        # CallInfo: From, To, Call-ID…
+        return PipelineTask(Pipeline([transport.input(), stt, llm, tts, transport.output()]))
+
+    server = SIPServer(factory, host="0.0.0.0", port=5060, public_address="203.0.113.7",
+                       rtp_ports=(10000, 20000))
+    await server.start()
+
+Requests handled (UDP, RFC 3261): INVITE (``100``, ``180``, ``200`` + SDP, then
+the ACK; ``488`` when no codec is common, ``503`` + ``Retry-After`` over
+``max_calls``, ``603`` when the factory returns None), CANCEL (``200``, and
+``487`` for the INVITE), BYE (``200``; ``481`` for an unknown dialog), re-INVITE
+(hold/resume), OPTIONS (``200`` with ``Allow`` and an ``X-Flowcat-Load`` header:
+``calls=N;capacity=M``, capacity ``-`` when unlimited), ACK. Other methods get
+``405`` with ``Allow``. Each call is a :class:`~flowcat.transports.sip._call.SIPCall`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...errors import ConfigError, SDPError, SIPParseError
+from ._call import SIPCall
+from ._endpoint import SIPEndpoint
+from ._headers import parse_name_addr
+from ._message import SIPMessage
+from ._rtp import RTPPortAllocator
+from ._sdp import negotiate, parse_offer
+from ._transaction import ServerTransaction, Timers, response_to
+from ._transport import SIPParams, SIPTransport
+
+__all__ = ["SIPServer"]
+
+logger = logging.getLogger("flowcat.transports.sip")
+
+TaskFactory = Callable[[SIPTransport], Any | Awaitable[Any]]
+
+
+class SIPServer:
+    """Answers inbound SIP calls over UDP (see the module docstring).
+
+    Args:
+        factory: ``transport → PipelineTask`` (or None to decline), sync or async;
+            ``transport.call`` is the call's :class:`~flowcat.serializers.CallInfo`.
+        host: Address the SIP and RTP sockets bind to.
+        port: SIP port (0: an ephemeral one, see :attr:`port` after :meth:`start`).
+        public_address: The address put in Contact, Via and the SDP ``c=`` line
+            (the NAT's public address); default ``host`` (required when ``host`` is
+            a wildcard).
+        rtp_ports: ``(start, end)`` range of RTP ports; each call takes one even port.
+        codecs: Codecs answered, among ``PCMU`` and ``PCMA`` (the offer's order wins).
+        max_calls: Calls at once; more get ``503``. None: no limit but the port range.
+        ring_secs: How long a call rings (``180``) before it is answered.
+        params: Transport parameters of every call.
+        inband_dtmf: Also detect DTMF tones in the caller's audio (after reordering).
+        jitter_max_packets: Largest reorder depth of the receive jitter buffer.
+        timers: RFC 3261 T1/T2/T4.
+        user_agent: ``Server``/``User-Agent`` header value.
+    """
+
+    ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+
+    def __init__(
+        self,
+        factory: TaskFactory,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5060,
+        public_address: str | None = None,
+        rtp_ports: tuple[int, int] = (10000, 20000),
+        codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+        max_calls: int | None = None,
+        ring_secs: float = 0.0,
+        params: SIPParams | None = None,
+        inband_dtmf: bool = False,
+        jitter_max_packets: int = 5,
+        timers: Timers | None = None,
+        user_agent: str = "flowcat",
+    ) -> None:
+        if public_address is None and host in ("0.0.0.0", "::", ""):
+            raise ConfigError("SIPServer: set public_address when host is a wildcard address")
+        bad = [c for c in codecs if c.upper() not in ("PCMU", "PCMA")]
+        if bad or not codecs:
+            raise ConfigError(f"SIPServer: codecs must be among PCMU and PCMA, got {codecs!r}")
+        self.factory = factory
+        self.host = host
+        self.port = port
+        self.public_address = public_address or host
+        self.rtp_ports = RTPPortAllocator(host, *rtp_ports)
+        self.codecs = tuple(c.upper() for c in codecs)
+        self.max_calls = max_calls
+        self.ring_secs = ring_secs
+        self.params = params
+        self.inband_dtmf = inband_dtmf
+        self.jitter_max_packets = jitter_max_packets
+        self.timers = timers or Timers()
+        self.user_agent = user_agent
+        self.endpoint = SIPEndpoint(self, self.timers)
+        self.calls: dict[str, SIPCall] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session_ids = itertools.count(random.randint(1, 1 << 30))
+        self.calls_answered = 0
+        self.calls_refused = 0
+
+    @property
+    def contact(self) -> str:
+        host = f"[{self.public_address}]" if ":" in self.public_address else self.public_address
+        return f"<sip:flowcat@{host}:{self.port}>"
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    def next_session_id(self) -> int:
+        return next(self._session_ids)
+
+    async def start(self) -> int:
+        """Bind the SIP socket; returns its port."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self.endpoint, local_addr=(self.host, self.port), family=family
+        )
+        self.port = transport.get_extra_info("sockname")[1]
+        logger.info("sip: listening on %s:%d (public %s)", self.host, self.port, self.public_address)
+        return self.port
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Hang up every call (their pipelines are cancelled, BYEs sent) and close the socket."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        self.endpoint.close()
+
+    async def wait_calls_ended(self) -> None:
+        """Wait until no call is in progress."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def call_ended(self, call: SIPCall) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+
+    # ------------------------------------------------------------ requests
+
+    def on_request(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        method = req.method
+        try:
+            to_tag = parse_name_addr(req.get("To") or "").tag
+        except SIPParseError as exc:
+            self._reply(txn, 400, "Bad Request", warning=str(exc))
+            return
+        if method == "INVITE" and not to_tag:
+            self._invite(txn)
+        elif method == "OPTIONS":
+            self._options(txn)
+        elif method == "CANCEL":
+            self._cancel(txn)
+        elif method in ("BYE", "INVITE"):
+            call = self.calls.get(req.call_id)
+            if call is None or not call.dialog.matches(req):
+                self._reply(txn, 481, "Call/Transaction Does Not Exist")
+            elif method == "BYE":
+                call.on_bye(txn)
+            else:
+                call.on_reinvite(txn)
+        else:
+            resp = self._reply(txn, 405, "Method Not Allowed", send=False)
+            resp.add("Allow", self.ALLOW)
+            txn.respond(resp)
+
+    def on_ack(self, ack: SIPMessage, addr: tuple[str, int]) -> None:
+        call = self.calls.get(ack.call_id)
+        if call is not None and call.dialog.matches(ack):
+            call.on_ack()
+
+    def _reply(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str,
+        *,
+        send: bool = True,
+        warning: str | None = None,
+    ) -> SIPMessage:
+        resp = response_to(txn.request, status, reason)
+        resp.add("Server", self.user_agent)
+        if warning:
+            resp.add("Warning", f'399 flowcat "{warning[:100]}"')
+        if send:
+            txn.respond(resp)
+        return resp
+
+    def _invite(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        if req.call_id in self.calls:
+            txn.respond(response_to(req, 482, "Loop Detected"))
+            return
+        if self.max_calls is not None and len(self.calls) >= self.max_calls:
+            self.calls_refused += 1
+            resp = self._reply(txn, 503, "Service Unavailable", send=False)
+            resp.add("Retry-After", "5")
+            txn.respond(resp)
+            logger.warning("sip: refused call %s: at capacity (%d calls)", req.call_id, len(self.calls))
+            return
+        self._reply(txn, 100, "Trying")
+        try:
+            if not req.body:
+                raise SDPError("INVITE without an SDP offer (late offer is not supported)")
+            neg = negotiate(parse_offer(req.body), self.codecs)
+        except SDPError as exc:
+            self.calls_refused += 1
+            logger.warning("sip: refused call %s: %s", req.call_id, exc)
+            self._reply(txn, 488, "Not Acceptable Here", warning=str(exc))
+            return
+        call = SIPCall(self, txn, neg)
+        self.calls[call.call_id] = call
+        self.calls_answered += 1
+        task = asyncio.get_running_loop().create_task(call.run(), name=f"sip-{call.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel(self, txn: ServerTransaction) -> None:
+        from ._headers import parse_via
+
+        branch = parse_via(txn.request.get("Via") or "").branch
+        invite = self.endpoint.find_invite(branch)
+        call = self.calls.get(txn.request.call_id)
+        if invite is None or call is None or call.invite_txn is not invite:
+            self._reply(txn, 481, "Call/Transaction Does Not Exist")
+            return
+        self._reply(txn, 200, "OK")
+        call.on_cancel()
+
+    def _options(self, txn: ServerTransaction) -> None:
+        resp = self._reply(txn, 200, "OK", send=False)
+        resp.add("Allow", self.ALLOW)
+        resp.add("Accept", "application/sdp")
+        cap = "-" if self.max_calls is None else str(self.max_calls)
+        resp.add("X-Flowcat-Load", f"calls={len(self.calls)};capacity={cap}")
+        txn.respond(resp)
