@@ -1,0 +1,216 @@
+"""RTP: packets, the jitter buffer, symmetric-RTP latching and DTMF (the interop gotchas 2, 4 and 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from flowcat.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from flowcat.audio.dtmf import DTMFToneGenerator, GoertzelDTMFDetector, build_telephone_event
+from flowcat.errors import TransportError
+from flowcat.frames import KeypadEntry
+from flowcat.transports.sip import (
+    JitterBuffer,
+    Negotiated,
+    RTPPortAllocator,
+    RTPSession,
+    build_rtp,
+    parse_rtp,
+)
+
+PEER = "192.0.2.10"
+
+
+def test_rtp_round_trip_and_header_variants() -> None:
+    pkt = build_rtp(0, True, 65535, 2**32 - 1, 0x1234, b"\xff" * 160)
+    h = parse_rtp(pkt)
+    assert h is not None and (h.payload_type, h.marker, h.sequence, h.timestamp, h.ssrc) == (
+        0,
+        True,
+        65535,
+        2**32 - 1,
+        0x1234,
+    )
+    assert h.payload == b"\xff" * 160
+    # one CSRC, a one-word extension and 3 bytes of padding
+    raw = bytes((0x80 | 0x20 | 0x10 | 1, 8)) + b"\x00\x01" + b"\x00" * 8 + b"\x00" * 4
+    raw += b"\xbe\xde\x00\x01" + b"\x11" * 4 + b"PAY" + b"\x00\x00\x03"
+    h2 = parse_rtp(raw)
+    assert h2 is not None and h2.payload == b"PAY" and h2.payload_type == 8
+    for junk in (b"", b"\x00" * 11, b"\x40" + b"\x00" * 20, bytes((0xA0, 0)) + b"\x00" * 10 + b"\x00"):
+        assert parse_rtp(junk) is None
+
+
+def test_jitter_buffer_in_order_is_immediate() -> None:
+    jb: JitterBuffer[int] = JitterBuffer(5)
+    assert [jb.push(s, s) for s in (65534, 65535, 0, 1)] == [[65534], [65535], [0], [1]]
+    assert jb.depth == 0 and jb.late == 0 and jb.lost == 0
+
+
+def test_jitter_buffer_adapts_to_reordering_and_then_reorders() -> None:
+    jb: JitterBuffer[int] = JitterBuffer(5)
+    out: list[int] = []
+    for s in (1, 3, 2):  # 2 arrives after 3 was released: late, dropped, depth grows
+        out += jb.push(s, s)
+    assert out == [1, 3] and jb.late == 1 and jb.lost == 1 and jb.depth == 1
+    for s in (4, 6, 5, 7, 9, 8, 10):
+        out += jb.push(s, s)
+    assert out == [1, 3, 4, 5, 6, 7, 8, 9, 10]
+    # a lost packet is given up once more than `depth` later packets wait
+    out = jb.push(12, 12) + jb.push(13, 13)
+    assert out == [12, 13] and jb.lost == 2
+    # a big jump (a restarted stream) resynchronises instead of waiting
+    assert jb.push(30000, 30000) == [30000]
+
+
+class FakeUDP:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+    def close(self) -> None:
+        pass
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.audio = bytearray()
+        self.keys: list[str] = []
+
+    def on_rtp_audio(self, pcm: bytes) -> None:
+        self.audio += pcm
+
+    def on_rtp_dtmf(self, key: KeypadEntry) -> None:
+        self.keys.append(key.value)
+
+
+def session(te: int | None = 101, **kw: object) -> tuple[RTPSession, FakeUDP, Sink]:
+    neg = Negotiated("PCMU", 0, te, (PEER, 4000), "sendrecv")
+    s = RTPSession("t", neg, {PEER}, **kw)  # type: ignore[arg-type]
+    udp = FakeUDP()
+    s.connection_made(udp)
+    sink = Sink()
+    s.sink = sink
+    return s, udp, sink
+
+
+def audio(seq: int, ssrc: int = 7, payload: bytes = b"\xff" * 160) -> bytes:
+    return build_rtp(0, False, seq, seq * 160, ssrc, payload)
+
+
+def event(seq: int, ts: int, code: int, end: bool = False, ssrc: int = 9, pt: int = 101) -> bytes:
+    return build_rtp(
+        pt, False, seq, ts, ssrc, build_telephone_event(code, end=end, duration=160 * (seq % 8 + 1))
+    )
+
+
+def test_latching_happens_once_on_the_first_audio_packet() -> None:
+    """Gotcha 2: sipp plays pcap DTMF from another port (even port 0); latch once, on audio only."""
+    s, udp, _ = session()
+    s.send_pcm(b"\x00" * 320)
+    assert udp.sent[-1][1] == (PEER, 4000)  # before any packet: where the SDP said
+    s.datagram_received(event(1, 100, 1), (PEER, 0))  # DTMF from port 0 does not latch
+    assert not s.latched
+    s.datagram_received(audio(1), (PEER, 40000))
+    assert s.latched and s.remote == (PEER, 40000)
+    s.datagram_received(audio(2, ssrc=8), (PEER, 40002))  # another source later: no re-latch
+    s.datagram_received(audio(3), (PEER, 40000))
+    s.send_pcm(b"\x00" * 320)
+    assert udp.sent[-1][1] == (PEER, 40000)
+    out = parse_rtp(udp.sent[-1][0])
+    first = parse_rtp(udp.sent[0][0])
+    assert out is not None and first is not None
+    assert (out.sequence - first.sequence) % 65536 == 1 and (out.timestamp - first.timestamp) % 2**32 == 160
+    assert first.marker and not out.marker and out.ssrc == first.ssrc
+
+
+def test_packets_from_unexpected_hosts_are_dropped() -> None:
+    s, _, sink = session()
+    s.datagram_received(audio(1), ("198.51.100.66", 4000))
+    s.datagram_received(b"not rtp", (PEER, 4000))
+    assert s.foreign == 1 and s.bad_packets == 1 and not s.latched and not sink.audio
+
+
+def test_audio_is_decoded_bit_exact() -> None:
+    s, _, sink = session()
+    payload = bytes(range(256))[:160]
+    s.datagram_received(audio(1, payload=payload), (PEER, 4000))
+    assert bytes(sink.audio) == ulaw_to_pcm16(payload)
+
+
+def test_dtmf_digit_on_first_packet_of_each_new_ssrc_timestamp_without_end_packets() -> None:
+    """Gotcha 4: baresip's last digit had no end packets; report on the first packet of a new event."""
+    s, _, sink = session(te=120)
+    for seq in range(1, 6):
+        s.datagram_received(event(seq, 1000, 4, pt=120), (PEER, 4000))  # 5 updates, never an end
+    assert sink.keys == ["4"]
+    s.datagram_received(event(6, 2000, 2, pt=120), (PEER, 4000))
+    s.datagram_received(event(7, 2000, 2, end=True, pt=120), (PEER, 4000))
+    s.datagram_received(event(8, 2000, 2, end=True, pt=120), (PEER, 4000))  # retransmitted end
+    assert sink.keys == ["4", "2"]
+    # the same timestamp from a new SSRC is a new event
+    s.datagram_received(event(1, 2000, 2, ssrc=99, pt=120), (PEER, 4000))
+    assert sink.keys == ["4", "2", "2"]
+    # PT 101 is not telephone-event on this call (the offer said 120)
+    s.datagram_received(event(9, 3000, 5, pt=101), (PEER, 4000))
+    assert sink.keys == ["4", "2", "2"] and s.other_payload == 1
+
+
+def _tone_packets(digits: str) -> list[bytes]:
+    gen = DTMFToneGenerator(8000)
+    pcm = b"".join(gen.tone(d, duration_ms=100, gap_ms=80) for d in digits) + b"\x00" * 3200
+    ulaw = pcm16_to_ulaw(pcm)
+    return [audio(1 + i, payload=ulaw[o : o + 160]) for i, o in enumerate(range(0, len(ulaw) - 159, 160))]
+
+
+def test_inband_dtmf_is_detected_after_reordering() -> None:
+    """Gotcha 6: under reordering a naive in-band detector reported `1159#` for `159#`."""
+    packets = _tone_packets("159#")
+    # swap every 3rd pair: the stream arrives reordered throughout
+    arrived = list(packets)
+    for i in range(1, len(arrived) - 1, 3):
+        arrived[i], arrived[i + 1] = arrived[i + 1], arrived[i]
+    s, _, sink = session(te=None, inband_dtmf=True, jitter_max_packets=3)
+    s.jitter.depth = 1  # as after the first reorder (adaptive growth is tested above)
+    for p in arrived:
+        s.datagram_received(p, (PEER, 4000))
+    assert "".join(sink.keys) == "159#"
+    assert s.jitter.late == 0
+    # the same arrival order straight into the detector (no reordering) gets it wrong
+    naive = GoertzelDTMFDetector(8000)
+    keys = [k.value for p in arrived for k in naive.process(ulaw_to_pcm16(p[12:]))]
+    assert "".join(keys) != "159#"
+
+
+async def test_port_allocator_skips_busy_ports_and_reports_exhaustion() -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1] & ~1
+    busy.close()
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        busy.bind(("127.0.0.1", port))
+    except OSError:
+        pytest.skip("could not reserve a port pair")  # pragma: no cover
+    alloc = RTPPortAllocator("127.0.0.1", port, port + 4)
+    opened = []
+    try:
+        tr, _, got = await alloc.open(asyncio.DatagramProtocol)
+        opened.append(tr)
+        assert got == port + 2  # the busy one was skipped
+        with pytest.raises(TransportError, match="no free RTP port"):
+            await alloc.open(asyncio.DatagramProtocol)
+        alloc.release(got)
+        tr.close()
+        await asyncio.sleep(0)
+        tr2, _, again = await alloc.open(asyncio.DatagramProtocol)
+        opened.append(tr2)
+        assert again == port + 2
+    finally:
+        busy.close()
+        for t in opened:
+            t.close()
