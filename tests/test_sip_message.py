@@ -186,7 +186,7 @@ def mutate(rng: random.Random) -> bytes:
 
 def _use(msg: SIPMessage) -> None:
     """What the server reads of a message: every such reader must raise only SIPParseError."""
-    msg.cseq
+    assert msg.cseq[0] >= 0
     parse_via(msg.get("Via") or "")
     for name in ("From", "To", "Contact"):
         value = msg.get(name)
