@@ -143,6 +143,14 @@ def test_late_packet_of_an_event_older_than_the_stale_window_is_not_a_new_press(
     assert decode(TelephoneEventDecoder(101), a[1:] + b + [a[0]]) == "12"
 
 
+def test_marker_packet_of_an_unseen_older_timestamp_is_a_new_press() -> None:
+    """sipp replays DTMF pcaps verbatim: digit '2' (seq 8042, ts 23200) after '4' (seq 8121,
+    ts 37120), same SSRC. A new (SSRC, timestamp) starting with a marker is a new press."""
+    four = press(101, 4, 37120, 8121)
+    two = press(101, 2, 23200, 8042)
+    assert decode(TelephoneEventDecoder(101), four + two) == "42"
+
+
 def test_sequence_and_timestamp_wrap() -> None:
     pkts = seq_of(101, "1234", ts0=0xFFFFFFFF - 3000, seq0=0xFFFF - 12)
     assert decode(TelephoneEventDecoder(101), pkts) == "1234"

@@ -13,7 +13,9 @@ PCM16 at 8 kHz; optional in-band DTMF detection runs on the reordered audio.
 telephone-event packets (RFC 4733) at the negotiated payload type go to a
 :class:`~flowcat.audio.dtmf.TelephoneEventDecoder`, which reports a digit on the
 first packet of a new event (new SSRC or timestamp), whether or not end packets
-follow. A changed SSRC resets the decoder and the jitter buffer.
+follow. A changed SSRC resets the decoder and the jitter buffer. A packet with this
+side's own SSRC (reflected back: a loop, or an echoing peer) is counted in ``looped``
+and dropped (RFC 3550 §8.2).
 
 **Sending.** :meth:`RTPSession.send_pcm` encodes one chunk of PCM16 (the output's
 20 ms chunk, paced by the shared audio clock) and sends it as one packet; sequence
@@ -93,6 +95,8 @@ class RTPSession(asyncio.DatagramProtocol):
         """Packets from an unexpected address (dropped)."""
         self.bad_packets = 0
         """Datagrams that were not RTP (dropped)."""
+        self.looped = 0
+        """Packets carrying this side's own SSRC (a loop or a reflecting peer; dropped)."""
         self.other_payload = 0
         """RTP packets of a payload type not negotiated (ignored)."""
         self.digits: list[str] = []
@@ -142,6 +146,9 @@ class RTPSession(asyncio.DatagramProtocol):
             )
             return
         self.packets_in += 1
+        if pkt.ssrc == self._ssrc_out:
+            self.looped += 1  # our own packet reflected back (RFC 3550 §8.2): never decode it
+            return
         pt = pkt.payload_type
         if pt == self._pt:
             if not self.latched and addr[1]:
