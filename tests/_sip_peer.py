@@ -44,7 +44,9 @@ class Peer(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.transport.sendto(data.encode() if isinstance(data, str) else data, ("127.0.0.1", port))
 
-    async def expect(self, pred: Callable[[SIPMessage], bool], count: int = 1, timeout: float = WAIT) -> list[SIPMessage]:
+    async def expect(
+        self, pred: Callable[[SIPMessage], bool], count: int = 1, timeout: float = WAIT
+    ) -> list[SIPMessage]:
         async def wait() -> list[SIPMessage]:
             while True:
                 got = [m for m in self.inbox if pred(m)]
@@ -71,7 +73,9 @@ def request(method: str) -> Callable[[SIPMessage], bool]:
 class Dialog:
     """The caller's side of one call: builds INVITE, ACK, CANCEL, BYE, re-INVITE."""
 
-    def __init__(self, peer: Peer, server_port: int, *, record_route: list[str] | None = None, te_pt: int = 101) -> None:
+    def __init__(
+        self, peer: Peer, server_port: int, *, record_route: list[str] | None = None, te_pt: int = 101
+    ) -> None:
         self.peer = peer
         self.server_port = server_port
         self.call_id = secrets.token_hex(8) + "@127.0.0.1"
@@ -94,7 +98,7 @@ class Dialog:
         rr = "".join(f"Record-Route: {r}\r\n" for r in self.record_route) if method == "INVITE" else ""
         return (
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.peer.port};branch={branch};rport\r\n"
-            f"{rr}From: \"Alice\" <sip:+15551234@127.0.0.1>;tag={self.tag}\r\nTo: {to}\r\n"
+            f'{rr}From: "Alice" <sip:+15551234@127.0.0.1>;tag={self.tag}\r\nTo: {to}\r\n'
             f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\n"
             f"Contact: <sip:alice@127.0.0.1:{self.peer.port}>\r\nMax-Forwards: 70\r\n"
         )
@@ -190,6 +194,8 @@ class App:
 
             procs.append(EchoProcessor())
         procs.append(transport.output())
-        task = PipelineTask(Pipeline(procs), params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000))
+        task = PipelineTask(
+            Pipeline(procs), params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000)
+        )
         self.calls.append((transport, task, rec))
         return task

@@ -92,7 +92,12 @@ async def test_flow2_rtp_stream_pcmu_bit_exact_and_rfc2833_digits(
     ulaw = _test_ulaw(2.0)  # 100 packets of 160 bytes
     media = tmp_path / "call.ulaw"
     media.write_bytes(ulaw)
-    text = (SCEN / "uac_pcmu_stream.xml").read_text().replace("@ULAW@", str(media)).replace("@STREAM_MS@", "2400")
+    text = (
+        (SCEN / "uac_pcmu_stream.xml")
+        .read_text()
+        .replace("@ULAW@", str(media))
+        .replace("@STREAM_MS@", "2400")
+    )
     scenario = tmp_path / "uac_pcmu_stream.xml"
     scenario.write_text(text)
     rc, out = await sipp(scenario, srv.port)
@@ -114,12 +119,15 @@ async def test_echo_app_audio_reaches_sipp_and_flowcat_hangs_up(
     srv, app = server
     app.echo = True
     reflected: list[bytes] = []
+    second_back = asyncio.Event()  # a second of echoed audio came back from sipp
     original = RTPSession.datagram_received
 
     def spy(self: RTPSession, data: bytes, addr: Any) -> None:
         pkt = parse_rtp(data)
         if pkt is not None and pkt.ssrc == self._ssrc_out:
             reflected.append(pkt.payload)
+            if len(reflected) >= 50:
+                second_back.set()
         original(self, data, addr)
 
     monkeypatch.setattr(RTPSession, "datagram_received", spy)
@@ -127,12 +135,7 @@ async def test_echo_app_audio_reaches_sipp_and_flowcat_hangs_up(
     try:
         await asyncio.wait_for(app.called.wait(), 10)
         _, task, rec = app.calls[0]
-        # wait until a second of caller audio was echoed back and reflected to us
-        async def enough() -> None:
-            while len(reflected) < 60 or len(rec.audio) < 16000:
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(enough(), 15)
+        await asyncio.wait_for(second_back.wait(), 15)
         await task.stop_when_done()  # the app ends the call: flowcat sends BYE
         rc, out = await run
     finally:

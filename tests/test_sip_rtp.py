@@ -214,3 +214,24 @@ async def test_port_allocator_skips_busy_ports_and_reports_exhaustion() -> None:
         busy.close()
         for t in opened:
             t.close()
+
+
+def test_media_from_the_sip_peer_is_latched_even_when_the_sdp_advertises_another_address() -> None:
+    """Gotcha 3: baresip advertises the host's primary IP in SDP; the media comes from loopback.
+    Symmetric RTP sends back to where it came from; media from other hosts is refused."""
+    neg = Negotiated("PCMU", 0, 101, ("192.0.2.2", 4000), "sendrecv")
+    s = RTPSession("t", neg, {"127.0.0.1"})  # the SIP peer's address
+    udp = FakeUDP()
+    s.connection_made(udp)
+    s.datagram_received(audio(1), ("127.0.0.1", 40100))
+    s.send_pcm(b"\x00" * 320)
+    assert udp.sent[-1][1] == ("127.0.0.1", 40100)
+    s.datagram_received(audio(2), ("198.51.100.9", 40100))
+    assert s.foreign == 1
+
+
+def test_own_packets_reflected_back_are_not_decoded() -> None:
+    s, udp, sink = session()
+    s.send_pcm(b"\x10\x00" * 160)
+    s.datagram_received(udp.sent[-1][0], (PEER, 4000))
+    assert s.looped == 1 and not sink.audio and not s.latched

@@ -60,7 +60,11 @@ async def test_invite_is_answered_100_180_200_with_sdp_and_call_info(peer: Peer)
         transport, task, rec = app.calls[0]
         info = transport.call
         assert (info.carrier, info.call_id, info.from_number, info.to_number, info.codec) == (
-            "sip", d.call_id, "+15551234", "agent", "PCMU",
+            "sip",
+            d.call_id,
+            "+15551234",
+            "agent",
+            "PCMU",
         )
         assert info.extra["telephone_event_pt"] == 120
         # caller RTP: audio and an RFC 4733 digit on PT 120 reach the pipeline

@@ -45,6 +45,15 @@ class JitterBuffer(Generic[T]):
         self._held.clear()
         self._next = None
 
+    def in_order(self, seq: int) -> bool:
+        """If ``seq`` is the next packet and nothing is held, take it (the caller releases
+        it at once) and return True; else False (call :meth:`push`)."""
+        if seq == self._next and not self._held:
+            self._next = (seq + 1) & 0xFFFF
+            self._adapt_quiet()
+            return True
+        return False
+
     def push(self, seq: int, item: T) -> list[T]:
         """Add packet ``seq``; returns the items now released, in order."""
         nxt = self._next

@@ -165,15 +165,12 @@ class RTPSession(asyncio.DatagramProtocol):
             if pkt.ssrc != self._audio_ssrc:
                 self._audio_ssrc = pkt.ssrc
                 self.jitter.reset()
-            for payload in self.jitter.push(pkt.sequence, pkt.payload):
-                pcm = self._decode(payload)
-                sink = self.sink
-                if sink is not None:
-                    sink.on_rtp_audio(pcm)
-                det = self._inband
-                if det is not None:
-                    for key in det.process(pcm):
-                        self._digit(key)
+            jb = self.jitter
+            if jb.in_order(pkt.sequence):  # the common case: no list, no buffering
+                self._audio(pkt.payload)
+            else:
+                for payload in jb.push(pkt.sequence, pkt.payload):
+                    self._audio(payload)
         elif pt == self._te_pt:
             events = self._events
             assert events is not None
@@ -185,6 +182,16 @@ class RTPSession(asyncio.DatagramProtocol):
                 self._digit(pressed)
         else:
             self.other_payload += 1
+
+    def _audio(self, payload: bytes) -> None:
+        pcm = self._decode(payload)
+        sink = self.sink
+        if sink is not None:
+            sink.on_rtp_audio(pcm)
+        det = self._inband
+        if det is not None:
+            for key in det.process(pcm):
+                self._digit(key)
 
     def _digit(self, key: KeypadEntry) -> None:
         self.digits.append(key.value)
