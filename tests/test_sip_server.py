@@ -281,3 +281,25 @@ async def test_declined_and_unanswerable_offers(peer: Peer) -> None:
         assert srv.rtp_ports.in_use == 0
     finally:
         await srv.stop()
+
+
+async def test_a_call_and_the_server_leave_nothing_behind(peer: Peer) -> None:
+    from flowcat.testing import assert_call_leaves_nothing
+
+    async def run() -> int:
+        app = App()
+        srv = await start(app)
+        try:
+            d = Dialog(peer, srv.port)
+            d.send_invite()
+            tag = await answered(d)
+            await asyncio.wait_for(srv.calls[d.call_id].confirmed.wait(), WAIT)
+            d.bye(tag)
+            await peer.expect(status(200, "BYE"))
+            await asyncio.wait_for(srv.wait_calls_ended(), WAIT)
+            app.calls.clear()
+        finally:
+            await srv.stop()
+        return len(peer.inbox)
+
+    assert await assert_call_leaves_nothing(run) >= 4

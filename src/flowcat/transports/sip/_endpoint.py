@@ -39,7 +39,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
     """The UDP socket of a :class:`~flowcat.transports.sip.SIPServer` (see the module docstring)."""
 
     def __init__(self, core: Core, timers: Timers) -> None:
-        self.core = core
+        self.core: Core | None = core
         self.timers = timers
         self.transport: asyncio.DatagramTransport | None = None
         self.server_txns: dict[tuple[str, str], ServerTransaction] = {}
@@ -67,6 +67,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
             ctxn.terminate()
         if self.transport is not None:
             self.transport.close()
+        self.core = None  # the server holds this endpoint: no cycle once closed
 
     # ----------------------------------------------------------------- receive
 
@@ -95,6 +96,9 @@ class SIPEndpoint(asyncio.DatagramProtocol):
             )
 
     def _request(self, msg: SIPMessage, peer: tuple[str, int]) -> None:
+        core = self.core
+        if core is None:
+            return
         via = parse_via(msg.get("Via") or "")
         method = msg.method or ""
         key = (via.branch, "INVITE" if method == "ACK" else method)
@@ -103,7 +107,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
             if txn is not None and txn.final is not None and txn.final >= 300:
                 txn.ack()
             else:
-                self.core.on_ack(msg, peer)
+                core.on_ack(msg, peer)
             return
         if txn is not None:
             txn.retransmitted()
@@ -113,7 +117,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         txn = ServerTransaction(msg, peer, self.send, self.timers, self._server_done)
         if via.branch:
             self.server_txns[key] = txn
-        self.core.on_request(txn)
+        core.on_request(txn)
 
     def _response(self, msg: SIPMessage) -> None:
         via = parse_via(msg.get("Via") or "")
