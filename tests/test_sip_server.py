@@ -303,3 +303,41 @@ async def test_a_call_and_the_server_leave_nothing_behind(peer: Peer) -> None:
         return len(peer.inbox)
 
     assert await assert_call_leaves_nothing(run) >= 4
+
+
+async def test_serve_sip_runs_the_app_factory_under_the_worker_admission(peer: Peer) -> None:
+    from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, serve_sip
+
+    seen: list[CallInfo] = []
+
+    def app(call: CallInfo) -> list[EchoProcessor]:
+        seen.append(call)
+        return [EchoProcessor()]
+
+    state = ServerState(
+        ServerConfig(app=app, capacity=1, audio_in_sample_rate=8000, audio_out_sample_rate=8000)
+    )
+    srv = await serve_sip("127.0.0.1", 0, state=state, rtp_ports=RTP, timers=Timers(t1=0.05, t2=0.2, t4=0.2))
+    try:
+        d = Dialog(peer, srv.port)
+        d.send_invite()
+        tag = await answered(d)
+        assert [c.call_id for c in seen] == [d.call_id] and seen[0].carrier == "sip"
+        assert state.admission.active == 1
+        d2 = Dialog(peer, srv.port)
+        d2.send_invite()
+        busy = (await peer.expect(lambda m: m.status == 503 and m.call_id == d2.call_id))[0]
+        assert busy.get("Retry-After") == "5" and state.admission.rejected == 1
+        peer.send(
+            f"OPTIONS sip:agent@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bKo2\r\n"
+            f"From: <sip:mon@127.0.0.1>;tag=1\r\nTo: <sip:agent@127.0.0.1>\r\nCall-ID: opt2\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            srv.port,
+        )
+        opt = (await peer.expect(status(200, "OPTIONS")))[0]
+        assert opt.get("X-Flowcat-Load") == "calls=1;capacity=1"
+        d.bye(tag)
+        await peer.expect(status(200, "BYE"))
+        await asyncio.wait_for(srv.wait_calls_ended(), WAIT)
+        assert state.admission.active == 0 and state.admission.completed == 1
+    finally:
+        await srv.stop()

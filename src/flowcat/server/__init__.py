@@ -2,7 +2,8 @@
 
 ``flowcat serve`` runs :func:`supervise` (N SO_REUSEPORT workers); each worker
 serves :func:`create_app` (and, with ``--audiosocket-port``, :func:`serve_audiosocket`
-for Asterisk AudioSocket calls over TCP). Every accepted call runs the real flowcat pipeline:
+for Asterisk AudioSocket calls over TCP). :func:`serve_sip` answers SIP calls itself (UDP, RTP)
+under the same app and admission (not wired to ``flowcat serve`` yet). Every accepted call runs the real flowcat pipeline:
 transport input → serializer → the user pipeline (``--app module:function``) →
 serializer → transport output.
 """
@@ -11,6 +12,7 @@ from ._admission import Admission, default_capacity
 from ._app import ServerConfig, ServerState, create_app, drain
 from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, after_output, default_app, load_app
 from ._audiosocket_server import serve_audiosocket
+from ._sip_server import serve_sip
 from ._carriers import CarrierError, Opened, carrier_names, get_carrier
 from ._session import run_call
 from ._supervisor import RestartBackoff, supervise
@@ -39,5 +41,6 @@ __all__ = [
     "run_call",
     "run_worker",
     "serve_audiosocket",
+    "serve_sip",
     "supervise",
 ]

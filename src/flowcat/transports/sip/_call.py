@@ -3,7 +3,8 @@
 The INVITE was answered ``100 Trying`` by the server. Then: an RTP port is taken,
 ``180 Ringing`` is sent (with this side's To tag), the call rings for ``ring_secs``
 (a CANCEL meanwhile ends it with ``487``), the :class:`SIPTransport` is built and
-the app factory called (None declines the call with ``603``), and the ``200 OK``
+the app factory called (None declines the call with ``603``; a
+:class:`~flowcat.errors.CapacityError` refuses it with ``503``), and the ``200 OK``
 with the SDP answer goes out, retransmitted until the ACK. The pipeline task runs
 until it ends or the peer sends BYE. When the pipeline ends first, this side sends
 BYE along the dialog's route set (a client transaction: retransmitted until
@@ -20,7 +21,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ...errors import SDPError, SIPParseError
+from ...errors import CapacityError, SDPError, SIPParseError
 from ...serializers import CallInfo
 from ._dialog import Dialog
 from ._headers import new_tag, parse_name_addr, parse_uri
@@ -90,9 +91,17 @@ class SIPCall:
                 self.end_reason = "cancelled"
                 return
             self.transport = SIPTransport(media, self, self.info, srv.params)
-            task = srv.factory(self.transport)
-            if inspect.isawaitable(task):
-                task = await task
+            try:
+                task = srv.factory(self.transport)
+                if inspect.isawaitable(task):
+                    task = await task
+            except CapacityError as exc:
+                logger.warning("%s: refused: %s", self.call_id, exc)
+                resp = self._response(txn, 503, "Service Unavailable")
+                resp.add("Retry-After", "5")
+                txn.respond(resp)
+                self.end_reason = "refused"
+                return
             if self.cancelled.is_set():
                 self.end_reason = "cancelled"
                 return

@@ -50,8 +50,9 @@ class SIPServer:
     """Answers inbound SIP calls over UDP (see the module docstring).
 
     Args:
-        factory: ``transport → PipelineTask`` (or None to decline), sync or async;
-            ``transport.call`` is the call's :class:`~flowcat.serializers.CallInfo`.
+        factory: ``transport → PipelineTask`` (or None to decline with ``603``, or raise
+            :class:`~flowcat.errors.CapacityError` to refuse with ``503``), sync or
+            async; ``transport.call`` is the call's :class:`~flowcat.serializers.CallInfo`.
         host: Address the SIP and RTP sockets bind to.
         port: SIP port (0: an ephemeral one, see :attr:`port` after :meth:`start`).
         public_address: The address put in Contact, Via and the SDP ``c=`` line
@@ -66,6 +67,8 @@ class SIPServer:
         jitter_max_packets: Largest reorder depth of the receive jitter buffer.
         timers: RFC 3261 T1/T2/T4.
         user_agent: ``Server``/``User-Agent`` header value.
+        load: ``() → (calls, capacity or None)`` reported to OPTIONS; default this
+            server's own calls and ``max_calls``.
     """
 
     ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
@@ -86,6 +89,7 @@ class SIPServer:
         jitter_max_packets: int = 5,
         timers: Timers | None = None,
         user_agent: str = "flowcat",
+        load: Callable[[], tuple[int, int | None]] | None = None,
     ) -> None:
         if public_address is None and host in ("0.0.0.0", "::", ""):
             raise ConfigError("SIPServer: set public_address when host is a wildcard address")
@@ -105,6 +109,7 @@ class SIPServer:
         self.jitter_max_packets = jitter_max_packets
         self.timers = timers or Timers()
         self.user_agent = user_agent
+        self.load = load
         self.endpoint = SIPEndpoint(self, self.timers)
         self.calls: dict[str, SIPCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -249,6 +254,7 @@ class SIPServer:
         resp = self._reply(txn, 200, "OK", send=False)
         resp.add("Allow", self.ALLOW)
         resp.add("Accept", "application/sdp")
-        cap = "-" if self.max_calls is None else str(self.max_calls)
-        resp.add("X-Flowcat-Load", f"calls={len(self.calls)};capacity={cap}")
+        calls, capacity = self.load() if self.load is not None else (len(self.calls), self.max_calls)
+        cap = "-" if capacity is None else str(capacity)
+        resp.add("X-Flowcat-Load", f"calls={calls};capacity={cap}")
         txn.respond(resp)
