@@ -12,9 +12,9 @@ from ._admission import Admission, default_capacity
 from ._app import ServerConfig, ServerState, create_app, drain
 from ._apps import AppFactory, CallInfo, EchoProcessor, PassThrough, after_output, default_app, load_app
 from ._audiosocket_server import serve_audiosocket
-from ._sip_server import serve_sip
 from ._carriers import CarrierError, Opened, carrier_names, get_carrier
 from ._session import run_call
+from ._sip_server import serve_sip
 from ._supervisor import RestartBackoff, supervise
 from ._workers import ServeOptions, run_worker
 
