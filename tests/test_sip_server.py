@@ -341,3 +341,67 @@ async def test_serve_sip_runs_the_app_factory_under_the_worker_admission(peer: P
         assert state.admission.active == 0 and state.admission.completed == 1
     finally:
         await srv.stop()
+
+
+class RTPPeer(asyncio.DatagramProtocol):
+    """The caller's RTP socket: records the payloads flowcat sends."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.times: list[float] = []
+        self.changed = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        from flowcat.transports.sip import parse_rtp
+
+        pkt = parse_rtp(data)
+        if pkt is not None:
+            self.payloads.append(pkt.payload)
+            self.times.append(asyncio.get_running_loop().time())
+            self.changed.set()
+
+    async def until(self, pred: object, timeout: float = WAIT) -> None:
+        async def wait() -> None:
+            while not pred():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+async def test_silence_while_quiet_bot_audio_paced_and_flushed_on_interruption(peer: Peer) -> None:
+    import numpy as np
+
+    from flowcat.audio import pcm16_to_ulaw
+    from flowcat.frames import InterruptionFrame, OutputAudioRawFrame
+
+    loop = asyncio.get_running_loop()
+    rtp = RTPPeer()
+    tr, _ = await loop.create_datagram_endpoint(lambda: rtp, local_addr=("127.0.0.1", 0))
+    app = App()
+    srv = await start(app)
+    try:
+        d = Dialog(peer, srv.port)
+        d.send_invite(rtp_port=tr.get_extra_info("sockname")[1])
+        tag = await answered(d)
+        _, task, _ = app.calls[0]
+        silence = pcm16_to_ulaw(b"\x00\x00" * 160)
+        await rtp.until(lambda: len(rtp.payloads) >= 3)  # the bot is quiet: silence, 20 ms packets
+        assert all(p == silence for p in rtp.payloads) and {len(p) for p in rtp.payloads} == {160}
+        t = np.arange(8000 * 3) / 8000
+        tone = (6000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+        await task.queue_frame(OutputAudioRawFrame(tone, 8000, 1))  # 3 s of bot audio, queued at once
+        await rtp.until(lambda: sum(p != silence for p in rtp.payloads) >= 12)
+        gaps = np.diff([tm for tm, p in zip(rtp.times, rtp.payloads, strict=True) if p != silence][2:])
+        assert 0.012 <= float(np.median(gaps)) <= 0.028  # paced at 20 ms after the 2-packet send-ahead
+        await task.queue_frame(InterruptionFrame())
+        n = len(rtp.payloads)
+        await rtp.until(lambda: len(rtp.payloads) >= n + 6 and rtp.payloads[-1] == silence)
+        tone_packets = sum(p != silence for p in rtp.payloads)
+        assert tone_packets < 30  # the queued 150 packets of tone were dropped at once
+        assert all(p == silence for p in rtp.payloads[-3:])
+        d.bye(tag)
+        await asyncio.wait_for(srv.wait_calls_ended(), WAIT)
+    finally:
+        tr.close()
+        await srv.stop()
