@@ -39,6 +39,7 @@ __all__ = ["SIPCall"]
 logger = logging.getLogger("flowcat.transports.sip")
 
 _END_GRACE = 5.0
+_BYE_ON_STOP = 1.0  # seconds a stopping server waits for each call's BYE to be answered
 
 
 class SIPCall:
@@ -117,6 +118,8 @@ class SIPCall:
             except asyncio.CancelledError:
                 await task.cancel("SIP server stopped")
                 await asyncio.wait((runner,), timeout=_END_GRACE)
+                if not self.bye_received:  # tell the peer, bounded: the server is stopping
+                    await asyncio.wait((asyncio.ensure_future(self._send_bye()),), timeout=_BYE_ON_STOP)
                 raise
             finally:
                 if not runner.done():

@@ -6,7 +6,8 @@
   core's duty in RFC 3261 §13.3.1.4, done here too), and given up after 64·T1
   (Timer H), when ``on_timeout`` runs (a 2xx never ACKed: the call is hung up).
   After the ACK of a non-2xx the transaction absorbs ACK retransmissions for T4
-  (Timer I). Non-INVITE: after the final response it stays 64·T1 (Timer J) to
+  (Timer I); after the ACK of a 2xx it absorbs retransmitted INVITEs for 64·T1
+  (RFC 6026 Timer L). Non-INVITE: after the final response it stays 64·T1 (Timer J) to
   answer retransmissions.
 * :class:`ClientTransaction` — one sent non-INVITE request (BYE, OPTIONS):
   retransmitted every T1, doubling up to T2 (Timer E; T2 once a provisional
@@ -85,8 +86,9 @@ class ServerTransaction:
             self._end = loop.call_later(64 * t.t1, self.terminate)
 
     def retransmitted(self) -> None:
-        """The request arrived again: repeat the last response (if any)."""
-        if self.last is not None and not self.terminated:
+        """The request arrived again: repeat the last response (if any); absorbed once the
+        final response was acknowledged."""
+        if self.last is not None and not self.terminated and not self.acked:
             self._send(self.last, self.addr)
 
     def ack(self) -> None:
@@ -95,10 +97,11 @@ class ServerTransaction:
             return
         self.acked = True
         self._cancel_timers()
-        if self.final is not None and self.final >= 300:
-            self._end = asyncio.get_running_loop().call_later(self._timers.t4, self.terminate)
-        else:
-            self.terminate()
+        t = self._timers
+        # Timer I (T4) absorbs ACK retransmissions of a non-2xx; RFC 6026 Timer L (64·T1)
+        # keeps an accepted INVITE's transaction so a retransmitted INVITE is absorbed.
+        wait = t.t4 if self.final is not None and self.final >= 300 else 64 * t.t1
+        self._end = asyncio.get_running_loop().call_later(wait, self.terminate)
 
     def _retransmit(self) -> None:
         if self.terminated or self.acked or self.last is None:
