@@ -406,3 +406,15 @@ async def test_silence_while_quiet_bot_audio_paced_and_flushed_on_interruption(p
     finally:
         tr.close()
         await srv.stop()
+
+
+async def test_stopping_the_server_hangs_up_its_calls(peer: Peer) -> None:
+    app = App()
+    srv = await start(app)
+    d = Dialog(peer, srv.port)
+    d.send_invite()
+    await answered(d)
+    await asyncio.wait_for(srv.calls[d.call_id].confirmed.wait(), WAIT)
+    await srv.stop()
+    bye = (await peer.expect(request("BYE")))[0]
+    assert bye.call_id == d.call_id and srv.active_calls == 0
