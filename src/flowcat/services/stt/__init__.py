@@ -6,6 +6,8 @@ from .assemblyai import AssemblyAISTTService as AssemblyAISTTService
 from .assemblyai import AssemblyAISTTSettings as AssemblyAISTTSettings
 from .deepgram import DeepgramSTTService as DeepgramSTTService
 from .deepgram import DeepgramSTTSettings as DeepgramSTTSettings
+from .local_whisper import WhisperSTTService as WhisperSTTService
+from .local_whisper import WhisperSTTSettings as WhisperSTTSettings
 from .openai import GroqSTTService as GroqSTTService
 from .openai import OpenAISTTService as OpenAISTTService
 from .openai import OpenAISTTSettings as OpenAISTTSettings
@@ -22,4 +24,6 @@ __all__ = [
     "OpenAISTTSettings",
     "SpeechmaticsSTTService",
     "SpeechmaticsSTTSettings",
+    "WhisperSTTService",
+    "WhisperSTTSettings",
 ]

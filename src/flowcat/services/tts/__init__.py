@@ -8,8 +8,10 @@ from .deepgram import DeepgramTTSService as DeepgramTTSService
 from .deepgram import DeepgramTTSSettings as DeepgramTTSSettings
 from .elevenlabs import ElevenLabsTTSService as ElevenLabsTTSService
 from .elevenlabs import ElevenLabsTTSSettings as ElevenLabsTTSSettings
+from .espeak import EspeakTTSService as EspeakTTSService
 from .openai import OpenAITTSService as OpenAITTSService
 from .openai import OpenAITTSSettings as OpenAITTSSettings
+from .piper import PiperTTSService as PiperTTSService
 from .rime import RimeTTSService as RimeTTSService
 from .rime import RimeTTSSettings as RimeTTSSettings
 
@@ -20,8 +22,10 @@ __all__ = [
     "DeepgramTTSSettings",
     "ElevenLabsTTSService",
     "ElevenLabsTTSSettings",
+    "EspeakTTSService",
     "OpenAITTSService",
     "OpenAITTSSettings",
+    "PiperTTSService",
     "RimeTTSService",
     "RimeTTSSettings",
 ]

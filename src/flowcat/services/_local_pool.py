@@ -1,0 +1,147 @@
+"""One bounded worker pool per process for local model inference (offline STT and TTS).
+
+Whisper, Piper and espeak run in native code that holds a CPU core for tens to hundreds
+of milliseconds; on the event loop that would stall every call's audio. All of them run
+here instead: ``workers`` threads (default 1: the box this targets has two cores, one of
+them the event loop's) in front of a queue of at most ``max_pending`` jobs. A job beyond
+that is refused at once with :class:`~flowcat.errors.InferenceOverloadError` rather than
+left to grow a backlog that no caller would still be waiting for.
+
+The models hold no per-call state, so one copy of each serves every call in the process
+(see each service's ``shared()``); the pool bounds how many inferences run at once, and
+each model's own thread count (``cpu_threads``, ``intra_op_num_threads``) how many cores
+one inference uses. Importing this module sets ``OMP_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` to 1 unless already set, before any
+native engine is loaded: on two shared cores oversubscription doubled STT latency
+(docs/offline.md). A library already loaded (numpy's OpenBLAS) keeps what it read.
+
+``HF_HUB_OFFLINE=1`` is set too: the local services load models from installed files by
+path and never from a model hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+from ..errors import ConfigError, InferenceOverloadError
+
+__all__ = ["LocalInferencePool"]
+
+T = TypeVar("T")
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class LocalInferencePool:
+    """A fixed set of worker threads and a bounded queue in front of them.
+
+    Args:
+        workers: Threads running inferences (the most that run at once).
+        max_pending: Jobs admitted (running plus queued); one more is refused.
+        name: Thread name prefix.
+    """
+
+    _shared: ClassVar[LocalInferencePool | None] = None
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, workers: int = 1, max_pending: int = 16, name: str = "flowcat-local") -> None:
+        if workers < 1 or max_pending < workers:
+            raise ConfigError(f"local pool: need workers >= 1 and max_pending >= workers ({workers}, {max_pending})")
+        self.workers = workers
+        self.max_pending = max_pending
+        self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._running = 0
+        self.max_running = 0
+        """The most jobs seen running at once (for tests and metrics)."""
+        self.refused = 0
+        """Jobs refused because the queue was full."""
+
+    @classmethod
+    def shared(cls) -> LocalInferencePool:
+        """The process-wide pool (built on first use; ``FLOWCAT_LOCAL_WORKERS`` and
+        ``FLOWCAT_LOCAL_MAX_PENDING`` size it)."""
+        pool = cls._shared
+        if pool is None:
+            with cls._shared_lock:
+                pool = cls._shared
+                if pool is None:
+                    try:
+                        workers = int(os.environ.get("FLOWCAT_LOCAL_WORKERS", "1"))
+                        pending = int(os.environ.get("FLOWCAT_LOCAL_MAX_PENDING", str(max(16, 4 * workers))))
+                    except ValueError as exc:
+                        raise ConfigError(f"FLOWCAT_LOCAL_WORKERS / FLOWCAT_LOCAL_MAX_PENDING: {exc}") from None
+                    pool = cls._shared = cls(workers, pending)
+        return pool
+
+    @property
+    def pending(self) -> int:
+        """Jobs admitted and not finished (running plus queued)."""
+        return self._pending
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self._pending >= self.max_pending:
+                self.refused += 1
+                raise InferenceOverloadError(
+                    f"local inference pool is full ({self._pending} jobs for {self.workers} worker(s))"
+                )
+            self._pending += 1
+
+    def _done(self, _fut: object) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _wrap(self, fn: Callable[[], T]) -> Callable[[], T]:
+        def job() -> T:
+            with self._lock:
+                self._running += 1
+                self.max_running = max(self.max_running, self._running)
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        return job
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on a worker and await its result.
+
+        Cancelling the caller drops a queued job; a running one finishes on its worker
+        (native code cannot be interrupted) and its result is discarded.
+
+        Raises:
+            InferenceOverloadError: ``max_pending`` jobs are already admitted.
+        """
+        self._admit()
+        try:
+            fut = self._executor.submit(self._wrap(fn))
+        except BaseException:
+            self._done(None)
+            raise
+        fut.add_done_callback(self._done)
+        return await asyncio.wrap_future(fut)
+
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` from any thread (admission as :meth:`run`)."""
+        self._admit()
+        try:
+            fut = self._executor.submit(self._wrap(fn))
+        except BaseException:
+            self._done(None)
+            raise
+        fut.add_done_callback(self._done)
+        return fut
+
+    def shutdown(self) -> None:
+        """Stop the workers (queued jobs are cancelled)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
