@@ -1,7 +1,9 @@
 """The provider registry: docs/providers.md is generated from it, and every provider in it is exercised.
 
 Each provider test module (``tests/test_services_*.py``) declares ``CONFORMANCE`` (``"kind:name"`` ->
-``ConformanceTarget``) and runs ``test_conformance`` over it (``_helpers.conformance_params``).
+``ConformanceTarget``) and runs ``test_conformance`` over it (``_helpers.conformance_params``). A local engine
+(status ``"local"``: an in-process model, no vendor protocol, so the network-fault scenarios do not apply) is
+named instead in its module's ``LOCAL`` (``"kind:name"`` -> names of that module's tests running the real model).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def test_docs_providers_md_is_generated_from_the_registry() -> None:
 
 def test_every_registered_provider_runs_the_conformance_suite() -> None:
     covered: dict[str, str] = {}
+    local = {p.key for p in providers() if p.status == "local"}
     for mod in _provider_test_modules():
         targets = getattr(mod, "CONFORMANCE", None)
         if not targets:
@@ -52,6 +55,13 @@ def test_every_registered_provider_runs_the_conformance_suite() -> None:
                for p in mark.args[1] if hasattr(p, "id")}
         for key in targets:
             assert any(i.startswith(f"{key}-") for i in ids), f"{mod.__name__}: {key} is not parametrized"
+            assert key not in local, f"{mod.__name__}: {key} is local: name its behaviour tests in LOCAL"
+            covered[key] = mod.__name__
+    for mod in _provider_test_modules():
+        for key, tests in getattr(mod, "LOCAL", {}).items():
+            assert key in local, f"{mod.__name__}: LOCAL names {key}, which is not a local provider"
+            assert tests and all(callable(getattr(mod, t, None)) and t.startswith("test_") for t in tests), (
+                f"{mod.__name__}: LOCAL[{key}] must name this module's tests: {tests}")
             covered[key] = mod.__name__
     missing = [p.key for p in providers() if p.key not in covered]
     assert not missing, f"providers with no conformance run: {missing}"
@@ -64,7 +74,9 @@ def test_registry_entries_are_complete_and_loadable() -> None:
     assert len({p.key for p in seen}) == len(seen)
     for p in seen:
         assert p.docs and all(u.startswith("https://") for u in p.docs), p.key
-        assert p.status in ("wire-tested", "live-verified")
+        assert p.status in ("wire-tested", "live-verified", "local")
+        if p.status == "local":  # in-process, model from an installed wheel: no key, no endpoint, an extra
+            assert p.env is None and p.base_url is None and p.extra is not None, p.key
         cls = p.load()
         assert callable(cls), p.key
         if p.env is not None:

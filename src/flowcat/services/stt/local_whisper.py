@@ -177,18 +177,31 @@ class WhisperSTTService(SegmentedSTTService):
         return self.pool
 
     async def load(self) -> Any:
-        """Load (or reuse) the shared model off the event loop; called at start."""
+        """The shared model: taken from the process cache at once, or loaded on the pool (first call only)."""
         if self._model is None:
             pool = self._pool()
-            path, ct, threads, workers = self.model_path, self.compute_type, self.cpu_threads, pool.workers
-            self._model = await pool.run(
-                lambda: self.shared_model(path, compute_type=ct, cpu_threads=threads, workers=workers)
-            )
+            path = self.model_path or whisper_model_path()
+            ct, threads, workers = self.compute_type, self.cpu_threads, pool.workers
+            model = self._models.get((path, ct, threads, workers))
+            if model is None:
+                model = await pool.run(
+                    lambda: self.shared_model(path, compute_type=ct, cpu_threads=threads, workers=workers)
+                )
+            self._model = model
         return self._model
+
+    async def _warm(self) -> None:
+        try:
+            await self.load()
+        except Exception as exc:  # reported again by the first transcription
+            logger.warning("%s: loading the model failed: %s", self.name, exc)
 
     async def start(self, frame: Any) -> None:
         await super().start(frame)
-        await self.load()
+        # Loaded in the background: the StartFrame is not held (audio arriving meanwhile is kept), and the
+        # first turn's transcription awaits the load.
+        if self._model is None:
+            self.create_task(self._warm(), "whisper_load", generation_bound=False)
 
     def transcribe_pcm(self, pcm: bytes, sample_rate: int) -> str:
         """Transcribe PCM16 mono audio (blocking: runs on a pool worker)."""

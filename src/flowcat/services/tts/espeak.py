@@ -148,14 +148,21 @@ class EspeakTTSService(TTSService):
         return self.pool
 
     async def load(self) -> EspeakEngine:
-        """Initialise (or reuse) the process's engine off the event loop; called at start."""
+        """The process's engine: at once if initialised, else initialised on the pool (first call only)."""
         if self._engine is None:
-            self._engine = await self._pool().run(EspeakEngine.shared)
+            self._engine = EspeakEngine._shared or await self._pool().run(EspeakEngine.shared)
         return self._engine
+
+    async def _warm(self) -> None:
+        try:
+            await self.load()
+        except Exception as exc:  # reported again by the first synthesis
+            logger.warning("%s: initialising espeak-ng failed: %s", self.name, exc)
 
     async def start(self, frame: Any) -> None:
         await super().start(frame)
-        await self.load()
+        if self._engine is None:  # in the background: the StartFrame is not held by the load
+            self.create_task(self._warm(), "espeak_load", generation_bound=False)
 
     def _render(self, engine: EspeakEngine, text: str) -> bytes:
         pcm = engine.synthesize(text, self.voice, self.rate_wpm)

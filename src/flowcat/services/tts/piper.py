@@ -163,15 +163,25 @@ class PiperTTSService(TTSService):
         return self.pool
 
     async def load(self) -> Any:
-        """Load (or reuse) the shared voice off the event loop; called at start."""
+        """The shared voice: taken from the process cache at once, or loaded on the pool (first call only)."""
         if self._voice is None:
-            path, threads = self.voice_path, self.threads
-            self._voice = await self._pool().run(lambda: self.shared_voice(path, threads=threads))
+            path, threads = self.voice_path or piper_voice_path(), self.threads
+            voice = self._voices.get((path, threads))
+            if voice is None:
+                voice = await self._pool().run(lambda: self.shared_voice(path, threads=threads))
+            self._voice = voice
         return self._voice
+
+    async def _warm(self) -> None:
+        try:
+            await self.load()
+        except Exception as exc:  # reported again by the first synthesis
+            logger.warning("%s: loading the voice failed: %s", self.name, exc)
 
     async def start(self, frame: Any) -> None:
         await super().start(frame)
-        await self.load()
+        if self._voice is None:  # in the background: the StartFrame is not held by the load
+            self.create_task(self._warm(), "piper_load", generation_bound=False)
 
     def _phonemize(self, text: str) -> list[list[str]]:
         with _ESPEAK_LOCK:
