@@ -149,9 +149,10 @@ class EspeakTTSService(TTSService):
 
     async def load(self) -> EspeakEngine:
         """The process's engine: at once if initialised, else initialised on the pool (first call only)."""
-        if self._engine is None:
-            self._engine = EspeakEngine._shared or await self._pool().run(EspeakEngine.shared)
-        return self._engine
+        engine = self._engine
+        if engine is None:
+            engine = self._engine = EspeakEngine._shared or await self._pool().run(EspeakEngine.shared)
+        return engine
 
     async def _warm(self) -> None:
         try:
