@@ -151,7 +151,9 @@ class EspeakTTSService(TTSService):
         """The process's engine: at once if initialised, else initialised on the pool (first call only)."""
         engine = self._engine
         if engine is None:
-            engine = self._engine = EspeakEngine._shared or await self._pool().run(EspeakEngine.shared)
+            shared = EspeakEngine._shared
+            engine = shared if shared is not None else await self._pool().run(EspeakEngine.shared)
+            self._engine = engine
         return engine
 
     async def _warm(self) -> None:
