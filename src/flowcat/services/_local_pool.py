@@ -10,13 +10,13 @@ left to grow a backlog that no caller would still be waiting for.
 The models hold no per-call state, so one copy of each serves every call in the process
 (see each service's ``shared()``); the pool bounds how many inferences run at once, and
 each model's own thread count (``cpu_threads``, ``intra_op_num_threads``) how many cores
-one inference uses. Importing this module sets ``OMP_NUM_THREADS``,
-``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` to 1 unless already set, before any
-native engine is loaded: on two shared cores oversubscription doubled STT latency
-(docs/offline.md). A library already loaded (numpy's OpenBLAS) keeps what it read.
-
-``HF_HUB_OFFLINE=1`` is set too: the local services load models from installed files by
-path and never from a model hub.
+one inference uses. Before a local service first loads a native engine,
+:func:`prepare_native_env` sets ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and
+``MKL_NUM_THREADS`` to 1 unless already set: on two shared cores oversubscription doubled
+STT latency (docs/offline.md). A library already loaded (numpy's OpenBLAS) keeps what it
+read, so set them before starting Python to be sure. It sets ``HF_HUB_OFFLINE=1`` too
+(unless set): the local services load models from installed files by path, never from a
+model hub. Merely importing the provider packages changes nothing.
 """
 
 from __future__ import annotations
@@ -30,13 +30,17 @@ from typing import ClassVar, TypeVar
 
 from ..errors import ConfigError, InferenceOverloadError
 
-__all__ = ["LocalInferencePool"]
+__all__ = ["LocalInferencePool", "prepare_native_env"]
 
 T = TypeVar("T")
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+def prepare_native_env() -> None:
+    """Thread counts for the native engines and no model hub, unless the environment says otherwise
+    (called by the local services before they import an engine)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 class LocalInferencePool:

@@ -38,7 +38,7 @@ import numpy as np
 
 from ...errors import ConfigError, MissingExtraError, ServiceError
 from .._ai_service import ServiceCapabilities
-from .._local_pool import LocalInferencePool
+from .._local_pool import LocalInferencePool, prepare_native_env
 from .._registry import ProviderInfo
 from .._stt import SegmentedSTTService, STTSettings
 
@@ -158,6 +158,7 @@ class WhisperSTTService(SegmentedSTTService):
             if model is None:
                 if not os.path.isdir(path):
                     raise ConfigError(f"Whisper model directory not found: {path} (a path, never a hub name)")
+                prepare_native_env()
                 try:
                     from faster_whisper import WhisperModel
                 except ImportError:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from ...audio import StreamResampler
 from ...errors import InferenceOverloadError, MissingExtraError, ServiceError
 from .._ai_service import ServiceCapabilities
-from .._local_pool import LocalInferencePool
+from .._local_pool import LocalInferencePool, prepare_native_env
 from .._registry import ProviderInfo
 from .._stt import STTService, STTSettings
 
@@ -101,6 +101,7 @@ class DecoderPool:
             if self.created >= self.max_decoders:
                 raise InferenceOverloadError(f"all {self.max_decoders} PocketSphinx decoders are in use")
             self.created += 1
+        prepare_native_env()
         try:
             from pocketsphinx import Decoder
 

@@ -41,7 +41,7 @@ import numpy as np
 from ...audio import StreamResampler
 from ...errors import ConfigError, MissingExtraError, ServiceError
 from .._ai_service import ServiceCapabilities
-from .._local_pool import LocalInferencePool
+from .._local_pool import LocalInferencePool, prepare_native_env
 from .._registry import ProviderInfo
 from .._tts import TTSChunk, TTSService, TTSSettings
 
@@ -135,6 +135,7 @@ class PiperTTSService(TTSService):
         with cls._voices_lock:
             voice = cls._voices.get(key)
             if voice is None:
+                prepare_native_env()
                 try:
                     import onnxruntime as ort
                     from piper import PiperVoice
