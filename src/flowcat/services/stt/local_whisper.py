@@ -109,7 +109,7 @@ class WhisperSTTService(SegmentedSTTService):
         **kwargs: :class:`~flowcat.services.SegmentedSTTService` arguments.
     """
 
-    capabilities = ServiceCapabilities(streaming=False, transport="in-process", sample_rates=(_RATE,))
+    capabilities = ServiceCapabilities(streaming=False, transport="in-process")  # any input rate (resampled)
 
     loads: ClassVar[int] = 0
     """How many models this process has loaded (one per distinct path/type/threads)."""

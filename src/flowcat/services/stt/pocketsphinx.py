@@ -132,8 +132,8 @@ class PocketsphinxSTTService(STTService):
         **kwargs: :class:`~flowcat.services.STTService` arguments.
     """
 
-    capabilities = ServiceCapabilities(streaming=True, interim_results=True, transport="in-process",
-                                       sample_rates=(_RATE,))
+    # any input rate (resampled to 16 kHz)
+    capabilities = ServiceCapabilities(streaming=True, interim_results=True, transport="in-process")
 
     def __init__(self, *, pre_roll_secs: float = 0.3, decoders: DecoderPool | None = None,
                  pool: LocalInferencePool | None = None, **kwargs: Any) -> None:
