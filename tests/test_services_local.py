@@ -269,11 +269,19 @@ async def test_calls_share_one_model_and_the_pool_bounds_parallelism(whisper: An
 async def test_the_pool_runs_at_most_its_workers_at_once() -> None:
     pool = LocalInferencePool(workers=2, max_pending=8)
     gate = threading.Event()
-    jobs = [asyncio.ensure_future(pool.run(gate.wait)) for _ in range(6)]
-    async with asyncio.timeout(10):  # bounded wait for both workers to be busy
-        while pool._running < 2:
-            await asyncio.sleep(0.005)
-    assert pool.pending == 6 and pool.max_running == 2
+    loop = asyncio.get_running_loop()
+    entered: list[int] = []
+    two_busy = asyncio.Event()
+
+    def job() -> bool:
+        entered.append(1)
+        if len(entered) == 2:
+            loop.call_soon_threadsafe(two_busy.set)
+        return gate.wait(30)
+
+    jobs = [asyncio.ensure_future(pool.run(job)) for _ in range(6)]
+    await asyncio.wait_for(two_busy.wait(), 10)
+    assert len(entered) == 2 and pool.pending == 6 and pool.max_running == 2  # the other four wait in the queue
     gate.set()
     assert await asyncio.gather(*jobs) == [True] * 6
     assert pool.max_running == 2 and pool.pending == 0
