@@ -65,6 +65,11 @@ from ._brain import Transition as Transition
 from ._brain import UserTurn as UserTurn
 from ._brain_processor import BrainProcessor as BrainProcessor
 from ._brain_processor import ToolHandler as ToolHandler
+from ._context_relay import ContextRelay as ContextRelay
+from ._context_relay import LLMSummarizer as LLMSummarizer
+from ._context_relay import ReseedReport as ReseedReport
+from ._context_relay import Summarizer as Summarizer
+from ._context_relay import VerbatimSummarizer as VerbatimSummarizer
 from ._empty_turn import (
     DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT as DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT,
 )
@@ -98,6 +103,7 @@ __all__ = [
     "CallEnded",
     "CallStarted",
     "CallTool",
+    "ContextRelay",
     "DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT",
     "Dtmf",
     "EmptyUserTurnConfig",
@@ -112,6 +118,7 @@ __all__ = [
     "LLMContext",
     "LLMContextAggregatorPair",
     "LLMSpecificMessage",
+    "LLMSummarizer",
     "LLMUserAggregator",
     "LLMUserAggregatorParams",
     "NOT_GIVEN",
@@ -119,9 +126,11 @@ __all__ = [
     "OpenAIResponsesLLMAdapter",
     "RealtimeServiceModeConfig",
     "RemoteBrain",
+    "ReseedReport",
     "Say",
     "SetVariable",
     "Silence",
+    "Summarizer",
     "ToolHandler",
     "ToolResult",
     "ToolsSchema",
@@ -130,6 +139,7 @@ __all__ = [
     "UserTurn",
     "UserTurnMessageAddedMessage",
     "UserTurnStoppedMessage",
+    "VerbatimSummarizer",
     "WebSocketBrain",
     "load_graph",
     "normalize_tools",

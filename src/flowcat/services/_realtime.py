@@ -115,8 +115,10 @@ class RealtimeLLMService(LLMService):
         **kwargs: :class:`~flowcat.services.LLMService` arguments.
 
     Events (besides the LLM service's): ``on_session_renewed(service)`` after a fresh
-    session replaced one near its cap, ``on_provider_event(service, event)`` for every
-    server event (a dict).
+    session replaced one near its cap (or a :meth:`renew_session`),
+    ``on_provider_event(service, event)`` for every server event (a dict),
+    ``on_turn_done(service, usage)`` when a response ended the model's turn (completed, no
+    tool call pending; ``usage`` the response's ``LLMTokenUsage`` or None).
     """
 
     capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="websocket")
@@ -141,6 +143,7 @@ class RealtimeLLMService(LLMService):
         self._recv: asyncio.Task[None] | None = None
         self._cap_task: asyncio.Task[None] | None = None
         self._renew_due = False
+        self._reseed: tuple[str | None, bool] | None = None  # (instructions, replay) for the next renewal
         self._closing = False
         self._in_rs: StreamResampler | None = None
         self._out_rs: StreamResampler | None = None
@@ -162,7 +165,7 @@ class RealtimeLLMService(LLMService):
         """Sessions opened (1 + reconnections and renewals)."""
         self.unsent = 0
         """Client events that could not be sent (no socket)."""
-        for event in ("on_session_renewed", "on_provider_event"):
+        for event in ("on_session_renewed", "on_provider_event", "on_turn_done"):
             self._register_event_handler(event)
 
     # ------------------------------------------------------------ provider seam
@@ -299,20 +302,35 @@ class RealtimeLLMService(LLMService):
         if self._response_id is None and not self._asked_calls:
             await self._renew()
 
-    async def renew_session(self) -> None:
+    async def renew_session(self, *, instructions: str | None = None, replay: bool = True) -> None:
         """Open a fresh session now, or once the running response ends: the session config is
         re-sent and :attr:`conversation` replayed as text (the seam a context relay uses to
-        reseed a long call with text instead of audio)."""
+        reseed a long call with text instead of audio).
+
+        Args:
+            instructions: New instructions for the fresh session (and after it: they replace
+                the ``instructions`` setting). None: unchanged.
+            replay: Replay :attr:`conversation` into the fresh session; False clears it (the
+                instructions carry the conversation, e.g. a relay's digest).
+        """
+        if instructions is not None or not replay:
+            self._reseed = (instructions, replay)
         if self._response_id is None and not self._asked_calls:
             await self._renew()
         else:
             self._renew_due = True
 
     async def _renew(self) -> None:
-        """Replace the session by a fresh one before the provider's cap."""
+        """Replace the session by a fresh one (before the provider's cap, or reseeded)."""
         self._renew_due = False
-        logger.info("%s: renewing the session before its cap (%d items replayed)", self.name,
-                    len(self.conversation.items))
+        reseed, self._reseed = self._reseed, None
+        if reseed is not None:
+            instructions, replay = reseed
+            if instructions is not None:
+                self._settings.instructions = instructions  # type: ignore[attr-defined]
+            if not replay:
+                self.conversation.items.clear()
+        logger.info("%s: renewing the session (%d items replayed)", self.name, len(self.conversation.items))
         try:
             await self._open(renewal=True)
         except ServiceError as exc:
@@ -541,8 +559,11 @@ class RealtimeLLMService(LLMService):
         await self._end_response()
         if calls:
             await self.run_function_calls(calls, self._llm_generation)
-        elif self._renew_due:
+            return
+        if self._renew_due:
             await self._renew()
+        if status == "completed":
+            await self._call_event_handler("on_turn_done", usage)
 
     async def on_provider_error(self, message: str, *, code: str = "", fatal: bool = False) -> None:
         """The provider reported an error (an ``ErrorFrame`` upstream, key masked)."""

@@ -107,17 +107,25 @@ class ConversationItem:
 class ConversationLog:
     """The conversation so far, as text, bounded to the last ``max_items`` items."""
 
-    __slots__ = ("items", "max_items")
+    __slots__ = ("added", "items", "max_items")
 
     def __init__(self, max_items: int = 200) -> None:
         self.items: list[ConversationItem] = []
         self.max_items = max_items
+        self.added = 0
+        """Items ever added (a reader's cursor: the last ``added - seen`` items are new)."""
+
+    def since(self, seen: int) -> list[ConversationItem]:
+        """The items added after the reader's cursor ``seen`` (those still held)."""
+        n = min(self.added - seen, len(self.items))
+        return self.items[len(self.items) - n:] if n > 0 else []
 
     def add(self, item: ConversationItem) -> None:
         """Append an item (the oldest goes when the log is full)."""
         if (item.role in ("user", "assistant", "system") and not item.text.strip()):
             return
         self.items.append(item)
+        self.added += 1
         if len(self.items) > self.max_items:
             del self.items[: len(self.items) - self.max_items]
 

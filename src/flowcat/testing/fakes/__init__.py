@@ -1,6 +1,7 @@
 """Local fake servers that speak the vendors' documented wire protocols (Deepgram live
 STT, OpenAI Chat Completions, Cartesia WebSocket TTS), for provider tests, the
-conformance suite and the agent benchmark.
+conformance suite and the agent benchmark; and :class:`FakeRealtimeMemory`, an OpenAI
+Realtime fake that bills its context and recalls only what it holds (the ContextRelay eval).
 
 Each fake serves on 127.0.0.1 (an ephemeral port), answers from a script with set
 delays, can be told to fail (:class:`Behaviour`), records what clients sent
@@ -19,6 +20,9 @@ from ._deepgram import FakeDeepgram as FakeDeepgram
 from ._openai import FakeOpenAI as FakeOpenAI
 from ._openai import Reply as Reply
 from ._openai import ToolCall as ToolCall
+from ._realtime_memory import FakeRealtimeMemory as FakeRealtimeMemory
+from ._realtime_memory import Rates as Rates
+from ._realtime_memory import ScriptedTurn as ScriptedTurn
 from ._tones import decode_tones as decode_tones
 from ._tones import synthesize_tones as synthesize_tones
 
@@ -27,9 +31,12 @@ __all__ = [
     "FakeCartesia",
     "FakeDeepgram",
     "FakeOpenAI",
+    "FakeRealtimeMemory",
     "FakeServer",
+    "Rates",
     "Received",
     "Reply",
+    "ScriptedTurn",
     "ToolCall",
     "decode_tones",
     "serve",
