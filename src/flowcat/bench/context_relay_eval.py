@@ -118,7 +118,7 @@ def build_call(minutes: float = 15.0, seed: int = 7) -> list[Turn]:
 class _ExtractiveLLM(LLMService):
     """Stands in for a summarizing LLM: keeps the lines with a number or a full name."""
 
-    async def run_inference(self, context: LLMContext) -> AsyncGenerator[Any, None]:  # type: ignore[override]
+    async def run_inference(self, context: LLMContext) -> AsyncGenerator[Any, None]:
         body = str(context.messages[-1]["content"])
         keep: list[str] = []
         for line in re.split(r"\n|(?<=\.) ", body.removeprefix("Earlier summary: ")):
