@@ -240,3 +240,26 @@ def test_cli_eval_context_relay_json_and_results(tmp_path: Any, capsys: Any) -> 
     text = results.read_text()
     assert "## Other\n\nkept" in text and "## ContextRelay A/B" in text and "| relay |" in text
     assert main(["eval", "context-relay", "--arms", "bogus"]) == 2
+
+
+async def test_renew_session_with_instructions_waits_for_the_running_response() -> None:
+    svc = OpenAIRealtimeLLMService(api_key="sk-test", settings=OpenAIRealtimeSettings(instructions=BASE))
+    opened: list[tuple[str | None, int]] = []
+
+    async def fake_open(*, renewal: bool) -> None:
+        opened.append((svc.s.instructions, len(svc.conversation.items)))
+
+    svc._open = fake_open  # type: ignore[method-assign]
+    svc.conversation.add(ConversationItem("user", "hello"))
+    svc._response_id = "resp_1"  # a response is running: the reseed waits for its end
+    await svc.renew_session(instructions="DIGEST", replay=False)
+    assert opened == [] and svc._renew_due
+    svc._response_id = None
+    turns: list[Any] = []
+    svc.add_event_handler("on_turn_done", lambda _s, usage: turns.append(usage))
+    await svc.on_response_done("resp_1", "completed", None)
+    assert opened == [("DIGEST", 0)]  # the new instructions, nothing replayed
+    await svc.on_response_done("resp_2", "cancelled", None)
+    assert len(turns) == 1  # only a completed response ends the model's turn
+    await svc.renew_session()  # a plain renewal replays and keeps the instructions
+    assert opened[-1] == ("DIGEST", 0)
