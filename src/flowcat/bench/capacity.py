@@ -216,6 +216,7 @@ def _server_cmd(
         cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--workers", str(workers), "--capacity", str(capacity), "--sample-rate", "8000"]
         cmd += ["--idle-timeout", "0", "--no-verify", "--drain-timeout", "1", "--engine", args.engine]
+        cmd += ["--call-rate", "0"]  # the load generator opens every call from one address
         if app != "default":
             cmd += ["--app", _APPS.get(app, app)]
         if args.engine == "picows":  # the aiohttp app (webhooks) needs a port of its own

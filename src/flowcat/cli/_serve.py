@@ -1,6 +1,7 @@
 """``flowcat serve``: run the server (N SO_REUSEPORT workers under a supervisor).
 
-``--engine picows`` serves the media WebSockets (and health) with picows on
+``flowcat serve [CONFIG]`` serves the agents of a configuration file by name
+(docs/server.md); ``--app module:function`` keeps serving one app. ``--engine picows`` serves the media WebSockets (and health) with picows on
 ``--port`` and the aiohttp app (answer webhooks, everything else) on
 ``--http-port`` in each worker; see docs/transports.md. ``--audiosocket-port``
 also accepts Asterisk AudioSocket calls (raw TCP) in every worker; see docs/carriers.md.
@@ -37,8 +38,21 @@ def _proxy_count(text: str) -> int:
 def register(sub: Any) -> None:
     """Add the ``serve`` subcommand."""
     p = sub.add_parser("serve", help="serve calls: health, raw and carrier media WebSockets, answer webhooks")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port shared by all workers (default 8765)")
+    p.add_argument(
+        "config_file",
+        nargs="?",
+        default=None,
+        metavar="CONFIG",
+        help="agents configuration file (YAML/JSON; also --config or env FLOWCAT_CONFIG): every agent "
+        "is checked at start-up and served by name",
+    )
+    p.add_argument("--config", dest="config_opt", default=None, help="agents configuration file")
+    p.add_argument(
+        "--host", default=None, help="bind address (default: the config's server.host, else 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="port shared by all workers (default: the config's, else 8765)"
+    )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--capacity", type=int, default=None, help="calls per worker before 503 (default 1500)")
     p.add_argument("--app", default=None, help="pipeline factory 'module:function' (default: echo)")
@@ -46,8 +60,28 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--public-url",
         default=None,
-        help="public base URL (env FLOWCAT_PUBLIC_URL): stream URLs are built on it and carrier "
-        "signatures over a URL are checked against it",
+        help="public base URL (env FLOWCAT_PUBLIC_URL; default: the config's server.public_url): stream "
+        "URLs are built on it and carrier signatures over a URL are checked against it",
+    )
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON objects"
+    )
+    p.add_argument(
+        "--call-rate",
+        type=float,
+        default=5.0,
+        help="new calls per second per client IP on /ws, the protobuf routes and /api/offer (0: no limit)",
+    )
+    p.add_argument("--call-burst", type=int, default=20, help="calls one client IP may open at once")
+    p.add_argument(
+        "--max-body", type=int, default=1 << 20, help="largest request body / WebSocket message (bytes)"
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow this browser origin (repeatable); default: no CORS header at all",
     )
     p.add_argument(
         "--trust-proxy",
@@ -95,10 +129,43 @@ def register(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
+def _config_path(args: argparse.Namespace) -> str | None:
+    return args.config_file or args.config_opt or os.environ.get("FLOWCAT_CONFIG") or None
+
+
+def _check_config(path: str) -> tuple[Any, list[str]] | None:
+    """Load the config and check every agent: problems printed (``file:line``), the served
+    names returned with the loaded file (None: nothing can be served)."""
+    from ..config import check_agent, load_config
+    from ..errors import ConfigError
+
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        print(f"flowcat serve: {exc}", file=sys.stderr)
+        return None
+    served: list[str] = []
+    for name in loaded.config.agents:
+        problems = check_agent(loaded, name)
+        if problems:
+            print(f"flowcat serve: agent {name!r} is not served:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+        else:
+            served.append(name)
+    if not served:
+        print(f"flowcat serve: {loaded.file}: no agent can be served", file=sys.stderr)
+        return None
+    return loaded, served
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..server import ServeOptions, supervise
+    from ..server._logging import configure_logging
+    from ..server._security import bind_problem
 
+    configure_logging(logging.getLogger().getEffectiveLevel(), args.log_format)
     if args.engine == "picows":
         from ..errors import MissingExtraError, require_extra
 
@@ -107,14 +174,34 @@ def main(args: argparse.Namespace) -> int:
         except MissingExtraError as exc:
             print(f"flowcat serve: {exc}", file=sys.stderr)
             return 2
+    host, port, public_url, token_env = args.host, args.port, args.public_url, "FLOWCAT_API_TOKEN"
+    config_path = _config_path(args)
+    served: list[str] | None = None
+    if config_path:
+        checked = _check_config(config_path)
+        if checked is None:
+            return 2
+        loaded, served = checked
+        server = loaded.config.server
+        host = host or server.host
+        port = port or server.port
+        public_url = public_url or server.public_url
+        token_env = server.token_env
+        config_path = os.path.abspath(config_path)
+        print(f"flowcat serve: serving agents {', '.join(served)} from {loaded.file}", file=sys.stderr)
+    host = host or "127.0.0.1"
+    problem = bind_problem(host, os.environ.get(token_env), token_env)
+    if problem:
+        print(f"flowcat serve: {problem}", file=sys.stderr)
+        return 2
     opts = ServeOptions(
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port or 8765,
         workers=args.workers or _workers_default(),
         capacity=args.capacity,
         app=args.app,
         sample_rate=args.sample_rate,
-        public_url=args.public_url,
+        public_url=public_url,
         trusted_proxies=args.trust_proxy,
         drain_timeout=args.drain_timeout,
         verify_signatures=not args.no_verify,
@@ -125,6 +212,14 @@ def main(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         audiosocket_port=args.audiosocket_port,
         audiosocket_rate=args.audiosocket_rate,
+        config=config_path,
+        agents=served,
+        token_env=token_env,
+        cors_origins=list(args.cors_origin),
+        call_rate=args.call_rate,
+        call_burst=args.call_burst,
+        max_body=args.max_body,
+        log_format=args.log_format,
     )
     if opts.log_level > logging.INFO:
         # The start-up lines of the server (where it listens, restarts) are info: shown

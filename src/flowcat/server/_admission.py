@@ -46,6 +46,14 @@ class Admission:
             self.active -= 1
         self.completed += 1
 
+    def undo_admit(self) -> None:
+        """Give back a slot :meth:`try_admit` just took (another check refused the call):
+        counted as rejected, not accepted."""
+        if self.active > 0:
+            self.active -= 1
+        self.accepted -= 1
+        self.rejected += 1
+
     def has_room(self) -> bool:
         """Whether a new call would be admitted now (without taking a slot)."""
         return not self.draining and self.active < self.capacity

@@ -24,10 +24,14 @@ from aiohttp import web
 from ..errors import ConfigError
 from ..runtime import CollectorPolicy, FrameProcessor, Pipeline, PipelineParams
 from ._admission import Admission, default_capacity
+from ._agents import Agent, Agents
 from ._apps import AppFactory, CallInfo, default_app, is_after_output
 from ._carriers import CarrierError, carrier_names, get_carrier, raw_serializer
+from ._logging import new_call_id
+from ._metrics import ServerMetrics
 from ._public_url import configured_public_url, forwarded_origin, signed_url
-from ._session import AiohttpSocket, CallSocket, serve_call
+from ._security import Security, security_middleware
+from ._session import CURRENT_CALL, AiohttpSocket, CallRecord, CallSocket, serve_call
 from ._webrtc_routes import add_webrtc_routes
 
 __all__ = ["ServerConfig", "ServerState", "create_app", "drain"]
@@ -61,6 +65,16 @@ class ServerConfig:
     media_port: int | None = None
     """Port of the media WebSockets when another engine serves them (``--engine picows``):
     stream URLs built from the webhook request's host use it instead of the request's port."""
+    agents: Agents = field(default_factory=Agents)
+    """Agents served by name (``flowcat serve AGENTS.yaml``): ``/telephony/{carrier}/{agent}/…``
+    and ``/protobuf/{agent}/ws``. Without ``app``, the default (first) agent also answers the
+    unprefixed routes."""
+    security: Security = field(default_factory=Security)
+    """API token, call-rate limit, body size limit, CORS (:mod:`._security`)."""
+    goodbye: str | None = "Sorry, we have to end the call now. Goodbye."
+    """What a call still running at the end of a drain is told before it is ended (None: cut)."""
+    use_default_agent: bool = False
+    """The unprefixed routes serve ``agents.default`` instead of ``app``."""
 
 
 class ServerState:
@@ -70,7 +84,11 @@ class ServerState:
         self.config = config
         self.admission = Admission(capacity=config.capacity)
         self.calls: set[asyncio.Task[Any]] = set()
+        self.records: dict[asyncio.Task[Any], CallRecord] = {}
         self.finished_calls = 0
+        self.warming = False
+        """Set while the worker loads models (``/readyz`` answers 503 "warming up")."""
+        self.metrics = ServerMetrics()
         self.collector: CollectorPolicy | None = None
         """The worker's collector policy (set by the worker): told when no call is live."""
 
@@ -99,10 +117,10 @@ def _params(cfg: ServerConfig, in_rate: int | None = None, out_rate: int | None 
     )
 
 
-def user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
-    """The configured app's processors for ``call`` (a single processor becomes a list);
-    every transport's server builds its pipeline around them."""
-    built = cfg.app(call)
+def user_processors(cfg: ServerConfig, call: CallInfo, app: AppFactory | None = None) -> list[FrameProcessor]:
+    """The app's processors for ``call`` (``app``, default the configured one; a single
+    processor becomes a list); every transport's server builds its pipeline around them."""
+    built = (app or cfg.app)(call)
     if isinstance(built, FrameProcessor):
         return [built]
     procs = list(built)
@@ -111,6 +129,20 @@ def user_processors(cfg: ServerConfig, call: CallInfo) -> list[FrameProcessor]:
     tail = [p for p in procs if is_after_output(p)]  # stay marked: serve_call puts them after the output
     head = [p for p in procs if not is_after_output(p)]
     return (head if len(head) <= 1 else [Pipeline(head)]) + tail
+
+
+def agent_of(state: ServerState, request: Any, transport: str) -> Agent | None:
+    """The agent a request is for: the route's ``{agent}`` (404 if unknown or not reachable by
+    ``transport``), else the default agent where the unprefixed routes serve it, else None."""
+    cfg = state.config
+    name = request.match_info.get("agent") if hasattr(request, "match_info") else getattr(request, "agent", None)
+    if name is not None:
+        return cfg.agents.require(name, transport)
+    return cfg.agents.default if cfg.use_default_agent else None
+
+
+def _app_of(cfg: ServerConfig, agent: Agent | None) -> AppFactory:
+    return agent.app if agent is not None else cfg.app
 
 
 def _public_base(request: web.Request, cfg: ServerConfig) -> str:
@@ -135,43 +167,68 @@ def _signed_url(request: Any, cfg: ServerConfig) -> str:
     return signed_url(request, public_url=cfg.public_url, trusted_proxies=cfg.trusted_proxies)
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE_KEY].health())
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    ready = state.admission.has_room()
-    return web.json_response(state.health(), status=200 if ready else 503)
-
-
-def busy_payload(state: ServerState) -> dict[str, Any]:
+def busy_payload(state: ServerState, agent: Agent | None = None) -> dict[str, Any]:
     """The JSON body of a 503 refusal (at capacity or draining)."""
-    return {
-        "error": "at capacity" if not state.admission.draining else "draining",
-        **state.admission.snapshot(),
-    }
+    adm = state.admission
+    if agent is not None and not adm.draining and adm.has_room():
+        return {"error": "at capacity", "agent": agent.name, **agent.admission.snapshot()}
+    return {"error": "at capacity" if not adm.draining else "draining", **adm.snapshot()}
 
 
 RETRY_AFTER = {"Retry-After": "1"}
 """Headers of a 503 refusal."""
 
 
-def _busy(state: ServerState) -> web.Response:
-    return web.json_response(busy_payload(state), status=503, headers=RETRY_AFTER)
+def _busy(state: ServerState, agent: Agent | None = None) -> web.Response:
+    return web.json_response(busy_payload(state, agent), status=503, headers=RETRY_AFTER)
 
 
-async def track(state: ServerState, coro: Any) -> None:
-    """Run an admitted call in the current task: counted in ``state.calls``, its slot released at the end."""
+def admit(state: ServerState, agent: Agent | None) -> bool:
+    """Take a slot for a new call in the worker and in its agent (False: refused, counted)."""
+    if not state.admission.try_admit():
+        state.metrics.call_rejected(agent.name if agent else "default",
+                                    "draining" if state.admission.draining else "capacity")
+        return False
+    if agent is not None and not agent.admission.try_admit():
+        state.admission.undo_admit()
+        state.metrics.call_rejected(agent.name, "capacity")
+        return False
+    return True
+
+
+def has_room(state: ServerState, agent: Agent | None) -> bool:
+    """Whether a new call for ``agent`` would be admitted now (without taking a slot)."""
+    return state.admission.has_room() and (agent is None or agent.admission.has_room())
+
+
+async def track(
+    state: ServerState, coro: Any, *, agent: Agent | None = None, transport: str = "raw"
+) -> None:
+    """Run an admitted call in the current task: counted in ``state.calls`` (and its agent's
+    admission), its slot released at the end; its log lines carry a call id."""
     task = asyncio.current_task()
     assert task is not None
+    name = agent.name if agent is not None else "default"
+    record = CallRecord(agent=name, transport=transport, call_id=new_call_id())
+    observer = state.metrics.observer(name) if agent is not None else None
+    if observer is not None:
+        record.observers.append(observer)
+    CURRENT_CALL.set(record)
     state.calls.add(task)
+    state.records[task] = record
+    state.metrics.call_started(name, transport)
+    logger.debug("call started: agent %s, %s", name, transport)
     try:
         await coro
     finally:
         state.calls.discard(task)
+        state.records.pop(task, None)
         state.admission.release()
+        if agent is not None:
+            agent.admission.release()
         state.finished_calls += 1
+        state.metrics.call_ended(name, transport, record.task)
+        logger.debug("call ended")
         if not state.calls and state.collector is not None:
             state.collector.idle()  # nobody is on a call: a long collection is not heard
 
@@ -179,21 +236,28 @@ async def track(state: ServerState, coro: Any) -> None:
 async def _raw_ws(request: web.Request) -> web.StreamResponse:
     """``/ws``: binary PCM (or any bytes) in, the pipeline's output audio back."""
     state = request.app[STATE_KEY]
-    return await _serve_ws(state, request, lambda sock: raw_call(state, sock, request))
+    agent = agent_of(state, request, "raw")
+    return await _serve_ws(state, request, lambda sock: raw_call(state, sock, request, agent), agent, "raw")
 
 
 async def _serve_ws(
-    state: ServerState, request: web.Request, call: Callable[[CallSocket], Awaitable[None]]
+    state: ServerState,
+    request: web.Request,
+    call: Callable[[CallSocket], Awaitable[Any]],
+    agent: Agent | None = None,
+    transport: str = "raw",
 ) -> web.StreamResponse:
     """Admit and upgrade ``request``, then run ``call`` on its socket until the call ends (503 when full)."""
-    ws = await _accept(state, request)
+    ws = await _accept(state, request, agent)
     if ws is None:
-        return _busy(state)
-    await track(state, call(AiohttpSocket(ws)))
+        return _busy(state, agent)
+    await track(state, call(AiohttpSocket(ws)), agent=agent, transport=transport)
     return ws
 
 
-async def _accept(state: ServerState, request: web.Request) -> web.WebSocketResponse | None:
+async def _accept(
+    state: ServerState, request: web.Request, agent: Agent | None = None
+) -> web.WebSocketResponse | None:
     """Admit the call and upgrade the connection (None: refused, answer 503).
 
     A request that is no WebSocket upgrade (a plain GET) is answered 400 before
@@ -203,17 +267,19 @@ async def _accept(state: ServerState, request: web.Request) -> web.WebSocketResp
     ws = web.WebSocketResponse(max_msg_size=cfg.max_msg_size, heartbeat=cfg.ws_heartbeat)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
-    if not state.admission.try_admit():
+    if not admit(state, agent):
         return None
     try:
         await ws.prepare(request)
     except BaseException:
         state.admission.release()
+        if agent is not None:
+            agent.admission.release()
         raise
     return ws
 
 
-async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
+async def raw_call(state: ServerState, sock: CallSocket, request: Any, agent: Agent | None = None) -> None:
     """A raw call (``/ws?sample_rate=…``) on an accepted socket of either engine."""
     cfg = state.config
     rate = _query_rate(request) or cfg.audio_in_sample_rate
@@ -221,7 +287,7 @@ async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
     await serve_call(
         sock,
         raw_serializer(rate),
-        user_processors(cfg, call),
+        user_processors(cfg, call, _app_of(cfg, agent)),
         params=_params(cfg, rate, rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
     )
@@ -229,15 +295,20 @@ async def raw_call(state: ServerState, sock: CallSocket, request: Any) -> None:
 
 PROTOBUF_PATH = "/protobuf/ws"
 """Route of pipecat's protobuf clients (``WebsocketClientTransport`` with ``ProtobufFrameSerializer``)."""
+PROTOBUF_AGENT_PATH = "/protobuf/{agent}/ws"
+"""The protobuf route of one agent."""
 
 
 async def _protobuf_ws(request: web.Request) -> web.StreamResponse:
     """``/protobuf/ws``: pipecat's ``frames.proto`` messages both ways."""
     state = request.app[STATE_KEY]
-    return await _serve_ws(state, request, lambda sock: protobuf_call(state, sock, request))
+    agent = agent_of(state, request, "protobuf")
+    return await _serve_ws(
+        state, request, lambda sock: protobuf_call(state, sock, request, agent), agent, "protobuf"
+    )
 
 
-async def protobuf_call(state: ServerState, sock: CallSocket, request: Any) -> None:
+async def protobuf_call(state: ServerState, sock: CallSocket, request: Any, agent: Agent | None = None) -> None:
     """A pipecat protobuf call (``/protobuf/ws?sample_rate=…``) on an accepted socket of either engine.
 
     The pipeline runs at ``sample_rate`` both ways when the query gives one, else at
@@ -251,7 +322,7 @@ async def protobuf_call(state: ServerState, sock: CallSocket, request: Any) -> N
     await serve_call(
         sock,
         ProtobufFrameSerializer(),
-        user_processors(cfg, call),
+        user_processors(cfg, call, _app_of(cfg, agent)),
         params=_params(cfg, rate, rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
     )
@@ -263,12 +334,18 @@ def _query_rate(request: Any) -> int | None:
     return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
 
-async def _carrier_ws(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    cfg = state.config
+def _carrier_of(request: web.Request) -> Any:
     carrier = get_carrier(request.match_info["carrier"])
     if carrier is None:
         raise web.HTTPNotFound(text="unknown carrier")
+    return carrier
+
+
+async def _carrier_ws(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    carrier = _carrier_of(request)
+    agent = agent_of(state, request, carrier.name)
     if cfg.verify_signatures and not carrier.verify(
         request, b"", websocket=True, public_url=_signed_url(request, cfg)
     ):
@@ -280,10 +357,14 @@ async def _carrier_ws(request: web.Request) -> web.StreamResponse:
             carrier.refusal_status,
         )
         raise carrier.refusal("bad signature")
-    return await _serve_ws(state, request, lambda sock: carrier_call(state, carrier, request, sock))
+    return await _serve_ws(
+        state, request, lambda sock: carrier_call(state, carrier, request, sock, agent), agent, carrier.name
+    )
 
 
-async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: CallSocket) -> None:
+async def carrier_call(
+    state: ServerState, carrier: Any, request: Any, sock: CallSocket, agent: Agent | None = None
+) -> None:
     """A carrier call on an accepted socket of either engine: handshake, then the pipeline."""
     cfg = state.config
     try:
@@ -298,7 +379,7 @@ async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: Cal
     await serve_call(
         sock,
         opened.serializer,
-        user_processors(cfg, call),
+        user_processors(cfg, call, _app_of(cfg, agent)),
         params=_params(cfg, opened.in_rate, opened.out_rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
     )
@@ -307,9 +388,7 @@ async def carrier_call(state: ServerState, carrier: Any, request: Any, sock: Cal
 async def _checked(request: web.Request, what: str) -> tuple[Any, bytes]:
     """The route's carrier and the request body, after its signature check (404 / refusal)."""
     cfg = request.app[STATE_KEY].config
-    carrier = get_carrier(request.match_info["carrier"])
-    if carrier is None:
-        raise web.HTTPNotFound(text="unknown carrier")
+    carrier = _carrier_of(request)
     body = await request.read()
     if cfg.verify_signatures and not carrier.verify(request, body, public_url=_signed_url(request, cfg)):
         logger.warning("%s: %s webhook signature check failed (%s)", carrier.name, what, request.remote)
@@ -320,50 +399,92 @@ async def _checked(request: web.Request, what: str) -> tuple[Any, bytes]:
 async def _answer(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     cfg = state.config
+    agent = agent_of(state, request, _carrier_of(request).name)
     carrier, body = await _checked(request, "answer")
-    if not state.admission.has_room():
+    if not has_room(state, agent):
+        if agent is not None and state.admission.has_room():
+            agent.admission.rejected += 1
         state.admission.rejected += 1
-        return carrier.reject(request) or _busy(state)
-    stream_url = f"{_public_base(request, cfg)}/{carrier.name}/ws"
+        state.metrics.call_rejected(agent.name if agent else "default",
+                                    "draining" if state.admission.draining else "capacity")
+        return carrier.reject(request) or _busy(state, agent)
+    if "agent" in request.match_info and agent is not None:
+        stream_url = f"{_public_base(request, cfg)}{TELEPHONY}/{carrier.name}/{agent.name}/ws"
+    else:
+        stream_url = f"{_public_base(request, cfg)}/{carrier.name}/ws"
     return await carrier.answer(request, body, stream_url)
 
 
 async def _event(request: web.Request) -> web.StreamResponse:
     """``/{carrier}/event``: a call event / status callback, checked like the answer webhook."""
+    state = request.app[STATE_KEY]
+    agent_of(state, request, _carrier_of(request).name)
     carrier, body = await _checked(request, "event")
     return carrier.event(request, body)
 
 
+TELEPHONY = "/telephony"
+"""Prefix of the per-agent carrier routes: ``/telephony/{carrier}/{agent}/ws|answer|event``."""
+
+
 def create_app(config: ServerConfig | None = None, *, state: ServerState | None = None) -> web.Application:
     """The worker's aiohttp application (``state``: share admission with another engine's server)."""
+    from ._ops import add_ops_routes
+
     cfg = config or ServerConfig()
-    app = web.Application()
+    sec = cfg.security
+    app = web.Application(middlewares=[security_middleware(sec)], client_max_size=sec.max_body)
     state = state or ServerState(cfg)
     app[STATE_KEY] = state
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+    add_ops_routes(app)
     app.router.add_get("/ws", _raw_ws)
     app.router.add_get(PROTOBUF_PATH, _protobuf_ws)
+    app.router.add_get(PROTOBUF_AGENT_PATH, _protobuf_ws)
+    app.router.add_get(TELEPHONY + "/{carrier}/{agent}/ws", _carrier_ws)
+    app.router.add_route("*", TELEPHONY + "/{carrier}/{agent}/answer", _answer)
+    app.router.add_route("*", TELEPHONY + "/{carrier}/{agent}/event", _event)
     app.router.add_get("/{carrier}/ws", _carrier_ws)
     app.router.add_route("*", "/{carrier}/answer", _answer)
     app.router.add_route("*", "/{carrier}/event", _event)
     add_webrtc_routes(app, state)  # the playground: GET /, /api/offer, /api/events/{pc_id}
+    app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     logger.debug("carriers: %s", ", ".join(carrier_names()))
     return app
 
 
-async def drain(app: web.Application, grace: float) -> int:
-    """Stop admitting, wait up to ``grace`` s for calls to end, cancel the rest. Returns how many."""
-    return await drain_state(app[STATE_KEY], grace)
+async def drain(app: web.Application, grace: float, *, goodbye: str | None = None) -> int:
+    """Stop admitting, wait up to ``grace`` s for calls to end, then end the rest (with
+    ``goodbye`` spoken first when given). Returns how many had to be ended."""
+    return await drain_state(app[STATE_KEY], grace, goodbye=goodbye)
 
 
-async def drain_state(state: ServerState, grace: float) -> int:
-    """:func:`drain` for a worker's state (whatever engine serves it)."""
+async def drain_state(
+    state: ServerState, grace: float, *, goodbye: str | None = None, end_grace: float = 5.0
+) -> int:
+    """:func:`drain` for a worker's state (whatever engine serves it).
+
+    Calls still running after ``grace`` get ``TTSSpeakFrame(goodbye)`` and an ``EndFrame``
+    (the output transport plays what was queued, then closes the socket) and up to
+    ``end_grace`` s to finish; whatever is left then is cancelled.
+    """
+    from ..frames import EndFrame, TTSSpeakFrame
+
     state.admission.draining = True
     if state.calls and grace > 0:
         await asyncio.wait(list(state.calls), timeout=grace)
     left = [t for t in state.calls if not t.done()]
+    if left and goodbye:
+        ending = []
+        for t in left:
+            record = state.records.get(t)
+            if record is not None and record.task is not None:
+                await record.task.queue_frames([TTSSpeakFrame(goodbye), EndFrame()])
+                ending.append(t)
+        if ending:
+            logger.info("drain: ending %d calls with a goodbye", len(ending))
+            await asyncio.wait(ending, timeout=end_grace)
+    left = [t for t in left if not t.done()]
     for task in left:
         task.cancel()
     if left:
@@ -371,5 +492,10 @@ async def drain_state(state: ServerState, grace: float) -> int:
     return len(left)
 
 
+async def _on_startup(app: web.Application) -> None:
+    app[STATE_KEY].metrics.start_probe()
+
+
 async def _on_shutdown(app: web.Application) -> None:
     await drain(app, 0.0)
+    await app[STATE_KEY].metrics.stop_probe()

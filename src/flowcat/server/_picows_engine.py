@@ -29,14 +29,20 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import picows
+from aiohttp import web
 
 from ..transports import PicowsListener, PicowsTransport
+from ._agents import Agent
 from ._app import (
     PROTOBUF_PATH,
     RETRY_AFTER,
+    TELEPHONY,
     ServerState,
+    admit,
+    agent_of,
     busy_payload,
     carrier_call,
+    has_room,
     protobuf_call,
     raw_call,
     track,
@@ -61,7 +67,7 @@ class UpgradeRequest:
     connection is accepted).
     """
 
-    __slots__ = ("headers", "path", "query", "raw_path", "remote", "secure", "url")
+    __slots__ = ("agent", "headers", "path", "query", "raw_path", "remote", "secure", "url")
 
     def __init__(self, raw_path: str, headers: Any, *, secure: bool = False) -> None:
         from yarl import URL
@@ -75,6 +81,15 @@ class UpgradeRequest:
         scheme = "https" if secure else "http"
         self.url = URL(f"{scheme}://{headers.get('Host', 'localhost')}{raw_path}")
         self.remote: str | None = None
+        self.agent: str | None = None
+
+
+def _token_ok(req: UpgradeRequest, token: str) -> bool:
+    import hmac
+
+    auth = req.headers.get("Authorization", "") or ""
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else req.query.get("token")
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 class PicowsSocket(CallSocket):
@@ -120,18 +135,26 @@ class CallListener(PicowsListener):
     """One admitted call: its task starts when the upgrade completed."""
 
     def __init__(
-        self, state: ServerState, request: UpgradeRequest, carrier: Any, *, protobuf: bool = False
+        self,
+        state: ServerState,
+        request: UpgradeRequest,
+        carrier: Any,
+        *,
+        protobuf: bool = False,
+        agent: Agent | None = None,
     ) -> None:
         super().__init__(max_msg_size=state.config.max_msg_size)
         self.state = state
         self.request = request
         self.carrier = carrier
         self.protobuf = protobuf
+        self.agent = agent
 
     def on_ws_connected(self, transport: Any) -> None:
         super().on_ws_connected(transport)
         state = self.state
-        if not state.admission.try_admit():  # cannot happen between the router's check and here
+        agent = self.agent
+        if not admit(state, agent):  # cannot happen between the router's check and here
             transport.send_close(picows.WSCloseCode.TRY_AGAIN_LATER)
             transport.disconnect()
             return
@@ -139,17 +162,20 @@ class CallListener(PicowsListener):
         self.request.remote = peer[0] if peer else None
         sock = PicowsSocket(self)
         if self.protobuf:
-            call = protobuf_call(state, sock, self.request)
+            call = protobuf_call(state, sock, self.request, agent)
+            kind = "protobuf"
         elif self.carrier is None:
-            call = raw_call(state, sock, self.request)
+            call = raw_call(state, sock, self.request, agent)
+            kind = "raw"
         else:
-            call = carrier_call(state, self.carrier, self.request, sock)
-        asyncio.get_running_loop().create_task(self._serve(call))
+            call = carrier_call(state, self.carrier, self.request, sock, agent)
+            kind = self.carrier.name
+        asyncio.get_running_loop().create_task(self._serve(call, kind))
 
-    async def _serve(self, call: Any) -> None:
+    async def _serve(self, call: Any, kind: str) -> None:
         code = 1011
         try:
-            await track(self.state, call)
+            await track(self.state, call, agent=self.agent, transport=kind)
             code = 1000
         except asyncio.CancelledError:
             code = 1001
@@ -177,17 +203,38 @@ class Router:
         if path == "/healthz":
             return _json_response(200, state.health())
         if path == "/readyz":
-            return _json_response(200 if state.admission.has_room() else 503, state.health())
+            from ._ops import readiness
+
+            ready, body = readiness(state)
+            return _json_response(200 if ready else 503, body)
         carrier = None
-        if path != "/ws" and path != PROTOBUF_PATH:
-            parts = path.split("/")
+        agent_name: str | None = None
+        protobuf = path == PROTOBUF_PATH
+        parts = path.split("/")
+        if path.startswith(TELEPHONY + "/") and len(parts) == 5 and parts[4] == "ws":
+            carrier = get_carrier(parts[2])  # /telephony/{carrier}/{agent}/ws
+            agent_name = parts[3]
+            if carrier is None:
+                return _text_response(404, "unknown carrier")
+        elif len(parts) == 4 and parts[1] == "protobuf" and parts[3] == "ws":
+            protobuf, agent_name = True, parts[2]
+        elif path != "/ws" and not protobuf:
             if len(parts) != 3 or parts[0] or parts[2] != "ws":
                 return None  # picows answers 404
             carrier = get_carrier(parts[1])
             if carrier is None:
                 return _text_response(404, "unknown carrier")
         req = UpgradeRequest(raw_path, request.headers, secure=self.secure)
+        req.agent = agent_name
         cfg = state.config
+        if carrier is None and cfg.security.token and not _token_ok(req, cfg.security.token):
+            logger.warning("refused upgrade %s: missing or wrong API token", path)
+            return _text_response(401, "missing or wrong API token")
+        kind = carrier.name if carrier is not None else ("protobuf" if protobuf else "raw")
+        try:
+            agent = agent_of(state, req, kind)
+        except web.HTTPNotFound as exc:  # unknown agent, or a transport it does not list
+            return _text_response(404, exc.text or "not found")
         if (
             carrier is not None
             and cfg.verify_signatures
@@ -205,12 +252,12 @@ class Router:
                 carrier.refusal_status,
             )
             return _text_response(carrier.refusal_status, "bad signature")
-        if not state.admission.has_room():
+        if not has_room(state, agent):
             state.admission.rejected += 1
-            return _json_response(503, busy_payload(state), RETRY_AFTER)
+            return _json_response(503, busy_payload(state, agent), RETRY_AFTER)
         # The slot is taken once the upgrade completed (on_ws_connected runs right after this,
         # in the same callback), so a request that fails picows' upgrade checks holds none.
-        return CallListener(state, req, carrier, protobuf=path == PROTOBUF_PATH)
+        return CallListener(state, req, carrier, protobuf=protobuf, agent=agent)
 
 
 async def serve_picows(state: ServerState, host: str, port: int, **kwargs: Any) -> asyncio.Server:

@@ -13,7 +13,9 @@ here, the picows one in :mod:`flowcat.server._picows_engine`. Everything else
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
@@ -24,11 +26,27 @@ from ._apps import is_after_output
 if TYPE_CHECKING:
     from ..serializers import Serializer
 
-__all__ = ["AiohttpSocket", "CallSocket", "run_call", "serve_call"]
+__all__ = ["CURRENT_CALL", "AiohttpSocket", "CallRecord", "CallSocket", "run_call", "serve_call"]
 
 logger = logging.getLogger("flowcat.server")
 
 _END_GRACE = 5.0  # seconds the pipeline may take to finish once the socket closed
+
+
+@dataclass(eq=False)
+class CallRecord:
+    """What the server knows of one admitted call (set in its context by the server's
+    ``track``): :func:`serve_call` attaches ``observers`` and records the call's task here,
+    so that a drain can end the call gracefully."""
+
+    agent: str = "default"
+    transport: str = "raw"
+    call_id: str = ""
+    observers: list[Any] = field(default_factory=list)
+    task: PipelineTask | None = None
+
+
+CURRENT_CALL: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("flowcat_call", default=None)
 
 
 class CallSocket:
@@ -108,7 +126,15 @@ async def serve_call(
     head = [p for p in processors if not is_after_output(p)]
     tail = [p for p in processors if is_after_output(p)]
     pipeline = Pipeline([transport.input(), *head, transport.output(), *tail])
-    task = PipelineTask(pipeline, params=params, idle_timeout_secs=idle_timeout_secs)
+    record = CURRENT_CALL.get()
+    task = PipelineTask(
+        pipeline,
+        params=params,
+        idle_timeout_secs=idle_timeout_secs,
+        observers=record.observers if record is not None else None,
+    )
+    if record is not None:
+        record.task = task
     runner = asyncio.get_running_loop().create_task(task.run(), name=task.name)
     try:
         await transport.read_messages()

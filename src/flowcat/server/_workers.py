@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -67,6 +68,19 @@ class ServeOptions:
     """Also accept Asterisk AudioSocket calls (TCP) on this port; None: off."""
     audiosocket_rate: int | None = None
     """Force the AudioSocket bot-audio rate (Hz); None: follow each caller's audio kind."""
+    config: str | None = None
+    """Agents configuration file (``flowcat serve AGENTS.yaml``); None: ``app`` only."""
+    agents: list[str] | None = None
+    """Agents of ``config`` to serve (those the parent found without problems; None: all)."""
+    token_env: str = "FLOWCAT_API_TOKEN"
+    """Environment variable holding the API token (the token itself never travels in options)."""
+    cors_origins: list[str] = field(default_factory=list)
+    call_rate: float = 5.0
+    """New calls per second per client IP on /ws, the protobuf routes and /api/offer (0: off)."""
+    call_burst: int = 20
+    max_body: int = 1 << 20
+    log_format: str = "text"
+    goodbye: str | None = "Sorry, we have to end the call now. Goodbye."
 
 
 def run_worker(opts: ServeOptions, worker_id: int = 0) -> int:
@@ -95,21 +109,42 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     from ._admission import default_capacity
     from ._app import ServerConfig, ServerState, create_app, drain_state
     from ._apps import load_app
+    from ._security import Security
 
+    capacity = opts.capacity or default_capacity()
     cfg = ServerConfig(
-        capacity=opts.capacity or default_capacity(),
+        capacity=capacity,
         app=load_app(opts.app, app_dir=opts.app_dir),
         public_url=opts.public_url,
         trusted_proxies=opts.trusted_proxies,
         verify_signatures=opts.verify_signatures,
         worker_id=worker_id,
         idle_timeout_secs=opts.idle_timeout,
+        security=Security(
+            token=os.environ.get(opts.token_env) or None,
+            cors_origins=tuple(opts.cors_origins),
+            call_rate=opts.call_rate,
+            call_burst=opts.call_burst,
+            max_body=opts.max_body,
+        ),
+        goodbye=opts.goodbye,
+        max_msg_size=opts.max_body,
     )
+    if opts.config:
+        from ..config import load_config
+        from ._agents import agents_from_config
+
+        wanted = set(opts.agents) if opts.agents is not None else None
+        cfg.agents = agents_from_config(
+            load_config(opts.config), capacity=capacity, only=None if wanted is None else wanted.__contains__
+        )
+        cfg.use_default_agent = not opts.app
     if opts.sample_rate:
         cfg.audio_in_sample_rate = cfg.audio_out_sample_rate = opts.sample_rate
     if opts.engine == "picows":
         cfg.media_port = opts.port
     state = ServerState(cfg)
+    state.warming = bool(cfg.agents)
     app = create_app(cfg, state=state)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -157,22 +192,43 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     # Everything loaded so far (modules, classes, the app) lives as long as the
     # worker, and so do the objects of live calls: keep them out of the collector's
     # way (frozen), so that no collection walks every live call (see CollectorPolicy).
-    state.collector = CollectorPolicy()
-    state.collector.install()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if state.warming:
+        await _warm_up(state)
+    state.collector = CollectorPolicy()
+    state.collector.install()
     await stop.wait()
-    # Graceful drain: stop listening, refuse new calls, let the others end (bounded).
+    # Graceful drain: refuse new calls (503; /readyz says "draining"), let the others end
+    # (bounded), say goodbye to those left and end them, then stop listening.
     state.admission.draining = True
+    logger.info("worker %d: draining %d calls (at most %.1f s)", worker_id, len(state.calls), opts.drain_timeout)
     if media is not None:
         media.close()  # stops accepting; calls in progress go on
     if audiosocket is not None:
         audiosocket.close()
+    ended = await drain_state(state, opts.drain_timeout, goodbye=cfg.goodbye)
+    if ended:
+        logger.warning("worker %d: drain timeout, cancelled %d calls", worker_id, ended)
     await site.stop()
-    cancelled = await drain_state(state, opts.drain_timeout)
-    if cancelled:
-        logger.warning("worker %d: drain timeout, cancelled %d calls", worker_id, cancelled)
     await runner.cleanup()
     return 0
+
+
+async def _warm_up(state: Any) -> None:
+    """Build one call's pipeline per agent off the loop (loads VAD/turn models into their
+    caches), with ``/readyz`` answering 503 "warming up" meanwhile."""
+    import asyncio
+
+    from ._apps import CallInfo
+
+    try:
+        for agent in state.config.agents:
+            try:
+                await asyncio.to_thread(agent.app, CallInfo(carrier="warmup"))
+            except Exception as exc:  # the first call will report it with its context
+                logger.warning("agent %s: warm-up failed: %s", agent.name, exc)
+    finally:
+        state.warming = False

@@ -14,7 +14,9 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     opts = ServeOptions(**json.loads(argv[0]))
     worker_id = int(argv[1]) if len(argv) > 1 else 0
-    logging.basicConfig(level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ._logging import configure_logging
+
+    configure_logging(opts.log_level, opts.log_format)
     if opts.log_level > logging.INFO:  # where the worker listens is shown by default (see cli serve)
         logging.getLogger("flowcat.server").setLevel(logging.INFO)
     return run_worker(opts, worker_id)
