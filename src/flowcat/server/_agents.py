@@ -106,13 +106,14 @@ def agents_from_config(
     served: list[Agent] = []
     problems: dict[str, list[str]] = {}
     for name, spec in loaded.config.agents.items():
-        if only is not None and not only(name):
-            continue
         try:
             make = agent_pipeline(loaded, name)
         except ConfigError as exc:
             found = getattr(exc, "problems", None)
             problems[name] = [str(p) for p in found] if found else [str(exc)]
+            continue
+        if only is not None and not only(name):
+            problems[name] = ["left out at start-up"]
             continue
         served.append(
             Agent(
