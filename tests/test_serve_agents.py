@@ -362,7 +362,7 @@ def test_sigterm_drains_then_says_goodbye_and_exits(tmp_path: Path, fakes: dict[
                 "customParameters": {},
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
             silence = base64.b64encode(b"\xff" * 160).decode()
-            for seq in range(10):
+            for _ in range(10):
                 await ws.send_str(json.dumps({"event": "media", "streamSid": sid, "media": {"payload": silence}}))
                 await asyncio.sleep(0.02)
             served.proc.send_signal(signal.SIGTERM)

@@ -169,15 +169,22 @@ class AgentConfig(_Strict):
 class ServerConfig(_Strict):
     """Where and how the server listens."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8765, ge=1, le=65535)
-    public_url: str | None = Field(default=None, description="the URL carriers reach (behind TLS or a proxy)")
-    token_env: str = Field(default="FLOWCAT_API_TOKEN", description="required off loopback")
+    host: str = Field(default="127.0.0.1", description="bind address (--host overrides); off loopback needs a token")
+    port: int = Field(default=8765, ge=1, le=65535, description="port shared by the workers (--port overrides)")
+    public_url: str | None = Field(
+        default=None, description="the URL carriers reach (behind TLS or a proxy; --public-url overrides)"
+    )
+    token_env: str = Field(
+        default="FLOWCAT_API_TOKEN",
+        description="environment variable holding the API token (required off loopback; enforced when set)",
+    )
 
 
 class FlowcatConfig(_Strict):
     """A configuration file."""
 
-    version: Literal[1] = 1
-    server: ServerConfig = ServerConfig()
-    agents: dict[str, AgentConfig] = Field(min_length=1)
+    version: Literal[1] = Field(default=1, description="format version")
+    server: ServerConfig = Field(default=ServerConfig(), description="where and how the server listens")
+    agents: dict[str, AgentConfig] = Field(
+        min_length=1, description="agents by name (lower-case letters, digits, '-', '_'; part of URLs)"
+    )
