@@ -66,6 +66,7 @@ def configure_logging(level: int, fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if type(old) is logging.StreamHandler:  # basicConfig's; others (a test's capture) stay
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
