@@ -77,8 +77,9 @@ async def test_readyz_says_why_per_agent() -> None:
         state = client.server.app[STATE_KEY]
         body = await (await client.get("/readyz")).json()
         assert body["ready"] is True and body["reasons"] == []
-        assert body["agents"]["gamma"] == {"ready": False, "reasons": ["not served: configuration problems"],
-                                           "problems": ["a.yaml:3:5: agents.gamma: broken"]}
+        assert body["agents"]["gamma"] == {"ready": False, "reasons": ["not served: configuration problems"]}
+        listed = await (await client.get("/api/agents")).json()
+        assert listed["not_served"] == {"gamma": ["a.yaml:3:5: agents.gamma: broken"]}
         state.warming = True
         r = await client.get("/readyz")
         body = await r.json()
@@ -241,3 +242,41 @@ def test_call_info_names_the_agent() -> None:
     call = CallInfo(carrier="twilio")
     assert call.extra == {}
     _ = EchoProcessor  # the default app stays importable
+
+
+async def test_picows_engine_routes_agents_and_checks_the_token() -> None:
+    from _helpers import require
+
+    require("picows")
+    from flowcat.server import ServerState
+    from flowcat.server._app import drain_state
+    from flowcat.server._picows_engine import serve_picows
+
+    agents = Agents([_agent("alpha", b"AA", ("protobuf",)), _agent("beta", b"BB", ("twilio",))])
+    cfg = ServerConfig(audio_in_sample_rate=8000, audio_out_sample_rate=8000, agents=agents,
+                       security=Security(token="s3cret"))
+    state = ServerState(cfg)
+    server = await serve_picows(state, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await s.ws_connect(base + "/protobuf/alpha/ws")
+            assert err.value.status == 401
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await s.ws_connect(base + "/protobuf/beta/ws?token=s3cret")
+            assert err.value.status == 404  # beta is not reachable by protobuf
+            ws = await s.ws_connect(base + "/protobuf/alpha/ws?token=s3cret")
+            for _ in range(100):
+                if agents.get("alpha").admission.active == 1:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.01)
+            assert agents.get("alpha").admission.active == 1  # type: ignore[union-attr]
+            async with s.get(base + "/readyz") as r:
+                body = await r.json()
+                assert r.status == 200 and body["agents"]["alpha"]["active"] == 1
+            await ws.close()
+    finally:
+        server.close()
+        await drain_state(state, 0.0)

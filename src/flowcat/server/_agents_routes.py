@@ -10,7 +10,7 @@ __all__ = ["_agents"]
 
 
 async def _agents(request: web.Request) -> web.Response:
-    """``{"agents": [{name, description, transports, ready}], "not_served": [names]}``."""
+    """``{"agents": [{name, description, transports, ready}], "not_served": {name: [problems]}}``."""
     state = request.app[STATE_KEY]
     agents = state.config.agents
     adm = state.admission
@@ -23,4 +23,4 @@ async def _agents(request: web.Request) -> web.Response:
         }
         for a in agents
     ]
-    return web.json_response({"agents": out, "not_served": sorted(agents.problems)})
+    return web.json_response({"agents": out, "not_served": dict(sorted(agents.problems.items()))})

@@ -32,8 +32,8 @@ def readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
         ok = not reasons and not own
         any_ready = any_ready or ok
         agents[agent.name] = {"ready": ok, "reasons": reasons + own, **agent.snapshot()}
-    for name, problems in state.config.agents.problems.items():
-        agents[name] = {"ready": False, "reasons": ["not served: configuration problems"], "problems": problems}
+    for name in state.config.agents.problems:  # the problems themselves: /api/agents (behind the token)
+        agents[name] = {"ready": False, "reasons": ["not served: configuration problems"]}
     ready = not reasons and (any_ready or not state.config.agents)
     if not reasons and not ready:
         reasons.append("every agent is at capacity")
