@@ -155,7 +155,7 @@ def _wait_ready(served: Served) -> None:
 def served(tmp_path_factory: pytest.TempPathFactory, fakes: dict[str, Any]) -> Iterator[Served]:
     s = _start(
         tmp_path_factory.mktemp("serve"), fakes,
-        "--log-format", "json", "--max-body", "4096", "--call-rate", "0.2", "--call-burst", "2",
+        "--log-format", "json", "--turn-metrics", "--max-body", "4096", "--call-rate", "0.2", "--call-burst", "2",
     )
     try:
         yield s

@@ -280,3 +280,50 @@ async def test_picows_engine_routes_agents_and_checks_the_token() -> None:
     finally:
         server.close()
         await drain_state(state, 0.0)
+
+
+class Failing(FrameProcessor):
+    """Reports one ErrorFrame upstream on the first caller audio (as a failing provider does)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="FakeSTT#1")
+        self.failed = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame) and not self.failed:
+            self.failed = True
+            await self.push_error("provider went away")
+        await self.push_frame(frame, direction)
+
+
+async def test_provider_errors_are_counted_by_processor_without_an_observer() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flowcat.server._session import CURRENT_CALL  # noqa: F401 (the record the call runs under)
+
+    tasks: list[object] = []
+    agent = Agent("alpha", lambda call: [Failing(), EchoProcessor()], frozenset({"protobuf"}), Admission(10))
+    cfg = ServerConfig(audio_in_sample_rate=8000, audio_out_sample_rate=8000, agents=Agents([agent]),
+                       use_default_agent=True)
+    client = TestClient(TestServer(create_app(cfg)))
+    await client.start_server()
+    try:
+        state = client.server.app[STATE_KEY]
+        ws = await client.ws_connect("/ws?sample_rate=8000")
+        await ws.send_bytes(b"\x01\x00" * 160)
+        await asyncio.wait_for(ws.receive(), 5.0)
+        tasks = [r.task for r in state.records.values()]
+        assert tasks and all(t is not None and t.observers == [] for t in tasks)  # type: ignore[attr-defined]
+        await ws.close()
+        for _ in range(200):
+            text = await (await client.get("/metrics")).text()
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for f in text_string_to_metric_families(text) for s in f.samples}
+            key = ("flowcat_provider_errors_total", (("agent", "alpha"), ("service", "FakeSTT#1")))
+            if samples.get(key) == 1.0:
+                break
+            await asyncio.sleep(0.01)
+        assert samples.get(key) == 1.0, samples
+    finally:
+        await client.close()

@@ -75,6 +75,9 @@ class ServerConfig:
     """What a call still running at the end of a drain is told before it is ended (None: cut)."""
     use_default_agent: bool = False
     """The unprefixed routes serve ``agents.default`` instead of ``app``."""
+    turn_metrics: bool = False
+    """Attach the per-stage turn-latency observer to config agents' calls (``--turn-metrics``;
+    it costs the call its inline hops: about 12 µs more per hop per frame)."""
 
 
 class ServerState:
@@ -210,9 +213,16 @@ async def track(
     assert task is not None
     name = agent.name if agent is not None else "default"
     record = CallRecord(agent=name, transport=transport, call_id=new_call_id())
-    observer = state.metrics.observer(name) if agent is not None else None
-    if observer is not None:
-        record.observers.append(observer)
+    metrics = state.metrics
+    if metrics.enabled:
+        observer = metrics.observer(name) if agent is not None and state.config.turn_metrics else None
+        if observer is not None:
+            record.observers.append(observer)
+
+        async def on_error(_task: Any, frame: Any) -> None:
+            await metrics.on_error(name, frame)
+
+        record.on_error = on_error
     CURRENT_CALL.set(record)
     state.calls.add(task)
     state.records[task] = record

@@ -43,6 +43,8 @@ class CallRecord:
     transport: str = "raw"
     call_id: str = ""
     observers: list[Any] = field(default_factory=list)
+    on_error: Any = None
+    """Handler of the task's ``on_pipeline_error`` (task, ErrorFrame), or None."""
     task: PipelineTask | None = None
 
 
@@ -135,6 +137,8 @@ async def serve_call(
     )
     if record is not None:
         record.task = task
+        if record.on_error is not None:
+            task.add_event_handler("on_pipeline_error", record.on_error)
     runner = asyncio.get_running_loop().create_task(task.run(), name=task.name)
     try:
         await transport.read_messages()

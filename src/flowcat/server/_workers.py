@@ -80,6 +80,8 @@ class ServeOptions:
     call_burst: int = 20
     max_body: int = 1 << 20
     log_format: str = "text"
+    turn_metrics: bool = False
+    """Per-stage turn-latency histograms for config agents' calls (an observer per call)."""
     goodbye: str | None = "Sorry, we have to end the call now. Goodbye."
 
 
@@ -128,6 +130,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
             max_body=opts.max_body,
         ),
         goodbye=opts.goodbye,
+        turn_metrics=opts.turn_metrics,
         max_msg_size=opts.max_body,
     )
     if opts.config:
