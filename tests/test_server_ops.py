@@ -327,3 +327,57 @@ async def test_provider_errors_are_counted_by_processor_without_an_observer() ->
         assert samples.get(key) == 1.0, samples
     finally:
         await client.close()
+
+
+CONFIG = """\
+server: {host: 127.0.0.2, port: 9100, public_url: "https://cfg.example", token_env: MY_TOKEN}
+agents:
+  a:
+    brain: {kind: llm}
+    topology: {stt: {provider: deepgram}, llm: {provider: openai}, tts: {provider: cartesia}}
+"""
+
+
+@pytest.mark.parametrize("how", ["positional", "option", "env"])
+def test_serve_reads_the_config_and_flags_override_its_server_settings(
+    how: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    import flowcat.server
+    from flowcat.cli import main
+
+    path = Path(str(tmp_path)) / "agents.yaml"
+    path.write_text(CONFIG)
+    for k in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "CARTESIA_API_KEY", "MY_TOKEN"):
+        monkeypatch.setenv(k, "x")
+    monkeypatch.delenv("FLOWCAT_CONFIG", raising=False)
+    seen: list[object] = []
+    monkeypatch.setattr(flowcat.server, "supervise", lambda opts: seen.append(opts) or 0)
+    args = {"positional": [str(path)], "option": ["--config", str(path)], "env": []}[how]
+    if how == "env":
+        monkeypatch.setenv("FLOWCAT_CONFIG", str(path))
+    assert main(["serve", *args]) == 0
+    opts = seen[-1]
+    assert (opts.host, opts.port, opts.public_url, opts.token_env) == (  # type: ignore[attr-defined]
+        "127.0.0.2", 9100, "https://cfg.example", "MY_TOKEN")
+    assert opts.config == str(path) and opts.agents == ["a"]  # type: ignore[attr-defined]
+    assert main(["serve", *args, "--host", "127.0.0.1", "--port", "9", "--public-url", "https://f.example"]) == 0
+    opts = seen[-1]
+    assert (opts.host, opts.port, opts.public_url) == ("127.0.0.1", 9, "https://f.example")  # type: ignore[attr-defined]
+    monkeypatch.delenv("MY_TOKEN")  # 127.0.0.2 is loopback: no token needed
+    assert main(["serve", *args]) == 0
+    assert main(["serve", *args, "--host", "0.0.0.0"]) == 2  # off loopback without MY_TOKEN
+
+
+def test_serve_without_a_config_keeps_todays_behaviour(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flowcat.server
+    from flowcat.cli import main
+
+    monkeypatch.delenv("FLOWCAT_CONFIG", raising=False)
+    seen: list[object] = []
+    monkeypatch.setattr(flowcat.server, "supervise", lambda opts: seen.append(opts) or 0)
+    assert main(["serve", "--app", "flowcat.server._apps:async_app"]) == 0
+    opts = seen[-1]
+    assert (opts.host, opts.port, opts.config, opts.app) == (  # type: ignore[attr-defined]
+        "127.0.0.1", 8765, None, "flowcat.server._apps:async_app")

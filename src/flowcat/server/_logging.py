@@ -60,13 +60,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int, fmt: str = "text") -> None:
-    """Set up the root logger of a server process: ``fmt`` ``text`` or ``json``, call ids on."""
+    """Set up the root logger of a server process: ``fmt`` ``text`` or ``json``, call ids on
+    (replaces ``logging.basicConfig``'s handler; handlers of others are left as they are)."""
+    root = logging.getLogger()
+    plain = [h for h in root.handlers if type(h) is logging.StreamHandler]  # basicConfig's
+    if root.handlers and not plain:
+        return  # the embedding program (or a test's log capture) owns logging: leave it alone
+    for old in plain:
+        root.removeHandler(old)
     handler = logging.StreamHandler()
     handler.addFilter(CallIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if type(old) is logging.StreamHandler:  # basicConfig's; others (a test's capture) stay
-            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
