@@ -381,3 +381,27 @@ def test_serve_without_a_config_keeps_todays_behaviour(monkeypatch: pytest.Monke
     opts = seen[-1]
     assert (opts.host, opts.port, opts.config, opts.app) == (  # type: ignore[attr-defined]
         "127.0.0.1", 8765, None, "flowcat.server._apps:async_app")
+
+
+async def test_agent_carrier_routes_keep_the_carrier_signature_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_server import PUBLIC, _twilio_signature
+
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "secret-token")
+    client = await _client(public_url=PUBLIC)
+    try:
+        params = {"CallSid": "CA9", "From": "+15550009"}
+        path = "/telephony/twilio/alpha/answer"
+        bad = await client.post(path, data=params, headers={"X-Twilio-Signature": "AAAA"})
+        assert bad.status == 403
+        old_route = _twilio_signature(PUBLIC + "/twilio/answer", params, "secret-token")
+        bad = await client.post(path, data=params, headers={"X-Twilio-Signature": old_route})
+        assert bad.status == 403  # a signature is over the URL called, the agent's
+        sig = _twilio_signature(PUBLIC + path, params, "secret-token")
+        good = await client.post(path, data=params, headers={"X-Twilio-Signature": sig})
+        text = await good.text()
+        assert good.status == 200 and f"{PUBLIC.replace('https', 'wss')}/telephony/twilio/alpha/ws" in text
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/telephony/twilio/alpha/ws", headers={"X-Twilio-Signature": "AAAA"})
+        assert err.value.status == 403
+    finally:
+        await client.close()
