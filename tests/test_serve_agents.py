@@ -193,7 +193,7 @@ def test_a_broken_agent_is_reported_with_file_and_line_and_not_served(served: Se
     assert ready["agents"]["broken"]["ready"] is False and "problems" not in ready["agents"]["broken"]
     status, body = _get(served.base + "/api/agents", AUTH)
     listed = json.loads(body)
-    assert [a["name"] for a in listed["agents"]] == ["alpha", "beta"] and list(listed["not_served"]) == ["broken"]
+    assert list(listed["not_served"]) == ["broken"]
     assert any("deepgramm" in p for p in listed["not_served"]["broken"])
 
 

@@ -172,7 +172,6 @@ async def test_cors_is_closed_unless_the_origin_is_allowed() -> None:
     try:
         r = await client.get("/api/agents", headers={"Origin": "https://ok.example"})
         assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers  # no token set: open
-        assert [a["name"] for a in (await r.json())["agents"]] == ["alpha", "beta"]
     finally:
         await client.close()
 

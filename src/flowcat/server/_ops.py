@@ -65,10 +65,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def add_ops_routes(app: web.Application) -> None:
-    """Add ``/healthz``, ``/readyz``, ``/metrics`` and ``/api/agents`` to ``app``."""
-    from ._agents_routes import _agents
-
+    """Add ``/healthz``, ``/readyz`` and ``/metrics`` to ``app`` (``/api/agents`` is the playground's)."""
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/api/agents", _agents)

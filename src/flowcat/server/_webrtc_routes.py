@@ -82,7 +82,9 @@ class WebRTCCalls:
         self.state = state
         raw = os.environ.get(HOST_IPS_ENV, "")
         self.host_ips: list[str] | None = [a.strip() for a in raw.split(",") if a.strip()] or None
-        self.agents: dict[str, AppFactory] = {}
+        self.agents: dict[str, AppFactory] = {
+            a.name: a.app for a in state.config.agents if "webrtc" in a.transports
+        }  # the configuration file's agents reachable by WebRTC
         self.calls: dict[str, _Call] = {}
 
     def agent_names(self) -> list[str]:
@@ -127,7 +129,11 @@ async def _static(request: web.Request) -> web.StreamResponse:
 async def _agents(request: web.Request) -> web.Response:
     calls = request.app[WEBRTC_KEY]
     names = calls.agent_names()
-    return web.json_response({"agents": names, "default": names[0]})
+    body: dict[str, Any] = {"agents": names, "default": names[0]}
+    problems = calls.state.config.agents.problems
+    if problems:  # configured agents left out at start-up, and why (behind the API token)
+        body["not_served"] = dict(sorted(problems.items()))
+    return web.json_response(body)
 
 
 def _bad(status: int, text: str) -> web.Response:
