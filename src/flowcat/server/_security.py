@@ -40,6 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _CARRIER_PREFIX = "/telephony/"
+_STATIC_PREFIX = "/playground/"  # the page's own script and style: no secret, loaded without the token
 
 
 def is_loopback(host: str) -> bool:
@@ -149,7 +150,12 @@ def security_middleware(sec: Security) -> Any:
         length = request.content_length
         if length is not None and length > sec.max_body:
             return _refuse(request, 413, f"request body over {sec.max_body} bytes", allow)
-        if sec.token and request.path not in OPEN_PATHS and not _carrier_route(request):
+        if (
+            sec.token
+            and request.path not in OPEN_PATHS
+            and not request.path.startswith(_STATIC_PREFIX)
+            and not _carrier_route(request)
+        ):
             if not authorized(request, sec.token):
                 logger.warning("refused %s %s from %s: missing or wrong API token", request.method,
                                request.path, request.remote)
