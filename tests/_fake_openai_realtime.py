@@ -53,6 +53,8 @@ class FakeOpenAIRealtime(FakeProvider):
     expected_text = "hello there how are you"
     user_text = "what is up"
     sample_rate = RATE
+    session_event = "session.update"
+    truncation = True
 
     def __init__(self, *args: Any, path: str = "/v1/realtime", auth: str = "bearer", beta: bool = False,
                  **kw: Any) -> None:
@@ -91,6 +93,21 @@ class FakeOpenAIRealtime(FakeProvider):
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [e for c in self.connections for e in c.events if e.get("type") == kind]
+
+    # ---------------------------------------------------- conformance views
+
+    def tool_outputs(self) -> list[tuple[str, str]]:
+        return [(e["item"]["call_id"], e["item"]["output"]) for e in self.events("conversation.item.create")
+                if e["item"].get("type") == "function_call_output"]
+
+    def continued_after_tool(self) -> bool:
+        """A ``response.create`` followed the tool result."""
+        types = self.connections[-1].types()
+        return "response.create" in types[types.index("conversation.item.create"):]
+
+    def replayed_texts(self, conn: Connection) -> list[str]:
+        return [c.get("text") for e in conn.events if e.get("type") == "conversation.item.create"
+                for c in e["item"].get("content", [])]
 
     # --------------------------------------------------------------- socket
 

@@ -27,8 +27,9 @@ server's events, which calls the ``on_*`` methods below); the base does the rest
   (:class:`._realtime_state.PlaybackTracker`);
 * **session limits**: with ``max_session_secs`` the service opens a fresh session
   before the provider's cap (once no response is running), re-sending the session
-  config and the conversation as text items; a dropped socket is reported
-  (``ErrorFrame``) and reconnected the same way, with backoff;
+  config and the conversation as text items; a dropped socket is reconnected the same
+  way, with backoff, and reported (``ErrorFrame``, with the close code and reason) once the
+  new session is up (or the reconnection failed);
 * **usage**: ``LLMTokenUsage`` with the audio and text tokens apart; TTFB from the
   end of the user's speech to the first audio.
 """
@@ -194,8 +195,8 @@ class RealtimeLLMService(LLMService):
         """The end of a user turn with local turns: commit the audio, ask for a response."""
         raise NotImplementedError
 
-    def response_event(self) -> dict[str, Any]:
-        """Ask the model to respond."""
+    def response_event(self) -> dict[str, Any] | None:
+        """Ask the model to respond (None: nothing to send, the model answers by itself)."""
         raise NotImplementedError
 
     def cancel_event(self, response_id: str | None) -> dict[str, Any] | None:
@@ -209,6 +210,27 @@ class RealtimeLLMService(LLMService):
     async def handle_event(self, event: dict[str, Any]) -> None:
         """A server event (a JSON object); call the ``on_*`` methods below."""
         raise NotImplementedError
+
+    binary_json: ClassVar[bool] = False
+    """Binary WebSocket messages carry UTF-8 JSON too (else they are bad input)."""
+
+    def event_kind(self, event: dict[str, Any]) -> str | None:
+        """The kind of a server event (None: malformed); OpenAI-style ``type`` by default."""
+        kind = event.get("type")
+        return kind if isinstance(kind, str) else None
+
+    async def session_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Called after the session events went on a fresh socket, before anything else is
+        sent (a provider that must wait for an acknowledgement reads it here)."""
+
+    def replay_events(self, items: list[ConversationItem]) -> list[dict[str, Any]]:
+        """The events that put the conversation so far into a fresh session (a reconnection)."""
+        return [event for item in items for event in self.item_events(item)]
+
+    async def update_session(self) -> None:
+        """The session config changed (tools, instructions, settings): tell the provider."""
+        for event in self.session_events():
+            await self.send_event(event)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -257,18 +279,23 @@ class RealtimeLLMService(LLMService):
         """Open a session: connect (with backoff), configure it, replay the conversation."""
 
         async def attempt(_n: int) -> aiohttp.ClientWebSocketResponse:
-            return await self._connect()
+            ws = await self._connect()
+            try:
+                for event in self.session_events():
+                    await self._send_on(ws, event)
+                await self.session_ready(ws)
+            except BaseException:
+                await ws.close()
+                raise
+            return ws
 
         ws = await retry_call(attempt, backoff=self.reconnect_backoff,
                               deadline=Deadline(self.connect_timeout_secs), what=self.name)
         old, self._ws = self._ws, ws
         self.sessions += 1
-        for event in self.session_events():
-            await self._send_on(ws, event)
         if self.sessions > 1:
-            for item in self.conversation.items:
-                for event in self.item_events(item):
-                    await self._send_on(ws, event)
+            for event in self.replay_events(list(self.conversation.items)):
+                await self._send_on(ws, event)
         old_recv, self._recv = self._recv, self.create_task(
             self._read(ws), f"{self.name}_receive", generation_bound=False)
         if old is not None and not old.closed:
@@ -381,8 +408,7 @@ class RealtimeLLMService(LLMService):
             await self._commit_turn()
         elif cls is LLMSetToolsFrame and self._context is not None:
             self._context.set_tools(frame.tools)  # type: ignore[attr-defined]
-            for event in self.session_events():
-                await self.send_event(event)
+            await self.update_session()
         await self.push_frame(frame, direction)
 
     async def on_interruption(self) -> None:
@@ -390,8 +416,7 @@ class RealtimeLLMService(LLMService):
         await self._barge_in()
 
     async def on_settings_changed(self, changed: dict[str, Any]) -> None:
-        for event in self.session_events():
-            await self.send_event(event)
+        await self.update_session()
 
     async def _send_audio(self, frame: InputAudioRawFrame) -> None:
         ws = self._ws
@@ -425,8 +450,7 @@ class RealtimeLLMService(LLMService):
         self.conversation.add_messages(list(context.messages))
         added = self.conversation.items[before:]
         if context.tools or any(i.role == "system" for i in added):
-            for event in self.session_events():  # the tools and instructions go with the session
-                await self.send_event(event)
+            await self.update_session()  # the tools and instructions go with the session
         for item in added:
             for event in self.item_events(item):
                 await self.send_event(event)
@@ -445,7 +469,9 @@ class RealtimeLLMService(LLMService):
     async def _request_response(self) -> None:
         self._results_sent.clear()
         await self.start_ttfb_metrics()
-        await self.send_event(self.response_event())
+        event = self.response_event()
+        if event is not None:
+            await self.send_event(event)
 
     async def _barge_in(self) -> None:
         """The user spoke over the bot: cut the history to what was heard, drop the rest."""
@@ -600,39 +626,50 @@ class RealtimeLLMService(LLMService):
     # ----------------------------------------------------------------- receiving
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        reason = ""
         while True:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._on_message(msg.data)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                self.bad_input("a binary message", msg.data)
+                if self.binary_json:
+                    await self._on_message(msg.data)
+                else:
+                    self.bad_input("a binary message", msg.data)
             elif msg.type in WS_ENDED:
+                if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra:
+                    reason = f": {msg.extra}"  # some providers report errors as the close reason
                 break
         if self._ws is not ws or self._closing:
             return  # closed by us
         self._ws = None
         await self._end_response()
-        await self.push_service_error(ServiceConnectionError(
-            self.redact(f"{self.name}: closed by the server (code {ws.close_code})")))
-        try:
+        dropped = ServiceConnectionError(
+            self.redact(f"{self.name}: closed by the server (code {ws.close_code}{reason})"))
+        failed: ServiceError | None = None
+        try:  # reconnect first: the caller's audio after the report then reaches the new session
             await self._open(renewal=False)
         except ServiceError as exc:
-            await self.push_service_error(exc, "reconnect failed")
+            failed = exc
+        await self.push_service_error(dropped)
+        if failed is not None:
+            await self.push_service_error(failed, "reconnect failed")
 
-    async def _on_message(self, raw: str) -> None:
+    async def _on_message(self, raw: str | bytes) -> None:
         try:
             event = json.loads(raw)
-        except ValueError:
+        except ValueError:  # UnicodeDecodeError included
             self.bad_input("a message that is not JSON", raw)
             return
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        kind = self.event_kind(event) if isinstance(event, dict) else None
+        if kind is None:
             self.bad_input("a message without a type", raw)
             return
         await self._call_event_handler("on_provider_event", event)
         try:
             await self.handle_event(event)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.bad_input(f"{event.get('type')}: {exc!r}", raw)
+            self.bad_input(f"{kind}: {exc!r}", raw)
 
 
 def _loop_time() -> float:

@@ -2,11 +2,15 @@
 "Realtime (speech-to-speech)"). The base is :class:`~flowcat.services.RealtimeLLMService`.
 
 Azure OpenAI and xAI Grok voice speak the OpenAI Realtime wire: they are
-configurations of :class:`OpenAIRealtimeLLMService` in :mod:`.openai`.
+configurations of :class:`OpenAIRealtimeLLMService` in :mod:`.openai`. Gemini Live
+(:mod:`.gemini`) has its own wire.
 """
 
 from __future__ import annotations
 
+from .gemini import GeminiLiveLLMService as GeminiLiveLLMService
+from .gemini import GeminiLiveLLMSettings as GeminiLiveLLMSettings
+from .gemini import GeminiLiveSettings as GeminiLiveSettings
 from .openai import AzureRealtimeLLMService as AzureRealtimeLLMService
 from .openai import GrokRealtimeLLMService as GrokRealtimeLLMService
 from .openai import OpenAIRealtimeLLMService as OpenAIRealtimeLLMService
@@ -14,6 +18,9 @@ from .openai import OpenAIRealtimeSettings as OpenAIRealtimeSettings
 
 __all__ = [
     "AzureRealtimeLLMService",
+    "GeminiLiveLLMService",
+    "GeminiLiveLLMSettings",
+    "GeminiLiveSettings",
     "GrokRealtimeLLMService",
     "OpenAIRealtimeLLMService",
     "OpenAIRealtimeSettings",

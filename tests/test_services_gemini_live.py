@@ -1,0 +1,338 @@
+"""GeminiLiveLLMService: the realtime conformance suite against a local fake of the
+``BidiGenerateContent`` WebSocket, and the wire.
+
+Wire tests: the URL (``?key=``; the ``x-goog-api-key`` header by choice), the ``setup`` message
+(model, modalities, voice, system instruction, function declarations, activity detection,
+transcription, resumption) and nothing sent before ``setupComplete``; the caller's audio as
+``realtimeInput.audio`` at 16 kHz; local turns (``activityStart`` / ``activityEnd``); the
+``toolResponse`` shape; ``interrupted`` dropping the rest of the turn; ``goAway`` reconnecting
+with the last resumption handle and no replay; usage by modality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from _fake_gemini_live import FakeGeminiLive
+from _helpers import conformance_params
+from flowcat.frames import (
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    LLMContext,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
+from flowcat.services import Backoff, close_http_sessions
+from flowcat.services.realtime import GeminiLiveLLMService, GeminiLiveLLMSettings
+from flowcat.services.realtime.gemini import _usage
+from flowcat.testing import CaptureProcessor
+from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
+from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
+
+pytestmark = pytest.mark.usefixtures("no_outside_connections")
+
+FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+def make_gemini(fake: FakeProvider, **kw: Any) -> GeminiLiveLLMService:
+    return GeminiLiveLLMService(url=fake.url + PATH, api_key=fake.api_key, reconnect=FAST,
+                                connect_timeout_secs=3.0, **kw)
+
+
+CONFORMANCE = {
+    "realtime:gemini": ConformanceTarget("realtime", FakeGeminiLive, make_gemini),
+}
+
+
+@pytest.mark.parametrize(("target", "scenario"), conformance_params(CONFORMANCE))
+async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> None:
+    await run_scenario(target, scenario)
+
+
+# ------------------------------------------------------------------ wire
+
+
+class _Run:
+    def __init__(self, service: FrameProcessor, *, out_rate: int = 24000, in_rate: int = 16000) -> None:
+        self.service = service
+        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
+        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
+        self.task = PipelineTask(Pipeline([self.up, service, self.down]), params=PipelineParams(
+            audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate, enable_metrics=True,
+            enable_usage_metrics=True))
+        self.runner: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Run:
+        started = asyncio.Event()
+        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
+        self.runner = asyncio.get_running_loop().create_task(self.task.run())
+        await asyncio.wait_for(started.wait(), 5)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.task.queue_frame(EndFrame())
+        assert self.runner is not None
+        await asyncio.wait_for(self.runner, 5)
+        await close_http_sessions()
+
+    async def until(self, cond: Any, what: str) -> None:
+        for _ in range(1000):
+            if cond():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def count(self, cls: type[Frame]) -> int:
+        return sum(1 for f in self.down.frames if isinstance(f, cls))
+
+    async def speak(self, rate: int = 16000) -> None:
+        for f in realtime_inputs(rate):
+            await self.task.queue_frame(f)
+
+
+async def _fake(**kw: Any) -> FakeGeminiLive:
+    fake = FakeGeminiLive(**kw)
+    await fake.start()
+    return fake
+
+
+async def test_setup_message_and_key_in_query() -> None:
+    fake = await _fake()
+    try:
+        svc = make_gemini(fake, settings=GeminiLiveLLMSettings(instructions="Be brief.", voice="Kore"))
+        async with _Run(svc) as run:
+            await run.until(lambda: fake.connections and fake.connections[0].events, "setup")
+            conn = fake.connections[0]
+            assert conn.query == {"key": fake.api_key}
+            assert "x-goog-api-key" not in conn.headers
+            setup = conn.setup
+            assert conn.types()[0] == "setup"
+            assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
+            assert setup["generationConfig"] == {
+                "responseModalities": ["AUDIO"],
+                "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}}}}
+            assert setup["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+            assert "tools" not in setup
+            assert setup["realtimeInputConfig"] == {"automaticActivityDetection": {"disabled": False}}
+            assert setup["inputAudioTranscription"] == {} and setup["outputAudioTranscription"] == {}
+            assert setup["sessionResumption"] == {}
+            assert "contextWindowCompression" not in setup
+            await run.speak()
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            assert realtime_output(run.down.frames) == fake.expected_text
+    finally:
+        await fake.close()
+
+
+async def test_key_in_header_and_nothing_before_setup_complete() -> None:
+    fake = await _fake(auth="header")
+    try:
+        svc = make_gemini(fake, auth="header")
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            conn = fake.connections[0]
+            assert conn.headers["x-goog-api-key"] == fake.api_key
+            assert "key" not in conn.query
+            assert fake.auth_failures == 0
+            # the setup was the first message and the service waited for setupComplete
+            assert conn.types() == ["setup"]
+    finally:
+        await fake.close()
+
+
+async def test_audio_goes_up_at_16k_as_realtime_input() -> None:
+    fake = await _fake()
+    try:
+        svc = make_gemini(fake)
+        async with _Run(svc, in_rate=48000) as run:
+            await run.until(lambda: svc.connected, "connected")
+            for _ in range(10):  # 1 s at 48 kHz
+                await run.task.queue_frame(InputAudioRawFrame(b"\x00\x00" * 4800, 48000))
+            await run.until(lambda: fake.audio_bytes_in >= 30000, "1 s of audio at 16 kHz")
+            await asyncio.sleep(0.05)
+            assert fake.connections[0].audio_mime == {"audio/pcm;rate=16000"}
+            assert svc.audio_message("QUJD") == \
+                '{"realtimeInput":{"audio":{"data":"QUJD","mimeType":"audio/pcm;rate=16000"}}}'
+            assert json.loads(svc.audio_message("QUJD"))["realtimeInput"]["audio"]["data"] == "QUJD"
+            assert fake.audio_bytes_in <= 32000  # 1 s at 16 kHz, PCM16 (less the resampler's latency)
+    finally:
+        await fake.close()
+
+
+async def test_local_turns_send_activity_start_and_end() -> None:
+    fake = await _fake()
+    try:
+        svc = make_gemini(fake, settings=GeminiLiveLLMSettings(server_vad=False))
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            assert fake.connections[0].setup["realtimeInputConfig"] == {
+                "automaticActivityDetection": {"disabled": True}}
+            await run.task.queue_frame(UserStartedSpeakingFrame())
+            await run.speak()
+            await run.task.queue_frame(UserStoppedSpeakingFrame())
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            types = [t for t in fake.connections[0].types() if t != "realtimeInput"] + []
+            inputs = [next(iter(e["realtimeInput"])) for e in fake.connections[0].events if "realtimeInput" in e]
+            assert inputs[0] == "activityStart" and inputs[-1] == "activityEnd", inputs
+            assert "audio" in inputs[1:-1]
+            assert types == ["setup"]
+            assert realtime_output(run.down.frames) == fake.expected_text
+            heard = [f.text for f in run.up.frames if isinstance(f, TranscriptionFrame)]
+            assert heard == [fake.user_text]
+    finally:
+        await fake.close()
+
+
+async def test_tool_response_shape_and_no_second_request() -> None:
+    fake = await _fake()
+    fake.tool_calls.append(("get_weather", {"city": "Paris"}))
+    try:
+        svc = make_gemini(fake)
+        seen: list[Any] = []
+
+        async def get_weather(params: Any) -> None:
+            seen.append(params.arguments)
+            await params.result_callback("sunny")
+
+        svc.register_function("get_weather", get_weather)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
+            assert seen == [{"city": "Paris"}]
+            responses = [e for e in fake.connections[0].events if "toolResponse" in e]
+            assert responses == [{"toolResponse": {"functionResponses": [
+                {"id": "call_1", "name": "get_weather", "response": {"result": "sunny"}}]}}]
+            assert "clientContent" not in fake.connections[0].types()  # the model goes on by itself
+    finally:
+        await fake.close()
+
+
+async def test_interrupted_drops_the_rest_of_the_turn() -> None:
+    from flowcat.testing.conformance import Behaviour
+
+    fake = await _fake()
+    fake.set(Behaviour.SLOW, failures=1)
+    try:
+        svc = make_gemini(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await run.until(lambda: run.count(InterruptionFrame) >= 1, "the interruption")
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the end of the cut response")
+            await asyncio.sleep(0.1)
+            idx = max(i for i, f in enumerate(run.down.frames) if isinstance(f, InterruptionFrame))
+            assert not [f for f in run.down.frames[idx:] if isinstance(f, TTSAudioRawFrame)]
+            audio = sum(len(f.audio) for f in run.down.frames if isinstance(f, TTSAudioRawFrame))
+            assert audio == fake.slow_chunks * 4800  # the late chunk was dropped
+            assert run.count(UserStartedSpeakingFrame) >= 1
+            # nothing was sent for the cut (Gemini has no truncate/cancel message)
+            assert set(fake.connections[0].types()) == {"setup", "realtimeInput"}
+            await run.speak()
+            n = run.count(LLMFullResponseEndFrame)
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) > n, "the next answer")
+            assert realtime_output(run.down.frames[idx:]) == fake.expected_text
+    finally:
+        await fake.close()
+
+
+async def test_go_away_resumes_with_the_last_handle() -> None:
+    fake = await _fake()
+    fake.resumable = True
+    try:
+        svc = make_gemini(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            await run.until(lambda: svc.resumption_handle == "handle_1_1", "the handle after the turn")
+            await fake.go_away("5s")
+            await run.until(lambda: len(fake.connections) == 2 and fake.connections[1].events, "a reconnection")
+            fresh = fake.connections[1]
+            assert fresh.setup["sessionResumption"] == {"handle": "handle_1_1"}
+            await run.speak()
+            n = run.count(LLMFullResponseEndFrame)
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) > n, "an answer from the resumed session")
+            assert "clientContent" not in fresh.types()  # resumed: nothing replayed
+            assert svc.sessions == 2
+    finally:
+        await fake.close()
+
+
+async def test_reconnect_without_handle_replays_text() -> None:
+    fake = await _fake(binary=False)
+    try:
+        svc = make_gemini(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            await svc.renew_session()
+            fresh = fake.connections[1]
+            await run.until(lambda: "clientContent" in fresh.types(), "the replay")
+            assert "sessionResumption" in fresh.setup and fresh.setup["sessionResumption"] == {}
+            replay = [e for e in fresh.events if "clientContent" in e][0]["clientContent"]
+            assert replay == {"turns": [{"role": "user", "parts": [{"text": fake.user_text}]},
+                                        {"role": "model", "parts": [{"text": fake.expected_text}]}],
+                              "turnComplete": False}
+    finally:
+        await fake.close()
+
+
+async def test_first_context_reconnects_with_instructions_and_asks_for_a_greeting() -> None:
+    fake = await _fake()
+    try:
+        svc = make_gemini(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            ctx = LLMContext([{"role": "system", "content": "Be a pirate."},
+                              {"role": "user", "content": "Say hello."}], tools=[WEATHER])
+            await run.task.queue_frame(LLMContextFrame(ctx))
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the greeting")
+            fresh = fake.connections[-1]
+            assert len(fake.connections) == 2  # the setup is fixed for a connection: a new one
+            assert fresh.setup["systemInstruction"] == {"parts": [{"text": "Be a pirate."}]}
+            assert fresh.setup["tools"] == [{"functionDeclarations": [{
+                "name": "get_weather", "description": "The weather.", "parameters": WEATHER["function"]["parameters"]}]}]
+            contents = [e["clientContent"] for e in fresh.events if "clientContent" in e]
+            assert contents == [{"turns": [{"role": "user", "parts": [{"text": "Say hello."}]}],
+                                 "turnComplete": False},
+                                {"turnComplete": True}], contents
+    finally:
+        await fake.close()
+
+
+def test_usage_by_modality() -> None:
+    u = _usage({"promptTokenCount": 100, "candidatesTokenCount": 50, "totalTokenCount": 150,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 40},
+                                        {"modality": "AUDIO", "tokenCount": 60}],
+                "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": 50}]})
+    assert u is not None
+    assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (100, 50, 150)
+    assert (u.input_text_tokens, u.input_audio_tokens, u.output_audio_tokens, u.output_text_tokens) == \
+        (40, 60, 50, None)
+    assert _usage("nope") is None
+
+
+def test_key_from_gemini_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "gem-key")
+    svc = GeminiLiveLLMService()
+    assert svc.socket_url().endswith("?key=gem-key")
+    monkeypatch.setenv("GOOGLE_API_KEY", "goog-key")
+    assert GeminiLiveLLMService().socket_url().endswith("?key=goog-key")
