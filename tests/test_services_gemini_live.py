@@ -241,6 +241,8 @@ async def test_interrupted_drops_the_rest_of_the_turn() -> None:
             audio = sum(len(f.audio) for f in run.down.frames if isinstance(f, TTSAudioRawFrame))
             assert audio == fake.slow_chunks * 4800  # the late chunk was dropped
             assert run.count(UserStartedSpeakingFrame) >= 1
+            said = [i.text for i in svc.conversation.items if i.role == "assistant"]
+            assert said == ["hello there"], said  # what came before the cut
             # nothing was sent for the cut (Gemini has no truncate/cancel message)
             assert set(fake.connections[0].types()) == {"setup", "realtimeInput"}
             await run.speak()

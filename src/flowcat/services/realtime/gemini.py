@@ -406,7 +406,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         said = (content.get("outputTranscription") or {}).get("text")
         if said:
             rid = await self._turn_id()
-            self._said.append(str(said))
+            if self._live(rid):
+                self._said.append(str(said))
             await self.on_text(rid, str(said), spoken=True)
         if content.get("generationComplete") and self._turn is not None:
             await self.on_audio_done(self._turn)
@@ -419,6 +420,7 @@ class GeminiLiveLLMService(RealtimeLLMService):
             self._turns += 1
             self._turn = f"turn_{self._turns}"
             self._said = []
+            self._tool_reply = False
             if self._user_speaking:
                 self._user_speaking = False
                 await self.broadcast_frame(UserStoppedSpeakingFrame)
@@ -438,7 +440,9 @@ class GeminiLiveLLMService(RealtimeLLMService):
     async def _turn_complete(self) -> None:
         turn, self._turn = self._turn, None
         if turn is None or not self._live(turn):
-            if turn is not None:
+            if turn is not None:  # cut by a barge-in: keep what was received before the cut
+                said, self._said = "".join(self._said), []
+                self.conversation.add(ConversationItem("assistant", said))
                 await self.on_response_done(turn, "cancelled", None)
             return
         await self._flush_heard()
