@@ -130,6 +130,9 @@ class FakeGeminiLive(FakeProvider):
         return [p.get("text") for e in conn.events if "clientContent" in e
                 for t in e["clientContent"].get("turns", []) for p in t.get("parts", [])]
 
+    async def cancel_tool_calls(self, ids: list[str]) -> None:
+        await self._send(self._sockets[-1], {"toolCallCancellation": {"ids": ids}})
+
     async def go_away(self, time_left: str = "5s") -> None:
         await self._send(self._sockets[-1], {"goAway": {"timeLeft": time_left}})
 

@@ -22,6 +22,7 @@ from _helpers import conformance_params
 from flowcat.frames import (
     EndFrame,
     Frame,
+    FunctionCallCancelFrame,
     InputAudioRawFrame,
     InterruptionFrame,
     LLMContext,
@@ -219,6 +220,39 @@ async def test_tool_response_shape_and_no_second_request() -> None:
             assert responses == [{"toolResponse": {"functionResponses": [
                 {"id": "call_1", "name": "get_weather", "response": {"result": "sunny"}}]}}]
             assert "clientContent" not in fake.connections[0].types()  # the model goes on by itself
+    finally:
+        await fake.close()
+
+
+async def test_tool_call_cancellation_cancels_the_running_call() -> None:
+    fake = await _fake()
+    fake.tool_calls.append(("slow_lookup", {"q": "x"}))
+    try:
+        svc = make_gemini(fake)
+        started = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def slow_lookup(params: Any) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            await params.result_callback("late")
+
+        svc.register_function("slow_lookup", slow_lookup)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await asyncio.wait_for(started.wait(), 5)
+            assert svc.function_calls_in_progress == ["call_1"]
+            await fake.cancel_tool_calls(["call_1"])
+            await asyncio.wait_for(cancelled.wait(), 5)
+            await run.until(lambda: not svc.function_calls_in_progress, "the call settled")
+            cancels = [f for f in run.up.frames + run.down.frames if isinstance(f, FunctionCallCancelFrame)]
+            assert cancels and cancels[0].tool_call_id == "call_1"
+            assert "toolResponse" not in fake.connections[0].types()
     finally:
         await fake.close()
 

@@ -366,6 +366,16 @@ class FunctionCalling:
                 call.task.cancel()
             await self._settle_cancelled(call, reason)
 
+    async def cancel_function_call(self, tool_call_id: str, reason: str = "cancelled") -> bool:
+        """Cancel one call not yet settled (the provider withdrew it); False if none is running."""
+        call = self._calls.get(tool_call_id)
+        if call is None or call.settled:
+            return False
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
+        await self._settle_cancelled(call, reason)
+        return True
+
     def _call_task_done(self, call: _Call, task: asyncio.Task[None]) -> None:
         self._calls.pop(call.tool_call_id, None)
         # A cancelled task keeps its CancelledError, whose traceback holds ``_run_call``'s

@@ -37,7 +37,7 @@ How the realtime seam maps onto it:
   the unheard audio the model remembers; :attr:`conversation`, replayed into a fresh session
   without a resumption handle, keeps only the transcript received before the cut).
 * **tools**: each ``toolCall.functionCalls[]`` (``id``, ``name``, ``args``) runs through the
-  function machinery at once; a result goes back as ``toolResponse.functionResponses[]``
+  function machinery at once (``toolCallCancellation.ids`` cancels those still running); a result goes back as ``toolResponse.functionResponses[]``
   (``id``, ``name``, ``response`` = the result object, or ``{"result": value}``), after which the
   model continues by itself (no response request is sent).
 * **session**: the setup is fixed for a connection, so a change of tools, instructions or
@@ -366,8 +366,9 @@ class GeminiLiveLLMService(RealtimeLLMService):
         if "toolCall" in event:
             await self._on_tool_call(event["toolCall"])
         if "toolCallCancellation" in event:
-            logger.info("%s: the model cancelled tool calls %s", self.name,
-                        event["toolCallCancellation"].get("ids"))
+            for call_id in event["toolCallCancellation"].get("ids") or ():
+                if await self.cancel_function_call(str(call_id), "withdrawn by the model"):
+                    logger.info("%s: the model withdrew tool call %s", self.name, call_id)
         if "sessionResumptionUpdate" in event:
             update = event["sessionResumptionUpdate"]
             if update.get("resumable") and update.get("newHandle"):
