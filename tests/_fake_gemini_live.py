@@ -20,7 +20,7 @@ disabled, with ``clientContent.turnComplete``, and after a ``toolResponse`` the 
 
 Behaviours (per response): ``SLOW`` sends :attr:`slow_chunks` chunks, then ``interrupted``
 (the server's own barge-in), a late chunk and ``turnComplete``; ``DISCONNECT`` drops the socket
-after the first chunk; ``MALFORMED`` sends a non-JSON message, a JSON array and audio that is not
+after the first chunk; ``HANG`` stalls after the first chunk; ``MALFORMED`` sends a non-JSON message, a JSON array and audio that is not
 base64 among the chunks; ``STREAM_ERROR`` closes with 1011 and a reason (how Gemini reports
 errors). ``STATUS`` refuses the upgrade (per connection).
 """
@@ -240,6 +240,9 @@ class FakeGeminiLive(FakeProvider):
                 await self._send(ws, ["not", "an", "object"])
                 await self._send(ws, {"serverContent": {"modelTurn": {"parts": [{"inlineData": {
                     "mimeType": "audio/pcm;rate=24000", "data": "!!not base64!!"}}]}}})
+            if b is Behaviour.HANG and i == 0:
+                await asyncio.sleep(30)  # a turn that does not end (until the client leaves)
+                return
             if b is Behaviour.DISCONNECT and i == 0:
                 await ws.close()
                 return

@@ -310,6 +310,29 @@ async def test_go_away_resumes_with_the_last_handle() -> None:
         await fake.close()
 
 
+async def test_go_away_during_a_turn_renews_before_the_deadline() -> None:
+    from flowcat.testing.conformance import Behaviour
+
+    fake = await _fake()
+    fake.resumable = True
+    fake.set(Behaviour.HANG, failures=1)
+    try:
+        svc = make_gemini(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await run.until(lambda: run.count(TTSAudioRawFrame) >= 1, "the turn running")
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await fake.go_away("1.2s")
+            await run.until(lambda: svc.sessions == 2 and svc.connected, "a renewal before the deadline")
+            assert loop.time() - t0 < 1.2
+            assert fake.connections[1].setup["sessionResumption"] == {"handle": "handle_1_0"}
+            assert run.count(LLMFullResponseEndFrame) == 1  # the cut turn was closed
+    finally:
+        await fake.close()
+
+
 async def test_reconnect_without_handle_replays_text() -> None:
     fake = await _fake(binary=False)
     try:

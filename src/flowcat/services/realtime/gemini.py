@@ -42,7 +42,8 @@ How the realtime seam maps onto it:
   model continues by itself (no response request is sent).
 * **session**: the setup is fixed for a connection, so a change of tools, instructions or
   settings reconnects (resuming with the last handle: everything but the model may change).
-  ``goAway`` renews the session before the deadline (once the running turn ended), with
+  ``goAway`` renews the session once the running turn ended, or a second before the deadline
+  (``timeLeft``) if it has not, with
   ``sessionResumption.handle`` = the last ``sessionResumptionUpdate.newHandle`` while
   ``resumable``; without a handle the conversation is replayed as ``clientContent`` text
   turns (``turnComplete: false``). A greeting (a first context) is asked for with
@@ -97,6 +98,9 @@ PROVIDERS = (
         notes="16 kHz in, 24 kHz out; server VAD or activityStart/End; goAway resumes with the last handle",
     ),
 )
+
+GO_AWAY_MARGIN_SECS = 1.0
+"""A turn still running this long before a ``goAway`` deadline is cut by the renewal."""
 
 _KNOWN = ("serverContent", "toolCall", "toolCallCancellation", "goAway", "sessionResumptionUpdate",
           "setupComplete", "usageMetadata")
@@ -374,14 +378,30 @@ class GeminiLiveLLMService(RealtimeLLMService):
             if update.get("resumable") and update.get("newHandle"):
                 self.resumption_handle = str(update["newHandle"])
         if "goAway" in event:
-            logger.info("%s: goAway (%s left): renewing the session", self.name,
-                        event["goAway"].get("timeLeft"))
-            await self.renew_session()
+            await self._go_away(event["goAway"].get("timeLeft"))
         usage = event.get("usageMetadata")
         if usage is not None:
             parsed = _usage(usage)
             if parsed is not None:
                 await self.start_llm_usage_metrics(parsed)
+
+    async def _go_away(self, time_left: Any) -> None:
+        """Renew the session now, or when the running turn ends, but before the deadline anyway."""
+        secs = _seconds(time_left)
+        logger.info("%s: goAway (%s s left): renewing the session", self.name, secs)
+        await self.renew_session()
+        if self._renew_due and secs is not None:
+            if self._cap_task is not None:  # the session cap: this renewal comes first
+                await self.cancel_task(self._cap_task)
+            self._cap_task = self.create_task(self._renew_by(max(0.0, secs - GO_AWAY_MARGIN_SECS)),
+                                              f"{self.name}_go_away", generation_bound=False)
+
+    async def _renew_by(self, secs: float) -> None:
+        await asyncio.sleep(secs)
+        if self._renew_due:
+            logger.info("%s: the goAway deadline is near: renewing during the turn", self.name)
+            await self._end_response()  # the turn will not complete on the new connection
+            await self._renew()
 
     async def _server_content(self, content: dict[str, Any]) -> None:
         if content.get("interrupted"):
@@ -463,6 +483,18 @@ class GeminiLiveLLMService(RealtimeLLMService):
             await self.on_function_call(rid, call_id, name, json.dumps(call.get("args") or {}))
         self._turn = None  # the calls run now; the model answers after their results
         await self.on_response_done(rid, "completed", None)
+
+
+def _seconds(value: Any) -> float | None:
+    """A protobuf ``Duration`` as JSON (``"5s"``, ``"1.5s"``, or ``{"seconds", "nanos"}``)."""
+    try:
+        if isinstance(value, str):
+            return float(value.strip().removesuffix("s"))
+        if isinstance(value, dict):
+            return float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9
+    except ValueError:
+        return None
+    return None
 
 
 def _without_handle(message: dict[str, Any]) -> dict[str, Any]:
