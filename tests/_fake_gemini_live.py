@@ -173,6 +173,9 @@ class FakeGeminiLive(FakeProvider):
                     if kind != "setup":
                         await ws.close(code=WSCloseCode.INVALID_TEXT, message=b"setup must come first")
                         break
+                    if event["setup"].get("model") == "models/no-such-model":
+                        await ws.close(code=WSCloseCode.INVALID_TEXT, message=b"models/no-such-model is not found")
+                        break
                     vad = not event["setup"].get("realtimeInputConfig", {}).get(
                         "automaticActivityDetection", {}).get("disabled", False)
                     await self._send(ws, {"setupComplete": {}})

@@ -21,6 +21,7 @@ from _fake_gemini_live import FakeGeminiLive
 from _helpers import conformance_params
 from flowcat.frames import (
     EndFrame,
+    ErrorFrame,
     Frame,
     FunctionCallCancelFrame,
     InputAudioRawFrame,
@@ -136,6 +137,21 @@ async def test_setup_message_and_key_in_query() -> None:
             await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
             assert realtime_output(run.down.frames) == fake.expected_text
+    finally:
+        await fake.close()
+
+
+async def test_a_rejected_setup_is_reported_and_not_retried() -> None:
+    fake = await _fake()
+    try:
+        svc = make_gemini(fake, settings=GeminiLiveLLMSettings(model="no-such-model"))
+        async with _Run(svc) as run:
+            await run.until(lambda: any(isinstance(f, ErrorFrame) for f in run.up.frames), "the error")
+            errors = [f for f in run.up.frames if isinstance(f, ErrorFrame)]
+            assert "code 1007: models/no-such-model is not found" in errors[0].error, errors[0].error
+            assert fake.api_key not in errors[0].error
+            assert len(fake.connections) == 1  # 1007 (invalid argument): not retried
+            assert not svc.connected
     finally:
         await fake.close()
 

@@ -67,7 +67,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ...errors import ServiceConnectionError
+from ...errors import ServiceConnectionError, ServiceTimeout
 from ...frames import Frame, LLMTokenUsage, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
 from ...runtime import FrameDirection
 from .._backoff import Backoff
@@ -275,24 +275,30 @@ class GeminiLiveLLMService(RealtimeLLMService):
 
     async def session_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Wait for ``setupComplete`` (nothing may be sent before it)."""
-        async with asyncio.timeout(self.connect_timeout_secs):
-            while True:
-                msg = await ws.receive()
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    try:
-                        event = json.loads(msg.data)
-                    except ValueError:
-                        self.bad_input("a setup answer that is not JSON", msg.data)
-                        continue
-                    if isinstance(event, dict) and "setupComplete" in event:
-                        return
-                    logger.debug("%s: %s before setupComplete", self.name,
-                                 self.event_kind(event) if isinstance(event, dict) else "a message")
+        try:
+            async with asyncio.timeout(self.connect_timeout_secs):
+                await self._setup_complete(ws)
+        except TimeoutError:
+            raise ServiceTimeout(f"{self.name}: no setupComplete in {self.connect_timeout_secs} s") from None
+
+    async def _setup_complete(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                try:
+                    event = json.loads(msg.data)
+                except ValueError:
+                    self.bad_input("a setup answer that is not JSON", msg.data)
                     continue
-                reason = f": {msg.extra}" if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
-                raise ServiceConnectionError(self.redact(
-                    f"{self.name}: closed during setup (code {ws.close_code}{reason})"),
-                    retryable=ws.close_code not in (1007, 1008))
+                if isinstance(event, dict) and "setupComplete" in event:
+                    return
+                logger.debug("%s: %s before setupComplete", self.name,
+                             self.event_kind(event) if isinstance(event, dict) else "a message")
+                continue
+            reason = f": {msg.extra}" if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
+            raise ServiceConnectionError(self.redact(
+                f"{self.name}: closed during setup (code {ws.close_code}{reason})"),
+                retryable=ws.close_code not in (1007, 1008))
 
     async def update_session(self) -> None:
         """The setup changed: reconnect (resuming when a handle exists; a new model cannot resume)."""
