@@ -349,6 +349,28 @@ async def test_go_away_during_a_turn_renews_before_the_deadline() -> None:
         await fake.close()
 
 
+async def test_reseed_without_replay_does_not_resume() -> None:
+    fake = await _fake()
+    fake.resumable = True
+    try:
+        svc = make_gemini(fake)
+        turns: list[Any] = []
+        svc.add_event_handler("on_turn_done", lambda _s, usage: turns.append(usage))
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            await run.speak()
+            await run.until(lambda: bool(turns), "on_turn_done")
+            assert turns[0] is not None and turns[0].prompt_tokens == 100  # the turn's usageMetadata
+            assert svc.resumption_handle == "handle_1_1"
+            await svc.renew_session(instructions="Digest: the caller asked what is up.", replay=False)
+            fresh = fake.connections[1]
+            assert fresh.setup["sessionResumption"] == {}  # fresh: no audio history
+            assert fresh.setup["systemInstruction"] == {"parts": [{"text": "Digest: the caller asked what is up."}]}
+            assert "clientContent" not in fresh.types()
+    finally:
+        await fake.close()
+
+
 async def test_reconnect_without_handle_replays_text() -> None:
     fake = await _fake(binary=False)
     try:

@@ -187,6 +187,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         self._turns = 0
         self._said: list[str] = []  # the model's transcript of the current turn
         self._heard: list[str] = []  # fragments of the caller's transcript
+        self._usage: LLMTokenUsage | None = None  # the usageMetadata of the message being handled
+        self._no_resume = False  # the next session starts fresh (a reseed without replay)
 
     @property
     def s(self) -> GeminiLiveLLMSettings:
@@ -258,7 +260,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         if s.output_transcription and "AUDIO" in s.modalities:
             setup["outputAudioTranscription"] = {}
         if s.session_resumption:
-            setup["sessionResumption"] = {"handle": self.resumption_handle} if self.resumption_handle else {}
+            handle = None if self._no_resume else self.resumption_handle
+            setup["sessionResumption"] = {"handle": handle} if handle else {}
         if s.context_window_compression is not None:
             setup["contextWindowCompression"] = s.context_window_compression
         setup.update(s.extra)
@@ -268,6 +271,7 @@ class GeminiLiveLLMService(RealtimeLLMService):
         message = self.setup_message()
         self._resuming = "handle" in message["setup"].get("sessionResumption", {})
         self._last_setup = _without_handle(message)
+        self._no_resume = False
         if not self._resuming:
             self._in_session.clear()  # a fresh session has nothing yet
         self._turn, self._said = None, []  # a turn of the old connection will not complete
@@ -299,6 +303,13 @@ class GeminiLiveLLMService(RealtimeLLMService):
             raise ServiceConnectionError(self.redact(
                 f"{self.name}: closed during setup (code {ws.close_code}{reason})"),
                 retryable=ws.close_code not in (1007, 1008))
+
+    async def renew_session(self, *, instructions: str | None = None, replay: bool = True) -> None:
+        """As the base; without ``replay`` (a relay's reseed) the fresh session does not resume the
+        old one (it would keep its audio history)."""
+        if not replay:
+            self._no_resume = True
+        await super().renew_session(instructions=instructions, replay=replay)
 
     async def update_session(self) -> None:
         """The setup changed: reconnect (resuming when a handle exists; a new model cannot resume)."""
@@ -370,6 +381,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         return next(iter(event), None)  # an unknown message: ignored, not malformed
 
     async def handle_event(self, event: dict[str, Any]) -> None:
+        raw_usage = event.get("usageMetadata")
+        self._usage = _usage(raw_usage) if raw_usage is not None else None  # turnComplete takes it
         content = event.get("serverContent")
         if content is not None:
             await self._server_content(content)
@@ -385,11 +398,9 @@ class GeminiLiveLLMService(RealtimeLLMService):
                 self.resumption_handle = str(update["newHandle"])
         if "goAway" in event:
             await self._go_away(event["goAway"].get("timeLeft"))
-        usage = event.get("usageMetadata")
-        if usage is not None:
-            parsed = _usage(usage)
-            if parsed is not None:
-                await self.start_llm_usage_metrics(parsed)
+        usage, self._usage = self._usage, None
+        if usage is not None:  # not taken by a turn's end
+            await self.start_llm_usage_metrics(usage)
 
     async def _go_away(self, time_left: Any) -> None:
         """Renew the session now, or when the running turn ends, but before the deadline anyway."""
@@ -475,7 +486,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         await self._flush_heard()
         await self.on_text_done(turn, "".join(self._said))
         self._said = []
-        await self.on_response_done(turn, "completed", None)
+        usage, self._usage = self._usage, None
+        await self.on_response_done(turn, "completed", usage)
 
     async def _on_tool_call(self, body: dict[str, Any]) -> None:
         rid = await self._turn_id()
