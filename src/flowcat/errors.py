@@ -63,6 +63,8 @@ __all__ = [
     "ProtocolError",
     "SDPError",
     "SFVError",
+    "SIPAuthError",
+    "SIPCallError",
     "SIPParseError",
     "ServiceAuthError",
     "ServiceConnectionError",
@@ -142,6 +144,26 @@ class ProtocolError(TransportError):
 
 class SIPParseError(ProtocolError, ValueError):
     """A SIP message could not be parsed (the message says why; ``raw`` holds the datagram)."""
+
+
+class SIPCallError(TransportError):
+    """An outbound SIP request (REGISTER, INVITE) failed.
+
+    Attributes:
+        status: The final response code (None: no answer, Timer B/F).
+        reason: The reason phrase (or why there was no answer).
+    """
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class SIPAuthError(SIPCallError):
+    """Digest authentication failed: an unusable challenge, a rejected password (``403``,
+    or a challenge repeated for the same credentials), or no credentials for a challenge.
+    The password is never part of the message."""
 
 
 class SDPError(ProtocolError, ValueError):

@@ -21,7 +21,7 @@ from ..._ratelimit import RateLimitedLog
 from ...errors import SIPParseError
 from ._headers import parse_via
 from ._message import SIPMessage, parse_message
-from ._transaction import ClientTransaction, ServerTransaction, Timers
+from ._transaction import ClientTransaction, InviteClientTransaction, ServerTransaction, Timers
 
 __all__ = ["SIPEndpoint"]
 
@@ -43,7 +43,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         self.timers = timers
         self.transport: asyncio.DatagramTransport | None = None
         self.server_txns: dict[tuple[str, str], ServerTransaction] = {}
-        self.client_txns: dict[tuple[str, str], ClientTransaction] = {}
+        self.client_txns: dict[tuple[str, str], ClientTransaction | InviteClientTransaction] = {}
         self.bad_messages = 0
         self.messages_in = 0
         self.messages_out = 0
@@ -137,6 +137,13 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         self.client_txns[key] = txn
         return txn
 
+    def invite(self, msg: SIPMessage, addr: tuple[str, int]) -> InviteClientTransaction:
+        """Send an INVITE in a client transaction."""
+        via = parse_via(msg.get("Via") or "")
+        txn = InviteClientTransaction(msg, addr, self.send, self.timers, self._client_done)
+        self.client_txns[(via.branch, "INVITE")] = txn
+        return txn
+
     def find_invite(self, branch: str) -> ServerTransaction | None:
         """The INVITE server transaction of ``branch`` (what a CANCEL cancels)."""
         return self.server_txns.get((branch, "INVITE"))
@@ -150,7 +157,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         if self.server_txns.get(key) is txn:
             del self.server_txns[key]
 
-    def _client_done(self, txn: ClientTransaction) -> None:
+    def _client_done(self, txn: ClientTransaction | InviteClientTransaction) -> None:
         for key, value in list(self.client_txns.items()):
             if value is txn:
                 del self.client_txns[key]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ...errors import SDPError
 
-__all__ = ["MediaOffer", "Negotiated", "build_answer", "negotiate", "parse_offer"]
+__all__ = ["MediaOffer", "Negotiated", "build_answer", "build_offer", "negotiate", "parse_offer"]
 
 STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 _ANSWER_DIRECTION = {
@@ -158,4 +158,33 @@ def build_answer(
         lines.append(f"a=fmtp:{neg.telephone_event_pt} 0-15")
     lines.append("a=ptime:20")
     lines.append(f"a={direction or neg.direction}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def build_offer(
+    address: str,
+    port: int,
+    codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+    *,
+    telephone_event_pt: int = 101,
+    session_id: int,
+    version: int = 1,
+) -> bytes:
+    """An SDP offer (outbound calls): one ``sendrecv`` audio stream at ``address:port``
+    with ``codecs`` in preference order and telephone-event. The answer is read with
+    :func:`parse_offer` and :func:`negotiate` (it names the codec chosen)."""
+    ip = "IP6" if ":" in address else "IP4"
+    static = {"PCMU": 0, "PCMA": 8}
+    pts = [static[c.upper()] for c in codecs] + [telephone_event_pt]
+    lines = [
+        "v=0",
+        f"o=flowcat {session_id} {version} IN {ip} {address}",
+        "s=flowcat",
+        f"c=IN {ip} {address}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {' '.join(str(p) for p in pts)}",
+    ]
+    lines += [f"a=rtpmap:{static[c.upper()]} {c.upper()}/8000" for c in codecs]
+    lines += [f"a=rtpmap:{telephone_event_pt} telephone-event/8000", f"a=fmtp:{telephone_event_pt} 0-15"]
+    lines += ["a=ptime:20", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode()

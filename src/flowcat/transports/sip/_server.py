@@ -17,6 +17,11 @@ the ACK; ``488`` when no codec is common, ``503`` + ``Retry-After`` over
 (hold/resume), OPTIONS (``200`` with ``Allow`` and an ``X-Flowcat-Load`` header:
 ``calls=N;capacity=M``, capacity ``-`` when unlimited), ACK. Other methods get
 ``405`` with ``Allow``. Each call is a :class:`~flowcat.transports.sip._call.SIPCall`.
+
+The same socket is also a user agent client: :meth:`SIPServer.register` binds it at a
+registrar (digest auth, refresh, un-REGISTER on :meth:`SIPServer.stop`) and
+:meth:`SIPServer.dial` places a call (:class:`~flowcat.transports.sip.OutboundCall`)
+that runs a pipeline task like an inbound one.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...errors import ConfigError, SDPError, SIPParseError
+from ._auth import DigestCredentials
 from ._call import SIPCall
 from ._endpoint import SIPEndpoint
 from ._headers import parse_name_addr
 from ._message import SIPMessage
+from ._outbound import OutboundCall
+from ._register import Registration
 from ._rtp import RTPPortAllocator
 from ._sdp import negotiate, parse_offer
 from ._transaction import ServerTransaction, Timers, response_to
@@ -112,6 +120,7 @@ class SIPServer:
         self.load = load
         self.endpoint = SIPEndpoint(self, self.timers)
         self.calls: dict[str, SIPCall] = {}
+        self.registrations: list[Registration] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ids = itertools.count(random.randint(1, 1 << 30))
         self.calls_answered = 0
@@ -141,7 +150,11 @@ class SIPServer:
         return self.port
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Hang up every call (their pipelines are cancelled, BYEs sent) and close the socket."""
+        """Un-REGISTER, hang up every call (their pipelines are cancelled, BYEs sent) and
+        close the socket."""
+        regs, self.registrations = self.registrations, []
+        if regs:
+            await asyncio.wait([asyncio.ensure_future(r.close()) for r in regs], timeout=timeout)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -153,6 +166,70 @@ class SIPServer:
         """Wait until no call is in progress."""
         while self._tasks:
             await asyncio.wait(list(self._tasks))
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a call's task until it ends (``stop()`` cancels it)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ user agent client
+
+    async def register(
+        self,
+        registrar: tuple[str, int],
+        user: str,
+        password: str | None = None,
+        *,
+        username: str | None = None,
+        domain: str | None = None,
+        expires: int = 3600,
+        min_refresh: float = 30.0,
+    ) -> Registration:
+        """Register ``user`` at ``registrar`` and keep the binding fresh until :meth:`stop`
+        (see :class:`~flowcat.transports.sip.Registration`). Raises
+        :class:`~flowcat.errors.SIPCallError` / :class:`~flowcat.errors.SIPAuthError`."""
+        creds = DigestCredentials(username or user, password) if password is not None else None
+        reg = Registration(
+            self, registrar, user, creds, domain=domain, expires=expires, min_refresh=min_refresh
+        )
+        await reg.register()
+        self.registrations.append(reg)
+        return reg
+
+    def outbound_call(
+        self,
+        target: str,
+        factory: TaskFactory | None = None,
+        *,
+        from_user: str = "flowcat",
+        username: str | None = None,
+        password: str | None = None,
+        proxy: tuple[str, int] | None = None,
+    ) -> OutboundCall:
+        """A call to ``target``, not yet placed: ``await call.connect()`` (or ``call.cancel()``)."""
+        creds = DigestCredentials(username or from_user, password) if password is not None else None
+        return OutboundCall(
+            self, target, factory or self.factory, from_user=from_user, credentials=creds, proxy=proxy
+        )
+
+    async def dial(
+        self,
+        target: str,
+        factory: TaskFactory | None = None,
+        *,
+        from_user: str = "flowcat",
+        username: str | None = None,
+        password: str | None = None,
+        proxy: tuple[str, int] | None = None,
+    ) -> OutboundCall:
+        """Call ``target`` (``sip:user@host:port``) and return once it is answered; its
+        pipeline (``factory``, default the server's) then runs until either side hangs up.
+        Raises :class:`~flowcat.errors.SIPCallError` when it is not answered."""
+        call = self.outbound_call(
+            target, factory, from_user=from_user, username=username, password=password, proxy=proxy
+        )
+        await call.connect()
+        return call
 
     def call_ended(self, call: SIPCall) -> None:
         if self.calls.get(call.call_id) is call:
@@ -234,9 +311,7 @@ class SIPServer:
         call = SIPCall(self, txn, neg)
         self.calls[call.call_id] = call
         self.calls_answered += 1
-        task = asyncio.get_running_loop().create_task(call.run(), name=f"sip-{call.call_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.track(asyncio.get_running_loop().create_task(call.run(), name=f"sip-{call.call_id}"))
 
     def _cancel(self, txn: ServerTransaction) -> None:
         from ._headers import parse_via

@@ -12,6 +12,13 @@
 * :class:`ClientTransaction` — one sent non-INVITE request (BYE, OPTIONS):
   retransmitted every T1, doubling up to T2 (Timer E; T2 once a provisional
   response came), until a final response or 64·T1 (Timer F: ``result`` is None).
+* :class:`InviteClientTransaction` — one sent INVITE: retransmitted every T1, doubling
+  (Timer A), until any response; no final response within 64·T1 (Timer B): ``result``
+  is None. Provisional responses go to ``on_provisional``. A non-2xx final response is
+  ACKed by the transaction (same branch, RFC 3261 §17.1.1.3), and its retransmissions
+  again, for 64·T1 (Timer D). A 2xx is the core's to ACK (a new transaction): the
+  transaction stays 64·T1 (RFC 6026 Timer M) and hands every retransmitted 2xx to
+  ``on_2xx_again`` so that the core repeats its ACK.
 
 Timers are ``loop.call_later`` handles per transaction, never per media packet.
 """
@@ -25,7 +32,7 @@ from typing import Any
 
 from ._message import SIPMessage
 
-__all__ = ["ClientTransaction", "ServerTransaction", "Timers"]
+__all__ = ["ClientTransaction", "InviteClientTransaction", "ServerTransaction", "Timers"]
 
 Send = Callable[[bytes, tuple[str, int]], None]
 
@@ -198,6 +205,105 @@ class ClientTransaction:
 
     def __repr__(self) -> str:
         return f"<ClientTransaction {self.request.method} to {self.addr}>"
+
+
+class InviteClientTransaction:
+    """A sent INVITE's transaction (see the module docstring)."""
+
+    def __init__(
+        self,
+        request: SIPMessage,
+        addr: tuple[str, int],
+        send: Send,
+        timers: Timers,
+        on_terminated: Callable[[InviteClientTransaction], None],
+    ) -> None:
+        self.request = request
+        self.addr = addr
+        self._data = request.encode()
+        self._send = send
+        self._timers = timers
+        self._on_terminated = on_terminated
+        loop = asyncio.get_running_loop()
+        self.result: asyncio.Future[SIPMessage | None] = loop.create_future()
+        self.provisional: SIPMessage | None = None
+        self.on_provisional: Callable[[SIPMessage], None] | None = None
+        self.on_2xx_again: Callable[[SIPMessage], None] | None = None
+        self.retransmissions = 0
+        self.terminated = False
+        self._ack: bytes | None = None
+        self._interval = timers.t1
+        self._send(self._data, addr)
+        self._retx: asyncio.TimerHandle | None = loop.call_later(self._interval, self._retransmit)
+        self._end: asyncio.TimerHandle | None = loop.call_later(64 * timers.t1, self._timed_out)
+
+    def _retransmit(self) -> None:
+        if self.result.done() or self.provisional is not None:
+            return
+        self.retransmissions += 1
+        self._send(self._data, self.addr)
+        self._interval *= 2  # Timer A doubles without the T2 cap (RFC 3261 §17.1.1.2)
+        self._retx = asyncio.get_running_loop().call_later(self._interval, self._retransmit)
+
+    def on_response(self, response: SIPMessage) -> None:
+        status = response.status or 0
+        if self.terminated:
+            return
+        if status < 200:
+            if self.result.done():
+                return
+            self.provisional = response
+            if self._retx is not None:
+                self._retx.cancel()
+                self._retx = None
+            cb = self.on_provisional
+            if cb is not None:
+                cb(response)
+            return
+        if self.result.done():  # a retransmitted final response
+            if status >= 300 and self._ack is not None:
+                self._send(self._ack, self.addr)
+            elif status < 300 and self.on_2xx_again is not None:
+                self.on_2xx_again(response)
+            return
+        if status >= 300:
+            self._ack = self._non2xx_ack(response).encode()
+            self._send(self._ack, self.addr)
+        self.result.set_result(response)
+        self._stop()
+        self._end = asyncio.get_running_loop().call_later(64 * self._timers.t1, self.terminate)
+
+    def _non2xx_ack(self, response: SIPMessage) -> SIPMessage:
+        """RFC 3261 §17.1.1.3: the INVITE's Request-URI, top Via, From, Call-ID and Route,
+        the response's To (with its tag), CSeq number with method ACK."""
+        req = self.request
+        headers: list[tuple[str, str]] = [("Via", (req.get_all("Via") or [""])[0])]
+        headers += [("Max-Forwards", "70"), ("From", req.get("From") or "")]
+        headers += [("To", response.get("To") or ""), ("Call-ID", req.call_id)]
+        headers.append(("CSeq", f"{req.cseq[0]} ACK"))
+        headers += [("Route", r) for r in req.get_all("Route")]
+        return SIPMessage(method="ACK", uri=req.uri, headers=headers)
+
+    def _timed_out(self) -> None:
+        if not self.result.done():
+            self.result.set_result(None)
+        self.terminate()
+
+    def _stop(self) -> None:
+        for h in (self._retx, self._end):
+            if h is not None:
+                h.cancel()
+        self._retx = self._end = None
+
+    def terminate(self) -> None:
+        if self.terminated:
+            return
+        self.terminated = True
+        self._stop()
+        self.on_provisional = self.on_2xx_again = None
+        if not self.result.done():
+            self.result.set_result(None)
+        self._on_terminated(self)
 
 
 def response_to(
