@@ -169,8 +169,7 @@ async def _answer(args: argparse.Namespace) -> int:
     try:
         if args.calls is None:
             await asyncio.Event().wait()
-        while srv.calls_answered < args.calls or srv.active_calls:
-            await asyncio.sleep(0.1)  # polled: a CLI loop, not the call path
+        await srv.wait_ended(args.calls)
         print(f"{srv.calls_answered} call(s) answered", flush=True)
         return 0
     finally:

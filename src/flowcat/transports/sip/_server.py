@@ -124,6 +124,8 @@ class SIPServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ids = itertools.count(random.randint(1, 1 << 30))
         self.calls_answered = 0
+        self.calls_ended = 0
+        self._call_ended = asyncio.Event()
         self.calls_refused = 0
 
     @property
@@ -231,9 +233,17 @@ class SIPServer:
         await call.connect()
         return call
 
+    async def wait_ended(self, count: int) -> None:
+        """Wait until ``count`` calls (inbound or outbound) have ended since the start."""
+        while self.calls_ended < count:
+            self._call_ended.clear()
+            await self._call_ended.wait()
+
     def call_ended(self, call: SIPCall) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
+            self.calls_ended += 1
+            self._call_ended.set()
 
     # ------------------------------------------------------------ requests
 
