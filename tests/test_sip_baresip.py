@@ -31,7 +31,9 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
-def baresip_config(home: Path, wav: Path, sip_port: int, cons_port: int) -> None:
+def baresip_config(
+    home: Path, wav: Path, sip_port: int, cons_port: int, *, auto_answer: bool = False
+) -> None:
     home.mkdir()
     modules = ("g711", "aufile", "aubridge", "cons", "account", "menu")
     (home / "config").write_text(
@@ -49,18 +51,56 @@ def baresip_config(home: Path, wav: Path, sip_port: int, cons_port: int) -> None
             ]
         )
     )
-    (home / "accounts").write_text("<sip:alice@127.0.0.1>;regint=0\n")
+    answer = ";answermode=auto" if auto_answer else ""
+    (home / "accounts").write_text(f"<sip:alice@127.0.0.1>;regint=0{answer}\n")
     (home / "contacts").write_text("")
 
 
-async def test_flow5_baresip_calls_with_audio_and_console_dtmf(tmp_path: Path) -> None:
-    wav = tmp_path / "speech8k.wav"
-    t = np.arange(8000 * 3) / 8000
-    with wave.open(str(wav), "wb") as w:
+def tone_wav(path: Path, seconds: float = 3.0) -> Path:
+    t = np.arange(int(8000 * seconds)) / 8000
+    with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes((5000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
+    return path
+
+
+async def test_flow6_flowcat_dials_baresip_auto_answer(tmp_path: Path) -> None:
+    """flowcat places the call; baresip answers (auto-answer), its file's audio reaches the
+    pipeline, and flowcat hangs up with BYE, which baresip answers."""
+    app = App()
+    srv = SIPServer(app, port=0, rtp_ports=(33800, 33900), timers=Timers(t1=0.1))
+    await srv.start()
+    sip_port = free_port()
+    baresip_config(tmp_path / "baresip", tone_wav(tmp_path / "tone.wav", 10), sip_port, free_port(),
+                   auto_answer=True)  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        str(BARESIP), "-f", str(tmp_path / "baresip"), "-t", "20",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        while b"baresip is ready" not in await asyncio.wait_for(proc.stdout.readline(), 15):
+            pass
+        call = await srv.dial(f"sip:alice@127.0.0.1:{sip_port}", from_user="agent")
+        await asyncio.wait_for(app.called.wait(), 10)
+        _, task, rec = app.calls[0]
+        while len(rec.audio) < 8000 * 2:  # a second of baresip's tone
+            rec.got_audio.clear()
+            await asyncio.wait_for(rec.got_audio.wait(), 10)
+        await call.hangup()
+        await asyncio.wait_for(call.ended.wait(), 10)
+    finally:
+        proc.kill()
+        await proc.wait()
+        await srv.stop()
+    assert call.bye_sent and not call.bye_received and call.negotiated.codec in ("PCMU", "PCMA")
+    assert np.abs(np.frombuffer(bytes(rec.audio), "<i2")).max() > 2000
+
+
+async def test_flow5_baresip_calls_with_audio_and_console_dtmf(tmp_path: Path) -> None:
+    wav = tone_wav(tmp_path / "speech8k.wav")
     app = App()
     srv = SIPServer(app, port=0, rtp_ports=(33700, 33800), timers=Timers(t1=0.1))
     await srv.start()
