@@ -297,3 +297,21 @@ async def test_dial_rejected_or_unanswered(uac: tuple[SIPServer, Peer, App]) -> 
     with pytest.raises(SIPCallError, match="no answer"):  # Timer B: 64·T1
         await srv.dial(f"sip:bob@127.0.0.1:{peer.port}")
     assert srv.rtp_ports.in_use == 0 and not srv.calls
+
+
+async def test_register_423_retried_with_min_expires_and_bounded(uac: tuple[SIPServer, Peer, App]) -> None:
+    srv, peer, _ = uac
+
+    async def registrar() -> None:
+        n = 0
+        while True:
+            req = (await peer.expect(request("REGISTER"), count=n + 1))[n]
+            n += 1
+            reply(peer, req, 423, "Interval Too Brief", "Min-Expires: 7200")
+
+    task = asyncio.ensure_future(registrar())
+    with pytest.raises(SIPCallError, match="5 attempts"):
+        await srv.register(("127.0.0.1", peer.port), "alice", "pw", expires=60)
+    task.cancel()
+    regs = [m for m in peer.inbox if m.method == "REGISTER"]
+    assert [m.get("Expires") for m in regs] == ["60", "7200", "7200", "7200", "7200"]

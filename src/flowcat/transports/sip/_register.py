@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Registration", "answer_challenge", "host_port"]
 
 logger = logging.getLogger("flowcat.transports.sip")
+_MAX_ROUNDS = 5  # challenges and 423s answered per REGISTER before giving up
 
 
 def host_port(host: str, port: int) -> str:
@@ -139,7 +140,7 @@ class Registration:
     async def _send(self, expires: int) -> SIPMessage:
         nonces: set[str] = set()
         auth: tuple[str, str] | None = None
-        while True:
+        for _ in range(_MAX_ROUNDS):
             msg = self._message(expires, auth)
             resp = await self.server.endpoint.request(msg, self.registrar).result
             if resp is None:
@@ -166,6 +167,7 @@ class Registration:
                     resp.reason or "",
                 )
             return resp
+        raise SIPCallError(f"REGISTER {self.user!r}: no success after {_MAX_ROUNDS} attempts", None, "loop")
 
     async def register(self) -> int:
         """Register (or refresh) now; returns the granted expiry in seconds and schedules
