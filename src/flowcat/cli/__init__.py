@@ -20,7 +20,7 @@ if typing.TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in help order. A module that is absent is skipped.
-_COMMANDS = ("_pipeline", "_ws_echo", "_serve", "_sip", "_config", "_bench", "_eval")
+_COMMANDS = ("_pipeline", "_ws_echo", "_serve", "_sip", "_config", "_console", "_bench", "_eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
