@@ -41,6 +41,13 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _reply(text: str) -> None:
+    if text:
+        _say(f"agent: {text}")
+    else:
+        _note("(the agent's reply was empty: see the log above)")
+
+
 def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -125,7 +132,7 @@ async def _text(loaded: Any, name: str, args: argparse.Namespace) -> int:
     _generous(agent)
     if hasattr(agent.brain, "silence_timeout_secs"):
         agent.brain.silence_timeout_secs = None  # typing takes time: no "are you still there?"
-    call = ConsoleCall(agent, text_input=True, events=ConsoleEvents(on_reply=lambda t: _say(f"agent: {t}")))
+    call = ConsoleCall(agent, text_input=True, events=ConsoleEvents(on_reply=_reply))
     await call.start()
     if type(agent.brain).__name__ == "BrainProcessor":
         await call.next_reply(60.0)  # the greeting
@@ -174,7 +181,7 @@ async def _wav(loaded: Any, name: str, args: argparse.Namespace) -> int:
     pcm, rate = _read_wav(args.wav)
     agent = agent_pipeline(loaded, name)()
     _generous(agent)
-    events = ConsoleEvents(on_user=lambda t: _say(f"user: {t}"), on_reply=lambda t: _say(f"agent: {t}"),
+    events = ConsoleEvents(on_user=lambda t: _say(f"user: {t}"), on_reply=_reply,
                            on_latency=lambda d: _say(_latency_line(d)))
     call = ConsoleCall(agent, text_input=False, events=events, sample_rate=rate)
     await call.start()
@@ -206,7 +213,7 @@ async def _mic(loaded: Any, name: str, args: argparse.Namespace) -> int:  # prag
         loop.run_in_executor(None, stream.write, pcm)
 
     agent = agent_pipeline(loaded, name)()
-    events = ConsoleEvents(on_user=lambda t: _say(f"user: {t}"), on_reply=lambda t: _say(f"agent: {t}"),
+    events = ConsoleEvents(on_user=lambda t: _say(f"user: {t}"), on_reply=_reply,
                            on_latency=lambda d: _say(_latency_line(d)), on_audio=play)
     call = ConsoleCall(agent, text_input=False, events=events, sample_rate=rate)
     await call.start()
