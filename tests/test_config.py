@@ -165,3 +165,78 @@ def test_cli_config_check_and_schema(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     doc = json.loads(schema.stdout)
     assert "agents" in doc["properties"] and "AgentConfig" in doc["$defs"]
+
+
+BRAINS = """\
+agents:
+  clinic:
+    brain: {kind: graph, graph: GRAPH}
+    topology: &cascade
+      stt: {provider: deepgram}
+      llm: {provider: openai, options: {base_url: "http://127.0.0.1:9/v1"}}
+      tts: {provider: cartesia, voice: v1}
+    turns: {user_speech_timeout: 0.4}
+    variables: {clinic: Elm Street}
+  remote:
+    brain: {kind: remote, url: "http://127.0.0.1:9/brain"}
+    topology: *cascade
+  socket:
+    brain: {kind: websocket, url: "ws://127.0.0.1:9/brain"}
+    topology: *cascade
+""".replace("GRAPH", str(ROOT / "examples" / "graphs" / "clinic_receptionist.yaml"))
+
+
+def test_agent_pipeline_serves_graph_remote_and_websocket_brains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each non-LLM brain runs in a BrainProcessor behind a UserTurnProcessor (the config's stop
+    rule), between the STT and the TTS; a fresh brain per call."""
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    from flowcat.agent import BrainProcessor, GraphBrain, RemoteBrain, WebSocketBrain
+    from flowcat.audio.vad import VADProcessor
+    from flowcat.services.stt import DeepgramSTTService
+    from flowcat.services.tts import CartesiaTTSService
+    from flowcat.turns import SpeechTimeoutUserTurnStopStrategy, UserTurnProcessor
+
+    loaded = parse_config(BRAINS, "brains.yaml")
+    for name, brain_type in (("clinic", GraphBrain), ("remote", RemoteBrain), ("socket", WebSocketBrain)):
+        make = agent_pipeline(loaded, name)
+        one, two = make(), make()
+        assert [type(p) for p in one.processors] == [VADProcessor, DeepgramSTTService, UserTurnProcessor,
+                                                     BrainProcessor, CartesiaTTSService], name
+        assert one.after_output == [] and one.brain is one.processors[3]
+        proc = one.processors[3]
+        assert isinstance(proc, BrainProcessor) and isinstance(proc.brain, brain_type), name
+        other = two.processors[3]
+        assert isinstance(other, BrainProcessor) and other.brain is not proc.brain
+    clinic = agent_pipeline(loaded, "clinic")()
+    turns = clinic.processors[2]
+    assert isinstance(turns, UserTurnProcessor)
+    (stop,) = turns.user_turn_strategies.stop or ()
+    assert isinstance(stop, SpeechTimeoutUserTurnStopStrategy) and stop.user_speech_timeout == 0.4
+    graph = clinic.brain
+    assert isinstance(graph, BrainProcessor) and isinstance(graph.brain, GraphBrain)
+    assert graph.brain.variables["clinic"] == "Elm Street" and graph.call.variables == {"clinic": "Elm Street"}
+
+
+def test_agent_pipeline_text_input_and_no_tts_leave_out_their_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "oa")  # no STT or TTS keys: not needed here
+    from flowcat.agent import BrainProcessor, LLMUserAggregator
+    from flowcat.services.llm import OpenAILLMService
+
+    loaded = parse_config(BRAINS, "brains.yaml")
+    clinic = agent_pipeline(loaded, "clinic", text_input=True, tts=False)()
+    assert [type(p) for p in clinic.processors] == [BrainProcessor]
+    assistant = agent_pipeline(parse_config(GOOD, "agent.yaml"), "assistant", text_input=True, tts=False)()
+    assert [type(p) for p in assistant.processors] == [LLMUserAggregator, OpenAILLMService]
+    with pytest.raises(ConfigError, match="CARTESIA_API_KEY"):
+        agent_pipeline(loaded, "clinic", text_input=True)
+    with pytest.raises(ConfigError, match="DEEPGRAM_API_KEY"):
+        agent_pipeline(loaded, "clinic", tts=False)
+
+
+def test_the_remote_brain_needs_an_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    text = BRAINS.replace('      llm: {provider: openai, options: {base_url: "http://127.0.0.1:9/v1"}}\n', "")
+    with pytest.raises(ConfigError, match="the remote brain needs topology.llm"):
+        agent_pipeline(parse_config(text, "brains.yaml"), "remote")
