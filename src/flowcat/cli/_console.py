@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import sys
 import wave
-from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "register"]
@@ -76,6 +75,20 @@ def _has_sounddevice() -> bool:
     return True
 
 
+def _has_audio_device() -> bool:
+    """sounddevice is installed and finds a default microphone and speaker."""
+    if not _has_sounddevice():
+        return False
+    import sounddevice as sd
+
+    try:
+        sd.query_devices(kind="input")
+        sd.query_devices(kind="output")
+    except Exception:  # noqa: BLE001 - PortAudio's errors vary by platform
+        return False
+    return True
+
+
 def main(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..errors import ConfigError
@@ -90,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     if name not in loaded.config.agents:
         _note(f"{loaded.file}: no agent {name!r}; agents: {', '.join(agents)}")
         return 1
-    mic = args.mic or (not args.text and not args.wav and _has_sounddevice())
+    mic = args.mic or (not args.text and not args.wav and _has_audio_device())
     if mic and not _has_sounddevice():
         _note("flowcat console --mic needs the sounddevice package: pip install 'flowcat[console]'")
         return 2
@@ -130,7 +143,7 @@ async def _text(loaded: Any, name: str, args: argparse.Namespace) -> int:
               + "; ".join(getattr(p, "message", str(p)) for p in tts_problems) + ")")
         agent = agent_pipeline(loaded, name, text_input=True, tts=False)()
     _generous(agent)
-    if hasattr(agent.brain, "silence_timeout_secs"):
+    if agent.brain is not None and hasattr(agent.brain, "silence_timeout_secs"):
         agent.brain.silence_timeout_secs = None  # typing takes time: no "are you still there?"
     call = ConsoleCall(agent, text_input=True, events=ConsoleEvents(on_reply=_reply))
     await call.start()

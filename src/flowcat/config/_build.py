@@ -94,7 +94,8 @@ def _brain_of(loaded: LoadedConfig, agent: AgentConfig, name: str) -> Any:
         graph = loaded.resolve(brain.graph) if isinstance(brain.graph, str) else brain.graph
         llm = build_service("llm", topo.llm) if brain.decide == "llm" and topo.llm is not None else None
         return GraphBrain(graph, llm=llm, variables=agent.variables)
-    token = os.environ.get(brain.token_env) if getattr(brain, "token_env", None) else None  # type: ignore[arg-type]
+    token_env = getattr(brain, "token_env", None)
+    token = os.environ.get(token_env) if token_env else None
     if isinstance(brain, RemoteBrainConfig):
         if topo.llm is None:
             raise ConfigError(f"{loaded.file}: agents.{name}.topology: the remote brain needs topology.llm")
@@ -105,7 +106,7 @@ def _brain_of(loaded: LoadedConfig, agent: AgentConfig, name: str) -> Any:
 
 
 def _call(loaded: LoadedConfig, name: str, text_input: bool, tts: bool) -> AgentPipeline:
-    from ..agent import BrainProcessor, BrainCall, LLMContext, LLMContextAggregatorPair
+    from ..agent import BrainCall, BrainProcessor, LLMContext, LLMContextAggregatorPair
     from ..turns import UserTurnProcessor
 
     agent = loaded.config.agents[name]

@@ -38,7 +38,14 @@ from ..frames import (
     TTSStoppedFrame,
     TurnLatencyMetricsData,
 )
-from ..runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask, TurnLatencyObserver
+from ..runtime import (
+    FrameDirection,
+    FrameProcessor,
+    Pipeline,
+    PipelineParams,
+    PipelineTask,
+    TurnLatencyObserver,
+)
 
 __all__ = ["ConsoleCall", "ConsoleEvents"]
 
