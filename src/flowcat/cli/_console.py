@@ -127,6 +127,7 @@ def _generous(agent: Any) -> None:
 
 
 async def _text(loaded: Any, name: str, args: argparse.Namespace) -> int:
+    from ..agent import BrainProcessor
     from ..config import agent_pipeline, check_agent
     from ..errors import FlowcatError
     from ..server._console import ConsoleCall, ConsoleEvents
@@ -147,7 +148,7 @@ async def _text(loaded: Any, name: str, args: argparse.Namespace) -> int:
         agent.brain.silence_timeout_secs = None  # typing takes time: no "are you still there?"
     call = ConsoleCall(agent, text_input=True, events=ConsoleEvents(on_reply=_reply))
     await call.start()
-    if type(agent.brain).__name__ == "BrainProcessor":
+    if isinstance(agent.brain, BrainProcessor):
         await call.next_reply(60.0)  # the greeting
     loop = asyncio.get_running_loop()
     interactive = sys.stdin.isatty()

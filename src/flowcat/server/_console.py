@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..agent import BrainProcessor
 from ..config import AgentPipeline
 from ..frames import (
     BotStartedSpeakingFrame,
@@ -221,7 +222,7 @@ class ConsoleCall:
 
     async def say(self, text: str, timeout: float = 60.0) -> str | None:
         """A typed user turn; the agent's reply (None when it said nothing in ``timeout``)."""
-        if self.agent.brain is not None and type(self.agent.brain).__name__ == "BrainProcessor":
+        if isinstance(self.agent.brain, BrainProcessor):
             frame: Frame = TranscriptionFrame(text=text, user_id="console", timestamp=_now())
         else:
             frame = LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
