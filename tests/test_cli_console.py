@@ -110,6 +110,7 @@ async def test_llm_agent_in_text_mode_speaks_into_the_wav(
         assert w.getnchannels() == 1 and w.getsampwidth() == 2
         assert w.getnframes() > w.getframerate() * 0.2  # both replies synthesized
     assert "agent audio" in err
+    assert "Unclosed" not in err  # the shared HTTP session is closed at the end
 
 
 async def test_wav_mode_runs_the_caller_through_the_whole_pipeline(
@@ -130,6 +131,7 @@ async def test_wav_mode_runs_the_caller_through_the_whole_pipeline(
     with wave.open(str(out_wav)) as w:
         audio = w.readframes(w.getnframes())
     assert len(audio) > 0 and any(audio)  # the reply's audio, not silence
+    assert "Unclosed" not in err
     assert llm.received and llm.received[0].body["messages"][-1]["content"] == "I would like to book an appointment"
 
 

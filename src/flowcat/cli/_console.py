@@ -107,17 +107,24 @@ def main(args: argparse.Namespace) -> int:
     if mic and not _has_sounddevice():
         _note("flowcat console --mic needs the sounddevice package: pip install 'flowcat[console]'")
         return 2
+    run = _wav if args.wav else _mic if mic else _text
     try:
-        if args.wav:
-            return asyncio.run(_wav(loaded, name, args))
-        if mic:
-            return asyncio.run(_mic(loaded, name, args))
-        return asyncio.run(_text(loaded, name, args))
+        return asyncio.run(_closing(run(loaded, name, args)))
     except ConfigError as exc:
         _note(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+async def _closing(session: Any) -> int:
+    """Run a console session, then close the loop's shared HTTP session."""
+    from ..services import close_http_sessions
+
+    try:
+        return int(await session)
+    finally:
+        await close_http_sessions()
 
 
 def _generous(agent: Any) -> None:
