@@ -228,6 +228,11 @@ def main(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         turn_metrics=args.turn_metrics,
     )
+    if config_path is not None:
+        shown = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host
+        print(f"flowcat serve: open http://{shown}:{opts.port}/ to talk to an agent in the browser playground "
+              "(models load on the first call of each worker; /readyz says when every agent is ready)",
+              file=sys.stderr)
     if opts.log_level > logging.INFO:
         # The start-up lines of the server (where it listens, restarts) are info: shown
         # by default for ``serve``, while per-call info stays behind ``-v``.
