@@ -74,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="CI smoke: 2 sessions, 1 turn, no pipecat")
     p.add_argument("--json", action="store_true", help="print one JSON object per point (JSON lines)")
     p.add_argument("--pipecat-python", default=None, help="python of a ready pipecat agent venv")
+    p.add_argument("--local", action="store_true",
+                   help="the offline agent (flowcat.bench._offline_app: Whisper, clinic graph, Piper/espeak): "
+                        "no fakes; latency from the end of speech, turns within --budget-ms")
+    p.add_argument("--budget-ms", type=float, default=1500.0, help="--local: a turn's answer budget")
 
 
 def ensure_agent_venv(explicit: str | None = None) -> str:
@@ -117,11 +121,12 @@ def start_fakes(args: argparse.Namespace, port_file: str) -> subprocess.Popen[by
 
 
 def _server_cmd(system: str, port: int, fakes_file: str, args: argparse.Namespace) -> list[str]:
-    if system == "flowcat":
+    if system in ("flowcat", "flowcat/offline"):
+        app = "flowcat.bench._offline_app:offline_app" if system == "flowcat/offline" else "flowcat.bench._agent_app:agent_app"
         return [
             sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--sample-rate", "8000", "--idle-timeout", "0", "--no-verify",
-            "--drain-timeout", "1", "--app", "flowcat.bench._agent_app:agent_app", "--engine", args.engine,
+            "--drain-timeout", "1", "--app", app, "--engine", args.engine,
         ]
     sut = Path(__file__).with_name("_pipecat_agent_sut.py")
     turn = "smart-turn" if system == "pipecat/smart-turn" else "speech-timeout"
@@ -213,6 +218,8 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
             "url": f"ws://127.0.0.1:{port}/twilio/ws", "sessions": sessions, "turns": args.turns,
             "barge_every": args.barge_every, "reply_audio_ms": len(REPLY) * args.tts_char_ms,
         }
+        if args.local:  # any reply counts (the graph's words vary); a loaded box may take long
+            cfg.update(reply_audio_ms=0, answer_timeout=20.0)
         gen = subprocess.Popen(
             [sys.executable, "-m", "flowcat.bench._agent_caller", json.dumps(cfg)],
             preexec_fn=_pin({args.gen_cpu}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -244,6 +251,19 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
                 raise BenchError(f"pipecat tried {outside} outside connection(s)")
     finally:
         _stop(srv)
+    if args.local:
+        lat = result["latencies_ms"]
+        row.update(
+            first_audio_p50_ms=_pct(lat, 0.5), first_audio_p95_ms=_pct(lat, 0.95),
+            within_budget=sum(1 for x in lat if x <= args.budget_ms), turns=result["turns"],
+            turns_ok=result["turns_ok"], barge_ins=result["barge_ins"], barge_ins_ok=result["barge_ins_ok"],
+            calls_failed=result["calls_failed"],
+            server_cpu_pct=round(100.0 * (c1 - c0) / max(1, t1 - t0) / sessions, 2),
+            rss_ready_mb=round(rss0 / 1e6, 1), rss_peak_mb=round(peak / 1e6, 1),
+        )
+        if result.get("errors"):
+            row["errors"] = result["errors"]
+        return row
     added = added_latencies(result["latencies_ms"], args, result["latency_utterances"], args.hangovers_s)
     row.update(
         added_p50_ms=_pct(added, 0.5), added_p99_ms=_pct(added, 0.99),
@@ -266,6 +286,8 @@ def _ints(text: str) -> list[int]:
 
 def plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(system, sessions) per point, in run order."""
+    if args.local:
+        return [("flowcat/offline", n) for n in _ints(args.sessions)]
     if args.quick:
         return [("flowcat", 2)]
     points = [("flowcat", n) for n in _ints(args.sessions)]
@@ -288,11 +310,27 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_local_table(rows: list[dict[str, Any]], budget_ms: float) -> str:
+    """Plain-text table of ``--local`` rows."""
+    head = ("sessions", "p50_ms", "p95_ms", f"<={budget_ms:g}ms", "answered", "barge_ok", "cpu%/call",
+            "rss_ready_MB", "rss_peak_MB")
+    lines = ["  ".join(f"{h:>12}" for h in head)]
+    for r in rows:
+        vals = (r["sessions"], r.get("first_audio_p50_ms"), r.get("first_audio_p95_ms"),
+                f"{r.get('within_budget')}/{r.get('turns')}", f"{r.get('turns_ok')}/{r.get('turns')}",
+                f"{r.get('barge_ins_ok')}/{r.get('barge_ins')}", r.get("server_cpu_pct"), r.get("rss_ready_mb"),
+                r.get("rss_peak_mb"))
+        lines.append("  ".join(f"{'-' if v is None else v!s:>12}" for v in vals) + (f"  {r['error']}" if "error" in r else ""))
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark; print a table (or JSON lines). Exit 1 when a point failed or a turn went unanswered."""
     if args.quick:
         args.turns, args.barge_every = 1, 0
     args.pipecat_python_resolved = None
+    if args.local:
+        return _main_local(args)
     if args.vs_pipecat and not args.quick:
         args.pipecat_python_resolved = ensure_agent_venv(args.pipecat_python)
     args.hangovers_s = vad_hangover_s()
@@ -322,3 +360,25 @@ def main(args: argparse.Namespace) -> int:
         print(format_table(rows))
     bad = any("error" in r or r.get("turns_ok") != r.get("turns") for r in rows)
     return 1 if bad else 0
+
+
+def _main_local(args: argparse.Namespace) -> int:
+    """``--local``: the offline agent per point, no fakes process."""
+    args.hangovers_s = None
+    rows: list[dict[str, Any]] = []
+    for system, n in plan(args):
+        try:
+            row = run_point(system, n, "", args)
+        except Exception as exc:  # one failed point must not lose the others
+            row = {"system": system, "sessions": n, "error": str(exc)}
+        rows.append(row)
+        if not args.json:
+            print(f"  offline N={n}: p50={row.get('first_audio_p50_ms')} p95={row.get('first_audio_p95_ms')} ms "
+                  f"within {args.budget_ms:g} ms: {row.get('within_budget')}/{row.get('turns')} "
+                  f"cpu={row.get('server_cpu_pct')}%/call", file=sys.stderr, flush=True)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        print(format_local_table(rows, args.budget_ms))
+    return 1 if any("error" in r or r.get("turns_ok") != r.get("turns") for r in rows) else 0
