@@ -72,3 +72,21 @@ def test_vad_hangover_is_stop_secs_plus_the_models_lag() -> None:
     hang = agent.vad_hangover_s()
     assert len(hang) == 2
     assert all(agent.VAD_STOP_SECS <= h < agent.VAD_STOP_SECS + 0.2 for h in hang), hang
+
+
+def test_local_mode_serves_the_offline_app_with_no_fakes() -> None:
+    from flowcat.bench.agent import _server_cmd, add_arguments, format_local_table, plan
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--local", "--sessions", "1,2,4", "--vs-pipecat"])
+    assert plan(args) == [("flowcat/offline", 1), ("flowcat/offline", 2), ("flowcat/offline", 4)]
+    cmd = _server_cmd("flowcat/offline", 8123, "", args)
+    assert cmd[cmd.index("--app") + 1] == "flowcat.bench._offline_app:offline_app"
+    assert cmd[cmd.index("--sample-rate") + 1] == "8000"
+    row = {"sessions": 2, "first_audio_p50_ms": 900.0, "first_audio_p95_ms": 1700.0, "within_budget": 15,
+           "turns": 16, "turns_ok": 16, "barge_ins": 4, "barge_ins_ok": 4, "server_cpu_pct": 30.0,
+           "rss_ready_mb": 400.0, "rss_peak_mb": 420.0}
+    table = format_local_table([row], 1500.0).splitlines()
+    assert table[0].split()[3] == "<=1500ms"
+    assert table[1].split() == ["2", "900.0", "1700.0", "15/16", "16/16", "4/4", "30.0", "400.0", "420.0"]
