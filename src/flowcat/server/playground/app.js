@@ -12,6 +12,11 @@ const playground = (window.playground = {
   audio: { loudMs: 0, peakRms: 0, firstLoudAt: null, samples: 0 },
 });
 
+// Off loopback the server asks for its API token: open the page as /?token=… and every API call carries it.
+const TOKEN = new URLSearchParams(location.search).get("token");
+const authHeaders = TOKEN ? { Authorization: "Bearer " + TOKEN } : {};
+const withToken = (url) => (TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url);
+
 let pc = null;
 let localStream = null;
 let eventsSocket = null;
@@ -29,7 +34,7 @@ function setStatus(state, text) {
 async function loadAgents() {
   const select = $("agent");
   try {
-    const res = await fetch("/api/agents");
+    const res = await fetch("/api/agents", { headers: authHeaders });
     const body = await res.json();
     select.replaceChildren();
     for (const name of body.agents) {
@@ -77,7 +82,7 @@ async function connect() {
     await waitForIceGathering(pc, 3000);
     const res = await fetch("/api/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...authHeaders },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", agent: $("agent").value || null }),
     });
     const body = await res.json();
@@ -130,7 +135,7 @@ function startMeter(stream) {
 
 function openEvents(pcId) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  eventsSocket = new WebSocket(proto + "//" + location.host + "/api/events/" + encodeURIComponent(pcId));
+  eventsSocket = new WebSocket(withToken(proto + "//" + location.host + "/api/events/" + encodeURIComponent(pcId)));
   eventsSocket.addEventListener("message", (msg) => {
     let ev;
     try { ev = JSON.parse(msg.data); } catch (err) { return; }
