@@ -272,3 +272,44 @@ async def test_a_peer_that_never_connects_is_closed(server: Any, monkeypatch: An
     await asyncio.wait_for(asyncio.shield(call.task), 10)
     assert call.events.buffered[-1]["type"] == "call-ended"
     assert app[WEBRTC_KEY].state.admission.snapshot()["active"] == 0
+
+
+async def test_a_configured_agent_counts_its_webrtc_calls_and_its_capacity() -> None:
+    """A playground call to a configuration's agent takes a slot of that agent (its capacity applies)
+    and is tracked under its name and the webrtc transport, as a carrier call would be."""
+    from flowcat.server._admission import Admission
+    from flowcat.server._agents import Agent, Agents
+
+    def app_factory(call: CallInfo) -> list[FrameProcessor]:
+        return [Scripted()]
+
+    clinic = Agent(name="clinic", app=app_factory, transports=frozenset({"webrtc"}), admission=Admission(capacity=1))
+    app = create_app(ServerConfig(app=app_factory, capacity=5, agents=Agents([clinic])))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    pcs = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            pc, sdp = await _offer_sdp()
+            pcs.append(pc)
+            async with http.post(base + "/api/offer", json={"sdp": sdp, "type": "offer", "agent": "clinic"}) as r:
+                assert r.status == 200, await r.text()
+            assert clinic.admission.active == 1
+            pc2, sdp2 = await _offer_sdp()
+            pcs.append(pc2)
+            async with http.post(base + "/api/offer", json={"sdp": sdp2, "type": "offer", "agent": "clinic"}) as r:
+                assert r.status == 503  # the agent's capacity (1), though the worker has room
+                assert (await r.json())["agent"] == "clinic"
+            state = app[WEBRTC_KEY].state
+            assert state.admission.active == 1  # the refused offer gave its worker slot back
+            records = list(state.records.values())
+            assert [(rec.agent, rec.transport) for rec in records] == [("clinic", "webrtc")]
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await runner.cleanup()
+    assert clinic.admission.active == 0

@@ -40,6 +40,7 @@ from ._apps import AppFactory, CallInfo, is_after_output
 from ._webrtc_events import CallEvents, EventsObserver, latency_event
 
 if TYPE_CHECKING:
+    from ._agents import Agent
     from ._app import ServerState
 
 __all__ = ["MAX_OFFER_BYTES", "WEBRTC_KEY", "WebRTCCalls", "add_webrtc_routes", "playground_dir"]
@@ -166,10 +167,18 @@ async def _offer(request: web.Request) -> web.Response:
         from ..transports._webrtc import WebRTCParams, WebRTCTransport, set_ice_host_addresses
     except ImportError as exc:
         return _bad(501, str(exc))
-    if not state.admission.try_admit():
-        from ._app import busy_payload
+    from ._app import admit, busy_payload
 
-        return web.json_response(busy_payload(state), status=503, headers={"Retry-After": "1"})
+    # The configuration's agent (None with --app): its capacity, metrics and call ids apply as on a carrier route.
+    served = state.config.agents.get(agent) if agent else state.config.agents.default
+    if not admit(state, served):
+        return web.json_response(busy_payload(state, served), status=503, headers={"Retry-After": "1"})
+
+    def release() -> None:
+        state.admission.release()
+        if served is not None:
+            served.admission.release()
+
     try:
         if calls.host_ips is not None:
             set_ice_host_addresses(calls.host_ips)
@@ -179,7 +188,7 @@ async def _offer(request: web.Request) -> web.Response:
             answer = await transport.accept_offer(body["sdp"], "offer")
         except ProtocolError as exc:
             await transport.close()
-            state.admission.release()
+            release()
             logger.info("webrtc: refused an offer from %s: %s", request.remote, exc)
             return _bad(400, str(exc))
         call = CallInfo(
@@ -189,18 +198,21 @@ async def _offer(request: web.Request) -> web.Response:
         entry = calls.calls[pc_id] = _Call(CallEvents())
         entry.transport = transport
         loop = asyncio.get_running_loop()
-        entry.task = loop.create_task(_run(calls, pc_id, entry, transport, factory, call), name=pc_id)
+        entry.task = loop.create_task(_run(calls, pc_id, entry, transport, factory, call, served), name=pc_id)
     except BaseException:
-        state.admission.release()
+        release()
         raise
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "pc_id": pc_id})
 
 
-async def _run(calls: WebRTCCalls, pc_id: str, entry: _Call, transport: Any, factory: AppFactory, info: CallInfo) -> None:
+async def _run(
+    calls: WebRTCCalls, pc_id: str, entry: _Call, transport: Any, factory: AppFactory, info: CallInfo,
+    agent: Agent | None = None,
+) -> None:
     from ._app import track
 
     state = calls.state
-    await track(state, _call(calls, entry, transport, factory, info))
+    await track(state, _call(calls, entry, transport, factory, info), agent=agent, transport="webrtc")
     asyncio.get_running_loop().call_later(_FORGET_AFTER, calls.calls.pop, pc_id, None)
 
 
