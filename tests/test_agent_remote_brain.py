@@ -108,7 +108,7 @@ async def test_booking_conversation_session_transition_end(
         _fake_openai.reply("", [("call_2", "confirm", {})]),
     ]
     call = BrainCall("call-42", caller="+15550001")
-    brain = RemoteBrain(reference_brain, make_llm(fake), token=TOKEN, brain_config={"seed_vars": {"brand": "Acme"}})
+    brain = RemoteBrain(reference_brain, make_llm(fake), allow_private=True, token=TOKEN, brain_config={"seed_vars": {"brand": "Acme"}})
 
     assert await collect(brain, CallStarted(call)) == [
         Transition("greeting"), SetVariable("brand", "Acme"),
@@ -212,7 +212,7 @@ async def stops_after_fault(
         _fake_openai.reply("Sorry, let me try that again."),
         _fake_openai.reply("Hello again."),
     ]
-    brain = RemoteBrain(faulty.url, make_llm(fake), token=TOKEN, timeout=0.3, greet=False)
+    brain = RemoteBrain(faulty.url, make_llm(fake), allow_private=True, token=TOKEN, timeout=0.3, greet=False)
     assert await collect(brain, CallStarted(BrainCall("call-7"))) == [Transition("greeting")]
     faulty.mode = mode
     if before is not None:
@@ -254,7 +254,7 @@ async def test_session_unreachable_speaks_the_fallback_then_retries(
     fake.scripts = [_fake_openai.reply("Hi there.")]
     url = faulty.url
     await faulty.close()
-    brain = RemoteBrain(url, make_llm(fake), timeout=0.5, greet=False, fallback_text="One moment please.")
+    brain = RemoteBrain(url, make_llm(fake), allow_private=True, timeout=0.5, greet=False, fallback_text="One moment please.")
     assert await collect(brain, CallStarted(BrainCall("call-9"))) == [Say("One moment please.")]
     assert fake.bodies == []
     # The brain service is back: the next turn opens the session and converses.
@@ -272,7 +272,7 @@ async def test_other_tools_go_to_the_runner_and_the_llm_resumes_with_their_resul
         _fake_openai.reply("Let me look.", [("call_w", "get_weather", {"city": "Paris"})]),
         _fake_openai.reply("It is sunny."),
     ]
-    brain = RemoteBrain(faulty.url, make_llm(fake), greet=False)
+    brain = RemoteBrain(faulty.url, make_llm(fake), allow_private=True, greet=False)
     await collect(brain, CallStarted(BrainCall("c")))
     assert await collect(brain, UserTurn("Weather?")) == [
         Say("Let me look."), CallTool("call_w", "get_weather", {"city": "Paris"})]
@@ -284,7 +284,7 @@ async def test_other_tools_go_to_the_runner_and_the_llm_resumes_with_their_resul
 
 async def test_barge_in_keeps_only_what_was_heard(faulty: FaultyBrain, fake: _fake_openai.FakeOpenAI) -> None:
     fake.scripts = [_fake_openai.reply("First sentence here. Second sentence there."), _fake_openai.reply("Ok.")]
-    brain = RemoteBrain(faulty.url, make_llm(fake), greet=False)
+    brain = RemoteBrain(faulty.url, make_llm(fake), allow_private=True, greet=False)
     await collect(brain, CallStarted(BrainCall("c")))
     agen = brain.handle(UserTurn("Tell me"))
     assert await agen.__anext__() == Say("First sentence here.")
@@ -303,7 +303,7 @@ async def test_llm_failure_speaks_the_fallback_and_keys_reach_the_llm(
 ) -> None:
     fake.set(Behaviour.STATUS, failures=1, status=500)
     fake.scripts = [_fake_openai.reply("You pressed one two.")]
-    brain = RemoteBrain(faulty.url, make_llm(fake), greet=False, fallback_text="One moment please.")
+    brain = RemoteBrain(faulty.url, make_llm(fake), allow_private=True, greet=False, fallback_text="One moment please.")
     await collect(brain, CallStarted(BrainCall("c")))
     assert await collect(brain, UserTurn("Hello")) == [Say("One moment please.")]
     assert brain.failures == 1 and brain.node_id == "greeting"

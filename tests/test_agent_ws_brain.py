@@ -113,7 +113,7 @@ async def server() -> AsyncIterator[Scripted]:
 
 def make_brain(server: Scripted, **kw: Any) -> WebSocketBrain:
     kw.setdefault("reply_timeout", 2.0)
-    return WebSocketBrain(server.url, token=TOKEN, fallback_text=FALLBACK, max_message_bytes=64 * 1024, **kw)
+    return WebSocketBrain(server.url, allow_private=True, token=TOKEN, fallback_text=FALLBACK, max_message_bytes=64 * 1024, **kw)
 
 
 async def test_booking_call_every_message_type(server: Scripted) -> None:
@@ -269,7 +269,7 @@ async def test_oversize_message_refused(server: Scripted) -> None:
 
 
 async def test_refused_connection_speaks_fallback(server: Scripted) -> None:
-    brain = WebSocketBrain(server.url, token="wrong-token", fallback_text=FALLBACK)
+    brain = WebSocketBrain(server.url, allow_private=True, token="wrong-token", fallback_text=FALLBACK)
     try:
         assert await collect(brain, CallStarted(BrainCall("c"))) == [EndCall(FALLBACK, "brain_unavailable")]
         assert server.connections == 0 and brain.reconnects == 1

@@ -337,7 +337,7 @@ async def test_a_call_on_a_closed_client_is_an_error_result() -> None:
 async def test_streamable_http_tools_results_cancel_and_one_session() -> None:
     async with http_server() as url:
         llm = ToolLLM([("add", '{"a": 40, "b": 2}')], [("slow", '{"seconds": 60}')])
-        client = MCPClient(StreamableHttpParameters(url=url))
+        client = MCPClient(StreamableHttpParameters(url=url), allow_private=True)
         names = {s.name for s in (await client.register_tools(llm)).standard_tools}
         assert {"add", "weather", "slow", "fail", "stats"} <= names
         async with Rig(llm) as rig:
@@ -366,7 +366,7 @@ async def test_streamable_http_tools_results_cancel_and_one_session() -> None:
 
 async def test_streamable_http_server_restart_error_then_reconnect() -> None:
     async with http_server() as url:
-        client = MCPClient(url, connect_timeout_secs=2.0, retry=Backoff(initial=0.05, max_attempts=3))
+        client = MCPClient(url, allow_private=True, connect_timeout_secs=2.0, retry=Backoff(initial=0.05, max_attempts=3))
         await client.start()
         first = await stats(client)
         slow = asyncio.ensure_future(client.call_tool("slow", {"seconds": 60}))
@@ -389,7 +389,7 @@ async def test_streamable_http_server_restart_error_then_reconnect() -> None:
 
 
 async def test_a_url_is_taken_as_streamable_http() -> None:
-    async with http_server() as url, MCPClient(url) as client:
+    async with http_server() as url, MCPClient(url, allow_private=True) as client:
         assert await client.call_tool("add", {"a": 1, "b": 2}) == "3"
 
 

@@ -24,6 +24,7 @@
     │                               running (flowcat.testing's check); an AssertionError
     └── ServiceError(retryable)     a provider call failed
         ├── ServiceConnectionError  could not connect (retryable)
+        │   └── OutboundAddressError  the URL's address is private/loopback/... (SSRF guard; not retryable)
         ├── ServiceTimeout          the provider did not answer in time (retryable)
         ├── ServiceStatusError      the provider answered with an error status;
         │   │                       4xx is not retryable except 408, 429 and 499
@@ -57,6 +58,7 @@ __all__ = [
     "JWTError",
     "LLMContextConversionError",
     "MissingExtraError",
+    "OutboundAddressError",
     "PipelineStateError",
     "PipelineTimeoutError",
     "ProcessorError",
@@ -232,6 +234,14 @@ class ServiceConnectionError(ServiceError):
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message, retryable=retryable)
+
+
+class OutboundAddressError(ServiceConnectionError):
+    """An outbound URL resolved to an address the SSRF guard refuses (private, loopback,
+    link-local, CGNAT, multicast, unspecified ...) and the client was not allowed to reach it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class ServiceTimeout(ServiceError):

@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from .._ratelimit import RateLimitedLog
-from ..errors import ServiceProtocolError
+from ..errors import OutboundAddressError, ServiceProtocolError
 from ..services import (
     LLMService,
     LLMTextDelta,
@@ -52,8 +52,10 @@ from ..services import (
     Secret,
     SentenceAggregator,
     http_session,
+    outbound_guard,
     redact,
 )
+from ..services._ssrf import AllowPrivate
 from ..services.adapters import FunctionSchema, LLMContext
 from ._brain import (
     AgentBrain,
@@ -117,6 +119,13 @@ class RemoteBrain(AgentBrain):
         greet: Let the LLM speak first when the call starts.
         fallback_text: Spoken when the session cannot be opened or the LLM fails.
         max_tool_rounds: LLM runs per event at most (tool call, outcome, run again ...).
+        allow_private: The SSRF guard (:class:`~flowcat.services.OutboundGuard`): by default
+            the URL must resolve to public addresses only; ``True`` allows any address, a
+            list of networks allows those (e.g. ``["10.1.2.0/24"]``).
+
+    Raises:
+        ConfigError: ``url`` is not an http(s) URL.
+        OutboundAddressError: ``url``'s host is an address the guard refuses.
     """
 
     def __init__(
@@ -131,8 +140,11 @@ class RemoteBrain(AgentBrain):
         greet: bool = True,
         fallback_text: str = DEFAULT_FALLBACK,
         max_tool_rounds: int = 4,
+        allow_private: AllowPrivate = False,
     ) -> None:
         self.url = url.rstrip("/")
+        self._guard = outbound_guard(allow_private)
+        self._guard.check_url(self.url)
         self.llm = llm
         self._token = Secret(token) if token else None
         self.brain_config = brain_config
@@ -388,8 +400,8 @@ class RemoteBrain(AgentBrain):
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         headers = {"Authorization": f"Bearer {self._token.reveal()}"} if self._token else {}
         try:
-            session = await http_session()
-            async with session.post(self.url + path, json=payload, headers=headers,
+            session = await http_session(self._guard)
+            async with session.post(self.url + path, json=payload, headers=headers, allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
@@ -402,7 +414,7 @@ class RemoteBrain(AgentBrain):
             self._fail("%s: no answer within %g s: staying", path, self.timeout)
         except ValueError as exc:
             self._fail("%s: the answer is not JSON (%s): staying", path, exc)
-        except (ServiceProtocolError, aiohttp.ClientError, OSError) as exc:
+        except (ServiceProtocolError, OutboundAddressError, aiohttp.ClientError, OSError) as exc:
             self._fail("%s: %s: staying", path, exc)
         return None
 

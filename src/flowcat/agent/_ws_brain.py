@@ -36,7 +36,8 @@ import aiohttp
 
 from .._ratelimit import RateLimitedLog
 from ..errors import ServiceConnectionError, ServiceError, ServiceTimeout
-from ..services import Secret, http_session, redact
+from ..services import Secret, http_session, outbound_guard, redact
+from ..services._ssrf import AllowPrivate
 from ..services.adapters import FunctionSchema
 from ._brain import (
     AgentBrain,
@@ -92,6 +93,13 @@ class WebSocketBrain(AgentBrain):
         idle_timeout: Bound on the wait between the messages of a reply.
         max_message_bytes: Largest message accepted from the brain.
         fallback_text: Spoken when the brain fails to answer or is lost.
+        allow_private: The SSRF guard (:class:`~flowcat.services.OutboundGuard`): by default
+            the URL must resolve to public addresses only; ``True`` allows any address, a
+            list of networks allows those.
+
+    Raises:
+        ConfigError: ``url`` is not a ws(s) or http(s) URL.
+        OutboundAddressError: ``url``'s host is an address the guard refuses.
     """
 
     def __init__(
@@ -105,8 +113,11 @@ class WebSocketBrain(AgentBrain):
         idle_timeout: float = 10.0,
         max_message_bytes: int = 1 << 20,
         fallback_text: str = DEFAULT_FALLBACK,
+        allow_private: AllowPrivate = False,
     ) -> None:
         self.url = url
+        self._guard = outbound_guard(allow_private)
+        self._guard.check_url(url)
         self._token = Secret(token) if token else None
         self.headers = dict(headers or {})
         self.connect_timeout = connect_timeout
@@ -314,7 +325,7 @@ class WebSocketBrain(AgentBrain):
         headers = dict(self.headers)
         if self._token:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        session = await http_session()
+        session = await http_session(self._guard)
         async with asyncio.timeout(self.connect_timeout):
             ws = await session.ws_connect(self.url, headers=headers, max_msg_size=self.max_message_bytes,
                                           autoclose=True, autoping=True)

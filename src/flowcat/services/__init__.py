@@ -52,6 +52,9 @@ from ._registry import providers_markdown as providers_markdown
 from ._secrets import Secret as Secret
 from ._secrets import redact as redact
 from ._secrets import resolve_api_key as resolve_api_key
+from ._ssrf import OutboundGuard as OutboundGuard
+from ._ssrf import address_refusal as address_refusal
+from ._ssrf import outbound_guard as outbound_guard
 from ._stt import SegmentedSTTService as SegmentedSTTService
 from ._stt import STTService as STTService
 from ._stt import STTSettings as STTSettings
@@ -83,6 +86,7 @@ __all__ = [
     "LLMService",
     "LLMTextDelta",
     "LLMToolCallDelta",
+    "OutboundGuard",
     "ProviderInfo",
     "RealtimeLLMService",
     "RealtimeLLMSettings",
@@ -100,6 +104,7 @@ __all__ = [
     "TTSService",
     "TTSSettings",
     "TTSWords",
+    "address_refusal",
     "close_http_sessions",
     "connection_error",
     "extra_missing",
@@ -107,6 +112,7 @@ __all__ = [
     "handshake_error",
     "http_session",
     "iter_sse",
+    "outbound_guard",
     "pcm_to_wav",
     "providers",
     "providers_markdown",

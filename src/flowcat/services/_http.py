@@ -5,6 +5,9 @@
   calls). It is created on first use, never when a service is constructed, and its
   TLS context is built once per process in a worker thread (loading the CA store
   blocks for milliseconds). :func:`close_http_sessions` closes it (tests, shutdown).
+  ``http_session(guard)`` returns a session whose resolver is the
+  :class:`~flowcat.services._ssrf.OutboundGuard`'s (one per loop and guard key; the
+  SSRF guard for URLs from configuration).
 * :func:`raise_for_status` turns an HTTP error status into the ``flowcat.errors``
   service family (401/403 -> auth, 429 -> rate limit with ``Retry-After``, other 4xx
   not retryable, 5xx retryable), with the body's message, key masked.
@@ -51,6 +54,9 @@ WS_ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgTyp
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
 )
+_guarded: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, aiohttp.ClientSession]] = (
+    weakref.WeakKeyDictionary()
+)
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
@@ -72,9 +78,24 @@ async def _shared_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
-async def http_session() -> aiohttp.ClientSession:
-    """The running loop's shared client session (created on first use)."""
+async def http_session(guard: Any = None) -> aiohttp.ClientSession:
+    """The running loop's shared client session (created on first use).
+
+    With an :class:`~flowcat.services._ssrf.OutboundGuard` that does not allow every
+    address: a session (shared by the guards with the same key) that connects only to
+    addresses the guard vetted.
+    """
     loop = asyncio.get_running_loop()
+    if guard is not None and not guard.allow_all:
+        pools = _guarded.setdefault(loop, {})
+        session = pools.get(guard.key)
+        if session is None or session.closed:
+            ctx = await _shared_ssl_context()
+            connector = aiohttp.TCPConnector(ssl=ctx, limit=0, limit_per_host=0, keepalive_timeout=30,
+                                             resolver=guard.aiohttp_resolver(), use_dns_cache=False)
+            session = pools[guard.key] = aiohttp.ClientSession(connector=connector,
+                                                               middlewares=(guard.aiohttp_middleware(),))
+        return session
     session = _sessions.get(loop)
     if session is None or session.closed:
         ctx = await _shared_ssl_context()
@@ -88,9 +109,14 @@ async def http_session() -> aiohttp.ClientSession:
 
 async def close_http_sessions() -> None:
     """Close the running loop's shared session, if any."""
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None and not session.closed:
-        await session.close()
+    loop = asyncio.get_running_loop()
+    sessions = list(_guarded.pop(loop, {}).values())
+    session = _sessions.pop(loop, None)
+    if session is not None:
+        sessions.append(session)
+    for s in sessions:
+        if not s.closed:
+            await s.close()
 
 
 def _error_message(body: Any) -> str:

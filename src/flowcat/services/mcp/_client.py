@@ -41,6 +41,7 @@ from .._backoff import Backoff, Deadline, retry_call
 from .._function_schema import FunctionSchema
 from .._functions import FunctionCallParams
 from .._llm import LLMService
+from .._ssrf import AllowPrivate, outbound_guard
 from ..adapters import ToolsSchema
 from ._convert import call_error_text, tool_result, tool_schema
 
@@ -103,6 +104,10 @@ class MCPClient:
         connect_timeout_secs: Bound on connecting (all attempts) and on ``initialize``.
         retry: Backoff between connection attempts.
         name: For logs.
+        allow_private: The SSRF guard for a streamable-HTTP server
+            (:class:`~flowcat.services.OutboundGuard`): by default the URL must resolve to
+            public addresses only and the connection is pinned to the vetted ones; ``True``
+            allows any address, a list of networks allows those. Not used for stdio.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class MCPClient:
         connect_timeout_secs: float = 10.0,
         retry: Backoff | None = None,
         name: str | None = None,
+        allow_private: AllowPrivate = False,
     ) -> None:
         mcp = _sdk()
         from mcp.client.session_group import StreamableHttpParameters
@@ -129,6 +135,9 @@ class MCPClient:
                 f"not {type(server_params).__name__}"
             )
         self._params = server_params
+        self._guard = outbound_guard(allow_private)
+        if isinstance(server_params, StreamableHttpParameters):
+            self._guard.check_url(server_params.url)
         self._tools_filter = set(tools_filter) if tools_filter is not None else None
         self._output_filters = dict(tools_output_filters or {})
         self._fixed_args = {k: dict(v) for k, v in (tools_arguments or {}).items()}
@@ -255,9 +264,12 @@ class MCPClient:
         from mcp.client.streamable_http import streamable_http_client
         from mcp.shared._httpx_utils import create_mcp_http_client
 
-        http = create_mcp_http_client(
-            headers=params.headers, timeout=httpx2.Timeout(params.timeout, read=params.sse_read_timeout)
-        )
+        timeout = httpx2.Timeout(params.timeout, read=params.sse_read_timeout)
+        if self._guard.allow_all:
+            http = create_mcp_http_client(headers=params.headers, timeout=timeout)
+        else:  # the SDK's client, with a transport that connects only to vetted addresses
+            http = httpx2.AsyncClient(headers=params.headers, timeout=timeout,
+                                      transport=self._guard.httpx_transport())
         stack.push_async_callback(http.aclose)
         return streamable_http_client(params.url, http_client=http, terminate_on_close=params.terminate_on_close)
 
