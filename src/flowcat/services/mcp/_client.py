@@ -31,6 +31,7 @@ from typing import Any
 
 from ...errors import (
     ConfigError,
+    OutboundAddressError,
     ServiceConnectionError,
     ServiceError,
     ServiceProtocolError,
@@ -73,6 +74,20 @@ def _detail(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
+
+
+def _refusal(exc: BaseException | None, depth: int = 0) -> OutboundAddressError | None:
+    """The SSRF guard's refusal somewhere in ``exc`` (groups, causes), if any."""
+    if exc is None or depth > 8:
+        return None
+    if isinstance(exc, OutboundAddressError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _refusal(inner, depth + 1)
+            if found is not None:
+                return found
+    return _refusal(exc.__cause__ or exc.__context__, depth + 1)
 
 
 class _Connection:
@@ -243,7 +258,9 @@ class MCPClient:
             conn.lost = True
             if not ready.done():
                 why = "closed while connecting" if conn.closing.is_set() else f"could not connect: {_detail(exc)}"
-                ready.set_exception(ServiceConnectionError(f"{self.name}: {why}"))
+                refusal = _refusal(exc)  # not retried: the address will not change its range
+                ready.set_exception(OutboundAddressError(f"{self.name}: {refusal}") if refusal is not None
+                                    else ServiceConnectionError(f"{self.name}: {why}"))
                 ready.exception()  # marked retrieved: the waiter may be gone already
             elif not conn.closing.is_set():
                 logger.warning("%s: the session ended: %s", self.name, _detail(exc))
