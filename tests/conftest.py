@@ -11,7 +11,7 @@ import pytest
 
 from _helpers import EXPECTED, strict
 
-logging.getLogger("flowcat").setLevel(logging.INFO)
+logging.getLogger("flowcat").setLevel(logging.INFO)  # raised to DEBUG by pytest_configure (leak check)
 
 
 def _unexpected_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
@@ -79,3 +79,54 @@ def no_outside_connections(monkeypatch: pytest.MonkeyPatch, outside_attempts: li
     monkeypatch.setattr(loop_cls, "getaddrinfo", getaddrinfo)
     yield
     assert not outside_attempts, f"connections outside the machine were attempted: {outside_attempts}"
+
+
+# ------------------------------------------------------------------ no secret in any log record
+
+class _SecretLeakHandler(logging.Handler):
+    """Checks every record (all loggers, DEBUG) for the fake credentials of _secrets_registry."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__(logging.DEBUG)
+        self.secrets = secrets
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not this handler's business
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + repr(record.exc_info[1])
+        for secret in self.secrets:
+            if secret in text:
+                self.leaks.append(f"{record.name} {record.levelname} {record.pathname}:{record.lineno}: "
+                                  f"{text[:300]!r} contains a test secret")
+
+
+_leak_handler: _SecretLeakHandler | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _leak_handler
+    from _secrets_registry import SECRETS
+
+    _leak_handler = _SecretLeakHandler(SECRETS)
+    root = logging.getLogger()
+    root.addHandler(_leak_handler)
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("flowcat").setLevel(logging.DEBUG)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test during which a fake credential reached a log record
+    (unless it is marked ``leaks_secret``: it leaks one on purpose)."""
+    handler = _leak_handler
+    seen = len(handler.leaks) if handler else 0
+    yield
+    if handler is not None and len(handler.leaks) > seen:
+        leaks = handler.leaks[seen:]
+        del handler.leaks[seen:]
+        if request.node.get_closest_marker("leaks_secret") is None:
+            pytest.fail("a secret reached the logs:\n" + "\n".join(leaks), pytrace=False)

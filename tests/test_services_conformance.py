@@ -505,6 +505,7 @@ def test_scenario_sets_per_kind() -> None:
     assert len(names["llm"]) == 10 and len(names["stt"]) == 8
 
 
+@pytest.mark.leaks_secret  # on purpose: the suite must catch it
 async def test_the_suite_catches_a_key_in_a_log_line() -> None:
     class LeakyLLM(ToyLLM):
         async def run_inference(self, context: LLMContext) -> AsyncGenerator[LLMChunk, None]:
