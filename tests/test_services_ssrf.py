@@ -43,7 +43,7 @@ REFUSED = [
     ("fd12:3456::1", "unique local (fc00::/7)"),
     ("224.0.0.1", "multicast"),
     ("ff02::1", "multicast"),
-    ("0.0.0.0", "unspecified"),  # noqa: S104 - an address under test, not a bind
+    ("0.0.0.0", "unspecified"),
     ("::", "unspecified"),
     ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped: judged by the IPv4 inside
     ("::ffff:169.254.169.254", "link-local (cloud metadata)"),
@@ -263,9 +263,8 @@ async def test_ws_brain_refuses_a_private_name_and_works_when_allowed() -> None:
 
 async def test_mcp_http_refused_then_pinned_and_allowed() -> None:
     require("mcp")
-    from test_services_mcp import http_server
-
     from flowcat.services.mcp import MCPClient
+    from test_services_mcp import http_server
 
     async with http_server() as url:
         with pytest.raises(OutboundAddressError):

@@ -384,7 +384,7 @@ class RemoteBrain(AgentBrain):
         actions: list[BrainAction] = []
         node = body.get("node_id")
         if action == "transition":
-            assert isinstance(prompt, str) and tools is not None
+            assert isinstance(prompt, str) and tools is not None  # noqa: S101 - invariant (type narrowing), not input validation
             self._set_prompt(prompt, tools)
             if node is not None:
                 self.node_id = str(node)

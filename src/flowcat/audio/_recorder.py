@@ -184,7 +184,7 @@ class AudioRecorder(FrameProcessor):
     # ---------------------------------------------------------- internals
 
     def _position(self) -> int:
-        assert self._loop is not None and self._t0 is not None
+        assert self._loop is not None and self._t0 is not None  # noqa: S101 - set when the run started
         return int((self._loop.time() - self._t0) * self.sample_rate)
 
     def _open(self) -> None:

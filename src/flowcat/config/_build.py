@@ -80,7 +80,7 @@ def _user_params(agent: AgentConfig) -> Any:
 
 def _topology(agent: AgentConfig) -> CascadedTopology:
     topo = agent.topology
-    assert isinstance(topo, CascadedTopology)
+    assert isinstance(topo, CascadedTopology)  # noqa: S101 - invariant (checked by check_agent), type narrowing
     return topo
 
 

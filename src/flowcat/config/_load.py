@@ -239,7 +239,7 @@ def parse_config(text: str, file: str = "<config>", base_dir: Path | None = None
                 ))
     if problems:
         raise _error(problems)
-    assert config is not None
+    assert config is not None  # noqa: S101 - invariant (type narrowing), not input validation
     return LoadedConfig(config, file, base_dir or Path.cwd(), positions)
 
 

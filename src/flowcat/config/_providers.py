@@ -112,7 +112,9 @@ def build_service(kind: str, spec: ProviderConfig) -> Any:
     cls, kwargs, fields = _plan(info, spec)
     if fields:
         settings_cls = _settings_type(cls)
-        assert settings_cls is not None
+        if settings_cls is None:  # a provider whose settings type cannot be read: say so, not AttributeError
+            raise ConfigError(f"{kind} provider {spec.provider!r}: {cls.__name__} takes no settings "
+                              f"({', '.join(sorted(fields))} cannot be set)")
         kwargs["settings"] = settings_cls(**fields)
     return cls(**kwargs)
 

@@ -467,4 +467,4 @@ _LIFECYCLE: dict[type[Frame], Any] = {
     FrameProcessorResumeUrgentFrame: FrameProcessor._on_resume,
 }
 
-assert frozenset(_LIFECYCLE) == LIFECYCLE_FRAMES
+assert frozenset(_LIFECYCLE) == LIFECYCLE_FRAMES  # noqa: S101 - invariant (type narrowing), not input validation

@@ -314,7 +314,7 @@ class PipelineTask(TaskObserving, TaskTimers):
 
     async def _on_downstream(self, frame: Frame) -> None:
         loop = self._loop
-        assert loop is not None
+        assert loop is not None  # noqa: S101 - set when the run started
         self._note_activity(frame)
         cls = frame.__class__
         if cls is HeartbeatFrame:
@@ -339,7 +339,7 @@ class PipelineTask(TaskObserving, TaskTimers):
 
     async def _on_started(self, frame: StartFrame) -> None:
         loop = self._loop
-        assert loop is not None
+        assert loop is not None  # noqa: S101 - set when the run started
         self._started = True
         self._disarm("start")
         now = loop.time()
@@ -356,7 +356,7 @@ class PipelineTask(TaskObserving, TaskTimers):
 
     async def _on_upstream(self, frame: Frame) -> None:
         loop = self._loop
-        assert loop is not None
+        assert loop is not None  # noqa: S101 - set when the run started
         self._note_activity(frame)
         if isinstance(frame, ErrorFrame):
             self.stats.errors += 1

@@ -86,7 +86,7 @@ class TaskObserving:
     def _observe(self) -> None:
         """Give every processor the observing ``push_frame`` (full chain, no flattening)."""
         loop = self._loop
-        assert loop is not None
+        assert loop is not None  # noqa: S101 - set when the run started
         self._observed = True
         unflatten_links(self._procs)
         for proc in self._procs:

@@ -165,7 +165,7 @@ class TurnLatencyObserver(BaseObserver, EventEmitter):
 
     async def _answered(self, data: FramePushed, out: int) -> None:
         stop = self._stop
-        assert stop is not None
+        assert stop is not None  # noqa: S101 - invariant (type narrowing), not input validation
         last = stop
         stages: list[float | None] = []
         for point in (self._transcript, self._llm_start, self._first_token, self._tts_audio, out):

@@ -210,7 +210,7 @@ async def track(
     """Run an admitted call in the current task: counted in ``state.calls`` (and its agent's
     admission), its slot released at the end; its log lines carry a call id."""
     task = asyncio.current_task()
-    assert task is not None
+    assert task is not None  # noqa: S101 - invariant (type narrowing), not input validation
     name = agent.name if agent is not None else "default"
     record = CallRecord(agent=name, transport=transport, call_id=new_call_id())
     metrics = state.metrics

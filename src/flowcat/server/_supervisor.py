@@ -210,7 +210,7 @@ def supervise(
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
         env = dict(os.environ, FLOWCAT_WORKER_ID=str(i))
-        proc = subprocess.Popen(_worker_cmd(opts, i), env=env)
+        proc = subprocess.Popen(_worker_cmd(opts, i), env=env)  # noqa: S603 - argv list of sys.executable and our own options, no shell
         if opts.pin:
             try:
                 cpus = sorted(os.sched_getaffinity(0))

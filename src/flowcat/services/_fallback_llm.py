@@ -169,7 +169,7 @@ class FallbackLLMService(FallbackGroup[LLMService], LLMService):
             async for chunk in self._serve(svc, agen, first):
                 yield chunk
             return
-        assert failed is not None
+        assert failed is not None  # noqa: S101 - invariant (type narrowing), not input validation
         raise failed
 
     async def _open(self, svc: LLMService, context: LLMContext) -> _Opened:

@@ -137,7 +137,7 @@ class FallbackTTSService(FallbackGroup[TTSService], TTSService):
             finally:
                 await agen.aclose()
             return
-        assert failed is not None
+        assert failed is not None  # noqa: S101 - invariant (type narrowing), not input validation
         raise failed
 
 
@@ -219,7 +219,7 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
             self.model_name = svc.model_name
             self.record_success(svc)
             return
-        assert failed is not None
+        assert failed is not None  # noqa: S101 - invariant (type narrowing), not input validation
         raise failed
 
     async def disconnect(self) -> None:
@@ -263,7 +263,7 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
         if svc is None:
             await self.connect()
             svc = self._connected
-            assert svc is not None
+            assert svc is not None  # noqa: S101 - invariant (type narrowing), not input validation
         return svc
 
     async def _fail_over(self, svc: STTService, exc: ServiceError) -> None:

@@ -225,7 +225,7 @@ class FunctionCalling:
             if self._seq_task is None or self._seq_task.done():
                 self._seq_wakeup = asyncio.Event()
                 self._seq_task = self.create_task(self._sequential_runner(), "function_calls")
-            assert self._seq_wakeup is not None
+            assert self._seq_wakeup is not None  # noqa: S101 - invariant (type narrowing), not input validation
             self._seq_wakeup.set()
 
     def _resolve(self, fc: FunctionCallFromLLM) -> FunctionCallRegistryItem:
@@ -249,7 +249,7 @@ class FunctionCalling:
     async def _sequential_runner(self) -> None:
         while True:
             while not self._seq_queue:
-                assert self._seq_wakeup is not None
+                assert self._seq_wakeup is not None  # noqa: S101 - invariant (type narrowing), not input validation
                 self._seq_wakeup.clear()
                 await self._seq_wakeup.wait()
             call = self._seq_queue.popleft()

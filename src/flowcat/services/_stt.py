@@ -281,7 +281,7 @@ class STTService(AIService):
 
     async def _send_loop(self) -> None:
         wake = self._wake
-        assert wake is not None
+        assert wake is not None  # noqa: S101 - invariant (type narrowing), not input validation
         if not await self._connect_with_retry():
             return
         while True:

@@ -274,7 +274,7 @@ class OutputQueue:
         self._active = True
         self._sync_direct()
         self._clock.add(self)
-        assert self._loop is not None
+        assert self._loop is not None  # noqa: S101 - set when the run started
         self._loop.call_soon(self._kick)
 
     def _kick(self) -> None:

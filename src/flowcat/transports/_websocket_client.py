@@ -20,7 +20,7 @@ logger = logging.getLogger("flowcat.transports.websocket")
 class _ClientInput(WebsocketInputTransport):
     async def start(self, frame: StartFrame) -> None:
         transport = self._transport
-        assert isinstance(transport, WebsocketClientTransport)
+        assert isinstance(transport, WebsocketClientTransport)  # noqa: S101 - invariant (type narrowing), not input validation
         try:
             await transport._connect()
         except TransportError as exc:

@@ -177,7 +177,7 @@ class AnthropicLLMService(LLMService):
     def build_request(self, context: LLMContext) -> dict[str, Any]:
         """The JSON body for ``context`` (what is sent, less the encoding)."""
         s = self.settings
-        assert isinstance(s, AnthropicLLMSettings)
+        assert isinstance(s, AnthropicLLMSettings)  # noqa: S101 - the constructor's settings type
         fields = dict(self.adapter.get_llm_invocation_params(context, system_instruction=s.system_instruction))
         tools = list(fields.get("tools") or [])
         names = {t.get("name") for t in tools if isinstance(t, dict)}
@@ -200,7 +200,7 @@ class AnthropicLLMService(LLMService):
     # ------------------------------------------------------------ stream
 
     async def run_inference(self, context: LLMContext) -> AsyncGenerator[LLMChunk, None]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         body = self.build_request(context)
         headers = {**self._headers, "x-api-key": self._api_key.reveal()}
         session = await http_session()

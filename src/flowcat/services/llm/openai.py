@@ -201,7 +201,7 @@ class OpenAILLMService(LLMService):
     def build_request(self, context: LLMContext) -> dict[str, Any]:
         """The JSON body for ``context`` (what is sent, byte for byte, less the encoding)."""
         s = self.settings
-        assert isinstance(s, OpenAILLMSettings)
+        assert isinstance(s, OpenAILLMSettings)  # noqa: S101 - the constructor's settings type
         fields = dict(self.adapter.get_llm_invocation_params(context, system_instruction=s.system_instruction))
         tools = list(fields.get("tools") or [])
         names = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict)}
@@ -222,7 +222,7 @@ class OpenAILLMService(LLMService):
     # ------------------------------------------------------------ stream
 
     async def run_inference(self, context: LLMContext) -> AsyncGenerator[LLMChunk, None]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         body = self.build_request(context)
         session = await http_session()
         finished = done = False

@@ -116,7 +116,7 @@ class SocketSTTService(STTService):
     # ------------------------------------------------------------ the socket
 
     async def connect(self) -> None:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         params, headers = self.handshake()
         session = await http_session()
         self._error = None

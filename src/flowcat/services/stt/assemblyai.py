@@ -159,7 +159,7 @@ class AssemblyAISTTService(SocketSTTService):
     def query_params(self) -> dict[str, str]:
         """The handshake's query parameters, as sent (the token excluded)."""
         s = self.settings
-        assert isinstance(s, AssemblyAISTTSettings)
+        assert isinstance(s, AssemblyAISTTSettings)  # noqa: S101 - the constructor's settings type
         q: dict[str, str] = {}
         if s.model:
             q["speech_model"] = s.model
@@ -175,7 +175,7 @@ class AssemblyAISTTService(SocketSTTService):
         return q
 
     def handshake(self) -> tuple[dict[str, str], dict[str, str]]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         q = self.query_params()
         if self.token_auth:
             return {**q, "token": self._api_key.reveal()}, {}
@@ -264,7 +264,7 @@ class AssemblyAISTTService(SocketSTTService):
 
     async def _on_turn(self, msg: dict[str, Any], raw: str) -> None:
         s = self.settings
-        assert isinstance(s, AssemblyAISTTSettings)
+        assert isinstance(s, AssemblyAISTTSettings)  # noqa: S101 - the constructor's settings type
         try:
             transcript = str(msg.get("transcript") or "")
             words = msg.get("words") or []

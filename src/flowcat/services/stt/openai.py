@@ -142,7 +142,7 @@ class OpenAISTTService(SegmentedSTTService):
     def form_fields(self) -> dict[str, str]:
         """The form's text fields, as sent (``file`` comes first, then these)."""
         s = self.settings
-        assert isinstance(s, OpenAISTTSettings)
+        assert isinstance(s, OpenAISTTSettings)  # noqa: S101 - the constructor's settings type
         fields: dict[str, str] = {}
         if s.model:
             fields["model"] = s.model
@@ -161,7 +161,7 @@ class OpenAISTTService(SegmentedSTTService):
     # ------------------------------------------------------------- request
 
     async def run_stt(self, wav: bytes) -> AsyncGenerator[str, None]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         form = aiohttp.FormData()
         form.add_field("file", wav, filename="audio.wav", content_type="audio/wav")
         for name, value in self.form_fields().items():

@@ -148,7 +148,7 @@ class SpeechmaticsSTTService(SocketSTTService):
     def start_message(self) -> dict[str, Any]:
         """``StartRecognition``, as sent."""
         s = self.settings
-        assert isinstance(s, SpeechmaticsSTTSettings)
+        assert isinstance(s, SpeechmaticsSTTSettings)  # noqa: S101 - the constructor's settings type
         config: dict[str, Any] = {"language": s.language or "en", "enable_partials": s.enable_partials}
         if s.max_delay is not None:
             config["max_delay"] = s.max_delay
@@ -162,7 +162,7 @@ class SpeechmaticsSTTService(SocketSTTService):
                 "transcription_config": config}
 
     def handshake(self) -> tuple[dict[str, str], dict[str, str]]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         if self.token_auth:
             return {"jwt": self._api_key.reveal()}, {}
         return {}, {"Authorization": f"Bearer {self._api_key.reveal()}"}

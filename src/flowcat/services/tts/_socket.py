@@ -194,7 +194,7 @@ class SocketTTSService(TTSService):
         await self.close_socket()
 
     async def _keep_alive(self) -> None:
-        assert self.keepalive_secs
+        assert self.keepalive_secs  # noqa: S101 - invariant (type narrowing), not input validation
         loop = asyncio.get_running_loop()
         while True:
             wait = self._last_send + self.keepalive_secs - loop.time()

@@ -177,7 +177,7 @@ class CartesiaTTSService(TTSService):
 
     def connect_params(self) -> tuple[dict[str, str], dict[str, str]]:
         """The handshake's query parameters and headers, as sent."""
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         params = {"cartesia_version": self.cartesia_version}
         headers = {"Cartesia-Version": self.cartesia_version}
         if self.auth == "query":
@@ -237,7 +237,7 @@ class CartesiaTTSService(TTSService):
     def generation(self, wire_id: str, transcript: str, *, more: bool = True, flush: bool = False) -> dict[str, Any]:
         """One generation request, as sent."""
         s = self.settings
-        assert isinstance(s, CartesiaTTSSettings)
+        assert isinstance(s, CartesiaTTSSettings)  # noqa: S101 - the constructor's settings type
         msg: dict[str, Any] = {
             "model_id": s.model, "transcript": transcript, "voice": {"mode": "id", "id": s.voice},
             "context_id": wire_id,

@@ -121,7 +121,7 @@ class DeepgramTTSService(SocketTTSService):
     # ------------------------------------------------------------ the socket
 
     def handshake(self) -> tuple[dict[str, str], dict[str, str]]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         params = {"model": str(self.settings.model), "encoding": "linear16", "sample_rate": str(self.sample_rate)}
         params.update({k: str(v) for k, v in self.settings.extra.items()})
         return params, {"Authorization": f"Token {self._api_key.reveal()}"}

@@ -181,7 +181,7 @@ class ElevenLabsTTSService(SocketTTSService):
 
     def handshake(self) -> tuple[dict[str, str], dict[str, str]]:
         s = self._s
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         params = {"model_id": str(s.model), "output_format": f"pcm_{self.sample_rate}",
                   "auto_mode": _flag(s.auto_mode), "sync_alignment": _flag(s.sync_alignment)}
         if s.language:

@@ -119,7 +119,7 @@ class OpenAITTSService(TTSService):
         return body
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[TTSChunk, None]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         headers = {**self._headers, "Authorization": f"Bearer {self._api_key.reveal()}"}
         session = await http_session()
         async with session.post(self.url, json=self.request_body(text), headers=headers) as resp:

@@ -118,7 +118,7 @@ class RimeTTSService(SocketTTSService):
 
     def handshake(self) -> tuple[dict[str, str], dict[str, str]]:
         s = self._s
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         params = {"speaker": str(s.voice), "modelId": str(s.model), "audioFormat": "pcm",
                   "samplingRate": str(self.sample_rate), "segment": s.segment}
         if s.language:
