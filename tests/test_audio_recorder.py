@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from flowcat import FrameDirection, FrameProcessor
-from flowcat.audio import AudioRecorder, tone
+from flowcat.audio import AudioRecorder, recording_path, tone
+from flowcat.errors import ConfigError
 from flowcat.frames import (
     Frame,
     InputAudioRawFrame,
@@ -152,3 +153,36 @@ def test_cancel_patches_header(tmp_path: Path) -> None:
 def test_needs_a_path() -> None:
     with pytest.raises(ValueError):
         AudioRecorder()
+
+
+@pytest.mark.parametrize("call_id", [
+    "../../etc/passwd", "..", ".", "/etc/passwd", "/tmp/x", "a/../../b", "..\\..\\win.ini", "nul\x00byte",
+    "", "x" * 5000, "CA\u2215evil", "dot.file", ".hidden", "~root", "a\nb", "\udcff-surrogate",
+])
+def test_recording_path_never_escapes_its_directory(tmp_path: Path, call_id: str) -> None:
+    rec_dir = tmp_path / "recordings"
+    path = recording_path(rec_dir, call_id)
+    assert path.parent == rec_dir.resolve()
+    assert path.name.endswith(".wav") and "\x00" not in str(path) and len(path.name) <= 96 + 13 + 4
+    assert path.name[0] not in "./~"
+    # a changed id carries a digest: ids that look alike never share a file
+    assert path != recording_path(rec_dir, call_id + "/")
+
+
+def test_recording_path_keeps_plain_ids_and_refuses_odd_suffixes(tmp_path: Path) -> None:
+    assert recording_path(tmp_path, "CA0123abcd_ef-9") == tmp_path.resolve() / "CA0123abcd_ef-9.wav"
+    assert recording_path(tmp_path, "c1", ".mono.wav").name == "c1.mono.wav"
+    for bad in ("/../x.wav", ".wav/../../x", "", "wav", ".w\x00v"):
+        with pytest.raises(ConfigError):
+            recording_path(tmp_path, "c1", bad)
+
+
+def test_recorder_for_call_writes_inside_the_directory(tmp_path: Path) -> None:
+    rec_dir = tmp_path / "rec"
+    rec_dir.mkdir()
+    rec = AudioRecorder.for_call(rec_dir, "../../escape", mono=True, sample_rate=RATE)
+    user = _frames(tone(440.0, 0.2, RATE), RATE, InputAudioRawFrame, paced=True)
+    run_virtual(run_test(rec, frames_to_send=user))
+    written = sorted(p.name for p in rec_dir.iterdir())
+    assert len(written) == 2 and all(n.startswith("______escape-") for n in written)
+    assert not list(tmp_path.glob("escape*")) and sorted(p.name for p in tmp_path.iterdir()) == ["rec"]

@@ -12,7 +12,7 @@ from ._g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
 from ._low_latency import LowLatencyResampler
 from ._mixer import BaseAudioMixer, LoopingFileMixer
 from ._pcm import apply_gain, float_to_pcm16, mix, pcm16_to_float, rms_dbfs, silence, tone
-from ._recorder import AudioRecorder
+from ._recorder import AudioRecorder, recording_path
 from ._resampler import StreamResampler
 from ._wav import WavWriter, read_wav
 
@@ -35,6 +35,7 @@ __all__ = [
     "pcm16_to_float",
     "pcm16_to_ulaw",
     "read_wav",
+    "recording_path",
     "rms_dbfs",
     "silence",
     "tone",

@@ -1,10 +1,18 @@
-"""AudioRecorder: both legs of a call on one wall-clock timeline, streamed to WAV."""
+"""AudioRecorder: both legs of a call on one wall-clock timeline, streamed to WAV.
+
+:func:`recording_path` names a call's recording inside a directory from its call id
+(which a carrier or a client chose: untrusted), so a recording can never be written
+outside that directory.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -21,11 +29,35 @@ from ..runtime import FrameDirection, FrameProcessor
 from ._resampler import StreamResampler
 from ._wav import WavWriter
 
-__all__ = ["AudioRecorder"]
+__all__ = ["AudioRecorder", "recording_path"]
 
 logger = logging.getLogger("flowcat.audio")
 
 _I16 = np.dtype("<i2")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_NAME = 96
+
+
+def recording_path(directory: str | os.PathLike[str], call_id: str, suffix: str = ".wav") -> Path:
+    """The file for ``call_id``'s recording, always directly inside ``directory``.
+
+    The call id is reduced to letters, digits, ``-`` and ``_`` (at most 96 of them); an
+    id that had to change (``../x``, ``/etc/passwd``, a NUL, a dot, a very long one)
+    also gets 12 hex digits of its SHA-256, so two different ids never share a file.
+
+    Raises:
+        ConfigError: ``suffix`` is not a plain extension such as ``".wav"``.
+    """
+    if not re.fullmatch(r"(\.[A-Za-z0-9]{1,8})+", suffix):
+        raise ConfigError(f"recording suffix must be like '.wav', not {suffix!r}")
+    name = _UNSAFE.sub("_", call_id)[:_MAX_NAME]
+    if name != call_id or not name:
+        name = f"{name}-{hashlib.sha256(call_id.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    base = Path(directory).resolve()
+    path = base / (name + suffix)
+    if path.parent != base:  # cannot happen with the names above; a last line of defence
+        raise ConfigError(f"recording path escapes {base}")
+    return path
 
 
 class _Leg:
@@ -125,6 +157,16 @@ class AudioRecorder(FrameProcessor):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mono: WavWriter | None = None
         self._stereo: WavWriter | None = None
+
+    @classmethod
+    def for_call(
+        cls, directory: str | os.PathLike[str], call_id: str, *, mono: bool = False, stereo: bool = True,
+        **kwargs: object,
+    ) -> AudioRecorder:
+        """A recorder writing ``<call id>.wav`` (stereo) and/or ``<call id>.mono.wav`` inside
+        ``directory`` (see :func:`recording_path`: an untrusted id cannot escape it)."""
+        return cls(recording_path(directory, call_id, ".mono.wav") if mono else None,
+                   recording_path(directory, call_id) if stereo else None, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ public
 
