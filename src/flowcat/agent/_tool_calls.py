@@ -8,6 +8,12 @@ telling the model the result will come later. The result (``"COMPLETED"`` when e
 or ``"CANCELLED"`` replaces the placeholder — unless the user has spoken since the
 placeholder was written (only async calls live that long): the history is then left as
 the model saw it, and the outcome arrives as a new ``developer`` message.
+
+A ``FunctionCallCancelFrame`` is a system frame and the in-progress frame is not: with a
+processor between the LLM and this half that holds data frames (a TTS synthesising "let me
+check..."), the cancel can arrive first. The call is then remembered as cancelled and its
+late in-progress frame writes nothing, so no ``IN_PROGRESS`` placeholder is left for the
+rest of the call (pipecat #5779, #3661).
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ _LATE_CANCEL = (
 class ToolCalls:
     """The calls announced and not settled, and their messages in ``context``."""
 
-    __slots__ = ("_context", "calls")
+    __slots__ = ("_cancelled_early", "_context", "calls")
 
     def __init__(self, context: LLMContext) -> None:
         self._context = context
         self.calls: dict[str, FunctionCallInProgressFrame | None] = {}
         """Announced calls by id; None until in progress."""
+        self._cancelled_early: dict[str, None] = {}  # cancelled before in progress (ordered, bounded)
 
     def announced(self, tool_call_ids: Any) -> None:
         """``FunctionCallsStartedFrame``: these calls will run."""
@@ -46,7 +53,10 @@ class ToolCalls:
             self.calls.setdefault(tool_call_id, None)
 
     def in_progress(self, frame: FunctionCallInProgressFrame) -> None:
-        """A call runs: its ``tool_calls`` message and its placeholder."""
+        """A call runs: its ``tool_calls`` message and its placeholder (none if it was cancelled already)."""
+        if frame.tool_call_id in self._cancelled_early:
+            del self._cancelled_early[frame.tool_call_id]
+            return
         args = frame.arguments if frame.arguments is not None else {}
         messages = tool_call_messages(frame.tool_call_id, frame.function_name, args)
         if not frame.cancel_on_interruption:
@@ -75,8 +85,11 @@ class ToolCalls:
         set_tool_result(self._context, tool_call_id, content)
 
     def forget(self, tool_call_id: str) -> None:
-        """A call cancelled before it was in progress: it never had messages."""
+        """A call cancelled before it was in progress: it never had messages, and gets none."""
         self.calls.pop(tool_call_id, None)
+        self._cancelled_early[tool_call_id] = None
+        if len(self._cancelled_early) > 64:  # in-progress frames that never came
+            del self._cancelled_early[next(iter(self._cancelled_early))]
 
     def _user_spoke_since(self, tool_call_id: str) -> bool:
         seen = False
