@@ -3,8 +3,11 @@ issue against flowcat and fails if flowcat had the bug (docs/porting-from-pipeca
 
 How each was shown to bite (the fault put back in flowcat, the test failing, then removed):
 * #5211 — ``TaskTimers._arm_end_timer`` made a no-op: the task never finishes.
-* #3757, #4276 — ``CallScheduler.submit`` queueing a ``CancelFrame`` like any system frame
-  instead of ``_cancel_now`` preempting: the cancel waits behind the stuck frame.
+* #3757, #4276 (and #5211) — ``CallScheduler.submit`` putting a ``CancelFrame`` on the data
+  lane behind the stuck frame, as pipecat's single push queue does, instead of
+  ``_cancel_now`` preempting: the cancel waits for the end/start timeout (20-25 s, not 0).
+  (Queued on flowcat's system lane instead, #3757 still passes: that lane never waits for
+  the data lane; #4276 fails, the StartFrame being a system frame.)
 * #5779 — ``ToolCalls.forget`` not remembering the early cancel: ``IN_PROGRESS`` stays.
   (flowcat had this one; fixed with this test.)
 * #754 — covered at the service level in tests/test_services_tts.py; here the turn after an
@@ -225,9 +228,8 @@ def test_4997_the_next_generation_still_runs_the_same_tool() -> None:
     tests/test_services_functions.py shows the discarded generation's tools never run; the
     angle here: the guard is the generation, not the tool — the next generation's
     ``end_call`` runs once, and only it."""
-    from test_services_functions import ToolLLM, call, ctx, of
-
     from flowcat.services import FunctionCallParams, LLMTextDelta
+    from test_services_functions import ToolLLM, call, ctx, of
 
     async def main() -> tuple[list[str], list[F.Frame]]:
         llm = ToolLLM([[LLMTextDelta("Goodbye"), *call(0, "end_call"), 1.0],  # binned by the barge-in
