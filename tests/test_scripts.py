@@ -187,7 +187,7 @@ def _outcomes(tmp: Path, ci: str) -> tuple[int, dict[str, str]]:
 
 
 def test_under_ci_a_missing_test_dependency_fails_and_only_declared_absences_skip(tmp_path: Path) -> None:
-    for name in ("conftest.py", "_helpers.py"):
+    for name in ("conftest.py", "_helpers.py", "_secrets_registry.py"):
         shutil.copy2(ROOT / "tests" / name, tmp_path / name)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_cases.py").write_text(CASES)

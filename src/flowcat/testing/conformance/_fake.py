@@ -132,7 +132,9 @@ class FakeProvider:
         """Serve on an ephemeral port of 127.0.0.1; returns the base URL."""
         app = web.Application()
         self.routes(app)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
+        # No access log: a vendor that takes its key in the query (AssemblyAI's token=,
+        # Speechmatics' jwt=) would have it written to the log by the server itself.
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
