@@ -250,7 +250,7 @@ class BrainProcessor(FrameProcessor):
     async def start(self, frame: StartFrame) -> None:
         if self.brain is None:
             factory = self._brain_spec
-            assert callable(factory)
+            assert callable(factory)  # noqa: S101 - invariant (type narrowing), not input validation
             self.brain = factory(self.call)
         self._wake = asyncio.Event()
         self._enqueue(CallStarted(self.call))
@@ -316,7 +316,7 @@ class BrainProcessor(FrameProcessor):
         return self._current is None and not self._queue
 
     async def _work(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None  # noqa: S101 - invariant (type narrowing), not input validation
         while True:
             while not self._queue:
                 self._wake.clear()
@@ -344,7 +344,7 @@ class BrainProcessor(FrameProcessor):
             self._current = None
 
     async def _drive(self, event: BrainEvent) -> None:
-        assert self.brain is not None
+        assert self.brain is not None  # noqa: S101 - invariant (type narrowing), not input validation
         self._reply_text = []
         first = True
         try:
@@ -475,7 +475,7 @@ class BrainProcessor(FrameProcessor):
         if self._in_turn or self._bot_speaking or self._ending or not self._idle():
             return
         self._silence_count += 1
-        assert self.silence_timeout_secs is not None
+        assert self.silence_timeout_secs is not None  # noqa: S101 - invariant (type narrowing), not input validation
         self._enqueue(Silence(self.silence_timeout_secs, self._silence_count))
 
     def _on_key(self, key: str) -> None:

@@ -72,7 +72,7 @@ class ServeOptions:
     """Agents configuration file (``flowcat serve AGENTS.yaml``); None: ``app`` only."""
     agents: list[str] | None = None
     """Agents of ``config`` to serve (those the parent found without problems; None: all)."""
-    token_env: str = "FLOWCAT_API_TOKEN"
+    token_env: str = "FLOWCAT_API_TOKEN"  # noqa: S105 - the name of an environment variable, not a secret
     """Environment variable holding the API token (the token itself never travels in options)."""
     cors_origins: list[str] = field(default_factory=list)
     call_rate: float = 5.0

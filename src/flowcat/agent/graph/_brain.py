@@ -153,7 +153,7 @@ class GraphBrain(AgentBrain):
             if self.last_said:
                 yield Say(self.last_said)
             return
-        assert found.edge.target is not None
+        assert found.edge.target is not None  # noqa: S101 - invariant (type narrowing), not input validation
         async for a in self._enter(self.graph.node(found.edge.target), depth=0):
             yield a
 
@@ -203,7 +203,7 @@ class GraphBrain(AgentBrain):
         return [*out, END_CALL_TOOL]
 
     async def _llm_turn(self, depth: int) -> AsyncIterator[BrainAction]:
-        assert self.llm is not None
+        assert self.llm is not None  # noqa: S101 - invariant (type narrowing), not input validation
         context = LLMContext([{"role": "system", "content": self.system_prompt()}, *self.messages],
                              tools=self.tools())
         said: list[str] = []
@@ -237,7 +237,7 @@ class GraphBrain(AgentBrain):
                 if self.last_said:
                     yield Say(self.last_said)
                 return
-            assert edge.target is not None
+            assert edge.target is not None  # noqa: S101 - invariant (type narrowing), not input validation
             target = self.graph.node(edge.target)
             async for a in self._enter(target, depth=depth):
                 yield a

@@ -205,7 +205,7 @@ class AWSBedrockLLMService(LLMService):
     def build_request(self, context: LLMContext) -> dict[str, Any]:
         """The JSON body for ``context``."""
         s = self.settings
-        assert isinstance(s, AWSBedrockLLMSettings)
+        assert isinstance(s, AWSBedrockLLMSettings)  # noqa: S101 - the constructor's settings type
         body = dict(self.adapter.get_llm_invocation_params(context, system_instruction=s.system_instruction))
         extra_tools = self.tool_schemas()
         if extra_tools:
@@ -235,7 +235,7 @@ class AWSBedrockLLMService(LLMService):
         if self._bearer is not None:
             headers["Authorization"] = f"Bearer {self._bearer.reveal()}"
             return headers
-        assert self.credentials is not None
+        assert self.credentials is not None  # noqa: S101 - invariant (type narrowing), not input validation
         signed = sign_request("POST", url, [("host", host), ("content-type", "application/json")], data,
                               credentials=self.credentials, region=self.region, service=SIGNING_NAME)
         headers.update(signed.headers)

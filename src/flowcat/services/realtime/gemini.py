@@ -199,14 +199,14 @@ class GeminiLiveLLMService(RealtimeLLMService):
     def socket_url(self) -> str:
         if self.auth == "header":
             return self.url
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         sep = "&" if "?" in self.url else "?"
         return f"{self.url}{sep}key={quote(self._api_key.reveal(), safe='')}"
 
     def socket_headers(self) -> dict[str, str]:
         if self.auth != "header":
             return {}
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         return {"x-goog-api-key": self._api_key.reveal()}
 
     def _instructions(self) -> str | None:

@@ -172,7 +172,7 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
         return f"{self.url}{sep}model={quote(self.s.model or '')}"
 
     def socket_headers(self) -> dict[str, str]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         headers = {"Authorization": f"Bearer {self._api_key.reveal()}"}
         if self.beta:
             headers["OpenAI-Beta"] = "realtime=v1"
@@ -331,7 +331,7 @@ class AzureRealtimeLLMService(OpenAIRealtimeLLMService):
         super().__init__(url=url, **kwargs)
 
     def socket_headers(self) -> dict[str, str]:
-        assert self._api_key is not None
+        assert self._api_key is not None  # noqa: S101 - the constructor resolved the key (required)
         headers = {"api-key": self._api_key.reveal()}
         if self.beta:
             headers["OpenAI-Beta"] = "realtime=v1"

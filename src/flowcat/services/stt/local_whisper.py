@@ -207,14 +207,14 @@ class WhisperSTTService(SegmentedSTTService):
     def transcribe_pcm(self, pcm: bytes, sample_rate: int) -> str:
         """Transcribe PCM16 mono audio (blocking: runs on a pool worker)."""
         model = self._model
-        assert model is not None, "load() first"
+        assert model is not None, "load() first"  # noqa: S101 - invariant (type narrowing), not input validation
         audio = np.frombuffer(pcm[: len(pcm) & ~1], dtype="<i2").astype(np.float32) / 32768.0
         if sample_rate != _RATE:
             import soxr
 
             audio = soxr.resample(audio, sample_rate, _RATE).astype(np.float32, copy=False)
         s = self.settings
-        assert isinstance(s, WhisperSTTSettings)
+        assert isinstance(s, WhisperSTTSettings)  # noqa: S101 - the constructor's settings type
         segments, _info = model.transcribe(
             audio, language=s.language or "en", beam_size=s.beam_size or 1, vad_filter=False,
             condition_on_previous_text=False, without_timestamps=True,

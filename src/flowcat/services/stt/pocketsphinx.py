@@ -175,7 +175,7 @@ class PocketsphinxSTTService(STTService):
             with self._dlock:
                 try:
                     decoder.end_utt()
-                except Exception:  # not in an utterance
+                except Exception:  # noqa: S110 - not in an utterance: nothing to end
                     pass
             decoders.release(decoder)
 
@@ -205,7 +205,7 @@ class PocketsphinxSTTService(STTService):
             self._pre_roll.clear()
             self._last_hyp = ""
             decoders = self.decoders
-            assert decoders is not None
+            assert decoders is not None  # noqa: S101 - invariant (type narrowing), not input validation
             try:
                 self._decoder = await self._pool().run(lambda: self._start_utt(decoders))
             except InferenceOverloadError:

@@ -45,7 +45,7 @@ class Dialog:
         self.remote_target = parse_name_addr(contact).uri if contact else frm.uri
         self.route_set = invite.get_all("Record-Route")
         self.remote_cseq = invite.cseq[0]
-        self.local_cseq = random.randint(1, 10000)
+        self.local_cseq = random.randint(1, 10000)  # noqa: S311 - a SIP CSeq/SDP session id start value: uniqueness, not secrecy (RFC 3261 8.1.1.5, RFC 4566 5.2)
         self.source = source
         self.confirmed = False
         self.terminated = False

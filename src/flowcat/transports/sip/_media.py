@@ -173,7 +173,7 @@ class RTPSession(asyncio.DatagramProtocol):
                     self._audio(payload)
         elif pt == self._te_pt:
             events = self._events
-            assert events is not None
+            assert events is not None  # noqa: S101 - invariant (type narrowing), not input validation
             if pkt.ssrc != self._event_ssrc:
                 self._event_ssrc = pkt.ssrc
                 events.reset()

@@ -206,7 +206,7 @@ class OutboundCall(SIPCall):
                 f"INVITE {self.target}: unusable SDP answer: {exc}", resp.status, "bad SDP"
             ) from exc
         self.negotiated = neg
-        assert self.media is not None
+        assert self.media is not None  # noqa: S101 - invariant (type narrowing), not input validation
         self.media.update(neg)
         self.info.codec = neg.codec
         self.info.extra["telephone_event_pt"] = neg.telephone_event_pt
@@ -253,7 +253,7 @@ class OutboundCall(SIPCall):
     async def run(self) -> None:
         srv = self.server
         media = self.media
-        assert media is not None
+        assert media is not None  # noqa: S101 - invariant (type narrowing), not input validation
         try:
             self.transport = SIPTransport(media, self, self.info, srv.params)
             task = self.factory(self.transport)

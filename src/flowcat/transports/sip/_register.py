@@ -102,7 +102,7 @@ class Registration:
         self.aor = f"<sip:{user}@{self.domain}>"
         self.call_id = f"{new_tag()}{new_tag()}@flowcat"
         self.tag = new_tag()
-        self.cseq = random.randint(1, 10000)
+        self.cseq = random.randint(1, 10000)  # noqa: S311 - a SIP CSeq/SDP session id start value: uniqueness, not secrecy (RFC 3261 8.1.1.5, RFC 4566 5.2)
         self.granted: int | None = None
         self.registered = False
         self.refreshes = 0

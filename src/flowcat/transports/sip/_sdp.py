@@ -133,7 +133,7 @@ def negotiate(offer: MediaOffer, codecs: tuple[str, ...] = ("PCMU", "PCMA")) -> 
     if chosen is None:
         raise SDPError(f"no common codec in the offer (payload types {offer.payload_types})", offer)
     direction = _ANSWER_DIRECTION.get(offer.direction, "sendrecv")
-    if offer.address in ("0.0.0.0", "::") or offer.port == 0:
+    if offer.address in ("0.0.0.0", "::") or offer.port == 0:  # noqa: S104 - a comparison with the wildcard address, not a bind
         direction = "inactive"
     return Negotiated(chosen[0], chosen[1], te, (offer.address, offer.port), direction, offer.ptime)
 

@@ -99,7 +99,7 @@ class SIPServer:
         user_agent: str = "flowcat",
         load: Callable[[], tuple[int, int | None]] | None = None,
     ) -> None:
-        if public_address is None and host in ("0.0.0.0", "::", ""):
+        if public_address is None and host in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison with the wildcard address, not a bind
             raise ConfigError("SIPServer: set public_address when host is a wildcard address")
         bad = [c for c in codecs if c.upper() not in ("PCMU", "PCMA")]
         if bad or not codecs:
@@ -122,7 +122,7 @@ class SIPServer:
         self.calls: dict[str, SIPCall] = {}
         self.registrations: list[Registration] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._session_ids = itertools.count(random.randint(1, 1 << 30))
+        self._session_ids = itertools.count(random.randint(1, 1 << 30))  # noqa: S311 - a SIP CSeq/SDP session id start value: uniqueness, not secrecy (RFC 3261 8.1.1.5, RFC 4566 5.2)
         self.calls_answered = 0
         self.calls_ended = 0
         self._call_ended = asyncio.Event()
