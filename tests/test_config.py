@@ -178,10 +178,10 @@ agents:
     turns: {user_speech_timeout: 0.4}
     variables: {clinic: Elm Street}
   remote:
-    brain: {kind: remote, url: "http://127.0.0.1:9/brain"}
+    brain: {kind: remote, url: "http://127.0.0.1:9/brain", allow_private: true}
     topology: *cascade
   socket:
-    brain: {kind: websocket, url: "ws://127.0.0.1:9/brain"}
+    brain: {kind: websocket, url: "ws://127.0.0.1:9/brain", allow_private: ["127.0.0.0/8"]}
     topology: *cascade
 """.replace("GRAPH", str(ROOT / "examples" / "graphs" / "clinic_receptionist.yaml"))
 
@@ -240,3 +240,15 @@ def test_the_remote_brain_needs_an_llm(monkeypatch: pytest.MonkeyPatch) -> None:
     text = BRAINS.replace('      llm: {provider: openai, options: {base_url: "http://127.0.0.1:9/v1"}}\n', "")
     with pytest.raises(ConfigError, match="the remote brain needs topology.llm"):
         agent_pipeline(parse_config(text, "brains.yaml"), "remote")
+
+
+def test_a_brain_url_on_a_private_address_needs_allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SSRF guard applies to brain URLs from a configuration: loopback is refused unless allowed."""
+    from flowcat.errors import OutboundAddressError
+
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    text = BRAINS.replace(', allow_private: ["127.0.0.0/8"]', "")
+    make = agent_pipeline(parse_config(text, "brains.yaml"), "socket")
+    with pytest.raises(OutboundAddressError, match="loopback"):
+        make()

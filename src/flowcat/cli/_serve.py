@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
         turn_metrics=args.turn_metrics,
     )
     if config_path is not None:
-        shown = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host
+        shown = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host  # noqa: S104 - a comparison that picks the address to print, not a bind
         print(f"flowcat serve: open http://{shown}:{opts.port}/ to talk to an agent in the browser playground "
               "(models load on the first call of each worker; /readyz says when every agent is ready)",
               file=sys.stderr)

@@ -100,9 +100,10 @@ def _brain_of(loaded: LoadedConfig, agent: AgentConfig, name: str) -> Any:
         if topo.llm is None:
             raise ConfigError(f"{loaded.file}: agents.{name}.topology: the remote brain needs topology.llm")
         return RemoteBrain(brain.url, build_service("llm", topo.llm), token=token,
-                           brain_config=brain.brain_config, timeout=brain.timeout_secs)
-    assert isinstance(brain, WebSocketBrainConfig)
-    return WebSocketBrain(brain.url, token=token)
+                           brain_config=brain.brain_config, timeout=brain.timeout_secs,
+                           allow_private=brain.allow_private)
+    assert isinstance(brain, WebSocketBrainConfig)  # noqa: S101 - invariant: the other brain kinds returned above
+    return WebSocketBrain(brain.url, token=token, allow_private=brain.allow_private)
 
 
 def _call(loaded: LoadedConfig, name: str, text_input: bool, tts: bool) -> AgentPipeline:
@@ -117,7 +118,7 @@ def _call(loaded: LoadedConfig, name: str, text_input: bool, tts: bool) -> Agent
         procs += [_vad(agent), build_service("stt", topo.stt)]
     after: list[FrameProcessor] = []
     if isinstance(brain_cfg, LLMBrainConfig):
-        assert topo.llm is not None
+        assert topo.llm is not None  # noqa: S101 - invariant: check_agent refused a remote brain without an LLM
         answer: FrameProcessor = build_service("llm", topo.llm)
         context = LLMContext([{"role": "system", "content": brain_cfg.system_prompt}])
         pair = LLMContextAggregatorPair(context, user_params=_user_params(agent))

@@ -118,6 +118,11 @@ class RemoteBrainConfig(_Strict):
     token_env: str | None = Field(default=None, description="environment variable holding the bearer token")
     brain_config: Any = None
     timeout_secs: float = 30.0
+    allow_private: bool | list[str] = Field(
+        default=False,
+        description="let the URL reach private, loopback or link-local addresses (true, or a list of networks); "
+        "refused by default (SSRF guard, docs/security.md)",
+    )
 
 
 class WebSocketBrainConfig(_Strict):
@@ -126,6 +131,10 @@ class WebSocketBrainConfig(_Strict):
     kind: Literal["websocket"]
     url: str
     token_env: str | None = None
+    allow_private: bool | list[str] = Field(
+        default=False,
+        description="let the URL reach private, loopback or link-local addresses (true, or a list of networks)",
+    )
 
 
 BrainConfig = Annotated[

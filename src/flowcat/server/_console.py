@@ -213,7 +213,7 @@ class ConsoleCall:
             if left <= 0:
                 return None
             waiter = asyncio.ensure_future(self._reply_evt.wait())
-            assert self._runner is not None
+            assert self._runner is not None  # noqa: S101 - invariant: the runner is started before replies are awaited
             await asyncio.wait((waiter, self._runner), timeout=left, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
         return self.replies[count] if len(self.replies) > count else None
