@@ -179,7 +179,8 @@ class EventStreamDecoder:
                 else:
                     raise self._error(f"unknown header value type {kind} for {name!r}")
                 headers[name] = value
-        except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        # OverflowError: a timestamp (type 8) beyond what datetime holds.
+        except (IndexError, struct.error, UnicodeDecodeError, OverflowError) as exc:
             raise self._error(f"malformed headers ({type(exc).__name__})") from exc
         return headers
 

@@ -32,6 +32,7 @@ from ..errors import (
     ServiceAuthError,
     ServiceConnectionError,
     ServiceError,
+    ServiceProtocolError,
     ServiceRateLimitError,
     ServiceStatusError,
 )
@@ -190,23 +191,35 @@ class SSEEvent:
     data: str
 
 
+MAX_SSE_BYTES = 8 << 20
+"""Longest SSE line, and largest event (its ``data`` joined), :func:`iter_sse` holds: a longer one
+is a broken stream (no model streams a single event that large)."""
+
+
 async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
-    """Yield the events of an SSE body. Lines are split on bytes, so UTF-8 cut anywhere is fine."""
+    """Yield the events of an SSE body. Lines are split on bytes, so UTF-8 cut anywhere is fine.
+
+    Raises:
+        ServiceProtocolError: A line or an event over :data:`MAX_SSE_BYTES` (memory stays bounded).
+    """
     event: str | None = None
     data: list[str] = []
-    buf = b""
+    size = 0  # of the event's data so far
+    buf = bytearray()
     async for chunk in content.iter_any():
+        scan = len(buf)  # the held bytes have no newline: search only the new ones
         buf += chunk
+        start = 0
         while True:
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", scan)
             if nl < 0:
                 break
-            line = buf[:nl].rstrip(b"\r").decode("utf-8", errors="replace")
-            buf = buf[nl + 1 :]
+            line = buf[start:nl].rstrip(b"\r").decode("utf-8", errors="replace")
+            start = scan = nl + 1
             if not line:
                 if data:
                     yield SSEEvent(event, "\n".join(data))
-                event, data = None, []
+                event, data, size = None, [], 0
                 continue
             if line.startswith(":"):
                 continue
@@ -215,7 +228,14 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
                 value = value[1:]
             if name == "data":
                 data.append(value)
+                size += len(value) + 1
+                if size > MAX_SSE_BYTES:
+                    raise ServiceProtocolError(f"SSE: an event over {MAX_SSE_BYTES} bytes")
             elif name == "event":
                 event = value
+        if start:
+            del buf[:start]
+        if len(buf) > MAX_SSE_BYTES:
+            raise ServiceProtocolError(f"SSE: a line over {MAX_SSE_BYTES} bytes")
     if data:
         yield SSEEvent(event, "\n".join(data))
