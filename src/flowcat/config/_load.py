@@ -86,22 +86,33 @@ def _position(
         loc = loc[:-1]
 
 
+MAX_NODES = 200_000
+"""Most values a config may hold, aliases expanded (a few nested aliases can stand for billions)."""
+
+
+def _yaml_error(exc: Exception, file: str) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    line = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"{file}{line}: not valid YAML/JSON: {getattr(exc, 'problem', None) or exc}")
+
+
 def _compose(text: str, file: str) -> tuple[Any, dict[tuple[str | int, ...], tuple[int, int]]]:
     """Parse YAML (JSON is read as YAML too) keeping each value's line and column."""
     import yaml
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{file}{line}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from None
     positions: dict[tuple[str | int, ...], tuple[int, int]] = {}
+    nodes = 0
 
     def walk(node: Any, loc: tuple[str | int, ...]) -> None:
+        nonlocal nodes
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ConfigError(f"{file}: over {MAX_NODES} values (aliases expanded): not a config")
         positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    continue  # a complex key: the loader below says what is wrong with it
                 key = k.value
                 positions[(*loc, key)] = (k.start_mark.line + 1, k.start_mark.column + 1)
                 walk(v, (*loc, key))
@@ -110,9 +121,15 @@ def _compose(text: str, file: str) -> tuple[Any, dict[tuple[str | int, ...], tup
             for i, v in enumerate(node.value):
                 walk(v, (*loc, i))
 
-    if root is not None:
-        walk(root, ())
-    data = yaml.safe_load(text)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            walk(root, ())
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # also a tag, key or merge the safe loader cannot build
+        raise _yaml_error(exc, file) from None
+    except RecursionError:
+        raise ConfigError(f"{file}: nested too deeply: not a config") from None
     return data, positions
 
 
