@@ -100,8 +100,11 @@ def _tools_of(raw: Any) -> list[FunctionSchema]:
         params = t.get("params") or {}
         if not isinstance(params, dict):
             raise ServiceProtocolError(f"tool {t['name']!r}: params is not a JSON Schema object")
-        tools.append(FunctionSchema(t["name"], str(t.get("description") or ""),
-                                    dict(params.get("properties") or {}), list(params.get("required") or [])))
+        properties, required = params.get("properties") or {}, params.get("required") or []
+        if not isinstance(properties, dict) or not isinstance(required, list):
+            raise ServiceProtocolError(f"tool {t['name']!r}: params.properties is not an object "
+                                       "or params.required is not a list")
+        tools.append(FunctionSchema(t["name"], str(t.get("description") or ""), dict(properties), list(required)))
     return tools
 
 
@@ -412,7 +415,7 @@ class RemoteBrain(AgentBrain):
                 return body
         except TimeoutError:
             self._fail("%s: no answer within %g s: staying", path, self.timeout)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json can read
             self._fail("%s: the answer is not JSON (%s): staying", path, exc)
         except (ServiceProtocolError, OutboundAddressError, aiohttp.ClientError, OSError) as exc:
             self._fail("%s: %s: staying", path, exc)

@@ -76,8 +76,10 @@ def _tools_of(raw: Any) -> list[FunctionSchema]:
     for t in raw if isinstance(raw, list) else ():
         if isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]:
             params: dict[str, Any] = t["parameters"] if isinstance(t.get("parameters"), dict) else {}
+            properties, required = params.get("properties"), params.get("required")
             tools.append(FunctionSchema(t["name"], str(t.get("description") or ""),
-                                        dict(params.get("properties") or {}), list(params.get("required") or [])))
+                                        dict(properties) if isinstance(properties, dict) else {},
+                                        list(required) if isinstance(required, list) else []))
     return tools
 
 
@@ -406,7 +408,7 @@ class WebSocketBrain(AgentBrain):
     def _parse(self, data: str) -> dict[str, Any] | None:
         try:
             m = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
             self._bad("a message that is not JSON: %.200r", data)
             return None
         if not isinstance(m, dict) or not isinstance(m.get("type"), str):

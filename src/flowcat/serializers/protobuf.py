@@ -279,7 +279,7 @@ class ProtobufFrameSerializer(Serializer):
         f = decode_fields(body)
         try:
             return self._build(which, f)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: deep JSON
             raise ProtocolError(f"protobuf: bad payload ({exc})", data) from exc
 
     def _build(self, which: int, f: dict[int, Any]) -> Frame:
