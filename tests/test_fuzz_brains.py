@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _fuzz import FUZZ, corpus_params, messages_from
 from hypothesis import given
 from hypothesis import strategies as st
 
 import flowcat.agent._remote_brain as remote_mod
+from _fuzz import FUZZ, corpus_params, messages_from
 from flowcat.agent import RemoteBrain, WebSocketBrain
 from flowcat.agent._brain import BrainCall, CallStarted, EndCall, Say, Transition
 from flowcat.agent._ws_brain import _tools_of as ws_tools_of

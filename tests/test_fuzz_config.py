@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _fuzz import FUZZ, corpus_params, deep_json, mutated_json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _fuzz import FUZZ, corpus_params, deep_json, mutated_json
 from flowcat.config import parse_config
 from flowcat.errors import ConfigError
 

@@ -22,16 +22,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _fuzz import FUZZ, chunked, corpus, corpus_params, deep_json, messages_from
 from hypothesis import given
 from hypothesis import strategies as st
-from test_serializer_conformance import ENCODE, SPECS, Spec
 
+from _fuzz import FUZZ, chunked, corpus, corpus_params, deep_json, messages_from
 from flowcat.audio import tone
 from flowcat.errors import ProtocolError
 from flowcat.frames import Frame, InputAudioRawFrame, StartFrame
 from flowcat.serializers import FrameSerializer, ProtobufFrameSerializer
 from flowcat.transports._audiosocket_protocol import AudioSocketParser, encode_message
+from test_serializer_conformance import ENCODE, SPECS, Spec
 
 pytestmark = pytest.mark.fuzz
 
@@ -194,8 +194,13 @@ def test_carrier_corpus(name: str, file: str, message: str | bytes) -> None:
 # ------------------------------------------------------------------ protobuf (pipecat frames)
 
 def _protobuf_seeds() -> list[bytes]:
-    from flowcat.frames import InterruptionFrame, OutputAudioRawFrame, OutputTransportMessageFrame, TextFrame, \
-        TranscriptionFrame
+    from flowcat.frames import (
+        InterruptionFrame,
+        OutputAudioRawFrame,
+        OutputTransportMessageFrame,
+        TextFrame,
+        TranscriptionFrame,
+    )
 
     ser = ProtobufFrameSerializer()
     frames = [OutputAudioRawFrame(b"\x01\x00" * 160, 16000, 1), TextFrame("hello"),

@@ -20,10 +20,10 @@ import zlib
 from collections.abc import AsyncIterator
 
 import pytest
-from _fuzz import FUZZ, chunked, corpus_params
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _fuzz import FUZZ, chunked, corpus_params
 from flowcat.errors import ServiceProtocolError
 from flowcat.services import iter_sse
 from flowcat.services._eventstream import MAX_MESSAGE, EventStreamDecoder, encode_message

@@ -282,7 +282,7 @@ class FrameSerializer(FastSerializer):
                 n,
                 "%s: skipped %s (stream %s, bad input #%d): %s",
                 self.carrier,
-                reason,
+                reason if len(reason) <= 300 else reason[:300] + "…",  # a reason may quote the input
                 self.stream_id,
                 n,
                 truncate(raw),

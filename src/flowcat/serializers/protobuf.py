@@ -273,7 +273,7 @@ class ProtobufFrameSerializer(Serializer):
                 which = n
         if which is None:
             raise ProtocolError("protobuf: no known frame in message", data)
-        body = outer[which]
+        body = outer.get(which)  # absent when the field came as fixed32/64 (skipped)
         if not isinstance(body, bytes):
             raise ProtocolError("protobuf: frame is not a message", data)
         f = decode_fields(body)
