@@ -89,7 +89,7 @@ def _brain(body: bytes, status: int = 200) -> RemoteBrain:
 async def _drive_remote(body: bytes, status: int) -> None:
     session = _Session(body, status)
 
-    async def fake_http_session() -> _Session:
+    async def fake_http_session(*args: Any, **kwargs: Any) -> _Session:
         return session
 
     orig = remote_mod.http_session
