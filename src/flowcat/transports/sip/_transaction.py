@@ -204,10 +204,10 @@ class ClientTransaction:
         self._on_terminated(self)
 
     def __repr__(self) -> str:
-        return f"<ClientTransaction {self.request.method} to {self.addr}>"
+        return f"<{type(self).__name__} {self.request.method} to {self.addr}>"
 
 
-class InviteClientTransaction:
+class InviteClientTransaction(ClientTransaction):
     """A sent INVITE's transaction (see the module docstring)."""
 
     def __init__(
@@ -218,24 +218,11 @@ class InviteClientTransaction:
         timers: Timers,
         on_terminated: Callable[[InviteClientTransaction], None],
     ) -> None:
-        self.request = request
-        self.addr = addr
-        self._data = request.encode()
-        self._send = send
-        self._timers = timers
-        self._on_terminated = on_terminated
-        loop = asyncio.get_running_loop()
-        self.result: asyncio.Future[SIPMessage | None] = loop.create_future()
         self.provisional: SIPMessage | None = None
         self.on_provisional: Callable[[SIPMessage], None] | None = None
         self.on_2xx_again: Callable[[SIPMessage], None] | None = None
-        self.retransmissions = 0
-        self.terminated = False
         self._ack: bytes | None = None
-        self._interval = timers.t1
-        self._send(self._data, addr)
-        self._retx: asyncio.TimerHandle | None = loop.call_later(self._interval, self._retransmit)
-        self._end: asyncio.TimerHandle | None = loop.call_later(64 * timers.t1, self._timed_out)
+        super().__init__(request, addr, send, timers, on_terminated)  # type: ignore[arg-type]
 
     def _retransmit(self) -> None:
         if self.result.done() or self.provisional is not None:
@@ -284,26 +271,9 @@ class InviteClientTransaction:
         headers += [("Route", r) for r in req.get_all("Route")]
         return SIPMessage(method="ACK", uri=req.uri, headers=headers)
 
-    def _timed_out(self) -> None:
-        if not self.result.done():
-            self.result.set_result(None)
-        self.terminate()
-
-    def _stop(self) -> None:
-        for h in (self._retx, self._end):
-            if h is not None:
-                h.cancel()
-        self._retx = self._end = None
-
     def terminate(self) -> None:
-        if self.terminated:
-            return
-        self.terminated = True
-        self._stop()
         self.on_provisional = self.on_2xx_again = None
-        if not self.result.done():
-            self.result.set_result(None)
-        self._on_terminated(self)
+        super().terminate()
 
 
 def response_to(
