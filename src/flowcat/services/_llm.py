@@ -34,7 +34,7 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import LLMContextConversionError, ServiceError, ServiceTimeout
 from ..frames import (
@@ -44,6 +44,7 @@ from ..frames import (
     EndFrame,
     Frame,
     FunctionCallFromLLM,
+    InputAudioRawFrame,
     LLMContext,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -53,7 +54,7 @@ from ..frames import (
     LLMUpdateSettingsFrame,
 )
 from ..runtime import FrameDirection
-from ._ai_service import AIService, ServiceCapabilities
+from ._ai_service import AIService, ServiceCapabilities, pass_input_audio
 from ._backoff import Backoff, Deadline, retry_call
 from ._functions import INVALID_ARGUMENTS, FunctionCalling
 
@@ -109,6 +110,12 @@ class LLMService(AIService, FunctionCalling):
         retry: Backoff for retryable failures before the first chunk.
         **kwargs: :class:`~flowcat.services.AIService` arguments.
     """
+
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = (InputAudioRawFrame,)
+    """Input audio (50 frames/s per call) passes this service with a plain call. A subclass
+    that overrides ``handle_frame`` (a speech-to-speech service consuming audio) sees it there."""
+
+    process_inline = pass_input_audio
 
     settings_frame_type = LLMUpdateSettingsFrame
     capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="sse")

@@ -33,12 +33,13 @@ import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ServiceError, ServiceTimeout
 from ..frames import (
     AggregatedTextFrame,
     Frame,
+    InputAudioRawFrame,
     InterimTranscriptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -53,7 +54,7 @@ from ..frames import (
     TTSUpdateSettingsFrame,
 )
 from ..runtime import FrameDirection
-from ._ai_service import AIService, ServiceCapabilities, ServiceSettings
+from ._ai_service import AIService, ServiceCapabilities, ServiceSettings, pass_input_audio
 from ._backoff import Backoff, Deadline, retry_call
 from ._text_aggregator import BaseTextAggregator, SentenceAggregator
 
@@ -103,6 +104,12 @@ class TTSService(AIService):
         retry: Backoff for retryable failures before a unit's first audio.
         **kwargs: :class:`~flowcat.services.AIService` arguments.
     """
+
+    inline_frames: ClassVar[tuple[type[Frame], ...]] = (InputAudioRawFrame,)
+    """Input audio (50 frames/s per call) passes this service with a plain call. A subclass
+    that overrides ``handle_frame`` (a speech-to-speech service consuming audio) sees it there."""
+
+    process_inline = pass_input_audio
 
     settings_frame_type = TTSUpdateSettingsFrame
     capabilities = ServiceCapabilities(streaming=True, transport="http")

@@ -43,6 +43,7 @@ from ..frames import (
     CancelFrame,
     EndFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     MixerControlFrame,
     OutputAudioRawFrame,
@@ -232,13 +233,17 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
     # ------------------------------------------------------------ the chain
 
     # Bot audio is queued inline (a plain call from the processor before, no coroutine).
-    inline_frames = (OutputAudioRawFrame,)
+    # Input audio that reached the output (every stage passes it on, as in pipecat) has no
+    # message on the wire: it goes on to whatever follows with a plain call too.
+    inline_frames = (OutputAudioRawFrame, InputAudioRawFrame)
 
     def process_inline(self, frame: OutputAudioRawFrame, direction: FrameDirection = DOWNSTREAM) -> Any:  # type: ignore[override]
         """Bot audio going downstream: queued, or sent at once (returns None: taken).
-        Upstream: NotImplemented (``process_frame`` passes it on)."""
+        Input audio: passed on. Upstream: NotImplemented (``process_frame`` passes it on)."""
         if direction is not DOWNSTREAM:
             return NotImplemented
+        if isinstance(frame, InputAudioRawFrame):
+            return frame
         audio = frame.audio
         if (
             len(audio) == self._direct

@@ -231,6 +231,17 @@ class UserTurnProcessor(FrameProcessor):
 
     # ---------------------------------------------------------------- frames
 
+    # Input audio (50 frames/s per call) passes with a plain call: no coroutine per frame.
+    inline_frames = _AUDIO
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        """Input audio: to the stop strategies that listen to audio, then on (dropped when muted)."""
+        if self._muted:
+            return None
+        for s in self._audio_stop:
+            s.append_audio(frame.audio, frame.sample_rate)  # type: ignore[attr-defined]
+        return frame
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Run turn logic on ``frame`` and pass it on (unless muted or held)."""
         await super().process_frame(frame, direction)

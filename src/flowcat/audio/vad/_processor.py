@@ -82,6 +82,7 @@ class VADProcessor(FrameProcessor):
         self._resampler: StreamResampler | None = None
         self._vad_events: list[tuple[VADEvent, float]] = []
         self._in_chain = False
+        self._prefed: Frame | None = None
         self._speaking = False
         self._last_audio = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
@@ -98,16 +99,39 @@ class VADProcessor(FrameProcessor):
 
     # ------------------------------------------------------------- frames
 
+    # Input audio (50 frames/s per call) is fed with a plain call: no coroutine per frame.
+    inline_frames = (InputAudioRawFrame,)
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        """Feed input audio to the analyzer and pass it on.
+
+        When the feed produced VAD events at once (an analyzer that is not batched), the
+        frame goes through :meth:`process_frame` instead, which pushes it and then the
+        events, in that order (the frame is not fed twice).
+        """
+        self._in_chain = True
+        try:
+            self._feed(frame)  # type: ignore[arg-type]
+        finally:
+            self._in_chain = False
+        if self._vad_events:
+            self._prefed = frame
+            return NotImplemented
+        return frame
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Pass ``frame`` on, then run VAD on input audio / handle VAD control frames."""
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
             await self.push_frame(frame, direction)
-            self._in_chain = True
-            try:
-                self._feed(frame)
-            finally:
-                self._in_chain = False
+            if self._prefed is frame:  # fed by process_inline
+                self._prefed = None
+            else:
+                self._in_chain = True
+                try:
+                    self._feed(frame)
+                finally:
+                    self._in_chain = False
             if self._vad_events:
                 await self._push_events()
             return
