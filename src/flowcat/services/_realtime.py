@@ -214,6 +214,22 @@ class RealtimeLLMService(LLMService):
     binary_json: ClassVar[bool] = False
     """Binary WebSocket messages carry UTF-8 JSON too (else they are bad input)."""
 
+    binary_audio: ClassVar[bool] = False
+    """The caller's audio goes up as binary messages of raw PCM16 (not :meth:`audio_message`)."""
+
+    async def prepare_socket(self) -> None:
+        """Called before each connection attempt (a provider that must create its session over
+        HTTP first, to learn the socket's URL, does it here; a ``ServiceError`` is retried
+        like a failed connect when retryable)."""
+
+    async def handle_binary(self, data: bytes) -> None:
+        """A binary server message: JSON with :attr:`binary_json`, else bad input (a provider
+        whose audio comes as binary messages overrides this)."""
+        if self.binary_json:
+            await self._on_message(data)
+        else:
+            self.bad_input("a binary message", data)
+
     def event_kind(self, event: dict[str, Any]) -> str | None:
         """The kind of a server event (None: malformed); OpenAI-style ``type`` by default."""
         kind = event.get("type")
@@ -279,6 +295,7 @@ class RealtimeLLMService(LLMService):
         """Open a session: connect (with backoff), configure it, replay the conversation."""
 
         async def attempt(_n: int) -> aiohttp.ClientWebSocketResponse:
+            await self.prepare_socket()
             ws = await self._connect()
             try:
                 for event in self.session_events():
@@ -429,7 +446,10 @@ class RealtimeLLMService(LLMService):
         if not pcm:
             return
         try:
-            await ws.send_str(self.audio_message(base64.b64encode(pcm).decode("ascii")))
+            if self.binary_audio:
+                await ws.send_bytes(pcm)
+            else:
+                await ws.send_str(self.audio_message(base64.b64encode(pcm).decode("ascii")))
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
             return  # the receive loop reports the lost connection
         self._turn_audio = True
@@ -632,10 +652,7 @@ class RealtimeLLMService(LLMService):
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._on_message(msg.data)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                if self.binary_json:
-                    await self._on_message(msg.data)
-                else:
-                    self.bad_input("a binary message", msg.data)
+                await self.handle_binary(msg.data)
             elif msg.type in WS_ENDED:
                 if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra:
                     reason = f": {msg.extra}"  # some providers report errors as the close reason

@@ -3,7 +3,8 @@
 
 Azure OpenAI and xAI Grok voice speak the OpenAI Realtime wire: they are
 configurations of :class:`OpenAIRealtimeLLMService` in :mod:`.openai`. Gemini Live
-(:mod:`.gemini`) has its own wire.
+(:mod:`.gemini`) has its own wire, as has Ultravox (:mod:`.ultravox`: a call created over
+REST, then its ``joinUrl`` socket).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from .openai import AzureRealtimeLLMService as AzureRealtimeLLMService
 from .openai import GrokRealtimeLLMService as GrokRealtimeLLMService
 from .openai import OpenAIRealtimeLLMService as OpenAIRealtimeLLMService
 from .openai import OpenAIRealtimeSettings as OpenAIRealtimeSettings
+from .ultravox import UltravoxRealtimeLLMService as UltravoxRealtimeLLMService
+from .ultravox import UltravoxRealtimeSettings as UltravoxRealtimeSettings
 
 __all__ = [
     "AzureRealtimeLLMService",
@@ -24,4 +27,6 @@ __all__ = [
     "GrokRealtimeLLMService",
     "OpenAIRealtimeLLMService",
     "OpenAIRealtimeSettings",
+    "UltravoxRealtimeLLMService",
+    "UltravoxRealtimeSettings",
 ]

@@ -1,7 +1,8 @@
 """Local fake servers that speak the vendors' documented wire protocols (Deepgram live
 STT, OpenAI Chat Completions, Cartesia WebSocket TTS), for provider tests, the
 conformance suite and the agent benchmark; and :class:`FakeRealtimeMemory`, an OpenAI
-Realtime fake that bills its context and recalls only what it holds (the ContextRelay eval).
+Realtime fake that bills its context and recalls only what it holds (the ContextRelay eval);
+:class:`FakeUltravox`, Ultravox's call API and ``joinUrl`` socket (realtime conformance).
 
 Each fake serves on 127.0.0.1 (an ephemeral port), answers from a script with set
 delays, can be told to fail (:class:`Behaviour`), records what clients sent
@@ -25,6 +26,8 @@ from ._realtime_memory import Rates as Rates
 from ._realtime_memory import ScriptedTurn as ScriptedTurn
 from ._tones import decode_tones as decode_tones
 from ._tones import synthesize_tones as synthesize_tones
+from ._ultravox import FakeUltravox as FakeUltravox
+from ._ultravox import UltravoxCall as UltravoxCall
 
 __all__ = [
     "Behaviour",
@@ -33,11 +36,13 @@ __all__ = [
     "FakeOpenAI",
     "FakeRealtimeMemory",
     "FakeServer",
+    "FakeUltravox",
     "Rates",
     "Received",
     "Reply",
     "ScriptedTurn",
     "ToolCall",
+    "UltravoxCall",
     "decode_tones",
     "serve",
     "synthesize_tones",

@@ -1,0 +1,222 @@
+"""UltravoxRealtimeLLMService: the realtime conformance suite against
+:class:`flowcat.testing.fakes.FakeUltravox` (the call API and the ``joinUrl`` socket), and the wire.
+
+Wire tests: the call's creation (``X-API-Key``, ``medium.serverWebSocket`` rates and buffer,
+``maxDuration``, ``firstSpeakerSettings``, ``systemPrompt``), the caller's audio as binary PCM
+resampled to the input rate, the first context re-creating the call with its instructions, client
+tools and history (nothing sent twice), the history of a renewed call (tool call and result with
+their ``invocationId``), the turn frames from ``state``, a refused creation, and settings refused
+at construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from _helpers import conformance_params
+from flowcat.errors import ConfigError
+from flowcat.frames import (
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    LLMContext,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    RealtimeServiceMetadataFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
+from flowcat.services import Backoff, close_http_sessions
+from flowcat.services.realtime import UltravoxRealtimeLLMService, UltravoxRealtimeSettings
+from flowcat.testing import CaptureProcessor
+from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
+from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
+from flowcat.testing.fakes import FakeUltravox
+
+pytestmark = pytest.mark.usefixtures("no_outside_connections")
+
+FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def make_ultravox(fake: FakeProvider, **kw: Any) -> UltravoxRealtimeLLMService:
+    kw.setdefault("settings", UltravoxRealtimeSettings(first_speaker="user"))
+    return UltravoxRealtimeLLMService(url=fake.url, api_key=fake.api_key, reconnect=FAST,
+                                      connect_timeout_secs=3.0, **kw)
+
+
+CONFORMANCE = {
+    "realtime:ultravox": ConformanceTarget("realtime", FakeUltravox, make_ultravox),
+}
+
+
+@pytest.mark.parametrize(("target", "scenario"), conformance_params(CONFORMANCE))
+async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> None:
+    await run_scenario(target, scenario)
+
+
+# ------------------------------------------------------------------ wire
+
+
+class _Run:
+    def __init__(self, service: FrameProcessor, *, out_rate: int = 24000, in_rate: int = 16000) -> None:
+        self.service = service
+        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
+        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
+        self.task = PipelineTask(Pipeline([self.up, service, self.down]), params=PipelineParams(
+            audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate, enable_metrics=True))
+        self.runner: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Run:
+        started = asyncio.Event()
+        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
+        self.runner = asyncio.get_running_loop().create_task(self.task.run())
+        await asyncio.wait_for(started.wait(), 5)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.task.queue_frame(EndFrame())
+        assert self.runner is not None
+        await asyncio.wait_for(self.runner, 5)
+        await close_http_sessions()
+
+    async def until(self, cond: Any, what: str) -> None:
+        for _ in range(1000):
+            if cond():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def count(self, cls: type[Frame]) -> int:
+        return sum(1 for f in self.down.frames if isinstance(f, cls))
+
+    async def speak(self, rate: int = 16000) -> None:
+        for f in realtime_inputs(rate):
+            await self.task.queue_frame(f)
+
+
+async def _fake() -> FakeUltravox:
+    fake = FakeUltravox()
+    await fake.start()
+    return fake
+
+
+async def test_the_call_is_created_with_the_websocket_medium_and_audio_goes_up_binary() -> None:
+    fake = await _fake()
+    try:
+        svc = make_ultravox(fake, settings=UltravoxRealtimeSettings(instructions="Be brief.", voice="Mark",
+                                                                    first_speaker="user"))
+        async with _Run(svc) as run:
+            await run.until(lambda: fake.connections and fake.connections[0].joined, "the call joined")
+            call = fake.connections[0]
+            assert call.headers["X-API-Key"] == fake.api_key
+            body = call.body
+            assert body["medium"] == {"serverWebSocket": {"inputSampleRate": 24000, "outputSampleRate": 24000,
+                                                          "clientBufferSizeMs": 30000}}
+            assert body["systemPrompt"] == "Be brief." and body["voice"] == "Mark"
+            assert body["model"] == "ultravox-v0.7" and body["maxDuration"] == "3600s"
+            assert body["firstSpeakerSettings"] == {"user": {}}
+            assert "initialMessages" not in body and "selectedTools" not in body
+            meta = [f for f in run.down.frames if isinstance(f, RealtimeServiceMetadataFrame)]
+            assert meta and meta[0].server_turns
+            await run.speak(16000)
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            assert realtime_output(run.down.frames) == fake.expected_text
+            assert svc.call_id == "call-1"
+            # 600 ms at 16 kHz in, 24 kHz up as binary PCM (the resampler holds a few ms)
+            assert abs(fake.audio_bytes_in - 24000 * 2 * 6 // 10) < 24000 * 2 // 10
+            assert call.types() == ["create_call"]  # no data message: the audio went as binary
+            # The turn frames come when the server starts thinking, in order.
+            turn = [type(f) for f in run.down.frames if isinstance(f, (UserStartedSpeakingFrame,
+                                                                       UserStoppedSpeakingFrame))]
+            assert turn == [UserStartedSpeakingFrame, UserStoppedSpeakingFrame]
+    finally:
+        await fake.close()
+
+
+async def test_the_first_context_re_creates_the_call_with_its_prompt_tools_and_history() -> None:
+    fake = await _fake()
+    try:
+        svc = make_ultravox(fake)
+        ctx = LLMContext([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there."}],
+                         tools=[WEATHER])
+        async with _Run(svc) as run:
+            await run.until(lambda: fake.connections and fake.connections[0].joined, "the first call")
+            await run.task.queue_frame(LLMContextFrame(ctx))
+            await run.until(lambda: len(fake.connections) == 2 and fake.connections[1].joined, "a second call")
+            body = fake.connections[1].body
+            assert body["systemPrompt"] == "Be brief."
+            assert body["selectedTools"] == [{"temporaryTool": {
+                "modelToolName": "get_weather", "description": "The weather.",
+                "dynamicParameters": [{"name": "city", "location": "PARAMETER_LOCATION_BODY",
+                                       "schema": {"type": "string"}, "required": True}],
+                "client": {}}}]
+            assert body["initialMessages"] == [{"role": "MESSAGE_ROLE_USER", "text": "Hi there."}]
+            assert body["firstSpeakerSettings"] == {"user": {}}
+            await asyncio.sleep(0.05)
+            # The user's message went with the call, not again as a data message.
+            assert fake.connections[1].types() == ["create_call"]
+            assert svc.sessions == 2
+            # The same context again changes nothing.
+            await run.task.queue_frame(LLMContextFrame(ctx))
+            await asyncio.sleep(0.05)
+            assert len(fake.connections) == 2
+    finally:
+        await fake.close()
+
+
+async def test_a_renewed_call_carries_the_tool_call_and_its_result() -> None:
+    fake = await _fake()
+    fake.tool_calls.append(("get_weather", {"city": "Paris"}))
+    try:
+        svc = make_ultravox(fake)
+
+        async def get_weather(params: Any) -> None:
+            await params.result_callback({"temp": 21})
+
+        svc.register_function("get_weather", get_weather)
+        async with _Run(svc) as run:
+            await run.speak()
+            await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
+            assert fake.tool_outputs() == [("call_1", '{"temp": 21}')]
+            await svc.renew_session()
+            await run.until(lambda: len(fake.connections) == 2, "a fresh call")
+            assert fake.connections[1].body["initialMessages"] == [
+                {"role": "MESSAGE_ROLE_USER", "text": fake.user_text},
+                {"role": "MESSAGE_ROLE_TOOL_CALL", "text": '{"city": "Paris"}', "invocationId": "call_1",
+                 "toolName": "get_weather"},
+                {"role": "MESSAGE_ROLE_TOOL_RESULT", "text": '{"temp": 21}', "invocationId": "call_1",
+                 "toolName": "get_weather"},
+                {"role": "MESSAGE_ROLE_AGENT", "text": fake.expected_text},
+            ]
+    finally:
+        await fake.close()
+
+
+async def test_a_refused_call_is_an_auth_error_without_the_key() -> None:
+    fake = await _fake()
+    try:
+        svc = UltravoxRealtimeLLMService(url=fake.url, api_key="wrong-key-0123456789", reconnect=FAST)
+        async with _Run(svc) as run:
+            await run.until(lambda: any(isinstance(f, ErrorFrame) for f in run.up.frames), "the error")
+            err = next(f for f in run.up.frames if isinstance(f, ErrorFrame))
+            assert "create call" in err.error and "403" in err.error
+            assert "wrong-key-0123456789" not in err.error
+            assert len(fake.connections) == 0 and fake.auth_failures == 1  # an auth error is not retried
+    finally:
+        await fake.close()
+
+
+def test_settings_ultravox_cannot_honour_are_refused() -> None:
+    with pytest.raises(ConfigError, match="server_vad"):
+        UltravoxRealtimeLLMService(api_key="k", settings=UltravoxRealtimeSettings(server_vad=False))
+    with pytest.raises(ConfigError, match="first_speaker"):
+        UltravoxRealtimeLLMService(api_key="k", settings=UltravoxRealtimeSettings(first_speaker="nobody"))
+    with pytest.raises(ConfigError, match="http"):
+        UltravoxRealtimeLLMService(api_key="k", url="ftp://example.com")
