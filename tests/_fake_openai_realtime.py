@@ -3,7 +3,8 @@
 Shapes from https://developers.openai.com/api/reference/resources/realtime/client-events and
 https://platform.openai.com/docs/api-reference/realtime-server-events: ``GET /v1/realtime?model=…``
 upgraded to a WebSocket, ``Authorization: Bearer <key>`` (or ``api-key: <key>`` with
-``auth="api-key"``), JSON text events both ways, audio as base64 PCM16 at 24 kHz.
+``auth="api-key"``, or ``Authorization: Basic <key>`` with ``auth="basic"``: Inworld, whose
+path is given as ``path``), JSON text events both ways, audio as base64 PCM16 at 24 kHz.
 
 It records every connection (headers, query, the client events in order) and answers each
 user turn with scripted audio: tones encoding :attr:`expected_text` (see
@@ -114,6 +115,8 @@ class FakeOpenAIRealtime(FakeProvider):
     def _presented(self, request: web.Request) -> str:
         if self.auth == "api-key":
             return request.headers.get("api-key", "")
+        if self.auth == "basic":
+            return request.headers.get("Authorization", "").removeprefix("Basic ")
         return request.headers.get("Authorization", "").removeprefix("Bearer ")
 
     async def socket(self, request: web.Request) -> web.StreamResponse:

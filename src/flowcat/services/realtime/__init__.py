@@ -2,7 +2,8 @@
 "Realtime (speech-to-speech)"). The base is :class:`~flowcat.services.RealtimeLLMService`.
 
 Azure OpenAI and xAI Grok voice speak the OpenAI Realtime wire: they are
-configurations of :class:`OpenAIRealtimeLLMService` in :mod:`.openai`. Gemini Live
+configurations of :class:`OpenAIRealtimeLLMService` in :mod:`.openai`; so is Inworld
+(:mod:`.inworld`: its endpoint, auth and session fields). Gemini Live
 (:mod:`.gemini`) has its own wire, as has Ultravox (:mod:`.ultravox`: a call created over
 REST, then its ``joinUrl`` socket).
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from .gemini import GeminiLiveLLMService as GeminiLiveLLMService
 from .gemini import GeminiLiveLLMSettings as GeminiLiveLLMSettings
 from .gemini import GeminiLiveSettings as GeminiLiveSettings
+from .inworld import InworldRealtimeLLMService as InworldRealtimeLLMService
+from .inworld import InworldRealtimeSettings as InworldRealtimeSettings
 from .openai import AzureRealtimeLLMService as AzureRealtimeLLMService
 from .openai import GrokRealtimeLLMService as GrokRealtimeLLMService
 from .openai import OpenAIRealtimeLLMService as OpenAIRealtimeLLMService
@@ -25,6 +28,8 @@ __all__ = [
     "GeminiLiveLLMSettings",
     "GeminiLiveSettings",
     "GrokRealtimeLLMService",
+    "InworldRealtimeLLMService",
+    "InworldRealtimeSettings",
     "OpenAIRealtimeLLMService",
     "OpenAIRealtimeSettings",
     "UltravoxRealtimeLLMService",
