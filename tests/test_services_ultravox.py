@@ -208,7 +208,7 @@ async def test_a_refused_call_is_an_auth_error_without_the_key() -> None:
             err = next(f for f in run.up.frames if isinstance(f, ErrorFrame))
             assert "create call" in err.error and "403" in err.error
             assert "wrong-key-0123456789" not in err.error
-            assert len(fake.connections) == 0 and fake.auth_failures == 1  # an auth error is not retried
+            assert not fake.calls and fake.auth_failures == 1  # an auth error is not retried
     finally:
         await fake.close()
 

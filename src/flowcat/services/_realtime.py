@@ -270,6 +270,10 @@ class RealtimeLLMService(LLMService):
         await super().cancel(frame)
         await self._close()
 
+    def _busy(self) -> bool:
+        """A response or its tool calls are running (a renewal waits for their end)."""
+        return self._response_id is not None or bool(self._asked_calls)
+
     @property
     def _server_vad(self) -> bool:
         return bool(getattr(self._settings, "server_vad", True))
@@ -343,7 +347,7 @@ class RealtimeLLMService(LLMService):
     async def _session_cap(self, secs: float) -> None:
         await asyncio.sleep(secs)
         self._renew_due = True
-        if self._response_id is None and not self._asked_calls:
+        if not self._busy():
             await self._renew()
 
     async def renew_session(self, *, instructions: str | None = None, replay: bool = True) -> None:
@@ -359,7 +363,7 @@ class RealtimeLLMService(LLMService):
         """
         if instructions is not None or not replay:
             self._reseed = (instructions, replay)
-        if self._response_id is None and not self._asked_calls:
+        if not self._busy():
             await self._renew()
         else:
             self._renew_due = True

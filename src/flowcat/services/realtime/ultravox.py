@@ -335,6 +335,10 @@ class UltravoxRealtimeLLMService(RealtimeLLMService):
         elif kind == "call_started":
             self.call_id = str(event.get("callId") or self.call_id or "")
 
+    def _busy(self) -> bool:
+        # While the model thinks a response is coming: a renewal now would lose it.
+        return super()._busy() or self._state == "thinking"
+
     async def _on_state(self, state: str) -> None:
         prev, self._state = self._state, state
         if state in ("thinking", "speaking"):
@@ -347,6 +351,8 @@ class UltravoxRealtimeLLMService(RealtimeLLMService):
             await self.on_speech_stopped()
         if prev == "speaking" and state != "speaking":
             await self._finish_turn("completed")
+        if self._renew_due and not self._busy():
+            await self.renew_session()  # the cap passed while the model was thinking
 
     async def _transcript(self, event: dict[str, Any]) -> None:
         role = str(event["role"])

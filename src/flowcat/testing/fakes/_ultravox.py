@@ -6,8 +6,8 @@ JSON body whose ``medium.serverWebSocket.inputSampleRate`` is required, answered
 call (``callId``, ``joinUrl``); the ``joinUrl`` is a WebSocket on which audio goes both ways
 as binary s16le PCM (at the body's input and output rates) and data messages as JSON text.
 
-Each created call is a :class:`UltravoxCall` in :attr:`FakeUltravox.connections`: its first
-event is the creation (``{"type": "create_call", "body": …}``), then the client's data
+Each created call is a :class:`UltravoxCall` in :attr:`FakeUltravox.calls`, and in
+:attr:`FakeUltravox.connections` once its socket is joined: its first event is the creation (``{"type": "create_call", "body": …}``), then the client's data
 messages in order (binary audio is counted in :attr:`FakeUltravox.audio_bytes_in`). A user
 turn ends when loud audio is followed by quiet audio: the fake sends ``state: thinking``, the
 caller's final ``transcript`` (:attr:`user_text`), then answers: ``state: speaking``, tones
@@ -74,6 +74,7 @@ class FakeUltravox(FakeProvider):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self.calls: list[UltravoxCall] = []
         self.connections: list[UltravoxCall] = []
         self.tool_calls: list[tuple[str, dict[str, Any]]] = []
         self.truncates: list[dict[str, Any]] = []
@@ -103,7 +104,7 @@ class FakeUltravox(FakeProvider):
         app.router.add_get("/calls/{call_id}/join", self.join)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        return [e for c in self.connections for e in c.events if e.get("type") == kind]
+        return [e for c in self.calls for e in c.events if e.get("type") == kind]
 
     # ---------------------------------------------------- conformance views
 
@@ -128,12 +129,12 @@ class FakeUltravox(FakeProvider):
             return web.json_response(self.error_body(), status=self.status)
         try:
             body = await request.json()
-            call = UltravoxCall(f"call-{len(self.connections) + 1}", dict(request.headers), body)
+            call = UltravoxCall(f"call-{len(self.calls) + 1}", dict(request.headers), body)
             call.rates  # noqa: B018 - inputSampleRate is required
         except (ValueError, KeyError, TypeError):
             return web.json_response({"medium": ["serverWebSocket.inputSampleRate is required"]}, status=400)
         call.events.append({"type": "create_call", "body": body})
-        self.connections.append(call)
+        self.calls.append(call)
         join = self.url.replace("http://", "ws://") + f"/calls/{call.call_id}/join"
         return web.json_response({"callId": call.call_id, "joinUrl": join, "created": "2026-01-01T00:00:00Z"},
                                  status=201)
@@ -141,13 +142,13 @@ class FakeUltravox(FakeProvider):
     # ---------------------------------------------------------------- socket
 
     async def join(self, request: web.Request) -> web.StreamResponse:
-        call = next((c for c in self.connections if c.call_id == request.match_info["call_id"]), None)
+        call = next((c for c in self.calls if c.call_id == request.match_info["call_id"]), None)
         if call is None or call.joined:
             return web.json_response({"detail": "Not found."}, status=404)
         call.joined = True
-        in_rate, _ = call.rates
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.connections.append(call)
         await ws.send_str(json.dumps({"type": "call_started", "callId": call.call_id}))
         await self._state(ws, "listening")
         if "agent" in (call.body.get("firstSpeakerSettings") or {}):
