@@ -5,8 +5,9 @@ Wire tests: the call's creation (``X-API-Key``, ``medium.serverWebSocket`` rates
 ``maxDuration``, ``firstSpeakerSettings``, ``systemPrompt``), the caller's audio as binary PCM
 resampled to the input rate, the first context re-creating the call with its instructions, client
 tools and history (nothing sent twice), the history of a renewed call (tool call and result with
-their ``invocationId``), the turn frames from ``state``, a refused creation, and settings refused
-at construction.
+their ``invocationId``), the turn frames from ``state``, cumulative ``text`` transcripts, the
+agent's greeting and a mid-call settings change re-creating the call, a refused creation, and
+settings refused at construction.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flowcat.frames import (
     LLMContextFrame,
     LLMFullResponseEndFrame,
     RealtimeServiceMetadataFrame,
+    TTSTextFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -220,3 +222,41 @@ def test_settings_ultravox_cannot_honour_are_refused() -> None:
         UltravoxRealtimeLLMService(api_key="k", settings=UltravoxRealtimeSettings(first_speaker="nobody"))
     with pytest.raises(ConfigError, match="http"):
         UltravoxRealtimeLLMService(api_key="k", url="ftp://example.com")
+
+
+async def test_cumulative_agent_transcripts_are_pushed_once_and_kept_whole() -> None:
+    fake = await _fake()
+    fake.cumulative = True
+    try:
+        svc = make_ultravox(fake)
+        async with _Run(svc) as run:
+            await run.speak()
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            spoken = "".join(f.text for f in run.down.frames if isinstance(f, TTSTextFrame))
+            assert spoken == fake.expected_text
+            assert [(i.role, i.text) for i in svc.conversation.items] == [
+                ("user", fake.user_text), ("assistant", fake.expected_text)]
+    finally:
+        await fake.close()
+
+
+async def test_the_agent_greets_first_when_asked_and_a_re_created_call_waits_for_the_user() -> None:
+    fake = await _fake()
+    try:
+        svc = make_ultravox(fake, settings=UltravoxRealtimeSettings(first_speaker="agent"))
+        async with _Run(svc) as run:
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the greeting")
+            assert fake.calls[0].body["firstSpeakerSettings"] == {"agent": {}}
+            assert realtime_output(run.down.frames) == fake.expected_text  # no one spoke: a greeting
+            # A new prompt after the conversation began: the call is re-created, waiting for the user.
+            await svc.update_settings({"instructions": "Be terse."})
+            await run.until(lambda: len(fake.connections) == 2, "a re-created call")
+            body = fake.calls[1].body
+            assert body["firstSpeakerSettings"] == {"user": {}} and body["systemPrompt"] == "Be terse."
+            assert body["initialMessages"] == [{"role": "MESSAGE_ROLE_AGENT", "text": fake.expected_text}]
+            # The same settings again: nothing to re-create.
+            await svc.update_settings({"instructions": "Be terse."})
+            await asyncio.sleep(0.05)
+            assert len(fake.calls) == 2
+    finally:
+        await fake.close()

@@ -12,7 +12,8 @@ messages in order (binary audio is counted in :attr:`FakeUltravox.audio_bytes_in
 turn ends when loud audio is followed by quiet audio: the fake sends ``state: thinking``, the
 caller's final ``transcript`` (:attr:`user_text`), then answers: ``state: speaking``, tones
 encoding :attr:`expected_text` as binary audio interleaved with agent ``transcript`` deltas,
-a final agent transcript and ``state: listening``. :attr:`tool_calls` scripts
+a final agent transcript and ``state: listening`` (with :attr:`FakeUltravox.cumulative`, each
+agent transcript carries the full ``text`` so far instead of a ``delta``). :attr:`tool_calls` scripts
 ``client_tool_invocation`` messages (``invocationId`` ``call_<n>``); a ``client_tool_result``
 lets the model go on (``agentReaction`` ``speaks``, the default). With
 ``firstSpeakerSettings.agent`` the model greets when the socket is joined.
@@ -80,6 +81,7 @@ class FakeUltravox(FakeProvider):
         self.truncates: list[dict[str, Any]] = []
         self.item_ids: list[str] = []
         self.slow_chunks = 2
+        self.cumulative = False  # agent transcripts as the full ``text`` so far instead of ``delta``s
         self.responses = 0
         self.audio_bytes_in = 0
         self._ordinal = 0
@@ -213,7 +215,9 @@ class FakeUltravox(FakeProvider):
         await self._state(ws, "speaking")
         ordinal: int | None = None
         for i, piece in enumerate(chunks):
-            if i < len(words):
+            if i < len(words) and self.cumulative:
+                ordinal = await self._transcript(ws, "agent", text=" ".join(words[:i + 1]), ordinal=ordinal)
+            elif i < len(words):
                 ordinal = await self._transcript(ws, "agent", delta=words[i] if i == 0 else " " + words[i],
                                                  ordinal=ordinal)
             await ws.send_bytes(piece)
