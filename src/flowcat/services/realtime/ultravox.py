@@ -297,6 +297,9 @@ class UltravoxRealtimeLLMService(RealtimeLLMService):
     async def handle_binary(self, data: bytes) -> None:
         if self._clearing:
             return  # audio of the response the caller barged in on
+        if len(data) & 1:
+            self.bad_input("audio with an odd number of bytes", data)
+            return
         rid = await self._output_turn()
         await self.on_audio(rid, rid, data)
 

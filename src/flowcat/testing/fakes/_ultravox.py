@@ -21,7 +21,7 @@ lets the model go on (``agentReaction`` ``speaks``, the default). With
 Behaviours (per response): ``SLOW`` sends :attr:`slow_chunks` chunks, then
 ``playback_clear_buffer`` and ``state: listening`` (the server's own barge-in), then a late
 chunk the client must drop; ``DISCONNECT`` drops the socket after the first chunk;
-``MALFORMED`` sends a non-JSON message and a typeless one among the chunks;
+``MALFORMED`` sends a non-JSON message, a typeless one and 3 bytes of "audio" among the chunks;
 ``STREAM_ERROR`` closes the socket with 1011 and a reason. ``STATUS`` refuses the call's
 creation (per call).
 """
@@ -224,6 +224,7 @@ class FakeUltravox(FakeProvider):
             if b is Behaviour.MALFORMED and i == 0:
                 await ws.send_str("{not json")
                 await ws.send_str(json.dumps({"no_type": True}))
+                await ws.send_bytes(b"\x01\x02\x03")  # not whole PCM16 samples
             if b is Behaviour.DISCONNECT and i == 0:
                 await ws.close()
                 return
