@@ -46,6 +46,11 @@ class SileroVADAnalyzer(VADAnalyzer):
         params: State-machine thresholds.
         pre_gate: Optional cheap detector (e.g. :class:`WebRTCVADGate`): while QUIET,
             windows it calls non-speech score 0 without running the model.
+        skip_quiet: While QUIET, score a window 0 without running the model when it can
+            not count as voiced anyway: the window itself is below ``min_volume`` and so
+            is the smoothed volume after it (the state machine needs both confidence and
+            volume). Loud windows always run, so the model is warm when speech starts.
+            Saves most model calls on a line that is quiet while the caller listens.
         model: The model (default: the shared one).
     """
 
@@ -57,6 +62,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         sample_rate: int | None = None,
         params: VADParams | None = None,
         pre_gate: PreGate | None = None,
+        skip_quiet: bool = True,
         model: SileroModel | None = None,
     ) -> None:
         self._model = model or SileroModel.shared()
@@ -67,11 +73,12 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._batcher: SileroBatcher | None = None
         self._epoch = 0  # the batcher's rate period in which this stream last submitted
         self._gate = pre_gate
+        self.skip_quiet = skip_quiet
         self._since_reset = 0
         self._low_windows = 0
         self._reset_windows = 1
         self.gated_windows = 0
-        """Windows the pre-gate scored as silence without running the model."""
+        """Windows scored as silence without running the model (pre-gate or ``skip_quiet``)."""
         super().__init__(sample_rate=sample_rate, params=params)
 
     def num_frames_required(self) -> int:
@@ -116,19 +123,30 @@ class SileroVADAnalyzer(VADAnalyzer):
 
     # ------------------------------------------------------------ scoring
 
-    def _gated(self, window: bytes) -> bool:
+    def _gated(self, window: bytes) -> float:
+        """The window's mean square when it is scored 0 without the model, else -1."""
+        if self._state is not QUIET:
+            return -1.0
         gate = self._gate
-        if gate is None or self._state is not QUIET or gate.is_speech(window, self._sample_rate):
-            return False
+        if gate is not None:
+            if gate.is_speech(window, self._sample_rate):
+                return -1.0
+            ms = mean_square(window)
+        elif self.skip_quiet and self._params.min_volume > 0.0:
+            ms = mean_square(window)
+            if not self._volume.stays_below(ms, self._params.min_volume):  # type: ignore[union-attr]
+                return -1.0
+        else:
+            return -1.0
         self._lane.skip(self._slot, window)  # type: ignore[union-attr]
         self.gated_windows += 1
-        return True
+        return ms
 
     def voice_confidence(self, buffer: bytes) -> float:
         """Score one window now on this thread (batch of one); updates the stream state."""
         if self._slot < 0:
             raise PipelineStateError("SileroVADAnalyzer: closed or no sample rate set")
-        if self._gated(buffer):
+        if self._gated(buffer) >= 0.0:
             p = 0.0
         else:
             p = float(self._lane.run_sync([self._slot], [buffer])[0])  # type: ignore[union-attr]
@@ -159,7 +177,8 @@ class SileroVADAnalyzer(VADAnalyzer):
         fifo = self._fifo
         while fifo:
             window = fifo[0]
-            if not self._gated(window):
+            ms = self._gated(window)
+            if ms < 0.0:
                 batcher = self._batcher
                 if batcher is None:
                     batcher = self._batcher = SileroBatcher.for_loop(asyncio.get_running_loop())
@@ -167,7 +186,7 @@ class SileroVADAnalyzer(VADAnalyzer):
                 return
             fifo.popleft()
             self._maybe_reset(0.0)
-            self._score(0.0, mean_square(window))
+            self._score(0.0, ms)
         self._wake_drain()
 
     def _on_probability(self, p: float, ms: float) -> None:

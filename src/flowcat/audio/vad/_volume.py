@@ -59,6 +59,16 @@ class VolumeMeter:
         self._i = self._n = 0
         self.volume = 0.0
 
+    def stays_below(self, ms: float, limit: float) -> bool:
+        """Whether a window of mean square ``ms`` is itself below ``limit`` and leaves the
+        smoothed volume below it (nothing is recorded: :meth:`update` does that)."""
+        if _level(ms) >= limit:
+            return False
+        ring = self._ring
+        n = self._n + 1 if self._n < len(ring) else self._n
+        mean = (sum(ring) - ring[self._i] + ms) / n
+        return self.volume + SMOOTHING * (_level(mean) - self.volume) < limit
+
     def update(self, ms: float) -> float:
         """Add one window's mean square (LSB²); return the new smoothed volume (0..1)."""
         ring = self._ring
@@ -66,13 +76,17 @@ class VolumeMeter:
         self._i = (self._i + 1) % len(ring)
         if self._n < len(ring):
             self._n += 1
-        mean = sum(ring) / self._n
-        level = 0.0
-        if mean > 0.0:
-            lufs = -0.691 + 10.0 * math.log10(mean / _FULL_SCALE_SQ)
-            if lufs >= _ABS_GATE_LUFS:
-                level = (lufs - _FLOOR_LUFS) / (_CEIL_LUFS - _FLOOR_LUFS)
-                level = 1.0 if level > 1.0 else level
-        vol = self.volume + SMOOTHING * (level - self.volume)
+        vol = self.volume + SMOOTHING * (_level(sum(ring) / self._n) - self.volume)
         self.volume = vol
         return vol
+
+
+def _level(mean: float) -> float:
+    """A mean square (LSB²) as normalised loudness 0..1 (0 below the absolute gate)."""
+    if mean <= 0.0:
+        return 0.0
+    lufs = -0.691 + 10.0 * math.log10(mean / _FULL_SCALE_SQ)
+    if lufs < _ABS_GATE_LUFS:
+        return 0.0
+    level = (lufs - _FLOOR_LUFS) / (_CEIL_LUFS - _FLOOR_LUFS)
+    return 1.0 if level > 1.0 else level
