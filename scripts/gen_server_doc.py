@@ -25,6 +25,9 @@ END = "<!-- END GENERATED -->"
 MODELS: list[tuple[str, type[BaseModel]]] = [
     ("(top level)", schema.FlowcatConfig),
     ("server", schema.ServerConfig),
+    ("sip", schema.SIPConfig),
+    ("sip.registrar", schema.SIPRegistrarConfig),
+    ("sip.session_timers", schema.SIPSessionTimersConfig),
     ("agents.NAME", schema.AgentConfig),
     ("agents.NAME.brain (kind: llm)", schema.LLMBrainConfig),
     ("agents.NAME.brain (kind: graph)", schema.GraphBrainConfig),

@@ -68,6 +68,7 @@ __all__ = [
     "SIPAuthError",
     "SIPCallError",
     "SIPParseError",
+    "SIPRefusal",
     "ServiceAuthError",
     "ServiceConnectionError",
     "ServiceError",
@@ -166,6 +167,15 @@ class SIPAuthError(SIPCallError):
     """Digest authentication failed: an unusable challenge, a rejected password (``403``,
     or a challenge repeated for the same credentials), or no credentials for a challenge.
     The password is never part of the message."""
+
+
+class SIPRefusal(SIPCallError):
+    """An inbound SIP request is refused with ``status`` (raised by a call factory, e.g. ``404``
+    for a number no agent answers; ``headers`` are added to the response)."""
+
+    def __init__(self, message: str, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, status, reason)
+        self.headers = dict(headers or {})
 
 
 class SDPError(ProtocolError, ValueError):

@@ -5,6 +5,7 @@
 ``--port`` and the aiohttp app (answer webhooks, everything else) on
 ``--http-port`` in each worker; see docs/transports.md. ``--audiosocket-port``
 also accepts Asterisk AudioSocket calls (raw TCP) in every worker; see docs/carriers.md.
+A config's ``sip:`` section (or ``--sip-port``) answers SIP calls natively; see docs/sip.md.
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ def register(sub: Any) -> None:
         help="AudioSocket bot audio at this rate (Hz) whatever the caller sends "
         "(default: the rate of each caller's audio)",
     )
+    p.add_argument(
+        "--sip-port",
+        type=int,
+        default=None,
+        help="answer SIP calls (UDP) on this port: overrides the config's sip.port, or serves SIP with "
+        "the defaults when the config has no sip: section (worker i listens on the port + i; docs/sip.md)",
+    )
     p.set_defaults(func=main)
 
 
@@ -218,6 +226,7 @@ def main(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         audiosocket_port=args.audiosocket_port,
         audiosocket_rate=args.audiosocket_rate,
+        sip_port=args.sip_port,
         config=config_path,
         agents=served,
         token_env=token_env,

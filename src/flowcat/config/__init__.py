@@ -34,6 +34,9 @@ from ._schema import ProviderConfig as ProviderConfig
 from ._schema import RealtimeTopology as RealtimeTopology
 from ._schema import RemoteBrainConfig as RemoteBrainConfig
 from ._schema import ServerConfig as ServerConfig
+from ._schema import SIPConfig as SIPConfig
+from ._schema import SIPRegistrarConfig as SIPRegistrarConfig
+from ._schema import SIPSessionTimersConfig as SIPSessionTimersConfig
 from ._schema import TurnsConfig as TurnsConfig
 from ._schema import VADConfig as VADConfig
 from ._schema import WebSocketBrainConfig as WebSocketBrainConfig
@@ -50,6 +53,9 @@ __all__ = [
     "ProviderConfig",
     "RealtimeTopology",
     "RemoteBrainConfig",
+    "SIPConfig",
+    "SIPRegistrarConfig",
+    "SIPSessionTimersConfig",
     "ServerConfig",
     "TRANSPORTS",
     "TurnsConfig",

@@ -254,10 +254,44 @@ def parse_config(text: str, file: str = "<config>", base_dir: Path | None = None
                     file, line, col, f"agents.{name}",
                     "an agent name is lower-case letters, digits, '-' and '_' (it is part of URLs)",
                 ))
+        problems += _sip_problems(config, file, positions)
     if problems:
         raise _error(problems)
     assert config is not None  # noqa: S101 - invariant (type narrowing), not input validation
     return LoadedConfig(config, file, base_dir or Path.cwd(), positions)
+
+
+def _sip_problems(
+    config: FlowcatConfig, file: str, positions: dict[tuple[str | int, ...], tuple[int, int]]
+) -> list[ConfigProblem]:
+    """The ``sip:`` section's references to agents, and its port range."""
+    sip = config.sip
+    if sip is None:
+        return []
+    out: list[ConfigProblem] = []
+    names = list(config.agents)
+    refs: list[tuple[tuple[str | int, ...], str]] = [(("sip", "routes", k), v) for k, v in sip.routes.items()]
+    if sip.default_agent is not None:
+        refs.append((("sip", "default_agent"), sip.default_agent))
+    for loc, agent in refs:
+        if agent not in config.agents:
+            line, col = _position(positions, loc)
+            out.append(
+                ConfigProblem(file, line, col, _dotted(loc), f"no agent {agent!r}" + _suggest(agent, names))
+            )
+    first, last = sip.rtp_ports
+    if not 1024 <= first < last <= 65535 or last - first < 2:
+        line, col = _position(positions, ("sip", "rtp_ports"))
+        out.append(
+            ConfigProblem(
+                file,
+                line,
+                col,
+                "sip.rtp_ports",
+                f"expected [first, last] with 1024 <= first < last <= 65535, got {list(sip.rtp_ports)}",
+            )
+        )
+    return out
 
 
 def _error(problems: list[ConfigProblem]) -> ConfigError:

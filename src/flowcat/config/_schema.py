@@ -22,6 +22,9 @@ __all__ = [
     "ProviderConfig",
     "RealtimeTopology",
     "RemoteBrainConfig",
+    "SIPConfig",
+    "SIPRegistrarConfig",
+    "SIPSessionTimersConfig",
     "ServerConfig",
     "TopologyConfig",
     "TurnsConfig",
@@ -189,11 +192,88 @@ class ServerConfig(_Strict):
     )
 
 
+class SIPRegistrarConfig(_Strict):
+    """A registrar (a SIP trunk) to bind this server's SIP address at, kept fresh until shutdown.
+
+    Credentials are never written in the file: they are read from the environment variables named
+    here (``username_env``, ``password_env``)."""
+
+    address: str = Field(description="registrar 'host:port' (port 5060 when left out)")
+    user: str = Field(description="the user part of the registered address of record (the number)")
+    domain: str | None = Field(
+        default=None, description="domain of the address of record (default: the registrar host)"
+    )
+    username_env: str | None = Field(
+        default=None, description="environment variable holding the digest username (default: user)"
+    )
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the digest password (none: no authentication)"
+    )
+    expires: int = Field(default=3600, ge=60, description="requested binding lifetime in seconds")
+
+
+class SIPSessionTimersConfig(_Strict):
+    """RFC 4028 session timers: a call whose peer stopped refreshing the session is hung up."""
+
+    enabled: bool = Field(default=True, description="offer and honour Session-Expires")
+    session_expires: int = Field(
+        default=1800, ge=1, description="interval asked for when the caller asks none (s)"
+    )
+    min_se: int = Field(
+        default=90,
+        ge=1,
+        description="shortest interval accepted (s); shorter asks get 422 (RFC 4028: at least 90)",
+    )
+    refresh_method: Literal["UPDATE", "INVITE"] = Field(
+        default="UPDATE", description="how this side refreshes when it is the refresher"
+    )
+
+
+class SIPConfig(_Strict):
+    """The native SIP endpoint (UDP, G.711, RFC 4733): ``flowcat serve`` answers SIP calls itself.
+
+    Each call goes to the agent its dialled number (Request-URI user, else To user) routes to,
+    else to ``default_agent``; a number with no agent is answered ``404``. With several
+    workers, worker ``i`` listens on ``port + i`` and takes the ``i``-th slice of ``rtp_ports``."""
+
+    host: str | None = Field(default=None, description="bind address of SIP and RTP (default: server.host)")
+    port: int = Field(
+        default=5060, ge=0, le=65535, description="UDP port of SIP (--sip-port overrides; 0: any)"
+    )
+    public_address: str | None = Field(
+        default=None, description="address put in Contact, Via and SDP (the NAT's public one); default: host"
+    )
+    rtp_ports: tuple[int, int] = Field(
+        default=(10000, 20000), description="[first, last] RTP port range; each call takes one even port"
+    )
+    codecs: list[Literal["PCMU", "PCMA"]] = Field(
+        default=["PCMU", "PCMA"], description="codecs answered (the caller's order wins)"
+    )
+    ring_secs: float = Field(default=0.0, ge=0.0, description="seconds a call rings (180) before the 200 OK")
+    inband_dtmf: bool = Field(default=False, description="also detect DTMF tones in the caller's audio")
+    routes: dict[str, str] = Field(default_factory=dict, description="dialled number or user -> agent name")
+    default_agent: str | None = Field(default=None, description="agent of calls no route matches (none: 404)")
+    headers: list[str] = Field(
+        default_factory=list,
+        description="INVITE headers passed to the brain with From, To and Call-ID (e.g. X-Customer-Id)",
+    )
+    refer: Literal["decline", "event"] = Field(
+        default="decline",
+        description="an inbound REFER (the peer asks this side to transfer): decline (603), or event "
+        "(202, then the transport's on_refer handler decides the outcome reported by NOTIFY)",
+    )
+    registrar: SIPRegistrarConfig | None = Field(default=None, description="register at a trunk")
+    session_timers: SIPSessionTimersConfig = Field(
+        default=SIPSessionTimersConfig(), description="RFC 4028 session timers"
+    )
+
+
 class FlowcatConfig(_Strict):
     """A configuration file."""
 
     version: Literal[1] = Field(default=1, description="format version")
     server: ServerConfig = Field(default=ServerConfig(), description="where and how the server listens")
+    sip: SIPConfig | None = Field(default=None, description="answer SIP calls natively (docs/sip.md)")
     agents: dict[str, AgentConfig] = Field(
         min_length=1, description="agents by name (lower-case letters, digits, '-', '_'; part of URLs)"
     )

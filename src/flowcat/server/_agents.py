@@ -90,9 +90,32 @@ def _config_app(make: Callable[[], Any], name: str) -> AppFactory:
     def app(call: CallInfo) -> list[FrameProcessor]:
         built = make()
         call.extra.setdefault("agent", name)
+        _tell_brain(built.brain, call)
         return [*built.processors, *(after_output(p) for p in built.after_output)]
 
     return app
+
+
+def _tell_brain(brain: Any, call: CallInfo) -> None:
+    """Give a brain's :class:`~flowcat.agent.BrainCall` what the transport knows of the call:
+    caller, callee, transport and, for SIP, ``variables["sip"]`` (Call-ID, From, To, the
+    dialled number and the configured headers)."""
+    info = getattr(brain, "call", None)
+    if info is None or call.carrier == "warmup":
+        return
+    info.caller = info.caller or call.from_number
+    info.callee = info.callee or call.to_number
+    info.transport = info.transport or call.carrier
+    if call.carrier == "sip":
+        extra = call.extra
+        info.variables["sip"] = {
+            "call_id": call.call_id,
+            "from": extra.get("from"),
+            "to": extra.get("to"),
+            "request_uri": extra.get("request_uri"),
+            "dialled": extra.get("dialled"),
+            "headers": dict(extra.get("headers") or {}),
+        }
 
 
 def agents_from_config(

@@ -18,6 +18,11 @@ admission state.
 With ``audiosocket_port`` each worker also accepts Asterisk AudioSocket calls
 (raw TCP, :mod:`flowcat.server._audiosocket_server`) on that port, under the same
 admission state and app factory.
+
+With a config whose ``sip:`` section is set, or ``sip_port``, each worker also answers
+SIP calls natively (:func:`~flowcat.server._sip_server.serve_sip_config`): worker
+``i`` listens on the SIP port ``+ i`` with its slice of the RTP range, each call
+routed by its dialled number to an agent, under the same admission state.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ class ServeOptions:
     """Also accept Asterisk AudioSocket calls (TCP) on this port; None: off."""
     audiosocket_rate: int | None = None
     """Force the AudioSocket bot-audio rate (Hz); None: follow each caller's audio kind."""
+    sip_port: int | None = None
+    """SIP port (UDP) overriding the config's ``sip.port``; with no ``sip:`` section it serves
+    SIP with the defaults (every call to the default agent, or the app). None: the config's."""
     config: str | None = None
     """Agents configuration file (``flowcat serve AGENTS.yaml``); None: ``app`` only."""
     agents: list[str] | None = None
@@ -133,13 +141,16 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         turn_metrics=opts.turn_metrics,
         max_msg_size=opts.max_body,
     )
+    sip_cfg: Any = None
     if opts.config:
         from ..config import load_config
         from ._agents import agents_from_config
 
         wanted = set(opts.agents) if opts.agents is not None else None
+        loaded = load_config(opts.config)
+        sip_cfg = loaded.config.sip
         cfg.agents = agents_from_config(
-            load_config(opts.config), capacity=capacity, only=None if wanted is None else wanted.__contains__
+            loaded, capacity=capacity, only=None if wanted is None else wanted.__contains__
         )
         cfg.use_default_agent = not opts.app
     if opts.sample_rate:
@@ -181,6 +192,9 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
             opts.host,
             opts.audiosocket_port,
         )
+    sip: Any = None
+    if sip_cfg is not None or opts.sip_port is not None:
+        sip = await _start_sip(state, opts, sip_cfg, worker_id)
     if media is not None:
         logger.info(
             "worker %d (pid %d) serving media on %s:%d (picows), HTTP on %d (aiohttp)",
@@ -215,9 +229,35 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     ended = await drain_state(state, opts.drain_timeout, goodbye=cfg.goodbye)
     if ended:
         logger.warning("worker %d: drain timeout, cancelled %d calls", worker_id, ended)
+    if sip is not None:
+        await sip.stop()
     await site.stop()
     await runner.cleanup()
     return 0
+
+
+async def _start_sip(state: Any, opts: ServeOptions, sip_cfg: Any, worker_id: int) -> Any:
+    """This worker's SIP listener (the config's ``sip:`` section, ``--sip-port`` over its port)."""
+    from ..config import SIPConfig
+    from ._sip_server import serve_sip_config
+
+    if sip_cfg is None:
+        default = state.config.agents.default if state.config.use_default_agent else None
+        sip_cfg = SIPConfig(default_agent=default.name if default is not None else None)
+        if default is None:  # the app answers every call
+            from ._sip_server import serve_sip
+
+            port = opts.sip_port + worker_id if opts.sip_port else 0
+            server = await serve_sip(opts.host, port, state=state)
+            logger.info(
+                "worker %d (pid %d) answering SIP on %s:%d", worker_id, os.getpid(), opts.host, server.port
+            )
+            return server
+    server = await serve_sip_config(
+        state, sip_cfg, host=opts.host, port=opts.sip_port, worker=worker_id, workers=opts.workers
+    )
+    logger.info("worker %d (pid %d) answering SIP on %s:%d", worker_id, os.getpid(), server.host, server.port)
+    return server
 
 
 async def _warm_up(state: Any) -> None:

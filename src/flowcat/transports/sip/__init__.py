@@ -28,6 +28,7 @@ from ._register import Registration
 from ._rtp import RTPHeader, RTPPortAllocator, build_rtp, parse_rtp
 from ._sdp import MediaOffer, Negotiated, build_answer, build_offer, negotiate, parse_offer
 from ._server import SIPServer
+from ._session_timer import SessionTimers
 from ._transaction import ClientTransaction, InviteClientTransaction, ServerTransaction, Timers
 from ._transport import SIPInputTransport, SIPOutputTransport, SIPParams, SIPTransport
 
@@ -53,6 +54,7 @@ __all__ = [
     "SIPServer",
     "SIPTransport",
     "ServerTransaction",
+    "SessionTimers",
     "SipUri",
     "Timers",
     "Via",

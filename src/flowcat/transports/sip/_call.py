@@ -21,7 +21,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ...errors import CapacityError, SDPError, SIPParseError
+from ...errors import CapacityError, SDPError, SIPParseError, SIPRefusal
 from ...serializers import CallInfo
 from ._dialog import Dialog
 from ._headers import new_tag, parse_name_addr, parse_uri
@@ -64,7 +64,7 @@ class SIPCall:
         self.bye_received = False
         self.sdp_version = 1
         self.session_id = server.next_session_id()
-        self.info = _call_info(invite, negotiated, txn.addr)
+        self.info = _call_info(invite, negotiated, txn.addr, server.call_headers)
         self._pending_2xx: ServerTransaction | None = None
 
     # ------------------------------------------------------------------ run
@@ -100,6 +100,14 @@ class SIPCall:
                 logger.warning("%s: refused: %s", self.call_id, exc)
                 resp = self._response(txn, 503, "Service Unavailable")
                 resp.add("Retry-After", "5")
+                txn.respond(resp)
+                self.end_reason = "refused"
+                return
+            except SIPRefusal as exc:
+                logger.info("%s: refused %s: %s", self.call_id, exc.status, exc)
+                resp = self._response(txn, int(exc.status or 500), exc.reason or "Refused")
+                for name, value in exc.headers.items():
+                    resp.add(name, value)
                 txn.respond(resp)
                 self.end_reason = "refused"
                 return
@@ -290,7 +298,21 @@ def _user(value: str | None) -> str | None:
         return None
 
 
-def _call_info(invite: SIPMessage, neg: Negotiated, source: tuple[str, int]) -> CallInfo:
+def _uri_user(uri: str | None) -> str | None:
+    if not uri:
+        return None
+    try:
+        return parse_uri(uri).user or None
+    except SIPParseError:
+        return None
+
+
+def _call_info(
+    invite: SIPMessage, neg: Negotiated, source: tuple[str, int], headers: tuple[str, ...] = ()
+) -> CallInfo:
+    """The call's metadata: From/To users, Call-ID, and in ``extra`` the full From/To, the
+    Request-URI and its user (the dialled number), and the ``headers`` asked for (by name)."""
+    wanted = {name: value for name in headers if (value := invite.get(name)) is not None}
     return CallInfo(
         carrier="sip",
         call_id=invite.call_id,
@@ -303,6 +325,8 @@ def _call_info(invite: SIPMessage, neg: Negotiated, source: tuple[str, int]) -> 
             "from": invite.get("From"),
             "to": invite.get("To"),
             "request_uri": invite.uri,
+            "dialled": _uri_user(invite.uri),
+            "headers": wanted,
             "telephone_event_pt": neg.telephone_event_pt,
             "user_agent": invite.get("User-Agent"),
         },

@@ -44,6 +44,7 @@ from ._outbound import OutboundCall
 from ._register import Registration
 from ._rtp import RTPPortAllocator
 from ._sdp import negotiate, parse_offer
+from ._session_timer import SessionTimers
 from ._transaction import ServerTransaction, Timers, response_to
 from ._transport import SIPParams, SIPTransport
 
@@ -77,6 +78,10 @@ class SIPServer:
         user_agent: ``Server``/``User-Agent`` header value.
         load: ``() → (calls, capacity or None)`` reported to OPTIONS; default this
             server's own calls and ``max_calls``.
+        call_headers: INVITE headers copied into ``CallInfo.extra["headers"]`` (by name).
+        refer_policy: An inbound REFER: ``"decline"`` (``603``) or ``"event"`` (``202``,
+            then the transport's ``on_refer`` handler decides; see :class:`SIPTransport`).
+        session_timers: RFC 4028 settings (:class:`SessionTimers`); None: not offered.
     """
 
     ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
@@ -98,7 +103,12 @@ class SIPServer:
         timers: Timers | None = None,
         user_agent: str = "flowcat",
         load: Callable[[], tuple[int, int | None]] | None = None,
+        call_headers: tuple[str, ...] = (),
+        refer_policy: str = "decline",
+        session_timers: SessionTimers | None = None,
     ) -> None:
+        if refer_policy not in ("decline", "event"):
+            raise ConfigError(f"SIPServer: refer_policy must be 'decline' or 'event', got {refer_policy!r}")
         if public_address is None and host in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison with the wildcard address, not a bind
             raise ConfigError("SIPServer: set public_address when host is a wildcard address")
         bad = [c for c in codecs if c.upper() not in ("PCMU", "PCMA")]
@@ -118,6 +128,9 @@ class SIPServer:
         self.timers = timers or Timers()
         self.user_agent = user_agent
         self.load = load
+        self.call_headers = tuple(call_headers)
+        self.refer_policy = refer_policy
+        self.session_timers = session_timers
         self.endpoint = SIPEndpoint(self, self.timers)
         self.calls: dict[str, SIPCall] = {}
         self.registrations: list[Registration] = []
