@@ -11,7 +11,7 @@ BYE along the dialog's route set (a client transaction: retransmitted until
 answered or Timer F). A 2xx never ACKed (64·T1) also ends the call with a BYE.
 Re-INVITEs update the media (hold: ``sendonly``/``inactive`` from the peer stops
 bot audio; a new address or codec is followed) and are answered with a new SDP
-version.
+version. REFER and NOTIFY in the dialog are :mod:`~flowcat.transports.sip._refer`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import CapacityError, SDPError, SIPParseError, SIPRefusal
 from ...serializers import CallInfo
+from . import _refer
 from ._dialog import Dialog
 from ._headers import new_tag, parse_name_addr, parse_uri
 from ._media import RTPSession
@@ -44,6 +45,10 @@ _BYE_ON_STOP = 1.0  # seconds a stopping server waits for each call's BYE to be 
 
 class SIPCall:
     """One inbound call of a :class:`~flowcat.transports.sip.SIPServer` (see the module docstring)."""
+
+    refer_waiter: asyncio.Future[tuple[int, str]] | None = None
+    """The transfer in progress waits here for its final sipfrag status."""
+    transferring: asyncio.Task[None] | None = None
 
     def __init__(self, server: SIPServer, txn: ServerTransaction, negotiated: Negotiated) -> None:
         self.server = server
@@ -182,6 +187,39 @@ class SIPCall:
         media, transport = self.media, self.transport
         if media is not None and transport is not None:
             media.sink = transport
+
+    def transfer(self, target: str) -> None:
+        """Blind-transfer the call to ``target`` (a ``TransferCallFrame`` reached the output):
+        REFER, then BYE on success; the outcome goes to the transport's ``on_transfer``."""
+        if self.transferring is not None and not self.transferring.done():
+            logger.warning("%s: a transfer is already in progress; %s ignored", self.call_id, target)
+            return
+        self.transferring = asyncio.get_running_loop().create_task(
+            self._transfer(target), name=f"sip-transfer-{self.call_id}"
+        )
+
+    async def _transfer(self, target: str) -> None:
+        status, reason = await _refer.transfer(self, target)
+        transport = self.transport
+        if 200 <= status < 300:
+            logger.info("%s: transferred to %s (%d %s); hanging up", self.call_id, target, status, reason)
+            self.end_reason = "transferred"
+        else:
+            logger.warning("%s: transfer to %s failed: %d %s", self.call_id, target, status, reason)
+        if transport is not None:
+            await transport._call_event_handler("on_transfer", target, status, reason)
+            if 200 <= status < 300:
+                await transport.handle_disconnect("transferred")
+
+    def reply(self, txn: ServerTransaction, status: int, reason: str) -> None:
+        """Answer an in-dialog request."""
+        self._respond(txn, status, reason)
+
+    def on_refer(self, txn: ServerTransaction) -> None:
+        _refer.on_refer(self, txn)
+
+    def on_notify(self, txn: ServerTransaction) -> None:
+        _refer.on_notify(self, txn)
 
     def hang_up(self) -> None:
         """The pipeline is ending (EndFrame/CancelFrame at the output): the BYE follows

@@ -84,7 +84,7 @@ class SIPServer:
         session_timers: RFC 4028 settings (:class:`SessionTimers`); None: not offered.
     """
 
-    ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+    ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"
 
     def __init__(
         self,
@@ -274,12 +274,16 @@ class SIPServer:
             self._options(txn)
         elif method == "CANCEL":
             self._cancel(txn)
-        elif method in ("BYE", "INVITE"):
+        elif method in ("BYE", "INVITE", "REFER", "NOTIFY"):
             call = self.calls.get(req.call_id)
-            if call is None or not call.dialog.matches(req):
+            if call is None or not hasattr(call, "dialog") or not call.dialog.matches(req):
                 self._reply(txn, 481, "Call/Transaction Does Not Exist")
             elif method == "BYE":
                 call.on_bye(txn)
+            elif method == "REFER":
+                call.on_refer(txn)
+            elif method == "NOTIFY":
+                call.on_notify(txn)
             else:
                 call.on_reinvite(txn)
         else:

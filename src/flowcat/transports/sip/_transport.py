@@ -10,6 +10,9 @@ one RTP packet. While the bot is quiet the output sends silence
 an interruption empties the queue at once. When the pipeline ends (EndFrame or
 CancelFrame reaching the output) the call is hung up with a BYE; a BYE from the
 peer cancels the pipeline (or ends it, with ``end_on_disconnect``).
+A ``TransferCallFrame`` reaching the output blind-transfers the call (REFER; see
+:mod:`~flowcat.transports.sip._refer`); an ``OutputDTMFFrame`` (in order with the
+audio) or ``OutputDTMFUrgentFrame`` (at once) is sent as RFC 4733 events.
 
 ``transport.call`` is the :class:`~flowcat.serializers.CallInfo` of the call:
 carrier ``"sip"``, ``call_id`` (Call-ID), ``from_number``/``to_number`` (the user
@@ -20,6 +23,7 @@ header values and the telephone-event payload type.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,11 +31,15 @@ from typing import Any, Protocol
 from ...frames import (
     CancelFrame,
     EndFrame,
+    Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
     KeypadEntry,
     OutputAudioRawFrame,
+    OutputDTMFFrame,
+    OutputDTMFUrgentFrame,
     StartFrame,
+    TransferCallFrame,
 )
 from ...serializers import CallInfo
 from .._input import BaseInputTransport
@@ -68,6 +76,8 @@ class CallControl(Protocol):
 
     def input_started(self) -> None: ...
 
+    def transfer(self, target: str) -> None: ...
+
 
 class SIPInputTransport(BaseInputTransport):
     """Input side of a :class:`SIPTransport`."""
@@ -97,6 +107,17 @@ class SIPOutputTransport(BaseOutputTransport):
         if media is not None:
             media.send_pcm(frame.audio)
 
+    def write_frame(self, frame: Frame) -> None:
+        cls = frame.__class__
+        if cls is OutputDTMFFrame or cls is OutputDTMFUrgentFrame:
+            media = self._transport._media
+            if media is not None:
+                media.send_dtmf(frame.button)  # type: ignore[attr-defined]
+        elif cls is TransferCallFrame:
+            control = self._transport._control
+            if control is not None:
+                control.transfer(frame.target)  # type: ignore[attr-defined]
+
     def close_transport(self, frame: EndFrame | CancelFrame) -> None:
         self._transport._hang_up()
 
@@ -111,10 +132,13 @@ class SIPTransport(BaseTransport):
     Built by :class:`~flowcat.transports.sip.SIPServer` for each call it answers and
     handed to the app factory. Events: ``on_client_connected(transport)`` (the
     pipeline started), ``on_client_disconnected(transport)`` (the call ended by
-    either side), ``on_dtmf(transport, key)``.
+    either side), ``on_dtmf(transport, key)``, ``on_transfer(transport, target,
+    status, reason)`` (a transfer's outcome: 2xx done, else failed and the call goes
+    on) and ``on_refer(transport, target) -> status`` (the peer asked this side to
+    transfer, with ``refer_policy="event"``: the first handler's SIP status is reported).
     """
 
-    _event_names = ("on_client_connected", "on_client_disconnected", "on_dtmf")
+    _event_names = ("on_client_connected", "on_client_disconnected", "on_dtmf", "on_transfer", "on_refer")
 
     def __init__(
         self,
@@ -157,6 +181,16 @@ class SIPTransport(BaseTransport):
             from .._drive import drive
 
             drive(self._call_event_handler("on_dtmf", key), "event")
+
+    async def refer_requested(self, target: str) -> int | None:
+        """Run the first ``on_refer`` handler; its SIP status (None: none given)."""
+        handlers = self.__dict__.get("_event_handlers") or {}
+        for handler in handlers.get("on_refer") or ():
+            result = handler(self, target)
+            if inspect.isawaitable(result):
+                result = await result
+            return int(result) if result else None
+        return None
 
     # ------------------------------------------------------------ lifecycle
 
