@@ -21,6 +21,15 @@ and dropped (RFC 3550 §8.2).
 20 ms chunk, paced by the shared audio clock) and sends it as one packet; sequence
 number and timestamp advance per packet, the SSRC is random per call. While the
 call is on hold (the answer is ``recvonly``/``inactive``) nothing is sent.
+
+**DTMF out** (RFC 4733): :meth:`RTPSession.send_dtmf` queues a key press as
+telephone-event packets at the payload type the peer negotiated (whatever it is:
+101, 120, …): one packet per 20 ms tick *in place of* the audio packet of that tick,
+so the output's shared clock paces them and no timer is made; the marker on the
+first, a growing duration, three end packets (E bit), all with the timestamp of the
+event's start. Sequence numbers run on with the audio's; the audio timestamp keeps
+advancing during the event. Presses queue behind each other with 40 ms of audio
+between them. Without a negotiated telephone-event the press is dropped (logged).
 """
 
 from __future__ import annotations
@@ -28,12 +37,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..._ratelimit import RateLimitedLog
 from ...audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
-from ...audio.dtmf import GoertzelDTMFDetector, TelephoneEventDecoder
+from ...audio.dtmf import (
+    GoertzelDTMFDetector,
+    TelephoneEventDecoder,
+    TelephoneEventEncoder,
+    TelephoneEventPacket,
+)
 from ...frames import KeypadEntry
 from ._jitter import JitterBuffer
 from ._rtp import build_rtp, parse_rtp
@@ -100,6 +115,11 @@ class RTPSession(asyncio.DatagramProtocol):
         self.other_payload = 0
         """RTP packets of a payload type not negotiated (ignored)."""
         self.digits: list[str] = []
+        self._dtmf_out: deque[tuple[bool, TelephoneEventPacket | None]] = deque()
+        self._event_ts = 0
+        self._dtmf_dropped = 0
+        self.dtmf_packets_out = 0
+        """RFC 4733 packets sent."""
 
     def update(self, negotiated: Negotiated) -> None:
         """Apply a (re-)negotiation: codec, payload types, destination, direction."""
@@ -201,10 +221,51 @@ class RTPSession(asyncio.DatagramProtocol):
 
     # ---------------------------------------------------------------- sending
 
+    def send_dtmf(self, key: KeypadEntry, duration_ms: int = 100) -> bool:
+        """Queue one key press as RFC 4733 events (see the module docstring); False when the
+        peer negotiated no telephone-event (nothing is sent)."""
+        te = self.negotiated.telephone_event_pt
+        if te is None:
+            self._dtmf_dropped += 1
+            _BAD(
+                self._dtmf_dropped,
+                "%s: DTMF %s not sent: no telephone-event negotiated",
+                self.name,
+                key.value,
+            )
+            return False
+        packets = TelephoneEventEncoder(te).encode(key, duration_ms)
+        q = self._dtmf_out
+        if q:
+            q.extend(((False, None), (False, None)))  # 40 ms of audio between two presses
+        q.extend((i == 0, p) for i, p in enumerate(packets))
+        return True
+
+    def _send_event(self, tr: Any, pcm: bytes) -> None:
+        first, pkt = self._dtmf_out.popleft()
+        if pkt is None:  # the gap between two presses: audio
+            payload = self._encode(pcm)
+            data = build_rtp(self._pt, False, self._seq, self._ts, self._ssrc_out, payload)
+        else:
+            if first:
+                self._event_ts = self._ts
+            ts = (self._event_ts + pkt.timestamp_offset) & 0xFFFFFFFF
+            data = build_rtp(self.negotiated.telephone_event_pt or 0, pkt.marker, self._seq, ts,
+                             self._ssrc_out, pkt.payload)  # fmt: skip
+            self.dtmf_packets_out += 1
+        tr.sendto(data, self.remote)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + len(pcm) // 2) & 0xFFFFFFFF
+        self.packets_out += 1
+
     def send_pcm(self, pcm: bytes) -> None:
-        """Send one chunk of 8 kHz PCM16 as one packet (nothing while on hold)."""
+        """Send one chunk of 8 kHz PCM16 as one packet (nothing while on hold); a queued
+        DTMF event packet takes the chunk's place."""
         tr = self.transport
         if tr is None or not self.sending:
+            return
+        if self._dtmf_out:
+            self._send_event(tr, pcm)
             return
         payload = self._encode(pcm)
         tr.sendto(build_rtp(self._pt, self._first, self._seq, self._ts, self._ssrc_out, payload), self.remote)
