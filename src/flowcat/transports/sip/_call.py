@@ -11,7 +11,8 @@ BYE along the dialog's route set (a client transaction: retransmitted until
 answered or Timer F). A 2xx never ACKed (64·T1) also ends the call with a BYE.
 Re-INVITEs update the media (hold: ``sendonly``/``inactive`` from the peer stops
 bot audio; a new address or codec is followed) and are answered with a new SDP
-version. REFER and NOTIFY in the dialog are :mod:`~flowcat.transports.sip._refer`'s.
+version. REFER and NOTIFY in the dialog are :mod:`~flowcat.transports.sip._refer`'s;
+session timers (``Session-Expires``, refreshes, UPDATE) :mod:`~flowcat.transports.sip._session_timer`'s.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._headers import new_tag, parse_name_addr, parse_uri
 from ._media import RTPSession
 from ._message import SIPMessage
 from ._sdp import Negotiated, build_answer, negotiate, parse_offer
+from ._session_timer import SessionTimer
 from ._transaction import ServerTransaction, response_to
 from ._transport import SIPTransport
 
@@ -49,6 +51,8 @@ class SIPCall:
     refer_waiter: asyncio.Future[tuple[int, str]] | None = None
     """The transfer in progress waits here for its final sipfrag status."""
     transferring: asyncio.Task[None] | None = None
+    session_timer: SessionTimer | None = None
+    """The RFC 4028 session timer (None: none negotiated)."""
 
     def __init__(self, server: SIPServer, txn: ServerTransaction, negotiated: Negotiated) -> None:
         self.server = server
@@ -124,7 +128,14 @@ class SIPCall:
                 self.end_reason = "declined"
                 return
             self.task = task
-            self._answer(txn)
+            extra: list[tuple[str, str]] = []
+            if srv.session_timers is not None:
+                self.session_timer, extra = SessionTimer.for_invite(
+                    txn.request, srv.session_timers, self._send_refresh, self._session_expired, self.call_id
+                )
+            self._answer(txn, extra)
+            if self.session_timer is not None:
+                self.session_timer.start()
             runner = asyncio.get_running_loop().create_task(task.run(), name=f"sip-call-{self.call_id}")
             try:
                 await asyncio.shield(runner)
@@ -151,9 +162,11 @@ class SIPCall:
         finally:
             await self._cleanup()
 
-    def _answer(self, txn: ServerTransaction) -> None:
+    def _answer(self, txn: ServerTransaction, extra: list[tuple[str, str]] | None = None) -> None:
         sdp = self._sdp()
         resp = self._response(txn, 200, "OK")
+        for name, value in extra or ():
+            resp.add(name, value)
         resp.add("Content-Type", "application/sdp")
         resp.body = sdp
         self._pending_2xx = txn
@@ -259,24 +272,98 @@ class SIPCall:
             asyncio.get_running_loop().create_task(transport.handle_disconnect("SIP BYE from the peer"))
 
     def on_reinvite(self, txn: ServerTransaction) -> None:
-        """A re-INVITE: new offer (hold/resume, new address) answered with a new SDP version."""
+        """A re-INVITE: new offer (hold/resume, new address) answered with a new SDP version;
+        also a session refresh."""
         if self._pending_2xx is not None and not self._pending_2xx.acked:
             self._respond(txn, 491, "Request Pending")
             return
-        media = self.media
-        try:
-            if txn.request.body:
-                neg = negotiate(parse_offer(txn.request.body), self.server.codecs)
-                self.negotiated = neg
-                if media is not None:
-                    media.update(neg)
-                self.sdp_version += 1
-        except SDPError as exc:
-            logger.warning("%s: re-INVITE refused: %s", self.call_id, exc)
-            self._respond(txn, 488, "Not Acceptable Here")
+        extra = self._refreshed(txn)
+        if extra is None or not self._new_offer(txn, "re-INVITE"):
             return
         logger.info("%s: re-INVITE, media now %s", self.call_id, self.negotiated.direction)
-        self._answer(txn)
+        self._answer(txn, extra)
+
+    def on_update(self, txn: ServerTransaction) -> None:
+        """An UPDATE (RFC 3311): a session refresh, with or without a new offer."""
+        extra = self._refreshed(txn)
+        if extra is None or not self._new_offer(txn, "UPDATE"):
+            return
+        resp = self._response(txn, 200, "OK")
+        for name, value in extra:
+            resp.add(name, value)
+        if txn.request.body:
+            resp.add("Content-Type", "application/sdp")
+            resp.body = self._sdp()
+        txn.respond(resp)
+
+    def _refreshed(self, txn: ServerTransaction) -> list[tuple[str, str]] | None:
+        """A refresh from the peer: the headers of its 2xx, or None (answered ``422``)."""
+        timer = self.session_timer
+        if timer is None:
+            return []
+        extra = timer.on_refresh_request(txn.request)
+        if extra is None:
+            resp = self._response(txn, 422, "Session Interval Too Small")
+            resp.add("Min-SE", str(timer.settings.min_se))
+            txn.respond(resp)
+        return extra
+
+    def _new_offer(self, txn: ServerTransaction, what: str) -> bool:
+        """Apply the request's SDP offer, if any (False: answered ``488``)."""
+        if not txn.request.body:
+            return True
+        try:
+            neg = negotiate(parse_offer(txn.request.body), self.server.codecs)
+        except SDPError as exc:
+            logger.warning("%s: %s refused: %s", self.call_id, what, exc)
+            self._respond(txn, 488, "Not Acceptable Here")
+            return False
+        self.negotiated = neg
+        if self.media is not None:
+            self.media.update(neg)
+        self.sdp_version += 1
+        return True
+
+    # ------------------------------------------------------------ session timer
+
+    async def _send_refresh(self, method: str, headers: list[tuple[str, str]]) -> SIPMessage | None:
+        """Send one session refresh (UPDATE, or re-INVITE with the current SDP) in the dialog."""
+        dialog = self.dialog
+        if dialog.terminated:
+            return None
+        srv = self.server
+        msg, addr = dialog.request(method, srv.public_address, srv.port, srv.contact)
+        for name, value in headers:
+            msg.add(name, value)
+        msg.add("User-Agent", srv.user_agent)
+        if method == "UPDATE":
+            return await srv.endpoint.request(msg, addr).result
+        msg.add("Allow", srv.ALLOW)
+        msg.add("Content-Type", "application/sdp")
+        msg.body = self._sdp()
+        txn = srv.endpoint.invite(msg, addr)
+        cseq = dialog.local_cseq
+        ack_data: list[bytes] = []
+
+        def ack(_: SIPMessage) -> None:
+            if ack_data:
+                srv.endpoint.send(ack_data[0], addr)
+
+        txn.on_2xx_again = ack
+        resp = await txn.result
+        if resp is not None and 200 <= (resp.status or 0) < 300:
+            ack_msg, _ = dialog.request("ACK", srv.public_address, srv.port, srv.contact)
+            dialog.local_cseq -= 1  # an ACK takes the INVITE's CSeq number
+            ack_msg.set("CSeq", f"{cseq} ACK")
+            ack_data.append(ack_msg.encode())
+            ack(resp)
+        return resp
+
+    def _session_expired(self, why: str) -> None:
+        self.end_reason = f"session timer: {why}"
+        transport = self.transport
+        if transport is not None:
+            asyncio.get_running_loop().create_task(transport.handle_disconnect(self.end_reason))
 
     def _ack_timeout(self) -> None:
         logger.warning("%s: the 200 OK was never ACKed; hanging up", self.call_id)
@@ -315,6 +402,9 @@ class SIPCall:
             logger.info("%s: BYE answered %s %s", self.call_id, result.status, result.reason)
 
     async def _cleanup(self) -> None:
+        timer = self.session_timer
+        if timer is not None:
+            timer.stop()
         transport = self.transport
         if transport is not None:
             await transport.handle_disconnect(self.end_reason or "SIP call ended")

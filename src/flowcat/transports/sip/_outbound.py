@@ -33,6 +33,7 @@ from ._media import RTPSession
 from ._message import SIPMessage
 from ._register import answer_challenge, host_port
 from ._sdp import Negotiated, build_offer, negotiate, parse_offer
+from ._session_timer import SessionTimer
 from ._transaction import InviteClientTransaction
 from ._transport import SIPTransport
 
@@ -102,6 +103,7 @@ class OutboundCall(SIPCall):
         self._txn: InviteClientTransaction | None = None
         self._ack: bytes | None = None
         self._cancel_sent = False
+        self._se_interval: int | None = None
         codec = server.codecs[0]
         self.negotiated = Negotiated(
             codec, 0 if codec == "PCMU" else 8, None, (self.destination[0], 0), "sendrecv"
@@ -129,8 +131,10 @@ class OutboundCall(SIPCall):
             ("Allow", srv.ALLOW),
             ("User-Agent", srv.user_agent),
             *auth,
-            ("Content-Type", "application/sdp"),
         ]
+        if srv.session_timers is not None:
+            headers += SessionTimer.offer_headers(srv.session_timers, self._se_interval)
+        headers.append(("Content-Type", "application/sdp"))
         return SIPMessage(method="INVITE", uri=self.target, headers=headers, body=sdp)
 
     async def connect(self) -> None:
@@ -179,6 +183,13 @@ class OutboundCall(SIPCall):
                 auth = [(header, value)]
                 self.cseq += 1
                 continue
+            if status == 422 and self.server.session_timers is not None and not self.cancelled.is_set():
+                raw = (resp.get("Min-SE") or "").split(";")[0].strip()
+                wanted = int(raw) if raw.isdigit() else 0
+                if wanted > (self._se_interval or 0) and wanted <= 86400:
+                    self._se_interval = wanted  # RFC 4028 §7.4: again, with the callee's minimum
+                    self.cseq += 1
+                    continue
             if status >= 300:
                 self.end_reason = "cancelled" if status == 487 else f"{status} {resp.reason}"
                 raise SIPCallError(f"INVITE {self.target}: {status} {resp.reason}", status, resp.reason or "")
@@ -210,6 +221,12 @@ class OutboundCall(SIPCall):
         self.media.update(neg)
         self.info.codec = neg.codec
         self.info.extra["telephone_event_pt"] = neg.telephone_event_pt
+        if self.server.session_timers is not None:
+            self.session_timer = SessionTimer.for_answer(
+                resp, self.server.session_timers, self._send_refresh, self._session_expired, self.call_id
+            )
+            if self.session_timer is not None:
+                self.session_timer.start()
         self.confirmed.set()
         self.answered.set()
 

@@ -12,9 +12,11 @@
 
 Requests handled (UDP, RFC 3261): INVITE (``100``, ``180``, ``200`` + SDP, then
 the ACK; ``488`` when no codec is common, ``503`` + ``Retry-After`` over
-``max_calls``, ``603`` when the factory returns None), CANCEL (``200``, and
+``max_calls``, ``603`` when the factory returns None, ``422`` + ``Min-SE`` for a
+``Session-Expires`` below the session timers' minimum), CANCEL (``200``, and
 ``487`` for the INVITE), BYE (``200``; ``481`` for an unknown dialog), re-INVITE
-(hold/resume), OPTIONS (``200`` with ``Allow`` and an ``X-Flowcat-Load`` header:
+(hold/resume; a session refresh), UPDATE (a session refresh, RFC 3311), REFER and
+NOTIFY (transfer, RFC 3515), OPTIONS (``200`` with ``Allow`` and an ``X-Flowcat-Load`` header:
 ``calls=N;capacity=M``, capacity ``-`` when unlimited), ACK. Other methods get
 ``405`` with ``Allow``. Each call is a :class:`~flowcat.transports.sip._call.SIPCall`.
 
@@ -44,7 +46,7 @@ from ._outbound import OutboundCall
 from ._register import Registration
 from ._rtp import RTPPortAllocator
 from ._sdp import negotiate, parse_offer
-from ._session_timer import SessionTimers
+from ._session_timer import SessionTimers, too_small
 from ._transaction import ServerTransaction, Timers, response_to
 from ._transport import SIPParams, SIPTransport
 
@@ -84,7 +86,7 @@ class SIPServer:
         session_timers: RFC 4028 settings (:class:`SessionTimers`); None: not offered.
     """
 
-    ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"
+    ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, UPDATE"
 
     def __init__(
         self,
@@ -274,7 +276,7 @@ class SIPServer:
             self._options(txn)
         elif method == "CANCEL":
             self._cancel(txn)
-        elif method in ("BYE", "INVITE", "REFER", "NOTIFY"):
+        elif method in ("BYE", "INVITE", "REFER", "NOTIFY", "UPDATE"):
             call = self.calls.get(req.call_id)
             if call is None or not hasattr(call, "dialog") or not call.dialog.matches(req):
                 self._reply(txn, 481, "Call/Transaction Does Not Exist")
@@ -284,6 +286,8 @@ class SIPServer:
                 call.on_refer(txn)
             elif method == "NOTIFY":
                 call.on_notify(txn)
+            elif method == "UPDATE":
+                call.on_update(txn)
             else:
                 call.on_reinvite(txn)
         else:
@@ -324,6 +328,12 @@ class SIPServer:
             resp.add("Retry-After", "5")
             txn.respond(resp)
             logger.warning("sip: refused call %s: at capacity (%d calls)", req.call_id, len(self.calls))
+            return
+        st = self.session_timers
+        if st is not None and too_small(req, st):
+            resp = self._reply(txn, 422, "Session Interval Too Small", send=False)
+            resp.add("Min-SE", str(st.min_se))
+            txn.respond(resp)
             return
         self._reply(txn, 100, "Trying")
         try:
