@@ -5,7 +5,8 @@ End to end: a real ``flowcat serve`` process (one worker) with two graph agents 
 are the local fakes (``python -m flowcat.testing.fakes``: the TTS speaks one tone per character);
 sipp (Debian ``sip-tester``) calls each number with its media pointed at a test socket, and the
 tones received over RTP are decoded back into text: each number reaches its own agent, and the
-greeting includes the ``X-Customer-Id`` header sipp sent (the brain saw the call's headers).
+greeting includes the ``X-Customer-Id`` header sipp sent (the brain saw the call's headers); a
+third number's agent transfers the call (its brain's transfer action becomes a REFER).
 In-process tests of :func:`~flowcat.server._sip_server.serve_sip_config` cover the refusals:
 ``404`` for a number no agent answers, ``503`` + ``Retry-After`` past an agent's capacity.
 """
@@ -67,7 +68,7 @@ server: {{host: 127.0.0.1, port: {http_port}}}
 sip:
   port: 5999
   rtp_ports: [{rtp[0]}, {rtp[1]}]
-  routes: {{"1001": alpha, sales: beta}}
+  routes: {{"1001": alpha, sales: beta, "0": desk}}
   headers: [X-Customer-Id]
 agents:
   alpha:
@@ -76,6 +77,10 @@ agents:
     vad: {{analyzer: energy}}
   beta:
     brain: {graph("bravo")}
+    topology: {topo}
+    vad: {{analyzer: energy}}
+  desk:
+    brain: {{kind: graph, graph: {{name: desk, nodes: [{{id: hi, type: start, data: {{say: "moment", transfer_to: "sip:desk@example.test"}}}}]}}}}
     topology: {topo}
     vad: {{analyzer: energy}}
 """
@@ -169,14 +174,16 @@ class RTPSink(asyncio.DatagramProtocol):
         return " | ".join(decode_tones(pcm[off * 2 :], 8000) for off in (0, 20, 40, 80, 120))
 
 
-async def _call(served: Served, number: str, listen_ms: int = 2500) -> tuple[int, str, RTPSink]:
+async def _call(
+    served: Served, number: str, listen_ms: int = 2500, scenario: str = "uac_agent_call.xml"
+) -> tuple[int, str, RTPSink]:
     loop = asyncio.get_running_loop()
     sink = RTPSink()
     rtp_port = _port(socket.SOCK_DGRAM) & ~1
     tr, _ = await loop.create_datagram_endpoint(lambda: sink, local_addr=("127.0.0.1", rtp_port))
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(SIPP), "-sf", str(SCEN / "uac_agent_call.xml"), f"127.0.0.1:{served.sip_port}",
+            str(SIPP), "-sf", str(SCEN / scenario), f"127.0.0.1:{served.sip_port}",
             "-s", number, "-key", "rtp_port", str(rtp_port), "-d", str(listen_ms),
             "-i", "127.0.0.1", "-p", str(_port(socket.SOCK_DGRAM)),
             "-m", "1", "-timeout", "25s", "-timeout_error", "-nostdin",
@@ -202,6 +209,16 @@ async def test_flowcat_serve_routes_each_dialled_number_to_its_agent(served: Ser
         assert len(sink.payloads) > 50  # continuous 20 ms media, not just the greeting
     log = served.output()
     assert "agent alpha" in log and "agent beta" in log, log[-3000:]
+
+
+async def test_the_agents_transfer_action_becomes_a_refer_after_its_words(served: Served) -> None:
+    """The desk agent's graph says "moment" and transfers to sip:desk@example.test: the words are
+    played, sipp gets the REFER (Refer-To checked), answers 202 and NOTIFY 200, and flowcat hangs
+    up (the scenario fails without the BYE)."""
+    rc, out, sink = await _call(served, "0", scenario="uac_transferred.xml")
+    assert rc == 0, out
+    assert "moment" in sink.text()
+    assert "transferred to sip:desk@example.test" in served.output()
 
 
 async def test_a_number_no_agent_answers_is_404(served: Served) -> None:
