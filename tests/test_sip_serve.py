@@ -275,3 +275,59 @@ async def test_past_the_agents_capacity_a_call_is_refused_503_with_retry_after()
     finally:
         peer.close()
         await server.stop()
+
+
+async def test_the_registrar_of_the_sip_section_takes_its_credentials_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sipp as a digest registrar (verifyauth alice/s3cret): serve_sip_config registers with the
+    password read from the variable ``password_env`` names, and un-registers on stop; an unset
+    variable is a ConfigError naming the variable."""
+    from flowcat.config import SIPConfig, SIPRegistrarConfig
+    from flowcat.errors import ConfigError
+    from flowcat.server import EchoProcessor, ServerConfig, ServerState
+    from flowcat.server._admission import Admission
+    from flowcat.server._agents import Agent, Agents
+    from flowcat.server._sip_server import serve_sip_config
+    from test_sip_uac_interop import Sipp, registrar
+
+    agent = Agent("solo", lambda call: EchoProcessor(), frozenset(), Admission(capacity=2))
+    state = ServerState(ServerConfig(agents=Agents([agent])))
+    peer = await Sipp.start("-sf", str(registrar(tmp_path)))
+    try:
+        reg = SIPRegistrarConfig(address=f"127.0.0.1:{peer.port}", user="alice", password_env="TRUNK_PW_T")
+        sip = SIPConfig(port=0, rtp_ports=(34500, 34600), default_agent="solo", registrar=reg)
+        with pytest.raises(ConfigError, match="TRUNK_PW_T"):
+            await serve_sip_config(state, sip, host="127.0.0.1")
+        monkeypatch.setenv("TRUNK_PW_T", "s3cret")
+        server = await serve_sip_config(state, sip, host="127.0.0.1")
+        assert server.registrations and server.registrations[0].registered
+        await server.stop()  # the un-REGISTER the scenario waits for
+        rc, out = await peer.result()
+        assert rc == 0, out
+    finally:
+        peer.kill()
+
+
+async def test_a_wrong_registrar_password_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_sip_uac_interop import Sipp, registrar
+
+    from flowcat.config import SIPConfig, SIPRegistrarConfig
+    from flowcat.errors import ConfigError
+    from flowcat.server import ServerConfig, ServerState
+    from flowcat.server._sip_server import serve_sip_config
+
+    peer = await Sipp.start("-sf", str(registrar(tmp_path)))
+    try:
+        monkeypatch.setenv("TRUNK_PW_T", "wrong-9")
+        reg = SIPRegistrarConfig(address=f"127.0.0.1:{peer.port}", user="alice", password_env="TRUNK_PW_T")
+        sip = SIPConfig(port=0, rtp_ports=(34500, 34600), registrar=reg)
+        with pytest.raises(ConfigError, match="403") as info:
+            await serve_sip_config(ServerState(ServerConfig()), sip, host="127.0.0.1")
+        assert "wrong-9" not in str(info.value)
+        rc, out = await peer.result()
+        assert rc == 0, out
+    finally:
+        peer.kill()

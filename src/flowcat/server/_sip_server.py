@@ -25,7 +25,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CapacityError, ConfigError, SIPRefusal
+from ..errors import CapacityError, ConfigError, SIPAuthError, SIPCallError, SIPRefusal
 from ..runtime import Pipeline, PipelineParams, PipelineTask
 from ..transports.sip import SessionTimers, SIPServer, SIPTransport
 from ._agents import Agent
@@ -202,26 +202,60 @@ async def serve_sip_config(
         else None,
         **kwargs,
     )
+    creds = _credentials(sip.registrar) if sip.registrar is not None else None
     await server.start()
-    reg = sip.registrar
-    if reg is not None:
-        await _register(server, reg)
+    if sip.registrar is not None and creds is not None:
+        try:
+            await _register(server, sip.registrar, *creds)
+        except SIPAuthError as exc:  # wrong credentials: the configuration's to fix
+            await server.stop()
+            raise ConfigError(f"sip.registrar: {exc}") from None
+        except SIPCallError as exc:  # the registrar is unreachable or failing: keep trying
+            logger.error("sip: registration at %s failed (%s); retrying every %g s", sip.registrar.address,
+                         exc, REGISTER_RETRY)  # fmt: skip
+            server.track(
+                asyncio.get_running_loop().create_task(_register_later(server, sip.registrar, *creds))
+            )
+        except BaseException:
+            await server.stop()
+            raise
     return server
 
 
-async def _register(server: SIPServer, reg: Any) -> None:
-    address = reg.address
-    host, _, port_text = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    if not host:
-        host, port_text = address, ""
-    port = int(port_text) if port_text.isdigit() else 5060
+REGISTER_RETRY = 30.0
+"""Seconds between registration attempts while the registrar fails."""
+
+
+async def _register_later(server: SIPServer, reg: Any, username: str | None, password: str | None) -> None:
+    while True:
+        await asyncio.sleep(REGISTER_RETRY)
+        try:
+            await _register(server, reg, username, password)
+            return
+        except SIPCallError as exc:
+            logger.warning("sip: registration at %s failed again: %s", reg.address, exc)
+
+
+def _credentials(reg: Any) -> tuple[str | None, str | None]:
+    """The registrar's digest username and password, from the environment variables named."""
     username = os.environ.get(reg.username_env) if reg.username_env else None
     password = os.environ.get(reg.password_env) if reg.password_env else None
-    if reg.password_env and password is None:
-        raise ConfigError(
-            f"sip.registrar.password_env: the environment variable {reg.password_env} is not set"
-        )
+    for field, var, value in (
+        ("username_env", reg.username_env, username),
+        ("password_env", reg.password_env, password),
+    ):
+        if var and value is None:
+            raise ConfigError(f"sip.registrar.{field}: the environment variable {var} is not set")
+    return username, password
+
+
+async def _register(server: SIPServer, reg: Any, username: str | None, password: str | None) -> None:
+    host, _, port_text = reg.address.rpartition(":")
+    if not host or not port_text.isdigit():
+        host, port_text = reg.address, ""
+    port = int(port_text) if port_text else 5060
     await server.register(
-        (host, port), reg.user, password, username=username or None, domain=reg.domain, expires=reg.expires
-    )
+        (host.strip("[]"), port), reg.user, password, username=username or None, domain=reg.domain,
+        expires=reg.expires,
+    )  # fmt: skip
     logger.info("sip: registered %s at %s:%d", reg.user, host, port)
