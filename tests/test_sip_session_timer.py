@@ -240,3 +240,37 @@ async def test_session_timers_against_sipp(scenario: str, reason: str) -> None:
         assert reasons == [reason]
     finally:
         await srv.stop()
+
+
+async def test_an_outbound_call_retries_422_and_refreshes_as_the_callee_asks() -> None:
+    """flowcat dials sipp (uas_timer_422.xml): Session-Expires 2 → 422 Min-SE 3 → again with 3 →
+    200 naming flowcat refresher → flowcat's UPDATE at 1.5 s (checked by sipp) → flowcat hangs up."""
+    if SIPP is None:
+        missing("sipp (Debian package sip-tester: apt-get install -y sip-tester)")
+    from test_sip_refer import _sipp_uas
+
+    proc, port = await _sipp_uas("uas_timer_422.xml")
+    srv = SIPServer(
+        App(),
+        port=0,
+        rtp_ports=RTP,
+        timers=Timers(t1=0.1),
+        session_timers=SessionTimers(session_expires=2, min_se=1),
+    )
+    await srv.start()
+    try:
+        call = await srv.dial(f"sip:bob@127.0.0.1:{port}")
+        timer = call.session_timer
+        assert timer is not None and timer.we_refresh and timer.interval == 3
+        for _ in range(100):  # bounded: the refresh is due at 1.5 s
+            if timer.refreshes_sent and timer._task is not None and timer._task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert timer.refreshes_sent == 1 and not timer.expired
+        await call.hangup()
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0, out.decode(errors="replace")[-1500:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await srv.stop()
