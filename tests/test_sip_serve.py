@@ -312,12 +312,11 @@ async def test_the_registrar_of_the_sip_section_takes_its_credentials_from_the_e
 async def test_a_wrong_registrar_password_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_sip_uac_interop import Sipp, registrar
-
     from flowcat.config import SIPConfig, SIPRegistrarConfig
     from flowcat.errors import ConfigError
     from flowcat.server import ServerConfig, ServerState
     from flowcat.server._sip_server import serve_sip_config
+    from test_sip_uac_interop import Sipp, registrar
 
     peer = await Sipp.start("-sf", str(registrar(tmp_path)))
     try:
