@@ -330,3 +330,15 @@ async def test_a_wrong_registrar_password_is_a_config_error(
         assert rc == 0, out
     finally:
         peer.kill()
+
+
+def test_each_worker_takes_its_own_slice_of_the_rtp_range() -> None:
+    from flowcat.errors import ConfigError
+    from flowcat.server._sip_server import _slice
+
+    assert _slice((10000, 20000), 0, 1) == (10000, 20000)
+    assert [_slice((10000, 20000), i, 2) for i in range(2)] == [(10000, 14999), (15000, 20000)]
+    parts = [_slice((10000, 10999), i, 3) for i in range(3)]
+    assert parts == [(10000, 10331), (10332, 10663), (10664, 10999)]
+    with pytest.raises(ConfigError):
+        _slice((10000, 10003), 0, 4)

@@ -162,7 +162,7 @@ async def serve_sip(
 def _slice(ports: tuple[int, int], worker: int, workers: int) -> tuple[int, int]:
     """Worker ``worker``'s even-aligned share of the RTP range ``ports``."""
     first, last = ports
-    size = (last - first) // max(1, workers)
+    size = ((last - first) // max(1, workers)) & ~1  # even: each slice starts on an even port
     if size < 2:
         raise ConfigError(f"sip.rtp_ports {list(ports)}: too small for {workers} workers")
     start = first + worker * size
