@@ -6,16 +6,21 @@ On the wire: the marker on each event's first packet only, one timestamp for all
 packets (the RTP timestamp of its start), growing durations, three end packets (E bit) with the
 final duration, sequence numbers continuous with the audio packets around them, the audio
 timestamp still advancing by 160 per 20 ms tick, and the digits decoded back by flowcat's own
-receiver. A call whose caller offered no telephone-event sends none.
+receiver. A call whose caller offered no telephone-event sends none. baresip (Debian
+``baresip-core``), dialled by flowcat, reports the keys flowcat sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _helpers import missing
 from _sip_peer import App, Dialog, Peer, status
 from flowcat.audio.dtmf import TelephoneEventDecoder, parse_telephone_event
 from flowcat.frames import KeypadEntry, OutputDTMFFrame, OutputDTMFUrgentFrame
@@ -24,6 +29,7 @@ from flowcat.transports.sip import SIPServer, Timers, parse_rtp
 pytestmark = [pytest.mark.timeout(30)]
 
 RTP = (34900, 35000)
+BARESIP = shutil.which("baresip")
 
 
 class Capture(asyncio.DatagramProtocol):
@@ -139,3 +145,49 @@ async def test_without_telephone_event_no_dtmf_is_sent() -> None:
         tr.close()
         peer.close()
         await srv.stop()
+
+
+async def test_baresip_receives_the_keys_flowcat_sends(tmp_path: Path) -> None:
+    """An independent receiver: flowcat dials baresip (auto-answer) and sends 7 and 3 as
+    OutputDTMFFrames; baresip reports each event and its end on stdout."""
+    if BARESIP is None:
+        missing("baresip (Debian package baresip-core: apt-get install -y baresip-core)")
+    from test_sip_baresip import baresip_config, free_port, tone_wav
+
+    app = App()
+    srv = SIPServer(app, port=0, rtp_ports=(35000, 35100), timers=Timers(t1=0.1))
+    await srv.start()
+    sip_port = free_port()
+    baresip_config(
+        tmp_path / "baresip", tone_wav(tmp_path / "tone.wav", 10), sip_port, free_port(), auto_answer=True
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(BARESIP), "-f", str(tmp_path / "baresip"), "-t", "20",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while b"baresip is ready" not in await asyncio.wait_for(proc.stdout.readline(), 15):
+            pass
+        call = await srv.dial(f"sip:alice@127.0.0.1:{sip_port}", from_user="agent")
+        await asyncio.wait_for(app.called.wait(), 10)
+        _, task, _ = app.calls[0]
+        await task.queue_frames(
+            [OutputDTMFFrame(button=KeypadEntry.SEVEN), OutputDTMFFrame(button=KeypadEntry.THREE)]
+        )
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            while sum("end=1" in line for line in lines) < 2:
+                lines.append((await proc.stdout.readline()).decode(errors="replace"))
+
+        await asyncio.wait_for(read(), 10)
+        await call.hangup()
+        await asyncio.wait_for(call.ended.wait(), 10)
+    finally:
+        proc.kill()
+        await proc.wait()
+        await srv.stop()
+    events = re.findall(r"received event: '(.)' \(end=(\d)\)", "".join(lines))
+    assert events == [("7", "0"), ("7", "1"), ("3", "0"), ("3", "1")], lines  # each key once, then its end
