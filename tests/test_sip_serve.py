@@ -236,7 +236,7 @@ async def test_a_number_no_agent_answers_is_404(served: Served) -> None:
 # --- in process: admission -----------------------------------------------------------------
 
 
-async def test_past_the_agents_capacity_a_call_is_refused_503_with_retry_after() -> None:
+async def test_past_the_agents_capacity_or_while_draining_a_call_is_refused_503_with_retry_after() -> None:
     from flowcat.config import SIPConfig
     from flowcat.server import EchoProcessor, ServerConfig, ServerState
     from flowcat.server._admission import Admission
@@ -270,6 +270,11 @@ async def test_past_the_agents_capacity_a_call_is_refused_503_with_retry_after()
         await peer.expect(status(200, "BYE"))
         await asyncio.wait_for(server.wait_calls_ended(), 5)
         assert agent.admission.active == 0 and state.admission.active == 0 and not state.calls
+        state.admission.draining = True  # a draining worker refuses new calls the same way
+        third = Dialog(peer, server.port)
+        third.send_invite(rtp_port=40030)
+        (drained,) = await peer.expect(lambda m: m.status == 503 and m.call_id == third.call_id)
+        assert drained.get("Retry-After") and state.admission.rejected == 1
         assert seen[0].carrier == "sip" and seen[0].extra["dialled"] == "agent"
         assert seen[0].from_number == "+15551234" and seen[0].extra["agent"] == "solo"
     finally:
