@@ -274,7 +274,7 @@ async def test_past_the_agents_capacity_or_while_draining_a_call_is_refused_503_
         third = Dialog(peer, server.port)
         third.send_invite(rtp_port=40030)
         (drained,) = await peer.expect(lambda m: m.status == 503 and m.call_id == third.call_id)
-        assert drained.get("Retry-After") and state.admission.rejected == 1
+        assert drained.get("Retry-After") and state.admission.rejected == 2  # the agent-full one, this one
         assert seen[0].carrier == "sip" and seen[0].extra["dialled"] == "agent"
         assert seen[0].from_number == "+15551234" and seen[0].extra["agent"] == "solo"
     finally:
