@@ -40,6 +40,7 @@ __all__ = [
     "EventStreamDecoder",
     "EventStreamMessage",
     "HeaderValue",
+    "encode_headers",
     "encode_message",
     "iter_event_stream",
 ]
@@ -241,6 +242,16 @@ def _encode_header(name: str, value: Any) -> bytes:
     raise ConfigError(f"event stream: unknown header value type {kind}")
 
 
+def encode_headers(headers: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> bytes:
+    """The wire form of a header block (typed as :func:`encode_message` types them).
+
+    Raises:
+        ConfigError: A header name over 255 bytes, or a value with no header type.
+    """
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return b"".join(_encode_header(n, v) for n, v in items)
+
+
 def encode_message(headers: Mapping[str, Any] | Iterable[tuple[str, Any]], payload: bytes = b"") -> bytes:
     """One message, with valid CRCs (for fakes and tests).
 
@@ -250,8 +261,7 @@ def encode_message(headers: Mapping[str, Any] | Iterable[tuple[str, Any]], paylo
     ``headers`` values are typed by their Python type (``bool``, ``int`` as int32, ``bytes``,
     ``str``, ``datetime``, :class:`uuid.UUID`) or given as :class:`HeaderValue`.
     """
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    raw_headers = b"".join(_encode_header(n, v) for n, v in items)
+    raw_headers = encode_headers(headers)
     total = len(raw_headers) + len(payload) + OVERHEAD
     prelude = struct.pack(">II", total, len(raw_headers))
     prelude += _U32.pack(zlib.crc32(prelude))

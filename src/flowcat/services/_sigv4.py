@@ -22,6 +22,21 @@ checked against AWS's SigV4 test suite (``tests/fixtures/sigv4/``):
    ``X-Amz-Content-Sha256`` (when asked: S3 and some others) and ``Authorization:
    AWS4-HMAC-SHA256 Credential=<akid>/<scope>, SignedHeaders=<names>, Signature=<hex>``.
 
+**Event streams** (HTTP/2 input streams: Transcribe, Bedrock's
+``InvokeModelWithBidirectionalStream``): the request is signed with the payload hash
+``STREAMING-AWS4-HMAC-SHA256-EVENTS`` (also sent as ``X-Amz-Content-Sha256``); then each
+event-stream message sent is wrapped in a signed envelope (:class:`EventSigner`): a message
+whose payload is the encoded inner message and whose headers are ``:date`` (a timestamp,
+whole seconds) and ``:chunk-signature`` (the 32 raw signature bytes). Its string to sign is
+``AWS4-HMAC-SHA256-PAYLOAD\n<amz date>\n<scope>\n<prior signature>\n
+hex(SHA256(encoded :date header))\nhex(SHA256(inner message))``, the prior signature being
+the previous envelope's, the request's for the first one; an envelope with an empty payload
+ends the stream. See "Setting up a streaming session"
+(https://docs.aws.amazon.com/transcribe/latest/dg/streaming-setting-up.html) and "Signing
+event stream messages" (https://docs.aws.amazon.com/transcribe/latest/dg/how-streaming.html);
+checked against the string-to-sign vector of AWS's Rust SDK (``aws-sigv4``'s
+``event_stream.rs`` test).
+
 Credentials come from the arguments or ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``; the region from the argument, ``AWS_REGION`` or ``AWS_DEFAULT_REGION``.
 The secret and the token are held as :class:`~flowcat.services.Secret` and never logged.
@@ -40,15 +55,19 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import ConfigError
+from ._eventstream import encode_headers, encode_message
 from ._secrets import Secret
 
 __all__ = [
+    "STREAMING_EVENTS",
     "AWSCredentials",
+    "EventSigner",
     "SignedRequest",
     "amz_date",
     "canonical_headers",
     "canonical_query",
     "canonical_uri",
+    "event_string_to_sign",
     "resolve_aws_credentials",
     "resolve_aws_region",
     "sign_request",
@@ -56,6 +75,8 @@ __all__ = [
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+STREAMING_EVENTS = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
+"""The payload hash of a request whose body is a signed event stream."""
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNRESERVED = "-_.~"  # with A-Za-z0-9, which quote() never encodes
 
@@ -233,6 +254,7 @@ def sign_request(
     normalize: bool = True,
     content_sha256_header: bool = False,
     sign_session_token: bool = True,
+    payload_hash: str | None = None,
 ) -> SignedRequest:
     """Sign one request (header-based SigV4).
 
@@ -250,6 +272,8 @@ def sign_request(
         normalize: See :func:`canonical_uri` (False for S3).
         content_sha256_header: Also send and sign ``X-Amz-Content-Sha256``.
         sign_session_token: Sign ``X-Amz-Security-Token`` (a few services want it added after).
+        payload_hash: Sign this instead of the body's hash (:data:`STREAMING_EVENTS` for an
+            event stream, whose body is not known yet).
 
     Returns:
         The :class:`SignedRequest`; send ``headers`` plus its :attr:`SignedRequest.headers`.
@@ -257,7 +281,8 @@ def sign_request(
     parts = urlsplit(url)
     when = amz_date(now if now is not None else dt.datetime.now(dt.UTC))
     date = when[:8]
-    payload_hash = hashlib.sha256(body).hexdigest()
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(body).hexdigest()
     added: dict[str, str] = {"X-Amz-Date": when}
     token = credentials.session_token.reveal() if credentials.session_token else None
     if token:
@@ -285,3 +310,55 @@ def sign_request(
         f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
     )
     return SignedRequest(added, creq, sts, signature)
+
+
+# ------------------------------------------------------------------ event streams
+
+
+def _date_header(when: dt.datetime) -> bytes:
+    return encode_headers([(":date", when)])
+
+
+def event_string_to_sign(payload: bytes, prior_signature: str, when: dt.datetime, region: str,
+                         service: str) -> str:
+    """The string to sign of one event-stream envelope (``when`` in whole seconds, UTC)."""
+    stamp = amz_date(when)
+    return "\n".join((
+        "AWS4-HMAC-SHA256-PAYLOAD", stamp, f"{stamp[:8]}/{region}/{service}/aws4_request", prior_signature,
+        hashlib.sha256(_date_header(when)).hexdigest(), hashlib.sha256(payload).hexdigest(),
+    ))
+
+
+class EventSigner:
+    """Signs the messages of an input event stream, each chained to the one before.
+
+    Args:
+        credentials: Who signs (the request's signer).
+        region: The region of the scope.
+        service: The signing name (``bedrock``, ``transcribe``).
+        seed_signature: The signature of the request that opened the stream.
+    """
+
+    __slots__ = ("_keys", "credentials", "prior", "region", "service")
+
+    def __init__(self, credentials: AWSCredentials, region: str, service: str, seed_signature: str) -> None:
+        self.credentials = credentials
+        self.region = region
+        self.service = service
+        self.prior = seed_signature
+        self._keys: tuple[str, bytes] | None = None  # (date, signing key): derived once a day
+
+    def _key(self, date: str) -> bytes:
+        if self._keys is None or self._keys[0] != date:
+            self._keys = (date, signing_key(self.credentials.secret_access_key, date, self.region, self.service))
+        return self._keys[1]
+
+    def sign(self, payload: bytes, now: dt.datetime | None = None) -> bytes:
+        """The envelope carrying ``payload`` (an encoded message; ``b""`` ends the stream)."""
+        when = (now if now is not None else dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        sts = event_string_to_sign(payload, self.prior, when, self.region, self.service)
+        signature = hmac.new(self._key(amz_date(when)[:8]), sts.encode(), hashlib.sha256).digest()
+        self.prior = signature.hex()
+        return encode_message([(":chunk-signature", signature), (":date", when)], payload)

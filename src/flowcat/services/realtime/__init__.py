@@ -5,7 +5,8 @@ Azure OpenAI and xAI Grok voice speak the OpenAI Realtime wire: they are
 configurations of :class:`OpenAIRealtimeLLMService` in :mod:`.openai`; so is Inworld
 (:mod:`.inworld`: its endpoint, auth and session fields). Gemini Live
 (:mod:`.gemini`) has its own wire, as has Ultravox (:mod:`.ultravox`: a call created over
-REST, then its ``joinUrl`` socket).
+REST, then its ``joinUrl`` socket), and Amazon Nova Sonic (:mod:`.nova_sonic`: Bedrock's
+bidirectional stream over HTTP/2, the ``aws`` extra).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from .gemini import GeminiLiveLLMSettings as GeminiLiveLLMSettings
 from .gemini import GeminiLiveSettings as GeminiLiveSettings
 from .inworld import InworldRealtimeLLMService as InworldRealtimeLLMService
 from .inworld import InworldRealtimeSettings as InworldRealtimeSettings
+from .nova_sonic import AWSNovaSonicLLMService as AWSNovaSonicLLMService
+from .nova_sonic import NovaSonicSettings as NovaSonicSettings
 from .openai import AzureRealtimeLLMService as AzureRealtimeLLMService
 from .openai import GrokRealtimeLLMService as GrokRealtimeLLMService
 from .openai import OpenAIRealtimeLLMService as OpenAIRealtimeLLMService
@@ -23,6 +26,7 @@ from .ultravox import UltravoxRealtimeLLMService as UltravoxRealtimeLLMService
 from .ultravox import UltravoxRealtimeSettings as UltravoxRealtimeSettings
 
 __all__ = [
+    "AWSNovaSonicLLMService",
     "AzureRealtimeLLMService",
     "GeminiLiveLLMService",
     "GeminiLiveLLMSettings",
@@ -30,6 +34,7 @@ __all__ = [
     "GrokRealtimeLLMService",
     "InworldRealtimeLLMService",
     "InworldRealtimeSettings",
+    "NovaSonicSettings",
     "OpenAIRealtimeLLMService",
     "OpenAIRealtimeSettings",
     "UltravoxRealtimeLLMService",
