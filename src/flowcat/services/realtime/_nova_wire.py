@@ -35,16 +35,23 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from ...errors import ServiceProtocolError
+from ...errors import (
+    ServiceAuthError,
+    ServiceError,
+    ServiceProtocolError,
+    ServiceRateLimitError,
+    ServiceStatusError,
+)
 from .._eventstream import EventStreamDecoder, EventStreamMessage, encode_message
 from .._http2 import H2Stream
 from .._sigv4 import EventSigner
 
-__all__ = ["EXCEPTION_STATUS", "NovaSocket", "decode_chunk", "input_chunk"]
+__all__ = ["EXCEPTION_STATUS", "NovaSocket", "decode_chunk", "input_chunk", "refusal"]
 
 logger = logging.getLogger("flowcat.services.realtime.nova_sonic")
 
@@ -171,6 +178,33 @@ class NovaSocket:
         self._closed = True
         await self.stream.close()
         return True
+
+
+async def refusal(stream: H2Stream, what: str, redact: Callable[[str], str]) -> ServiceError:
+    """The error for a request answered with an error status (its JSON ``message`` and
+    ``x-amzn-errortype``); reads the body (bounded) and closes the stream."""
+    body = b""
+    try:
+        async with asyncio.timeout(1.0):
+            while len(body) < 65536 and (data := await stream.receive()) is not None:
+                body += data
+    except TimeoutError:
+        pass
+    await stream.close()
+    message = body[:200].decode("utf-8", "replace")
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or parsed.get("Message") or message)
+    except ValueError:
+        pass
+    kind = stream.headers.get("x-amzn-errortype", "").split(":")[0]
+    text = redact(f"{what}: refused: {kind + ': ' if kind else ''}{message}")
+    if stream.status in (401, 403):
+        return ServiceAuthError(text, stream.status)
+    if stream.status == 429:
+        return ServiceRateLimitError(text, stream.status)
+    return ServiceStatusError(text, stream.status)
 
 
 def _close(reason: str) -> aiohttp.WSMessage:

@@ -55,7 +55,6 @@ END_TURN, INTERRUPTED, TOOL_USE); ``usageEvent`` (``details.delta.input/output.s
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -66,7 +65,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ...errors import ConfigError, ServiceAuthError, ServiceError, ServiceRateLimitError, ServiceStatusError
+from ...errors import ConfigError, ServiceError
 from ...frames import LLMTokenUsage
 from .._backoff import Backoff
 from .._http2 import H2Stream
@@ -75,7 +74,8 @@ from .._realtime_state import ConversationItem
 from .._registry import ProviderInfo
 from .._secrets import redact
 from .._sigv4 import STREAMING_EVENTS, EventSigner, resolve_aws_credentials, resolve_aws_region, sign_request
-from ._nova_wire import EVENTSTREAM, NovaSocket
+from . import _nova_events as ev
+from ._nova_wire import EVENTSTREAM, NovaSocket, refusal
 
 __all__ = ["AWSNovaSonicLLMService", "NovaSonicSettings"]
 
@@ -98,7 +98,6 @@ PROVIDERS = (
 )
 
 DEFAULT_REGION = "us-east-1"
-_TEXT = {"mediaType": "text/plain"}
 
 
 @dataclass
@@ -203,95 +202,26 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         url = self.socket_url()
-        signed = sign_request(
-            "POST",
-            url,
-            list(self.socket_headers().items()),
-            b"",
-            credentials=self.credentials,
-            region=self.region,
-            service="bedrock",
-            payload_hash=STREAMING_EVENTS,
-            content_sha256_header=True,
-        )
+        signed = sign_request("POST", url, list(self.socket_headers().items()), b"", credentials=self.credentials,
+                              region=self.region, service="bedrock", payload_hash=STREAMING_EVENTS,
+                              content_sha256_header=True)  # fmt: skip
         headers = [*self.socket_headers().items(), *((k.lower(), v) for k, v in signed.headers.items())]
         try:
             stream = await H2Stream.open(url, headers, timeout=self.connect_timeout_secs)
         except ServiceError as exc:
             raise type(exc)(self.redact(f"{self.name}: {exc}")) from None
         if stream.status != 200:
-            raise await self._refused(stream)
+            raise await refusal(stream, self.name, self.redact)
         socket = NovaSocket(stream, EventSigner(self.credentials, self.region, "bedrock", signed.signature))
         # The base drives the stream through the subset of a client WebSocket it uses.
         return cast(aiohttp.ClientWebSocketResponse, socket)
 
-    async def _refused(self, stream: H2Stream) -> ServiceError:
-        body = b""
-        try:
-            async with asyncio.timeout(1.0):
-                while len(body) < 65536 and (data := await stream.receive()) is not None:
-                    body += data
-        except TimeoutError:
-            pass
-        await stream.close()
-        try:
-            parsed = json.loads(body)
-            message = (
-                str(parsed.get("message") or parsed.get("Message") or body[:200])
-                if isinstance(parsed, dict)
-                else body[:200].decode("utf-8", "replace")
-            )
-        except ValueError:
-            message = body[:200].decode("utf-8", "replace")
-        kind = stream.headers.get("x-amzn-errortype", "").split(":")[0]
-        text = self.redact(f"{self.name}: refused: {kind + ': ' if kind else ''}{message}")
-        if stream.status in (401, 403):
-            return ServiceAuthError(text, stream.status)
-        if stream.status == 429:
-            return ServiceRateLimitError(text, stream.status)
-        return ServiceStatusError(text, stream.status)
-
     # ------------------------------------------------------------ input events
-
-    def _event(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return {"event": {name: body}}
-
-    def _text_content(self, role: str, text: str) -> list[dict[str, Any]]:
-        name, p = str(uuid.uuid4()), self._prompt
-        return [
-            self._event(
-                "contentStart",
-                {
-                    "promptName": p,
-                    "contentName": name,
-                    "type": "TEXT",
-                    "interactive": False,
-                    "role": role,
-                    "textInputConfiguration": _TEXT,
-                },
-            ),
-            self._event("textInput", {"promptName": p, "contentName": name, "content": text}),
-            self._event("contentEnd", {"promptName": p, "contentName": name}),
-        ]
 
     def _tools(self) -> list[dict[str, Any]]:
         ctx = self._context
-        out = []
-        for t in (self.tools_for(ctx) if ctx is not None else None) or [
-            s.to_openai() for s in self.tool_schemas()
-        ]:
-            fn = t.get("function", t)
-            schema = fn.get("parameters") or {"type": "object", "properties": {}}
-            out.append(
-                {
-                    "toolSpec": {
-                        "name": fn.get("name"),
-                        "description": fn.get("description", ""),
-                        "inputSchema": {"json": json.dumps(schema)},
-                    }
-                }
-            )
-        return out
+        tools = self.tools_for(ctx) if ctx is not None else None
+        return ev.tool_specs(tools or [s.to_openai() for s in self.tool_schemas()])
 
     def _instructions(self) -> str | None:
         if self.s.instructions is not None:
@@ -301,21 +231,9 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
 
     def _prompt_config(self) -> str:
         s = self.s
-        return json.dumps(
-            [
-                s.model,
-                s.voice,
-                s.max_tokens,
-                s.temperature,
-                s.top_p,
-                s.endpointing_sensitivity,
-                self._instructions(),
-                self._tools(),
-                s.extra,
-            ],
-            sort_keys=True,
-            default=str,
-        )
+        config = [s.model, s.voice, s.max_tokens, s.temperature, s.top_p, s.endpointing_sensitivity,
+                  self._instructions(), self._tools(), s.extra]  # fmt: skip
+        return json.dumps(config, sort_keys=True, default=str)
 
     def session_events(self) -> list[dict[str, Any]]:
         """A whole fresh session: its start, the prompt, the system prompt, the conversation so
@@ -325,73 +243,21 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         self._config = self._prompt_config()
         self._blocks.clear()
         self._texts.clear()
-        start: dict[str, Any] = {
-            "inferenceConfiguration": {
-                "maxTokens": s.max_tokens,
-                "topP": s.top_p,
-                "temperature": s.temperature,
-            }
-        }
-        if s.endpointing_sensitivity:
-            start["turnDetectionConfiguration"] = {"endpointingSensitivity": s.endpointing_sensitivity}
-        prompt: dict[str, Any] = {
-            "promptName": self._prompt,
-            "textOutputConfiguration": _TEXT,
-            "audioOutputConfiguration": {
-                "mediaType": "audio/lpcm",
-                "sampleRateHertz": self.output_sample_rate,
-                "sampleSizeBits": 16,
-                "channelCount": 1,
-                "voiceId": s.voice,
-                "encoding": "base64",
-                "audioType": "SPEECH",
-            },
-            "toolUseOutputConfiguration": {"mediaType": "application/json"},
-        }
-        tools = self._tools()
-        if tools:
-            prompt["toolConfiguration"] = {"tools": tools}
-        prompt.update(s.extra)
-        events = [self._event("sessionStart", start), self._event("promptStart", prompt)]
+        events = [
+            ev.session_start(s.max_tokens, s.top_p, s.temperature, s.endpointing_sensitivity),
+            ev.prompt_start(self._prompt, s.voice, self.output_sample_rate, self._tools(), s.extra),
+        ]
         instructions = self._instructions()
         if instructions:
-            events += self._text_content("SYSTEM", instructions)
+            events += ev.text_content(self._prompt, "SYSTEM", instructions)
         for item in self.conversation.items:
             if item.role in ("user", "assistant") and item.text:
-                events += self._text_content(item.role.upper(), item.text)
-        events.append(
-            self._event(
-                "contentStart",
-                {
-                    "promptName": self._prompt,
-                    "contentName": self._audio_name,
-                    "type": "AUDIO",
-                    "interactive": True,
-                    "role": "USER",
-                    "audioInputConfiguration": {
-                        "mediaType": "audio/lpcm",
-                        "sampleRateHertz": self.input_sample_rate,
-                        "sampleSizeBits": 16,
-                        "channelCount": 1,
-                        "audioType": "SPEECH",
-                        "encoding": "base64",
-                    },
-                },
-            )
-        )
+                events += ev.text_content(self._prompt, item.role.upper(), item.text)
+        events.append(ev.audio_content_start(self._prompt, self._audio_name, self.input_sample_rate))
         return events
 
     async def session_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        socket = cast(NovaSocket, ws)
-        p = self._prompt
-        socket.farewell = [
-            json.dumps(e)
-            for e in (
-                self._event("contentEnd", {"promptName": p, "contentName": self._audio_name}),
-                self._event("promptEnd", {"promptName": p}),
-                self._event("sessionEnd", {}),
-            )
-        ]
+        cast(NovaSocket, ws).farewell = ev.farewell(self._prompt, self._audio_name)
         self._rid = None  # a turn of the old session will not complete
         self._usage = [0, 0, 0, 0]
 
@@ -406,37 +272,10 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
     def item_events(self, item: ConversationItem) -> list[dict[str, Any]]:
         if item.role != "function_call_output":
             return []  # history only goes into a fresh session
-        name, p = str(uuid.uuid4()), self._prompt
-        return [
-            self._event(
-                "contentStart",
-                {
-                    "promptName": p,
-                    "contentName": name,
-                    "interactive": False,
-                    "type": "TOOL",
-                    "role": "TOOL",
-                    "toolResultInputConfiguration": {
-                        "toolUseId": item.call_id,
-                        "type": "TEXT",
-                        "textInputConfiguration": _TEXT,
-                    },
-                },
-            ),
-            self._event("toolResult", {"promptName": p, "contentName": name, "content": item.text}),
-            self._event("contentEnd", {"promptName": p, "contentName": name}),
-        ]
+        return ev.tool_result_content(self._prompt, item.call_id, item.text)
 
     def audio_message(self, b64: str) -> str:
-        return (
-            '{"event":{"audioInput":{"promptName":"'
-            + self._prompt
-            + '","contentName":"'
-            + self._audio_name
-            + '","content":"'
-            + b64
-            + '"}}}'
-        )
+        return ev.audio_input(self._prompt, self._audio_name, b64)
 
     def commit_events(self) -> list[dict[str, Any]]:
         return []  # server VAD only
@@ -475,17 +314,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
                 self._rid, str(body["toolUseId"]), str(body["toolName"]), str(body.get("content") or "{}")
             )
         elif kind == "usageEvent":
-            delta = (body.get("details") or {}).get("delta") or {}
-            inp, out = delta.get("input") or {}, delta.get("output") or {}
-            for i, v in enumerate(
-                (
-                    inp.get("speechTokens"),
-                    inp.get("textTokens"),
-                    out.get("speechTokens"),
-                    out.get("textTokens"),
-                )
-            ):
-                self._usage[i] += int(v or 0)
+            self._usage = [a + b for a, b in zip(self._usage, ev.usage_delta(body), strict=True)]
         elif kind == "completionEnd":
             await self._close_turn("completed")
 
@@ -533,7 +362,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
     async def _text_output(self, body: dict[str, Any]) -> None:
         cid, text = str(body.get("contentId") or ""), str(body["content"])
         kind, role, stage = self._blocks.get(cid, ("TEXT", str(body.get("role") or ""), ""))
-        if text.lstrip().startswith("{") and _interrupted(text):
+        if text.lstrip().startswith("{") and ev.is_interruption(text):
             await self._interrupted()
             return
         if role == "USER":
@@ -568,11 +397,3 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         """The server cut its turn (the caller spoke): stop playback now, drop the rest."""
         if self._rid is not None and self._rid not in self._dropped:
             await self.on_speech_started()
-
-
-def _interrupted(text: str) -> bool:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(value, dict) and value.get("interrupted") is True
