@@ -384,7 +384,6 @@ class FakeNovaSonic(H2Server, FakeProvider):
         await self._send(
             peer, "contentEnd", {"contentId": aid, "type": "AUDIO", "stopReason": "PARTIAL_TURN"}
         )
-        await self._text(peer, f"final_{n}", "ASSISTANT", "FINAL", self.expected_text, "END_TURN")
         await self._send(
             peer,
             "usageEvent",
@@ -405,4 +404,5 @@ class FakeNovaSonic(H2Server, FakeProvider):
                 "totalTokens": 160,
             },
         )
+        await self._text(peer, f"final_{n}", "ASSISTANT", "FINAL", self.expected_text, "END_TURN")
         await self._send(peer, "completionEnd", {"completionId": f"c{n}", "stopReason": "END_TURN"})

@@ -59,6 +59,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 from urllib.parse import quote
@@ -314,7 +315,11 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
                 self._rid, str(body["toolUseId"]), str(body["toolName"]), str(body.get("content") or "{}")
             )
         elif kind == "usageEvent":
-            self._usage = [a + b for a, b in zip(self._usage, ev.usage_delta(body), strict=True)]
+            delta = ev.usage_delta(body)
+            if self._rid is None:  # after the turn it belongs to ended: reported as it comes
+                await self.start_llm_usage_metrics(_usage(delta))
+            else:
+                self._usage = [a + b for a, b in zip(self._usage, delta, strict=True)]
         elif kind == "completionEnd":
             await self._close_turn("completed")
 
@@ -328,17 +333,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         rid, self._rid = self._rid, None
         if rid is None:
             return
-        u = self._usage
-        self._usage = [0, 0, 0, 0]
-        usage = LLMTokenUsage(
-            prompt_tokens=u[0] + u[1],
-            completion_tokens=u[2] + u[3],
-            total_tokens=sum(u),
-            input_audio_tokens=u[0],
-            input_text_tokens=u[1],
-            output_audio_tokens=u[2],
-            output_text_tokens=u[3],
-        )
+        usage, self._usage = _usage(self._usage), [0, 0, 0, 0]
         await self.on_response_done(rid, status, usage)
 
     async def _content_start(self, body: dict[str, Any]) -> None:
@@ -397,3 +392,10 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         """The server cut its turn (the caller spoke): stop playback now, drop the rest."""
         if self._rid is not None and self._rid not in self._dropped:
             await self.on_speech_started()
+
+
+def _usage(u: Sequence[int]) -> LLMTokenUsage:
+    """Tokens as (input speech, input text, output speech, output text)."""
+    return LLMTokenUsage(prompt_tokens=u[0] + u[1], completion_tokens=u[2] + u[3], total_tokens=sum(u),
+                         input_audio_tokens=u[0], input_text_tokens=u[1], output_audio_tokens=u[2],
+                         output_text_tokens=u[3])  # fmt: skip
