@@ -86,7 +86,7 @@ class ServiceCapabilities:
         interim_results: STT emits interim transcripts.
         context_ids: TTS multiplexes utterances by context id on one connection.
         sample_rates: Output (TTS) or input (STT) sample rates supported; empty: any.
-        transport: ``"http"``, ``"sse"`` or ``"websocket"``.
+        transport: ``"http"``, ``"sse"``, ``"websocket"`` or ``"http2"`` (a bidirectional HTTP/2 stream).
     """
 
     streaming: bool = True

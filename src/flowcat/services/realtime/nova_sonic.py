@@ -68,6 +68,7 @@ import aiohttp
 
 from ...errors import ConfigError, ServiceError
 from ...frames import LLMTokenUsage
+from .._ai_service import ServiceCapabilities
 from .._backoff import Backoff
 from .._http2 import H2Stream
 from .._realtime import RealtimeLLMService, RealtimeLLMSettings
@@ -141,6 +142,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         ConfigError: No credentials, or ``server_vad=False``.
     """
 
+    capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="http2")
     binary_json: ClassVar[bool] = True
     input_sample_rate: ClassVar[int] = 16000
     output_sample_rate: ClassVar[int] = 24000
@@ -160,24 +162,16 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
     ) -> None:
         settings = settings or NovaSonicSettings()
         if not settings.server_vad:
-            raise ConfigError(
-                "nova sonic: turns are detected by the model only (server_vad=False is not supported)"
-            )
+            raise ConfigError("nova sonic: the model detects turns (server_vad=False is not supported)")
         self.region = resolve_aws_region(aws_region, DEFAULT_REGION)
         self.credentials = resolve_aws_credentials(aws_access_key, aws_secret_key, aws_session_token)
-        super().__init__(
-            settings=settings,
-            api_key=self.credentials.secret_access_key,
-            max_session_secs=max_session_secs,
-            reconnect=reconnect,
-            **kwargs,
-        )
+        super().__init__(settings=settings, api_key=self.credentials.secret_access_key,
+                         max_session_secs=max_session_secs, reconnect=reconnect, **kwargs)  # fmt: skip
         base = endpoint_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
         if not base.startswith(("http://", "https://")):
             raise ConfigError(f"nova sonic: endpoint_url must be an http(s) URL, got {base!r}")
         self.endpoint_url = base.rstrip("/")
-        self._prompt = ""
-        self._audio_name = ""
+        self._prompt = self._audio_name = ""  # the session's promptName, its audio contentName
         self._config: str | None = None  # the prompt configuration of the open session
         self._blocks: dict[str, tuple[str, str, str]] = {}  # contentId -> (type, role, stage)
         self._texts: dict[str, list[str]] = {}
