@@ -61,6 +61,7 @@ class Connection:
     decoder: EventStreamDecoder = field(default_factory=EventStreamDecoder)
     speaking: bool = False
     prompt: str = ""
+    audio: str = ""  # the open audio content
     input_ended: bool = False
 
     def types(self) -> list[str]:
@@ -268,7 +269,11 @@ class FakeNovaSonic(H2Server, FakeProvider):
             c.prompt = body["promptName"]
         elif kind != "sessionStart" and kind != "sessionEnd" and body.get("promptName") != c.prompt:
             self.protocol_errors.append(f"{kind} names prompt {body.get('promptName')!r}")
+        if kind == "contentStart" and body.get("type") == "AUDIO":
+            c.audio = body["contentName"]
         if kind == "audioInput":
+            if body["contentName"] != c.audio:
+                self.protocol_errors.append(f"audioInput for content {body['contentName']!r}")
             self.audio_bytes_in += len(pcm)
             loud = _rms(pcm) > 500
             if loud and not c.speaking:

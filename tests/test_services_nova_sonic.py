@@ -22,6 +22,7 @@ from flowcat.errors import ConfigError, ServiceAuthError
 from flowcat.frames import (
     EndFrame,
     ErrorFrame,
+    InputAudioRawFrame,
     LLMContext,
     LLMContextFrame,
     LLMUsageMetricsData,
@@ -211,7 +212,7 @@ async def test_session_events_tools_and_audio_at_16k() -> None:
         svc.register_function("get_weather", get_weather)
         async with _Run(svc) as run:
             await run.task.queue_frame(LLMContextFrame(LLMContext(tools=[WEATHER])))
-            await run.until(lambda: len(fake.connections) == 2, "a fresh session with the tools")
+            await run.until(lambda: svc.sessions == 2, "a fresh session with the tools")
             await run.speak()
             await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
             conn = fake.connections[1]
@@ -338,14 +339,13 @@ async def test_usage_is_reported_by_modality_and_stream_errors_carry_the_status(
         async with _Run(svc) as run:
             await run.speak()
             await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
-            usage = [
-                d.value
-                for f in run.down.frames
-                if isinstance(f, MetricsFrame)
-                for d in f.data
-                if isinstance(d, LLMUsageMetricsData)
-            ]
-            u = usage[-1]
+
+            def usage() -> list[Any]:
+                return [d.value for f in run.down.frames if isinstance(f, MetricsFrame) for d in f.data
+                        if isinstance(d, LLMUsageMetricsData)]  # fmt: skip
+
+            await run.until(lambda: bool(usage()), "the usage metric (with the end of the turn)")
+            u = usage()[-1]
             assert (
                 u.input_audio_tokens,
                 u.input_text_tokens,
@@ -357,8 +357,31 @@ async def test_usage_is_reported_by_modality_and_stream_errors_carry_the_status(
             await run.speak()
             await run.until(lambda: bool(run.errors()), "the error")
             assert "code 424: modelStreamErrorException: The server had an error" in run.errors()[0].error
-            await run.until(lambda: len(fake.connections) == 2, "the reconnection")
+            await run.until(lambda: svc.sessions == 2, "the reconnection")
+            await run.until(lambda: "contentStart" in fake.connections[1].types()[-1:], "the session events")
             texts = fake.replayed_texts(fake.connections[1])
             assert texts[:2] == [fake.user_text, fake.expected_text], texts
+    finally:
+        await fake.close()
+
+
+async def test_a_renewal_while_the_caller_speaks_keeps_each_session_s_names() -> None:
+    """Audio keeps flowing while a fresh session opens: every audioInput names the promptName
+    and audio contentName of the session it is sent on (the fake checks each event)."""
+    fake = await _fake()
+    try:
+        svc = make_nova(fake)
+        quiet = InputAudioRawFrame(b"\x00\x00" * 320, 16000)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected, "connected")
+            for _ in range(3):
+                for _ in range(100):
+                    await run.task.queue_frame(quiet)
+                await svc.renew_session()
+            await run.until(lambda: svc.sessions == 4, "three renewals")
+            await run.speak()
+            await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
+        assert fake.protocol_errors == []
+        assert all(c.input_ended for c in fake.connections)
     finally:
         await fake.close()

@@ -140,6 +140,7 @@ class NovaSocket:
             data = await self.stream.receive()
             if data is None:
                 self._closed = True
+                await self.stream.close()
                 if self.decoder.pending:
                     return _close(f"the answer ended inside a message ({self.decoder.pending} bytes held)")
                 return _close(self.stream.error or "the answer ended")

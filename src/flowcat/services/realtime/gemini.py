@@ -81,8 +81,10 @@ __all__ = ["GeminiLiveLLMService", "GeminiLiveLLMSettings", "GeminiLiveSettings"
 
 logger = logging.getLogger("flowcat.services.realtime.gemini")
 
-DEFAULT_URL = ("wss://generativelanguage.googleapis.com/ws/"
-               "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent")
+DEFAULT_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
 
 PROVIDERS = (
     ProviderInfo(
@@ -90,9 +92,11 @@ PROVIDERS = (
         kind="realtime",
         title="Google Gemini Live (BidiGenerateContent)",
         service="flowcat.services.realtime.GeminiLiveLLMService",
-        docs=("https://ai.google.dev/gemini-api/docs/live-api/get-started-websocket",
-              "https://ai.google.dev/api/live",
-              "https://ai.google.dev/gemini-api/docs/live-session"),
+        docs=(
+            "https://ai.google.dev/gemini-api/docs/live-api/get-started-websocket",
+            "https://ai.google.dev/api/live",
+            "https://ai.google.dev/gemini-api/docs/live-session",
+        ),
         env="GOOGLE_API_KEY",
         base_url=DEFAULT_URL,
         notes="16 kHz in, 24 kHz out; server VAD or activityStart/End; goAway resumes with the last handle",
@@ -102,8 +106,15 @@ PROVIDERS = (
 GO_AWAY_MARGIN_SECS = 1.0
 """A turn still running this long before a ``goAway`` deadline is cut by the renewal."""
 
-_KNOWN = ("serverContent", "toolCall", "toolCallCancellation", "goAway", "sessionResumptionUpdate",
-          "setupComplete", "usageMetadata")
+_KNOWN = (
+    "serverContent",
+    "toolCall",
+    "toolCallCancellation",
+    "goAway",
+    "sessionResumptionUpdate",
+    "setupComplete",
+    "usageMetadata",
+)
 
 
 @dataclass
@@ -171,9 +182,13 @@ class GeminiLiveLLMService(RealtimeLLMService):
     ) -> None:
         if api_key is None and not os.environ.get("GOOGLE_API_KEY") and os.environ.get("GEMINI_API_KEY"):
             api_key = resolve_api_key("gemini")
-        super().__init__(settings=settings or GeminiLiveLLMSettings(),
-                         api_key=resolve_api_key(self.vendor, api_key),
-                         max_session_secs=max_session_secs, reconnect=reconnect, **kwargs)
+        super().__init__(
+            settings=settings or GeminiLiveLLMSettings(),
+            api_key=resolve_api_key(self.vendor, api_key),
+            max_session_secs=max_session_secs,
+            reconnect=reconnect,
+            **kwargs,
+        )
         self.url = _ws_url(url or DEFAULT_URL)
         self.auth = auth
         self.resumption_handle: str | None = None
@@ -219,7 +234,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         ctx = self._context
         out = []
         for t in (self.tools_for(ctx) if ctx is not None else None) or [
-                s.to_openai() for s in self.tool_schemas()]:
+            s.to_openai() for s in self.tool_schemas()
+        ]:
             fn = t.get("function", t)
             decl: dict[str, Any] = {"name": fn.get("name"), "description": fn.get("description", "")}
             params = fn.get("parameters")
@@ -243,8 +259,10 @@ class GeminiLiveLLMService(RealtimeLLMService):
                 gen["speechConfig"] = speech
         if s.temperature is not None:
             gen["temperature"] = s.temperature
-        setup: dict[str, Any] = {"model": model if model.startswith("models/") else f"models/{model}",
-                                 "generationConfig": gen}
+        setup: dict[str, Any] = {
+            "model": model if model.startswith("models/") else f"models/{model}",
+            "generationConfig": gen,
+        }
         instructions = self._instructions()
         if instructions:
             setup["systemInstruction"] = {"parts": [{"text": instructions}]}
@@ -296,13 +314,17 @@ class GeminiLiveLLMService(RealtimeLLMService):
                     continue
                 if isinstance(event, dict) and "setupComplete" in event:
                     return
-                logger.debug("%s: %s before setupComplete", self.name,
-                             self.event_kind(event) if isinstance(event, dict) else "a message")
+                logger.debug(
+                    "%s: %s before setupComplete",
+                    self.name,
+                    self.event_kind(event) if isinstance(event, dict) else "a message",
+                )
                 continue
             reason = f": {msg.extra}" if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
-            raise ServiceConnectionError(self.redact(
-                f"{self.name}: closed during setup (code {ws.close_code}{reason})"),
-                retryable=ws.close_code not in (1007, 1008))
+            raise ServiceConnectionError(
+                self.redact(f"{self.name}: closed during setup (code {ws.close_code}{reason})"),
+                retryable=ws.close_code not in (1007, 1008),
+            )
 
     async def renew_session(self, *, instructions: str | None = None, replay: bool = True) -> None:
         """As the base; without ``replay`` (a relay's reseed) the fresh session does not resume the
@@ -316,7 +338,8 @@ class GeminiLiveLLMService(RealtimeLLMService):
         if self._last_setup is None or _without_handle(self.setup_message()) == self._last_setup:
             return
         if (self.s.model or "").removeprefix("models/") != str(
-                self._last_setup["setup"].get("model", "")).removeprefix("models/"):
+            self._last_setup["setup"].get("model", "")
+        ).removeprefix("models/"):
             self.resumption_handle = None
         logger.info("%s: the setup changed; reconnecting", self.name)
         await self.renew_session()
@@ -327,12 +350,25 @@ class GeminiLiveLLMService(RealtimeLLMService):
         if item.role == "assistant":
             return {"role": "model", "parts": [{"text": item.text}]}
         if item.role == "function_call":  # replay only (UNCONFIRMED in clientContent)
-            return {"role": "model", "parts": [{"functionCall": {"id": item.call_id, "name": item.name,
-                                                                 "args": _object(item.text)}}]}
+            return {
+                "role": "model",
+                "parts": [
+                    {"functionCall": {"id": item.call_id, "name": item.name, "args": _object(item.text)}}
+                ],
+            }
         if item.role == "function_call_output":
-            return {"role": "user", "parts": [{"functionResponse": {
-                "id": item.call_id, "name": self._call_names.get(item.call_id, ""),
-                "response": _response(item.text)}}]}
+            return {
+                "role": "user",
+                "parts": [
+                    {
+                        "functionResponse": {
+                            "id": item.call_id,
+                            "name": self._call_names.get(item.call_id, ""),
+                            "response": _response(item.text),
+                        }
+                    }
+                ],
+            }
         return None  # system: the setup's systemInstruction
 
     def replay_events(self, items: list[ConversationItem]) -> list[dict[str, Any]]:
@@ -345,9 +381,19 @@ class GeminiLiveLLMService(RealtimeLLMService):
     def item_events(self, item: ConversationItem) -> list[dict[str, Any]]:
         if item.role == "function_call_output":
             self._tool_reply = True
-            return [{"toolResponse": {"functionResponses": [{
-                "id": item.call_id, "name": self._call_names.get(item.call_id, ""),
-                "response": _response(item.text)}]}}]
+            return [
+                {
+                    "toolResponse": {
+                        "functionResponses": [
+                            {
+                                "id": item.call_id,
+                                "name": self._call_names.get(item.call_id, ""),
+                                "response": _response(item.text),
+                            }
+                        ]
+                    }
+                }
+            ]
         if id(item) in self._in_session:
             return []
         self._in_session.add(id(item))
@@ -367,8 +413,11 @@ class GeminiLiveLLMService(RealtimeLLMService):
         return {"clientContent": {"turnComplete": True}}
 
     async def handle_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if type(frame) is UserStartedSpeakingFrame and direction is FrameDirection.DOWNSTREAM \
-                and not self._server_vad:
+        if (
+            type(frame) is UserStartedSpeakingFrame
+            and direction is FrameDirection.DOWNSTREAM
+            and not self._server_vad
+        ):
             await self.send_event({"realtimeInput": {"activityStart": {}}})
         await super().handle_frame(frame, direction)
 
@@ -410,8 +459,11 @@ class GeminiLiveLLMService(RealtimeLLMService):
         if self._renew_due and secs is not None:
             if self._cap_task is not None:  # the session cap: this renewal comes first
                 await self.cancel_task(self._cap_task)
-            self._cap_task = self.create_task(self._renew_by(max(0.0, secs - GO_AWAY_MARGIN_SECS)),
-                                              f"{self.name}_go_away", generation_bound=False)
+            self._cap_task = self.create_task(
+                self._renew_by(max(0.0, secs - GO_AWAY_MARGIN_SECS)),
+                f"{self.name}_go_away",
+                generation_bound=False,
+            )
 
     async def _renew_by(self, secs: float) -> None:
         await asyncio.sleep(secs)
@@ -555,9 +607,12 @@ def _usage(raw: Any) -> LLMTokenUsage | None:
     out = _by_modality(raw.get("responseTokensDetails") or raw.get("candidatesTokensDetails"))
     cached = raw.get("cachedContentTokenCount")
     return LLMTokenUsage(
-        prompt_tokens=prompt, completion_tokens=completion,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         total_tokens=int(raw.get("totalTokenCount") or prompt + completion),
         cache_read_input_tokens=int(cached) if cached is not None else None,
-        input_audio_tokens=inp.get("AUDIO"), input_text_tokens=inp.get("TEXT"),
-        output_audio_tokens=out.get("AUDIO"), output_text_tokens=out.get("TEXT"),
+        input_audio_tokens=inp.get("AUDIO"),
+        input_text_tokens=inp.get("TEXT"),
+        output_audio_tokens=out.get("AUDIO"),
+        output_text_tokens=out.get("TEXT"),
     )

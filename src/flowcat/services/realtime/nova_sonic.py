@@ -172,6 +172,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
             raise ConfigError(f"nova sonic: endpoint_url must be an http(s) URL, got {base!r}")
         self.endpoint_url = base.rstrip("/")
         self._prompt = self._audio_name = ""  # the session's promptName, its audio contentName
+        self._opening = ("", "")  # those of the session being opened
         self._config: str | None = None  # the prompt configuration of the open session
         self._blocks: dict[str, tuple[str, str, str]] = {}  # contentId -> (type, role, stage)
         self._texts: dict[str, list[str]] = {}
@@ -234,24 +235,26 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         """A whole fresh session: its start, the prompt, the system prompt, the conversation so
         far (history is allowed only here) and the audio content all the caller's audio joins."""
         s = self.s
-        self._prompt, self._audio_name = str(uuid.uuid4()), str(uuid.uuid4())
+        # The names switch in session_ready: until then the caller's audio goes to the old session.
+        prompt, audio = self._opening = (str(uuid.uuid4()), str(uuid.uuid4()))
         self._config = self._prompt_config()
-        self._blocks.clear()
-        self._texts.clear()
         events = [
             ev.session_start(s.max_tokens, s.top_p, s.temperature, s.endpointing_sensitivity),
-            ev.prompt_start(self._prompt, s.voice, self.output_sample_rate, self._tools(), s.extra),
+            ev.prompt_start(prompt, s.voice, self.output_sample_rate, self._tools(), s.extra),
         ]
         instructions = self._instructions()
         if instructions:
-            events += ev.text_content(self._prompt, "SYSTEM", instructions)
+            events += ev.text_content(prompt, "SYSTEM", instructions)
         for item in self.conversation.items:
             if item.role in ("user", "assistant") and item.text:
-                events += ev.text_content(self._prompt, item.role.upper(), item.text)
-        events.append(ev.audio_content_start(self._prompt, self._audio_name, self.input_sample_rate))
+                events += ev.text_content(prompt, item.role.upper(), item.text)
+        events.append(ev.audio_content_start(prompt, audio, self.input_sample_rate))
         return events
 
     async def session_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._prompt, self._audio_name = self._opening
+        self._blocks.clear()
+        self._texts.clear()
         cast(NovaSocket, ws).farewell = ev.farewell(self._prompt, self._audio_name)
         self._rid = None  # a turn of the old session will not complete
         self._usage = [0, 0, 0, 0]

@@ -67,8 +67,10 @@ PROVIDERS = (
         kind="realtime",
         title="OpenAI Realtime (GA; beta by flag)",
         service="flowcat.services.realtime.OpenAIRealtimeLLMService",
-        docs=("https://developers.openai.com/api/docs/guides/realtime-websocket",
-              "https://developers.openai.com/api/reference/resources/realtime/client-events"),
+        docs=(
+            "https://developers.openai.com/api/docs/guides/realtime-websocket",
+            "https://developers.openai.com/api/reference/resources/realtime/client-events",
+        ),
         env="OPENAI_API_KEY",
         base_url="wss://api.openai.com/v1/realtime",
         notes="server VAD or local turns, truncation on barge-in, session renewal",
@@ -125,7 +127,7 @@ def _ws_url(url: str) -> str:
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.hostname:
         raise ConfigError(f"realtime: url must be a ws(s)/http(s) URL with a host, got {url!r}")
-    return scheme + url[len(parts.scheme):]
+    return scheme + url[len(parts.scheme) :]
 
 
 class OpenAIRealtimeLLMService(RealtimeLLMService):
@@ -155,9 +157,13 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
         reconnect: Backoff | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(settings=settings or OpenAIRealtimeSettings(),
-                         api_key=resolve_api_key(self.vendor, api_key),
-                         max_session_secs=max_session_secs, reconnect=reconnect, **kwargs)
+        super().__init__(
+            settings=settings or OpenAIRealtimeSettings(),
+            api_key=resolve_api_key(self.vendor, api_key),
+            max_session_secs=max_session_secs,
+            reconnect=reconnect,
+            **kwargs,
+        )
         self.url = _ws_url(url or DEFAULT_URL)
         self.beta = beta
 
@@ -182,10 +188,17 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
         out = []
         ctx = self._context
         for t in (self.tools_for(ctx) if ctx is not None else None) or [
-                s.to_openai() for s in self.tool_schemas()]:
+            s.to_openai() for s in self.tool_schemas()
+        ]:
             fn = t.get("function", t)
-            out.append({"type": "function", "name": fn.get("name"), "description": fn.get("description", ""),
-                        "parameters": fn.get("parameters", {"type": "object", "properties": {}})})
+            out.append(
+                {
+                    "type": "function",
+                    "name": fn.get("name"),
+                    "description": fn.get("description", ""),
+                    "parameters": fn.get("parameters", {"type": "object", "properties": {}}),
+                }
+            )
         return out
 
     def _instructions(self) -> str | None:
@@ -201,14 +214,21 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
         if self.beta:
             session: dict[str, Any] = {
                 "modalities": ["text", "audio"] if "audio" in s.output_modalities else ["text"],
-                "voice": s.voice, "input_audio_format": "pcm16", "output_audio_format": "pcm16",
-                "input_audio_transcription": transcription, "turn_detection": vad,
+                "voice": s.voice,
+                "input_audio_format": "pcm16",
+                "output_audio_format": "pcm16",
+                "input_audio_transcription": transcription,
+                "turn_detection": vad,
             }
         else:
             session = {
-                "type": "realtime", "model": s.model, "output_modalities": list(s.output_modalities),
-                "audio": {"input": {"format": _PCM, "transcription": transcription, "turn_detection": vad},
-                          "output": {"format": _PCM, "voice": s.voice}},
+                "type": "realtime",
+                "model": s.model,
+                "output_modalities": list(s.output_modalities),
+                "audio": {
+                    "input": {"format": _PCM, "transcription": transcription, "turn_detection": vad},
+                    "output": {"format": _PCM, "voice": s.voice},
+                },
             }
         instructions = self._instructions()
         if instructions is not None:
@@ -223,8 +243,12 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
 
     def item_events(self, item: ConversationItem) -> list[dict[str, Any]]:
         if item.role == "function_call":
-            body: dict[str, Any] = {"type": "function_call", "call_id": item.call_id, "name": item.name,
-                                    "arguments": item.text}
+            body: dict[str, Any] = {
+                "type": "function_call",
+                "call_id": item.call_id,
+                "name": item.name,
+                "arguments": item.text,
+            }
         elif item.role == "function_call_output":
             body = {"type": "function_call_output", "call_id": item.call_id, "output": item.text}
         elif item.role == "system":
@@ -247,11 +271,19 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
         return {"type": "response.create"}
 
     def cancel_event(self, response_id: str | None) -> dict[str, Any] | None:
-        return {"type": "response.cancel", "response_id": response_id} if response_id else {"type": "response.cancel"}
+        return (
+            {"type": "response.cancel", "response_id": response_id}
+            if response_id
+            else {"type": "response.cancel"}
+        )
 
     def truncate_event(self, item_id: str, audio_end_ms: int) -> dict[str, Any] | None:
-        return {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
-                "audio_end_ms": audio_end_ms}
+        return {
+            "type": "conversation.item.truncate",
+            "item_id": item_id,
+            "content_index": 0,
+            "audio_end_ms": audio_end_ms,
+        }
 
     # ---------------------------------------------------------------- events
 
@@ -278,12 +310,14 @@ class OpenAIRealtimeLLMService(RealtimeLLMService):
         elif kind == "response.created":
             await self.on_response_started(str(event["response"]["id"]))
         elif kind == "response.function_call_arguments.done":
-            await self.on_function_call(rid, str(event["call_id"]), str(event["name"]),
-                                        str(event.get("arguments") or ""))
+            await self.on_function_call(
+                rid, str(event["call_id"]), str(event["name"]), str(event.get("arguments") or "")
+            )
         elif kind == "response.done":
             response = event["response"]
-            await self.on_response_done(response.get("id"), str(response.get("status") or ""),
-                                        _usage(response.get("usage")))
+            await self.on_response_done(
+                response.get("id"), str(response.get("status") or ""), _usage(response.get("usage"))
+            )
         elif kind == "input_audio_buffer.speech_started":
             await self.on_speech_started()
         elif kind == "input_audio_buffer.speech_stopped":
@@ -307,11 +341,14 @@ def _usage(raw: Any) -> LLMTokenUsage | None:
     prompt = int(raw.get("input_tokens") or 0)
     completion = int(raw.get("output_tokens") or 0)
     return LLMTokenUsage(
-        prompt_tokens=prompt, completion_tokens=completion,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         total_tokens=int(raw.get("total_tokens") or prompt + completion),
         cache_read_input_tokens=inp.get("cached_tokens"),
-        input_audio_tokens=inp.get("audio_tokens"), input_text_tokens=inp.get("text_tokens"),
-        output_audio_tokens=out.get("audio_tokens"), output_text_tokens=out.get("text_tokens"),
+        input_audio_tokens=inp.get("audio_tokens"),
+        input_text_tokens=inp.get("text_tokens"),
+        output_audio_tokens=out.get("audio_tokens"),
+        output_text_tokens=out.get("text_tokens"),
     )
 
 
@@ -349,8 +386,10 @@ class GrokRealtimeLLMService(OpenAIRealtimeLLMService):
 
     vendor = "xai"
 
-    def __init__(self, *, url: str | None = None, settings: OpenAIRealtimeSettings | None = None,
-                 **kwargs: Any) -> None:
-        settings = settings or OpenAIRealtimeSettings(model="grok-voice-latest", voice="Ara",
-                                                      transcription_model=None)
+    def __init__(
+        self, *, url: str | None = None, settings: OpenAIRealtimeSettings | None = None, **kwargs: Any
+    ) -> None:
+        settings = settings or OpenAIRealtimeSettings(
+            model="grok-voice-latest", voice="Ara", transcription_model=None
+        )
         super().__init__(url=url or "wss://api.x.ai/v1/realtime", settings=settings, **kwargs)
