@@ -20,7 +20,8 @@ sends ``completionStart``, the caller's transcript (``USER`` FINAL text), and th
 spelling it (24 kHz, 100 ms chunks), the FINAL text, ``usageEvent`` and ``completionEnd``.
 :attr:`tool_calls` scripts ``toolUse`` contents (``stopReason: TOOL_USE``); a ``toolResult``
 makes the model go on. Behaviours (per answer): ``SLOW`` sends :attr:`slow_chunks` chunks, then
-the barge-in signal (``{ "interrupted" : true }`` in a FINAL text, ``stopReason: INTERRUPTED``),
+the barge-in signal (``{ "interrupted" : true }`` in a FINAL text, after
+:attr:`spoken_before_cut` if set, ``stopReason: INTERRUPTED``),
 a late chunk; ``DISCONNECT`` drops the TCP connection after the first chunk; ``STREAM_ERROR``
 sends a ``modelStreamErrorException`` and ends the answer; ``MALFORMED`` sends a chunk that is
 not JSON, a JSON array and audio that is not base64; ``HANG`` stalls; ``STATUS`` refuses the
@@ -88,6 +89,7 @@ class FakeNovaSonic(H2Server, FakeProvider):
         self.truncates: list[dict[str, Any]] = []
         self.item_ids: list[str] = []
         self.slow_chunks = 2
+        self.spoken_before_cut = ""  # SLOW: a FINAL text before the barge-in signal
         self.responses = 0
         self.audio_bytes_in = 0
         self.protocol_errors: list[str] = []
@@ -371,8 +373,17 @@ class FakeNovaSonic(H2Server, FakeProvider):
                 await asyncio.sleep(30)
                 return
             elif b is Behaviour.SLOW and i + 1 == self.slow_chunks:
-                await self._text(
-                    peer, f"final_{n}", "ASSISTANT", "FINAL", '{ "interrupted" : true }', "INTERRUPTED"
+                fid = f"final_{n}"
+                await self._content(peer, fid, "TEXT", "ASSISTANT", "FINAL")
+                if self.spoken_before_cut:  # the sentence-level transcript of what was spoken
+                    await self._send(
+                        peer, "textOutput", {"contentId": fid, "content": self.spoken_before_cut}
+                    )
+                await self._send(
+                    peer, "textOutput", {"contentId": fid, "content": '{ "interrupted" : true }'}
+                )
+                await self._send(
+                    peer, "contentEnd", {"contentId": fid, "type": "TEXT", "stopReason": "INTERRUPTED"}
                 )
                 self.aborted.set()
                 await self._send(

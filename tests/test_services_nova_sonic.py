@@ -23,10 +23,12 @@ from flowcat.frames import (
     EndFrame,
     ErrorFrame,
     InputAudioRawFrame,
+    InterruptionFrame,
     LLMContext,
     LLMContextFrame,
     LLMUsageMetricsData,
     MetricsFrame,
+    TTSTextFrame,
 )
 from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.services import Backoff, close_http_sessions
@@ -383,5 +385,33 @@ async def test_a_renewal_while_the_caller_speaks_keeps_each_session_s_names() ->
             await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
         assert fake.protocol_errors == []
         assert all(c.input_ended for c in fake.connections)
+    finally:
+        await fake.close()
+
+
+async def test_a_barge_in_keeps_what_was_spoken_and_the_next_session_gets_it() -> None:
+    """Nova's truncation: the server cuts its own turn; the FINAL text of the cut turn (what was
+    actually spoken) is what the conversation keeps and what a fresh session is given."""
+    fake = await _fake()
+    fake.spoken_before_cut = "hello there"
+    fake.set(Behaviour.SLOW, failures=1)
+    try:
+        svc = make_nova(fake)
+        async with _Run(svc) as run:
+            await run.speak()
+            await run.until(lambda: fake.aborted.is_set(), "the barge-in")
+            await run.until(
+                lambda: any(isinstance(f, InterruptionFrame) for f in run.down.frames), "the interruption"
+            )
+            await run.until(lambda: len(svc.conversation.items) == 2, "the cut turn in the conversation")
+            assert [(i.role, i.text) for i in svc.conversation.items] == [
+                ("user", fake.user_text),
+                ("assistant", "hello there"),
+            ]
+            assert not [f for f in run.down.frames if isinstance(f, TTSTextFrame) and "interrupted" in f.text]
+            await svc.renew_session()
+            await run.until(lambda: svc.sessions == 2, "the fresh session")
+            await run.until(lambda: len(fake.replayed_texts(fake.connections[1])) == 2, "the replay")
+            assert fake.replayed_texts(fake.connections[1]) == [fake.user_text, "hello there"]
     finally:
         await fake.close()
