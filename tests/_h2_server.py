@@ -10,6 +10,7 @@ answer with :meth:`H2Peer.respond`), :meth:`on_data` (request body bytes) and
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import h2.config
@@ -92,10 +93,11 @@ class H2Server:
         self.peers: list[H2Peer] = []
         self.h2_url = ""
 
-    async def start_h2(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start_h2(self, tls: ssl.SSLContext | None = None) -> str:
+        """Listen on an ephemeral port (cleartext, or TLS with ``tls``); returns the base URL."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.h2_url = f"http://127.0.0.1:{port}"
+        self.h2_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return self.h2_url
 
     async def stop_h2(self) -> None:

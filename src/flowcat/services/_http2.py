@@ -81,7 +81,13 @@ class H2Stream:
 
     @classmethod
     async def open(
-        cls, url: str, headers: list[tuple[str, str]], *, timeout: float = 10.0, method: str = "POST"
+        cls,
+        url: str,
+        headers: list[tuple[str, str]],
+        *,
+        timeout: float = 10.0,
+        method: str = "POST",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> H2Stream:
         """Connect, send the request headers and wait for the answer's headers.
 
@@ -90,6 +96,8 @@ class H2Stream:
             headers: Request headers (regular ones; the pseudo-headers are made from ``url``).
             timeout: Bound on connecting and on waiting for the answer's headers.
             method: The request method.
+            ssl_context: TLS settings for ``https`` (None: the system's CAs); ALPN ``h2`` is
+                set on it.
 
         Raises:
             ServiceConnectionError: The connection failed or closed before an answer.
@@ -105,17 +113,19 @@ class H2Stream:
             raise ConfigError(f"http2: not an http(s) URL with a host: {url!r}")
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
+        if tls and ssl_context is not None:
+            ssl_context.set_alpn_protocols(["h2"])
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
                     parts.hostname,
                     port,
-                    ssl=_tls_context() if tls else None,
+                    ssl=(ssl_context or _tls_context()) if tls else None,
                     server_hostname=parts.hostname if tls else None,
                 )
         except TimeoutError:
             raise ServiceTimeout(f"http2: connecting to {parts.netloc} took over {timeout} s") from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError (a certificate refused) included
             raise ServiceConnectionError(f"http2: cannot connect to {parts.netloc}: {exc}") from None
         if tls:
             alpn = writer.get_extra_info("ssl_object").selected_alpn_protocol()
