@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hyperframe.frame import GoAwayFrame
 
 from _fake_nova_sonic import AKID, FakeNovaSonic
 from _h2_server import H2Peer, H2Server
@@ -118,6 +119,29 @@ async def test_refused_and_silent_servers() -> None:
     try:
         with pytest.raises(ServiceTimeout, match="no answer"):
             await H2Stream.open(server.h2_url + "/", [], timeout=0.2)
+    finally:
+        await server.stop_h2()
+
+
+async def test_a_goaway_or_a_reset_ends_the_stream() -> None:
+    server = await _echo()
+    try:
+        stream = await H2Stream.open(server.h2_url + "/", [])
+        (peer,) = server.peers
+        peer.writer.write(GoAwayFrame(0, last_stream_id=stream.stream_id, error_code=0).serialize())
+        assert await asyncio.wait_for(stream.receive(), 5) is None
+        assert stream.error == "GOAWAY (error code 0)"
+        await stream.close()
+
+        stream = await H2Stream.open(server.h2_url + "/", [])
+        peer = server.peers[-1]
+        peer.h2.reset_stream(stream.stream_id, error_code=2)  # INTERNAL_ERROR
+        peer.flush()
+        assert await asyncio.wait_for(stream.receive(), 5) is None
+        assert stream.error == "stream reset (error code 2)"
+        with pytest.raises(ConnectionError):
+            await stream.send(b"too late")
+        await stream.close()
     finally:
         await server.stop_h2()
 

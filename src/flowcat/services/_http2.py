@@ -67,6 +67,7 @@ class H2Stream:
         self._writer = writer
         self._conn = conn
         self._events: Any = None  # h2.events, set by open()
+        self._h2_error: type[Exception] = Exception  # h2.exceptions.H2Error, set by open()
         self.stream_id = 1
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -107,6 +108,7 @@ class H2Stream:
         h2conn: Any = require_extra("h2.connection", "HTTP/2 streams (AWS Nova Sonic)", "aws")
         h2config: Any = require_extra("h2.config", "HTTP/2 streams (AWS Nova Sonic)", "aws")
         h2events: Any = require_extra("h2.events", "HTTP/2 streams (AWS Nova Sonic)", "aws")
+        h2errors: Any = require_extra("h2.exceptions", "HTTP/2 streams (AWS Nova Sonic)", "aws")
         _quiet_hpack()
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -135,6 +137,7 @@ class H2Stream:
         conn = h2conn.H2Connection(config=h2config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self = cls(reader, writer, conn)
         self._events = h2events
+        self._h2_error = h2errors.H2Error
         conn.initiate_connection()
         path = parts.path or "/"
         if parts.query:
@@ -204,6 +207,7 @@ class H2Stream:
         elif isinstance(event, ev.StreamReset):
             self._finish(f"stream reset (error code {int(event.error_code)})")
         elif isinstance(event, ev.ConnectionTerminated):
+            # h2 takes nothing more after a GOAWAY, even on a stream it covers: the stream ends.
             self._finish(f"GOAWAY (error code {int(event.error_code)})")
         elif isinstance(event, ev.TrailersReceived):
             self.headers.update({_text(k): _text(v) for k, v in event.headers})
@@ -240,7 +244,10 @@ class H2Stream:
                 await self._window.wait()
                 continue
             n = min(window, len(view))
-            self._conn.send_data(self.stream_id, bytes(view[:n]))
+            try:
+                self._conn.send_data(self.stream_id, bytes(view[:n]))
+            except self._h2_error as exc:  # the peer closed or reset the stream meanwhile
+                raise ConnectionError(f"http2: cannot send: {exc!r}") from None
             view = view[n:]
             self._flush()
         await self._writer.drain()
