@@ -12,13 +12,14 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import sys
 from typing import Any
 
 import pytest
 
 from _fake_nova_sonic import AKID, FakeNovaSonic
 from _helpers import conformance_params
-from flowcat.errors import ConfigError, ServiceAuthError
+from flowcat.errors import ConfigError, MissingExtraError, ServiceAuthError
 from flowcat.frames import (
     EndFrame,
     ErrorFrame,
@@ -137,6 +138,12 @@ def test_input_chunk_and_output_decoding() -> None:
     assert decode_chunk(other) == ("bad", b"{}")
     not_b64 = EventStreamMessage(dict(chunk.headers), b'{"bytes": "!!"}')
     assert decode_chunk(not_b64) == ("bad", b'{"bytes": "!!"}')
+
+
+def test_the_missing_extra_is_named_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "h2.connection", None)  # import fails
+    with pytest.raises(MissingExtraError, match=r"pip install 'flowcat\[aws\]'"):
+        AWSNovaSonicLLMService(aws_access_key=AKID, aws_secret_key="s")
 
 
 def test_local_turns_are_refused() -> None:

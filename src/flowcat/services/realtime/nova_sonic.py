@@ -66,7 +66,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ...errors import ConfigError, ServiceError
+from ...errors import ConfigError, ServiceError, require_extra
 from ...frames import LLMTokenUsage
 from .._ai_service import ServiceCapabilities
 from .._backoff import Backoff
@@ -140,6 +140,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
 
     Raises:
         ConfigError: No credentials, or ``server_vad=False``.
+        MissingExtraError: ``h2`` is not installed (the ``aws`` extra).
     """
 
     capabilities = ServiceCapabilities(function_calling=True, parallel_tool_calls=True, transport="http2")
@@ -160,6 +161,7 @@ class AWSNovaSonicLLMService(RealtimeLLMService):
         reconnect: Backoff | None = None,
         **kwargs: Any,
     ) -> None:
+        require_extra("h2.connection", "AWS Nova Sonic (HTTP/2)", "aws")  # fail here, not at the first call
         settings = settings or NovaSonicSettings()
         if not settings.server_vad:
             raise ConfigError("nova sonic: the model detects turns (server_vad=False is not supported)")
