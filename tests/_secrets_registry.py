@@ -27,6 +27,10 @@ SECRETS: tuple[str, ...] = (
     "sk-wrong-0123456789abc",
     "AIza-wrong-key-0123456789",
     "pplx-0123456789",
+    # AWS (Nova Sonic, HTTP/2 tests): a wrong secret, a signer's secret, a session token
+    "not-the-secret-0123456789",
+    "secret-for-the-chain-0123456789",
+    "FwoGZXIvYXdzEXAMPLE-session-token-SECRET",
     # brains
     "brain-token-0123456789-SECRET",
     "ws-brain-token-0123456789-SECRET",

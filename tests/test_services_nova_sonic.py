@@ -96,7 +96,7 @@ def test_event_string_to_sign_matches_the_aws_sdk_vector() -> None:
 
 
 def test_event_signer_envelopes_decode_and_chain() -> None:
-    creds = resolve_aws_credentials(AKID, "secret-for-the-chain")
+    creds = resolve_aws_credentials(AKID, "secret-for-the-chain-0123456789")
     signer = EventSigner(creds, "us-east-1", "bedrock", "ab" * 32)
     inner = input_chunk(b'{"event":{"sessionEnd":{}}}')
     t0 = dt.datetime(2026, 12, 7, 12, 0, 0, 750_000, tzinfo=dt.UTC)  # sub-seconds are dropped
@@ -307,7 +307,7 @@ async def test_a_wrong_secret_is_refused_and_not_retried() -> None:
     try:
         svc = AWSNovaSonicLLMService(
             aws_access_key=AKID,
-            aws_secret_key="not-the-secret",
+            aws_secret_key="not-the-secret-0123456789",
             endpoint_url=fake.url,
             reconnect=FAST,
             connect_timeout_secs=3.0,
