@@ -146,6 +146,17 @@ def test_the_missing_extra_is_named_at_construction(monkeypatch: pytest.MonkeyPa
         AWSNovaSonicLLMService(aws_access_key=AKID, aws_secret_key="s")
 
 
+def test_endpoint_and_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-north-1")
+    svc = AWSNovaSonicLLMService(aws_access_key=AKID, aws_secret_key="secret-for-the-chain-0123456789")
+    assert svc.region == "eu-north-1" and svc.max_session_secs == 450 and svc.input_sample_rate == 16000
+    assert svc.socket_url() == (
+        "https://bedrock-runtime.eu-north-1.amazonaws.com/model/amazon.nova-2-sonic-v1%3A0/invoke-with-bidirectional-stream"
+    )
+    with pytest.raises(ConfigError, match="endpoint_url"):
+        AWSNovaSonicLLMService(aws_access_key=AKID, aws_secret_key="s", endpoint_url="ws://127.0.0.1:1")
+
+
 def test_local_turns_are_refused() -> None:
     with pytest.raises(ConfigError, match="server_vad"):
         AWSNovaSonicLLMService(
