@@ -433,3 +433,20 @@ async def test_a_barge_in_keeps_what_was_spoken_and_the_next_session_gets_it() -
             assert fake.replayed_texts(fake.connections[1]) == [fake.user_text, "hello there"]
     finally:
         await fake.close()
+
+
+async def test_the_fake_checks_the_chain_of_envelope_signatures() -> None:
+    """A broken chain (an envelope signed after the wrong prior signature) is caught."""
+    fake = await _fake()
+    try:
+        svc = make_nova(fake)
+        async with _Run(svc) as run:
+            await run.until(lambda: svc.connected and fake.connections, "connected")
+            await run.until(lambda: "contentStart" in fake.connections[0].types(), "the session events")
+            assert fake.auth_failures == 0
+            svc._ws.signer.prior = "00" * 32  # type: ignore[union-attr]
+            await run.speak()
+            await run.until(lambda: fake.auth_failures > 0, "the bad signature")
+            assert "bad chunk signature" in fake.protocol_errors
+    finally:
+        await fake.close()
