@@ -42,6 +42,7 @@ __all__ = [
     "HeaderValue",
     "encode_headers",
     "encode_message",
+    "frame_message",
     "iter_event_stream",
 ]
 
@@ -261,7 +262,12 @@ def encode_message(headers: Mapping[str, Any] | Iterable[tuple[str, Any]], paylo
     ``headers`` values are typed by their Python type (``bool``, ``int`` as int32, ``bytes``,
     ``str``, ``datetime``, :class:`uuid.UUID`) or given as :class:`HeaderValue`.
     """
-    raw_headers = encode_headers(headers)
+    return frame_message(encode_headers(headers), payload)
+
+
+def frame_message(raw_headers: bytes, payload: bytes = b"") -> bytes:
+    """One message from an already encoded header block (:func:`encode_headers`; a sender
+    reusing a constant block skips re-encoding it), with valid CRCs."""
     total = len(raw_headers) + len(payload) + OVERHEAD
     prelude = struct.pack(">II", total, len(raw_headers))
     prelude += _U32.pack(zlib.crc32(prelude))

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import ConfigError
-from ._eventstream import encode_headers, encode_message
+from ._eventstream import encode_headers, frame_message
 from ._secrets import Secret
 
 __all__ = [
@@ -339,7 +339,7 @@ class EventSigner:
         seed_signature: The signature of the request that opened the stream.
     """
 
-    __slots__ = ("_keys", "credentials", "prior", "region", "service")
+    __slots__ = ("_keys", "_second", "credentials", "prior", "region", "service")
 
     def __init__(self, credentials: AWSCredentials, region: str, service: str, seed_signature: str) -> None:
         self.credentials = credentials
@@ -347,18 +347,36 @@ class EventSigner:
         self.service = service
         self.prior = seed_signature
         self._keys: tuple[str, bytes] | None = None  # (date, signing key): derived once a day
+        # (epoch second, encoded :date header, its SHA-256 hex, the lines before the prior
+        # signature, the date): computed once a second
+        self._second: tuple[int, bytes, str, str, str] | None = None
 
     def _key(self, date: str) -> bytes:
         if self._keys is None or self._keys[0] != date:
             self._keys = (date, signing_key(self.credentials.secret_access_key, date, self.region, self.service))
         return self._keys[1]
 
+    def _date(self, when: dt.datetime) -> tuple[int, bytes, str, str, str]:
+        second = int(when.timestamp())
+        cached = self._second
+        if cached is None or cached[0] != second:
+            header = _date_header(when)
+            stamp = amz_date(when)
+            head = f"AWS4-HMAC-SHA256-PAYLOAD\n{stamp}\n{stamp[:8]}/{self.region}/{self.service}/aws4_request\n"
+            cached = self._second = (second, header, hashlib.sha256(header).hexdigest(), head, stamp[:8])
+        return cached
+
     def sign(self, payload: bytes, now: dt.datetime | None = None) -> bytes:
         """The envelope carrying ``payload`` (an encoded message; ``b""`` ends the stream)."""
         when = (now if now is not None else dt.datetime.now(dt.UTC)).replace(microsecond=0)
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-        sts = event_string_to_sign(payload, self.prior, when, self.region, self.service)
-        signature = hmac.new(self._key(amz_date(when)[:8]), sts.encode(), hashlib.sha256).digest()
+        _, date_header, date_hash, head, date = self._date(when)
+        # event_string_to_sign(), with what changes once a second cached
+        sts = f"{head}{self.prior}\n{date_hash}\n{hashlib.sha256(payload).hexdigest()}"
+        signature = hmac.new(self._key(date), sts.encode(), hashlib.sha256).digest()
         self.prior = signature.hex()
-        return encode_message([(":chunk-signature", signature), (":date", when)], payload)
+        return frame_message(_SIG_HEADER + signature + date_header, payload)
+
+
+_SIG_HEADER = encode_headers([(":chunk-signature", b"\0" * 32)])[:-32]  # name, type 6, length 32

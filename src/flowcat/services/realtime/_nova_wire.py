@@ -47,7 +47,7 @@ from ...errors import (
     ServiceRateLimitError,
     ServiceStatusError,
 )
-from .._eventstream import EventStreamDecoder, EventStreamMessage, encode_message
+from .._eventstream import EventStreamDecoder, EventStreamMessage, encode_headers, frame_message
 from .._http2 import H2Stream
 from .._sigv4 import EventSigner
 
@@ -56,7 +56,9 @@ __all__ = ["EXCEPTION_STATUS", "NovaSocket", "decode_chunk", "input_chunk", "ref
 logger = logging.getLogger("flowcat.services.realtime.nova_sonic")
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
-_CHUNK_HEADERS = ((":message-type", "event"), (":event-type", "chunk"), (":content-type", "application/json"))
+_CHUNK_HEADERS = encode_headers(
+    ((":message-type", "event"), (":event-type", "chunk"), (":content-type", "application/json"))
+)
 
 EXCEPTION_STATUS = {
     "validationException": 400,
@@ -77,7 +79,7 @@ EXCEPTION_STATUS = {
 def input_chunk(event_json: bytes) -> bytes:
     """The (unsigned) ``chunk`` message carrying one input event's JSON."""
     payload = b'{"bytes":"' + base64.b64encode(event_json) + b'"}'
-    return encode_message(_CHUNK_HEADERS, payload)
+    return frame_message(_CHUNK_HEADERS, payload)
 
 
 def decode_chunk(message: EventStreamMessage) -> tuple[str, Any]:
