@@ -101,7 +101,7 @@ async def test_batched_equals_unbatched(rate: int) -> None:
 
 
 async def test_one_flush_per_loop_iteration() -> None:
-    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(40)]
+    analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in range(40)]
     window = bytes(1024)
     batcher = SileroBatcher.for_loop()
     before = batcher.stats.batches
@@ -132,7 +132,7 @@ async def test_large_batches_run_in_the_shared_thread_with_same_results() -> Non
 async def test_inline_threshold_follows_measured_cost() -> None:
     batcher = SileroBatcher.for_loop()
     lane = SileroModel.shared().lane(16000)
-    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(200)]
+    analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in range(200)]
     for a in analyzers:
         a.feed(bytes(1024))
     await asyncio.gather(*(a.drain() for a in analyzers))
@@ -143,7 +143,7 @@ async def test_inline_threshold_follows_measured_cost() -> None:
 
 async def test_pipecat_style_analyze_audio_batches_concurrent_callers() -> None:
     pcms = _streams(8)
-    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in pcms]
+    analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in pcms]
     batcher = SileroBatcher.for_loop()
     step = 640
     for off in range(0, len(pcms[0]), step):
@@ -162,7 +162,7 @@ async def test_model_is_shared_and_slots_are_released() -> None:
     count = SileroModel.constructions
     lane = model.lane(16000)
     base = lane.in_use
-    analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(50)]
+    analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in range(50)]
     assert all(a._model is model for a in analyzers)
     assert SileroModel.constructions == count
     assert lane.in_use == base + 50
@@ -174,7 +174,7 @@ async def test_model_is_shared_and_slots_are_released() -> None:
     assert lane.in_use == base
     assert analyzers[0].pending == 0
     del analyzers
-    b = SileroVADAnalyzer(sample_rate=16000)  # a garbage-collected analyzer frees its slot too
+    b = SileroVADAnalyzer(skip_quiet=False, sample_rate=16000)  # a garbage-collected analyzer frees its slot too
     del b
     gc.collect()
     assert lane.in_use == base
@@ -202,7 +202,7 @@ def test_rss_growth_for_200_streams_is_small() -> None:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
         async def run(n):
-            analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(n)]
+            analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in range(n)]
             for _ in range(25):  # 0.5 s of 20 ms frames each, batched
                 for a in analyzers:
                     a.feed(bytes(640))
@@ -235,9 +235,9 @@ def test_rss_growth_for_200_streams_is_small() -> None:
 async def test_streams_of_different_models_and_rates_batch_separately() -> None:
     own = SileroModel()
     analyzers = [
-        SileroVADAnalyzer(sample_rate=16000),
-        SileroVADAnalyzer(sample_rate=8000),
-        SileroVADAnalyzer(sample_rate=16000, model=own),
+        SileroVADAnalyzer(skip_quiet=False, sample_rate=16000),
+        SileroVADAnalyzer(skip_quiet=False, sample_rate=8000),
+        SileroVADAnalyzer(skip_quiet=False, sample_rate=16000, model=own),
     ]
     for a in analyzers:
         a.feed(bytes(4096))
@@ -262,7 +262,7 @@ def test_under_load_a_flush_waits_for_rows_but_never_longer_than_max_wait() -> N
         batcher.max_inline_secs = 1.0  # inline: the virtual clock does not move while a batch runs
         n, window_s = 40, 0.032
         lags: list[float] = []
-        analyzers = [SileroVADAnalyzer(sample_rate=16000) for _ in range(n)]
+        analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in range(n)]
         ready_at: list[list[float]] = [[] for _ in range(n)]
         for a in analyzers:
             a.set_listener(lambda _e, _p: None)
@@ -305,8 +305,8 @@ async def test_one_stream_fed_faster_than_real_time_never_waits() -> None:
     """A stream has at most one window in a batch, so a lone fast stream flushes at once,
     however many other streams hold a slot without being fed (calls on hold, not yet freed)."""
     batcher = SileroBatcher.for_loop()
-    idle = [SileroVADAnalyzer(sample_rate=16000) for _ in range(40)]
-    a = SileroVADAnalyzer(sample_rate=16000)
+    idle = [SileroVADAnalyzer(skip_quiet=False, sample_rate=16000) for _ in range(40)]
+    a = SileroVADAnalyzer(skip_quiet=False, sample_rate=16000)
     before = batcher.stats.waited_flushes
     t0 = asyncio.get_running_loop().time()
     for _ in range(200):

@@ -112,7 +112,7 @@ async def _timed(work: Awaitable[None]) -> tuple[float, float]:
 async def _run_batched(streams: list[bytes], warm: list[bytes]) -> dict[str, Any]:
     from ..audio.vad import SileroBatcher, SileroVADAnalyzer
 
-    analyzers = [SileroVADAnalyzer(sample_rate=RATE) for _ in streams]
+    analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=RATE) for _ in streams]
 
     async def play(audio: list[bytes]) -> None:
         n = len(audio[0])
@@ -145,7 +145,7 @@ async def _run_per_call(
 ) -> dict[str, Any]:
     from ..audio.vad import SileroVADAnalyzer
 
-    analyzers = [SileroVADAnalyzer(sample_rate=RATE, model=m) for m in models]
+    analyzers = [SileroVADAnalyzer(skip_quiet=False, sample_rate=RATE, model=m) for m in models]
     executors = [concurrent.futures.ThreadPoolExecutor(1) for _ in streams] if threaded else []
     loop = asyncio.get_running_loop()
 

@@ -22,6 +22,9 @@ __all__ = ["PreGate", "SileroVADAnalyzer"]
 _RESET_INTERVAL_SECS = 2.0
 _RESET_MAX_CONFIDENCE = 0.1
 _RESET_LOW_WINDOWS = 5
+# skip_quiet: the last quiet windows the model did not see are run (state only) before the
+# next window that reaches it, so it meets speech with the recent silence in its state.
+_REPLAY_WINDOWS = 8
 
 
 class PreGate(Protocol):
@@ -74,6 +77,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._epoch = 0  # the batcher's rate period in which this stream last submitted
         self._gate = pre_gate
         self.skip_quiet = skip_quiet
+        self._skipped: deque[bytes] = deque(maxlen=_REPLAY_WINDOWS)
         self._since_reset = 0
         self._low_windows = 0
         self._reset_windows = 1
@@ -93,6 +97,7 @@ class SileroVADAnalyzer(VADAnalyzer):
     def _on_sample_rate(self, sample_rate: int) -> None:
         self._release()
         self._fifo.clear()
+        self._skipped.clear()
         lane = self._lane = self._model.lane(sample_rate)
         self._slot = lane.acquire()
         self._finalizer = weakref.finalize(self, lane.release, self._slot)
@@ -116,6 +121,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         """Start a new stream on the same slot (model state cleared)."""
         super().restart()
         self._fifo.clear()
+        self._skipped.clear()
         if self._lane is not None and self._slot >= 0:
             self._lane.reset(self._slot)
         self._since_reset = self._low_windows = 0
@@ -139,8 +145,17 @@ class SileroVADAnalyzer(VADAnalyzer):
         else:
             return -1.0
         self._lane.skip(self._slot, window)  # type: ignore[union-attr]
+        self._skipped.append(window)
         self.gated_windows += 1
         return ms
+
+    def _replay_skipped(self) -> None:
+        """Run the quiet windows skipped since the last reset (state only, on this thread)."""
+        skipped = self._skipped
+        lane = self._lane
+        slot = self._slot
+        while skipped:
+            lane.run_sync([slot], [skipped.popleft()])  # type: ignore[union-attr]
 
     def voice_confidence(self, buffer: bytes) -> float:
         """Score one window now on this thread (batch of one); updates the stream state."""
@@ -149,6 +164,8 @@ class SileroVADAnalyzer(VADAnalyzer):
         if self._gated(buffer) >= 0.0:
             p = 0.0
         else:
+            if self._skipped:
+                self._replay_skipped()
             p = float(self._lane.run_sync([self._slot], [buffer])[0])  # type: ignore[union-attr]
         self._maybe_reset(p)
         return p
@@ -162,6 +179,7 @@ class SileroVADAnalyzer(VADAnalyzer):
             and self._low_windows >= _RESET_LOW_WINDOWS
         ):
             self._lane.reset(self._slot)  # type: ignore[union-attr]
+            self._skipped.clear()
             self._since_reset = 0
 
     def _submit(self, window: bytes) -> None:
@@ -179,6 +197,8 @@ class SileroVADAnalyzer(VADAnalyzer):
             window = fifo[0]
             ms = self._gated(window)
             if ms < 0.0:
+                if self._skipped:
+                    self._replay_skipped()
                 batcher = self._batcher
                 if batcher is None:
                     batcher = self._batcher = SileroBatcher.for_loop(asyncio.get_running_loop())
