@@ -107,3 +107,17 @@ def test_stays_below_looks_ahead_without_recording() -> None:
     assert not meter.stays_below(0.0, 0.6)
     before = meter.volume
     assert meter.stays_below(0.0, 0.6) is False and meter.volume == before
+
+
+def test_a_process_on_one_cpu_runs_batches_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcat.audio.vad import SileroBatcher
+
+    loop = asyncio.new_event_loop()
+    try:
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+        assert SileroBatcher(loop).max_inline_secs == float("inf")
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+        assert SileroBatcher(loop).max_inline_secs == pytest.approx(0.001)
+        assert SileroBatcher(loop, max_inline_secs=0.5).max_inline_secs == 0.5
+    finally:
+        loop.close()

@@ -7,7 +7,8 @@ produced, so a stream with several windows ready takes one per round, a round pe
 iteration), runs them as one batch and hands each stream its probability.
 
 A batch expected to cost more than ``max_inline_secs`` of CPU (about 1 ms: roughly
-25 or more streams) runs in the process's single VAD worker thread instead, and its
+25 or more streams; unbounded in a process pinned to one CPU) runs in the process's
+single VAD worker thread instead, and its
 results are delivered back on the loop; while it runs, newly ready windows collect
 for the next batch, so batches grow with load. No call owns a thread or a model.
 
@@ -26,6 +27,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -78,6 +80,14 @@ class _LaneQueue:
         self.busy = False
 
 
+def _default_max_inline_secs() -> float:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return float("inf") if cpus <= 1 else 0.001
+
+
 class SileroBatcher:
     """Batches Silero windows of all streams on one event loop.
 
@@ -86,7 +96,10 @@ class SileroBatcher:
     Args:
         loop: The event loop whose iterations delimit batches.
         model: The model (default :meth:`SileroModel.shared`).
-        max_inline_secs: Largest expected batch CPU time run on the loop itself.
+        max_inline_secs: Largest expected batch CPU time run on the loop itself. Default:
+            1 ms, or no bound when the process may run on one CPU only (a worker pinned to
+            a core): there a thread runs on the same core as the loop anyway, and each
+            hand-over costs the loop a GIL switch (up to the 5 ms switch interval).
         max_batch: Most rows per ONNX call.
         max_wait_secs: Longest a ready window may wait for others under load (0: never).
         target_rows: Rows worth waiting for; a flush happens as soon as this many are queued.
@@ -101,13 +114,15 @@ class SileroBatcher:
         loop: asyncio.AbstractEventLoop,
         model: SileroModel | None = None,
         *,
-        max_inline_secs: float = 0.001,
+        max_inline_secs: float | None = None,
         max_batch: int = 2048,
         max_wait_secs: float = 0.02,
         target_rows: int = 32,
     ) -> None:
         self.loop = loop
         self.model = model or SileroModel.shared()
+        if max_inline_secs is None:
+            max_inline_secs = _default_max_inline_secs()
         self.max_inline_secs = max_inline_secs
         self.max_batch = max_batch
         self.max_wait_secs = max_wait_secs

@@ -77,7 +77,9 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._epoch = 0  # the batcher's rate period in which this stream last submitted
         self._gate = pre_gate
         self.skip_quiet = skip_quiet
-        self._skipped: deque[bytes] = deque(maxlen=_REPLAY_WINDOWS)
+        # The quiet windows skipped since the model last ran (or was reset), the last
+        # _REPLAY_WINDOWS of them, plus the one before those for its context tail.
+        self._skipped: deque[bytes] = deque(maxlen=_REPLAY_WINDOWS + 1)
         self._since_reset = 0
         self._low_windows = 0
         self._reset_windows = 1
@@ -144,8 +146,7 @@ class SileroVADAnalyzer(VADAnalyzer):
                 return -1.0
         else:
             return -1.0
-        self._lane.skip(self._slot, window)  # type: ignore[union-attr]
-        self._skipped.append(window)
+        self._skipped.append(window)  # the model's context is brought up to date on replay
         self.gated_windows += 1
         return ms
 
@@ -154,6 +155,8 @@ class SileroVADAnalyzer(VADAnalyzer):
         skipped = self._skipped
         lane = self._lane
         slot = self._slot
+        if len(skipped) > _REPLAY_WINDOWS:  # older windows were dropped: take the context of the last one
+            lane.skip(slot, skipped.popleft())  # type: ignore[union-attr]
         while skipped:
             lane.run_sync([slot], [skipped.popleft()])  # type: ignore[union-attr]
 
