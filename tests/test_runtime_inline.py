@@ -313,3 +313,51 @@ def test_kept_routes_follow_pauses_and_frame_classes() -> None:
     assert seen == ["A", "InputAudioRawFrame", "B", "C", "D", "E"]
     assert texts(frames) == ["A!", "B!", "C!", "D!", "E!"]
     assert [type(f) for f in frames if not isinstance(f, F.TextFrame)] == [F.InputAudioRawFrame, F.EndFrame]
+
+
+def test_system_frames_cross_a_paused_processor_inline() -> None:
+    """A paused processor holds data frames but not system ones: input audio goes on
+    through it (and the inline hops after it) with plain calls, while text waits."""
+    from flowcat.runtime import _inline
+
+    class Pass(FrameProcessor):
+        inline_frames = (F.InputAudioRawFrame,)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inline = 0
+            self.async_calls: list[str] = []
+
+        def process_inline(self, frame: F.Frame, direction: FrameDirection) -> Any:
+            self.inline += 1
+            return frame
+
+        async def process_frame(self, frame: F.Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            self.async_calls.append(type(frame).__name__)
+            await self.push_frame(frame, direction)
+
+    async def main() -> tuple[Pass, Pass, list[F.Frame], tuple[Any, ...]]:
+        paused, after = Pass(), Pass()
+        sink = CaptureProcessor(DOWN, ignore=[F.StartFrame])
+        task = PipelineTask(Pipeline([paused, after, sink]))
+        runner = asyncio.ensure_future(task.run())
+        await asyncio.sleep(0.05)
+        paused.pause_processing_frames()
+        await task.queue_frame(F.TextFrame("held"))
+        for _ in range(3):
+            await task.queue_frame(F.InputAudioRawFrame(b"\x00\x01" * 80, 8000))
+            await asyncio.sleep(0.01)
+        route = _inline._route(paused._up, F.InputAudioRawFrame)  # as the input would push it
+        got = list(sink.frames)
+        paused.resume_processing_frames()
+        await task.stop_when_done()
+        await asyncio.wait_for(runner, 10)
+        return paused, after, got, route
+
+    paused, after, got, route = run_virtual(main())
+    assert [type(f) for f in got] == [F.InputAudioRawFrame] * 3  # the text is still held
+    assert paused.inline == after.inline == 3
+    assert "InputAudioRawFrame" not in paused.async_calls + after.async_calls
+    hops = [fn.__self__ for fn in route[1]]
+    assert paused in hops and after in hops  # the kept route runs through the paused hop

@@ -26,10 +26,12 @@ processor and delivered later are handled inline too.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..frames import (
+    SYSTEM,
     CancelFrame,
     EndFrame,
     Frame,
@@ -144,9 +146,11 @@ def _route(proc: FrameProcessor, cls: type[Frame]) -> Route:
     hops: list[Any] = []
     nxt = proc._down
     tail: Any = None
+    system = cls.kind == SYSTEM
     while nxt is not None:
         table = nxt._inline
-        if table is None or nxt._gate is not None:
+        gate = nxt._gate
+        if table is None or (gate is not None and not (system and _passes_paused(nxt, gate))):
             tail = nxt
             break
         ok = table.get(cls)
@@ -165,6 +169,16 @@ def _route(proc: FrameProcessor, cls: type[Frame]) -> Route:
             sched.routed.append(proc)
         proc._route = route
     return route
+
+
+def _passes_paused(proc: FrameProcessor, gate: Any) -> bool:
+    """Whether a system frame goes through ``proc`` (gate set) as if it ran: ``proc`` is
+    paused (system frames are not held) and has no process-event handlers."""
+    if gate.__class__ is not deque:
+        return False  # HOOKED: the handlers run around each frame
+    return not (
+        proc.has_event_handler("on_before_process_frame") or proc.has_event_handler("on_after_process_frame")
+    )
 
 
 def _push_loop(
