@@ -112,13 +112,6 @@ def test_an_option_that_is_no_parameter_is_refused_with_the_accepted_names() -> 
                              "no parameter or setting 'langauge' (did you mean 'language'?)")
 
 
-def test_realtime_is_reported_as_not_available_yet() -> None:
-    text = GOOD.split("    topology:")[0] + "    topology: {mode: realtime, provider: openai}\n"
-    loaded = parse_config(text, "agent.yaml")
-    probs = [str(p) for p in check_agent(loaded, "assistant", KEYS)]
-    assert any("realtime (speech-to-speech) topology is not available yet" in p for p in probs)
-
-
 def test_build_service_maps_model_voice_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in KEYS.items():
         monkeypatch.setenv(k, v)

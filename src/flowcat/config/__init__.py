@@ -27,6 +27,7 @@ from ._providers import find_provider as find_provider
 from ._schema import TRANSPORTS as TRANSPORTS
 from ._schema import AgentConfig as AgentConfig
 from ._schema import CascadedTopology as CascadedTopology
+from ._schema import ContextRelayConfig as ContextRelayConfig
 from ._schema import FlowcatConfig as FlowcatConfig
 from ._schema import GraphBrainConfig as GraphBrainConfig
 from ._schema import LLMBrainConfig as LLMBrainConfig
@@ -37,6 +38,7 @@ from ._schema import ServerConfig as ServerConfig
 from ._schema import SIPConfig as SIPConfig
 from ._schema import SIPRegistrarConfig as SIPRegistrarConfig
 from ._schema import SIPSessionTimersConfig as SIPSessionTimersConfig
+from ._schema import ToolConfig as ToolConfig
 from ._schema import TurnsConfig as TurnsConfig
 from ._schema import VADConfig as VADConfig
 from ._schema import WebSocketBrainConfig as WebSocketBrainConfig
@@ -46,6 +48,7 @@ __all__ = [
     "AgentPipeline",
     "CascadedTopology",
     "ConfigProblem",
+    "ContextRelayConfig",
     "FlowcatConfig",
     "GraphBrainConfig",
     "LLMBrainConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "SIPSessionTimersConfig",
     "ServerConfig",
     "TRANSPORTS",
+    "ToolConfig",
     "TurnsConfig",
     "VADConfig",
     "WebSocketBrainConfig",

@@ -6,7 +6,8 @@ returns an :class:`AgentPipeline`: the processors between the input and output
 transports, and those that run after the output (the assistant aggregator, which
 commits what was actually played).
 
-Every brain runs on the same cascade: ``VAD → STT → turn → brain → TTS``. The ``llm`` brain's
+A ``topology: realtime`` agent (the llm brain on one speech-to-speech model) is built by
+:mod:`._realtime`. Every brain of a cascaded agent runs on the same cascade: ``VAD → STT → turn → brain → TTS``. The ``llm`` brain's
 turn and brain stages are the context aggregator pair around the LLM; the others (``graph``,
 ``remote``, ``websocket``) are a :class:`~flowcat.turns.UserTurnProcessor` (the same stop
 rule: ``turns.user_speech_timeout`` after the VAD stop) in front of a
@@ -36,9 +37,11 @@ from ._schema import (
     CascadedTopology,
     GraphBrainConfig,
     LLMBrainConfig,
+    RealtimeTopology,
     RemoteBrainConfig,
     WebSocketBrainConfig,
 )
+from ._tools import register_tools
 
 __all__ = ["AgentPipeline", "agent_pipeline"]
 
@@ -111,6 +114,10 @@ def _call(loaded: LoadedConfig, name: str, text_input: bool, tts: bool) -> Agent
     from ..turns import UserTurnProcessor
 
     agent = loaded.config.agents[name]
+    if isinstance(agent.topology, RealtimeTopology):
+        from ._realtime import realtime_call
+
+        return realtime_call(loaded, agent)
     topo = _topology(agent)
     brain_cfg = agent.brain
     procs: list[FrameProcessor] = []
@@ -120,6 +127,7 @@ def _call(loaded: LoadedConfig, name: str, text_input: bool, tts: bool) -> Agent
     if isinstance(brain_cfg, LLMBrainConfig):
         assert topo.llm is not None  # noqa: S101 - invariant: check_agent refused a remote brain without an LLM
         answer: FrameProcessor = build_service("llm", topo.llm)
+        register_tools(answer, brain_cfg.tools, loaded.base_dir)
         context = LLMContext([{"role": "system", "content": brain_cfg.system_prompt}])
         pair = LLMContextAggregatorPair(context, user_params=_user_params(agent))
         procs += [pair.user(), answer]
@@ -155,12 +163,15 @@ def agent_pipeline(
     Raises:
         ConfigError: What keeps the agent from running (all problems, one per line).
     """
+    agent = loaded.config.agents[name]
+    if isinstance(agent.topology, RealtimeTopology) and text_input:
+        raise ConfigError(f"{loaded.file}: agents.{name}: a realtime agent hears audio: typed turns "
+                          "(console --text) need a cascaded agent")
     problems = [p for p in check_agent(loaded, name) if not _skipped(p, name, text_input, tts)]
     if problems:
         err = ConfigError("\n".join(str(p) for p in problems))
         err.problems = problems  # type: ignore[attr-defined]
         raise err
-    agent = loaded.config.agents[name]
     brain = agent.brain
     if isinstance(brain, RemoteBrainConfig) and _topology(agent).llm is None:
         raise ConfigError(f"{loaded.file}: agents.{name}.topology: the remote brain needs topology.llm")

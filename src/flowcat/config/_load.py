@@ -26,7 +26,7 @@ __all__ = ["ConfigProblem", "LoadedConfig", "load_config", "parse_config"]
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SECRET_NAME = re.compile(r"(api[_-]?key|secret|password|passwd|token|credential)", re.IGNORECASE)
 _TAGS = ("cascaded", "realtime", "llm", "graph", "remote", "websocket")
-_SECRET_NAME_OK = {"token_env", "max_tokens", "max_completion_tokens", "tokens"}
+_SECRET_NAME_OK = {"token_env", "max_tokens", "max_completion_tokens", "tokens", "max_context_tokens"}
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,14 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
     """Allowed field names of the model at ``loc`` (agent names and unions resolved by shape)."""
     from ._schema import (
         CascadedTopology,
+        ContextRelayConfig,
         GraphBrainConfig,
         LLMBrainConfig,
         ProviderConfig,
         RealtimeTopology,
         RemoteBrainConfig,
         ServerConfig,
+        ToolConfig,
         TurnsConfig,
         VADConfig,
         WebSocketBrainConfig,
@@ -166,15 +168,21 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
             return list(VADConfig.model_fields)
         if head == "turns" and len(rest) == 1:
             return list(TurnsConfig.model_fields)
+        if head == "brain" and len(rest) == 3 and rest[1] == "tools":
+            return list(ToolConfig.model_fields)
         if head == "brain" and len(rest) <= 2:
             names: set[str] = set()
             for m in (LLMBrainConfig, GraphBrainConfig, RemoteBrainConfig, WebSocketBrainConfig):
                 names |= set(m.model_fields)
             return sorted(names)
         if head == "topology":
+            if rest[1:] == ("context_relay",):
+                return list(ContextRelayConfig.model_fields)
             if len(rest) <= 2:
                 return sorted(set(CascadedTopology.model_fields) | set(RealtimeTopology.model_fields))
             if len(rest) <= 3 and rest[1] in ("stt", "llm", "tts"):
+                return list(ProviderConfig.model_fields)
+            if rest[1:] == ("context_relay", "summarizer"):
                 return list(ProviderConfig.model_fields)
     return []
 
@@ -188,6 +196,17 @@ def _problems_from(exc: ValidationError, file: str, positions: dict[tuple[str | 
             if clean and clean[-1] in ("brain", "topology") and p in _TAGS:
                 continue
             clean.append(p)
+        if "summarizer" in clean[:-1]:  # a name or a provider: keep the errors of the shape given
+            at = clean.index("summarizer") + 1
+            member, given = str(clean[at]), err.get("input")
+            if (member == "ProviderConfig") == (not isinstance(given, dict) and at + 1 == len(clean)):
+                continue
+            del clean[at]
+            if member != "ProviderConfig":
+                line, col = _position(positions, tuple(clean))
+                out.append(ConfigProblem(file, line, col, _dotted(clean), f"expected 'auto', 'verbatim' or an LLM "
+                                         f"provider ({{provider: NAME, model: ...}}), got {given!r}"))
+                continue
         line, col = _position(positions, tuple(clean))
         kind = err["type"]
         if kind == "extra_forbidden":

@@ -19,11 +19,18 @@ from typing import Any
 from ..errors import ConfigError, MissingExtraError
 from ..services import ProviderInfo, extra_missing, providers
 from ._load import ConfigProblem, LoadedConfig, _suggest
-from ._schema import AgentConfig, CascadedTopology, GraphBrainConfig, LLMBrainConfig, ProviderConfig
+from ._schema import (
+    AgentConfig,
+    CascadedTopology,
+    GraphBrainConfig,
+    LLMBrainConfig,
+    ProviderConfig,
+    RealtimeTopology,
+)
 
-__all__ = ["build_service", "check_agent", "find_provider"]
+__all__ = ["build_service", "check_agent", "find_provider", "realtime_spec", "summarizer_spec"]
 
-_KIND_TITLE = {"stt": "STT", "llm": "LLM", "tts": "TTS"}
+_KIND_TITLE = {"stt": "STT", "llm": "LLM", "tts": "TTS", "realtime": "realtime"}
 
 
 def find_provider(kind: str, name: str) -> ProviderInfo:
@@ -42,13 +49,48 @@ def find_provider(kind: str, name: str) -> ProviderInfo:
     return info
 
 
-def _needed_providers(agent: AgentConfig) -> list[tuple[str, ProviderConfig]]:
+def realtime_spec(topo: RealtimeTopology, agent: AgentConfig) -> ProviderConfig:
+    """The realtime service's provider spec: the topology's, plus the turns (``server_vad``) and
+    the llm brain's system prompt as ``instructions`` (an option of the same name wins)."""
+    options: dict[str, Any] = {"server_vad": topo.turns == "server"}
+    if isinstance(agent.brain, LLMBrainConfig):
+        options["instructions"] = agent.brain.system_prompt
+    options.update(topo.options)
+    return ProviderConfig(provider=topo.provider, model=topo.model, voice=topo.voice, options=options)
+
+
+def summarizer_spec(topo: RealtimeTopology) -> ProviderConfig | None:
+    """The LLM that summarizes for ContextRelay (None: verbatim). ``auto``: the LLM provider of the
+    same name as the realtime one, else the first sharing its key variable (``gemini`` → ``google``)."""
+    relay = topo.context_relay
+    if relay is None or relay.summarizer == "verbatim":
+        return None
+    if isinstance(relay.summarizer, ProviderConfig):
+        return relay.summarizer
+    llms = {p.name: p for p in providers("llm")}
+    if topo.provider in llms:
+        return ProviderConfig(provider=topo.provider)
+    try:
+        env = find_provider("realtime", topo.provider).env
+    except ConfigError:
+        return None
+    same_key = sorted(name for name, p in llms.items() if env and p.env == env)
+    return ProviderConfig(provider=same_key[0]) if same_key else None
+
+
+def _needed_providers(agent: AgentConfig) -> list[tuple[str, ProviderConfig, tuple[str, ...]]]:
+    """(kind, spec, location under the agent) of each provider the agent builds."""
     topo = agent.topology
-    if not isinstance(topo, CascadedTopology):
-        return []
-    out = [("stt", topo.stt), ("tts", topo.tts)]
+    out: list[tuple[str, ProviderConfig, tuple[str, ...]]]
+    if isinstance(topo, RealtimeTopology):
+        out = [("realtime", realtime_spec(topo, agent), ("topology",))]
+        relay = topo.context_relay
+        if relay is not None and isinstance(relay.summarizer, ProviderConfig):
+            out.append(("llm", relay.summarizer, ("topology", "context_relay", "summarizer")))
+        return out
+    out = [("stt", topo.stt, ("topology", "stt")), ("tts", topo.tts, ("topology", "tts"))]
     if topo.llm is not None:
-        out.insert(1, ("llm", topo.llm))
+        out.insert(1, ("llm", topo.llm, ("topology", "llm")))
     return out
 
 
@@ -135,20 +177,12 @@ def check_agent(loaded: LoadedConfig, name: str, environ: dict[str, str] | None 
     base = ("agents", name)
     problems: list[ConfigProblem] = []
     topo = agent.topology
-    if not isinstance(topo, CascadedTopology):
-        problems.append(loaded.problem(
-            (*base, "topology", "mode"),
-            "the realtime (speech-to-speech) topology is not available yet; use mode: cascaded",
-        ))
-    for kind, spec in _needed_providers(agent):
-        loc = (*base, "topology", kind)
+    for kind, spec, where in _needed_providers(agent):
+        loc = (*base, *where)
         try:
             info = find_provider(kind, spec.provider)
             _plan(info, spec)
-        except ConfigError as exc:
-            problems.append(loaded.problem((*loc, "provider"), str(exc)))
-            continue
-        except MissingExtraError as exc:
+        except (ConfigError, MissingExtraError) as exc:
             problems.append(loaded.problem((*loc, "provider"), str(exc)))
             continue
         extra = _extra_missing(info)
@@ -160,6 +194,20 @@ def check_agent(loaded: LoadedConfig, name: str, environ: dict[str, str] | None 
             problems.append(loaded.problem(
                 (*loc, "provider"), f"{info.title} needs a key: set the environment variable {info.env}"
             ))
+    if isinstance(topo, RealtimeTopology) and not isinstance(agent.brain, LLMBrainConfig):
+        problems.append(loaded.problem(
+            (*base, "brain", "kind"),
+            f"topology mode: realtime runs the llm brain (the speech-to-speech model is the brain; its "
+            f"system_prompt and tools go to the model), not kind: {agent.brain.kind}",
+        ))
+    if isinstance(agent.brain, LLMBrainConfig):
+        from ._tools import load_tool
+
+        for i, tool in enumerate(agent.brain.tools):
+            try:
+                load_tool(tool, loaded.base_dir)
+            except ConfigError as exc:
+                problems.append(loaded.problem((*base, "brain", "tools", i, "function"), str(exc)))
     brain = agent.brain
     needs_llm = isinstance(brain, LLMBrainConfig) or (isinstance(brain, GraphBrainConfig) and brain.decide == "llm")
     if needs_llm and isinstance(topo, CascadedTopology) and topo.llm is None:

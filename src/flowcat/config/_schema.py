@@ -16,6 +16,7 @@ __all__ = [
     "AgentConfig",
     "BrainConfig",
     "CascadedTopology",
+    "ContextRelayConfig",
     "FlowcatConfig",
     "GraphBrainConfig",
     "LLMBrainConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "SIPRegistrarConfig",
     "SIPSessionTimersConfig",
     "ServerConfig",
+    "ToolConfig",
     "TopologyConfig",
     "TurnsConfig",
     "VADConfig",
@@ -74,13 +76,41 @@ class CascadedTopology(_Strict):
     tts: ProviderConfig
 
 
+class ContextRelayConfig(_Strict):
+    """ContextRelay (``docs/context-relay.md``): reseed a long realtime call's session with a text
+    digest when a trigger fires; the caller's audio keeps flowing while it happens."""
+
+    max_context_tokens: int = Field(default=4000, ge=1, description="budget trigger: input tokens of one response")
+    min_turns_between: int = Field(default=2, ge=0, description="anti-thrash floor of the budget and turn triggers")
+    max_session_secs: float | None = Field(default=None, gt=0, description="session-age trigger (None: off)")
+    trigger_after_turns: int | None = Field(default=None, ge=1, description="turn-count trigger (None: off)")
+    keep_recent_turns: int = Field(default=4, ge=0, description="turns kept verbatim after the summary")
+    summarizer: Literal["auto", "verbatim"] | ProviderConfig = Field(
+        default="auto",
+        description="who folds older turns into the rolling summary: 'auto' (the LLM provider of the realtime "
+        "provider's name, else one sharing its key variable, e.g. gemini -> google; else verbatim), 'verbatim' "
+        "(no summary: the transcript itself) or an LLM provider",
+    )
+    summary_max_words: int = Field(default=120, ge=10, description="the length the summarizer is asked for")
+
+
 class RealtimeTopology(_Strict):
-    """One speech-to-speech model (not available yet: the realtime issue wires it)."""
+    """One speech-to-speech model: it hears, thinks and speaks (the ``llm`` brain's
+    ``system_prompt`` is its instructions, its ``tools`` its tools)."""
 
     mode: Literal["realtime"]
-    provider: str
-    model: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    provider: str = Field(description="realtime provider name from docs/providers.md, e.g. 'openai', 'gemini'")
+    model: str | None = Field(default=None, description="model name; the provider's default when omitted")
+    voice: str | None = Field(default=None, description="the model's voice")
+    options: dict[str, Any] = Field(default_factory=dict, description="service parameters or settings by name")
+    turns: Literal["server", "local"] = Field(
+        default="server",
+        description="who detects the caller's turns: the provider (server VAD) or flowcat (the agent's vad "
+        "and turns settings)",
+    )
+    context_relay: ContextRelayConfig | None = Field(
+        default=None, description="ContextRelay (off when omitted); {} turns it on with the defaults"
+    )
 
 
 def _mode(value: Any) -> str:
@@ -96,11 +126,23 @@ TopologyConfig = Annotated[
 """``mode: cascaded`` (the default when ``mode`` is left out) or ``mode: realtime``."""
 
 
+class ToolConfig(_Strict):
+    """A tool the model may call: a direct function ``async def fn(params, arg: type, ...)``
+    (its schema from the signature and docstring, as ``register_direct_function`` builds it)."""
+
+    function: str = Field(description="'package.module:function', or 'file.py:function' relative to the config file")
+    name: str | None = Field(default=None, description="the tool's name (default: the function's)")
+    cancel_on_interruption: bool = True
+    timeout_secs: float | None = Field(default=None, gt=0)
+
+
 class LLMBrainConfig(_Strict):
-    """A plain LLM conversation: a system prompt, the context, the LLM's tools."""
+    """A plain LLM conversation: a system prompt, the context, the LLM's tools (the cascade's LLM,
+    or the realtime model)."""
 
     kind: Literal["llm"]
     system_prompt: str = "You are a helpful voice assistant. Keep answers short and speakable."
+    tools: list[ToolConfig] = Field(default_factory=list, description="tools the model may call")
 
 
 class GraphBrainConfig(_Strict):
