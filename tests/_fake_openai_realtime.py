@@ -12,7 +12,9 @@ user turn with scripted audio: tones encoding :attr:`expected_text` (see
 transcript deltas, then ``response.done`` with usage. A turn ends with server VAD when loud
 audio is followed by quiet audio (``speech_started`` / ``speech_stopped`` / the user's
 transcript), or with ``input_audio_buffer.commit`` + ``response.create`` when turn detection
-is off; a bare ``response.create`` (after a tool result, a greeting) is answered too.
+is off; a bare ``response.create`` (after a tool result, a greeting) is answered too. The spoken
+text is :meth:`answer` (``expected_text`` unless a subclass varies it); :attr:`pace_secs` paces
+the audio chunks (100 ms each) as a real server streams them.
 :attr:`tool_calls` scripts function calls: the next response asks for the first of them.
 
 Behaviours (per response): ``SLOW`` sends the first :attr:`slow_chunks` audio chunks, then
@@ -71,6 +73,7 @@ class FakeOpenAIRealtime(FakeProvider):
         self.responses = 0
         self.item_ids: list[str] = []
         self.audio_bytes_in = 0
+        self.pace_secs = 0.0  # between audio chunks of 100 ms (0: as fast as the socket goes)
         self._cancelled = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -159,12 +162,12 @@ class FakeOpenAIRealtime(FakeProvider):
                         speaking = False
                         await self._send(ws, {"type": "input_audio_buffer.speech_stopped", "item_id": "msg_user"})
                         await self._user_turn(ws)
-                        self._spawn(self._respond(ws))
+                        self._spawn(self._respond(ws, conn))
                 elif kind == "input_audio_buffer.commit":
                     await self._send(ws, {"type": "input_audio_buffer.committed", "item_id": "msg_user"})
                     await self._user_turn(ws)
                 elif kind == "response.create":
-                    self._spawn(self._respond(ws))
+                    self._spawn(self._respond(ws, conn))
                 elif kind == "conversation.item.truncate":
                     self.truncates.append(event)
                 elif kind == "response.cancel":
@@ -186,7 +189,11 @@ class FakeOpenAIRealtime(FakeProvider):
         await self._send(ws, {"type": "conversation.item.input_audio_transcription.completed",
                               "item_id": "msg_user", "content_index": 0, "transcript": self.user_text})
 
-    async def _respond(self, ws: web.WebSocketResponse) -> None:
+    def answer(self, conn: Connection) -> str:
+        """The text the next response speaks (as tones) and transcribes; a subclass may vary it."""
+        return self.expected_text
+
+    async def _respond(self, ws: web.WebSocketResponse, conn: Connection) -> None:
         self.responses += 1
         rid = f"resp_{self.responses}"
         b = self.next_behaviour()
@@ -201,9 +208,10 @@ class FakeOpenAIRealtime(FakeProvider):
             return
         item = f"item_{self.responses}"
         self.item_ids.append(item)
-        audio = self.expected_audio
+        text = self.answer(conn)
+        audio = synthesize_tones(text, RATE)
         chunks = [audio[i:i + CHUNK] for i in range(0, len(audio), CHUNK)]
-        words = self.expected_text.split(" ")
+        words = text.split(" ")
         for i, chunk in enumerate(chunks):
             if i < len(words):
                 await self._send(ws, {"type": self._name("response.output_audio_transcript.delta",
@@ -237,12 +245,12 @@ class FakeOpenAIRealtime(FakeProvider):
                 await self._send(ws, {"type": "response.done", "response": {"id": rid, "status": "cancelled",
                                                                              "usage": _usage()}})
                 return
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.pace_secs)
         await self._send(ws, {"type": self._name("response.output_audio.done", "response.audio.done"),
                               "response_id": rid, "item_id": item})
         await self._send(ws, {"type": self._name("response.output_audio_transcript.done",
                                                  "response.audio_transcript.done"),
-                              "response_id": rid, "item_id": item, "transcript": self.expected_text})
+                              "response_id": rid, "item_id": item, "transcript": text})
         await self._send(ws, {"type": "response.done", "response": {"id": rid, "status": "completed",
                                                                      "usage": _usage()}})
 
