@@ -28,7 +28,7 @@ from flowcat.services import Backoff, LLMService, LLMTextDelta, close_http_sessi
 from flowcat.services._realtime_state import ConversationItem
 from flowcat.services.realtime import OpenAIRealtimeLLMService, OpenAIRealtimeSettings
 from flowcat.testing import CaptureProcessor
-from flowcat.testing.fakes import FakeRealtimeMemory, ScriptedTurn
+from flowcat.testing.fakes import FakeRealtimeMemory, ScriptedTurn, SummarizingOpenAI, extractive_summary
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
@@ -215,7 +215,7 @@ async def test_reseed_through_the_service_against_the_fake() -> None:
 
 async def test_quick_eval_relative_outcomes() -> None:
     results = {r.arm: r for r in await run_eval(FakeRealtimeMemory, minutes=3, window_tokens=800,
-                                                relay_budget=600)}
+                                                relay_budget=600, make_summary_server=SummarizingOpenAI)}
     none, window, relay = results["none"], results["truncation"], results["relay"]
     assert all(none.recalled.values()) and all(relay.recalled.values())
     assert all(results["relay+summary"].recalled.values())
@@ -223,6 +223,32 @@ async def test_quick_eval_relative_outcomes() -> None:
     end = none.minutes[-1]
     assert relay.tokens_at(end) * 2 < none.tokens_at(end)
     assert relay.reseed_ms and none.cost_usd > relay.cost_usd
+
+
+async def test_the_issue_acceptance_at_minute_15_with_the_product_summarizer() -> None:
+    """ContextRelay with the product's summarizer (LLMSummarizer → OpenAILLMService → HTTP → the
+    summarizing fake) keeps every fact at >= 5x fewer input tokens per turn than no compaction by
+    minute 15; the sliding window loses the early facts."""
+    results = {r.arm: r for r in await run_eval(FakeRealtimeMemory, minutes=15, make_summary_server=SummarizingOpenAI,
+                                                arms=("none", "truncation", "relay+summary"))}
+    none, window, summary = results["none"], results["truncation"], results["relay+summary"]
+    assert all(summary.recalled.values()) and not any(window.recalled.values())
+    assert none.tokens_at(15) >= 5 * summary.tokens_at(15), (none.tokens_at(15), summary.tokens_at(15))
+    assert summary.summaries == len(summary.reseed_ms) > 0 and summary.summary_fallbacks == 0
+    assert summary.summary_tokens_out < summary.summary_tokens_in
+
+
+def test_the_summarizing_fake_keeps_fact_sentences_within_the_cap() -> None:
+    body = {"messages": [
+        {"role": "system", "content": "Summarize this phone call in under 12 words, third person."},
+        {"role": "user", "content": "Earlier summary: Caller: My name is Dana Whitfield.\n"
+                                    "user: The meter looks high. My account number is 4472918.\n"
+                                    "assistant: Noted, the visit is on March 14. Anything else?"},
+    ]}
+    assert extractive_summary(body) == "Caller: My name is Dana Whitfield. Caller: My account number is 4472918."
+    body["messages"][0]["content"] = "Summarize in under 100 words."
+    assert extractive_summary(body) == ("Caller: My name is Dana Whitfield. Caller: My account number is 4472918. "
+                                        "Agent: Noted, the visit is on March 14.")
 
 
 def test_cli_eval_context_relay_json_and_results(tmp_path: Any, capsys: Any) -> None:

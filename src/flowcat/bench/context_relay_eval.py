@@ -9,29 +9,34 @@ played), then asks for the three facts back. Arms:
 * ``truncation``: the provider's sliding window (``truncation: retention_ratio`` with a
   ``post_instructions`` token limit, sent in the session);
 * ``relay``: :class:`~flowcat.agent.ContextRelay` with the verbatim summarizer;
-* ``relay+summary``: ContextRelay whose :class:`~flowcat.agent.LLMSummarizer` runs on an
-  extractive stand-in for an LLM (keeps the lines with numbers or names, under 120 words):
-  the shape of a good summarizer, not a measurement of one.
+* ``relay+summary``: ContextRelay with the product's summarizer, :class:`~flowcat.agent.LLMSummarizer`
+  over :class:`~flowcat.services.llm.OpenAILLMService` (what a configured ``summarizer: auto`` builds
+  for the ``openai`` realtime provider), talking Chat Completions over HTTP to a summarizing fake
+  (``flowcat.testing.fakes.SummarizingOpenAI``: an extractive rule it documents, never inventing,
+  keeping every sentence with a number, a month or a name within the word cap). The LLM's summary
+  quality is not measured: its mechanics, latency in the reseed and the token budget are.
 
 Each arm reports the input tokens of every response against the call's simulated time, the
 cost of the call at the fake's rates, the facts recalled and the reseed latencies (wall clock,
-local socket). The server is passed in (``flowcat eval context-relay`` passes
-``flowcat.testing.fakes.FakeRealtimeMemory``): this layer does not import the testing one.
+local socket). The servers are passed in (``flowcat eval context-relay`` passes
+``flowcat.testing.fakes.FakeRealtimeMemory`` and ``SummarizingOpenAI``): this layer does not
+import the testing one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent import ContextRelay, LLMSummarizer, Summarizer, VerbatimSummarizer
-from ..frames import EndFrame, InputAudioRawFrame, LLMContext, UserStoppedSpeakingFrame
+from ..frames import EndFrame, InputAudioRawFrame, UserStoppedSpeakingFrame
 from ..runtime import Pipeline, PipelineParams, PipelineTask
-from ..services import Backoff, LLMService, LLMTextDelta, close_http_sessions
+from ..services import Backoff, close_http_sessions
+from ..services.llm import OpenAILLMService
 from ..services.realtime import OpenAIRealtimeLLMService, OpenAIRealtimeSettings
 
 __all__ = ["ARMS", "ArmResult", "Turn", "build_call", "run_arm", "run_eval"]
@@ -78,6 +83,11 @@ class ArmResult:
     recalled: dict[str, bool] = field(default_factory=dict)
     reseed_ms: list[float] = field(default_factory=list)
     items_dropped: int = 0
+    summaries: int = 0
+    """Summaries asked of the summarizing LLM (text tokens in and out at 4 characters a token)."""
+    summary_tokens_in: int = 0
+    summary_tokens_out: int = 0
+    summary_fallbacks: int = 0
 
     def tokens_at(self, minute: float) -> int:
         """Input tokens of the last response at or before ``minute`` of the call."""
@@ -92,7 +102,9 @@ class ArmResult:
                 "input_audio_tokens": self.input_audio_tokens, "cost_usd": round(self.cost_usd, 5),
                 "cost_cached_usd": round(self.cost_cached_usd, 5),
                 "recalled": self.recalled, "reseeds": len(self.reseed_ms),
-                "reseed_ms": [round(x, 2) for x in self.reseed_ms], "items_dropped": self.items_dropped}
+                "reseed_ms": [round(x, 2) for x in self.reseed_ms], "items_dropped": self.items_dropped,
+                "summaries": self.summaries, "summary_tokens_in": self.summary_tokens_in,
+                "summary_tokens_out": self.summary_tokens_out, "summary_fallbacks": self.summary_fallbacks}
 
 
 def _say(rng: random.Random, secs: float) -> str:
@@ -115,25 +127,23 @@ def build_call(minutes: float = 15.0, seed: int = 7) -> list[Turn]:
     return turns
 
 
-class _ExtractiveLLM(LLMService):
-    """Stands in for a summarizing LLM: keeps the lines with a number or a full name."""
-
-    async def run_inference(self, context: LLMContext) -> AsyncGenerator[Any, None]:
-        body = str(context.messages[-1]["content"])
-        keep: list[str] = []
-        for line in re.split(r"\n|(?<=\.) ", body.removeprefix("Earlier summary: ")):
-            if re.search(r"\d|[A-Z][a-z]+ [A-Z][a-z]+", line) and line not in keep:
-                keep.append(line)
-        yield LLMTextDelta(" ".join(" ".join(keep).split()[:120]))
+SUMMARY_MODEL = "gpt-4.1-mini"
+"""The summarizing model named in the requests (the fake does not care; a live run would)."""
 
 
-def _summarizer(arm: str) -> Summarizer:
-    return LLMSummarizer(_ExtractiveLLM()) if arm == "relay+summary" else VerbatimSummarizer()
+def _summarizer(arm: str, summary_server: Any) -> Summarizer:
+    if arm != "relay+summary":
+        return VerbatimSummarizer()
+    if summary_server is None:
+        raise ValueError("the relay+summary arm needs a summarizing Chat Completions server")
+    llm = OpenAILLMService(api_key=summary_server.api_key, base_url=f"{summary_server.url}/v1", model=SUMMARY_MODEL)
+    return LLMSummarizer(llm)
 
 
 async def run_arm(arm: str, turns: list[Turn], server: Any, *, window_tokens: int = 4000,
-                  relay_budget: int = 2000, keep_recent_turns: int = 4) -> ArmResult:
-    """Run the call once against ``server`` (a started ``FakeRealtimeMemory``)."""
+                  relay_budget: int = 2000, keep_recent_turns: int = 4, summary_server: Any = None) -> ArmResult:
+    """Run the call once against ``server`` (a started ``FakeRealtimeMemory``); ``summary_server``
+    (a started ``SummarizingOpenAI``) serves the ``relay+summary`` arm's summarizer."""
     extra: dict[str, Any] = {}
     if arm == "truncation":
         extra["truncation"] = {"type": "retention_ratio", "retention_ratio": 0.8,
@@ -146,7 +156,7 @@ async def run_arm(arm: str, turns: list[Turn], server: Any, *, window_tokens: in
     if arm.startswith("relay"):
         relay = ContextRelay(service, base_prompt=BASE_PROMPT, max_context_tokens=relay_budget,
                              min_turns_between=2, keep_recent_turns=keep_recent_turns,
-                             summarizer=_summarizer(arm), clock=lambda: sim[0])
+                             summarizer=_summarizer(arm, summary_server), clock=lambda: sim[0])
     done = asyncio.Event()
     service.add_event_handler("on_turn_done", lambda _s, _u: done.set())  # after the relay's handler
     procs = [p for p in (relay, service) if p is not None]
@@ -183,6 +193,13 @@ async def run_arm(arm: str, turns: list[Turn], server: Any, *, window_tokens: in
     result.recalled = {key: want in answers for key, (_p, want) in FACTS.items()}
     result.reseed_ms = [r.latency_ms for r in relay.reseeds] if relay is not None else []
     result.items_dropped = sum(s.dropped for s in server.sessions)
+    if summary_server is not None and arm == "relay+summary":
+        done_summaries = summary_server.summaries
+        result.summaries = len(done_summaries)
+        result.summary_tokens_in = sum(math.ceil(chars / 4) for chars, _s in done_summaries)
+        result.summary_tokens_out = sum(math.ceil(len(text) / 4) for _c, text in done_summaries)
+        if isinstance(relay.summarizer, LLMSummarizer) if relay is not None else False:
+            result.summary_fallbacks = relay.summarizer.fallbacks  # type: ignore[union-attr]
     return result
 
 
@@ -196,16 +213,22 @@ async def _until(cond: Callable[[], bool], secs: float) -> None:
 
 
 async def run_eval(make_server: Callable[[], Any], *, minutes: float = 15.0, arms: tuple[str, ...] = ARMS,
-                   **kwargs: Any) -> list[ArmResult]:
-    """Every arm on the same call, each against a fresh server from ``make_server``."""
+                   make_summary_server: Callable[[], Any] | None = None, **kwargs: Any) -> list[ArmResult]:
+    """Every arm on the same call, each against a fresh server from ``make_server`` (and, for
+    ``relay+summary``, a fresh summarizing server from ``make_summary_server``)."""
     turns = build_call(minutes)
     out = []
     for arm in arms:
         server = make_server()
         server.facts = {key: pattern for key, (pattern, _v) in FACTS.items()}
+        summary = make_summary_server() if make_summary_server is not None and arm == "relay+summary" else None
         await server.start()
+        if summary is not None:
+            await summary.start()
         try:
-            out.append(await run_arm(arm, turns, server, **kwargs))
+            out.append(await run_arm(arm, turns, server, summary_server=summary, **kwargs))
         finally:
             await server.close()
+            if summary is not None:
+                await summary.close()
     return out

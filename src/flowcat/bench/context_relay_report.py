@@ -21,14 +21,15 @@ def _rows(results: list[ArmResult], minutes: float) -> list[list[str]]:
         lat = (f"{sorted(r.reseed_ms)[len(r.reseed_ms) // 2]:.1f} / {max(r.reseed_ms):.1f}"
                if r.reseed_ms else "-")
         recalled = sum(r.recalled.values())
+        summaries = f"{r.summaries} ({r.summary_tokens_in} / {r.summary_tokens_out})" if r.summaries else "-"
         rows.append([r.arm, str(at), ratio, f"{sum(r.input_tokens) // len(r.input_tokens)}",
                      f"${r.cost_usd:.2f}", f"${r.cost_cached_usd:.2f}", f"{recalled}/{len(FACTS)}", str(len(r.reseed_ms)), lat,
-                     str(r.items_dropped)])
+                     str(r.items_dropped), summaries])
     return rows
 
 
 _HEAD = ["arm", "input tok/turn @end", "fewer than none", "mean input tok/turn", "cost/call", "cost/call (cache)",
-         "facts recalled", "reseeds", "reseed ms p50 / max", "items dropped"]
+         "facts recalled", "reseeds", "reseed ms p50 / max", "items dropped", "summaries (tok in / out)"]
 
 
 def table(results: list[ArmResult], minutes: float) -> str:
@@ -72,6 +73,16 @@ def render_section(results: list[ArmResult], minutes: float, png: Path | None, r
            "response (cost/call: no cache discount; (cache): the prefix billed before in the session at the "
            "cached rate) and answers recall questions only from its current context. "
            "See docs/context-relay.md for the method and its limits.", "",
+           "Arms: **none** no compaction; **truncation** the provider's sliding window "
+           "(`retention_ratio` 0.8, `post_instructions` 4,000 tokens unless `--window-tokens` says otherwise); **relay** ContextRelay with the "
+           "verbatim summarizer (`summarizer: verbatim`: the digest is the transcript itself); "
+           "**relay+summary** ContextRelay with the product's summarizer, `LLMSummarizer` over "
+           "`OpenAILLMService` (what `summarizer: auto` builds for the openai realtime provider), over HTTP to "
+           "`flowcat.testing.fakes.SummarizingOpenAI`, a fake that summarizes by a documented extractive rule "
+           "(it keeps the sentences with a number, a month or a name, within the word cap; a real LLM's "
+           "summary quality is not measured here). Reseed latency includes the summary request; the "
+           "summarizer's own text tokens (4 characters a token; under a cent a call at text-model prices) are not in "
+           "the cost columns.", "",
            "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out.append("")
@@ -90,6 +101,6 @@ def write_section(path: Path, section: str) -> None:
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
+        text = "".join(lines[:start]) + (section.rstrip("\n") + "\n\n" + tail if tail else section)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

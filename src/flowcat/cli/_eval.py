@@ -1,7 +1,8 @@
 """``flowcat eval <name>``: offline evaluations against local fakes.
 
 ``flowcat eval context-relay``: the ContextRelay A/B (:mod:`flowcat.bench.context_relay_eval`)
-against :class:`flowcat.testing.fakes.FakeRealtimeMemory`: a table, ``--json``, ``--plot FILE``
+against :class:`flowcat.testing.fakes.FakeRealtimeMemory` (and, for the summarizer of the
+``relay+summary`` arm, :class:`flowcat.testing.fakes.SummarizingOpenAI`): a table, ``--json``, ``--plot FILE``
 (matplotlib, the ``plot`` extra) and ``--results FILE`` (the "ContextRelay A/B" section).
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..bench.context_relay_eval import ARMS, ArmResult, run_eval
 from ..bench.context_relay_report import plot, render_section, table, write_section
-from ..testing.fakes import FakeRealtimeMemory
+from ..testing.fakes import FakeRealtimeMemory, SummarizingOpenAI
 
 __all__ = ["register"]
 
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     results: list[ArmResult] = asyncio.run(run_eval(
         FakeRealtimeMemory, minutes=args.minutes, arms=arms, window_tokens=args.window_tokens,
-        relay_budget=args.relay_budget))
+        relay_budget=args.relay_budget, make_summary_server=SummarizingOpenAI))
     png = args.plot
     if png is not None and not plot(results, png):
         print("matplotlib is missing (pip install 'flowcat[plot]'): no plot")
