@@ -121,6 +121,8 @@ def test_local_turns_put_the_vad_first_and_turn_server_vad_off(cfg_dir: Path) ->
         "OpenAIRealtimeLLMService",
     ]
     assert isinstance(built.processors[0], VADProcessor)
+    # the VAD alone starts a turn: the model's late transcript of the caller must not open another
+    assert [type(s).__name__ for s in built.processors[1]._start] == ["VADUserTurnStartStrategy"]
     (event,) = built.brain.session_events()  # type: ignore[union-attr]
     assert event["session"]["audio"]["input"]["turn_detection"] is None
 
@@ -237,3 +239,48 @@ def test_a_cascaded_llm_brain_takes_the_same_tool_declarations(cfg_dir: Path) ->
     llm = built.brain
     assert isinstance(llm, OpenAILLMService)
     assert [s.name for s in llm.tool_schemas()] == ["lookup_order"]
+
+
+def test_flowcat_config_check_reports_a_realtime_agent(cfg_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    good = cfg_dir / "rt.yaml"
+    good.write_text(RT)
+    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "oa"}
+    ok = subprocess.run(
+        [sys.executable, "-m", "flowcat.cli", "config", "check", str(good)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert ok.returncode == 0 and "agent 'rt': ok" in ok.stdout, ok.stderr
+    bad = cfg_dir / "bad.yaml"
+    bad.write_text(
+        RT.replace("tools.py:lookup_order", "tools.py:lookup").replace("turns: server", "turns: vad")
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "flowcat.cli", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert f"{bad}:14:7: agents.rt.topology.turns: Input should be 'server' or 'local'" in out.stderr, (
+        out.stderr
+    )
+    bad.write_text(RT.replace("tools.py:lookup_order", "tools.py:lookup"))
+    out = subprocess.run(
+        [sys.executable, "-m", "flowcat.cli", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert (
+        f"{bad}:6:16: agents.rt.brain.tools[0].function: tool 'tools.py:lookup': tools.py has no 'lookup'"
+        in out.stderr
+    ), out.stderr

@@ -1,4 +1,5 @@
-"""End to end: a Twilio media-stream call to an agent configured ``topology: realtime``.
+"""End to end: a Twilio media-stream call to an agent configured ``topology: realtime``, with the
+provider's turns (server VAD) and with flowcat's (local: energy VAD, commit + response.create).
 
 The real server (``create_app`` on 127.0.0.1) serves the agent built from a configuration file:
 the OpenAI Realtime service with server turns, a tool (``tools.py:lookup_order``, a direct
@@ -71,7 +72,7 @@ agents:
       mode: realtime
       provider: openai
       voice: alloy
-      turns: server
+      turns: TURNS
       options: {url: "URL"}
       context_relay: {min_turns_between: 1, trigger_after_turns: 2, keep_recent_turns: 8, summarizer: verbatim}
 """
@@ -158,13 +159,23 @@ async def until(cond: Callable[[], bool], what: str, secs: float = 15.0) -> None
         await asyncio.sleep(0.01)
 
 
-async def test_a_twilio_call_to_a_realtime_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+LOCAL_TURNS = """\
+    vad: {analyzer: energy, start_secs: 0.1, stop_secs: 0.2}
+    turns: {user_speech_timeout: 0.1}
+"""
+
+
+@pytest.mark.parametrize("turns", ["server", "local"])
+async def test_a_twilio_call_to_a_realtime_agent(
+    turns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = Fake()
     fake.pace_secs = 0.05  # a 100 ms chunk every 50 ms: about twice real time, as providers stream
     await fake.start()
     (tmp_path / "tools.py").write_text(TOOLS)
     monkeypatch.setenv("OPENAI_API_KEY", fake.api_key or "")
-    loaded = parse_config(CONFIG.replace("URL", fake.url + "/v1/realtime"), "agent.yaml", tmp_path)
+    text = CONFIG.replace("URL", fake.url + "/v1/realtime").replace("TURNS", turns)
+    loaded = parse_config(text + (LOCAL_TURNS if turns == "local" else ""), "agent.yaml", tmp_path)
     agents = agents_from_config(loaded, capacity=2)
     assert not agents.problems, agents.problems
     agent = agents.get("rt")
@@ -202,7 +213,10 @@ async def test_a_twilio_call_to_a_realtime_agent(tmp_path: Path, monkeypatch: py
         session = update["session"]
         assert session["instructions"] == "You are the Northwind Energy line. Be brief."
         assert session["audio"]["output"]["voice"] == "alloy"
-        assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
+        vad = (
+            {"type": "server_vad"} if turns == "server" else None
+        )  # local: flowcat's VAD, commit + response.create
+        assert session["audio"]["input"]["turn_detection"] == vad
         assert [t["name"] for t in session["tools"]] == ["lookup_order"]
 
         async def answered(mark: int, what: str) -> None:

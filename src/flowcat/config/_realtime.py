@@ -7,7 +7,7 @@ Server turns (``turns: server``, the provider's VAD)::
 
 Local turns (``turns: local``; the agent's ``vad`` and ``turns`` settings)::
 
-    VAD → user half (VAD start, speech-timeout stop) → [ContextRelay] → realtime service → (output) → assistant half
+    VAD → user half (VAD start only, speech-timeout stop) → [ContextRelay] → realtime service → (output) → assistant half
 
 The llm brain's ``system_prompt`` is the session's instructions, its ``tools`` are registered on
 the service as direct functions (the same declarations the cascade's LLM takes).
@@ -63,7 +63,12 @@ def realtime_call(loaded: LoadedConfig, agent: AgentConfig) -> AgentPipeline:
         LLMUserAggregatorParams,
         RealtimeServiceModeConfig,
     )
-    from ..turns import ExternalUserTurnStrategies, SpeechTimeoutUserTurnStopStrategy, UserTurnStrategies
+    from ..turns import (
+        ExternalUserTurnStrategies,
+        SpeechTimeoutUserTurnStopStrategy,
+        UserTurnStrategies,
+        VADUserTurnStartStrategy,
+    )
     from ._build import AgentPipeline, _vad
 
     topo = agent.topology
@@ -76,8 +81,11 @@ def realtime_call(loaded: LoadedConfig, agent: AgentConfig) -> AgentPipeline:
         strategies: Any = ExternalUserTurnStrategies()
     else:
         procs.append(_vad(agent))
+        # The VAD alone starts a turn: the model's transcript of the caller comes after the turn it
+        # belongs to, and a transcription start strategy would open (and barge into) a new one.
         strategies = UserTurnStrategies(
-            stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=agent.turns.user_speech_timeout)]
+            start=[VADUserTurnStartStrategy()],
+            stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=agent.turns.user_speech_timeout)],
         )
     context = LLMContext([{"role": "system", "content": brain.system_prompt}])
     pair = LLMContextAggregatorPair(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -23,7 +24,8 @@ def _module(where: str, base_dir: Path) -> Any:
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
             raise ConfigError(f"no tool file at {path}")
-        name = f"flowcat_config_tools_{abs(hash(str(path.resolve())))}"
+        digest = hashlib.sha1(str(path.resolve()).encode(), usedforsecurity=False).hexdigest()[:12]
+        name = f"flowcat_config_tools_{path.stem}_{digest}"
         module = sys.modules.get(name)
         if module is None:
             spec = importlib.util.spec_from_file_location(name, path)
