@@ -2,8 +2,9 @@
 provider's turns (server VAD) and with flowcat's (local: energy VAD, commit + response.create).
 
 The real server (``create_app`` on 127.0.0.1) serves the agent built from a configuration file:
-the OpenAI Realtime service with server turns, a tool (``tools.py:lookup_order``, a direct
-function) and ContextRelay (reseed every 2 finished bot turns, verbatim digest). The service talks
+the OpenAI Realtime service, a tool (``tools.py:lookup_order``, a direct
+function) and ContextRelay (reseed every 2 finished bot turns; the older turns summarized by the
+LLM summarizer over Chat Completions to ``SummarizingOpenAI``). The service talks
 to ``tests/_fake_openai_realtime.py`` (the OpenAI Realtime GA wire) whose audio is streamed paced,
 as a real server streams it (a 100 ms chunk every 50 ms). A scripted Twilio caller streams
 μ-law audio at real time (a tone burst for each utterance, silence otherwise) and records each
@@ -11,10 +12,13 @@ bot ``media`` message's arrival.
 
 Asserted: the caller hears the answer; the tool runs (its handler's result goes back to the
 model, whose next answer is made from it and reaches the reseeded session's digest); talking over
-the bot sends Twilio's ``clear`` (and truncate + cancel to the model) and no bot audio after it
-until the next answer; ContextRelay reseeds twice, each while the caller is hearing a reply, with
+the bot sends Twilio's ``clear`` (and a truncate to what was heard to the model) and no bot audio
+after it until the next answer; ContextRelay reseeds twice, each while the caller is hearing a reply, with
 no gap over 100 ms in the bot audio the caller receives across the reseed; the fake served a
-fresh session per reseed, seeded with the digest.
+fresh session per reseed, seeded with the digest, the second with a summary from the summarizer.
+
+Not asserted: a ``response.cancel`` at the barge-in (the fake has usually sent the whole answer by
+then: nothing is left to cancel on the model's side, only buffered audio to clear).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from flowcat.runtime import FrameProcessor
 from flowcat.server import CallInfo, ServerConfig, create_app
 from flowcat.server._agents import agents_from_config
 from flowcat.services import close_http_sessions
-from flowcat.testing.fakes import decode_tones
+from flowcat.testing.fakes import SummarizingOpenAI, decode_tones
 
 conformance = require("test_serializer_conformance")
 TWILIO = next(s for s in conformance.SPECS if s.name == "twilio")
@@ -74,7 +78,11 @@ agents:
       voice: alloy
       turns: TURNS
       options: {url: "URL"}
-      context_relay: {min_turns_between: 1, trigger_after_turns: 2, keep_recent_turns: 8, summarizer: verbatim}
+      context_relay:
+        min_turns_between: 1
+        trigger_after_turns: 2
+        keep_recent_turns: 4
+        summarizer: {provider: openai, model: gpt-4.1-mini, options: {base_url: "SUMMARIZER/v1"}}
 """
 
 
@@ -172,9 +180,12 @@ async def test_a_twilio_call_to_a_realtime_agent(
     fake = Fake()
     fake.pace_secs = 0.05  # a 100 ms chunk every 50 ms: about twice real time, as providers stream
     await fake.start()
+    summarizer = SummarizingOpenAI(api_key=fake.api_key)  # the relay's LLM summarizer (Chat Completions)
+    await summarizer.start()
     (tmp_path / "tools.py").write_text(TOOLS)
     monkeypatch.setenv("OPENAI_API_KEY", fake.api_key or "")
     text = CONFIG.replace("URL", fake.url + "/v1/realtime").replace("TURNS", turns)
+    text = text.replace("SUMMARIZER", summarizer.url)
     loaded = parse_config(text + (LOCAL_TURNS if turns == "local" else ""), "agent.yaml", tmp_path)
     agents = agents_from_config(loaded, capacity=2)
     assert not agents.problems, agents.problems
@@ -303,6 +314,9 @@ async def test_a_twilio_call_to_a_realtime_agent(
         )
         assert "assistant: your order a17 is shipped" in digests[0]
         assert digests[1].count(DIGEST_START) == 1  # digests never stack
+        # The second reseed folded the older turns through the LLM summarizer (one request).
+        assert len(summarizer.summaries) == 1
+        assert "Summary of earlier conversation: Agent: your order a17 is shipped" in digests[1]
         assert [r.reason for _, r in reseeds] == ["turns", "turns"]
         await ws.close()
     finally:
@@ -310,4 +324,5 @@ async def test_a_twilio_call_to_a_realtime_agent(
             t.cancel()
         await client.close()
         await fake.close()
+        await summarizer.close()
         await close_http_sessions()
