@@ -284,3 +284,27 @@ def test_flowcat_config_check_reports_a_realtime_agent(cfg_dir: Path) -> None:
         f"{bad}:6:16: agents.rt.brain.tools[0].function: tool 'tools.py:lookup': tools.py has no 'lookup'"
         in out.stderr
     ), out.stderr
+
+
+def test_a_provider_subclass_takes_its_parents_settings_and_names_its_required_options(cfg_dir: Path) -> None:
+    azure = RT.replace("provider: openai", "provider: azure").replace(
+        'options: {url: "ws://127.0.0.1:9/v1/realtime"}', "options: {}"
+    )
+    env = {"AZURE_OPENAI_API_KEY": "az"}
+    (p,) = problems(azure, cfg_dir, env)
+    assert p == "agent.yaml:10:7: agents.rt.topology.provider: AzureRealtimeLLMService needs 'url' in options"
+    ok = azure.replace(
+        "options: {}",
+        'options: {url: "wss://res.openai.azure.com/openai/v1/realtime", function_call_timeout_secs: 7}',
+    )
+    assert problems(ok, cfg_dir, env) == []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AZURE_OPENAI_API_KEY", "az")
+        svc = agent_pipeline(load(ok, cfg_dir), "rt")().brain
+    assert svc.url == "wss://res.openai.azure.com/openai/v1/realtime"  # type: ignore[union-attr]
+    assert (svc.s.voice, svc.s.server_vad, svc.s.instructions) == (  # type: ignore[union-attr]
+        "alloy",
+        True,
+        "You are the Northwind line. Be brief.",
+    )
+    assert svc._function_call_timeout_secs == 7  # type: ignore[union-attr]  # a parent class parameter

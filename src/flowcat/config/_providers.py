@@ -94,26 +94,50 @@ def _needed_providers(agent: AgentConfig) -> list[tuple[str, ProviderConfig, tup
     return out
 
 
+def _inits(cls: type) -> list[Any]:
+    """The ``__init__`` chain of ``cls``: its own, then its parents' while each passes ``**kwargs`` on."""
+    out = []
+    for k in cls.__mro__:
+        init = k.__dict__.get("__init__")
+        if init is None or k is object:
+            continue
+        out.append(init)
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+            break
+    return out
+
+
 def _settings_type(cls: type) -> type | None:
     """The settings dataclass a service's ``settings`` parameter takes, if any."""
-    try:
-        init = next(k.__dict__["__init__"] for k in cls.__mro__ if "__init__" in k.__dict__)
-        hints = typing.get_type_hints(init)
-    except Exception:  # noqa: BLE001 - annotations a provider did not make resolvable
+    for init in _inits(cls):
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - annotations a provider did not make resolvable
+            return None
+        if "settings" not in hints:
+            continue
+        ann = hints["settings"]
+        for arg in typing.get_args(ann) or (ann,):
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg):
+                return arg
         return None
-    ann = hints.get("settings")
-    for arg in typing.get_args(ann) or (ann,):
-        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
-            return arg
     return None
 
 
+_NOT_OPTIONS = frozenset({"self", "settings", "api_key"})
+
+
 def _plan(info: ProviderInfo, spec: ProviderConfig) -> tuple[type, dict[str, Any], dict[str, Any]]:
-    """(class, constructor kwargs, settings fields) for ``spec``; raises ConfigError on a bad option."""
+    """(class, constructor kwargs, settings fields) for ``spec``; raises ConfigError on a bad option
+    or a required parameter left out."""
     cls = info.load()
     if not isinstance(cls, type):
         raise ConfigError(f"{info.service} is not a class")
-    params = inspect.signature(cls).parameters
+    params: dict[str, inspect.Parameter] = {}
+    for init in _inits(cls):  # a subclass's own parameters first, then those it passes on
+        for pname, param in inspect.signature(init).parameters.items():
+            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                params.setdefault(pname, param)
     settings_cls = _settings_type(cls)
     settings_fields = {f.name for f in dataclasses.fields(settings_cls)} if settings_cls else set()
     kwargs: dict[str, Any] = {}
@@ -121,7 +145,7 @@ def _plan(info: ProviderInfo, spec: ProviderConfig) -> tuple[type, dict[str, Any
 
     def put(name: str, value: Any, aliases: Sequence[str] = ()) -> None:
         for candidate in (name, *aliases):
-            if candidate in params and candidate not in ("self", "settings", "api_key"):
+            if candidate in params and candidate not in _NOT_OPTIONS:
                 kwargs[candidate] = value
                 return
         for candidate in (name, *aliases):
@@ -140,6 +164,11 @@ def _plan(info: ProviderInfo, spec: ProviderConfig) -> tuple[type, dict[str, Any
         put("voice", spec.voice, ("voice_id",))
     for key, value in spec.options.items():
         put(key, value)
+    own = inspect.signature(_inits(cls)[0]).parameters.values()  # a parent's are filled by the subclass
+    missing = [p.name for p in own if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+               and p.name not in _NOT_OPTIONS and p.name not in kwargs]
+    if missing:
+        raise ConfigError(f"{cls.__name__} needs {', '.join(repr(m) for m in missing)} in options")
     return cls, kwargs, fields
 
 
