@@ -33,6 +33,7 @@ import itertools
 import logging
 import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,6 +85,10 @@ class SIPServer:
         refer_policy: An inbound REFER: ``"decline"`` (``603``) or ``"event"`` (``202``,
             then the transport's ``on_refer`` handler decides; see :class:`SIPTransport`).
         session_timers: RFC 4028 settings (:class:`SessionTimers`); None: not offered.
+        tcp: Also accept (and send) SIP over TCP on the same port (RFC 3261 §18).
+        tls: An SSL server context: also accept SIP over TLS on ``tls_port``.
+        tls_port: TLS port (0: an ephemeral one, see :attr:`tls_port` after :meth:`start`).
+        tls_client: SSL context for TLS connections this side opens (default: the system's).
     """
 
     ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, UPDATE"
@@ -108,6 +113,10 @@ class SIPServer:
         call_headers: tuple[str, ...] = (),
         refer_policy: str = "decline",
         session_timers: SessionTimers | None = None,
+        tcp: bool = True,
+        tls: ssl.SSLContext | None = None,
+        tls_port: int = 5061,
+        tls_client: ssl.SSLContext | None = None,
     ) -> None:
         if refer_policy not in ("decline", "event"):
             raise ConfigError(f"SIPServer: refer_policy must be 'decline' or 'event', got {refer_policy!r}")
@@ -133,6 +142,11 @@ class SIPServer:
         self.call_headers = tuple(call_headers)
         self.refer_policy = refer_policy
         self.session_timers = session_timers
+        self.tcp = tcp
+        self.tls = tls
+        self.tls_port = tls_port
+        self.tls_client = tls_client
+        self.draining = False
         self.endpoint = SIPEndpoint(self, self.timers)
         self.calls: dict[str, SIPCall] = {}
         self.registrations: list[Registration] = []
@@ -163,8 +177,30 @@ class SIPServer:
             lambda: self.endpoint, local_addr=(self.host, self.port), family=family
         )
         self.port = transport.get_extra_info("sockname")[1]
-        logger.info("sip: listening on %s:%d (public %s)", self.host, self.port, self.public_address)
+        if self.tcp or self.tls is not None:
+            try:
+                streams = await self.endpoint.listen_streams(
+                    self.host, self.port, tls=self.tls, tls_port=self.tls_port, tls_client=self.tls_client
+                )
+            except OSError:
+                transport.close()
+                raise
+            self.tls_port = streams.ports.get("TLS", self.tls_port)
+        logger.info(
+            "sip: listening on %s:%d (UDP%s%s, public %s)",
+            self.host,
+            self.port,
+            "+TCP" if self.tcp or self.tls is not None else "",
+            f", TLS on {self.tls_port}" if self.tls is not None else "",
+            self.public_address,
+        )
         return self.port
+
+    def drain(self) -> None:
+        """Take no new calls: INVITEs and OPTIONS are answered ``503`` (a dispatcher then
+        sends calls elsewhere); the calls in progress go on. :meth:`wait_calls_ended`
+        tells when the last one ended."""
+        self.draining = True
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Un-REGISTER, hang up every call (their pipelines are cancelled, BYEs sent) and
@@ -322,12 +358,17 @@ class SIPServer:
         if req.call_id in self.calls:
             txn.respond(response_to(req, 482, "Loop Detected"))
             return
-        if self.max_calls is not None and len(self.calls) >= self.max_calls:
+        if self.draining or (self.max_calls is not None and len(self.calls) >= self.max_calls):
             self.calls_refused += 1
             resp = self._reply(txn, 503, "Service Unavailable", send=False)
             resp.add("Retry-After", "5")
             txn.respond(resp)
-            logger.warning("sip: refused call %s: at capacity (%d calls)", req.call_id, len(self.calls))
+            logger.warning(
+                "sip: refused call %s: %s (%d calls)",
+                req.call_id,
+                "draining" if self.draining else "at capacity",
+                len(self.calls),
+            )
             return
         st = self.session_timers
         if st is not None and too_small(req, st):
@@ -363,10 +404,14 @@ class SIPServer:
         call.on_cancel()
 
     def _options(self, txn: ServerTransaction) -> None:
-        resp = self._reply(txn, 200, "OK", send=False)
+        if self.draining:
+            resp = self._reply(txn, 503, "Service Unavailable", send=False)
+            resp.add("Retry-After", "30")
+        else:
+            resp = self._reply(txn, 200, "OK", send=False)
         resp.add("Allow", self.ALLOW)
         resp.add("Accept", "application/sdp")
         calls, capacity = self.load() if self.load is not None else (len(self.calls), self.max_calls)
-        cap = "-" if capacity is None else str(capacity)
+        cap = "0" if self.draining else "-" if capacity is None else str(capacity)
         resp.add("X-Flowcat-Load", f"calls={calls};capacity={cap}")
         txn.respond(resp)
