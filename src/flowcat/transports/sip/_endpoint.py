@@ -86,7 +86,11 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         """Accept SIP over TCP on ``host:port`` (and over TLS on ``tls_port`` with ``tls``)
         and send over streams when a request needs one."""
         streams = StreamTransports(
-            self._stream_message, max_size=MAX_MESSAGE_BYTES, tls_client=tls_client, idle_timeout=idle_timeout
+            self._stream_message,
+            max_size=MAX_MESSAGE_BYTES,
+            tls_client=tls_client,
+            idle_timeout=idle_timeout,
+            on_failed=self._stream_failed,
         )
         try:
             await streams.listen("TCP", host, port)
@@ -123,6 +127,13 @@ class SIPEndpoint(asyncio.DatagramProtocol):
             streams.send(proto, data, addr)
             self.messages_out += 1
 
+    def _stream_failed(self, proto: str, addr: tuple[str, int]) -> None:
+        """A connection could not be opened: a transport error ends the client transactions
+        to ``addr`` at once (RFC 3261 §8.1.3.1, §17.1.4), not after Timer B/F."""
+        for txn in list(self.client_txns.values()):
+            if txn.addr == addr and not txn.terminated:
+                txn.terminate()
+
     def _sender(self, msg: SIPMessage, addr: tuple[str, int]) -> Send:
         """The ``send`` of a request's client transaction (see the module docstring)."""
         streams = self.streams
@@ -138,6 +149,9 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         if proto is None or proto == "UDP":
             return self.send_udp
         _set_via_transport(msg, proto, streams.ports.get(proto))
+        own = self._contact()
+        if own and msg.get("Contact") == own:
+            msg.set("Contact", self._stream_contact(own, proto))
 
         def send(data: bytes, to: tuple[str, int]) -> None:
             self._send_stream(proto, data, to)
@@ -195,7 +209,13 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         if conn is None:
             return self.send_udp
 
+        own = self._contact()
+        old = f"\r\nContact: {own}\r\n".encode() if own else b""
+        new = f"\r\nContact: {self._stream_contact(own, conn.proto)}\r\n".encode() if own else b""
+
         def send(data: bytes, addr: tuple[str, int]) -> None:
+            if old and data.startswith(b"SIP/"):
+                data = data.replace(old, new, 1)
             if not conn.closed:
                 conn.write(data)
                 self.messages_out += 1
@@ -203,6 +223,20 @@ class SIPEndpoint(asyncio.DatagramProtocol):
                 self._send_stream(conn.proto, data, sent_by)
 
         return ReliableSend(send)
+
+    def _contact(self) -> str | None:
+        contact = getattr(self.core, "contact", None)
+        return contact if isinstance(contact, str) else None
+
+    def _stream_contact(self, contact: str, proto: str) -> str:
+        """This side's Contact for a dialog on a ``proto`` stream: the peer's in-dialog
+        requests then come back over that transport (to the TLS port for TLS)."""
+        streams = self.streams
+        port = streams.ports.get(proto) if streams is not None else None
+        uri = contact.strip("<>")
+        if port is not None and proto == "TLS":
+            uri = f"{uri.rsplit(':', 1)[0]}:{port}"
+        return f"<{uri};transport={proto.lower()}>"
 
     def _request(self, msg: SIPMessage, peer: tuple[str, int], conn: SIPConnection | None = None) -> None:
         core = self.core

@@ -186,6 +186,7 @@ class StreamTransports:
         tls_client: SSL context for TLS connections this side opens (default: the system's
             trust store, hostname checks on).
         idle_timeout: Seconds a connection may stay silent before it is closed.
+        on_failed: Called with ``(proto, addr)`` when a connection this side opens fails.
     """
 
     def __init__(
@@ -195,8 +196,10 @@ class StreamTransports:
         max_size: int,
         tls_client: ssl.SSLContext | None = None,
         idle_timeout: float = 300.0,
+        on_failed: Callable[[str, Addr], None] | None = None,
     ) -> None:
         self.deliver = deliver
+        self.on_failed = on_failed
         self.max_size = max_size
         self.tls_client = tls_client
         self.idle_timeout = idle_timeout
@@ -266,6 +269,8 @@ class StreamTransports:
             logger.warning("sip: %s connection to %s:%d failed: %s", conn.proto, addr[0], addr[1], exc)
             conn.pending.clear()
             conn.close()
+            if self.on_failed is not None:
+                self.on_failed(conn.proto, addr)
 
     def send(self, proto: str, data: bytes, addr: Addr) -> None:
         """Write ``data`` to the ``proto`` connection to ``addr`` (opened if needed)."""
@@ -304,6 +309,7 @@ class StreamTransports:
         for conn in list(self.connections):
             conn.close()
         self.deliver = _drop  # no cycle back to the endpoint once closed
+        self.on_failed = None
 
 
 def _drop(data: bytes, conn: SIPConnection) -> None:
