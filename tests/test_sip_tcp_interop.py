@@ -111,7 +111,7 @@ async def tcp_listening(port: int, timeout: float = 10.0) -> None:
         return False
 
     async def poll() -> None:
-        while not listening():
+        while not listening():  # noqa: ASYNC110 - bounded poll of the kernel table
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(poll(), timeout)
