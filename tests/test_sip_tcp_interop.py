@@ -99,14 +99,14 @@ async def test_sipp_calls_over_tcp_and_flowcat_hangs_up_on_the_same_connection()
         await srv.stop()
 
 
-async def tcp_listening(port: int, timeout: float = 10.0) -> None:
-    """Wait (bounded) until something listens on TCP ``port`` (/proc/net/tcp, state 0A),
-    without connecting to it."""
+async def tcp_listening(port: int, timeout: float = 10.0, table: str = "/proc/net/tcp", state: str = "0A") -> None:
+    """Wait (bounded) until something listens on TCP ``port`` (``table`` /proc/net/tcp,
+    ``state`` 0A: LISTEN; /proc/net/udp and 07 for a bound UDP socket), without connecting."""
 
     def listening() -> bool:
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
                 return True
         return False
 
