@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -95,7 +96,9 @@ class Kamailio:
         try:
             return await asyncio.wait_for(wait(), timeout)
         except TimeoutError:
-            raise AssertionError(f"no {pattern!r} in kamailio's log:\n" + "\n".join(self.lines[-30:])) from None
+            raise AssertionError(
+                f"no {pattern!r} in kamailio's log:\n" + "\n".join(self.lines[-30:])
+            ) from None
 
     def logged(self, pattern: str) -> list[str]:
         rx = re.compile(pattern)
@@ -118,7 +121,9 @@ class Kamailio:
         await asyncio.wait_for(self._reader, 5)
 
 
-async def run_sipp(kam: Kamailio, tmp: Path, *, calls: int = 1, hangup: str, pause_ms: int = 500) -> tuple[int, str]:
+async def run_sipp(
+    kam: Kamailio, tmp: Path, *, calls: int = 1, hangup: str, pause_ms: int = 500
+) -> tuple[int, str]:
     """sipp calls ``agent`` through Kamailio; ``hangup``: ``caller`` (sipp sends BYE after
     ``pause_ms``) or ``callee`` (sipp waits for flowcat's BYE)."""
     text = (SCEN / "uac_via_proxy.xml").read_text().replace("@PAUSE_MS@", str(pause_ms))
@@ -192,7 +197,12 @@ async def test_flowcat_registers_to_kamailio_and_its_bye_follows_the_record_rout
         assert kam.logged(rf"FLOWCAT INVITE {cid} from 127\.0\.0\.1:(?!{srv.port}\b)")  # sipp -> Kamailio
         assert kam.logged(rf"FLOWCAT BYE {cid} from 127\.0\.0\.1:{srv.port} ")  # flowcat -> Kamailio
         assert kam.logged(rf"FLOWCAT loose-routed BYE {cid} ")  # ... along the Record-Route
+        await srv.stop()  # un-REGISTER (Expires: 0), answered by Kamailio
+        assert not reg.registered
+        await kam.wait_for(r"FLOWCAT REGISTER .* from 127\.0\.0\.1:" + str(srv.port), count=6)
     finally:
+        for srv in servers:
+            await srv.stop()  # before Kamailio goes: no un-REGISTER left waiting
         await kam.stop()
 
 
@@ -279,3 +289,66 @@ async def test_a_call_reaching_a_draining_flowcat_before_the_probe_is_rerouted(
         assert kam.logged(r"FLOWCAT rerouted ")  # ... and Kamailio tried a instead
     finally:
         await kam.stop()
+
+
+async def test_sigterm_drains_flowcat_sip_answer_behind_the_dispatcher(tmp_path: Path) -> None:
+    """Two ``flowcat sip answer`` processes behind the dispatcher; SIGTERM to one while it has
+    a call: Kamailio's OPTIONS get 503 (dst-down), new calls all go to the other, the call
+    in progress ends normally, then the drained process exits 0."""
+    ports = [free_port(), free_port()]
+    procs = []
+    for i, port in enumerate(ports):
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "flowcat.cli",
+                "sip",
+                "answer",
+                "--port",
+                str(port),
+                "--echo",
+                "--rtp-ports",
+                f"{35000 + 100 * i}-{35100 + 100 * i}",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )  # fmt: skip
+        )
+    kam: Kamailio | None = None
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert f"listening on 127.0.0.1:{port}" in line.decode()
+        ds_list = tmp_path / "flowcat.list"
+        ds_list.write_text("".join(f"1 sip:127.0.0.1:{port}\n" for port in ports))
+        kam = await Kamailio.start("dispatcher.cfg", tmp_path, DS_LIST=f'"{ds_list}"', PING_INTERVAL="1")
+        long = asyncio.ensure_future(run_sipp(kam, tmp_path, calls=2, hangup="caller", pause_ms=5000))
+        try:
+            await kam.wait_for(r"FLOWCAT ACK ", count=2)  # both calls answered, one on each
+            procs[1].send_signal(signal.SIGTERM)
+            await kam.wait_for(rf"FLOWCAT dst-down sip:127\.0\.0\.1:{ports[1]}\b")
+            rc, out = await run_sipp(kam, tmp_path, calls=2, hangup="caller", pause_ms=200)
+            assert rc == 0, out
+            rc, out = await long
+        finally:
+            if not long.done():
+                long.cancel()
+        assert rc == 0, out
+        dispatched = kam.logged(r"FLOWCAT dispatched ")
+        assert len(dispatched) == 4
+        assert len([d for d in dispatched if d.endswith(f"sip:127.0.0.1:{ports[1]}")]) == 1
+        out_b, _ = await asyncio.wait_for(procs[1].communicate(), 20)
+        assert procs[1].returncode == 0
+        assert "draining: 1 call(s) in progress" in out_b.decode() and "1 call(s) answered" in out_b.decode()
+        procs[0].send_signal(signal.SIGTERM)
+        out_a, _ = await asyncio.wait_for(procs[0].communicate(), 20)
+        assert procs[0].returncode == 0 and "3 call(s) answered" in out_a.decode()
+    finally:
+        if kam is not None:
+            await kam.stop()
+        for proc in procs:
+            if proc.returncode is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()

@@ -99,7 +99,9 @@ async def test_sipp_calls_over_tcp_and_flowcat_hangs_up_on_the_same_connection()
         await srv.stop()
 
 
-async def tcp_listening(port: int, timeout: float = 10.0, table: str = "/proc/net/tcp", state: str = "0A") -> None:
+async def tcp_listening(
+    port: int, timeout: float = 10.0, table: str = "/proc/net/tcp", state: str = "0A"
+) -> None:
     """Wait (bounded) until something listens on TCP ``port`` (``table`` /proc/net/tcp,
     ``state`` 0A: LISTEN; /proc/net/udp and 07 for a bound UDP socket), without connecting."""
 

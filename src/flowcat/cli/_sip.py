@@ -7,7 +7,10 @@
   place a call, run the app for it until either side hangs up (or ``--seconds``: then
   BYE); exit 1 when the call is not answered.
 * ``flowcat sip answer --port P [--app … | --echo] [--calls N]``: answer calls (each one
-  a pipeline of the app); with ``--calls`` exit once that many calls have ended.
+  a pipeline of the app); with ``--calls`` exit once that many calls have ended. SIGTERM
+  drains: new INVITEs and OPTIONS are answered ``503`` (a Kamailio dispatcher takes the
+  instance out of rotation), the calls in progress finish (at most ``--drain-timeout``
+  seconds), then it exits 0.
 
 The password is read from the environment variable named by ``--password-env``
 (default ``FLOWCAT_SIP_PASSWORD``), never from the command line, and never printed.
@@ -85,6 +88,9 @@ def register(sub: Any) -> None:
     a = ssub.add_parser("answer", help="answer SIP calls with the app")
     a.add_argument(
         "--calls", type=int, default=None, help="exit after this many calls ended (default: never)"
+    )
+    a.add_argument(
+        "--drain-timeout", type=float, default=300.0, help="on SIGTERM, seconds calls may take to end"
     )
     _app_args(a)
     _common(a, port=5060)
@@ -164,15 +170,33 @@ async def _call(args: argparse.Namespace) -> int:
 
 
 async def _answer(args: argparse.Namespace) -> int:
+    import signal
+
     srv = await _server(args)
     print(f"listening on {args.host}:{srv.port}", flush=True)
+    loop = asyncio.get_running_loop()
+    term = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, term.set)
     try:
-        if args.calls is None:
-            await asyncio.Event().wait()
-        await srv.wait_ended(args.calls)
+        waits = [asyncio.ensure_future(term.wait())]
+        if args.calls is not None:
+            waits.append(asyncio.ensure_future(srv.wait_ended(args.calls)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if term.is_set():
+            srv.drain()
+            print(f"draining: {srv.active_calls} call(s) in progress", flush=True)
+            try:
+                await asyncio.wait_for(srv.wait_calls_ended(), args.drain_timeout)
+            except TimeoutError:
+                print(f"drain timeout: hanging up {srv.active_calls} call(s)", flush=True)
         print(f"{srv.calls_answered} call(s) answered", flush=True)
         return 0
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         await srv.stop()
 
 
