@@ -8,8 +8,10 @@ tests/test_sip_tcp_interop.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
+import random
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -21,7 +23,7 @@ from _helpers import require
 from _sip_peer import WAIT, App, Dialog, Peer, status
 from flowcat.errors import SIPCallError, SIPParseError
 from flowcat.transports.sip import SIPMessage, SIPServer, Timers, parse_message, parse_name_addr, parse_via
-from flowcat.transports.sip._tcp import PING, StreamFramer
+from flowcat.transports.sip._tcp import MAX_HEADER_BYTES, PING, StreamFramer
 
 pytestmark = [pytest.mark.usefixtures("no_outside_connections"), pytest.mark.timeout(60)]
 
@@ -206,6 +208,52 @@ async def test_pipelined_requests_and_a_framing_error_closes_only_that_connectio
     finally:
         peer.close()
         bad.close()
+
+
+async def test_connections_over_the_cap_are_refused_the_others_served(server: tuple[SIPServer, App]) -> None:
+    srv, _ = server
+    streams = srv.endpoint.streams
+    assert streams is not None
+    streams.max_connections = 1
+    first = await TCPPeer.connect(srv.port)
+    await first.send(_msg("OPTIONS"))
+    assert (await first.next()).status == 200  # the first is up and counted
+    second = await TCPPeer.connect(srv.port)
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(second.reader.read(), WAIT) == b""
+        assert streams.refused == 1
+        await first.send(_msg("OPTIONS").replace(b"z9hG4bKa1", b"z9hG4bKa9"))
+        assert (await first.next()).status == 200
+    finally:
+        first.close()
+        second.close()
+
+
+def test_fuzz_mutated_streams_raise_only_the_framing_or_parser_error() -> None:
+    """10,000 streams of 1-3 mutated messages (tests/test_sip_message.py's mutator), cut at
+    random points: the framer raises only SIPParseError (the connection would close), its
+    buffer stays bounded, and every message it frames parses or raises SIPParseError."""
+    from test_sip_message import mutate
+
+    rng = random.Random(18)
+    framed = errors = 0
+    for _ in range(10_000):
+        stream = b"".join(mutate(rng) for _ in range(rng.randint(1, 3)))
+        cuts = sorted(rng.sample(range(len(stream) + 1), min(3, len(stream) + 1)))
+        framer = StreamFramer(65535)
+        try:
+            for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+                for m in framer.feed(stream[a:b]):
+                    if m is PING:
+                        continue
+                    framed += 1
+                    with contextlib.suppress(SIPParseError):
+                        parse_message(m)
+                assert len(framer._buf) <= 65535 + MAX_HEADER_BYTES
+        except SIPParseError:
+            errors += 1
+    assert framed > 1000 and errors > 1000  # both paths were exercised
 
 
 async def test_a_request_over_1300_bytes_goes_over_tcp_with_a_tcp_via() -> None:

@@ -78,13 +78,14 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         host: str,
         port: int,
         *,
+        tcp: bool = True,
         tls: ssl.SSLContext | None = None,
         tls_port: int = 0,
         tls_client: ssl.SSLContext | None = None,
         idle_timeout: float = 300.0,
     ) -> StreamTransports:
-        """Accept SIP over TCP on ``host:port`` (and over TLS on ``tls_port`` with ``tls``)
-        and send over streams when a request needs one."""
+        """Accept SIP over TCP on ``host:port`` (unless ``tcp`` is False) and over TLS on
+        ``tls_port`` with ``tls``, and send over streams when a request needs one."""
         streams = StreamTransports(
             self._stream_message,
             max_size=MAX_MESSAGE_BYTES,
@@ -93,7 +94,8 @@ class SIPEndpoint(asyncio.DatagramProtocol):
             on_failed=self._stream_failed,
         )
         try:
-            await streams.listen("TCP", host, port)
+            if tcp:
+                await streams.listen("TCP", host, port)
             if tls is not None:
                 await streams.listen("TLS", host, tls_port, tls)
         except OSError:

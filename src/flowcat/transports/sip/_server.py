@@ -29,6 +29,7 @@ that runs a pipeline task like an inbound one.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import random
@@ -56,6 +57,7 @@ __all__ = ["SIPServer"]
 logger = logging.getLogger("flowcat.transports.sip")
 
 TaskFactory = Callable[[SIPTransport], Any | Awaitable[Any]]
+_BIND_TRIES = 20
 
 
 class SIPServer:
@@ -170,31 +172,52 @@ class SIPServer:
         return next(self._session_ids)
 
     async def start(self) -> int:
-        """Bind the SIP socket; returns its port."""
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: self.endpoint, local_addr=(self.host, self.port), family=family
-        )
-        self.port = transport.get_extra_info("sockname")[1]
-        if self.tcp or self.tls is not None:
+        """Bind the SIP sockets (UDP, and TCP on the same port, TLS on ``tls_port``); returns
+        the port. With port 0 a port free for both UDP and TCP is found (a few tries)."""
+        requested = self.port
+        for attempt in range(_BIND_TRIES):
             try:
-                streams = await self.endpoint.listen_streams(
-                    self.host, self.port, tls=self.tls, tls_port=self.tls_port, tls_client=self.tls_client
-                )
-            except OSError:
-                transport.close()
-                raise
-            self.tls_port = streams.ports.get("TLS", self.tls_port)
+                await self._bind(requested)
+                break
+            except OSError as exc:
+                if requested != 0 or exc.errno != errno.EADDRINUSE or attempt == _BIND_TRIES - 1:
+                    raise
         logger.info(
             "sip: listening on %s:%d (UDP%s%s, public %s)",
             self.host,
             self.port,
-            "+TCP" if self.tcp or self.tls is not None else "",
+            "+TCP" if self.tcp else "",
             f", TLS on {self.tls_port}" if self.tls is not None else "",
             self.public_address,
         )
         return self.port
+
+    async def _bind(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        streams = None
+        if self.tcp or self.tls is not None:
+            streams = await self.endpoint.listen_streams(
+                self.host,
+                port,
+                tcp=self.tcp,
+                tls=self.tls,
+                tls_port=self.tls_port,
+                tls_client=self.tls_client,
+            )
+            port = streams.ports.get("TCP", port)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: self.endpoint, local_addr=(self.host, port), family=family
+            )
+        except OSError:
+            if streams is not None:
+                streams.close()
+                self.endpoint.streams = None
+            raise
+        self.port = transport.get_extra_info("sockname")[1]
+        if streams is not None:
+            self.tls_port = streams.ports.get("TLS", self.tls_port)
 
     def drain(self) -> None:
         """Take no new calls: INVITEs and OPTIONS are answered ``503`` (a dispatcher then

@@ -110,6 +110,15 @@ class SIPConnection(asyncio.Protocol):
         if self.peer is None:
             host, port = transport.get_extra_info("peername")[:2]
             self.peer = (str(host), int(port))
+            owner = self.owner
+            if len(owner.connections) >= owner.max_connections:
+                owner.refused += 1
+                _BAD(owner.refused, "sip: refused a %s connection from %s: %d open", self.proto, self.peer,
+                     len(owner.connections))  # fmt: skip
+                self.closed = True
+                self.transport = None
+                transport.abort()
+                return
         self.owner._add(self)
         pending, self.pending = self.pending, []
         for data in pending:
@@ -135,6 +144,8 @@ class SIPConnection(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused in connection_made
         self.closed = True
         self.transport = None
         self.owner._forget(self)
@@ -187,6 +198,7 @@ class StreamTransports:
             trust store, hostname checks on).
         idle_timeout: Seconds a connection may stay silent before it is closed.
         on_failed: Called with ``(proto, addr)`` when a connection this side opens fails.
+        max_connections: Connections at once; more incoming ones are refused (closed).
     """
 
     def __init__(
@@ -197,9 +209,12 @@ class StreamTransports:
         tls_client: ssl.SSLContext | None = None,
         idle_timeout: float = 300.0,
         on_failed: Callable[[str, Addr], None] | None = None,
+        max_connections: int = 10000,
     ) -> None:
         self.deliver = deliver
         self.on_failed = on_failed
+        self.max_connections = max_connections
+        self.refused = 0
         self.max_size = max_size
         self.tls_client = tls_client
         self.idle_timeout = idle_timeout
