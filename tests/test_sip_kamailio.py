@@ -135,6 +135,7 @@ async def run_sipp(
         str(SIPP), "-sf", str(scenario), f"127.0.0.1:{kam.port}", "-s", "agent",
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port() & ~1),
         "-m", str(calls), "-l", str(calls), "-r", "20", "-timeout", "40s", "-timeout_error", "-nostdin",
+        "-trace_err", "-error_file", str(scenario.with_suffix(".err")),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -143,7 +144,11 @@ async def run_sipp(
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-    return proc.returncode or 0, out.decode(errors="replace")[-1500:]
+    errors = scenario.with_suffix(".err")
+    text = out.decode(errors="replace")[-1200:]
+    if proc.returncode and errors.exists():  # what went wrong, for the assertion message
+        text += "\nsipp errors:\n" + errors.read_text(errors="replace")[-2500:]
+    return proc.returncode or 0, text
 
 
 async def flowcat(app: App) -> SIPServer:
