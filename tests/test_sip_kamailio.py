@@ -60,10 +60,12 @@ class Kamailio:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, config: str, tmp: Path, **defines: str) -> Kamailio:
+    async def start(cls, config: str, tmp: Path, *, tcp: bool = False, **defines: str) -> Kamailio:
         port = free_port()
         args = [str(KAMAILIO), "-f", str(EXAMPLES / config), "-DD", "-E", "-m", "32", "-M", "4"]
         args += ["-Y", str(tmp), "-P", str(tmp / "kamailio.pid"), "-A", f"LISTEN=udp:127.0.0.1:{port}"]
+        if tcp:
+            args += ["-A", f"LISTEN_TCP=tcp:127.0.0.1:{port}"]
         for name, value in defines.items():
             args += ["-A", f"{name}={value}"]
         proc = await asyncio.create_subprocess_exec(
@@ -151,8 +153,8 @@ async def run_sipp(
     return proc.returncode or 0, text
 
 
-async def flowcat(app: App) -> SIPServer:
-    srv = SIPServer(app, port=0, rtp_ports=RTP, timers=Timers(t1=0.1), tcp=False)
+async def flowcat(app: App, *, tcp: bool = False) -> SIPServer:
+    srv = SIPServer(app, port=0, rtp_ports=RTP, timers=Timers(t1=0.1), tcp=tcp)
     await srv.start()
     return srv
 
@@ -226,13 +228,18 @@ def _options_counter(srv: SIPServer) -> list[int]:
     return seen
 
 
-async def _dispatcher(tmp: Path, servers: list[SIPServer], ping: int) -> tuple[Kamailio, list[App]]:
+async def _dispatcher(
+    tmp: Path, servers: list[SIPServer], ping: int, *, tcp: bool = False
+) -> tuple[Kamailio, list[App]]:
     apps = [App(), App()]
     for app in apps:
-        servers.append(await flowcat(app))
+        servers.append(await flowcat(app, tcp=tcp))
     ds_list = tmp / "flowcat.list"
-    ds_list.write_text("".join(f"1 sip:127.0.0.1:{srv.port}\n" for srv in servers))
-    kam = await Kamailio.start("dispatcher.cfg", tmp, DS_LIST=f'"{ds_list}"', PING_INTERVAL=str(ping))
+    param = ";transport=tcp" if tcp else ""
+    ds_list.write_text("".join(f"1 sip:127.0.0.1:{srv.port}{param}\n" for srv in servers))
+    kam = await Kamailio.start(
+        "dispatcher.cfg", tmp, tcp=tcp, DS_LIST=f'"{ds_list}"', PING_INTERVAL=str(ping)
+    )
     return kam, apps
 
 
@@ -276,6 +283,54 @@ async def test_dispatcher_spreads_calls_and_drains_one_flowcat_without_dropping_
         assert rc == 0, out  # both long calls ended normally, b's included
         await asyncio.wait_for(b.wait_calls_ended(), WAIT)
         assert on_b.bye_received and b.calls_refused == 0
+    finally:
+        await kam.stop()
+
+
+async def test_dispatcher_reaches_flowcat_over_tcp_and_flowcats_bye_reuses_the_connection(
+    tmp_path: Path, servers: list[SIPServer]
+) -> None:
+    """The list says ``;transport=tcp``: Kamailio (the caller's leg is UDP) opens one TCP
+    connection to each flowcat; INVITE, ACK and OPTIONS come on it; each flowcat hangs up and
+    its BYE — routed by Kamailio's double Record-Route to ``;transport=tcp`` — goes back on
+    that same connection (found by Kamailio's Via), not a new one."""
+    kam, apps = await _dispatcher(tmp_path, servers, ping=1, tcp=True)
+    seen: list[list[str]] = [[], []]
+    for srv, log in zip(servers, seen, strict=True):
+        original = srv.endpoint._request
+
+        def spy(msg, peer, conn=None, original=original, log=log):  # type: ignore[no-untyped-def]
+            log.append(f"{msg.method} {conn.proto if conn is not None else 'UDP'}")
+            original(msg, peer, conn)
+
+        srv.endpoint._request = spy  # type: ignore[method-assign]
+    try:
+        call = asyncio.ensure_future(run_sipp(kam, tmp_path, calls=2, hangup="callee"))
+        try:
+
+            async def both_up() -> None:
+                def up(srv: SIPServer) -> bool:
+                    return bool(srv.calls) and all(c.confirmed.is_set() for c in srv.calls.values())
+
+                while not all(up(srv) for srv in servers):  # noqa: ASYNC110 - bounded by wait_for
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(both_up(), WAIT)
+            for app in apps:
+                await app.calls[0][1].stop_when_done()  # each flowcat hangs up
+            rc, out = await call
+        finally:
+            if not call.done():
+                call.cancel()
+        assert rc == 0, out  # sipp got both BYEs through Kamailio
+        for srv, log in zip(servers, seen, strict=True):
+            await asyncio.wait_for(srv.wait_calls_ended(), WAIT)
+            assert srv.calls_answered == 1
+            assert [e for e in log if not e.startswith("OPTIONS")] == ["INVITE TCP", "ACK TCP"]
+            assert all(e.endswith("TCP") for e in log)
+            streams = srv.endpoint.streams
+            assert streams is not None and (streams.accepted, streams.opened) == (1, 0)
+            assert kam.logged(r"FLOWCAT BYE .* from 127\.0\.0\.1:\d+ to sip:sipp@")  # via Kamailio
     finally:
         await kam.stop()
 
