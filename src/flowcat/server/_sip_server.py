@@ -153,10 +153,17 @@ async def serve_sip(
             ``rtp_ports``, ``codecs``, ``ring_secs``, ``inband_dtmf``, ``timers``, …).
     """
     st = state if state is not None else ServerState(ServerConfig(app=app_factory or default_app))
-    kwargs.setdefault("load", lambda: (st.admission.active, st.admission.capacity))
+    kwargs.setdefault("load", lambda: _load(st))
     server = SIPServer(_factory(st), host=host, port=port, **kwargs)
     await server.start()
     return server
+
+
+def _load(state: ServerState) -> tuple[int, int]:
+    """What OPTIONS reports: the worker's calls and capacity, 0 while it drains (then OPTIONS is
+    answered 503 and a dispatcher in front stops sending it calls)."""
+    adm = state.admission
+    return adm.active, 0 if adm.draining else adm.capacity
 
 
 def _slice(ports: tuple[int, int], worker: int, workers: int) -> tuple[int, int]:
@@ -185,7 +192,7 @@ async def serve_sip_config(
     from the environment). ``kwargs`` go to :class:`~flowcat.transports.sip.SIPServer`."""
     base = sip.port if port is None else port
     timers = sip.session_timers
-    kwargs.setdefault("load", lambda: (state.admission.active, state.admission.capacity))
+    kwargs.setdefault("load", lambda: _load(state))
     server = SIPServer(
         _factory(state, sip),
         host=sip.host or host,

@@ -82,7 +82,8 @@ class SIPServer:
         timers: RFC 3261 T1/T2/T4.
         user_agent: ``Server``/``User-Agent`` header value.
         load: ``() → (calls, capacity or None)`` reported to OPTIONS; default this
-            server's own calls and ``max_calls``.
+            server's own calls and ``max_calls``. Capacity 0 (a draining worker) answers
+            OPTIONS ``503``, like :meth:`drain`.
         call_headers: INVITE headers copied into ``CallInfo.extra["headers"]`` (by name).
         refer_policy: An inbound REFER: ``"decline"`` (``603``) or ``"event"`` (``202``,
             then the transport's ``on_refer`` handler decides; see :class:`SIPTransport`).
@@ -427,14 +428,14 @@ class SIPServer:
         call.on_cancel()
 
     def _options(self, txn: ServerTransaction) -> None:
-        if self.draining:
+        calls, capacity = self.load() if self.load is not None else (len(self.calls), self.max_calls)
+        if self.draining or capacity == 0:  # a dispatcher takes this server out of rotation
             resp = self._reply(txn, 503, "Service Unavailable", send=False)
             resp.add("Retry-After", "30")
         else:
             resp = self._reply(txn, 200, "OK", send=False)
         resp.add("Allow", self.ALLOW)
         resp.add("Accept", "application/sdp")
-        calls, capacity = self.load() if self.load is not None else (len(self.calls), self.max_calls)
         cap = "0" if self.draining else "-" if capacity is None else str(capacity)
         resp.add("X-Flowcat-Load", f"calls={calls};capacity={cap}")
         txn.respond(resp)
