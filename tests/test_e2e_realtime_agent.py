@@ -279,7 +279,8 @@ async def test_a_twilio_call_to_a_realtime_agent(
 
         # 1. The caller asks; the bot's answer is heard.
         await turn("the first answer")
-        assert caller.heard_secs() >= 2.8, caller.heard_secs()
+        # (A loaded host can stall the stream for 0.3 s mid-answer: wait for all of it.)
+        await until(lambda: caller.heard_secs() >= 2.8, "the whole first answer")
         assert sounds_like(bytes(caller.heard), ANSWER)
         assert fake.audio_bytes_in > 0 and not reseeds
 
