@@ -33,6 +33,7 @@ class Recording(SileroVADAnalyzer):
     def __init__(self, **kw) -> None:
         self.probs: list[float] = []
         self.events: list[tuple[VADEvent, float]] = []
+        kw.setdefault("skip_quiet", False)  # every window through the model (and _score)
         super().__init__(**kw)
         self.set_listener(lambda e, p: self.events.append((e, p)))
 

@@ -12,7 +12,7 @@ from ._analyzer import QUIET, VADAnalyzer
 from ._batcher import SileroBatcher
 from ._params import VADParams
 from ._silero_model import SileroLane, SileroModel
-from ._volume import mean_square
+from ._volume import mean_square, quick_mean_square
 
 __all__ = ["PreGate", "SileroVADAnalyzer"]
 
@@ -131,24 +131,29 @@ class SileroVADAnalyzer(VADAnalyzer):
 
     # ------------------------------------------------------------ scoring
 
-    def _gated(self, window: bytes) -> float:
-        """The window's mean square when it is scored 0 without the model, else -1."""
+    def _gated(self, window: bytes) -> bool:
+        """Whether the window was scored 0 without the model (QUIET, and the pre-gate calls
+        it non-speech or ``skip_quiet`` finds it too quiet to count as voiced).
+
+        A gated window is scored here: QUIET stays QUIET on an unvoiced window and emits
+        nothing, so only its volume is recorded.
+        """
         if self._state is not QUIET:
-            return -1.0
+            return False
         gate = self._gate
         if gate is not None:
             if gate.is_speech(window, self._sample_rate):
-                return -1.0
-            ms = mean_square(window)
+                return False
+            self._volume.update(mean_square(window))  # type: ignore[union-attr]
         elif self.skip_quiet and self._params.min_volume > 0.0:
-            ms = mean_square(window)
-            if not self._volume.stays_below(ms, self._params.min_volume):  # type: ignore[union-attr]
-                return -1.0
+            if not self._volume.update_if_below(quick_mean_square(window), self._params.min_volume):  # type: ignore[union-attr]
+                return False
         else:
-            return -1.0
+            return False
+        self._scored += 1
         self._skipped.append(window)  # the model's context is brought up to date on replay
         self.gated_windows += 1
-        return ms
+        return True
 
     def _replay_skipped(self) -> None:
         """Run the quiet windows skipped since the last reset (state only, on this thread)."""
@@ -164,7 +169,10 @@ class SileroVADAnalyzer(VADAnalyzer):
         """Score one window now on this thread (batch of one); updates the stream state."""
         if self._slot < 0:
             raise PipelineStateError("SileroVADAnalyzer: closed or no sample rate set")
-        if self._gated(buffer) >= 0.0:
+        gate = self._gate  # (skip_quiet applies to fed windows only: here the caller scores)
+        if self._state is QUIET and gate is not None and not gate.is_speech(buffer, self._sample_rate):
+            self._lane.skip(self._slot, buffer)  # type: ignore[union-attr]
+            self.gated_windows += 1
             p = 0.0
         else:
             if self._skipped:
@@ -198,8 +206,7 @@ class SileroVADAnalyzer(VADAnalyzer):
         fifo = self._fifo
         while fifo:
             window = fifo[0]
-            ms = self._gated(window)
-            if ms < 0.0:
+            if not self._gated(window):
                 if self._skipped:
                     self._replay_skipped()
                 batcher = self._batcher
@@ -209,7 +216,6 @@ class SileroVADAnalyzer(VADAnalyzer):
                 return
             fifo.popleft()
             self._maybe_reset(0.0)
-            self._score(0.0, ms)
         self._wake_drain()
 
     def _on_probability(self, p: float, ms: float) -> None:

@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 
-__all__ = ["VolumeMeter", "mean_square"]
+from .._g711 import _audioop
+
+__all__ = ["VolumeMeter", "mean_square", "quick_mean_square"]
 
 _I16 = np.dtype("<i2")
 _FULL_SCALE_SQ = 32768.0 * 32768.0
@@ -25,6 +27,15 @@ def mean_square(window: bytes) -> float:
     a = np.frombuffer(window, dtype=_I16).astype(np.float32)
     n = a.shape[0]
     return float(a.dot(a)) / n if n else 0.0
+
+
+def quick_mean_square(window: bytes) -> float:
+    """:func:`mean_square` through ``audioop.rms`` where available (a C loop, no arrays): the
+    integer RMS squared, within 2·RMS+1 LSB² of the exact value."""
+    if _audioop is None:
+        return mean_square(window)
+    rms: int = _audioop.rms(window, 2)
+    return float(rms * rms)
 
 
 class VolumeMeter:
@@ -62,12 +73,30 @@ class VolumeMeter:
     def stays_below(self, ms: float, limit: float) -> bool:
         """Whether a window of mean square ``ms`` is itself below ``limit`` and leaves the
         smoothed volume below it (nothing is recorded: :meth:`update` does that)."""
-        if _level(ms) >= limit:
+        return self._below(ms, limit) >= 0.0
+
+    def update_if_below(self, ms: float, limit: float) -> bool:
+        """:meth:`update` with ``ms`` if :meth:`stays_below` holds (then True), else nothing."""
+        vol = self._below(ms, limit)
+        if vol < 0.0:
             return False
         ring = self._ring
+        ring[self._i] = ms
+        self._i = (self._i + 1) % len(ring)
+        if self._n < len(ring):
+            self._n += 1
+        self.volume = vol
+        return True
+
+    def _below(self, ms: float, limit: float) -> float:
+        """The smoothed volume after a window of mean square ``ms`` if it and the window
+        stay below ``limit``, else -1."""
+        if _level(ms) >= limit:
+            return -1.0
+        ring = self._ring
         n = self._n + 1 if self._n < len(ring) else self._n
-        mean = (sum(ring) - ring[self._i] + ms) / n
-        return self.volume + SMOOTHING * (_level(mean) - self.volume) < limit
+        vol = self.volume + SMOOTHING * (_level((sum(ring) - ring[self._i] + ms) / n) - self.volume)
+        return vol if vol < limit else -1.0
 
     def update(self, ms: float) -> float:
         """Add one window's mean square (LSB²); return the new smoothed volume (0..1)."""
