@@ -108,6 +108,10 @@ class LLMService(AIService, FunctionCalling):
         request_timeout_secs: Bound from the request to the first chunk (all attempts).
         chunk_timeout_secs: Bound on the wait for each following chunk.
         retry: Backoff for retryable failures before the first chunk.
+        fallback_text: Said when a response fails (no answer in time, the stream broken or
+            stalled, every attempt refused): pushed as the response's text after the part
+            already said, so the caller hears it instead of silence (the failure is still
+            reported as an ``ErrorFrame``). None: the response just ends.
         **kwargs: :class:`~flowcat.services.AIService` arguments.
     """
 
@@ -128,9 +132,12 @@ class LLMService(AIService, FunctionCalling):
         request_timeout_secs: float = 30.0,
         chunk_timeout_secs: float = 30.0,
         retry: Backoff | None = None,
+        fallback_text: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.fallback_text = fallback_text
+        self._said = False  # the response being generated pushed text
         self._init_functions(run_in_parallel=run_in_parallel,
                              function_call_timeout_secs=function_call_timeout_secs)
         self.request_timeout_secs = request_timeout_secs
@@ -219,11 +226,14 @@ class LLMService(AIService, FunctionCalling):
             await self.push_frame(LLMFullResponseStartFrame())
             await self.start_processing_metrics()
             await self.start_ttfb_metrics()
+            self._said = False
             try:
                 calls = await self._stream(context)
             except (ServiceError, LLMContextConversionError) as exc:
                 await self.push_service_error(exc, "completion failed")
                 calls = []
+                if self.fallback_text:
+                    await self.push_frame(LLMTextFrame((" " if self._said else "") + self.fallback_text))
             await self.stop_processing_metrics()
             if calls and self._speculation:
                 spec, self._speculation = self._speculation, 0
@@ -274,6 +284,7 @@ class LLMService(AIService, FunctionCalling):
     async def _on_chunk(self, chunk: LLMChunk, tools: dict[int, _ToolAcc]) -> None:
         if isinstance(chunk, LLMTextDelta):
             if chunk.text:
+                self._said = True
                 await self.push_frame(LLMTextFrame(chunk.text))
         elif isinstance(chunk, LLMToolCallDelta):
             acc = tools.get(chunk.index)
