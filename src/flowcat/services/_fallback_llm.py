@@ -32,6 +32,7 @@ from ..errors import ConfigError, ServiceError
 from ..frames import Frame, LLMContext, LLMTokenUsage
 from ..runtime import FrameDirection
 from ._backoff import Backoff
+from ._ai_service import drop_tracebacks
 from ._fallback import FallbackGroup, FallbackPolicy, open_first
 from ._function_schema import FunctionSchema
 from ._llm import LLMChunk, LLMService
@@ -164,7 +165,8 @@ class FallbackLLMService(FallbackGroup[LLMService], LLMService):
                 self.record_failure(svc, exc)
                 if not self.policy.fails_over(exc):
                     raise
-                failed, prev = exc.with_traceback(None), svc  # no cycle through this frame
+                drop_tracebacks(exc)  # no cycle through this frame (nor its cause's: the provider's frames)
+                failed, prev = exc, svc
                 continue
             async for chunk in self._serve(svc, agen, first):
                 yield chunk
@@ -242,7 +244,8 @@ class FallbackLLMService(FallbackGroup[LLMService], LLMService):
                     self.record_failure(svc, exc)
                     if not self.policy.fails_over(exc):
                         raise exc
-                    failed, prev = exc.with_traceback(None), svc  # no cycle through this frame
+                    drop_tracebacks(exc)  # no cycle through this frame (nor its cause's: the provider's frames)
+                    failed, prev = exc, svc
                     if not hedged:  # the first failed before the hedge: start the second now
                         hedged = True
                         if second is not first:

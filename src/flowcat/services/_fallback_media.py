@@ -31,6 +31,7 @@ from ..errors import ConfigError, ServiceError
 from ..frames import CancelFrame, EndFrame, Frame, StartFrame
 from ..runtime import FrameDirection
 from ._backoff import Backoff, Deadline, retry_call
+from ._ai_service import drop_tracebacks
 from ._fallback import FallbackGroup, FallbackPolicy, open_first
 from ._stt import SegmentedSTTService, STTService
 from ._tts import TTSChunk, TTSService
@@ -122,7 +123,8 @@ class FallbackTTSService(FallbackGroup[TTSService], TTSService):
                 self.record_failure(svc, exc)
                 if not self.policy.fails_over(exc):
                     raise
-                failed, prev = exc.with_traceback(None), svc  # no cycle through this frame
+                drop_tracebacks(exc)  # no cycle through this frame (nor its cause's: the provider's frames)
+                failed, prev = exc, svc
                 continue
             await self.serving(svc)
             try:
@@ -213,7 +215,8 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
                 self.record_failure(svc, exc)
                 if not self.policy.fails_over(exc):
                     raise
-                failed, prev = exc.with_traceback(None), svc  # no cycle through this frame
+                drop_tracebacks(exc)  # no cycle through this frame (nor its cause's: the provider's frames)
+                failed, prev = exc, svc
                 continue
             self.active = self._connected = svc
             self.model_name = svc.model_name
