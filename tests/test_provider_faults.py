@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +84,7 @@ class Call:
     harness: Harness
     out: RecordingOutput
     probe: CaptureProcessor
+    context: LLMContext
 
 
 def speech(ms: int) -> list[InputAudioRawFrame]:
@@ -102,7 +102,7 @@ def build_call(f: Fakes, *, via_proxy: bool) -> Call:
         DeepgramSTTService(base_url=first("stt", f.dg_a), api_key=f.dg_a.api_key, sample_rate=RATE, name="stt-a",
                            reconnect_timeout_secs=ATTEMPT),
         DeepgramSTTService(base_url=f.dg_b.url, api_key=f.dg_b.api_key, sample_rate=RATE, name="stt-b"),
-    ], name="stt", audio_passthrough=False, policy=policy)
+    ], name="stt", audio_passthrough=False, policy=policy, final_timeout_secs=ATTEMPT)
     llm = FallbackLLMService([
         OpenAILLMService(base_url=f"{first('llm', f.oa_a)}/v1", api_key=f.oa_a.api_key, model="m-a", name="llm-a"),
         OpenAILLMService(base_url=f"{f.oa_b.url}/v1", api_key=f.oa_b.api_key, model="m-b", name="llm-b"),
@@ -120,19 +120,15 @@ def build_call(f: Fakes, *, via_proxy: bool) -> Call:
     out = RecordingOutput()
     probe = CaptureProcessor(FrameDirection.DOWNSTREAM, [StartFrame, InputAudioRawFrame], name="probe")
     h = Harness([stt, pair.user(), llm, tts, out, probe, pair.assistant()])
-    return Call(h, out, probe)
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + BOUND
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+    return Call(h, out, probe, ctx)
 
 
 async def one_turn(call: Call) -> dict[str, Any]:
-    """The caller speaks; returns what they heard and how long they waited at most."""
+    """The caller speaks, then the line carries silence (a phone line never stops sending
+    audio) until the bot's reply ends; returns what the caller heard and how long they
+    waited at most."""
     h = call.harness
+    silence = InputAudioRawFrame(audio=bytes(RATE * 2 * 20 // 1000), sample_rate=RATE)
     async with h:
         await h.task.queue_frame(VADUserStartedSpeakingFrame())
         for fr in speech(400):
@@ -140,15 +136,19 @@ async def one_turn(call: Call) -> dict[str, Any]:
             await asyncio.sleep(0.002)
         await h.task.queue_frame(VADUserStoppedSpeakingFrame())
         spoke = asyncio.get_running_loop().time()
-        await until(lambda: any(isinstance(fr, BotStoppedSpeakingFrame) for fr in call.probe.frames),
-                    "the end of the reply")
+        deadline = time.monotonic() + BOUND
+        while not any(isinstance(fr, BotStoppedSpeakingFrame) for fr in call.probe.frames):
+            assert time.monotonic() < deadline, "timed out waiting for the end of the reply"
+            await h.task.queue_frame(silence)
+            await asyncio.sleep(0.02)  # the line's packet clock
         await h.task.stop_when_done()
         await h.finish(BOUND)
     audio = call.out.audio()
     times = [spoke, *(t for t, _ in audio)]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return {"heard": decode_tones(b"".join(p for _, p in audio), RATE, CHAR_MS).strip(),
-            "longest_wait": max(gaps) if gaps else float("inf")}
+            "longest_wait": max(gaps) if gaps else float("inf"),
+            "said": [m["content"] for m in call.context.messages if m.get("role") == "user"]}
 
 
 async def two_calls(f: Fakes) -> dict[str, Any]:
@@ -200,6 +200,8 @@ def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str,
     print(leg, fault.value, "A heard", repr(a["heard"]), "waited at most", round(a["longest_wait"], 3),
           "| B waited at most", round(b["longest_wait"], 3))
     assert injected >= 1
+    assert a["said"] in ([HEARD_A], [HEARD_B]), a  # the caller's words reached the LLM
+    assert b["said"] == [HEARD_A], b
     assert a["heard"] in expected(leg, fault), a["heard"]
     assert a["longest_wait"] < SILENCE, a
     assert b["heard"] == REPLY_A.lower(), b

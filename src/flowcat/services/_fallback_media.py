@@ -16,18 +16,22 @@ first available provider and sends it the audio. When the provider's socket drop
 send fails (and the policy fails over on the error) it disconnects it, connects the next
 one and goes on streaming there: the audio that arrived meanwhile was buffered by the
 base (up to ``max_buffer_secs``) and is sent to the new provider first, followed by a
-pending ``finalize``. Audio already sent to the dropped provider whose transcript never
-came is not replayed. The providers' transcripts come out of the fallback
+pending ``finalize``. The audio already sent since the last final transcript (up to
+``replay_secs``) is sent to the new provider first, so the words of an utterance whose
+transcript the dropped provider never gave are heard by the next one. A provider that
+gives no final transcript within ``final_timeout_secs`` of a ``finalize`` (a stalled
+socket) is treated as dropped. The providers' transcripts come out of the fallback
 (:meth:`~flowcat.services.STTService.deliver_results_to`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from ..errors import ConfigError, ServiceError
+from ..errors import ConfigError, ServiceError, ServiceTimeout
 from ..frames import CancelFrame, EndFrame, Frame, StartFrame
 from ..runtime import FrameDirection
 from ._backoff import Backoff, Deadline, retry_call
@@ -151,6 +155,10 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
     Args:
         services: The providers, most preferred first (not linked into any pipeline).
         policy: Which failures fail over, connection attempts per provider, the breaker.
+        replay_secs: Audio sent since the last final transcript kept to replay to the next
+            provider when one fails (the most recent this many seconds).
+        final_timeout_secs: Bound from a ``finalize`` to its final transcript; past it the
+            provider is treated as dropped (None: no bound).
         **kwargs: :class:`~flowcat.services.STTService` arguments (``audio_passthrough``,
             ``max_buffer_secs`` — the audio kept while switching —, ``audio_batch_secs``,
             ``retry`` and ``reconnect_timeout_secs`` for reconnecting when every provider
@@ -160,9 +168,16 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
     """
 
     def __init__(self, services: Sequence[STTService], *, policy: FallbackPolicy | None = None,
-                 **kwargs: Any) -> None:
+                 replay_secs: float = 10.0, final_timeout_secs: float | None = 3.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._init_group(services, policy)
+        if replay_secs < 0 or (final_timeout_secs is not None and final_timeout_secs <= 0):
+            raise ConfigError(f"{self.name}: replay_secs must be >= 0 and final_timeout_secs > 0")
+        self.replay_secs = replay_secs
+        self.final_timeout_secs = final_timeout_secs
+        self._unconfirmed = bytearray()  # audio sent since the last final transcript (replayed on a switch)
+        self._awaiting_final = False  # a finalize was sent and its final transcript has not come
+        self._overdue: asyncio.TimerHandle | None = None
         for s in self.services:
             if isinstance(s, SegmentedSTTService):
                 raise ConfigError(f"{self.name}: {s.name} is a segmented STT service; the fallback streams "
@@ -176,6 +191,7 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
     def _detach(self) -> None:
         for s in self.services:
             s.deliver_results_to(None)  # the call is over: no reference back to this service
+        self._stop_final_timer()
         super()._detach()
 
     async def start(self, frame: StartFrame) -> None:
@@ -226,6 +242,7 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
         raise failed
 
     async def disconnect(self) -> None:
+        self._stop_final_timer()
         svc, self._connected = self._connected, None
         if svc is not None:
             await svc.disconnect()
@@ -239,6 +256,7 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
                 raise
             await self._fail_over(svc, exc)
             await self.active.send_audio(audio)
+        self._keep(audio)
 
     async def finalize(self) -> None:
         svc = await self._serving()
@@ -247,8 +265,40 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
         except ServiceError as exc:
             if not self.policy.fails_over(exc):
                 raise
-            await self._fail_over(svc, exc)  # what it had not transcribed is lost with it
+            await self._fail_over(svc, exc)  # replays what it had not transcribed
             await self.active.finalize()
+        self._awaiting_final = True
+        if self.final_timeout_secs is not None and self._overdue is None:
+            self._overdue = asyncio.get_running_loop().call_later(self.final_timeout_secs, self._final_overdue)
+
+    async def push_transcription(
+        self, text: str, *, final: bool = True, language: str | None = None, result: Any = None
+    ) -> None:
+        if final and text:
+            self._unconfirmed.clear()
+            self._awaiting_final = False
+            self._stop_final_timer()
+        await super().push_transcription(text, final=final, language=language, result=result)
+
+    def _keep(self, audio: bytes) -> None:
+        """Keep ``audio`` (sent) until a final transcript confirms it, the last ``replay_secs``."""
+        buf = self._unconfirmed
+        buf += audio
+        limit = int(self.replay_secs * (self.sample_rate or 16000)) * 2
+        if len(buf) > limit:
+            del buf[: len(buf) - limit]
+
+    def _final_overdue(self) -> None:
+        self._overdue = None
+        svc = self._connected
+        if svc is not None and self._awaiting_final:
+            self.on_provider_lost(svc, ServiceTimeout(
+                f"{svc.name}: no final transcript within {self.final_timeout_secs:g} s"))
+
+    def _stop_final_timer(self) -> None:
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
 
     def on_provider_lost(self, provider: STTService, exc: ServiceError) -> None:
         """A provider's socket dropped: switch before the next send (the sender is woken)."""
@@ -270,9 +320,11 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
         return svc
 
     async def _fail_over(self, svc: STTService, exc: ServiceError) -> None:
-        """``svc`` failed: count it, close it, connect the next available provider."""
+        """``svc`` failed: count it, close it, connect the next available provider and send
+        it the audio ``svc`` never confirmed (then the pending ``finalize``)."""
         self.record_failure(svc, exc)
         self._connected = None
+        self._stop_final_timer()
         try:
             await svc.disconnect()
         except ServiceError as err:
@@ -280,3 +332,10 @@ class FallbackSTTService(FallbackGroup[STTService], STTService):
         await self.connect()
         if self.active is not svc:
             await self.switched(svc, self.active, exc)
+        if self._unconfirmed:
+            await self.active.send_audio(bytes(self._unconfirmed))
+        if self._awaiting_final:
+            await self.active.finalize()
+            if self.final_timeout_secs is not None:
+                self._overdue = asyncio.get_running_loop().call_later(self.final_timeout_secs,
+                                                                      self._final_overdue)
