@@ -32,6 +32,7 @@ from flowcat.frames import (
     InputAudioRawFrame,
     LLMContext,
     StartFrame,
+    TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -59,13 +60,21 @@ ATTEMPT = 0.5  # a provider's bound to its first output before the request moves
 SILENCE = 2.0  # the longest the caller may wait for the bot (end of speech to reply, or within it)
 BOUND = 20.0
 LINE = "Sorry, one moment."
+AFTER_FIRST_WORDS = 400  # bytes of the LLM's SSE body: its first words, not all of them
 REPLY_A, REPLY_B = "Reply from A.", "Reply from B."
 HEARD_A, HEARD_B = "hello from a", "hello from b"
 CALL_MODULES = tuple(f"flowcat.{m}" for m in ("frames", "runtime", "services", "agent", "transports"))
 
 LEGS = ("stt", "llm", "tts")
-FAULTS = (Fault.STATUS, Fault.RATE_LIMIT, Fault.DISCONNECT, Fault.RESET, Fault.STALL, Fault.TRICKLE,
-          Fault.GARBAGE)
+FAULTS = (
+    Fault.STATUS,
+    Fault.RATE_LIMIT,
+    Fault.DISCONNECT,
+    Fault.RESET,
+    Fault.STALL,
+    Fault.TRICKLE,
+    Fault.GARBAGE,
+)
 
 
 @dataclass
@@ -90,7 +99,7 @@ class Call:
 def speech(ms: int) -> list[InputAudioRawFrame]:
     pcm = synthesize_tones("a" * (ms // 20), RATE, 20)
     step = RATE * 2 * 20 // 1000
-    return [InputAudioRawFrame(audio=pcm[i: i + step], sample_rate=RATE) for i in range(0, len(pcm), step)]
+    return [InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=RATE) for i in range(0, len(pcm), step)]
 
 
 def build_call(f: Fakes, *, via_proxy: bool) -> Call:
@@ -98,25 +107,58 @@ def build_call(f: Fakes, *, via_proxy: bool) -> Call:
         return f.proxies[leg].url if via_proxy else fake.url
 
     policy = FallbackPolicy(attempt_timeout_secs=ATTEMPT, cooldown_secs=60)
-    stt = FallbackSTTService([
-        DeepgramSTTService(base_url=first("stt", f.dg_a), api_key=f.dg_a.api_key, sample_rate=RATE, name="stt-a",
-                           reconnect_timeout_secs=ATTEMPT),
-        DeepgramSTTService(base_url=f.dg_b.url, api_key=f.dg_b.api_key, sample_rate=RATE, name="stt-b"),
-    ], name="stt", audio_passthrough=False, policy=policy, final_timeout_secs=ATTEMPT)
-    llm = FallbackLLMService([
-        OpenAILLMService(base_url=f"{first('llm', f.oa_a)}/v1", api_key=f.oa_a.api_key, model="m-a", name="llm-a"),
-        OpenAILLMService(base_url=f"{f.oa_b.url}/v1", api_key=f.oa_b.api_key, model="m-b", name="llm-b"),
-    ], name="llm", policy=policy, request_timeout_secs=SILENCE * 0.75, chunk_timeout_secs=ATTEMPT * 2,
-        fallback_text=LINE)
-    tts = FallbackTTSService([
-        CartesiaTTSService(base_url=first("tts", f.ca_a), api_key=f.ca_a.api_key, voice_id="v", sample_rate=RATE,
-                           name="tts-a"),
-        CartesiaTTSService(base_url=f.ca_b.url, api_key=f.ca_b.api_key, voice_id="v", sample_rate=RATE,
-                           name="tts-b"),
-    ], name="tts", policy=policy)
+    stt = FallbackSTTService(
+        [
+            DeepgramSTTService(
+                base_url=first("stt", f.dg_a),
+                api_key=f.dg_a.api_key,
+                sample_rate=RATE,
+                name="stt-a",
+                reconnect_timeout_secs=ATTEMPT,
+            ),
+            DeepgramSTTService(base_url=f.dg_b.url, api_key=f.dg_b.api_key, sample_rate=RATE, name="stt-b"),
+        ],
+        name="stt",
+        audio_passthrough=False,
+        policy=policy,
+        final_timeout_secs=ATTEMPT,
+    )
+    llm = FallbackLLMService(
+        [
+            OpenAILLMService(
+                base_url=f"{first('llm', f.oa_a)}/v1", api_key=f.oa_a.api_key, model="m-a", name="llm-a"
+            ),
+            OpenAILLMService(base_url=f"{f.oa_b.url}/v1", api_key=f.oa_b.api_key, model="m-b", name="llm-b"),
+        ],
+        name="llm",
+        policy=policy,
+        request_timeout_secs=SILENCE * 0.75,
+        chunk_timeout_secs=ATTEMPT * 2,
+        fallback_text=LINE,
+    )
+    tts = FallbackTTSService(
+        [
+            CartesiaTTSService(
+                base_url=first("tts", f.ca_a),
+                api_key=f.ca_a.api_key,
+                voice_id="v",
+                sample_rate=RATE,
+                name="tts-a",
+            ),
+            CartesiaTTSService(
+                base_url=f.ca_b.url, api_key=f.ca_b.api_key, voice_id="v", sample_rate=RATE, name="tts-b"
+            ),
+        ],
+        name="tts",
+        policy=policy,
+    )
     ctx = LLMContext([{"role": "system", "content": "Be brief."}])
-    pair = LLMContextAggregatorPair(ctx, user_params=LLMUserAggregatorParams(
-        user_turn_strategies=UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy(timeout=0.05)])))
+    pair = LLMContextAggregatorPair(
+        ctx,
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy(timeout=0.05)])
+        ),
+    )
     out = RecordingOutput()
     probe = CaptureProcessor(FrameDirection.DOWNSTREAM, [StartFrame, InputAudioRawFrame], name="probe")
     h = Harness([stt, pair.user(), llm, tts, out, probe, pair.assistant()])
@@ -146,9 +188,11 @@ async def one_turn(call: Call) -> dict[str, Any]:
     audio = call.out.audio()
     times = [spoke, *(t for t, _ in audio)]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    return {"heard": decode_tones(b"".join(p for _, p in audio), RATE, CHAR_MS).strip(),
-            "longest_wait": max(gaps) if gaps else float("inf"),
-            "said": [m["content"] for m in call.context.messages if m.get("role") == "user"]}
+    return {
+        "heard": decode_tones(b"".join(p for _, p in audio), RATE, CHAR_MS).strip(),
+        "longest_wait": max(gaps) if gaps else float("inf"),
+        "said": [m["content"] for m in call.context.messages if m.get("role") == "user"],
+    }
 
 
 async def two_calls(f: Fakes) -> dict[str, Any]:
@@ -171,8 +215,11 @@ def expected(leg: str, fault: Fault) -> set[str]:
     if fault is Fault.TRICKLE:
         return {reply_a}  # slow, but all of it and in time
     if leg == "llm":
-        return {reply_b} | {reply_a[:n] + line for n in range(len(reply_a))} | {reply_a[:n] + " " + line
-                                                                              for n in range(len(reply_a))}
+        return (
+            {reply_b}
+            | {reply_a[:n] + line for n in range(len(reply_a))}
+            | {reply_a[:n] + " " + line for n in range(len(reply_a))}
+        )
     return {reply_a}  # the STT or TTS leg fails over: the same reply, spoken by the second provider
 
 
@@ -180,9 +227,14 @@ def expected(leg: str, fault: Fault) -> set[str]:
 @pytest.mark.parametrize("leg", LEGS)
 def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str, fault: Fault) -> None:
     async def main() -> tuple[dict[str, Any], int]:
-        async with FakeDeepgram([HEARD_A]) as dg_a, FakeDeepgram([HEARD_B]) as dg_b, \
-                FakeOpenAI([REPLY_A], api_key="key-a") as oa_a, FakeOpenAI([REPLY_B], api_key="key-b") as oa_b, \
-                FakeCartesia(char_ms=CHAR_MS) as ca_a, FakeCartesia(char_ms=CHAR_MS) as ca_b:
+        async with (
+            FakeDeepgram([HEARD_A]) as dg_a,
+            FakeDeepgram([HEARD_B]) as dg_b,
+            FakeOpenAI([REPLY_A], api_key="key-a") as oa_a,
+            FakeOpenAI([REPLY_B], api_key="key-b") as oa_b,
+            FakeCartesia(char_ms=CHAR_MS) as ca_a,
+            FakeCartesia(char_ms=CHAR_MS) as ca_b,
+        ):
             f = Fakes(dg_a, dg_b, oa_a, oa_b, ca_a, ca_b)
             for leg_name, fake in (("stt", dg_a), ("llm", oa_a), ("tts", ca_a)):
                 f.proxies[leg_name] = FaultProxy(fake.url)
@@ -197,8 +249,16 @@ def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str,
 
     got, injected = asyncio.run(main())
     a, b = got["a"], got["b"]
-    print(leg, fault.value, "A heard", repr(a["heard"]), "waited at most", round(a["longest_wait"], 3),
-          "| B waited at most", round(b["longest_wait"], 3))
+    print(
+        leg,
+        fault.value,
+        "A heard",
+        repr(a["heard"]),
+        "waited at most",
+        round(a["longest_wait"], 3),
+        "| B waited at most",
+        round(b["longest_wait"], 3),
+    )
     assert injected >= 1
     assert a["said"] in ([HEARD_A], [HEARD_B]), a  # the caller's words reached the LLM
     assert b["said"] == [HEARD_A], b
@@ -206,3 +266,77 @@ def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str,
     assert a["longest_wait"] < SILENCE, a
     assert b["heard"] == REPLY_A.lower(), b
     assert b["longest_wait"] < SILENCE, b
+
+
+# ------------------------------------------------------------------ the fallback line
+
+
+def llm_call(url: str, fallback: str | None, oa: FakeOpenAI, ca: FakeCartesia) -> Call:
+    llm = OpenAILLMService(
+        base_url=f"{url}/v1",
+        api_key=oa.api_key,
+        model="m",
+        name="llm",
+        fallback_text=fallback,
+        request_timeout_secs=ATTEMPT,
+        chunk_timeout_secs=ATTEMPT,
+    )
+    tts = CartesiaTTSService(base_url=ca.url, api_key=ca.api_key, voice_id="v", sample_rate=RATE, name="tts")
+    ctx = LLMContext([{"role": "system", "content": "Be brief."}])
+    pair = LLMContextAggregatorPair(
+        ctx,
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy(timeout=0.05)])
+        ),
+    )
+    out = RecordingOutput()
+    probe = CaptureProcessor(FrameDirection.DOWNSTREAM, [StartFrame, InputAudioRawFrame], name="probe")
+    return Call(Harness([pair.user(), llm, tts, out, probe, pair.assistant()]), out, probe, ctx)
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.DISCONNECT, Fault.STALL, Fault.GARBAGE, Fault.STATUS], ids=lambda x: x.value
+)
+def test_an_llm_that_breaks_after_its_first_words_says_the_fallback_line(fault: Fault) -> None:
+    async def turn(call: Call) -> dict[str, Any]:
+        h = call.harness
+        async with h:
+            for fr in (
+                VADUserStartedSpeakingFrame(start_secs=0.6),
+                TranscriptionFrame(text="Hello.", user_id="u", timestamp=""),
+                VADUserStoppedSpeakingFrame(),
+            ):
+                await h.task.queue_frame(fr)
+            spoke = asyncio.get_running_loop().time()
+            await h.down.wait_for(BotStoppedSpeakingFrame, BOUND)
+            await h.task.stop_when_done()
+            await h.finish(BOUND)
+        await close_http_sessions()
+        audio = call.out.audio()
+        times = [spoke, *(t for t, _ in audio)]
+        return {
+            "heard": decode_tones(b"".join(p for _, p in audio), RATE, CHAR_MS).strip(),
+            "longest_wait": max(b - a for a, b in zip(times, times[1:], strict=False)),
+        }
+
+    async def main() -> dict[str, Any]:
+        async with (
+            FakeOpenAI(["Reply from A, a long one."], api_key="key-a", inter_token=0.01) as oa,
+            FakeCartesia(char_ms=CHAR_MS) as ca,
+            FaultProxy(oa.url) as proxy,
+        ):
+            proxy.arm(fault, count=-1, after_bytes=AFTER_FIRST_WORDS)
+            return await assert_call_leaves_nothing(
+                lambda: turn(llm_call(proxy.url, LINE, oa, ca)), modules=CALL_MODULES
+            )
+
+    got = asyncio.run(main())
+    print(fault.value, got)
+    reply, line = "reply from a, a long one.", LINE.lower()
+    said, _, rest = got["heard"].partition(line)
+    assert rest == "" and got["heard"].endswith(line), got
+    if fault is Fault.STATUS:  # nothing came: the line alone
+        assert said == "", got
+    else:  # the words that came, then the line
+        assert said and reply.startswith(said.rstrip()) and said.rstrip() != reply, got
+    assert got["longest_wait"] < SILENCE, got

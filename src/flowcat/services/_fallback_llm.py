@@ -31,8 +31,8 @@ from typing import Any
 from ..errors import ConfigError, ServiceError
 from ..frames import Frame, LLMContext, LLMTokenUsage
 from ..runtime import FrameDirection
-from ._backoff import Backoff
 from ._ai_service import drop_tracebacks
+from ._backoff import Backoff
 from ._fallback import FallbackGroup, FallbackPolicy, open_first
 from ._function_schema import FunctionSchema
 from ._llm import LLMChunk, LLMService

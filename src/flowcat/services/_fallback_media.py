@@ -34,8 +34,8 @@ from typing import Any
 from ..errors import ConfigError, ServiceError, ServiceTimeout
 from ..frames import CancelFrame, EndFrame, Frame, StartFrame
 from ..runtime import FrameDirection
-from ._backoff import Backoff, Deadline, retry_call
 from ._ai_service import drop_tracebacks
+from ._backoff import Backoff, Deadline, retry_call
 from ._fallback import FallbackGroup, FallbackPolicy, open_first
 from ._stt import SegmentedSTTService, STTService
 from ._tts import TTSChunk, TTSService

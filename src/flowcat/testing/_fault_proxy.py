@@ -91,7 +91,7 @@ class FaultProxy:
         self.injected: Counter[Fault] = Counter()
         self._armed: _Armed | None = None
         self._left = 0
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - garbage bytes for a test, not a secret
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -114,8 +114,9 @@ class FaultProxy:
         """Put ``fault`` on the next ``count`` connections (-1: every one until :meth:`clear`)."""
         if fault is Fault.RATE_LIMIT:
             status = 429
-        self._armed = _Armed(fault, after_bytes, status, retry_after, trickle_bytes, trickle_secs, garbage_bytes,
-                             stall_limit)
+        self._armed = _Armed(
+            fault, after_bytes, status, retry_after, trickle_bytes, trickle_secs, garbage_bytes, stall_limit
+        )
         self._left = count
 
     def clear(self) -> None:
@@ -198,13 +199,16 @@ class FaultProxy:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             for w in (up_writer, writer):
                 if w is not None:
                     w.close()
 
     async def _answer(
-        self, up: asyncio.StreamReader, writer: asyncio.StreamWriter, armed: _Armed | None,
+        self,
+        up: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        armed: _Armed | None,
         client_gone: asyncio.Event,
     ) -> None:
         """Forward the upstream's answer to the client, with the fault."""
@@ -225,11 +229,11 @@ class FaultProxy:
             if armed is not None and fault in (Fault.DISCONNECT, Fault.RESET, Fault.STALL, Fault.GARBAGE):
                 room = armed.after_bytes - passed
                 if len(data) >= room:
-                    writer.write(data[:max(room, 0)])
+                    writer.write(data[: max(room, 0)])
                     await writer.drain()
                     if fault is Fault.GARBAGE:
                         writer.write(bytes(self._rng.getrandbits(8) for _ in range(armed.garbage_bytes)))
-                        writer.write(data[max(room, 0):])
+                        writer.write(data[max(room, 0) :])
                         await writer.drain()
                         fault = Fault.NONE
                         continue
@@ -269,8 +273,10 @@ def _rewrite(head: bytes) -> bytes:
 def _status_answer(armed: _Armed) -> bytes:
     body = b'{"error":{"message":"injected fault","type":"server_error"}}'
     extra = f"Retry-After: {armed.retry_after}\r\n" if armed.status == 429 else ""
-    return (f"HTTP/1.1 {armed.status} Injected\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {armed.status} Injected\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
