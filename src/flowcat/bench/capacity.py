@@ -52,7 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "process_frame), both, or a module:function factory",
     )
     p.add_argument("--no-floor", action="store_true", help="skip the raw-socket floor")
-    p.add_argument("--overload", action="store_true", help="offer 1.5x each N to flowcat with --capacity N")
+    p.add_argument("--overload", action="store_true",
+                   help="offer --overload-factor x each N to flowcat with --capacity N")
+    p.add_argument("--overload-factor", type=float, default=1.5,
+                   help="with --overload, the calls offered per admitted call (default 1.5; 2 = twice the load)")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--duration", type=float, default=10.0, help="measured window (s)")
     p.add_argument("--drain", type=float, default=2.0)
@@ -349,7 +352,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, int, int | None, str]
             for w in _ints(args.workers):
                 points.append(("flowcat", n, w, None, app))
             if args.overload:
-                points.append(("flowcat", n, 1, int(n * 1.5), app))
+                points.append(("flowcat", n, 1, int(n * getattr(args, "overload_factor", 1.5)), app))
     if args.vs_pipecat and not args.quick:
         for n in _ints(args.pipecat_calls):
             points.append(("pipecat", n, 1, None, ""))
