@@ -52,8 +52,22 @@ def _health(port: int) -> dict[str, Any] | None:
 
 
 def _flowcat(port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--sample-rate", "8000",
-           "--workers", "1", "--drain-timeout", "15"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowcat.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--sample-rate",
+        "8000",
+        "--workers",
+        "1",
+        "--drain-timeout",
+        "15",
+        "--call-rate",
+        "0",
+    ]  # every call comes from nginx's address: limit per caller in nginx
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -83,11 +97,16 @@ def _nginx(tmp: Path, listen: int, a: int, b: int) -> subprocess.Popen[bytes]:
     conf = conf.replace("127.0.0.1:8765", f"127.0.0.1:{a}").replace("127.0.0.1:8766", f"127.0.0.1:{b}")
     (tmp / "tmp").mkdir()
     (tmp / "nginx.conf").write_text(conf)
-    check = subprocess.run([nginx, "-t", "-p", str(tmp), "-c", str(tmp / "nginx.conf")], capture_output=True,
-                           timeout=10)
+    check = subprocess.run(
+        [nginx, "-t", "-p", str(tmp), "-c", str(tmp / "nginx.conf")], capture_output=True, timeout=10
+    )
     assert check.returncode == 0, check.stderr.decode()
-    return subprocess.Popen([nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 async def _call(session: aiohttp.ClientSession, url: str, n: int) -> str | None:
@@ -158,14 +177,22 @@ def test_one_instance_drained_and_restarted_under_load_loses_no_call(
             stop.set()
             await asyncio.wait_for(asyncio.gather(*slots), 30)
         after_a, after_b = _health(a), _health(b)
-        return {"results": results, "rc": rc, "drained_in": drained_in, "before": before, "a": after_a,
-                "b": after_b}
+        return {
+            "results": results,
+            "rc": rc,
+            "drained_in": drained_in,
+            "before": before,
+            "a": after_a,
+            "b": after_b,
+        }
 
     got = asyncio.run(load())
     failures = [r for r in got["results"] if r is not None]
-    print(f"calls {len(got['results'])}, lost {len(failures)}, instance 1 drained in {got['drained_in']:.2f} s "
-          f"with {got['before']['active']} calls in progress; after restart it took {got['a']['accepted']}, "
-          f"instance 2 took {got['b']['accepted']}")
+    print(
+        f"calls {len(got['results'])}, lost {len(failures)}, instance 1 drained in {got['drained_in']:.2f} s "
+        f"with {got['before']['active']} calls in progress; after restart it took {got['a']['accepted']}, "
+        f"instance 2 took {got['b']['accepted']}"
+    )
     assert failures == [], failures[:5]
     assert got["rc"] == 0  # the drain ended cleanly: every call it held ended before the timeout
     assert got["drained_in"] < 10

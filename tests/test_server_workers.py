@@ -211,3 +211,69 @@ def test_drain_timeout_bounds_a_call_that_does_not_end(
     elapsed = asyncio.run(scenario())
     assert 0.5 < elapsed < 8
     assert proc.wait(timeout=15) == 0
+
+
+async def _echo_call(session: aiohttp.ClientSession, url: str, frames: int) -> str | None:
+    """An echo call of ``frames`` 20 ms frames, every echo checked; None when whole, else what broke."""
+    got, sent = bytearray(), bytearray()
+    try:
+        async with session.ws_connect(url) as ws:
+            for i in range(frames):
+                frame = bytes([i & 0xFF, 1]) * 160
+                sent += frame
+                await ws.send_bytes(frame)
+                await asyncio.sleep(0.02)
+                while len(got) < len(sent) - 4 * 320:
+                    msg = await asyncio.wait_for(ws.receive(), 5.0)
+                    if msg.type != aiohttp.WSMsgType.BINARY:
+                        return f"{msg.type.name} after {len(got)} of {len(sent)} bytes"
+                    got += msg.data
+            while len(got) < len(sent):
+                msg = await asyncio.wait_for(ws.receive(), 5.0)
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    return f"{msg.type.name} after {len(got)} of {len(sent)} bytes"
+                got += msg.data
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return f"{type(exc).__name__} after {len(got)} of {len(sent)} bytes"
+    return None if got == sent else "echo differs"
+
+
+@ENGINES
+def test_sigterm_under_load_refuses_new_calls_and_drops_none(
+    stop_after: list[subprocess.Popen[bytes]], engine: str
+) -> None:
+    """30 calls in progress (4 to 7 s long each) when SIGTERM comes: every one goes on to its
+    end with all its audio echoed, every new call is refused, and the server exits cleanly."""
+    port = _port()
+    proc = _serve(port, "--workers", "1", "--drain-timeout", "10", "--call-rate", "0", *_engine(engine))
+    stop_after.append(proc)
+    _wait_up(port, proc)
+    url = f"http://127.0.0.1:{port}/ws"
+
+    async def scenario() -> tuple[list[str | None], int, int]:
+        async with aiohttp.ClientSession() as s:
+            calls = [asyncio.create_task(_echo_call(s, url, 200 + 5 * i)) for i in range(30)]
+            deadline = time.monotonic() + 15
+            health = None
+            while health is None or health["active"] < 30:  # all 30 in progress
+                assert time.monotonic() < deadline and not any(c.done() for c in calls), health
+                await asyncio.sleep(0.05)
+                health = await asyncio.to_thread(_health, port)
+            proc.send_signal(signal.SIGTERM)
+            refused = admitted = 0
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:  # new calls: once the drain began, refused, none admitted
+                try:
+                    async with s.ws_connect(url):
+                        admitted += refused > 0  # before that the signal had not reached the worker yet
+                except aiohttp.WSServerHandshakeError as exc:
+                    refused += exc.status == 503
+                except aiohttp.ClientConnectionError:
+                    refused += 1
+                await asyncio.sleep(0.05)
+            return await asyncio.wait_for(asyncio.gather(*calls), 30), refused, admitted
+
+    results, refused, admitted = asyncio.run(scenario())
+    assert [r for r in results if r is not None] == []  # zero dropped
+    assert refused > 0 and admitted == 0
+    assert proc.wait(timeout=15) == 0
