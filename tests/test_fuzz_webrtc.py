@@ -208,8 +208,10 @@ def test_offer_corpus(server: Server, file: str, message: str | bytes) -> None:
 
 
 def test_events_socket_survives_fuzzed_messages(server: Server) -> None:
+    sdp = real_sdp()
+
     async def open_call() -> tuple[str, aiohttp.ClientWebSocketResponse]:
-        status, text = await server.offer(json.dumps({"sdp": real_sdp(), "type": "offer"}).encode())
+        status, text = await server.offer(json.dumps({"sdp": sdp, "type": "offer"}).encode())
         assert status == 200, text
         pc_id = json.loads(text)["pc_id"]
         assert server.http is not None

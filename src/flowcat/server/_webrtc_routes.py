@@ -151,7 +151,7 @@ async def _offer(request: web.Request) -> web.Response:
         return _bad(413, f"offer body over {MAX_OFFER_BYTES} bytes")
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested past the interpreter's limit
         return _bad(400, "body is not JSON")
     if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not body["sdp"].strip():
         return _bad(400, "expected {\"sdp\": \"...\", \"type\": \"offer\"}")
