@@ -32,7 +32,7 @@ require("aiortc")
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
-from aiortc import RTCPeerConnection  # noqa: E402
+from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
 from flowcat.frames import Frame  # noqa: E402
 from flowcat.runtime import FrameDirection, FrameProcessor  # noqa: E402
@@ -208,17 +208,21 @@ def test_offer_corpus(server: Server, file: str, message: str | bytes) -> None:
 
 
 def test_events_socket_survives_fuzzed_messages(server: Server) -> None:
-    sdp = real_sdp()
-
-    async def open_call() -> tuple[str, aiohttp.ClientWebSocketResponse]:
-        status, text = await server.offer(json.dumps({"sdp": sdp, "type": "offer"}).encode())
+    async def open_call() -> tuple[str, aiohttp.ClientWebSocketResponse, RTCPeerConnection]:
+        # a real peer that connects, so the call stays up (one that never connects is closed)
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="sendrecv")
+        pc.createDataChannel("events")
+        await pc.setLocalDescription(await pc.createOffer())
+        status, text = await server.offer(json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode())
         assert status == 200, text
-        pc_id = json.loads(text)["pc_id"]
+        answer = json.loads(text)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         assert server.http is not None
-        ws = await server.http.ws_connect(f"{server.url}/api/events/{pc_id}")
-        return pc_id, ws
+        ws = await server.http.ws_connect(f"{server.url}/api/events/{answer['pc_id']}")
+        return answer["pc_id"], ws, pc
 
-    pc_id, ws = run(open_call())
+    pc_id, ws, peer = run(open_call())
     entry = server.app[WEBRTC_KEY].calls[pc_id]
     seeds: list[Any] = [{"type": "ping"}, {"type": "user-transcription", "data": {"text": "hi"}}]
 
@@ -247,3 +251,4 @@ def test_events_socket_survives_fuzzed_messages(server: Server) -> None:
         prop()
     finally:
         run(ws.close())
+        run(peer.close())
