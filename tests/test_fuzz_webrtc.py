@@ -60,8 +60,9 @@ class Passthrough(FrameProcessor):
 
 class Server:
     def __init__(self) -> None:
-        self.app = create_app(ServerConfig(app=lambda _c: [Passthrough()], capacity=4,
-                                           security=Security(call_rate=0)))  # thousands of offers
+        self.app = create_app(
+            ServerConfig(app=lambda _c: [Passthrough()], capacity=4, security=Security(call_rate=0))
+        )  # thousands of offers
         self.runner = web.AppRunner(self.app)
         self.url = ""
         self.http: aiohttp.ClientSession | None = None
@@ -94,8 +95,9 @@ class Server:
 
     async def offer(self, body: bytes) -> tuple[int, Any]:
         assert self.http is not None
-        async with self.http.post(f"{self.url}/api/offer", data=body,
-                                  headers={"Content-Type": "application/json"}) as r:
+        async with self.http.post(
+            f"{self.url}/api/offer", data=body, headers={"Content-Type": "application/json"}
+        ) as r:
             text = await r.text()
             return r.status, text
 
@@ -150,13 +152,34 @@ def sdp_mutations(draw: st.DrawFn, sdp: str) -> str:
             key, _, _ = line.partition("=")
             lines[i] = key + "=" + draw(st.text(max_size=60))
         elif op == "insert":
-            lines.insert(i, draw(st.sampled_from(["m=audio 9 UDP/TLS/RTP/SAVPF", "m=video 0 RTP/AVP 0", "a=",
-                                                  "a=rtpmap:111", "a=fingerprint:sha-256 ZZ", "c=IN IP6 ::1",
-                                                  "a=candidate:1 1 udp 1 127.0.0.1 99999 typ host", "v=1",
-                                                  "a=group:BUNDLE 7 8 9", "a=ssrc:-1 cname:x", "\x00", "é" * 50])))
+            lines.insert(
+                i,
+                draw(
+                    st.sampled_from(
+                        [
+                            "m=audio 9 UDP/TLS/RTP/SAVPF",
+                            "m=video 0 RTP/AVP 0",
+                            "a=",
+                            "a=rtpmap:111",
+                            "a=fingerprint:sha-256 ZZ",
+                            "c=IN IP6 ::1",
+                            "a=candidate:1 1 udp 1 127.0.0.1 99999 typ host",
+                            "v=1",
+                            "a=group:BUNDLE 7 8 9",
+                            "a=ssrc:-1 cname:x",
+                            "\x00",
+                            "é" * 50,
+                        ]
+                    )
+                ),
+            )
         elif op == "number":
-            lines[i] = "".join(draw(st.sampled_from(["-1", "0", "99999999999999999999", "1e9", "NaN"]))
-                               if ch.isdigit() else ch for ch in line)
+            lines[i] = "".join(
+                draw(st.sampled_from(["-1", "0", "99999999999999999999", "1e9", "NaN"]))
+                if ch.isdigit()
+                else ch
+                for ch in line
+            )
         elif op == "swap":
             j = draw(st.integers(0, len(lines) - 1))
             lines[i], lines[j] = lines[j], lines[i]
@@ -172,7 +195,9 @@ def offer_bodies(draw: st.DrawFn) -> bytes:
     if kind == "raw":
         return draw(st.one_of(st.binary(max_size=400), st.text(max_size=200).map(str.encode)))
     if kind == "json":
-        msg = draw(messages_from([{"sdp": sdp, "type": "offer"}, {"sdp": sdp, "type": "offer", "agent": "x"}]))
+        msg = draw(
+            messages_from([{"sdp": sdp, "type": "offer"}, {"sdp": sdp, "type": "offer", "agent": "x"}])
+        )
         return msg.encode("utf-8", "surrogatepass") if isinstance(msg, str) else msg
     body = {"sdp": draw(sdp_mutations(sdp)), "type": "offer"}
     return json.dumps(body).encode()
@@ -186,7 +211,8 @@ def check_offer(srv: Server, body: bytes) -> None:
         state = srv.app[STATE_KEY]
         assert state.admission.active == 0, state.admission.snapshot()
         assert srv.app[WEBRTC_KEY].calls == {} or all(
-            e.task is None or e.task.done() for e in srv.app[WEBRTC_KEY].calls.values())
+            e.task is None or e.task.done() for e in srv.app[WEBRTC_KEY].calls.values()
+        )
 
     run(go())
 
@@ -214,7 +240,9 @@ def test_events_socket_survives_fuzzed_messages(server: Server) -> None:
         pc.addTransceiver("audio", direction="sendrecv")
         pc.createDataChannel("events")
         await pc.setLocalDescription(await pc.createOffer())
-        status, text = await server.offer(json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode())
+        status, text = await server.offer(
+            json.dumps({"sdp": pc.localDescription.sdp, "type": "offer"}).encode()
+        )
         assert status == 200, text
         answer = json.loads(text)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))

@@ -20,8 +20,12 @@ Real sockets on 127.0.0.1, so real time: every wait is an event or a bounded pol
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +46,7 @@ from flowcat.services import (
     FallbackPolicy,
     FallbackSTTService,
     FallbackTTSService,
+    _http,
     close_http_sessions,
 )
 from flowcat.services.llm import OpenAILLMService
@@ -223,9 +228,7 @@ def expected(leg: str, fault: Fault) -> set[str]:
     return {reply_a}  # the STT or TTS leg fails over: the same reply, spoken by the second provider
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=[x.value for x in FAULTS])
-@pytest.mark.parametrize("leg", LEGS)
-def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str, fault: Fault) -> None:
+def run_matrix(leg: str, fault: Fault, tls: ssl.SSLContext | None = None) -> tuple[dict[str, Any], int]:
     async def main() -> tuple[dict[str, Any], int]:
         async with (
             FakeDeepgram([HEARD_A]) as dg_a,
@@ -237,7 +240,7 @@ def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str,
         ):
             f = Fakes(dg_a, dg_b, oa_a, oa_b, ca_a, ca_b)
             for leg_name, fake in (("stt", dg_a), ("llm", oa_a), ("tts", ca_a)):
-                f.proxies[leg_name] = FaultProxy(fake.url)
+                f.proxies[leg_name] = FaultProxy(fake.url, tls=tls)
                 await f.proxies[leg_name].start()
             try:
                 arm(f.proxies[leg], fault, leg)
@@ -247,7 +250,10 @@ def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str,
                 for p in f.proxies.values():
                     await p.close()
 
-    got, injected = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def check_matrix(leg: str, fault: Fault, got: dict[str, Any], injected: int) -> None:
     a, b = got["a"], got["b"]
     print(
         leg,
@@ -266,6 +272,61 @@ def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str,
     assert a["longest_wait"] < SILENCE, a
     assert b["heard"] == REPLY_A.lower(), b
     assert b["longest_wait"] < SILENCE, b
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[x.value for x in FAULTS])
+@pytest.mark.parametrize("leg", LEGS)
+def test_a_provider_fault_is_survived_and_the_other_call_is_unaffected(leg: str, fault: Fault) -> None:
+    got, injected = run_matrix(leg, fault)
+    check_matrix(leg, fault, got, injected)
+
+
+@pytest.fixture
+def trusted_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, trusted by the
+    services' shared client context (the one :func:`flowcat.services.http_session` uses)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    monkeypatch.setattr(_http, "_ssl_context", ssl.create_default_context(cafile=str(cert_file)))
+    return server
+
+
+@pytest.mark.parametrize("fault", [Fault.DISCONNECT, Fault.RESET], ids=["no-close-notify", "rst"])
+@pytest.mark.parametrize("leg", LEGS)
+def test_a_tls_connection_dropped_without_close_notify_is_survived(
+    leg: str, fault: Fault, trusted_tls: ssl.SSLContext
+) -> None:
+    got, injected = run_matrix(leg, fault, tls=trusted_tls)
+    check_matrix(leg, fault, got, injected)
 
 
 # ------------------------------------------------------------------ the fallback line

@@ -11,8 +11,8 @@ connections get it:
 * ``Fault.RATE_LIMIT`` — the same with 429 and a ``Retry-After`` header.
 * ``Fault.DISCONNECT`` — ``after_bytes`` bytes of the answer's body (or of the socket's
   messages after the 101) go through, then both sides are closed with a FIN: no
-  WebSocket close frame, no last chunk of a chunked body — the truncated close a peer
-  that drops TLS without ``close_notify`` makes.
+  WebSocket close frame, no last chunk of a chunked body. With ``tls`` (the proxy serves
+  TLS to the client) the connection is dropped without TLS ``close_notify``.
 * ``Fault.RESET`` — the same, closed with a TCP RST (``SO_LINGER`` 0).
 * ``Fault.STALL`` — ``after_bytes`` go through, then nothing more until the client goes
   away (the proxy still reads the client, so its writes do not block).
@@ -36,6 +36,7 @@ import enum
 import logging
 import random
 import socket
+import ssl
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -76,16 +77,23 @@ class _Armed:
 class FaultProxy:
     """A TCP proxy on 127.0.0.1 in front of ``upstream`` (``http://host:port``) that injects faults.
 
+    Args:
+        upstream: The server to forward to (plain TCP).
+        tls: Serve TLS to the client with this context (the URL is then ``https://``); the
+            client must trust its certificate.
+        seed: Seed of the garbage bytes.
+
     Attributes:
         url: ``http://127.0.0.1:PORT`` once started.
         connections: Connections accepted.
         injected: Faults put on connections, by fault.
     """
 
-    def __init__(self, upstream: str, *, seed: int = 19) -> None:
+    def __init__(self, upstream: str, *, tls: ssl.SSLContext | None = None, seed: int = 19) -> None:
         hostport = upstream.split("://", 1)[-1].split("/", 1)[0]
         host, _, port = hostport.rpartition(":")
         self.upstream = (host.strip("[]"), int(port))
+        self.tls = tls
         self.url = ""
         self.connections = 0
         self.injected: Counter[Fault] = Counter()
@@ -144,9 +152,9 @@ class FaultProxy:
 
     async def start(self) -> str:
         """Listen on an ephemeral port of 127.0.0.1; returns :attr:`url`."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{port}"
         return self.url
 
     async def close(self) -> None:
@@ -239,6 +247,8 @@ class FaultProxy:
                         continue
                     if fault is Fault.RESET:
                         _reset(writer)
+                    elif self.tls is not None:  # a FIN without close_notify (close() would send it)
+                        writer.transport.abort()
                     elif fault is Fault.STALL:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(client_gone.wait(), armed.stall_limit)
