@@ -168,10 +168,14 @@ def test_write_section_and_plot(tmp_path: Path) -> None:
     assert SECTION in text and "| flowcat | aiohttp | 1 | 200 |" in text and "capacity.png" in text
 
 
-def test_quick_overload_at_twice_the_load_refuses_the_surplus_cleanly() -> None:
-    rows = _run("--overload", "--overload-factor", "2", "--no-floor", "--workers", "1")
+@pytest.mark.parametrize("carrier", ["raw", "twilio"])
+def test_quick_overload_at_twice_the_load_refuses_the_surplus_cleanly(carrier: str) -> None:
+    """Twice the calls a worker admits: the surplus is refused (503 before the upgrade, on the
+    raw /ws route and on a carrier's), the admitted calls all run and echo."""
+    rows = _run("--overload", "--overload-factor", "2", "--no-floor", "--workers", "1", "--carrier", carrier)
     over = [r for r in rows if r.get("offered")]
     assert len(over) == 1
     r = over[0]
+    assert r["carrier"] == carrier
     assert r["offered"] == 40 and r["connected"] == 20 and r["rejected"] == 20
     assert r["bad"] == 0 and r["received"] > 0 and r["p99_ms"] is not None
