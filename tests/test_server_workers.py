@@ -213,6 +213,9 @@ def test_drain_timeout_bounds_a_call_that_does_not_end(
     assert proc.wait(timeout=15) == 0
 
 
+ECHO_WAIT = 20.0  # a slow echo on a loaded machine is not a dropped call; a lost one never comes
+
+
 async def _echo_call(session: aiohttp.ClientSession, url: str, frames: int) -> str | None:
     """An echo call of ``frames`` 20 ms frames, every echo checked; None when whole, else what broke."""
     got, sent = bytearray(), bytearray()
@@ -224,12 +227,12 @@ async def _echo_call(session: aiohttp.ClientSession, url: str, frames: int) -> s
                 await ws.send_bytes(frame)
                 await asyncio.sleep(0.02)
                 while len(got) < len(sent) - 4 * 320:
-                    msg = await asyncio.wait_for(ws.receive(), 5.0)
+                    msg = await asyncio.wait_for(ws.receive(), ECHO_WAIT)
                     if msg.type != aiohttp.WSMsgType.BINARY:
                         return f"{msg.type.name} after {len(got)} of {len(sent)} bytes"
                     got += msg.data
             while len(got) < len(sent):
-                msg = await asyncio.wait_for(ws.receive(), 5.0)
+                msg = await asyncio.wait_for(ws.receive(), ECHO_WAIT)
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     return f"{msg.type.name} after {len(got)} of {len(sent)} bytes"
                 got += msg.data
@@ -245,7 +248,7 @@ def test_sigterm_under_load_refuses_new_calls_and_drops_none(
     """30 calls in progress (4 to 7 s long each) when SIGTERM comes: every one goes on to its
     end with all its audio echoed, every new call is refused, and the server exits cleanly."""
     port = _port()
-    proc = _serve(port, "--workers", "1", "--drain-timeout", "10", "--call-rate", "0", *_engine(engine))
+    proc = _serve(port, "--workers", "1", "--drain-timeout", "30", "--call-rate", "0", *_engine(engine))
     stop_after.append(proc)
     _wait_up(port, proc)
     url = f"http://127.0.0.1:{port}/ws"
@@ -271,9 +274,9 @@ def test_sigterm_under_load_refuses_new_calls_and_drops_none(
                 except aiohttp.ClientConnectionError:
                     refused += 1
                 await asyncio.sleep(0.05)
-            return await asyncio.wait_for(asyncio.gather(*calls), 30), refused, admitted
+            return await asyncio.wait_for(asyncio.gather(*calls), 45), refused, admitted
 
     results, refused, admitted = asyncio.run(scenario())
     assert [r for r in results if r is not None] == []  # zero dropped
     assert refused > 0 and admitted == 0
-    assert proc.wait(timeout=15) == 0
+    assert proc.wait(timeout=30) == 0
