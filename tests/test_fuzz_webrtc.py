@@ -60,9 +60,11 @@ class Passthrough(FrameProcessor):
 
 class Server:
     def __init__(self) -> None:
+        # no rate limit (thousands of offers), no idle end (the events call carries no audio for minutes)
         self.app = create_app(
-            ServerConfig(app=lambda _c: [Passthrough()], capacity=4, security=Security(call_rate=0))
-        )  # thousands of offers
+            ServerConfig(app=lambda _c: [Passthrough()], capacity=4, security=Security(call_rate=0),
+                         idle_timeout_secs=None)
+        )
         self.runner = web.AppRunner(self.app)
         self.url = ""
         self.http: aiohttp.ClientSession | None = None
