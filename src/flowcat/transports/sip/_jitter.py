@@ -9,6 +9,12 @@ are released. After ``shrink_after`` packets without a late one the depth shrink
 by one. A stream in order is released at once (depth 0: no added delay). There is
 no timer: a held packet waits for later arrivals.
 
+A run of ``late_resync`` late packets in a row, with nothing released between them,
+means the buffer's position is wrong rather than the packets late: one corrupted or
+spoofed packet of the stream's SSRC with a sequence number far ahead would otherwise
+make every real packet after it "late" for as many packets as it jumped. The buffer
+then restarts at the late packet's sequence number (found by the RTP fuzz test).
+
 Reordering before decoding matters for in-band DTMF: a Goertzel detector fed a
 late packet sees the tone stop and start again and reports the key twice.
 """
@@ -26,10 +32,25 @@ _RESYNC = 1000  # a jump of more sequence numbers than this restarts the stream
 
 
 class JitterBuffer(Generic[T]):
-    __slots__ = ("_held", "_next", "_quiet", "depth", "late", "lost", "max_depth", "shrink_after")
+    __slots__ = (
+        "_held",
+        "_late_run",
+        "_next",
+        "_quiet",
+        "depth",
+        "late",
+        "late_resync",
+        "lost",
+        "max_depth",
+        "shrink_after",
+    )
 
-    def __init__(self, max_depth: int = 5, *, initial_depth: int = 0, shrink_after: int = 500) -> None:
+    def __init__(
+        self, max_depth: int = 5, *, initial_depth: int = 0, shrink_after: int = 500, late_resync: int = 8
+    ) -> None:
         self.max_depth = max_depth
+        self.late_resync = late_resync
+        self._late_run = 0
         self.depth = min(initial_depth, max_depth)
         self.shrink_after = shrink_after
         self.late = 0
@@ -44,6 +65,7 @@ class JitterBuffer(Generic[T]):
         """Forget the stream (a new SSRC)."""
         self._held.clear()
         self._next = None
+        self._late_run = 0
 
     def in_order(self, seq: int) -> bool:
         """If ``seq`` is the next packet and nothing is held, take it (the caller releases
@@ -69,6 +91,9 @@ class JitterBuffer(Generic[T]):
             if _MOD - d > _RESYNC:
                 return self._resync(seq, item)
             self.late += 1
+            self._late_run += 1
+            if self._late_run >= self.late_resync:
+                return self._resync(seq, item)
             self._quiet = 0
             if self.depth < self.max_depth:
                 self.depth += 1
@@ -105,9 +130,11 @@ class JitterBuffer(Generic[T]):
         self._held.clear()
         self._next = (seq + 1) % _MOD
         out.append(item)
+        self._late_run = 0
         return out
 
     def _adapt_quiet(self) -> None:
+        self._late_run = 0
         self._quiet += 1
         if self._quiet >= self.shrink_after:
             self._quiet = 0

@@ -60,6 +60,11 @@ class Negotiated:
         return self.direction in ("sendrecv", "sendonly")
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes '²' and other digits ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_offer(body: bytes | str) -> MediaOffer:
     """The first audio stream of an SDP body. Raises :class:`SDPError` if there is none."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
@@ -79,9 +84,10 @@ def parse_offer(body: bytes | str) -> MediaOffer:
             parts = value.split()
             in_audio = len(parts) >= 4 and parts[0] == "audio"
             if in_audio:
-                if not parts[1].split("/")[0].isdigit() or "RTP/AVP" not in parts[2].upper():
+                port = parts[1].split("/")[0]
+                if not _number(port) or int(port) > 65535 or "RTP/AVP" not in parts[2].upper():
                     raise SDPError(f"unsupported audio media line {line[:60]!r}", line)
-                pts = [int(p) for p in parts[3:] if p.isdigit() and int(p) < 128]
+                pts = [int(p) for p in parts[3:] if _number(p) and int(p) < 128]
                 media = MediaOffer(session_addr, int(parts[1].split("/")[0]), pts, {}, session_dir)
             continue
         if kind == "o" and media is None:
@@ -105,9 +111,9 @@ def parse_offer(body: bytes | str) -> MediaOffer:
                 pt, _, enc = arg.partition(" ")
                 enc_name, _, rate = enc.strip().partition("/")
                 rate = rate.split("/")[0]
-                if pt.isdigit() and rate.isdigit():
+                if _number(pt) and _number(rate):
                     media.rtpmap[int(pt)] = (enc_name.strip(), int(rate))
-            elif in_audio and media is not None and name == "ptime" and arg.strip().isdigit():
+            elif in_audio and media is not None and name == "ptime" and _number(arg.strip()):
                 media.ptime = int(arg.strip())
     if media is None:
         raise SDPError("the offer has no audio stream", text[:200])
