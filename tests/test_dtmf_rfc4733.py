@@ -239,3 +239,14 @@ def test_parse_pt_from_sdp() -> None:
     video = "m=video 2 RTP/AVP 98\na=rtpmap:98 telephone-event/8000\nm=audio 1 RTP/AVP 0\n"
     assert parse_telephone_event_pt(video) is None
     assert telephone_event_codes("0-15,66, 70") == frozenset([*range(16), 66, 70])
+
+
+def test_replayed_older_recording_whose_marker_packet_was_lost_is_still_a_press() -> None:
+    """Found by the 10 % loss test in network namespaces (tests/test_sip_impairment.py): sipp's
+    '2' pcap (seq 8042, ts 23200) after its '4' pcap (seq 8121, ts 37120), same SSRC, with the
+    marker packet of '2' lost: its updates carry an older sequence and timestamp never seen,
+    and another key. That is a press, not a straggler (stragglers of events seen are known by
+    their timestamp)."""
+    four = press(101, 4, 37120, 8121)
+    two = press(101, 2, 23200, 8042)
+    assert decode(TelephoneEventDecoder(101), four + two[1:]) == "42"

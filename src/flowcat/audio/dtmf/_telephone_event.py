@@ -160,10 +160,16 @@ class TelephoneEventDecoder:
         if timestamp in self._recent:
             return None  # late packet of an older event
         ts_delta = (timestamp - self._ts) % _TS_MOD
-        if not newer_seq and not marker and _TS_MOD - ts_delta <= self._stale_ticks:
-            # Older sequence and older timestamp: a stale straggler. A marker packet with a
-            # timestamp never seen is the start of an event though, even from the past: a
-            # replayed recording (sipp plays DTMF pcaps with their recorded numbers).
+        if (
+            not newer_seq
+            and not marker
+            and ev.event == self._code
+            and _TS_MOD - ts_delta <= self._stale_ticks
+        ):
+            # Older sequence and older timestamp of the same key: a stale straggler. A packet
+            # with a timestamp never seen is the start of an event though, even from the past,
+            # when it carries the marker or another key: a replayed recording (sipp plays DTMF
+            # pcaps with their recorded numbers) whose marker packet was lost.
             return None
         if (
             not marker
