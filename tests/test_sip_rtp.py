@@ -252,3 +252,27 @@ def test_one_corrupted_sequence_number_costs_a_few_packets_not_the_stream() -> N
     assert got.endswith(want_tail)  # back within 10 packets, then every packet in order
     jb = s.jitter
     assert jb.late <= 10 and not jb._held
+
+
+def test_a_chunk_sent_again_as_the_same_object_is_encoded_once() -> None:
+    """While the bot is quiet the output sends its one silence chunk object every 20 ms: the
+    RTP session encodes it once, not 50 times a second per call."""
+    s, udp, _ = session()
+    calls: list[int] = []
+    encode = s._encode
+
+    def counting(pcm: bytes) -> bytes:
+        calls.append(len(pcm))
+        return encode(pcm)
+
+    s._encode = counting  # type: ignore[method-assign]
+    silence = bytes(320)
+    for _ in range(5):
+        s.send_pcm(silence)
+    tone = bytes(range(160)) * 2
+    s.send_pcm(tone)
+    s.send_pcm(bytearray(tone))  # mutable: never cached
+    s.send_pcm(bytearray(tone))
+    assert calls == [320, 320, 320, 320]
+    payloads = [parse_rtp(p).payload for p, _ in udp.sent]  # type: ignore[union-attr]
+    assert payloads[:5] == [pcm16_to_ulaw(silence)] * 5 and payloads[5] == payloads[6] == pcm16_to_ulaw(tone)

@@ -129,6 +129,8 @@ class RTPSession(asyncio.DatagramProtocol):
         self._pt = negotiated.payload_type
         self._decode = _DECODE[negotiated.codec]
         self._encode = _ENCODE[negotiated.codec]
+        self._last_pcm: bytes | None = None  # the last chunk sent and its encoding (a codec change resets)
+        self._last_payload = b""
         te = negotiated.telephone_event_pt
         self._te_pt = -1 if te is None else te
         self._events = TelephoneEventDecoder(te) if te is not None else None
@@ -267,7 +269,12 @@ class RTPSession(asyncio.DatagramProtocol):
         if self._dtmf_out:
             self._send_event(tr, pcm)
             return
-        payload = self._encode(pcm)
+        if pcm is self._last_pcm:  # the output's silence chunk is one object: encode it once
+            payload = self._last_payload
+        else:
+            payload = self._encode(pcm)
+            if type(pcm) is bytes:  # immutable: the same object is the same audio
+                self._last_pcm, self._last_payload = pcm, payload
         tr.sendto(build_rtp(self._pt, self._first, self._seq, self._ts, self._ssrc_out, payload), self.remote)
         self._first = False
         self._seq = (self._seq + 1) & 0xFFFF
