@@ -20,6 +20,12 @@ its transport (RFC 3261 §18.1.1): the next hop URI's (top Route, else Request-U
 ``transport`` parameter or ``sips:`` scheme; else a live connection to the destination;
 else TCP when the message is over :data:`UDP_MAX` bytes; else UDP. The top Via's
 transport (and port, for TLS) is rewritten to match.
+
+A UDP destination that cannot be one (a Contact or Route host with a NUL, a space or a
+non-ASCII character, a port outside 1-65535: anything a peer may write) is dropped,
+counted in ``bad_destinations`` and logged rate-limited: handed to the socket it would
+raise inside asyncio's ``sendto``, which then *closes the transport* — one hostile INVITE
+would leave the server deaf (found by the live SIP fuzz test).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ..._ratelimit import RateLimitedLog
 from ...errors import SIPParseError
 from ._headers import parse_name_addr, parse_uri, parse_via
 from ._message import MAX_MESSAGE_BYTES, SIPMessage, parse_message
+from ._rtp import sendable
 from ._tcp import ReliableSend, SIPConnection, StreamTransports
 from ._transaction import ClientTransaction, InviteClientTransaction, Send, ServerTransaction, Timers
 
@@ -64,6 +71,7 @@ class SIPEndpoint(asyncio.DatagramProtocol):
         self.client_txns: dict[tuple[str, str], ClientTransaction | InviteClientTransaction] = {}
         self.streams: StreamTransports | None = None
         self.bad_messages = 0
+        self.bad_destinations = 0
         self.messages_in = 0
         self.messages_out = 0
 
@@ -119,9 +127,19 @@ class SIPEndpoint(asyncio.DatagramProtocol):
 
     def send_udp(self, data: bytes, addr: tuple[str, int]) -> None:
         tr = self.transport
-        if tr is not None:
-            tr.sendto(data, addr)
-            self.messages_out += 1
+        if tr is None:
+            return
+        if not sendable(addr):
+            self.bad_destinations += 1
+            _BAD(
+                self.bad_destinations,
+                "sip: not sent to unusable address %r (#%d)",
+                addr,
+                self.bad_destinations,
+            )
+            return
+        tr.sendto(data, addr)
+        self.messages_out += 1
 
     def _send_stream(self, proto: str, data: bytes, addr: tuple[str, int]) -> None:
         streams = self.streams

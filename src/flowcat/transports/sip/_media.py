@@ -51,7 +51,7 @@ from ...audio.dtmf import (
 )
 from ...frames import KeypadEntry
 from ._jitter import JitterBuffer
-from ._rtp import build_rtp, parse_rtp
+from ._rtp import build_rtp, parse_rtp, sendable
 from ._sdp import Negotiated
 
 __all__ = ["MediaSink", "RTPSession"]
@@ -136,6 +136,9 @@ class RTPSession(asyncio.DatagramProtocol):
         self._events = TelephoneEventDecoder(te) if te is not None else None
         self.sending = negotiated.sending
         self.latched = False
+        # An SDP address a socket cannot take (garbage, a port past 65535) would make asyncio close
+        # this socket on the first send: send nothing until a packet gives a source to latch to.
+        self._remote_ok = sendable(self.remote)
 
     # ---------------------------------------------------------------- asyncio
 
@@ -184,6 +187,7 @@ class RTPSession(asyncio.DatagramProtocol):
                         *self.remote,
                     )
                 self.remote = (addr[0], addr[1])
+                self._remote_ok = True
             if pkt.ssrc != self._audio_ssrc:
                 self._audio_ssrc = pkt.ssrc
                 self.jitter.reset()
@@ -264,7 +268,7 @@ class RTPSession(asyncio.DatagramProtocol):
         """Send one chunk of 8 kHz PCM16 as one packet (nothing while on hold); a queued
         DTMF event packet takes the chunk's place."""
         tr = self.transport
-        if tr is None or not self.sending:
+        if tr is None or not self.sending or not self._remote_ok:
             return
         if self._dtmf_out:
             self._send_event(tr, pcm)

@@ -9,6 +9,7 @@ UDP socket per call; the range is the only limit on the number of calls.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -16,9 +17,20 @@ from typing import Any, NamedTuple
 
 from ...errors import ConfigError, TransportError
 
-__all__ = ["RTPHeader", "RTPPortAllocator", "build_rtp", "parse_rtp"]
+__all__ = ["RTPHeader", "RTPPortAllocator", "build_rtp", "parse_rtp", "sendable"]
 
 _FIXED = struct.Struct("!BBHII")
+_HOST = re.compile(r"[A-Za-z0-9.:\-]{1,253}")  # an IP literal or a DNS name, nothing else
+
+
+def sendable(addr: tuple[Any, ...]) -> bool:
+    """Whether ``addr`` is a ``(host, port)`` a UDP socket takes without raising: a host from
+    a peer's Contact, Route or SDP with a NUL, a space or a non-ASCII character, or a port
+    outside 1-65535, would raise inside asyncio's ``sendto``, which then closes the socket."""
+    host, port = addr[0], addr[1]
+    return (
+        type(port) is int and 0 < port < 65536 and isinstance(host, str) and _HOST.fullmatch(host) is not None
+    )
 
 
 class RTPHeader(NamedTuple):
