@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from _helpers import missing
 from flowcat.bench import sip
@@ -44,3 +46,17 @@ def test_the_scenario_offers_the_media_port_of_the_injection_file() -> None:
     assert "m=audio [field0] RTP/AVP 0 101" in sip.SCENARIO
     assert '<recv response="200" rtd="1"/>' in sip.SCENARIO and 'start_rtd="1"' in sip.SCENARIO
     assert "@HOLD_MS@" in sip.SCENARIO
+
+
+def test_results_section_is_written_and_replaced_without_touching_others(tmp_path: Path) -> None:
+    args = argparse.Namespace(rate=100.0, server_cpu=0, gen_cpu=1, fifo=True, duration=10.0)
+    row = {"calls": 500, "answered": 500, "answer_p50_ms": 0.0, "answer_p99_ms": 8.0, "rtp_loss_pct": 0.0,
+           "rtp_seq_lost": 0, "calls_per_core": 812, "ws_calls_per_core": 700}  # fmt: skip
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n## Capacity benchmark\n\nkept\n")
+    sip.write_section(path, [row], args)
+    sip.write_section(path, [dict(row, calls_per_core=900), {"calls": 1000, "error": "boom"}], args)
+    text = path.read_text()
+    assert text.count(sip.SECTION) == 1 and "kept" in text
+    assert "| 500 | 500 | 0.0 / 8.0 | 0.0 | 0 |" in text and "| 900 " in text and "| 812 " not in text
+    assert "error: boom" in text and "SCHED_FIFO" in text and "load average" in text

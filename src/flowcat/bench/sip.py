@@ -37,9 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BenchError
-from .capacity import _free_port, _pin, _stop, cpu_ns
+from .capacity import _fifo, _free_port, _pin, _stop, cpu_ns
 
-__all__ = ["SCENARIO", "add_arguments", "format_table", "main", "run_point"]
+__all__ = [
+    "SCENARIO",
+    "SECTION",
+    "add_arguments",
+    "format_table",
+    "main",
+    "render_section",
+    "run_point",
+    "write_section",
+]
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -119,10 +128,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1, help="CPU of sipp and the caller media")
     p.add_argument("--rtp-ports", default="20000-40000", help="flowcat's RTP port range")
+    p.add_argument(
+        "--fifo", action="store_true", help="run server, caller media and sipp under chrt -f 10 (SCHED_FIFO)"
+    )
     p.add_argument("--no-ws", action="store_true", help="skip the WebSocket echo point beside each N")
     p.add_argument("--quick", action="store_true", help="CI smoke: 10 calls, 2 s window, no WebSocket")
     p.add_argument("--json", action="store_true", help="print one JSON object per point (JSON lines)")
     p.add_argument("--sipp", default=None, help="sipp binary (default: sipp on PATH)")
+    p.add_argument("--results", default=None, help="markdown file to update (default bench/RESULTS.md)")
+    p.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
 
 
 def _rtts(folder: Path) -> list[float]:
@@ -157,8 +171,20 @@ def run_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp)
         scen = folder / "uac.xml"
         scen.write_text(SCENARIO.replace("@HOLD_MS@", str(int(hold_s * 1000))))
+        fifo = getattr(args, "fifo", False)
         srv = subprocess.Popen(
-            [sys.executable, "-m", "flowcat.bench._sip_sut", "--port", "0", "--rtp-ports", args.rtp_ports],
+            _fifo(
+                [
+                    sys.executable,
+                    "-m",
+                    "flowcat.bench._sip_sut",
+                    "--port",
+                    "0",
+                    "--rtp-ports",
+                    args.rtp_ports,
+                ],
+                fifo,
+            ),
             preexec_fn=_pin({args.server_cpu}),
             env=env,
             stdout=subprocess.PIPE,
@@ -182,7 +208,7 @@ def run_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
                 "cpu": args.gen_cpu,
             }
             media = subprocess.Popen(
-                [sys.executable, "-m", "flowcat.bench._sip_media", json.dumps(cfg)],
+                _fifo([sys.executable, "-m", "flowcat.bench._sip_media", json.dumps(cfg)], fifo),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -197,7 +223,7 @@ def run_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
                    "-trace_rtt", "-rtt_freq", "1", "-timeout", f"{int(hold_s + ramp + 30)}s", "-nostdin"]
             # fmt: on
             sp = subprocess.Popen(
-                cmd,
+                _fifo(cmd, fifo),
                 cwd=tmp,
                 preexec_fn=_pin({args.gen_cpu}),
                 stdout=subprocess.DEVNULL,
@@ -257,7 +283,7 @@ def ws_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
         drain=2.0,
         server_cpu=args.server_cpu,
         gen_cpu=args.gen_cpu,
-        fifo=False,
+        fifo=getattr(args, "fifo", False),
         pin_workers=False,
     )
     row = capacity_point("flowcat", calls, ns)
@@ -302,6 +328,76 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SECTION = "## SIP load (`flowcat bench sip`)"
+
+
+def render_section(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The RESULTS.md section: the run's conditions and one table row per N."""
+    import platform
+
+    load = "?"
+    with contextlib.suppress(OSError):
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    out = [
+        SECTION,
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"sipp 3.6 (`-r {args.rate:g}` calls/s); one flowcat worker (`serve_sip`, echo app, uvloop) on CPU "
+        f"{args.server_cpu}, sipp and the caller media on CPU {args.gen_cpu}"
+        f"{', SCHED_FIFO' if getattr(args, 'fifo', False) else ''}; window {args.duration} s with every call up; "
+        f"load average at the end {load} (`uptime`; the box is shared).",
+        "",
+        "| calls | answered | INVITE→200 p50 / p99 ms | RTP loss % | flowcat gaps | jitter ms (mean / max) "
+        "| echo RTT p50 / p99 ms | server CPU % | CPU ms per call·s | calls per core "
+        "| WS echo p50 / p99 ms | WS CPU % | WS calls per core |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def v(r: dict[str, Any], k: str) -> str:
+        x = r.get(k)
+        return "–" if x is None else str(x)
+
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['calls']} | error: {r['error']} |" + " |" * 11)
+            continue
+        out.append(
+            f"| {r['calls']} | {v(r, 'answered')} | {v(r, 'answer_p50_ms')} / {v(r, 'answer_p99_ms')} "
+            f"| {v(r, 'rtp_loss_pct')} | {v(r, 'rtp_seq_lost')} | {v(r, 'jitter_ms_mean')} / {v(r, 'jitter_ms_max')} "
+            f"| {v(r, 'echo_p50_ms')} / {v(r, 'echo_p99_ms')} | {v(r, 'server_cpu_pct')} "
+            f"| {v(r, 'cpu_ms_per_call_s')} | {v(r, 'calls_per_core')}{' *' if r.get('flagged') else ''} "
+            f"| {v(r, 'ws_p50_ms')} / {v(r, 'ws_p99_ms')} | {v(r, 'ws_server_cpu_pct')} | {v(r, 'ws_calls_per_core')} |"
+        )
+    out += [
+        "",
+        "RTP loss: packets the callers sent whose echo never came back (the whole round trip through "
+        "flowcat); flowcat gaps: flowcat's own packets missing at the callers (sequence gaps); jitter: "
+        "RFC 3550 interarrival jitter of flowcat's streams; calls per core: calls ÷ the server's CPU "
+        "share in the window (what one core would carry at that cost; on loopback the sender's "
+        "`sendto` also pays the receiver's kernel work). `*`: the caller media process lagged > 10 ms "
+        "at least once. WS: the same N as Twilio-framed WebSocket echo calls (`bench capacity`'s "
+        "flowcat point, aiohttp) in the same run.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_section(path: Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Create or update ``path`` with the SIP section; other sections untouched."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    section = render_section(rows, args)
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
+    if start is None:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = "".join(lines[end:])
+        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the points; print a table (or JSON lines). Exit 1 when a point failed or lost calls."""
     if args.quick:
@@ -327,5 +423,7 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(r))
     else:
         print(format_table(rows))
+    if not args.no_write and (not args.quick or args.results is not None):
+        write_section(Path(args.results or Path.cwd() / "bench" / "RESULTS.md"), rows, args)
     bad = any("error" in r or r.get("answered") != r["calls"] or r.get("started") != r["calls"] for r in rows)
     return 1 if bad else 0
