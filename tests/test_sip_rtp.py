@@ -276,3 +276,25 @@ def test_a_chunk_sent_again_as_the_same_object_is_encoded_once() -> None:
     assert calls == [320, 320, 320, 320]
     payloads = [parse_rtp(p).payload for p, _ in udp.sent]  # type: ignore[union-attr]
     assert payloads[:5] == [pcm16_to_ulaw(silence)] * 5 and payloads[5] == payloads[6] == pcm16_to_ulaw(tone)
+
+
+def test_the_plain_packet_fast_path_decodes_like_the_full_parse() -> None:
+    """Plain in-order audio takes a shortcut past parse_rtp; marker, CSRC/extension/padding,
+    reordered, looped and other-SSRC packets take the full path. The audio is the same."""
+    import random
+
+    rnd = random.Random(4)
+    frames = {q: bytes(rnd.randrange(0x10, 0x70) for _ in range(160)) for q in range(1, 40)}
+    plain = {q: audio(q, payload=frames[q]) for q in frames}
+    fancy = bytes((0x80 | 0x20 | 0x10 | 1, 0)) + (21).to_bytes(2, "big") + (21 * 160).to_bytes(4, "big")
+    fancy += (
+        (7).to_bytes(4, "big") + b"\x00" * 4 + b"\xbe\xde\x00\x01" + b"\x11" * 4 + frames[21] + b"\x00\x02"
+    )
+    order = [*range(1, 21), 22, 21, *range(23, 40)]  # 21 arrives after 22 (reordered), with CSRC/ext/padding
+    s, _, sink = session()
+    s.jitter.depth = 1
+    for q in order:
+        s.datagram_received(fancy if q == 21 else plain[q], (PEER, 4000))
+    s.datagram_received(build_rtp(0, False, 40, 0, s._ssrc_out, b"\x00" * 160), (PEER, 4000))  # looped
+    assert bytes(sink.audio) == b"".join(ulaw_to_pcm16(frames[q]) for q in range(1, 40))
+    assert s.packets_in == 40 and s.looped == 1 and s.jitter.lost == 0
