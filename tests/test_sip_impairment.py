@@ -48,6 +48,10 @@ from flowcat.audio.dtmf import build_telephone_event
 from flowcat.bench.sip import SCENARIO
 from flowcat.transports.sip import SIPServer, Timers, build_rtp
 
+# iproute2, nftables and tc live in /usr/sbin, which a CI shell's PATH may lack.
+for _sbin in ("/usr/sbin", "/sbin"):
+    if _sbin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _sbin
 IP = shutil.which("ip")
 SIPP = shutil.which("sipp")
 if IP is None or SIPP is None:
