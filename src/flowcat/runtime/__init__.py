@@ -28,6 +28,8 @@ from ._task import TaskStats as TaskStats
 from ._turn_latency import StageStats as StageStats
 from ._turn_latency import TurnLatencyObserver as TurnLatencyObserver
 from ._turn_latency import TurnLatencySummary as TurnLatencySummary
+from ._watchdog import LoopStall as LoopStall
+from ._watchdog import LoopWatchdog as LoopWatchdog
 
 __all__ = [
     "BaseObserver",
@@ -41,6 +43,8 @@ __all__ = [
     "FrameProcessor",
     "FramePushed",
     "IdleFrameProcessor",
+    "LoopStall",
+    "LoopWatchdog",
     "ParallelPipeline",
     "Pipeline",
     "PipelineParams",

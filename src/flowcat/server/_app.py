@@ -100,6 +100,8 @@ class ServerState:
         out["worker"] = self.config.worker_id
         out["pid"] = os.getpid()
         out.update(self.admission.snapshot())
+        dog = self.metrics.watchdog
+        out["loop_stalls"] = {"count": dog.stalls, "worst_ms": round(dog.worst_secs * 1e3, 1)}
         collector = self.collector
         if collector is not None:
             st = collector.stats

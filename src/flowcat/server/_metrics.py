@@ -17,6 +17,9 @@ Metrics (labels in brackets):
   ``--turn-metrics`` only: an observer turns the call's inline hops into observed ones, about
   12 µs more per hop per frame);
 * ``flowcat_event_loop_lag_seconds`` — how late a periodic 0.25 s probe wakes (histogram);
+* ``flowcat_event_loop_stalls_total`` — times the loop was blocked ≥ ``STALL_SECS`` (0.1 s), by
+  :class:`~flowcat.runtime.LoopWatchdog`, which also logs each one (rate-limited) with the stack
+  of the code that blocked it; runs with or without ``prometheus-client``;
 * ``flowcat_frames_dropped_total`` [agent, reason] — frames a call's scheduler dropped
   (``input_audio`` over the lane cap, ``interrupted`` by an interruption), added at call end;
 * ``flowcat_provider_errors_total`` [agent, service] — ErrorFrames that reached the top of a
@@ -31,7 +34,7 @@ import logging
 from typing import Any
 
 from ..frames import ErrorFrame, TurnLatencyMetricsData
-from ..runtime import TurnLatencyObserver
+from ..runtime import LoopStall, LoopWatchdog, TurnLatencyObserver
 
 __all__ = ["CallObserver", "ServerMetrics", "metrics_available"]
 
@@ -42,6 +45,7 @@ STAGES = ("stt", "turn", "llm", "tts", "output", "total")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 PROBE_SECS = 0.25
+STALL_SECS = 0.1
 
 
 def metrics_available() -> bool:
@@ -59,6 +63,8 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.enabled = metrics_available()
         self._probe: asyncio.Task[None] | None = None
+        self.watchdog = LoopWatchdog(STALL_SECS, on_stall=self._on_stall)
+        """Event-loop stalls with their stacks (started with the probe)."""
         if not self.enabled:
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -75,7 +81,9 @@ class ServerMetrics:
             registry=reg,
         )
         self.lag = Histogram(
-            "flowcat_event_loop_lag_seconds", "Lateness of a periodic event-loop probe", buckets=_LAG_BUCKETS,
+            "flowcat_event_loop_lag_seconds",
+            "Lateness of a periodic event-loop probe",
+            buckets=_LAG_BUCKETS,
             registry=reg,
         )
         self.dropped = Counter(
@@ -83,6 +91,9 @@ class ServerMetrics:
         )
         self.errors = Counter(
             "flowcat_provider_errors", "ErrorFrames pushed, by processor", ["agent", "service"], registry=reg
+        )
+        self.stalls = Counter(
+            "flowcat_event_loop_stalls", f"Event loop blocked for {STALL_SECS} s or more", registry=reg
         )
 
     # -- calls ---------------------------------------------------------------------------
@@ -120,11 +131,13 @@ class ServerMetrics:
 
     # -- event loop probe ----------------------------------------------------------------
     def start_probe(self) -> None:
-        """Start the event-loop lag probe on the running loop (idempotent)."""
+        """Start the event-loop lag probe and the stall watchdog on the running loop (idempotent)."""
+        self.watchdog.start()
         if self.enabled and self._probe is None:
             self._probe = asyncio.get_running_loop().create_task(self._run_probe(), name="flowcat-loop-probe")
 
     async def stop_probe(self) -> None:
+        self.watchdog.stop()
         probe, self._probe = self._probe, None
         if probe is not None:
             probe.cancel()
@@ -137,6 +150,10 @@ class ServerMetrics:
             due = loop.time() + PROBE_SECS
             await asyncio.sleep(PROBE_SECS)
             self.lag.observe(max(0.0, loop.time() - due))
+
+    def _on_stall(self, _stall: LoopStall) -> None:
+        if self.enabled:
+            self.stalls.inc()
 
     # -- exposition ----------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:
