@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 # name -> module under flowcat.bench; a missing module is skipped.
-_BENCHES = ("micro", "vad", "capacity", "gc", "agent", "sip")
+_BENCHES = ("micro", "vad", "capacity", "gc", "agent", "sip", "soak")
 
 
 def register(sub: Any) -> None:
