@@ -8,7 +8,10 @@ WebSocket (``/ws?sample_rate=8000``: 20 ms frames of 8 kHz PCM16, 320 bytes):
   when the echo with that header comes back;
 * **agent** (``agent_url``, ``agent_calls`` slots): real-time audio, 50 frames a second:
   silence, and every ``turn_every`` s a committed speech fixture; a turn is answered when
-  audio comes back within ``answer_secs`` of the end of the speech.
+  audio comes back within ``answer_secs`` of the end of the speech;
+* **idle agent** (``agent_url``, ``idle_calls`` slots): a live agent call (its pipeline, VAD,
+  STT connection, context) that sends one 20 ms frame of silence a second: holds every object
+  of an agent call for a fraction of the CPU, so that hundreds fit on a small machine.
 
 Each slot runs one call after another: a call lasts a random ``min_call``..``max_call``
 seconds, then the slot waits 0..``gap`` s and dials again, so the number of live calls stays
@@ -46,9 +49,9 @@ class Stats:
         self.rtt_ns = array("q")
         self.sent = 0
         self.echoes = 0
-        self.started = {"echo": 0, "agent": 0}
-        self.ended = {"echo": 0, "agent": 0}
-        self.failed = {"echo": 0, "agent": 0}
+        self.started = {"echo": 0, "agent": 0, "idle": 0}
+        self.ended = {"echo": 0, "agent": 0, "idle": 0}
+        self.failed = {"echo": 0, "agent": 0, "idle": 0}
         self.turns = 0
         self.answered = 0
 
@@ -89,7 +92,7 @@ class _Call(picows.WSListener):
             return
         if frame.msg_type != picows.WSMsgType.BINARY:
             return
-        if self.kind == "agent":
+        if self.kind != "echo":
             self.heard += 1
             return
         data = frame.get_payload_as_memoryview()
@@ -190,6 +193,20 @@ class Client:
         finally:
             await self._hang_up(call)
 
+    async def _idle_call(self, url: str, secs: float) -> None:
+        call = await self._dial(url, "idle")
+        if call is None:
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + secs
+        try:
+            await asyncio.sleep(self.rng.random())
+            while not call.gone.done() and loop.time() < end:
+                call.send(SILENCE)
+                await asyncio.sleep(1.0)
+        finally:
+            await self._hang_up(call)
+
     async def _dial(self, url: str, kind: str) -> _Call | None:
         self.next_conn += 1
         conn = self.next_conn
@@ -213,7 +230,7 @@ class Client:
 
     async def _slot(self, kind: str, url: str, first: bool) -> None:
         lo, hi, gap = self.cfg["min_call"], self.cfg["max_call"], self.cfg.get("gap", 1.0)
-        run = self._echo_call if kind == "echo" else self._agent_call
+        run = {"echo": self._echo_call, "agent": self._agent_call, "idle": self._idle_call}[kind]
         while self.running:
             secs = self.rng.uniform(lo, hi)
             if first:  # start in steady state: the first call of a slot is part-way through
@@ -225,9 +242,10 @@ class Client:
     async def phase(self, secs: float, on_window: Any = None) -> None:
         """Run every slot for ``secs`` s, then end every call."""
         self.running = True
+        urls = {"echo": "echo_url", "agent": "agent_url", "idle": "agent_url"}
         slots = [
-            asyncio.create_task(self._slot(kind, self.cfg[f"{kind}_url"], True))
-            for kind in ("echo", "agent")
+            asyncio.create_task(self._slot(kind, self.cfg[urls[kind]], True))
+            for kind in ("echo", "agent", "idle")
             for _ in range(self.cfg.get(f"{kind}_calls", 0))
         ]
         start = time.monotonic()
