@@ -136,3 +136,31 @@ async def test_the_worker_state_reports_the_collector_and_tells_it_when_calls_en
     second.set()
     await one
     assert watch.idles == 1
+
+
+@pytest.mark.parametrize("young_secs", [0.05, None])
+async def test_young_generation_stays_small_while_frozen_objects_are_freed(young_secs: float | None) -> None:
+    """Calls ending free frozen objects while new calls allocate: CPython's young count hardly
+    moves, so without the policy's own young collections the young generation keeps growing."""
+    thresholds = gc.get_threshold()
+    old = [[i] for i in range(120_000)]  # the live calls of a while ago: frozen at install
+    p = CollectorPolicy(young_secs=young_secs)
+    p.install()
+    try:
+        new: list[list[list[int]]] = []
+        biggest = 0
+        for _ in range(50):
+            for _ in range(4):  # fewer than CPython's 700 between two frees: its count stays low
+                new.append([[j] for j in range(499)])  # a call starts
+                del old[:500]  # another ends: its frozen objects are freed
+            biggest = max(biggest, len(gc.get_objects(0)))
+            await asyncio.sleep(0.06)
+    finally:
+        p.uninstall()
+        gc.unfreeze()
+    assert gc.get_threshold() == thresholds
+    if young_secs:
+        assert p.stats.young_ticks > 0
+        assert biggest < 10_000
+    else:
+        assert biggest > 60_000  # CPython alone: no collection while the churn goes on

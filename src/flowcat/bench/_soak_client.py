@@ -210,8 +210,12 @@ class Client:
     async def _dial(self, url: str, kind: str) -> _Call | None:
         self.next_conn += 1
         conn = self.next_conn
+        dial = asyncio.ensure_future(asyncio.wait_for(picows.ws_connect(lambda: _Call(self, kind, conn), url), 10))
         try:
-            _, call = await asyncio.wait_for(picows.ws_connect(lambda: _Call(self, kind, conn), url), 10)
+            _, call = await asyncio.shield(dial)
+        except asyncio.CancelledError:  # the phase ended mid-dial: hang up once connected
+            dial.add_done_callback(_hang_up_late)
+            raise
         except (OSError, TimeoutError, picows.WSError):
             self.stats.failed[kind] += 1
             return None
@@ -267,6 +271,11 @@ class Client:
         self.live.clear()
         for bucket in self.buckets:
             bucket.clear()
+
+
+def _hang_up_late(dial: asyncio.Future[Any]) -> None:
+    if not dial.cancelled() and dial.exception() is None:
+        dial.result()[1].end()
 
 
 def _speech() -> list[list[bytes]]:

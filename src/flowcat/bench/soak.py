@@ -23,7 +23,9 @@ round trip p50/p99/p99.9/max at the callers, agent turns answered.
 
 Checks (the exit status is 1 when one fails): RSS of every window ≤ the first window's +
 ``--rss-growth-mb``; no object type grew by more than ``--object-growth`` from A to B; no
-task and no fd more at B than at A; p99.9 flat: the median of the last third of the windows
+task and no fd more at B than at A; the soak's collections found at most ``--cycles-per-call``
+objects in reference cycles per ended call (a call's objects are freed by reference counting);
+p99.9 flat: the median of the last third of the windows
 ≤ ``--p999-factor`` × the first third's + ``--p999-slack-ms`` (thirds of at least 3 windows); no call failed to connect;
 ≥ ``--min-answered`` of the agent turns answered.
 """
@@ -82,6 +84,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--object-growth", type=int, default=200, help="growth bound per object type, A to B (default 200)")
     a("--p999-factor", type=float, default=1.5)
     a("--p999-slack-ms", type=float, default=5.0)
+    a(
+        "--cycles-per-call",
+        type=float,
+        default=1.0,
+        help="objects the collections may find per ended call (default 1)",
+    )
     a("--min-answered", type=float, default=0.9, help="share of agent turns answered (default 0.9)")
     a("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -135,21 +143,36 @@ _SEEN: set[int] = set()
 
 
 def _debug_new(objs: list[Any]) -> None:  # pragma: no cover - a leak hunt's aid
+    """``FLOWCAT_SOAK_DEBUG=Type,Type``: at B, print the referrer chains of objects of those types
+    that were not there at A."""
     kinds = os.environ.get("FLOWCAT_SOAK_DEBUG", "").split(",")
     if not _SEEN:
         _SEEN.update(id(o) for o in objs)
         return
-    shown: Counter[str] = Counter()
-    for o in objs:
-        if id(o) in _SEEN or type(o).__qualname__ not in kinds:
-            continue
-        extra = ""
-        if isinstance(o, __import__("weakref").ref):
-            extra = repr(o)[:120]
-        holders = [type(r).__qualname__ for r in gc.get_referrers(o) if r is not objs][:3]
-        shown[f"{type(o).__qualname__} {extra} {repr(o)[:100] if not extra else ''} <- {holders}"] += 1
-    for k, n in shown.most_common(25):
-        print(n, k, file=sys.stderr)
+    new = [o for o in objs if id(o) not in _SEEN and type(o).__qualname__ in kinds][:3]
+    skip = {id(objs), id(new)}
+    for o in new:
+        print("LEAK", type(o).__qualname__, file=sys.stderr)
+        cur, seen = o, set()
+        for depth in range(12):
+            refs = [
+                r
+                for r in gc.get_referrers(cur)
+                if id(r) not in skip
+                and id(r) not in seen
+                and type(r).__name__ not in ("frame", "list_iterator")
+            ]
+            if not refs:
+                break
+            seen.add(id(cur))
+            desc = ", ".join(
+                f"{type(r).__module__}.{type(r).__qualname__}"
+                + (f" keys={list(r)[:6]}" if isinstance(r, dict) else "")
+                for r in refs[:4]
+            )
+            print("  " * depth, "<-", desc, file=sys.stderr)
+            cur = refs[0]
+    del new
 
 
 class _Gc:
@@ -335,7 +358,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         out["warmup"] = await _line(client, "WARMED", cfg["warmup"] + 120)
         if not await _no_calls(states, 30):
-            raise BenchError("calls still live 30 s after the warm-up ended them")
+            raise BenchError(
+                f"{[len(s.calls) for s in states]} calls still live 30 s after the warm-up ended them"
+            )
         await asyncio.sleep(1.0)
         snapshot(collector)  # warms the snapshot's own code paths (ABC caches, …)
         a = snapshot(collector)
@@ -352,7 +377,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(windows, return_exceptions=True)
             del windows
         if not await _no_calls(states, 30):
-            raise BenchError("calls still live 30 s after the soak ended them")
+            raise BenchError(
+                f"{[len(s.calls) for s in states]} calls still live 30 s after the soak ended them"
+            )
         await asyncio.sleep(1.0)
         gc.callbacks.remove(pauses)
         out["stalls"] = dog.stalls - stalls0  # the snapshots' own (blocking) counts are outside
@@ -458,6 +485,8 @@ def check(r: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, An
         first, last = statistics.median(tails[:third]), statistics.median(tails[-third:])
         bound = round(first * args.p999_factor + args.p999_slack_ms, 2)
         put("p999_flat_ms", last <= bound, round(last, 2), bound)
+    per_call = r["gc"]["found_per_ended_call"]
+    put("cycles_per_call", per_call <= args.cycles_per_call, per_call, args.cycles_per_call)
     callers = r.get("callers") or {}
     failed = sum((callers.get("failed") or {}).values())
     put("calls_failed", failed == 0, failed, 0)
