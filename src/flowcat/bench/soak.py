@@ -150,28 +150,29 @@ def _debug_new(objs: list[Any]) -> None:  # pragma: no cover - a leak hunt's aid
         _SEEN.update(id(o) for o in objs)
         return
     new = [o for o in objs if id(o) not in _SEEN and type(o).__qualname__ in kinds][:3]
-    skip = {id(objs), id(new)}
+    mine = {id(objs), id(new)}
     for o in new:
         print("LEAK", type(o).__qualname__, file=sys.stderr)
-        cur, seen = o, set()
-        for depth in range(12):
+        cur, seen = o, {id(o)}
+        for depth in range(16):
+            refs = gc.get_referrers(cur)
+            mine.add(id(refs))
             refs = [
-                r
-                for r in gc.get_referrers(cur)
-                if id(r) not in skip
-                and id(r) not in seen
-                and type(r).__name__ not in ("frame", "list_iterator")
+                r for r in refs if id(r) not in mine and id(r) not in seen and type(r).__name__ != "frame"
             ]
+            mine.add(id(refs))
             if not refs:
                 break
-            seen.add(id(cur))
+            refs.sort(key=lambda r: isinstance(r, (list, dict)))  # objects first
             desc = ", ".join(
                 f"{type(r).__module__}.{type(r).__qualname__}"
-                + (f" keys={list(r)[:6]}" if isinstance(r, dict) else "")
+                + (f" keys={list(r)[:5]}" if isinstance(r, dict) else "")
                 for r in refs[:4]
             )
             print("  " * depth, "<-", desc, file=sys.stderr)
             cur = refs[0]
+            seen.add(id(cur))
+        del refs
     del new
 
 
@@ -384,6 +385,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         gc.callbacks.remove(pauses)
         out["stalls"] = dog.stalls - stalls0  # the snapshots' own (blocking) counts are outside
         out["worst_stall_ms"] = round(dog.worst_secs * 1e3, 1)
+        # Pooled keep-alive connections (HTTP to the fakes) close on their idle timeout: wait for
+        # the fds to come back to A's count, bounded; how long it took is reported.
+        t_fd = time.monotonic()
+        for _ in range(80):  # bounded: 40 s
+            if sum(open_fds().values()) <= sum(a["fds"].values()):
+                break
+            await asyncio.sleep(0.5)
+        out["fd_wait_s"] = round(time.monotonic() - t_fd, 1)
         b = snapshot(collector)
         client.stdin.write(b"QUIT\n")
     finally:
