@@ -164,3 +164,21 @@ async def test_young_generation_stays_small_while_frozen_objects_are_freed(young
         assert biggest < 10_000
     else:
         assert biggest > 60_000  # CPython alone: no collection while the churn goes on
+
+
+async def test_no_young_collection_of_its_own_while_the_collector_is_disabled() -> None:
+    """assert_call_leaves_nothing and ``flowcat bench gc`` count what a call left with the collector
+    off: the policy's own young collections must not free it first."""
+    p = CollectorPolicy(young_secs=0.02)
+    p.install()
+    gc.disable()
+    try:
+        a: list[object] = []
+        a.append(a)  # a cycle, dropped
+        del a
+        await asyncio.sleep(0.1)
+        assert p.stats.young_ticks == 0
+    finally:
+        gc.enable()
+        p.uninstall()
+        gc.unfreeze()

@@ -52,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scan", action="store_true", help="CollectorPolicy.scan (a full collection before each freeze)"
     )
+    p.add_argument(
+        "--young-secs",
+        type=float,
+        default=0.25,
+        help="CollectorPolicy.young_secs (0: off, CPython's count alone)",
+    )
     p.add_argument("--hold", type=float, default=3.0, help="seconds live before the measurements")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -150,6 +156,7 @@ async def run(
     hold: float,
     freeze_every: int = 1,
     scan: bool = False,
+    young_secs: float = 0.25,
 ) -> dict[str, Any]:
     """Serve ``calls`` live calls in this process and measure (see the module docstring)."""
     state, port, server = await _serve(engine, calls)
@@ -157,7 +164,7 @@ async def run(
     if policy == "freeze":
         from ..runtime import CollectorPolicy
 
-        collector = CollectorPolicy(freeze_every=freeze_every, scan=scan)
+        collector = CollectorPolicy(freeze_every=freeze_every, scan=scan, young_secs=young_secs or None)
         collector.install()
     else:  # the worker before CollectorPolicy: freeze what start-up loaded, nothing more
         gc.collect()
@@ -252,6 +259,8 @@ async def run(
             "frozen_collections": collector.stats.frozen_collections,
             "freeze_every": collector.freeze_every,
             "scan": collector.scan,
+            "young_secs": collector.young_secs,
+            "young_ticks": collector.stats.young_ticks,
         }
     return out
 
@@ -301,6 +310,7 @@ def main(args: argparse.Namespace) -> int:
             hold=args.hold,
             freeze_every=args.freeze_every,
             scan=args.scan,
+            young_secs=args.young_secs,
         )
     )
     result["host"] = {"python": platform.python_version(), "cpus": os.cpu_count()}

@@ -226,7 +226,7 @@ class CollectorPolicy:
         if not self._installed or self._loop is None or not self.young_secs:
             return
         done = self.stats.collections[0] + self.stats.collections[1]
-        if done == self._young_seen:
+        if done == self._young_seen and gc.isenabled():  # disabled: someone counts leftovers
             t1 = self._thresholds[1] if self._thresholds else 10
             gc.collect(1 if gc.get_count()[1] >= t1 else 0)
             self.stats.young_ticks += 1
