@@ -182,3 +182,12 @@ async def test_no_young_collection_of_its_own_while_the_collector_is_disabled() 
         gc.enable()
         p.uninstall()
         gc.unfreeze()
+
+
+def test_generation_one_is_collected_after_every_third_young_collection(policy: CollectorPolicy) -> None:
+    policy.install()
+    assert gc.get_threshold()[1] == 3
+    for _ in range(6):
+        gc.collect(0)
+    gc.collect(1)
+    assert policy.stats.frozen_collections == 1  # each generation-1 collection freezes

@@ -58,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.25,
         help="CollectorPolicy.young_secs (0: off, CPython's count alone)",
     )
+    p.add_argument("--gen1-threshold", type=int, default=None, help="CollectorPolicy.gen1_threshold")
     p.add_argument("--hold", type=float, default=3.0, help="seconds live before the measurements")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -157,6 +158,7 @@ async def run(
     freeze_every: int = 1,
     scan: bool = False,
     young_secs: float = 0.25,
+    gen1_threshold: int | None = None,
 ) -> dict[str, Any]:
     """Serve ``calls`` live calls in this process and measure (see the module docstring)."""
     state, port, server = await _serve(engine, calls)
@@ -164,7 +166,9 @@ async def run(
     if policy == "freeze":
         from ..runtime import CollectorPolicy
 
-        collector = CollectorPolicy(freeze_every=freeze_every, scan=scan, young_secs=young_secs or None)
+        collector = CollectorPolicy(
+            freeze_every=freeze_every, scan=scan, young_secs=young_secs or None, gen1_threshold=gen1_threshold
+        )
         collector.install()
     else:  # the worker before CollectorPolicy: freeze what start-up loaded, nothing more
         gc.collect()
@@ -311,6 +315,7 @@ def main(args: argparse.Namespace) -> int:
             freeze_every=args.freeze_every,
             scan=args.scan,
             young_secs=args.young_secs,
+            gen1_threshold=args.gen1_threshold,
         )
     )
     result["host"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
