@@ -191,3 +191,34 @@ def test_generation_one_is_collected_after_every_third_young_collection(policy: 
         gc.collect(0)
     gc.collect(1)
     assert policy.stats.frozen_collections == 1  # each generation-1 collection freezes
+
+
+async def test_a_context_copied_during_a_call_does_not_keep_the_call_alive() -> None:
+    """A pooled connection opened during a call keeps a copy of the call's context (uvloop
+    transports and handles do): once the call ended, its record no longer holds the call."""
+    import contextvars
+    import weakref
+
+    from flowcat.server import ServerConfig, ServerState
+    from flowcat.server._app import track
+    from flowcat.server._session import CURRENT_CALL
+
+    class Task:  # stands for the call's PipelineTask
+        pass
+
+    kept: list[contextvars.Context] = []
+    refs: list[weakref.ref[Task]] = []
+
+    async def call() -> None:
+        record = CURRENT_CALL.get()
+        assert record is not None
+        record.task = task = Task()  # type: ignore[assignment]
+        refs.append(weakref.ref(task))
+        kept.append(contextvars.copy_context())  # e.g. a keep-alive connection's transport
+
+    state = ServerState(ServerConfig(capacity=1))
+    state.admission.try_admit()
+    await asyncio.ensure_future(track(state, call()))
+    record = kept[0][CURRENT_CALL]
+    assert record is not None and record.task is None and record.call_id
+    assert refs[0]() is None

@@ -240,6 +240,9 @@ async def track(
             agent.admission.release()
         state.finished_calls += 1
         state.metrics.call_ended(name, transport, record.task)
+        # Whatever was created in the call's context keeps a copy of it (a pooled keep-alive
+        # connection's transport, a handle): let it pin this small record, not the call.
+        record.task, record.observers, record.on_error = None, [], None
         logger.debug("call ended")
         if not state.calls and state.collector is not None:
             state.collector.idle()  # nobody is on a call: a long collection is not heard
