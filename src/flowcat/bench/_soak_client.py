@@ -210,7 +210,9 @@ class Client:
     async def _dial(self, url: str, kind: str) -> _Call | None:
         self.next_conn += 1
         conn = self.next_conn
-        dial = asyncio.ensure_future(asyncio.wait_for(picows.ws_connect(lambda: _Call(self, kind, conn), url), 10))
+        dial = asyncio.ensure_future(
+            asyncio.wait_for(picows.ws_connect(lambda: _Call(self, kind, conn), url), 10)
+        )
         try:
             _, call = await asyncio.shield(dial)
         except asyncio.CancelledError:  # the phase ended mid-dial: hang up once connected
