@@ -58,7 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.25,
         help="CollectorPolicy.young_secs (0: off, CPython's count alone)",
     )
-    p.add_argument("--gen1-threshold", type=int, default=None, help="CollectorPolicy.gen1_threshold")
+    p.add_argument(
+        "--gen1-threshold",
+        type=int,
+        default=3,
+        help="CollectorPolicy.gen1_threshold (default 3; 0: CPython's 10)",
+    )
     p.add_argument("--hold", type=float, default=3.0, help="seconds live before the measurements")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -158,7 +163,7 @@ async def run(
     freeze_every: int = 1,
     scan: bool = False,
     young_secs: float = 0.25,
-    gen1_threshold: int | None = None,
+    gen1_threshold: int = 3,
 ) -> dict[str, Any]:
     """Serve ``calls`` live calls in this process and measure (see the module docstring)."""
     state, port, server = await _serve(engine, calls)
@@ -265,6 +270,7 @@ async def run(
             "scan": collector.scan,
             "young_secs": collector.young_secs,
             "young_ticks": collector.stats.young_ticks,
+            "gen1_threshold": collector.gen1_threshold,
         }
     return out
 
