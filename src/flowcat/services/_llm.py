@@ -137,7 +137,7 @@ class LLMService(AIService, FunctionCalling):
     ) -> None:
         super().__init__(**kwargs)
         self.fallback_text = fallback_text
-        self._said = False  # the response being generated pushed text
+        self._response_text_pushed = False  # the response being generated pushed text
         self._init_functions(run_in_parallel=run_in_parallel,
                              function_call_timeout_secs=function_call_timeout_secs)
         self.request_timeout_secs = request_timeout_secs
@@ -226,14 +226,14 @@ class LLMService(AIService, FunctionCalling):
             await self.push_frame(LLMFullResponseStartFrame())
             await self.start_processing_metrics()
             await self.start_ttfb_metrics()
-            self._said = False
+            self._response_text_pushed = False
             try:
                 calls = await self._stream(context)
             except (ServiceError, LLMContextConversionError) as exc:
                 await self.push_service_error(exc, "completion failed")
                 calls = []
                 if self.fallback_text:
-                    await self.push_frame(LLMTextFrame((" " if self._said else "") + self.fallback_text))
+                    await self.push_frame(LLMTextFrame((" " if self._response_text_pushed else "") + self.fallback_text))
             await self.stop_processing_metrics()
             if calls and self._speculation:
                 spec, self._speculation = self._speculation, 0
@@ -284,7 +284,7 @@ class LLMService(AIService, FunctionCalling):
     async def _on_chunk(self, chunk: LLMChunk, tools: dict[int, _ToolAcc]) -> None:
         if isinstance(chunk, LLMTextDelta):
             if chunk.text:
-                self._said = True
+                self._response_text_pushed = True
                 await self.push_frame(LLMTextFrame(chunk.text))
         elif isinstance(chunk, LLMToolCallDelta):
             acc = tools.get(chunk.index)
