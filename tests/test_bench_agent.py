@@ -90,3 +90,15 @@ def test_local_mode_serves_the_offline_app_with_no_fakes() -> None:
     table = format_local_table([row], 1500.0).splitlines()
     assert table[0].split()[3] == "<=1500ms"
     assert table[1].split() == ["2", "900.0", "1700.0", "15/16", "16/16", "4/4", "30.0", "400.0", "420.0"]
+
+
+def test_core_busy_from_proc_stat_readings() -> None:
+    from flowcat.bench.agent import core_busy_pct, core_times
+
+    a = {0: (100, 1000), 1: (500, 1000)}
+    b = {0: (150, 1100), 1: (590, 1100)}
+    assert core_busy_pct(a, b, 0) == 50.0
+    assert core_busy_pct(a, b, 1) == 90.0
+    assert core_busy_pct(a, b, 7) is None  # no such core
+    now = core_times()
+    assert now and all(0 <= busy <= total for busy, total in now.values())

@@ -226,6 +226,7 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
         )
         assert gen.stdout is not None
         c0, t0 = cpu_ns(srv.pid), time.monotonic_ns()
+        cores0 = core_times()
         result: dict[str, Any] = {}
         stop = threading.Event()
 
@@ -240,6 +241,7 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
             if line.startswith("RESULT "):
                 result = json.loads(line[7:])
         c1, t1 = cpu_ns(srv.pid), time.monotonic_ns()
+        cores1 = core_times()
         stop.set()
         sampler.join()
         gen.wait(timeout=30)
@@ -264,6 +266,10 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
         if result.get("errors"):
             row["errors"] = result["errors"]
         return row
+    # How busy each core was over the point (every process on it, other tenants included):
+    # a generator core near 100 % means the callers and fakes, not the server, set the pace.
+    row.update(server_core_busy_pct=core_busy_pct(cores0, cores1, args.server_cpu),
+               gen_core_busy_pct=core_busy_pct(cores0, cores1, args.gen_cpu))
     added = added_latencies(result["latencies_ms"], args, result["latency_utterances"], args.hangovers_s)
     row.update(
         added_p50_ms=_pct(added, 0.5), added_p99_ms=_pct(added, 0.99),
@@ -275,6 +281,27 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
     if result.get("errors"):
         row["errors"] = result["errors"]
     return row
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """(busy, total) jiffies per CPU from /proc/stat ({} where it is not readable)."""
+    out: dict[int, tuple[int, int]] = {}
+    with contextlib.suppress(OSError), open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            name, _, rest = line.partition(" ")
+            if name.startswith("cpu") and name[3:].isdigit():
+                vals = [int(v) for v in rest.split()]
+                idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+                out[int(name[3:])] = (sum(vals[:8]) - idle, sum(vals[:8]))
+    return out
+
+
+def core_busy_pct(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]], cpu: int) -> float | None:
+    """How busy ``cpu`` was between two :func:`core_times` readings (% of the core)."""
+    if cpu not in a or cpu not in b:
+        return None
+    busy, total = b[cpu][0] - a[cpu][0], b[cpu][1] - a[cpu][1]
+    return round(100.0 * busy / total, 1) if total > 0 else None
 
 
 # ------------------------------------------------------------------ orchestration
@@ -299,13 +326,14 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of the rows."""
-    head = ("system", "sessions", "added_p50", "added_p99", "turns_ok", "barge_ok", "cpu%/sess", "MB/sess")
+    head = ("system", "sessions", "added_p50", "added_p99", "turns_ok", "barge_ok", "cpu%/sess", "MB/sess",
+            "srv_core%", "gen_core%")
     lines = ["  ".join(f"{h:>10}" for h in head)]
     for r in rows:
         turns = f"{r.get('turns_ok')}/{r.get('turns')}" if "turns" in r else "-"
         barge = f"{r.get('barge_ins_ok')}/{r.get('barge_ins')}" if "barge_ins" in r else "-"
         vals = (r["system"], r["sessions"], r.get("added_p50_ms"), r.get("added_p99_ms"), turns, barge,
-                r.get("server_cpu_pct"), r.get("rss_mb"))
+                r.get("server_cpu_pct"), r.get("rss_mb"), r.get("server_core_busy_pct"), r.get("gen_core_busy_pct"))
         lines.append("  ".join(f"{'-' if v is None else v!s:>10}" for v in vals) + (f"  {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
 
