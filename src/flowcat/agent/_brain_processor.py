@@ -65,6 +65,7 @@ from ..frames import (
     StartFrame,
     TranscriptionFrame,
     TransferCallFrame,
+    UninterruptibleSpeechFrame,
     UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -175,6 +176,7 @@ class BrainProcessor(FrameProcessor):
         self._bot_speaking = False
         self._reply_open = False
         self._reply_text: list[str] = []
+        self._uninterruptible = False  # an UninterruptibleSpeechFrame(active=True) went upstream
         self._pending_interrupt: str | None = None
         self._silence: asyncio.TimerHandle | None = None
         self._silence_count = 0
@@ -362,6 +364,7 @@ class BrainProcessor(FrameProcessor):
                     await self._apply(action)
         except asyncio.CancelledError:
             self._reply_open = False  # the interruption reset the TTS
+            await self._release_mute()
             raise
         except TimeoutError:
             await self._fallback(event, "no action within the deadline")
@@ -380,6 +383,11 @@ class BrainProcessor(FrameProcessor):
 
     async def _apply(self, action: Any) -> None:
         if isinstance(action, Say):
+            if not action.allow_interruptions and action.text.strip() and not self._uninterruptible:
+                # The turn processor mutes the user until these words were played (the rest of
+                # this reply included): no barge-in, the caller's words meanwhile are dropped.
+                self._uninterruptible = True
+                await self.push_frame(UninterruptibleSpeechFrame(active=True), UPSTREAM)
             await self._say(action.text)
         elif isinstance(action, SetVariable | Transition):
             await self._bookkeep(action)
@@ -425,6 +433,12 @@ class BrainProcessor(FrameProcessor):
         if self._reply_open:
             self._reply_open = False
             await self.push_frame(LLMFullResponseEndFrame())
+        await self._release_mute()
+
+    async def _release_mute(self) -> None:
+        if self._uninterruptible:
+            self._uninterruptible = False
+            await self.push_frame(UninterruptibleSpeechFrame(active=False), UPSTREAM)
 
     async def _run_tool(self, action: CallTool) -> None:
         handler = self.tools.get(action.name)

@@ -18,6 +18,7 @@ __all__ = [
     "ProposedUserStoppedSpeakingFrame",
     "RealtimeServiceMetadataFrame",
     "STTMetadataFrame",
+    "UninterruptibleSpeechFrame",
     "UserTurnSpeculationFrame",
 ]
 
@@ -33,6 +34,17 @@ class STTMetadataFrame(SystemFrame):
 
     service_name: str = ""
     ttfs_p99_latency: float = 0.0
+
+
+@frame_dataclass
+class UninterruptibleSpeechFrame(SystemFrame):
+    """Pushed upstream by whatever produces the bot's words (``BrainProcessor`` for a
+    ``Say(allow_interruptions=False)``): ``active=True`` before the words that must not be
+    cut, ``active=False`` once all of them were sent. The turn processor mutes the user
+    from the first until the bot has stopped speaking after the second
+    (:class:`~flowcat.turns.UninterruptibleSpeechUserMuteStrategy`)."""
+
+    active: bool = True
 
 
 @frame_dataclass

@@ -18,6 +18,7 @@ from ._mute import AlwaysUserMuteStrategy as AlwaysUserMuteStrategy
 from ._mute import FirstSpeechUserMuteStrategy as FirstSpeechUserMuteStrategy
 from ._mute import FunctionCallUserMuteStrategy as FunctionCallUserMuteStrategy
 from ._mute import MuteUntilFirstBotCompleteUserMuteStrategy as MuteUntilFirstBotCompleteUserMuteStrategy
+from ._mute import UninterruptibleSpeechUserMuteStrategy as UninterruptibleSpeechUserMuteStrategy
 from ._mute import UserMuteStrategy as UserMuteStrategy
 from ._preemptive import PreemptiveGate as PreemptiveGate
 from ._preemptive import UserTurnSpeculation as UserTurnSpeculation
@@ -56,6 +57,7 @@ __all__ = [
     "TranscriptionUserTurnStopStrategy",
     "TurnAnalyzerUserTurnStopStrategy",
     "TurnPrediction",
+    "UninterruptibleSpeechUserMuteStrategy",
     "UserIdleTimer",
     "UserMuteStrategy",
     "UserTurnProcessor",

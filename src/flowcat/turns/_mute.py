@@ -16,6 +16,7 @@ from ..frames import (
     FunctionCallCancelFrame,
     FunctionCallResultFrame,
     FunctionCallsStartedFrame,
+    UninterruptibleSpeechFrame,
 )
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "FirstSpeechUserMuteStrategy",
     "FunctionCallUserMuteStrategy",
     "MuteUntilFirstBotCompleteUserMuteStrategy",
+    "UninterruptibleSpeechUserMuteStrategy",
     "UserMuteStrategy",
 ]
 
@@ -113,4 +115,45 @@ class FunctionCallUserMuteStrategy(UserMuteStrategy):
         else:
             self._running.discard(frame.tool_call_id)  # type: ignore[attr-defined]
         self.muted = bool(self._running)
+        return self.muted
+
+
+class UninterruptibleSpeechUserMuteStrategy(UserMuteStrategy):
+    """Mute the user while the bot speaks words that must not be cut.
+
+    ``UninterruptibleSpeechFrame(active=True)`` (pushed upstream by ``BrainProcessor``
+    for a ``Say(allow_interruptions=False)``) mutes at once, before the words are even
+    synthesized; ``active=False`` (all of them sent) arms the end: the user is unmuted at
+    the first ``BotStoppedSpeakingFrame`` after the bot started speaking under the mute
+    (or at once, if the bot already spoke and is silent again). ``UserTurnProcessor``
+    always includes one: it does nothing until such a frame comes.
+    """
+
+    triggers = (UninterruptibleSpeechFrame, BotStartedSpeakingFrame, BotStoppedSpeakingFrame)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spoke = False  # the bot started speaking since the mute began
+        self._speaking = False
+        self._sent = False  # every uninterruptible word was sent
+
+    def process(self, frame: Frame) -> bool:
+        """Mute on ``active=True``; unmute when the bot stopped after ``active=False``."""
+        cls = type(frame)
+        if cls is UninterruptibleSpeechFrame:
+            if frame.active:  # type: ignore[attr-defined]
+                self.muted = True
+                self._spoke = self._speaking
+                self._sent = False
+            elif self.muted:
+                self._sent = True
+                if self._spoke and not self._speaking:
+                    self.muted = False
+        elif cls is BotStartedSpeakingFrame:
+            self._speaking = True
+            self._spoke = True
+        elif cls is BotStoppedSpeakingFrame:
+            self._speaking = False
+            if self.muted and self._sent and self._spoke:
+                self.muted = False
         return self.muted

@@ -65,7 +65,7 @@ from ..frames import (
 from ..runtime import FrameDirection, FrameProcessor
 from ._idle import UserIdleTimer
 from ._interruption import COMMIT, RESUME, BargeIn, InterruptionParams
-from ._mute import UserMuteStrategy
+from ._mute import UninterruptibleSpeechUserMuteStrategy, UserMuteStrategy
 from ._preemptive import UserTurnSpeculation
 from ._start import UserTurnStartStrategy, count_words
 from ._stop import UserTurnStopStrategy
@@ -123,7 +123,9 @@ class UserTurnProcessor(FrameProcessor):
             ``[SpeechTimeoutUserTurnStopStrategy()]`` (0.6 s after the VAD stop,
             with a final transcript). Use ``[TurnAnalyzerUserTurnStopStrategy(SmartTurnAnalyzer())]``
             for smart-turn.
-        mute_strategies: The user is muted while any says so. Default none.
+        mute_strategies: The user is muted while any says so. Default none; an
+            :class:`UninterruptibleSpeechUserMuteStrategy` is always added (it mutes only
+            on ``UninterruptibleSpeechFrame``: ``Say(allow_interruptions=False)``).
         interruption: Barge-in parameters (min_duration, min_words, false-interruption resume).
         enable_interruptions: If False, user turns never interrupt the bot. Default True.
         user_turn_stop_timeout: Fallback (s): a turn with no VAD speech, VAD stop or
@@ -164,7 +166,7 @@ class UserTurnProcessor(FrameProcessor):
             t for s in self._stop for t in s.triggers
         ]
         self._ext_classes = frozenset(triggers) - _VAD_TEXT
-        self._mute = tuple(mute_strategies)
+        self._mute = (*mute_strategies, UninterruptibleSpeechUserMuteStrategy())
         self._audio_stop = tuple(s for s in self._stop if s.wants_audio)
         self._mute_triggers = frozenset(t for m in self._mute for t in m.triggers)
         for s in self._stop:
