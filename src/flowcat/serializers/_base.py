@@ -39,6 +39,7 @@ from ..frames import (
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
     StartFrame,
+    TransferCallFrame,
     TTSStoppedFrame,
 )
 from ._audio import AudioDecoder, AudioEncoder, bytes_per_sample
@@ -73,6 +74,10 @@ class FrameSerializer(FastSerializer):
             no marks.
         session: A shared ``aiohttp.ClientSession`` for REST calls (one per process
             is best); without one a short-lived session is opened per hang-up.
+        transfer_fallback: What a :class:`TransferCallFrame` does where the carrier cannot
+            transfer over its API, or the transfer request fails: ``"hang_up"`` (default:
+            a warning, then the call is ended as at the end of the pipeline) or
+            ``"continue"`` (a warning; the call stays with the agent).
 
     Attributes:
         sender: Set by the transport to a coroutine function that sends one message;
@@ -83,6 +88,9 @@ class FrameSerializer(FastSerializer):
             ``(mark_name, seconds)`` for each confirmation.
         call_info: What the handshake learned, or None before it completed.
         remote_ended: The carrier said the call/stream ended (no hang-up is sent then).
+        transferred_to: The target the carrier accepted a transfer to (then no hang-up is
+            ever sent: it would end the transferred call).
+        transfer_task: The task of the transfer request (True if accepted), once one was asked.
         bad_inputs: How many malformed or unexpected messages were skipped.
         dropped_before_start: How many messages that decode to a frame (caller audio,
             DTMF) arrived during the handshake, before the start message, and were dropped
@@ -103,7 +111,15 @@ class FrameSerializer(FastSerializer):
         api_base: str | None = None,
         mark_every_ms: int = 0,
         session: aiohttp.ClientSession | None = None,
+        transfer_fallback: str = "hang_up",
     ) -> None:
+        if transfer_fallback not in ("hang_up", "continue"):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"transfer_fallback must be 'hang_up' or 'continue', got {transfer_fallback!r}")
+        self.transfer_fallback = transfer_fallback
+        self.transferred_to: str | None = None
+        self.transfer_task: Any = None  # asyncio.Task[bool] of the transfer request, once one was asked
         self.stream_id = stream_id
         self.call_id = call_id
         self.auto_hang_up = auto_hang_up
@@ -160,6 +176,8 @@ class FrameSerializer(FastSerializer):
                 return self._end_of_batch()
             if isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
                 return self._transport_message(frame.message)
+            if isinstance(frame, TransferCallFrame):
+                return self._serialize_transfer(frame)
         except Exception as exc:  # never let one frame break the call
             logger.exception("%s: could not serialize %s: %s", self.carrier, frame, exc)
         return None
@@ -404,6 +422,44 @@ class FrameSerializer(FastSerializer):
         if self.auto_hang_up and self.rest is not None and not self.remote_ended:
             await self.hang_up()
         return self._join(out, self._end_message(frame))
+
+    def _serialize_transfer(self, frame: TransferCallFrame) -> WireOut:
+        """Hand the call to ``frame.target`` over the carrier's REST API (the audio before the
+        frame was sent already: the output releases it in order). The request runs in a task
+        of its own (:attr:`transfer_task`), never in the output's write path."""
+        if self.transferred_to is not None or self._hung_up or self.transfer_task is not None:
+            return self._flush()
+        import asyncio
+
+        self.transfer_task = asyncio.get_running_loop().create_task(self._transfer(frame.target))
+        return self._flush()
+
+    async def _transfer(self, target: str) -> bool:
+        """Accepted: the call is no longer ours, no hang-up follows. Else ``transfer_fallback``."""
+        rest = self.rest
+        if rest is not None and rest.rest_transfer:
+            if await rest.transfer(self.call_id, self.call_info, target, self.session):
+                self.transferred_to = target
+                self._hung_up = True  # a hang-up now would end the transferred call
+                logger.info("%s: call %s transferred to %s", self.carrier, self.call_id, target)
+                return True
+            why = "the transfer request failed"
+        else:
+            why = "the carrier has no transfer over its API"
+        if self.transfer_fallback == "continue":
+            logger.warning("%s: call %s: cannot transfer to %s (%s); the call stays with the agent",
+                           self.carrier, self.call_id, target, why)
+            return False
+        logger.warning("%s: call %s: cannot transfer to %s (%s); ending the call",
+                       self.carrier, self.call_id, target, why)
+        if not self.remote_ended:
+            await self.hang_up()
+            end = self._end_message(EndFrame())
+            send = self.sender
+            if end is not None and send is not None:
+                for m in end if isinstance(end, list) else (end,):
+                    await send(m)
+        return False
 
     def _transport_message(self, message: Any) -> WireOut:
         if isinstance(message, str | bytes):

@@ -1,4 +1,4 @@
-"""The HTTP side of a carrier: answer webhook, request authentication, busy refusal, REST hang-up.
+"""The HTTP side of a carrier: answer webhook, request authentication, busy refusal, REST hang-up and transfer.
 
 A :class:`Carrier` is what the server consumes for one carrier; its serializer
 (:attr:`Carrier.serializer`) speaks the media WebSocket's wire format only. Each
@@ -53,9 +53,13 @@ class Carrier:
     """Statuses besides 2xx that mean the call is gone (Cloudonix: 404)."""
     rest_hang_up: ClassVar[bool] = True
     """Whether the carrier has a REST hang-up (False: the socket's close ends the call)."""
+    rest_transfer: ClassVar[bool] = False
+    """Whether the carrier can transfer a call over its REST API (:meth:`transfer_request`)."""
 
     def __init__(self, *, api_base: str | None = None, session: aiohttp.ClientSession | None = None) -> None:
-        self.api_base = (api_base or self.default_api_base).rstrip("/")
+        from ._rest import api_base_override
+
+        self.api_base = (api_base or api_base_override(self.carrier) or self.default_api_base).rstrip("/")
         self.session = session
 
     def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
@@ -65,6 +69,20 @@ class Carrier:
         (constructor arguments first, then the environment variables named in
         ``docs/carriers.md``)."""
         return None
+
+    def transfer_request(self, call_id: str | None, info: CallInfo | None, target: str) -> HangUpRequest | None:
+        """``(method, url, headers, body)`` of the REST request that hands call ``call_id`` to
+        ``target`` (a number or SIP URI), or None if unavailable (no id, no credentials, or
+        the carrier has no transfer: :attr:`rest_transfer`)."""
+        return None
+
+    async def transfer(
+        self, call_id: str | None, info: CallInfo | None, target: str, session: aiohttp.ClientSession | None = None
+    ) -> bool:
+        """Send the transfer request; False (logged) on any failure, never raises."""
+        from ._rest import send_transfer
+
+        return await send_transfer(self, call_id, info, target, session or self.session)
 
     async def hang_up(
         self, call_id: str | None, info: CallInfo | None, session: aiohttp.ClientSession | None = None

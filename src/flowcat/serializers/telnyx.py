@@ -27,6 +27,7 @@ Docs:
     https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming
     https://developers.telnyx.com/docs/voice/programmable-voice/texml-verbs/stream
     https://developers.telnyx.com/api-reference/call-commands/hangup-call
+    https://developers.telnyx.com/api-reference/call-commands/transfer-call
     https://developers.telnyx.com/api-reference/call-commands/streaming-start (codecs, rates)
 """
 
@@ -273,6 +274,18 @@ class TelnyxCarrier(Carrier):
             return None
         url = f"{self.api_base}/v2/calls/{call_id}/actions/hangup"
         return "POST", url, {"Authorization": "Bearer " + key}, ("json", {})
+
+    rest_transfer = True
+
+    def transfer_request(self, call_id: str | None, info: CallInfo | None, target: str) -> HangUpRequest | None:
+        """Call Control ``transfer``: ``POST /v2/calls/{call_control_id}/actions/transfer`` with
+        ``{"to": target}`` (a number or SIP URI);
+        https://developers.telnyx.com/api-reference/call-commands/transfer-call"""
+        key = env(self.api_key, "TELNYX_API_KEY")
+        if not (key and call_id and target.strip()):
+            return None
+        url = f"{self.api_base}/v2/calls/{call_id}/actions/transfer"
+        return "POST", url, {"Authorization": "Bearer " + key}, ("json", {"to": target.strip()})
 
     @classmethod
     def stream_fields(

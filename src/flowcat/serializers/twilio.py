@@ -4,7 +4,8 @@ Wire: JSON text frames. Twilio → us ``connected``, ``start``, ``media`` (base6
 μ-law 8 kHz), ``dtmf``, ``mark``, ``stop``; us → Twilio ``media``, ``mark``,
 ``clear``, each with ``streamSid``. Hang-up: ``POST
 /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with ``Status=completed``
-(HTTP Basic). Webhooks and the WebSocket upgrade carry ``X-Twilio-Signature``.
+(HTTP Basic); a transfer updates the same resource with ``Twiml=<Response><Dial>…``.
+Webhooks and the WebSocket upgrade carry ``X-Twilio-Signature``.
 
 Regional REST API: with ``region`` and ``edge`` (or ``TWILIO_REGION`` / ``TWILIO_EDGE``)
 the hang-up goes to ``https://api.{edge}.{region}.twilio.com``, Twilio's documented
@@ -20,6 +21,7 @@ Docs:
     https://www.twilio.com/docs/voice/twiml/stream
     https://www.twilio.com/docs/usage/security#validating-requests
     https://www.twilio.com/docs/voice/api/call-resource
+    https://www.twilio.com/docs/voice/tutorials/how-to-modify-calls-in-progress (transfer: ``Twiml``)
     https://www.twilio.com/docs/global-infrastructure/edge-locations
     https://www.twilio.com/docs/global-infrastructure/using-the-twilio-rest-api-in-a-non-us-region
 """
@@ -30,20 +32,20 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import ConfigError
 from ._base import CallInfo
 from ._carrier import Carrier, HangUpRequest
 from ._media_stream import MediaStreamSerializer
-from ._rest import basic_auth, env
+from ._rest import api_base_override, basic_auth, env
 from ._signatures import note_unchecked, twilio_body_hash_ok, validate_twilio
 from ._twilio_messages import TwilioStart
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["TwilioCarrier", "TwilioFrameSerializer", "twilio_api_base", "twiml_connect_stream"]
+__all__ = ["TwilioCarrier", "TwilioFrameSerializer", "twilio_api_base", "twiml_connect_stream", "twiml_dial"]
 
 logger = logging.getLogger("flowcat.serializers")
 
@@ -80,6 +82,15 @@ def twiml_connect_stream(
     )
     stream = f"<Stream {attrs}>{params}</Stream>" if params else f"<Stream {attrs}/>"
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect>{stream}</Connect>{after}</Response>'
+
+
+def twiml_dial(target: str) -> str:
+    """TwiML that hands the call to ``target``: ``<Dial>number</Dial>``, or
+    ``<Dial><Sip>uri</Sip></Dial>`` for a ``sip:``/``sips:`` URI (escaped)."""
+    target = target.strip()
+    if target.lower().startswith(("sip:", "sips:")):
+        return f"<Response><Dial><Sip>{escape(target)}</Sip></Dial></Response>"
+    return f"<Response><Dial>{escape(target)}</Dial></Response>"
 
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -153,7 +164,8 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         **kwargs: Any,
     ) -> None:
         if kwargs.get("api_base") is None and self.regional_api:
-            kwargs["api_base"] = twilio_api_base(env(region, "TWILIO_REGION"), env(edge, "TWILIO_EDGE"))
+            kwargs["api_base"] = api_base_override(self.carrier) or twilio_api_base(
+                env(region, "TWILIO_REGION"), env(edge, "TWILIO_EDGE"))
         super().__init__(**kwargs)
         self.rest = self._rest_carrier(account_sid=account_sid, auth_token=auth_token)
 
@@ -194,7 +206,9 @@ class TwilioCarrier(Carrier):
         self.account_sid = account_sid
         self.auth_token = auth_token
 
-    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+    rest_transfer = True
+
+    def _call_url_and_auth(self, call_id: str | None, info: CallInfo | None) -> tuple[str, str] | None:
         sid = env(self.account_sid, "TWILIO_ACCOUNT_SID") or (
             info.account_id if info else None
         )
@@ -209,8 +223,22 @@ class TwilioCarrier(Carrier):
             auth = basic_auth(sid, token)
         else:
             return None
-        url = f"{self.api_base}/2010-04-01/Accounts/{sid}/Calls/{call_id}.json"
-        return "POST", url, {"Authorization": auth}, ("form", {"Status": "completed"})
+        return f"{self.api_base}/2010-04-01/Accounts/{sid}/Calls/{call_id}.json", auth
+
+    def hang_up_request(self, call_id: str | None, info: CallInfo | None) -> HangUpRequest | None:
+        ua = self._call_url_and_auth(call_id, info)
+        if ua is None:
+            return None
+        return "POST", ua[0], {"Authorization": ua[1]}, ("form", {"Status": "completed"})
+
+    def transfer_request(self, call_id: str | None, info: CallInfo | None, target: str) -> HangUpRequest | None:
+        """Update the live call with new TwiML, ``<Response><Dial>target</Dial></Response>``
+        (https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource): Twilio
+        leaves the ``<Connect><Stream>`` (the media stream ends) and dials ``target``."""
+        ua = self._call_url_and_auth(call_id, info)
+        if ua is None or not target.strip():
+            return None
+        return "POST", ua[0], {"Authorization": ua[1]}, ("form", {"Twiml": twiml_dial(target)})
 
     @classmethod
     def answer_document(cls, stream_url: str, **options: Any) -> str:

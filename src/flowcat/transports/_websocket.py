@@ -33,6 +33,7 @@ from ..frames import (
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
     StartFrame,
+    TransferCallFrame,
     TTSStoppedFrame,
 )
 from ..runtime import FrameProcessor
@@ -57,6 +58,7 @@ _WRITTEN = (
     OutputDTMFFrame,
     OutputDTMFUrgentFrame,
     TTSStoppedFrame,
+    TransferCallFrame,
     EndFrame,
     CancelFrame,
 )
