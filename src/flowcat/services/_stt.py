@@ -16,7 +16,11 @@ transcript. A send that fails with a retryable error reconnects with backoff
 the user is quiet, collects the speech between the turn boundaries
 (``VADUserStartedSpeakingFrame``/``VADUserStoppedSpeakingFrame``, or
 ``UserStartedSpeakingFrame``/``UserStoppedSpeakingFrame`` when no VAD frames come)
-and sends it as one WAV to :meth:`SegmentedSTTService.run_stt`.
+and sends it as one WAV to :meth:`SegmentedSTTService.run_stt`. The transcription starts at
+the VAD stop, while the turn processor still waits for the end of the turn (its speech
+timeout): preemptive. If the user speaks again before that segment's transcript was pushed,
+the pending result is discarded and the next VAD stop transcribes the whole utterance (the
+earlier segment, the pause and the new speech) as one (``merge_resumed``, default on).
 
 ``STTMuteFrame(mute=True)`` stops feeding the provider (audio still passes on).
 """
@@ -343,12 +347,20 @@ class SegmentedSTTService(STTService):
 
     capabilities = ServiceCapabilities(streaming=False, transport="http")
 
-    def __init__(self, *, pre_roll_secs: float = 0.5, max_segment_secs: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, pre_roll_secs: float = 0.5, max_segment_secs: float = 30.0, merge_resumed: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.pre_roll_secs = pre_roll_secs
         self.max_segment_secs = max_segment_secs
+        self.merge_resumed = merge_resumed
         self._speaking = False
         self._limits = (0, 0)
+        self._job: asyncio.Task[None] | None = None  # the segment's transcription, until it pushed
+        self._job_pcm = b""  # that segment's audio (kept to re-transcribe a resumed utterance)
+        self.discarded = 0
+        """Segment transcriptions dropped because the user went on (re-transcribed whole)."""
 
     def run_stt(self, wav: bytes) -> AsyncGenerator[str, None]:
         """Transcribe one utterance (a complete WAV); yield its final transcript(s)."""
@@ -375,6 +387,15 @@ class SegmentedSTTService(STTService):
 
     async def on_user_started_speaking(self) -> None:
         self._speaking = True
+        job = self._job
+        if job is not None and not job.done() and self.merge_resumed:
+            # The user goes on before the last segment's transcript came: drop it, and keep its
+            # audio (and the pause since, in the buffer) for one transcription of the whole.
+            job.cancel()
+            self._job = None
+            self.discarded += 1
+            self._buf[:0] = self._job_pcm
+            self._job_pcm = b""
 
     async def on_user_stopped_speaking(self) -> None:
         if not self._speaking:
@@ -385,9 +406,18 @@ class SegmentedSTTService(STTService):
         if not pcm:
             return
         await self.start_ttfb_metrics()
-        self.create_task(self._transcribe(pcm_to_wav(pcm, self.sample_rate)), "stt_segment")
+        self._job_pcm = pcm
+        self._job = self.create_task(self._transcribe(pcm_to_wav(pcm, self.sample_rate)), "stt_segment")
 
     async def _transcribe(self, wav: bytes) -> None:
+        try:
+            await self._transcribe_segment(wav)
+        finally:
+            if self._job is asyncio.current_task():
+                self._job = None
+                self._job_pcm = b""
+
+    async def _transcribe_segment(self, wav: bytes) -> None:
         async def attempt(n: int) -> list[str]:
             return [t async for t in self.run_stt(wav)]
 
@@ -397,6 +427,9 @@ class SegmentedSTTService(STTService):
         except ServiceError as exc:
             await self.push_service_error(exc, "transcription failed")
             return
+        if self._job is asyncio.current_task():  # from here on the result is the turn's: no discarding
+            self._job = None
+            self._job_pcm = b""
         language = getattr(self.settings, "language", None)
         for text in texts:
             await self.push_transcription(text.strip(), final=True, language=language)

@@ -89,10 +89,15 @@ class WhisperSTTSettings(STTSettings):
     Attributes:
         no_speech_prob: Segments more likely than this to be non-speech are dropped.
         beam_size: Beam width (1: greedy, fastest).
+        temperature: Decoding temperature; one value, so a segment is decoded once
+            (faster-whisper's default is a ladder 0.0…1.0 that decodes a segment again at each
+            step whose result fails its compression/log-probability checks: telephone audio
+            fails them often, several decodes for one turn). None: faster-whisper's ladder.
     """
 
     no_speech_prob: float | None = 0.4
     beam_size: int | None = 1
+    temperature: float | None = 0.0
 
 
 class WhisperSTTService(SegmentedSTTService):
@@ -215,9 +220,12 @@ class WhisperSTTService(SegmentedSTTService):
             audio = soxr.resample(audio, sample_rate, _RATE).astype(np.float32, copy=False)
         s = self.settings
         assert isinstance(s, WhisperSTTSettings)  # noqa: S101 - the constructor's settings type
+        options: dict[str, Any] = {}
+        if s.temperature is not None:
+            options["temperature"] = s.temperature
         segments, _info = model.transcribe(
             audio, language=s.language or "en", beam_size=s.beam_size or 1, vad_filter=False,
-            condition_on_previous_text=False, without_timestamps=True,
+            condition_on_previous_text=False, without_timestamps=True, **options,
         )
         limit = s.no_speech_prob if s.no_speech_prob is not None else 1.0
         kept = []
