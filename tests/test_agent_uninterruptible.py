@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,14 +29,15 @@ from flowcat.agent import (
     WebSocketBrain,
 )
 from flowcat.frames import (
+    InputAudioRawFrame,
     InterruptionFrame,
     TranscriptionFrame,
     UninterruptibleSpeechFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from flowcat.runtime import Pipeline, PipelineTask
-from flowcat.services import close_http_sessions
+from flowcat.runtime import Pipeline, PipelineParams, PipelineTask
+from flowcat.services import SegmentedSTTService, close_http_sessions
 from flowcat.testing import run_virtual
 from flowcat.turns import UninterruptibleSpeechUserMuteStrategy, UserTurnProcessor
 from test_agent_brain_processor import ScriptedBrain
@@ -179,3 +180,41 @@ async def test_websocket_brain_say_with_allow_interruptions_false_is_not_cut() -
         await close_http_sessions()
         await server.close()
 
+
+
+class SlowSTT(SegmentedSTTService):
+    """A segmented STT whose transcript comes 3 s after the VAD stop (a loaded Whisper)."""
+
+    def __init__(self) -> None:
+        super().__init__(pre_roll_secs=0.0)
+        self.asked = 0
+
+    async def run_stt(self, wav: bytes) -> AsyncGenerator[str, None]:
+        self.asked += 1
+        await asyncio.sleep(3.0)
+        yield "stop please" if self.asked == 1 else "hello"
+
+
+def test_a_late_transcript_of_speech_during_the_uninterruptible_words_starts_no_turn() -> None:
+    """The STT is muted with the user: what began during the words is never transcribed, so a
+    slow STT cannot deliver it as a turn after the words were played."""
+
+    async def main() -> None:
+        brain = ScriptedBrain(_greet(False))
+        stt = SlowSTT()
+        h = TurnHarness(BrainProcessor(brain, silence_timeout_secs=None), speak_secs=2.0)
+        h.task = PipelineTask(Pipeline([stt, h.turns, h.proc, h.speaker]),
+                              params=PipelineParams(audio_in_sample_rate=16000), idle_timeout_secs=None)
+        async with h:
+            await h.greeting()
+            await asyncio.sleep(0.3)
+            await h.send(VADUserStartedSpeakingFrame(start_secs=0.2))
+            await h.send(InputAudioRawFrame(b"\x10\x00" * 3200, 16000, 1))
+            await asyncio.sleep(0.5)
+            await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.2))
+            await asyncio.sleep(6.0)  # the greeting ended (2 s) and a transcript would have come (3 s)
+            assert not h.turns.muted and stt.asked == 0
+        assert not any(isinstance(e, UserTurn) for e in brain.events)
+        assert _interruptions(h) == 0
+
+    run_virtual(main())

@@ -22,7 +22,8 @@ timeout): preemptive. If the user speaks again before that segment's transcript 
 the pending result is discarded and the next VAD stop transcribes the whole utterance (the
 earlier segment, the pause and the new speech) as one (``merge_resumed``, default on).
 
-``STTMuteFrame(mute=True)`` stops feeding the provider (audio still passes on).
+``STTMuteFrame(mute=True)`` stops feeding the provider (audio still passes on); a segmented service
+also leaves out a stretch of speech that began while it was muted.
 """
 
 from __future__ import annotations
@@ -359,6 +360,7 @@ class SegmentedSTTService(STTService):
         self._limits = (0, 0)
         self._job: asyncio.Task[None] | None = None  # the segment's transcription, until it pushed
         self._job_pcm = b""  # that segment's audio (kept to re-transcribe a resumed utterance)
+        self._muted_segment = False  # the current segment began while the STT was muted
         self.discarded = 0
         """Segment transcriptions dropped because the user went on (re-transcribed whole)."""
 
@@ -387,6 +389,7 @@ class SegmentedSTTService(STTService):
 
     async def on_user_started_speaking(self) -> None:
         self._speaking = True
+        self._muted_segment = self.muted
         job = self._job
         if job is not None and not job.done() and self.merge_resumed:
             # The user goes on before the last segment's transcript came: drop it, and keep its
@@ -403,7 +406,7 @@ class SegmentedSTTService(STTService):
         self._speaking = False
         pcm = bytes(self._buf)
         self._buf.clear()
-        if not pcm:
+        if not pcm or self._muted_segment:  # speech that began while muted is not transcribed
             return
         await self.start_ttfb_metrics()
         self._job_pcm = pcm

@@ -50,6 +50,7 @@ from ..frames import (
     ProposedUserStartedSpeakingFrame,
     ProposedUserStoppedSpeakingFrame,
     STTMetadataFrame,
+    STTMuteFrame,
     SystemFrame,
     TranscriptionFrame,
     UserAudioRawFrame,
@@ -521,10 +522,17 @@ class UserTurnProcessor(FrameProcessor):
 
     async def _update_mute(self, frame: Frame) -> None:
         muted = False
+        lock = self._mute[-1]  # the UninterruptibleSpeechUserMuteStrategy
+        locked = lock.muted
         for m in self._mute:
             if type(frame) in m.triggers:
                 m.process(frame)
             muted = muted or m.muted
+        if lock.muted != locked:
+            # Speech during uninterruptible words is dropped, transcripts included: the STT
+            # (upstream) does not transcribe what starts while it is muted, so no late transcript
+            # of it can start a turn once the words were played.
+            await self.push_frame(STTMuteFrame(mute=lock.muted), UPSTREAM)
         if muted == self._muted:
             return
         self._muted = muted
