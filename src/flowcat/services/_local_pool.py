@@ -7,6 +7,10 @@ them the event loop's) in front of a queue of at most ``max_pending`` jobs. A jo
 that is refused at once with :class:`~flowcat.errors.InferenceOverloadError` rather than
 left to grow a backlog that no caller would still be waiting for.
 
+Queued jobs run by **priority**, then in order: a caller waits on a transcription
+(:data:`URGENT`, the default) and on the first audio of a reply, not on the later sentences
+of a reply already speaking (:data:`LATER`), so those never hold up another call's turn.
+
 The models hold no per-call state, so one copy of each serves every call in the process
 (see each service's ``shared()``); the pool bounds how many inferences run at once, and
 each model's own thread count (``cpu_threads``, ``intra_op_num_threads``) how many cores
@@ -23,16 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
+import queue
 import threading
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import ConfigError, InferenceOverloadError
 
-__all__ = ["LocalInferencePool", "prepare_native_env"]
+__all__ = ["LATER", "URGENT", "LocalInferencePool", "prepare_native_env"]
 
 T = TypeVar("T")
+
+URGENT = 0
+"""Priority of a job someone waits on now: a transcription, a reply's first audio, a load."""
+LATER = 1
+"""Priority of a job whose result is needed later: the next sentences of a reply being spoken."""
 
 
 def prepare_native_env() -> None:
@@ -60,7 +71,13 @@ class LocalInferencePool:
             raise ConfigError(f"local pool: need workers >= 1 and max_pending >= workers ({workers}, {max_pending})")
         self.workers = workers
         self.max_pending = max_pending
-        self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self._queue: queue.PriorityQueue[tuple[int, int, Any, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._worker, name=f"{name}_{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
         self._lock = threading.Lock()
         self._pending = 0
         self._running = 0
@@ -117,35 +134,55 @@ class LocalInferencePool:
 
         return job
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    def _worker(self) -> None:
+        while True:
+            _prio, _seq, fut, fn = self._queue.get()
+            if fut is None:  # shutdown
+                return
+            if not fut.set_running_or_notify_cancel():  # cancelled while queued: never runs
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+    def _enqueue(self, fn: Callable[[], T], priority: int) -> concurrent.futures.Future[T]:
+        self._admit()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        fut.add_done_callback(self._done)
+        if self._closed:
+            fut.cancel()
+            return fut
+        self._queue.put((priority, next(self._seq), fut, self._wrap(fn)))
+        return fut
+
+    async def run(self, fn: Callable[[], T], priority: int = URGENT) -> T:
         """Run ``fn`` on a worker and await its result.
 
-        Cancelling the caller drops a queued job; a running one finishes on its worker
-        (native code cannot be interrupted) and its result is discarded.
+        Queued jobs run by ``priority`` (lowest first: :data:`URGENT`, :data:`LATER`), then
+        in order. Cancelling the caller drops a queued job; a running one finishes on its
+        worker (native code cannot be interrupted) and its result is discarded.
 
         Raises:
             InferenceOverloadError: ``max_pending`` jobs are already admitted.
         """
-        self._admit()
-        try:
-            fut = self._executor.submit(self._wrap(fn))
-        except BaseException:
-            self._done(None)
-            raise
-        fut.add_done_callback(self._done)
-        return await asyncio.wrap_future(fut)
+        return await asyncio.wrap_future(self._enqueue(fn, priority))
 
-    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Queue ``fn`` from any thread (admission as :meth:`run`)."""
-        self._admit()
-        try:
-            fut = self._executor.submit(self._wrap(fn))
-        except BaseException:
-            self._done(None)
-            raise
-        fut.add_done_callback(self._done)
-        return fut
+    def submit(self, fn: Callable[[], T], priority: int = URGENT) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` from any thread (admission and priority as :meth:`run`)."""
+        return self._enqueue(fn, priority)
 
     def shutdown(self) -> None:
         """Stop the workers (queued jobs are cancelled)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        while True:
+            try:
+                _p, _s, fut, _fn = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if fut is not None:
+                fut.cancel()
+        for _ in self._threads:
+            self._queue.put((1 << 30, next(self._seq), None, None))

@@ -41,7 +41,7 @@ import numpy as np
 from ...audio import StreamResampler
 from ...errors import ConfigError, MissingExtraError, ServiceError
 from .._ai_service import ServiceCapabilities
-from .._local_pool import LocalInferencePool, prepare_native_env
+from .._local_pool import LATER, URGENT, LocalInferencePool, prepare_native_env
 from .._registry import ProviderInfo
 from .._tts import TTSChunk, TTSService, TTSSettings
 
@@ -211,7 +211,10 @@ class PiperTTSService(TTSService):
             resampler = StreamResampler(PIPER_RATE, self.sample_rate)
             for i, phonemes in enumerate(sentences):
                 last = i == len(sentences) - 1
-                audio = await pool.run(functools.partial(self._sentence_audio, phonemes, resampler, last))
+                # The first sentence is awaited by the caller; the next ones are needed only once
+                # it has been played, so another call's transcription goes first.
+                audio = await pool.run(functools.partial(self._sentence_audio, phonemes, resampler, last),
+                                       LATER if i else URGENT)
                 if audio:
                     yield audio
         except ServiceError:
