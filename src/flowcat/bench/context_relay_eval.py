@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent import ContextRelay, LLMSummarizer, Summarizer, VerbatimSummarizer
+from ..errors import ConfigError
 from ..frames import EndFrame, InputAudioRawFrame, UserStoppedSpeakingFrame
 from ..runtime import Pipeline, PipelineParams, PipelineTask
 from ..services import Backoff, close_http_sessions
@@ -135,7 +136,7 @@ def _summarizer(arm: str, summary_server: Any) -> Summarizer:
     if arm != "relay+summary":
         return VerbatimSummarizer()
     if summary_server is None:
-        raise ValueError("the relay+summary arm needs a summarizing Chat Completions server")
+        raise ConfigError("the relay+summary arm needs a summarizing Chat Completions server")
     llm = OpenAILLMService(api_key=summary_server.api_key, base_url=f"{summary_server.url}/v1", model=SUMMARY_MODEL)
     return LLMSummarizer(llm)
 

@@ -112,15 +112,6 @@ def drop_tracebacks(exc: BaseException) -> None:
         stack += (e.__cause__, e.__context__)
 
 
-def pass_input_audio(self: FrameProcessor, frame: Frame, direction: FrameDirection) -> Any:
-    """``process_inline`` of a service that only passes input audio on (LLM, TTS).
-
-    A subclass that overrides ``handle_frame`` without its own ``process_inline`` gets
-    no inline frames: its ``handle_frame`` sees the audio (a speech-to-speech service).
-    """
-    return frame
-
-
 class AIService(FrameProcessor):
     """Base of the STT, LLM and TTS services.
 
@@ -138,7 +129,7 @@ class AIService(FrameProcessor):
             "handle_frame" in own
             and "process_inline" not in own
             and "inline_frames" not in own
-            and getattr(cls.process_inline, "__func__", cls.process_inline) is pass_input_audio
+            and getattr(cls, "inline_passes_input_audio", False)
         ):
             # Its own handle_frame must see the frames its base only passes on inline
             # (the rule FrameProcessor applies to an overridden process_frame).

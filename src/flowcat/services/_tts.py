@@ -54,7 +54,7 @@ from ..frames import (
     TTSUpdateSettingsFrame,
 )
 from ..runtime import FrameDirection
-from ._ai_service import AIService, ServiceCapabilities, ServiceSettings, pass_input_audio
+from ._ai_service import AIService, ServiceCapabilities, ServiceSettings
 from ._backoff import Backoff, Deadline, retry_call
 from ._text_aggregator import BaseTextAggregator, SentenceAggregator
 
@@ -109,7 +109,14 @@ class TTSService(AIService):
     """Input audio (50 frames/s per call) passes this service with a plain call. A subclass
     that overrides ``handle_frame`` (a speech-to-speech service consuming audio) sees it there."""
 
-    process_inline = pass_input_audio
+    inline_passes_input_audio: ClassVar[bool] = True
+    """Its ``process_inline`` only passes input audio on: a subclass that overrides
+    ``handle_frame`` without its own ``process_inline`` gets no inline frames (its
+    ``handle_frame`` sees the audio, as a speech-to-speech service needs)."""
+
+    def process_inline(self, frame: Frame, direction: FrameDirection) -> Any:
+        """Pass input audio on untouched."""
+        return frame
 
     settings_frame_type = TTSUpdateSettingsFrame
     capabilities = ServiceCapabilities(streaming=True, transport="http")

@@ -220,7 +220,7 @@ class SIPCall:
         else:
             logger.warning("%s: transfer to %s failed: %d %s", self.call_id, target, status, reason)
         if transport is not None:
-            await transport._call_event_handler("on_transfer", target, status, reason)
+            await transport.transfer_finished(target, status, reason)
             if 200 <= status < 300:
                 await transport.handle_disconnect("transferred")
 

@@ -205,6 +205,10 @@ class SIPTransport(BaseTransport):
         if control is not None:
             control.hang_up()
 
+    async def transfer_finished(self, target: str, status: int, reason: str) -> None:
+        """A blind transfer's outcome (the final NOTIFY, or the failure): fires ``on_transfer``."""
+        await self._call_event_handler("on_transfer", target, status, reason)
+
     async def handle_disconnect(self, reason: str = "SIP call ended") -> None:
         """The call is over (BYE received, or this side hung up): stop sending, end the
         pipeline and fire ``on_client_disconnected``. Only the first call acts."""
