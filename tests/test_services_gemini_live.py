@@ -19,10 +19,9 @@ import pytest
 
 from _fake_gemini_live import FakeGeminiLive
 from _helpers import conformance_params
+from _realtime_run import RealtimeRun
 from flowcat.frames import (
-    EndFrame,
     ErrorFrame,
-    Frame,
     FunctionCallCancelFrame,
     InputAudioRawFrame,
     InterruptionFrame,
@@ -34,13 +33,11 @@ from flowcat.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
-from flowcat.services import Backoff, close_http_sessions
+from flowcat.services import Backoff
 from flowcat.services.realtime import GeminiLiveLLMService, GeminiLiveLLMSettings
 from flowcat.services.realtime.gemini import _usage
-from flowcat.testing import CaptureProcessor
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
-from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
+from flowcat.testing.conformance._realtime import realtime_output
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
@@ -69,44 +66,6 @@ async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> Non
 # ------------------------------------------------------------------ wire
 
 
-class _Run:
-    def __init__(self, service: FrameProcessor, *, out_rate: int = 24000, in_rate: int = 16000) -> None:
-        self.service = service
-        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
-        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
-        self.task = PipelineTask(Pipeline([self.up, service, self.down]), params=PipelineParams(
-            audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate, enable_metrics=True,
-            enable_usage_metrics=True))
-        self.runner: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _Run:
-        started = asyncio.Event()
-        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
-        self.runner = asyncio.get_running_loop().create_task(self.task.run())
-        await asyncio.wait_for(started.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.task.queue_frame(EndFrame())
-        assert self.runner is not None
-        await asyncio.wait_for(self.runner, 5)
-        await close_http_sessions()
-
-    async def until(self, cond: Any, what: str) -> None:
-        for _ in range(1000):
-            if cond():
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def count(self, cls: type[Frame]) -> int:
-        return sum(1 for f in self.down.frames if isinstance(f, cls))
-
-    async def speak(self, rate: int = 16000) -> None:
-        for f in realtime_inputs(rate):
-            await self.task.queue_frame(f)
-
-
 async def _fake(**kw: Any) -> FakeGeminiLive:
     fake = FakeGeminiLive(**kw)
     await fake.start()
@@ -117,7 +76,7 @@ async def test_setup_message_and_key_in_query() -> None:
     fake = await _fake()
     try:
         svc = make_gemini(fake, settings=GeminiLiveLLMSettings(instructions="Be brief.", voice="Kore"))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: fake.connections and fake.connections[0].events, "setup")
             conn = fake.connections[0]
             assert conn.query == {"key": fake.api_key}
@@ -145,7 +104,7 @@ async def test_a_rejected_setup_is_reported_and_not_retried() -> None:
     fake = await _fake()
     try:
         svc = make_gemini(fake, settings=GeminiLiveLLMSettings(model="no-such-model"))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: any(isinstance(f, ErrorFrame) for f in run.up.frames), "the error")
             errors = [f for f in run.up.frames if isinstance(f, ErrorFrame)]
             assert "code 1007: models/no-such-model is not found" in errors[0].error, errors[0].error
@@ -160,7 +119,7 @@ async def test_key_in_header_and_nothing_before_setup_complete() -> None:
     fake = await _fake(auth="header")
     try:
         svc = make_gemini(fake, auth="header")
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             conn = fake.connections[0]
             assert conn.headers["x-goog-api-key"] == fake.api_key
@@ -176,7 +135,7 @@ async def test_audio_goes_up_at_16k_as_realtime_input() -> None:
     fake = await _fake()
     try:
         svc = make_gemini(fake)
-        async with _Run(svc, in_rate=48000) as run:
+        async with RealtimeRun(svc, in_rate=48000) as run:
             await run.until(lambda: svc.connected, "connected")
             for _ in range(10):  # 1 s at 48 kHz
                 await run.task.queue_frame(InputAudioRawFrame(b"\x00\x00" * 4800, 48000))
@@ -195,7 +154,7 @@ async def test_local_turns_send_activity_start_and_end() -> None:
     fake = await _fake()
     try:
         svc = make_gemini(fake, settings=GeminiLiveLLMSettings(server_vad=False))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             assert fake.connections[0].setup["realtimeInputConfig"] == {
                 "automaticActivityDetection": {"disabled": True}}
@@ -227,7 +186,7 @@ async def test_tool_response_shape_and_no_second_request() -> None:
             await params.result_callback("sunny")
 
         svc.register_function("get_weather", get_weather)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
@@ -258,7 +217,7 @@ async def test_tool_call_cancellation_cancels_the_running_call() -> None:
             await params.result_callback("late")
 
         svc.register_function("slow_lookup", slow_lookup)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await asyncio.wait_for(started.wait(), 5)
@@ -280,7 +239,7 @@ async def test_interrupted_drops_the_rest_of_the_turn() -> None:
     fake.set(Behaviour.SLOW, failures=1)
     try:
         svc = make_gemini(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await run.until(lambda: run.count(InterruptionFrame) >= 1, "the interruption")
@@ -308,7 +267,7 @@ async def test_go_away_resumes_with_the_last_handle() -> None:
     fake.resumable = True
     try:
         svc = make_gemini(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
@@ -334,7 +293,7 @@ async def test_go_away_during_a_turn_renews_before_the_deadline() -> None:
     fake.set(Behaviour.HANG, failures=1)
     try:
         svc = make_gemini(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await run.until(lambda: run.count(TTSAudioRawFrame) >= 1, "the turn running")
@@ -356,7 +315,7 @@ async def test_reseed_without_replay_does_not_resume() -> None:
         svc = make_gemini(fake)
         turns: list[Any] = []
         svc.add_event_handler("on_turn_done", lambda _s, usage: turns.append(usage))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await run.until(lambda: bool(turns), "on_turn_done")
@@ -375,7 +334,7 @@ async def test_reconnect_without_handle_replays_text() -> None:
     fake = await _fake(binary=False)
     try:
         svc = make_gemini(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
@@ -395,7 +354,7 @@ async def test_first_context_reconnects_with_instructions_and_asks_for_a_greetin
     fake = await _fake()
     try:
         svc = make_gemini(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             ctx = LLMContext([{"role": "system", "content": "Be a pirate."},
                               {"role": "user", "content": "Say hello."}], tools=[WEATHER])

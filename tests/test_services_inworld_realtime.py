@@ -7,21 +7,19 @@ no beta protocol.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from _fake_openai_realtime import FakeOpenAIRealtime
 from _helpers import conformance_params
+from _realtime_run import RealtimeRun
 from flowcat.errors import ConfigError
-from flowcat.frames import EndFrame, LLMFullResponseEndFrame
-from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
-from flowcat.services import Backoff, close_http_sessions
+from flowcat.frames import LLMFullResponseEndFrame
+from flowcat.services import Backoff
 from flowcat.services.realtime import InworldRealtimeLLMService, InworldRealtimeSettings
-from flowcat.testing import CaptureProcessor
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
-from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
+from flowcat.testing.conformance._realtime import realtime_output
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
@@ -48,38 +46,13 @@ async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> Non
     await run_scenario(target, scenario)
 
 
-async def _run(svc: FrameProcessor, body: Any) -> None:
-    down = CaptureProcessor(FrameDirection.DOWNSTREAM)
-    task = PipelineTask(Pipeline([svc, down]), params=PipelineParams(audio_in_sample_rate=16000,
-                                                                     audio_out_sample_rate=24000))
-    started = asyncio.Event()
-    task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
-    runner = asyncio.get_running_loop().create_task(task.run())
-    try:
-        await asyncio.wait_for(started.wait(), 5)
-        await body(task, down)
-    finally:
-        await task.queue_frame(EndFrame())
-        await asyncio.wait_for(runner, 5)
-        await close_http_sessions()
-
-
-async def _until(cond: Any, what: str) -> None:
-    for _ in range(1000):
-        if cond():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_inworld_endpoint_auth_and_session_fields() -> None:
     fake = _inworld_fake()
     await fake.start()
     try:
         svc = make_inworld(fake, session_key="sess-abc", settings=InworldRealtimeSettings(instructions="Be brief."))
-
-        async def body(task: PipelineTask, down: CaptureProcessor) -> None:
-            await _until(lambda: fake.connections and fake.connections[0].events, "session.update")
+        async with RealtimeRun(svc, metrics=False, usage=False) as run:
+            await run.until(lambda: fake.connections and fake.connections[0].events, "session.update")
             conn = fake.connections[0]
             assert conn.query == {"key": "sess-abc", "protocol": "realtime"}
             assert conn.headers["Authorization"] == f"Basic {fake.api_key}"
@@ -95,17 +68,14 @@ async def test_inworld_endpoint_auth_and_session_fields() -> None:
             assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
             assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000},
                                                   "voice": "Clive", "model": "inworld-tts-1.5-mini"}
-            for f in realtime_inputs(16000):
-                await task.queue_frame(f)
-            await _until(lambda: any(isinstance(f, LLMFullResponseEndFrame) for f in down.frames), "the answer")
-            assert realtime_output(down.frames) == fake.expected_text
+            await run.speak()
+            await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
+            assert realtime_output(run.down.frames) == fake.expected_text
             # A fresh connection (a renewal) gets a fresh session id.
             await svc.renew_session()
-            await _until(lambda: len(fake.connections) == 2, "a fresh session")
+            await run.until(lambda: len(fake.connections) == 2, "a fresh session")
             key = fake.connections[1].query["key"]
             assert key and key != "sess-abc" and key == svc.session_key
-
-        await _run(svc, body)
     finally:
         await fake.close()
 
@@ -115,14 +85,11 @@ async def test_local_turns_send_no_turn_detection() -> None:
     await fake.start()
     try:
         svc = make_inworld(fake, settings=InworldRealtimeSettings(server_vad=False, tts_model=None))
-
-        async def body(task: PipelineTask, down: CaptureProcessor) -> None:
-            await _until(lambda: fake.connections and fake.connections[0].events, "session.update")
+        async with RealtimeRun(svc, metrics=False, usage=False) as run:
+            await run.until(lambda: fake.connections and fake.connections[0].events, "session.update")
             session = fake.connections[0].events[0]["session"]
             assert session["audio"]["input"]["turn_detection"] is None
             assert "model" not in session["audio"]["output"]
-
-        await _run(svc, body)
     finally:
         await fake.close()
 

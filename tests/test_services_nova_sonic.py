@@ -6,7 +6,6 @@ events, the history and tool-result contents, the end of a session.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -19,10 +18,9 @@ import pytest
 
 from _fake_nova_sonic import AKID, FakeNovaSonic
 from _helpers import conformance_params
+from _realtime_run import RealtimeRun
 from flowcat.errors import ConfigError, MissingExtraError, ServiceAuthError
 from flowcat.frames import (
-    EndFrame,
-    ErrorFrame,
     InputAudioRawFrame,
     InterruptionFrame,
     LLMContext,
@@ -31,13 +29,11 @@ from flowcat.frames import (
     MetricsFrame,
     TTSTextFrame,
 )
-from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
 from flowcat.services import Backoff, close_http_sessions
 from flowcat.services._eventstream import EventStreamDecoder, EventStreamMessage, encode_message
 from flowcat.services._sigv4 import EventSigner, event_string_to_sign, resolve_aws_credentials, signing_key
 from flowcat.services.realtime import AWSNovaSonicLLMService, NovaSonicSettings
 from flowcat.services.realtime._nova_wire import EXCEPTION_STATUS, decode_chunk, input_chunk
-from flowcat.testing import CaptureProcessor
 from flowcat.testing.conformance import Behaviour, ConformanceTarget, FakeProvider, Scenario, run_scenario
 from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
 
@@ -167,48 +163,6 @@ def test_local_turns_are_refused() -> None:
 # ------------------------------------------------------------------ wire
 
 
-class _Run:
-    def __init__(self, service: FrameProcessor) -> None:
-        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
-        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
-        self.task = PipelineTask(
-            Pipeline([self.up, service, self.down]),
-            params=PipelineParams(
-                audio_in_sample_rate=16000,
-                audio_out_sample_rate=24000,
-                enable_metrics=True,
-                enable_usage_metrics=True,
-            ),
-        )
-        self.runner: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _Run:
-        started = asyncio.Event()
-        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
-        self.runner = asyncio.get_running_loop().create_task(self.task.run())
-        await asyncio.wait_for(started.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.task.queue_frame(EndFrame())
-        assert self.runner is not None
-        await asyncio.wait_for(self.runner, 5)
-
-    async def until(self, cond: Any, what: str) -> None:
-        for _ in range(1000):
-            if cond():
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def errors(self) -> list[ErrorFrame]:
-        return [f for f in self.up.frames if isinstance(f, ErrorFrame)]
-
-    async def speak(self) -> None:
-        for f in realtime_inputs(16000):
-            await self.task.queue_frame(f)
-
-
 async def _fake() -> FakeNovaSonic:
     fake = FakeNovaSonic()
     await fake.start()
@@ -230,7 +184,7 @@ async def test_session_events_tools_and_audio_at_16k() -> None:
             await params.result_callback({"temp": 21})
 
         svc.register_function("get_weather", get_weather)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.task.queue_frame(LLMContextFrame(LLMContext(tools=[WEATHER])))
             await run.until(lambda: svc.sessions == 2, "a fresh session with the tools")
             await run.speak()
@@ -285,7 +239,7 @@ async def test_history_goes_into_a_fresh_session_before_the_audio_and_the_end_is
             {"role": "user", "content": "My name is Ada."},
             {"role": "assistant", "content": "Noted, Ada."},
         ]
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             await run.task.queue_frame(LLMContextFrame(LLMContext(messages)))
             await run.until(lambda: len(fake.connections) == 2, "the fresh session")
@@ -323,7 +277,7 @@ async def test_a_wrong_secret_is_refused_and_not_retried() -> None:
             reconnect=FAST,
             connect_timeout_secs=3.0,
         )
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: bool(run.errors()), "the error")
             (err,) = run.errors()
             assert isinstance(err.exception, ServiceAuthError), err
@@ -338,7 +292,7 @@ async def test_a_corrupt_frame_drops_the_stream_and_the_service_reconnects() -> 
     fake = await _fake()
     try:
         svc = make_nova(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected and fake.peers, "connected")
             good = encode_message({":message-type": "event", ":event-type": "chunk"}, b'{"bytes":"e30="}')
             await fake.peers[0].send(good[:-1] + bytes([good[-1] ^ 0xFF]))  # a bad message CRC
@@ -356,7 +310,7 @@ async def test_usage_is_reported_by_modality_and_stream_errors_carry_the_status(
     fake = await _fake()
     try:
         svc = make_nova(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.speak()
             await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
 
@@ -392,7 +346,7 @@ async def test_a_renewal_while_the_caller_speaks_keeps_each_session_s_names() ->
     try:
         svc = make_nova(fake)
         quiet = InputAudioRawFrame(b"\x00\x00" * 320, 16000)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected, "connected")
             for _ in range(3):
                 for _ in range(100):
@@ -415,7 +369,7 @@ async def test_a_barge_in_keeps_what_was_spoken_and_the_next_session_gets_it() -
     fake.set(Behaviour.SLOW, failures=1)
     try:
         svc = make_nova(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.speak()
             await run.until(lambda: fake.aborted.is_set(), "the barge-in")
             await run.until(
@@ -440,7 +394,7 @@ async def test_the_fake_checks_the_chain_of_envelope_signatures() -> None:
     fake = await _fake()
     try:
         svc = make_nova(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: svc.connected and fake.connections, "connected")
             await run.until(lambda: "contentStart" in fake.connections[0].types(), "the session events")
             assert fake.auth_failures == 0

@@ -19,6 +19,7 @@ import pytest
 
 from _fake_openai_realtime import FakeOpenAIRealtime
 from _helpers import conformance_params
+from _realtime_run import RealtimeRun
 from flowcat.frames import (
     EndFrame,
     Frame,
@@ -42,6 +43,7 @@ from flowcat.services.realtime import (
 from flowcat.services.realtime.openai import _usage
 from flowcat.testing import CaptureProcessor
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
+from flowcat.testing.conformance._realtime import realtime_inputs
 from flowcat.testing.fakes._tones import decode_tones
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
@@ -82,52 +84,12 @@ async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> Non
 # ------------------------------------------------------------------ wire
 
 
-class _Run:
-    def __init__(self, service: FrameProcessor, *, out_rate: int = 24000, in_rate: int = 16000) -> None:
-        self.service = service
-        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
-        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
-        self.task = PipelineTask(Pipeline([self.up, service, self.down]), params=PipelineParams(
-            audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate, enable_metrics=True,
-            enable_usage_metrics=True))
-        self.runner: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _Run:
-        started = asyncio.Event()
-        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
-        self.runner = asyncio.get_running_loop().create_task(self.task.run())
-        await asyncio.wait_for(started.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.task.queue_frame(EndFrame())
-        assert self.runner is not None
-        await asyncio.wait_for(self.runner, 5)
-        await close_http_sessions()
-
-    async def until(self, cond: Any, what: str) -> None:
-        for _ in range(1000):
-            if cond():
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def count(self, cls: type[Frame]) -> int:
-        return sum(1 for f in self.down.frames if isinstance(f, cls))
-
-
-def _speech(rate: int) -> list[Frame]:
-    from flowcat.testing.conformance._realtime import realtime_inputs
-
-    return realtime_inputs(rate)
-
-
 async def test_ga_handshake_and_session() -> None:
     fake = FakeOpenAIRealtime()
     await fake.start()
     try:
         svc = make_openai(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: fake.connections and fake.connections[0].events, "session.update")
             conn = fake.connections[0]
             assert conn.query == {"model": "gpt-realtime"}
@@ -151,9 +113,8 @@ async def test_beta_flag_speaks_the_beta_protocol() -> None:
     await fake.start()
     try:
         svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, beta=True, reconnect=FAST)
-        async with _Run(svc) as run:
-            for f in _speech(16000):
-                await run.task.queue_frame(f)
+        async with RealtimeRun(svc) as run:
+            await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
             conn = fake.connections[0]
             assert conn.headers["OpenAI-Beta"] == "realtime=v1"
@@ -172,10 +133,9 @@ async def test_local_turns_commit_and_ask_for_a_response() -> None:
     try:
         svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST,
                                        settings=OpenAIRealtimeSettings(server_vad=False))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.task.queue_frame(UserStartedSpeakingFrame())
-            for f in _speech(16000):
-                await run.task.queue_frame(f)
+            await run.speak()
             await run.task.queue_frame(UserStoppedSpeakingFrame())
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
             types = fake.connections[0].types()
@@ -195,7 +155,7 @@ async def test_first_context_seeds_the_conversation_and_asks_for_a_greeting() ->
     try:
         svc = make_openai(fake)
         ctx = LLMContext([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Greet me."}])
-        async with _Run(svc, out_rate=16000) as run:
+        async with RealtimeRun(svc, out_rate=16000) as run:
             await run.task.queue_frame(LLMContextFrame(ctx))
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the greeting")
             conn = fake.connections[0]
@@ -273,7 +233,7 @@ async def test_with_the_pair_in_realtime_mode_the_context_follows_the_transcript
         task = PipelineTask(Pipeline([up, pair.user(), svc, pair.assistant(), down]),
                             params=PipelineParams(audio_in_sample_rate=16000))
         runner = asyncio.get_running_loop().create_task(task.run())
-        for f in _speech(16000):
+        for f in realtime_inputs(16000):
             await task.queue_frame(f)
         for _ in range(1000):
             if any(isinstance(f, LLMFullResponseEndFrame) for f in down.frames):
@@ -328,7 +288,7 @@ async def test_local_barge_in_truncates_at_what_the_transport_played() -> None:
         task = PipelineTask(Pipeline([up, svc, transport, down]), params=PipelineParams(audio_in_sample_rate=16000))
         runner = asyncio.get_running_loop().create_task(task.run())
         await task.queue_frame(UserStartedSpeakingFrame())
-        for f in _speech(16000):
+        for f in realtime_inputs(16000):
             await task.queue_frame(f)
         await task.queue_frame(UserStoppedSpeakingFrame())
         for _ in range(1000):
@@ -381,7 +341,7 @@ async def test_a_realtime_call_leaves_nothing_behind() -> None:
         task = PipelineTask(Pipeline([pair.user(), svc, pair.assistant(), down]),
                             params=PipelineParams(audio_in_sample_rate=16000))
         runner = asyncio.get_running_loop().create_task(task.run())
-        for f in _speech(16000):
+        for f in realtime_inputs(16000):
             await task.queue_frame(f)
         for _ in range(1000):
             if sum(isinstance(f, LLMFullResponseEndFrame) for f in down.frames) >= 2:
@@ -415,12 +375,11 @@ async def test_server_barge_in_cancels_a_running_tool_call() -> None:
             await asyncio.sleep(30)
 
         svc.register_function("slow_lookup", slow_lookup)  # type: ignore[attr-defined]
-        async with _Run(svc) as run:
-            for f in _speech(16000):
-                await run.task.queue_frame(f)
+        async with RealtimeRun(svc) as run:
+            await run.speak()
             await asyncio.wait_for(started.wait(), 5)
             assert run.count(FunctionCallInProgressFrame) == 1
-            for f in _speech(16000)[:5]:  # the caller speaks again: the server's speech_started
+            for f in realtime_inputs(16000)[:5]:  # the caller speaks again: the server's speech_started
                 await run.task.queue_frame(f)
             await run.until(lambda: run.count(FunctionCallCancelFrame) == 1, "the tool call cancelled")
             assert not fake.events("conversation.item.create"), "a cancelled call sent a result"
@@ -433,9 +392,8 @@ async def test_a_first_context_after_the_conversation_began_is_not_replayed() ->
     await fake.start()
     try:
         svc = make_openai(fake)
-        async with _Run(svc) as run:
-            for f in _speech(16000):
-                await run.task.queue_frame(f)
+        async with RealtimeRun(svc) as run:
+            await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
             # a cascade-style user half pushes its context at the turn's end: the server VAD already answered
             await run.task.queue_frame(LLMContextFrame(LLMContext([{"role": "user", "content": fake.user_text}])))
@@ -454,9 +412,8 @@ async def test_renew_session_on_demand_replays_the_conversation_as_text() -> Non
         svc = OpenAIRealtimeLLMService(url=_url(fake), api_key=fake.api_key, reconnect=FAST, max_session_secs=None)
         renewed: list[int] = []
         svc.add_event_handler("on_session_renewed", lambda s: renewed.append(s.sessions))
-        async with _Run(svc) as run:
-            for f in _speech(16000):
-                await run.task.queue_frame(f)
+        async with RealtimeRun(svc) as run:
+            await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
             await svc.renew_session()
             assert len(fake.connections) == 2 and renewed == [2]

@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 
 from _helpers import conformance_params
+from _realtime_run import RealtimeRun
 from flowcat.errors import ConfigError
 from flowcat.frames import (
-    EndFrame,
     ErrorFrame,
-    Frame,
     LLMContext,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -31,12 +30,10 @@ from flowcat.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
-from flowcat.services import Backoff, close_http_sessions
+from flowcat.services import Backoff
 from flowcat.services.realtime import UltravoxRealtimeLLMService, UltravoxRealtimeSettings
-from flowcat.testing import CaptureProcessor
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
-from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
+from flowcat.testing.conformance._realtime import realtime_output
 from flowcat.testing.fakes import FakeUltravox
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
@@ -66,43 +63,6 @@ async def test_conformance(target: ConformanceTarget, scenario: Scenario) -> Non
 # ------------------------------------------------------------------ wire
 
 
-class _Run:
-    def __init__(self, service: FrameProcessor, *, out_rate: int = 24000, in_rate: int = 16000) -> None:
-        self.service = service
-        self.up = CaptureProcessor(FrameDirection.UPSTREAM)
-        self.down = CaptureProcessor(FrameDirection.DOWNSTREAM)
-        self.task = PipelineTask(Pipeline([self.up, service, self.down]), params=PipelineParams(
-            audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate, enable_metrics=True))
-        self.runner: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _Run:
-        started = asyncio.Event()
-        self.task.add_event_handler("on_pipeline_started", lambda _t, _f: started.set())
-        self.runner = asyncio.get_running_loop().create_task(self.task.run())
-        await asyncio.wait_for(started.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.task.queue_frame(EndFrame())
-        assert self.runner is not None
-        await asyncio.wait_for(self.runner, 5)
-        await close_http_sessions()
-
-    async def until(self, cond: Any, what: str) -> None:
-        for _ in range(1000):
-            if cond():
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def count(self, cls: type[Frame]) -> int:
-        return sum(1 for f in self.down.frames if isinstance(f, cls))
-
-    async def speak(self, rate: int = 16000) -> None:
-        for f in realtime_inputs(rate):
-            await self.task.queue_frame(f)
-
-
 async def _fake() -> FakeUltravox:
     fake = FakeUltravox()
     await fake.start()
@@ -114,7 +74,7 @@ async def test_the_call_is_created_with_the_websocket_medium_and_audio_goes_up_b
     try:
         svc = make_ultravox(fake, settings=UltravoxRealtimeSettings(instructions="Be brief.", voice="Mark",
                                                                     first_speaker="user"))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: fake.connections and fake.connections[0].joined, "the call joined")
             call = fake.connections[0]
             assert call.headers["X-API-Key"] == fake.api_key
@@ -148,7 +108,7 @@ async def test_the_first_context_re_creates_the_call_with_its_prompt_tools_and_h
         svc = make_ultravox(fake)
         ctx = LLMContext([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there."}],
                          tools=[WEATHER])
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: fake.connections and fake.connections[0].joined, "the first call")
             await run.task.queue_frame(LLMContextFrame(ctx))
             await run.until(lambda: len(fake.connections) == 2 and fake.connections[1].joined, "a second call")
@@ -183,7 +143,7 @@ async def test_a_renewed_call_carries_the_tool_call_and_its_result() -> None:
             await params.result_callback({"temp": 21})
 
         svc.register_function("get_weather", get_weather)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.speak()
             await run.until(lambda: realtime_output(run.down.frames) == fake.expected_text, "the answer")
             assert fake.tool_outputs() == [("call_1", '{"temp": 21}')]
@@ -205,7 +165,7 @@ async def test_a_refused_call_is_an_auth_error_without_the_key() -> None:
     fake = await _fake()
     try:
         svc = UltravoxRealtimeLLMService(url=fake.url, api_key="wrong-key-0123456789", reconnect=FAST)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: any(isinstance(f, ErrorFrame) for f in run.up.frames), "the error")
             err = next(f for f in run.up.frames if isinstance(f, ErrorFrame))
             assert "create call" in err.error and "403" in err.error
@@ -229,7 +189,7 @@ async def test_cumulative_agent_transcripts_are_pushed_once_and_kept_whole() -> 
     fake.cumulative = True
     try:
         svc = make_ultravox(fake)
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.speak()
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the answer")
             spoken = "".join(f.text for f in run.down.frames if isinstance(f, TTSTextFrame))
@@ -244,7 +204,7 @@ async def test_the_agent_greets_first_when_asked_and_a_re_created_call_waits_for
     fake = await _fake()
     try:
         svc = make_ultravox(fake, settings=UltravoxRealtimeSettings(first_speaker="agent"))
-        async with _Run(svc) as run:
+        async with RealtimeRun(svc) as run:
             await run.until(lambda: run.count(LLMFullResponseEndFrame) >= 1, "the greeting")
             assert fake.calls[0].body["firstSpeakerSettings"] == {"agent": {}}
             assert realtime_output(run.down.frames) == fake.expected_text  # no one spoke: a greeting
