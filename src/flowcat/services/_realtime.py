@@ -102,16 +102,7 @@ class RealtimeLLMSettings(ServiceSettings):
 class RealtimeLLMService(RealtimeSocketService):
     """Base of the speech-to-speech services (see the module docstring).
 
-    Args:
-        max_session_secs: Open a fresh session after this long (None: never); set it
-            under the provider's session cap.
-        reconnect: Backoff for reconnecting after a dropped socket.
-        connect_timeout_secs: Bound on opening the socket (all attempts).
-        **kwargs: :class:`~flowcat.services.LLMService` arguments.
-
-    Events (besides the LLM service's): ``on_session_renewed(service)`` after a fresh
-    session replaced one near its cap (or a :meth:`renew_session`),
-    ``on_provider_event(service, event)`` for every server event (a dict),
+    Arguments and events are those of :class:`RealtimeSocketService`, plus the event
     ``on_turn_done(service, usage)`` when a response ended the model's turn (completed, no
     tool call pending; ``usage`` the response's ``LLMTokenUsage`` or None).
     """
