@@ -12,8 +12,10 @@ and against sipp in real time (intervals of 2 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +41,41 @@ def _invite(dialog: Dialog, extra: str) -> str:
     return head + extra + sep + rest
 
 
+@contextlib.asynccontextmanager
 async def _answered(
     settings: SessionTimers, extra: str
-) -> tuple[SIPServer, Peer, Dialog, str, dict[str, str | None], App]:
-    app = App()
-    srv = SIPServer(app, port=0, rtp_ports=RTP, timers=Timers(t1=0.5, t2=4, t4=5), session_timers=settings)
+) -> AsyncIterator[tuple[SIPServer, Peer, Dialog, str, dict[str, str | None]]]:
+    """A call answered under ``settings`` (the INVITE carrying ``extra``): the server, the peer, its dialog,
+    the To tag and the 200's session-timer headers. Leaving it closes the peer and stops the server."""
+    srv = SIPServer(App(), port=0, rtp_ports=RTP, timers=Timers(t1=0.5, t2=4, t4=5), session_timers=settings)
     await srv.start()
     peer = await Peer.open()
-    dialog = Dialog(peer, srv.port)
-    peer.send(_invite(dialog, extra), srv.port)
-    (ok,) = await peer.expect(status(200), timeout=LONG)
-    tag = (ok.get("To") or "").split("tag=")[-1]
-    dialog.ack(tag)
-    headers = {
-        n: ", ".join(ok.get_all(n)) or None for n in ("Session-Expires", "Require", "Supported", "Allow")
-    }
-    return srv, peer, dialog, tag, headers, app
+    try:
+        dialog = Dialog(peer, srv.port)
+        peer.send(_invite(dialog, extra), srv.port)
+        (ok,) = await peer.expect(status(200), timeout=LONG)
+        tag = (ok.get("To") or "").split("tag=")[-1]
+        dialog.ack(tag)
+        headers = {
+            n: ", ".join(ok.get_all(n)) or None for n in ("Session-Expires", "Require", "Supported", "Allow")
+        }
+        yield srv, peer, dialog, tag, headers
+    finally:
+        peer.close()
+        await srv.stop()
+
+
+def _sipp_server(session_expires: int, min_se: int) -> SIPServer:
+    """A server for the sipp tests (real time, short intervals); skips (fails under CI) without sipp."""
+    if SIPP is None:
+        missing("sipp (Debian package sip-tester: apt-get install -y sip-tester)")
+    return SIPServer(
+        App(),
+        port=0,
+        rtp_ports=RTP,
+        timers=Timers(t1=0.1),
+        session_timers=SessionTimers(session_expires=session_expires, min_se=min_se),
+    )
 
 
 def _update(dialog: Dialog, tag: str, se: str) -> None:
@@ -84,11 +105,10 @@ def test_session_expires_parsing() -> None:
 def test_the_peer_refreshes_and_a_peer_that_stops_is_hung_up_on_virtual_time() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        srv, peer, dialog, tag, got, _app = await _answered(
+        async with _answered(
             SessionTimers(session_expires=1800, min_se=90),
             "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\nMin-SE: 90\r\n",
-        )
-        try:
+        ) as (srv, peer, dialog, tag, got):
             assert got["Session-Expires"] == "90;refresher=uac" and got["Require"] == "timer"
             assert "UPDATE" in (got["Allow"] or "")
             t0 = loop.time()
@@ -102,9 +122,6 @@ def test_the_peer_refreshes_and_a_peer_that_stops_is_hung_up_on_virtual_time() -
             assert not [m for m in peer.inbox if m.method == "UPDATE"]  # the peer was the refresher
             _answer(dialog, bye, 200, "OK")
             await asyncio.wait_for(srv.wait_calls_ended(), 30)
-        finally:
-            peer.close()
-            await srv.stop()
 
     run_virtual(main())
 
@@ -112,11 +129,10 @@ def test_the_peer_refreshes_and_a_peer_that_stops_is_hung_up_on_virtual_time() -
 def test_flowcat_refreshes_with_update_handles_422_and_hangs_up_on_481_on_virtual_time() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        srv, peer, dialog, tag, got, _app = await _answered(
+        async with _answered(
             SessionTimers(session_expires=120, min_se=90),
             "Supported: timer\r\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n",
-        )
-        try:
+        ) as (srv, peer, dialog, tag, got):
             assert got["Session-Expires"] == "120;refresher=uas" and got["Require"] == "timer"
             t0 = loop.time()
             (first,) = await peer.expect(request("UPDATE"), timeout=LONG)
@@ -138,9 +154,6 @@ def test_flowcat_refreshes_with_update_handles_422_and_hangs_up_on_481_on_virtua
             assert loop.time() - t0 <= 197
             _answer(dialog, bye, 200, "OK")
             await asyncio.wait_for(srv.wait_calls_ended(), 30)
-        finally:
-            peer.close()
-            await srv.stop()
 
     run_virtual(main())
 
@@ -148,10 +161,9 @@ def test_flowcat_refreshes_with_update_handles_422_and_hangs_up_on_481_on_virtua
 def test_without_update_in_the_peers_allow_flowcat_refreshes_with_a_reinvite_and_acks_it() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        srv, peer, dialog, tag, got, _app = await _answered(
+        async with _answered(
             SessionTimers(session_expires=100, min_se=90), "Supported: timer\r\nAllow: INVITE, ACK, BYE\r\n"
-        )
-        try:
+        ) as (srv, peer, dialog, tag, got):
             assert got["Session-Expires"] == "100;refresher=uas"
             t0 = loop.time()
             (reinvite,) = await peer.expect(request("INVITE"), timeout=LONG)
@@ -167,9 +179,6 @@ def test_without_update_in_the_peers_allow_flowcat_refreshes_with_a_reinvite_and
             assert not [m for m in peer.inbox if m.method == "UPDATE"]
             (*_, again) = await peer.expect(request("INVITE"), count=2, timeout=LONG)
             assert 99.5 <= loop.time() - t0 <= 101 and again.cseq[0] == reinvite.cseq[0] + 1
-        finally:
-            peer.close()
-            await srv.stop()
 
     run_virtual(main())
 
@@ -215,15 +224,7 @@ async def test_session_timers_against_sipp(scenario: str, reason: str) -> None:
     """uas_refreshes: sipp asks 1 s (below Min-SE 2: 422), retries with 2 s and no refresher;
     flowcat refreshes with UPDATE twice (sipp checks Session-Expires), then sipp hangs up.
     vanish: sipp is the refresher (2 s) and never refreshes: flowcat's BYE comes."""
-    if SIPP is None:
-        missing("sipp (Debian package sip-tester: apt-get install -y sip-tester)")
-    srv = SIPServer(
-        App(),
-        port=0,
-        rtp_ports=RTP,
-        timers=Timers(t1=0.1),
-        session_timers=SessionTimers(session_expires=2, min_se=2),
-    )
+    srv = _sipp_server(2, 2)
     await srv.start()
     reasons: list[str] = []
     call_ended = srv.call_ended
@@ -245,18 +246,10 @@ async def test_session_timers_against_sipp(scenario: str, reason: str) -> None:
 async def test_an_outbound_call_retries_422_and_refreshes_as_the_callee_asks() -> None:
     """flowcat dials sipp (uas_timer_422.xml): Session-Expires 2 → 422 Min-SE 3 → again with 3 →
     200 naming flowcat refresher → flowcat's UPDATE at 1.5 s (checked by sipp) → flowcat hangs up."""
-    if SIPP is None:
-        missing("sipp (Debian package sip-tester: apt-get install -y sip-tester)")
+    srv = _sipp_server(2, 1)
     from test_sip_refer import _sipp_uas
 
     proc, port = await _sipp_uas("uas_timer_422.xml")
-    srv = SIPServer(
-        App(),
-        port=0,
-        rtp_ports=RTP,
-        timers=Timers(t1=0.1),
-        session_timers=SessionTimers(session_expires=2, min_se=1),
-    )
     await srv.start()
     try:
         call = await srv.dial(f"sip:bob@127.0.0.1:{port}")
