@@ -241,49 +241,43 @@ def test_a_cascaded_llm_brain_takes_the_same_tool_declarations(cfg_dir: Path) ->
     assert [s.name for s in llm.tool_schemas()] == ["lookup_order"]
 
 
-def test_flowcat_config_check_reports_a_realtime_agent(cfg_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("replacements", "code", "expected"),
+    [
+        ((), 0, "agent 'rt': ok"),
+        (
+            (("tools.py:lookup_order", "tools.py:lookup"), ("turns: server", "turns: vad")),
+            1,
+            "{path}:14:7: agents.rt.topology.turns: Input should be 'server' or 'local'",
+        ),
+        (
+            (("tools.py:lookup_order", "tools.py:lookup"),),
+            1,
+            "{path}:6:16: agents.rt.brain.tools[0].function: tool 'tools.py:lookup': tools.py has no 'lookup'",
+        ),
+    ],
+    ids=["ok", "turns", "tool"],
+)
+def test_flowcat_config_check_reports_a_realtime_agent(
+    cfg_dir: Path, replacements: tuple[tuple[str, str], ...], code: int, expected: str
+) -> None:
     import subprocess
     import sys
 
-    good = cfg_dir / "rt.yaml"
-    good.write_text(RT)
-    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "oa"}
-    ok = subprocess.run(
-        [sys.executable, "-m", "flowcat.cli", "config", "check", str(good)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert ok.returncode == 0 and "agent 'rt': ok" in ok.stdout, ok.stderr
-    bad = cfg_dir / "bad.yaml"
-    bad.write_text(
-        RT.replace("tools.py:lookup_order", "tools.py:lookup").replace("turns: server", "turns: vad")
-    )
+    text = RT
+    for old, new in replacements:
+        text = text.replace(old, new)
+    path = cfg_dir / "rt.yaml"
+    path.write_text(text)
     out = subprocess.run(
-        [sys.executable, "-m", "flowcat.cli", "config", "check", str(bad)],
+        [sys.executable, "-m", "flowcat.cli", "config", "check", str(path)],
         capture_output=True,
         text=True,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "oa"},
         timeout=60,
     )
-    assert out.returncode == 1
-    assert f"{bad}:14:7: agents.rt.topology.turns: Input should be 'server' or 'local'" in out.stderr, (
-        out.stderr
-    )
-    bad.write_text(RT.replace("tools.py:lookup_order", "tools.py:lookup"))
-    out = subprocess.run(
-        [sys.executable, "-m", "flowcat.cli", "config", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 1
-    assert (
-        f"{bad}:6:16: agents.rt.brain.tools[0].function: tool 'tools.py:lookup': tools.py has no 'lookup'"
-        in out.stderr
-    ), out.stderr
+    assert out.returncode == code, out.stderr
+    assert expected.format(path=path) in (out.stdout if code == 0 else out.stderr), out.stderr
 
 
 def test_a_provider_subclass_takes_its_parents_settings_and_names_its_required_options(cfg_dir: Path) -> None:
