@@ -11,9 +11,16 @@ from typing import Any
 
 from flowcat.frames import EndFrame, ErrorFrame, Frame
 from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
-from flowcat.services import close_http_sessions
+from flowcat.services import Backoff, close_http_sessions
 from flowcat.testing import CaptureProcessor
 from flowcat.testing.conformance._realtime import realtime_inputs
+
+FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
+"""Reconnection fast enough for a test."""
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+"""A client tool, as a context's ``tools`` entry."""
 
 
 async def until(cond: Any, what: str) -> None:

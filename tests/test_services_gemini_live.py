@@ -19,7 +19,7 @@ import pytest
 
 from _fake_gemini_live import FakeGeminiLive
 from _helpers import conformance_params
-from _realtime_run import RealtimeRun
+from _realtime_run import FAST, WEATHER, RealtimeRun
 from flowcat.frames import (
     ErrorFrame,
     FunctionCallCancelFrame,
@@ -33,7 +33,6 @@ from flowcat.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from flowcat.services import Backoff
 from flowcat.services.realtime import GeminiLiveLLMService, GeminiLiveLLMSettings
 from flowcat.services.realtime.gemini import _usage
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
@@ -41,10 +40,6 @@ from flowcat.testing.conformance._realtime import realtime_output
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
-FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
 

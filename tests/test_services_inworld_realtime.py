@@ -13,17 +13,15 @@ import pytest
 
 from _fake_openai_realtime import FakeOpenAIRealtime
 from _helpers import conformance_params
-from _realtime_run import RealtimeRun
+from _realtime_run import FAST, RealtimeRun
 from flowcat.errors import ConfigError
 from flowcat.frames import LLMFullResponseEndFrame
-from flowcat.services import Backoff
 from flowcat.services.realtime import InworldRealtimeLLMService, InworldRealtimeSettings
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
 from flowcat.testing.conformance._realtime import realtime_output
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
 
-FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
 PATH = "/api/v1/realtime/session"
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from _fake_nova_sonic import AKID, FakeNovaSonic
 from _helpers import conformance_params
-from _realtime_run import RealtimeRun
+from _realtime_run import FAST, WEATHER, RealtimeRun
 from flowcat.errors import ConfigError, MissingExtraError, ServiceAuthError
 from flowcat.frames import (
     InputAudioRawFrame,
@@ -29,7 +29,7 @@ from flowcat.frames import (
     MetricsFrame,
     TTSTextFrame,
 )
-from flowcat.services import Backoff, close_http_sessions
+from flowcat.services import close_http_sessions
 from flowcat.services._eventstream import EventStreamDecoder, EventStreamMessage, encode_message
 from flowcat.services._sigv4 import EventSigner, event_string_to_sign, resolve_aws_credentials, signing_key
 from flowcat.services.realtime import AWSNovaSonicLLMService, NovaSonicSettings
@@ -38,16 +38,6 @@ from flowcat.testing.conformance import Behaviour, ConformanceTarget, FakeProvid
 from flowcat.testing.conformance._realtime import realtime_inputs, realtime_output
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
-
-FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def make_nova(fake: FakeProvider, **kw: Any) -> AWSNovaSonicLLMService:

@@ -19,7 +19,7 @@ import pytest
 
 from _fake_openai_realtime import FakeOpenAIRealtime
 from _helpers import conformance_params
-from _realtime_run import RealtimeRun
+from _realtime_run import FAST, RealtimeRun
 from flowcat.frames import (
     EndFrame,
     Frame,
@@ -32,7 +32,7 @@ from flowcat.frames import (
     UserStoppedSpeakingFrame,
 )
 from flowcat.runtime import FrameDirection, FrameProcessor, Pipeline, PipelineParams, PipelineTask
-from flowcat.services import Backoff, close_http_sessions
+from flowcat.services import close_http_sessions
 from flowcat.services._realtime_state import ConversationLog, PlaybackTracker
 from flowcat.services.realtime import (
     AzureRealtimeLLMService,
@@ -47,8 +47,6 @@ from flowcat.testing.conformance._realtime import realtime_inputs
 from flowcat.testing.fakes._tones import decode_tones
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
-
-FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
 
 
 def _url(fake: FakeProvider) -> str:

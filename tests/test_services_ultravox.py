@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from _helpers import conformance_params
-from _realtime_run import RealtimeRun
+from _realtime_run import FAST, WEATHER, RealtimeRun
 from flowcat.errors import ConfigError
 from flowcat.frames import (
     ErrorFrame,
@@ -30,18 +30,12 @@ from flowcat.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from flowcat.services import Backoff
 from flowcat.services.realtime import UltravoxRealtimeLLMService, UltravoxRealtimeSettings
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
 from flowcat.testing.conformance._realtime import realtime_output
 from flowcat.testing.fakes import FakeUltravox
 
 pytestmark = pytest.mark.usefixtures("no_outside_connections")
-
-FAST = Backoff(initial=0.02, max_delay=0.1, max_attempts=4)
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
 def make_ultravox(fake: FakeProvider, **kw: Any) -> UltravoxRealtimeLLMService:
