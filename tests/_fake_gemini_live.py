@@ -36,8 +36,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from _fake_openai_realtime import _rms
-from flowcat.testing.conformance import Behaviour, FakeProvider
-from flowcat.testing.fakes._tones import synthesize_tones
+from flowcat.testing.conformance import Behaviour
+from flowcat.testing.fakes._realtime_fake import RealtimeFake
 
 RATE = 24000
 CHUNK = RATE * 2 // 10  # 100 ms of PCM16
@@ -59,7 +59,7 @@ class Connection:
         return dict(self.events[0]["setup"]) if self.events and "setup" in self.events[0] else {}
 
 
-class FakeGeminiLive(FakeProvider):
+class FakeGeminiLive(RealtimeFake):
     expected_text = "hello there how are you"
     user_text = "what is up"
     sample_rate = RATE
@@ -80,21 +80,6 @@ class FakeGeminiLive(FakeProvider):
         self.resumable = False
         self.interrupts = 0
         self._sockets: list[web.WebSocketResponse] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await super().close()
-
-    @property
-    def expected_audio(self) -> bytes:  # type: ignore[override]
-        return synthesize_tones(self.expected_text, RATE)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get(PATH, self.socket)

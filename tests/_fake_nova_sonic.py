@@ -43,8 +43,8 @@ from _fake_openai_realtime import _rms
 from _h2_server import H2Peer, H2Server
 from flowcat.services._eventstream import EventStreamDecoder, encode_headers, encode_message
 from flowcat.services._sigv4 import canonical_headers, canonical_query, canonical_uri, signing_key
-from flowcat.testing.conformance import Behaviour, FakeProvider
-from flowcat.testing.fakes._tones import synthesize_tones
+from flowcat.testing.conformance import Behaviour
+from flowcat.testing.fakes._realtime_fake import RealtimeFake
 
 RATE = 24000
 CHUNK = RATE * 2 // 10
@@ -74,7 +74,7 @@ class Connection:
         }
 
 
-class FakeNovaSonic(H2Server, FakeProvider):
+class FakeNovaSonic(H2Server, RealtimeFake):
     expected_text = "hello there how are you"
     user_text = "what is up"
     sample_rate = RATE
@@ -83,7 +83,7 @@ class FakeNovaSonic(H2Server, FakeProvider):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         H2Server.__init__(self)
-        FakeProvider.__init__(self, *args, **kw)
+        RealtimeFake.__init__(self, *args, **kw)
         self.connections: list[Connection] = []
         self.tool_calls: list[tuple[str, dict[str, Any]]] = []
         self.truncates: list[dict[str, Any]] = []
@@ -94,25 +94,14 @@ class FakeNovaSonic(H2Server, FakeProvider):
         self.audio_bytes_in = 0
         self.protocol_errors: list[str] = []
         self.region = "us-east-1"
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def expected_audio(self) -> bytes:  # type: ignore[override]
-        return synthesize_tones(self.expected_text, RATE)
 
     async def start(self) -> str:
         self.url = await self.start_h2()
         return self.url
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        await super().close()  # the responses still running
         await self.stop_h2()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ---------------------------------------------------- conformance views
 

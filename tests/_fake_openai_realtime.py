@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from flowcat.testing.conformance import Behaviour, FakeProvider
+from flowcat.testing.conformance import Behaviour
+from flowcat.testing.fakes._realtime_fake import RealtimeFake
 from flowcat.testing.fakes._tones import synthesize_tones
 
 RATE = 24000
@@ -52,7 +53,7 @@ class Connection:
         return [e.get("type", "") for e in self.events]
 
 
-class FakeOpenAIRealtime(FakeProvider):
+class FakeOpenAIRealtime(RealtimeFake):
     expected_text = "hello there how are you"
     user_text = "what is up"
     sample_rate = RATE
@@ -75,22 +76,6 @@ class FakeOpenAIRealtime(FakeProvider):
         self.audio_bytes_in = 0
         self.pace_secs = 0.0  # between audio chunks of 100 ms (0: as fast as the socket goes)
         self._cancelled = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _spawn(self, coro: Any) -> None:
-        # Responses run beside the reading loop, which must go on reading (cancel, truncate).
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await super().close()
-
-    @property
-    def expected_audio(self) -> bytes:  # type: ignore[override]
-        return synthesize_tones(self.expected_text, RATE)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get(self.path, self.socket)

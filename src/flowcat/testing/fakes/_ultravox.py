@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..conformance import Behaviour, FakeProvider
+from ..conformance import Behaviour
+from ._realtime_fake import RealtimeFake
 from ._tones import synthesize_tones
 
 __all__ = ["FakeUltravox", "UltravoxCall"]
@@ -63,7 +64,7 @@ class UltravoxCall:
         return int(ws["inputSampleRate"]), int(ws.get("outputSampleRate") or ws["inputSampleRate"])
 
 
-class FakeUltravox(FakeProvider):
+class FakeUltravox(RealtimeFake):
     """The fake (see the module docstring); conformance views as the suite documents them."""
 
     expected_text = "hello there how are you"
@@ -85,21 +86,6 @@ class FakeUltravox(FakeProvider):
         self.responses = 0
         self.audio_bytes_in = 0
         self._ordinal = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await super().close()
-
-    @property
-    def expected_audio(self) -> bytes:  # type: ignore[override]
-        return synthesize_tones(self.expected_text, self.sample_rate)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/calls", self.create_call)
