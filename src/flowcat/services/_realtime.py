@@ -73,7 +73,6 @@ from ..frames import (
 )
 from ..runtime import FrameDirection
 from ._ai_service import ServiceCapabilities, ServiceSettings
-from ._backoff import Backoff
 from ._llm import _ToolAcc
 from ._realtime_socket import RealtimeSocketService
 from ._realtime_state import ConversationItem, PlaybackTracker
@@ -113,16 +112,8 @@ class RealtimeLLMService(RealtimeSocketService):
     output_sample_rate: ClassVar[int] = 24000
     """The rate of the provider's audio."""
 
-    def __init__(
-        self,
-        *,
-        max_session_secs: float | None = None,
-        reconnect: Backoff | None = None,
-        connect_timeout_secs: float = 10.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(max_session_secs=max_session_secs, reconnect=reconnect,
-                         connect_timeout_secs=connect_timeout_secs, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._in_rs: StreamResampler | None = None
         self._out_rs: StreamResampler | None = None
         self._out_rate = 24000
