@@ -277,7 +277,11 @@ async def test_a_twilio_call_to_a_realtime_agent(
             caller.say()
             await answered(mark, what)
 
-        # 1. The caller asks; the bot's answer is heard.
+        # 1. The caller asks; the bot's answer is heard. First let the line's silence reach
+        # the model (0.25 s at 16 kHz): the energy VAD of the local-turns variant takes the
+        # first audio it hears as its noise floor, so a question that came first (the
+        # pipeline still starting) would be heard as the floor and never as speech.
+        await until(lambda: fake.audio_bytes_in >= 8000, "the line's silence at the model")
         await turn("the first answer")
         # (A loaded host can stall the stream for 0.3 s mid-answer: wait for all of it.)
         await until(lambda: caller.heard_secs() >= 2.8, "the whole first answer")

@@ -134,6 +134,18 @@ async def test_energy_analyzer_in_processor() -> None:
     check_stream(down, sent, spans, max_lag_frames=0)
 
 
+async def test_a_frame_whose_feed_produced_events_is_fed_once() -> None:
+    """Input audio is fed inline; when the feed produced VAD events the frame goes on through
+    process_frame (audio first, then the events) and is not fed a second time."""
+    pcm, rate, spans = load("utterance_weather.wav")
+    sent = frames(pcm, rate)
+    analyzer = EnergyVADAnalyzer()
+    down, _ = await run_test(VADProcessor(vad_analyzer=analyzer), frames_to_send=paced(sent))
+    window = analyzer.num_frames_required() * 2
+    assert analyzer._scored == sum(len(f.audio) for f in sent) // window
+    check_stream(down, sent, spans, max_lag_frames=0)
+
+
 def test_audio_idle_timeout_forces_a_stop() -> None:
     pcm, rate, spans = load("utterance_weather.wav")
     speech = frames(pcm[: int(1.5 * rate) * 2], rate)  # cut off mid-utterance

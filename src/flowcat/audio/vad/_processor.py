@@ -109,6 +109,8 @@ class VADProcessor(FrameProcessor):
         frame goes through :meth:`process_frame` instead, which pushes it and then the
         events, in that order (the frame is not fed twice).
         """
+        if self._prefed is frame:  # fed already; the delivery retries process_inline before process_frame
+            return NotImplemented
         self._in_chain = True
         try:
             self._feed(frame)  # type: ignore[arg-type]
