@@ -96,7 +96,7 @@ def test_ci_run_installs_uv_and_every_step_finds_it(project: Path) -> None:
         "uv run --frozen --no-sync ruff check src tests",
         "uv run --frozen --no-sync mypy",
         "uv run --frozen --no-sync flowcat bench micro --quick",
-        "uv run --frozen --no-sync pytest -rs",  # last: the log ends with pytest's summary line
+        "uv run --frozen --no-sync pytest -rs --durations=30",  # last: the log ends with pytest's summary line
     ]
 
 
