@@ -65,7 +65,7 @@ async def test_quiet_windows_skip_the_model_and_speech_starts_where_it_did(rate:
     assert every.gated_windows == 0
     # Most of this call is the caller listening: those windows never reach the model.
     assert skipping.gated_windows > 0.4 * skipping._scored
-    # Same utterances found. The model's recurrent state saw only the last 8 of the quiet
+    # Same utterances found. The model's recurrent state saw only the last 2 of the quiet
     # windows before an utterance (they are replayed when the gate opens), so its first
     # probabilities differ a little: a start may come up to 6 windows earlier, never
     # later, and a stop within 2 windows (docs/vad.md).

@@ -24,7 +24,7 @@ _RESET_MAX_CONFIDENCE = 0.1
 _RESET_LOW_WINDOWS = 5
 # skip_quiet: the last quiet windows the model did not see are run (state only) before the
 # next window that reaches it, so it meets speech with the recent silence in its state.
-_REPLAY_WINDOWS = 8
+_REPLAY_WINDOWS = 2
 
 
 class PreGate(Protocol):
