@@ -102,3 +102,21 @@ def test_core_busy_from_proc_stat_readings() -> None:
     assert core_busy_pct(a, b, 7) is None  # no such core
     now = core_times()
     assert now and all(0 <= busy <= total for busy, total in now.values())
+
+
+def test_media_message_is_the_json_of_twilios_media_event() -> None:
+    """The callers format their media messages directly (no json.dumps per packet): the text
+    must stay exactly what json.dumps writes for the documented event, and its payload must
+    decode to the audio."""
+    import base64
+
+    from flowcat.bench._agent_caller import media_message
+
+    audio = bytes(range(FRAME))
+    for seq in (1, 9, 1234):
+        text = media_message("MZbench000007", seq, audio)
+        doc = {"event": "media", "sequenceNumber": str(seq + 1), "streamSid": "MZbench000007",
+               "media": {"track": "inbound", "chunk": str(seq), "timestamp": str(seq * 20),
+                         "payload": base64.b64encode(audio).decode()}}
+        assert text == json.dumps(doc)
+        assert base64.b64decode(json.loads(text)["media"]["payload"]) == audio
