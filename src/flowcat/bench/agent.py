@@ -277,6 +277,7 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
         barge_ins=result["barge_ins"], barge_ins_ok=result["barge_ins_ok"], calls_failed=result["calls_failed"],
         server_cpu_pct=round(100.0 * (c1 - c0) / max(1, t1 - t0) / sessions, 2),
         rss_mb=round((peak - rss0) / 1e6 / sessions, 1), rss_ready_mb=round(rss0 / 1e6, 1),
+        added_ms=[round(x, 1) for x in added],  # per answered turn, call by call (where the tail is)
     )
     if result.get("errors"):
         row["errors"] = result["errors"]
