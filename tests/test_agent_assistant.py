@@ -339,7 +339,7 @@ def test_function_call_bookkeeping_and_rerun() -> None:
 def test_parallel_calls_run_the_llm_once_after_the_last_result() -> None:
     ctx = LLMContext()
     frames = [
-        FunctionCallsStartedFrame(function_calls=[call(1), call(2, "get_time")]),
+        FunctionCallsStartedFrame(function_calls=[call(1), call(2, "get_time")], group_id="llm:1"),
         in_progress(1),
         in_progress(2, "get_time"),
         result(1),

@@ -6,10 +6,10 @@ utterance outside a reply) and commits it as one ``assistant`` message. Timed
 words (``TTSTextFrame`` with ``pts``) count once the bot audio sent before them
 reaches their time (:mod:`._spoken`): an interrupted reply keeps the words played.
 
-Function calls (their messages: :mod:`._tool_calls`): once no call is left running,
-a result runs the LLM (``LLMContextFrame`` upstream) unless told not to — owed to
-the user's turn while they speak, deferred to ``BotStoppedSpeakingFrame`` while the
-bot speaks.
+Function calls (their messages: :mod:`._tool_calls`): once no call of its group that the
+model waits for is left (ungrouped: at once), a result — or an async call's interim
+result — runs the LLM (``LLMContextFrame`` upstream) unless told not to; owed to the
+user's turn while they speak, deferred to ``BotStoppedSpeakingFrame`` while the bot speaks.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..frames import (
     Frame,
     FunctionCallCancelFrame,
     FunctionCallInProgressFrame,
+    FunctionCallInterimResultFrame,
     FunctionCallResultFrame,
     FunctionCallsStartedFrame,
     InputAudioRawFrame,
@@ -233,13 +234,16 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             elif run_llm:
                 await self._push_context()
         elif cls is FunctionCallsStartedFrame:
-            self._tools.announced(c.tool_call_id for c in frame.function_calls)  # type: ignore[attr-defined]
+            self._tools.announced((c.tool_call_id for c in frame.function_calls),  # type: ignore[attr-defined]
+                                  frame.group_id)  # type: ignore[attr-defined]
         elif cls is FunctionCallInProgressFrame:
             self._tools.in_progress(frame)  # type: ignore[arg-type]
         elif cls is FunctionCallResultFrame:
             await self._on_call_result(frame)  # type: ignore[arg-type]
         elif cls is FunctionCallCancelFrame:
             await self._on_call_cancel(frame)  # type: ignore[arg-type]
+        elif cls is FunctionCallInterimResultFrame:
+            await self._on_call_interim(frame)  # type: ignore[arg-type]
         else:
             if cls is UserStartedSpeakingFrame:
                 self._user_speaking = True
@@ -396,31 +400,53 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
 
     # ------------------------------------------------------------ function calls
 
+    def _stray(self, frame: FunctionCallResultFrame | FunctionCallInterimResultFrame, state: str) -> None:
+        self.stray_results += 1
+        _STRAY(
+            self.stray_results,
+            "%s: result #%d for %s (%s) ignored: the call is %s",
+            self,
+            self.stray_results,
+            frame.function_name,
+            frame.tool_call_id,
+            state,
+        )
+
+    def _result_runs_llm(self, frame: FunctionCallResultFrame | FunctionCallInterimResultFrame,
+                         group_id: str | None) -> bool:
+        if not frame.result:
+            return False
+        props = frame.properties
+        if props is not None and props.run_llm is not None:
+            return props.run_llm
+        if frame.run_llm is not None:
+            return frame.run_llm
+        return not self._tools.holds_group(group_id, frame.tool_call_id)  # the last of its group runs it
+
     async def _on_call_result(self, frame: FunctionCallResultFrame) -> None:
         state = self._tools.state(frame.tool_call_id)
         if state != "running":
-            self.stray_results += 1
-            _STRAY(
-                self.stray_results,
-                "%s: result #%d for %s (%s) ignored: the call is %s",
-                self,
-                self.stray_results,
-                frame.function_name,
-                frame.tool_call_id,
-                state,
-            )
+            self._stray(frame, state)
             return
+        group_id = self._tools.group_of(frame.tool_call_id)
         self._tools.settle(frame.tool_call_id, frame.function_name, frame.result)
+        await self._after_result(frame, group_id)
+
+    async def _on_call_interim(self, frame: FunctionCallInterimResultFrame) -> None:
+        state = self._tools.state(frame.tool_call_id)
+        if state != "running":
+            self._stray(frame, state)
+            return
+        if not frame.result:
+            self._stray(frame, "running (its interim result is empty)")
+            return
+        self._tools.interim(frame.tool_call_id, frame.function_name, frame.result)
+        await self._after_result(frame, self._tools.group_of(frame.tool_call_id))
+
+    async def _after_result(self, frame: FunctionCallResultFrame | FunctionCallInterimResultFrame,
+                            group_id: str | None) -> None:
         props = frame.properties
-        run_llm = False
-        if frame.result:
-            if props is not None and props.run_llm is not None:
-                run_llm = props.run_llm
-            elif frame.run_llm is not None:
-                run_llm = frame.run_llm
-            else:
-                run_llm = not self._tools.calls  # the last of the batch runs the LLM
-        if run_llm:
+        if self._result_runs_llm(frame, group_id):
             self._owe_push()
         await self._maybe_push_context()
         if props is not None and props.on_context_updated is not None:
@@ -428,10 +454,12 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
 
     async def _on_call_cancel(self, frame: FunctionCallCancelFrame) -> None:
         state = self._tools.state(frame.tool_call_id)
+        group_id = self._tools.group_of(frame.tool_call_id)
         if state == "running":
             self._tools.settle(frame.tool_call_id, frame.function_name, None, cancelled=True)
         else:
             self._tools.forget(frame.tool_call_id)
-        if state != "unknown" and getattr(frame, "run_llm", False) and not self._tools.calls:
+        if (state != "unknown" and getattr(frame, "run_llm", False)
+                and not self._tools.holds_group(group_id, frame.tool_call_id)):
             self._owe_push()
             await self._maybe_push_context()

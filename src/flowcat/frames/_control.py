@@ -22,8 +22,11 @@ __all__ = [
     "FunctionCallInProgressFrame",
     "HeartbeatFrame",
     "LLMAssistantPushAggregationFrame",
+    "LLMContextSummaryRequestFrame",
+    "LLMContextSummaryResultFrame",
     "LLMFullResponseEndFrame",
     "LLMFullResponseStartFrame",
+    "LLMSummarizeContextFrame",
     "LLMThoughtEndFrame",
     "LLMThoughtStartFrame",
     "LLMUpdateSettingsFrame",
@@ -166,6 +169,44 @@ class FunctionCallInProgressFrame(ControlFrame):
     tool_call_id: str
     arguments: Any = None
     cancel_on_interruption: bool = True
+    group_id: str | None = None
+    """Shared by the calls of one LLM response (``group_parallel_tools``); None: ungrouped."""
+    interruptible: bool = field(init=False, repr=False, default=False)
+
+
+@frame_dataclass
+class LLMSummarizeContextFrame(ControlFrame):
+    """Ask the assistant aggregator to summarize the context now (``config``: a summary config, or None)."""
+
+    config: Any = None
+
+
+@frame_dataclass
+class LLMContextSummaryRequestFrame(ControlFrame):
+    """The assistant aggregator asks the LLM service for a summary of ``messages``.
+
+    ``messages`` are the context's messages ``first_index`` … ``last_summarized_index``; the
+    answer is a :class:`LLMContextSummaryResultFrame` with the same ``request_id``.
+    """
+
+    request_id: str
+    context: Any
+    messages: list[Any]
+    first_index: int
+    last_summarized_index: int
+    target_context_tokens: int
+    summarization_prompt: str
+    summarization_timeout: float | None = None
+
+
+@frame_dataclass
+class LLMContextSummaryResultFrame(ControlFrame):
+    """The summary asked for by ``request_id`` (``error`` set: none was made). Uninterruptible."""
+
+    request_id: str
+    summary: str
+    last_summarized_index: int
+    error: str | None = None
     interruptible: bool = field(init=False, repr=False, default=False)
 
 

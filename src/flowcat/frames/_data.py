@@ -16,6 +16,7 @@ from ._values import KeypadEntry
 
 __all__ = [
     "AggregatedTextFrame",
+    "FunctionCallInterimResultFrame",
     "FunctionCallResultFrame",
     "FunctionCallResultProperties",
     "InterimTranscriptionFrame",
@@ -243,15 +244,38 @@ class LLMSetToolChoiceFrame(DataFrame):
 
 @frame_dataclass
 class FunctionCallResultProperties:
-    """How a tool result should be handled: run the LLM afterwards, and a callback."""
+    """How a tool result should be handled: run the LLM afterwards, a callback, and whether it is final.
+
+    ``is_final=False`` (only for an async call, registered with ``cancel_on_interruption=False``):
+    an interim result; the call goes on and reports again (a :class:`FunctionCallInterimResultFrame`).
+    """
 
     run_llm: bool | None = None
     on_context_updated: Any = None
+    is_final: bool = True
 
 
 @frame_dataclass
 class FunctionCallResultFrame(DataFrame):
     """The result of a tool call. Uninterruptible: a result is never lost to barge-in."""
+
+    function_name: str
+    tool_call_id: str
+    arguments: Any
+    result: Any
+    run_llm: bool | None = None
+    properties: FunctionCallResultProperties | None = None
+    interruptible: bool = field(init=False, repr=False, default=False)
+
+
+@frame_dataclass
+class FunctionCallInterimResultFrame(DataFrame):
+    """An interim result of an async tool call that is still running. Uninterruptible.
+
+    Never a terminal frame: the call still ends with a :class:`FunctionCallResultFrame` or a
+    ``FunctionCallCancelFrame`` (pipecat sends a ``FunctionCallResultFrame`` with
+    ``properties.is_final=False`` instead).
+    """
 
     function_name: str
     tool_call_id: str

@@ -236,9 +236,10 @@ class MetricsFrame(SystemFrame):
 
 @frame_dataclass
 class FunctionCallsStartedFrame(SystemFrame):
-    """The LLM requested one or more tool calls."""
+    """The LLM requested one or more tool calls (``group_id``: their group, None if ungrouped)."""
 
     function_calls: Sequence[FunctionCallFromLLM] = ()
+    group_id: str | None = None
 
 
 @frame_dataclass

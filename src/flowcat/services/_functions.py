@@ -14,6 +14,15 @@ Rules (each one is tested in ``tests/test_services_functions.py``):
   ``cancel_on_interruption=True`` are cancelled; the others (async tools) go on.
 * ``run_in_parallel=True`` starts every call of a response at once; otherwise they
   run one after the other, in order, on one runner task.
+* ``group_parallel_tools=True`` gives the calls of one response a ``group_id`` (on
+  ``FunctionCallsStartedFrame`` and each ``FunctionCallInProgressFrame``): the assistant
+  aggregator runs the LLM once, when the last call of the group settles. Without it each
+  result runs the LLM.
+* An async call (``cancel_on_interruption=False``) may report interim results
+  (``properties=FunctionCallResultProperties(is_final=False)``): each is a
+  ``FunctionCallInterimResultFrame``, never terminal; the call's deadline keeps running.
+  An interim result from a cancellable call is refused (logged): the LLM waits for that
+  call, so there is no one to tell.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from ..frames import (
     FunctionCallCancelFrame,
     FunctionCallFromLLM,
     FunctionCallInProgressFrame,
+    FunctionCallInterimResultFrame,
     FunctionCallResultFrame,
     FunctionCallResultProperties,
     FunctionCallsStartedFrame,
@@ -65,7 +75,8 @@ class FunctionCallParams:
         llm: The LLM service running the call.
         context: The context the model answered.
         result_callback: ``await params.result_callback(result, properties=None)`` reports
-            the result (once; later calls are ignored).
+            the result (once; later calls are ignored). An async call may first report interim
+            results with ``properties=FunctionCallResultProperties(is_final=False)``.
     """
 
     function_name: str
@@ -92,16 +103,18 @@ class FunctionCallRegistryItem:
 
 
 class _Call:
-    __slots__ = ("arguments", "context", "done", "function_name", "gen", "item", "settled", "state",
+    __slots__ = ("arguments", "context", "done", "function_name", "gen", "group_id", "item", "settled", "state",
                  "task", "tool_call_id")
 
-    def __init__(self, fc: FunctionCallFromLLM, item: FunctionCallRegistryItem, gen: int) -> None:
+    def __init__(self, fc: FunctionCallFromLLM, item: FunctionCallRegistryItem, gen: int,
+                 group_id: str | None = None) -> None:
         self.function_name = fc.function_name
         self.tool_call_id = fc.tool_call_id
         self.arguments = fc.arguments
         self.context = fc.context
         self.item = item
         self.gen = gen
+        self.group_id = group_id
         self.settled = False
         self.state = "pending"
         self.task: asyncio.Task[None] | None = None
@@ -122,9 +135,12 @@ class FunctionCalling:
         async def _call_event_handler(self, event_name: str, *args: Any, **kwargs: Any) -> None: ...
         def _register_event_handler(self, event_name: str) -> None: ...
 
-    def _init_functions(self, *, run_in_parallel: bool, function_call_timeout_secs: float | None) -> None:
+    def _init_functions(self, *, run_in_parallel: bool, function_call_timeout_secs: float | None,
+                        group_parallel_tools: bool = True) -> None:
         self._functions: dict[str | None, FunctionCallRegistryItem] = {}
         self._run_in_parallel = run_in_parallel
+        self._group_parallel_tools = group_parallel_tools
+        self._groups = 0  # groups made so far (their ids: "<name>:<n>")
         self._function_call_timeout_secs = function_call_timeout_secs
         self._llm_generation = 0
         self._calls: dict[str, _Call] = {}
@@ -212,9 +228,13 @@ class FunctionCalling:
             logger.debug("%s: dropping %d tool call(s) of a discarded generation", self._name,
                          len(function_calls))
             return
-        calls = [_Call(fc, self._resolve(fc), generation) for fc in function_calls]
+        group_id = None
+        if self._group_parallel_tools:
+            self._groups += 1
+            group_id = f"{self._name}:{self._groups}"
+        calls = [_Call(fc, self._resolve(fc), generation, group_id) for fc in function_calls]
         await self._call_event_handler("on_function_calls_started", list(function_calls))
-        await self.broadcast_frame(FunctionCallsStartedFrame, function_calls=list(function_calls))
+        await self.broadcast_frame(FunctionCallsStartedFrame, function_calls=list(function_calls), group_id=group_id)
         for call in calls:
             self._calls[call.tool_call_id] = call
         if self._run_in_parallel:
@@ -270,9 +290,13 @@ class FunctionCalling:
             tool_call_id=call.tool_call_id,
             arguments=call.arguments,
             cancel_on_interruption=item.cancel_on_interruption,
+            group_id=call.group_id,
         )
 
         async def result_callback(result: Any, *, properties: FunctionCallResultProperties | None = None) -> None:
+            if properties is not None and not properties.is_final:
+                await self._interim(call, result, properties)
+                return
             if call.settled:
                 logger.warning("%s: ignoring a late result for %s (%s)", self._name, call.function_name,
                                call.state)
@@ -307,6 +331,28 @@ class FunctionCalling:
         finally:
             if handle is not None:
                 handle.cancel()
+
+    async def _interim(self, call: _Call, result: Any, properties: FunctionCallResultProperties) -> None:
+        if call.item.cancel_on_interruption:
+            logger.warning("%s: interim result of %s refused: only an async call "
+                           "(cancel_on_interruption=False) reports interim results", self._name, call.function_name)
+            return
+        if call.settled:
+            logger.warning("%s: ignoring a late interim result for %s (%s)", self._name, call.function_name,
+                           call.state)
+            return
+        await self._push_interim(call, result, properties)
+
+    async def _push_interim(self, call: _Call, result: Any, properties: FunctionCallResultProperties) -> None:
+        await self.broadcast_frame(
+            FunctionCallInterimResultFrame,
+            function_name=call.function_name,
+            tool_call_id=call.tool_call_id,
+            arguments=call.arguments,
+            result=result,
+            run_llm=properties.run_llm,
+            properties=properties,
+        )
 
     def _expire_call(self, call: _Call) -> None:
         if call.settled:

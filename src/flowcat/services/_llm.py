@@ -104,6 +104,8 @@ class LLMService(AIService, FunctionCalling):
 
     Args:
         run_in_parallel: Run a response's tool calls concurrently (else in order).
+        group_parallel_tools: The calls of one response form a group: the LLM runs once, after
+            the last of them settles (True). False: each result runs the LLM as it arrives.
         function_call_timeout_secs: Default bound on a tool call (None: unbounded).
         request_timeout_secs: Bound from the request to the first chunk (all attempts).
         chunk_timeout_secs: Bound on the wait for each following chunk.
@@ -135,6 +137,7 @@ class LLMService(AIService, FunctionCalling):
         self,
         *,
         run_in_parallel: bool = True,
+        group_parallel_tools: bool = True,
         function_call_timeout_secs: float | None = None,
         request_timeout_secs: float = 30.0,
         chunk_timeout_secs: float = 30.0,
@@ -145,7 +148,7 @@ class LLMService(AIService, FunctionCalling):
         super().__init__(**kwargs)
         self.fallback_text = fallback_text
         self._response_text_pushed = False  # the response being generated pushed text
-        self._init_functions(run_in_parallel=run_in_parallel,
+        self._init_functions(run_in_parallel=run_in_parallel, group_parallel_tools=group_parallel_tools,
                              function_call_timeout_secs=function_call_timeout_secs)
         self.request_timeout_secs = request_timeout_secs
         self.chunk_timeout_secs = chunk_timeout_secs

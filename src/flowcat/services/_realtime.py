@@ -408,6 +408,11 @@ class RealtimeLLMService(RealtimeSocketService):
 
     # ------------------------------------------------------------ tool results
 
+    async def _push_interim(self, call: Any, result: Any, properties: FunctionCallResultProperties) -> None:
+        # The provider takes one output per call: an interim one would be taken as the result.
+        await self.push_error(f"{self._name}: interim result of {call.function_name} dropped: a realtime "
+                              "service takes only a call's final result")
+
     async def _push_result(self, call: Any, result: Any, properties: FunctionCallResultProperties | None) -> None:
         await super()._push_result(call, result, properties)
         output = result if isinstance(result, str) else json.dumps(result, default=str)
