@@ -78,6 +78,12 @@ from ._llm_brain import LLMBrain as LLMBrain
 from ._pair import LLMContextAggregatorPair as LLMContextAggregatorPair
 from ._realtime_mode import RealtimeServiceModeConfig as RealtimeServiceModeConfig
 from ._remote_brain import RemoteBrain as RemoteBrain
+from ._summary import ContextSummarizer as ContextSummarizer
+from ._summary import LLMAutoContextSummarizationConfig as LLMAutoContextSummarizationConfig
+from ._summary import LLMContextSummaryConfig as LLMContextSummaryConfig
+from ._summary import SummaryAppliedEvent as SummaryAppliedEvent
+from ._summary import estimate_context_tokens as estimate_context_tokens
+from ._summary import messages_to_summarize as messages_to_summarize
 from ._user import LLMUserAggregator as LLMUserAggregator
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 from ._ws_brain import WebSocketBrain as WebSocketBrain
@@ -104,6 +110,7 @@ __all__ = [
     "CallStarted",
     "CallTool",
     "ContextRelay",
+    "ContextSummarizer",
     "DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT",
     "Dtmf",
     "EmptyUserTurnConfig",
@@ -114,9 +121,11 @@ __all__ = [
     "IntentMatcher",
     "LLMAssistantAggregator",
     "LLMAssistantAggregatorParams",
+    "LLMAutoContextSummarizationConfig",
     "LLMBrain",
     "LLMContext",
     "LLMContextAggregatorPair",
+    "LLMContextSummaryConfig",
     "LLMSpecificMessage",
     "LLMSummarizer",
     "LLMUserAggregator",
@@ -131,6 +140,7 @@ __all__ = [
     "SetVariable",
     "Silence",
     "Summarizer",
+    "SummaryAppliedEvent",
     "ToolHandler",
     "ToolResult",
     "ToolsSchema",
@@ -141,7 +151,9 @@ __all__ = [
     "UserTurnStoppedMessage",
     "VerbatimSummarizer",
     "WebSocketBrain",
+    "estimate_context_tokens",
     "load_graph",
+    "messages_to_summarize",
     "normalize_tools",
     "standard_message_text",
 ]

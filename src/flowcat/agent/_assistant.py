@@ -10,6 +10,9 @@ Function calls (their messages: :mod:`._tool_calls`): once no call of its group 
 model waits for is left (ungrouped: at once), a result — or an async call's interim
 result — runs the LLM (``LLMContextFrame`` upstream) unless told not to; owed to the
 user's turn while they speak, deferred to ``BotStoppedSpeakingFrame`` while the bot speaks.
+
+Context summarization (:mod:`._summary`): ``enable_auto_context_summarization`` folds older
+messages into a summary when the context passes a bound; ``LLMSummarizeContextFrame`` asks at once.
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ from ..frames import (
     LLMContext,
     LLMContextAssistantTimestampFrame,
     LLMContextAssistantTurnFrame,
+    LLMContextSummaryRequestFrame,
+    LLMContextSummaryResultFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
     LLMRunFrame,
+    LLMSummarizeContextFrame,
     LLMTextFrame,
     LLMThoughtEndFrame,
     LLMThoughtStartFrame,
@@ -70,6 +76,7 @@ from ._aggregator import (
 )
 from ._realtime_mode import RealtimeLink
 from ._spoken import SpokenWords
+from ._summary import ContextSummarizer, LLMAutoContextSummarizationConfig, SummaryAppliedEvent
 from ._tool_calls import ToolCalls
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
@@ -86,6 +93,7 @@ _EVENTS = (
     "on_assistant_turn_stopped",
     "on_assistant_message_added",
     "on_assistant_thought",
+    "on_summary_applied",
 )
 
 
@@ -96,9 +104,14 @@ class LLMAssistantAggregatorParams:
     Attributes:
         add_tool_change_messages: On ``LLMSetToolsFrame``, add a ``developer`` message
             naming the tools added and removed.
+        enable_auto_context_summarization: Fold older messages into a summary when the context
+            passes a bound of ``auto_context_summarization_config``.
+        auto_context_summarization_config: The bounds and how a summary is made (None: defaults).
     """
 
     add_tool_change_messages: bool = False
+    enable_auto_context_summarization: bool = False
+    auto_context_summarization_config: LLMAutoContextSummarizationConfig | None = None
 
 
 class LLMAssistantAggregator(ContextEditor, FrameProcessor):
@@ -106,8 +119,9 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
 
     Events: ``on_assistant_turn_started(aggregator)``,
     ``on_assistant_turn_stopped(aggregator, AssistantTurnStoppedMessage)`` (every turn,
-    also an empty or interrupted one) and ``on_assistant_message_added(aggregator,
-    AssistantTurnStoppedMessage)`` (only when a message was written).
+    also an empty or interrupted one), ``on_assistant_message_added(aggregator,
+    AssistantTurnStoppedMessage)`` (only when a message was written) and
+    ``on_summary_applied(aggregator, summarizer, SummaryAppliedEvent)``.
 
     Args:
         context: The context shared with the user half.
@@ -156,6 +170,16 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         """The user half (set by the pair): lets a push owed during a user turn be settled."""
         self._rt: RealtimeLink | None = None  # set by the pair in realtime-service mode
         self._pending_turn: AssistantTurnStoppedMessage | None = None  # closed, not yet written (trailing)
+        self.summarizer = ContextSummarizer(
+            context,
+            params.auto_context_summarization_config,
+            auto_trigger=params.enable_auto_context_summarization,
+            send=self._send_summary_request,
+            spawn=self.create_task,
+            applied=self._summary_applied,
+            running_calls=lambda: self._tools.calls.keys(),
+        )
+        """The context summarizer (:class:`~flowcat.agent.ContextSummarizer`)."""
         for event in _EVENTS:
             self._register_event_handler(event)
 
@@ -191,6 +215,8 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             self._in_response = True
             self._push_owed = False
             await self._open_turn(restart=True)
+            if self.summarizer.auto_trigger:
+                await self.summarizer.response_started()
         elif cls is LLMFullResponseEndFrame:
             self._in_response = False
             await self._close_turn(interrupted=False)
@@ -207,6 +233,7 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             await self._close_turn(interrupted=False)
         elif cls is InterruptionFrame:
             self._in_response = False
+            self.summarizer.interrupted()
             await self._close_turn(interrupted=True)
             self._push_when_bot_stops = False
             self._push_owed = False
@@ -226,6 +253,10 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             await self._end_thought(frame.signature)  # type: ignore[attr-defined]
         elif cls is LLMRunFrame:
             await self._push_context()
+        elif cls is LLMContextSummaryResultFrame:
+            await self.summarizer.result(frame)  # type: ignore[arg-type]
+        elif cls is LLMSummarizeContextFrame:
+            await self.summarizer.request(frame.config)  # type: ignore[attr-defined]
         elif isinstance(frame, EDIT_FRAMES):
             run_llm = self.apply_edit(frame)
             if run_llm and cls is LLMMessagesAppendFrame:
@@ -397,6 +428,14 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             self._push_when_bot_stops = True
             return
         await self._push_context()
+
+    # ------------------------------------------------------------ summaries
+
+    async def _send_summary_request(self, frame: LLMContextSummaryRequestFrame) -> None:
+        await self.push_frame(frame, UPSTREAM)
+
+    async def _summary_applied(self, event: SummaryAppliedEvent) -> None:
+        await self._call_event_handler("on_summary_applied", self.summarizer, event)
 
     # ------------------------------------------------------------ function calls
 

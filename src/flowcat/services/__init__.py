@@ -59,6 +59,10 @@ from ._stt import SegmentedSTTService as SegmentedSTTService
 from ._stt import STTService as STTService
 from ._stt import STTSettings as STTSettings
 from ._stt import pcm_to_wav as pcm_to_wav
+from ._summary import DEFAULT_SUMMARIZATION_PROMPT as DEFAULT_SUMMARIZATION_PROMPT
+from ._summary import DEFAULT_SUMMARIZATION_TIMEOUT as DEFAULT_SUMMARIZATION_TIMEOUT
+from ._summary import generate_summary as generate_summary
+from ._summary import summary_transcript as summary_transcript
 from ._text_aggregator import BaseTextAggregator as BaseTextAggregator
 from ._text_aggregator import SentenceAggregator as SentenceAggregator
 from ._text_aggregator import SimpleTextAggregator as SimpleTextAggregator
@@ -74,6 +78,8 @@ __all__ = [
     "Backoff",
     "BaseTextAggregator",
     "ConversationItem",
+    "DEFAULT_SUMMARIZATION_PROMPT",
+    "DEFAULT_SUMMARIZATION_TIMEOUT",
     "Deadline",
     "FallbackLLMService",
     "FallbackPolicy",
@@ -109,6 +115,7 @@ __all__ = [
     "connection_error",
     "extra_missing",
     "function_schema",
+    "generate_summary",
     "handshake_error",
     "http_session",
     "iter_sse",
@@ -120,4 +127,5 @@ __all__ = [
     "redact",
     "resolve_api_key",
     "retry_call",
+    "summary_transcript",
 ]

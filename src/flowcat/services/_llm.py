@@ -23,7 +23,10 @@ provider-neutral chunks (:class:`LLMTextDelta`, :class:`LLMToolCallDelta`,
   (either direction) stops it, and if it asks for tools before its turn is confirmed
   (``EagerEndOfTurnConfirmFrame(g)``) the speculation is withdrawn instead (a
   broadcast ``EagerEndOfTurnCancelFrame(g)``): a tool's side effects cannot be held,
-  and the confirmed turn then runs the LLM again.
+  and the confirmed turn then runs the LLM again;
+* an ``LLMContextSummaryRequestFrame`` (from the assistant aggregator) is answered in a
+  background task by :func:`~flowcat.services.generate_summary` with this service, as a
+  broadcast ``LLMContextSummaryResultFrame`` (:mod:`._summary`); it is not passed on.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from ..frames import (
     InputAudioRawFrame,
     LLMContext,
     LLMContextFrame,
+    LLMContextSummaryRequestFrame,
+    LLMContextSummaryResultFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
@@ -57,6 +62,7 @@ from ..runtime import FrameDirection
 from ._ai_service import AIService, ServiceCapabilities
 from ._backoff import Backoff, Deadline, retry_call
 from ._functions import INVALID_ARGUMENTS, FunctionCalling
+from ._summary import generate_summary
 
 __all__ = ["LLMChunk", "LLMService", "LLMTextDelta", "LLMToolCallDelta"]
 
@@ -198,7 +204,22 @@ class LLMService(AIService, FunctionCalling):
                 await self.cancel_generation()
         elif cls is EagerEndOfTurnConfirmFrame and frame.generation_id == self._speculation:  # type: ignore[attr-defined]
             self._speculation = 0
+        elif cls is LLMContextSummaryRequestFrame:
+            self.create_task(self._summarize(frame), "context_summary", generation_bound=False)  # type: ignore[arg-type]
+            return
         await self.push_frame(frame, direction)
+
+    async def _summarize(self, request: LLMContextSummaryRequestFrame) -> None:
+        summary, error = "", None
+        try:
+            summary = await generate_summary(self, request)
+        except Exception as exc:  # noqa: BLE001 - any failure still answers, or the aggregator waits for good
+            error = str(exc) or type(exc).__name__
+            logger.warning("%s: context summary %s failed: %r", self, request.request_id, exc)
+        await self.broadcast_frame(
+            LLMContextSummaryResultFrame, request_id=request.request_id, summary=summary,
+            last_summarized_index=request.last_summarized_index if error is None else -1, error=error,
+        )
 
     async def on_interruption(self) -> None:
         self._function_interruption()
