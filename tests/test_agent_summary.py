@@ -5,12 +5,13 @@ end through the OpenAI provider against the OpenAI-protocol fake.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from flowcat import FrameDirection, FrameProcessor, Pipeline
+from flowcat import FrameDirection, FrameProcessor, Pipeline, PipelineTask
 from flowcat.agent import (
     LLMAssistantAggregator,
     LLMAssistantAggregatorParams,
@@ -23,6 +24,7 @@ from flowcat.agent import (
 )
 from flowcat.errors import ConfigError
 from flowcat.frames import (
+    EndFrame,
     Frame,
     FunctionCallFromLLM,
     FunctionCallInProgressFrame,
@@ -313,8 +315,16 @@ async def test_a_conversation_past_the_bound_is_summarized_by_the_pipeline_llm_o
         ctx = LLMContext([SYSTEM, *talk(7)])
         pair = LLMContextAggregatorPair(ctx, assistant_params=auto(max_messages=6, keep=2))
         llm = OpenAILLMService(base_url=fake.url + "/v1", api_key=fake.api_key, request_timeout_secs=5.0)
-        await run_test(Pipeline([pair.user(), llm, pair.assistant()]),
-                       frames_to_send=[LLMContextFrame(ctx), SleepFrame(0.5)], timeout=10)
+        assistant = pair.assistant()
+        task = PipelineTask(Pipeline([pair.user(), llm, assistant]))
+        runner = asyncio.get_running_loop().create_task(task.run())
+        await task.queue_frame(LLMContextFrame(ctx))
+        for _ in range(1000):  # bounded: 10 s
+            if assistant.summarizer.summaries and ctx.messages[-1]["role"] == "assistant":
+                break
+            await asyncio.sleep(0.01)
+        await task.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 5)
     finally:
         await close_http_sessions()
         await fake.close()

@@ -385,6 +385,38 @@ async def test_server_barge_in_cancels_a_running_tool_call() -> None:
         await fake.close()
 
 
+async def test_an_interim_tool_result_is_dropped_with_an_error_and_only_the_final_one_is_sent() -> None:
+    from flowcat.frames import (
+        FunctionCallInterimResultFrame,
+        FunctionCallResultFrame,
+        FunctionCallResultProperties,
+    )
+
+    fake = FakeOpenAIRealtime()
+    fake.tool_calls.append(("search", {}))
+    await fake.start()
+    try:
+        svc = make_openai(fake)
+
+        async def search(params: Any) -> None:
+            await params.result_callback("half", properties=FunctionCallResultProperties(is_final=False))
+            await params.result_callback({"found": 3})
+
+        svc.register_function("search", search, cancel_on_interruption=False)  # type: ignore[attr-defined]
+        def outputs() -> list[Any]:
+            return [e["item"]["output"] for e in fake.events("conversation.item.create")
+                    if e["item"].get("type") == "function_call_output"]
+
+        async with RealtimeRun(svc) as run:
+            await run.speak()
+            await run.until(lambda: run.count(FunctionCallResultFrame) == 1 and outputs(), "the final result sent")
+            assert run.count(FunctionCallInterimResultFrame) == 0
+            assert any("interim result of search dropped" in e.error for e in run.errors())
+            assert outputs() == ['{"found": 3}']
+    finally:
+        await fake.close()
+
+
 async def test_a_first_context_after_the_conversation_began_is_not_replayed() -> None:
     fake = FakeOpenAIRealtime()
     await fake.start()

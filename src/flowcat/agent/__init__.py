@@ -84,6 +84,7 @@ from ._summary import LLMContextSummaryConfig as LLMContextSummaryConfig
 from ._summary import SummaryAppliedEvent as SummaryAppliedEvent
 from ._summary import estimate_context_tokens as estimate_context_tokens
 from ._summary import messages_to_summarize as messages_to_summarize
+from ._summary import summarize_with as summarize_with
 from ._user import LLMUserAggregator as LLMUserAggregator
 from ._user import LLMUserAggregatorParams as LLMUserAggregatorParams
 from ._ws_brain import WebSocketBrain as WebSocketBrain
@@ -156,4 +157,5 @@ __all__ = [
     "messages_to_summarize",
     "normalize_tools",
     "standard_message_text",
+    "summarize_with",
 ]

@@ -76,7 +76,12 @@ from ._aggregator import (
 )
 from ._realtime_mode import RealtimeLink
 from ._spoken import SpokenWords
-from ._summary import ContextSummarizer, LLMAutoContextSummarizationConfig, SummaryAppliedEvent
+from ._summary import (
+    ContextSummarizer,
+    LLMAutoContextSummarizationConfig,
+    LLMContextSummaryConfig,
+    summarize_with,
+)
 from ._tool_calls import ToolCalls
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
@@ -171,13 +176,8 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         self._rt: RealtimeLink | None = None  # set by the pair in realtime-service mode
         self._pending_turn: AssistantTurnStoppedMessage | None = None  # closed, not yet written (trailing)
         self.summarizer = ContextSummarizer(
-            context,
-            params.auto_context_summarization_config,
+            context, params.auto_context_summarization_config,
             auto_trigger=params.enable_auto_context_summarization,
-            send=self._send_summary_request,
-            spawn=self.create_task,
-            applied=self._summary_applied,
-            running_calls=lambda: self._tools.calls.keys(),
         )
         """The context summarizer (:class:`~flowcat.agent.ContextSummarizer`)."""
         for event in _EVENTS:
@@ -215,8 +215,8 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
             self._in_response = True
             self._push_owed = False
             await self._open_turn(restart=True)
-            if self.summarizer.auto_trigger:
-                await self.summarizer.response_started()
+            if self.summarizer.auto_trigger and self.summarizer.due():
+                await self._request_summary(None)
         elif cls is LLMFullResponseEndFrame:
             self._in_response = False
             await self._close_turn(interrupted=False)
@@ -254,9 +254,9 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         elif cls is LLMRunFrame:
             await self._push_context()
         elif cls is LLMContextSummaryResultFrame:
-            await self.summarizer.result(frame)  # type: ignore[arg-type]
+            await self._summary_result(frame)  # type: ignore[arg-type]
         elif cls is LLMSummarizeContextFrame:
-            await self.summarizer.request(frame.config)  # type: ignore[attr-defined]
+            await self._request_summary(frame.config)  # type: ignore[attr-defined]
         elif isinstance(frame, EDIT_FRAMES):
             run_llm = self.apply_edit(frame)
             if run_llm and cls is LLMMessagesAppendFrame:
@@ -431,11 +431,23 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
 
     # ------------------------------------------------------------ summaries
 
-    async def _send_summary_request(self, frame: LLMContextSummaryRequestFrame) -> None:
-        await self.push_frame(frame, UPSTREAM)
+    async def _request_summary(self, config: LLMContextSummaryConfig | None) -> None:
+        made = self.summarizer.request(config, self._tools.calls.keys())
+        if made is None:
+            return
+        request, cfg = made
+        if cfg.llm is not None:  # a dedicated summarizer: called directly, the pipeline's LLM is not involved
+            self.create_task(self._summarize_with(cfg.llm, request), "context_summary")
+        else:
+            await self.push_frame(request, UPSTREAM)
 
-    async def _summary_applied(self, event: SummaryAppliedEvent) -> None:
-        await self._call_event_handler("on_summary_applied", self.summarizer, event)
+    async def _summarize_with(self, llm: Any, request: LLMContextSummaryRequestFrame) -> None:
+        await self._summary_result(await summarize_with(llm, request))
+
+    async def _summary_result(self, frame: LLMContextSummaryResultFrame) -> None:
+        event = self.summarizer.result(frame)
+        if event is not None:
+            await self._call_event_handler("on_summary_applied", self.summarizer, event)
 
     # ------------------------------------------------------------ function calls
 

@@ -28,7 +28,7 @@ allows a new request, since the request frame itself may have been dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ __all__ = [
     "SummaryAppliedEvent",
     "estimate_context_tokens",
     "messages_to_summarize",
+    "summarize_with",
 ]
 
 logger = logging.getLogger("flowcat.agent.summary")
@@ -201,36 +202,23 @@ def messages_to_summarize(context: LLMContext, keep: int, running: Collection[st
 
 
 class ContextSummarizer:
-    """Decides when to summarize, asks for the summary, and applies it (see the module doc).
+    """Decides when to summarize, makes the request, and applies the result (see the module doc).
+
+    It holds no link to its aggregator (no callbacks, so no reference cycle): the aggregator sends
+    the request it returns (upstream, or to the dedicated ``config.llm`` with :func:`summarize_with`)
+    and reports the event :meth:`result` returns.
 
     Args:
         context: The context summarized.
         config: The bounds and how a summary is made (None: the defaults).
-        auto_trigger: Summarize on the bounds (False: only on ``LLMSummarizeContextFrame``).
-        send: Sends a request frame to the pipeline's LLM (the aggregator pushes it upstream).
-        spawn: Starts background work (the aggregator's ``create_task``), for a dedicated LLM.
-        applied: Called with a :class:`SummaryAppliedEvent` once a summary is in the context.
-        running_calls: The ids of the tool calls still running.
+        auto_trigger: Summarize on the bounds (False: only when asked).
     """
 
-    def __init__(
-        self,
-        context: LLMContext,
-        config: LLMAutoContextSummarizationConfig | None,
-        *,
-        auto_trigger: bool,
-        send: Callable[[LLMContextSummaryRequestFrame], Awaitable[None]],
-        spawn: Callable[[Any, str], Any],
-        applied: Callable[[SummaryAppliedEvent], Awaitable[None]],
-        running_calls: Callable[[], Collection[str]],
-    ) -> None:
+    def __init__(self, context: LLMContext, config: LLMAutoContextSummarizationConfig | None, *,
+                 auto_trigger: bool) -> None:
         self.context = context
         self.config = config or LLMAutoContextSummarizationConfig()
         self.auto_trigger = auto_trigger
-        self._send = send
-        self._spawn = spawn
-        self._applied = applied
-        self._running_calls = running_calls
         self.in_progress = False
         self._pending: str | None = None  # the request awaited
         self._pending_config: LLMContextSummaryConfig | None = None
@@ -257,27 +245,32 @@ class ContextSummarizer:
             return True
         return cfg.max_context_tokens is not None and estimate_context_tokens(self.context) >= cfg.max_context_tokens
 
-    async def response_started(self) -> None:
-        """A response begins: summarize if a bound is reached."""
-        if self.due():
-            await self.request()
+    def request(self, config: LLMContextSummaryConfig | None = None,
+                running: Collection[str] = ()) -> tuple[LLMContextSummaryRequestFrame, LLMContextSummaryConfig] | None:
+        """A request for a summary now (``config`` overrides how it is made), and the config it uses.
 
-    async def request(self, config: LLMContextSummaryConfig | None = None) -> bool:
-        """Ask for a summary now (``config`` overrides how it is made); False if none is needed or one is in flight."""
+        Args:
+            config: Overrides the configured summary settings for this request.
+            running: Ids of the tool calls still running (never folded).
+
+        Returns:
+            None when one is in flight or there is nothing to fold yet.
+        """
         if self.in_progress:
             logger.debug("context summary already in flight: request ignored")
-            return False
+            return None
         cfg = config or self.config.summary_config
         messages: list[Any] = self.context.messages
-        first, last = messages_to_summarize(self.context, cfg.min_messages_after_summary, self._running_calls())
+        first, last = messages_to_summarize(self.context, cfg.min_messages_after_summary, running)
         if last < first:
             logger.debug("context summary: nothing to fold yet")
-            return False
+            return None
         request_id = f"summary-{next(_requests)}"
         self.in_progress = True
         self._pending = request_id
         self._pending_config = cfg
         self._pending_ids = (id(messages[first]), id(messages[last]))
+        logger.debug("context summary %s: folding messages %d..%d", request_id, first, last)
         frame = LLMContextSummaryRequestFrame(
             request_id=request_id,
             context=self.context,
@@ -288,45 +281,30 @@ class ContextSummarizer:
             summarization_prompt=cfg.summary_prompt,
             summarization_timeout=cfg.summarization_timeout,
         )
-        logger.debug("context summary %s: folding messages %d..%d", request_id, first, last)
-        if cfg.llm is not None:
-            self._spawn(self._dedicated(cfg.llm, frame), "context_summary")
-        else:
-            await self._send(frame)
-        return True
-
-    async def _dedicated(self, llm: LLMService, frame: LLMContextSummaryRequestFrame) -> None:
-        summary, error = "", None
-        try:
-            summary = await generate_summary(llm, frame)
-        except Exception as exc:  # noqa: BLE001 - any failure of the summarizer leaves the context as it is
-            error = str(exc) or type(exc).__name__
-        await self.result(LLMContextSummaryResultFrame(
-            request_id=frame.request_id, summary=summary,
-            last_summarized_index=frame.last_summarized_index if error is None else -1, error=error))
+        return frame, cfg
 
     def interrupted(self) -> None:
         """A barge-in: the request may have been dropped, so a new one is allowed (the result still counts)."""
         self.in_progress = False
 
-    async def result(self, frame: LLMContextSummaryResultFrame) -> bool:
-        """Apply a summary result; False when it is dropped (see the module doc)."""
+    def result(self, frame: LLMContextSummaryResultFrame) -> SummaryAppliedEvent | None:
+        """Apply a summary result; None when it is dropped (see the module doc)."""
         if frame.request_id != self._pending:
             logger.debug("context summary %s: not the one awaited, dropped", frame.request_id)
-            return False
+            return None
         cfg = self._pending_config or self.config.summary_config
         first_id, last_id = self._pending_ids
         self._pending = self._pending_config = None
         self.in_progress = False
         if frame.error:
             logger.warning("context summary %s failed: %s", frame.request_id, frame.error)
-            return False
+            return None
         messages: list[Any] = self.context.messages
         last = frame.last_summarized_index
         first = 1 if _leading_system(messages) else 0
         if not (first <= last < len(messages)) or id(messages[first]) != first_id or id(messages[last]) != last_id:
             logger.warning("context summary %s: the context changed meanwhile, dropped", frame.request_id)
-            return False
+            return None
         summary = {"role": "user", "content": cfg.summary_message_template.format(summary=frame.summary)}
         kept = messages[last + 1:]
         new = ([messages[0]] if first else []) + [summary] + kept
@@ -342,5 +320,15 @@ class ContextSummarizer:
         )
         logger.info("context summary %s: %d messages folded, %d now", frame.request_id,
                     event.summarized_message_count, event.new_message_count)
-        await self._applied(event)
-        return True
+        return event
+
+
+async def summarize_with(llm: LLMService, request: LLMContextSummaryRequestFrame) -> LLMContextSummaryResultFrame:
+    """The result of ``request`` from a dedicated summarizing service (an error result on any failure)."""
+    try:
+        summary = await generate_summary(llm, request)
+    except Exception as exc:  # noqa: BLE001 - any failure of the summarizer leaves the context as it is
+        return LLMContextSummaryResultFrame(request_id=request.request_id, summary="", last_summarized_index=-1,
+                                            error=str(exc) or type(exc).__name__)
+    return LLMContextSummaryResultFrame(request_id=request.request_id, summary=summary,
+                                        last_summarized_index=request.last_summarized_index)
