@@ -197,6 +197,17 @@ def test_one_summary_at_a_time_and_an_interruption_allows_another() -> None:
     assert agg.summarizer.summaries == 1
 
 
+def test_the_last_summary_alone_is_not_summarized_again() -> None:
+    ctx = LLMContext([SYSTEM, *talk(4)])
+    agg = LLMAssistantAggregator(ctx, params=auto(max_messages=2, keep=2))
+    llm = Answerer("S")
+    # The first response folds m0, m1; after it two messages follow the summary (the bound), but
+    # with two kept only the summary itself could be folded: no second request.
+    run(Pipeline([llm, agg]), [LLMFullResponseStartFrame(), SleepFrame(), LLMFullResponseStartFrame(), SleepFrame()])
+    assert len(llm.requests) == 1
+    assert ctx.messages == [SYSTEM, {"role": "user", "content": "Conversation summary: S"}, *talk(4)[2:]]
+
+
 def test_a_manual_request_works_with_auto_off_and_takes_its_own_config() -> None:
     ctx = LLMContext([SYSTEM, *talk(4)])
     agg = LLMAssistantAggregator(ctx)

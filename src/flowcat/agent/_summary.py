@@ -262,8 +262,8 @@ class ContextSummarizer:
         cfg = config or self.config.summary_config
         messages: list[Any] = self.context.messages
         first, last = messages_to_summarize(self.context, cfg.min_messages_after_summary, running)
-        if last < first:
-            logger.debug("context summary: nothing to fold yet")
+        if last < first or (first == last and messages[first] is self._summary_message):
+            logger.debug("context summary: nothing to fold yet")  # (the last summary alone: nothing new)
             return None
         request_id = f"summary-{next(_requests)}"
         self.in_progress = True
