@@ -34,7 +34,7 @@ from flowcat.frames import (
     UserStoppedSpeakingFrame,
 )
 from flowcat.services.realtime import GeminiLiveLLMService, GeminiLiveLLMSettings
-from flowcat.services.realtime.gemini import _usage
+from flowcat.services.realtime._gemini_wire import _usage
 from flowcat.testing.conformance import ConformanceTarget, FakeProvider, Scenario, run_scenario
 from flowcat.testing.conformance._realtime import realtime_output
 

@@ -56,8 +56,6 @@ How the realtime seam maps onto it:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import os
@@ -68,13 +66,15 @@ from urllib.parse import quote
 import aiohttp
 
 from ...errors import ServiceConnectionError, ServiceTimeout
-from ...frames import Frame, LLMTokenUsage, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
+from ...frames import Frame, UserStartedSpeakingFrame
 from ...runtime import FrameDirection
 from .._backoff import Backoff
-from .._realtime import RealtimeLLMService, RealtimeLLMSettings
+from .._realtime import RealtimeLLMSettings
 from .._realtime_state import ConversationItem
 from .._registry import ProviderInfo
 from .._secrets import Secret, resolve_api_key
+from ._gemini_turns import GeminiLiveTurns
+from ._gemini_wire import _object, _response, _without_handle
 from .openai import _ws_url
 
 __all__ = ["GeminiLiveLLMService", "GeminiLiveLLMSettings", "GeminiLiveSettings"]
@@ -101,19 +101,6 @@ PROVIDERS = (
         base_url=DEFAULT_URL,
         notes="16 kHz in, 24 kHz out; server VAD or activityStart/End; goAway resumes with the last handle",
     ),
-)
-
-GO_AWAY_MARGIN_SECS = 1.0
-"""A turn still running this long before a ``goAway`` deadline is cut by the renewal."""
-
-_KNOWN = (
-    "serverContent",
-    "toolCall",
-    "toolCallCancellation",
-    "goAway",
-    "sessionResumptionUpdate",
-    "setupComplete",
-    "usageMetadata",
 )
 
 
@@ -152,7 +139,7 @@ GeminiLiveSettings = GeminiLiveLLMSettings
 """Short alias of :class:`GeminiLiveLLMSettings`."""
 
 
-class GeminiLiveLLMService(RealtimeLLMService):
+class GeminiLiveLLMService(GeminiLiveTurns):
     """Gemini Live speech-to-speech (see the module docstring).
 
     Args:
@@ -191,23 +178,10 @@ class GeminiLiveLLMService(RealtimeLLMService):
         )
         self.url = _ws_url(url or DEFAULT_URL)
         self.auth = auth
-        self.resumption_handle: str | None = None
-        """The last resumable ``newHandle`` (used by the next connection)."""
         self._resuming = False  # this connection resumed a session: nothing is replayed
         self._last_setup: dict[str, Any] | None = None
         self._in_session: set[int] = set()  # ids of conversation items the session has
-        self._call_names: dict[str, str] = {}
-        self._tool_reply = False  # results went up since the last response request
-        self._turn: str | None = None  # the model turn being received
-        self._turns = 0
-        self._said: list[str] = []  # the model's transcript of the current turn
-        self._heard: list[str] = []  # fragments of the caller's transcript
-        self._usage: LLMTokenUsage | None = None  # the usageMetadata of the message being handled
         self._no_resume = False  # the next session starts fresh (a reseed without replay)
-
-    @property
-    def s(self) -> GeminiLiveLLMSettings:
-        return self._settings  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ wire
 
@@ -420,199 +394,3 @@ class GeminiLiveLLMService(RealtimeLLMService):
         ):
             await self.send_event({"realtimeInput": {"activityStart": {}}})
         await super().handle_frame(frame, direction)
-
-    # ---------------------------------------------------------------- events
-
-    def event_kind(self, event: dict[str, Any]) -> str | None:
-        for key in _KNOWN:
-            if key in event:
-                return key
-        return next(iter(event), None)  # an unknown message: ignored, not malformed
-
-    async def handle_event(self, event: dict[str, Any]) -> None:
-        raw_usage = event.get("usageMetadata")
-        self._usage = _usage(raw_usage) if raw_usage is not None else None  # turnComplete takes it
-        content = event.get("serverContent")
-        if content is not None:
-            await self._server_content(content)
-        if "toolCall" in event:
-            await self._on_tool_call(event["toolCall"])
-        if "toolCallCancellation" in event:
-            for call_id in event["toolCallCancellation"].get("ids") or ():
-                if await self.cancel_function_call(str(call_id), "withdrawn by the model"):
-                    logger.info("%s: the model withdrew tool call %s", self.name, call_id)
-        if "sessionResumptionUpdate" in event:
-            update = event["sessionResumptionUpdate"]
-            if update.get("resumable") and update.get("newHandle"):
-                self.resumption_handle = str(update["newHandle"])
-        if "goAway" in event:
-            await self._go_away(event["goAway"].get("timeLeft"))
-        usage, self._usage = self._usage, None
-        if usage is not None:  # not taken by a turn's end
-            await self.start_llm_usage_metrics(usage)
-
-    async def _go_away(self, time_left: Any) -> None:
-        """Renew the session now, or when the running turn ends, but before the deadline anyway."""
-        secs = _seconds(time_left)
-        logger.info("%s: goAway (%s s left): renewing the session", self.name, secs)
-        await self.renew_session()
-        if self._renew_due and secs is not None:
-            if self._cap_task is not None:  # the session cap: this renewal comes first
-                await self.cancel_task(self._cap_task)
-            self._cap_task = self.create_task(
-                self._renew_by(max(0.0, secs - GO_AWAY_MARGIN_SECS)),
-                f"{self.name}_go_away",
-                generation_bound=False,
-            )
-
-    async def _renew_by(self, secs: float) -> None:
-        await asyncio.sleep(secs)
-        if self._renew_due:
-            logger.info("%s: the goAway deadline is near: renewing during the turn", self.name)
-            await self._end_response()  # the turn will not complete on the new connection
-            await self._renew()
-
-    async def _server_content(self, content: dict[str, Any]) -> None:
-        if content.get("interrupted"):
-            await self._interrupted()
-        heard = (content.get("inputTranscription") or {}).get("text")
-        if heard:
-            if self._server_vad and not self._user_speaking and self._turn is None:
-                await self.on_speech_started()
-            self._heard.append(str(heard))
-            await self.start_ttfb_metrics()
-        for part in (content.get("modelTurn") or {}).get("parts") or ():
-            data = (part.get("inlineData") or {}).get("data")
-            if data is not None:
-                try:
-                    pcm = base64.b64decode(data, validate=True)
-                except (binascii.Error, ValueError):
-                    self.bad_input("modelTurn audio that is not base64", None)
-                    continue
-                await self.on_audio(await self._turn_id(), self._turn or "", pcm)
-            elif part.get("text") and not part.get("thought") and "AUDIO" not in self.s.modalities:
-                await self.on_text(await self._turn_id(), str(part["text"]), spoken=False)
-                self._said.append(str(part["text"]))
-        said = (content.get("outputTranscription") or {}).get("text")
-        if said:
-            rid = await self._turn_id()
-            if self._live(rid):
-                self._said.append(str(said))
-            await self.on_text(rid, str(said), spoken=True)
-        if content.get("generationComplete") and self._turn is not None:
-            await self.on_audio_done(self._turn)
-        if content.get("turnComplete"):
-            await self._turn_complete()
-
-    async def _turn_id(self) -> str:
-        """The model turn being received (its first output starts it and ends the caller's turn)."""
-        if self._turn is None:
-            self._turns += 1
-            self._turn = f"turn_{self._turns}"
-            self._said = []
-            self._tool_reply = False
-            if self._user_speaking:
-                self._user_speaking = False
-                await self.broadcast_frame(UserStoppedSpeakingFrame)
-            await self.on_response_started(self._turn)
-        return self._turn
-
-    async def _flush_heard(self) -> None:
-        text, self._heard = "".join(self._heard), []
-        await self.on_user_transcript(text)
-
-    async def _interrupted(self) -> None:
-        if self._server_vad and not self._user_speaking:
-            await self.on_speech_started()  # the barge-in, the interruption both ways
-        else:
-            await self._barge_in()
-
-    async def _turn_complete(self) -> None:
-        turn, self._turn = self._turn, None
-        if turn is None or not self._live(turn):
-            if turn is not None:  # cut by a barge-in: keep what was received before the cut
-                said, self._said = "".join(self._said), []
-                self.conversation.add(ConversationItem("assistant", said))
-                await self.on_response_done(turn, "cancelled", None)
-            return
-        await self._flush_heard()
-        await self.on_text_done(turn, "".join(self._said))
-        self._said = []
-        usage, self._usage = self._usage, None
-        await self.on_response_done(turn, "completed", usage)
-
-    async def _on_tool_call(self, body: dict[str, Any]) -> None:
-        rid = await self._turn_id()
-        await self._flush_heard()
-        if self._said:
-            await self.on_text_done(rid, "".join(self._said))
-            self._said = []
-        for call in body.get("functionCalls") or ():
-            call_id, name = str(call.get("id") or ""), str(call["name"])
-            self._call_names[call_id] = name
-            await self.on_function_call(rid, call_id, name, json.dumps(call.get("args") or {}))
-        self._turn = None  # the calls run now; the model answers after their results
-        await self.on_response_done(rid, "completed", None)
-
-
-def _seconds(value: Any) -> float | None:
-    """A protobuf ``Duration`` as JSON (``"5s"``, ``"1.5s"``, or ``{"seconds", "nanos"}``)."""
-    try:
-        if isinstance(value, str):
-            return float(value.strip().removesuffix("s"))
-        if isinstance(value, dict):
-            return float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9
-    except ValueError:
-        return None
-    return None
-
-
-def _without_handle(message: dict[str, Any]) -> dict[str, Any]:
-    setup = dict(message["setup"])
-    setup.pop("sessionResumption", None)
-    return {"setup": setup}
-
-
-def _object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {"arguments": text}
-    return value if isinstance(value, dict) else {"arguments": value}
-
-
-def _response(text: str) -> dict[str, Any]:
-    """A tool result as the ``response`` object: the result's own object, else ``{"result": …}``."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"result": text}
-    return value if isinstance(value, dict) else {"result": value}
-
-
-def _by_modality(details: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in details if isinstance(details, list) else ():
-        if isinstance(d, dict):
-            out[str(d.get("modality") or "").upper()] = int(d.get("tokenCount") or 0)
-    return out
-
-
-def _usage(raw: Any) -> LLMTokenUsage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt = int(raw.get("promptTokenCount") or 0)
-    completion = int(raw.get("responseTokenCount") or raw.get("candidatesTokenCount") or 0)
-    inp = _by_modality(raw.get("promptTokensDetails"))
-    out = _by_modality(raw.get("responseTokensDetails") or raw.get("candidatesTokensDetails"))
-    cached = raw.get("cachedContentTokenCount")
-    return LLMTokenUsage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=int(raw.get("totalTokenCount") or prompt + completion),
-        cache_read_input_tokens=int(cached) if cached is not None else None,
-        input_audio_tokens=inp.get("AUDIO"),
-        input_text_tokens=inp.get("TEXT"),
-        output_audio_tokens=out.get("AUDIO"),
-        output_text_tokens=out.get("TEXT"),
-    )
