@@ -27,12 +27,11 @@ import gc
 import json
 import os
 import platform
-import sys
 import time
 from collections import Counter
 from typing import Any
 
-from ..errors import BenchError
+from ._harness import PauseClock, install_uvloop, start_client, tagged_line
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -68,23 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-class _Pauses:
+class _Pauses(PauseClock):
     """Every collection's pause, by phase (a ``gc.callbacks`` entry)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.phase = "start-up"
         self.by_phase: dict[str, list[tuple[int, float, float]]] = {}
-        self._t0 = 0.0
-        self._c0 = 0
 
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._t0 = time.perf_counter()
-            self._c0 = time.thread_time_ns()
-        else:
-            ms = (time.perf_counter() - self._t0) * 1e3
-            cpu = (time.thread_time_ns() - self._c0) / 1e6
-            self.by_phase.setdefault(self.phase, []).append((info["generation"], ms, cpu))
+    def collected(self, info: dict[str, Any], ms: float, cpu: float) -> None:
+        self.by_phase.setdefault(self.phase, []).append((info["generation"], ms, cpu))
 
     def summary(self) -> dict[str, Any]:
         """Per phase: the worst pause (wall and this thread's CPU time) per generation.
@@ -128,14 +120,7 @@ async def _serve(engine: str, calls: int) -> tuple[Any, int, Any]:
 
 
 async def _line(proc: asyncio.subprocess.Process, want: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    async with asyncio.timeout(timeout):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                raise BenchError(f"gc client exited (rc {proc.returncode}) before {want}")
-            if line.startswith(want):
-                return line.strip()
+    return await tagged_line(proc, want, timeout, "gc client")
 
 
 def _say(proc: asyncio.subprocess.Process, cmd: str) -> None:
@@ -181,14 +166,7 @@ async def run(
     pauses = _Pauses()
     gc.callbacks.append(pauses)
     cfg = {"url": f"ws://127.0.0.1:{port}/ws?sample_rate=8000", "calls": calls}
-    client = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "flowcat.bench._gc_client",
-        json.dumps(cfg),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    client = await start_client("flowcat.bench._gc_client", cfg)
     out: dict[str, Any] = {"calls": calls, "churn": churn, "engine": engine, "policy": policy}
     try:
         pauses.phase = "ramp-up"
@@ -225,7 +203,7 @@ async def run(
         ended0 = state.finished_calls
         _say(client, "END")
         done = await _line(client, "DONE", 120)
-        out["echoes"] = json.loads(done.split(" ", 1)[1])["echoes"]
+        out["echoes"] = json.loads(done)["echoes"]
         await _until(lambda: not state.calls, 60)
         await asyncio.sleep(0.5)
         ended = state.finished_calls - ended0
@@ -305,12 +283,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``flowcat bench gc``."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
+    install_uvloop()
     result = asyncio.run(
         run(
             args.calls,

@@ -42,15 +42,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from typing import Any
 
 from ..errors import BenchError
+from ._harness import install_uvloop, start_client, tagged_line
+from ._soak_measure import _Gc, open_fds, rss_mb, snapshot
 
 __all__ = ["add_arguments", "check", "main", "run", "snapshot"]
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the benchmark's options."""
@@ -92,135 +90,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--min-answered", type=float, default=0.9, help="share of agent turns answered (default 0.9)")
     a("--json", action="store_true", help="print one JSON object instead of a table")
-
-
-# ------------------------------------------------------------------ measurements
-
-
-def rss_mb() -> float:
-    """This process's resident memory (MB)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE / 2**20
-
-
-def open_fds() -> Counter[str]:
-    """This process's open file descriptors by kind (socket, pipe, anon_inode, file, …)."""
-    kinds: Counter[str] = Counter()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the listing's own fd, closed meanwhile
-            continue
-        kinds[target.split(":", 1)[0] if ":" in target else "file"] += 1
-    return kinds
-
-
-def snapshot(collector: Any) -> dict[str, Any]:
-    """What the process holds with no call live (see the module docstring). Blocks the loop
-    for the count (~1 µs an object): take it only when no call is live."""
-    cycles = collector.deep_collect() if collector is not None else gc.collect()
-    gc.unfreeze()
-    try:
-        objs = gc.get_objects()
-        types = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objs)
-        if os.environ.get("FLOWCAT_SOAK_DEBUG"):
-            _debug_new(objs)
-        del objs
-    finally:
-        gc.freeze()
-    tasks = Counter(str(getattr(t.get_coro(), "__qualname__", t.get_name())) for t in asyncio.all_tasks())
-    return {
-        "rss_mb": round(rss_mb(), 1),
-        "cycles_found": cycles,
-        "objects": sum(types.values()),
-        "types": types,
-        "tasks": tasks,
-        "fds": open_fds(),
-    }
-
-
-_SEEN: set[int] = set()
-
-
-def _debug_new(objs: list[Any]) -> None:  # pragma: no cover - a leak hunt's aid
-    """``FLOWCAT_SOAK_DEBUG=Type,Type``: at B, print the referrer chains of objects of those types
-    that were not there at A."""
-    kinds = os.environ.get("FLOWCAT_SOAK_DEBUG", "").split(",")
-    if not _SEEN:
-        _SEEN.update(id(o) for o in objs)
-        return
-    new = [o for o in objs if id(o) not in _SEEN and type(o).__qualname__ in kinds][:3]
-    mine = {id(objs), id(new)}
-    for o in new:
-        print("LEAK", type(o).__qualname__, file=sys.stderr)
-        cur, seen = o, {id(o)}
-        for depth in range(16):
-            refs = gc.get_referrers(cur)
-            mine.add(id(refs))
-            refs = [
-                r for r in refs if id(r) not in mine and id(r) not in seen and type(r).__name__ != "frame"
-            ]
-            mine.add(id(refs))
-            if not refs:
-                break
-            refs.sort(key=lambda r: isinstance(r, (list, dict)))  # objects first
-            desc = ", ".join(
-                f"{type(r).__module__}.{type(r).__qualname__}"
-                + (f" keys={list(r)[:5]}" if isinstance(r, dict) else "")
-                for r in refs[:4]
-            )
-            print("  " * depth, "<-", desc, file=sys.stderr)
-            cur = refs[0]
-            seen.add(id(cur))
-        del refs
-    del new
-
-
-class _Gc:
-    """Collections per generation, the worst pause (wall and this thread's CPU time) and the
-    unreachable objects they found, per window and in all (a ``gc.callbacks`` entry)."""
-
-    def __init__(self) -> None:
-        self.reset()
-        self.total = [0, 0, 0]
-        self.total_worst = [0.0, 0.0, 0.0]  # wall ms per generation
-        self.total_worst_cpu = [0.0, 0.0, 0.0]
-        self.total_found = 0
-        self._t0 = 0.0
-        self._c0 = 0
-
-    def reset(self) -> None:
-        self.n = [0, 0, 0]
-        self.worst_ms = 0.0
-        self.worst_cpu_ms = 0.0
-        self.found = 0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._t0 = time.perf_counter()
-            self._c0 = time.thread_time_ns()
-            return
-        ms = (time.perf_counter() - self._t0) * 1e3
-        cpu = (time.thread_time_ns() - self._c0) / 1e6
-        g = info["generation"]
-        self.n[g] += 1
-        self.total[g] += 1
-        self.worst_ms = max(self.worst_ms, ms)
-        self.worst_cpu_ms = max(self.worst_cpu_ms, cpu)
-        self.total_worst[g] = max(self.total_worst[g], ms)
-        self.total_worst_cpu[g] = max(self.total_worst_cpu[g], cpu)
-        self.found += info["collected"]
-        self.total_found += info["collected"]
-
-    def summary(self) -> dict[str, Any]:
-        """Over the soak: collections per generation, worst pause per generation (ms, wall and
-        CPU), and the objects the collections found unreachable (left in cycles)."""
-        return {
-            "collections": list(self.total),
-            "worst_ms": [round(x, 2) for x in self.total_worst],
-            "worst_cpu_ms": [round(x, 2) for x in self.total_worst_cpu],
-            "found_in_cycles": self.total_found,
-        }
 
 
 # ----------------------------------------------------------------------- server
@@ -275,17 +144,13 @@ async def _line(
     proc: asyncio.subprocess.Process, want: str, timeout: float, rows: list[Any] | None = None
 ) -> Any:
     """The JSON after the next ``want`` line (``WINDOW`` lines before it go to ``rows``)."""
-    assert proc.stdout is not None
-    async with asyncio.timeout(timeout):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                raise BenchError(f"soak client exited (rc {proc.returncode}) before {want}")
-            tag, _, body = line.strip().partition(" ")
-            if tag == "WINDOW" and rows is not None:
-                rows.append(json.loads(body))
-            if tag == want:
-                return json.loads(body) if body else None
+
+    def other(tag: str, body: str) -> None:
+        if tag == "WINDOW" and rows is not None:
+            rows.append(json.loads(body))
+
+    body = await tagged_line(proc, want, timeout, "soak client", other)
+    return json.loads(body) if body else None
 
 
 async def _no_calls(states: list[Any], timeout: float) -> bool:
@@ -345,14 +210,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     states[0].metrics.start_probe()  # the lag probe and the stall watchdog of the worker
     dog = states[0].metrics.watchdog
     pauses = _Gc()
-    client = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "flowcat.bench._soak_client",
-        json.dumps(cfg),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    client = await start_client("flowcat.bench._soak_client", cfg)
     out: dict[str, Any] = {"config": {k: v for k, v in cfg.items() if not k.endswith("_url")}}
     rows: list[dict[str, Any]] = []
     server_rows: list[dict[str, Any]] = []
@@ -535,12 +393,7 @@ def format_table(r: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``flowcat bench soak``."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
+    install_uvloop()
     result = asyncio.run(run(args))
     result["host"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     print(json.dumps(result) if args.json else format_table(result))
