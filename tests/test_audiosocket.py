@@ -25,7 +25,7 @@ from flowcat.errors import ConfigError, ProtocolError
 from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame, OutputAudioRawFrame, TTSStoppedFrame
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import CallInfo, EchoProcessor, ServerConfig, ServerState, serve_audiosocket
-from flowcat.server._app import drain_state
+from flowcat.server._calls import drain_state
 from flowcat.transports import AudioSocketParams, AudioSocketParser
 from flowcat.transports._audiosocket_protocol import (
     AUDIO_RATES,

@@ -196,7 +196,7 @@ async def _measure(spec: Any, pipeline_rate: int, engine: str = "aiohttp") -> tu
             await client.close()
     else:
         from flowcat.server import ServerState
-        from flowcat.server._app import drain_state
+        from flowcat.server._calls import drain_state
         from flowcat.server._picows_engine import serve_picows
 
         state = ServerState(cfg)

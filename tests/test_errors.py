@@ -143,7 +143,8 @@ def test_state_mistakes_raise_pipeline_state_error() -> None:
 def test_app_factory_returning_non_processors_is_a_config_error() -> None:
     from flowcat.serializers import CallInfo
     from flowcat.server import PassThrough
-    from flowcat.server._app import ServerConfig, user_processors
+    from flowcat.server._app import ServerConfig
+    from flowcat.server._calls import user_processors
 
     cfg = ServerConfig(app=lambda call: [PassThrough(), "not a processor"])
     with pytest.raises(ConfigError, match="must return processors"):

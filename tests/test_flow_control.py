@@ -22,7 +22,7 @@ from _helpers import require
 require("picows")
 
 from flowcat.server import ServerConfig, create_app  # noqa: E402
-from flowcat.server._app import STATE_KEY  # noqa: E402
+from flowcat.server._state import STATE_KEY  # noqa: E402
 from flowcat.transports import PicowsListener, WebsocketTransport  # noqa: E402
 from test_picows_engine import calls_ended, engine  # noqa: E402
 

@@ -37,8 +37,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from flowcat.frames import Frame  # noqa: E402
 from flowcat.runtime import FrameDirection, FrameProcessor  # noqa: E402
 from flowcat.server import ServerConfig, create_app  # noqa: E402
-from flowcat.server._app import STATE_KEY  # noqa: E402
 from flowcat.server._security import Security  # noqa: E402
+from flowcat.server._state import STATE_KEY  # noqa: E402
 from flowcat.server._webrtc_routes import WEBRTC_KEY  # noqa: E402
 from flowcat.transports._webrtc import set_ice_host_addresses  # noqa: E402
 

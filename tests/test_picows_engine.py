@@ -34,7 +34,7 @@ server_tests = require("test_server")
 workers = require("test_server_workers")
 stop_after = workers.stop_after  # the fixture: kills servers a test left running
 
-from flowcat.server._app import drain_state  # noqa: E402
+from flowcat.server._calls import drain_state  # noqa: E402
 from flowcat.server._picows_engine import serve_picows  # noqa: E402
 
 BINARY, TEXT, CONT, CLOSE = (
@@ -247,10 +247,10 @@ async def test_raw_wire_rate_differs_from_the_output_rate_audio_is_resampled_bac
     import numpy as np
 
     from flowcat.runtime import PipelineParams
-    from flowcat.server import _app
+    from flowcat.server import _calls
 
     monkeypatch.setattr(
-        _app,
+        _calls,
         "_params",
         lambda cfg, i=None, o=None: PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=16000),
     )

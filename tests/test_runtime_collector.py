@@ -113,7 +113,7 @@ def test_pauses_are_measured(policy: CollectorPolicy) -> None:
 
 async def test_the_worker_state_reports_the_collector_and_tells_it_when_calls_end() -> None:
     from flowcat.server import ServerConfig, ServerState
-    from flowcat.server._app import track
+    from flowcat.server._calls import track
 
     class Watch(CollectorPolicy):
         idles = 0
@@ -200,7 +200,7 @@ async def test_a_context_copied_during_a_call_does_not_keep_the_call_alive() -> 
     import weakref
 
     from flowcat.server import ServerConfig, ServerState
-    from flowcat.server._app import track
+    from flowcat.server._calls import track
     from flowcat.server._session import CURRENT_CALL
 
     class Task:  # stands for the call's PipelineTask

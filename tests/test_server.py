@@ -284,7 +284,7 @@ async def test_twilio_answer_checks_the_signature(monkeypatch: pytest.MonkeyPatc
 async def test_draining_refuses_new_calls() -> None:
     client = await _client()
     try:
-        from flowcat.server._app import STATE_KEY
+        from flowcat.server._state import STATE_KEY
 
         client.server.app[STATE_KEY].admission.draining = True
         assert (await client.get("/readyz")).status == 503

@@ -16,9 +16,10 @@ from flowcat.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame, TTSSp
 from flowcat.runtime import FrameDirection, FrameProcessor
 from flowcat.server import Admission, CallInfo, EchoProcessor, ServerConfig, create_app
 from flowcat.server._agents import Agent, Agents
-from flowcat.server._app import STATE_KEY, drain
+from flowcat.server._app import drain
 from flowcat.server._logging import CallIdFilter, JsonFormatter, call_id
 from flowcat.server._security import RateLimiter, Security
+from flowcat.server._state import STATE_KEY
 
 
 class Tagger(FrameProcessor):
@@ -248,7 +249,7 @@ async def test_picows_engine_routes_agents_and_checks_the_token() -> None:
 
     require("picows")
     from flowcat.server import ServerState
-    from flowcat.server._app import drain_state
+    from flowcat.server._calls import drain_state
     from flowcat.server._picows_engine import serve_picows
 
     agents = Agents([_agent("alpha", b"AA", ("protobuf",)), _agent("beta", b"BB", ("twilio",))])

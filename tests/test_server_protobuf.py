@@ -94,7 +94,7 @@ async def _started(ws: Any) -> None:
 
 async def test_protobuf_route_on_the_picows_engine() -> None:
     require("picows")
-    from flowcat.server._app import drain_state
+    from flowcat.server._calls import drain_state
     from flowcat.server._picows_engine import serve_picows
 
     state = ServerState(ServerConfig(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE))

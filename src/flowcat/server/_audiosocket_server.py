@@ -31,9 +31,10 @@ from typing import Any
 from .._ratelimit import RateLimitedLog
 from ..runtime import PipelineParams
 from ..transports import AudioSocketListener, AudioSocketParams, AudioSocketTransport, TransportParams
-from ._app import ServerConfig, ServerState, track, user_processors
 from ._apps import AppFactory, CallInfo, default_app
+from ._calls import track, user_processors
 from ._session import CallSocket, serve_call
+from ._state import ServerConfig, ServerState
 
 __all__ = ["AudioSocketCall", "serve_audiosocket"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ._app import STATE_KEY, ServerState
 from ._metrics import INSTALL
+from ._state import STATE_KEY, ServerState
 
 __all__ = ["add_ops_routes", "readiness"]
 

@@ -12,8 +12,8 @@ Admission is the worker's :class:`~flowcat.server.ServerState`, shared with the
 aiohttp app that serves the answer webhooks (and everything else) on
 ``--http-port``: over capacity or draining, the upgrade is refused with 503 and
 ``Retry-After``. An admitted call runs in one task, exactly as on aiohttp
-(:func:`~flowcat.server._app.raw_call`, :func:`~flowcat.server._app.protobuf_call` or
-:func:`~flowcat.server._app.carrier_call` over a :class:`PicowsSocket`): the same handshake, app factory, pipeline
+(:func:`~flowcat.server._calls.raw_call`, :func:`~flowcat.server._calls.protobuf_call` or
+:func:`~flowcat.server._calls.carrier_call` over a :class:`PicowsSocket`): the same handshake, app factory, pipeline
 parameters and idle timeout; its slot is released when the call ends.
 
 Importing this module needs picows (``flowcat[picows]``); the worker imports it
@@ -33,11 +33,9 @@ from aiohttp import web
 
 from ..transports import PicowsListener, PicowsTransport
 from ._agents import Agent
-from ._app import (
-    PROTOBUF_PATH,
+from ._app import PROTOBUF_PATH, TELEPHONY
+from ._calls import (
     RETRY_AFTER,
-    TELEPHONY,
-    ServerState,
     admit,
     agent_of,
     busy_payload,
@@ -50,6 +48,7 @@ from ._app import (
 from ._carriers import get_carrier
 from ._public_url import signed_url
 from ._session import CallSocket
+from ._state import ServerState
 
 __all__ = ["CallListener", "PicowsSocket", "Router", "UpgradeRequest", "serve_picows"]
 

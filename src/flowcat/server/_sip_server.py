@@ -29,10 +29,11 @@ from ..errors import CapacityError, ConfigError, SIPAuthError, SIPCallError, SIP
 from ..runtime import Pipeline, PipelineParams, PipelineTask
 from ..transports.sip import SessionTimers, SIPServer, SIPTransport
 from ._agents import Agent
-from ._app import ServerConfig, ServerState, admit, user_processors
 from ._apps import AppFactory, default_app, is_after_output
+from ._calls import admit, user_processors
 from ._logging import new_call_id
 from ._session import CallRecord
+from ._state import ServerConfig, ServerState
 
 if TYPE_CHECKING:
     from ..config import SIPConfig

@@ -41,7 +41,7 @@ from ._webrtc_events import CallEvents, EventsObserver, latency_event
 
 if TYPE_CHECKING:
     from ._agents import Agent
-    from ._app import ServerState
+    from ._state import ServerState
 
 __all__ = ["MAX_OFFER_BYTES", "WEBRTC_KEY", "WebRTCCalls", "add_webrtc_routes", "playground_dir"]
 
@@ -167,7 +167,7 @@ async def _offer(request: web.Request) -> web.Response:
         from ..transports._webrtc import WebRTCParams, WebRTCTransport, set_ice_host_addresses
     except ImportError as exc:
         return _bad(501, str(exc))
-    from ._app import admit, busy_payload
+    from ._calls import admit, busy_payload
 
     # The configuration's agent (None with --app): its capacity, metrics and call ids apply as on a carrier route.
     served = state.config.agents.get(agent) if agent else state.config.agents.default
@@ -209,7 +209,7 @@ async def _run(
     calls: WebRTCCalls, pc_id: str, entry: _Call, transport: Any, factory: AppFactory, info: CallInfo,
     agent: Agent | None = None,
 ) -> None:
-    from ._app import track
+    from ._calls import track
 
     state = calls.state
     await track(state, _call(calls, entry, transport, factory, info), agent=agent, transport="webrtc")
@@ -217,7 +217,7 @@ async def _run(
 
 
 async def _call(calls: WebRTCCalls, entry: _Call, transport: Any, factory: AppFactory, info: CallInfo) -> None:
-    from ._app import user_processors
+    from ._calls import user_processors
 
     cfg = calls.state.config
     events = entry.events

@@ -117,8 +117,9 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
 
     from ..runtime import CollectorPolicy
     from ._admission import default_capacity
-    from ._app import ServerConfig, ServerState, create_app, drain_state
+    from ._app import ServerConfig, ServerState, create_app
     from ._apps import load_app
+    from ._calls import drain_state
     from ._security import Security
 
     capacity = opts.capacity or default_capacity()
