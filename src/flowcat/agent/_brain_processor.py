@@ -37,11 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -52,25 +51,19 @@ from ..frames import (
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
-    EndTaskFrame,
     Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
     LLMContextAssistantTurnFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
-    LLMTextFrame,
     StartFrame,
     TranscriptionFrame,
-    TransferCallFrame,
-    UninterruptibleSpeechFrame,
     UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from ..runtime import FrameDirection, FrameProcessor
+from ..runtime import FrameDirection
 from ._brain import (
     AgentBrain,
     BotInterrupted,
@@ -79,16 +72,14 @@ from ._brain import (
     CallEnded,
     CallStarted,
     CallTool,
-    Dtmf,
     EndCall,
     Say,
     SetVariable,
-    Silence,
-    ToolResult,
     Transfer,
     Transition,
     UserTurn,
 )
+from ._brain_actions import BrainActions, ToolHandler
 
 __all__ = ["BrainProcessor", "ToolHandler"]
 
@@ -96,13 +87,10 @@ logger = logging.getLogger("flowcat.agent.brain")
 
 UPSTREAM = FrameDirection.UPSTREAM
 
-ToolHandler = Callable[[Mapping[str, Any]], Awaitable[Any]]
-"""A tool for :class:`CallTool`: ``async def tool(arguments) -> result`` (JSON-able)."""
-
 _ACTIONS = (Say, SetVariable, Transition, CallTool, Transfer, EndCall)
 
 
-class BrainProcessor(FrameProcessor):
+class BrainProcessor(BrainActions):
     """Runs an :class:`AgentBrain` for the call this pipeline serves.
 
     Args:
@@ -305,18 +293,6 @@ class BrainProcessor(FrameProcessor):
 
     # ------------------------------------------------------------ events
 
-    def _enqueue(self, event: BrainEvent) -> None:
-        if self._finished:
-            return
-        self._disarm_silence()
-        self._idle_evt.clear()
-        self._queue.append(event)
-        if self._wake is not None:
-            self._wake.set()
-
-    def _idle(self) -> bool:
-        return self._current is None and not self._queue
-
     async def _work(self) -> None:
         assert self._wake is not None  # noqa: S101 - invariant (type narrowing), not input validation
         while True:
@@ -378,133 +354,3 @@ class BrainProcessor(FrameProcessor):
         await self._call_event_handler("on_brain_error", event, why)
         if self.fallback_text and not self._ending:
             await self._say(self.fallback_text)
-
-    # ------------------------------------------------------------ actions
-
-    async def _apply(self, action: Any) -> None:
-        if isinstance(action, Say):
-            if not action.allow_interruptions and action.text.strip() and not self._uninterruptible:
-                # The turn processor mutes the user until these words were played (the rest of
-                # this reply included): no barge-in, the caller's words meanwhile are dropped.
-                self._uninterruptible = True
-                await self.push_frame(UninterruptibleSpeechFrame(active=True), UPSTREAM)
-            await self._say(action.text)
-        elif isinstance(action, SetVariable | Transition):
-            await self._bookkeep(action)
-        elif isinstance(action, CallTool):
-            self.create_task(self._run_tool(action), "brain_tool", generation_bound=False)
-        elif isinstance(action, Transfer):
-            if action.say:
-                await self._say(action.say)
-            await self._close_reply()
-            self.transferred_to = action.target
-            await self.push_frame(TransferCallFrame(target=action.target))
-            await self._call_event_handler("on_transfer", action.target)
-        elif isinstance(action, EndCall):
-            if action.say:
-                await self._say(action.say)
-            await self._close_reply()
-            self._ending = True
-            self.disposition = action.disposition
-            self._disarm_silence()
-            await self._call_event_handler("on_end_call", action.disposition)
-            await self.push_frame(EndTaskFrame(reason="ended_by_agent"), UPSTREAM)
-
-    async def _bookkeep(self, action: SetVariable | Transition) -> None:
-        if isinstance(action, SetVariable):
-            self.call.variables[action.name] = action.value
-            await self._call_event_handler("on_variable_set", action.name, action.value)
-        else:
-            self.path.append(action.node)
-            await self._call_event_handler("on_transition", action.node)
-
-    async def _say(self, text: str) -> None:
-        text = text.strip()
-        if not text:
-            return
-        if not self._reply_open:
-            self._reply_open = True
-            self._reply_text = []
-            await self.push_frame(LLMFullResponseStartFrame())
-        await self.push_frame(LLMTextFrame(text=(" " + text) if self._reply_text else text))
-        self._reply_text.append(text)
-
-    async def _close_reply(self) -> None:
-        if self._reply_open:
-            self._reply_open = False
-            await self.push_frame(LLMFullResponseEndFrame())
-        await self._release_mute()
-
-    async def _release_mute(self) -> None:
-        if self._uninterruptible:
-            self._uninterruptible = False
-            await self.push_frame(UninterruptibleSpeechFrame(active=False), UPSTREAM)
-
-    async def _run_tool(self, action: CallTool) -> None:
-        handler = self.tools.get(action.name)
-        result: Any = None
-        error: str | None = None
-        if handler is None:
-            error = f"unknown tool {action.name!r}"
-        else:
-            try:
-                async with asyncio.timeout(self.tool_timeout_secs):
-                    out = handler(dict(action.arguments))
-                    result = await out if inspect.isawaitable(out) else out
-            except TimeoutError:
-                error = f"the tool {action.name!r} timed out after {self.tool_timeout_secs:g} s"
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        if error:
-            logger.warning("brain: call %s: tool %s: %s", self.call.call_id, action.name, error)
-        self._enqueue(ToolResult(action.tool_call_id, action.name, result, error))
-
-    # ------------------------------------------------------------ barge-in, silence, keys
-
-    def _on_barge_in(self) -> None:
-        running = self._current is not None
-        if (self._bot_speaking or running) and self._reply_text:
-            self._pending_interrupt = " ".join(self._reply_text)
-            self._reply_text = []
-        if running and self._current is not None:
-            self._current.cancel()
-        self._reply_open = False
-
-    def _arm_silence(self) -> None:
-        secs = self.silence_timeout_secs
-        if secs is None or self._ending or self._finished or self._wake is None:
-            return
-        if self._in_turn or self._bot_speaking or not self._idle():
-            return
-        self._disarm_silence()
-        self._silence = asyncio.get_running_loop().call_later(secs, self._on_silence)
-
-    def _disarm_silence(self) -> None:
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
-
-    def _on_silence(self) -> None:
-        self._silence = None
-        if self._in_turn or self._bot_speaking or self._ending or not self._idle():
-            return
-        self._silence_count += 1
-        assert self.silence_timeout_secs is not None  # noqa: S101 - invariant (type narrowing), not input validation
-        self._enqueue(Silence(self.silence_timeout_secs, self._silence_count))
-
-    def _on_key(self, key: str) -> None:
-        self._dtmf.append(key)
-        if self._dtmf_timer is not None:
-            self._dtmf_timer.cancel()
-            self._dtmf_timer = None
-        if key == self.dtmf_terminator:
-            self._flush_keys()
-        else:
-            self._dtmf_timer = asyncio.get_running_loop().call_later(self.dtmf_timeout_secs, self._flush_keys)
-
-    def _flush_keys(self) -> None:
-        self._dtmf_timer = None
-        if self._dtmf:
-            digits, self._dtmf = "".join(self._dtmf), []
-            self._silence_count = 0
-            self._enqueue(Dtmf(digits))
