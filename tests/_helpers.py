@@ -1,4 +1,5 @@
-"""Small processors shared by runtime tests, and the rules for a test's missing dependencies.
+"""Small processors shared by runtime tests, the rules for a test's missing dependencies, and a
+self-signed TLS certificate for 127.0.0.1 (:func:`self_signed_cert`).
 
 A missing test dependency (an extra's package, a model wheel) skips its tests on a developer's machine but fails
 the run under ``CI=true``: CI must not pass by quietly running fewer tests. :func:`require` and :func:`missing`
@@ -9,8 +10,11 @@ absence with :func:`expected` (e.g. ``audioop`` on Python >= 3.13), which every 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import importlib
+import ipaddress
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
@@ -100,3 +104,39 @@ def conformance_params(targets: dict[str, object]) -> list[object]:
         for s in scenarios(key.partition(":")[0]):  # type: ignore[arg-type]
             params.append(pytest.param(target, s, id=f"{key}-{s}"))
     return params
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A fresh self-signed certificate for 127.0.0.1 (IP SAN, a CA: it can be its own trust root)
+    and its key, PEM files ``cert.pem`` and ``key.pem`` in ``directory``."""
+    require("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file

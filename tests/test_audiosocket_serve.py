@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from _helpers import require
+import _server_helpers
+from _server_helpers import free_port, health, serve, wait_up
 from flowcat.audio import tone
 from flowcat.transports._audiosocket_protocol import encode_message
 
-workers = require("test_server_workers")
-stop_after = workers.stop_after  # the fixture: kills servers a test left running
+stop_after = _server_helpers.stop_after  # the fixture: kills servers a test left running
 
 WAIT = 5.0
 
@@ -51,7 +51,7 @@ async def _next(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
 def _health_until(port: int, done: Any) -> dict[str, Any]:
     deadline = time.monotonic() + 10.0
     while True:
-        h = workers._health(port)
+        h = health(port)
         if h is not None and done(h):
             return h
         assert time.monotonic() < deadline, h
@@ -61,12 +61,12 @@ def _health_until(port: int, done: Any) -> dict[str, Any]:
 def test_serve_takes_audiosocket_calls_under_the_workers_capacity(
     stop_after: list[subprocess.Popen[bytes]],
 ) -> None:
-    port, as_port = workers._port(), workers._port()
-    proc = workers._serve(
+    port, as_port = free_port(), free_port()
+    proc = serve(
         port, "--workers", "1", "--capacity", "1", "--audiosocket-port", str(as_port)
     )  # --sample-rate 8000: the echo is byte-exact
     stop_after.append(proc)
-    workers._wait_up(port, proc)
+    wait_up(port, proc)
     chunk = bytes(range(0, 256, 2)) * 2 + b"\x00\x01" * 32  # 320 bytes: 20 ms at 8 kHz
 
     async def calls() -> None:
@@ -78,7 +78,7 @@ def test_serve_takes_audiosocket_calls_under_the_workers_capacity(
         r2, w2 = await _connect(as_port)
         assert await _next(r2) == (0x00, b"") and await _next(r2) is None
         w2.close()
-        h = await asyncio.to_thread(workers._health, port)
+        h = await asyncio.to_thread(health, port)
         assert h is not None and (h["active"], h["rejected"]) == (1, 1)
         writer.write(encode_message(0x10, chunk[::-1]))
         await writer.drain()
@@ -105,12 +105,12 @@ def test_serve_takes_audiosocket_calls_under_the_workers_capacity(
 
 
 def test_serve_audiosocket_rate_forces_the_bot_audio_kind(stop_after: list[subprocess.Popen[bytes]]) -> None:
-    port, as_port = workers._port(), workers._port()
-    proc = workers._serve(
+    port, as_port = free_port(), free_port()
+    proc = serve(
         port, "--workers", "1", "--audiosocket-port", str(as_port), "--audiosocket-rate", "16000"
     )
     stop_after.append(proc)
-    workers._wait_up(port, proc)
+    wait_up(port, proc)
 
     async def call() -> None:
         reader, writer = await _connect(as_port)

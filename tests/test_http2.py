@@ -7,8 +7,6 @@ no header value (a session token) in the DEBUG logs of the HTTP/2 stack.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import logging
 import socket
 import ssl
@@ -21,6 +19,7 @@ from hyperframe.frame import GoAwayFrame
 
 from _fake_nova_sonic import AKID, FakeNovaSonic
 from _h2_server import H2Peer, H2Server
+from _helpers import self_signed_cert
 from flowcat.errors import MissingExtraError, ServiceConnectionError, ServiceTimeout
 from flowcat.services import _http2
 from flowcat.services._http2 import H2Stream
@@ -146,33 +145,8 @@ async def test_a_goaway_or_a_reset_ends_the_stream() -> None:
         await server.stop_h2()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (IP SAN) and its key, PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    return cert_file, key_file
-
-
 async def test_tls_with_alpn_h2_and_a_server_without_it(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
     for alpn in (["h2"], ["http/1.1"]):
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

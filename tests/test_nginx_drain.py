@@ -10,23 +10,18 @@ No call is lost: every call connects, gets all its audio back and is ended by it
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
+import _server_helpers
 from _helpers import missing
+from _server_helpers import free_port, health, serve, wait_up
 
 CONF = Path(__file__).parent.parent / "examples" / "nginx" / "flowcat.conf"
 SLOTS = 10  # calls in progress at any time
@@ -36,57 +31,12 @@ LOAD_SECS = 14.0
 DRAIN_AT = 3.0
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _health(port: int) -> dict[str, Any] | None:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"})
-    try:
-        with urllib.request.urlopen(req, timeout=2.0) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
-    except (OSError, urllib.error.URLError):
-        return None
-
-
 def _flowcat(port: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "flowcat.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--sample-rate",
-        "8000",
-        "--workers",
-        "1",
-        "--drain-timeout",
-        "15",
-        "--call-rate",
-        "0",
-    ]  # every call comes from nginx's address: limit per caller in nginx
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Every call comes from nginx's address: limit per caller in nginx.
+    return serve(port, "--workers", "1", "--drain-timeout", "15", "--call-rate", "0")
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while _health(port) is None:
-        assert proc.poll() is None, "exited before it served"
-        assert time.monotonic() < deadline, f"nothing answered on {port}"
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
+stop_after = _server_helpers.stop_after  # the fixture: kills servers a test left running
 
 
 def _nginx(tmp: Path, listen: int, a: int, b: int) -> subprocess.Popen[bytes]:
@@ -136,17 +86,17 @@ async def _call(session: aiohttp.ClientSession, url: str, n: int) -> str | None:
 
 
 def test_one_instance_drained_and_restarted_under_load_loses_no_call(
-    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path, stop_after: list[subprocess.Popen[bytes]]
 ) -> None:
-    listen, a, b = _port(), _port(), _port()
+    listen, a, b = free_port(), free_port(), free_port()
     first, second = _flowcat(a), _flowcat(b)
-    procs += [first, second]
-    _wait_up(a, first)
-    _wait_up(b, second)
+    stop_after += [first, second]
+    wait_up(a, first)
+    wait_up(b, second)
     nginx = _nginx(tmp_path, listen, a, b)
-    procs.append(nginx)
+    stop_after.append(nginx)
     for _ in range(200):
-        if _health(listen) is not None:
+        if health(listen) is not None:
             break
         assert nginx.poll() is None, nginx.stderr.read().decode() if nginx.stderr else ""
         time.sleep(0.05)
@@ -164,19 +114,19 @@ def test_one_instance_drained_and_restarted_under_load_loses_no_call(
         async with aiohttp.ClientSession() as session:
             slots = [asyncio.create_task(slot(session)) for _ in range(SLOTS)]
             await asyncio.sleep(DRAIN_AT)
-            before = await asyncio.to_thread(_health, a)
+            before = await asyncio.to_thread(health, a)
             assert before is not None and before["active"] > 0, before  # calls in progress on instance 1
             first.send_signal(signal.SIGTERM)
             t0 = time.monotonic()
             rc = await asyncio.to_thread(first.wait, 20)
             drained_in = time.monotonic() - t0
             restarted = _flowcat(a)
-            procs.append(restarted)
-            await asyncio.to_thread(_wait_up, a, restarted)
+            stop_after.append(restarted)
+            await asyncio.to_thread(wait_up, a, restarted)
             await asyncio.sleep(max(0.0, LOAD_SECS - DRAIN_AT - drained_in))
             stop.set()
             await asyncio.wait_for(asyncio.gather(*slots), 30)
-        after_a, after_b = _health(a), _health(b)
+        after_a, after_b = health(a), health(b)
         return {
             "results": results,
             "rc": rc,

@@ -6,46 +6,20 @@ The sharing and drain tests run on both media engines (``--engine aiohttp|picows
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import pytest
 
+import _server_helpers
 from _helpers import expected, require
+from _server_helpers import free_port, health, serve, wait_up
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason=expected("needs SO_REUSEPORT"))
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _health(port: int) -> dict[str, Any] | None:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"})
-    try:
-        with urllib.request.urlopen(req, timeout=2.0) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def _serve(port: int, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--sample-rate", "8000", *extra]
-    # Own process group: a test that fails can kill the workers too, not only the supervisor.
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _engine(engine: str) -> tuple[str, ...]:
@@ -53,20 +27,12 @@ def _engine(engine: str) -> tuple[str, ...]:
     if engine == "aiohttp":
         return ()
     require(engine)
-    return ("--engine", engine, "--http-port", str(_port()))
+    return ("--engine", engine, "--http-port", str(free_port()))
 
 
 ENGINES = pytest.mark.parametrize("engine", ["aiohttp", "picows"])
 
-
-def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    for _ in range(300):
-        h = _health(port)
-        if h is not None:
-            return h
-        assert proc.poll() is None, "server exited"
-        time.sleep(0.05)
-    raise AssertionError("server did not come up")
+stop_after = _server_helpers.stop_after  # the fixture: kills servers a test left running
 
 
 def _pids_seen(port: int, want: int, within: float = 30.0) -> dict[int, int]:
@@ -74,7 +40,7 @@ def _pids_seen(port: int, want: int, within: float = 30.0) -> dict[int, int]:
     seen: dict[int, int] = {}
     deadline = time.monotonic() + within
     while len(seen) < want and time.monotonic() < deadline:
-        h = _health(port)
+        h = health(port)
         if h is not None:
             seen[h["worker"]] = h["pid"]
         else:
@@ -82,23 +48,12 @@ def _pids_seen(port: int, want: int, within: float = 30.0) -> dict[int, int]:
     return seen
 
 
-@pytest.fixture
-def stop_after() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for p in procs:
-        with contextlib.suppress(ProcessLookupError):  # workers outlive a killed supervisor
-            os.killpg(p.pid, signal.SIGKILL)
-        if p.poll() is None:
-            p.wait(timeout=10)
-
-
 @ENGINES
 def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]], engine: str) -> None:
-    port = _port()
-    proc = _serve(port, "--workers", "2", *_engine(engine))
+    port = free_port()
+    proc = serve(port, "--workers", "2", *_engine(engine))
     stop_after.append(proc)
-    _wait_up(port, proc)
+    wait_up(port, proc)
     seen = _pids_seen(port, 2)
     assert sorted(seen) == [0, 1], seen
     assert len(set(seen.values())) == 2
@@ -112,7 +67,7 @@ def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]], e
                 assert (await asyncio.wait_for(ws.receive(), 5.0)).data == b"\x10\x00" * 160
             active: dict[int, int] = {}
             for _ in range(400):
-                h = await asyncio.to_thread(_health, port)
+                h = await asyncio.to_thread(health, port)
                 if h is not None:
                     active[h["worker"]] = h["active"]
                 if len(active) == 2 and sum(active.values()) == len(socks):
@@ -129,17 +84,17 @@ def test_two_workers_share_one_port(stop_after: list[subprocess.Popen[bytes]], e
 
 
 def test_crashed_worker_is_restarted(stop_after: list[subprocess.Popen[bytes]]) -> None:
-    port = _port()
-    proc = _serve(port, "--workers", "2")
+    port = free_port()
+    proc = serve(port, "--workers", "2")
     stop_after.append(proc)
-    _wait_up(port, proc)
+    wait_up(port, proc)
     seen = _pids_seen(port, 2)
     assert len(seen) == 2
     os.kill(seen[0], signal.SIGKILL)
     new_pid = None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        h = _health(port)
+        h = health(port)
         if h is not None and h["worker"] == 0 and h["pid"] != seen[0]:
             new_pid = h["pid"]
             break
@@ -151,10 +106,10 @@ def test_crashed_worker_is_restarted(stop_after: list[subprocess.Popen[bytes]]) 
 
 @ENGINES
 def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]], engine: str) -> None:
-    port = _port()
-    proc = _serve(port, "--workers", "1", "--drain-timeout", "10", *_engine(engine))
+    port = free_port()
+    proc = serve(port, "--workers", "1", "--drain-timeout", "10", *_engine(engine))
     stop_after.append(proc)
-    _wait_up(port, proc)
+    wait_up(port, proc)
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
@@ -193,10 +148,10 @@ def test_sigterm_drains_gracefully(stop_after: list[subprocess.Popen[bytes]], en
 def test_drain_timeout_bounds_a_call_that_does_not_end(
     stop_after: list[subprocess.Popen[bytes]], engine: str
 ) -> None:
-    port = _port()
-    proc = _serve(port, "--workers", "1", "--drain-timeout", "1", *_engine(engine))
+    port = free_port()
+    proc = serve(port, "--workers", "1", "--drain-timeout", "1", *_engine(engine))
     stop_after.append(proc)
-    _wait_up(port, proc)
+    wait_up(port, proc)
 
     async def scenario() -> float:
         async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
@@ -247,10 +202,10 @@ def test_sigterm_under_load_refuses_new_calls_and_drops_none(
 ) -> None:
     """30 calls in progress (4 to 7 s long each) when SIGTERM comes: every one goes on to its
     end with all its audio echoed, every new call is refused, and the server exits cleanly."""
-    port = _port()
-    proc = _serve(port, "--workers", "1", "--drain-timeout", "30", "--call-rate", "0", *_engine(engine))
+    port = free_port()
+    proc = serve(port, "--workers", "1", "--drain-timeout", "30", "--call-rate", "0", *_engine(engine))
     stop_after.append(proc)
-    _wait_up(port, proc)
+    wait_up(port, proc)
     url = f"http://127.0.0.1:{port}/ws"
 
     async def scenario() -> tuple[list[str | None], int, int]:
@@ -261,7 +216,7 @@ def test_sigterm_under_load_refuses_new_calls_and_drops_none(
             while health is None or health["active"] < 30:  # all 30 in progress
                 assert time.monotonic() < deadline and not any(c.done() for c in calls), health
                 await asyncio.sleep(0.05)
-                health = await asyncio.to_thread(_health, port)
+                health = await asyncio.to_thread(_server_helpers.health, port)
             proc.send_signal(signal.SIGTERM)
             refused = admitted = 0
             deadline = time.monotonic() + 1.5
