@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import _server_helpers as servers
 from _helpers import require
 from flowcat.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
 from flowcat.frames import EndTaskFrame, Frame, InputDTMFFrame
@@ -31,8 +32,7 @@ from test_transport_support import StartFlag
 picows = require("picows")
 e2e = require("test_e2e_carriers")
 server_tests = require("test_server")
-workers = require("test_server_workers")
-stop_after = workers.stop_after  # the fixture: kills servers a test left running
+stop_after = servers.stop_after  # the fixture: kills servers a test left running
 
 from flowcat.server._calls import drain_state  # noqa: E402
 from flowcat.server._picows_engine import serve_picows  # noqa: E402
@@ -453,11 +453,11 @@ def _post(port: int, path: str, data: bytes) -> tuple[int, bytes]:
 
 
 def test_serve_puts_the_webhooks_on_the_http_port(stop_after: list[subprocess.Popen[bytes]]) -> None:
-    port, http_port = workers._port(), workers._port()
-    proc = workers._serve(port, "--engine", "picows", "--http-port", str(http_port), "--workers", "1")
+    port, http_port = servers.free_port(), servers.free_port()
+    proc = servers.serve(port, "--engine", "picows", "--http-port", str(http_port), "--workers", "1")
     stop_after.append(proc)
-    health = workers._wait_up(port, proc)
-    other = workers._wait_up(http_port, proc)
+    health = servers.wait_up(port, proc)
+    other = servers.wait_up(http_port, proc)
     # One worker, one admission state, two ports (the collector's live stats may move between
     # the two reads: the event-loop lag probe of /metrics allocates a little every 0.25 s).
     health.pop("gc", None), other.pop("gc", None)
