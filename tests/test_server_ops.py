@@ -405,3 +405,47 @@ async def test_agent_carrier_routes_keep_the_carrier_signature_checks(monkeypatc
         assert err.value.status == 403
     finally:
         await client.close()
+
+
+async def test_an_app_factorys_warm_up_runs_off_the_loop_before_the_worker_is_ready(caplog) -> None:
+    """``flowcat serve --app m:f``: ``f.warm_up`` (say, loading a model) runs once per worker in
+    a thread, with /readyz answering "warming up" meanwhile; a failing one is logged, not fatal."""
+    import threading
+
+    from flowcat.server._state import ServerConfig, ServerState
+    from flowcat.server._workers import _warm_up
+
+    loop_thread = threading.get_ident()
+    ran: list[int] = []
+    release = threading.Event()
+
+    def factory(call):  # the app itself is never called by the warm-up
+        raise AssertionError("called")
+
+    def warm_up() -> None:
+        ran.append(threading.get_ident())
+        release.wait(10)
+
+    factory.warm_up = warm_up  # type: ignore[attr-defined]
+    state = ServerState(ServerConfig(app=factory))
+    state.warming = True
+    job = asyncio.ensure_future(_warm_up(state))
+    for _ in range(500):
+        if ran:
+            break
+        await asyncio.sleep(0.01)
+    assert ran and ran[0] != loop_thread  # running, and not on the event loop
+    assert state.warming  # still loading: not ready
+    release.set()
+    await asyncio.wait_for(job, 10)
+    assert not state.warming and len(ran) == 1
+
+    def broken() -> None:
+        raise RuntimeError("no model here")
+
+    factory.warm_up = broken  # type: ignore[attr-defined]
+    state = ServerState(ServerConfig(app=factory))
+    state.warming = True
+    await asyncio.wait_for(_warm_up(state), 10)
+    assert not state.warming
+    assert any("warm-up failed: no model here" in r.getMessage() for r in caplog.records)

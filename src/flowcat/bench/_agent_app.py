@@ -64,3 +64,16 @@ def agent_app(call: CallInfo) -> list[FrameProcessor]:
     )
     procs: list[Any] = [VADProcessor(vad_analyzer=SileroVADAnalyzer()), stt, pair.user(), llm, tts]
     return [*procs, after_output(pair.assistant())]
+
+
+def _warm_up() -> None:
+    """Load the Silero model once per worker before the first call (``flowcat serve`` runs an
+    ``--app`` factory's ``warm_up`` off the loop at start): otherwise the first call's
+    ``SileroVADAnalyzer()`` builds the ONNX session on the event loop, stalling every call."""
+    from ..audio.vad import SileroModel
+
+    SileroModel.shared()
+
+
+agent_app.warm_up = _warm_up  # type: ignore[attr-defined]
+

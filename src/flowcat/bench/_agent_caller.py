@@ -37,6 +37,7 @@ from ..errors import BenchError
 __all__ = ["Utterance", "load_utterances", "main"]
 
 FRAME = 160  # 20 ms of 8 kHz μ-law
+VAD_PHASES = 8  # 160-sample packets against 256-sample VAD windows: the alignment repeats every 8 packets
 SILENCE = b"\xff" * FRAME
 SPEECH_DIR = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "speech"
 DEFAULT_UTTERANCES = ("utterance_weather.wav", "utterance_booking.wav")
@@ -76,6 +77,7 @@ def load_utterances(directory: Path = SPEECH_DIR, names: tuple[str, ...] = DEFAU
 class Turn:
     barge: bool = False
     utt: int = 0  # index of the utterance spoken
+    lead: int | None = None  # media packets the call had sent before the utterance's first one
     speech_end: float | None = None
     first_audio: float | None = None
     last_audio: float | None = None
@@ -92,6 +94,7 @@ class Call:
     clears: list[float] = field(default_factory=list)
     error: str | None = None
     media_in: int = 0
+    sent: int = 0  # media packets sent
 
 
 async def _receiver(ws: Any, call: Call, now: Any) -> None:
@@ -152,6 +155,7 @@ async def _sender(ws: Any, call: Call, stop: asyncio.Event, sid: str, now: Any) 
         payload, on_sent = queue.popleft() if queue else (SILENCE, None)
         seq += 1
         await ws.send_str(media_message(sid, seq, payload))
+        call.sent = seq
         if on_sent is not None:
             on_sent(now())
 
@@ -172,9 +176,12 @@ def _enqueue(call: Call, utt: Utterance, turn: Turn, speech_start: Any = None) -
     def at_end(t: float) -> None:
         turn.speech_end = t
 
-    first_voiced = max(0, int(0.5 * 8000) // FRAME)
+    def at_start(t: float) -> None:
+        turn.lead = call.sent - 1
+
+    first_voiced = max(1, int(0.5 * 8000) // FRAME)
     for i, p in enumerate(utt.payloads):
-        cb = at_end if i == utt.end_index else (speech_start if i == first_voiced else None)
+        cb = at_end if i == utt.end_index else (speech_start if i == first_voiced else at_start if i == 0 else None)
         call.queue.append((p, cb))
 
 
@@ -251,6 +258,7 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
     expected = float(cfg.get("reply_audio_ms", 0.0)) * float(cfg.get("complete_fraction", 0.85))
     latencies: list[float] = []
     utts: list[int] = []
+    phases: list[int] = []
     ok = total = barge_ok = barge_total = 0
     for c in calls:
         for t in c.turns:
@@ -259,6 +267,7 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
             if answered:
                 latencies.append(1000.0 * (t.first_audio - t.speech_end))  # type: ignore[operator]
                 utts.append(t.utt)
+                phases.append((t.lead or 0) % VAD_PHASES)
             if t.barge:
                 barge_total += 1
                 good = answered and t.clear_after_barge
@@ -270,6 +279,7 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "latencies_ms": [round(x, 1) for x in latencies],
         "latency_utterances": utts,
+        "latency_phases": phases,
         "turns": int(cfg["turns"]) * len(calls),
         "turns_ok": ok,
         "barge_ins": barge_total,

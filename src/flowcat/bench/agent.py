@@ -8,8 +8,9 @@ fixed delays) serves every point of the run, for both systems. Per point a fresh
 ``--barge-every`` turns) with the fakes on the other core.
 
 Framework-added latency of a turn = first bot audio at the caller − end of the caller's speech −
-the VAD hangover (``stop_secs`` 0.2 s plus the Silero model's own lag on that utterance, measured
-offline on the same audio with flowcat's analyzer: :func:`vad_hangover_s`) − the turn rule's wait
+the VAD hangover (``stop_secs`` 0.2 s plus the Silero model's own lag on that utterance at that
+turn's window alignment, measured offline on the same audio with flowcat's analyzer:
+:func:`vad_hangover_s`) − the turn rule's wait
 after the VAD stop (the 0.6 s speech timeout, or the STT final if later) − the LLM's time to first
 token − the TTS's time to first audio. Both systems run the same rule (speech timeout 0.6 s after a 0.2 s VAD stop, waiting for
 the final transcript); pipecat's default rule (smart-turn v3) is a separate row
@@ -149,29 +150,41 @@ def _health(port: int) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
-def vad_hangover_s() -> list[float]:
-    """Per utterance (the callers' order): seconds from the end of the packet holding the last
-    speech sample to the end of the packet that completes flowcat's Silero VAD stop (default
-    ``VADParams``: ``stop_secs`` plus the model's own lag), on the same 8 kHz μ-law audio, offline."""
+def vad_hangover_s() -> list[list[float]]:
+    """Per utterance (the callers' order) and VAD window phase: seconds from the end of the
+    packet holding the last speech sample to the end of the packet that completes flowcat's
+    Silero VAD stop (default ``VADParams``: ``stop_secs`` plus the model's own lag), on the same
+    8 kHz μ-law audio, offline.
+
+    The phase is how many packets the call had sent before the utterance, modulo
+    ``VAD_PHASES``: 20 ms packets meet 32 ms windows at 8 alignments, and where the speech
+    ends inside a window moves the stop by up to a window (the callers record each turn's
+    phase). Each utterance is preceded by 48 + phase packets of silence, as on a call.
+    """
     from ..audio import ulaw_to_pcm16
     from ..audio.vad import SileroVADAnalyzer, VADState
-    from ._agent_caller import FRAME, load_utterances
+    from ._agent_caller import FRAME, VAD_PHASES, load_utterances
 
+    silence = b"\xff" * FRAME
     out = []
     for u in load_utterances():
-        vad = SileroVADAnalyzer(sample_rate=8000)
-        vad.set_sample_rate(8000)
-        speaking = False
-        stop = None
-        for i, p in enumerate(u.payloads + [b"\xff" * FRAME] * 100):
-            state = vad.analyze_audio_sync(ulaw_to_pcm16(p))
-            speaking = speaking or state is VADState.SPEAKING
-            if speaking and i > u.end_index and state is VADState.QUIET:
-                stop = i
-                break
-        if stop is None:
-            raise BenchError(f"{u.name}: the VAD never stopped")
-        out.append((stop - u.end_index) * FRAME / 8000)
+        row = []
+        for phase in range(VAD_PHASES):
+            lead = 6 * VAD_PHASES + phase
+            vad = SileroVADAnalyzer(sample_rate=8000)
+            vad.set_sample_rate(8000)
+            speaking = False
+            stop = None
+            for i, p in enumerate([silence] * lead + u.payloads + [silence] * 100):
+                state = vad.analyze_audio_sync(ulaw_to_pcm16(p))
+                speaking = speaking or state is VADState.SPEAKING
+                if speaking and i > lead + u.end_index and state is VADState.QUIET:
+                    stop = i - lead
+                    break
+            if stop is None:
+                raise BenchError(f"{u.name}: the VAD never stopped")
+            row.append((stop - u.end_index) * FRAME / 8000)
+        out.append(row)
     return out
 
 
@@ -182,13 +195,16 @@ def fixed_delays(args: argparse.Namespace, hangover_s: float = VAD_STOP_SECS) ->
 
 def added_latencies(
     latencies_ms: list[float], args: argparse.Namespace, utterances: list[int] | None = None,
-    hangovers_s: list[float] | None = None,
+    hangovers_s: list[list[float]] | None = None, phases: list[int] | None = None,
 ) -> list[float]:
-    """Framework-added latency per turn (ms); ``hangovers_s[utterances[i]]`` is turn i's VAD hangover
-    (default: ``stop_secs``)."""
-    if utterances is None or hangovers_s is None:
+    """Framework-added latency per turn (ms); ``hangovers_s[utterances[i]][phases[i]]`` is turn i's
+    VAD hangover (:func:`vad_hangover_s`; default: ``stop_secs``)."""
+    if utterances is None or hangovers_s is None or phases is None:
         return [x - 1000.0 * fixed_delays(args) for x in latencies_ms]
-    return [x - 1000.0 * fixed_delays(args, hangovers_s[u]) for x, u in zip(latencies_ms, utterances, strict=True)]
+    return [
+        x - 1000.0 * fixed_delays(args, hangovers_s[u][ph])
+        for x, u, ph in zip(latencies_ms, utterances, phases, strict=True)
+    ]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -270,7 +286,8 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
     # a generator core near 100 % means the callers and fakes, not the server, set the pace.
     row.update(server_core_busy_pct=core_busy_pct(cores0, cores1, args.server_cpu),
                gen_core_busy_pct=core_busy_pct(cores0, cores1, args.gen_cpu))
-    added = added_latencies(result["latencies_ms"], args, result["latency_utterances"], args.hangovers_s)
+    added = added_latencies(result["latencies_ms"], args, result["latency_utterances"], args.hangovers_s,
+                            result.get("latency_phases"))
     row.update(
         added_p50_ms=_pct(added, 0.5), added_p99_ms=_pct(added, 0.99),
         first_audio_p50_ms=_pct(result["latencies_ms"], 0.5), turns=result["turns"], turns_ok=result["turns_ok"],
@@ -281,6 +298,9 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
     )
     if result.get("errors"):
         row["errors"] = result["errors"]
+    if os.environ.get("FLOWCAT_BENCH_SERVER_LOG"):  # the server's stderr (stalls, warnings), for a look
+        with open(os.environ["FLOWCAT_BENCH_SERVER_LOG"], "a", encoding="utf-8") as f:
+            f.write(f"=== {system} N={sessions}\n" + "".join(errs))
     return row
 
 
@@ -364,7 +384,7 @@ def main(args: argparse.Namespace) -> int:
         args.pipecat_python_resolved = ensure_agent_venv(args.pipecat_python)
     args.hangovers_s = vad_hangover_s()
     if not args.json:
-        print(f"  VAD hangover per utterance (s): {args.hangovers_s}", file=sys.stderr, flush=True)
+        print(f"  VAD hangover per utterance and window phase (s): {args.hangovers_s}", file=sys.stderr, flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="flowcat-bench-agent-") as tmp:
         fakes_file = os.path.join(tmp, "fakes.json")

@@ -159,7 +159,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
     if opts.engine == "picows":
         cfg.media_port = opts.port
     state = ServerState(cfg)
-    state.warming = bool(cfg.agents)
+    state.warming = bool(cfg.agents) or callable(getattr(cfg.app, "warm_up", None))
     app = create_app(cfg, state=state)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -262,13 +262,20 @@ async def _start_sip(state: Any, opts: ServeOptions, sip_cfg: Any, worker_id: in
 
 
 async def _warm_up(state: Any) -> None:
-    """Build one call's pipeline per agent off the loop (loads VAD/turn models into their
-    caches), with ``/readyz`` answering 503 "warming up" meanwhile."""
+    """Run the ``--app`` factory's ``warm_up`` attribute, if it has one, and build one call's
+    pipeline per agent, off the loop (loads VAD/turn models into their caches), with
+    ``/readyz`` answering 503 "warming up" meanwhile."""
     import asyncio
 
     from ._apps import CallInfo
 
     try:
+        hook = getattr(state.config.app, "warm_up", None)
+        if callable(hook):  # an --app factory's own warm-up (e.g. loading its models)
+            try:
+                await asyncio.to_thread(hook)
+            except Exception as exc:  # the first call will report it with its context
+                logger.warning("--app warm-up failed: %s", exc)
         for agent in state.config.agents:
             try:
                 await asyncio.to_thread(agent.app, CallInfo(carrier="warmup"))
