@@ -27,17 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from ..frames import (
-    BotSpeechPauseFrame,
-    BotSpeechResumeFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
     EagerEndOfTurnCancelFrame,
-    EagerEndOfTurnConfirmFrame,
     EmulateUserStartedSpeakingFrame,
     EmulateUserStoppedSpeakingFrame,
     EndFrame,
@@ -48,30 +44,21 @@ from ..frames import (
     InputAudioRawFrame,
     InterimTranscriptionFrame,
     ProposedUserStartedSpeakingFrame,
-    ProposedUserStoppedSpeakingFrame,
     STTMetadataFrame,
-    STTMuteFrame,
-    SystemFrame,
     TranscriptionFrame,
     UserAudioRawFrame,
     UserIdleTimeoutUpdateFrame,
     UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
-    UserTurnSpeculationFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
-    frame_dataclass,
 )
-from ..runtime import FrameDirection, FrameProcessor
-from ._idle import UserIdleTimer
-from ._interruption import COMMIT, RESUME, BargeIn, InterruptionParams
-from ._mute import UninterruptibleSpeechUserMuteStrategy, UserMuteStrategy
-from ._preemptive import UserTurnSpeculation
-from ._start import UserTurnStartStrategy, count_words
+from ..runtime import FrameDirection
+from ._start import count_words
 from ._stop import UserTurnStopStrategy
-from ._strategies import UserTurnStrategies
-from ._timer import SingleTimer
+from ._turn_state import _TEXT, _VAD_TEXT, _Tick
+from ._turn_timeouts import UserTurnTimeouts
 
 __all__ = ["UserTurnProcessor"]
 
@@ -81,10 +68,6 @@ DOWNSTREAM = FrameDirection.DOWNSTREAM
 UPSTREAM = FrameDirection.UPSTREAM
 
 _AUDIO = (InputAudioRawFrame, UserAudioRawFrame)
-_TEXT = (TranscriptionFrame, InterimTranscriptionFrame)
-_VAD_TEXT = frozenset(
-    {TranscriptionFrame, InterimTranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame}
-)
 # Frames dropped while the user is muted (pipecat's list, less InterruptionFrame).
 _MUTABLE = frozenset(
     {
@@ -100,12 +83,7 @@ _MUTABLE = frozenset(
 _MAX_HELD = 64  # transcriptions held while a barge-in is judged
 
 
-@frame_dataclass
-class _Tick(SystemFrame):
-    """Private: re-enter the processor for a timer or an async result."""
-
-
-class UserTurnProcessor(FrameProcessor):
+class UserTurnProcessor(UserTurnTimeouts):
     """Decides when the user's turn starts and stops, and whether it interrupts the bot.
 
     Events (pipecat 1.14's): ``on_user_turn_started(processor, strategy)``,
@@ -137,100 +115,6 @@ class UserTurnProcessor(FrameProcessor):
             generation (see ``docs/turns.md``). Default False.
         **kwargs: Passed to :class:`~flowcat.FrameProcessor`.
     """
-
-    def __init__(
-        self,
-        *,
-        user_turn_strategies: UserTurnStrategies | None = None,
-        start_strategies: Sequence[UserTurnStartStrategy] | None = None,
-        stop_strategies: Sequence[UserTurnStopStrategy] | None = None,
-        mute_strategies: Sequence[UserMuteStrategy] = (),
-        interruption: InterruptionParams | None = None,
-        enable_interruptions: bool = True,
-        user_turn_stop_timeout: float = 5.0,
-        user_idle_timeout: float = 0.0,
-        user_idle_max_retries: int = 3,
-        preemptive_generation: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if user_turn_strategies is None:
-            user_turn_strategies = UserTurnStrategies(
-                start=list(start_strategies) if start_strategies is not None else None,
-                stop=list(stop_strategies) if stop_strategies is not None else None,
-            )
-        self.user_turn_strategies = user_turn_strategies
-        self._start = tuple(user_turn_strategies.start or ())
-        self._stop = tuple(user_turn_strategies.stop or ())
-        self._immediate = tuple(st for st in self._start if st.immediate)
-        triggers = [t for st in self._start for t in st.triggers] + [
-            t for s in self._stop for t in s.triggers
-        ]
-        self._ext_classes = frozenset(triggers) - _VAD_TEXT
-        self._mute = (*mute_strategies, UninterruptibleSpeechUserMuteStrategy())
-        self._audio_stop = tuple(s for s in self._stop if s.wants_audio)
-        self._mute_triggers = frozenset(t for m in self._mute for t in m.triggers)
-        for s in self._stop:
-            s.bind(self._wake)
-        self.interruption = interruption or InterruptionParams()
-        self.enable_interruptions = enable_interruptions
-        self.user_turn_stop_timeout = user_turn_stop_timeout
-        self._barge = BargeIn(self.interruption)
-        self._idle = UserIdleTimer(user_idle_timeout, user_idle_max_retries)
-        self._muted = any(m.muted for m in self._mute)
-        self._in_turn = False
-        self._announced = True
-        self._bot_speaking = False
-        self._vad_speaking = False  # the VAD (or a service's turn signals) hears the user
-        self._speech_start = 0.0
-        self._last_activity = 0.0
-        self._words_final = 0
-        self._words_interim = 0
-        self._held: list[tuple[Frame, FrameDirection]] = []
-        self._timer = SingleTimer(self._wake)
-        self._tick = _Tick()
-        self._start_strategy: UserTurnStartStrategy | None = None
-        self._stop_strategy: UserTurnStopStrategy | None = None
-        self.preemptive_generation = preemptive_generation
-        self._turn_text: list[str] = []
-        self._spec: UserTurnSpeculation | None = None
-        self._withdrawn = ""  # text of a speculation the LLM withdrew in this turn
-        self._generations = 0
-        self.confirmed_speculation: UserTurnSpeculation | None = None
-        """During ``_user_turn_ending``: the speculation this turn end confirms (its
-        response exists already: write the context, do not run the LLM again)."""
-        for event in (
-            "on_user_turn_started",
-            "on_user_turn_stopped",
-            "on_user_idle",
-            "on_user_turn_stop_timeout",
-            "on_user_turn_inference_triggered",
-        ):
-            self._register_event_handler(event)
-        self._register_event_handler("on_user_mute_started")
-        self._register_event_handler("on_user_mute_stopped")
-
-    # ---------------------------------------------------------------- state
-
-    @property
-    def user_turn_active(self) -> bool:
-        """Whether a user turn is in progress."""
-        return self._in_turn
-
-    @property
-    def muted(self) -> bool:
-        """Whether the user is muted."""
-        return self._muted
-
-    @property
-    def speculation(self) -> UserTurnSpeculation | None:
-        """The speculative generation in flight for this turn, if any."""
-        return self._spec
-
-    @property
-    def barge_in_pending(self) -> bool:
-        """Whether speech over the bot is being judged (bot paused)."""
-        return self._barge.pending
 
     # ---------------------------------------------------------------- frames
 
@@ -353,12 +237,6 @@ class UserTurnProcessor(FrameProcessor):
         elif self.preemptive_generation and self._in_turn:
             await self._maybe_speculate()
 
-    async def _pass_user_frame(self, frame: Frame, direction: FrameDirection, cls: type) -> None:
-        if cls in _TEXT:
-            await self._pass_user_text(frame, direction)
-        elif cls is not ProposedUserStartedSpeakingFrame and cls is not ProposedUserStoppedSpeakingFrame:
-            await self.push_frame(frame, direction)  # proposals are resolved here, not passed on
-
     async def _immediate_start(self, frame: Frame, cls: type) -> bool:
         """While a barge-in is judged: does an immediate start strategy (min words) fire?"""
         for st in self._immediate:
@@ -402,242 +280,3 @@ class UserTurnProcessor(FrameProcessor):
             self._timer.close()
             self._spec = None
         await self._pass_other_frame(frame, direction)
-
-    # ------------------------------------------------------------ turn logic
-
-    async def _begin(self, now: float, st: UserTurnStartStrategy | None = None) -> bool:
-        """A start strategy fired. Returns True if a barge-in is now pending."""
-        self._start_strategy = st
-        interrupt = self.enable_interruptions and getattr(st, "enable_interruptions", True)
-        if st is not None and not st.announce:
-            await self._commit(now, interrupt=False, announce=False)
-            return False
-        if not (self._bot_speaking and interrupt) or (st is not None and st.immediate):
-            await self._commit(now, interrupt=interrupt)
-            return False
-        action = self._barge.begin(
-            now, self._speech_start if self._vad_speaking else None, self._words_final, self._words_interim
-        )
-        if action == COMMIT:
-            await self._commit(now, interrupt=True)
-            return False
-        if self.interruption.resume_false_interruption:
-            await self.push_frame(BotSpeechPauseFrame())
-        return True
-
-    async def _barge_action(self, action: int, now: float) -> None:
-        if action == COMMIT:
-            await self._commit(now, interrupt=True)
-        elif action == RESUME:
-            self._held.clear()
-            self._words_final = self._words_interim = 0
-            self._turn_text.clear()
-            for s in self._stop:  # the backchannel's transcripts belong to no turn
-                s.discard_transcripts()
-            if self.interruption.resume_false_interruption:
-                await self.push_frame(BotSpeechResumeFrame())
-
-    async def _commit(
-        self, now: float, *, interrupt: bool, emulated: bool = False, announce: bool = True
-    ) -> None:
-        """Start the user turn (and interrupt the bot), then release held transcriptions."""
-        self._in_turn = True
-        self._announced = announce
-        self._spec = None
-        self._last_activity = now
-        for st in self._start:
-            st.reset()
-        for s in self._stop:
-            s.turn_started(now, self._vad_speaking)
-        self._idle.user_started()
-        if announce:
-            await self.broadcast_frame(UserStartedSpeakingFrame, emulated=emulated)
-            if interrupt:
-                await self.broadcast_interruption()
-        await self._user_turn_started()
-        if self._held:
-            held, self._held = self._held, []
-            for f, d in held:
-                await self._pass_user_frame(f, d, type(f))
-
-    async def _end_turn(
-        self, now: float, *, emulated: bool = False, strategy: UserTurnStopStrategy | None = None
-    ) -> None:
-        self._in_turn = False
-        self._stop_strategy = strategy
-        # An adopted turn (announced upstream) is never re-announced, even at the timeout.
-        announce = self._announced and getattr(strategy, "announce", True)
-        self._words_final = self._words_interim = 0
-        for st in self._start:
-            st.reset()
-        for s in self._stop:
-            s.turn_stopped()
-        self._idle.user_stopped(now)
-        spec, self._spec = self._spec, None
-        self._withdrawn = ""
-        self._turn_text.clear()
-        self.confirmed_speculation = spec
-        if spec is None:
-            await self._call_event_handler("on_user_turn_inference_triggered", strategy)
-        await self._user_turn_ending()
-        if spec is not None:
-            await self.push_frame(EagerEndOfTurnConfirmFrame(generation_id=spec.generation_id))
-        if announce:
-            await self.broadcast_frame(UserStoppedSpeakingFrame, emulated=emulated)
-        await self._user_turn_stopped()
-        self.confirmed_speculation = None
-
-    # ------------------------------------------------ preemptive generation
-
-    async def _maybe_speculate(self) -> None:
-        """The user is silent in a turn with a final transcript: the turn will likely end."""
-        if self._spec is not None or self._vad_speaking or not self._turn_text or self._barge.pending:
-            return
-        if not any(s.speculative for s in self._stop):
-            return
-        text = " ".join(self._turn_text)
-        if text == self._withdrawn:  # the LLM refused to speculate on these words (tools)
-            return
-        self._generations += 1
-        spec = self._spec = UserTurnSpeculation(self._generations, text)
-        await self.push_frame(UserTurnSpeculationFrame(generation_id=spec.generation_id, text=spec.text))
-        await self._user_turn_speculated(spec)
-        await self._call_event_handler("on_user_turn_inference_triggered", None)
-
-    async def _speculation_withdrawn(self, generation_id: int) -> None:
-        """The LLM (or the gate) withdrew the speculation: the turn end runs the LLM again."""
-        spec = self._spec
-        if spec is None or generation_id not in (0, spec.generation_id):
-            return
-        self._spec = None
-        self._withdrawn = spec.text
-        await self._user_turn_speculation_cancelled(spec)
-
-    async def _cancel_speculation(self) -> None:
-        spec, self._spec = self._spec, None
-        if spec is None:
-            return
-        await self.push_frame(EagerEndOfTurnCancelFrame(generation_id=spec.generation_id))
-        await self._user_turn_speculation_cancelled(spec)
-
-    async def _update_mute(self, frame: Frame) -> None:
-        muted = False
-        lock = self._mute[-1]  # the UninterruptibleSpeechUserMuteStrategy
-        locked = lock.muted
-        for m in self._mute:
-            if type(frame) in m.triggers:
-                m.process(frame)
-            muted = muted or m.muted
-        if lock.muted != locked:
-            # Speech during uninterruptible words is dropped, transcripts included: the STT
-            # (upstream) does not transcribe what starts while it is muted, so no late transcript
-            # of it can start a turn once the words were played.
-            await self.push_frame(STTMuteFrame(mute=lock.muted), UPSTREAM)
-        if muted == self._muted:
-            return
-        self._muted = muted
-        if muted:
-            self._vad_speaking = False  # its VAD stop would be dropped
-            for s in self._stop:
-                s.user_speaking = False
-        await self._call_event_handler("on_user_mute_started" if muted else "on_user_mute_stopped")
-
-    # ------------------------------------------------- hooks for subclasses
-
-    async def _pass_user_text(self, frame: Frame, direction: FrameDirection) -> None:
-        """A (interim) transcription the turn logic lets through; pushed on here.
-
-        The context aggregator overrides this to aggregate the text instead.
-        """
-        await self.push_frame(frame, direction)
-
-    async def _pass_other_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Any other frame (not audio, VAD, transcription or turn signal) after the turn logic saw it.
-
-        Pushed on here; the context aggregator overrides this for its own frames, so
-        the audio path stays this class's own ``process_frame``.
-        """
-        await self.push_frame(frame, direction)
-
-    async def _user_turn_started(self) -> None:
-        """The turn started (its frames are out); fires ``on_user_turn_started``."""
-        await self._call_event_handler("on_user_turn_started", self._start_strategy)
-
-    async def _user_turn_ending(self) -> None:
-        """The turn is about to end: called before ``UserStoppedSpeakingFrame`` goes out.
-
-        The context aggregator writes the turn and runs the LLM here — unless
-        :attr:`confirmed_speculation` is set: that generation answers this turn
-        already (its ``EagerEndOfTurnConfirmFrame`` follows this call).
-        """
-
-    async def _user_turn_stopped(self) -> None:
-        """The turn ended (its frames are out); fires ``on_user_turn_stopped``."""
-        await self._call_event_handler("on_user_turn_stopped", self._stop_strategy)
-
-    async def _user_turn_speculated(self, speculation: UserTurnSpeculation) -> None:
-        """The turn is predicted to end; ``UserTurnSpeculationFrame`` was just pushed.
-
-        The context aggregator pushes ``LLMContextFrame(provisional_context,
-        speculation=True, generation_id=speculation.generation_id)`` here (the
-        context plus the turn's text, the real context left untouched).
-        """
-
-    async def _user_turn_speculation_cancelled(self, speculation: UserTurnSpeculation) -> None:
-        """The user went on; ``EagerEndOfTurnCancelFrame`` was just pushed."""
-
-    async def _user_idle(self, retry: int) -> None:
-        """The user was idle for the timeout; fires ``on_user_idle(processor, retry)``."""
-        await self._call_event_handler("on_user_idle", retry)
-
-    # ----------------------------------------------------------------- timer
-
-    async def _on_tick(self) -> None:
-        now = (self._timer.loop or asyncio.get_running_loop()).time()
-        if self._barge.pending and self._barge.deadline is not None and now >= self._barge.deadline - 1e-9:
-            await self._barge_action(self._barge.poll(now), now)
-        if self._in_turn and not self._vad_speaking:
-            stop = next((s for s in self._stop if s.poll(now)), None)
-            if stop is not None:
-                await self._end_turn(now, strategy=stop)
-            elif now >= self._last_activity + self.user_turn_stop_timeout - 1e-9:
-                await self._call_event_handler("on_user_turn_stop_timeout")
-                await self._end_turn(now)
-            elif self.preemptive_generation:
-                await self._maybe_speculate()
-        retry = self._idle.poll(now)
-        if retry:
-            await self._user_idle(retry)
-        self._timer.arm(self._next_deadline())
-
-    def _next_deadline(self) -> float | None:
-        at = self._barge.deadline if self._barge.pending else None
-        if self._in_turn:
-            for s in self._stop:
-                d = s.deadline
-                if d is not None and (at is None or d < at):
-                    at = d
-            if not self._vad_speaking:
-                d = self._last_activity + self.user_turn_stop_timeout
-                if at is None or d < at:
-                    at = d
-        d = self._idle.deadline
-        if d is not None and (at is None or d < at):
-            at = d
-        return at
-
-    def _wake(self) -> None:
-        """Re-enter the processor (from a timer or a model result) as a chain of its own."""
-        sched = self._sched
-        if sched is not None:
-            sched.submit(self, self._tick, DOWNSTREAM, to_self=True)
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        """Stop the timer."""
-        self._timer.close()
-
-    async def cleanup(self) -> None:
-        """Stop the timer and unbind the stop strategies (they held this processor: a cycle)."""
-        self._timer.close()
-        for s in self._stop:
-            s.unbind()
