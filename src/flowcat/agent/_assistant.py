@@ -6,22 +6,22 @@ utterance outside a reply) and commits it as one ``assistant`` message. Timed
 words (``TTSTextFrame`` with ``pts``) count once the bot audio sent before them
 reaches their time (:mod:`._spoken`): an interrupted reply keeps the words played.
 
-Function calls (their messages: :mod:`._tool_calls`): once no call of its group that the
+Function calls (their messages: :mod:`._tool_calls`; the LLM runs their results owe:
+:mod:`._assistant_calls`): once no call of its group that the
 model waits for is left (ungrouped: at once), a result — or an async call's interim
 result — runs the LLM (``LLMContextFrame`` upstream) unless told not to; owed to the
 user's turn while they speak, deferred to ``BotStoppedSpeakingFrame`` while the bot speaks.
 
-Context summarization (:mod:`._summary`): ``enable_auto_context_summarization`` folds older
-messages into a summary when the context passes a bound; ``LLMSummarizeContextFrame`` asks at once.
+Context summarization (:mod:`._summary`, asked for in :mod:`._assistant_summary`):
+``enable_auto_context_summarization`` folds older messages into a summary when the context
+passes a bound; ``LLMSummarizeContextFrame`` asks at once.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._ratelimit import RateLimitedLog
 from ..frames import (
     BotSpeakingFrame,
     BotStartedSpeakingFrame,
@@ -41,7 +41,6 @@ from ..frames import (
     LLMContext,
     LLMContextAssistantTimestampFrame,
     LLMContextAssistantTurnFrame,
-    LLMContextSummaryRequestFrame,
     LLMContextSummaryResultFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -64,33 +63,25 @@ from ..frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from ..runtime import FrameDirection, FrameProcessor
+from ..runtime import FrameDirection
 from ..services.adapters import LLMSpecificMessage
 from ._aggregator import (
     EDIT_FRAMES,
     AssistantThoughtMessage,
     AssistantTurnStoppedMessage,
-    ContextEditor,
     TextParts,
     now_iso,
 )
+from ._assistant_calls import AssistantFunctionCalls
+from ._assistant_summary import AssistantSummaries
 from ._realtime_mode import RealtimeLink
 from ._spoken import SpokenWords
-from ._summary import (
-    ContextSummarizer,
-    LLMAutoContextSummarizationConfig,
-    LLMContextSummaryConfig,
-    summarize_with,
-)
+from ._summary import ContextSummarizer, LLMAutoContextSummarizationConfig
 from ._tool_calls import ToolCalls
 
 __all__ = ["LLMAssistantAggregator", "LLMAssistantAggregatorParams"]
 
-logger = logging.getLogger("flowcat.agent")
-_STRAY = RateLimitedLog(logger)
-
 DOWNSTREAM = FrameDirection.DOWNSTREAM
-UPSTREAM = FrameDirection.UPSTREAM
 
 _NOT_ASSISTANT_TEXT = (TranscriptionFrame, InterimTranscriptionFrame, TranslationFrame)
 _EVENTS = (
@@ -119,7 +110,7 @@ class LLMAssistantAggregatorParams:
     auto_context_summarization_config: LLMAutoContextSummarizationConfig | None = None
 
 
-class LLMAssistantAggregator(ContextEditor, FrameProcessor):
+class LLMAssistantAggregator(AssistantSummaries, AssistantFunctionCalls):
     """Commits what the bot said, and the function calls it made, to the context.
 
     Events: ``on_assistant_turn_started(aggregator)``,
@@ -398,119 +389,3 @@ class LLMAssistantAggregator(ContextEditor, FrameProcessor):
         await self._call_event_handler(
             "on_assistant_thought", AssistantThoughtMessage(content=text, timestamp=self._thought_timestamp)
         )
-
-    # ----------------------------------------------------------------- LLM runs
-
-    async def _push_context(self) -> None:
-        self._push_when_bot_stops = False
-        self._push_owed = False
-        await self.push_frame(self.context_frame(), UPSTREAM)
-
-    def _owe_push(self) -> None:
-        if not self._push_owed:
-            self._push_owed = True
-            self._owed_at = self.paired_user.llm_runs if self.paired_user is not None else 0
-
-    async def _settle_owed_push(self) -> None:
-        """The user's turn ended with a push owed: it is settled if the turn ran the LLM since."""
-        if not self._push_owed or self.paired_user is None:
-            return  # unpaired: stays owed until the next result or append, as in pipecat
-        if self.paired_user.llm_runs > self._owed_at:
-            self._push_owed = False  # that run saw the context as it stands
-        else:
-            await self._maybe_push_context()
-
-    async def _maybe_push_context(self) -> None:
-        """Run the LLM for an owed push, unless the user speaks (their turn will) or the bot does (later)."""
-        if not self._push_owed or self._user_speaking:
-            return
-        if self._bot_speaking:
-            self._push_when_bot_stops = True
-            return
-        await self._push_context()
-
-    # ------------------------------------------------------------ summaries
-
-    async def _request_summary(self, config: LLMContextSummaryConfig | None) -> None:
-        made = self.summarizer.request(config, self._tools.calls.keys())
-        if made is None:
-            return
-        request, cfg = made
-        if cfg.llm is not None:  # a dedicated summarizer: called directly, the pipeline's LLM is not involved
-            self.create_task(self._summarize_with(cfg.llm, request), "context_summary")
-        else:
-            await self.push_frame(request, UPSTREAM)
-
-    async def _summarize_with(self, llm: Any, request: LLMContextSummaryRequestFrame) -> None:
-        await self._summary_result(await summarize_with(llm, request))
-
-    async def _summary_result(self, frame: LLMContextSummaryResultFrame) -> None:
-        event = self.summarizer.result(frame)
-        if event is not None:
-            await self._call_event_handler("on_summary_applied", self.summarizer, event)
-
-    # ------------------------------------------------------------ function calls
-
-    def _stray(self, frame: FunctionCallResultFrame | FunctionCallInterimResultFrame, state: str) -> None:
-        self.stray_results += 1
-        _STRAY(
-            self.stray_results,
-            "%s: result #%d for %s (%s) ignored: the call is %s",
-            self,
-            self.stray_results,
-            frame.function_name,
-            frame.tool_call_id,
-            state,
-        )
-
-    def _result_runs_llm(self, frame: FunctionCallResultFrame | FunctionCallInterimResultFrame,
-                         group_id: str | None) -> bool:
-        if not frame.result:
-            return False
-        props = frame.properties
-        if props is not None and props.run_llm is not None:
-            return props.run_llm
-        if frame.run_llm is not None:
-            return frame.run_llm
-        return not self._tools.holds_group(group_id, frame.tool_call_id)  # the last of its group runs it
-
-    async def _on_call_result(self, frame: FunctionCallResultFrame) -> None:
-        state = self._tools.state(frame.tool_call_id)
-        if state != "running":
-            self._stray(frame, state)
-            return
-        group_id = self._tools.group_of(frame.tool_call_id)
-        self._tools.settle(frame.tool_call_id, frame.function_name, frame.result)
-        await self._after_result(frame, group_id)
-
-    async def _on_call_interim(self, frame: FunctionCallInterimResultFrame) -> None:
-        state = self._tools.state(frame.tool_call_id)
-        if state != "running":
-            self._stray(frame, state)
-            return
-        if not frame.result:
-            self._stray(frame, "running (its interim result is empty)")
-            return
-        self._tools.interim(frame.tool_call_id, frame.function_name, frame.result)
-        await self._after_result(frame, self._tools.group_of(frame.tool_call_id))
-
-    async def _after_result(self, frame: FunctionCallResultFrame | FunctionCallInterimResultFrame,
-                            group_id: str | None) -> None:
-        props = frame.properties
-        if self._result_runs_llm(frame, group_id):
-            self._owe_push()
-        await self._maybe_push_context()
-        if props is not None and props.on_context_updated is not None:
-            self.create_task(props.on_context_updated(), f"{frame.function_name}:on_context_updated")
-
-    async def _on_call_cancel(self, frame: FunctionCallCancelFrame) -> None:
-        state = self._tools.state(frame.tool_call_id)
-        group_id = self._tools.group_of(frame.tool_call_id)
-        if state == "running":
-            self._tools.settle(frame.tool_call_id, frame.function_name, None, cancelled=True)
-        else:
-            self._tools.forget(frame.tool_call_id)
-        if (state != "unknown" and getattr(frame, "run_llm", False)
-                and not self._tools.holds_group(group_id, frame.tool_call_id)):
-            self._owe_push()
-            await self._maybe_push_context()
