@@ -1,6 +1,6 @@
 """Helpers of the tests that run ``flowcat serve`` as a process: a free port, the ``/healthz``
-answer, a server started in its own process group, a bounded wait until it answers, and the
-``stop_after`` fixture that kills what a test started (bind it in a test module with
+answer, a server started in its own process group, a bounded wait until it answers, killing a
+process with its group, and the ``stop_after`` fixture that kills what a test started (bind it in a test module with
 ``stop_after = _server_helpers.stop_after``)."""
 
 from __future__ import annotations
@@ -57,13 +57,18 @@ def wait_up(port: int, proc: subprocess.Popen[bytes], within: float = 20.0) -> d
         time.sleep(0.05)
 
 
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc`` with its process group (started with ``start_new_session=True``) and reap it."""
+    with contextlib.suppress(ProcessLookupError):  # workers outlive a killed supervisor
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=10)
+
+
 @pytest.fixture
 def stop_after() -> Iterator[list[subprocess.Popen[bytes]]]:
     """The processes a test appends here are killed with their process group at its end."""
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for p in procs:
-        with contextlib.suppress(ProcessLookupError):  # workers outlive a killed supervisor
-            os.killpg(p.pid, signal.SIGKILL)
-        if p.poll() is None:
-            p.wait(timeout=10)
+        kill_group(p)

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +26,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from _server_helpers import free_port, kill_group
+
 pytestmark = pytest.mark.timeout(240)
 
 TOKEN = "tok-secret-4f9a1c"
 KEYS = {"DEEPGRAM_API_KEY": "dg-secret-77aa", "OPENAI_API_KEY": "oa-secret-88bb", "CARTESIA_API_KEY": "ca-secret-99cc"}
 PUBLIC = "https://agents.example.test"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _yaml(fakes: dict[str, Any], port: int) -> str:
@@ -86,13 +81,6 @@ class Served:
         return self.log.read_text(errors="replace")
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port_file = tmp_path_factory.mktemp("fakes") / "fakes.json"
@@ -108,11 +96,11 @@ def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             time.sleep(0.05)
         yield json.loads(port_file.read_text())
     finally:
-        _kill(proc)
+        kill_group(proc)
 
 
 def _start(tmp: Path, fakes: dict[str, Any], *extra: str, env: dict[str, str] | None = None) -> Served:
-    port = _port()
+    port = free_port()
     config = tmp / "agents.yaml"
     config.write_text(_yaml(fakes, port))
     log = tmp / f"serve-{port}.log"
@@ -160,7 +148,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, fakes: dict[str, Any]) -> I
     try:
         yield s
     finally:
-        _kill(s.proc)
+        kill_group(s.proc)
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -213,7 +201,7 @@ async def test_a_route_of_an_agent_not_served_or_a_transport_it_does_not_list_is
 
 def test_no_servable_agent_exits_non_zero(tmp_path: Path, fakes: dict[str, Any]) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text(_yaml(fakes, _port()))
+    config.write_text(_yaml(fakes, free_port()))
     env = {k: v for k, v in os.environ.items() if k not in KEYS}  # no key: no agent can run
     r = subprocess.run([sys.executable, "-m", "flowcat.cli", "serve", "--config", str(config)],
                        capture_output=True, text=True, env=env, timeout=60)
@@ -330,7 +318,7 @@ def test_no_secret_reaches_the_logs(served: Served) -> None:
 
 def test_serving_off_loopback_needs_a_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "FLOWCAT_API_TOKEN"}
-    r = subprocess.run([sys.executable, "-m", "flowcat.cli", "serve", "--host", "0.0.0.0", "--port", str(_port())],
+    r = subprocess.run([sys.executable, "-m", "flowcat.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "needs an API token" in r.stderr and "FLOWCAT_API_TOKEN" in r.stderr
 
@@ -386,4 +374,4 @@ def test_sigterm_drains_then_says_goodbye_and_exits(tmp_path: Path, fakes: dict[
         assert served.proc.wait(timeout=20) == 0
         assert "ending 1 calls with a goodbye" in served.stderr()
     finally:
-        _kill(served.proc)
+        kill_group(served.proc)

@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from typing import Any
 
 import aiohttp
@@ -26,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from _helpers import require
+from _server_helpers import free_port, wait_up
 from flowcat.frames import InputAudioRawFrame, OutputAudioRawFrame
 from flowcat.server import ServerConfig, ServerState, create_app
 from flowcat.transports import ProtobufFrameSerializer
@@ -115,23 +114,6 @@ async def test_protobuf_route_on_the_picows_engine() -> None:
 # ------------------------------------------------------------------ pipecat 1.14 as the client
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2.0):
-                return
-        time.sleep(0.05)
-    raise AssertionError("server did not come up")
-
-
 async def _pipecat_echo(url: str, pcm: bytes, chunk: int) -> bytes:
     """pipecat's own client pipeline: its output sends ``pcm``, its input collects what comes back."""
     from pipecat.frames.frames import Frame as PFrame
@@ -218,7 +200,7 @@ async def _pipecat_echo(url: str, pcm: bytes, chunk: int) -> bytes:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # websockets' legacy API inside pipecat
 def test_pipecat_protobuf_client_gets_its_audio_back_byte_exact_from_flowcat_serve() -> None:
     require("pipecat.transports.websocket.client")  # pipecat 1.14 with its client's imports
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowcat.cli", "serve", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL,
@@ -226,7 +208,7 @@ def test_pipecat_protobuf_client_gets_its_audio_back_byte_exact_from_flowcat_ser
         start_new_session=True,
     )
     try:
-        _wait_up(port, proc)
+        wait_up(port, proc, within=60.0)
         pcm = _pcm(1000)
         chunk = RATE * 2 * 40 // 1000  # pipecat's output chunk (4 x 10 ms): no padding
         got = asyncio.run(_pipecat_echo(f"ws://127.0.0.1:{port}/protobuf/ws?sample_rate={RATE}", pcm, chunk))

@@ -8,17 +8,16 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from _server_helpers import free_port, health
 from flowcat.errors import ConfigError
 from flowcat.server import CallInfo, RestartBackoff, load_app
 from flowcat.server._supervisor import Supervisor
@@ -44,12 +43,6 @@ class Flip(FrameProcessor):
 def app(call):
     return [Flip()]
 '''
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _flowcat() -> list[str]:
@@ -94,7 +87,7 @@ def test_bad_app_is_one_error_line_and_a_nonzero_exit(
         (tmp_path / name).write_text(text)
     t0 = time.monotonic()
     out = subprocess.run(
-        [*_flowcat(), "serve", "--app", spec, "--port", str(_port()), "--workers", "2"],
+        [*_flowcat(), "serve", "--app", spec, "--port", str(free_port()), "--workers", "2"],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -143,10 +136,8 @@ def _wait_health(port: int, proc: subprocess.Popen[str], within: float = 60.0) -
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2.0) as r:
-                if r.status == 200:
-                    return
+        if health(port) is not None:
+            return
         time.sleep(0.05)
     raise AssertionError("server did not come up")
 
@@ -166,7 +157,7 @@ def test_an_app_in_the_working_directory_serves_calls(tmp_path: Path) -> None:
     """The user's module next to them is found by the parent and by every worker, also
     where Python itself would not look in the working directory (``PYTHONSAFEPATH``)."""
     (tmp_path / "fc_cwd_app.py").write_text(FLIP_APP)
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(
         [*_flowcat(), "serve", "--app", "fc_cwd_app:app", "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
@@ -350,7 +341,7 @@ def test_a_worker_crashing_in_a_real_server_is_restarted_with_backoff(tmp_path: 
         )
     )
     proc = subprocess.Popen(
-        [*_flowcat(), "serve", "--app", "fc_dies:app", "--port", str(_port()), "--workers", "1"],
+        [*_flowcat(), "serve", "--app", "fc_dies:app", "--port", str(free_port()), "--workers", "1"],
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.DEVNULL,
