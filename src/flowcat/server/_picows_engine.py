@@ -99,8 +99,7 @@ class PicowsSocket(CallSocket):
 
     @property
     def closed(self) -> bool:
-        ws = self.listener.ws
-        return ws is None or ws.is_disconnected or ws.is_close_frame_sent
+        return not self.listener.writable
 
     async def receive(self) -> str | bytes | None:
         return await self.listener.receive()

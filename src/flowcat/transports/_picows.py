@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .._ratelimit import RateLimitedLog
 from ..errors import MissingExtraError
 from ._attach import feed_until_closed
 from ._drive import drive
@@ -48,6 +49,47 @@ _INBOX_MAX = 64  # messages kept before a transport is attached (a flood keeps o
 
 def _drop(data: str | bytes) -> None:
     """Where a listener whose connection is gone puts a message: nowhere."""
+
+
+class _LateWriteLog(logging.Filter):
+    """Rate-limits the socket layer's "write() called after connection lost." warning.
+
+    aiofastnet (picows' socket layer) logs it for every write past the fifth on a
+    socket whose loss it has seen but picows has not reported yet (its
+    ``connection_lost`` runs one loop iteration later). flowcat checks the socket
+    before each write (:func:`_sock_open`), so only a writer outside flowcat can
+    still cause it; it is logged once, then one in every 1,000, across all
+    connections (:attr:`count` has them all).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self._due = RateLimitedLog(logger, first=1, every=1000).due
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).endswith("called after connection lost."):
+            return True
+        self.count += 1
+        return self._due(self.count)
+
+
+_LATE_WRITES = _LateWriteLog()
+logging.getLogger("aiofastnet").addFilter(_LATE_WRITES)
+
+
+def _sock_open(ws: Any) -> bool:
+    """Whether a message written to picows ``ws`` goes anywhere.
+
+    picows' own flags (``is_disconnected``, ``is_close_frame_sent``) change only when
+    its ``connection_lost`` runs, one loop iteration after the socket layer closed
+    the socket (a failed write, a reset or EOF read, an abort): a burst of writes
+    in between (a starved loop catching up, a read of many echoed frames) would
+    each reach a closed transport. ``is_closing()`` is true from that moment.
+    """
+    return ws is not None and not ws.is_disconnected and not ws.is_close_frame_sent and not (
+        ws.underlying_transport.is_closing()
+    )
 
 
 class PicowsListener(picows.WSListener):
@@ -122,10 +164,16 @@ class PicowsListener(picows.WSListener):
             finally:
                 self._waiter = None
 
+    @property
+    def writable(self) -> bool:
+        """Whether a message sent now goes anywhere (the socket is open and not closing)."""
+        return _sock_open(self.ws)
+
     def send(self, message: str | bytes) -> None:
-        """Write one message now (str: text frame, bytes: binary frame)."""
+        """Write one message now (str: text frame, bytes: binary frame); nothing once the
+        socket is closing or gone."""
         ws = self.ws
-        if ws is None or ws.is_disconnected or ws.is_close_frame_sent:
+        if not _sock_open(ws):
             return
         ws.send(_BINARY if isinstance(message, bytes) else _TEXT, message)
 
@@ -133,6 +181,8 @@ class PicowsListener(picows.WSListener):
         """Send CLOSE (once) and drop the connection if the peer does not answer in time."""
         ws = self.ws
         if ws is None or ws.is_disconnected:
+            return
+        if ws.underlying_transport.is_closing():  # lost: picows reports it in a moment
             return
         if not ws.is_close_frame_sent:
             ws.send_close(_CloseCode(code), reason.encode() if reason else None)
@@ -310,14 +360,16 @@ class PicowsTransport(WebsocketTransport):
         name: Name for logs.
     """
 
-    __slots__ = ("_listener", "_pcm_rate")
+    __slots__ = ("_listener", "_pcm_rate", "_sock")
 
     def __init__(
         self, listener: PicowsListener, params: WebsocketParams | None = None, *, name: str | None = None
     ) -> None:
         self._listener = listener
         self._pcm_rate = 0
-        super().__init__(listener.ws, params, name=name)
+        ws = listener.ws
+        self._sock = ws.underlying_transport if ws is not None else None  # the asyncio transport under picows
+        super().__init__(ws, params, name=name)
 
     @property
     def listener(self) -> PicowsListener:
@@ -331,8 +383,7 @@ class PicowsTransport(WebsocketTransport):
     # ------------------------------------------------------ socket seam
 
     def _socket_open(self) -> bool:
-        ws = self._ws
-        return ws is not None and not ws.is_disconnected and not ws.is_close_frame_sent
+        return _sock_open(self._ws)
 
     def _socket_write(self, message: str | bytes) -> None:
         self._ws.send(_BINARY if isinstance(message, bytes) else _TEXT, message)
@@ -352,11 +403,14 @@ class PicowsTransport(WebsocketTransport):
     def _write_audio_now(self, frame: Any) -> None:
         if self._closing:
             return
-        # (picows itself ignores sends once the socket is gone or its CLOSE was sent.)
+        # (picows itself ignores sends once the socket is gone or its CLOSE was sent; a
+        # socket already closing below it, lost but not yet reported, is checked here.)
         ws = self._ws
         lis = self._listener
         if lis.congested:  # the peer is not reading: real-time audio is dropped, not buffered
             lis.audio_dropped += 1
+            return
+        if self._sock.is_closing():  # type: ignore[union-attr]  # (set: _ws is, see _audio_writer)
             return
         try:
             if frame.sample_rate == self._pcm_rate:
