@@ -30,7 +30,7 @@ __all__ = ["CURRENT_CALL", "AiohttpSocket", "CallRecord", "CallSocket", "run_cal
 
 logger = logging.getLogger("flowcat.server")
 
-_END_GRACE = 5.0  # seconds the pipeline may take to finish once the socket closed
+_END_GRACE = 5.0  # seconds the pipeline may take to end by itself once the socket closed
 
 
 @dataclass(eq=False)
@@ -145,10 +145,14 @@ async def serve_call(
         await asyncio.wait((runner,), timeout=_END_GRACE)
     finally:
         if not runner.done():
+            # The task bounds its own cancel and cleanup (cancel_timeout_secs, each
+            # processor's hook timeout): wait for it as long as it may take. A shorter wait
+            # (it was _END_GRACE) cut the cleanup of calls on a CPU-starved loop short.
             await task.cancel("socket closed")
-            await asyncio.wait((runner,), timeout=_END_GRACE)
+            bound = task.cancel_timeout_secs
+            await asyncio.wait((runner,), timeout=bound)
             if not runner.done():
-                logger.warning("%s: did not finish after cancel; abandoning", task.name)
+                logger.warning("%s: did not finish %g s after cancel; abandoning", task.name, bound)
                 runner.cancel()
         await sock.close()
     return task
