@@ -37,8 +37,16 @@ def open_fds() -> Counter[str]:
 def snapshot(collector: Any) -> dict[str, Any]:
     """What the process holds with no call live (see the module docstring). Blocks the loop
     for the count (~1 µs an object): take it only when no call is live."""
-    cycles = collector.deep_collect() if collector is not None else gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(flags | gc.DEBUG_SAVEALL)  # what the deep collection finds stays in gc.garbage: count its types
+    try:
+        cycles = collector.deep_collect() if collector is not None else gc.collect()
+        found = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(flags)
     gc.unfreeze()
+    gc.collect()  # (they were frozen with the rest) now free them
     try:
         objs = gc.get_objects()
         types = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objs)
@@ -51,6 +59,7 @@ def snapshot(collector: Any) -> dict[str, Any]:
     return {
         "rss_mb": round(rss_mb(), 1),
         "cycles_found": cycles,
+        "cycle_types": found,
         "objects": sum(types.values()),
         "types": types,
         "tasks": tasks,

@@ -16,7 +16,7 @@ The defaults are ~70 % of this machine's capacity: 800 echo calls at a 50 pps p9
 Phases: a warm-up (``--warmup`` s of calls, then every call ends) → snapshot A (no call live)
 → the soak (``--minutes``, a row every ``--window`` s) → every call ends → snapshot B.
 A snapshot, taken in this process while no call is live: a deep collection (cycles left
-among frozen objects), gc-tracked objects counted by type (frozen ones included), asyncio
+among frozen objects; what it found counted by type), gc-tracked objects counted by type (frozen ones included), asyncio
 tasks, open file descriptors, RSS. Per window: RSS (max of 1 s samples), live calls,
 collections per generation and the worst pause (``gc.callbacks``), loop stalls, the echo
 round trip p50/p99/p99.9/max at the callers, agent turns answered.
@@ -323,6 +323,7 @@ def _brief(s: dict[str, Any]) -> dict[str, Any]:
         "rss_mb": s["rss_mb"],
         "objects": s["objects"],
         "cycles_found": s["cycles_found"],
+        "cycle_types": dict(s["cycle_types"].most_common(10)),
         "tasks": sum(s["tasks"].values()),
         "fds": sum(s["fds"].values()),
     }
