@@ -19,12 +19,12 @@ class ListenerFed(Protocol):
     async def handle_disconnect(self) -> None: ...
 
 
-async def feed_until_closed(transport: ListenerFed, listener: Any, keep: int) -> None:
+async def feed_until_closed(transport: ListenerFed, listener: Any, keep: int | None) -> None:
     """Feed ``transport`` from ``listener`` until the connection is gone; then end the call.
 
     Waits for the StartFrame to reach the transport's input (or the peer to leave),
     attaches the transport to the listener (of the messages that arrived meanwhile
-    only the last ``keep`` are fed), waits for the connection to close and finally
+    only the last ``keep`` are fed; None: all), waits for the connection to close and finally
     runs the transport's disconnect handling.
     """
     try:

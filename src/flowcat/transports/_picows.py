@@ -44,7 +44,7 @@ _PING = picows.WSMsgType.PING
 _CloseCode = picows.WSCloseCode
 
 _CLOSE_WAIT = 2.0  # seconds the peer has to answer our CLOSE before the socket is dropped
-_INBOX_MAX = 64  # messages kept before a transport is attached (a flood keeps only the newest)
+_INBOX_MAX = 250  # messages kept before a transport is attached (5 s of 20 ms audio; a flood keeps the newest)
 
 
 def _drop(data: str | bytes) -> None:
@@ -348,11 +348,12 @@ class PicowsTransport(WebsocketTransport):
     Events and behaviour are those of :class:`WebsocketTransport`; only the socket
     differs. :meth:`read_messages` waits for the StartFrame to reach the input,
     attaches the transport to the listener and returns when the connection is gone.
-    Of the messages that arrived before the pipeline started, the last
-    ``audio_out_send_ahead_chunks`` are fed (a client that sends right after the
-    upgrade is not ignored) and older ones dropped, as aiohttp's input drops them
-    all: a longer backlog would keep a real-time-paced echo that far behind for the
-    whole call.
+    The messages that arrived before the pipeline started (the listener's inbox, at
+    most 250) are all fed first, in order: the caller's first audio is not lost when
+    a loaded server starts the pipeline late (the aiohttp engine leaves them in the
+    socket until its reader starts, with the same effect). Only feeding the last few
+    (as this engine once did, so that a start-up backlog could not put a paced echo
+    behind for the call) lost the first words of calls started under load.
 
     Args:
         listener: The connection's :class:`PicowsListener` (already connected).
@@ -378,7 +379,7 @@ class PicowsTransport(WebsocketTransport):
 
     async def read_messages(self) -> None:
         """Feed the input from the listener until the connection is gone; then end the call."""
-        await feed_until_closed(self, self._listener, max(1, self._wparams.audio_out_send_ahead_chunks))
+        await feed_until_closed(self, self._listener, None)
 
     # ------------------------------------------------------ socket seam
 

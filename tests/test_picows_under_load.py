@@ -1,4 +1,5 @@
-"""A peer that vanishes mid-stream on the picows engine: no writes to its lost socket, no log flood.
+"""The picows engine under load: a caller's first audio before its pipeline started is kept; a peer
+that vanishes mid-stream gets no writes to its lost socket and causes no log flood.
 
 Real sockets on 127.0.0.1: the picows engine's server (``serve_picows``) with the echo app;
 callers are plain TCP sockets in a thread speaking RFC 6455 (masked binary frames), so that
@@ -45,8 +46,10 @@ def _frame(payload: bytes) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def _connect(port: int) -> socket.socket:
-    """A raw WebSocket client on ``/ws`` (blocking; the upgrade's answer read, bounded)."""
+def _connect(port: int, early: bytes = b"") -> socket.socket:
+    """A raw WebSocket client on ``/ws`` (blocking; the upgrade's answer read, bounded); ``early``
+    (frames) goes in the same write as the upgrade request. What came after the answer is in
+    ``_AFTER[socket]``."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5.0)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(
@@ -54,6 +57,7 @@ def _connect(port: int) -> socket.socket:
             "GET /ws?sample_rate=8000 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
+        + early
     )
     got = b""
     while b"\r\n\r\n" not in got:
@@ -61,16 +65,44 @@ def _connect(port: int) -> socket.socket:
         assert part, "closed during the upgrade"
         got += part
     assert got.startswith(b"HTTP/1.1 101"), got[:80]
+    _AFTER[s] = got.partition(b"\r\n\r\n")[2]
     return s
 
 
-def _read_echo(s: socket.socket, chunks: int) -> None:
-    """Read ``chunks`` echoed chunks (server frames: 4-byte header, unmasked; bounded by the socket's timeout)."""
-    want, got = chunks * (4 + len(_CHUNK)), 0
-    while got < want:
-        part = s.recv(want - got)
+_AFTER: dict[socket.socket, bytes] = {}
+
+
+def _read_echo(s: socket.socket, chunks: int, chunk: int = len(_CHUNK)) -> bytes:
+    """Read ``chunks`` echoed chunks (server frames: 4-byte header, unmasked; bounded by the
+    socket's timeout); returns their payloads."""
+    want, got = chunks * (4 + chunk), _AFTER.pop(s, b"")
+    while len(got) < want:
+        part = s.recv(max(1, want - len(got)))
         assert part, "closed while echoing"
-        got += len(part)
+        got += part
+    frames = [got[i : i + 4 + chunk] for i in range(0, want, 4 + chunk)]
+    assert all(f[:2] == b"\x82\x7e" for f in frames), frames[0][:4]
+    return b"".join(f[4:] for f in frames)
+
+
+async def test_audio_sent_before_the_pipeline_started_is_all_echoed() -> None:
+    """Ten chunks in the same packet as the upgrade request: they reach picows before the
+    call's pipeline has started (a loaded server starts it later still). Every one is echoed,
+    in order, then the live ones; before, only the last two were fed (the SIGTERM-under-load
+    test lost the first chunks of calls started while 30 calls were being set up)."""
+    early = [bytes([i, 0x30]) * 160 for i in range(10)]
+    async with engine_tests.engine() as e:
+        s = await asyncio.to_thread(_connect, e.port, b"".join(_frame(c) for c in early))
+        try:
+            got = await asyncio.to_thread(_read_echo, s, 10)
+            assert got == b"".join(early)
+            live = [bytes([i, 0x40]) * 160 for i in range(3)]
+            s.sendall(b"".join(_frame(c) for c in live))
+            assert await asyncio.to_thread(_read_echo, s, 3) == b"".join(live)
+            assert e.state.health()["active"] == 1
+        finally:
+            s.close()
+        await engine_tests.calls_ended(e)
 
 
 def _vanish(s: socket.socket, burst: int) -> None:
