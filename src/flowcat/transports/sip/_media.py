@@ -203,6 +203,23 @@ class RTPSession(asyncio.DatagramProtocol):
             data, addr = recvfrom(_MAX_DATAGRAM)
         except OSError:  # nothing after all (EAGAIN), or an ICMP error queued on the socket
             return
+        # datagram_received's common packet (see there), one call sooner: every packet of every call.
+        if data[:2] == self._plain and self.latched and addr[0] in self.expected_hosts and len(data) > 12:
+            seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            if (
+                ssrc == self._audio_ssrc
+                and ssrc != self._ssrc_out
+                and self._inband is None
+                and self.jitter.in_order(seq)
+            ):
+                self.packets_in += 1
+                payload = data[12:]
+                self._rx_pcm = pcm = self._decode(payload)
+                self._rx_payload = payload
+                sink = self.sink
+                if sink is not None:
+                    sink.on_rtp_audio(pcm)
+                return
         self.datagram_received(data, addr)
 
     def _send(self, tr: Any, data: bytes) -> None:
