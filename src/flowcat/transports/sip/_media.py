@@ -43,7 +43,7 @@ object with ``sendto``/``close`` (a datagram transport, a test double).
 **Passed-through audio.** Caller audio the pipeline hands back unchanged (an echo, a
 loopback test: the very ``bytes`` object decoded last) is re-encoded from the packet it
 came in — a byte-for-byte table, the same bytes the encoder gives for it — instead of
-through the encoder, also when it was sent late (the last 64 chunks decoded are remembered).
+through the encoder.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ _SEQ_TS_SSRC = struct.Struct("!HII")
 _FIXED = struct.Struct("!BBHII")
 _BAD = RateLimitedLog(logger)
 _MAX_DATAGRAM = 65536
-_RX_KEPT = 64  # decoded chunks remembered for a pass-through sent late (1.3 s of 20 ms packets)
 
 _DECODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": ulaw_to_pcm16, "PCMA": alaw_to_pcm16}
 _ENCODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": pcm16_to_ulaw, "PCMA": pcm16_to_alaw}
@@ -161,7 +160,6 @@ class RTPSession(asyncio.DatagramProtocol):
         self._last_payload = b""
         self._rx_pcm: bytes | None = None  # the last chunk decoded, and the payload it came from
         self._rx_payload = b""
-        self._rx: dict[int, tuple[bytes, bytes]] = {}  # the last chunks decoded (queued behind others)
         self._round = _ROUND_TRIP[negotiated.codec]
         te = negotiated.telephone_event_pt
         self._te_pt = -1 if te is None else te
@@ -218,10 +216,6 @@ class RTPSession(asyncio.DatagramProtocol):
                 payload = data[12:]
                 self._rx_pcm = pcm = self._decode(payload)
                 self._rx_payload = payload
-                rx = self._rx
-                if len(rx) >= _RX_KEPT:
-                    rx.clear()
-                rx[id(pcm)] = (pcm, payload)
                 sink = self.sink
                 if sink is not None:
                     sink.on_rtp_audio(pcm)
@@ -303,10 +297,6 @@ class RTPSession(asyncio.DatagramProtocol):
         pcm = self._decode(payload)
         self._rx_pcm = pcm
         self._rx_payload = payload
-        rx = self._rx
-        if len(rx) >= _RX_KEPT:
-            rx.clear()
-        rx[id(pcm)] = (pcm, payload)
         sink = self.sink
         if sink is not None:
             sink.on_rtp_audio(pcm)
@@ -373,8 +363,6 @@ class RTPSession(asyncio.DatagramProtocol):
             payload = self._last_payload
         elif pcm is self._rx_pcm:  # the caller's audio handed back unchanged (immutable bytes)
             payload = self._rx_payload.translate(self._round)
-        elif (kept := self._rx.pop(id(pcm), None)) is not None and kept[0] is pcm:
-            payload = kept[1].translate(self._round)  # the same, sent later (it waited in a queue)
         else:
             payload = self._encode(pcm)
             if type(pcm) is bytes:  # immutable: the same object is the same audio
