@@ -378,3 +378,30 @@ async def test_attached_socket_is_read_by_the_loop_and_a_refused_send_is_dropped
         alloc.release(port)
         peer.close()
     assert sock.fileno() == -1 and s.transport is None
+
+
+def test_reader_takes_one_datagram_per_readiness_and_drains_a_backlog_every_8th() -> None:
+    """Steady RTP is one packet per socket per readiness: one recvfrom each (no EAGAIN read).
+    A backlog (a busy moment) is taken whole on every 8th readiness, not one packet per turn."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    try:
+        s = RTPSession("t", Negotiated("PCMU", 0, 101, peer.getsockname(), "sendrecv"), {"127.0.0.1"})
+        sink = Sink()
+        s.sink = sink
+        for q in range(1, 31):
+            peer.sendto(audio(q, payload=bytes([q]) * 160), sock.getsockname())
+        for turn in range(1, 8):
+            s._readable(sock.recvfrom)
+            assert s.packets_in == turn
+        s._readable(sock.recvfrom)
+        assert s.packets_in == 30
+        assert bytes(sink.audio) == b"".join(ulaw_to_pcm16(bytes([q]) * 160) for q in range(1, 31))
+        s._readable(sock.recvfrom)  # a readiness with nothing there: no harm
+        assert s.packets_in == 30
+    finally:
+        sock.close()
+        peer.close()

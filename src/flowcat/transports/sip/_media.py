@@ -33,9 +33,10 @@ between them. Without a negotiated telephone-event the press is dropped (logged)
 
 **The socket** (:meth:`RTPSession.attach`): the call's UDP socket is read by a reader
 callback of the event loop, one datagram per readiness (the loop calls again while
-more wait), and written with the socket's own ``sendto`` — one system call per packet
-each way, where a datagram transport reads until ``EAGAIN`` (two per packet at one
-packet per socket per 20 ms). A send the kernel refuses (a full buffer, an unreachable
+more wait; every 8th readiness takes all that wait, so a backlog left by a busy moment
+goes at once), and written with the socket's own ``sendto`` — about one system call per
+packet each way, where a datagram transport reads until ``EAGAIN`` (two per packet at
+one packet per socket per 20 ms). A send the kernel refuses (a full buffer, an unreachable
 network) drops that packet (counted in ``send_errors``, rate-limited log): late RTP is
 worthless, so nothing is buffered. :meth:`RTPSession.connection_made` still takes any
 object with ``sendto``/``close`` (a datagram transport, a test double).
@@ -77,6 +78,7 @@ _SEQ_TS_SSRC = struct.Struct("!HII")
 _FIXED = struct.Struct("!BBHII")
 _BAD = RateLimitedLog(logger)
 _MAX_DATAGRAM = 65536
+_DRAIN = 64  # datagrams taken at most when a socket is drained (every 8th readiness)
 
 _DECODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": ulaw_to_pcm16, "PCMA": alaw_to_pcm16}
 _ENCODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": pcm16_to_ulaw, "PCMA": pcm16_to_alaw}
@@ -146,6 +148,7 @@ class RTPSession(asyncio.DatagramProtocol):
         """RFC 4733 packets sent."""
         self.send_errors = 0
         """Packets the kernel refused to send (dropped)."""
+        self._reads = 0
 
     def update(self, negotiated: Negotiated) -> None:
         """Apply a (re-)negotiation: codec, payload types, destination, direction."""
@@ -199,28 +202,32 @@ class RTPSession(asyncio.DatagramProtocol):
         self.sink = None
 
     def _readable(self, recvfrom: Callable[[int], tuple[bytes, Any]]) -> None:
-        try:
-            data, addr = recvfrom(_MAX_DATAGRAM)
-        except OSError:  # nothing after all (EAGAIN), or an ICMP error queued on the socket
-            return
-        # datagram_received's common packet (see there), one call sooner: every packet of every call.
-        if data[:2] == self._plain and self.latched and addr[0] in self.expected_hosts and len(data) > 12:
-            seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
-            if (
-                ssrc == self._audio_ssrc
-                and ssrc != self._ssrc_out
-                and self._inband is None
-                and self.jitter.in_order(seq)
-            ):
-                self.packets_in += 1
-                payload = data[12:]
-                self._rx_pcm = pcm = self._decode(payload)
-                self._rx_payload = payload
-                sink = self.sink
-                if sink is not None:
-                    sink.on_rtp_audio(pcm)
+        n = self._reads = self._reads + 1
+        # One datagram per readiness (the loop calls again while more wait); every 8th time, all
+        # that wait (bounded): a backlog left by a busy moment is taken at once, not one per turn.
+        for _ in range(_DRAIN if n & 7 == 0 else 1):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except OSError:  # nothing after all (EAGAIN), or an ICMP error queued on the socket
                 return
-        self.datagram_received(data, addr)
+            # datagram_received's common packet (see there), one call sooner: every packet of every call.
+            if data[:2] == self._plain and self.latched and addr[0] in self.expected_hosts and len(data) > 12:
+                seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+                if (
+                    ssrc == self._audio_ssrc
+                    and ssrc != self._ssrc_out
+                    and self._inband is None
+                    and self.jitter.in_order(seq)
+                ):
+                    self.packets_in += 1
+                    payload = data[12:]
+                    self._rx_pcm = pcm = self._decode(payload)
+                    self._rx_payload = payload
+                    sink = self.sink
+                    if sink is not None:
+                        sink.on_rtp_audio(pcm)
+                    continue
+            self.datagram_received(data, addr)
 
     def _send(self, tr: Any, data: bytes) -> None:
         try:
