@@ -298,3 +298,110 @@ def test_the_plain_packet_fast_path_decodes_like_the_full_parse() -> None:
     s.datagram_received(build_rtp(0, False, 40, 0, s._ssrc_out, b"\x00" * 160), (PEER, 4000))  # looped
     assert bytes(sink.audio) == b"".join(ulaw_to_pcm16(frames[q]) for q in range(1, 40))
     assert s.packets_in == 40 and s.looped == 1 and s.jitter.lost == 0
+
+
+@pytest.mark.parametrize("codec,pt", [("PCMU", 0), ("PCMA", 8)])
+def test_caller_audio_handed_back_unchanged_is_reencoded_by_table_to_the_encoders_bytes(codec: str, pt: int) -> None:
+    """An echo hands the decoded chunk object straight back: it goes out re-encoded from the
+    packet it came in (a byte table), never through the encoder, and the bytes are exactly the
+    encoder's for every one of the 256 codes (μ-law's -0 comes back +0)."""
+    from flowcat.audio import alaw_to_pcm16, pcm16_to_alaw
+
+    s = RTPSession("t", Negotiated(codec, pt, 101, (PEER, 4000), "sendrecv"), {PEER})
+    udp = FakeUDP()
+    s.connection_made(udp)
+    encoded: list[int] = []
+    encode = s._encode
+
+    def counting(pcm: bytes) -> bytes:
+        encoded.append(len(pcm))
+        return encode(pcm)
+
+    s._encode = counting  # type: ignore[method-assign]
+
+    class Echo:
+        def on_rtp_audio(self, pcm: bytes) -> None:
+            s.send_pcm(pcm)
+
+        def on_rtp_dtmf(self, key: KeypadEntry) -> None:
+            pass
+
+    s.sink = Echo()
+    codes = bytes(range(256))
+    s.datagram_received(build_rtp(pt, False, 1, 0, 7, codes), (PEER, 4000))
+    s.datagram_received(build_rtp(pt, False, 2, 256, 7, codes[::-1]), (PEER, 4000))
+    enc, dec = (pcm16_to_ulaw, ulaw_to_pcm16) if codec == "PCMU" else (pcm16_to_alaw, alaw_to_pcm16)
+    out = [parse_rtp(p) for p, _ in udp.sent]
+    assert [h.payload for h in out] == [enc(dec(codes)), enc(dec(codes[::-1]))]  # type: ignore[union-attr]
+    assert encoded == []
+    s.send_pcm(bytes(dec(codes)))  # equal audio, another object: the encoder
+    assert encoded == [512] and parse_rtp(udp.sent[-1][0]).payload == enc(dec(codes))  # type: ignore[union-attr]
+
+
+async def test_attached_socket_is_read_by_the_loop_and_a_refused_send_is_dropped_and_counted() -> None:
+    """The call's socket is the session's own (read by a loop reader, written with sendto): a
+    packet reaches the sink, the echo goes back to its source, a send the kernel refuses
+    (broadcast without SO_BROADCAST) drops that packet and the session carries on; close()
+    stops reading and closes the socket."""
+    alloc = RTPPortAllocator("127.0.0.1", 42000, 42100)
+    sock, port = alloc.bind()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(5)
+    s = RTPSession("t", Negotiated("PCMU", 0, 101, ("127.0.0.1", peer.getsockname()[1]), "sendrecv"), {"127.0.0.1"})
+    got = asyncio.Event()
+
+    class Echo:
+        def on_rtp_audio(self, pcm: bytes) -> None:
+            s.send_pcm(pcm)
+            got.set()
+
+        def on_rtp_dtmf(self, key: KeypadEntry) -> None:
+            pass
+
+    s.sink = Echo()
+    s.attach(sock)
+    try:
+        peer.sendto(audio(1, payload=b"\x20" * 160), ("127.0.0.1", port))
+        await asyncio.wait_for(got.wait(), 5)
+        data, src = await asyncio.get_running_loop().run_in_executor(None, peer.recvfrom, 2048)
+        assert src == ("127.0.0.1", port) and parse_rtp(data).payload == b"\x20" * 160  # type: ignore[union-attr]
+        s.remote = ("255.255.255.255", 4000)
+        s.send_pcm(bytes(320))
+        assert s.send_errors == 1 and s.packets_out == 2
+        s.remote = ("127.0.0.1", peer.getsockname()[1])
+        s.send_pcm(bytes(320))
+        data, _ = await asyncio.get_running_loop().run_in_executor(None, peer.recvfrom, 2048)
+        assert parse_rtp(data).payload == pcm16_to_ulaw(bytes(320))  # type: ignore[union-attr]
+    finally:
+        s.close()
+        alloc.release(port)
+        peer.close()
+    assert sock.fileno() == -1 and s.transport is None
+
+
+def test_reader_takes_one_datagram_per_readiness_and_drains_a_backlog_every_8th() -> None:
+    """Steady RTP is one packet per socket per readiness: one recvfrom each (no EAGAIN read).
+    A backlog (a busy moment) is taken whole on every 8th readiness, not one packet per turn."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    try:
+        s = RTPSession("t", Negotiated("PCMU", 0, 101, peer.getsockname(), "sendrecv"), {"127.0.0.1"})
+        sink = Sink()
+        s.sink = sink
+        for q in range(1, 31):
+            peer.sendto(audio(q, payload=bytes([q]) * 160), sock.getsockname())
+        for turn in range(1, 8):
+            s._readable(sock.recvfrom)
+            assert s.packets_in == turn
+        s._readable(sock.recvfrom)
+        assert s.packets_in == 30
+        assert bytes(sink.audio) == b"".join(ulaw_to_pcm16(bytes([q]) * 160) for q in range(1, 31))
+        s._readable(sock.recvfrom)  # a readiness with nothing there: no harm
+        assert s.packets_in == 30
+    finally:
+        sock.close()
+        peer.close()

@@ -89,7 +89,8 @@ class SIPCall:
                 inband_dtmf=srv.inband_dtmf,
                 jitter_max_packets=srv.jitter_max_packets,
             )
-            _, _, self.rtp_port = await srv.rtp_ports.open(lambda: media)
+            sock, self.rtp_port = srv.rtp_ports.bind()
+            media.attach(sock)
             self.media = media
             self._respond(txn, 180, "Ringing")
             if srv.ring_secs > 0:

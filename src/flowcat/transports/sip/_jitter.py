@@ -72,7 +72,13 @@ class JitterBuffer(Generic[T]):
         it at once) and return True; else False (call :meth:`push`)."""
         if seq == self._next and not self._held:
             self._next = (seq + 1) & 0xFFFF
-            self._adapt_quiet()
+            # _adapt_quiet, inline (every packet of every call takes this path)
+            self._late_run = 0
+            self._quiet += 1
+            if self._quiet >= self.shrink_after:
+                self._quiet = 0
+                if self.depth > 0:
+                    self.depth -= 1
             return True
         return False
 

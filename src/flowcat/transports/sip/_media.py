@@ -30,6 +30,21 @@ first, a growing duration, three end packets (E bit), all with the timestamp of 
 event's start. Sequence numbers run on with the audio's; the audio timestamp keeps
 advancing during the event. Presses queue behind each other with 40 ms of audio
 between them. Without a negotiated telephone-event the press is dropped (logged).
+
+**The socket** (:meth:`RTPSession.attach`): the call's UDP socket is read by a reader
+callback of the event loop, one datagram per readiness (the loop calls again while
+more wait; every 8th readiness takes all that wait, so a backlog left by a busy moment
+goes at once), and written with the socket's own ``sendto`` — about one system call per
+packet each way, where a datagram transport reads until ``EAGAIN`` (two per packet at
+one packet per socket per 20 ms). A send the kernel refuses (a full buffer, an unreachable
+network) drops that packet (counted in ``send_errors``, rate-limited log): late RTP is
+worthless, so nothing is buffered. :meth:`RTPSession.connection_made` still takes any
+object with ``sendto``/``close`` (a datagram transport, a test double).
+
+**Passed-through audio.** Caller audio the pipeline hands back unchanged (an echo, a
+loopback test: the very ``bytes`` object decoded last) is re-encoded from the packet it
+came in — a byte-for-byte table, the same bytes the encoder gives for it — instead of
+through the encoder.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -59,10 +75,15 @@ __all__ = ["MediaSink", "RTPSession"]
 
 logger = logging.getLogger("flowcat.transports.sip.rtp")
 _SEQ_TS_SSRC = struct.Struct("!HII")
+_FIXED = struct.Struct("!BBHII")
 _BAD = RateLimitedLog(logger)
+_MAX_DATAGRAM = 65536
+_DRAIN = 64  # datagrams taken at most when a socket is drained (every 8th readiness)
 
 _DECODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": ulaw_to_pcm16, "PCMA": alaw_to_pcm16}
 _ENCODE: dict[str, Callable[[bytes], bytes]] = {"PCMU": pcm16_to_ulaw, "PCMA": pcm16_to_alaw}
+# encode(decode(payload)) byte by byte (G.711 is a per-sample map): μ-law's -0 comes back +0.
+_ROUND_TRIP = {codec: _ENCODE[codec](dec(bytes(range(256)))) for codec, dec in _DECODE.items()}
 
 
 class MediaSink(Protocol):
@@ -92,7 +113,10 @@ class RTPSession(asyncio.DatagramProtocol):
         jitter_max_packets: int = 5,
     ) -> None:
         self.name = name
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: Any = None
+        """What packets are sent with (``sendto``/``close``): the socket once attached."""
+        self._sock: socket.socket | None = None
+        self._reader: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self.sink: MediaSink | None = None
         self.expected_hosts = set(expected_hosts)
@@ -122,6 +146,9 @@ class RTPSession(asyncio.DatagramProtocol):
         self._dtmf_dropped = 0
         self.dtmf_packets_out = 0
         """RFC 4733 packets sent."""
+        self.send_errors = 0
+        """Packets the kernel refused to send (dropped)."""
+        self._reads = 0
 
     def update(self, negotiated: Negotiated) -> None:
         """Apply a (re-)negotiation: codec, payload types, destination, direction."""
@@ -134,6 +161,9 @@ class RTPSession(asyncio.DatagramProtocol):
         self._encode = _ENCODE[negotiated.codec]
         self._last_pcm: bytes | None = None  # the last chunk sent and its encoding (a codec change resets)
         self._last_payload = b""
+        self._rx_pcm: bytes | None = None  # the last chunk decoded, and the payload it came from
+        self._rx_payload = b""
+        self._round = _ROUND_TRIP[negotiated.codec]
         te = negotiated.telephone_event_pt
         self._te_pt = -1 if te is None else te
         self._events = TelephoneEventDecoder(te) if te is not None else None
@@ -151,11 +181,60 @@ class RTPSession(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
 
+    def attach(self, sock: socket.socket) -> None:
+        """Use ``sock`` (bound, non-blocking) as the call's RTP socket: read by a reader
+        callback of the running loop, written with ``sock.sendto`` (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        self._sock = sock
+        self.transport = sock
+        loop.add_reader(sock.fileno(), self._readable, sock.recvfrom)
+        self._reader = loop
+
     def close(self) -> None:
+        sock, loop = self._sock, self._reader
+        if sock is not None:
+            self._sock = self._reader = None
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(sock.fileno())
         if self.transport is not None:
             self.transport.close()
             self.transport = None
         self.sink = None
+
+    def _readable(self, recvfrom: Callable[[int], tuple[bytes, Any]]) -> None:
+        n = self._reads = self._reads + 1
+        # One datagram per readiness (the loop calls again while more wait); every 8th time, all
+        # that wait (bounded): a backlog left by a busy moment is taken at once, not one per turn.
+        for _ in range(_DRAIN if n & 7 == 0 else 1):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except OSError:  # nothing after all (EAGAIN), or an ICMP error queued on the socket
+                return
+            # datagram_received's common packet (see there), one call sooner: every packet of every call.
+            if data[:2] == self._plain and self.latched and addr[0] in self.expected_hosts and len(data) > 12:
+                seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+                if (
+                    ssrc == self._audio_ssrc
+                    and ssrc != self._ssrc_out
+                    and self._inband is None
+                    and self.jitter.in_order(seq)
+                ):
+                    self.packets_in += 1
+                    payload = data[12:]
+                    self._rx_pcm = pcm = self._decode(payload)
+                    self._rx_payload = payload
+                    sink = self.sink
+                    if sink is not None:
+                        sink.on_rtp_audio(pcm)
+                    continue
+            self.datagram_received(data, addr)
+
+    def _send(self, tr: Any, data: bytes) -> None:
+        try:
+            tr.sendto(data, self.remote)
+        except OSError as exc:  # a full send buffer, no route: this packet is lost
+            self.send_errors += 1
+            _BAD(self.send_errors, "%s: RTP send failed: %s (#%d)", self.name, exc, self.send_errors)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if addr[0] not in self.expected_hosts:
@@ -223,6 +302,8 @@ class RTPSession(asyncio.DatagramProtocol):
 
     def _audio(self, payload: bytes) -> None:
         pcm = self._decode(payload)
+        self._rx_pcm = pcm
+        self._rx_payload = payload
         sink = self.sink
         if sink is not None:
             sink.on_rtp_audio(pcm)
@@ -271,7 +352,7 @@ class RTPSession(asyncio.DatagramProtocol):
             data = build_rtp(self.negotiated.telephone_event_pt or 0, pkt.marker, self._seq, ts,
                              self._ssrc_out, pkt.payload)  # fmt: skip
             self.dtmf_packets_out += 1
-        tr.sendto(data, self.remote)
+        self._send(tr, data)
         self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + len(pcm) // 2) & 0xFFFFFFFF
         self.packets_out += 1
@@ -287,12 +368,20 @@ class RTPSession(asyncio.DatagramProtocol):
             return
         if pcm is self._last_pcm:  # the output's silence chunk is one object: encode it once
             payload = self._last_payload
+        elif pcm is self._rx_pcm:  # the caller's audio handed back unchanged (immutable bytes)
+            payload = self._rx_payload.translate(self._round)
         else:
             payload = self._encode(pcm)
             if type(pcm) is bytes:  # immutable: the same object is the same audio
                 self._last_pcm, self._last_payload = pcm, payload
-        tr.sendto(build_rtp(self._pt, self._first, self._seq, self._ts, self._ssrc_out, payload), self.remote)
+        seq = self._seq
+        data = _FIXED.pack(0x80, 0x80 | self._pt if self._first else self._pt, seq, self._ts, self._ssrc_out) + payload
+        try:
+            tr.sendto(data, self.remote)
+        except OSError as exc:  # a full send buffer, no route: this packet is lost
+            self.send_errors += 1
+            _BAD(self.send_errors, "%s: RTP send failed: %s (#%d)", self.name, exc, self.send_errors)
         self._first = False
-        self._seq = (self._seq + 1) & 0xFFFF
+        self._seq = (seq + 1) & 0xFFFF
         self._ts = (self._ts + len(payload)) & 0xFFFFFFFF
         self.packets_out += 1

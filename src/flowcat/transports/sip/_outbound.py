@@ -146,7 +146,8 @@ class OutboundCall(SIPCall):
             f"sip:{self.call_id}", self.negotiated, {self.destination[0]},
             inband_dtmf=srv.inband_dtmf, jitter_max_packets=srv.jitter_max_packets,
         )  # fmt: skip
-        _, _, self.rtp_port = await srv.rtp_ports.open(lambda: media)
+        sock, self.rtp_port = srv.rtp_ports.bind()
+        media.attach(sock)
         self.media = media
         srv.calls[self.call_id] = self
         try:

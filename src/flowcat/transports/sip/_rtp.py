@@ -3,7 +3,9 @@
 :func:`parse_rtp` reads a packet's fixed header, CSRCs, extension and padding and
 returns None for anything that is not a well-formed RTP v2 packet (the caller counts
 it). :class:`RTPPortAllocator` hands out even ports from a configured range to one
-UDP socket per call; the range is the only limit on the number of calls.
+UDP socket per call (:meth:`RTPPortAllocator.bind`; the call's
+:class:`~flowcat.transports.sip.RTPSession` reads and writes it itself); the range is
+the only limit on the number of calls.
 """
 
 from __future__ import annotations
@@ -99,9 +101,8 @@ class RTPPortAllocator:
     def in_use(self) -> int:
         return len(self._used)
 
-    async def open(self, factory: Callable[[], Any]) -> tuple[asyncio.DatagramTransport, Any, int]:
-        """Bind a UDP socket on a free even port; returns (transport, protocol, port)."""
-        loop = asyncio.get_running_loop()
+    def bind(self) -> tuple[socket.socket, int]:
+        """A non-blocking UDP socket bound on a free even port; returns (socket, port)."""
         count = (self.end - self.start + 1) // 2
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for _ in range(count):
@@ -118,10 +119,20 @@ class RTPPortAllocator:
                 sock.close()
                 continue
             sock.setblocking(False)
-            transport, protocol = await loop.create_datagram_endpoint(factory, sock=sock)
             self._used.add(port)
-            return transport, protocol, port
+            return sock, port
         raise TransportError(f"no free RTP port in {self.start}-{self.end} on {self.host}")
+
+    async def open(self, factory: Callable[[], Any]) -> tuple[asyncio.DatagramTransport, Any, int]:
+        """:meth:`bind`, then a datagram endpoint on the socket; returns (transport, protocol, port)."""
+        sock, port = self.bind()
+        try:
+            transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            self._used.discard(port)
+            raise
+        return transport, protocol, port
 
     def release(self, port: int) -> None:
         self._used.discard(port)
