@@ -174,12 +174,14 @@ class SIPTransport(BaseTransport):
 
     def on_rtp_audio(self, pcm: bytes) -> None:
         inp = self._input
-        if inp.audio_passthrough and inp._rate == WIRE_RATE and inp._channels == 1:
+        if inp.audio_passthrough and inp.sample_rate == WIRE_RATE and inp.num_channels == 1:
             # push_input_frame's fast path without its checks (see its audio_submitter)
-            inp.audio_frames_in += 1
-            inp._sched.submit_input(inp, InputAudioRawFrame(pcm, WIRE_RATE, 1))  # type: ignore[union-attr]
-        else:
-            inp.push_input_frame(InputAudioRawFrame(pcm, WIRE_RATE, 1))
+            submit = inp.audio_submitter()
+            if submit is not None:
+                inp.audio_frames_in += 1
+                submit(inp, InputAudioRawFrame(pcm, WIRE_RATE, 1))
+                return
+        inp.push_input_frame(InputAudioRawFrame(pcm, WIRE_RATE, 1))
 
     def on_rtp_dtmf(self, key: KeypadEntry) -> None:
         self._input.push_input_frame(InputDTMFFrame(button=key))
