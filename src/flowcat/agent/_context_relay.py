@@ -51,7 +51,7 @@ from ..frames import (
     UserSpeakingFrame,
 )
 from ..runtime import FrameDirection, FrameProcessor
-from ..services import LLMService, LLMTextDelta, RealtimeLLMService
+from ..services import LLMService, RealtimeLLMService
 
 __all__ = [
     "DIGEST_END",
@@ -115,7 +115,7 @@ class LLMSummarizer(Summarizer):
         body = (f"Earlier summary: {previous}\n" if previous else "") + _lines(turns)
         context = LLMContext(messages=[{"role": "system", "content": prompt}, {"role": "user", "content": body}])
         try:
-            text = await asyncio.wait_for(self._collect(context), self.timeout_secs)
+            text = await asyncio.wait_for(self.llm.run_inference_text(context), self.timeout_secs)
         except Exception as exc:  # noqa: BLE001 - any failure of the summarizer: keep the words
             self.fallbacks += 1
             logger.warning("context relay: summary failed (%r); kept verbatim", exc)
@@ -125,17 +125,6 @@ class LLMSummarizer(Summarizer):
             logger.warning("context relay: empty summary; kept verbatim")
             return await self._verbatim.summarize(previous, turns)
         return text.strip()
-
-    async def _collect(self, context: LLMContext) -> str:
-        parts: list[str] = []
-        gen = self.llm.run_inference(context)
-        try:
-            async for chunk in gen:
-                if isinstance(chunk, LLMTextDelta):
-                    parts.append(chunk.text)
-        finally:
-            await gen.aclose()
-        return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

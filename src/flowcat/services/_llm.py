@@ -175,6 +175,23 @@ class LLMService(AIService, FunctionCalling):
         """
         raise NotImplementedError
 
+    async def run_inference_text(self, context: LLMContext) -> str:
+        """The model's whole text answer to ``context``, outside any pipeline (a summary, a
+        classification): :meth:`run_inference` run to the end, its text deltas joined.
+
+        Raises:
+            ServiceError: As :meth:`run_inference` (no retry here: the caller bounds and retries).
+        """
+        parts: list[str] = []
+        gen = self.run_inference(context)
+        try:
+            async for chunk in gen:
+                if isinstance(chunk, LLMTextDelta):
+                    parts.append(chunk.text)
+        finally:
+            await gen.aclose()
+        return "".join(parts)
+
     def tools_for(self, context: LLMContext) -> list[dict[str, Any]] | None:
         """OpenAI-style ``tools`` for a request: the context's, plus registered direct functions."""
         tools: list[dict[str, Any]] = []

@@ -81,8 +81,6 @@ async def generate_summary(llm: LLMService, request: LLMContextSummaryRequestFra
         ServiceError: Nothing to summarize, the model answered nothing, or the service failed.
         ServiceTimeout: The summary took longer than the timeout.
     """
-    from ._llm import LLMTextDelta
-
     transcript = summary_transcript(request.messages)
     if not transcript:
         raise ServiceError("nothing to summarize")
@@ -91,21 +89,9 @@ async def generate_summary(llm: LLMService, request: LLMContextSummaryRequestFra
         {"role": "system", "content": f"{request.summarization_prompt}\n\n{budget}"},
         {"role": "user", "content": f"The conversation so far:\n\n{transcript}"},
     ])
-
-    async def collect() -> str:
-        parts: list[str] = []
-        gen = llm.run_inference(context)
-        try:
-            async for chunk in gen:
-                if isinstance(chunk, LLMTextDelta):
-                    parts.append(chunk.text)
-        finally:
-            await gen.aclose()
-        return "".join(parts)
-
     timeout = request.summarization_timeout or DEFAULT_SUMMARIZATION_TIMEOUT
     try:
-        text = (await asyncio.wait_for(collect(), timeout)).strip()
+        text = (await asyncio.wait_for(llm.run_inference_text(context), timeout)).strip()
     except TimeoutError:
         raise ServiceTimeout(f"the summary took longer than {timeout:g} s", retryable=False) from None
     if not text:
