@@ -197,6 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fakes = _start_fakes(port_file)
         os.environ[_agent_app.FAKES_ENV] = port_file
         _agent_app._urls = None
+        await asyncio.to_thread(_agent_app.agent_app.warm_up)  # type: ignore[attr-defined]  # as flowcat serve does
         st, srv, port = await _serve(
             _agent_app.agent_app, (args.agent_calls + args.agent_idle_calls) * 2 + 10
         )
