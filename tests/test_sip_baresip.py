@@ -107,11 +107,12 @@ async def test_flow5_baresip_calls_with_audio_and_console_dtmf(tmp_path: Path) -
     cons = free_port()
     baresip_config(tmp_path / "baresip", wav, free_port(), cons)
     proc = await asyncio.create_subprocess_exec(
-        str(BARESIP), "-f", str(tmp_path / "baresip"), "-e", f"/dial sip:agent@127.0.0.1:{srv.port}", "-t", "20",
+        str(BARESIP), "-f", str(tmp_path / "baresip"), "-e", f"/dial sip:agent@127.0.0.1:{srv.port}", "-t", "45",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
-        await asyncio.wait_for(app.called.wait(), 15)
+        # bounds for a loaded CI box: baresip once took over 15 s to place its call there
+        await asyncio.wait_for(app.called.wait(), 40)
         transport, _, rec = app.calls[0]
         await asyncio.wait_for(rec.got_audio.wait(), 10)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -122,7 +123,7 @@ async def test_flow5_baresip_calls_with_audio_and_console_dtmf(tmp_path: Path) -
                     await asyncio.wait_for(rec.got_dtmf.wait(), 10)
                     rec.got_dtmf.clear()
         await asyncio.wait_for(srv.wait_calls_ended(), 20)  # baresip hangs up at the end of the file
-        out, _ = await asyncio.wait_for(proc.communicate(), 25)
+        out, _ = await asyncio.wait_for(proc.communicate(), 50)
     finally:
         if proc.returncode is None:
             proc.kill()
