@@ -21,8 +21,11 @@ def test_quick_smoke_answers_every_turn_over_twilio() -> None:
     the reply's audio back at the caller over Twilio media."""
     cmd = [sys.executable, "-m", "flowcat.cli", "bench", "agent", "--quick", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    docs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rows = [d for d in docs if "system" in d]
     assert len(rows) == 1, out.stderr[-3000:]
+    summary = [d["summary"] for d in docs if "summary" in d]
+    assert len(summary) == 1 and summary[0]["points"][0]["sessions"] == 2, docs
     row = rows[0]
     assert FIELDS <= row.keys(), row
     assert "error" not in row, row
@@ -50,8 +53,10 @@ def test_summary_counts_complete_and_barged_turns() -> None:
     unheard = Turn(barge=True, speech_end=40.0, first_audio=41.0, barge_start=41.4)  # no clear came
     silent = Turn(speech_end=50.0)  # never answered
     calls = [Call(0, [done, short, barged]), Call(1, [unheard, silent])]
-    s = summarize(calls, {"turns": 3, "reply_audio_ms": 2000, "complete_fraction": 0.85})
+    s = summarize(calls, {"turns": 3, "reply_audio_ms": 2000, "complete_fraction": 0.85}, t0=5.0)
     assert s["latencies_ms"] == [1000.0, 1200.0, 1100.0, 1000.0]
+    assert s["latency_turns"] == [0, 1, 2, 0]  # each answered turn's place in its call
+    assert s["latency_at_s"] == [5.0, 15.0, 25.0, 35.0]
     # done and barged are answered; short (cut), unheard (no clear), silent and a turn call 1
     # never reached are not.
     assert (s["turns"], s["turns_ok"], s["barge_ins"], s["barge_ins_ok"]) == (6, 2, 2, 1)
@@ -127,3 +132,37 @@ def test_media_message_is_the_json_of_twilios_media_event() -> None:
                          "payload": base64.b64encode(audio).decode()}}
         assert text == json.dumps(doc)
         assert base64.b64decode(json.loads(text)["media"]["payload"]) == audio
+
+
+def _row(system: str, n: int, p99: float, later: float, ok: bool = True) -> dict[str, object]:
+    return {"system": system, "sessions": n, "added_p99_ms": p99, "added_p99_later_ms": later,
+            "turns": 4 * n, "turns_ok": 4 * n if ok else 4 * n - 1, "barge_ins": n, "barge_ins_ok": n}
+
+
+def test_capacity_is_the_largest_n_whose_median_p99_holds_in_complete_runs() -> None:
+    rows = [
+        # flowcat 100: runs 90 / 130 / 95 -> median 95 holds; 120: median 110 does not.
+        _row("flowcat", 100, 90, 88), _row("flowcat", 100, 130, 120), _row("flowcat", 100, 95, 93),
+        _row("flowcat", 120, 110, 99), _row("flowcat", 120, 105, 98), _row("flowcat", 120, 140, 97),
+        # pipecat: the first turn of each call is slow; without it 5 holds, 6 lost a turn once.
+        _row("pipecat", 5, 180, 70), _row("pipecat", 5, 250, 90), _row("pipecat", 5, 200, 60),
+        _row("pipecat", 6, 190, 50), _row("pipecat", 6, 170, 55, ok=False), _row("pipecat", 6, 160, 52),
+    ]
+    s = agent.capacity(rows, 100.0)
+    assert s["capacity"]["flowcat"] == {"all": 100, "later": 120}
+    assert s["capacity"]["pipecat"] == {"all": 0, "later": 5}
+    assert s["ratio"] == {"all": None, "later": 24.0}
+    by = {(p["system"], p["sessions"]): p for p in s["points"]}
+    assert by[("flowcat", 100)]["added_p99_ms"] == 95.0 and by[("flowcat", 100)]["runs"] == 3
+    assert by[("pipecat", 6)]["complete"] is False
+    text = agent.format_capacity(s)
+    assert "flowcat: 100 (every turn), 120 (first turns left out)" in text
+    assert "n/a (pipecat holds at none)" in text
+
+
+def test_repeat_runs_the_points_in_rounds() -> None:
+    p = argparse.ArgumentParser()
+    agent.add_arguments(p)
+    args = p.parse_args(["--sessions", "10,20", "--vs-pipecat", "--pipecat-sessions", "1",
+                         "--smart-turn-sessions", "", "--repeat", "2"])
+    assert agent.plan(args) == [("flowcat", 10), ("flowcat", 20), ("pipecat", 1)] * 2

@@ -253,21 +253,26 @@ async def _one_call(cid: int, cfg: dict[str, Any], utts: list[Utterance], calls:
         call.error = f"{type(exc).__name__}: {exc}"
 
 
-def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
-    """Per-turn latencies (ms from end of speech to first bot audio) and answered counts."""
+def summarize(calls: list[Call], cfg: dict[str, Any], t0: float = 0.0) -> dict[str, Any]:
+    """Per-turn latencies (ms from end of speech to first bot audio) and answered counts; per
+    answered turn also its index in the call and when its speech ended (s after ``t0``)."""
     expected = float(cfg.get("reply_audio_ms", 0.0)) * float(cfg.get("complete_fraction", 0.85))
     latencies: list[float] = []
     utts: list[int] = []
     phases: list[int] = []
+    indices: list[int] = []
+    ends: list[float] = []
     ok = total = barge_ok = barge_total = 0
     for c in calls:
-        for t in c.turns:
+        for k, t in enumerate(c.turns):
             total += 1
             answered = t.first_audio is not None and t.speech_end is not None
             if answered:
                 latencies.append(1000.0 * (t.first_audio - t.speech_end))  # type: ignore[operator]
                 utts.append(t.utt)
                 phases.append((t.lead or 0) % VAD_PHASES)
+                indices.append(k)
+                ends.append(round(t.speech_end - t0, 3))  # type: ignore[operator]
             if t.barge:
                 barge_total += 1
                 good = answered and t.clear_after_barge
@@ -280,6 +285,8 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
         "latencies_ms": [round(x, 1) for x in latencies],
         "latency_utterances": utts,
         "latency_phases": phases,
+        "latency_turns": indices,
+        "latency_at_s": ends,
         "turns": int(cfg["turns"]) * len(calls),
         "turns_ok": ok,
         "barge_ins": barge_total,
@@ -290,9 +297,21 @@ def summarize(calls: list[Call], cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _lag_probe(lags: list[float]) -> None:
+    """How late a 10 ms sleep of the callers' loop wakes (ms): a late caller loop stamps bot audio late."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(0.01)
+        lags.append(1000.0 * (loop.time() - t - 0.01))
+
+
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """All calls, started 100 ms apart, to completion."""
     utts = load_utterances()
+    t0 = asyncio.get_running_loop().time()
+    lags: list[float] = []
+    probe = asyncio.create_task(_lag_probe(lags))
     calls: list[Call] = []
     tasks = []
     for i in range(int(cfg["sessions"])):
@@ -300,12 +319,24 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     print("ALL_CONNECTED", flush=True)
     await asyncio.gather(*tasks)
-    return summarize(calls, cfg)
+    probe.cancel()
+    out = summarize(calls, cfg, t0)
+    lags.sort()
+    if lags:
+        out["caller_lag_ms"] = {q: round(lags[min(len(lags) - 1, int(p * len(lags)))], 1)
+                                for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = json.loads((argv or sys.argv[1:])[0])
-    result = asyncio.run(run(cfg))
+    try:  # the callers share a core with the fakes: the cheaper loop (the same for every system)
+        import uvloop
+    except ImportError:
+        result = asyncio.run(run(cfg))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(run(cfg))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

@@ -38,8 +38,8 @@ from ..errors import BenchError
 from .capacity import PIPECAT_VERSION, _free_port, _pin, _stop, _tree, _wait_healthy, cpu_ns
 
 __all__ = [
-    "REPLY", "add_arguments", "added_latencies", "ensure_agent_venv", "format_table", "main", "run_point",
-    "vad_hangover_s",
+    "REPLY", "add_arguments", "added_latencies", "capacity", "ensure_agent_venv", "format_capacity", "format_table",
+    "main", "run_point", "vad_hangover_s",
 ]
 
 PIPECAT_AGENT_VENV = Path.home() / ".cache" / "flowcat" / "bench" / f"pipecat-{PIPECAT_VERSION}-agent"
@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipecat-sessions", default="1,5,10", help="concurrent calls for pipecat")
     p.add_argument("--smart-turn-sessions", default="1", help="pipecat with its default stop rule ('' : none)")
     p.add_argument("--turns", type=int, default=4, help="turns per call")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every point this many times, in rounds (the capacity summary takes each point's median)")
+    p.add_argument("--bound-ms", type=float, default=100.0, help="the p99 bound of the capacity summary")
     p.add_argument("--barge-every", type=int, default=3, help="every k-th turn is barged in on (0: never)")
     p.add_argument("--stt-delay", type=float, default=0.15)
     p.add_argument("--llm-ttft", type=float, default=0.2)
@@ -288,13 +291,17 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
                gen_core_busy_pct=core_busy_pct(cores0, cores1, args.gen_cpu))
     added = added_latencies(result["latencies_ms"], args, result["latency_utterances"], args.hangovers_s,
                             result.get("latency_phases"))
+    later = [x for x, k in zip(added, result.get("latency_turns") or [1] * len(added), strict=True) if k > 0]
     row.update(
         added_p50_ms=_pct(added, 0.5), added_p99_ms=_pct(added, 0.99),
+        added_p99_later_ms=_pct(later, 0.99),  # each call's first turn left out (a per-call cold start)
         first_audio_p50_ms=_pct(result["latencies_ms"], 0.5), turns=result["turns"], turns_ok=result["turns_ok"],
         barge_ins=result["barge_ins"], barge_ins_ok=result["barge_ins_ok"], calls_failed=result["calls_failed"],
         server_cpu_pct=round(100.0 * (c1 - c0) / max(1, t1 - t0) / sessions, 2),
         rss_mb=round((peak - rss0) / 1e6 / sessions, 1), rss_ready_mb=round(rss0 / 1e6, 1),
         added_ms=[round(x, 1) for x in added],  # per answered turn, call by call (where the tail is)
+        turn_index=result.get("latency_turns"), speech_end_s=result.get("latency_at_s"),
+        caller_lag_ms=result.get("caller_lag_ms"),
     )
     if result.get("errors"):
         row["errors"] = result["errors"]
@@ -342,18 +349,72 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     if args.vs_pipecat:
         points += [("pipecat", n) for n in _ints(args.pipecat_sessions)]
         points += [("pipecat/smart-turn", n) for n in _ints(args.smart_turn_sessions)]
-    return points
+    return points * max(1, int(getattr(args, "repeat", 1)))  # rounds: the host's noise spreads over every point
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def capacity(rows: list[dict[str, Any]], bound_ms: float = 100.0) -> dict[str, Any]:
+    """Sessions per core at p99 ≤ ``bound_ms`` per system, from every run of every point.
+
+    A point holds when every run answered every turn and barge-in and the median over its
+    runs of the p99 is within the bound; a system's capacity is its largest N that holds
+    (0: none). Two readings: every turn (``all``), and each call's first turn left out
+    (``later``: a per-call cold start, like pipecat's, counts once per call, not per turn).
+    """
+    by_point: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_point.setdefault((r["system"], r["sessions"]), []).append(r)
+    out: dict[str, Any] = {"bound_ms": bound_ms, "points": [], "capacity": {}}
+    for (system, n), runs in by_point.items():
+        complete = all("error" not in r and r.get("turns_ok") == r.get("turns")
+                       and r.get("barge_ins_ok") == r.get("barge_ins") for r in runs)
+        point: dict[str, Any] = {"system": system, "sessions": n, "runs": len(runs), "complete": complete}
+        for key in ("added_p99_ms", "added_p99_later_ms"):
+            vals = [float(r[key]) for r in runs if r.get(key) is not None]
+            point[key] = round(_median(vals), 1) if vals else None
+        out["points"].append(point)
+        for reading, key in (("all", "added_p99_ms"), ("later", "added_p99_later_ms")):
+            cap = out["capacity"].setdefault(system, {}).setdefault(reading, 0)
+            p99 = point[key]
+            if complete and p99 is not None and p99 <= bound_ms and n > cap:
+                out["capacity"][system][reading] = n
+    fc, pc = out["capacity"].get("flowcat"), out["capacity"].get("pipecat")
+    if fc and pc:
+        out["ratio"] = {reading: (round(fc[reading] / pc[reading], 1) if pc[reading] else None)
+                        for reading in ("all", "later")}
+    return out
+
+
+def format_capacity(summary: dict[str, Any]) -> str:
+    """The capacity summary as text."""
+    lines = [f"sessions per core at p99 <= {summary['bound_ms']:g} ms (median of each point's runs):"]
+    for p in summary["points"]:
+        lines.append(f"  {p['system']:>18} N={p['sessions']:<4} runs={p['runs']} complete={p['complete']} "
+                     f"p99={p['added_p99_ms']} p99_later={p['added_p99_later_ms']}")
+    for system, cap in summary["capacity"].items():
+        lines.append(f"  {system}: {cap['all']} (every turn), {cap['later']} (first turns left out)")
+    if "ratio" in summary:
+        r = summary["ratio"]
+        lines.append(f"  flowcat / pipecat: {r['all'] if r['all'] is not None else 'n/a (pipecat holds at none)'} "
+                     f"(every turn), {r['later'] if r['later'] is not None else 'n/a'} (first turns left out)")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of the rows."""
-    head = ("system", "sessions", "added_p50", "added_p99", "turns_ok", "barge_ok", "cpu%/sess", "MB/sess",
+    head = ("system", "sessions", "added_p50", "added_p99", "p99_later", "turns_ok", "barge_ok", "cpu%/sess", "MB/sess",
             "srv_core%", "gen_core%")
     lines = ["  ".join(f"{h:>10}" for h in head)]
     for r in rows:
         turns = f"{r.get('turns_ok')}/{r.get('turns')}" if "turns" in r else "-"
         barge = f"{r.get('barge_ins_ok')}/{r.get('barge_ins')}" if "barge_ins" in r else "-"
-        vals = (r["system"], r["sessions"], r.get("added_p50_ms"), r.get("added_p99_ms"), turns, barge,
+        vals = (r["system"], r["sessions"], r.get("added_p50_ms"), r.get("added_p99_ms"),
+                r.get("added_p99_later_ms"), turns, barge,
                 r.get("server_cpu_pct"), r.get("rss_mb"), r.get("server_core_busy_pct"), r.get("gen_core_busy_pct"))
         lines.append("  ".join(f"{'-' if v is None else v!s:>10}" for v in vals) + (f"  {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
@@ -402,11 +463,14 @@ def main(args: argparse.Namespace) -> int:
                           file=sys.stderr, flush=True)
         finally:
             _stop(fakes)
+    summary = capacity(rows, args.bound_ms)
     if args.json:
         for r in rows:
             print(json.dumps(r))
+        print(json.dumps({"summary": summary}))
     else:
         print(format_table(rows))
+        print(format_capacity(summary))
     bad = any("error" in r or r.get("turns_ok") != r.get("turns") for r in rows)
     return 1 if bad else 0
 

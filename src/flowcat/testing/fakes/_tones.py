@@ -9,6 +9,8 @@ characters as ``?``), one window per character.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["ALPHABET", "decode_tones", "synthesize_tones"]
@@ -27,8 +29,10 @@ def _freq(ch: str) -> float | None:
     return _BASE_HZ + _STEP_HZ * (idx if idx >= 0 else _UNKNOWN)
 
 
+@functools.lru_cache(maxsize=256)
 def synthesize_tones(text: str, sample_rate: int, char_ms: int = 20) -> bytes:
-    """PCM16 mono for ``text``: ``char_ms`` of tone (or silence) per character."""
+    """PCM16 mono for ``text``: ``char_ms`` of tone (or silence) per character (the last 256
+    texts are kept: a benchmark's fake TTS says the same sentences over and over)."""
     n = sample_rate * char_ms // 1000
     t = np.arange(n, dtype=np.float64) / sample_rate
     out = np.zeros(n * len(text), dtype=np.int16)
