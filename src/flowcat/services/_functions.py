@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..frames import (
+    Frame,
     FunctionCallCancelFrame,
     FunctionCallFromLLM,
     FunctionCallInProgressFrame,
@@ -344,13 +345,18 @@ class FunctionCalling:
         await self._push_interim(call, result, properties)
 
     async def _push_interim(self, call: _Call, result: Any, properties: FunctionCallResultProperties) -> None:
+        await self._broadcast_outcome(FunctionCallInterimResultFrame, call, result, properties)
+
+    async def _broadcast_outcome(self, frame_type: type[Frame], call: _Call, result: Any,
+                                 properties: FunctionCallResultProperties | None) -> None:
+        """Send a call's (interim or final) result both ways."""
         await self.broadcast_frame(
-            FunctionCallInterimResultFrame,
+            frame_type,
             function_name=call.function_name,
             tool_call_id=call.tool_call_id,
             arguments=call.arguments,
             result=result,
-            run_llm=properties.run_llm,
+            run_llm=properties.run_llm if properties is not None else None,
             properties=properties,
         )
 
@@ -380,15 +386,7 @@ class FunctionCalling:
 
     async def _push_result(self, call: _Call, result: Any,
                            properties: FunctionCallResultProperties | None) -> None:
-        await self.broadcast_frame(
-            FunctionCallResultFrame,
-            function_name=call.function_name,
-            tool_call_id=call.tool_call_id,
-            arguments=call.arguments,
-            result=result,
-            run_llm=properties.run_llm if properties is not None else None,
-            properties=properties,
-        )
+        await self._broadcast_outcome(FunctionCallResultFrame, call, result, properties)
 
     async def _settle_cancelled(self, call: _Call, why: str) -> None:
         if call.settled:
