@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BenchError
-from .capacity import PIPECAT_VERSION, _free_port, _pin, _stop, _tree, _wait_healthy, cpu_ns
+from .capacity import PIPECAT_VERSION, _fifo, _free_port, _pin, _stop, _tree, _wait_healthy, cpu_ns
 
 __all__ = [
     "REPLY", "add_arguments", "added_latencies", "capacity", "ensure_agent_venv", "format_capacity", "format_table",
@@ -74,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("aiohttp", "picows"), default="aiohttp",
                    help="flowcat's media WebSocket engine (flowcat serve --engine)")
     p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--fifo", action="store_true",
+                   help="run the server, the callers and the fakes under chrt -f 10 (SCHED_FIFO), both systems: "
+                        "other work on a shared box then cannot preempt them")
     p.add_argument("--gen-cpu", type=int, default=1, help="CPU of the callers and the fakes")
     p.add_argument("--quick", action="store_true", help="CI smoke: 2 sessions, 1 turn, no pipecat")
     p.add_argument("--json", action="store_true", help="print one JSON object per point (JSON lines)")
@@ -114,7 +117,8 @@ def start_fakes(args: argparse.Namespace, port_file: str) -> subprocess.Popen[by
         "--llm-inter-token", str(args.llm_inter_token), "--tts-ttfa", str(args.tts_ttfa),
         "--tts-char-ms", str(args.tts_char_ms), "--llm-reply", REPLY,
     ]
-    proc = subprocess.Popen(cmd, preexec_fn=_pin({args.gen_cpu}), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(_fifo(cmd, getattr(args, "fifo", False)), preexec_fn=_pin({args.gen_cpu}),
+                            stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not os.path.exists(port_file):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -223,7 +227,8 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
     env = dict(os.environ, PYTHONUNBUFFERED="1", FLOWCAT_BENCH_FAKES=fakes_file)
     env.pop("PIPECAT_ALLOWED_ORIGINS", None)
     srv = subprocess.Popen(
-        _server_cmd(system, port, fakes_file, args), preexec_fn=_pin({args.server_cpu}), env=env,
+        _fifo(_server_cmd(system, port, fakes_file, args), getattr(args, "fifo", False)),
+        preexec_fn=_pin({args.server_cpu}), env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     errs: list[str] = []
@@ -240,7 +245,7 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
         if args.local:  # any reply counts (the graph's words vary); a loaded box may take long
             cfg.update(reply_audio_ms=0, answer_timeout=20.0)
         gen = subprocess.Popen(
-            [sys.executable, "-m", "flowcat.bench._agent_caller", json.dumps(cfg)],
+            _fifo([sys.executable, "-m", "flowcat.bench._agent_caller", json.dumps(cfg)], getattr(args, "fifo", False)),
             preexec_fn=_pin({args.gen_cpu}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         assert gen.stdout is not None
