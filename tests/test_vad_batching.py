@@ -319,3 +319,88 @@ async def test_one_stream_fed_faster_than_real_time_never_waits() -> None:
     a.close()
     for b in idle:
         b.close()
+
+
+def test_decisive_is_the_window_that_would_start_or_stop_speech() -> None:
+    """With start_secs and stop_secs of 3 windows (96 ms at 8 kHz), the window that would
+    complete either run is decisive; no other is."""
+    from flowcat.audio.vad import VADAnalyzer, VADParams, VADState
+
+    class Script(VADAnalyzer):
+        def __init__(self, probs: list[float]) -> None:
+            self.probs = iter(probs)
+            super().__init__(sample_rate=8000, params=VADParams(start_secs=0.096, stop_secs=0.096, min_volume=0.0))
+
+        def num_frames_required(self) -> int:
+            return 256
+
+        def voice_confidence(self, buffer: bytes) -> float:
+            return next(self.probs)
+
+    probs = [0.0, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.0]
+    vad = Script(probs)
+    seen = []
+    for _ in probs:
+        seen.append((vad.decisive, vad.state))
+        vad.analyze_audio_sync(bytes(512))
+    q, st, sp, so = VADState.QUIET, VADState.STARTING, VADState.SPEAKING, VADState.STOPPING
+    assert seen == [
+        (False, q), (False, q), (False, st), (True, st),  # the 3rd voiced window starts speech
+        (False, sp), (False, sp), (False, so), (True, so),  # a 3rd quiet one would stop it ...
+        (False, sp), (False, so), (True, so),  # ... the voiced one resets the run
+        (False, q),  # stopped
+    ]
+
+
+def test_a_decisive_window_is_scored_without_waiting_for_rows() -> None:
+    """40 real-time streams keep the batcher waiting for rows; the window that ends one
+    stream's speech is scored in the loop iteration it arrives, not up to max_wait_secs later
+    (virtual time). The same run without the rule waits for it."""
+    from flowcat.testing import run_virtual
+
+    speech, quiet = b"", bytes(512)
+    pcm, _, _ = load("two_utterances_8k.wav")
+    speech = pcm[8000 * 2: 8000 * 2 * 26 // 10]  # 1.0-2.6 s: the first utterance, at 8 kHz
+
+    async def main(rule: bool) -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        batcher = SileroBatcher.for_loop()
+        batcher.max_inline_secs = 1.0
+        n, window_s = 40, 0.032
+
+        class Stream(SileroVADAnalyzer):
+            @property
+            def decisive(self) -> bool:
+                return super().decisive if rule else False
+
+        others = [Stream(skip_quiet=False, sample_rate=8000) for _ in range(n)]
+        for a in others:
+            a.set_listener(lambda _e, _p: None)
+        probe = Stream(skip_quiet=False, sample_rate=8000)
+        stopped: list[float] = []
+        probe.set_listener(lambda e, _p: stopped.append(loop.time()) if e is VADEvent.STOPPED else None)
+        fed_at: list[float] = []
+        start = loop.time()
+        probe_audio = speech + quiet * 20  # 1.6 s of speech, then 0.64 s of silence
+        for k in range(75):
+            for i, a in enumerate(others):
+                await asyncio.sleep(max(0.0, start + k * window_s + i * window_s / n - loop.time()))
+                a.feed(speech[(k * 512) % len(speech):][:512].ljust(512, b"\0"))
+            chunk = probe_audio[k * 512:(k + 1) * 512]
+            if chunk:
+                fed_at.append(loop.time())
+                probe.feed(chunk)
+        await asyncio.gather(*(a.drain() for a in [*others, probe]))
+        assert stopped, "the probe's speech never stopped"
+        # the stop came on the window fed last before it
+        last_fed = max(t for t in fed_at if t <= stopped[0])
+        decisive = batcher.stats.decisive_flushes
+        for a in [*others, probe]:
+            a.close()
+        return stopped[0] - last_fed, decisive
+
+    lag_rule, flushes = run_virtual(main(True))
+    lag_none, none_flushes = run_virtual(main(False))
+    assert flushes > 0 and none_flushes == 0
+    assert lag_rule < 0.001, lag_rule  # scored in the iteration it came
+    assert lag_none > 0.005, lag_none  # the wait for rows

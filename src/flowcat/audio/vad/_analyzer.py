@@ -125,6 +125,20 @@ class VADAnalyzer:
         """Windows handed over with :meth:`feed` and not yet scored."""
         return 0
 
+    @property
+    def decisive(self) -> bool:
+        """Whether the next window's score can start or stop speech (it completes a run of
+        ``start_secs`` of voice or ``stop_secs`` of quiet): a batching scorer runs such a
+        window without waiting for rows, since the turn's end (or a barge-in) waits on it."""
+        state = self._state
+        if state is STOPPING:
+            return self._stopping + 1 >= self._stop_windows
+        if state is STARTING:
+            return self._starting + 1 >= self._start_windows
+        if state is QUIET:
+            return self._start_windows <= 1
+        return self._stop_windows <= 1
+
     def set_listener(self, listener: VADListener | None) -> None:
         """Receive STARTED / STOPPED / ACTIVITY events (see :data:`VADListener`)."""
         self._listener = listener

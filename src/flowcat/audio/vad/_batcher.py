@@ -19,6 +19,12 @@ is delayed by ``target_rows / arrival rate`` (at most ``max_wait_secs``), or unt
 ``target_rows`` are queued, or every active stream has its window queued (a stream has
 at most one window in a batch: the next needs the state this one produces). A window is then scored at most ``max_wait_secs`` late;
 with a few calls, windows are scored in the iteration they arrive, as before.
+
+A window that can start or stop speech (:attr:`~flowcat.audio.vad.VADAnalyzer.decisive`:
+it would complete ``stop_secs`` of quiet or ``start_secs`` of voice) is never kept
+waiting: the end of the user's turn, or a barge-in, waits on its score. It is flushed in
+the iteration it arrives, with whatever rows are queued; such windows are a few per
+utterance, so batches stay large.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class BatcherStats:
     thread_batches: int = 0
     max_batch: int = 0
     errors: int = 0
+    decisive_flushes: int = 0
+    """Flushes not delayed (or cut short) because a window could start or stop speech."""
 
 
 class _LaneQueue:
@@ -164,9 +172,12 @@ class SileroBatcher:
             self._streams_seen += 1
         if q.busy:
             return
+        decisive = stream.decisive
         if not self._scheduled:
-            self._schedule()
-        elif self._timer is not None and self._queued >= self._enough_rows():
+            self._schedule(decisive)
+        elif self._timer is not None and (decisive or self._queued >= self._enough_rows()):
+            if decisive:
+                self.stats.decisive_flushes += 1
             self._timer.cancel()
             self._timer = None
             self.loop.call_soon(self._flush)
@@ -175,12 +186,15 @@ class SileroBatcher:
         """Rows worth a flush: the target, or one window of every active stream."""
         return min(self.target_rows, max(self.active_streams, self._streams_seen))
 
-    def _schedule(self) -> None:
+    def _schedule(self, decisive: bool = False) -> None:
         self._scheduled = True
         wait = 0.0
         rate = self.arrival_rate
         if rate * self.max_wait_secs >= 2.0 and self._queued < self._enough_rows():
-            wait = min(self.max_wait_secs, (self.target_rows - self._queued) / rate)
+            if decisive:
+                self.stats.decisive_flushes += 1
+            else:
+                wait = min(self.max_wait_secs, (self.target_rows - self._queued) / rate)
         if wait > 0.0:
             self.stats.waited_flushes += 1
             self._timer = self.loop.call_later(wait, self._flush)
@@ -253,7 +267,7 @@ class SileroBatcher:
             q.lane.scatter(idx, x, new_state, cpu)
             self._deliver(streams, probs, q.lane.mean_squares(x))
         if q.streams and not self._scheduled:
-            self._schedule()
+            self._schedule(any(s.decisive for s in q.streams))
 
     def _failed(
         self,
