@@ -80,7 +80,8 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         "_queue", "_paused", "_mixer", "_channels", "_loop", "_play_end", "_period", "_window",
         "_last_speaking", "_params", "_outbox", "_inv_bps", "_stats", "_last_sent",
         "_speaking", "_push_sent", "_write_chunk", "_n_chunks", "_n_bot_bytes", "_speaking_period",
-        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs", "_last_in",
+        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs", "_last_in", "_hold",
+        "_catch_up", "_stretch", "_slack",
     )
 
     def __init__(self, params: TransportParams, *, name: str | None = None, **kwargs: Any) -> None:
@@ -269,7 +270,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
                     self._write_chunk(frame)  # type: ignore[misc]
                 except Exception:
                     logger.exception("%s: write_audio failed", self)
-                if start < now:
+                if start < now and not self._catching_up():
                     if now - start > self._slack and self._speaking and self._stretch < self._catch_up:
                         self._late(now - start)
                     start = now

@@ -110,6 +110,11 @@ class OutputQueue:
         self._slack = self._period * 0.25
         self._catch_up = max(0, params.audio_out_catch_up_chunks) * self._period
         self._stretch = 0.0
+        self._always = params.audio_out_continuous or params.audio_out_mixer is not None
+        self._hold = self._catch_up if self._always else 0.0
+        """How long a continuous output lets a steady real-time stream run late before
+        silence fills in for it (see :meth:`on_clock`); 0 for an output that sends
+        nothing while the bot is quiet."""
         self._steady = 0
         """Whole chunks in a row that came as a real-time stream does: each sent on
         arrival, or queued but arriving at least the timer slack after the one before
@@ -121,7 +126,6 @@ class OutputQueue:
         self._clock: AudioClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active = False
-        self._always = params.audio_out_continuous or params.audio_out_mixer is not None
         self._paused = False
         self._closed = False
         self._discard_audio = False
@@ -341,8 +345,21 @@ class OutputQueue:
                     bot_sent = True
                 break
         if self._always and (self._paused or not q):
-            while self._play_end - now + self._period <= ahead:
-                self._send(self._silence, now, False)
+            # A steady real-time stream (an echo, a relayed call) late by less than the
+            # hold gets no silence in its gap: silence sent now would push its late audio
+            # back a chunk for the rest of the turn (the stream comes no faster than it
+            # plays) and keep it queued behind the clock. The late audio goes out the
+            # moment it comes instead, on the stream's own timeline (see ``_catching_up``).
+            held = self._catching_up() and not self._paused and not self._pending
+            if held and now - self._play_end >= self._hold:
+                held = False
+                self._steady = 0  # later than the hold: the stream stopped; silence as after speech
+            if not held:
+                # Silence tops the peer's buffer up to the plain window, never into the
+                # catch-up stretch (that room is for late bot audio).
+                base = self._ahead + self._slack
+                while self._play_end - now + self._period <= base:
+                    self._send(self._silence, now, False)
         if self._speaking:
             if bot_sent:
                 if now - self._last_speaking >= self._speaking_period:
@@ -372,7 +389,7 @@ class OutputQueue:
         except Exception:
             logger.exception("%s: write_audio failed", self)
         start = self._play_end
-        if start < now:
+        if start < now and not (bot and self._catching_up()):
             if bot and self._speaking and now - start > self._slack and self._stretch < self._catch_up:
                 self._late(now - start)
             start = now
@@ -389,6 +406,15 @@ class OutputQueue:
             self._broadcast(BotStartedSpeakingFrame)
         if self._push_sent:
             self._outbox.append((frame, DOWNSTREAM))
+
+    def _catching_up(self) -> bool:
+        """Whether late bot audio continues the stream's own timeline (True) instead of
+        restarting it at now. So on a continuous output for a steady real-time stream:
+        its gaps get no silence before the hold runs out (see :meth:`on_clock`), so on
+        the wire it is only late, not pushed back; its late audio goes out at once (up
+        to the window past the lateness) and the stream is on time again, instead of a
+        chunk or more behind the clock for the rest of the turn."""
+        return self._hold > 0.0 and self._steady >= 3 and self._speaking
 
     def _late(self, lateness: float) -> None:
         """Mid-speech the peer ran dry: the stream is late. Let the window grow by
