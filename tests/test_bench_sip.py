@@ -18,6 +18,7 @@ if shutil.which("sipp") is None:
 FIELDS = {
     "answered", "answer_p50_ms", "answer_p99_ms", "rtp_sent", "rtp_echoed", "rtp_loss_pct", "rtp_seq_lost",
     "jitter_ms_mean", "echo_p50_ms", "echo_p99_ms", "server_cpu_pct", "cpu_ms_per_call_s", "calls_per_core",
+    "udp_drops_flowcat", "udp_drops_other",
 }  # fmt: skip
 
 
@@ -40,6 +41,27 @@ def test_quick_smoke_calls_are_answered_and_their_audio_echoed() -> None:
     assert out.returncode == 0
     table = sip.format_table(rows)
     assert "ans99" in table and "c/core" in table
+
+
+def test_udp_socket_drops_are_counted_at_the_socket_that_dropped_them() -> None:
+    import socket
+
+    full = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    full.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum: a few datagrams
+    full.bind(("127.0.0.1", 0))
+    port = full.getsockname()[1]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        before = sip.udp_counters()
+        for _ in range(200):
+            tx.sendto(bytes(172), ("127.0.0.1", port))  # never read: the buffer fills, the rest is dropped
+        inside, _ = sip.udp_socket_drops((port, port))
+        assert inside > 100
+        after = sip.udp_counters()
+        assert after["RcvbufErrors"] - before["RcvbufErrors"] >= inside
+    finally:
+        full.close()
+        tx.close()
 
 
 def test_the_scenario_offers_the_media_port_of_the_injection_file() -> None:

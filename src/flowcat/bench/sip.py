@@ -12,6 +12,10 @@ sockets' ports in their SDP offers (``-inf``). Reported:
   the round trip through flowcat), flowcat's own packets missing at the callers
   (sequence gaps), the RFC 3550 interarrival jitter of flowcat's streams, and the
   echo round trip p50/p99;
+* the kernel's UDP drops: ``/proc/net/snmp`` ``InErrors``/``RcvbufErrors``/``SndbufErrors``
+  over the window (the whole namespace: other traffic counts too), and the ``drops`` of
+  the open sockets at the window's end, flowcat's RTP ports apart from the others (the
+  callers'), in the JSON rows (``udp_*``): which side's socket lost what;
 * server CPU over the window when every call is up (``/proc`` schedstat, as
   ``bench capacity``): % of one core, CPU ms per call-second, and the calls one
   core would carry at that cost (``calls_per_core``);
@@ -47,6 +51,8 @@ __all__ = [
     "main",
     "render_section",
     "run_point",
+    "udp_counters",
+    "udp_socket_drops",
     "write_section",
 ]
 
@@ -157,6 +163,32 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))], 2)
 
 
+def udp_counters() -> dict[str, int]:
+    """The kernel's UDP counters (``/proc/net/snmp``, this network namespace): ``InErrors``,
+    ``RcvbufErrors``, ``SndbufErrors``; empty where they cannot be read."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        rows = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines() if ln.startswith("Udp:")]
+        return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:], strict=True)
+                if k in ("InErrors", "RcvbufErrors", "SndbufErrors")}  # fmt: skip
+    return {}
+
+
+def udp_socket_drops(ports: tuple[int, int]) -> tuple[int, int]:
+    """Datagrams the kernel dropped at open UDP sockets (``/proc/net/udp``'s ``drops``, since
+    each socket opened): (at local ports in ``ports``, at the others)."""
+    inside = outside = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            f = line.split()
+            with contextlib.suppress(ValueError, IndexError):
+                port, drops = int(f[1].rsplit(":", 1)[1], 16), int(f[-1])
+                if ports[0] <= port <= ports[1]:
+                    inside += drops
+                else:
+                    outside += drops
+    return inside, outside
+
+
 def run_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement: fresh server, caller media, sipp; CPU over the window. Returns the row."""
     sipp = args.sipp or shutil.which("sipp")
@@ -232,11 +264,19 @@ def run_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
             )
             c0 = c1 = t0 = t1 = 0
             result: dict[str, Any] = {}
+            udp0: dict[str, int] = {}
+            lo, _, hi = args.rtp_ports.partition("-")
             for out in media.stdout:
                 if out.startswith("WINDOW_START"):
                     c0, t0 = cpu_ns(srv.pid), time.monotonic_ns()
+                    udp0 = udp_counters()
                 elif out.startswith("WINDOW_END"):
                     c1, t1 = cpu_ns(srv.pid), time.monotonic_ns()
+                    udp1 = udp_counters()
+                    for k, v in udp1.items():
+                        if k in udp0:
+                            row[f"udp_{k}_window"] = v - udp0[k]
+                    row["udp_drops_flowcat"], row["udp_drops_other"] = udp_socket_drops((int(lo), int(hi or lo)))
                 elif out.startswith("RESULT "):
                     result = json.loads(out[7:])
             media.wait(timeout=30)
