@@ -47,7 +47,10 @@ class TransportParams:
     lagging one chunk for the rest of the turn. The listener hears the gap either
     way; this only decides whether the delay then sits in our queue or in the peer's
     buffer (which a clear empties). The growth ends when the bot stops speaking or
-    is interrupted. 0 disables. Default 4 (80 ms at 20 ms chunks)."""
+    is interrupted. On a continuous output it is also the hold: a steady real-time
+    stream (an echo) that runs late gets no silence in its gap for this long, so its late
+    audio goes out at once instead of queueing behind a silence chunk. 0 disables.
+    Default 4 (80 ms at 20 ms chunks)."""
     audio_out_end_silence_secs: float = 0.0
     """Silence sent after the last bot audio before an EndFrame closes the call. Default 0."""
     audio_out_mixer: Any = None
