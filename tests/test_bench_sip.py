@@ -18,7 +18,7 @@ if shutil.which("sipp") is None:
 FIELDS = {
     "answered", "answer_p50_ms", "answer_p99_ms", "rtp_sent", "rtp_echoed", "rtp_loss_pct", "rtp_seq_lost",
     "jitter_ms_mean", "echo_p50_ms", "echo_p99_ms", "server_cpu_pct", "cpu_ms_per_call_s", "calls_per_core",
-    "udp_drops_flowcat", "udp_drops_other",
+    "udp_drops_flowcat", "udp_drops_other", "caller_media_cpu_pct", "sipp_cpu_pct",
 }  # fmt: skip
 
 

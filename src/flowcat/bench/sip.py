@@ -15,7 +15,9 @@ sockets' ports in their SDP offers (``-inf``). Reported:
 * the kernel's UDP drops: ``/proc/net/snmp`` ``InErrors``/``RcvbufErrors``/``SndbufErrors``
   over the window (the whole namespace: other traffic counts too), and the ``drops`` of
   the open sockets at the window's end, flowcat's RTP ports apart from the others (the
-  callers'), in the JSON rows (``udp_*``): which side's socket lost what;
+  callers'), in the JSON rows (``udp_*``): which side's socket lost what; and the CPU of
+  the caller media process and of sipp over the window (``caller_media_cpu_pct``,
+  ``sipp_cpu_pct``: whether the load generator's core is the limit);
 * server CPU over the window when every call is up (``/proc`` schedstat, as
   ``bench capacity``): % of one core, CPU ms per call-second, and the calls one
   core would carry at that cost (``calls_per_core``);
@@ -263,16 +265,22 @@ def run_point(calls: int, args: argparse.Namespace) -> dict[str, Any]:
                 text=True,
             )
             c0 = c1 = t0 = t1 = 0
+            g0: tuple[int, int] = (0, 0)
             result: dict[str, Any] = {}
             udp0: dict[str, int] = {}
             lo, _, hi = args.rtp_ports.partition("-")
             for out in media.stdout:
                 if out.startswith("WINDOW_START"):
                     c0, t0 = cpu_ns(srv.pid), time.monotonic_ns()
+                    g0 = (cpu_ns(media.pid), cpu_ns(sp.pid))
                     udp0 = udp_counters()
                 elif out.startswith("WINDOW_END"):
                     c1, t1 = cpu_ns(srv.pid), time.monotonic_ns()
+                    g1 = (cpu_ns(media.pid), cpu_ns(sp.pid))
                     udp1 = udp_counters()
+                    if t1 > t0:  # the other core: is the load generator the limit?
+                        row["caller_media_cpu_pct"] = round(100.0 * (g1[0] - g0[0]) / (t1 - t0), 1)
+                        row["sipp_cpu_pct"] = round(100.0 * (g1[1] - g0[1]) / (t1 - t0), 1)
                     for k, v in udp1.items():
                         if k in udp0:
                             row[f"udp_{k}_window"] = v - udp0[k]
