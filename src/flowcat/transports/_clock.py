@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["IDLE", "AudioClock", "ClockClient"]
 
@@ -124,9 +123,9 @@ class AudioClock:
         clients = self._clients
         idle = self._idle
         try:
-            _serve(clients, idle, now, lambda keep: keep is not True, lambda keep: keep)
+            _serve_busy(clients, idle, now)
             if idle and self.ticks % self.idle_every == 0:
-                _serve(idle, clients, now, lambda keep: keep != IDLE, lambda keep: keep is True)
+                _serve_idle(idle, clients, now)
         finally:
             self._ticking = False
         if not clients and not idle:
@@ -140,24 +139,36 @@ class AudioClock:
         self._handle = loop.call_at(nxt, self._tick)
 
 
-def _serve(
-    group: dict[ClockClient, None],
-    other: dict[ClockClient, None],
-    now: float,
-    leaves: Callable[[Any], bool],
-    moves: Callable[[Any], bool],
-) -> None:
-    """Call ``on_clock`` on each client of ``group``; a client whose answer ``leaves``
-    the group is removed, and added to ``other`` if the answer ``moves`` it there."""
-    for client in tuple(group):
-        if client not in group:
+def _serve_busy(busy: dict[ClockClient, None], idle: dict[ClockClient, None], now: float) -> None:
+    """Call ``on_clock`` on each client served every tick; one that answers ``IDLE`` moves to
+    ``idle``, one that answers False leaves. (Inline, no callback per client: at 500 calls this
+    runs 25,000 times a second.)"""
+    for client in tuple(busy):
+        if client not in busy:
             continue
         try:
             keep = client.on_clock(now)
         except Exception:
             logger.exception("audio clock: %r failed; dropped", client)
             keep = False
-        if leaves(keep):
-            group.pop(client, None)
-            if moves(keep):
-                other[client] = None
+        if keep is not True:
+            busy.pop(client, None)
+            if keep:
+                idle[client] = None
+
+
+def _serve_idle(idle: dict[ClockClient, None], busy: dict[ClockClient, None], now: float) -> None:
+    """Call ``on_clock`` on each idle client; one that answers True moves to ``busy``, one
+    that answers False leaves."""
+    for client in tuple(idle):
+        if client not in idle:
+            continue
+        try:
+            keep = client.on_clock(now)
+        except Exception:
+            logger.exception("audio clock: %r failed; dropped", client)
+            keep = False
+        if keep != IDLE:
+            idle.pop(client, None)
+            if keep is True:
+                busy[client] = None

@@ -80,7 +80,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         "_queue", "_paused", "_mixer", "_channels", "_loop", "_play_end", "_period", "_window",
         "_last_speaking", "_params", "_outbox", "_inv_bps", "_stats", "_last_sent",
         "_speaking", "_push_sent", "_write_chunk", "_n_chunks", "_n_bot_bytes", "_speaking_period",
-        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs", "_last_in", "_hold",
+        "_stop_secs", "_always", "_steady", "_direct", "_n_direct", "_chunk_secs", "_last_in", "_hold", "_idle_gap",
         "_catch_up", "_stretch", "_slack",
     )
 
@@ -168,6 +168,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         self._sync_direct()
         self._loop = asyncio.get_running_loop()
         self._clock = AudioClock.for_loop(self._period, self._loop)
+        self._idle_gap = self._clock.idle_every * self._period
         if self._write_chunk is None:
             self._write_chunk = self.write_audio
         # Whether sent chunks go on downstream: decided once, when the call starts.
@@ -308,6 +309,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         elif cls is BotSpeechPauseFrame:
             self._paused = True
             self._direct = -1
+            self._wake()
         elif cls is BotSpeechResumeFrame:
             if self._paused:
                 self._paused = False
@@ -330,6 +332,13 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         elif cls is not StartFrame and cls is not CancelFrame:
             self.write_frame(frame)  # urgent messages, DTMF
         await self.push_frame(frame, direction)
+
+    def _wake(self) -> None:
+        """A continuous output served now and then (a held stream, see ``on_clock``) is
+        served every tick again: its silence must follow a state change at once."""
+        clock = self._clock
+        if self._always and self._active and clock is not None and not self._closed:
+            clock.add(self)
 
     def _flush_outbox(self) -> None:
         out = self._outbox
@@ -363,6 +372,7 @@ class BaseOutputTransport(FrameProcessor, OutputQueue):
         self._sync_direct()
         self.write_frame(frame)
         self.stats.clears_sent += 1
+        self._wake()
         if self._loop is not None:
             self._play_end = self._loop.time()
         if self._speaking and not kept_audio:  # still speaking while kept audio plays
