@@ -266,3 +266,41 @@ def test_an_echoed_call_with_a_late_packet_stays_on_time_on_the_wire() -> None:
         assert lags[3:] == [0] * 37, lags
 
     run_virtual(main())
+
+
+def test_a_held_stream_is_looked_at_now_and_then_and_a_pause_brings_silence_at_once() -> None:
+    # While a steady stream is sent on arrival the clock serves the output every third
+    # tick only (nothing is due before the hold could run out); a pause makes it busy
+    # again, and silence follows the audio already sent without a gap.
+    async def main() -> None:
+        from flowcat.frames import BotSpeechPauseFrame
+
+        out = _continuous()
+        loop = asyncio.get_running_loop()
+        async with Harness([out]) as h:
+            await asyncio.sleep(0.101)
+            t0 = loop.time()
+            looks: list[float] = []
+            on_clock = out.on_clock
+
+            def counting(now: float) -> bool | int:
+                looks.append(now)
+                return on_clock(now)
+
+            out.on_clock = counting  # type: ignore[method-assign]
+            for k in range(20):
+                await asyncio.sleep(t0 + 0.02 * k - loop.time())
+                await h.task.queue_frame(OutputAudioRawFrame(audio=pcm(CHUNK, k + 1), sample_rate=RATE))
+            steady = [t for t in looks if t0 + 0.1 <= t < t0 + 0.38]
+            assert 3 <= len(steady) <= 6, steady  # 14 ticks: about every third
+            await asyncio.sleep(0.005)
+            t_pause = loop.time()
+            end_of_audio = out._play_end
+            await h.task.queue_frame(BotSpeechPauseFrame())
+            await asyncio.sleep(0.1)
+            silence = [t for t, kind, p in out.wire if kind == "audio" and p == SILENCE and t >= t_pause]
+        # Silence follows the audio already sent without a gap (the window's worth ahead,
+        # on the clock's 20 ms ticks), not at the next look of an idle output.
+        assert silence and silence[0] <= end_of_audio - 0.025 + 0.02 + 1e-9, (t_pause, end_of_audio, silence)
+
+    run_virtual(main())
