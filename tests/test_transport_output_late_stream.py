@@ -61,6 +61,18 @@ def _stream(late_ms: list[float], *, catch_up: int = 4, phase_ms: float = 1.0) -
     return lags, wire
 
 
+async def _steady(h: Harness) -> float:
+    """After the output started, 10 whole chunks on a 20 ms cadence (a steady real-time
+    stream, sent on arrival); returns when the first came."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.101)
+    t0 = loop.time()
+    for k in range(10):
+        await asyncio.sleep(t0 + 0.02 * k - loop.time())
+        await h.task.queue_frame(OutputAudioRawFrame(audio=pcm(CHUNK, k + 1), sample_rate=RATE))
+    return t0
+
+
 def test_one_late_chunk_does_not_leave_the_stream_a_chunk_behind() -> None:
     # Frame 10 comes 25 ms late (with frame 11). The clock used to fill the gap with a
     # chunk of silence; the late frame then waited behind it, and since the stream comes
@@ -98,13 +110,8 @@ def test_a_stream_that_stops_gets_silence_after_the_hold() -> None:
     # again at the plain window.
     async def main() -> None:
         out = _continuous()
-        loop = asyncio.get_running_loop()
         async with Harness([out]) as h:
-            await asyncio.sleep(0.101)
-            t0 = loop.time()
-            for k in range(10):
-                await asyncio.sleep(t0 + 0.02 * k - loop.time())
-                await h.task.queue_frame(OutputAudioRawFrame(audio=pcm(CHUNK, k + 1), sample_rate=RATE))
+            t0 = await _steady(h)
             end_of_audio = out._play_end
             await asyncio.sleep(0.3)
             sent = [(t, p) for t, kind, p in out.wire if kind == "audio" and t > t0]
@@ -135,11 +142,7 @@ def test_tts_audio_is_paced_as_before_after_a_steady_stream() -> None:
         out = _continuous()
         loop = asyncio.get_running_loop()
         async with Harness([out]) as h:
-            await asyncio.sleep(0.101)
-            t0 = loop.time()
-            for k in range(10):
-                await asyncio.sleep(t0 + 0.02 * k - loop.time())
-                await h.task.queue_frame(OutputAudioRawFrame(audio=pcm(CHUNK, k + 1), sample_rate=RATE))
+            await _steady(h)
             await asyncio.sleep(0.02)
             reply = TTSAudioRawFrame(audio=pcm(CHUNK * 50, 99), sample_rate=RATE)
             t_reply = loop.time()
@@ -164,11 +167,7 @@ def test_interruption_during_a_held_gap_sends_silence_at_once() -> None:
         out = _continuous()
         loop = asyncio.get_running_loop()
         async with Harness([out]) as h:
-            await asyncio.sleep(0.101)
-            t0 = loop.time()
-            for k in range(10):
-                await asyncio.sleep(t0 + 0.02 * k - loop.time())
-                await h.task.queue_frame(OutputAudioRawFrame(audio=pcm(CHUNK, k + 1), sample_rate=RATE))
+            await _steady(h)
             await asyncio.sleep(0.045)  # the stream is late; the gap is being held
             t_int = loop.time()
             await h.task.queue_frame(InterruptionFrame())
