@@ -33,6 +33,7 @@ import numpy as np
 
 from ..audio import pcm16_to_ulaw
 from ..errors import BenchError
+from ._harness import install_uvloop
 
 __all__ = ["Utterance", "load_utterances", "main"]
 
@@ -330,13 +331,8 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = json.loads((argv or sys.argv[1:])[0])
-    try:  # the callers share a core with the fakes: the cheaper loop (the same for every system)
-        import uvloop
-    except ImportError:
-        result = asyncio.run(run(cfg))
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(run(cfg))
+    install_uvloop()  # the callers share a core with the fakes: the cheaper loop (the same for every system)
+    result = asyncio.run(run(cfg))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

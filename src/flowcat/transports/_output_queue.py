@@ -112,10 +112,10 @@ class OutputQueue:
         self._stretch = 0.0
         self._always = params.audio_out_continuous or params.audio_out_mixer is not None
         self._hold = self._catch_up if self._always else 0.0
-        self._idle_gap = 0.0  # between two looks of the clock at an idle output (set at start)
         """How long a continuous output lets a steady real-time stream run late before
         silence fills in for it (see :meth:`on_clock`); 0 for an output that sends
         nothing while the bot is quiet."""
+        self._idle_gap = 0.0  # between two looks of the clock at an idle output (set at start)
         self._steady = 0
         """Whole chunks in a row that came as a real-time stream does: each sent on
         arrival, or queued but arriving at least the timer slack after the one before
