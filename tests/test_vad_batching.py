@@ -404,3 +404,66 @@ def test_a_decisive_window_is_scored_without_waiting_for_rows() -> None:
     assert flushes > 0 and none_flushes == 0
     assert lag_rule < 0.001, lag_rule  # scored in the iteration it came
     assert lag_none > 0.005, lag_none  # the wait for rows
+
+
+def test_a_stream_that_fell_behind_catches_up_without_waiting_for_rows() -> None:
+    """40 real-time streams keep the batcher waiting for rows; 10 others get 8 windows at once
+    (their packets held up, then delivered together). A stream takes one window per round, so
+    with a wait before every round the last of the 8 is scored ~8 waits late; a stream that is
+    behind is not kept waiting, and its windows are scored in back-to-back rounds (virtual
+    time). The same run without the rule waits."""
+    from flowcat.testing import run_virtual
+
+    async def main(rule: bool) -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        batcher = SileroBatcher.for_loop()
+        batcher.max_inline_secs = 1.0  # inline: the virtual clock does not move while a batch runs
+        n, window_s, burst = 40, 0.032, 8
+
+        class Stream(SileroVADAnalyzer):
+            @property
+            def behind(self) -> bool:
+                return super().behind if rule else False
+
+        steady = [Stream(skip_quiet=False, sample_rate=8000) for _ in range(n)]
+        late = [Stream(skip_quiet=False, sample_rate=8000) for _ in range(10)]
+        lags: dict[int, list[float]] = {id(a): [] for a in [*steady, *late]}
+        fed: dict[int, list[float]] = {id(a): [] for a in [*steady, *late]}
+        for a in [*steady, *late]:
+            key = id(a)
+            orig = a._score
+
+            def score(confidence: float, ms: float, key: int = key, orig=orig) -> None:
+                lags[key].append(loop.time() - fed[key][len(lags[key])])
+                orig(confidence, ms)
+
+            a._score = score  # type: ignore[method-assign]
+            a.set_listener(lambda _e, _p: None)
+        start = loop.time()
+        for k in range(60):
+            for i, a in enumerate(steady):
+                await asyncio.sleep(max(0.0, start + k * window_s + i * window_s / n - loop.time()))
+                fed[id(a)].append(loop.time())
+                a.feed(bytes(512))
+            if k >= 20 and (k - 20) % burst == burst - 1 and k < 20 + 3 * burst:  # three bursts of 8
+                for a in late:
+                    for _ in range(burst):
+                        fed[id(a)].append(loop.time())
+                        a.feed(bytes(512))
+        await asyncio.gather(*(a.drain() for a in [*steady, *late]))
+        late_max = max(max(lags[id(a)]) for a in late)
+        steady_max = max(max(lags[id(a)]) for a in steady)
+        flushes = batcher.stats.behind_flushes
+        for a in [*steady, *late]:
+            a.close()
+        return late_max, steady_max, flushes
+
+    batcher_wait = 0.02  # SileroBatcher's default max_wait_secs
+    late_rule, steady_rule, flushes = run_virtual(main(True))
+    late_none, steady_none, none_flushes = run_virtual(main(False))
+    assert flushes > 0 and none_flushes == 0
+    # with the rule 7 rounds run back to back and only the last window (no longer behind) waits
+    # for rows like any other; without it each of the 8 rounds waits (~8 x 17.6 ms here)
+    assert late_rule <= batcher_wait + 1e-6, late_rule
+    assert late_none > 4 * batcher_wait, late_none
+    assert max(steady_rule, steady_none) <= batcher_wait + 1e-6  # the others: as before

@@ -25,6 +25,13 @@ it would complete ``stop_secs`` of quiet or ``start_secs`` of voice) is never ke
 waiting: the end of the user's turn, or a barge-in, waits on its score. It is flushed in
 the iteration it arrives, with whatever rows are queued; such windows are a few per
 utterance, so batches stay large.
+
+Nor is a stream that has fallen behind (:attr:`~SileroVADAnalyzer.behind`: a further window
+of it is queued behind the one in the batch). A stream takes one window per round, so
+rounds that each wait for rows can run no faster than the windows arrive: once a burst put
+streams a window behind, they stayed behind for as long as the load lasted, their speech
+events a window or more late each (seen at 160 calls: the turn ends of ~90 calls 0.3-1.8 s
+late for 3 s). Their rounds now run back to back until they are level again.
 """
 
 from __future__ import annotations
@@ -77,6 +84,19 @@ class BatcherStats:
     errors: int = 0
     decisive_flushes: int = 0
     """Flushes not delayed (or cut short) because a window could start or stop speech."""
+    behind_flushes: int = 0
+    """Flushes not delayed (or cut short) because a stream had fallen a window behind."""
+
+
+_DECISIVE = 2
+_BEHIND = 1
+
+
+def _urgency(stream: SileroVADAnalyzer) -> int:
+    """Why the stream's window may not wait for rows: 2 decisive, 1 behind, 0 it may."""
+    if stream.decisive:
+        return _DECISIVE
+    return _BEHIND if stream.behind else 0
 
 
 class _LaneQueue:
@@ -172,12 +192,19 @@ class SileroBatcher:
             self._streams_seen += 1
         if q.busy:
             return
-        decisive = stream.decisive
+        urgent = _urgency(stream)
         if not self._scheduled:
-            self._schedule(decisive)
-        elif self._timer is not None and (decisive or self._queued >= self._enough_rows()):
-            if decisive:
-                self.stats.decisive_flushes += 1
+            self._schedule(urgent)
+        elif self._timer is not None and (urgent or self._queued >= self._enough_rows()):
+            self._count(urgent)
+            self._timer.cancel()
+            self._timer = None
+            self.loop.call_soon(self._flush)
+
+    def hurry(self) -> None:
+        """A queued stream fell a window behind: end the wait for rows now, if one runs."""
+        if self._timer is not None:
+            self.stats.behind_flushes += 1
             self._timer.cancel()
             self._timer = None
             self.loop.call_soon(self._flush)
@@ -186,13 +213,19 @@ class SileroBatcher:
         """Rows worth a flush: the target, or one window of every active stream."""
         return min(self.target_rows, max(self.active_streams, self._streams_seen))
 
-    def _schedule(self, decisive: bool = False) -> None:
+    def _count(self, urgent: int) -> None:
+        if urgent == _DECISIVE:
+            self.stats.decisive_flushes += 1
+        elif urgent == _BEHIND:
+            self.stats.behind_flushes += 1
+
+    def _schedule(self, urgent: int = 0) -> None:
         self._scheduled = True
         wait = 0.0
         rate = self.arrival_rate
         if rate * self.max_wait_secs >= 2.0 and self._queued < self._enough_rows():
-            if decisive:
-                self.stats.decisive_flushes += 1
+            if urgent:
+                self._count(urgent)
             else:
                 wait = min(self.max_wait_secs, (self.target_rows - self._queued) / rate)
         if wait > 0.0:
@@ -267,7 +300,7 @@ class SileroBatcher:
             q.lane.scatter(idx, x, new_state, cpu)
             self._deliver(streams, probs, q.lane.mean_squares(x))
         if q.streams and not self._scheduled:
-            self._schedule(any(s.decisive for s in q.streams))
+            self._schedule(max(map(_urgency, q.streams)))
 
     def _failed(
         self,

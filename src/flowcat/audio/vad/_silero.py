@@ -96,6 +96,12 @@ class SileroVADAnalyzer(VADAnalyzer):
         """Windows fed and not yet scored."""
         return len(self._fifo)
 
+    @property
+    def behind(self) -> bool:
+        """Whether another whole window is queued behind the one being scored: the stream is a
+        window or more late, and a batching scorer runs it without waiting for rows."""
+        return len(self._fifo) > 1
+
     def _on_sample_rate(self, sample_rate: int) -> None:
         self._release()
         self._fifo.clear()
@@ -200,6 +206,8 @@ class SileroVADAnalyzer(VADAnalyzer):
         fifo.append(window)
         if len(fifo) == 1:
             self._advance()
+        elif len(fifo) == 2 and self._batcher is not None and self.behind:
+            self._batcher.hurry()  # the queued window fell a window behind while it waited
 
     def _advance(self) -> None:
         """Send the front window to the batcher, scoring pre-gated ones on the way."""
