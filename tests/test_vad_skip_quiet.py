@@ -121,3 +121,26 @@ def test_a_process_on_one_cpu_runs_batches_on_the_loop(monkeypatch: pytest.Monke
         assert SileroBatcher(loop, max_inline_secs=0.5).max_inline_secs == 0.5
     finally:
         loop.close()
+
+
+async def test_replayed_quiet_windows_ride_in_the_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the gate opens, the last skipped quiet windows run before the loud one for the
+    model's state: as rows of the shared batches (a row each), never as single-row ONNX calls
+    of their own, and they are not scored twice: the events are those of the model run on
+    every window, within the tolerance above."""
+    from flowcat.audio.vad import SileroBatcher
+    from flowcat.audio.vad._silero_model import SileroLane
+
+    def no_single_calls(self: SileroLane, slots: list[int], windows: list[bytes]) -> np.ndarray:
+        raise AssertionError("a fed stream ran a single-row call of its own")
+
+    pcm = _call_audio(8000, -70.0)
+    full, _ = await _events(pcm, 8000, skip=False)
+    batcher = SileroBatcher.for_loop()
+    rows0 = batcher.stats.rows
+    monkeypatch.setattr(SileroLane, "run_sync", no_single_calls)
+    gated, vad = await _events(pcm, 8000, skip=True)
+    run = vad._scored - vad.gated_windows  # windows scored by the model
+    replayed = batcher.stats.rows - rows0 - run
+    assert 0 < replayed <= 2 * 2 * 3  # ≤ 2 per opening of the gate; two utterances, a few openings each
+    assert [e for e, _ in gated] == [e for e, _ in full] == [STARTED, STOPPED] * 2

@@ -73,6 +73,9 @@ class SileroVADAnalyzer(VADAnalyzer):
         self._slot = -1
         self._finalizer: weakref.finalize[..., object] | None = None
         self._fifo: deque[bytes] = deque()
+        # skip_quiet: while > 0, the first _replays - 1 windows of _fifo run for the model's state
+        # only, and the one after them was let through the gate already
+        self._replays = 0
         self._batcher: SileroBatcher | None = None
         self._epoch = 0  # the batcher's rate period in which this stream last submitted
         self._gate = pre_gate
@@ -105,6 +108,7 @@ class SileroVADAnalyzer(VADAnalyzer):
     def _on_sample_rate(self, sample_rate: int) -> None:
         self._release()
         self._fifo.clear()
+        self._replays = 0
         self._skipped.clear()
         lane = self._lane = self._model.lane(sample_rate)
         self._slot = lane.acquire()
@@ -123,12 +127,14 @@ class SileroVADAnalyzer(VADAnalyzer):
         super().close()
         self._release()
         self._fifo.clear()
+        self._replays = 0
         self._wake_drain()
 
     def restart(self) -> None:
         """Start a new stream on the same slot (model state cleared)."""
         super().restart()
         self._fifo.clear()
+        self._replays = 0
         self._skipped.clear()
         if self._lane is not None and self._slot >= 0:
             self._lane.reset(self._slot)
@@ -209,14 +215,24 @@ class SileroVADAnalyzer(VADAnalyzer):
         elif len(fifo) == 2 and self._batcher is not None and self.behind:
             self._batcher.hurry()  # the queued window fell a window behind while it waited
 
+    def _queue_replay(self) -> None:
+        """Put the quiet windows skipped since the last reset ahead of the front window, to run
+        in the batches like any other (state only): a replay costs a batch row, not an ONNX call."""
+        skipped = self._skipped
+        if len(skipped) > _REPLAY_WINDOWS:  # older windows were dropped: take the context of the last one
+            self._lane.skip(self._slot, skipped.popleft())  # type: ignore[union-attr]
+        self._replays = len(skipped) + 1  # ... and the window that needs them, already let through
+        self._fifo.extendleft(reversed(skipped))
+        skipped.clear()
+
     def _advance(self) -> None:
         """Send the front window to the batcher, scoring pre-gated ones on the way."""
         fifo = self._fifo
         while fifo:
             window = fifo[0]
-            if not self._gated(window):
-                if self._skipped:
-                    self._replay_skipped()
+            if self._replays or not self._gated(window):
+                if self._skipped:  # (the front window stays ungated: it is not looked at again)
+                    self._queue_replay()
                 batcher = self._batcher
                 if batcher is None:
                     batcher = self._batcher = SileroBatcher.for_loop(asyncio.get_running_loop())
@@ -231,6 +247,12 @@ class SileroVADAnalyzer(VADAnalyzer):
         if self._slot < 0 or not self._fifo:
             return
         self._fifo.popleft()
+        replays = self._replays
+        if replays:
+            self._replays = replays - 1
+            if replays > 1:  # a replayed quiet window: its state is kept, its score is not
+                self._advance()
+                return
         self._maybe_reset(p)
         self._score(p, ms)
         self._advance()
