@@ -367,3 +367,15 @@ def test_a_worker_crashing_in_a_real_server_is_restarted_with_backoff(tmp_path: 
     assert "restarting in 1.0 s (crash 2 in a row)" in restarts[1]
     assert "restarting in 2.0 s (crash 3 in a row)" in restarts[2]
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("ms", ["25", "0", "210"])
+def test_a_bad_output_chunk_is_one_error_line_and_exit_2(tmp_path: Path, ms: str) -> None:
+    out = subprocess.run(
+        [*_flowcat(), "serve", "--port", str(free_port()), "--audio-out-chunk-ms", ms],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (
+        f"flowcat serve: --audio-out-chunk-ms must be a multiple of 10 from 10 to 200, not {ms}"
+    )

@@ -81,6 +81,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--call-burst", type=int, default=20, help="calls one client IP may open at once")
     p.add_argument(
+        "--audio-out-chunk-ms",
+        type=int,
+        default=20,
+        help="bot audio to WebSocket callers in chunks of this many ms, one message each (10-200; pipecat's "
+        "default is 40)",
+    )
+    p.add_argument(
         "--max-body", type=int, default=1 << 20, help="largest request body / WebSocket message (bytes)"
     )
     p.add_argument(
@@ -208,6 +215,10 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f"flowcat serve: {problem}", file=sys.stderr)
         return 2
+    if not 10 <= args.audio_out_chunk_ms <= 200 or args.audio_out_chunk_ms % 10:
+        print(f"flowcat serve: --audio-out-chunk-ms must be a multiple of 10 from 10 to 200, not "
+              f"{args.audio_out_chunk_ms}", file=sys.stderr)
+        return 2
     opts = ServeOptions(
         host=host,
         port=port or 8765,
@@ -236,6 +247,7 @@ def main(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         log_format=args.log_format,
         turn_metrics=args.turn_metrics,
+        audio_out_chunk_ms=args.audio_out_chunk_ms,
     )
     if config_path is not None:
         shown = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host  # noqa: S104 - a comparison that picks the address to print, not a bind

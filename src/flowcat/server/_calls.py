@@ -41,6 +41,11 @@ def _params(cfg: ServerConfig, in_rate: int | None = None, out_rate: int | None 
     )
 
 
+def _transport_options(cfg: ServerConfig) -> dict[str, Any] | None:
+    """The media WebSocket's transport parameters that the server config sets."""
+    return None if cfg.audio_out_chunk_ms == 20 else {"audio_out_chunk_ms": cfg.audio_out_chunk_ms}
+
+
 def user_processors(cfg: ServerConfig, call: CallInfo, app: AppFactory | None = None) -> list[FrameProcessor]:
     """The app's processors for ``call`` (``app``, default the configured one; a single
     processor becomes a list); every transport's server builds its pipeline around them."""
@@ -152,6 +157,7 @@ async def raw_call(state: ServerState, sock: CallSocket, request: Any, agent: Ag
         user_processors(cfg, call, _app_of(cfg, agent)),
         params=_params(cfg, rate, rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
+        transport_options=_transport_options(cfg),
     )
 
 
@@ -172,6 +178,7 @@ async def protobuf_call(state: ServerState, sock: CallSocket, request: Any, agen
         user_processors(cfg, call, _app_of(cfg, agent)),
         params=_params(cfg, rate, rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
+        transport_options=_transport_options(cfg),
     )
 
 
@@ -201,6 +208,7 @@ async def carrier_call(
         user_processors(cfg, call, _app_of(cfg, agent)),
         params=_params(cfg, opened.in_rate, opened.out_rate),
         idle_timeout_secs=cfg.idle_timeout_secs,
+        transport_options=_transport_options(cfg),
     )
 
 

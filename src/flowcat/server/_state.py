@@ -59,6 +59,9 @@ class ServerConfig:
     """What a call still running at the end of a drain is told before it is ended (None: cut)."""
     use_default_agent: bool = False
     """The unprefixed routes serve ``agents.default`` instead of ``app``."""
+    audio_out_chunk_ms: int = 20
+    """Bot audio goes to WebSocket callers in chunks of this many ms (``--audio-out-chunk-ms``):
+    one carrier message per chunk. pipecat's default is 40 (``audio_out_10ms_chunks=4``)."""
     turn_metrics: bool = False
     """Attach the per-stage turn-latency observer to config agents' calls (``--turn-metrics``;
     it costs the call its inline hops: about 12 µs more per hop per frame)."""

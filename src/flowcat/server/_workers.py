@@ -88,6 +88,8 @@ class ServeOptions:
     call_burst: int = 20
     max_body: int = 1 << 20
     log_format: str = "text"
+    audio_out_chunk_ms: int = 20
+    """Bot audio chunk on the media WebSockets, in ms (``--audio-out-chunk-ms``)."""
     turn_metrics: bool = False
     """Per-stage turn-latency histograms for config agents' calls (an observer per call)."""
     goodbye: str | None = "Sorry, we have to end the call now. Goodbye."
@@ -140,6 +142,7 @@ async def _serve(opts: ServeOptions, worker_id: int) -> int:
         ),
         goodbye=opts.goodbye,
         turn_metrics=opts.turn_metrics,
+        audio_out_chunk_ms=opts.audio_out_chunk_ms,
         max_msg_size=opts.max_body,
     )
     sip_cfg: Any = None
