@@ -15,6 +15,8 @@ after the VAD stop (the 0.6 s speech timeout, or the STT final if later) − the
 token − the TTS's time to first audio. Both systems run the same rule (speech timeout 0.6 s after a 0.2 s VAD stop, waiting for
 the final transcript); pipecat's default rule (smart-turn v3) is a separate row
 (``pipecat/smart-turn``) and is not comparable (its wait depends on the model's verdict).
+Both systems send the bot's audio to the callers in 40 ms messages (pipecat's default
+``audio_out_10ms_chunks=4``; flowcat ``serve --audio-out-chunk-ms 40``, ``--out-chunk-ms``).
 Server CPU: on-CPU time of the server process tree over the conversation window, per session;
 RSS: peak resident memory of the tree during the point minus its resident memory once ready,
 per session.
@@ -74,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tts-char-ms", type=int, default=20)
     p.add_argument("--engine", choices=("aiohttp", "picows"), default="aiohttp",
                    help="flowcat's media WebSocket engine (flowcat serve --engine)")
+    p.add_argument("--out-chunk-ms", type=int, default=40,
+                   help="flowcat's bot audio message size (serve --audio-out-chunk-ms); 40 = pipecat's default "
+                        "(audio_out_10ms_chunks=4), so both systems send the same messages")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--fifo", action="store_true",
                    help="run the server, the callers and the fakes under chrt -f 10 (SCHED_FIFO), both systems: "
@@ -136,6 +141,7 @@ def _server_cmd(system: str, port: int, fakes_file: str, args: argparse.Namespac
             sys.executable, "-m", "flowcat.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--sample-rate", "8000", "--idle-timeout", "0", "--no-verify",
             "--drain-timeout", "1", "--app", app, "--engine", args.engine,
+            "--audio-out-chunk-ms", str(getattr(args, "out_chunk_ms", 20)),
         ]
     sut = Path(__file__).with_name("_pipecat_agent_sut.py")
     turn = "smart-turn" if system == "pipecat/smart-turn" else "speech-timeout"
