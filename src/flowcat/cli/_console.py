@@ -155,8 +155,8 @@ async def _text(loaded: Any, name: str, args: argparse.Namespace) -> int:
         agent.brain.silence_timeout_secs = None  # typing takes time: no "are you still there?"
     call = ConsoleCall(agent, text_input=True, events=ConsoleEvents(on_reply=_reply))
     await call.start()
-    if isinstance(agent.brain, BrainProcessor):
-        await call.next_reply(60.0)  # the greeting
+    if isinstance(agent.brain, BrainProcessor) and not call.replies:
+        await call.next_reply(60.0)  # the greeting (unless it came while the call started)
     loop = asyncio.get_running_loop()
     interactive = sys.stdin.isatty()
     while not call.ended:
