@@ -149,7 +149,9 @@ class LiveCall:
         return bytes(rnd.choice(range(0x10, 0x70)) for _ in range(160))
 
     async def valid(self, tries: int) -> bytes:
-        """Send the caller's next audio packet(s) until one of them reaches the pipeline."""
+        """Send the caller's next audio packet(s) until one of them reaches the pipeline. A try ends
+        when the packet's audio arrived, or as soon as the server has read it and its jitter buffer
+        did not release it (held or dropped as late after a hostile packet), at most after 0.5 s."""
         rec = self.rec
         for _ in range(tries):
             payload = self.payload()
@@ -161,17 +163,27 @@ class LiveCall:
             self.valid_sent += 1
             self.sent += 1
             try:
-                await asyncio.wait_for(self._arrived(pcm, mark), 0.5)
-                return pcm
+                if await asyncio.wait_for(self._arrived(pcm, mark), 0.5):
+                    return pcm
             except TimeoutError:
                 continue
         raise AssertionError(f"no valid audio got through in {tries} packets")
 
-    async def _arrived(self, pcm: bytes, mark: int) -> None:
-        rec = self.rec
+    async def _arrived(self, pcm: bytes, mark: int) -> bool:
+        """True once ``pcm`` reached the pipeline; False once the server read every datagram sent
+        and the last audio its jitter buffer released is not ``pcm`` (this packet is held or lost)."""
+        rec, media = self.rec, self.transport.media
+        assert media is not None
+        while media.packets_in + media.bad_packets + media.foreign < self.sent:
+            if pcm in rec.audio[mark:]:
+                return True
+            await asyncio.sleep(0.001)  # the server's socket read: bounded by the caller's timeout
+        if media._rx_pcm != pcm and pcm not in rec.audio[mark:]:
+            return False
         while pcm not in rec.audio[mark:]:
             rec.got_audio.clear()
             await rec.got_audio.wait()
+        return True
 
     async def stop(self) -> None:
         await self.srv.stop()
