@@ -72,8 +72,8 @@ def test_two_minute_soak_stays_flat() -> None:
 @pytest.mark.timeout(120)
 def test_soak_fails_on_an_app_that_keeps_something_of_every_call() -> None:
     rc, r, _ = _soak(
-        "--minutes", "0.4", "--echo-calls", "12", "--agent-calls", "0", "--min-call", "0.5", "--max-call", "1.5",
-        "--gap", "0.2", "--window", "8", "--warmup", "3", "--object-growth", "40",
+        "--minutes", "0.2", "--echo-calls", "12", "--agent-calls", "0", "--min-call", "0.5", "--max-call", "1.5",
+        "--gap", "0.2", "--window", "4", "--warmup", "3", "--object-growth", "40",
         "--echo-app", "_soak_leaky_app:leaky_app",
         timeout=110,
     )  # fmt: skip
