@@ -13,6 +13,9 @@ import pytest
 from flowcat.bench import agent
 from flowcat.bench._agent_caller import FRAME, Call, Turn, load_utterances, summarize
 
+# Timing-sensitive (the agent bench's latency figures): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 FIELDS = {"system", "sessions", "added_p50_ms", "added_p99_ms", "turns_ok", "server_cpu_pct", "rss_mb"}
 
 

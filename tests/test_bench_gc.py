@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 from _helpers import require
 from flowcat.bench import gc as bench_gc
+
+# Timing-sensitive (collector pause timings): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
 
 require("picows")
 

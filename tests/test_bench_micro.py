@@ -13,6 +13,9 @@ import pytest
 
 from flowcat.bench import micro
 
+# Timing-sensitive (micro-benchmark timings): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 REQUIRED = (
     "per_hop_us",
     "per_hop_us_pingpong",

@@ -9,8 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from _helpers import missing
 from flowcat.bench import sip
+
+# Timing-sensitive (the SIP bench's load and echo timing): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
 
 if shutil.which("sipp") is None:
     missing("sipp (Debian package sip-tester: apt-get install -y sip-tester)")

@@ -23,6 +23,9 @@ import pytest
 
 from _helpers import require
 
+# Timing-sensitive (the soak's p99.9 and turn bounds): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 require("picows")
 
 TESTS = Path(__file__).parent

@@ -23,6 +23,9 @@ from _helpers import Passthrough, require
 from flowcat import Pipeline, PipelineTask
 from flowcat.testing import assert_call_leaves_nothing
 
+# Timing-sensitive (starvation it creates itself): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 
 class Cleans(Passthrough):
     """Records its cleanup (which does not suspend) in ``log``."""

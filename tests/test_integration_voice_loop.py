@@ -34,6 +34,9 @@ from flowcat.frames import (
 from flowcat.testing import CaptureProcessor
 from flowcat.transports import WebsocketParams, WebsocketServerTransport, WebsocketTransport
 
+# Timing-sensitive (real speech at real time): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 require("onnxruntime")
 vad = require("flowcat.audio.vad")
 turns = require("flowcat.turns")

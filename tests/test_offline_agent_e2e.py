@@ -24,7 +24,8 @@ import pytest
 
 from _helpers import missing, strict
 
-pytestmark = pytest.mark.slow
+# Timing-sensitive (Whisper, Piper and the turn timers in real time): .ci/run runs it alone, after the parallel run.
+pytestmark = [pytest.mark.serial, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = 160  # 20 ms of 8 kHz μ-law

@@ -30,6 +30,9 @@ import pytest
 
 from _helpers import require
 
+# Timing-sensitive (starvation it creates itself): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 picows = require("picows")
 engine_tests = require("test_picows_engine")
 

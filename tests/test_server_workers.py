@@ -197,6 +197,7 @@ async def _echo_call(session: aiohttp.ClientSession, url: str, frames: int) -> s
 
 
 @ENGINES
+@pytest.mark.serial  # 30 calls that must all outlive the drain: .ci/run runs it alone, after the parallel run
 def test_sigterm_under_load_refuses_new_calls_and_drops_none(
     stop_after: list[subprocess.Popen[bytes]], engine: str
 ) -> None:

@@ -59,7 +59,8 @@ if IP is None or SIPP is None:
 if os.geteuid() != 0:
     missing("root, to create network namespaces")
 
-pytestmark = pytest.mark.timeout(120)
+# Timing-sensitive (delay and jitter in namespaces): .ci/run runs it alone, after the parallel run.
+pytestmark = [pytest.mark.serial, pytest.mark.timeout(120)]
 
 SCEN = Path(__file__).parent / "fixtures" / "sip"
 RTP = (34000, 34050)

@@ -9,6 +9,9 @@ import pytest
 
 from _helpers import require
 
+# Timing-sensitive (VAD bench timings): .ci/run runs it alone, after the parallel run.
+pytestmark = pytest.mark.serial
+
 require("onnxruntime")
 
 from flowcat.bench import vad  # noqa: E402
