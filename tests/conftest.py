@@ -40,6 +40,20 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
     _unexpected_skip(outcome.get_result())
 
 
+# ------------------------------------------------------------------ parallel runs (pytest-xdist)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``-n N --dist loadgroup`` (.ci/run) a test file runs whole on one worker, in order, as with
+    ``--dist loadfile``: a module-scoped server or model starts once, and the tests that follow another
+    in the file see what it left. A file's explicit ``xdist_group`` (several files sharing one worker,
+    one at a time) stands. Without xdist the mark does nothing. Runs before xdist reads the marks."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
 # ------------------------------------------------------------------ no outside connections
 
 _LOCAL = {"127.0.0.1", "::1", "localhost"}
