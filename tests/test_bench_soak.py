@@ -23,9 +23,6 @@ import pytest
 
 from _helpers import require
 
-# Timing-sensitive (the soak's p99.9 and turn bounds): .ci/run runs it alone, after the parallel run.
-pytestmark = pytest.mark.serial
-
 require("picows")
 
 TESTS = Path(__file__).parent
@@ -48,6 +45,7 @@ def _soak(*argv: str, timeout: float) -> tuple[int, dict[str, Any], str]:
 
 @pytest.mark.soak
 @pytest.mark.slow
+@pytest.mark.serial  # timing-sensitive (p99.9 flat, turns answered): .ci/run runs it alone, after the parallel run
 @pytest.mark.timeout(300)
 def test_two_minute_soak_stays_flat() -> None:
     require("onnxruntime")
@@ -72,6 +70,7 @@ def test_two_minute_soak_stays_flat() -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.xdist_group("bench")  # asserts what leaked, not timings: in the parallel part, one bench at a time
 @pytest.mark.timeout(120)
 def test_soak_fails_on_an_app_that_keeps_something_of_every_call() -> None:
     rc, r, _ = _soak(

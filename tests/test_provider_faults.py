@@ -56,7 +56,9 @@ from flowcat.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, decode
 from flowcat.turns import SpeechTimeoutUserTurnStopStrategy, UserTurnStrategies
 from test_transport_support import Harness, RecordingOutput
 
-pytestmark = pytest.mark.usefixtures("no_outside_connections")
+# Timing-sensitive (the caller never waits over SILENCE, 2 s, with 0.5 s attempt bounds): .ci/run runs it alone,
+# after the parallel run.
+pytestmark = [pytest.mark.serial, pytest.mark.usefixtures("no_outside_connections")]
 
 RATE = 16000
 CHAR_MS = 5
