@@ -310,6 +310,7 @@ async def server(
         await drain_state(state, 0.0)
 
 
+@pytest.mark.serial  # timing-sensitive (paced in real time, 0.5 s slack): .ci/run runs it alone, after the parallel run
 async def test_echo_of_a_tone_comes_back_resampled_and_paced_in_real_time() -> None:
     async with server(audio_in_sample_rate=16000, audio_out_sample_rate=24000) as s:
         peer = await s.connect()

@@ -415,6 +415,7 @@ def test_tts_failure_mid_sentence_is_not_replayed_and_the_next_sentence_moves_on
     assert got["switched"] == ["tts-a->tts-b"]
 
 
+@pytest.mark.serial  # timing-sensitive (failover within 2 s): .ci/run runs it alone, after the parallel run
 async def test_a_hung_provider_fails_over_after_the_attempt_timeout() -> None:
     async with FakeOpenAI(["From A."], api_key="key-a") as a, FakeOpenAI(["From B."], api_key="key-b") as b:
         a.set(Behaviour.HANG, failures=-1)
