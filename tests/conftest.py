@@ -28,10 +28,27 @@ def _unexpected_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
     report.longrepr = f"skipped under CI=true (only '{EXPECTED}...' skips are allowed): {reason}"
 
 
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates (a fuzzed address such as ``127.0.0.1\\udcff`` in a log line) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _encodable(report: pytest.TestReport) -> None:
+    """A report that UTF-8 can carry: pytest-xdist sends each report from its worker as UTF-8, and a
+    lone surrogate in a captured log or a failure message would end the whole run with an internal error."""
+    report.sections = [(title, _printable(body)) for title, body in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if _printable(text) != text:
+            report.longrepr = _printable(text)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
-    _unexpected_skip(outcome.get_result())
+    report = outcome.get_result()
+    _unexpected_skip(report)
+    _encodable(report)
 
 
 @pytest.hookimpl(hookwrapper=True)
