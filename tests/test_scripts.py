@@ -96,7 +96,9 @@ def test_ci_run_installs_uv_and_every_step_finds_it(project: Path) -> None:
         "uv run --frozen --no-sync ruff check src tests",
         "uv run --frozen --no-sync mypy",
         "uv run --frozen --no-sync flowcat bench micro --quick",
-        "uv run --frozen --no-sync pytest -rs --durations=30",  # last: the log ends with pytest's summary line
+        # the tests last: on 4 workers, then the timing-sensitive ones alone; the log ends with pytest's summary
+        "uv run --frozen --no-sync pytest -rs --durations=20 -n 4 --dist loadgroup -m not serial",
+        "uv run --frozen --no-sync pytest -rs --durations=15 -m serial",
     ]
 
 
