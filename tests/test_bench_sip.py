@@ -87,3 +87,56 @@ def test_results_section_is_written_and_replaced_without_touching_others(tmp_pat
     assert text.count(sip.SECTION) == 1 and "kept" in text
     assert "| 500 | 500 | 0.0 / 8.0 | 0.0 | 0 |" in text and "| 900 " in text and "| 812 " not in text
     assert "error: boom" in text and "SCHED_FIFO" in text and "load average" in text
+
+
+def test_caller_media_drains_its_socket_with_the_kernels_arrival_times() -> None:
+    """The callers read on their timer, not on readiness (flowcat's sendto wakes nobody): a
+    drain takes every datagram waiting, each timed by the kernel's receive stamp, not the drain."""
+    import socket
+    import time
+
+    from flowcat.bench import _sip_media
+    from flowcat.bench._loadgen import twilio_payload
+
+    class _Stats:
+        in_window = True
+        rtts: list[float] = []
+        starts = 0
+
+        def started(self, call: object) -> None:
+            self.starts += 1
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, _sip_media._SO_TIMESTAMPNS, 1)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    stats = _Stats()
+    call = _sip_media.CallMedia(3, stats, rx)  # type: ignore[arg-type]
+    try:
+        call.drain()  # nothing yet: returns at once
+        assert call.received == 0 and call.dest is None
+        # The kernel turns receive stamping on for the first such socket a moment later (a
+        # deferred work item): until then a datagram is stamped when read. Wait for it.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            tx.sendto(b"probe", rx.getsockname())
+            time.sleep(0.05)
+            _, anc, _, _ = rx.recvmsg(64, _sip_media._ANC)
+            sec, nsec = _sip_media._TSPEC.unpack_from(anc[0][2])
+            if time.time_ns() - (sec * 1_000_000_000 + nsec) > 40_000_000:
+                break
+        sent_at = time.time_ns()
+        for seq in range(3):
+            header = bytes((0x80, 0)) + seq.to_bytes(2, "big") + (160 * seq).to_bytes(4, "big") + bytes(4)
+            tx.sendto(header + twilio_payload(3, seq, sent_at), rx.getsockname())
+        time.sleep(0.1)  # the drain comes 100 ms after the arrivals
+        call.drain()
+        assert call.received == call.echoed == 3 and stats.starts == 1
+        assert call.dest == tx.getsockname() and call.seq_lost == 0
+        # each arrival is the kernel's stamp (at the send, on loopback), not the drain's time
+        assert len(stats.rtts) == 3 and max(stats.rtts) < 50.0, stats.rtts
+    finally:
+        rx.close()
+        tx.close()
