@@ -3,7 +3,9 @@
 Per point: a fresh server process (:mod:`flowcat.bench._sip_sut`: ``serve_sip``
 with the echo app, uvloop) pinned to the server core; on the other core the caller
 media process (:mod:`flowcat.bench._sip_media`: one RTP socket per call, 20 ms PCMU,
-every packet numbered and timed) and sipp (Debian ``sip-tester``), which places the
+every packet numbered and timed; its sockets are drained on its send timer, not waited
+on, so that flowcat's ``sendto`` on loopback wakes no process on the other CPU, which a
+NIC would not charge it either) and sipp (Debian ``sip-tester``), which places the
 calls at ``--rate`` per second (INVITE, 200, ACK, hold, BYE) with the media
 sockets' ports in their SDP offers (``-inf``). Reported:
 
