@@ -68,7 +68,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     one at a time) stands. Without xdist the mark does nothing. Runs before xdist reads the marks."""
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
+            name = item.path.name
+            group = "sip-fixed-rtp-ports" if name in _FIXED_RTP_PORTS else name
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+# These files bind fixed RTP port ranges (some overlap: 34800-35200): they share one worker, one at a
+# time, so that two of them never bind the same ports at once.
+_FIXED_RTP_PORTS = frozenset(
+    f"test_{n}.py"
+    for n in (
+        "fuzz_sip", "sip_baresip", "sip_drain", "sip_dtmf_out", "sip_impairment", "sip_interop", "sip_kamailio",
+        "sip_refer", "sip_serve", "sip_server", "sip_session_timer", "sip_tcp", "sip_tcp_interop", "sip_uac",
+        "sip_uac_interop",
+    )
+)
 
 
 # ------------------------------------------------------------------ no outside connections
