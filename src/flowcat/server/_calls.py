@@ -41,9 +41,9 @@ def _params(cfg: ServerConfig, in_rate: int | None = None, out_rate: int | None 
     )
 
 
-def _transport_options(cfg: ServerConfig) -> dict[str, Any] | None:
+def _transport_options(cfg: ServerConfig) -> dict[str, Any]:
     """The media WebSocket's transport parameters that the server config sets."""
-    return None if cfg.audio_out_chunk_ms == 20 else {"audio_out_chunk_ms": cfg.audio_out_chunk_ms}
+    return {"audio_out_chunk_ms": cfg.audio_out_chunk_ms}
 
 
 def user_processors(cfg: ServerConfig, call: CallInfo, app: AppFactory | None = None) -> list[FrameProcessor]:

@@ -167,16 +167,6 @@ class SileroVADAnalyzer(VADAnalyzer):
         self.gated_windows += 1
         return True
 
-    def _replay_skipped(self) -> None:
-        """Run the quiet windows skipped since the last reset (state only, on this thread)."""
-        skipped = self._skipped
-        lane = self._lane
-        slot = self._slot
-        if len(skipped) > _REPLAY_WINDOWS:  # older windows were dropped: take the context of the last one
-            lane.skip(slot, skipped.popleft())  # type: ignore[union-attr]
-        while skipped:
-            lane.run_sync([slot], [skipped.popleft()])  # type: ignore[union-attr]
-
     def voice_confidence(self, buffer: bytes) -> float:
         """Score one window now on this thread (batch of one); updates the stream state."""
         if self._slot < 0:
@@ -187,8 +177,6 @@ class SileroVADAnalyzer(VADAnalyzer):
             self.gated_windows += 1
             p = 0.0
         else:
-            if self._skipped:
-                self._replay_skipped()
             p = float(self._lane.run_sync([self._slot], [buffer])[0])  # type: ignore[union-attr]
         self._maybe_reset(p)
         return p
