@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from ..errors import ServiceError, ServiceRateLimitError, ServiceTimeout
 
-__all__ = ["Backoff", "Deadline", "retry_call"]
+__all__ = ["Backoff", "ChunkTimer", "Deadline", "retry_call"]
 
 logger = logging.getLogger("flowcat.services")
 
@@ -48,6 +48,75 @@ class Deadline:
         if rem is None:
             return seconds
         return rem if seconds is None else min(seconds, rem)
+
+
+class ChunkTimer:
+    """The wait for each chunk of a streamed reply, bounded with one timer for the whole stream.
+
+    ``asyncio.timeout`` around every ``__anext__`` arms and cancels a loop timer per chunk
+    (a reply of synthesized speech is a hundred chunks or more, and hundreds of calls stream
+    at once). Here the stream runs inside one ``asyncio.timeout(None)``; :meth:`expect`
+    before each wait stores its due time, :meth:`pause` after it clears it. One timer
+    follows the due time lazily: when it fires early (a chunk came meanwhile) it re-arms at
+    the current due time, and it is re-armed at once only when a wait is due sooner than
+    it. When it fires with the wait overdue, the enclosing timeout expires: the wait raises
+    ``TimeoutError`` at the ``async with``, as ``asyncio.timeout`` would. Time spent
+    between waits (handling a chunk) is never bounded.
+
+    Args:
+        scope: The enclosing ``asyncio.timeout(None)`` (entered).
+    """
+
+    __slots__ = ("_due", "_handle", "_loop", "_scope", "wait")
+
+    def __init__(self, scope: asyncio.Timeout) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._scope = scope
+        self._due: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self.wait: float | None = None
+        """The bound of the current (or last) wait, seconds."""
+
+    def expect(self, wait: float | None) -> None:
+        """The next chunk must come within ``wait`` seconds (None: no bound)."""
+        self.wait = wait
+        if wait is None:
+            self._due = None
+            return
+        loop = self._loop
+        due = self._due = loop.time() + wait
+        handle = self._handle
+        if handle is None or handle.when() > due:
+            if handle is not None:
+                handle.cancel()
+            self._handle = loop.call_at(due, self._check)
+
+    def pause(self) -> None:
+        """The chunk came: nothing is awaited until the next :meth:`expect`."""
+        self._due = None
+
+    def close(self) -> None:
+        """Stop the timer (the stream ended)."""
+        self._due = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def within(self) -> str:
+        """`` within N s`` for an error message ('' when the wait was unbounded)."""
+        return "" if self.wait is None else f" within {self.wait:g} s"
+
+    def _check(self) -> None:
+        self._handle = None
+        due = self._due
+        if due is None:
+            return
+        now = self._loop.time()
+        if now >= due:
+            self._due = None
+            self._scope.reschedule(now)  # expire the enclosing timeout: the waiting task gets it
+        else:
+            self._handle = self._loop.call_at(due, self._check)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from ..frames import (
 )
 from ..runtime import FrameDirection
 from ._ai_service import AIService, ServiceCapabilities
-from ._backoff import Backoff, Deadline, retry_call
+from ._backoff import Backoff, ChunkTimer, Deadline, retry_call
 from ._functions import INVALID_ARGUMENTS, FunctionCalling
 from ._summary import generate_summary
 
@@ -309,22 +309,28 @@ class LLMService(AIService, FunctionCalling):
                     # repeated in _tts.py (TTSService._speak) on purpose: a shared async generator would
                     # add a layer per chunk, and TTS chunks are the bot's audio.
                     it = agen.__aiter__()
-                    while True:
-                        wait = self.chunk_timeout_secs if emitted else deadline.remaining()
-                        try:
-                            async with asyncio.timeout(wait):
-                                chunk = await it.__anext__()
-                        except StopAsyncIteration:
-                            return
-                        except TimeoutError:
-                            await self._call_event_handler("on_completion_timeout")
-                            raise ServiceTimeout(
-                                f"{self.name}: no {'chunk' if emitted else 'answer'} within {wait:g} s"
-                            ) from None
-                        if not emitted:
-                            emitted = True
-                            await self.stop_ttfb_metrics()
-                        await self._on_chunk(chunk, tools)
+                    timer: ChunkTimer | None = None
+                    try:
+                        async with asyncio.timeout(None) as scope:
+                            timer = ChunkTimer(scope)
+                            while True:
+                                timer.expect(self.chunk_timeout_secs if emitted else deadline.remaining())
+                                try:
+                                    chunk = await it.__anext__()
+                                except StopAsyncIteration:
+                                    return
+                                timer.pause()
+                                if not emitted:
+                                    emitted = True
+                                    await self.stop_ttfb_metrics()
+                                await self._on_chunk(chunk, tools)
+                    except TimeoutError:
+                        await self._call_event_handler("on_completion_timeout")
+                        what = "chunk" if emitted else "answer"
+                        raise ServiceTimeout(f"{self.name}: no {what}{timer.within() if timer else ''}") from None
+                    finally:
+                        if timer is not None:
+                            timer.close()
 
         await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
         return [self._tool_call(acc, context) for _, acc in sorted(tools.items())]

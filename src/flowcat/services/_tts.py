@@ -55,7 +55,7 @@ from ..frames import (
 )
 from ..runtime import FrameDirection
 from ._ai_service import AIService, ServiceCapabilities, ServiceSettings
-from ._backoff import Backoff, Deadline, retry_call
+from ._backoff import Backoff, ChunkTimer, Deadline, retry_call
 from ._text_aggregator import BaseTextAggregator, SentenceAggregator
 
 __all__ = ["TTSAudio", "TTSChunk", "TTSService", "TTSSettings", "TTSWords"]
@@ -303,35 +303,41 @@ class TTSService(AIService):
                     # repeated in _llm.py (LLMService._stream) on purpose: a shared async generator would
                     # add a layer per chunk, and TTS chunks are the bot's audio.
                     it = agen.__aiter__()
-                    while True:
-                        wait = self.chunk_timeout_secs if emitted else deadline.remaining()
-                        try:
-                            async with asyncio.timeout(wait):
-                                chunk = await it.__anext__()
-                        except StopAsyncIteration:
-                            return
-                        except TimeoutError:
-                            raise ServiceTimeout(
-                                f"{self.name}: no {'audio' if emitted else 'answer'} within {wait:g} s"
-                            ) from None
-                        if isinstance(chunk, TTSWords):
-                            words_seen = True
-                            await self._push_words(chunk, ctx, base_bytes)
-                            continue
-                        audio = chunk.audio if isinstance(chunk, TTSAudio) else chunk
-                        if odd:
-                            audio = odd + audio
-                            odd = b""
-                        if len(audio) & 1:
-                            odd = audio[-1:]
-                            audio = audio[:-1]
-                        if not audio:
-                            continue
-                        if not emitted:
-                            emitted = True
-                            await self.stop_ttfb_metrics()
-                        self._ctx_bytes += len(audio)
-                        await self.push_frame(TTSAudioRawFrame(audio, self.sample_rate, 1, ctx))
+                    timer: ChunkTimer | None = None
+                    try:
+                        async with asyncio.timeout(None) as scope:
+                            timer = ChunkTimer(scope)
+                            while True:
+                                timer.expect(self.chunk_timeout_secs if emitted else deadline.remaining())
+                                try:
+                                    chunk = await it.__anext__()
+                                except StopAsyncIteration:
+                                    return
+                                timer.pause()
+                                if isinstance(chunk, TTSWords):
+                                    words_seen = True
+                                    await self._push_words(chunk, ctx, base_bytes)
+                                    continue
+                                audio = chunk.audio if isinstance(chunk, TTSAudio) else chunk
+                                if odd:
+                                    audio = odd + audio
+                                    odd = b""
+                                if len(audio) & 1:
+                                    odd = audio[-1:]
+                                    audio = audio[:-1]
+                                if not audio:
+                                    continue
+                                if not emitted:
+                                    emitted = True
+                                    await self.stop_ttfb_metrics()
+                                self._ctx_bytes += len(audio)
+                                await self.push_frame(TTSAudioRawFrame(audio, self.sample_rate, 1, ctx))
+                    except TimeoutError:
+                        what = "audio" if emitted else "answer"
+                        raise ServiceTimeout(f"{self.name}: no {what}{timer.within() if timer else ''}") from None
+                    finally:
+                        if timer is not None:
+                            timer.close()
 
         await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
         if not words_seen and self.push_text_frames:

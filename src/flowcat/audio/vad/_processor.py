@@ -86,6 +86,7 @@ class VADProcessor(FrameProcessor):
         self._speaking = False
         self._last_audio = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._clock: Any = None  # the loop's time(), kept while the idle timer runs (no lookup per frame)
 
     @property
     def vad_analyzer(self) -> VADAnalyzer:
@@ -177,7 +178,7 @@ class VADProcessor(FrameProcessor):
         if self._resampler is not None:
             audio = self._resampler.resample(audio)
         if self._idle_handle is not None:
-            self._last_audio = asyncio.get_running_loop().time()
+            self._last_audio = self._clock()
         self._analyzer.feed(audio)
 
     async def _drain(self) -> None:
@@ -244,6 +245,7 @@ class VADProcessor(FrameProcessor):
         if self._idle_timeout <= 0 or self._idle_handle is not None:
             return
         loop = asyncio.get_running_loop()
+        self._clock = loop.time
         self._last_audio = loop.time()
         self._idle_handle = loop.call_later(self._idle_timeout, self._check_idle)
 
