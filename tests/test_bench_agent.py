@@ -65,6 +65,18 @@ def test_summary_counts_complete_and_barged_turns() -> None:
     assert (s["turns"], s["turns_ok"], s["barge_ins"], s["barge_ins_ok"]) == (6, 2, 2, 1)
 
 
+def test_summary_sums_live_media_time_and_the_peak_of_live_calls() -> None:
+    from flowcat.bench._agent_caller import peak_live
+
+    calls = [Call(0, live=(0.0, 10.0)), Call(1, live=(5.0, 12.0)), Call(2, live=(11.0, 20.0)),
+             Call(3)]  # call 3 failed before its stream started: no live time
+    s = summarize(calls, {"turns": 1})
+    assert s["session_seconds"] == pytest.approx(10.0 + 7.0 + 9.0)
+    assert s["peak_live"] == 2  # 0 and 1 overlap, then 1 and 2; never three at once
+    assert peak_live([(0.0, 1.0), (1.0, 2.0)]) == 1  # one ends as the next starts: not two at once
+    assert peak_live([]) == 0
+
+
 def test_added_latency_subtracts_the_rule_and_the_fakes() -> None:
     args = argparse.Namespace(stt_delay=0.15, llm_ttft=0.2, tts_ttfa=0.1)
     # VAD stop 0.2 + speech timeout 0.6 (the STT final at 0.15 comes inside it) + LLM 0.2 + TTS 0.1

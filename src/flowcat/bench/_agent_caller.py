@@ -96,6 +96,7 @@ class Call:
     error: str | None = None
     media_in: int = 0
     sent: int = 0  # media packets sent
+    live: tuple[float, float] | None = None  # (stream started, stream stopped), loop time
 
 
 async def _receiver(ws: Any, call: Call, now: Any) -> None:
@@ -237,6 +238,7 @@ async def _one_call(cid: int, cfg: dict[str, Any], utts: list[Utterance], calls:
                                "tracks": ["inbound"], "customParameters": {},
                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
             await ws.send_str(json.dumps(start))
+            began = now()
             stop = asyncio.Event()
             recv = asyncio.create_task(_receiver(ws, call, now))
             send = asyncio.create_task(_sender(ws, call, stop, sid, now))
@@ -246,6 +248,7 @@ async def _one_call(cid: int, cfg: dict[str, Any], utts: list[Utterance], calls:
                 stop.set()
                 await asyncio.wait((send,), timeout=1.0)
                 await ws.send_str(json.dumps({"event": "stop", "streamSid": sid, "stop": {}}))
+                call.live = (began, now())
                 await ws.close()
                 await asyncio.wait((recv,), timeout=2.0)
                 for t in (send, recv):
@@ -282,7 +285,10 @@ def summarize(calls: list[Call], cfg: dict[str, Any], t0: float = 0.0) -> dict[s
                 good = answered and t.audio_ms >= expected
             ok += good
         total += max(0, int(cfg["turns"]) - len(c.turns))
+    spans = [c.live for c in calls if c.live is not None]
     return {
+        "session_seconds": round(sum(b - a for a, b in spans), 3),
+        "peak_live": peak_live(spans),
         "latencies_ms": [round(x, 1) for x in latencies],
         "latency_utterances": utts,
         "latency_phases": phases,
@@ -296,6 +302,16 @@ def summarize(calls: list[Call], cfg: dict[str, Any], t0: float = 0.0) -> dict[s
         "errors": sorted({c.error for c in calls if c.error})[:3],
         "audio_ms": [round(t.audio_ms) for c in calls for t in c.turns],
     }
+
+
+def peak_live(spans: list[tuple[float, float]]) -> int:
+    """The most calls whose media streams were live at once."""
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    live = peak = 0
+    for _, step in edges:
+        live += step
+        peak = max(peak, live)
+    return peak
 
 
 async def _lag_probe(lags: list[float]) -> None:

@@ -62,15 +62,16 @@ def format_capacity(summary: dict[str, Any]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of the rows."""
-    head = ("system", "sessions", "added_p50", "added_p99", "p99_later", "turns_ok", "barge_ok", "cpu%/sess", "MB/sess",
-            "srv_core%", "gen_core%")
+    head = ("system", "sessions", "added_p50", "added_p99", "p99_later", "turns_ok", "barge_ok", "cpu%/sess",
+            "cpu%/live", "peak_live", "MB/sess", "srv_core%", "gen_core%")
     lines = ["  ".join(f"{h:>10}" for h in head)]
     for r in rows:
         turns = f"{r.get('turns_ok')}/{r.get('turns')}" if "turns" in r else "-"
         barge = f"{r.get('barge_ins_ok')}/{r.get('barge_ins')}" if "barge_ins" in r else "-"
         vals = (r["system"], r["sessions"], r.get("added_p50_ms"), r.get("added_p99_ms"),
                 r.get("added_p99_later_ms"), turns, barge,
-                r.get("server_cpu_pct"), r.get("rss_mb"), r.get("server_core_busy_pct"), r.get("gen_core_busy_pct"))
+                r.get("server_cpu_pct"), r.get("server_cpu_live_pct"), r.get("peak_live"), r.get("rss_mb"),
+                r.get("server_core_busy_pct"), r.get("gen_core_busy_pct"))
         lines.append("  ".join(f"{'-' if v is None else v!s:>10}" for v in vals) + (f"  {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
 

@@ -17,7 +17,12 @@ the final transcript); pipecat's default rule (smart-turn v3) is a separate row
 (``pipecat/smart-turn``) and is not comparable (its wait depends on the model's verdict).
 Both systems send the bot's audio to the callers in 40 ms messages (pipecat's default
 ``audio_out_10ms_chunks=4``; flowcat ``serve --audio-out-chunk-ms 40``, ``--out-chunk-ms``).
-Server CPU: on-CPU time of the server process tree over the conversation window, per session;
+Server CPU: on-CPU time of the server process tree over the conversation window, per session
+(``server_cpu_pct``), and per live session (``server_cpu_live_pct``: over the calls' summed media
+time, from each call's ``start`` to its ``stop``). The callers connect 100 ms apart, so at 200
+sessions the point runs ~20 s before every call is live and its calls are all live for only part
+of it: the first figure then understates what a live call costs (about half, against nearly all
+for 10 sessions); compare systems by the second. ``peak_live``: the most calls live at once.
 RSS: peak resident memory of the tree during the point minus its resident memory once ready,
 per session.
 """
@@ -284,6 +289,14 @@ def run_point(system: str, sessions: int, fakes_file: str, args: argparse.Namesp
                 raise BenchError(f"pipecat tried {outside} outside connection(s)")
     finally:
         _stop(srv)
+    # CPU per live session: the server's CPU over the calls' summed media time. The callers
+    # connect 100 ms apart, so at large N the calls are all live for only part of the point and
+    # ``server_cpu_pct`` (CPU over the whole point, divided by N) understates what a live call costs.
+    live_s = float(result.get("session_seconds") or 0.0)
+    row.update(
+        server_cpu_live_pct=round(100.0 * (c1 - c0) / 1e9 / live_s, 3) if live_s > 0 else None,
+        peak_live=result.get("peak_live"),
+    )
     if args.local:
         lat = result["latencies_ms"]
         row.update(
