@@ -149,30 +149,35 @@ def test_media_message_is_the_json_of_twilios_media_event() -> None:
         assert base64.b64decode(json.loads(text)["media"]["payload"]) == audio
 
 
-def _row(system: str, n: int, p99: float, later: float, ok: bool = True) -> dict[str, object]:
+def _row(system: str, n: int, p99: float, later: float, ok: bool = True, cpu: float | None = None) -> dict[str, object]:
     return {"system": system, "sessions": n, "added_p99_ms": p99, "added_p99_later_ms": later,
-            "turns": 4 * n, "turns_ok": 4 * n if ok else 4 * n - 1, "barge_ins": n, "barge_ins_ok": n}
+            "turns": 4 * n, "turns_ok": 4 * n if ok else 4 * n - 1, "barge_ins": n, "barge_ins_ok": n,
+            "server_cpu_live_pct": cpu}
 
 
 def test_capacity_is_the_largest_n_whose_median_p99_holds_in_complete_runs() -> None:
     rows = [
         # flowcat 100: runs 90 / 130 / 95 -> median 95 holds; 120: median 110 does not.
         _row("flowcat", 100, 90, 88), _row("flowcat", 100, 130, 120), _row("flowcat", 100, 95, 93),
-        _row("flowcat", 120, 110, 99), _row("flowcat", 120, 105, 98), _row("flowcat", 120, 140, 97),
+        _row("flowcat", 120, 110, 99, cpu=0.5), _row("flowcat", 120, 105, 98, cpu=0.4),
+        _row("flowcat", 120, 140, 97, cpu=0.45),
         # pipecat: the first turn of each call is slow; without it 5 holds, 6 lost a turn once.
-        _row("pipecat", 5, 180, 70), _row("pipecat", 5, 250, 90), _row("pipecat", 5, 200, 60),
+        _row("pipecat", 5, 180, 70, cpu=8.0), _row("pipecat", 5, 250, 90, cpu=9.0), _row("pipecat", 5, 200, 60, cpu=7.0),
         _row("pipecat", 6, 190, 50), _row("pipecat", 6, 170, 55, ok=False), _row("pipecat", 6, 160, 52),
     ]
     s = agent.capacity(rows, 100.0)
     assert s["capacity"]["flowcat"] == {"all": 100, "later": 120}
     assert s["capacity"]["pipecat"] == {"all": 0, "later": 5}
-    assert s["ratio"] == {"all": None, "later": 24.0}
+    # CPU per live session at each system's (later) capacity: medians 0.45 % and 8 %.
+    assert s["cpu_live"] == {"flowcat": 0.45, "pipecat": 8.0}
+    assert s["ratio"] == {"all": None, "later": 24.0, "cpu_live": 17.8}
     by = {(p["system"], p["sessions"]): p for p in s["points"]}
     assert by[("flowcat", 100)]["added_p99_ms"] == 95.0 and by[("flowcat", 100)]["runs"] == 3
     assert by[("pipecat", 6)]["complete"] is False
     text = agent.format_capacity(s)
     assert "flowcat: 100 (every turn), 120 (first turns left out)" in text
     assert "n/a (pipecat holds at none)" in text
+    assert "flowcat 0.45 %, pipecat 8.0 % of a core: 17.8x" in text
 
 
 def test_repeat_runs_the_points_in_rounds() -> None:

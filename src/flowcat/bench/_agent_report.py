@@ -20,6 +20,9 @@ def capacity(rows: list[dict[str, Any]], bound_ms: float = 100.0) -> dict[str, A
     runs of the p99 is within the bound; a system's capacity is its largest N that holds
     (0: none). Two readings: every turn (``all``), and each call's first turn left out
     (``later``: a per-call cold start, like pipecat's, counts once per call, not per turn).
+    ``cpu_live``: each system's median CPU per live session (% of a core) at its ``later``
+    capacity, and ``ratio["cpu_live"]`` pipecat's over flowcat's (how many of flowcat's live
+    calls one of pipecat's costs).
     """
     by_point: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
@@ -29,19 +32,23 @@ def capacity(rows: list[dict[str, Any]], bound_ms: float = 100.0) -> dict[str, A
         complete = all("error" not in r and r.get("turns_ok") == r.get("turns")
                        and r.get("barge_ins_ok") == r.get("barge_ins") for r in runs)
         point: dict[str, Any] = {"system": system, "sessions": n, "runs": len(runs), "complete": complete}
-        for key in ("added_p99_ms", "added_p99_later_ms"):
+        for key in ("added_p99_ms", "added_p99_later_ms", "server_cpu_live_pct"):
             vals = [float(r[key]) for r in runs if r.get(key) is not None]
-            point[key] = round(_median(vals), 1) if vals else None
+            point[key] = round(_median(vals), 3 if key == "server_cpu_live_pct" else 1) if vals else None
         out["points"].append(point)
         for reading, key in (("all", "added_p99_ms"), ("later", "added_p99_later_ms")):
             cap = out["capacity"].setdefault(system, {}).setdefault(reading, 0)
             p99 = point[key]
             if complete and p99 is not None and p99 <= bound_ms and n > cap:
                 out["capacity"][system][reading] = n
+    at_cap = {(p["system"], p["sessions"]): p.get("server_cpu_live_pct") for p in out["points"]}
+    out["cpu_live"] = {system: at_cap.get((system, cap["later"])) for system, cap in out["capacity"].items()}
     fc, pc = out["capacity"].get("flowcat"), out["capacity"].get("pipecat")
     if fc and pc:
         out["ratio"] = {reading: (round(fc[reading] / pc[reading], 1) if pc[reading] else None)
                         for reading in ("all", "later")}
+        f_cpu, p_cpu = out["cpu_live"].get("flowcat"), out["cpu_live"].get("pipecat")
+        out["ratio"]["cpu_live"] = round(p_cpu / f_cpu, 1) if f_cpu and p_cpu else None
     return out
 
 
@@ -57,6 +64,9 @@ def format_capacity(summary: dict[str, Any]) -> str:
         r = summary["ratio"]
         lines.append(f"  flowcat / pipecat: {r['all'] if r['all'] is not None else 'n/a (pipecat holds at none)'} "
                      f"(every turn), {r['later'] if r['later'] is not None else 'n/a'} (first turns left out)")
+        cpu = summary.get("cpu_live", {})
+        lines.append(f"  CPU per live session at that capacity: flowcat {cpu.get('flowcat')} %, pipecat "
+                     f"{cpu.get('pipecat')} % of a core: {r.get('cpu_live') or 'n/a'}x")
     return "\n".join(lines)
 
 
