@@ -76,10 +76,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # Real SIP peers (sipp, baresip, Kamailio) started on ports picked for them: run alone in the serial part
-# (a fresh CI run hung once on a baresip call in the parallel part, once lost Kamailio's flowcat at start).
+# (a fresh CI run hung once on a baresip call in the parallel part, once lost Kamailio's flowcat at start,
+# once `flowcat sip answer` of test_sip_cli before it listened).
 _SIP_PEERS = frozenset(
     f"test_{n}.py"
-    for n in ("sip_kamailio", "sip_baresip", "sip_dtmf_out", "sip_interop", "sip_uac_interop", "sip_tcp_interop")
+    for n in (
+        "sip_kamailio", "sip_baresip", "sip_dtmf_out", "sip_interop", "sip_uac_interop", "sip_tcp_interop", "sip_cli",
+    )
 )
 
 # These files bind fixed RTP port ranges (some overlap: 34800-35200): they share one worker, one at a

@@ -27,10 +27,9 @@ async def _consume(gaps: list[float], wait: float | None, handle_secs: float = 0
     got: list[int] = []
     t0 = loop.time()
     it = _stream(gaps).__aiter__()
-    timer: ChunkTimer | None = None
+    timer = ChunkTimer()
     try:
-        async with asyncio.timeout(None) as scope:
-            timer = ChunkTimer(scope)
+        async with timer:
             while True:
                 timer.expect(wait)
                 try:
@@ -42,11 +41,7 @@ async def _consume(gaps: list[float], wait: float | None, handle_secs: float = 0
                 if handle_secs:
                     await asyncio.sleep(handle_secs)  # handling a chunk is not a wait
     except TimeoutError:
-        assert timer is not None
         return got, loop.time() - t0, "timeout" + timer.within()
-    finally:
-        if timer is not None:
-            timer.close()
 
 
 def test_a_steady_stream_longer_than_the_bound_is_never_cut() -> None:
@@ -76,16 +71,15 @@ def test_a_shorter_bound_than_the_armed_timer_re_arms_it() -> None:
     async def main() -> tuple[str, float]:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        timer = ChunkTimer()
         try:
-            async with asyncio.timeout(None) as scope:
-                timer = ChunkTimer(scope)
+            async with timer:
                 timer.expect(30.0)  # the first answer may take long
                 await asyncio.sleep(0.2)
                 timer.pause()
                 timer.expect(1.0)  # then each chunk within 1 s: due at 1.2, not 30
                 await asyncio.sleep(10.0)
         except TimeoutError:
-            timer.close()
             return "timeout", loop.time() - t0
         return "done", loop.time() - t0
 
@@ -105,8 +99,7 @@ def test_one_timer_per_bound_period_not_one_per_chunk() -> None:
             armed += 1
             return real_call_at(when, cb, *args, **kwargs)
 
-        async with asyncio.timeout(None) as scope:
-            timer = ChunkTimer(scope)
+        async with ChunkTimer() as timer:
             loop.call_at = counting_call_at  # type: ignore[method-assign]
             try:
                 for _ in range(200):  # 200 chunks 10 ms apart (2 s) under a 1 s bound
@@ -115,7 +108,6 @@ def test_one_timer_per_bound_period_not_one_per_chunk() -> None:
                     timer.pause()
             finally:
                 loop.call_at = real_call_at  # type: ignore[method-assign]
-                timer.close()
         return armed
 
     armed = run_virtual(main())
@@ -128,3 +120,27 @@ def test_no_bound_never_expires() -> None:
     got, _, outcome = run_virtual(_consume([0.1, 5.0, 0.1], None))
     assert outcome == "done"
     assert got == [0, 1, 2]
+
+
+def test_leaving_the_scope_leaves_no_timer_armed() -> None:
+    async def main() -> list[asyncio.TimerHandle]:
+        loop = asyncio.get_running_loop()
+        handles: list[asyncio.TimerHandle] = []
+        real_call_at = loop.call_at
+
+        def keeping_call_at(when, cb, *args, **kwargs):  # type: ignore[no-untyped-def]
+            handle = real_call_at(when, cb, *args, **kwargs)
+            handles.append(handle)
+            return handle
+
+        loop.call_at = keeping_call_at  # type: ignore[method-assign]
+        try:
+            async with ChunkTimer() as timer:
+                timer.expect(60.0)
+                assert len(handles) == 1 and not handles[0].cancelled()  # armed while a wait is bounded
+        finally:
+            loop.call_at = real_call_at  # type: ignore[method-assign]
+        return handles
+
+    handles = run_virtual(main())
+    assert len(handles) == 1 and handles[0].cancelled()  # and cancelled once the scope is left

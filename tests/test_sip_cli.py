@@ -88,6 +88,9 @@ async def test_answer_one_call_from_sipp_uac() -> None:
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line and proc.stderr is not None:  # it exited before listening: say why
+            err = await asyncio.wait_for(proc.stderr.read(), 10)
+            pytest.fail(f"flowcat sip answer exited before listening: {err.decode(errors='replace')[-1500:]}")
         assert f"listening on 127.0.0.1:{port}" in line.decode()
         sipp = await asyncio.create_subprocess_exec(
             "sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(free_port()),

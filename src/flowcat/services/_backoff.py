@@ -7,7 +7,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import ServiceError, ServiceRateLimitError, ServiceTimeout
 
@@ -55,27 +55,49 @@ class ChunkTimer:
 
     ``asyncio.timeout`` around every ``__anext__`` arms and cancels a loop timer per chunk
     (a reply of synthesized speech is a hundred chunks or more, and hundreds of calls stream
-    at once). Here the stream runs inside one ``asyncio.timeout(None)``; :meth:`expect`
-    before each wait stores its due time, :meth:`pause` after it clears it. One timer
-    follows the due time lazily: when it fires early (a chunk came meanwhile) it re-arms at
-    the current due time, and it is re-armed at once only when a wait is due sooner than
-    it. When it fires with the wait overdue, the enclosing timeout expires: the wait raises
-    ``TimeoutError`` at the ``async with``, as ``asyncio.timeout`` would. Time spent
-    between waits (handling a chunk) is never bounded.
+    at once). Here the stream runs inside one ``async with ChunkTimer()`` (an
+    ``asyncio.timeout(None)`` underneath); :meth:`expect` before each wait stores its due
+    time, :meth:`pause` after it clears it. One loop timer follows the due time lazily: when
+    it fires early (a chunk came meanwhile) it re-arms at the current due time, and it is
+    re-armed at once only when a wait is due sooner than it. When it fires with the wait
+    overdue, the scope expires: the wait raises ``TimeoutError`` out of the ``async with``,
+    as ``asyncio.timeout`` would. Time spent between waits (handling a chunk) is never bounded::
 
-    Args:
-        scope: The enclosing ``asyncio.timeout(None)`` (entered).
+        timer = ChunkTimer()
+        try:
+            async with timer:
+                while True:
+                    timer.expect(5.0)
+                    chunk = await it.__anext__()
+                    timer.pause()
+                    ...
+        except TimeoutError:
+            raise ServiceTimeout(f"no chunk{timer.within()}") from None
     """
 
     __slots__ = ("_due", "_handle", "_loop", "_scope", "wait")
 
-    def __init__(self, scope: asyncio.Timeout) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._scope = scope
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scope: asyncio.Timeout | None = None
         self._due: float | None = None
         self._handle: asyncio.TimerHandle | None = None
         self.wait: float | None = None
         """The bound of the current (or last) wait, seconds."""
+
+    async def __aenter__(self) -> ChunkTimer:
+        self._loop = asyncio.get_running_loop()
+        scope = self._scope = asyncio.timeout(None)
+        await scope.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self.close()
+        scope, self._scope, self._loop = self._scope, None, None
+        assert scope is not None  # noqa: S101 - entered (type narrowing)
+        # (Let go of the scope, which holds the task: a cancelled task keeps its CancelledError,
+        # whose traceback's frames hold this timer; kept, that would be a cycle task -> ... -> task.)
+        return await scope.__aexit__(*exc_info)
 
     def expect(self, wait: float | None) -> None:
         """The next chunk must come within ``wait`` seconds (None: no bound)."""
@@ -84,6 +106,7 @@ class ChunkTimer:
             self._due = None
             return
         loop = self._loop
+        assert loop is not None  # noqa: S101 - entered (type narrowing)
         due = self._due = loop.time() + wait
         handle = self._handle
         if handle is None or handle.when() > due:
@@ -109,12 +132,12 @@ class ChunkTimer:
     def _check(self) -> None:
         self._handle = None
         due = self._due
-        if due is None:
+        if due is None or self._loop is None or self._scope is None:
             return
         now = self._loop.time()
         if now >= due:
             self._due = None
-            self._scope.reschedule(now)  # expire the enclosing timeout: the waiting task gets it
+            self._scope.reschedule(now)  # expire the scope: the waiting task gets TimeoutError
         else:
             self._handle = self._loop.call_at(due, self._check)
 

@@ -309,10 +309,9 @@ class LLMService(AIService, FunctionCalling):
                     # repeated in _tts.py (TTSService._speak) on purpose: a shared async generator would
                     # add a layer per chunk, and TTS chunks are the bot's audio.
                     it = agen.__aiter__()
-                    timer: ChunkTimer | None = None
+                    timer = ChunkTimer()
                     try:
-                        async with asyncio.timeout(None) as scope:
-                            timer = ChunkTimer(scope)
+                        async with timer:
                             while True:
                                 timer.expect(self.chunk_timeout_secs if emitted else deadline.remaining())
                                 try:
@@ -327,10 +326,7 @@ class LLMService(AIService, FunctionCalling):
                     except TimeoutError:
                         await self._call_event_handler("on_completion_timeout")
                         what = "chunk" if emitted else "answer"
-                        raise ServiceTimeout(f"{self.name}: no {what}{timer.within() if timer else ''}") from None
-                    finally:
-                        if timer is not None:
-                            timer.close()
+                        raise ServiceTimeout(f"{self.name}: no {what}{timer.within()}") from None
 
         await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
         return [self._tool_call(acc, context) for _, acc in sorted(tools.items())]

@@ -303,10 +303,9 @@ class TTSService(AIService):
                     # repeated in _llm.py (LLMService._stream) on purpose: a shared async generator would
                     # add a layer per chunk, and TTS chunks are the bot's audio.
                     it = agen.__aiter__()
-                    timer: ChunkTimer | None = None
+                    timer = ChunkTimer()
                     try:
-                        async with asyncio.timeout(None) as scope:
-                            timer = ChunkTimer(scope)
+                        async with timer:
                             while True:
                                 timer.expect(self.chunk_timeout_secs if emitted else deadline.remaining())
                                 try:
@@ -334,10 +333,7 @@ class TTSService(AIService):
                                 await self.push_frame(TTSAudioRawFrame(audio, self.sample_rate, 1, ctx))
                     except TimeoutError:
                         what = "audio" if emitted else "answer"
-                        raise ServiceTimeout(f"{self.name}: no {what}{timer.within() if timer else ''}") from None
-                    finally:
-                        if timer is not None:
-                            timer.close()
+                        raise ServiceTimeout(f"{self.name}: no {what}{timer.within()}") from None
 
         await retry_call(attempt, backoff=self.retry, deadline=deadline, what=self.name)
         if not words_seen and self.push_text_frames:
