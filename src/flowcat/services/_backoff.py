@@ -91,13 +91,13 @@ class ChunkTimer:
         await scope.__aenter__()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         self.close()
         scope, self._scope, self._loop = self._scope, None, None
         assert scope is not None  # noqa: S101 - entered (type narrowing)
         # (Let go of the scope, which holds the task: a cancelled task keeps its CancelledError,
         # whose traceback's frames hold this timer; kept, that would be a cycle task -> ... -> task.)
-        return await scope.__aexit__(*exc_info)
+        await scope.__aexit__(*exc_info)  # raises TimeoutError when the scope expired
 
     def expect(self, wait: float | None) -> None:
         """The next chunk must come within ``wait`` seconds (None: no bound)."""
