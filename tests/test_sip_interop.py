@@ -35,9 +35,20 @@ SIPP_TIMEOUT = 30
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for UDP and for TCP on 127.0.0.1 (a SIP server listens on both: a UDP-only
+    pick may be an outgoing TCP connection's local port, and the TCP listen then fails)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
 
 
 async def sipp(scenario: Path, server_port: int, *extra: str) -> tuple[int, str]:
