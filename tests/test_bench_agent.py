@@ -178,6 +178,11 @@ def test_capacity_is_the_largest_n_whose_median_p99_holds_in_complete_runs() -> 
     assert "flowcat: 100 (every turn), 120 (first turns left out)" in text
     assert "n/a (pipecat holds at none)" in text
     assert "flowcat 0.45 %, pipecat 8.0 % of a core: 17.8x" in text
+    # No capacity for a system: no CPU figure at capacity either (not "None %").
+    none = agent.capacity([_row("flowcat", 100, 150, 140, cpu=0.5), _row("pipecat", 5, 250, 200, cpu=8.0)], 100.0)
+    assert none["ratio"]["cpu_live"] is None
+    assert "n/a (a system holds at no point)" in agent.format_capacity(none)
+    assert "None" not in agent.format_capacity(none)
 
 
 def test_repeat_runs_the_points_in_rounds() -> None:

@@ -65,8 +65,11 @@ def format_capacity(summary: dict[str, Any]) -> str:
         lines.append(f"  flowcat / pipecat: {r['all'] if r['all'] is not None else 'n/a (pipecat holds at none)'} "
                      f"(every turn), {r['later'] if r['later'] is not None else 'n/a'} (first turns left out)")
         cpu = summary.get("cpu_live", {})
-        lines.append(f"  CPU per live session at that capacity: flowcat {cpu.get('flowcat')} %, pipecat "
-                     f"{cpu.get('pipecat')} % of a core: {r.get('cpu_live') or 'n/a'}x")
+        if r.get("cpu_live"):
+            lines.append(f"  CPU per live session at that capacity: flowcat {cpu.get('flowcat')} %, pipecat "
+                         f"{cpu.get('pipecat')} % of a core: {r['cpu_live']}x")
+        else:
+            lines.append("  CPU per live session at that capacity: n/a (a system holds at no point)")
     return "\n".join(lines)
 
 
