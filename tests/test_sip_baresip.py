@@ -31,6 +31,32 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_sip_port() -> int:
+    """A port free for UDP and TCP: baresip's ``sip_listen`` binds both, and a UDP-only pick may be an
+    outgoing TCP connection's local port (fresh CI: baresip then exited at start)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
+
+
+async def wait_ready(proc: asyncio.subprocess.Process) -> None:
+    """Read baresip's output until it says it is ready; fail (not spin) if it exits first."""
+    assert proc.stdout is not None
+    seen = b""
+    while b"baresip is ready" not in seen:
+        line = await asyncio.wait_for(proc.stdout.readline(), 15)
+        if not line:  # EOF: baresip exited
+            await proc.wait()
+            pytest.fail(f"baresip exited ({proc.returncode}) before it was ready: {seen.decode(errors='replace')[-1500:]}")
+        seen += line
+
+
 def baresip_config(
     home: Path, wav: Path, sip_port: int, cons_port: int, *, auto_answer: bool = False
 ) -> None:
@@ -72,7 +98,7 @@ async def test_flow6_flowcat_dials_baresip_auto_answer(tmp_path: Path) -> None:
     app = App()
     srv = SIPServer(app, port=0, rtp_ports=(33800, 33900), timers=Timers(t1=0.1))
     await srv.start()
-    sip_port = free_port()
+    sip_port = free_sip_port()
     baresip_config(tmp_path / "baresip", tone_wav(tmp_path / "tone.wav", 10), sip_port, free_port(),
                    auto_answer=True)  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
@@ -80,9 +106,7 @@ async def test_flow6_flowcat_dials_baresip_auto_answer(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        while b"baresip is ready" not in await asyncio.wait_for(proc.stdout.readline(), 15):
-            pass
+        await wait_ready(proc)
         call = await srv.dial(f"sip:alice@127.0.0.1:{sip_port}", from_user="agent")
         await asyncio.wait_for(app.called.wait(), 10)
         _, task, rec = app.calls[0]
@@ -92,7 +116,8 @@ async def test_flow6_flowcat_dials_baresip_auto_answer(tmp_path: Path) -> None:
         await call.hangup()
         await asyncio.wait_for(call.ended.wait(), 10)
     finally:
-        proc.kill()
+        if proc.returncode is None:
+            proc.kill()
         await proc.wait()
         await srv.stop()
     assert call.bye_sent and not call.bye_received and call.negotiated.codec in ("PCMU", "PCMA")
@@ -105,7 +130,7 @@ async def test_flow5_baresip_calls_with_audio_and_console_dtmf(tmp_path: Path) -
     srv = SIPServer(app, port=0, rtp_ports=(33700, 33800), timers=Timers(t1=0.1))
     await srv.start()
     cons = free_port()
-    baresip_config(tmp_path / "baresip", wav, free_port(), cons)
+    baresip_config(tmp_path / "baresip", wav, free_sip_port(), cons)
     proc = await asyncio.create_subprocess_exec(
         str(BARESIP), "-f", str(tmp_path / "baresip"), "-e", f"/dial sip:agent@127.0.0.1:{srv.port}", "-t", "45",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -153,12 +153,12 @@ async def test_baresip_receives_the_keys_flowcat_sends(tmp_path: Path) -> None:
     OutputDTMFFrames; baresip reports each event and its end on stdout."""
     if BARESIP is None:
         missing("baresip (Debian package baresip-core: apt-get install -y baresip-core)")
-    from test_sip_baresip import baresip_config, free_port, tone_wav
+    from test_sip_baresip import baresip_config, free_port, free_sip_port, tone_wav, wait_ready
 
     app = App()
     srv = SIPServer(app, port=0, rtp_ports=(35000, 35100), timers=Timers(t1=0.1))
     await srv.start()
-    sip_port = free_port()
+    sip_port = free_sip_port()
     baresip_config(
         tmp_path / "baresip", tone_wav(tmp_path / "tone.wav", 10), sip_port, free_port(), auto_answer=True
     )
@@ -169,8 +169,7 @@ async def test_baresip_receives_the_keys_flowcat_sends(tmp_path: Path) -> None:
     lines: list[str] = []
     try:
         assert proc.stdout is not None
-        while b"baresip is ready" not in await asyncio.wait_for(proc.stdout.readline(), 15):
-            pass
+        await wait_ready(proc)
         call = await srv.dial(f"sip:alice@127.0.0.1:{sip_port}", from_user="agent")
         await asyncio.wait_for(app.called.wait(), 10)
         _, task, _ = app.calls[0]
@@ -181,7 +180,10 @@ async def test_baresip_receives_the_keys_flowcat_sends(tmp_path: Path) -> None:
         async def read() -> None:
             assert proc.stdout is not None
             while sum("end=1" in line for line in lines) < 2:
-                lines.append((await proc.stdout.readline()).decode(errors="replace"))
+                line = await proc.stdout.readline()
+                if not line:  # baresip exited: the assertion below shows what it printed
+                    return
+                lines.append(line.decode(errors="replace"))
 
         await asyncio.wait_for(read(), 10)
         await call.hangup()
