@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,23 @@ class Peer(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def free_sip_port() -> int:
+    """A port free for UDP and for TCP on 127.0.0.1 now. A SIP listener (flowcat's, baresip's) binds
+    both, and a UDP-only pick may be an outgoing TCP connection's local port: the TCP listen then fails."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listeners bind
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
 
 
 def status(code: int, method: str = "INVITE") -> Callable[[SIPMessage], bool]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from _helpers import missing
-from _sip_peer import App
+from _sip_peer import App, free_sip_port
 from flowcat.transports.sip import SIPServer, Timers
 
 BARESIP = shutil.which("baresip")
@@ -29,20 +29,6 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def free_sip_port() -> int:
-    """A port free for UDP and TCP: baresip's ``sip_listen`` binds both, and a UDP-only pick may be an
-    outgoing TCP connection's local port (fresh CI: baresip then exited at start)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            try:
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
 
 
 async def wait_ready(proc: asyncio.subprocess.Process) -> None:

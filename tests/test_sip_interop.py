@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from _helpers import missing
-from _sip_peer import App
+from _sip_peer import App, free_sip_port
 from flowcat.audio import alaw_to_pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from flowcat.transports.sip import RTPSession, SIPServer, Timers, parse_rtp
 
@@ -34,21 +33,7 @@ RTP = (32000, 32400)
 SIPP_TIMEOUT = 30
 
 
-def free_port() -> int:
-    """A port free for UDP and for TCP on 127.0.0.1 (a SIP server listens on both: a UDP-only
-    pick may be an outgoing TCP connection's local port, and the TCP listen then fails)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
+free_port = free_sip_port  # (its name in the SIP test files that import it from here)
 
 
 async def sipp(scenario: Path, server_port: int, *extra: str) -> tuple[int, str]:
